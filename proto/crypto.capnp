@@ -1,0 +1,54 @@
+@0xb90f561d4ded9a68;
+# ipsec-keydb ↔ ipsec-crypto: crypto sessions and IV reservations.
+# Model: keydb creates one session per SA (the session is named by the SA's
+# SaRef, so a slot reused by a newer SA cannot be reached through a stale
+# descriptor). The broker makes every IV itself; for counter IVs it may use
+# only [ivNext, ivLimit) and asks keydb for more before it runs out. keydb
+# records each grant before answering, so a restarted broker is given a base
+# above anything it could have used: no IV repeats under one key.
+# Senders: KeydbToCrypto only from keydb; CryptoToKeydb only from crypto.
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("ipsec::proto");
+using Common = import "common.capnp";
+
+struct CreateSession {
+  sa @0 :Common.SaRef;
+  params @1 :Common.SaParams;
+  keys @2 :Common.SaKeys;
+  ivNext @3 :UInt64;
+  ivLimit @4 :UInt64;
+}
+
+struct IvGrant {
+  sa @0 :Common.SaRef;
+  ivLimit @1 :UInt64;       # new exclusive upper bound
+}
+
+struct KeydbToCrypto {
+  union {
+    createSession @0 :CreateSession;
+    destroySession @1 :Common.SaRef;
+    ivGrant @2 :IvGrant;
+  }
+}
+
+struct SessionResult {
+  sa @0 :Common.SaRef;
+  ok @1 :Bool;
+  error @2 :Text;
+  ivLength @3 :UInt8;
+  icvLength @4 :UInt8;
+  padAlign @5 :UInt8;
+}
+
+struct IvRequest {
+  sa @0 :Common.SaRef;
+  ivNext @1 :UInt64;        # where the broker is now
+}
+
+struct CryptoToKeydb {
+  union {
+    sessionResult @0 :SessionResult;
+    ivRequest @1 :IvRequest;
+  }
+}

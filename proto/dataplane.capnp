@@ -1,0 +1,73 @@
+@0xfb0180263c6dfaf2;
+# Control of the forwarder, which parses the network and holds no key.
+# keydb ↔ forwarder: SA metadata (never keys) and sequence-number grants.
+#   A new SA may use sequence numbers in [seqNext, seqLimit) only; the
+#   forwarder asks for more before it runs out and keydb records each grant
+#   first, so a restarted forwarder never reuses a sequence number.
+# policy ↔ forwarder: the SPD, and ACQUIRE requests back.
+# Senders are fixed per struct: KeydbToForwarder only from keydb, and so on.
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("ipsec::proto");
+using Common = import "common.capnp";
+
+struct SaInstall {
+  sa @0 :Common.SaRef;      # also names the crypto session
+  params @1 :Common.SaParams;
+  seqNext @2 :UInt64;
+  seqLimit @3 :UInt64;
+}
+
+struct SeqGrant {
+  sa @0 :Common.SaRef;
+  seqLimit @1 :UInt64;
+}
+
+struct KeydbToForwarder {
+  union {
+    install @0 :SaInstall;  # add or replace (same SaRef)
+    remove @1 :Common.SaRef;
+    seqGrant @2 :SeqGrant;
+  }
+}
+
+struct SeqRequest {
+  sa @0 :Common.SaRef;
+  seqNext @1 :UInt64;
+}
+
+struct SaUsage {
+  sa @0 :Common.SaRef;
+  bytes @1 :UInt64;
+  packets @2 :UInt64;
+  firstUse @3 :UInt64;      # unix seconds, 0 = unused
+}
+
+struct ForwarderToKeydb {
+  union {
+    seqRequest @0 :SeqRequest;
+    usage @1 :List(SaUsage);
+  }
+}
+
+struct PolicyToForwarder {
+  union {
+    add @0 :Common.Policy;   # add or replace (same id)
+    delete @1 :UInt32;       # policy id
+    flush @2 :Void;
+  }
+}
+
+struct Acquire {
+  policyId @0 :UInt32;
+  src @1 :Data;
+  dst @2 :Data;
+  proto @3 :UInt8;
+}
+
+struct ForwarderToPolicy {
+  union {
+    acquire @0 :Acquire;
+    # Reserved so the union can grow (SPD expire, per-policy counters).
+    none @1 :Void;
+  }
+}
