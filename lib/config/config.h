@@ -1,0 +1,87 @@
+// The ipsecd configuration file (`ipsecd --config FILE`): plain `key = value`
+// lines, read once by the supervisor at start, before it creates anything.
+// The text is trusted only as far as the operator who wrote it: every value is
+// checked here, and any mistake is a ConfigError naming "FILE:LINE" so that
+// ipsecd can refuse to start with a message the operator can act on
+// (STYLE.md §6: bad configuration at start is an exception caught in main).
+// The keys, their defaults and examples are documented in README.md beside
+// this file; keep the two in step.
+#pragma once
+
+#include <sys/types.h>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ipsec::config {
+
+// An IPv4 or IPv6 address with a prefix length. A plain address (such as a
+// local endpoint address) has the full length: 32 or 128.
+struct IpPrefix {
+  int family = 0;                       // AF_INET or AF_INET6
+  std::array<std::uint8_t, 16> bytes{}; // network byte order; IPv4 uses the first 4
+  std::uint8_t prefixLength = 0;
+
+  std::size_t addressLength() const noexcept;  // 4 or 16
+  std::string addressString() const;           // "192.0.2.1", "2001:db8::1"
+  std::string toString() const;                // "192.0.2.1/24"
+  bool operator==(const IpPrefix&) const = default;
+};
+
+// The uid and gid a child service runs as after it drops root.
+struct ServiceIds {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  bool operator==(const ServiceIds&) const = default;
+};
+
+struct Config {
+  std::string tunName = "ipsec0";
+  unsigned tunMtu = 1400;
+  std::vector<IpPrefix> tunAddresses;    // assigned to the TUN device
+  std::vector<IpPrefix> tunRoutes;       // routed into the TUN device (host bits zero)
+  std::vector<IpPrefix> localAddresses;  // this host's tunnel endpoints (full-length prefixes)
+  std::string runtimeDir = "/run/ipsecd";
+  std::optional<std::string> setkeyFile;
+  unsigned cryptoWorkers = 1;
+  unsigned nattPort = 4500;
+  ServiceIds keydb{64701, 64701};
+  ServiceIds policy{64702, 64702};
+  ServiceIds crypto{64703, 64703};
+  ServiceIds forwarder{64704, 64704};
+  std::optional<gid_t> pfkeyGroup;
+  unsigned replayWindow = 64;
+  unsigned restartLimit = 5;
+  unsigned restartWindowSeconds = 60;
+  bool debug = false;
+};
+
+// what() is "FILE:LINE: message" (or "FILE: message" when no line applies,
+// e.g. the file cannot be read).
+class ConfigError : public std::runtime_error {
+ public:
+  ConfigError(std::string_view fileName, unsigned line, std::string_view message);
+
+  const std::string& fileName() const noexcept { return fileName_; }
+  unsigned line() const noexcept { return line_; }  // 0: not tied to a line
+  const std::string& message() const noexcept { return message_; }
+
+ private:
+  std::string fileName_;
+  unsigned line_;
+  std::string message_;
+};
+
+// Parses the text of a config file. fileName is used only in error messages.
+// Throws ConfigError, and nothing else short of std::bad_alloc.
+Config parseConfig(std::string_view text, std::string_view fileName);
+
+// Reads and parses a file; a file that cannot be read is a ConfigError too.
+Config loadConfigFile(const std::string& path);
+
+}  // namespace ipsec::config
