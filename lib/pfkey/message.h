@@ -1,0 +1,157 @@
+// A parsed, zero-copy view of one PF_KEY v2 message (RFC 2367 with the
+// KAME/Linux extensions, Linux numbering from <linux/pfkeyv2.h>).
+//
+// Who runs it: ipsec-policy parses every datagram a local client sends on the
+// PF_KEY socket with parse(); the setkey tool parses the service's replies.
+// Trust: the bytes are untrusted. parse() checks everything it later hands
+// out, never allocates, never throws, and answers a malformed message with the
+// errno Linux's af_key.c would put in the error reply.
+//
+// Alignment: none required. The view keeps a span over the caller's buffer
+// and reads every structure with memcpy, so a buffer at any address works;
+// the caller must keep the buffer alive and unchanged while the view is used.
+//
+// What parse() checks (structure only; whether a message TYPE has the
+// extensions it needs, or a satype/dir/policy type is acceptable, is the
+// service's decision):
+//  - header: version PF_KEY_V2, type 1..SADB_MAX, reserved 0 (EINVAL);
+//    sadb_msg_len * 8 equal to the datagram length, at least 16 bytes, at most
+//    kMaxMessageBytes (EMSGSIZE);
+//  - each extension: at least 8 bytes, within the message, type 1..SADB_EXT_MAX
+//    (unknown types are refused; Linux skips them, we prefer to be told),
+//    not repeated, at least the size of its struct, exactly that size for the
+//    fixed-size ones (SA, lifetimes, SA2, SPIRANGE, NAT-T type and ports);
+//  - sadb_address (SRC, DST, PROXY, NAT_T_OA): AF_INET with ext len 3 and
+//    prefixlen <= 32, or AF_INET6 with ext len 5 and prefixlen <= 128;
+//  - sadb_key: ceil(bits / 8) key bytes fit in the extension;
+//  - sadb_x_policy: its ipsecrequests (len in BYTES, >= 16, within the
+//    extension), at most kMaxIpsecRequests of them (ELOOP as Linux), proto
+//    ESP/AH/IPCOMP, mode transport/tunnel/beet, level <= unique, a request
+//    longer than 16 bytes carries two sockaddrs of the same family (src, dst);
+//  - sadb_x_sec_ctx: its context length matches the extension length.
+#pragma once
+
+#include <linux/pfkeyv2.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <span>
+#include <type_traits>
+#include <variant>
+
+#include "pfkey/address.h"
+
+namespace ipsec::pfkey {
+
+// The largest datagram the service accepts; larger ones get EMSGSIZE.
+// Real requests are far smaller (a v6 SPDADD with six tunnel requests is
+// under 600 bytes); 64 KiB bounds the receive buffer.
+inline constexpr size_t kMaxMessageBytes = 64 * 1024;
+// Linux's XFRM_MAX_DEPTH: the most transforms one policy may chain.
+inline constexpr size_t kMaxIpsecRequests = 6;
+
+struct ParseError {
+  int errnum = 0;            // what sadb_msg_errno of the error reply should say
+  const char* reason = "";   // static text for logs, e.g. "duplicate extension"
+  uint16_t extType = 0;      // the offending extension type, 0 for the header
+  size_t offset = 0;         // byte offset of the offending part
+};
+
+struct AddressExt {
+  SockAddress addr;     // address and port (host order)
+  uint8_t prefixlen = 0;
+  uint8_t proto = 0;    // upper-layer protocol, IPSEC_ULPROTO_ANY (255) for any
+};
+
+struct KeyExt {
+  uint16_t bits = 0;
+  std::span<const uint8_t> bytes;  // ceil(bits / 8) bytes, padding excluded
+};
+
+struct IpsecRequest {
+  uint16_t proto = 0;  // IPPROTO_ESP / IPPROTO_AH / IPPROTO_COMP
+  uint8_t mode = 0;    // IPSEC_MODE_*
+  uint8_t level = 0;   // IPSEC_LEVEL_*
+  uint32_t reqid = 0;
+  std::optional<SockAddress> tunnelSrc;  // present when the request carries addresses
+  std::optional<SockAddress> tunnelDst;
+};
+
+struct PolicyExt {
+  uint16_t type = 0;      // IPSEC_POLICY_*
+  uint8_t dir = 0;        // IPSEC_DIR_*
+  uint32_t id = 0;
+  uint32_t priority = 0;
+  std::array<IpsecRequest, kMaxIpsecRequests> requestStore{};
+  size_t requestCount = 0;
+  std::span<const IpsecRequest> requests() const noexcept {
+    return {requestStore.data(), requestCount};
+  }
+};
+
+struct SecCtxExt {
+  uint8_t alg = 0;
+  uint8_t doi = 0;
+  std::span<const uint8_t> context;
+};
+
+class ParsedMessage {
+ public:
+  const sadb_msg& msg() const noexcept { return header_; }
+  std::span<const uint8_t> bytes() const noexcept { return data_; }
+
+  bool has(uint16_t extType) const noexcept {
+    return extType <= SADB_EXT_MAX && offsets_[extType] != 0;
+  }
+  // The whole extension (header included), empty if absent.
+  std::span<const uint8_t> extBytes(uint16_t extType) const noexcept;
+  // A copy of a fixed-size extension struct (sadb_sa, sadb_x_sa2,
+  // sadb_lifetime, ...). nullopt if absent or shorter than T.
+  template <class T>
+  std::optional<T> ext(uint16_t extType) const noexcept {
+    static_assert(std::is_trivially_copyable_v<T>);
+    auto b = extBytes(extType);
+    if (b.size() < sizeof(T)) return std::nullopt;
+    T out;
+    std::memcpy(&out, b.data(), sizeof out);
+    return out;
+  }
+
+  std::optional<AddressExt> address(uint16_t extType) const noexcept;
+  std::optional<KeyExt> key(uint16_t extType) const noexcept;
+  const std::optional<PolicyExt>& policy() const noexcept { return policy_; }
+  std::optional<sadb_sa> sa() const noexcept { return ext<sadb_sa>(SADB_EXT_SA); }
+  std::optional<sadb_x_sa2> sa2() const noexcept { return ext<sadb_x_sa2>(SADB_X_EXT_SA2); }
+  std::optional<sadb_lifetime> lifetime(uint16_t extType) const noexcept {
+    return ext<sadb_lifetime>(extType);
+  }
+  std::optional<sadb_spirange> spirange() const noexcept {
+    return ext<sadb_spirange>(SADB_EXT_SPIRANGE);
+  }
+  std::optional<uint8_t> natTType() const noexcept;
+  // NAT-T SPORT/DPORT in host order.
+  std::optional<uint16_t> natTPort(uint16_t extType) const noexcept;
+  std::optional<SecCtxExt> secCtx() const noexcept;
+  // SUPPORTED_AUTH / SUPPORTED_ENCRYPT entries.
+  size_t supportedCount(uint16_t extType) const noexcept;
+  std::optional<sadb_alg> supportedAlg(uint16_t extType, size_t i) const noexcept;
+
+ private:
+  friend std::variant<ParsedMessage, ParseError> parse(std::span<const uint8_t>) noexcept;
+  std::span<const uint8_t> data_;
+  sadb_msg header_{};
+  std::array<uint32_t, SADB_EXT_MAX + 1> offsets_{};  // 0 = absent (offset 0 is the header)
+  std::optional<PolicyExt> policy_;
+};
+
+// Parses one datagram. See the file comment for what is checked.
+std::variant<ParsedMessage, ParseError> parse(std::span<const uint8_t> datagram) noexcept;
+
+// Names for logs and the setkey tool ("ADD", "ADDRESS_SRC"); "?" if unknown.
+const char* messageTypeName(uint8_t type) noexcept;
+const char* extTypeName(uint16_t type) noexcept;
+
+}  // namespace ipsec::pfkey
