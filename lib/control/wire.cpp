@@ -1,0 +1,226 @@
+// Datagram framing of control messages; see wire.h for what is checked.
+#include "control/wire.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include <kj/exception.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+namespace ipsec::control {
+namespace {
+
+// Room for kMaxFdsPerMessage descriptors plus one more cmsg header, so that a
+// peer sending more is seen as MSG_CTRUNC rather than silently accepted.
+constexpr std::size_t kControlBytes = CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage);
+
+int retryPoll(int fd, short events, int timeoutMs) noexcept {
+  pollfd pfd{fd, events, 0};
+  int n;
+  do {
+    n = ::poll(&pfd, 1, timeoutMs);
+  } while (n < 0 && errno == EINTR);
+  return n;
+}
+
+}  // namespace
+
+capnp::ReaderOptions readerOptions() noexcept {
+  capnp::ReaderOptions options;
+  options.traversalLimitInWords = kTraversalLimitWords;
+  options.nestingLimit = kNestingLimit;
+  return options;
+}
+
+std::size_t sizeSocketBuffers(int fd, std::size_t messageBytes) noexcept {
+  // The kernel doubles the value and refuses a datagram above sndbuf - 32.
+  const int want = static_cast<int>(messageBytes + 4096);
+  if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &want, sizeof want) != 0) {
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &want, sizeof want);
+  }
+  if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof want) != 0) {
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof want);
+  }
+  int have = 0;
+  socklen_t len = sizeof have;
+  if (::getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &have, &len) != 0 || have <= 64) return 0;
+  return std::min<std::size_t>(static_cast<std::size_t>(have) - 64, messageBytes);
+}
+
+std::pair<UniqueFd, UniqueFd> makeSeqpacketPair() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+    throw std::system_error(errno, std::generic_category(), "socketpair");
+  }
+  std::pair<UniqueFd, UniqueFd> pair{UniqueFd(sv[0]), UniqueFd(sv[1])};
+  sizeSocketBuffers(sv[0], kMaxMessageBytes);
+  sizeSocketBuffers(sv[1], kMaxMessageBytes);
+  return pair;
+}
+
+kj::Array<capnp::word> serialize(capnp::MessageBuilder& message) { return capnp::messageToFlatArray(message); }
+
+int sendDatagram(int fd, kj::ArrayPtr<const capnp::word> words, std::span<const int> fds, bool blocking) noexcept {
+  if (fds.size() > kMaxFdsPerMessage) return EINVAL;
+  auto bytes = words.asBytes();
+  iovec iov{const_cast<kj::byte*>(bytes.begin()), bytes.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[kControlBytes];
+  if (!fds.empty()) {
+    std::memset(control, 0, sizeof control);
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
+  }
+  const int flags = MSG_NOSIGNAL | (blocking ? 0 : MSG_DONTWAIT);
+  ssize_t n;
+  do {
+    n = ::sendmsg(fd, &msg, flags);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return errno == EWOULDBLOCK ? EAGAIN : errno;
+  return 0;  // SOCK_SEQPACKET sends a datagram whole or not at all
+}
+
+ReceiveStatus receiveDatagram(int fd, kj::ArrayPtr<capnp::word> buffer, Datagram& out, std::string& reason,
+                              bool blocking) noexcept {
+  out.bytes = 0;
+  out.fds.clear();
+  auto bytes = buffer.asBytes();
+  iovec iov{bytes.begin(), bytes.size()};
+  alignas(cmsghdr) char control[kControlBytes + CMSG_SPACE(sizeof(int))];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  const int flags = MSG_CMSG_CLOEXEC | (blocking ? 0 : MSG_DONTWAIT);
+  ssize_t n;
+  do {
+    n = ::recvmsg(fd, &msg, flags);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return ReceiveStatus::kWouldBlock;
+    reason = std::string("recvmsg: ") + std::strerror(errno);
+    return ReceiveStatus::kError;
+  }
+
+  // Own every descriptor that arrived before judging the datagram, so that
+  // each rejection path closes them.
+  bool unexpectedControl = false;
+  for (cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+    if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS) {
+      const std::size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      const unsigned char* data = CMSG_DATA(cmsg);
+      for (std::size_t i = 0; i < count; ++i) {
+        int received;
+        std::memcpy(&received, data + i * sizeof(int), sizeof(int));
+        out.fds.emplace_back(received);
+      }
+    } else {
+      unexpectedControl = true;
+    }
+  }
+
+  ReceiveStatus status = ReceiveStatus::kDatagram;
+  if (n == 0) {
+    // On SOCK_SEQPACKET, end of stream; an empty datagram would be a
+    // protocol error anyway.
+    status = ReceiveStatus::kPeerClosed;
+    reason = "peer closed the channel";
+  } else if (msg.msg_flags & MSG_TRUNC) {
+    status = ReceiveStatus::kError;
+    reason = "datagram truncated: larger than " + std::to_string(bytes.size()) + " bytes";
+  } else if (msg.msg_flags & MSG_CTRUNC) {
+    status = ReceiveStatus::kError;
+    reason = "descriptors truncated: more than " + std::to_string(kMaxFdsPerMessage) + " per message";
+  } else if (unexpectedControl) {
+    status = ReceiveStatus::kError;
+    reason = "unexpected control message (not SCM_RIGHTS)";
+  } else if (out.fds.size() > kMaxFdsPerMessage) {
+    status = ReceiveStatus::kError;
+    reason = "too many descriptors in one message";
+  }
+  if (status != ReceiveStatus::kDatagram) {
+    out.fds.clear();
+    return status;
+  }
+  out.bytes = static_cast<std::size_t>(n);
+  return status;
+}
+
+std::unique_ptr<capnp::FlatArrayMessageReader> decodeDatagram(kj::ArrayPtr<const capnp::word> words,
+                                                              std::size_t bytes, std::string& reason,
+                                                              const capnp::ReaderOptions& options) {
+  if (bytes == 0) {
+    reason = "empty datagram";
+    return nullptr;
+  }
+  if (bytes % sizeof(capnp::word) != 0) {
+    reason = "datagram of " + std::to_string(bytes) + " bytes is not a whole number of words";
+    return nullptr;
+  }
+  if (bytes / sizeof(capnp::word) > words.size()) {
+    reason = "datagram larger than its buffer";
+    return nullptr;
+  }
+  auto message = words.slice(0, bytes / sizeof(capnp::word));
+  try {
+    auto reader = std::make_unique<capnp::FlatArrayMessageReader>(message, options);
+    if (reader->getEnd() != message.end()) {
+      reason = "trailing bytes after the message";
+      return nullptr;
+    }
+    // One full traversal: bounds, nesting and traversal limits are checked
+    // on every pointer now rather than in the middle of a handler.
+    reader->getRoot<capnp::AnyPointer>().targetSize();
+    return reader;
+  } catch (const kj::Exception& e) {
+    reason = std::string("malformed message: ") + e.getDescription().cStr();
+    return nullptr;
+  }
+}
+
+int sendMessage(int fd, capnp::MessageBuilder& message, std::span<const int> fds) {
+  const auto words = serialize(message);
+  for (;;) {
+    const int error = sendDatagram(fd, words, fds, /*blocking=*/true);
+    if (error != EAGAIN) return error;
+    if (retryPoll(fd, POLLOUT, -1) < 0) return errno;  // the socket is non-blocking: wait for room
+  }
+}
+
+ReceivedMessage receiveMessage(int fd, int timeoutMs, std::size_t maxBytes) {
+  ReceivedMessage result;
+  result.storage = kj::heapArray<capnp::word>((maxBytes + sizeof(capnp::word) - 1) / sizeof(capnp::word));
+  for (;;) {
+    const int ready = retryPoll(fd, POLLIN, timeoutMs);
+    if (ready == 0) {
+      result.error = "timed out";
+      return result;
+    }
+    if (ready < 0) {
+      result.error = std::string("poll: ") + std::strerror(errno);
+      return result;
+    }
+    Datagram datagram;
+    const ReceiveStatus status = receiveDatagram(fd, result.storage, datagram, result.error);
+    if (status == ReceiveStatus::kWouldBlock) continue;
+    if (status != ReceiveStatus::kDatagram) return result;
+    result.reader = decodeDatagram(result.storage, datagram.bytes, result.error);
+    if (result.reader) result.fds = std::move(datagram.fds);
+    return result;
+  }
+}
+
+}  // namespace ipsec::control

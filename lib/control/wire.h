@@ -1,0 +1,95 @@
+// One control message per SOCK_SEQPACKET datagram, with descriptors in
+// SCM_RIGHTS: the framing every process uses on its control channels.
+//
+// Runs in every process. The peer is another process of ours but is not
+// trusted to be well-formed (DESIGN.md §2): a received datagram is checked
+// for truncation (data or descriptors), for being a whole number of words and
+// exactly one message, and is traversed once under capnp::ReaderOptions
+// limits before any handler reads it. Received descriptors are owned by
+// UniqueFd from the first moment, so a rejected message leaks none.
+#pragma once
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "control/unique_fd.h"
+
+namespace ipsec::control {
+
+// Control messages are small; an SA dump may be large. Above this, split.
+inline constexpr std::size_t kMaxMessageBytes = std::size_t{1} << 20;
+// Descriptors per message; more arrive as MSG_CTRUNC and close the channel.
+inline constexpr std::size_t kMaxFdsPerMessage = 16;
+// A 1 MiB message is 128 Ki words; 1 Mi words of traversal leaves room for
+// handlers that read fields twice while stopping pointer amplification.
+inline constexpr std::uint64_t kTraversalLimitWords = std::uint64_t{1} << 20;
+inline constexpr int kNestingLimit = 16;
+
+capnp::ReaderOptions readerOptions() noexcept;
+
+// socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC) with buffers sized for a
+// kMaxMessageBytes datagram. Throws std::system_error.
+std::pair<UniqueFd, UniqueFd> makeSeqpacketPair();
+
+// Raises SO_SNDBUF/SO_RCVBUF so that a datagram of `messageBytes` fits
+// (SO_*BUFFORCE when privileged, else capped by net.core.[rw]mem_max).
+// Returns the largest datagram the socket can now send.
+std::size_t sizeSocketBuffers(int fd, std::size_t messageBytes) noexcept;
+
+// Serialises a message into one flat array of words.
+kj::Array<capnp::word> serialize(capnp::MessageBuilder& message);
+
+// sendmsg of one datagram with `fds` in SCM_RIGHTS (the caller keeps
+// ownership of them). MSG_NOSIGNAL | MSG_DONTWAIT unless `blocking`.
+// Returns 0 or an errno value (EAGAIN when the socket buffer is full).
+int sendDatagram(int fd, kj::ArrayPtr<const capnp::word> words, std::span<const int> fds,
+                 bool blocking = false) noexcept;
+
+enum class ReceiveStatus { kDatagram, kWouldBlock, kPeerClosed, kError };
+
+struct Datagram {
+  std::size_t bytes = 0;
+  std::vector<UniqueFd> fds;
+};
+
+// recvmsg of one datagram into `buffer` (MSG_CMSG_CLOEXEC). kError with
+// `reason` set for truncated data, truncated descriptors, an unexpected
+// control message, or a socket error; the descriptors that did arrive are
+// closed in every error case. `blocking` waits for a datagram.
+ReceiveStatus receiveDatagram(int fd, kj::ArrayPtr<capnp::word> buffer, Datagram& out, std::string& reason,
+                              bool blocking = false) noexcept;
+
+// Checks one received datagram of `bytes` bytes held at the start of
+// `words` and returns a reader over it, or nullptr with `reason` set. The
+// whole message is traversed once here under `options`, so a message that is
+// empty, not a whole number of words, followed by trailing bytes, out of
+// bounds, too deep or too large to traverse never reaches a handler. `words`
+// must outlive the reader. This is the step the fuzz target drives.
+std::unique_ptr<capnp::FlatArrayMessageReader> decodeDatagram(kj::ArrayPtr<const capnp::word> words,
+                                                              std::size_t bytes, std::string& reason,
+                                                              const capnp::ReaderOptions& options = readerOptions());
+
+// A message received with the blocking helper: storage, reader, descriptors.
+struct ReceivedMessage {
+  kj::Array<capnp::word> storage;
+  std::unique_ptr<capnp::FlatArrayMessageReader> reader;  // null on failure
+  std::vector<UniqueFd> fds;
+  std::string error;  // why reader is null
+};
+
+// Blocking helpers for simple tools (ipsecctl) and tests: one message out,
+// one message in, on a blocking or non-blocking socket.
+// sendMessage returns 0 or an errno value.
+int sendMessage(int fd, capnp::MessageBuilder& message, std::span<const int> fds = {});
+// timeoutMs < 0 waits forever.
+ReceivedMessage receiveMessage(int fd, int timeoutMs, std::size_t maxBytes = kMaxMessageBytes);
+
+}  // namespace ipsec::control
