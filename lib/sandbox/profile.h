@@ -1,0 +1,108 @@
+// What a child process may do once it has dropped root: a value each
+// service's main.cpp writes out in full, every permission with a one-line
+// reason, so that reading it is like reading a row of OpenBSD's privsep table
+// (STYLE.md §1). applySandbox() (apply.h) enforces it; `ipsecctl audit`
+// (lib/audit) shows what the kernel says was enforced.
+//
+// Seccomp: a syscall not on the allow-list kills the whole process
+// (SCMP_ACT_KILL_PROCESS), so a compromised process cannot keep trying, and
+// the supervisor sees SIGSYS and can restart it. For debugging, the
+// environment variable IPSEC_SECCOMP_LOG=1 makes such calls only logged by
+// the kernel (SCMP_ACT_LOG, see `dmesg`/audit log), and IPSEC_SECCOMP_LOG=trap
+// raises SIGSYS in the offending thread instead (SCMP_ACT_TRAP), which a
+// debugger can catch. Never set it in production.
+#pragma once
+
+#include <sys/capability.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ipsec::sandbox {
+
+// One entry of the seccomp allow-list. The name is resolved with
+// seccomp_syscall_resolve_name; an unknown name is a startup error.
+// Several entries with one name are alternatives (any may match).
+struct SyscallRule {
+  std::string name;
+  std::string reason;
+  // Optional: allow only when argument argIndex, masked with argMask, equals
+  // argValue (e.g. ioctl only with FIONBIO, clone only with CLONE_THREAD).
+  std::optional<unsigned> argIndex;
+  std::uint64_t argMask = ~std::uint64_t{0};
+  std::uint64_t argValue = 0;
+  // If set, the call is not allowed but answered with this errno (e.g. clone3
+  // → ENOSYS so glibc falls back to clone, whose flags can be checked).
+  std::optional<int> errnoValue;
+};
+
+struct Credentials {
+  uid_t uid;
+  gid_t gid;
+  std::string reason;
+};
+
+struct FilesystemView {
+  std::string chrootDir;  // an empty root-owned 0555 directory (ensureEmptyDir)
+  std::string reason;
+};
+
+struct KeptCapability {
+  cap_value_t capability;
+  std::string reason;
+};
+
+struct Flag {
+  bool enabled = false;
+  std::string reason;
+};
+
+enum class SeccompDefault { kKillProcess, kTrap, kLog };
+
+struct SandboxProfile {
+  std::string name;  // the role ("ipsec-forwarder"), for messages
+
+  std::optional<Credentials> credentials;     // nullopt: keep the current ids
+  std::optional<FilesystemView> filesystem;   // nullopt: no chroot
+  std::vector<KeptCapability> capabilities;   // normally empty: drop everything
+  Flag lockMemory;                            // raise RLIMIT_MEMLOCK (sodium_malloc)
+  std::uint64_t memlockBytes = 64u << 20;     // the limit set when lockMemory
+  Flag nonDumpable{true, "no core dumps or ptrace of a process that may hold keys"};
+  std::vector<SyscallRule> syscalls;          // the seccomp allow-list
+  // nullopt: kKillProcess unless IPSEC_SECCOMP_LOG says otherwise.
+  std::optional<SeccompDefault> seccompDefault;
+
+  // Appends entries to the allow-list; returns *this to chain.
+  SandboxProfile& allow(const std::vector<SyscallRule>& rules);
+  SandboxProfile& allow(std::string name, std::string reason);
+};
+
+// The syscall sets. Each reason says who needs the call.
+//
+// Every child: I/O on the descriptors it was given (channels, eventfds,
+// timerfds), an Asio/epoll event loop, the allocator, time, signals, exit.
+// Opens nothing by name and creates no socket.
+std::vector<SyscallRule> baselineSyscalls();
+// Extra threads (crypto workers): clone restricted to CLONE_THREAD, so the
+// process cannot fork; clone3 answered ENOSYS.
+std::vector<SyscallRule> threadSyscalls();
+// Socket data I/O on sockets received from the supervisor (forwarder: ESP,
+// NAT-T, raw sockets; policy: the PF_KEY listener). Creates no socket.
+std::vector<SyscallRule> socketIoSyscalls();
+// Locked key memory (sodium_malloc/sodium_free: mlock, munlock, madvise).
+std::vector<SyscallRule> lockedMemorySyscalls();
+
+// IPSEC_SECCOMP_LOG: unset/"0" → kKillProcess, "1"/"log" → kLog,
+// "trap" → kTrap; anything else is an error (a typo must not weaken it
+// silently — and must not be silently ignored either).
+SeccompDefault seccompDefaultFromEnvironment();
+
+// Resolves every syscall name and checks the ids; throws std::runtime_error
+// naming the profile and the first bad entry. applySandbox() does this first.
+void checkProfile(const SandboxProfile& profile);
+
+}  // namespace ipsec::sandbox
