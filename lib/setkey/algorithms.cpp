@@ -1,0 +1,52 @@
+// Algorithm table for the setkey language (see algorithms.h). Key sizes of
+// counter-mode and AEAD ciphers include the 4-byte salt/nonce (RFC 3686,
+// RFC 4106, RFC 7634), as Linux and FreeBSD's setkey expect.
+#include "setkey/algorithms.h"
+
+#include <algorithm>
+
+namespace ipsec::setkey {
+namespace {
+
+constexpr Algorithm kTable[] = {
+    // Encryption. The first entry of an id is its canonical (dump) name.
+    {"null", AlgKind::kEncrypt, SADB_EALG_NULL, {}, 0, false},
+    {"3des-cbc", AlgKind::kEncrypt, SADB_EALG_3DESCBC, {192}, 1, false},
+    {"aes-cbc", AlgKind::kEncrypt, SADB_X_EALG_AESCBC, {128, 192, 256}, 3, false},
+    {"rijndael-cbc", AlgKind::kEncrypt, SADB_X_EALG_AESCBC, {128, 192, 256}, 3, false},
+    {"aes-ctr", AlgKind::kEncrypt, SADB_X_EALG_AESCTR, {160, 224, 288}, 3, false},
+    {"camellia-cbc", AlgKind::kEncrypt, SADB_X_EALG_CAMELLIACBC, {128, 192, 256}, 3, false},
+    {"aes-gcm-16", AlgKind::kEncrypt, SADB_X_EALG_AES_GCM_ICV16, {160, 224, 288}, 3, true},
+    {"chacha20-poly1305", AlgKind::kEncrypt, kSadbXEalgChacha20Poly1305, {288}, 1, true},
+    // Authentication.
+    {"null", AlgKind::kAuth, SADB_X_AALG_NULL, {}, 0, false},
+    {"hmac-md5", AlgKind::kAuth, SADB_AALG_MD5HMAC, {128}, 1, false},
+    {"hmac-sha1", AlgKind::kAuth, SADB_AALG_SHA1HMAC, {160}, 1, false},
+    {"hmac-sha256", AlgKind::kAuth, SADB_X_AALG_SHA2_256HMAC, {256}, 1, false},
+    {"hmac-sha384", AlgKind::kAuth, SADB_X_AALG_SHA2_384HMAC, {384}, 1, false},
+    {"hmac-sha512", AlgKind::kAuth, SADB_X_AALG_SHA2_512HMAC, {512}, 1, false},
+    {"aes-xcbc-mac", AlgKind::kAuth, SADB_X_AALG_AES_XCBC_MAC, {128}, 1, false},
+    // Compression.
+    {"deflate", AlgKind::kCompress, SADB_X_CALG_DEFLATE, {}, 0, false},
+};
+
+}  // namespace
+
+bool Algorithm::acceptsKeyBits(uint32_t bits) const noexcept {
+  auto k = keyBits();
+  return std::find(k.begin(), k.end(), bits) != k.end();
+}
+
+const Algorithm* findAlgorithm(AlgKind kind, std::string_view name) noexcept {
+  for (const auto& a : kTable)
+    if (a.kind == kind && a.name == name) return &a;
+  return nullptr;
+}
+
+const Algorithm* algorithmById(AlgKind kind, uint8_t id) noexcept {
+  for (const auto& a : kTable)
+    if (a.kind == kind && a.id == id) return &a;
+  return nullptr;
+}
+
+}  // namespace ipsec::setkey
