@@ -1,0 +1,37 @@
+// Logging for every process: one line per event on stderr, prefixed with the
+// role name (the same name as the binary) and pid, so the supervisor's merged
+// stderr reads like syslog. Per-packet tracing goes through debug(), which is off
+// unless ipsecd --debug or net.inet.ipsec.debug turned it on.
+#pragma once
+
+#include <atomic>
+#include <fmt/format.h>
+#include <string>
+#include <string_view>
+
+namespace ipsec::log {
+
+void setRole(std::string_view role);
+void setDebug(bool on);
+bool debugEnabled();
+
+void write(char level, std::string_view message);
+
+template <class... Args>
+void info(fmt::format_string<Args...> fmt, Args&&... args) {
+  write('I', fmt::format(fmt, std::forward<Args>(args)...));
+}
+template <class... Args>
+void warn(fmt::format_string<Args...> fmt, Args&&... args) {
+  write('W', fmt::format(fmt, std::forward<Args>(args)...));
+}
+template <class... Args>
+void error(fmt::format_string<Args...> fmt, Args&&... args) {
+  write('E', fmt::format(fmt, std::forward<Args>(args)...));
+}
+template <class... Args>
+void debug(fmt::format_string<Args...> fmt, Args&&... args) {
+  if (debugEnabled()) write('D', fmt::format(fmt, std::forward<Args>(args)...));
+}
+
+}  // namespace ipsec::log

@@ -1,0 +1,231 @@
+// ipsec-forwarder: set-up and the control side — keydb's SA pushes and
+// sequence grants, policy's SPD pushes, stats. Runs on the same thread as the
+// data path, between bursts, so the tables need no locks.
+#include "forwarder.h"
+
+#include <linux/ipsec.h>
+
+#include <stdexcept>
+
+#include "proto/dataplane.capnp.h"
+#include "log/log.h"
+
+namespace ipsec::forwarder {
+
+namespace asio = boost::asio;
+
+Forwarder::Forwarder(asio::io_context& io, Fds fds)
+    : io_(io),
+      fds_(std::move(fds)),
+      tunWatch_(io, fds_.tun.get()),
+      raw4Watch_(io, fds_.raw4.get()),
+      raw6Watch_(io, fds_.raw6.get()),
+      usageTimer_(io) {
+  for (auto& wf : fds_.workers) {
+    auto attached = ring::Region::attach(std::move(wf.region));
+    if (!attached.region) {
+      throw std::runtime_error(std::string("crypto ring region rejected: ") + ring::toString(attached.error));
+    }
+    auto w = std::make_unique<Worker>(Worker{
+        std::make_unique<ring::Region>(std::move(*attached.region)), {}, {},
+        ring::Doorbell(std::move(wf.requestBell)), ring::Doorbell(std::move(wf.completionBell)), nullptr, {}, {}, {}, 0});
+    w->requests = ring::requestProducer(*w->region);
+    w->completions = ring::completionConsumer(*w->region);
+    const auto& h = w->region->header();
+    w->bufferSize = h.bufferSize;
+    w->contexts.resize(h.bufferCount);
+    w->freeBuffers.reserve(h.bufferCount);
+    for (std::uint32_t i = h.bufferCount; i-- > 0;) w->freeBuffers.push_back(i);
+    w->pending.reserve(kBurst);
+    w->bellWatch = std::make_unique<asio::posix::stream_descriptor>(io, w->completionBell.fd());
+    workers_.push_back(std::move(w));
+  }
+  if (workers_.empty()) throw std::runtime_error("no crypto worker rings");
+}
+
+Forwarder::~Forwarder() {
+  // The stream_descriptors must not close descriptors owned elsewhere.
+  tunWatch_.release();
+  raw4Watch_.release();
+  raw6Watch_.release();
+  for (auto& w : workers_) w->bellWatch->release();
+}
+
+void Forwarder::start() {
+  keydb_ = std::make_unique<control::Channel>(io_, std::move(fds_.keydb), "ipsec-keydb");
+  policy_ = std::make_unique<control::Channel>(io_, std::move(fds_.policy), "ipsec-policy");
+  // Losing keydb or policy means the SAD/SPD copies can no longer be kept
+  // right: fail closed and let ipsecd restart the data plane.
+  auto fatal = [this](const char* who) {
+    return [this, who](std::string_view why) {
+      if (stopped_) return;
+      log::error("channel to {} closed: {}", who, why);
+      std::exit(1);
+    };
+  };
+  keydb_->start([this](capnp::MessageReader& m, std::vector<UniqueFd>& f) { return onKeydb(m, f); },
+                fatal("ipsec-keydb"));
+  policy_->start([this](capnp::MessageReader& m, std::vector<UniqueFd>& f) { return onPolicy(m, f); },
+                 fatal("ipsec-policy"));
+  armTun();
+  armRaw(AF_INET);
+  armRaw(AF_INET6);
+  for (auto& w : workers_) serviceCompletions(*w);
+  sendUsage();
+}
+
+void Forwarder::stop() {
+  stopped_ = true;
+  if (keydb_) keydb_->close();
+  if (policy_) policy_->close();
+}
+
+void Forwarder::armTun() {
+  tunWatch_.async_wait(asio::posix::stream_descriptor::wait_read, [this](boost::system::error_code ec) {
+    if (!ec && !stopped_) readTun();
+  });
+}
+
+void Forwarder::armRaw(int family) {
+  auto& watch = family == AF_INET ? raw4Watch_ : raw6Watch_;
+  watch.async_wait(asio::posix::stream_descriptor::wait_read, [this, family](boost::system::error_code ec) {
+    if (!ec && !stopped_) readRaw(family);
+  });
+}
+
+// Completion doorbell protocol: drain, then declare ourselves asleep and
+// re-check before waiting, so a completion published in between is not missed.
+void Forwarder::armBell(Worker& w) {
+  w.bellWatch->async_wait(asio::posix::stream_descriptor::wait_read, [this, &w](boost::system::error_code ec) {
+    if (ec || stopped_) return;
+    w.completionBell.drain();
+    serviceCompletions(w);
+  });
+}
+
+void Forwarder::serviceCompletions(Worker& w) {
+  w.completions.finishSleep();
+  drainCompletions(w);
+  if (w.completions.prepareToSleep()) {
+    armBell(w);
+  } else {
+    asio::post(io_, [this, &w] { serviceCompletions(w); });
+  }
+}
+
+bool Forwarder::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
+  if (!fds.empty()) return false;
+  auto msg = m.getRoot<proto::KeydbToForwarder>();
+  switch (msg.which()) {
+    case proto::KeydbToForwarder::INSTALL: {
+      if (auto err = sas_.install(msg.getInstall())) {
+        log::error("keydb sent a bad SA: {}", *err);
+        return false;
+      }
+      auto p = msg.getInstall().getParams();
+      log::info("SA installed: SPI {:#x} seq [{}, {})", p.getSpi(), msg.getInstall().getSeqNext(),
+                msg.getInstall().getSeqLimit());
+      return true;
+    }
+    case proto::KeydbToForwarder::REMOVE:
+      sas_.remove({msg.getRemove().getIndex(), msg.getRemove().getGeneration()});
+      return true;
+    case proto::KeydbToForwarder::SEQ_GRANT: {
+      auto g = msg.getSeqGrant();
+      if (Sa* sa = sas_.find({g.getSa().getIndex(), g.getSa().getGeneration()})) {
+        if (g.getSeqLimit() > sa->seqLimit) sa->seqLimit = g.getSeqLimit();
+        sa->seqRequested = false;
+      }
+      return true;
+    }
+  }
+  return false;
+}
+
+bool Forwarder::onPolicy(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
+  if (!fds.empty()) return false;
+  auto msg = m.getRoot<proto::PolicyToForwarder>();
+  switch (msg.which()) {
+    case proto::PolicyToForwarder::ADD:
+      if (auto err = spd_.add(msg.getAdd())) {
+        log::error("policy sent a bad policy: {}", *err);
+        return false;
+      }
+      return true;
+    case proto::PolicyToForwarder::DELETE:
+      spd_.remove(msg.getDelete());
+      return true;
+    case proto::PolicyToForwarder::FLUSH:
+      spd_.clear();
+      return true;
+  }
+  return false;
+}
+
+// Usage for lifetimes (bytes, packets, first use) goes to keydb once a second.
+void Forwarder::sendUsage() {
+  if (stopped_) return;
+  std::vector<const Sa*> used;
+  sas_.forEach([&](Sa& sa) {
+    if (sa.firstUse != 0) used.push_back(&sa);
+  });
+  if (!used.empty() && keydb_) {
+    capnp::MallocMessageBuilder b;
+    auto list = b.initRoot<proto::ForwarderToKeydb>().initUsage(static_cast<unsigned>(used.size()));
+    for (unsigned i = 0; i < used.size(); ++i) {
+      const Sa& sa = *used[i];
+      list[i].initSa().setIndex(sa.ref.index);
+      list[i].getSa().setGeneration(sa.ref.generation);
+      list[i].setBytes(sa.counters.out_bytes + sa.counters.in_bytes);
+      list[i].setPackets(sa.counters.out_packets + sa.counters.in_packets);
+      list[i].setFirstUse(sa.firstUse);
+    }
+    keydb_->send(b);
+  }
+  usageTimer_.expires_after(std::chrono::seconds(1));
+  usageTimer_.async_wait([this](boost::system::error_code ec) {
+    if (!ec) sendUsage();
+  });
+}
+
+void Forwarder::fillStats(proto::Stats::Builder out) {
+  unsigned n = 0;
+  counters_.forEach([&](const char*, std::uint64_t) { ++n; });
+  auto list = out.initCounters(n + 2);
+  unsigned i = 0;
+  counters_.forEach([&](const char* name, std::uint64_t v) {
+    list[i].setName(name);
+    list[i++].setValue(v);
+  });
+  list[i].setName("sas");
+  std::uint64_t sas = 0;
+  sas_.forEach([&](Sa&) { ++sas; });
+  list[i++].setValue(sas);
+  list[i].setName("policies");
+  list[i++].setValue(spd_.size());
+
+  auto saList = out.initSas(static_cast<unsigned>(sas));
+  unsigned j = 0;
+  sas_.forEach([&](Sa& sa) {
+    auto e = saList[j++];
+    e.setSatype(sa.satype);
+    e.setSpi(sa.spi);
+    auto d = sa.dst.bytes();
+    e.setDst(capnp::Data::Reader(d.data(), d.size()));
+    unsigned k = 0;
+    sa.counters.forEach([&](const char*, std::uint64_t) { ++k; });
+    auto cl = e.initCounters(k);
+    k = 0;
+    sa.counters.forEach([&](const char* name, std::uint64_t v) {
+      cl[k].setName(name);
+      cl[k++].setValue(v);
+    });
+  });
+}
+
+void Forwarder::setSysctl(std::string_view name, std::int64_t value) {
+  if (name == "net.inet.esp.enable") espEnabled_ = value != 0;
+  if (name == "net.inet.ipsec.debug") log::setDebug(value != 0);
+}
+
+}  // namespace ipsec::forwarder

@@ -1,0 +1,82 @@
+// ipsec-forwarder: its counters, one per event and one per drop reason (in the
+// spirit of FreeBSD's espstat). Plain integers: only the data-path thread
+// writes them, and stats are read on the same thread.
+#pragma once
+
+#include <cstdint>
+
+namespace ipsec::forwarder {
+
+#define IPSEC_FORWARDER_COUNTERS(X)                                                \
+  X(esp_out_packets)          /* ESP packets sent */                               \
+  X(esp_out_bytes)            /* bytes of ESP payload sent */                      \
+  X(esp_in_packets)           /* ESP packets decrypted and delivered */            \
+  X(esp_in_bytes)             /* bytes of inner packets delivered */               \
+  X(tun_in_packets)           /* packets read from the TUN */                      \
+  X(out_drop_bad_inner)       /* TUN packet not a valid IPv4/IPv6 packet */        \
+  X(out_drop_no_policy)       /* no outbound policy matched */                     \
+  X(out_drop_policy_discard)  /* the matching policy says discard */               \
+  X(out_drop_policy_bypass)   /* policy none: a TUN has no clear path out */       \
+  X(out_drop_no_sa)           /* ipsec policy, but no mature SA for it */          \
+  X(out_drop_seq_wait)        /* sequence numbers exhausted, grant pending */      \
+  X(out_drop_no_room)         /* packet too large for the buffer's tailroom */     \
+  X(out_drop_no_buffer)       /* buffer pool empty */                              \
+  X(out_drop_ring_full)       /* crypto request ring full */                       \
+  X(out_drop_crypto)          /* the broker failed to seal */                      \
+  X(out_drop_send)            /* sendmmsg refused the packet */                    \
+  X(esp_out_drop_disabled)    /* net.inet.esp.enable = 0 */                        \
+  X(esp_in_drop_disabled)     /* net.inet.esp.enable = 0 */                        \
+  X(esp_in_drop_truncated)    /* shorter than header, IV, trailer and ICV */       \
+  X(esp_in_drop_bad_ip)       /* outer IP header malformed */                      \
+  X(esp_in_drop_no_sa)        /* unknown SPI */                                    \
+  X(esp_in_drop_replay)       /* duplicate or left of the replay window */         \
+  X(esp_in_drop_bad_icv)      /* integrity check failed */                         \
+  X(esp_in_drop_bad_length)   /* ciphertext not a multiple of the block size */    \
+  X(esp_in_drop_bad_padding)  /* padding bytes or pad length wrong */              \
+  X(esp_in_drop_bad_next_header) /* next header not IPv4/IPv6 in tunnel mode */    \
+  X(esp_in_drop_inner_mismatch)  /* next header disagrees with inner version */    \
+  X(esp_in_drop_bad_inner)    /* inner packet malformed */                         \
+  X(esp_in_drop_policy)       /* inner packet not allowed by the inbound SPD */    \
+  X(esp_in_drop_no_buffer)    /* buffer pool empty */                              \
+  X(esp_in_drop_ring_full)    /* crypto request ring full */                       \
+  X(esp_in_drop_crypto)       /* the broker failed for another reason */           \
+  X(esp_in_dummy)             /* TFC dummy packets (next header 59) discarded */   \
+  X(tun_write_errors)         /* the TUN refused a decrypted packet */             \
+  X(crypto_bad_completion)    /* a completion named no in-flight buffer */
+
+struct Counters {
+#define IPSEC_DECLARE(name) std::uint64_t name = 0;
+  IPSEC_FORWARDER_COUNTERS(IPSEC_DECLARE)
+#undef IPSEC_DECLARE
+
+  template <class F>
+  void forEach(F&& f) const {
+#define IPSEC_VISIT(name) f(#name, name);
+    IPSEC_FORWARDER_COUNTERS(IPSEC_VISIT)
+#undef IPSEC_VISIT
+  }
+};
+
+// Per SA: what `ipsecctl stats` shows under each SA.
+struct SaCounters {
+  std::uint64_t out_packets = 0;
+  std::uint64_t out_bytes = 0;
+  std::uint64_t in_packets = 0;
+  std::uint64_t in_bytes = 0;
+  std::uint64_t in_drop_replay = 0;
+  std::uint64_t in_drop_bad_icv = 0;
+  std::uint64_t in_drop_other = 0;
+
+  template <class F>
+  void forEach(F&& f) const {
+    f("out_packets", out_packets);
+    f("out_bytes", out_bytes);
+    f("in_packets", in_packets);
+    f("in_bytes", in_bytes);
+    f("in_drop_replay", in_drop_replay);
+    f("in_drop_bad_icv", in_drop_bad_icv);
+    f("in_drop_other", in_drop_other);
+  }
+};
+
+}  // namespace ipsec::forwarder

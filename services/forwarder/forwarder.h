@@ -1,0 +1,143 @@
+// ipsec-forwarder: the only process that parses packets from the network, and
+// so the one that holds no key and can open nothing.
+//
+// Pipeline, one thread, every stage in bursts:
+//   outbound: TUN read → inner parse → SPD(out) → SA → sequence number →
+//             ESP header/trailer in place → seal request on a crypto ring
+//             → completion → sendmmsg on the raw ESP socket
+//   inbound:  recvmmsg on the raw ESP sockets → SPI lookup → replay pre-check
+//             → open request → completion: ICV good → replay update → strip →
+//             SPD(in) check of the inner packet → TUN write
+// Ordering: sequence numbers are assigned here in TUN order; a crypto worker
+// completes its ring in order, so one SA's packets leave in order per worker.
+// Buffers live in the shared pool of the worker they were taken from; a
+// buffer's context (what it is, for which SA) is kept here, in private memory,
+// indexed by buffer: the broker only echoes the descriptor back.
+#pragma once
+
+#include <utility>  // before asio (Boost 1.74 with GCC 12)
+
+#include <sys/socket.h>
+
+#include <array>
+#include <boost/asio.hpp>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "control/channel.h"
+#include "control/unique_fd.h"
+#include "counters.h"
+#include "proto/ring_abi.h"
+#include "ring/doorbell.h"
+#include "ring/endpoints.h"
+#include "ring/region.h"
+#include "proto/supervisor.capnp.h"
+#include "tables.h"
+
+namespace ipsec::forwarder {
+
+using control::UniqueFd;
+
+struct WorkerFds {
+  UniqueFd region, requestBell, completionBell;
+};
+
+struct Fds {
+  UniqueFd keydb, policy, tun, raw4, raw6;
+  std::vector<WorkerFds> workers;
+};
+
+class Forwarder {
+ public:
+  static constexpr std::size_t kBurst = 32;
+  // Room before an inner packet for the largest ESP header + IV; the kernel
+  // builds the outer IP header for raw sockets.
+  static constexpr std::uint32_t kHeadroom = 128;
+  static constexpr std::uint32_t kTailroom = 128;
+  static constexpr std::uint64_t kSeqLowWater = 1u << 14;
+
+  Forwarder(boost::asio::io_context& io, Fds fds);
+  ~Forwarder();
+
+  void start();
+  void stop();
+  void fillStats(proto::Stats::Builder out);
+  void setSysctl(std::string_view name, std::int64_t value);
+
+ private:
+  enum class Use : std::uint8_t { kFree, kOutbound, kInbound };
+  struct BufferContext {
+    Use use = Use::kFree;
+    SaRef sa;
+    std::uint64_t seq = 0;
+  };
+  struct Worker {
+    std::unique_ptr<ring::Region> region;
+    ring::RequestProducer requests;
+    ring::CompletionConsumer completions;
+    ring::Doorbell requestBell, completionBell;
+    std::unique_ptr<boost::asio::posix::stream_descriptor> bellWatch;
+    std::vector<std::uint32_t> freeBuffers;
+    std::vector<BufferContext> contexts;
+    std::vector<proto::CryptoRequest> pending;  // built this burst, not yet enqueued
+    std::uint32_t bufferSize = 0;
+  };
+
+  // Data path (datapath.cpp).
+  void readTun() noexcept;
+  void readRaw(int family) noexcept;
+  void drainCompletions(Worker& w) noexcept;
+  void onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept;
+  void onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept;
+  void flushRequests(Worker& w, bool outbound) noexcept;
+  void flushSends() noexcept;
+  bool outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len) noexcept;
+  void inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, int family,
+                     const esp::IpAddress& dst6) noexcept;
+  std::uint8_t* bufferData(Worker& w, std::uint32_t buf) noexcept;
+  std::optional<std::uint32_t> allocBuffer(Worker& w) noexcept;
+  void freeBuffer(Worker& w, std::uint32_t buf) noexcept;
+  Worker& nextWorker() noexcept;
+  void armTun();
+  void armRaw(int family);
+  void armBell(Worker& w);
+  void serviceCompletions(Worker& w);
+  void maybeRequestSeq(Sa& sa) noexcept;
+
+  // Control (control.cpp).
+  bool onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
+  bool onPolicy(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
+  void sendUsage();
+
+  boost::asio::io_context& io_;
+  Fds fds_;
+  std::unique_ptr<control::Channel> keydb_, policy_;
+  boost::asio::posix::stream_descriptor tunWatch_, raw4Watch_, raw6Watch_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::size_t nextWorker_ = 0;
+  boost::asio::steady_timer usageTimer_;
+
+  SaTable sas_;
+  Spd spd_;
+  Counters counters_;
+  bool espEnabled_ = true;
+  bool stopped_ = false;
+  // Reading stopped for want of a buffer; completions restart it.
+  bool tunStalled_ = false;
+  bool raw4Stalled_ = false;
+  bool raw6Stalled_ = false;
+
+  // Outbound sends gathered per burst, per family.
+  struct SendBatch {
+    std::array<mmsghdr, kBurst> msgs{};
+    std::array<iovec, kBurst> iovs{};
+    std::array<sockaddr_storage, kBurst> addrs{};
+    std::array<std::pair<Worker*, std::uint32_t>, kBurst> buffers{};
+    std::size_t count = 0;
+  };
+  SendBatch send4_, send6_;
+  void flushSendBatch(SendBatch& b, int fd) noexcept;
+};
+
+}  // namespace ipsec::forwarder

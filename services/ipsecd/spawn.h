@@ -1,0 +1,29 @@
+// ipsecd: starting a child with fork+exec. The child gets a fresh address
+// space and exactly the descriptors listed, renumbered from 3 upward in the
+// order given (each service's main.cpp documents its numbering); every other
+// descriptor is closed before exec.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace ipsec::supervisor {
+
+struct ChildSpec {
+  std::string role;                 // ipsec-keydb, ... (also the binary's name)
+  std::string binary;               // absolute path
+  std::vector<std::string> args;    // argv[1..]
+  std::vector<int> fds;             // fds[i] becomes descriptor 3 + i in the child
+};
+
+// Returns the child's pid; throws std::system_error if fork fails. A failed exec
+// shows up as the child exiting with status 127.
+pid_t spawnChild(const ChildSpec& spec);
+
+// Runs a helper command (ip, setkey) to completion; returns its exit status,
+// or -1 if it died by a signal.
+int runCommand(const std::vector<std::string>& argv);
+
+}  // namespace ipsec::supervisor

@@ -1,0 +1,633 @@
+// See supervisor.h. Single-threaded: everything runs on one Asio loop.
+#include <utility>  // before asio (Boost 1.74 with GCC 12)
+
+#include "supervisor.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/asio.hpp>
+#include <capnp/message.h>
+#include <chrono>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <set>
+#include <vector>
+
+#include "proto/admin.capnp.h"
+#include "audit/audit.h"
+#include "control/channel.h"
+#include "log/log.h"
+#include "netsetup.h"
+#include "proto/ring_abi.h"
+#include "ring/region.h"
+#include "sandbox/apply.h"
+#include "spawn.h"
+#include "proto/supervisor.capnp.h"
+
+namespace ipsec::supervisor {
+namespace {
+
+namespace asio = boost::asio;
+using control::Channel;
+using Clock = std::chrono::steady_clock;
+
+constexpr auto kReadyTimeout = std::chrono::seconds(10);
+constexpr auto kStopGrace = std::chrono::seconds(3);
+constexpr auto kStatsTimeout = std::chrono::seconds(2);
+
+enum class Role { kKeydb, kPolicy, kCrypto, kForwarder };
+constexpr Role kRoles[] = {Role::kKeydb, Role::kPolicy, Role::kCrypto, Role::kForwarder};
+
+const char* roleName(Role r) {
+  switch (r) {
+    case Role::kKeydb: return "ipsec-keydb";
+    case Role::kPolicy: return "ipsec-policy";
+    case Role::kCrypto: return "ipsec-crypto";
+    case Role::kForwarder: return "ipsec-forwarder";
+  }
+  return "?";
+}
+
+bool isDataPlane(Role r) { return r == Role::kCrypto || r == Role::kForwarder; }
+
+// One crypto worker's shared region and its two doorbells.
+struct WorkerRing {
+  ring::Region region;
+  UniqueFd requestBell;     // forwarder rings the worker
+  UniqueFd completionBell;  // worker rings the forwarder
+};
+
+// The descriptors that join the data plane to the control plane; made anew on
+// every data-plane (re)start.
+struct DataPlaneLinks {
+  std::pair<UniqueFd, UniqueFd> keydbCrypto;  // first: keydb's end
+  std::pair<UniqueFd, UniqueFd> keydbForwarder;
+  std::pair<UniqueFd, UniqueFd> policyForwarder;
+  std::vector<WorkerRing> rings;
+};
+
+struct Child {
+  Role role;
+  pid_t pid = -1;
+  bool ready = false;
+  std::unique_ptr<Channel> channel;
+};
+
+class Supervisor {
+ public:
+  explicit Supervisor(const Options& o) : opt_(o), cfg_(o.config), signals_(io_) {}
+
+  int run() {
+    try {
+      setUp();
+      startAll();
+    } catch (...) {
+      abortStart();
+      throw;
+    }
+    signals_.add(SIGTERM);
+    signals_.add(SIGINT);
+    signals_.add(SIGCHLD);
+    waitSignal();
+    io_.run();
+    tearDown();
+    return exitCode_;
+  }
+
+ private:
+  // ---- set-up -------------------------------------------------------------
+  void setUp() {
+    namespace fs = std::filesystem;
+    fs::create_directories(cfg_.runtimeDir);
+    chmod(cfg_.runtimeDir.c_str(), 0755);
+    emptyDir_ = cfg_.runtimeDir + "/empty";
+    sandbox::ensureEmptyDir(emptyDir_);
+    createdEmptyDir_ = true;
+
+    tun_ = createTun(cfg_.tunName, static_cast<int>(cfg_.tunMtu));
+    configureTun(tun_, cfg_);
+    log::info("TUN {} up, mtu {}", tun_.name, cfg_.tunMtu);
+    raw4_ = openRawSocket(AF_INET, IPPROTO_ESP);
+    raw6_ = openRawSocket(AF_INET6, IPPROTO_ESP);
+
+    pfkeyPath_ = cfg_.runtimeDir + "/pfkey";
+    controlPath_ = cfg_.runtimeDir + "/control";
+    // PF_KEY: root and, if configured, one group (SO_PEERCRED is checked again
+    // by ipsec-policy for every client).
+    pfkeyListen_ = listenUnix(pfkeyPath_, cfg_.pfkeyGroup ? 0660 : 0600,
+                              cfg_.pfkeyGroup ? static_cast<int>(*cfg_.pfkeyGroup) : -1);
+    controlListen_ = listenUnix(controlPath_, 0600, -1);
+  }
+
+  // A set-up error leaves nothing behind: no child, no TUN, no socket file.
+  void abortStart() {
+    stopping_ = true;
+    for (auto& [r, c] : children_) {
+      if (c.pid <= 0) continue;
+      kill(c.pid, SIGKILL);
+      waitpid(c.pid, nullptr, 0);
+      c.pid = -1;
+    }
+    tearDown();
+  }
+
+  void tearDown() {
+    for (auto& [role, c] : children_) {
+      if (c.channel) c.channel->close();
+    }
+    controlListener_.reset();
+    unlink(pfkeyPath_.c_str());
+    unlink(controlPath_.c_str());
+    unlink(pidFile().c_str());
+    if (createdEmptyDir_) rmdir(emptyDir_.c_str());
+    // Closing our TUN descriptor, the last one now that the children are
+    // gone, removes the (non-persistent) device and its routes.
+    tun_.fd.reset();
+    log::info("stopped");
+  }
+
+  std::string pidFile() const { return cfg_.runtimeDir + "/ipsecd.pid"; }
+
+  DataPlaneLinks makeLinks() {
+    DataPlaneLinks l;
+    l.keydbCrypto = control::makeSeqpacketPair();
+    l.keydbForwarder = control::makeSeqpacketPair();
+    l.policyForwarder = control::makeSeqpacketPair();
+    for (unsigned i = 0; i < cfg_.cryptoWorkers; ++i) {
+      WorkerRing w{ring::Region::create(ring::RegionParams{}), UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+                   UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK))};
+      if (!w.requestBell || !w.completionBell) throw std::system_error(errno, std::generic_category(), "eventfd");
+      l.rings.push_back(std::move(w));
+    }
+    return l;
+  }
+
+  // ---- starting children --------------------------------------------------
+  void startAll() {
+    auto links = makeLinks();
+    auto policyKeydb = control::makeSeqpacketPair();  // first: policy's end
+
+    spawn(Role::kKeydb, {policyKeydb.second.get(), links.keydbCrypto.first.get(), links.keydbForwarder.first.get()},
+          {});
+    spawn(Role::kPolicy, {policyKeydb.first.get(), links.policyForwarder.first.get(), pfkeyListen_.get()}, {});
+    spawnDataPlane(links);
+    startedAt_ = Clock::now();
+
+    readyTimer_ = std::make_unique<asio::steady_timer>(io_, kReadyTimeout);
+    readyTimer_->async_wait([this](boost::system::error_code ec) {
+      if (ec) return;
+      for (auto& [r, c] : children_) {
+        if (!c.ready) failClosed(std::string(roleName(r)) + " did not become ready");
+      }
+    });
+  }
+
+  void spawnDataPlane(DataPlaneLinks& links) {
+    std::vector<int> cryptoFds{links.keydbCrypto.second.get()};
+    std::vector<int> fwdFds{links.keydbForwarder.second.get(), links.policyForwarder.second.get(), tun_.fd.get(),
+                            raw4_.get(), raw6_.get()};
+    for (auto& w : links.rings) {
+      for (auto* fds : {&cryptoFds, &fwdFds}) {
+        fds->push_back(w.region.fd());
+        fds->push_back(w.requestBell.get());
+        fds->push_back(w.completionBell.get());
+      }
+    }
+    std::vector<std::string> workers{"--workers", std::to_string(cfg_.cryptoWorkers)};
+    spawn(Role::kCrypto, cryptoFds, workers);
+    spawn(Role::kForwarder, fwdFds, workers);
+  }
+
+  void spawn(Role role, std::vector<int> fds, std::vector<std::string> args) {
+    auto [mine, theirs] = control::makeSeqpacketPair();
+    fds.insert(fds.begin(), theirs.get());
+    const config::ServiceIds& ids = idsFor(role);
+    args.insert(args.end(), {"--uid", std::to_string(ids.uid), "--gid", std::to_string(ids.gid), "--root", emptyDir_});
+    if (cfg_.debug || debugSysctl_) args.push_back("--debug");
+    ChildSpec spec{roleName(role), opt_.binDir + "/" + roleName(role), args, fds};
+    Child& c = children_[role];
+    c.role = role;
+    c.ready = false;
+    c.pid = spawnChild(spec);
+    log::info("started {} pid {}", roleName(role), c.pid);
+    c.channel = std::make_unique<Channel>(io_, std::move(mine), roleName(role));
+    c.channel->start(
+        [this, role](capnp::MessageReader& m, std::vector<UniqueFd>& fds) { return onChildMessage(role, m, fds); },
+        [this, role](std::string_view why) { onChildChannelClosed(role, why); });
+  }
+
+  const config::ServiceIds& idsFor(Role r) const {
+    switch (r) {
+      case Role::kKeydb: return cfg_.keydb;
+      case Role::kPolicy: return cfg_.policy;
+      case Role::kCrypto: return cfg_.crypto;
+      case Role::kForwarder: return cfg_.forwarder;
+    }
+    return cfg_.keydb;
+  }
+
+  // ---- messages from children ---------------------------------------------
+  bool onChildMessage(Role role, capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
+    if (!fds.empty()) return false;  // children never send us descriptors
+    auto msg = m.getRoot<proto::FromService>();
+    switch (msg.which()) {
+      case proto::FromService::READY:
+        if (children_[role].ready) return false;
+        children_[role].ready = true;
+        onReady();
+        return true;
+      case proto::FromService::STATS:
+        onStatsReply(role, msg.getStats());
+        return true;
+      case proto::FromService::FATAL:
+        log::error("{} reports: {}", roleName(role), std::string(msg.getFatal()));
+        return true;
+    }
+    return false;
+  }
+
+  void onChildChannelClosed(Role role, std::string_view why) {
+    if (stopping_) return;
+    Child& c = children_[role];
+    log::warn("channel to {} closed: {}", roleName(role), why);
+    if (c.pid > 0) kill(c.pid, SIGKILL);  // a child that breaks protocol is dead to us
+  }
+
+  void onReady() {
+    for (auto& [r, c] : children_) {
+      if (!c.ready) return;
+    }
+    readyTimer_.reset();
+    if (!firstReadyDone_) {
+      firstReadyDone_ = true;
+      loadSetkeyFile();
+      writePidFile();
+      log::info("ready: pfkey {}, control {}", pfkeyPath_, controlPath_);
+      acceptAdmin();
+    } else {
+      log::info("data plane restarted and ready");
+    }
+  }
+
+  void loadSetkeyFile() {
+    if (!cfg_.setkeyFile) return;
+    int rc = runCommand({opt_.binDir + "/setkey", "--socket", pfkeyPath_, "-f", *cfg_.setkeyFile});
+    if (rc != 0) failClosed("setkey_file " + *cfg_.setkeyFile + " failed to load (setkey exit " + std::to_string(rc) + ")");
+  }
+
+  void writePidFile() {
+    std::string tmp = pidFile() + ".tmp";
+    FILE* f = fopen(tmp.c_str(), "w");
+    if (!f) return;
+    fprintf(f, "%d\n", getpid());
+    fclose(f);
+    rename(tmp.c_str(), pidFile().c_str());
+  }
+
+  // ---- child exits ----------------------------------------------------------
+  void waitSignal() {
+    signals_.async_wait([this](boost::system::error_code ec, int sig) {
+      if (ec) return;
+      if (sig == SIGCHLD) {
+        reap();
+      } else {
+        log::info("signal {}: stopping", sig);
+        stopAll(0);
+      }
+      waitSignal();
+    });
+  }
+
+  void reap() {
+    for (auto& [role, c] : children_) {
+      if (c.pid <= 0) continue;
+      int status = 0;
+      pid_t r = waitpid(c.pid, &status, WNOHANG);
+      if (r != c.pid) continue;
+      c.pid = -1;
+      c.ready = false;
+      if (c.channel) c.channel->close();
+      c.channel.reset();
+      if (stopping_) continue;
+      std::string how = WIFSIGNALED(status) ? "signal " + std::to_string(WTERMSIG(status))
+                                            : "exit " + std::to_string(WEXITSTATUS(status));
+      log::warn("{} died ({})", roleName(role), how);
+      onChildDied(role);
+    }
+    if (stopping_ && allDead()) {
+      stopTimer_.reset();
+      io_.stop();
+    }
+  }
+
+  bool allDead() const {
+    for (auto& [r, c] : children_) {
+      if (c.pid > 0) return false;
+    }
+    return true;
+  }
+
+  void onChildDied(Role role) {
+    if (!isDataPlane(role)) {
+      failClosed(std::string(roleName(role)) + " died; the SAD/SPD cannot be trusted to have survived");
+      return;
+    }
+    // The data plane restarts as a unit: kill the partner, restart when both are gone.
+    Role other = role == Role::kCrypto ? Role::kForwarder : Role::kCrypto;
+    if (children_[other].pid > 0) {
+      kill(children_[other].pid, SIGKILL);
+      return;  // its SIGCHLD brings us back here
+    }
+    auto now = Clock::now();
+    restarts_.push_back(now);
+    while (!restarts_.empty() && now - restarts_.front() > std::chrono::seconds(cfg_.restartWindowSeconds)) {
+      restarts_.pop_front();
+    }
+    if (restarts_.size() > cfg_.restartLimit) {
+      failClosed("data plane restarted more than " + std::to_string(cfg_.restartLimit) + " times in " +
+                 std::to_string(cfg_.restartWindowSeconds) + " s");
+      return;
+    }
+    // Backoff doubles with each recent restart: 100 ms, 200 ms, ... capped at 5 s.
+    auto delay = std::chrono::milliseconds(std::min<long>(5000, 100L << (restarts_.size() - 1)));
+    log::info("restarting the data plane in {} ms", delay.count());
+    restartTimer_ = std::make_unique<asio::steady_timer>(io_, delay);
+    restartTimer_->async_wait([this](boost::system::error_code ec) {
+      if (!ec && !stopping_) restartDataPlane();
+    });
+  }
+
+  void restartDataPlane() {
+    try {
+      auto links = makeLinks();
+      sendRestarted(Role::kKeydb, {links.keydbCrypto.first.get(), links.keydbForwarder.first.get()});
+      sendRestarted(Role::kPolicy, {links.policyForwarder.first.get()});
+      spawnDataPlane(links);
+      readyTimer_ = std::make_unique<asio::steady_timer>(io_, kReadyTimeout);
+      readyTimer_->async_wait([this](boost::system::error_code ec) {
+        if (ec) return;
+        for (auto& [r, c] : children_) {
+          if (!c.ready) failClosed(std::string(roleName(r)) + " did not become ready after restart");
+        }
+      });
+    } catch (const std::exception& e) {
+      failClosed(std::string("data plane restart failed: ") + e.what());
+    }
+  }
+
+  void sendRestarted(Role role, std::vector<int> fds) {
+    capnp::MallocMessageBuilder b;
+    b.initRoot<proto::ToService>().setDataPlaneRestarted();
+    children_[role].channel->send(b, fds);
+  }
+
+  void failClosed(const std::string& why) {
+    if (stopping_) return;
+    log::error("failing closed: {}", why);
+    stopAll(1);
+  }
+
+  void stopAll(int code) {
+    if (stopping_) return;
+    stopping_ = true;
+    exitCode_ = code;
+    restartTimer_.reset();
+    readyTimer_.reset();
+    for (auto& [r, c] : children_) {
+      if (c.pid <= 0) continue;
+      if (c.channel) {
+        capnp::MallocMessageBuilder b;
+        b.initRoot<proto::ToService>().setStop();
+        c.channel->send(b);
+      }
+      kill(c.pid, SIGTERM);
+    }
+    if (allDead()) {
+      io_.stop();
+      return;
+    }
+    stopTimer_ = std::make_unique<asio::steady_timer>(io_, kStopGrace);
+    stopTimer_->async_wait([this](boost::system::error_code ec) {
+      if (ec) return;
+      for (auto& [r, c] : children_) {
+        if (c.pid > 0) {
+          log::warn("{} did not stop; killing", roleName(r));
+          kill(c.pid, SIGKILL);
+        }
+      }
+    });
+  }
+
+  // ---- ipsecctl -------------------------------------------------------------
+  void acceptAdmin() {
+    controlListener_ = std::make_unique<asio::posix::stream_descriptor>(io_, dup(controlListen_.get()));
+    waitAdmin();
+  }
+
+  void waitAdmin() {
+    controlListener_->async_wait(asio::posix::stream_descriptor::wait_read, [this](boost::system::error_code ec) {
+      if (ec || stopping_) return;
+      for (;;) {
+        int fd = accept4(controlListen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) break;
+        startAdminClient(UniqueFd(fd));
+      }
+      waitAdmin();
+    });
+  }
+
+  void startAdminClient(UniqueFd fd) {
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.uid != 0) return;
+    auto id = nextAdmin_++;
+    auto ch = std::make_unique<Channel>(io_, std::move(fd), "ipsecctl");
+    Channel* raw = ch.get();
+    admins_[id] = std::move(ch);
+    raw->start([this, id](capnp::MessageReader& m, std::vector<UniqueFd>& fds) { return onAdmin(id, m, fds); },
+               [this, id](std::string_view) { asio::post(io_, [this, id] { admins_.erase(id); }); });
+  }
+
+  bool onAdmin(uint64_t id, capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
+    if (!fds.empty()) return false;
+    auto req = m.getRoot<proto::AdminRequest>();
+    switch (req.which()) {
+      case proto::AdminRequest::STATS:
+        startStats(id);
+        return true;
+      case proto::AdminRequest::AUDIT:
+        replyAudit(id);
+        return true;
+      case proto::AdminRequest::SYSCTL_GET:
+        replySysctl(id, std::string(req.getSysctlGet()));
+        return true;
+      case proto::AdminRequest::SYSCTL_SET:
+        setSysctl(id, std::string(req.getSysctlSet().getName()), req.getSysctlSet().getValue());
+        return true;
+    }
+    return false;
+  }
+
+  void replyAudit(uint64_t id) {
+    std::vector<audit::ProcessAudit> procs;
+    procs.push_back(audit::auditProcess(getpid()));
+    for (Role r : kRoles) {
+      if (children_[r].pid > 0) procs.push_back(audit::auditProcess(children_[r].pid));
+    }
+    capnp::MallocMessageBuilder b;
+    auto rep = b.initRoot<proto::AdminReply>().initAudit();
+    rep.setJson(audit::toJson(procs).dump(2));
+    rep.setTable(audit::formatTable(procs));
+    sendAdmin(id, b);
+  }
+
+  // The FAST_IPSEC sysctl names this service knows, with their values.
+  std::map<std::string, int64_t>& sysctls() {
+    if (sysctls_.empty()) {
+      sysctls_ = {{"net.inet.esp.enable", 1},
+                  {"net.inet.ah.enable", 1},
+                  {"net.inet.ipcomp.enable", 1},
+                  {"net.inet.ipsec.debug", cfg_.debug ? 1 : 0},
+                  {"net.inet.ipsec.replay_window", cfg_.replayWindow}};
+    }
+    return sysctls_;
+  }
+
+  void replySysctl(uint64_t id, const std::string& name) {
+    capnp::MallocMessageBuilder b;
+    auto& all = sysctls();
+    if (!name.empty() && !all.contains(name)) {
+      b.initRoot<proto::AdminReply>().setError("unknown sysctl: " + name);
+      sendAdmin(id, b);
+      return;
+    }
+    auto list = b.initRoot<proto::AdminReply>().initSysctl(name.empty() ? all.size() : 1);
+    unsigned i = 0;
+    for (auto& [n, v] : all) {
+      if (!name.empty() && n != name) continue;
+      list[i].setName(n);
+      list[i].setValue(v);
+      ++i;
+    }
+    sendAdmin(id, b);
+  }
+
+  void setSysctl(uint64_t id, const std::string& name, int64_t value) {
+    auto& all = sysctls();
+    if (!all.contains(name)) {
+      capnp::MallocMessageBuilder b;
+      b.initRoot<proto::AdminReply>().setError("unknown sysctl: " + name);
+      sendAdmin(id, b);
+      return;
+    }
+    all[name] = value;
+    if (name == "net.inet.ipsec.debug") {
+      debugSysctl_ = value != 0;
+      log::setDebug(debugSysctl_ || cfg_.debug);
+    }
+    for (auto& [r, c] : children_) {
+      if (!c.channel) continue;
+      capnp::MallocMessageBuilder m;
+      auto s = m.initRoot<proto::ToService>().initSysctl();
+      s.setName(name);
+      s.setValue(value);
+      c.channel->send(m);
+    }
+    replySysctl(id, name);
+  }
+
+  void startStats(uint64_t id) {
+    auto reqId = nextStats_++;
+    auto& p = stats_[reqId];
+    p.adminId = id;
+    for (auto& [r, c] : children_) {
+      if (!c.channel || !c.ready) continue;
+      capnp::MallocMessageBuilder m;
+      m.initRoot<proto::ToService>().setStatsRequest(reqId);
+      c.channel->send(m);
+      p.waiting.insert(r);
+    }
+    p.timer = std::make_unique<asio::steady_timer>(io_, kStatsTimeout);
+    p.timer->async_wait([this, reqId](boost::system::error_code ec) {
+      if (!ec) finishStats(reqId);
+    });
+    if (p.waiting.empty()) finishStats(reqId);
+  }
+
+  void onStatsReply(Role role, proto::Stats::Reader s) {
+    auto it = stats_.find(s.getRequestId());
+    if (it == stats_.end() || !it->second.waiting.erase(role)) return;  // late reply
+    auto part = std::make_unique<capnp::MallocMessageBuilder>();
+    part->setRoot(s);
+    it->second.parts.emplace_back(role, std::move(part));
+    if (it->second.waiting.empty()) finishStats(it->first);
+  }
+
+  void finishStats(uint64_t reqId) {
+    auto it = stats_.find(reqId);
+    if (it == stats_.end()) return;
+    auto& p = it->second;
+    capnp::MallocMessageBuilder b;
+    auto list = b.initRoot<proto::AdminReply>().initStats(p.parts.size());
+    for (size_t i = 0; i < p.parts.size(); ++i) {
+      auto s = p.parts[i].second->getRoot<proto::Stats>().asReader();
+      list[i].setService(roleName(p.parts[i].first));
+      list[i].setCounters(s.getCounters());
+      list[i].setSas(s.getSas());
+    }
+    sendAdmin(p.adminId, b);
+    stats_.erase(it);
+  }
+
+  void sendAdmin(uint64_t id, capnp::MessageBuilder& b) {
+    auto it = admins_.find(id);
+    if (it != admins_.end()) it->second->send(b);
+  }
+
+  struct StatsGather {
+    uint64_t adminId = 0;
+    std::set<Role> waiting;
+    std::vector<std::pair<Role, std::unique_ptr<capnp::MallocMessageBuilder>>> parts;
+    std::unique_ptr<asio::steady_timer> timer;
+  };
+
+  const Options& opt_;
+  const config::Config& cfg_;
+  asio::io_context io_;
+  asio::signal_set signals_;
+  Tun tun_;
+  UniqueFd raw4_, raw6_, pfkeyListen_, controlListen_;
+  std::unique_ptr<asio::posix::stream_descriptor> controlListener_;
+  std::string emptyDir_, pfkeyPath_, controlPath_;
+  bool createdEmptyDir_ = false;
+  std::map<Role, Child> children_;
+  std::unique_ptr<asio::steady_timer> readyTimer_, restartTimer_, stopTimer_;
+  std::deque<Clock::time_point> restarts_;
+  Clock::time_point startedAt_;
+  bool firstReadyDone_ = false;
+  bool stopping_ = false;
+  bool debugSysctl_ = false;
+  int exitCode_ = 0;
+  std::map<uint64_t, std::unique_ptr<Channel>> admins_;
+  uint64_t nextAdmin_ = 1;
+  std::map<uint64_t, StatsGather> stats_;
+  uint64_t nextStats_ = 1;
+  std::map<std::string, int64_t> sysctls_;
+};
+
+}  // namespace
+
+int runSupervisor(const Options& options) {
+  Supervisor s(options);
+  return s.run();
+}
+
+}  // namespace ipsec::supervisor
