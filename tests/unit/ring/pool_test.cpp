@@ -1,0 +1,137 @@
+// The forwarder's buffer allocator and the worker's descriptor bounds check
+// (lib/ring/pool.h).
+#include "ring/pool.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+namespace ipsec::ring {
+namespace {
+
+using proto::CryptoOp;
+using proto::CryptoRequest;
+
+constexpr std::uint32_t kCount = 4;
+constexpr std::uint32_t kSize = 4096;
+
+CryptoRequest valid() {
+  CryptoRequest r{};
+  r.op = CryptoOp::kOpen;
+  r.bufferIndex = 3;
+  r.segmentCount = 1;
+  r.offset = 100;
+  r.length = 1400;
+  return r;
+}
+
+TEST(BufferPool, HandsOutEveryBufferOnceThenRunsDry) {
+  Region region = Region::create(RegionConfig{8, 8, kCount, kSize});
+  BufferPool pool(region);
+  std::set<std::uint32_t> seen;
+  for (std::uint32_t i = 0; i < kCount; ++i) {
+    auto index = pool.alloc();
+    ASSERT_TRUE(index);
+    EXPECT_LT(*index, kCount);
+    EXPECT_TRUE(seen.insert(*index).second);
+  }
+  EXPECT_FALSE(pool.alloc());
+  EXPECT_EQ(pool.available(), 0u);
+  EXPECT_TRUE(pool.free(2));
+  EXPECT_EQ(pool.alloc(), std::optional<std::uint32_t>(2));
+}
+
+TEST(BufferPool, RefusesDoubleFreeAndForeignIndex) {
+  Region region = Region::create(RegionConfig{8, 8, kCount, kSize});
+  BufferPool pool(region);
+  auto index = pool.alloc();
+  ASSERT_TRUE(index);
+  EXPECT_TRUE(pool.free(*index));
+  EXPECT_FALSE(pool.free(*index));
+  EXPECT_FALSE(pool.free(kCount));
+  EXPECT_FALSE(pool.free(0xffffffffu));
+  EXPECT_EQ(pool.available(), kCount);
+}
+
+TEST(BufferPool, DataIsTheBufferInTheSharedRegion) {
+  Region region = Region::create(RegionConfig{8, 8, kCount, kSize});
+  BufferPool pool(region);
+  auto index = pool.alloc();
+  ASSERT_TRUE(index);
+  auto bytes = pool.data(*index);
+  ASSERT_EQ(bytes.size(), kSize);
+  EXPECT_EQ(bytes.data(), region.buffer(*index));
+  bytes[kSize - 1] = std::byte{0x5a};
+  EXPECT_EQ(region.buffer(*index)[kSize - 1], std::byte{0x5a});
+  EXPECT_TRUE(pool.data(kCount).empty());
+}
+
+TEST(DescriptorCheck, AcceptsASegmentInsideItsBuffer) {
+  EXPECT_EQ(checkDescriptor(valid(), kCount, kSize), DescriptorError::kNone);
+  CryptoRequest wholeBuffer = valid();
+  wholeBuffer.offset = 0;
+  wholeBuffer.length = kSize;
+  EXPECT_EQ(checkDescriptor(wholeBuffer, kCount, kSize), DescriptorError::kNone);
+}
+
+TEST(DescriptorCheck, RejectsBufferIndexPastTheCount) {
+  CryptoRequest r = valid();
+  r.bufferIndex = kCount;
+  EXPECT_EQ(checkDescriptor(r, kCount, kSize), DescriptorError::kBadBufferIndex);
+  r.bufferIndex = 0xffffffffu;
+  EXPECT_EQ(checkDescriptor(r, kCount, kSize), DescriptorError::kBadBufferIndex);
+}
+
+TEST(DescriptorCheck, RejectsASegmentEndingPastTheBuffer) {
+  CryptoRequest r = valid();
+  r.offset = kSize - 10;
+  r.length = 11;
+  EXPECT_EQ(checkDescriptor(r, kCount, kSize), DescriptorError::kOutOfBuffer);
+  r.offset = 0xffffffffu;  // offset + length would wrap in 32 bits
+  r.length = 2;
+  EXPECT_EQ(checkDescriptor(r, kCount, kSize), DescriptorError::kOutOfBuffer);
+}
+
+TEST(DescriptorCheck, RejectsEmptyAndMissingSegments) {
+  CryptoRequest r = valid();
+  r.length = 0;
+  EXPECT_EQ(checkDescriptor(r, kCount, kSize), DescriptorError::kBadSegmentLayout);
+  r = valid();
+  r.segmentCount = 0;
+  EXPECT_EQ(checkDescriptor(r, kCount, kSize), DescriptorError::kBadSegmentCount);
+  r.segmentCount = proto::kMaxSegments + 1;
+  EXPECT_EQ(checkDescriptor(r, kCount, kSize), DescriptorError::kBadSegmentCount);
+}
+
+TEST(DescriptorCheck, SuperPacketSegmentsMustEachLieInside) {
+  CryptoRequest r = valid();
+  r.offset = 0;
+  r.segmentCount = 3;
+  r.segmentStride = 1000;
+  r.length = 2500;  // 1000 + 1000 + 500
+  EXPECT_EQ(checkDescriptor(r, kCount, kSize), DescriptorError::kNone);
+  r.length = 2000;  // the third segment would start at the end: empty
+  EXPECT_EQ(checkDescriptor(r, kCount, kSize), DescriptorError::kBadSegmentLayout);
+  r.segmentStride = 0;
+  r.length = 2500;
+  EXPECT_EQ(checkDescriptor(r, kCount, kSize), DescriptorError::kBadSegmentLayout);
+  r.segmentStride = 0x80000000u;  // (count - 1) * stride must not wrap
+  EXPECT_EQ(checkDescriptor(r, kCount, kSize), DescriptorError::kBadSegmentLayout);
+}
+
+TEST(DescriptorCheck, RejectsUnknownOp) {
+  CryptoRequest r = valid();
+  r.op = static_cast<CryptoOp>(9);
+  EXPECT_EQ(checkDescriptor(r, kCount, kSize), DescriptorError::kBadOp);
+}
+
+TEST(DescriptorCheck, ValidateUsesTheHeaderBounds) {
+  Region region = Region::create(RegionConfig{8, 8, kCount, kSize});
+  EXPECT_TRUE(validate(valid(), region.header()));
+  CryptoRequest r = valid();
+  r.bufferIndex = kCount;
+  EXPECT_FALSE(validate(r, region.header()));
+}
+
+}  // namespace
+}  // namespace ipsec::ring

@@ -1,0 +1,172 @@
+// Region creation and the header checks a peer applies before trusting a
+// memfd it was handed (lib/ring/region.h).
+#include "ring/region.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <functional>
+
+namespace ipsec::ring {
+namespace {
+
+using control::UniqueFd;
+using proto::RegionHeader;
+
+RegionConfig smallConfig() { return RegionConfig{8, 16, 4, 4096}; }
+
+UniqueFd dupFd(int fd) { return UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 0)); }
+
+TEST(Region, CreateFillsTheHeaderAndLaysOutPartsInOrder) {
+  Region region = Region::create(smallConfig());
+  const RegionHeader& h = region.header();
+  EXPECT_EQ(h.magic, proto::kRegionMagic);
+  EXPECT_EQ(h.version, proto::kRegionVersion);
+  EXPECT_EQ(h.requestCapacity, 8u);
+  EXPECT_EQ(h.completionCapacity, 16u);
+  EXPECT_EQ(h.bufferCount, 4u);
+  EXPECT_EQ(h.bufferSize, 4096u);
+  EXPECT_GE(h.completionRingOffset, h.requestRingOffset + proto::kRingControlSize + 8 * 64);
+  EXPECT_GE(h.bufferPoolOffset, h.completionRingOffset + proto::kRingControlSize + 16 * 64);
+  EXPECT_EQ(h.bufferPoolOffset % proto::kPageSize, 0u);
+  EXPECT_EQ(h.regionSize, region.size());
+  // What ipsecd wrote into shared memory is what it keeps privately.
+  EXPECT_EQ(std::memcmp(region.base(), &h, sizeof h), 0);
+}
+
+TEST(Region, DefaultRegionHoldsFiveHundredTwelveSuperPacketBuffers) {
+  Region region = Region::create();
+  EXPECT_EQ(region.header().bufferCount, 512u);
+  EXPECT_EQ(region.header().bufferSize, 65536u + 512u);
+  EXPECT_GE(region.size(), 512u * (65536u + 512u));
+}
+
+TEST(Region, CreateRefusesAConfigOutOfBounds) {
+  EXPECT_THROW(Region::create(RegionConfig{12, 16, 4, 4096}), std::invalid_argument);  // not a power of two
+  EXPECT_THROW(Region::create(RegionConfig{8, 16, 0, 4096}), std::invalid_argument);
+  EXPECT_THROW(Region::create(RegionConfig{8, 16, 4, 100}), std::invalid_argument);
+}
+
+TEST(Region, AttachSharesMemoryWithTheCreator) {
+  Region created = Region::create(smallConfig());
+  AttachResult attached = Region::attach(dupFd(created.fd()));
+  ASSERT_EQ(attached.error, RegionError::kNone) << toString(attached.error);
+  ASSERT_TRUE(attached.region);
+  EXPECT_EQ(attached.region->config(), smallConfig());
+  std::memcpy(created.buffer(3), "hello", 5);
+  EXPECT_EQ(std::memcmp(attached.region->buffer(3), "hello", 5), 0);
+}
+
+TEST(Region, AttachChecksTheAnnouncedConfig) {
+  Region created = Region::create(smallConfig());
+  RegionConfig expected = smallConfig();
+  EXPECT_EQ(Region::attach(dupFd(created.fd()), &expected).error, RegionError::kNone);
+  expected.bufferCount = 3;
+  EXPECT_EQ(Region::attach(dupFd(created.fd()), &expected).error, RegionError::kConfigMismatch);
+}
+
+TEST(Region, AttachRejectsAnUnsealedMemfd) {
+  Region created = Region::create(smallConfig());
+  UniqueFd plain(::memfd_create("plain", MFD_CLOEXEC));
+  ASSERT_TRUE(plain);
+  ASSERT_EQ(::ftruncate(plain.get(), static_cast<off_t>(created.size())), 0);
+  ASSERT_EQ(::pwrite(plain.get(), created.base(), sizeof(RegionHeader), 0), static_cast<ssize_t>(sizeof(RegionHeader)));
+  EXPECT_EQ(Region::attach(std::move(plain)).error, RegionError::kNotSealed);
+}
+
+TEST(Region, AttachRejectsSomethingThatIsNotAMemfd) {
+  int pipeFds[2];
+  ASSERT_EQ(::pipe2(pipeFds, O_CLOEXEC), 0);
+  UniqueFd writeEnd(pipeFds[1]);
+  EXPECT_EQ(Region::attach(UniqueFd(pipeFds[0])).error, RegionError::kNotSealed);
+  EXPECT_EQ(Region::attach(UniqueFd()).error, RegionError::kNotSealed);
+}
+
+TEST(Region, AttachRejectsAFileSmallerThanAHeader) {
+  UniqueFd tiny(::memfd_create("tiny", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  ASSERT_EQ(::ftruncate(tiny.get(), 64), 0);
+  ASSERT_EQ(::fcntl(tiny.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
+  EXPECT_EQ(Region::attach(std::move(tiny)).error, RegionError::kTooSmall);
+}
+
+struct Corruption {
+  const char* name;
+  std::function<void(RegionHeader&)> apply;
+  RegionError expected;
+};
+
+class RegionCorruption : public ::testing::TestWithParam<Corruption> {};
+
+TEST_P(RegionCorruption, AttachRejectsTheCorruptedField) {
+  Region created = Region::create(smallConfig());
+  RegionHeader h;
+  std::memcpy(&h, created.base(), sizeof h);
+  GetParam().apply(h);
+  std::memcpy(created.base(), &h, sizeof h);  // as a peer with write access could
+  AttachResult attached = Region::attach(dupFd(created.fd()));
+  EXPECT_EQ(attached.error, GetParam().expected) << toString(attached.error);
+  EXPECT_FALSE(attached.region);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EachField, RegionCorruption,
+    ::testing::Values(
+        Corruption{"magic", [](RegionHeader& h) { h.magic ^= 1; }, RegionError::kBadMagic},
+        Corruption{"version", [](RegionHeader& h) { h.version = 2; }, RegionError::kBadVersion},
+        Corruption{"headerSize", [](RegionHeader& h) { h.headerSize = 64; }, RegionError::kBadHeaderSize},
+        Corruption{"requestSlotSize", [](RegionHeader& h) { h.requestSlotSize = 32; }, RegionError::kBadSlotSize},
+        Corruption{"completionSlotSize", [](RegionHeader& h) { h.completionSlotSize = 128; },
+                   RegionError::kBadSlotSize},
+        Corruption{"requestCapacityNotPow2", [](RegionHeader& h) { h.requestCapacity = 9; },
+                   RegionError::kBadCapacity},
+        Corruption{"requestCapacityZero", [](RegionHeader& h) { h.requestCapacity = 0; }, RegionError::kBadCapacity},
+        Corruption{"completionCapacityHuge", [](RegionHeader& h) { h.completionCapacity = 1u << 31; },
+                   RegionError::kBadCapacity},
+        // Bigger ring than the space before the next part: offsets now overlap.
+        Corruption{"requestCapacityTooLargeForLayout", [](RegionHeader& h) { h.requestCapacity = 1024; },
+                   RegionError::kBadOffset},
+        Corruption{"bufferCountZero", [](RegionHeader& h) { h.bufferCount = 0; }, RegionError::kBadBufferCount},
+        Corruption{"bufferCountBeyondFile", [](RegionHeader& h) { h.bufferCount = 5000; }, RegionError::kBadOffset},
+        Corruption{"bufferSizeUnaligned", [](RegionHeader& h) { h.bufferSize = 4097; }, RegionError::kBadBufferSize},
+        Corruption{"bufferSizeHuge", [](RegionHeader& h) { h.bufferSize = 1u << 30; }, RegionError::kBadBufferSize},
+        Corruption{"requestRingOffsetInHeader", [](RegionHeader& h) { h.requestRingOffset = 0; },
+                   RegionError::kBadOffset},
+        Corruption{"requestRingOffsetMisaligned", [](RegionHeader& h) { h.requestRingOffset += 8; },
+                   RegionError::kBadOffset},
+        Corruption{"completionRingOverlapsRequestRing",
+                   [](RegionHeader& h) { h.completionRingOffset = h.requestRingOffset + 128; },
+                   RegionError::kBadOffset},
+        Corruption{"completionRingOffsetHuge", [](RegionHeader& h) { h.completionRingOffset = ~0ull - 127; },
+                   RegionError::kBadOffset},
+        Corruption{"bufferPoolOffsetMisaligned", [](RegionHeader& h) { h.bufferPoolOffset += 128; },
+                   RegionError::kBadOffset},
+        Corruption{"bufferPoolPastEnd", [](RegionHeader& h) { h.bufferPoolOffset += proto::kPageSize * 4; },
+                   RegionError::kBadOffset},
+        Corruption{"regionSizeLarger", [](RegionHeader& h) { h.regionSize += proto::kPageSize; },
+                   RegionError::kBadRegionSize},
+        Corruption{"regionSizeSmaller", [](RegionHeader& h) { h.regionSize -= proto::kPageSize; },
+                   RegionError::kBadRegionSize}),
+    [](const ::testing::TestParamInfo<Corruption>& info) { return std::string(info.param.name); });
+
+TEST(Region, LaterWritesToTheSharedHeaderDoNotChangeTheValidatedCopy) {
+  Region created = Region::create(smallConfig());
+  AttachResult attached = Region::attach(dupFd(created.fd()));
+  ASSERT_TRUE(attached.region);
+  reinterpret_cast<RegionHeader*>(created.base())->bufferCount = 100000;
+  EXPECT_EQ(attached.region->header().bufferCount, 4u);
+}
+
+TEST(Region, MoveTransfersOwnership) {
+  Region a = Region::create(smallConfig());
+  std::byte* base = a.base();
+  Region b = std::move(a);
+  EXPECT_EQ(b.base(), base);
+  EXPECT_EQ(a.base(), nullptr);  // NOLINT(bugprone-use-after-move): moved-from is empty by contract
+  EXPECT_EQ(a.fd(), -1);
+}
+
+}  // namespace
+}  // namespace ipsec::ring
