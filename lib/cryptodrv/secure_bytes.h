@@ -1,0 +1,35 @@
+// Key memory for ipsec-crypto: a copy of key bytes in sodium_malloc memory
+// (guard pages, mlock'ed, canary), wiped and released by sodium_free.
+//
+// Runs ONLY in ipsec-crypto. Control plane: construction may throw.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+namespace ipsec::cryptodrv {
+
+// Calls sodium_init() once per process; throws std::runtime_error if it fails.
+void ensureSodiumInitialized();
+
+class SecureBytes {
+ public:
+  // Copies `bytes`; throws std::bad_alloc if sodium_malloc fails.
+  explicit SecureBytes(std::span<const uint8_t> bytes);
+  ~SecureBytes();
+  SecureBytes(const SecureBytes&) = delete;
+  SecureBytes& operator=(const SecureBytes&) = delete;
+  SecureBytes(SecureBytes&& other) noexcept;
+  SecureBytes& operator=(SecureBytes&&) = delete;
+
+  const uint8_t* data() const noexcept { return data_; }
+  size_t size() const noexcept { return size_; }
+  std::span<const uint8_t> span() const noexcept { return {data_, size_}; }
+
+ private:
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace ipsec::cryptodrv
