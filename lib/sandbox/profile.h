@@ -71,6 +71,8 @@ struct SandboxProfile {
   std::vector<KeptCapability> capabilities;   // normally empty: drop everything
   Flag lockMemory;                            // raise RLIMIT_MEMLOCK (sodium_malloc)
   std::uint64_t memlockBytes = 64u << 20;     // the limit set when lockMemory
+  // Disabled means "not forced": a uid change still resets the flag to
+  // fs.suid_dumpable (0 on Debian), so the process may end up non-dumpable.
   Flag nonDumpable{true, "no core dumps or ptrace of a process that may hold keys"};
   std::vector<SyscallRule> syscalls;          // the seccomp allow-list
   // nullopt: kKillProcess unless IPSEC_SECCOMP_LOG says otherwise.
