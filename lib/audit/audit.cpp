@@ -112,7 +112,9 @@ void readFds(ProcessAudit& a) {
     if (auto target = readLink(dirPath + "/" + std::string(name))) {
       a.fds.push_back({fd, std::move(*target)});
     } else if (errno != ENOENT) {  // ENOENT: closed since readdir, simply gone
-      a.errors.push_back("fd " + std::string(name) + ": " + errnoText());
+      a.errors.push_back("fds: " + errnoText());  // once: the others fail alike
+      a.fds.clear();
+      return;
     }
   }
   std::sort(a.fds.begin(), a.fds.end(),
