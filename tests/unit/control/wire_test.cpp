@@ -1,0 +1,238 @@
+// Framing and decoding of control datagrams (lib/control/wire.h): what a
+// misbehaving peer can put in a datagram, and what comes out.
+#include "control/wire.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <capnp/message.h>
+
+#include <cstring>
+#include <vector>
+
+#include "test_messages.capnp.h"
+
+namespace ipsec::control {
+namespace {
+
+using test::TestMessage;
+
+int countOpenFds() {
+  int count = 0;
+  DIR* dir = ::opendir("/proc/self/fd");
+  while (dirent* entry = ::readdir(dir)) count += entry->d_name[0] != '.';
+  ::closedir(dir);
+  return count - 1;  // the DIR's own descriptor
+}
+
+std::string decodeError(const std::vector<capnp::word>& words, std::size_t bytes,
+                        const capnp::ReaderOptions& options = readerOptions()) {
+  std::string reason;
+  auto reader = decodeDatagram(kj::ArrayPtr<const capnp::word>(words.data(), words.size()), bytes, reason, options);
+  if (reader) return "";
+  EXPECT_FALSE(reason.empty());
+  return reason;
+}
+
+std::vector<capnp::word> flat(capnp::MessageBuilder& message) {
+  auto array = serialize(message);
+  return std::vector<capnp::word>(array.begin(), array.end());
+}
+
+std::vector<capnp::word> nestedMessage(int depth) {
+  capnp::MallocMessageBuilder message;
+  auto node = message.initRoot<TestMessage>().initNested();
+  for (int i = 1; i < depth; ++i) node = node.initChild();
+  return flat(message);
+}
+
+capnp::word rawWord(std::uint64_t value) {
+  capnp::word w;
+  std::memcpy(static_cast<void*>(&w), &value, sizeof w);
+  return w;
+}
+
+// One segment: a root struct whose only pointer is a list of `fanout`
+// pointers, every one aimed at the same `blobWords`-word byte list. Small on
+// the wire, fanout * blobWords words to traverse: the amplification the
+// traversal limit exists for.
+std::vector<capnp::word> amplifiedMessage(std::uint32_t fanout, std::uint32_t blobWords) {
+  const std::uint64_t segmentWords = 2 + fanout + blobWords;
+  std::vector<capnp::word> words;
+  words.push_back(rawWord(segmentWords << 32));             // segment table: 1 segment
+  words.push_back(rawWord(std::uint64_t{1} << 48));         // root: struct, 0 data, 1 pointer
+  words.push_back(rawWord(1 | (6ull << 32) | (std::uint64_t{fanout} << 35)));  // list of pointers
+  for (std::uint32_t i = 0; i < fanout; ++i) {
+    const std::uint64_t offset = fanout - 1 - i;  // from the word after element i to the blob
+    words.push_back(rawWord((offset << 2) | 1 | (2ull << 32) | (std::uint64_t{blobWords} * 8 << 35)));
+  }
+  words.resize(words.size() + blobWords, rawWord(0));
+  return words;
+}
+
+TEST(DecodeDatagram, AcceptsAWellFormedMessage) {
+  capnp::MallocMessageBuilder message;
+  message.initRoot<TestMessage>().setPing(42);
+  auto words = flat(message);
+  std::string reason;
+  auto reader = decodeDatagram(kj::ArrayPtr<const capnp::word>(words.data(), words.size()),
+                               words.size() * sizeof(capnp::word), reason);
+  ASSERT_TRUE(reader) << reason;
+  EXPECT_EQ(reader->getRoot<TestMessage>().getPing(), 42u);
+}
+
+TEST(DecodeDatagram, RejectsEmptyDatagram) {
+  std::vector<capnp::word> words(1);
+  EXPECT_NE(decodeError(words, 0).find("empty"), std::string::npos);
+}
+
+TEST(DecodeDatagram, RejectsPartialWord) {
+  std::vector<capnp::word> words(4);
+  EXPECT_NE(decodeError(words, 13).find("whole number of words"), std::string::npos);
+}
+
+TEST(DecodeDatagram, RejectsAnAbsurdSegmentTable) {
+  std::vector<capnp::word> words{rawWord(0x0fffffffu), rawWord(0)};
+  EXPECT_NE(decodeError(words, 16).find("malformed"), std::string::npos);
+}
+
+TEST(DecodeDatagram, RejectsASegmentLongerThanTheDatagram) {
+  std::vector<capnp::word> words{rawWord(100ull << 32), rawWord(0)};
+  EXPECT_NE(decodeError(words, 16).find("malformed"), std::string::npos);
+}
+
+TEST(DecodeDatagram, RejectsTrailingBytesAfterTheMessage) {
+  capnp::MallocMessageBuilder message;
+  message.initRoot<TestMessage>().setPing(1);
+  auto words = flat(message);
+  words.push_back(rawWord(0));
+  EXPECT_NE(decodeError(words, words.size() * 8).find("trailing"), std::string::npos);
+}
+
+TEST(DecodeDatagram, RejectsAnOutOfBoundsPointer) {
+  // Root struct claiming 100 data words in a 1-word segment.
+  std::vector<capnp::word> words{rawWord(1ull << 32), rawWord(100ull << 32)};
+  EXPECT_NE(decodeError(words, 16).find("out-of-bounds"), std::string::npos);
+}
+
+TEST(DecodeDatagram, RejectsNestingDeeperThanTheLimit) {
+  EXPECT_EQ(decodeError(nestedMessage(10), nestedMessage(10).size() * 8), "");
+  auto deep = nestedMessage(kNestingLimit + 4);
+  EXPECT_NE(decodeError(deep, deep.size() * 8).find("deeply"), std::string::npos);
+}
+
+TEST(DecodeDatagram, RejectsPointerAmplificationBeyondTheTraversalLimit) {
+  auto modest = amplifiedMessage(4, 1024);
+  EXPECT_EQ(decodeError(modest, modest.size() * 8), "");
+  // 2048 pointers to one 1024-word blob: 24 KiB on the wire, 2 Mi words to read.
+  auto amplified = amplifiedMessage(2048, 1024);
+  ASSERT_LT(amplified.size() * 8, 32u * 1024);
+  EXPECT_NE(decodeError(amplified, amplified.size() * 8).find("malformed"), std::string::npos);
+}
+
+TEST(DecodeDatagram, HonoursASmallerTraversalLimit) {
+  capnp::MallocMessageBuilder message;
+  message.initRoot<TestMessage>().initBlob(8 * 2000);
+  auto words = flat(message);
+  capnp::ReaderOptions tight = readerOptions();
+  tight.traversalLimitInWords = 1000;
+  EXPECT_EQ(decodeError(words, words.size() * 8), "");
+  EXPECT_NE(decodeError(words, words.size() * 8, tight), "");
+}
+
+TEST(Wire, BlockingHelpersCarryAMessageAndDescriptors) {
+  auto [a, b] = makeSeqpacketPair();
+  UniqueFd event(::eventfd(0, EFD_CLOEXEC));
+  capnp::MallocMessageBuilder message;
+  message.initRoot<TestMessage>().setFds("x");
+  const int fds[] = {event.get()};
+  ASSERT_EQ(sendMessage(a.get(), message, fds), 0);
+  ReceivedMessage received = receiveMessage(b.get(), 1000);
+  ASSERT_TRUE(received.reader) << received.error;
+  EXPECT_EQ(received.reader->getRoot<TestMessage>().getFds(), "x");
+  ASSERT_EQ(received.fds.size(), 1u);
+  EXPECT_NE(received.fds[0].get(), event.get());
+  EXPECT_NE(::fcntl(received.fds[0].get(), F_GETFD) & FD_CLOEXEC, 0);  // MSG_CMSG_CLOEXEC
+  const std::uint64_t one = 1;
+  ASSERT_EQ(::write(received.fds[0].get(), &one, sizeof one), 8);
+  std::uint64_t value = 0;
+  ASSERT_EQ(::read(event.get(), &value, sizeof value), 8);
+  EXPECT_EQ(value, 1u);
+}
+
+TEST(Wire, ReceiveTimesOut) {
+  auto [a, b] = makeSeqpacketPair();
+  ReceivedMessage received = receiveMessage(b.get(), 20);
+  EXPECT_FALSE(received.reader);
+  EXPECT_EQ(received.error, "timed out");
+}
+
+TEST(Wire, TruncatedDatagramIsAnError) {
+  auto [a, b] = makeSeqpacketPair();
+  std::vector<char> big(8192, 'x');
+  ASSERT_EQ(::send(a.get(), big.data(), big.size(), 0), 8192);
+  auto buffer = kj::heapArray<capnp::word>(4096 / 8);
+  Datagram datagram;
+  std::string reason;
+  EXPECT_EQ(receiveDatagram(b.get(), buffer, datagram, reason), ReceiveStatus::kError);
+  EXPECT_NE(reason.find("truncated"), std::string::npos);
+}
+
+TEST(Wire, TooManyDescriptorsAreAnErrorAndAllAreClosed) {
+  auto [a, b] = makeSeqpacketPair();
+  std::vector<UniqueFd> owned;
+  std::vector<int> raw;
+  for (std::size_t i = 0; i < kMaxFdsPerMessage + 4; ++i) {
+    owned.emplace_back(::eventfd(0, EFD_CLOEXEC));
+    raw.push_back(owned.back().get());
+  }
+  // Bypass sendDatagram's own limit, as a misbehaving peer would.
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * raw.size()));
+  char byte[8] = {};
+  iovec iov{byte, sizeof byte};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.data();
+  msg.msg_controllen = control.size();
+  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int) * raw.size());
+  std::memcpy(CMSG_DATA(cmsg), raw.data(), sizeof(int) * raw.size());
+  ASSERT_EQ(::sendmsg(a.get(), &msg, 0), 8);
+
+  const int before = countOpenFds();
+  auto buffer = kj::heapArray<capnp::word>(1024);
+  Datagram datagram;
+  std::string reason;
+  EXPECT_EQ(receiveDatagram(b.get(), buffer, datagram, reason), ReceiveStatus::kError);
+  EXPECT_NE(reason.find("descriptors"), std::string::npos) << reason;
+  EXPECT_TRUE(datagram.fds.empty());
+  EXPECT_EQ(countOpenFds(), before);
+}
+
+TEST(Wire, SendRefusesMoreDescriptorsThanTheLimit) {
+  auto [a, b] = makeSeqpacketPair();
+  std::vector<int> raw(kMaxFdsPerMessage + 1, a.get());
+  std::vector<capnp::word> words(2);
+  EXPECT_EQ(sendDatagram(a.get(), kj::ArrayPtr<const capnp::word>(words.data(), 2), raw), EINVAL);
+}
+
+TEST(Wire, SocketBuffersHoldAMebibyteMessage) {
+  auto [a, b] = makeSeqpacketPair();
+  EXPECT_EQ(sizeSocketBuffers(a.get(), kMaxMessageBytes), kMaxMessageBytes);
+  capnp::MallocMessageBuilder message;
+  message.initRoot<TestMessage>().initBlob(kMaxMessageBytes - 1024);
+  ASSERT_EQ(sendMessage(a.get(), message), 0);
+  ReceivedMessage received = receiveMessage(b.get(), 1000);
+  ASSERT_TRUE(received.reader) << received.error;
+  EXPECT_EQ(received.reader->getRoot<TestMessage>().getBlob().size(), kMaxMessageBytes - 1024);
+}
+
+}  // namespace
+}  // namespace ipsec::control
