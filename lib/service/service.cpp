@@ -115,6 +115,7 @@ int Service::run(const sandbox::SandboxProfile& profile, Handlers h) {
       });
 
   sandbox::applySandbox(profile);
+  if (h.sandboxed) h.sandboxed();
   capnp::MallocMessageBuilder ready;
   ready.initRoot<proto::FromService>().setReady();
   sup.send(ready);

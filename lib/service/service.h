@@ -56,6 +56,9 @@ struct Handlers {
   // Only keydb and policy set this; elsewhere the message is fatal.
   std::function<bool(std::vector<UniqueFd>&)> dataPlaneRestarted;
   std::function<void()> stop;
+  // Runs after the sandbox is applied and before ready: start threads here,
+  // so that they inherit the seccomp filter and the dropped credentials.
+  std::function<void()> sandboxed;
 };
 
 class Service {

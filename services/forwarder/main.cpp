@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
                                 .sysctl = [&](std::string_view n, std::int64_t v) { fwd.setSysctl(n, v); },
                                 .dataPlaneRestarted = nullptr,
                                 .stop = [&] { fwd.stop(); },
+                                .sandboxed = nullptr,
                             });
   });
 }

@@ -162,7 +162,7 @@ class Supervisor {
     l.keydbForwarder = control::makeSeqpacketPair();
     l.policyForwarder = control::makeSeqpacketPair();
     for (unsigned i = 0; i < cfg_.cryptoWorkers; ++i) {
-      WorkerRing w{ring::Region::create(ring::RegionParams{}), UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      WorkerRing w{ring::Region::create(ring::RegionConfig{}), UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
                    UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK))};
       if (!w.requestBell || !w.completionBell) throw std::system_error(errno, std::generic_category(), "eventfd");
       l.rings.push_back(std::move(w));

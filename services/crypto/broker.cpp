@@ -1,0 +1,149 @@
+// See broker.h.
+#include "broker.h"
+
+#include <sodium.h>
+
+#include <boost/asio/post.hpp>
+#include <stdexcept>
+
+#include "log/log.h"
+#include "proto/crypto.capnp.h"
+
+namespace ipsec::crypto {
+namespace {
+
+void wipe(capnp::Data::Reader d) {
+  // The reader sits on the channel's mutable receive buffer (see keydb).
+  if (d.size() != 0) sodium_memzero(const_cast<capnp::byte*>(d.begin()), d.size());
+}
+
+}  // namespace
+
+Broker::Broker(boost::asio::io_context& io, UniqueFd keydb, std::vector<RingFds> rings)
+    : io_(io), drivers_(cryptodrv::DriverRegistry::withDefaultDrivers()) {
+  keydb_ = std::make_unique<control::Channel>(io_, std::move(keydb), "ipsec-keydb");
+  sessions_ = std::make_unique<SessionTable>(drivers_, static_cast<unsigned>(rings.size()));
+  // Workers call this from their threads: only post to the control thread.
+  sessions_->onIvLow = [this](std::uint32_t index, std::uint32_t generation, std::uint64_t ivNext) {
+    boost::asio::post(io_, [this, index, generation, ivNext] {
+      if (stopped_) return;
+      capnp::MallocMessageBuilder b;
+      auto r = b.initRoot<proto::CryptoToKeydb>().initIvRequest();
+      r.initSa().setIndex(index);
+      r.getSa().setGeneration(generation);
+      r.setIvNext(ivNext);
+      keydb_->send(b);
+    });
+  };
+  for (unsigned i = 0; i < rings.size(); ++i) {
+    auto attached = ring::Region::attach(std::move(rings[i].region));
+    if (!attached.region) {
+      throw std::runtime_error(std::string("ring region rejected: ") + ring::toString(attached.error));
+    }
+    workers_.push_back(std::make_unique<Worker>(i, std::move(*attached.region),
+                                                ring::Doorbell(std::move(rings[i].requestBell)),
+                                                ring::Doorbell(std::move(rings[i].completionBell)), *sessions_));
+  }
+}
+
+Broker::~Broker() { stop(); }
+
+void Broker::start() {
+  keydb_->start([this](capnp::MessageReader& m, std::vector<UniqueFd>& f) { return onKeydb(m, f); },
+                [this](std::string_view why) {
+                  if (stopped_) return;
+                  log::error("channel to ipsec-keydb closed: {}", why);
+                  std::exit(1);
+                });
+}
+
+void Broker::startWorkers() {
+  for (auto& w : workers_) w->start();
+}
+
+void Broker::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  for (auto& w : workers_) w->stop();
+  keydb_->close();
+}
+
+bool Broker::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
+  if (!fds.empty()) return false;
+  auto msg = m.getRoot<proto::KeydbToCrypto>();
+  switch (msg.which()) {
+    case proto::KeydbToCrypto::CREATE_SESSION: {
+      auto c = msg.getCreateSession();
+      auto p = c.getParams();
+      auto keys = c.getKeys();
+      cryptodrv::TransformSpec spec;
+      spec.encAlg = p.getEncAlg();
+      spec.authAlg = p.getAuthAlg();
+      spec.encKey = {keys.getEncrypt().begin(), keys.getEncrypt().size()};
+      spec.authKey = {keys.getAuth().begin(), keys.getAuth().size()};
+      spec.esn = p.getEsn();
+      std::uint8_t layout[3] = {0, 0, 0};
+      std::string err = sessions_->create(c.getSa().getIndex(), c.getSa().getGeneration(), spec, c.getIvNext(),
+                                          c.getIvLimit(), layout);
+      wipe(keys.getEncrypt());
+      wipe(keys.getAuth());
+      capnp::MallocMessageBuilder b;
+      auto r = b.initRoot<proto::CryptoToKeydb>().initSessionResult();
+      r.setSa(c.getSa());
+      r.setOk(err.empty());
+      r.setError(err);
+      r.setIvLength(layout[0]);
+      r.setIcvLength(layout[1]);
+      r.setPadAlign(layout[2]);
+      keydb_->send(b);
+      (err.empty() ? sessionsCreated_ : sessionsRefused_)++;
+      if (!err.empty()) log::warn("session for SPI {:#x} refused: {}", p.getSpi(), err);
+      return true;
+    }
+    case proto::KeydbToCrypto::DESTROY_SESSION:
+      sessions_->destroy(msg.getDestroySession().getIndex(), msg.getDestroySession().getGeneration());
+      return true;
+    case proto::KeydbToCrypto::IV_GRANT: {
+      auto g = msg.getIvGrant();
+      sessions_->grantIv(g.getSa().getIndex(), g.getSa().getGeneration(), g.getIvLimit());
+      return true;
+    }
+  }
+  return false;
+}
+
+void Broker::fillStats(proto::Stats::Builder out) {
+  std::uint64_t requests = 0, bursts = 0, sleeps = 0, badDesc = 0, badSession = 0, corrupt = 0;
+  for (auto& w : workers_) {
+    const auto& c = w->counters();
+    requests += c.requests;
+    bursts += c.bursts;
+    sleeps += c.sleeps;
+    badDesc += c.badDescriptor;
+    badSession += c.badSession;
+    corrupt += c.ringCorrupt;
+  }
+  std::uint64_t sealed = 0, opened = 0, badIcv = 0, ivExhausted = 0, sessions = 0;
+  sessions_->forEach([&](std::uint32_t, Session& s) {
+    ++sessions;
+    sealed += s.sealed;
+    opened += s.opened;
+    badIcv += s.badIcv;
+    ivExhausted += s.ivExhausted;
+  });
+  const std::pair<const char*, std::uint64_t> rows[] = {
+      {"sessions", sessions},           {"sessions_created", sessionsCreated_},
+      {"sessions_refused", sessionsRefused_}, {"requests", requests},
+      {"bursts", bursts},               {"worker_sleeps", sleeps},
+      {"sealed", sealed},               {"opened", opened},
+      {"open_bad_icv", badIcv},         {"seal_iv_exhausted", ivExhausted},
+      {"drop_bad_descriptor", badDesc}, {"drop_bad_session", badSession},
+      {"ring_corrupt", corrupt}};
+  auto list = out.initCounters(sizeof rows / sizeof rows[0]);
+  for (unsigned i = 0; i < list.size(); ++i) {
+    list[i].setName(rows[i].first);
+    list[i].setValue(rows[i].second);
+  }
+}
+
+}  // namespace ipsec::crypto

@@ -1,0 +1,57 @@
+// ipsec-crypto — the crypto offload broker: owns the drivers ("devices") and
+// the sessions keyed from keydb; workers serve the forwarder's rings in place.
+//
+// Descriptors from ipsecd (fixed numbers):
+//   3  ipsecd   stop, stats
+//   4  keydb    sessions with keys, IV grants ← / session results, IV requests →
+//   5+3i, 6+3i, 7+3i  worker i: ring memfd, request bell (it waits on), completion bell (it rings)
+//
+// Sandbox: its own uid, an empty root, no capabilities, no_new_privs, not
+// dumpable, locked memory for keys, the baseline allow-list plus threads. It
+// parses no packet header: it seals and opens byte ranges the forwarder names,
+// after checking they lie inside this ring's pool.
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <sodium.h>
+
+#include <vector>
+
+#include "broker.h"
+#include "log/log.h"
+#include "service/service.h"
+
+using namespace ipsec;
+
+int main(int argc, char** argv) {
+  return service::serviceMain("ipsec-crypto", argc, argv, [](const service::Args& args) {
+    if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
+    // Load everything OpenSSL might open lazily while the filesystem is still there.
+    OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG | OPENSSL_INIT_ADD_ALL_CIPHERS | OPENSSL_INIT_ADD_ALL_DIGESTS,
+                        nullptr);
+    service::Service svc("ipsec-crypto", args);
+
+    std::vector<crypto::RingFds> rings;
+    for (unsigned i = 0; i < args.workers; ++i) {
+      int base = 5 + 3 * static_cast<int>(i);
+      rings.push_back({service::takeFd(base, "ring memfd"), service::takeFd(base + 1, "request bell"),
+                       service::takeFd(base + 2, "completion bell")});
+    }
+    crypto::Broker broker(svc.io(), service::takeFd(4, "keydb channel"), std::move(rings));
+
+    auto profile = service::baseProfile("ipsec-crypto", args);
+    profile.nonDumpable = {true, "holds session keys"};
+    profile.lockMemory = {true, "keys live in mlock'ed sodium_malloc pages"};
+    profile.allow(sandbox::lockedMemorySyscalls());
+    profile.allow(sandbox::threadSyscalls());
+    profile.allow("getrandom", "random CBC IVs and OpenSSL's DRBG");
+
+    broker.start();
+    return svc.run(profile, {
+                                .stats = [&](proto::Stats::Builder s) { broker.fillStats(s); },
+                                .sysctl = nullptr,
+                                .dataPlaneRestarted = nullptr,
+                                .stop = [&] { broker.stop(); },
+                                .sandboxed = [&] { broker.startWorkers(); },
+                            });
+  });
+}

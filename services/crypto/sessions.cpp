@@ -1,0 +1,115 @@
+// See sessions.h.
+#include "sessions.h"
+
+#include <openssl/rand.h>
+
+#include <cstring>
+#include <mutex>
+
+namespace ipsec::crypto {
+
+SessionTable::SessionTable(const cryptodrv::DriverRegistry& drivers, unsigned workers)
+    : drivers_(drivers), workers_(workers) {}
+
+std::string SessionTable::create(std::uint32_t index, std::uint32_t generation, const cryptodrv::TransformSpec& spec,
+                                 std::uint64_t ivNext, std::uint64_t ivLimit, std::uint8_t layout[3]) {
+  if (index >= kMaxSessions) return "session index out of range";
+  auto s = std::make_unique<Session>();
+  s->generation = generation;
+  for (unsigned w = 0; w < workers_; ++w) {
+    std::string error;
+    auto t = drivers_.makeTransform(spec, &error);
+    if (!t) return error.empty() ? "no driver runs this algorithm" : error;
+    s->perWorker.push_back(std::move(t));
+  }
+  const auto& t = *s->perWorker.front();
+  s->ivIsCounter = t.ivIsCounter();
+  s->ivLength = t.ivLength();
+  s->ivNext = ivNext;
+  s->ivLimit = ivLimit;
+  layout[0] = t.ivLength();
+  layout[1] = t.icvLength();
+  layout[2] = t.padAlign();
+  std::unique_lock lock(mutex_);
+  if (sessions_.size() <= index) sessions_.resize(index + 1);
+  sessions_[index] = std::move(s);
+  return "";
+}
+
+void SessionTable::destroy(std::uint32_t index, std::uint32_t generation) {
+  std::unique_lock lock(mutex_);
+  if (index < sessions_.size() && sessions_[index] && sessions_[index]->generation == generation) {
+    sessions_[index].reset();  // Transforms wipe their keys on destruction
+  }
+}
+
+void SessionTable::grantIv(std::uint32_t index, std::uint32_t generation, std::uint64_t ivLimit) {
+  std::shared_lock lock(mutex_);
+  if (Session* s = find(index, generation)) {
+    if (ivLimit > s->ivLimit.load()) s->ivLimit.store(ivLimit);
+    s->ivRequested.store(false);
+  }
+}
+
+Session* SessionTable::find(std::uint32_t index, std::uint32_t generation) noexcept {
+  if (index >= sessions_.size() || !sessions_[index] || sessions_[index]->generation != generation) return nullptr;
+  return sessions_[index].get();
+}
+
+// Counter IVs come from keydb's grant, so they never repeat under one key,
+// across restarts too; other IVs (CBC) must be unpredictable: random.
+bool SessionTable::makeIv(Session& s, std::uint32_t index, std::uint8_t* iv) noexcept {
+  if (!s.ivIsCounter) return RAND_bytes(iv, s.ivLength) == 1;
+  const std::uint64_t n = s.ivNext.fetch_add(1, std::memory_order_relaxed);
+  const std::uint64_t limit = s.ivLimit.load(std::memory_order_acquire);
+  if (n >= limit) {
+    s.ivExhausted.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  if (limit - n < kIvLowWater && !s.ivRequested.exchange(true) && onIvLow) onIvLow(index, s.generation, n);
+  std::memset(iv, 0, s.ivLength);
+  for (int i = 0; i < 8 && i < s.ivLength; ++i) iv[s.ivLength - 1 - i] = static_cast<std::uint8_t>(n >> (8 * i));
+  return true;
+}
+
+proto::CryptoStatus SessionTable::process(unsigned worker, std::uint8_t* buffer, proto::CryptoRequest& req) noexcept {
+  Session* s = find(req.session, req.sessionGeneration);
+  if (!s || worker >= s->perWorker.size()) return proto::CryptoStatus::kBadSession;
+  cryptodrv::Transform& t = *s->perWorker[worker];
+  std::uint64_t failMask = 0;
+  proto::CryptoStatus worst = proto::CryptoStatus::kOk;
+  for (std::uint16_t i = 0; i < req.segmentCount; ++i) {
+    const std::uint32_t start = req.offset + i * req.segmentStride;
+    const std::uint32_t len = (i + 1 == req.segmentCount) ? req.offset + req.length - start : req.segmentStride;
+    std::uint8_t* esp = buffer + start;
+    cryptodrv::Status st;
+    if (req.op == proto::CryptoOp::kSeal) {
+      std::uint8_t iv[cryptodrv::Transform::kMaxIvLength];
+      if (!makeIv(*s, req.session, iv)) {
+        failMask |= std::uint64_t{1} << i;
+        worst = proto::CryptoStatus::kSeqExhausted;
+        continue;
+      }
+      // Write the IV for the wire, but seal with our private copy.
+      std::memcpy(esp + 8, iv, s->ivLength);
+      st = t.sealWithIv(esp, len, req.seqHigh, iv);
+      if (st == cryptodrv::Status::kOk) s->sealed.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      st = t.open(esp, len, req.seqHigh);
+      if (st == cryptodrv::Status::kOk) s->opened.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (st != cryptodrv::Status::kOk) {
+      failMask |= std::uint64_t{1} << i;
+      if (st == cryptodrv::Status::kBadIcv) {
+        s->badIcv.fetch_add(1, std::memory_order_relaxed);
+        if (worst == proto::CryptoStatus::kOk) worst = proto::CryptoStatus::kBadIcv;
+      } else {
+        worst = proto::CryptoStatus::kInternalError;
+      }
+    }
+  }
+  req.segmentFailMask = failMask;
+  return worst;
+}
+
+}  // namespace ipsec::crypto

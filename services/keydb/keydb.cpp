@@ -1,0 +1,357 @@
+// See keydb.h.
+#include "keydb.h"
+
+#include <linux/pfkeyv2.h>
+#include <sodium.h>
+#include <time.h>
+
+#include <cerrno>
+
+#include "log/log.h"
+
+namespace ipsec::keydb {
+namespace {
+
+std::uint64_t now() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec);
+}
+
+std::span<const std::uint8_t> span(capnp::Data::Reader d) { return {d.begin(), d.size()}; }
+
+// Key bytes arrive inside a received datagram; the reader sits on the
+// channel's own (mutable) receive buffer, so wiping through it wipes the only
+// copy outside locked memory.
+void wipe(capnp::Data::Reader d) {
+  if (d.size() != 0) sodium_memzero(const_cast<capnp::byte*>(d.begin()), d.size());
+}
+
+// Wipes every segment of a message we built with keys in it, once it is sent.
+void wipe(capnp::MallocMessageBuilder& b) {
+  for (auto seg : b.getSegmentsForOutput()) {
+    sodium_memzero(const_cast<capnp::word*>(seg.begin()), seg.size() * sizeof(capnp::word));
+  }
+}
+
+bool goodAddress(capnp::Data::Reader a) { return a.size() == 4 || a.size() == 16; }
+
+void setRef(proto::SaRef::Builder b, SaRef r) {
+  b.setIndex(r.index);
+  b.setGeneration(r.generation);
+}
+
+}  // namespace
+
+Keydb::Keydb(boost::asio::io_context& io, UniqueFd policy, UniqueFd crypto, UniqueFd forwarder) : io_(io) {
+  policy_ = std::make_unique<control::Channel>(io_, std::move(policy), "ipsec-policy");
+  attachDataPlane(std::move(crypto), std::move(forwarder));
+}
+
+void Keydb::startDataPlaneChannels() {
+  crypto_->start([this](capnp::MessageReader& m, std::vector<UniqueFd>& f) { return onCrypto(m, f); },
+                 [](std::string_view why) { log::warn("channel to ipsec-crypto closed: {}", why); });
+  forwarder_->start([this](capnp::MessageReader& m, std::vector<UniqueFd>& f) { return onForwarder(m, f); },
+                    [](std::string_view why) { log::warn("channel to ipsec-forwarder closed: {}", why); });
+}
+
+void Keydb::start() {
+  startDataPlaneChannels();
+  policy_->start([this](capnp::MessageReader& m, std::vector<UniqueFd>& f) { return onPolicy(m, f); },
+                 [this](std::string_view why) {
+                   if (stopped_) return;
+                   log::error("channel to ipsec-policy closed: {}", why);
+                   std::exit(1);  // fail closed: ipsecd stops everything
+                 });
+}
+
+void Keydb::stop() {
+  stopped_ = true;
+  for (auto* c : {&policy_, &crypto_, &forwarder_}) {
+    if (*c) (*c)->close();
+  }
+}
+
+void Keydb::attachDataPlane(UniqueFd crypto, UniqueFd forwarder) {
+  crypto_ = std::make_unique<control::Channel>(io_, std::move(crypto), "ipsec-crypto");
+  forwarder_ = std::make_unique<control::Channel>(io_, std::move(forwarder), "ipsec-forwarder");
+}
+
+bool Keydb::onDataPlaneRestarted(std::vector<UniqueFd>& fds) {
+  if (fds.size() != 2) return false;
+  if (crypto_) crypto_->close();
+  if (forwarder_) forwarder_->close();
+  attachDataPlane(std::move(fds[0]), std::move(fds[1]));
+  startDataPlaneChannels();
+  // The new broker has no sessions: recreate them all, each with an IV base
+  // above everything granted to the old one; SAs reach the new forwarder as
+  // their sessions come up, with sequence numbers above every old grant.
+  for (Sa* sa : sad_.all()) {
+    sa->sessionReady = false;
+    sa->usageBase.bytes += sa->usageReported.bytes;  // the new forwarder counts from zero
+    sa->usageBase.packets += sa->usageReported.packets;
+    sa->usageReported = {};
+    if (!sa->larval()) createSession(*sa);
+  }
+  log::info("data plane reattached; {} SAs re-issued", sad_.size());
+  return true;
+}
+
+// ---- policy -----------------------------------------------------------------
+
+bool Keydb::onPolicy(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
+  if (!fds.empty()) return false;
+  auto req = m.getRoot<proto::PolicyToKeydb>();
+  const std::uint64_t id = req.getRequestId();
+  switch (req.which()) {
+    case proto::PolicyToKeydb::ADD:
+      add(id, req.getAdd());
+      wipe(req.getAdd().getKeys().getEncrypt());
+      wipe(req.getAdd().getKeys().getAuth());
+      return true;
+    case proto::PolicyToKeydb::DELETE: {
+      auto n = req.getDelete();
+      Sa* sa = sad_.find(SaKey{n.getSatype(), n.getSpi(), std::string(n.getDst().asChars().begin(), n.getDst().size())});
+      if (!sa) return replyError(id, ESRCH), true;
+      reply(id, 0, {sa});
+      removeSa(*sa);
+      return true;
+    }
+    case proto::PolicyToKeydb::GET: {
+      auto n = req.getGet();
+      Sa* sa = sad_.find(SaKey{n.getSatype(), n.getSpi(), std::string(n.getDst().asChars().begin(), n.getDst().size())});
+      if (!sa) return replyError(id, ESRCH), true;
+      reply(id, 0, {sa}, true);
+      return true;
+    }
+    case proto::PolicyToKeydb::FLUSH: {
+      auto victims = sad_.all(req.getFlush());
+      reply(id, 0, victims);
+      for (Sa* sa : victims) removeSa(*sa);
+      return true;
+    }
+    case proto::PolicyToKeydb::DUMP: {
+      auto sas = sad_.all(req.getDump());
+      if (sas.empty()) return replyError(id, ENOENT), true;
+      reply(id, 0, sas, true);  // a dump goes only to the requester, keys included, as setkey -D shows them
+      return true;
+    }
+    case proto::PolicyToKeydb::GET_SPI:
+      getSpi(id, req.getGetSpi());
+      return true;
+  }
+  return false;
+}
+
+void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
+  auto p = req.getParams();
+  if (!goodAddress(p.getSrc()) || !goodAddress(p.getDst()) || p.getSrc().size() != p.getDst().size()) {
+    return replyError(id, EINVAL);
+  }
+  if (p.getSatype() != SADB_SATYPE_ESP) {
+    log::warn("SA add refused: satype {} is not supported yet (ESP only)", p.getSatype());
+    return replyError(id, EINVAL);
+  }
+  SaKey key{p.getSatype(), p.getSpi(), std::string(p.getDst().asChars().begin(), p.getDst().size())};
+  if (Sa* old = sad_.find(key)) {
+    if (!req.getUpdate()) return replyError(id, EEXIST);
+    removeSa(*old);
+  } else if (req.getUpdate()) {
+    return replyError(id, ESRCH);
+  }
+  Sa& sa = sad_.create(p);
+  sa.pb().setState(SADB_SASTATE_MATURE);
+  sa.encKey = SecureBytes(span(req.getKeys().getEncrypt()));
+  sa.authKey = SecureBytes(span(req.getKeys().getAuth()));
+  sa.addTime = now();
+  sa.pendingAdd = id;
+  createSession(sa);
+}
+
+void Keydb::getSpi(std::uint64_t id, proto::GetSpi::Reader req) {
+  if (!goodAddress(req.getSrc()) || !goodAddress(req.getDst()) || req.getSrc().size() != req.getDst().size()) {
+    return replyError(id, EINVAL);
+  }
+  std::string dst(req.getDst().asChars().begin(), req.getDst().size());
+  auto spi = sad_.allocateSpi(req.getSatype(), dst, req.getMin(), req.getMax());
+  if (!spi) return replyError(id, ENOENT);
+  capnp::MallocMessageBuilder b;
+  auto p = b.initRoot<proto::SaParams>();
+  p.setSatype(req.getSatype());
+  p.setSpi(*spi);
+  p.setSrc(req.getSrc());
+  p.setDst(req.getDst());
+  p.setMode(req.getMode());
+  p.setReqid(req.getReqid());
+  p.setState(SADB_SASTATE_LARVAL);
+  Sa& sa = sad_.create(p.asReader());
+  sa.addTime = now();
+  reply(id, 0, {&sa});
+}
+
+void Keydb::removeSa(Sa& sa) {
+  if (!sa.larval()) {
+    if (crypto_ && crypto_->isOpen()) {
+      capnp::MallocMessageBuilder b;
+      setRef(b.initRoot<proto::KeydbToCrypto>().initDestroySession(), sa.ref);
+      crypto_->send(b);
+    }
+    if (forwarder_ && forwarder_->isOpen()) {
+      capnp::MallocMessageBuilder b;
+      setRef(b.initRoot<proto::KeydbToForwarder>().initRemove(), sa.ref);
+      forwarder_->send(b);
+    }
+  }
+  if (sa.pendingAdd) replyError(*sa.pendingAdd, EINTR);
+  sad_.erase(sa.ref);
+}
+
+void Keydb::reply(std::uint64_t id, int err, const std::vector<Sa*>& sas, bool withKeys) {
+  capnp::MallocMessageBuilder b;
+  auto r = b.initRoot<proto::KeydbToPolicy>().initReply();
+  r.setRequestId(id);
+  r.setErrno(static_cast<std::uint16_t>(err));
+  auto list = r.initSas(static_cast<unsigned>(sas.size()));
+  for (unsigned i = 0; i < sas.size(); ++i) {
+    const Sa& sa = *sas[i];
+    list[i].setParams(sa.p());
+    if (withKeys) {
+      list[i].initKeys().setEncrypt(capnp::Data::Reader(sa.encKey.bytes().data(), sa.encKey.size()));
+      list[i].getKeys().setAuth(capnp::Data::Reader(sa.authKey.bytes().data(), sa.authKey.size()));
+    }
+    auto c = list[i].initCurrent();
+    c.setAllocations(static_cast<std::uint32_t>(sa.usageBase.packets + sa.usageReported.packets));
+    c.setBytes(sa.usageBase.bytes + sa.usageReported.bytes);
+    c.setAddTime(sa.addTime);
+    c.setUseTime(sa.firstUse);
+  }
+  policy_->send(b);
+  if (withKeys) wipe(b);
+}
+
+// ---- crypto -----------------------------------------------------------------
+
+void Keydb::createSession(Sa& sa) {
+  if (!crypto_ || !crypto_->isOpen()) return;  // sent when the data plane comes back
+  auto [ivNext, ivLimit] = sad_.grantIvFromScratch(sa);
+  ++ivGrants_;
+  capnp::MallocMessageBuilder b;
+  auto c = b.initRoot<proto::KeydbToCrypto>().initCreateSession();
+  setRef(c.initSa(), sa.ref);
+  c.setParams(sa.p());
+  auto k = c.initKeys();
+  k.setEncrypt(capnp::Data::Reader(sa.encKey.bytes().data(), sa.encKey.size()));
+  k.setAuth(capnp::Data::Reader(sa.authKey.bytes().data(), sa.authKey.size()));
+  c.setIvNext(ivNext);
+  c.setIvLimit(ivLimit);
+  crypto_->send(b);
+  wipe(b);
+}
+
+bool Keydb::onCrypto(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
+  if (!fds.empty()) return false;
+  auto msg = m.getRoot<proto::CryptoToKeydb>();
+  switch (msg.which()) {
+    case proto::CryptoToKeydb::SESSION_RESULT: {
+      auto r = msg.getSessionResult();
+      Sa* sa = sad_.find(SaRef{r.getSa().getIndex(), r.getSa().getGeneration()});
+      if (!sa) return true;  // deleted meanwhile
+      if (!r.getOk()) {
+        ++sessionsFailed_;
+        log::warn("SA SPI {:#x} refused by the broker: {}", sa->p().getSpi(), std::string(r.getError()));
+        if (sa->pendingAdd) {
+          auto id = *sa->pendingAdd;
+          sa->pendingAdd.reset();
+          replyError(id, EINVAL);
+        }
+        removeSa(*sa);
+        return true;
+      }
+      sa->pb().setIvLength(r.getIvLength());
+      sa->pb().setIcvLength(r.getIcvLength());
+      sa->pb().setPadAlign(r.getPadAlign());
+      sa->sessionReady = true;
+      installInForwarder(*sa);
+      if (sa->pendingAdd) {
+        auto id = *sa->pendingAdd;
+        sa->pendingAdd.reset();
+        reply(id, 0, {sa});
+      }
+      return true;
+    }
+    case proto::CryptoToKeydb::IV_REQUEST: {
+      auto r = msg.getIvRequest();
+      Sa* sa = sad_.find(SaRef{r.getSa().getIndex(), r.getSa().getGeneration()});
+      if (!sa || !sa->sessionReady) return true;
+      capnp::MallocMessageBuilder b;
+      auto g = b.initRoot<proto::KeydbToCrypto>().initIvGrant();
+      setRef(g.initSa(), sa->ref);
+      g.setIvLimit(sad_.extendIv(*sa));
+      ++ivGrants_;
+      crypto_->send(b);
+      return true;
+    }
+  }
+  return false;
+}
+
+// ---- forwarder --------------------------------------------------------------
+
+void Keydb::installInForwarder(Sa& sa) {
+  if (!forwarder_ || !forwarder_->isOpen()) return;
+  auto [next, limit] = sad_.grantSeqFromScratch(sa);
+  ++seqGrants_;
+  capnp::MallocMessageBuilder b;
+  auto in = b.initRoot<proto::KeydbToForwarder>().initInstall();
+  setRef(in.initSa(), sa.ref);
+  in.setParams(sa.p());  // no keys: SaParams has none
+  in.setSeqNext(next);
+  in.setSeqLimit(limit);
+  forwarder_->send(b);
+}
+
+bool Keydb::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
+  if (!fds.empty()) return false;
+  auto msg = m.getRoot<proto::ForwarderToKeydb>();
+  switch (msg.which()) {
+    case proto::ForwarderToKeydb::SEQ_REQUEST: {
+      auto r = msg.getSeqRequest();
+      Sa* sa = sad_.find(SaRef{r.getSa().getIndex(), r.getSa().getGeneration()});
+      if (!sa || !sa->sessionReady) return true;
+      capnp::MallocMessageBuilder b;
+      auto g = b.initRoot<proto::KeydbToForwarder>().initSeqGrant();
+      setRef(g.initSa(), sa->ref);
+      g.setSeqLimit(sad_.extendSeq(*sa));
+      ++seqGrants_;
+      forwarder_->send(b);
+      return true;
+    }
+    case proto::ForwarderToKeydb::USAGE:
+      for (auto u : msg.getUsage()) {
+        Sa* sa = sad_.find(SaRef{u.getSa().getIndex(), u.getSa().getGeneration()});
+        if (!sa) continue;
+        sa->usageReported = {u.getBytes(), u.getPackets()};
+        if (sa->firstUse == 0) sa->firstUse = u.getFirstUse();
+      }
+      return true;
+  }
+  return false;
+}
+
+void Keydb::fillStats(proto::Stats::Builder out) {
+  std::uint64_t larval = 0;
+  for (Sa* sa : sad_.all()) larval += sa->larval() ? 1 : 0;
+  auto list = out.initCounters(5);
+  list[0].setName("sas");
+  list[0].setValue(sad_.size());
+  list[1].setName("sas_larval");
+  list[1].setValue(larval);
+  list[2].setName("sessions_refused");
+  list[2].setValue(sessionsFailed_);
+  list[3].setName("seq_grants");
+  list[3].setValue(seqGrants_);
+  list[4].setName("iv_grants");
+  list[4].setValue(ivGrants_);
+}
+
+}  // namespace ipsec::keydb

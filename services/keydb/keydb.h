@@ -1,0 +1,57 @@
+// ipsec-keydb: the service around the SAD (sad.h). Peers:
+//   policy     SAD requests (add/update/delete/get/flush/dump/getspi) → replies
+//   crypto     sessions with keys → ; ← session results, IV block requests
+//   forwarder  SA metadata without keys, sequence grants → ; ← seq requests, usage
+// The crypto and forwarder channels are replaced when ipsecd restarts the data
+// plane; their loss alone is not fatal here.
+#pragma once
+
+#include <utility>  // before asio (Boost 1.74 with GCC 12)
+
+#include <boost/asio/io_context.hpp>
+#include <memory>
+
+#include "control/channel.h"
+#include "proto/crypto.capnp.h"
+#include "proto/dataplane.capnp.h"
+#include "proto/sad.capnp.h"
+#include "proto/supervisor.capnp.h"
+#include "sad.h"
+
+namespace ipsec::keydb {
+
+using control::UniqueFd;
+
+class Keydb {
+ public:
+  Keydb(boost::asio::io_context& io, UniqueFd policy, UniqueFd crypto, UniqueFd forwarder);
+  void start();
+  void stop();
+  bool onDataPlaneRestarted(std::vector<UniqueFd>& fds);
+  void fillStats(proto::Stats::Builder out);
+
+ private:
+  void attachDataPlane(UniqueFd crypto, UniqueFd forwarder);
+  void startDataPlaneChannels();
+  bool onPolicy(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
+  bool onCrypto(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
+  bool onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
+
+  void add(std::uint64_t id, proto::SaAdd::Reader req);
+  void getSpi(std::uint64_t id, proto::GetSpi::Reader req);
+  void removeSa(Sa& sa);
+  void createSession(Sa& sa);
+  void installInForwarder(Sa& sa);
+  void reply(std::uint64_t id, int err, const std::vector<Sa*>& sas = {}, bool withKeys = false);
+  void replyError(std::uint64_t id, int err) { reply(id, err); }
+
+  boost::asio::io_context& io_;
+  std::unique_ptr<control::Channel> policy_, crypto_, forwarder_;
+  Sad sad_;
+  bool stopped_ = false;
+  std::uint64_t sessionsFailed_ = 0;
+  std::uint64_t seqGrants_ = 0;
+  std::uint64_t ivGrants_ = 0;
+};
+
+}  // namespace ipsec::keydb

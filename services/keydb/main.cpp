@@ -1,0 +1,43 @@
+// ipsec-keydb — the SAD: every SA's keys, lifetimes and nonce grants.
+//
+// Descriptors from ipsecd (fixed numbers):
+//   3  ipsecd     stop, stats, new data-plane channels after a restart
+//   4  policy     SAD requests ← / replies, expires →
+//   5  crypto     sessions with keys → / session results, IV requests ←
+//   6  forwarder  SA metadata without keys, sequence grants → / seq requests, usage ←
+//
+// Sandbox: its own uid, an empty root, no capabilities, no_new_privs, not
+// dumpable, locked memory for keys (sodium_malloc), the baseline allow-list.
+// It parses nothing from the network.
+#include <sodium.h>
+
+#include "keydb.h"
+#include "log/log.h"
+#include "service/service.h"
+
+using namespace ipsec;
+
+int main(int argc, char** argv) {
+  return service::serviceMain("ipsec-keydb", argc, argv, [](const service::Args& args) {
+    if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
+    service::Service svc("ipsec-keydb", args);
+    keydb::Keydb db(svc.io(), service::takeFd(4, "policy channel"), service::takeFd(5, "crypto channel"),
+                    service::takeFd(6, "forwarder channel"));
+
+    auto profile = service::baseProfile("ipsec-keydb", args);
+    profile.nonDumpable = {true, "holds every SA's keys"};
+    profile.lockMemory = {true, "keys live in mlock'ed sodium_malloc pages"};
+    profile.allow(sandbox::lockedMemorySyscalls());
+
+    db.start();
+    return svc.run(profile, {
+                                .stats = [&](proto::Stats::Builder s) { db.fillStats(s); },
+                                .sysctl = nullptr,
+                                .dataPlaneRestarted = [&](std::vector<control::UniqueFd>& f) {
+                                  return db.onDataPlaneRestarted(f);
+                                },
+                                .stop = [&] { db.stop(); },
+                                .sandboxed = nullptr,
+                            });
+  });
+}

@@ -1,0 +1,94 @@
+// ipsec-keydb: the SAD. Owns every SA — its parameters, its keys (in guarded,
+// locked sodium_malloc memory), its lifetimes, and the sequence-number and IV
+// blocks granted to the data plane. It parses nothing from the network: its
+// inputs are policy's requests (already-parsed PF_KEY) and the data plane's
+// grant requests and usage reports, each from a channel of ours.
+//
+// Nonce safety (DESIGN §3): every grant is recorded here before it is sent,
+// and a restarted forwarder or broker is given a base above everything
+// granted before. Without ESN no grant reaches past 2^32 - 1.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <capnp/message.h>
+
+#include "proto/common.capnp.h"
+#include "secure_bytes.h"
+
+namespace ipsec::keydb {
+
+struct SaRef {
+  std::uint32_t index = 0;
+  std::uint32_t generation = 0;
+  bool operator==(const SaRef&) const = default;
+};
+
+struct SaKey {
+  std::uint8_t satype = 0;
+  std::uint32_t spi = 0;
+  std::string dst;  // raw address bytes
+  auto operator<=>(const SaKey&) const = default;
+};
+
+struct Sa {
+  SaRef ref;
+  std::unique_ptr<capnp::MallocMessageBuilder> params;  // root: proto::SaParams
+  SecureBytes encKey, authKey;
+  std::uint64_t addTime = 0;
+  std::uint64_t firstUse = 0;
+  struct Usage {
+    std::uint64_t bytes = 0;
+    std::uint64_t packets = 0;
+  };
+  Usage usageBase;      // what earlier forwarders counted
+  Usage usageReported;  // what the current forwarder reports (it counts from zero)
+  std::uint64_t seqGranted = 1;  // exclusive bound of every sequence number ever granted
+  std::uint64_t ivGranted = 0;   // exclusive bound of every counter IV ever granted
+  bool sessionReady = false;     // the current broker has a session for it
+  std::optional<std::uint64_t> pendingAdd;  // policy request awaiting the session
+
+  proto::SaParams::Reader p() const { return params->getRoot<proto::SaParams>().asReader(); }
+  proto::SaParams::Builder pb() { return params->getRoot<proto::SaParams>(); }
+  SaKey key() const;
+  bool larval() const;
+};
+
+class Sad {
+ public:
+  static constexpr std::uint64_t kSeqBlock = 1u << 16;
+  static constexpr std::uint64_t kIvBlock = 1u << 20;
+
+  Sa* find(const SaKey& k);
+  Sa* find(SaRef ref);
+  // Creates an SA in a fresh slot (or a reused one with a new generation).
+  Sa& create(proto::SaParams::Reader params);
+  void erase(SaRef ref);
+  std::vector<Sa*> all(std::uint8_t satype = 0);
+  std::size_t size() const { return byKey_.size(); }
+
+  // A free SPI in [min, max] for (satype, dst), or nullopt.
+  std::optional<std::uint32_t> allocateSpi(std::uint8_t satype, const std::string& dst, std::uint32_t min,
+                                           std::uint32_t max);
+
+  // Grants: record first, then return what may be sent.
+  std::pair<std::uint64_t, std::uint64_t> grantSeqFromScratch(Sa& sa);  // for a (re)installed SA
+  std::uint64_t extendSeq(Sa& sa);                                      // new exclusive limit
+  std::pair<std::uint64_t, std::uint64_t> grantIvFromScratch(Sa& sa);
+  std::uint64_t extendIv(Sa& sa);
+
+ private:
+  std::vector<std::unique_ptr<Sa>> slots_;
+  std::vector<std::uint32_t> generations_;
+  std::vector<std::uint32_t> freeSlots_;
+  std::map<SaKey, std::uint32_t> byKey_;
+  std::uint32_t spiHint_ = 0;
+};
+
+}  // namespace ipsec::keydb
