@@ -20,10 +20,11 @@ bool debugEnabled() { return gDebug.load(std::memory_order_relaxed); }
 void write(char level, std::string_view message) {
   timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
-  tm t{};
-  gmtime_r(&ts.tv_sec, &t);
-  std::string line = fmt::format("{:02}:{:02}:{:02}.{:03} {}[{}] {} {}\n", t.tm_hour, t.tm_min,
-                                 t.tm_sec, ts.tv_nsec / 1000000, gRole, getpid(), level, message);
+  // UTC time of day by arithmetic: gmtime_r would open /etc/localtime on
+  // first use, which a sandboxed process may not.
+  const long day = static_cast<long>(ts.tv_sec % 86400);
+  std::string line = fmt::format("{:02}:{:02}:{:02}.{:03} {}[{}] {} {}\n", day / 3600, day / 60 % 60, day % 60,
+                                 ts.tv_nsec / 1000000, gRole, getpid(), level, message);
   ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
   (void)ignored;
 }

@@ -144,8 +144,14 @@ void applySandbox(const SandboxProfile& p) {
   Filter filter = buildFilter(p, who);
 
   if (p.lockMemory.enabled) {
-    const rlimit limit{p.memlockBytes, p.memlockBytes};
-    if (setrlimit(RLIMIT_MEMLOCK, &limit) != 0) throwErrno(who + "raising RLIMIT_MEMLOCK");
+    rlimit limit{p.memlockBytes, p.memlockBytes};
+    if (setrlimit(RLIMIT_MEMLOCK, &limit) != 0) {
+      // Without CAP_SYS_RESOURCE (a container may withhold it) the hard limit
+      // cannot rise: lock as much as it allows rather than refuse to start.
+      if (errno != EPERM || getrlimit(RLIMIT_MEMLOCK, &limit) != 0) throwErrno(who + "raising RLIMIT_MEMLOCK");
+      limit.rlim_cur = limit.rlim_max;
+      if (setrlimit(RLIMIT_MEMLOCK, &limit) != 0) throwErrno(who + "raising RLIMIT_MEMLOCK to its hard limit");
+    }
   }
   if (p.nonDumpable.enabled && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
     throwErrno(who + "PR_SET_DUMPABLE");

@@ -70,6 +70,12 @@ UniqueFd openRawSocket(int family, int protocol) {
   int size = 4 << 20;
   setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size);
   setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size);
+  if (family == AF_INET6) {
+    // IPv6 raw sockets deliver the payload without the header: the forwarder
+    // needs the destination address (the SA is looked up by SPI and dst).
+    int on = 1;
+    if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_RECVPKTINFO, &on, sizeof on) < 0) fail("IPV6_RECVPKTINFO");
+  }
   return fd;
 }
 
