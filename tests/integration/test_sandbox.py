@@ -1,0 +1,79 @@
+"""ipsecctl audit shows five processes, four of them sandboxed (own uid, no
+capabilities, no_new_privs, seccomp filter, empty root, not dumpable); and the
+forwarder's memory holds none of the keys."""
+
+import re
+import unittest
+
+from harness import (CBC_KEY_AB, CBC_KEY_BA, GCM_KEY_AB, GCM_KEY_BA, HMAC_KEY_AB, HMAC_KEY_BA, INNER, Testbed,
+                     ping)
+
+CHILDREN = {"ipsec-keydb": 64701, "ipsec-policy": 64702, "ipsec-crypto": 64703, "ipsec-forwarder": 64704}
+
+
+def process_memory(pid):
+    """Every readable private mapping of pid, as one bytes object."""
+    chunks = []
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            m = re.match(r"([0-9a-f]+)-([0-9a-f]+) (\S+)", line)
+            start, end, perms = int(m.group(1), 16), int(m.group(2), 16), m.group(3)
+            if perms[0] != "r" or "[vvar]" in line or "[vsyscall]" in line:
+                continue
+            try:
+                mem.seek(start)
+                chunks.append(mem.read(end - start))
+            except (OSError, ValueError, OverflowError):
+                pass
+    return b"".join(chunks)
+
+
+class SandboxTest(unittest.TestCase):
+    def test_audit_shows_every_child_confined(self):
+        with Testbed() as tb:
+            tb.start_pair("aes-gcm", 4)
+            procs = {p["name"]: p for p in tb.a.audit()}
+            self.assertIn("ipsecd", procs)
+            for name, uid in CHILDREN.items():
+                p = procs[name[:15]]
+                self.assertEqual(p["uid"]["effective"], uid, name)
+                self.assertEqual(p["uid"]["real"], uid, name)
+                self.assertEqual(p["gid"]["effective"], uid, name)
+                caps = p["capabilities"]
+                for kind in ("effective", "permitted", "bounding", "ambient"):
+                    self.assertEqual(caps[kind], [], f"{name} {kind}")
+                self.assertTrue(p["no_new_privs"], name)
+                self.assertEqual(p["seccomp"], 2, name)
+                self.assertIs(p["dumpable"], False, name)
+                self.assertTrue(p["root"].endswith("/empty"), f"{name} root {p['root']}")
+            fwd_fds = " ".join(f["target"] for f in procs["ipsec-forwarder"]["fds"])
+            self.assertIn("tun", fwd_fds)
+            # The table form names every process too.
+            table = tb.a.ipsecctl("audit")
+            for name in CHILDREN:
+                self.assertIn(name[:15], table)
+
+    def test_forwarder_memory_holds_no_key(self):
+        with Testbed() as tb:
+            tb.start_pair("aes-gcm", 4)
+            self.assertEqual(ping(tb.a, INNER[4][1], count=3).returncode, 0)
+            fwd = tb.a.pid_of("ipsec-forwarder")
+            crypto = tb.a.pid_of("ipsec-crypto")
+            mem = process_memory(fwd)
+            self.assertGreater(len(mem), 1 << 20)
+            for key in (GCM_KEY_AB, GCM_KEY_BA):
+                self.assertNotIn(key[:16], mem, "a key in the forwarder's memory")
+            # The check can fail: the broker does hold the key (in locked memory).
+            self.assertIn(GCM_KEY_AB[:16], process_memory(crypto))
+
+    def test_forwarder_memory_holds_no_cbc_or_hmac_key(self):
+        with Testbed() as tb:
+            tb.start_pair("aes-cbc", 4)
+            self.assertEqual(ping(tb.a, INNER[4][1], count=3).returncode, 0)
+            mem = process_memory(tb.a.pid_of("ipsec-forwarder"))
+            for key in (CBC_KEY_AB, CBC_KEY_BA, HMAC_KEY_AB, HMAC_KEY_BA):
+                self.assertNotIn(key, mem)
+
+
+if __name__ == "__main__":
+    unittest.main()
