@@ -40,6 +40,7 @@ Channel::Channel(boost::asio::io_context& io, UniqueFd fd, std::string peerName,
 Channel::~Channel() {
   alive_.reset();
   close();
+  explicit_bzero(receiveBuffer_.begin(), receiveBuffer_.size() * sizeof(capnp::word));
 }
 
 void Channel::start(MessageHandler onMessage, CloseHandler onClose) {
@@ -169,7 +170,10 @@ void Channel::onReadable() {
     auto reader = decodeDatagram(receiveBuffer_, datagram.bytes, reason);
     if (!reader) return fail("from " + peerName_ + ": " + reason);
     const bool ok = dispatch(*reader, datagram.fds, reason);
-    if (alive.expired() || !isOpen()) return;  // the handler destroyed or closed us
+    if (alive.expired()) return;  // the handler destroyed us (the destructor wiped the buffer)
+    // Key material crosses some channels: leave no copy in the receive buffer.
+    explicit_bzero(receiveBuffer_.begin(), datagram.bytes);
+    if (!isOpen()) return;  // the handler closed us
     if (!ok) return fail(std::move(reason));
   }
   armRead();  // more may be waiting; let other channels run first

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <kj/exception.h>
+#include <kj/io.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -63,7 +64,28 @@ std::pair<UniqueFd, UniqueFd> makeSeqpacketPair() {
   return pair;
 }
 
-kj::Array<capnp::word> serialize(capnp::MessageBuilder& message) { return capnp::messageToFlatArray(message); }
+namespace {
+// Serialized messages may hold key material (keydb → crypto): wipe them when
+// they are released, whether sent at once or after waiting in a queue.
+class WipingDisposer final : public kj::ArrayDisposer {
+ public:
+  void disposeImpl(void* first, size_t elementSize, size_t elementCount, size_t capacity,
+                   void (*destroyElement)(void*)) const override {
+    explicit_bzero(first, elementSize * capacity);
+    delete[] static_cast<capnp::word*>(first);
+  }
+};
+const WipingDisposer kWipingDisposer;
+}  // namespace
+
+kj::Array<capnp::word> serialize(capnp::MessageBuilder& message) {
+  const size_t words = capnp::computeSerializedSizeInWords(message);
+  auto* storage = new capnp::word[words];
+  kj::Array<capnp::word> out(storage, words, kWipingDisposer);
+  kj::ArrayOutputStream stream(out.asBytes());
+  capnp::writeMessage(stream, message);
+  return out;
+}
 
 int sendDatagram(int fd, kj::ArrayPtr<const capnp::word> words, std::span<const int> fds, bool blocking) noexcept {
   if (fds.size() > kMaxFdsPerMessage) return EINVAL;

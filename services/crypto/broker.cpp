@@ -10,15 +10,6 @@
 #include "proto/crypto.capnp.h"
 
 namespace ipsec::crypto {
-namespace {
-
-void wipe(capnp::Data::Reader d) {
-  // The reader sits on the channel's mutable receive buffer (see keydb).
-  if (d.size() != 0) sodium_memzero(const_cast<capnp::byte*>(d.begin()), d.size());
-}
-
-}  // namespace
-
 Broker::Broker(boost::asio::io_context& io, UniqueFd keydb, std::vector<RingFds> rings)
     : io_(io), drivers_(cryptodrv::DriverRegistry::withDefaultDrivers()) {
   keydb_ = std::make_unique<control::Channel>(io_, std::move(keydb), "ipsec-keydb");
@@ -85,8 +76,8 @@ bool Broker::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       std::uint8_t layout[3] = {0, 0, 0};
       std::string err = sessions_->create(c.getSa().getIndex(), c.getSa().getGeneration(), spec, c.getIvNext(),
                                           c.getIvLimit(), layout);
-      wipe(keys.getEncrypt());
-      wipe(keys.getAuth());
+      // The transforms copied the keys into locked memory; the channel wipes
+      // its receive buffer once this handler returns.
       capnp::MallocMessageBuilder b;
       auto r = b.initRoot<proto::CryptoToKeydb>().initSessionResult();
       r.setSa(c.getSa());

@@ -28,14 +28,14 @@ Forwarder::Forwarder(asio::io_context& io, Fds fds)
     }
     auto w = std::make_unique<Worker>(Worker{
         std::make_unique<ring::Region>(std::move(*attached.region)), {}, {},
-        ring::Doorbell(std::move(wf.requestBell)), ring::Doorbell(std::move(wf.completionBell)), nullptr, {}, {}, {}, 0});
+        ring::Doorbell(std::move(wf.requestBell)), ring::Doorbell(std::move(wf.completionBell)), nullptr, nullptr, {}, {},
+        0});
     w->requests = ring::requestProducer(*w->region);
     w->completions = ring::completionConsumer(*w->region);
     const auto& h = w->region->header();
     w->bufferSize = h.bufferSize;
     w->contexts.resize(h.bufferCount);
-    w->freeBuffers.reserve(h.bufferCount);
-    for (std::uint32_t i = h.bufferCount; i-- > 0;) w->freeBuffers.push_back(i);
+    w->pool = std::make_unique<ring::BufferPool>(*w->region);
     w->pending.reserve(kBurst);
     w->bellWatch = std::make_unique<asio::posix::stream_descriptor>(io, w->completionBell.fd());
     workers_.push_back(std::move(w));

@@ -53,19 +53,14 @@ bool requestAllows(const Policy& p, const Sa& sa) noexcept {
 }  // namespace
 
 std::uint8_t* Forwarder::bufferData(Worker& w, std::uint32_t buf) noexcept {
-  return reinterpret_cast<std::uint8_t*>(w.region->buffer(buf));
+  return reinterpret_cast<std::uint8_t*>(w.pool->data(buf).data());
 }
 
-std::optional<std::uint32_t> Forwarder::allocBuffer(Worker& w) noexcept {
-  if (w.freeBuffers.empty()) return std::nullopt;
-  std::uint32_t b = w.freeBuffers.back();
-  w.freeBuffers.pop_back();
-  return b;
-}
+std::optional<std::uint32_t> Forwarder::allocBuffer(Worker& w) noexcept { return w.pool->alloc(); }
 
 void Forwarder::freeBuffer(Worker& w, std::uint32_t buf) noexcept {
   w.contexts[buf].use = Use::kFree;
-  w.freeBuffers.push_back(buf);  // capacity reserved for every buffer: no allocation
+  w.pool->free(buf);
 }
 
 Forwarder::Worker& Forwarder::nextWorker() noexcept {

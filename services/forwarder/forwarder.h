@@ -31,6 +31,7 @@
 #include "proto/ring_abi.h"
 #include "ring/doorbell.h"
 #include "ring/endpoints.h"
+#include "ring/pool.h"
 #include "ring/region.h"
 #include "proto/supervisor.capnp.h"
 #include "tables.h"
@@ -78,7 +79,7 @@ class Forwarder {
     ring::CompletionConsumer completions;
     ring::Doorbell requestBell, completionBell;
     std::unique_ptr<boost::asio::posix::stream_descriptor> bellWatch;
-    std::vector<std::uint32_t> freeBuffers;
+    std::unique_ptr<ring::BufferPool> pool;  // free list in our private memory
     std::vector<BufferContext> contexts;
     std::vector<proto::CryptoRequest> pending;  // built this burst, not yet enqueued
     std::uint32_t bufferSize = 0;

@@ -20,14 +20,8 @@ std::uint64_t now() {
 
 std::span<const std::uint8_t> span(capnp::Data::Reader d) { return {d.begin(), d.size()}; }
 
-// Key bytes arrive inside a received datagram; the reader sits on the
-// channel's own (mutable) receive buffer, so wiping through it wipes the only
-// copy outside locked memory.
-void wipe(capnp::Data::Reader d) {
-  if (d.size() != 0) sodium_memzero(const_cast<capnp::byte*>(d.begin()), d.size());
-}
-
-// Wipes every segment of a message we built with keys in it, once it is sent.
+// Wipes every segment of a message we built with keys in it, once it is sent
+// (the channel wipes its own serialized copy).
 void wipe(capnp::MallocMessageBuilder& b) {
   for (auto seg : b.getSegmentsForOutput()) {
     sodium_memzero(const_cast<capnp::word*>(seg.begin()), seg.size() * sizeof(capnp::word));
@@ -105,9 +99,7 @@ bool Keydb::onPolicy(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
   const std::uint64_t id = req.getRequestId();
   switch (req.which()) {
     case proto::PolicyToKeydb::ADD:
-      add(id, req.getAdd());
-      wipe(req.getAdd().getKeys().getEncrypt());
-      wipe(req.getAdd().getKeys().getAuth());
+      add(id, req.getAdd());  // the channel wipes its receive buffer after this returns
       return true;
     case proto::PolicyToKeydb::DELETE: {
       auto n = req.getDelete();

@@ -1,0 +1,74 @@
+// ipsec-policy — the SPD and the PF_KEY v2 front end (DESIGN.md §5).
+//
+// Descriptors from ipsecd (fixed numbers):
+//   3  ipsecd     stop, stats, sysctl, a new forwarder channel after a data-plane restart
+//   4  keydb      SAD requests (PolicyToKeydb) → / replies, expires (KeydbToPolicy) ←
+//   5  forwarder  the SPD (PolicyToForwarder) → / ACQUIREs (ForwarderToPolicy) ←
+//   6  PF_KEY     the listening SOCK_SEQPACKET socket at <runtime_dir>/pfkey,
+//                 bound by ipsecd; clients are accept4'ed from it
+//
+// Who may use PF_KEY: SO_PEERCRED uid 0, or a client whose (primary) gid is
+// the one in the environment variable IPSEC_PFKEY_GROUP, if ipsecd sets it
+// (a numeric gid; lib/service's argument parser has no --pfkey-group yet).
+//
+// Sandbox: its own uid, an empty root, no capabilities, no_new_privs, not
+// dumpable (keys pass through on their way to keydb and are wiped), the
+// baseline allow-list plus socket I/O on the descriptors above.
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
+#include "log/log.h"
+#include "server.h"
+#include "service/service.h"
+
+using namespace ipsec;
+
+namespace {
+
+std::optional<gid_t> pfkeyGroupFromEnvironment() {
+  const char* v = std::getenv("IPSEC_PFKEY_GROUP");
+  if (v == nullptr || *v == '\0') return std::nullopt;
+  std::size_t used = 0;
+  unsigned long gid = 0;
+  try {
+    gid = std::stoul(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != std::string(v).size() || gid == 0 || gid > 0xfffffffeUL) {
+    throw std::runtime_error(std::string("IPSEC_PFKEY_GROUP=") + v + ": expected a numeric gid other than 0");
+  }
+  return static_cast<gid_t>(gid);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return service::serviceMain("ipsec-policy", argc, argv, [](const service::Args& args) {
+    service::Service svc("ipsec-policy", args);
+    policy::ServerOptions options;
+    options.pfkeyGroup = pfkeyGroupFromEnvironment();
+    options.onPeerLost = [](std::string_view) { std::exit(1); };  // fail closed: ipsecd stops everything
+    policy::Server server(svc.io(), service::takeFd(6, "PF_KEY listening socket"),
+                          service::takeFd(4, "keydb channel"), service::takeFd(5, "forwarder channel"),
+                          std::move(options));
+
+    auto profile = service::baseProfile("ipsec-policy", args);
+    profile.nonDumpable = {true, "key material of PF_KEY ADD/UPDATE passes through its memory"};
+    // baseProfile already carries socketIoSyscalls(): accept4 (PF_KEY clients),
+    // getsockopt (SO_PEERCRED), sendto (replies: send(2) is sendto), recvmsg
+    // (requests, with MSG_TRUNC to see oversized ones). Nothing else is needed.
+
+    server.start();
+    return svc.run(profile, {
+                                .stats = [&](proto::Stats::Builder s) { server.fillStats(s); },
+                                .sysctl = nullptr,
+                                .dataPlaneRestarted = [&](std::vector<control::UniqueFd>& f) {
+                                  return server.onDataPlaneRestarted(f);
+                                },
+                                .stop = [&] { server.stop(); },
+                                .sandboxed = nullptr,
+                            });
+  });
+}

@@ -1,0 +1,388 @@
+// See server.h. This file: PF_KEY SA messages (REGISTER, ADD/UPDATE, DELETE,
+// GET, FLUSH, DUMP, GETSPI, X_PROMISC), their translation into SAD requests
+// to keydb (proto/sad.capnp), and the replies built from keydb's answers.
+// Validation follows Linux's af_key.c where the corpus shows it; what keydb
+// decides (existence, SPI allocation) comes back as its errno.
+#include <arpa/inet.h>
+#include <string.h>
+
+#include <cerrno>
+
+#include "algorithms.h"
+#include "log/log.h"
+#include "pfkey/builder.h"
+#include "server.h"
+
+namespace ipsec::policy {
+namespace {
+
+// Linux returns only these sadb_sa_flags; KAME bits such as CYCSEQ (0x40)
+// that setkey sends are not echoed (the corpus shows flags=0x0).
+constexpr std::uint32_t kReturnedSaFlags = SADB_SAFLAGS_NOPMTUDISC | SADB_SAFLAGS_DECAP_DSCP | SADB_SAFLAGS_NOECN;
+// Linux's default SPI range for GETSPI without SPIRANGE.
+constexpr std::uint32_t kDefaultSpiMin = 0x100;
+constexpr std::uint32_t kDefaultSpiMax = 0x0fffffff;
+
+bool ipsecSatype(std::uint8_t t) {
+  return t == SADB_SATYPE_ESP || t == SADB_SATYPE_AH || t == SADB_X_SATYPE_IPCOMP;
+}
+
+sadb_msg replyHeader(const sadb_msg& request) {
+  sadb_msg h = request;
+  h.sadb_msg_errno = 0;
+  h.sadb_msg_len = 2;
+  return h;
+}
+
+capnp::Data::Reader raw(const pfkey::SockAddress& a) { return capnp::Data::Reader(a.bytes.data(), a.isV6() ? 16 : 4); }
+
+std::optional<pfkey::SockAddress> addressFrom(capnp::Data::Reader d) {
+  if (d.size() == 4) return pfkey::SockAddress::v4({d[0], d[1], d[2], d[3]});
+  if (d.size() == 16) {
+    std::array<std::uint8_t, 16> b{};
+    std::memcpy(b.data(), d.begin(), 16);
+    return pfkey::SockAddress::v6(b);
+  }
+  return std::nullopt;
+}
+
+// The reader sits on the control channel's own (mutable) receive buffer, so
+// wiping through it wipes the only copy of those keys outside keydb.
+void wipe(capnp::Data::Reader d) {
+  if (d.size() != 0) explicit_bzero(const_cast<capnp::byte*>(d.begin()), d.size());
+}
+
+void wipe(capnp::MallocMessageBuilder& b) {
+  for (auto seg : b.getSegmentsForOutput()) {
+    explicit_bzero(const_cast<capnp::word*>(seg.begin()), seg.size() * sizeof(capnp::word));
+  }
+}
+
+void setLifetime(proto::Lifetime::Builder out, const std::optional<sadb_lifetime>& l) {
+  if (!l) return;
+  out.setAllocations(l->sadb_lifetime_allocations);
+  out.setBytes(l->sadb_lifetime_bytes);
+  out.setAddTime(l->sadb_lifetime_addtime);
+  out.setUseTime(l->sadb_lifetime_usetime);
+}
+
+void putLifetime(pfkey::Builder& b, std::uint16_t type, proto::Lifetime::Reader l) {
+  b.lifetime(type, l.getAllocations(), l.getBytes(), l.getAddTime(), l.getUseTime());
+}
+
+void putKey(pfkey::Builder& b, std::uint16_t type, std::uint16_t bits, capnp::Data::Reader key) {
+  if (key.size() == 0) return;
+  if ((std::size_t{bits} + 7) / 8 > key.size() || bits == 0) bits = static_cast<std::uint16_t>(key.size() * 8);
+  b.key(type, bits, std::span<const std::uint8_t>(key.begin(), key.size()));
+}
+
+// Which extensions an SA message carries.
+enum class SaMessage { kState, kStateWithKeys, kExpireSoft, kExpireHard };
+
+// An SA as Linux's pfkey_xfrm_state2msg lays it out: SA, LIFETIME_HARD,
+// LIFETIME_SOFT, LIFETIME_CURRENT, SRC, DST, [KEY_AUTH, KEY_ENCRYPT], SA2.
+// An EXPIRE carries only the lifetime that ran out (HARD or SOFT) before
+// CURRENT. nullopt if keydb sent an address that is not 4 or 16 bytes.
+std::optional<std::vector<std::uint8_t>> saMessage(sadb_msg header, proto::SaRecord::Reader r, SaMessage kind) {
+  auto p = r.getParams();
+  auto src = addressFrom(p.getSrc());
+  auto dst = addressFrom(p.getDst());
+  if (!src || !dst) return std::nullopt;
+  header.sadb_msg_satype = p.getSatype();
+  pfkey::Builder b(header);
+  pfkey::SaFields sa;
+  sa.spi = p.getSpi();
+  sa.replay = static_cast<std::uint8_t>(std::min<std::uint32_t>(p.getReplayWindow(), 255));
+  sa.state = p.getState();
+  sa.auth = p.getAuthAlg();
+  sa.encrypt = p.getEncAlg();
+  sa.flags = p.getFlags() & kReturnedSaFlags;
+  b.sa(sa);
+  if (kind != SaMessage::kExpireSoft) putLifetime(b, SADB_EXT_LIFETIME_HARD, p.getHard());
+  if (kind != SaMessage::kExpireHard) putLifetime(b, SADB_EXT_LIFETIME_SOFT, p.getSoft());
+  putLifetime(b, SADB_EXT_LIFETIME_CURRENT, r.getCurrent());
+  // Linux answers with protocol 0 and a full-length prefix for SA addresses.
+  b.address(SADB_EXT_ADDRESS_SRC, *src, src->fullPrefix(), 0);
+  b.address(SADB_EXT_ADDRESS_DST, *dst, dst->fullPrefix(), 0);
+  if (kind == SaMessage::kStateWithKeys && r.hasKeys()) {
+    putKey(b, SADB_EXT_KEY_AUTH, p.getAuthKeyBits(), r.getKeys().getAuth());
+    putKey(b, SADB_EXT_KEY_ENCRYPT, p.getEncKeyBits(), r.getKeys().getEncrypt());
+  }
+  b.sa2(p.getMode(), p.getReqid());
+  return b.finish();
+}
+
+// ESP: a cipher the broker runs, an HMAC or none; AES-GCM authenticates
+// itself; not both NULL (RFC 4303 §3.2). AH: an HMAC and no cipher.
+// Linux answers an algorithm it does not know with ENOSYS.
+int checkAlgorithms(std::uint8_t satype, const sadb_sa& sa, const pfkey::ParsedMessage& m) {
+  const auto encKey = m.key(SADB_EXT_KEY_ENCRYPT);
+  const auto authKey = m.key(SADB_EXT_KEY_AUTH);
+  auto keyFits = [](const AlgorithmSpec* a, const std::optional<pfkey::KeyExt>& k) {
+    const std::uint16_t bits = k ? k->bits : 0;
+    return bits >= a->minBits && bits <= a->maxBits;
+  };
+  const bool noAuth = sa.sadb_sa_auth == SADB_AALG_NONE;
+  const AlgorithmSpec* auth = noAuth ? nullptr : findAuth(sa.sadb_sa_auth);
+  if (!noAuth && !auth) return ENOSYS;
+  if (auth && !keyFits(auth, authKey)) return EINVAL;
+  if (noAuth && authKey && authKey->bits != 0) return EINVAL;
+  if (satype == SADB_SATYPE_AH) {
+    if (!auth || auth->id == SADB_X_AALG_NULL || sa.sadb_sa_encrypt != SADB_EALG_NONE || encKey) return EINVAL;
+    return 0;
+  }
+  const AlgorithmSpec* enc = findEncrypt(sa.sadb_sa_encrypt);
+  if (!enc) return ENOSYS;
+  if (!keyFits(enc, encKey)) return EINVAL;
+  const bool authenticates = auth && auth->id != SADB_X_AALG_NULL;
+  if (enc->id == SADB_X_EALG_AES_GCM_ICV16 && authenticates) return EINVAL;
+  if (enc->id == SADB_EALG_NULL && !authenticates) return EINVAL;
+  return 0;
+}
+
+}  // namespace
+
+int Server::sendToKeydb(Client* c, const sadb_msg& request, capnp::MallocMessageBuilder& b, std::uint64_t id) {
+  if (pending_.size() >= options_.maxPendingRequests) return ENOBUFS;
+  switch (keydb_->send(b)) {
+    case control::Channel::SendResult::kSent:
+    case control::Channel::SendResult::kQueued: break;
+    case control::Channel::SendResult::kTooLarge: return EMSGSIZE;
+    case control::Channel::SendResult::kClosed: return EIO;  // the SAD is gone; onPeerLost fails closed
+  }
+  pending_.emplace(id, Pending{c ? c->id : 0, request});
+  return 0;
+}
+
+int Server::onRegister(Client* c, const pfkey::ParsedMessage& m) {
+  const std::uint8_t satype = m.msg().sadb_msg_satype;
+  if (satype != SADB_SATYPE_UNSPEC) {
+    // UNSPEC (setkey's) asks for the lists without registering for events.
+    if (!ipsecSatype(satype)) return EINVAL;
+    const std::uint32_t bit = std::uint32_t{1} << satype;
+    if (c && (c->registered & bit)) return EEXIST;
+    if (c) c->registered |= bit;
+  }
+  auto algs = [](std::span<const AlgorithmSpec> table) {
+    std::vector<sadb_alg> out;
+    for (const auto& a : table) out.push_back(sadb_alg{a.id, a.ivLength, a.minBits, a.maxBits, 0});
+    return out;
+  };
+  pfkey::Builder b(replyHeader(m.msg()));
+  b.supported(SADB_EXT_SUPPORTED_AUTH, algs(supportedAuth()));
+  b.supported(SADB_EXT_SUPPORTED_ENCRYPT, algs(supportedEncrypt()));
+  deliver(b.finish(), Audience::kRegistered, c);
+  return 0;
+}
+
+int Server::onAddOrUpdate(Client* c, const pfkey::ParsedMessage& m) {
+  const std::uint8_t satype = m.msg().sadb_msg_satype;
+  if (!ipsecSatype(satype)) return EINVAL;
+  const auto sa = m.sa();
+  const auto src = m.address(SADB_EXT_ADDRESS_SRC);
+  const auto dst = m.address(SADB_EXT_ADDRESS_DST);
+  if (!sa || !src || !dst || src->addr.family != dst->addr.family) return EINVAL;
+  if (satype != SADB_X_SATYPE_IPCOMP) {
+    if (int err = checkAlgorithms(satype, *sa, m)) return err;
+  }
+  const auto sa2 = m.sa2();
+  const auto encKey = m.key(SADB_EXT_KEY_ENCRYPT);
+  const auto authKey = m.key(SADB_EXT_KEY_AUTH);
+
+  capnp::MallocMessageBuilder b;
+  const std::uint64_t id = newRequestId();
+  auto req = b.initRoot<proto::PolicyToKeydb>();
+  req.setRequestId(id);
+  auto add = req.initAdd();
+  add.setUpdate(m.msg().sadb_msg_type == SADB_UPDATE);
+  auto p = add.initParams();
+  p.setSatype(satype);
+  p.setSpi(ntohl(sa->sadb_sa_spi));
+  p.setSrc(raw(src->addr));
+  p.setDst(raw(dst->addr));
+  p.setMode(sa2 ? sa2->sadb_x_sa2_mode : IPSEC_MODE_ANY);
+  p.setReqid(sa2 ? sa2->sadb_x_sa2_reqid : 0);
+  p.setEncAlg(sa->sadb_sa_encrypt);
+  p.setAuthAlg(sa->sadb_sa_auth);
+  p.setEncKeyBits(encKey ? encKey->bits : 0);
+  p.setAuthKeyBits(authKey ? authKey->bits : 0);
+  p.setReplayWindow(sa->sadb_sa_replay);
+  p.setFlags(sa->sadb_sa_flags);
+  p.setState(sa->sadb_sa_state);
+  p.setEsn(false);
+  setLifetime(p.initSoft(), m.lifetime(SADB_EXT_LIFETIME_SOFT));
+  setLifetime(p.initHard(), m.lifetime(SADB_EXT_LIFETIME_HARD));
+  auto keys = add.initKeys();
+  if (encKey) keys.setEncrypt(capnp::Data::Reader(encKey->bytes.data(), encKey->bytes.size()));
+  if (authKey) keys.setAuth(capnp::Data::Reader(authKey->bytes.data(), authKey->bytes.size()));
+  const int err = sendToKeydb(c, m.msg(), b, id);
+  wipe(b);  // the datagram itself is wiped by handleDatagram
+  return err;
+}
+
+int Server::onDeleteOrGet(Client* c, const pfkey::ParsedMessage& m) {
+  const std::uint8_t satype = m.msg().sadb_msg_satype;
+  if (!ipsecSatype(satype)) return EINVAL;
+  const auto sa = m.sa();
+  const auto src = m.address(SADB_EXT_ADDRESS_SRC);
+  const auto dst = m.address(SADB_EXT_ADDRESS_DST);
+  if (!sa || !src || !dst || src->addr.family != dst->addr.family) return EINVAL;
+  capnp::MallocMessageBuilder b;
+  const std::uint64_t id = newRequestId();
+  auto req = b.initRoot<proto::PolicyToKeydb>();
+  req.setRequestId(id);
+  auto name = m.msg().sadb_msg_type == SADB_GET ? req.initGet() : req.initDelete();
+  name.setSatype(satype);
+  name.setSpi(ntohl(sa->sadb_sa_spi));
+  name.setSrc(raw(src->addr));
+  name.setDst(raw(dst->addr));
+  return sendToKeydb(c, m.msg(), b, id);
+}
+
+int Server::onFlush(Client* c, const pfkey::ParsedMessage& m) {
+  const std::uint8_t satype = m.msg().sadb_msg_satype;
+  if (satype != SADB_SATYPE_UNSPEC && !ipsecSatype(satype)) return EINVAL;
+  capnp::MallocMessageBuilder b;
+  const std::uint64_t id = newRequestId();
+  auto req = b.initRoot<proto::PolicyToKeydb>();
+  req.setRequestId(id);
+  if (m.msg().sadb_msg_type == SADB_FLUSH) {
+    req.setFlush(satype);
+  } else {
+    req.setDump(satype);
+  }
+  return sendToKeydb(c, m.msg(), b, id);
+}
+
+int Server::onDump(Client* c, const pfkey::ParsedMessage& m) { return onFlush(c, m); }
+
+int Server::onGetSpi(Client* c, const pfkey::ParsedMessage& m) {
+  const std::uint8_t satype = m.msg().sadb_msg_satype;
+  if (!ipsecSatype(satype)) return EINVAL;
+  const auto src = m.address(SADB_EXT_ADDRESS_SRC);
+  const auto dst = m.address(SADB_EXT_ADDRESS_DST);
+  if (!src || !dst || src->addr.family != dst->addr.family) return EINVAL;
+  std::uint32_t min = kDefaultSpiMin, max = kDefaultSpiMax;
+  if (auto r = m.spirange()) {
+    min = r->sadb_spirange_min;
+    max = r->sadb_spirange_max;
+  }
+  if (min > max || max == 0) return EINVAL;
+  const auto sa2 = m.sa2();
+  capnp::MallocMessageBuilder b;
+  const std::uint64_t id = newRequestId();
+  auto req = b.initRoot<proto::PolicyToKeydb>();
+  req.setRequestId(id);
+  auto g = req.initGetSpi();
+  g.setSatype(satype);
+  g.setSrc(raw(src->addr));
+  g.setDst(raw(dst->addr));
+  g.setMin(min);
+  g.setMax(max);
+  g.setMode(sa2 ? sa2->sadb_x_sa2_mode : IPSEC_MODE_ANY);
+  g.setReqid(sa2 ? sa2->sadb_x_sa2_reqid : 0);
+  return sendToKeydb(c, m.msg(), b, id);
+}
+
+int Server::onPromisc(Client* c, const pfkey::ParsedMessage& m) {
+  const std::uint8_t on = m.msg().sadb_msg_satype;
+  if (on > 1) return EINVAL;
+  if (c) c->promiscuous = on == 1;
+  // Linux broadcasts the request itself to every socket.
+  auto bytes = m.bytes();
+  deliver(std::vector<std::uint8_t>(bytes.begin(), bytes.end()), Audience::kAll, nullptr);
+  return 0;
+}
+
+// ---- keydb --------------------------------------------------------------------------
+
+bool Server::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
+  if (!fds.empty()) return false;
+  auto msg = m.getRoot<proto::KeydbToPolicy>();
+  switch (msg.which()) {
+    case proto::KeydbToPolicy::REPLY: return onKeydbReply(msg.getReply());
+    case proto::KeydbToPolicy::EXPIRE: return onKeydbExpire(msg.getExpire());
+  }
+  return false;
+}
+
+bool Server::onKeydbReply(proto::SadReply::Reader r) {
+  auto it = pending_.find(r.getRequestId());
+  if (it == pending_.end()) {
+    log::error("keydb answered request {}, which was never asked", r.getRequestId());
+    return false;
+  }
+  const Pending p = it->second;
+  pending_.erase(it);
+  Client* c = findClient(p.clientId);
+  auto sas = r.getSas();
+  // Whatever happens below, keys in this message must not outlive it.
+  struct WipeKeys {
+    capnp::List<proto::SaRecord>::Reader list;
+    ~WipeKeys() {
+      for (auto s : list) {
+        if (!s.hasKeys()) continue;
+        wipe(s.getKeys().getEncrypt());
+        wipe(s.getKeys().getAuth());
+      }
+    }
+  } wipeKeys{sas};
+
+  if (r.getErrno() != 0) {
+    if (r.getErrno() > 255) return false;
+    replyError(c, p.request, r.getErrno());
+    return true;
+  }
+  const std::uint8_t type = p.request.sadb_msg_type;
+  const sadb_msg header = replyHeader(p.request);
+  auto one = [&](SaMessage kind, Audience to, Client* who) {
+    if (sas.size() != 1) return false;
+    auto bytes = saMessage(header, sas[0], kind);
+    if (!bytes) return false;
+    deliver(std::move(*bytes), to, who);
+    return true;
+  };
+  switch (type) {
+    case SADB_ADD:
+    case SADB_UPDATE:
+    case SADB_DELETE: return one(SaMessage::kState, Audience::kAll, nullptr);
+    case SADB_GET: return one(SaMessage::kStateWithKeys, Audience::kOne, c);
+    case SADB_GETSPI: return one(SaMessage::kState, Audience::kOne, c);
+    case SADB_FLUSH:
+      // As Linux: the requester always gets a header reply, and every socket
+      // hears of the flush only if something was flushed.
+      deliver(pfkey::Builder(header).finish(), Audience::kOne, c);
+      if (sas.size() != 0) deliver(pfkey::Builder(header).finish(), Audience::kAll, nullptr);
+      return true;
+    case SADB_DUMP: {
+      if (sas.size() == 0) {
+        replyError(c, p.request, ENOENT);
+        return true;
+      }
+      // One message per SA, seq 1, 2, ... and 0 on the last (Linux's dump_sa).
+      for (unsigned i = 0; i < sas.size(); ++i) {
+        sadb_msg h = header;
+        h.sadb_msg_seq = i + 1 == sas.size() ? 0 : i + 1;
+        auto bytes = saMessage(h, sas[i], SaMessage::kStateWithKeys);
+        if (!bytes) return false;
+        deliver(std::move(*bytes), Audience::kOne, c);
+      }
+      return true;
+    }
+  }
+  return false;
+}
+
+bool Server::onKeydbExpire(proto::Expire::Reader e) {
+  ++counters_.expires;
+  sadb_msg h{};
+  h.sadb_msg_version = PF_KEY_V2;
+  h.sadb_msg_type = SADB_EXPIRE;
+  h.sadb_msg_len = 2;
+  auto bytes = saMessage(h, e.getRecord(), e.getHard() ? SaMessage::kExpireHard : SaMessage::kExpireSoft);
+  if (!bytes) return false;
+  deliver(std::move(*bytes), Audience::kRegistered, nullptr);
+  return true;
+}
+
+}  // namespace ipsec::policy

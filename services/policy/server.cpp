@@ -1,0 +1,373 @@
+// See server.h. This file: the PF_KEY socket side (accepting and
+// authenticating clients, receiving datagrams, bounded per-client send
+// queues, Linux's broadcast rules), the dispatch of one request, and stats.
+#include "server.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <string.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "log/log.h"
+#include "pfkey/builder.h"
+
+namespace ipsec::policy {
+namespace {
+
+// Datagrams handled per readiness event before other clients get a turn.
+constexpr int kReadBurst = 32;
+constexpr std::size_t kRxWords = pfkey::kMaxMessageBytes / sizeof(std::uint64_t) + 1;
+
+// A header to answer with even when the datagram is shorter than one.
+sadb_msg headerOf(std::span<const std::uint8_t> d) {
+  sadb_msg h{};
+  std::memcpy(&h, d.data(), std::min(d.size(), sizeof h));
+  return h;
+}
+
+}  // namespace
+
+OutMessage::~OutMessage() {
+  if (!bytes_.empty()) explicit_bzero(bytes_.data(), bytes_.size());
+}
+
+Server::Server(boost::asio::io_context& io, UniqueFd listener, UniqueFd keydb, UniqueFd forwarder,
+               ServerOptions options)
+    : io_(io), options_(std::move(options)), rx_(new std::uint64_t[kRxWords]()) {
+  if (listener) {
+    listener_.emplace(io_);
+    listener_->assign(listener.release());
+    listener_->non_blocking(true);
+  }
+  keydb_ = std::make_unique<control::Channel>(io_, std::move(keydb), "ipsec-keydb");
+  if (forwarder) forwarder_ = std::make_unique<control::Channel>(io_, std::move(forwarder), "ipsec-forwarder");
+}
+
+Server::~Server() {
+  stopped_ = true;
+  explicit_bzero(rx_.get(), kRxWords * sizeof(std::uint64_t));
+}
+
+void Server::start() {
+  keydb_->start([this](capnp::MessageReader& m, std::vector<UniqueFd>& f) { return onKeydb(m, f); },
+                [this](std::string_view why) {
+                  if (stopped_) return;
+                  log::error("channel to ipsec-keydb closed: {}", why);
+                  if (options_.onPeerLost) options_.onPeerLost(why);
+                });
+  startForwarder();
+  if (listener_) armAccept();
+}
+
+void Server::stop() {
+  stopped_ = true;
+  if (listener_) listener_->close();
+  clients_.clear();
+  keydb_->close();
+  if (forwarder_) forwarder_->close();
+}
+
+// ---- accepting -----------------------------------------------------------------
+
+void Server::armAccept() {
+  std::weak_ptr<int> alive = alive_;
+  listener_->async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                        [this, alive](const boost::system::error_code& ec) {
+                          if (alive.expired() || ec || stopped_) return;
+                          onAcceptable();
+                        });
+}
+
+void Server::onAcceptable() {
+  for (int i = 0; i < kReadBurst; ++i) {
+    UniqueFd fd(::accept4(listener_->native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!fd) {
+      if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+        log::warn("accept on the PF_KEY socket: {}", std::strerror(errno));
+      }
+      break;
+    }
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof cred) {
+      ++counters_.clientsRefused;
+      continue;
+    }
+    const bool allowed = cred.uid == 0 || (options_.pfkeyGroup && cred.gid == *options_.pfkeyGroup);
+    if (!allowed || clients_.size() >= options_.maxClients) {
+      ++counters_.clientsRefused;
+      log::warn("PF_KEY client pid {} uid {} gid {} refused: {}", cred.pid, cred.uid, cred.gid,
+                allowed ? "too many clients" : "neither root nor in the PF_KEY group");
+      continue;
+    }
+    adoptClient(std::move(fd), cred.uid, cred.pid);
+  }
+  armAccept();
+}
+
+std::uint64_t Server::adoptClient(UniqueFd fd, uid_t uid, pid_t pid) {
+  const std::uint64_t id = nextClientId_++;
+  auto c = std::make_unique<Client>(io_, fd.release());
+  c->id = id;
+  c->uid = uid;
+  c->pid = pid;
+  c->socket.non_blocking(true);
+  Client& ref = *c;
+  clients_.emplace(id, std::move(c));
+  ++counters_.clientsAccepted;
+  log::debug("PF_KEY client {} connected (pid {}, uid {})", id, pid, uid);
+  armRead(ref);
+  return id;
+}
+
+Server::Client* Server::findClient(std::uint64_t id) noexcept {
+  auto it = clients_.find(id);
+  return it == clients_.end() ? nullptr : it->second.get();
+}
+
+void Server::removeClient(std::uint64_t id) {
+  log::debug("PF_KEY client {} gone", id);
+  clients_.erase(id);  // closes the socket; its pending waits end as aborted
+}
+
+// ---- receiving ------------------------------------------------------------------
+
+void Server::armRead(Client& c) {
+  std::weak_ptr<int> alive = alive_;
+  const std::uint64_t id = c.id;
+  c.socket.async_wait(boost::asio::posix::stream_descriptor::wait_read,
+                      [this, alive, id](const boost::system::error_code& ec) {
+                        if (alive.expired() || ec || stopped_) return;
+                        onReadable(id);
+                      });
+}
+
+void Server::onReadable(std::uint64_t id) {
+  auto* buf = reinterpret_cast<std::uint8_t*>(rx_.get());
+  const std::size_t capacity = kRxWords * sizeof(std::uint64_t);
+  for (int i = 0; i < kReadBurst; ++i) {
+    Client* c = findClient(id);
+    if (!c) return;
+    iovec iov{buf, capacity};
+    msghdr mh{};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    // MSG_TRUNC makes the kernel return the datagram's real length.
+    const ssize_t n = ::recvmsg(c->socket.native_handle(), &mh, MSG_DONTWAIT | MSG_TRUNC);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) break;
+      removeClient(id);
+      return;
+    }
+    if (n == 0) {  // end of stream (a zero-length datagram is no PF_KEY message either)
+      removeClient(id);
+      return;
+    }
+    const bool truncated = (mh.msg_flags & MSG_TRUNC) != 0 || static_cast<std::size_t>(n) > pfkey::kMaxMessageBytes;
+    const std::size_t got = std::min(static_cast<std::size_t>(n), capacity);
+    handleDatagram(id, std::span<std::uint8_t>(buf, got), truncated);
+  }
+  if (Client* c = findClient(id)) armRead(*c);
+}
+
+void Server::handleDatagram(std::uint64_t clientId, std::span<std::uint8_t> datagram, bool truncated) noexcept {
+  Client* c = findClient(clientId);
+  ++counters_.requests;
+  const sadb_msg header = headerOf(datagram);
+  try {
+    if (truncated) {
+      ++counters_.truncated;
+      replyError(c, header, EMSGSIZE);
+    } else {
+      auto parsed = pfkey::parse(datagram);
+      if (auto* err = std::get_if<pfkey::ParseError>(&parsed)) {
+        ++counters_.malformed;
+        log::debug("malformed PF_KEY message from client {}: {} (ext {}, offset {})", clientId, err->reason,
+                   err->extType, err->offset);
+        replyError(c, header, err->errnum);
+      } else {
+        const auto& m = std::get<pfkey::ParsedMessage>(parsed);
+        ++counters_.byType[m.msg().sadb_msg_type];
+        promiscuousCopy(m);
+        dispatch(c, m);
+      }
+    }
+  } catch (const std::exception& e) {
+    log::warn("PF_KEY request from client {} failed: {}", clientId, e.what());
+    try {
+      replyError(c, header, ENOBUFS);
+    } catch (...) {
+    }
+  }
+  // The datagram may hold keys (ADD/UPDATE): wipe it whatever happened.
+  if (!datagram.empty()) explicit_bzero(datagram.data(), datagram.size());
+}
+
+void Server::dispatch(Client* c, const pfkey::ParsedMessage& m) {
+  int err = EOPNOTSUPP;
+  switch (m.msg().sadb_msg_type) {
+    case SADB_GETSPI: err = onGetSpi(c, m); break;
+    case SADB_ADD:
+    case SADB_UPDATE: err = onAddOrUpdate(c, m); break;
+    case SADB_DELETE:
+    case SADB_GET: err = onDeleteOrGet(c, m); break;
+    case SADB_REGISTER: err = onRegister(c, m); break;
+    case SADB_FLUSH: err = onFlush(c, m); break;
+    case SADB_DUMP: err = onDump(c, m); break;
+    case SADB_X_PROMISC: err = onPromisc(c, m); break;
+    case SADB_X_SPDADD:
+    case SADB_X_SPDUPDATE: err = onSpdAddOrUpdate(c, m); break;
+    case SADB_X_SPDDELETE: err = onSpdDelete(c, m); break;
+    case SADB_X_SPDGET:
+    case SADB_X_SPDDELETE2: err = onSpdGetOrDelete2(c, m); break;
+    case SADB_X_SPDDUMP: err = onSpdDump(c, m); break;
+    case SADB_X_SPDFLUSH: err = onSpdFlush(c, m); break;
+    // ACQUIRE and EXPIRE flow from us to key managers; X_PCHANGE, X_SPDACQUIRE,
+    // X_SPDSETIDX, X_SPDEXPIRE, X_MIGRATE and NAT-T mapping changes are not served.
+    default: break;
+  }
+  if (err != 0) replyError(c, m.msg(), err);
+}
+
+// ---- sending --------------------------------------------------------------------
+
+void Server::replyError(Client* c, const sadb_msg& request, int errnum) {
+  ++counters_.errors;
+  deliver(pfkey::Builder::errorReply(request, static_cast<std::uint8_t>(errnum)), Audience::kOne, c);
+}
+
+void Server::deliver(std::vector<std::uint8_t> bytes, Audience to, Client* one) {
+  deliver(std::make_shared<const OutMessage>(std::move(bytes)), to, one);
+}
+
+void Server::deliver(const OutPtr& m, Audience to, Client* one) {
+  std::size_t receivers = 0;
+  for (auto& [id, cp] : clients_) {
+    Client& c = *cp;
+    // As Linux: a promiscuous socket gets a copy of everything, and a second
+    // one if it is also a receiver in its own right.
+    if (c.promiscuous) enqueue(c, m);
+    if (&c == one) continue;
+    if (to == Audience::kAll || (to == Audience::kRegistered && c.registered != 0)) {
+      enqueue(c, m);
+      ++receivers;
+    }
+  }
+  if (one) {
+    enqueue(*one, m);
+    ++receivers;
+  }
+  if (receivers > 1) ++counters_.broadcasts;
+}
+
+void Server::promiscuousCopy(const pfkey::ParsedMessage& m) {
+  const bool anyone = std::any_of(clients_.begin(), clients_.end(), [](const auto& e) { return e.second->promiscuous; });
+  if (!anyone) return;
+  // The raw request minus its key extensions (see server.h on key material).
+  // parse() accepted the framing, so the walk below stays in bounds.
+  auto in = m.bytes();
+  std::vector<std::uint8_t> out(in.begin(), in.begin() + sizeof(sadb_msg));
+  for (std::size_t off = sizeof(sadb_msg); off + sizeof(sadb_ext) <= in.size();) {
+    sadb_ext e;
+    std::memcpy(&e, in.data() + off, sizeof e);
+    const std::size_t len = std::size_t{e.sadb_ext_len} * 8;
+    if (len == 0 || off + len > in.size()) break;
+    if (e.sadb_ext_type != SADB_EXT_KEY_AUTH && e.sadb_ext_type != SADB_EXT_KEY_ENCRYPT) {
+      out.insert(out.end(), in.begin() + off, in.begin() + off + len);
+    }
+    off += len;
+  }
+  sadb_msg h = m.msg();
+  h.sadb_msg_len = static_cast<std::uint16_t>(out.size() / 8);
+  std::memcpy(out.data(), &h, sizeof h);
+  auto msg = std::make_shared<const OutMessage>(std::move(out));
+  for (auto& [id, c] : clients_) {
+    if (c->promiscuous) enqueue(*c, msg);
+  }
+}
+
+void Server::enqueue(Client& c, const OutPtr& m) {
+  auto bytes = m->bytes();
+  if (c.queue.empty()) {
+    const ssize_t n = ::send(c.socket.native_handle(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n >= 0) return;
+    if (errno != EAGAIN && errno != ENOBUFS && errno != EINTR) {
+      ++counters_.sendFailed;  // the client is going away; its read side notices
+      return;
+    }
+  }
+  if (c.queue.size() >= options_.maxQueuedMessages || c.queuedBytes + bytes.size() > options_.maxQueuedBytes) {
+    ++counters_.enobufs;
+    return;
+  }
+  c.queue.push_back(m);
+  c.queuedBytes += bytes.size();
+  armWrite(c);
+}
+
+void Server::armWrite(Client& c) {
+  if (c.writeArmed) return;
+  c.writeArmed = true;
+  std::weak_ptr<int> alive = alive_;
+  const std::uint64_t id = c.id;
+  c.socket.async_wait(boost::asio::posix::stream_descriptor::wait_write,
+                      [this, alive, id](const boost::system::error_code& ec) {
+                        if (alive.expired() || ec) return;
+                        onWritable(id);
+                      });
+}
+
+void Server::onWritable(std::uint64_t id) {
+  Client* c = findClient(id);
+  if (!c) return;
+  c->writeArmed = false;
+  while (!c->queue.empty()) {
+    auto bytes = c->queue.front()->bytes();
+    const ssize_t n = ::send(c->socket.native_handle(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == ENOBUFS || errno == EINTR)) break;
+    if (n < 0) ++counters_.sendFailed;
+    c->queuedBytes -= bytes.size();
+    c->queue.pop_front();
+  }
+  if (!c->queue.empty()) armWrite(*c);
+}
+
+// ---- stats -----------------------------------------------------------------------
+
+void Server::fillStats(proto::Stats::Builder out) const {
+  std::vector<std::pair<std::string, std::uint64_t>> v = {
+      {"pfkey_clients", clients_.size()},
+      {"pfkey_clients_accepted", counters_.clientsAccepted},
+      {"pfkey_clients_refused", counters_.clientsRefused},
+      {"pfkey_requests", counters_.requests},
+      {"pfkey_errors", counters_.errors},
+      {"pfkey_malformed", counters_.malformed},
+      {"pfkey_truncated", counters_.truncated},
+      {"pfkey_enobufs", counters_.enobufs},
+      {"pfkey_send_failed", counters_.sendFailed},
+      {"pfkey_broadcasts", counters_.broadcasts},
+      {"pfkey_acquires", counters_.acquires},
+      {"pfkey_expires", counters_.expires},
+      {"sad_requests_pending", pending_.size()},
+      {"spd_policies", spd_.size()},
+      {"spd_forwarder_pushes", counters_.forwarderPushes},
+  };
+  for (std::size_t t = 1; t < counters_.byType.size(); ++t) {
+    if (counters_.byType[t] == 0) continue;
+    std::string name = std::string("pfkey_in_") + pfkey::messageTypeName(static_cast<std::uint8_t>(t));
+    std::transform(name.begin(), name.end(), name.begin(), [](unsigned char ch) { return std::tolower(ch); });
+    v.emplace_back(std::move(name), counters_.byType[t]);
+  }
+  auto list = out.initCounters(static_cast<unsigned>(v.size()));
+  for (unsigned i = 0; i < v.size(); ++i) {
+    list[i].setName(v[i].first);
+    list[i].setValue(v[i].second);
+  }
+}
+
+}  // namespace ipsec::policy

@@ -1,0 +1,222 @@
+// ipsec-policy's PF_KEY v2 server: local clients (setkey, charon) on a Unix
+// SOCK_SEQPACKET socket, one PF_KEY message per datagram, answered with
+// Linux's af_key.c semantics; SA messages become SAD requests to keydb, SPD
+// messages are served here (spd.h) and pushed to the forwarder.
+//
+// Runs in ipsec-policy on its single event-loop thread. Trust:
+//  - PF_KEY clients are authenticated by SO_PEERCRED (uid 0, or the group of
+//    ServerOptions::pfkeyGroup) but their bytes are untrusted: every datagram
+//    goes through pfkey::parse, a bad one gets an error reply (the request's
+//    header alone, len 2, with sadb_msg_errno) and the server keeps serving.
+//  - keydb and the forwarder are our own processes, not trusted to be
+//    well-formed: a malformed or unexpected message closes that channel
+//    (control::Channel). Losing keydb is fatal (onPeerLost); losing the
+//    forwarder is not (ipsecd restarts the data plane and hands us a new
+//    channel: the whole SPD is pushed again).
+//
+// Delivery follows Linux's pfkey_broadcast: BROADCAST_ONE (the requester),
+// REGISTERED (sockets that REGISTERed a satype, plus the requester),
+// ALL (every socket); promiscuous sockets get a copy of every message
+// delivered to anyone and of every well-formed request. Each client has a
+// bounded send queue: a client that does not read loses messages (counted as
+// pfkey_enobufs, as Linux drops to a full receive buffer), it never stalls
+// the service or other clients.
+//
+// Key material: keys arrive in ADD/UPDATE (KEY_AUTH, KEY_ENCRYPT) and leave
+// only in unicast GET and DUMP replies. A documented choice: unlike Linux we
+// do NOT copy keys into the ADD/UPDATE/DELETE broadcasts, nor into
+// promiscuous copies of requests; every received datagram is wiped after it
+// is handled, every capnp message and reply buffer that held keys is wiped.
+#pragma once
+
+#include <utility>  // before asio (Boost 1.74 with GCC 12)
+
+#include <linux/pfkeyv2.h>
+#include <sys/types.h>
+
+#include <array>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "control/channel.h"
+#include "control/unique_fd.h"
+#include "pfkey/message.h"
+#include "proto/dataplane.capnp.h"
+#include "proto/sad.capnp.h"
+#include "proto/supervisor.capnp.h"
+#include "spd.h"
+
+namespace ipsec::policy {
+
+using control::UniqueFd;
+
+struct ServerOptions {
+  // Members of this group may use PF_KEY besides uid 0 (IPSEC_PFKEY_GROUP).
+  std::optional<gid_t> pfkeyGroup;
+  // Per-client send queue bounds; beyond them a message is dropped and
+  // counted (pfkey_enobufs).
+  std::size_t maxQueuedMessages = 1024;
+  std::size_t maxQueuedBytes = std::size_t{4} << 20;
+  // More concurrent clients than this are refused at accept.
+  std::size_t maxClients = 256;
+  // SAD requests awaiting keydb's answer; beyond this a request gets ENOBUFS.
+  std::size_t maxPendingRequests = 4096;
+  // The keydb channel broke: the SAD is unreachable, fail closed.
+  std::function<void(std::string_view why)> onPeerLost;
+};
+
+// Who receives a message (Linux's BROADCAST_* flags).
+enum class Audience { kOne, kRegistered, kAll };
+
+// Bytes of one outgoing message, wiped when the last queue lets go of them
+// (GET and DUMP replies hold keys).
+class OutMessage {
+ public:
+  explicit OutMessage(std::vector<std::uint8_t> bytes) : bytes_(std::move(bytes)) {}
+  OutMessage(const OutMessage&) = delete;
+  OutMessage& operator=(const OutMessage&) = delete;
+  ~OutMessage();
+  std::span<const std::uint8_t> bytes() const noexcept { return bytes_; }
+
+ private:
+  std::vector<std::uint8_t> bytes_;
+};
+using OutPtr = std::shared_ptr<const OutMessage>;
+
+class Server {
+ public:
+  // `listener` may be invalid (tests and the fuzz target adopt clients).
+  Server(boost::asio::io_context& io, UniqueFd listener, UniqueFd keydb, UniqueFd forwarder, ServerOptions options);
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+  ~Server();
+
+  void start();
+  void stop();
+  // ipsecd restarted the data plane: fds holds the new forwarder channel.
+  bool onDataPlaneRestarted(std::vector<UniqueFd>& fds);
+  void fillStats(proto::Stats::Builder out) const;
+
+  // Serves an already connected socket as a client (credentials already
+  // checked by the caller). Returns its id.
+  std::uint64_t adoptClient(UniqueFd fd, uid_t uid, pid_t pid);
+  // One datagram from client `clientId` (which may be unknown: replies then
+  // reach only promiscuous sockets). `truncated`: it did not fit the receive
+  // buffer. The bytes are wiped before this returns.
+  void handleDatagram(std::uint64_t clientId, std::span<std::uint8_t> datagram, bool truncated) noexcept;
+
+  std::size_t clientCount() const noexcept { return clients_.size(); }
+  const Spd& spd() const noexcept { return spd_; }
+
+ private:
+  struct Client {
+    Client(boost::asio::io_context& io, int fd) : socket(io) { socket.assign(fd); }
+    std::uint64_t id = 0;
+    boost::asio::posix::stream_descriptor socket;
+    uid_t uid = 0;
+    pid_t pid = 0;
+    std::deque<OutPtr> queue;
+    std::size_t queuedBytes = 0;
+    bool writeArmed = false;
+    bool promiscuous = false;
+    std::uint32_t registered = 0;  // bit n: REGISTERed satype n
+  };
+
+  // A SAD request waiting for keydb.
+  struct Pending {
+    std::uint64_t clientId = 0;
+    sadb_msg request{};
+  };
+
+  // ---- clients (server.cpp)
+  void armAccept();
+  void onAcceptable();
+  void armRead(Client& c);
+  void onReadable(std::uint64_t id);
+  void armWrite(Client& c);
+  void onWritable(std::uint64_t id);
+  void removeClient(std::uint64_t id);
+  Client* findClient(std::uint64_t id) noexcept;
+  void enqueue(Client& c, const OutPtr& m);
+  // Linux's pfkey_broadcast: `one` (may be null) always receives; others by `to`.
+  void deliver(const OutPtr& m, Audience to, Client* one);
+  void deliver(std::vector<std::uint8_t> bytes, Audience to, Client* one);
+  void promiscuousCopy(const pfkey::ParsedMessage& m);
+  void replyError(Client* c, const sadb_msg& request, int errnum);
+  void dispatch(Client* c, const pfkey::ParsedMessage& m);
+
+  // ---- SA messages and keydb (sa_requests.cpp)
+  int onRegister(Client* c, const pfkey::ParsedMessage& m);
+  int onAddOrUpdate(Client* c, const pfkey::ParsedMessage& m);
+  int onDeleteOrGet(Client* c, const pfkey::ParsedMessage& m);
+  int onFlush(Client* c, const pfkey::ParsedMessage& m);
+  int onDump(Client* c, const pfkey::ParsedMessage& m);
+  int onGetSpi(Client* c, const pfkey::ParsedMessage& m);
+  int onPromisc(Client* c, const pfkey::ParsedMessage& m);
+  // Starts a SAD request; returns 0 or an errno (ENOBUFS when too many wait).
+  int sendToKeydb(Client* c, const sadb_msg& request, capnp::MallocMessageBuilder& b, std::uint64_t id);
+  std::uint64_t newRequestId() noexcept { return nextRequestId_++; }
+  bool onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
+  bool onKeydbReply(proto::SadReply::Reader r);
+  bool onKeydbExpire(proto::Expire::Reader e);
+
+  // ---- SPD messages and the forwarder (spd_requests.cpp)
+  int onSpdAddOrUpdate(Client* c, const pfkey::ParsedMessage& m);
+  int onSpdDelete(Client* c, const pfkey::ParsedMessage& m);
+  int onSpdGetOrDelete2(Client* c, const pfkey::ParsedMessage& m);
+  int onSpdDump(Client* c, const pfkey::ParsedMessage& m);
+  int onSpdFlush(Client* c, const pfkey::ParsedMessage& m);
+  void startForwarder();
+  bool onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
+  void pushPolicy(const Policy& p);
+  void pushDelete(std::uint32_t id);
+  void pushFlush();
+  void pushAll();
+
+  boost::asio::io_context& io_;
+  ServerOptions options_;
+  std::optional<boost::asio::posix::stream_descriptor> listener_;
+  std::unique_ptr<control::Channel> keydb_;
+  std::unique_ptr<control::Channel> forwarder_;
+  std::map<std::uint64_t, std::unique_ptr<Client>> clients_;
+  std::uint64_t nextClientId_ = 1;
+  std::unordered_map<std::uint64_t, Pending> pending_;
+  std::uint64_t nextRequestId_ = 1;
+  std::uint32_t acquireSeq_ = 0;
+  Spd spd_;
+  bool stopped_ = false;
+  // Datagrams land here: 8-byte aligned, one spare word so that a datagram
+  // larger than pfkey::kMaxMessageBytes is seen as too large.
+  std::unique_ptr<std::uint64_t[]> rx_;
+  // Handlers hold a weak_ptr to this, so a callback after destruction is a no-op.
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);
+
+  struct Counters {
+    std::uint64_t clientsAccepted = 0;
+    std::uint64_t clientsRefused = 0;  // SO_PEERCRED said no, or too many
+    std::uint64_t requests = 0;
+    std::uint64_t errors = 0;         // error replies of any kind
+    std::uint64_t malformed = 0;      // pfkey::parse refused it
+    std::uint64_t truncated = 0;      // larger than the receive buffer
+    std::uint64_t enobufs = 0;        // dropped: a client's queue was full
+    std::uint64_t sendFailed = 0;     // dropped: the client's socket failed
+    std::uint64_t broadcasts = 0;     // messages delivered to more than one socket
+    std::uint64_t acquires = 0;
+    std::uint64_t expires = 0;
+    std::uint64_t forwarderPushes = 0;
+    std::array<std::uint64_t, SADB_MAX + 1> byType{};
+  } counters_;
+};
+
+}  // namespace ipsec::policy

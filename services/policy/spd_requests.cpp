@@ -1,0 +1,228 @@
+// See server.h. This file: the X_SPD* messages served from the SPD kept in
+// this process (spd.h), the pushes of every change to the forwarder's replica
+// (PolicyToForwarder), and ACQUIREs coming back from the forwarder.
+//
+// Replies as Linux: SPDADD, SPDUPDATE, SPDDELETE and SPDDELETE2 go to every
+// socket; SPDGET and SPDDUMP only to the requester; SPDFLUSH as FLUSH (a
+// header reply to the requester, a broadcast only if something was flushed).
+#include <time.h>
+
+#include <cerrno>
+
+#include "algorithms.h"
+#include "log/log.h"
+#include "pfkey/builder.h"
+#include "server.h"
+
+namespace ipsec::policy {
+namespace {
+
+std::uint64_t now() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec);
+}
+
+std::optional<pfkey::SockAddress> addressFrom(capnp::Data::Reader d, std::uint16_t port = 0) {
+  if (d.size() == 4) return pfkey::SockAddress::v4({d[0], d[1], d[2], d[3]}, port);
+  if (d.size() == 16) {
+    std::array<std::uint8_t, 16> b{};
+    std::memcpy(b.data(), d.begin(), 16);
+    return pfkey::SockAddress::v6(b, port);
+  }
+  return std::nullopt;
+}
+
+std::uint8_t satypeOf(std::uint16_t proto) {
+  switch (proto) {
+    case IPPROTO_ESP: return SADB_SATYPE_ESP;
+    case IPPROTO_AH: return SADB_SATYPE_AH;
+    case IPPROTO_COMP: return SADB_X_SATYPE_IPCOMP;
+  }
+  return SADB_SATYPE_UNSPEC;
+}
+
+// SADB_EXT_PROPOSAL body (after the 4-byte ext header): replay, 3 reserved
+// bytes, then one sadb_comb per combination the broker runs, with Linux's
+// default lifetimes so that key managers see familiar values.
+std::vector<std::uint8_t> proposal(std::uint8_t satype) {
+  std::vector<sadb_comb> combs;
+  auto add = [&](std::uint8_t auth, const AlgorithmSpec* authSpec, std::uint8_t enc, const AlgorithmSpec* encSpec) {
+    sadb_comb c{};
+    c.sadb_comb_auth = auth;
+    c.sadb_comb_encrypt = enc;
+    if (authSpec) {
+      c.sadb_comb_auth_minbits = authSpec->minBits;
+      c.sadb_comb_auth_maxbits = authSpec->maxBits;
+    }
+    if (encSpec) {
+      c.sadb_comb_encrypt_minbits = encSpec->minBits;
+      c.sadb_comb_encrypt_maxbits = encSpec->maxBits;
+    }
+    c.sadb_comb_soft_addtime = 20 * 60 * 60;
+    c.sadb_comb_hard_addtime = 24 * 60 * 60;
+    c.sadb_comb_soft_usetime = 7 * 60 * 60;
+    c.sadb_comb_hard_usetime = 8 * 60 * 60;
+    combs.push_back(c);
+  };
+  for (const auto& a : supportedAuth()) {
+    if (a.id == SADB_X_AALG_NULL) continue;
+    if (satype == SADB_SATYPE_AH) {
+      add(a.id, &a, SADB_EALG_NONE, nullptr);
+    } else if (satype == SADB_SATYPE_ESP) {
+      add(a.id, &a, SADB_X_EALG_AESCBC, findEncrypt(SADB_X_EALG_AESCBC));
+    }
+  }
+  if (satype == SADB_SATYPE_ESP) {
+    add(SADB_AALG_NONE, nullptr, SADB_X_EALG_AES_GCM_ICV16, findEncrypt(SADB_X_EALG_AES_GCM_ICV16));
+  }
+  std::vector<std::uint8_t> body(4 + combs.size() * sizeof(sadb_comb), 0);
+  body[0] = 32;  // sadb_prop_replay: Linux's default window
+  if (!combs.empty()) std::memcpy(body.data() + 4, combs.data(), combs.size() * sizeof(sadb_comb));
+  return body;
+}
+
+}  // namespace
+
+int Server::onSpdAddOrUpdate(Client* c, const pfkey::ParsedMessage& m) {
+  auto decoded = decodePolicy(m, spd_, now());
+  if (auto* err = std::get_if<int>(&decoded)) return *err;
+  auto stored = spd_.insert(std::move(std::get<Policy>(decoded)), m.msg().sadb_msg_type == SADB_X_SPDUPDATE);
+  if (auto* err = std::get_if<int>(&stored)) return *err;
+  const Policy& p = *std::get<const Policy*>(stored);
+  pushPolicy(p);
+  deliver(encodePolicy(p, m.msg()), Audience::kAll, nullptr);
+  return 0;
+}
+
+int Server::onSpdDelete(Client* c, const pfkey::ParsedMessage& m) {
+  const auto& pol = m.policy();
+  if (!pol || pol->dir < IPSEC_DIR_INBOUND || pol->dir > IPSEC_DIR_FWD) return EINVAL;
+  auto sel = decodeSelector(m);
+  if (auto* err = std::get_if<int>(&sel)) return *err;
+  auto removed = spd_.removeBySelector(std::get<Selector>(sel), pol->dir);
+  if (!removed) return ENOENT;
+  pushDelete(removed->id);
+  deliver(encodePolicy(*removed, m.msg()), Audience::kAll, nullptr);
+  return 0;
+}
+
+int Server::onSpdGetOrDelete2(Client* c, const pfkey::ParsedMessage& m) {
+  const auto& pol = m.policy();
+  if (!pol) return EINVAL;
+  if ((pol->id & 7) >= 3) return EINVAL;  // no direction Linux knows in the low bits
+  if (m.msg().sadb_msg_type == SADB_X_SPDGET) {
+    const Policy* p = spd_.findById(pol->id);
+    if (!p) return ENOENT;
+    deliver(encodePolicy(*p, m.msg()), Audience::kOne, c);
+    return 0;
+  }
+  auto removed = spd_.removeById(pol->id);
+  if (!removed) return ENOENT;
+  pushDelete(removed->id);
+  deliver(encodePolicy(*removed, m.msg()), Audience::kAll, nullptr);
+  return 0;
+}
+
+int Server::onSpdDump(Client* c, const pfkey::ParsedMessage& m) {
+  const auto& all = spd_.all();
+  if (all.empty()) return ENOENT;
+  // One message per policy, seq 1, 2, ... and 0 on the last (Linux's dump_sp).
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    sadb_msg h = m.msg();
+    h.sadb_msg_seq = i + 1 == all.size() ? 0 : static_cast<std::uint32_t>(i + 1);
+    deliver(encodePolicy(all[i], h), Audience::kOne, c);
+  }
+  return 0;
+}
+
+int Server::onSpdFlush(Client* c, const pfkey::ParsedMessage& m) {
+  const std::size_t flushed = spd_.flush();
+  pushFlush();
+  sadb_msg h = m.msg();
+  h.sadb_msg_errno = 0;
+  deliver(pfkey::Builder(h).finish(), Audience::kOne, c);
+  if (flushed != 0) deliver(pfkey::Builder(h).finish(), Audience::kAll, nullptr);
+  return 0;
+}
+
+// ---- forwarder -------------------------------------------------------------------
+
+void Server::startForwarder() {
+  if (!forwarder_) return;
+  forwarder_->start([this](capnp::MessageReader& m, std::vector<UniqueFd>& f) { return onForwarder(m, f); },
+                    [](std::string_view why) {
+                      // Not fatal: ipsecd restarts the data plane and sends a new channel.
+                      log::warn("channel to ipsec-forwarder closed: {}", why);
+                    });
+}
+
+bool Server::onDataPlaneRestarted(std::vector<UniqueFd>& fds) {
+  if (fds.size() != 1) return false;
+  if (forwarder_) forwarder_->close();
+  forwarder_ = std::make_unique<control::Channel>(io_, std::move(fds[0]), "ipsec-forwarder");
+  startForwarder();
+  pushAll();
+  log::info("data plane reattached; {} policies pushed", spd_.size());
+  return true;
+}
+
+void Server::pushPolicy(const Policy& p) {
+  if (!forwarder_ || !forwarder_->isOpen()) return;  // pushAll() catches up on reattach
+  capnp::MallocMessageBuilder b;
+  toProto(p, b.initRoot<proto::PolicyToForwarder>().initAdd());
+  forwarder_->send(b);
+  ++counters_.forwarderPushes;
+}
+
+void Server::pushDelete(std::uint32_t id) {
+  if (!forwarder_ || !forwarder_->isOpen()) return;
+  capnp::MallocMessageBuilder b;
+  b.initRoot<proto::PolicyToForwarder>().setDelete(id);
+  forwarder_->send(b);
+  ++counters_.forwarderPushes;
+}
+
+void Server::pushFlush() {
+  if (!forwarder_ || !forwarder_->isOpen()) return;
+  capnp::MallocMessageBuilder b;
+  b.initRoot<proto::PolicyToForwarder>().setFlush();
+  forwarder_->send(b);
+  ++counters_.forwarderPushes;
+}
+
+void Server::pushAll() {
+  pushFlush();
+  for (const auto& p : spd_.all()) pushPolicy(p);
+}
+
+bool Server::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
+  if (!fds.empty()) return false;
+  auto msg = m.getRoot<proto::ForwarderToPolicy>();
+  switch (msg.which()) {
+    case proto::ForwarderToPolicy::NONE: return true;
+    case proto::ForwarderToPolicy::ACQUIRE: {
+      auto a = msg.getAcquire();
+      auto src = addressFrom(a.getSrc());
+      auto dst = addressFrom(a.getDst());
+      if (!src || !dst || src->family != dst->family) return false;
+      const Policy* p = spd_.findById(a.getPolicyId());
+      // The policy may have been deleted while the packet waited: nothing to ask for.
+      if (!p || p->type != IPSEC_POLICY_IPSEC || p->requests.empty()) return true;
+      ++counters_.acquires;
+      const std::uint8_t satype = satypeOf(p->requests.front().proto);
+      pfkey::Builder b(SADB_ACQUIRE, satype, ++acquireSeq_, 0);
+      const std::uint8_t proto = a.getProto() == 0 ? IPSEC_ULPROTO_ANY : a.getProto();
+      b.address(SADB_EXT_ADDRESS_SRC, *src, src->fullPrefix(), proto);
+      b.address(SADB_EXT_ADDRESS_DST, *dst, dst->fullPrefix(), proto);
+      // As Linux: the policy's id and priority, dir out, no requests.
+      b.policy(pfkey::PolicyFields{IPSEC_POLICY_IPSEC, IPSEC_DIR_OUTBOUND, p->id, p->priority, {}});
+      b.raw(SADB_EXT_PROPOSAL, proposal(satype));
+      deliver(b.finish(), Audience::kRegistered, nullptr);
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace ipsec::policy
