@@ -175,6 +175,12 @@ void applySandbox(const SandboxProfile& p) {
   if (rc < 0) throw std::system_error(-rc, std::generic_category(), who + "seccomp_load");
 }
 
+void keepOnlyCapabilities(const SandboxProfile& p) {
+  const std::string who = "capabilities of " + p.name + ": ";
+  dropBoundingAndAmbient(p, who);
+  setCapabilities(p, who);
+}
+
 void ensureEmptyDir(const std::string& path) {
   const std::string who = "empty directory " + path + ": ";
   if (mkdir(path.c_str(), 0555) != 0 && errno != EEXIST) throwErrno(who + "mkdir");

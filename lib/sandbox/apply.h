@@ -37,4 +37,9 @@ void applySandbox(const SandboxProfile& profile);
 // or is not owned by root; the parent must exist.
 void ensureEmptyDir(const std::string& path);
 
+// For a process that stays root (the supervisor): drops every capability not
+// in p.capabilities from the bounding, ambient, permitted and effective sets.
+// Programs it execs as root get at most the kept set. Nothing else of p is used.
+void keepOnlyCapabilities(const SandboxProfile& p);
+
 }  // namespace ipsec::sandbox

@@ -29,6 +29,7 @@
 #include "proto/ring_abi.h"
 #include "ring/region.h"
 #include "sandbox/apply.h"
+#include "sandbox/profile.h"
 #include "spawn.h"
 #include "proto/supervisor.capnp.h"
 
@@ -125,6 +126,26 @@ class Supervisor {
     pfkeyListen_ = listenUnix(pfkeyPath_, cfg_.pfkeyGroup ? 0660 : 0600,
                               cfg_.pfkeyGroup ? static_cast<int>(*cfg_.pfkeyGroup) : -1);
     controlListen_ = listenUnix(controlPath_, 0600, -1);
+    restrictSelf();
+  }
+
+  // Everything privileged that needs the network is open now. Keep only what
+  // starting, confining, signalling and auditing the children takes; the
+  // children, exec'd as root, start with at most this set and drop it all.
+  void restrictSelf() {
+    sandbox::SandboxProfile p;
+    p.name = "ipsecd";
+    p.capabilities = {
+        {CAP_SETUID, "children switch to their own uid"},
+        {CAP_SETGID, "children switch to their own gid"},
+        {CAP_SETPCAP, "children drop their bounding set"},
+        {CAP_SYS_CHROOT, "children chroot into the empty directory"},
+        {CAP_IPC_LOCK, "key-holding children lock their key pages"},
+        {CAP_KILL, "stopping and restarting children that run under other uids"},
+        {CAP_SYS_PTRACE, "ipsecctl audit reads /proc/PID of non-dumpable children"},
+        {CAP_DAC_READ_SEARCH, "ipsecctl audit lists children's descriptors"},
+    };
+    sandbox::keepOnlyCapabilities(p);
   }
 
   // A set-up error leaves nothing behind: no child, no TUN, no socket file.
