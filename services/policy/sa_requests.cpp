@@ -6,7 +6,9 @@
 #include <arpa/inet.h>
 #include <string.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include "algorithms.h"
 #include "log/log.h"
@@ -200,7 +202,7 @@ int Server::onAddOrUpdate(Client* c, const pfkey::ParsedMessage& m) {
   p.setSpi(ntohl(sa->sadb_sa_spi));
   p.setSrc(raw(src->addr));
   p.setDst(raw(dst->addr));
-  p.setMode(sa2 ? sa2->sadb_x_sa2_mode : IPSEC_MODE_ANY);
+  p.setMode(sa2 ? sa2->sadb_x_sa2_mode : std::uint8_t{IPSEC_MODE_ANY});
   p.setReqid(sa2 ? sa2->sadb_x_sa2_reqid : 0);
   p.setEncAlg(sa->sadb_sa_encrypt);
   p.setAuthAlg(sa->sadb_sa_auth);
@@ -279,7 +281,7 @@ int Server::onGetSpi(Client* c, const pfkey::ParsedMessage& m) {
   g.setDst(raw(dst->addr));
   g.setMin(min);
   g.setMax(max);
-  g.setMode(sa2 ? sa2->sadb_x_sa2_mode : IPSEC_MODE_ANY);
+  g.setMode(sa2 ? sa2->sadb_x_sa2_mode : std::uint8_t{IPSEC_MODE_ANY});
   g.setReqid(sa2 ? sa2->sadb_x_sa2_reqid : 0);
   return sendToKeydb(c, m.msg(), b, id);
 }

@@ -5,9 +5,11 @@
 // Replies as Linux: SPDADD, SPDUPDATE, SPDDELETE and SPDDELETE2 go to every
 // socket; SPDGET and SPDDUMP only to the requester; SPDFLUSH as FLUSH (a
 // header reply to the requester, a broadcast only if something was flushed).
+#include <netinet/in.h>
 #include <time.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "algorithms.h"
 #include "log/log.h"
