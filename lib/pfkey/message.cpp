@@ -164,13 +164,13 @@ std::optional<ParseError> parsePolicy(std::span<const uint8_t> e, size_t base,
 
 }  // namespace
 
-std::variant<ParsedMessage, ParseError> parse(std::span<const uint8_t> d) noexcept {
+std::variant<ParsedMessage, ParseError> parse(std::span<const uint8_t> d, Origin origin) noexcept {
   if (d.size() < sizeof(sadb_msg)) return fail(EMSGSIZE, "shorter than sadb_msg", 0, 0);
   ParsedMessage m;
   m.header_ = load<sadb_msg>(d.data());
   const sadb_msg& h = m.header_;
   if (h.sadb_msg_version != PF_KEY_V2) return fail(EINVAL, "not PF_KEY_V2", 0, 0);
-  if (h.sadb_msg_reserved != 0) return fail(EINVAL, "sadb_msg_reserved not 0", 0, 6);
+  if (origin == Origin::kClient && h.sadb_msg_reserved != 0) return fail(EINVAL, "sadb_msg_reserved not 0", 0, 6);
   if (h.sadb_msg_type == SADB_RESERVED || h.sadb_msg_type > SADB_MAX)
     return fail(EINVAL, "unknown message type", 0, 1);
   if (d.size() > kMaxMessageBytes) return fail(EMSGSIZE, "message too large", 0, 0);

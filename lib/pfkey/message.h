@@ -53,6 +53,10 @@ inline constexpr size_t kMaxMessageBytes = 64 * 1024;
 // Linux's XFRM_MAX_DEPTH: the most transforms one policy may chain.
 inline constexpr size_t kMaxIpsecRequests = 6;
 
+enum class Origin : uint8_t { kClient, kService };
+
+class ParsedMessage;
+
 struct ParseError {
   int errnum = 0;            // what sadb_msg_errno of the error reply should say
   const char* reason = "";   // static text for logs, e.g. "duplicate extension"
@@ -140,7 +144,7 @@ class ParsedMessage {
   std::optional<sadb_alg> supportedAlg(uint16_t extType, size_t i) const noexcept;
 
  private:
-  friend std::variant<ParsedMessage, ParseError> parse(std::span<const uint8_t>) noexcept;
+  friend std::variant<ParsedMessage, ParseError> parse(std::span<const uint8_t>, Origin) noexcept;
   std::span<const uint8_t> data_;
   sadb_msg header_{};
   std::array<uint32_t, SADB_EXT_MAX + 1> offsets_{};  // 0 = absent (offset 0 is the header)
@@ -148,7 +152,10 @@ class ParsedMessage {
 };
 
 // Parses one datagram. See the file comment for what is checked.
-std::variant<ParsedMessage, ParseError> parse(std::span<const uint8_t> datagram) noexcept;
+// Who wrote the message: a client's request must have sadb_msg_reserved 0;
+// in the kernel's (our service's) policy replies that field is the refcount.
+std::variant<ParsedMessage, ParseError> parse(std::span<const uint8_t> datagram,
+                                              Origin origin = Origin::kClient) noexcept;
 
 // Names for logs and the setkey tool ("ADD", "ADDRESS_SRC"); "?" if unknown.
 const char* messageTypeName(uint8_t type) noexcept;

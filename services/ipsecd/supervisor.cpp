@@ -290,6 +290,7 @@ class Supervisor {
     if (!firstReadyDone_) {
       firstReadyDone_ = true;
       loadSetkeyFile();
+      if (stopping_) return;
       writePidFile();
       log::info("ready: pfkey {}, control {}", pfkeyPath_, controlPath_);
       acceptAdmin();

@@ -58,7 +58,7 @@ bool Client::receiveAny(const std::function<void(const pfkey::ParsedMessage&)>& 
     std::cerr << "setkey: dropped an oversized message (" << n << " bytes)\n";
     return true;
   }
-  auto r = pfkey::parse({buf_.data(), static_cast<size_t>(n)});
+  auto r = pfkey::parse({buf_.data(), static_cast<size_t>(n)}, pfkey::Origin::kService);
   if (auto* e = std::get_if<pfkey::ParseError>(&r)) {
     std::cerr << "setkey: ignored a malformed message from the service: " << e->reason << "\n";
     return true;
