@@ -1,0 +1,137 @@
+// The setkey language: statements become the right commands and requests,
+// and mistakes are reported at the right file:line:column.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <linux/ipsec.h>
+#include <netinet/in.h>
+
+#include "pfkey/message.h"
+#include "setkey/format.h"
+#include "setkey/parser.h"
+
+namespace ipsec::setkey {
+namespace {
+
+std::vector<Command> parseOk(std::string_view text) {
+  auto r = parseScript(text, "t.conf");
+  if (auto* e = std::get_if<SyntaxError>(&r)) {
+    ADD_FAILURE() << e->format();
+    return {};
+  }
+  return std::get<std::vector<Command>>(r);
+}
+
+std::string errorOf(std::string_view text) {
+  auto r = parseScript(text, "t.conf");
+  if (auto* e = std::get_if<SyntaxError>(&r)) return e->format();
+  return "(parsed)";
+}
+
+TEST(SetkeyParser, StatementsMaySpanLinesAndCarryComments) {
+  auto cmds = parseOk("# SAs\nflush ;  spdflush;\nadd 192.0.2.1 192.0.2.2 esp 0x1001   # keys follow\n"
+                      "  -m tunnel -u 7\n  -E aes-gcm-16 0x000102030405060708090a0b0c0d0e0f10111213;\n");
+  ASSERT_EQ(cmds.size(), 3u);
+  EXPECT_EQ(cmds[0].kind, CommandKind::kFlush);
+  EXPECT_EQ(cmds[1].kind, CommandKind::kSpdFlush);
+  const Command& add = cmds[2];
+  EXPECT_EQ(add.where.line, 3);
+  EXPECT_EQ(add.sa.spi, 0x1001u);
+  EXPECT_EQ(add.sa.mode, IPSEC_MODE_TUNNEL);
+  EXPECT_EQ(add.sa.reqid, 7u);
+  ASSERT_TRUE(add.sa.encrypt);
+  EXPECT_EQ(add.sa.encrypt->id, SADB_X_EALG_AES_GCM_ICV16);
+  EXPECT_EQ(add.sa.encryptKey.size(), 20u);
+}
+
+TEST(SetkeyParser, AesGcmRequestCarriesKeyWithSaltAndNoAuth) {
+  auto cmds = parseOk("add 192.0.2.1 192.0.2.2 esp 0x1001 -E aes-gcm-16 \"0123456789abcdef0123\";");
+  ASSERT_EQ(cmds.size(), 1u);
+  auto reqs = cmds[0].requests(77);
+  ASSERT_EQ(reqs.size(), 1u);
+  auto r = pfkey::parse(reqs[0]);
+  const auto& m = std::get<pfkey::ParsedMessage>(r);
+  EXPECT_EQ(m.msg().sadb_msg_pid, 77u);
+  EXPECT_EQ(m.key(SADB_EXT_KEY_ENCRYPT)->bits, 160);
+  EXPECT_FALSE(m.has(SADB_EXT_KEY_AUTH));
+  EXPECT_EQ(m.sa()->sadb_sa_encrypt, SADB_X_EALG_AES_GCM_ICV16);
+  EXPECT_EQ(m.sa()->sadb_sa_auth, SADB_AALG_NONE);
+}
+
+TEST(SetkeyParser, ChachaUsesItsNamedProvisionalId) {
+  auto cmds = parseOk(
+      "add 192.0.2.1 192.0.2.2 esp 1 -E chacha20-poly1305 "
+      "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f00010203;");
+  ASSERT_EQ(cmds.size(), 1u);
+  EXPECT_EQ(cmds[0].sa.encrypt->id, kSadbXEalgChacha20Poly1305);
+}
+
+TEST(SetkeyParser, LifetimesSendHardAndSoftTogether) {
+  auto cmds = parseOk("add 10.0.0.1 10.0.0.2 ah 5 -lh 3600 -A hmac-sha256 "
+                      "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f;");
+  auto r = pfkey::parse(cmds.at(0).requests(1)[0]);
+  const auto& m = std::get<pfkey::ParsedMessage>(r);
+  EXPECT_EQ(m.lifetime(SADB_EXT_LIFETIME_HARD)->sadb_lifetime_addtime, 3600u);
+  EXPECT_TRUE(m.has(SADB_EXT_LIFETIME_SOFT));
+}
+
+TEST(SetkeyParser, InboundPolicyAlsoInstallsForward) {
+  auto cmds = parseOk("spdadd 10.0.0.0/24[500] 10.0.1.0/24 udp -P in prio high - 5 none;");
+  auto reqs = cmds.at(0).requests(1);
+  ASSERT_EQ(reqs.size(), 2u);
+  auto r0 = pfkey::parse(reqs[0]);
+  auto r1 = pfkey::parse(reqs[1]);
+  const auto& in = std::get<pfkey::ParsedMessage>(r0);
+  const auto& fwd = std::get<pfkey::ParsedMessage>(r1);
+  EXPECT_EQ(in.policy()->dir, IPSEC_DIR_INBOUND);
+  EXPECT_EQ(fwd.policy()->dir, IPSEC_DIR_FWD);
+  EXPECT_EQ(in.policy()->priority, 0x40000005u);
+  EXPECT_EQ(in.address(SADB_EXT_ADDRESS_SRC)->addr.port, 500);
+  EXPECT_EQ(in.address(SADB_EXT_ADDRESS_SRC)->prefixlen, 24);
+  EXPECT_EQ(in.address(SADB_EXT_ADDRESS_SRC)->proto, IPPROTO_UDP);
+}
+
+TEST(SetkeyParser, PriorityForms) {
+  auto prio = [](std::string p) {
+    auto cmds = parseOk("spdadd 10.0.0.1 10.0.0.2 any -P out prio " + p + " discard;");
+    return cmds.empty() ? 0u : cmds[0].spd.policy.priority;
+  };
+  EXPECT_EQ(prio("100"), 0x80000000u - 100);
+  EXPECT_EQ(prio("def + 10"), 0x7ffffff6u);
+  EXPECT_EQ(prio("high - 5"), 0x40000005u);
+  EXPECT_EQ(prio("low"), 0xc0000000u);
+  EXPECT_EQ(formatPriority(0x7ffffff6u), "def + 10");
+  EXPECT_EQ(formatPriority(0x40000005u), "high - 5");
+  EXPECT_EQ(formatPriority(0x80000000u), "def");
+}
+
+struct BadCase {
+  const char* text;
+  const char* error;
+};
+
+TEST(SetkeyParser, MistakesAreReportedAtFileLineColumn) {
+  const BadCase cases[] = {
+      {"add 10.0.0.1 10.0.0.2 esp 0x1 -E aes-cbc 0x0011;", "t.conf:1:42: aes-cbc takes a 128/192/256-bit key, not 16"},
+      {"flush;\nadd 10.0.0.1 10.0.0.2 esp 0x1\n  -E des-cbc 0x0011223344556677;", "t.conf:3:6: unknown encryption algorithm 'des-cbc'"},
+      {"add 10.0.0.1 10.0.0.2 esp 0x1 -E null", "t.conf:1:34: missing ';' at end of statement"},
+      {"add 10.0.0.1 10.0.0.x esp 0x1 -E null;", "t.conf:1:14: invalid address '10.0.0.x'"},
+      {"add 10.0.0.1 2001:db8::1 esp 0x1 -E null;", "t.conf:1:1: source and destination families differ"},
+      {"add 10.0.0.1 10.0.0.2 esp 0x1 -A hmac-sha1 0x0123456789abcdef0123456789abcdef01234567;", "t.conf:1:1: esp needs -E"},
+      {"add 10.0.0.1 10.0.0.2 esp 0x1 -E aes-gcm-16 0x0001020304050607080910111213141516171819 -A hmac-sha1 0x0123456789abcdef0123456789abcdef01234567;",
+       "t.conf:1:1: aes-gcm-16 includes integrity: no -A"},
+      {"add 10.0.0.1 10.0.0.2 esp 0x100000000 -E null;", "t.conf:1:27: SPI out of range: 0x100000000"},
+      {"spdadd 10.0.0.0/33 10.0.0.2 any -P out none;", "t.conf:1:17: prefix length out of range: 33"},
+      {"spdadd 10.0.0.1 10.0.0.2 any -P up none;", "t.conf:1:33: unknown direction 'up' (in, out, fwd)"},
+      {"spdadd 10.0.0.1 10.0.0.2 any -P out ipsec esp/tunnel//require;", "t.conf:1:43: tunnel mode needs src-dst endpoints"},
+      {"spdadd 10.0.0.1 10.0.0.2 any -P out ipsec esp/transport//unique:99999;", "t.conf:1:43: reqid out of range: 99999"},
+      {"spdadd 10.0.0.1 10.0.0.2 any -P out;", "t.conf:1:36: expected a policy (discard, none, ipsec ...)"},
+      {"spddelete 10.0.0.1 10.0.0.2 any;", "t.conf:1:32: spddelete needs -P direction"},
+      {"frobnicate;", "t.conf:1:1: unknown command 'frobnicate'"},
+      {"add 10.0.0.1 10.0.0.2 esp 1 -E null -A hmac-sha1 \"short;", "t.conf:1:50: unterminated string"},
+      {";", "t.conf:1:1: empty statement"},
+  };
+  for (const auto& c : cases) EXPECT_EQ(errorOf(c.text), c.error) << c.text;
+}
+
+}  // namespace
+}  // namespace ipsec::setkey
