@@ -232,6 +232,9 @@ class Testbed:
                         p.wait(5)
                     except subprocess.TimeoutExpired:
                         pass
+                for stream in (p.stdin, p.stdout, p.stderr):
+                    if stream:
+                        stream.close()
             try:
                 self.stop(h)
             except Exception:
@@ -297,6 +300,7 @@ def tcp_transfer(client, server, server_addr, nbytes=4 << 20, port=5001):
         raise RuntimeError("TCP server did not start")
     r = client.exec(["/usr/bin/python3", "-c", TCP_CLIENT, server_addr, str(port), str(nbytes)], timeout=60)
     srv.wait(10)
+    srv.stdout.close()
     got, got_hash, sent_hash, n, secs = r.stdout.split()
     if int(got) != nbytes or got_hash != sent_hash:
         raise AssertionError(f"TCP transfer corrupted: {r.stdout}")
