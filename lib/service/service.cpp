@@ -7,6 +7,7 @@
 
 #include <boost/asio/signal_set.hpp>
 #include <capnp/message.h>
+#include <cstdio>
 #include <stdexcept>
 
 #include "control/channel.h"
@@ -21,6 +22,7 @@ Args parseArgs(int argc, char** argv) {
                                     {"root", required_argument, nullptr, 'r'},
                                     {"workers", required_argument, nullptr, 'w'},
                                     {"debug", no_argument, nullptr, 'd'},
+                                    {"print-profile", no_argument, nullptr, 'p'},
                                     {nullptr, 0, nullptr, 0}};
   Args a;
   bool haveUid = false, haveGid = false;
@@ -32,8 +34,16 @@ Args parseArgs(int argc, char** argv) {
       case 'r': a.root = optarg; break;
       case 'w': a.workers = static_cast<unsigned>(std::stoul(optarg)); break;
       case 'd': a.debug = true; break;
+      case 'p': a.printProfile = true; break;
       default: throw std::runtime_error("unknown argument; this program is started by ipsecd");
     }
+  }
+  if (a.printProfile) {
+    // Show the sandbox as ipsecd would configure it by default.
+    if (!haveUid) a.uid = 65534;
+    if (!haveGid) a.gid = 65534;
+    if (a.root.empty()) a.root = "/run/ipsecd/empty";
+    return a;
   }
   if (!haveUid || !haveGid || a.root.empty()) {
     throw std::runtime_error("--uid, --gid and --root are required; this program is started by ipsecd");
@@ -61,6 +71,23 @@ sandbox::SandboxProfile baseProfile(std::string role, const Args& args) {
   p.allow(sandbox::socketIoSyscalls());
   p.seccompDefault = sandbox::seccompDefaultFromEnvironment();
   return p;
+}
+
+void printProfile(const sandbox::SandboxProfile& p) {
+  std::printf("%s sandbox\n", p.name.c_str());
+  if (p.credentials) std::printf("  uid/gid     %u/%u  (%s)\n", p.credentials->uid, p.credentials->gid, p.credentials->reason.c_str());
+  if (p.filesystem) std::printf("  root        %s  (%s)\n", p.filesystem->chrootDir.c_str(), p.filesystem->reason.c_str());
+  std::printf("  caps        %s\n", p.capabilities.empty() ? "none" : "");
+  for (const auto& c : p.capabilities) std::printf("              %d  (%s)\n", c.capability, c.reason.c_str());
+  std::printf("  no_new_privs yes\n");
+  std::printf("  dumpable    %s  (%s)\n", p.nonDumpable.enabled ? "no" : "yes", p.nonDumpable.reason.c_str());
+  if (p.lockMemory.enabled) std::printf("  mlock       yes  (%s)\n", p.lockMemory.reason.c_str());
+  std::printf("  seccomp     allow-list, anything else kills the process\n");
+  for (const auto& r : p.syscalls) {
+    std::string cond = r.argIndex ? " [arg " + std::to_string(*r.argIndex) + " checked]" : "";
+    if (r.errnoValue) cond += " [answered errno " + std::to_string(*r.errnoValue) + "]";
+    std::printf("    %-18s %s%s\n", r.name.c_str(), r.reason.c_str(), cond.c_str());
+  }
 }
 
 Service::Service(std::string role, const Args& args) : role_(std::move(role)), args_(args) {}

@@ -36,6 +36,7 @@ struct Args {
   std::string root;      // the empty directory to chroot into
   bool debug = false;
   unsigned workers = 1;  // crypto worker rings (crypto and forwarder only)
+  bool printProfile = false;  // --print-profile: show the sandbox and exit
 };
 
 // Throws std::runtime_error naming the bad argument.
@@ -77,6 +78,10 @@ class Service {
   boost::asio::io_context io_;
   int exitCode_ = 0;
 };
+
+// Prints a profile as a man-page-like table: ids, root, capabilities, flags,
+// and each allowed system call with the reason it is allowed.
+void printProfile(const sandbox::SandboxProfile& profile);
 
 // Runs body with logging set up; an exception at start is logged with the
 // role's name and gives exit status 1.

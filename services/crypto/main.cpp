@@ -22,8 +22,23 @@
 
 using namespace ipsec;
 
+namespace {
+
+sandbox::SandboxProfile profile(const service::Args& args) {
+  auto p = service::baseProfile("ipsec-crypto", args);
+  p.nonDumpable = {true, "holds session keys"};
+  p.lockMemory = {true, "keys live in mlock'ed sodium_malloc pages"};
+  p.allow(sandbox::lockedMemorySyscalls());
+  p.allow(sandbox::threadSyscalls());
+  p.allow("getrandom", "random CBC IVs and OpenSSL's DRBG");
+  return p;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   return service::serviceMain("ipsec-crypto", argc, argv, [](const service::Args& args) {
+    if (args.printProfile) return service::printProfile(profile(args)), 0;
     if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
     // Load everything OpenSSL might open lazily while the filesystem is still there.
     OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG | OPENSSL_INIT_ADD_ALL_CIPHERS | OPENSSL_INIT_ADD_ALL_DIGESTS,
@@ -38,15 +53,8 @@ int main(int argc, char** argv) {
     }
     crypto::Broker broker(svc.io(), service::takeFd(4, "keydb channel"), std::move(rings));
 
-    auto profile = service::baseProfile("ipsec-crypto", args);
-    profile.nonDumpable = {true, "holds session keys"};
-    profile.lockMemory = {true, "keys live in mlock'ed sodium_malloc pages"};
-    profile.allow(sandbox::lockedMemorySyscalls());
-    profile.allow(sandbox::threadSyscalls());
-    profile.allow("getrandom", "random CBC IVs and OpenSSL's DRBG");
-
     broker.start();
-    return svc.run(profile, {
+    return svc.run(profile(args), {
                                 .stats = [&](proto::Stats::Builder s) { broker.fillStats(s); },
                                 .sysctl = nullptr,
                                 .dataPlaneRestarted = nullptr,

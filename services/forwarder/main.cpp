@@ -18,8 +18,21 @@
 
 using namespace ipsec;
 
+namespace {
+
+sandbox::SandboxProfile profile(const service::Args& args) {
+  auto p = service::baseProfile("ipsec-forwarder", args);
+  p.nonDumpable = {true, "its memory holds other hosts' traffic"};
+  // The baseline and socket-I/O lists already hold what it needs: read/write
+  // on the TUN, recvmmsg/sendmmsg on the raw sockets, the channels' calls.
+  return p;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   return service::serviceMain("ipsec-forwarder", argc, argv, [](const service::Args& args) {
+    if (args.printProfile) return service::printProfile(profile(args)), 0;
     service::Service svc("ipsec-forwarder", args);
 
     forwarder::Fds fds;
@@ -35,15 +48,8 @@ int main(int argc, char** argv) {
     }
     forwarder::Forwarder fwd(svc.io(), std::move(fds));
 
-    auto profile = service::baseProfile("ipsec-forwarder", args);
-    profile.nonDumpable = {true, "its memory holds other hosts' traffic"};
-    profile.allow("recvmmsg", "burst receive of ESP packets")
-        .allow("sendmmsg", "burst send of ESP packets")
-        .allow("readv", "TUN reads")
-        .allow("writev", "TUN writes");
-
     fwd.start();
-    return svc.run(profile, {
+    return svc.run(profile(args), {
                                 .stats = [&](proto::Stats::Builder s) { fwd.fillStats(s); },
                                 .sysctl = [&](std::string_view n, std::int64_t v) { fwd.setSysctl(n, v); },
                                 .dataPlaneRestarted = nullptr,

@@ -17,20 +17,28 @@
 
 using namespace ipsec;
 
+namespace {
+
+sandbox::SandboxProfile profile(const service::Args& args) {
+  auto p = service::baseProfile("ipsec-keydb", args);
+  p.nonDumpable = {true, "holds every SA's keys"};
+  p.lockMemory = {true, "keys live in mlock'ed sodium_malloc pages"};
+  p.allow(sandbox::lockedMemorySyscalls());
+  return p;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   return service::serviceMain("ipsec-keydb", argc, argv, [](const service::Args& args) {
+    if (args.printProfile) return service::printProfile(profile(args)), 0;
     if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
     service::Service svc("ipsec-keydb", args);
     keydb::Keydb db(svc.io(), service::takeFd(4, "policy channel"), service::takeFd(5, "crypto channel"),
                     service::takeFd(6, "forwarder channel"));
 
-    auto profile = service::baseProfile("ipsec-keydb", args);
-    profile.nonDumpable = {true, "holds every SA's keys"};
-    profile.lockMemory = {true, "keys live in mlock'ed sodium_malloc pages"};
-    profile.allow(sandbox::lockedMemorySyscalls());
-
     db.start();
-    return svc.run(profile, {
+    return svc.run(profile(args), {
                                 .stats = [&](proto::Stats::Builder s) { db.fillStats(s); },
                                 .sysctl = nullptr,
                                 .dataPlaneRestarted = [&](std::vector<control::UniqueFd>& f) {

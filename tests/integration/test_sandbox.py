@@ -6,7 +6,7 @@ import re
 import unittest
 
 from harness import (CBC_KEY_AB, CBC_KEY_BA, GCM_KEY_AB, GCM_KEY_BA, HMAC_KEY_AB, HMAC_KEY_BA, INNER, Testbed,
-                     ping)
+                     binary, ping, run)
 
 CHILDREN = {"ipsec-keydb": 64701, "ipsec-policy": 64702, "ipsec-crypto": 64703, "ipsec-forwarder": 64704}
 
@@ -29,6 +29,16 @@ def process_memory(pid):
 
 
 class SandboxTest(unittest.TestCase):
+    def test_forwarder_may_not_open_create_sockets_or_exec(self):
+        out = run([binary("ipsec-forwarder"), "--print-profile"]).stdout
+        allowed = {line.split()[0] for line in out.splitlines() if line.startswith("    ")}
+        self.assertIn("recvmmsg", allowed)
+        for forbidden in ("open", "openat", "openat2", "creat", "socket", "socketpair", "connect", "bind",
+                          "execve", "execveat", "ptrace", "fork", "vfork"):
+            self.assertNotIn(forbidden, allowed)
+        for name in CHILDREN:
+            self.assertEqual(run([binary(name), "--print-profile"]).returncode, 0, name)
+
     def test_audit_shows_every_child_confined(self):
         with Testbed() as tb:
             tb.start_pair("aes-gcm", 4)
