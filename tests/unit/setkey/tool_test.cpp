@@ -90,7 +90,10 @@ struct RunResult {
 
 class Responder {
  public:
-  explicit Responder(Custom custom = nullptr) : custom_(std::move(custom)) {
+  // hangUpAfterReply: close the connection after answering the first
+  // request (lets a `setkey -x` run end).
+  explicit Responder(Custom custom = nullptr, bool hangUpAfterReply = false)
+      : custom_(std::move(custom)), hangUp_(hangUpAfterReply) {
     dir_ = fs::temp_directory_path() / ("setkey-test-" + std::to_string(getpid()) + "-" + std::to_string(counter_++));
     fs::create_directories(dir_);
     path_ = (dir_ / "pfkey").string();
@@ -147,12 +150,14 @@ class Responder {
         }
       }
       for (const auto& rep : replies) ::send(fd, rep.data(), rep.size(), MSG_NOSIGNAL);
+      if (hangUp_) break;
     }
     ::close(fd);
   }
 
   static inline int counter_ = 0;
   Custom custom_;
+  bool hangUp_ = false;
   fs::path dir_;
   std::string path_;
   int listen_ = -1;
@@ -211,7 +216,7 @@ std::string hex(const Bytes& b) {
 const std::map<std::string, std::string> kSkipped = {
     {"sa-add-esp-secctx", "-ctx (security contexts) is outside the supported subset"},
     {"spd-add-secctx", "-ctx (security contexts) is outside the supported subset"},
-    {"cmd-x-promisc", "-x runs until killed; covered by its own test"},
+    {"cmd-x-promisc", "-x runs until killed; PromiscuousModePrintsEveryMessage covers it"},
     {"sa-deleteall-esp-stateful",
      "the capture shows ipsec-tools' one-DELETE bug; DeleteAllDeletesEveryMatchingSa covers it"},
 };
@@ -357,6 +362,30 @@ TEST(SetkeyTool, SpdDumpPrintsPoliciesAsIpsecTools) {
             "\tlifetime: 0(s) validtime: 0(s)\n"
             "\tspid=18 seq=0 pid=5087\n"
             "\trefcnt=1\n");
+}
+
+TEST(SetkeyTool, PromiscuousModePrintsEveryMessage) {
+  // The service echoes X_PROMISC, then copies another client's ADD.
+  Custom promisc = [](const ParsedMessage& m, std::vector<Bytes>& replies) {
+    if (m.msg().sadb_msg_type != SADB_X_PROMISC) return false;
+    replies.push_back(Builder(m.msg()).finish());
+    replies.push_back(Builder(SADB_ADD, SADB_SATYPE_ESP, 0, 5148)
+                          .sa({0x9001, 0, SADB_SASTATE_MATURE, SADB_AALG_SHA1HMAC, SADB_X_EALG_AESCBC, 0})
+                          .address(SADB_EXT_ADDRESS_SRC, SockAddress::v4({10, 0, 0, 1}), 32, 0)
+                          .address(SADB_EXT_ADDRESS_DST, SockAddress::v4({10, 0, 0, 2}), 32, 0)
+                          .finish());
+    return true;
+  };
+  Responder responder(promisc, true);
+  auto r = runSetkey(responder, {"-x"});
+  EXPECT_EQ(r.exitCode, 0) << r.err;
+  ASSERT_EQ(r.received.size(), 1u);
+  EXPECT_EQ(r.received[0][1], SADB_X_PROMISC);
+  EXPECT_EQ(r.received[0][3], 1);  // satype 1: promiscuous on
+  EXPECT_NE(r.out.find("type=11(X_PROMISC)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("type=3(ADD)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("spi=0x00009001"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("10.0.0.2 port=0"), std::string::npos) << r.out;
 }
 
 }  // namespace
