@@ -1,0 +1,113 @@
+// keydb's SAD: the grants that keep nonces unique across restarts.
+#include "sad.h"
+
+#include <gtest/gtest.h>
+#include <linux/pfkeyv2.h>
+#include <sodium.h>
+
+#include <set>
+
+namespace ipsec::keydb {
+namespace {
+
+class SadTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_GE(sodium_init(), 0); }
+
+  Sa& add(std::uint32_t spi, bool esn = false) {
+    capnp::MallocMessageBuilder b;
+    auto p = b.initRoot<proto::SaParams>();
+    p.setSatype(SADB_SATYPE_ESP);
+    p.setSpi(spi);
+    const capnp::byte src[4] = {192, 0, 2, 1}, dst[4] = {192, 0, 2, 2};
+    p.setSrc(capnp::Data::Reader(src, 4));
+    p.setDst(capnp::Data::Reader(dst, 4));
+    p.setEsn(esn);
+    p.setState(SADB_SASTATE_MATURE);
+    return sad_.create(p.asReader());
+  }
+
+  Sad sad_;
+};
+
+TEST_F(SadTest, FindsAnSaByNameAndByRef) {
+  Sa& sa = add(0x1001);
+  EXPECT_EQ(sad_.find(sa.key()), &sa);
+  EXPECT_EQ(sad_.find(sa.ref), &sa);
+  EXPECT_EQ(sad_.size(), 1u);
+}
+
+TEST_F(SadTest, AReusedSlotGetsANewGeneration) {
+  SaRef old = add(0x1001).ref;
+  sad_.erase(old);
+  Sa& fresh = add(0x1002);
+  EXPECT_EQ(fresh.ref.index, old.index);
+  EXPECT_NE(fresh.ref.generation, old.generation);
+  EXPECT_EQ(sad_.find(old), nullptr);
+}
+
+TEST_F(SadTest, SequenceGrantsNeverOverlapAcrossRestarts) {
+  Sa& sa = add(0x1001);
+  auto [n1, l1] = sad_.grantSeqFromScratch(sa);
+  EXPECT_EQ(n1, 1u);
+  std::uint64_t l2 = sad_.extendSeq(sa);
+  EXPECT_GT(l2, l1);
+  // A restarted forwarder starts above everything granted before.
+  auto [n3, l3] = sad_.grantSeqFromScratch(sa);
+  EXPECT_EQ(n3, l2);
+  EXPECT_GT(l3, n3);
+}
+
+TEST_F(SadTest, WithoutEsnNoGrantReachesTwoToTheThirtyTwo) {
+  Sa& sa = add(0x1001);
+  sa.seqGranted = (std::uint64_t{1} << 32) - 10;
+  auto [next, limit] = sad_.grantSeqFromScratch(sa);
+  EXPECT_EQ(next, (std::uint64_t{1} << 32) - 10);
+  EXPECT_EQ(limit, std::uint64_t{1} << 32);
+  EXPECT_EQ(sad_.extendSeq(sa), std::uint64_t{1} << 32);
+  // Exhausted: the next grant is empty.
+  auto [n2, l2] = sad_.grantSeqFromScratch(sa);
+  EXPECT_EQ(n2, l2);
+}
+
+TEST_F(SadTest, WithEsnGrantsGoPastTwoToTheThirtyTwo) {
+  Sa& sa = add(0x1001, true);
+  sa.seqGranted = (std::uint64_t{1} << 32) - 10;
+  auto [next, limit] = sad_.grantSeqFromScratch(sa);
+  EXPECT_GT(limit, std::uint64_t{1} << 32);
+  EXPECT_LT(next, limit);
+}
+
+TEST_F(SadTest, IvGrantsNeverOverlap) {
+  Sa& sa = add(0x1001);
+  auto [a, la] = sad_.grantIvFromScratch(sa);
+  std::uint64_t lb = sad_.extendIv(sa);
+  auto [c, lc] = sad_.grantIvFromScratch(sa);  // a restarted broker
+  EXPECT_EQ(a, 0u);
+  EXPECT_GT(lb, la);
+  EXPECT_EQ(c, lb);
+  EXPECT_GT(lc, c);
+}
+
+TEST_F(SadTest, AllocatedSpisAreUniqueAndInRange) {
+  std::set<std::uint32_t> seen;
+  const std::string dst("\xc0\x00\x02\x02", 4);
+  for (int i = 0; i < 200; ++i) {
+    auto spi = sad_.allocateSpi(SADB_SATYPE_ESP, dst, 0xc0000000u, 0xc00000ffu);
+    ASSERT_TRUE(spi);
+    EXPECT_GE(*spi, 0xc0000000u);
+    EXPECT_LE(*spi, 0xc00000ffu);
+    EXPECT_TRUE(seen.insert(*spi).second);
+    add(*spi);
+  }
+}
+
+TEST_F(SadTest, SpiAllocationFailsWhenTheRangeIsFull) {
+  const std::string dst("\xc0\x00\x02\x02", 4);
+  add(0x1000);
+  EXPECT_FALSE(sad_.allocateSpi(SADB_SATYPE_ESP, dst, 0x1000, 0x1000));
+  EXPECT_FALSE(sad_.allocateSpi(SADB_SATYPE_ESP, dst, 1, 255)) << "0-255 are reserved";
+}
+
+}  // namespace
+}  // namespace ipsec::keydb
