@@ -1,6 +1,6 @@
 """Bad ESP from the network: each kind is dropped, counted under its own counter, and the tunnel goes on.
 
-Host A runs a real ipsecd (tunnel mode, IPv4 outer, harness keys); host B is
+Host A runs a real ipsecd (tunnel mode, harness keys; IPv4 outer, and IPv6 for GCM); host B is
 the test, which seals exact bytes with python3-cryptography (espeer.seal:
 AES-GCM with AAD = SPI || seq and nonce = salt || 8-byte IV, or AES-CBC with
 HMAC-SHA-256-128) and sends them from B's raw ESP socket. After each bad
@@ -27,7 +27,6 @@ import espeer  # noqa: E402
 from espeer import Capture, esp_payload, outer_of, seal, send_esp  # noqa: E402
 from harness import INNER, OUTER, SPI_BA, Testbed  # noqa: E402
 
-A_OUT, B_OUT = OUTER[4]
 A_IN, B_IN = INNER[4]
 REPLAY_WINDOW = 64  # sa_lines' -r 64
 ICMP_ID = 0x5157
@@ -43,13 +42,15 @@ class BadInput:
     """One ipsecd in A per algorithm; B seals and sends with the test's own sequence counter."""
 
     ALG = None
+    OUTER_FAMILY = 4
 
     @classmethod
     def setUpClass(cls):
         cls.tb = Testbed()
         cls.tb.__enter__()
         cls.addClassCleanup(cls.tb.close)
-        espeer.start_host(cls.tb, cls.tb.a, cls.ALG, 4)
+        espeer.start_host(cls.tb, cls.tb.a, cls.ALG, cls.OUTER_FAMILY)
+        cls.a_out = OUTER[cls.OUTER_FAMILY][0]
         cls.seq = 0
         cls.icmp_seq = 0
 
@@ -69,7 +70,7 @@ class BadInput:
     def send(self, payloads, expected, gap=0.0):
         """Sends ESP payloads to A and requires the watched counters to move by exactly `expected`."""
         before = self.counters()
-        send_esp(self.tb.b, A_OUT, payloads, gap=gap)
+        send_esp(self.tb.b, self.a_out, payloads, gap=gap)
 
         def reached():
             now = self.counters()
@@ -83,7 +84,7 @@ class BadInput:
         """ICMP sequence numbers of the echo replies A sent, opened with the harness key."""
         got = set()
         for p in pkts:
-            if outer_of(p)[1] != A_OUT:
+            if outer_of(p)[1] != self.a_out:
                 continue
             try:
                 _, _, plain = espeer.open_esp(self.ALG, "ab", esp_payload(p))
@@ -184,6 +185,11 @@ class BadInputGcm(BadInput, unittest.TestCase):
 
 class BadInputCbcSha256(BadInput, unittest.TestCase):
     ALG = "aes-cbc"
+
+
+class BadInputGcmOverIpv6(BadInput, unittest.TestCase):
+    """IPv6 outer: the forwarder takes the destination from IPV6_PKTINFO, not a header."""
+    ALG, OUTER_FAMILY = "aes-gcm", 6
 
 
 if __name__ == "__main__":
