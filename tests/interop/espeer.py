@@ -246,49 +246,10 @@ def delta(before, after):
 
 
 
-# BUG (tools/setkey + lib/pfkey): setkey checks the service's replies with the
-# request rules of pfkey::parse, which require sadb_msg_reserved == 0, but a
-# policy reply carries the policy's refcount there (PFKEY.md; ipsec-policy sets
-# it). So every spdadd "gets no reply" (setkey waits a second for each), a
-# setkey_file with policies fails to load and ipsecd fails closed. Until that is
-# fixed, the SAs go in the setkey_file and the policies are added by a setkey
-# run in the background: the service applies them even though setkey complains.
-# The test waits for ipsec-policy's spd_policies counter, stops that setkey and
-# tolerates no complaint but this one. test_scapy.SetkeyFileWithPolicies shows
-# the bug.
-SETKEY_RESERVED_BUG = "sadb_msg_reserved not 0"
-
-
 def start_hosts(tb, hosts, alg, outer):
     """Testbed.start for each host with the harness SAs and that side's policies."""
     for h in hosts:
-        tb.start(h, "flush;\nspdflush;\n" + harness.sa_lines(alg, outer))
-    # One setkey per statement, all at once: each waits a second per reply.
-    procs, expected = [], {}
-    for h in hosts:
-        lines = harness.spd_lines(h.side, outer).splitlines()
-        # setkey adds a fwd policy next to each tunnel-mode in policy, as on Linux.
-        expected[h.side] = sum(2 if "-P in" in ln else 1 for ln in lines)
-        for n, line in enumerate(lines):
-            path = os.path.join(h.workdir, f"spd-{n}.setkey")
-            with open(path, "w") as f:
-                f.write(line + "\n")
-            procs.append(h.popen([harness.binary("setkey"), "--socket", os.path.join(h.runtime, "pfkey"),
-                                  "-f", path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-
-    def installed():
-        return all(h.stats()["ipsec-policy"]["counters"]["spd_policies"] >= expected[h.side] for h in hosts)
-    ok = wait_until(installed, timeout=15, step=0.1)
-    out = ""
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-        out += p.communicate(timeout=5)[0]
-    unexplained = [ln for ln in out.splitlines() if ln.strip() and SETKEY_RESERVED_BUG not in ln
-                   and "no reply from the PF_KEY service" not in ln]
-    if not ok or unexplained:
-        raise RuntimeError(f"policies did not load:\n{out}")
-    time.sleep(0.1)  # the policy service pushes the SPD to the forwarder asynchronously
+        tb.start(h, "flush;\nspdflush;\n" + harness.sa_lines(alg, outer) + harness.spd_lines(h.side, outer))
 
 
 def start_host(tb, h, alg, outer):
@@ -297,5 +258,5 @@ def start_host(tb, h, alg, outer):
 
 
 def start_pair(tb, alg, outer):
-    """Testbed.start_pair, through start_hosts (see SETKEY_RESERVED_BUG)."""
+    """Testbed.start_pair with both hosts configured alike."""
     start_hosts(tb, [tb.a, tb.b], alg, outer)

@@ -164,9 +164,9 @@ class ScapyPeer:
 
 
 class SetkeyFileWithPolicies(unittest.TestCase):
-    """Not interop: documents the bug that espeer.start_host works around."""
+    """Not interop: a setkey_file with policies loads (policy replies carry the
+    refcount in sadb_msg_reserved, which setkey must accept)."""
 
-    @unittest.expectedFailure  # BUG: setkey rejects policy replies (espeer.SETKEY_RESERVED_BUG)
     def test_ipsecd_loads_a_setkey_file_with_policies(self):
         with Testbed() as tb:
             tb.start(tb.a, "flush;\nspdflush;\n" + sa_lines("aes-gcm", 4) + spd_lines("a", 4))
