@@ -75,7 +75,7 @@ class Spd {
  public:
   // Adds `p` (a fresh id is assigned). An existing (selector, dir) is EEXIST
   // unless `replace`, in which case it is replaced in place and keeps its id.
-  // Returns the stored policy or an errno.
+  // Returns the stored policy (valid until the next change) or an errno.
   std::variant<const Policy*, int> insert(Policy p, bool replace);
   std::optional<Policy> removeBySelector(const Selector& s, std::uint8_t dir);
   std::optional<Policy> removeById(std::uint32_t id);

@@ -1,0 +1,350 @@
+// SA messages through the PF_KEY server: what keydb is asked (exact keys,
+// host-order SPI, addresses) and what clients get back, with the test
+// answering on keydb's end of the channel with real SadReply messages.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <linux/ipsec.h>
+
+#include <cerrno>
+
+#include "harness.h"
+
+namespace ipsec::policy::test {
+namespace {
+
+const std::uint8_t kEncKey[16] = {0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77,
+                                  0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff};
+const std::uint8_t kAuthKey[20] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20};
+
+Bytes addRequest(std::uint8_t type = SADB_ADD, std::uint8_t enc = SADB_X_EALG_AESCBC, std::uint32_t seq = 1) {
+  pfkey::Builder b(type, SADB_SATYPE_ESP, seq, 4242);
+  // setkey puts keys before the SA extension.
+  b.key(SADB_EXT_KEY_ENCRYPT, 128, kEncKey);
+  b.key(SADB_EXT_KEY_AUTH, 160, kAuthKey);
+  b.sa({0x1001, 32, SADB_SASTATE_MATURE, SADB_AALG_SHA1HMAC, enc, 0x40});
+  b.sa2(IPSEC_MODE_TUNNEL, 7);
+  b.address(SADB_EXT_ADDRESS_SRC, v4(192, 0, 2, 1), 32, 255);
+  b.address(SADB_EXT_ADDRESS_DST, v4(192, 0, 2, 2), 32, 255);
+  b.lifetime(SADB_EXT_LIFETIME_HARD, 0, 0, 3600, 0);
+  b.lifetime(SADB_EXT_LIFETIME_SOFT, 0, 0, 3000, 0);
+  return b.finish();
+}
+
+Bytes nameRequest(std::uint8_t type, std::uint32_t spi = 0x1001) {
+  pfkey::Builder b(type, SADB_SATYPE_ESP, 2, 4242);
+  b.sa({spi, 0, SADB_SASTATE_LARVAL, 0, 0, 0});
+  b.address(SADB_EXT_ADDRESS_SRC, v4(192, 0, 2, 1), 32, 255);
+  b.address(SADB_EXT_ADDRESS_DST, v4(192, 0, 2, 2), 32, 255);
+  return b.finish();
+}
+
+// keydb's record of the SA above, as keydb.cpp fills it.
+void fillRecord(proto::SaRecord::Builder r, bool withKeys) {
+  auto p = r.initParams();
+  p.setSatype(SADB_SATYPE_ESP);
+  p.setSpi(0x1001);
+  const std::uint8_t src[] = {192, 0, 2, 1}, dst[] = {192, 0, 2, 2};
+  p.setSrc(capnp::Data::Reader(src, 4));
+  p.setDst(capnp::Data::Reader(dst, 4));
+  p.setMode(IPSEC_MODE_TUNNEL);
+  p.setReqid(7);
+  p.setEncAlg(SADB_X_EALG_AESCBC);
+  p.setAuthAlg(SADB_AALG_SHA1HMAC);
+  p.setEncKeyBits(128);
+  p.setAuthKeyBits(160);
+  p.setReplayWindow(32);
+  p.setFlags(0x40);
+  p.setState(SADB_SASTATE_MATURE);
+  p.initHard().setAddTime(3600);
+  p.initSoft().setAddTime(3000);
+  if (withKeys) {
+    r.initKeys().setEncrypt(capnp::Data::Reader(kEncKey, 16));
+    r.getKeys().setAuth(capnp::Data::Reader(kAuthKey, 20));
+  }
+  auto c = r.initCurrent();
+  c.setAddTime(1700000000);
+  c.setUseTime(1700000100);
+  c.setBytes(1500);
+  c.setAllocations(3);
+}
+
+void answer(Harness& h, std::uint64_t id, int err, unsigned records, bool withKeys) {
+  capnp::MallocMessageBuilder b;
+  auto r = b.initRoot<proto::KeydbToPolicy>().initReply();
+  r.setRequestId(id);
+  r.setErrno(static_cast<std::uint16_t>(err));
+  auto list = r.initSas(records);
+  for (unsigned i = 0; i < records; ++i) fillRecord(list[i], withKeys);
+  h.answerKeydb(b);
+}
+
+TEST(SaRequests, AddPassesExactKeysAndHostOrderSpiToKeydbAndBroadcastsWithoutKeys) {
+  Harness h;
+  auto c = h.connect();
+  auto other = h.connect();
+  c.send(addRequest());
+  h.pump();
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader) << req.error;
+  auto msg = req.reader->getRoot<proto::PolicyToKeydb>();
+  ASSERT_EQ(msg.which(), proto::PolicyToKeydb::ADD);
+  auto add = msg.getAdd();
+  EXPECT_FALSE(add.getUpdate());
+  auto p = add.getParams();
+  EXPECT_EQ(p.getSatype(), SADB_SATYPE_ESP);
+  EXPECT_EQ(p.getSpi(), 0x1001u);
+  EXPECT_EQ(p.getMode(), IPSEC_MODE_TUNNEL);
+  EXPECT_EQ(p.getReqid(), 7u);
+  EXPECT_EQ(p.getEncAlg(), SADB_X_EALG_AESCBC);
+  EXPECT_EQ(p.getAuthAlg(), SADB_AALG_SHA1HMAC);
+  EXPECT_EQ(p.getEncKeyBits(), 128);
+  EXPECT_EQ(p.getAuthKeyBits(), 160);
+  EXPECT_EQ(p.getReplayWindow(), 32u);
+  EXPECT_FALSE(p.getEsn());
+  EXPECT_EQ(p.getHard().getAddTime(), 3600u);
+  EXPECT_EQ(p.getSoft().getAddTime(), 3000u);
+  ASSERT_EQ(p.getDst().size(), 4u);
+  EXPECT_EQ(p.getDst()[3], 2);
+  auto keys = add.getKeys();
+  ASSERT_EQ(keys.getEncrypt().size(), 16u);
+  EXPECT_EQ(0, std::memcmp(keys.getEncrypt().begin(), kEncKey, 16));
+  ASSERT_EQ(keys.getAuth().size(), 20u);
+  EXPECT_EQ(0, std::memcmp(keys.getAuth().begin(), kAuthKey, 20));
+  EXPECT_EQ(c.drain().size(), 0u);  // nothing until keydb answers
+
+  answer(h, msg.getRequestId(), 0, 1, false);
+  auto r = c.drain();
+  auto ro = other.drain();
+  ASSERT_EQ(r.size(), 1u);
+  ASSERT_EQ(ro.size(), 1u);
+  auto m = parsed(r[0]);
+  EXPECT_EQ(m.msg().sadb_msg_type, SADB_ADD);
+  EXPECT_EQ(m.msg().sadb_msg_seq, 1u);
+  EXPECT_EQ(m.msg().sadb_msg_pid, 4242u);
+  ASSERT_TRUE(m.sa());
+  EXPECT_EQ(ntohl(m.sa()->sadb_sa_spi), 0x1001u);
+  EXPECT_EQ(m.sa()->sadb_sa_state, SADB_SASTATE_MATURE);
+  EXPECT_EQ(m.sa()->sadb_sa_flags, 0u);  // KAME's CYCSEQ is not echoed, as Linux
+  EXPECT_TRUE(m.has(SADB_EXT_LIFETIME_HARD));
+  EXPECT_TRUE(m.has(SADB_EXT_LIFETIME_SOFT));
+  EXPECT_TRUE(m.has(SADB_EXT_LIFETIME_CURRENT));
+  ASSERT_TRUE(m.sa2());
+  EXPECT_EQ(m.sa2()->sadb_x_sa2_reqid, 7u);
+  EXPECT_FALSE(m.has(SADB_EXT_KEY_ENCRYPT));
+  EXPECT_FALSE(m.has(SADB_EXT_KEY_AUTH));
+}
+
+TEST(SaRequests, UpdateSetsTheUpdateFlag) {
+  Harness h;
+  auto c = h.connect();
+  c.send(addRequest(SADB_UPDATE));
+  h.pump();
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader);
+  EXPECT_TRUE(req.reader->getRoot<proto::PolicyToKeydb>().getAdd().getUpdate());
+}
+
+TEST(SaRequests, BadAddsAreRefusedBeforeKeydbIsAsked) {
+  Harness h;
+  auto c = h.connect();
+  c.send(addRequest(SADB_ADD, SADB_EALG_3DESCBC));  // the broker has no 3DES
+  pfkey::Builder noSa(SADB_ADD, SADB_SATYPE_ESP, 2, 1);
+  noSa.address(SADB_EXT_ADDRESS_SRC, v4(192, 0, 2, 1), 32, 255).address(SADB_EXT_ADDRESS_DST, v4(192, 0, 2, 2), 32, 255);
+  c.send(noSa.finish());
+  pfkey::Builder mixed(SADB_ADD, SADB_SATYPE_ESP, 3, 1);
+  mixed.sa({0x1001, 0, SADB_SASTATE_MATURE, 0, SADB_EALG_NULL, 0});
+  mixed.address(SADB_EXT_ADDRESS_SRC, v4(192, 0, 2, 1), 32, 255);
+  mixed.address(SADB_EXT_ADDRESS_DST, pfkey::SockAddress::v6({0x20, 0x01, 0x0d, 0xb8}), 128, 255);
+  c.send(mixed.finish());
+  pfkey::Builder shortKey(SADB_ADD, SADB_SATYPE_ESP, 4, 1);
+  shortKey.key(SADB_EXT_KEY_ENCRYPT, 64, kEncKey);
+  shortKey.sa({0x1001, 0, SADB_SASTATE_MATURE, 0, SADB_X_EALG_AESCBC, 0});
+  shortKey.address(SADB_EXT_ADDRESS_SRC, v4(192, 0, 2, 1), 32, 255).address(SADB_EXT_ADDRESS_DST, v4(192, 0, 2, 2), 32, 255);
+  c.send(shortKey.finish());
+  h.pump();
+  auto r = c.drain();
+  ASSERT_EQ(r.size(), 4u);
+  EXPECT_EQ(parsed(r[0]).msg().sadb_msg_errno, ENOSYS);
+  EXPECT_EQ(parsed(r[1]).msg().sadb_msg_errno, EINVAL);
+  EXPECT_EQ(parsed(r[2]).msg().sadb_msg_errno, EINVAL);
+  EXPECT_EQ(parsed(r[3]).msg().sadb_msg_errno, EINVAL);
+  EXPECT_FALSE(h.keydbRequest(50).reader);
+}
+
+TEST(SaRequests, KeydbErrorsReachOnlyTheRequester) {
+  Harness h;
+  auto c = h.connect();
+  auto other = h.connect();
+  c.send(nameRequest(SADB_DELETE));
+  h.pump();
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader);
+  auto msg = req.reader->getRoot<proto::PolicyToKeydb>();
+  ASSERT_EQ(msg.which(), proto::PolicyToKeydb::DELETE);
+  EXPECT_EQ(msg.getDelete().getSpi(), 0x1001u);
+  answer(h, msg.getRequestId(), ESRCH, 0, false);
+  auto r = c.drain();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].size(), 16u);
+  EXPECT_EQ(parsed(r[0]).msg().sadb_msg_errno, ESRCH);
+  EXPECT_EQ(parsed(r[0]).msg().sadb_msg_seq, 2u);
+  EXPECT_EQ(other.drain().size(), 0u);
+}
+
+TEST(SaRequests, GetRepliesToTheRequesterWithKeysAndCurrentLifetime) {
+  Harness h;
+  auto c = h.connect();
+  auto other = h.connect();
+  c.send(nameRequest(SADB_GET));
+  h.pump();
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader);
+  answer(h, req.reader->getRoot<proto::PolicyToKeydb>().getRequestId(), 0, 1, true);
+  auto r = c.drain();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(other.drain().size(), 0u);
+  auto m = parsed(r[0]);
+  EXPECT_EQ(m.msg().sadb_msg_type, SADB_GET);
+  auto cur = m.lifetime(SADB_EXT_LIFETIME_CURRENT);
+  ASSERT_TRUE(cur);
+  EXPECT_EQ(cur->sadb_lifetime_bytes, 1500u);
+  EXPECT_EQ(cur->sadb_lifetime_usetime, 1700000100u);
+  auto enc = m.key(SADB_EXT_KEY_ENCRYPT);
+  ASSERT_TRUE(enc);
+  EXPECT_EQ(enc->bits, 128);
+  EXPECT_EQ(0, std::memcmp(enc->bytes.data(), kEncKey, 16));
+  auto auth = m.key(SADB_EXT_KEY_AUTH);
+  ASSERT_TRUE(auth);
+  EXPECT_EQ(auth->bits, 160);
+}
+
+TEST(SaRequests, DumpSendsOneMessagePerSaWithTheLastSeqZero) {
+  Harness h;
+  auto c = h.connect();
+  c.send(header(SADB_DUMP, SADB_SATYPE_UNSPEC, 0, 555));
+  h.pump();
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader);
+  auto msg = req.reader->getRoot<proto::PolicyToKeydb>();
+  ASSERT_EQ(msg.which(), proto::PolicyToKeydb::DUMP);
+  answer(h, msg.getRequestId(), 0, 3, true);
+  auto r = c.drain();
+  ASSERT_EQ(r.size(), 3u);
+  const std::uint32_t seqs[] = {1, 2, 0};
+  for (int i = 0; i < 3; ++i) {
+    auto m = parsed(r[i]);
+    EXPECT_EQ(m.msg().sadb_msg_type, SADB_DUMP);
+    EXPECT_EQ(m.msg().sadb_msg_satype, SADB_SATYPE_ESP);
+    EXPECT_EQ(m.msg().sadb_msg_seq, seqs[i]);
+    EXPECT_EQ(m.msg().sadb_msg_pid, 555u);
+    EXPECT_TRUE(m.has(SADB_EXT_KEY_ENCRYPT));
+  }
+  c.send(header(SADB_DUMP, SADB_SATYPE_ESP, 0, 555));
+  h.pump();
+  req = h.keydbRequest();
+  ASSERT_TRUE(req.reader);
+  answer(h, req.reader->getRoot<proto::PolicyToKeydb>().getRequestId(), ENOENT, 0, false);
+  r = c.drain();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(parsed(r[0]).msg().sadb_msg_errno, ENOENT);
+}
+
+TEST(SaRequests, FlushBroadcastsOnlyWhenSomethingWasFlushed) {
+  Harness h;
+  auto c = h.connect();
+  auto other = h.connect();
+  for (unsigned flushed : {0u, 2u}) {
+    c.send(header(SADB_FLUSH, SADB_SATYPE_ESP, 0, 8));
+    h.pump();
+    auto req = h.keydbRequest();
+    ASSERT_TRUE(req.reader);
+    auto msg = req.reader->getRoot<proto::PolicyToKeydb>();
+    ASSERT_EQ(msg.which(), proto::PolicyToKeydb::FLUSH);
+    EXPECT_EQ(msg.getFlush(), SADB_SATYPE_ESP);
+    answer(h, msg.getRequestId(), 0, flushed, false);
+    EXPECT_EQ(c.drain().size(), flushed ? 2u : 1u);
+    EXPECT_EQ(other.drain().size(), flushed ? 1u : 0u);
+  }
+}
+
+TEST(SaRequests, GetSpiAsksKeydbForTheRangeAndAnswersTheRequester) {
+  Harness h;
+  auto c = h.connect();
+  auto other = h.connect();
+  pfkey::Builder b(SADB_GETSPI, SADB_SATYPE_ESP, 1, 9);
+  b.spirange(0xc0000000u, 0xcfffffffu);
+  b.sa2(IPSEC_MODE_TRANSPORT, 11);
+  b.address(SADB_EXT_ADDRESS_SRC, v4(192, 0, 2, 1), 32, 255).address(SADB_EXT_ADDRESS_DST, v4(192, 0, 2, 2), 32, 255);
+  c.send(b.finish());
+  h.pump();
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader);
+  auto msg = req.reader->getRoot<proto::PolicyToKeydb>();
+  ASSERT_EQ(msg.which(), proto::PolicyToKeydb::GET_SPI);
+  EXPECT_EQ(msg.getGetSpi().getMin(), 0xc0000000u);
+  EXPECT_EQ(msg.getGetSpi().getMax(), 0xcfffffffu);
+  EXPECT_EQ(msg.getGetSpi().getReqid(), 11u);
+  answer(h, msg.getRequestId(), 0, 1, false);
+  auto r = c.drain();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(other.drain().size(), 0u);
+  auto m = parsed(r[0]);
+  EXPECT_EQ(m.msg().sadb_msg_type, SADB_GETSPI);
+  EXPECT_EQ(ntohl(m.sa()->sadb_sa_spi), 0x1001u);
+  EXPECT_TRUE(m.has(SADB_EXT_ADDRESS_SRC));
+  EXPECT_TRUE(m.has(SADB_EXT_ADDRESS_DST));
+}
+
+TEST(SaRequests, APromiscuousCopyOfAnAddCarriesNoKeys) {
+  Harness h;
+  auto watcher = h.connect();
+  auto c = h.connect();
+  watcher.send(header(SADB_X_PROMISC, 1));
+  h.pump();
+  watcher.drain();
+  c.drain();
+  c.send(addRequest());
+  h.pump();
+  auto copies = watcher.drain();
+  ASSERT_EQ(copies.size(), 1u);
+  auto m = parsed(copies[0]);
+  EXPECT_EQ(m.msg().sadb_msg_type, SADB_ADD);
+  EXPECT_TRUE(m.sa());
+  EXPECT_FALSE(m.has(SADB_EXT_KEY_ENCRYPT));
+  EXPECT_FALSE(m.has(SADB_EXT_KEY_AUTH));
+}
+
+TEST(SaRequests, AnExpireFromKeydbReachesRegisteredSocketsWithTheHardLifetime) {
+  Harness h;
+  auto km = h.connect();
+  auto other = h.connect();
+  km.send(header(SADB_REGISTER, SADB_SATYPE_ESP));
+  h.pump();
+  km.drain();
+  capnp::MallocMessageBuilder b;
+  auto e = b.initRoot<proto::KeydbToPolicy>().initExpire();
+  fillRecord(e.initRecord(), false);
+  e.setHard(true);
+  h.answerKeydb(b);
+  auto r = km.drain();
+  ASSERT_EQ(r.size(), 1u);
+  auto m = parsed(r[0]);
+  EXPECT_EQ(m.msg().sadb_msg_type, SADB_EXPIRE);
+  EXPECT_TRUE(m.has(SADB_EXT_LIFETIME_HARD));
+  EXPECT_FALSE(m.has(SADB_EXT_LIFETIME_SOFT));
+  EXPECT_TRUE(m.has(SADB_EXT_LIFETIME_CURRENT));
+  EXPECT_EQ(other.drain().size(), 0u);
+}
+
+TEST(SaRequests, AnAnswerToARequestNeverAskedClosesTheKeydbChannel) {
+  bool lost = false;
+  ServerOptions o;
+  o.onPeerLost = [&](std::string_view) { lost = true; };
+  Harness h(o);
+  answer(h, 12345, 0, 0, false);
+  h.pump();
+  EXPECT_TRUE(lost);
+}
+
+}  // namespace
+}  // namespace ipsec::policy::test
