@@ -119,6 +119,12 @@ class Supervisor {
     raw4_ = openRawSocket(AF_INET, IPPROTO_ESP);
     raw6_ = openRawSocket(AF_INET6, IPPROTO_ESP);
 
+    // ipsec-policy checks each PF_KEY client's SO_PEERCRED against this group.
+    if (cfg_.pfkeyGroup) {
+      setenv("IPSEC_PFKEY_GROUP", std::to_string(*cfg_.pfkeyGroup).c_str(), 1);
+    } else {
+      unsetenv("IPSEC_PFKEY_GROUP");
+    }
     pfkeyPath_ = cfg_.runtimeDir + "/pfkey";
     controlPath_ = cfg_.runtimeDir + "/control";
     // PF_KEY: root and, if configured, one group (SO_PEERCRED is checked again

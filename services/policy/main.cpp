@@ -8,8 +8,8 @@
 //                 bound by ipsecd; clients are accept4'ed from it
 //
 // Who may use PF_KEY: SO_PEERCRED uid 0, or a client whose (primary) gid is
-// the one in the environment variable IPSEC_PFKEY_GROUP, if ipsecd sets it
-// (a numeric gid; lib/service's argument parser has no --pfkey-group yet).
+// the one in the environment variable IPSEC_PFKEY_GROUP, which ipsecd sets
+// from the config's pfkey_group (a numeric gid).
 //
 // Sandbox: its own uid, an empty root, no capabilities, no_new_privs, not
 // dumpable (keys pass through on their way to keydb and are wiped), the
@@ -42,10 +42,20 @@ std::optional<gid_t> pfkeyGroupFromEnvironment() {
   return static_cast<gid_t>(gid);
 }
 
+sandbox::SandboxProfile profile(const service::Args& args) {
+  auto p = service::baseProfile("ipsec-policy", args);
+  p.nonDumpable = {true, "key material of PF_KEY ADD/UPDATE passes through its memory"};
+  // baseProfile already carries socketIoSyscalls(): accept4 (PF_KEY clients),
+  // getsockopt (SO_PEERCRED), sendto (replies: send(2) is sendto), recvmsg
+  // (requests, with MSG_TRUNC to see oversized ones). Nothing else is needed.
+  return p;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   return service::serviceMain("ipsec-policy", argc, argv, [](const service::Args& args) {
+    if (args.printProfile) return service::printProfile(profile(args)), 0;
     service::Service svc("ipsec-policy", args);
     policy::ServerOptions options;
     options.pfkeyGroup = pfkeyGroupFromEnvironment();
@@ -54,14 +64,8 @@ int main(int argc, char** argv) {
                           service::takeFd(4, "keydb channel"), service::takeFd(5, "forwarder channel"),
                           std::move(options));
 
-    auto profile = service::baseProfile("ipsec-policy", args);
-    profile.nonDumpable = {true, "key material of PF_KEY ADD/UPDATE passes through its memory"};
-    // baseProfile already carries socketIoSyscalls(): accept4 (PF_KEY clients),
-    // getsockopt (SO_PEERCRED), sendto (replies: send(2) is sendto), recvmsg
-    // (requests, with MSG_TRUNC to see oversized ones). Nothing else is needed.
-
     server.start();
-    return svc.run(profile, {
+    return svc.run(profile(args), {
                                 .stats = [&](proto::Stats::Builder s) { server.fillStats(s); },
                                 .sysctl = nullptr,
                                 .dataPlaneRestarted = [&](std::vector<control::UniqueFd>& f) {
