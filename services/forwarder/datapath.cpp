@@ -50,6 +50,26 @@ bool requestAllows(const Policy& p, const Sa& sa) noexcept {
   return false;
 }
 
+// One ESP packet (a single segment) of buffer buf, for the SA's session. The
+// cookie is the buffer index: the completion is matched against our private
+// context for that buffer, never trusted on its own.
+proto::CryptoRequest cryptoRequest(std::uint32_t buf, const Sa& sa, proto::CryptoOp op, std::uint32_t offset,
+                                   std::uint32_t length, std::uint64_t seq) noexcept {
+  proto::CryptoRequest req{};
+  req.cookie = buf;
+  req.session = sa.ref.index;
+  req.sessionGeneration = sa.ref.generation;
+  req.op = op;
+  req.status = proto::CryptoStatus::kPending;
+  req.segmentCount = 1;
+  req.bufferIndex = buf;
+  req.offset = offset;
+  req.length = length;
+  req.segmentStride = length;
+  req.seqHigh = static_cast<std::uint32_t>(seq >> 32);
+  return req;
+}
+
 }  // namespace
 
 std::uint8_t* Forwarder::bufferData(Worker& w, std::uint32_t buf) noexcept {
@@ -153,22 +173,11 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len) 
   maybeRequestSeq(*sa);
   if (sa->firstUse == 0) sa->firstUse = nowSeconds();
 
-  proto::CryptoRequest req{};
-  req.cookie = buf;
-  req.session = sa->ref.index;
-  req.sessionGeneration = sa->ref.generation;
-  req.op = proto::CryptoOp::kSeal;
-  req.status = proto::CryptoStatus::kPending;
-  req.segmentCount = 1;
-  req.bufferIndex = buf;
-  req.offset = static_cast<std::uint32_t>(r.offset);
-  req.length = static_cast<std::uint32_t>(r.length);
-  req.segmentStride = req.length;
-  req.seqHigh = static_cast<std::uint32_t>(seq >> 32);
+  w.pending.push_back(cryptoRequest(buf, *sa, proto::CryptoOp::kSeal, static_cast<std::uint32_t>(r.offset),
+                                    static_cast<std::uint32_t>(r.length), seq));
   w.contexts[buf] = {Use::kOutbound, sa->ref, seq};
   sa->counters.out_packets++;
   sa->counters.out_bytes += len;
-  w.pending.push_back(req);
   if (log::debugEnabled()) {
     log::debug("out {} -> {} proto {} len {}: SPI {:#x} seq {}", flow->src.toString(), flow->dst.toString(),
                flow->proto, len, sa->spi, seq);
@@ -327,20 +336,8 @@ void Forwarder::inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, i
     }
     seq = *full;
   }
-  proto::CryptoRequest req{};
-  req.cookie = buf;
-  req.session = sa->ref.index;
-  req.sessionGeneration = sa->ref.generation;
-  req.op = proto::CryptoOp::kOpen;
-  req.status = proto::CryptoStatus::kPending;
-  req.segmentCount = 1;
-  req.bufferIndex = buf;
-  req.offset = off;
-  req.length = len - off;
-  req.segmentStride = req.length;
-  req.seqHigh = static_cast<std::uint32_t>(seq >> 32);
+  w.pending.push_back(cryptoRequest(buf, *sa, proto::CryptoOp::kOpen, off, len - off, seq));
   w.contexts[buf] = {Use::kInbound, sa->ref, seq};
-  w.pending.push_back(req);
 }
 
 // ---- completions ------------------------------------------------------------
