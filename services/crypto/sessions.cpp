@@ -3,6 +3,7 @@
 
 #include <openssl/rand.h>
 
+#include <array>
 #include <cstring>
 #include <mutex>
 
@@ -56,10 +57,30 @@ Session* SessionTable::find(std::uint32_t index, std::uint32_t generation) noexc
   return sessions_[index].get();
 }
 
+namespace {
+
+// Random bytes drawn 4 KiB at a time per worker thread: one RAND_bytes call
+// costs about as much as sealing a small packet, so it is paid per 256 IVs.
+bool randomIv(std::uint8_t* iv, std::size_t len) noexcept {
+  thread_local std::array<std::uint8_t, 4096> pool;
+  thread_local std::size_t used = pool.size();
+  if (len > pool.size()) return false;
+  if (pool.size() - used < len) {
+    if (RAND_bytes(pool.data(), static_cast<int>(pool.size())) != 1) return false;
+    used = 0;
+  }
+  std::memcpy(iv, pool.data() + used, len);
+  explicit_bzero(pool.data() + used, len);  // each random byte is handed out once
+  used += len;
+  return true;
+}
+
+}  // namespace
+
 // Counter IVs come from keydb's grant, so they never repeat under one key,
 // across restarts too; other IVs (CBC) must be unpredictable: random.
 bool SessionTable::makeIv(Session& s, std::uint32_t index, std::uint8_t* iv) noexcept {
-  if (!s.ivIsCounter) return RAND_bytes(iv, s.ivLength) == 1;
+  if (!s.ivIsCounter) return randomIv(iv, s.ivLength);
   const std::uint64_t n = s.ivNext.fetch_add(1, std::memory_order_relaxed);
   const std::uint64_t limit = s.ivLimit.load(std::memory_order_acquire);
   if (n >= limit) {
