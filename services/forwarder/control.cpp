@@ -41,6 +41,7 @@ Forwarder::Forwarder(asio::io_context& io, Fds fds)
     workers_.push_back(std::move(w));
   }
   if (workers_.empty()) throw std::runtime_error("no crypto worker rings");
+  held_.reserve(kMaxHeld);
 }
 
 Forwarder::~Forwarder() {
@@ -125,6 +126,7 @@ bool Forwarder::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       auto p = msg.getInstall().getParams();
       log::info("SA installed: SPI {:#x} seq [{}, {})", p.getSpi(), msg.getInstall().getSeqNext(),
                 msg.getInstall().getSeqLimit());
+      releaseHeld();
       return true;
     }
     case proto::KeydbToForwarder::REMOVE:
@@ -165,6 +167,7 @@ bool Forwarder::onPolicy(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
 // Usage for lifetimes (bytes, packets, first use) goes to keydb once a second.
 void Forwarder::sendUsage() {
   if (stopped_) return;
+  expireHeld();
   std::vector<const Sa*> used;
   sas_.forEach([&](Sa& sa) {
     if (sa.firstUse != 0) used.push_back(&sa);

@@ -17,7 +17,9 @@ namespace ipsec::forwarder {
   X(out_drop_no_policy)       /* no outbound policy matched */                     \
   X(out_drop_policy_discard)  /* the matching policy says discard */               \
   X(out_drop_policy_bypass)   /* policy none: a TUN has no clear path out */       \
-  X(out_drop_no_sa)           /* ipsec policy, but no mature SA for it */          \
+  X(out_drop_no_sa)           /* no SA came in time (or the hold queue was full) */ \
+  X(out_held_no_sa)           /* held while an ACQUIRE asks for an SA */           \
+  X(out_acquires)             /* ACQUIREs sent to ipsec-policy */                  \
   X(out_drop_seq_wait)        /* sequence numbers exhausted, grant pending */      \
   X(out_drop_no_room)         /* packet too large for the buffer's tailroom */     \
   X(out_drop_no_buffer)       /* buffer pool empty */                              \

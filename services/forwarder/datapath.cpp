@@ -18,6 +18,12 @@
 namespace ipsec::forwarder {
 namespace {
 
+std::uint64_t nowMs() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+}
+
 std::uint64_t nowSeconds() noexcept {
   timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -120,7 +126,7 @@ void Forwarder::readTun() noexcept {
   }
 }
 
-bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len) noexcept {
+bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, std::uint64_t heldSinceMs) noexcept {
   std::uint8_t* data = bufferData(w, buf);
   auto flow = esp::parseInnerPacket({data + kHeadroom, len});
   if (!flow) {
@@ -145,14 +151,20 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len) 
     return false;
   }
   Sa* sa = nullptr;
+  const Request* wanted = nullptr;
   for (const auto& r : p->requests) {
     if (r.proto != IPPROTO_ESP || !r.tunnelSrc || !r.tunnelDst) continue;
+    wanted = &r;
     sa = sas_.selectOutbound(*r.tunnelSrc, *r.tunnelDst, r.level == IPSEC_LEVEL_UNIQUE ? r.reqid : 0);
     if (sa) break;
   }
   if (!sa) {
-    ++counters_.out_drop_no_sa;
-    return false;
+    if (!wanted) {
+      ++counters_.out_drop_no_sa;
+      return false;
+    }
+    requestAcquire(*p, *wanted, *flow);
+    return holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : nowMs());
   }
   // Without ESN the counter must never wrap (RFC 4303 §3.3.3); keydb's grants
   // stop at 2^32, so exhausting the grant covers both cases.
@@ -183,6 +195,63 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len) 
                flow->proto, len, sa->spi, seq);
   }
   return true;
+}
+
+bool Forwarder::holdForSa(Worker& w, std::uint32_t buf, std::uint32_t len, std::uint64_t sinceMs) noexcept {
+  if (held_.size() >= kMaxHeld || nowMs() - sinceMs > kHoldMs) {
+    ++counters_.out_drop_no_sa;
+    return false;
+  }
+  held_.push_back({&w, buf, len, sinceMs});  // capacity reserved: no allocation
+  ++counters_.out_held_no_sa;
+  return true;
+}
+
+// As the kernel does: an ACQUIRE names the SA's endpoints, the inner
+// protocol and the policy; ipsec-policy adds the proposal and tells the
+// registered key managers. One per policy per interval.
+void Forwarder::requestAcquire(const Policy& p, const Request& r, const esp::FlowKey& flow) noexcept {
+  const std::uint64_t now = nowMs();
+  auto [it, fresh] = lastAcquireMs_.try_emplace(p.id, now);
+  if (!fresh && now - it->second < kAcquireIntervalMs) return;
+  it->second = now;
+  if (!policy_ || !policy_->isOpen()) return;
+  try {
+    capnp::MallocMessageBuilder b;
+    auto a = b.initRoot<proto::ForwarderToPolicy>().initAcquire();
+    a.setPolicyId(p.id);
+    auto s = r.tunnelSrc->bytes();
+    auto d = r.tunnelDst->bytes();
+    a.setSrc(capnp::Data::Reader(s.data(), s.size()));
+    a.setDst(capnp::Data::Reader(d.data(), d.size()));
+    a.setProto(flow.proto);
+    policy_->send(b);
+    ++counters_.out_acquires;
+  } catch (...) {
+    // Counted as no ACQUIRE; the next packet retries after the interval.
+  }
+}
+
+// An SA arrived: give every held packet another pass.
+void Forwarder::releaseHeld() noexcept {
+  if (held_.empty()) return;
+  std::vector<HeldPacket> again;
+  again.swap(held_);
+  held_.reserve(kMaxHeld);
+  for (const auto& h : again) {
+    if (!outboundPacket(*h.worker, h.buffer, h.length, h.sinceMs)) freeBuffer(*h.worker, h.buffer);
+  }
+  for (auto& w : workers_) flushRequests(*w, true);
+}
+
+void Forwarder::expireHeld() noexcept {
+  const std::uint64_t now = nowMs();
+  std::erase_if(held_, [&](const HeldPacket& h) {
+    if (now - h.sinceMs <= kHoldMs) return false;
+    ++counters_.out_drop_no_sa;
+    freeBuffer(*h.worker, h.buffer);
+    return true;
+  });
 }
 
 void Forwarder::maybeRequestSeq(Sa& sa) noexcept {

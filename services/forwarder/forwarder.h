@@ -23,6 +23,7 @@
 #include <boost/asio.hpp>
 #include <cstdint>
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 #include "control/channel.h"
@@ -93,7 +94,14 @@ class Forwarder {
   void onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept;
   void flushRequests(Worker& w, bool outbound) noexcept;
   void flushSends() noexcept;
-  bool outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len) noexcept;
+  // Returns false when the caller should free the buffer (dropped), true when
+  // it went to a ring or is held for an SA. heldSinceMs: when a held packet
+  // was first held (0 for a new packet).
+  bool outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, std::uint64_t heldSinceMs = 0) noexcept;
+  bool holdForSa(Worker& w, std::uint32_t buf, std::uint32_t len, std::uint64_t sinceMs) noexcept;
+  void requestAcquire(const Policy& p, const Request& r, const esp::FlowKey& flow) noexcept;
+  void releaseHeld() noexcept;
+  void expireHeld() noexcept;
   void inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, int family,
                      const esp::IpAddress& dst6) noexcept;
   std::uint8_t* bufferData(Worker& w, std::uint32_t buf) noexcept;
@@ -128,6 +136,20 @@ class Forwarder {
   bool tunStalled_ = false;
   bool raw4Stalled_ = false;
   bool raw6Stalled_ = false;
+
+  // Packets that matched an ipsec policy before its SA existed (an ACQUIRE
+  // is out for them): held a few seconds, then dropped and counted.
+  struct HeldPacket {
+    Worker* worker;
+    std::uint32_t buffer;
+    std::uint32_t length;
+    std::uint64_t sinceMs;
+  };
+  static constexpr std::size_t kMaxHeld = 64;
+  static constexpr std::uint64_t kHoldMs = 5000;
+  static constexpr std::uint64_t kAcquireIntervalMs = 1000;  // per policy
+  std::vector<HeldPacket> held_;
+  std::unordered_map<std::uint32_t, std::uint64_t> lastAcquireMs_;
 
   // Outbound sends gathered per burst, per family.
   struct SendBatch {

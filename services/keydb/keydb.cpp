@@ -37,7 +37,8 @@ void setRef(proto::SaRef::Builder b, SaRef r) {
 
 }  // namespace
 
-Keydb::Keydb(boost::asio::io_context& io, UniqueFd policy, UniqueFd crypto, UniqueFd forwarder) : io_(io) {
+Keydb::Keydb(boost::asio::io_context& io, UniqueFd policy, UniqueFd crypto, UniqueFd forwarder)
+    : io_(io), lifetimeTimer_(io) {
   policy_ = std::make_unique<control::Channel>(io_, std::move(policy), "ipsec-policy");
   attachDataPlane(std::move(crypto), std::move(forwarder));
 }
@@ -57,6 +58,71 @@ void Keydb::start() {
                    log::error("channel to ipsec-policy closed: {}", why);
                    std::exit(1);  // fail closed: ipsecd stops everything
                  });
+  armLifetimeTimer();
+}
+
+void Keydb::armLifetimeTimer() {
+  lifetimeTimer_.expires_after(std::chrono::seconds(1));
+  lifetimeTimer_.async_wait([this](boost::system::error_code ec) {
+    if (ec || stopped_) return;
+    checkLifetimes();
+    armLifetimeTimer();
+  });
+}
+
+namespace {
+
+// Has the SA used up this lifetime? Zero fields mean unlimited.
+bool exceeded(proto::Lifetime::Reader l, std::uint64_t bytes, std::uint64_t packets, std::uint64_t addTime,
+              std::uint64_t firstUse, std::uint64_t nowS) {
+  return (l.getBytes() != 0 && bytes >= l.getBytes()) ||
+         (l.getAllocations() != 0 && packets >= l.getAllocations()) ||
+         (l.getAddTime() != 0 && nowS - addTime >= l.getAddTime()) ||
+         (l.getUseTime() != 0 && firstUse != 0 && nowS - firstUse >= l.getUseTime());
+}
+
+}  // namespace
+
+void Keydb::checkLifetimes() {
+  const std::uint64_t t = now();
+  for (Sa* sa : sad_.all()) {
+    if (sa->larval()) {
+      if (t - sa->addTime >= kLarvalLifetime) {
+        ++larvalExpired_;
+        removeSa(*sa);
+      }
+      continue;
+    }
+    if (sa->pendingAdd) continue;  // not live yet
+    const std::uint64_t bytes = sa->usageBase.bytes + sa->usageReported.bytes;
+    const std::uint64_t packets = sa->usageBase.packets + sa->usageReported.packets;
+    auto p = sa->p();
+    if (exceeded(p.getHard(), bytes, packets, sa->addTime, sa->firstUse, t)) {
+      sa->pb().setState(SADB_SASTATE_DEAD);
+      sendExpire(*sa, true);
+      removeSa(*sa);
+    } else if (p.getState() == SADB_SASTATE_MATURE &&
+               exceeded(p.getSoft(), bytes, packets, sa->addTime, sa->firstUse, t)) {
+      sa->pb().setState(SADB_SASTATE_DYING);
+      sendExpire(*sa, false);
+    }
+  }
+}
+
+void Keydb::sendExpire(Sa& sa, bool hard) {
+  (hard ? hardExpires_ : softExpires_)++;
+  log::info("SA SPI {:#x}: {} lifetime reached", sa.p().getSpi(), hard ? "hard" : "soft");
+  capnp::MallocMessageBuilder b;
+  auto e = b.initRoot<proto::KeydbToPolicy>().initExpire();
+  e.setHard(hard);
+  auto r = e.initRecord();
+  r.setParams(sa.p());
+  auto c = r.initCurrent();
+  c.setAllocations(static_cast<std::uint32_t>(sa.usageBase.packets + sa.usageReported.packets));
+  c.setBytes(sa.usageBase.bytes + sa.usageReported.bytes);
+  c.setAddTime(sa.addTime);
+  c.setUseTime(sa.firstUse);
+  policy_->send(b);
 }
 
 void Keydb::stop() {
@@ -325,6 +391,7 @@ bool Keydb::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
         sa->usageReported = {u.getBytes(), u.getPackets()};
         if (sa->firstUse == 0) sa->firstUse = u.getFirstUse();
       }
+      checkLifetimes();  // byte and packet limits act on fresh counts
       return true;
   }
   return false;
@@ -333,7 +400,7 @@ bool Keydb::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
 void Keydb::fillStats(proto::Stats::Builder out) {
   std::uint64_t larval = 0;
   for (Sa* sa : sad_.all()) larval += sa->larval() ? 1 : 0;
-  auto list = out.initCounters(5);
+  auto list = out.initCounters(8);
   list[0].setName("sas");
   list[0].setValue(sad_.size());
   list[1].setName("sas_larval");
@@ -344,6 +411,12 @@ void Keydb::fillStats(proto::Stats::Builder out) {
   list[3].setValue(seqGrants_);
   list[4].setName("iv_grants");
   list[4].setValue(ivGrants_);
+  list[5].setName("expires_soft");
+  list[5].setValue(softExpires_);
+  list[6].setName("expires_hard");
+  list[6].setValue(hardExpires_);
+  list[7].setName("larval_expired");
+  list[7].setValue(larvalExpired_);
 }
 
 }  // namespace ipsec::keydb

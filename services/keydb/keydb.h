@@ -9,6 +9,7 @@
 #include <utility>  // before asio (Boost 1.74 with GCC 12)
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <memory>
 
 #include "control/channel.h"
@@ -44,14 +45,23 @@ class Keydb {
   void installInForwarder(Sa& sa);
   void reply(std::uint64_t id, int err, const std::vector<Sa*>& sas = {}, bool withKeys = false);
   void replyError(std::uint64_t id, int err) { reply(id, err); }
+  // Soft and hard lifetimes (RFC 2367 §2.3.4): bytes, packets, add time,
+  // first-use time. Soft: EXPIRE(soft), state dying. Hard: EXPIRE(hard) and
+  // the SA is deleted. Larval SAs live kLarvalLifetime seconds.
+  void checkLifetimes();
+  void armLifetimeTimer();
+  void sendExpire(Sa& sa, bool hard);
 
   boost::asio::io_context& io_;
   std::unique_ptr<control::Channel> policy_, crypto_, forwarder_;
   Sad sad_;
+  boost::asio::steady_timer lifetimeTimer_;
+  static constexpr std::uint64_t kLarvalLifetime = 30;  // seconds, as Linux's acquire timeout
   bool stopped_ = false;
   std::uint64_t sessionsFailed_ = 0;
   std::uint64_t seqGrants_ = 0;
   std::uint64_t ivGrants_ = 0;
+  std::uint64_t softExpires_ = 0, hardExpires_ = 0, larvalExpired_ = 0;
 };
 
 }  // namespace ipsec::keydb

@@ -1,0 +1,130 @@
+"""SA lifetimes and ACQUIRE, as a key manager sees them on PF_KEY:
+soft then hard EXPIRE as add-time lifetimes run out (the SA is then gone), and
+an ACQUIRE when a packet hits an ipsec policy with no SA — the packet is held
+and delivered once the SA arrives."""
+
+import os
+import socket
+import struct
+import subprocess
+import threading
+import time
+import unittest
+
+from harness import INNER, OUTER, SPI_AB, SPI_BA, Testbed, binary, sa_lines, spd_lines
+
+SADB_REGISTER, SADB_ACQUIRE, SADB_EXPIRE = 7, 6, 8
+SADB_SATYPE_ESP = 3
+EXT_SA, EXT_LIFETIME_HARD, EXT_LIFETIME_SOFT = 1, 3, 4
+
+
+class PfkeyListener:
+    """A registered PF_KEY client that collects unsolicited messages."""
+
+    def __init__(self, host):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # The socket lives in the host's runtime directory; Unix sockets need no netns.
+        self.sock.connect(os.path.join(host.runtime, "pfkey"))
+        self.sock.settimeout(0.2)
+        self.messages = []
+        hdr = struct.pack("=BBBBHHII", 2, SADB_REGISTER, 0, SADB_SATYPE_ESP, 2, 0, 1, os.getpid())
+        self.sock.send(hdr)
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop:
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            self.messages.append(data)
+
+    def of_type(self, t):
+        return [m for m in self.messages if len(m) >= 16 and m[1] == t]
+
+    def wait_for(self, t, count=1, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.of_type(t)) >= count:
+                return self.of_type(t)
+            time.sleep(0.05)
+        return self.of_type(t)
+
+    def close(self):
+        self.stop = True
+        self.thread.join(2)
+        self.sock.close()
+
+
+def extensions(msg):
+    """{ext type: bytes} of a PF_KEY message."""
+    out, off = {}, 16
+    while off + 4 <= len(msg):
+        length, typ = struct.unpack_from("=HH", msg, off)
+        if length == 0:
+            break
+        out[typ] = msg[off:off + length * 8]
+        off += length * 8
+    return out
+
+
+def spi_of(msg):
+    return struct.unpack_from("!I", extensions(msg)[EXT_SA], 4)[0]
+
+
+class LifetimeTest(unittest.TestCase):
+    def test_soft_then_hard_expire_then_the_sa_is_gone(self):
+        with Testbed() as tb:
+            a, b = OUTER[4]
+            sas = (f"add {a} {b} esp {SPI_AB:#x} -m tunnel -r 64 -ls 1 -lh 3 "
+                   f"-E aes-gcm-16 0x{'11' * 20};\n")
+            tb.start(tb.a, "flush;\nspdflush;\n" + sas)
+            listener = PfkeyListener(tb.a)
+            try:
+                expires = listener.wait_for(SADB_EXPIRE, count=2, timeout=10)
+                self.assertGreaterEqual(len(expires), 2, tb.log_text(tb.a))
+                soft, hard = expires[0], expires[1]
+                self.assertIn(EXT_LIFETIME_SOFT, extensions(soft))
+                self.assertNotIn(EXT_LIFETIME_HARD, extensions(soft))
+                self.assertIn(EXT_LIFETIME_HARD, extensions(hard))
+                self.assertEqual(spi_of(soft), SPI_AB)
+                self.assertEqual(spi_of(hard), SPI_AB)
+            finally:
+                listener.close()
+            dump = tb.a.exec([binary("setkey"), "--socket", os.path.join(tb.a.runtime, "pfkey"), "-D"],
+                             check=False).stdout
+            self.assertNotIn("spi=4097", dump)
+            c = tb.a.stats()["ipsec-keydb"]["counters"]
+            self.assertEqual((c["expires_soft"], c["expires_hard"]), (1, 1))
+
+
+class AcquireTest(unittest.TestCase):
+    def test_acquire_then_the_held_packet_goes_out_with_the_new_sa(self):
+        with Testbed() as tb:
+            tb.start(tb.a, "flush;\nspdflush;\n" + spd_lines("a", 4))
+            tb.start(tb.b, "flush;\nspdflush;\n" + sa_lines("aes-gcm", 4) + spd_lines("b", 4))
+            listener = PfkeyListener(tb.a)
+            try:
+                ping = tb.a.popen(["ping", "-n", "-c", "1", "-W", "8", INNER[4][1]],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                acquires = listener.wait_for(SADB_ACQUIRE, timeout=5)
+                self.assertTrue(acquires, tb.log_text(tb.a))
+                self.assertGreaterEqual(tb.a.counter("out_held_no_sa"), 1)
+                # The key manager answers with SAs; the held echo request goes out.
+                r = tb.a.setkey(sa_lines("aes-gcm", 4))
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                out, _ = ping.communicate(timeout=15)
+                self.assertEqual(ping.returncode, 0, out)
+                self.assertEqual(tb.a.counter("out_drop_no_sa"), 0)
+            finally:
+                listener.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
