@@ -5,10 +5,29 @@
 
 namespace ipsec::cryptodrv {
 
-DriverRegistry DriverRegistry::withDefaultDrivers() {
+DriverRegistry DriverRegistry::withDefaultDrivers(std::string_view preferred) {
+  std::vector<std::unique_ptr<Driver>> drivers;
+  drivers.push_back(makeOpenSslDriver());
+  drivers.push_back(makeSodiumDriver());
+  // A stable partition keeps the default order among the others.
+  std::stable_partition(drivers.begin(), drivers.end(), [&](const auto& d) { return d->name() == preferred; });
   DriverRegistry registry;
-  registry.add(makeOpenSslDriver());
+  for (auto& d : drivers) registry.add(std::move(d));
   return registry;
+}
+
+bool legacyAllowed(const TransformSpec& spec, std::string* error) {
+  if (spec.allowLegacy) return true;
+  for (const AlgorithmInfo* a :
+       {findAlgorithm(AlgorithmKind::kEncrypt, spec.encAlg), findAlgorithm(AlgorithmKind::kAuth, spec.authAlg)}) {
+    if (a != nullptr && a->legacy) {
+      if (error) {
+        *error = std::string(a->name) + " is a legacy algorithm, refused unless net.inet.ipsec.allow_legacy is set";
+      }
+      return false;
+    }
+  }
+  return true;
 }
 
 void DriverRegistry::add(std::unique_ptr<Driver> driver) {
@@ -18,6 +37,12 @@ void DriverRegistry::add(std::unique_ptr<Driver> driver) {
 const Driver* DriverRegistry::find(const TransformSpec& spec) const noexcept {
   for (const auto& d : drivers_)
     if (d->supports(spec)) return d.get();
+  return nullptr;
+}
+
+const Driver* DriverRegistry::driver(std::string_view name) const noexcept {
+  for (const auto& d : drivers_)
+    if (d->name() == name) return d.get();
   return nullptr;
 }
 

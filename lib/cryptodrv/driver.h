@@ -16,23 +16,10 @@
 #include <string_view>
 #include <vector>
 
+#include "cryptodrv/algorithms.h"
 #include "cryptodrv/transform.h"
 
 namespace ipsec::cryptodrv {
-
-enum class AlgorithmKind : uint8_t { kEncrypt, kAuth };
-
-// One row of a SUPPORTED extension, plus what the broker needs itself.
-struct AlgorithmInfo {
-  AlgorithmKind kind = AlgorithmKind::kEncrypt;
-  uint8_t id = 0;          // PF_KEY id (<linux/pfkeyv2.h>)
-  uint8_t ivLength = 0;    // bytes on the wire (note: Linux reports 8 for AES-CBC)
-  uint8_t icvLength = 0;   // bytes; AEADs carry theirs in the encryption row
-  uint16_t minKeyBits = 0; // key as carried in PF_KEY, AEAD salt included
-  uint16_t maxKeyBits = 0;
-  std::string_view name{}; // setkey's name: "aes-gcm-16", "hmac-sha256"
-  bool aead = false;       // needs no authentication algorithm
-};
 
 class Driver {
  public:
@@ -56,13 +43,17 @@ class Driver {
 class DriverRegistry {
  public:
   DriverRegistry() = default;
-  // The drivers this build has, in order of preference (today: OpenSSL).
-  static DriverRegistry withDefaultDrivers();
+  // The drivers this build has, in order of preference: OpenSSL, then
+  // libsodium, unless `preferred` names a driver ("sodium"), which then goes
+  // first. A spec goes to the first driver that supports it.
+  static DriverRegistry withDefaultDrivers(std::string_view preferred = {});
 
   void add(std::unique_ptr<Driver> driver);
   std::span<const std::unique_ptr<Driver>> drivers() const noexcept { return drivers_; }
   // The first driver that supports the spec, or nullptr.
   const Driver* find(const TransformSpec& spec) const noexcept;
+  // The driver of that name ("openssl", "sodium"), or nullptr.
+  const Driver* driver(std::string_view name) const noexcept;
   std::unique_ptr<Transform> makeTransform(const TransformSpec& spec, std::string* error) const;
   // Every algorithm of one kind that some driver runs, one row per id (the
   // first driver's row wins), sorted by id.
@@ -72,10 +63,20 @@ class DriverRegistry {
   std::vector<std::unique_ptr<Driver>> drivers_;
 };
 
-// The OpenSSL 3 EVP driver: AES-GCM-16 (128/192/256), AES-CBC (128/192/256)
-// or NULL encryption with HMAC-SHA1-96, HMAC-SHA2-256-128, -384-192,
-// -512-256, or no integrity (AES-CBC only).
+// The OpenSSL 3 EVP driver, every algorithm of algorithms.cpp: AES-GCM-8/
+// 12/16, AES-CCM-8/12/16, AES-GMAC, ChaCha20-Poly1305 (each alone), and
+// AES-CBC, AES-CTR, 3DES-CBC or NULL encryption with HMAC-SHA1-96,
+// HMAC-SHA2-256-128/-384-192/-512-256, AES-XCBC-MAC-96, AES-CMAC-96,
+// HMAC-MD5-96 or (not with NULL) no integrity.
 std::unique_ptr<Driver> makeOpenSslDriver();
+
+// The libsodium driver: ChaCha20-Poly1305, and AES-256-GCM-16 where the CPU
+// lets libsodium run it (crypto_aead_aes256gcm_is_available()).
+std::unique_ptr<Driver> makeSodiumDriver();
+
+// False (and *error says why) if the spec names a legacy algorithm and does
+// not set allowLegacy. Every driver's create() checks it.
+bool legacyAllowed(const TransformSpec& spec, std::string* error);
 
 // makeTransform() on a process-wide registry withDefaultDrivers().
 std::unique_ptr<Transform> makeTransform(const TransformSpec& spec, std::string* error);

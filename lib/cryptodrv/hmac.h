@@ -13,28 +13,24 @@
 #include <string>
 #include <string_view>
 
+#include "cryptodrv/mac.h"
+
 struct evp_mac_ctx_st;
 
 namespace ipsec::cryptodrv {
 
-class Hmac {
+class Hmac final : public Mac {
  public:
-  static constexpr size_t kMaxSize = 64;  // SHA-512
-
-  // digest: an OpenSSL digest name, "SHA1", "SHA256", "SHA384", "SHA512".
+  // digest: an OpenSSL digest name, "MD5", "SHA1", "SHA224", "SHA256",
+  // "SHA384", "SHA512".
   // nullptr and *error on failure.
   static std::unique_ptr<Hmac> create(std::string_view digest, std::span<const uint8_t> key, std::string* error);
-  ~Hmac();
-  Hmac(const Hmac&) = delete;
-  Hmac& operator=(const Hmac&) = delete;
+  ~Hmac() override;
 
-  // Length of the full (untruncated) MAC.
-  size_t size() const noexcept { return size_; }
-
-  bool begin() noexcept;
-  bool update(const uint8_t* data, size_t len) noexcept;
-  // Writes size() bytes to `out`.
-  bool finish(uint8_t* out) noexcept;
+  size_t size() const noexcept override { return size_; }
+  bool begin() noexcept override;
+  bool update(const uint8_t* data, size_t len) noexcept override;
+  bool finish(uint8_t* out) noexcept override;
 
  private:
   Hmac(evp_mac_ctx_st* ctx, size_t size) : ctx_(ctx), size_(size) {}

@@ -24,6 +24,8 @@ class SecureBytes {
   SecureBytes& operator=(SecureBytes&&) = delete;
 
   const uint8_t* data() const noexcept { return data_; }
+  // For state derived from a key in place (an expanded key schedule).
+  uint8_t* mutableData() noexcept { return data_; }
   size_t size() const noexcept { return size_; }
   std::span<const uint8_t> span() const noexcept { return {data_, size_}; }
 

@@ -32,13 +32,19 @@ std::string_view toString(Status status) noexcept;
 // <linux/pfkeyv2.h> and the keys as they arrived in SADB_EXT_KEY_ENCRYPT /
 // SADB_EXT_KEY_AUTH. The spans are only read while the Transform is created.
 struct TransformSpec {
-  uint8_t encAlg = 0;   // SADB_EALG_* / SADB_X_EALG_*: NULL, AES-CBC, AES-GCM-16, ...
-  uint8_t authAlg = 0;  // SADB_AALG_* / SADB_X_AALG_*: NONE for AEADs
-  std::span<const uint8_t> encKey{};   // AES-GCM: key || 4-byte salt (RFC 4106 §8.1)
+  uint8_t encAlg = 0;   // SADB_EALG_* / SADB_X_EALG_* or algorithm_ids.h: NULL, AES-CBC, AES-GCM-16, ...
+  uint8_t authAlg = 0;  // SADB_AALG_* / SADB_X_AALG_* or algorithm_ids.h: NONE for AEADs
+  // AES-GCM, AES-GMAC, ChaCha20-Poly1305: key || 4-byte salt (RFC 4106 §8.1,
+  // RFC 4543 §3.2, RFC 7634 §2); AES-CCM: key || 3-byte salt (RFC 4309 §7.1);
+  // AES-CTR: key || 4-byte nonce (RFC 3686 §5.1).
+  std::span<const uint8_t> encKey{};
   std::span<const uint8_t> authKey{};
   // Extended sequence numbers (RFC 4303 §2.2.1): fixed per SA, so it is part
   // of the spec; with esn == false seal()/open() ignore their seqHigh.
   bool esn = false;
+  // Legacy algorithms (3DES-CBC, HMAC-MD5-96) are refused unless this is set.
+  // The broker sets it from the sysctl net.inet.ipsec.allow_legacy.
+  bool allowLegacy = false;
 };
 
 class Transform {
@@ -53,7 +59,8 @@ class Transform {
   virtual uint8_t icvLength() const noexcept = 0;
   // The encrypted part (payload..next header) is a multiple of this; >= 4.
   virtual uint8_t padAlign() const noexcept = 0;
-  // True: the IV must merely never repeat under this key (GCM), so the broker
+  // True: the IV must merely never repeat under this key (GCM, CCM, CTR,
+  // GMAC, ChaCha20-Poly1305), so the broker
   // takes it from its reserved counter. False: it must be unpredictable (CBC),
   // so the broker fills it from a CSPRNG.
   virtual bool ivIsCounter() const noexcept = 0;

@@ -1,0 +1,41 @@
+// Shared transform pieces (see esp_common.h). Runs only in ipsec-crypto.
+#include "cryptodrv/esp_common.h"
+
+#include <cstring>
+#include <stdexcept>
+
+namespace ipsec::cryptodrv::detail {
+
+namespace {
+// Zero-initialised TLS, never allocated per packet.
+alignas(64) thread_local uint8_t tlsScratch[Transform::kMaxPacketLength];
+}  // namespace
+
+uint8_t* packetScratch() noexcept { return tlsScratch; }
+
+size_t buildAad(const uint8_t* header, bool esn, uint32_t seqHigh, uint8_t* aad) noexcept {
+  std::memcpy(aad, header, 4);
+  if (!esn) {
+    std::memcpy(aad + 4, header + 4, 4);
+    return 8;
+  }
+  store32(aad + 4, seqHigh);
+  std::memcpy(aad + 8, header + 4, 4);
+  return 12;
+}
+
+CipherCtx keyedContext(const EVP_CIPHER* cipher, const uint8_t* key, bool encrypt) {
+  CipherCtx ctx(EVP_CIPHER_CTX_new());
+  if (!ctx || EVP_CipherInit_ex(ctx.get(), cipher, nullptr, key, nullptr, encrypt ? 1 : 0) != 1 ||
+      EVP_CIPHER_CTX_set_padding(ctx.get(), 0) != 1) {
+    throw std::runtime_error("EVP cipher context set-up failed");
+  }
+  return ctx;
+}
+
+bool fail(std::string* error, std::string why) {
+  if (error) *error = std::move(why);
+  return false;
+}
+
+}  // namespace ipsec::cryptodrv::detail

@@ -1,0 +1,219 @@
+// The OpenSSL 3 EVP driver's combined-mode ESP transforms: AES-GCM with 8,
+// 12 or 16-byte ICVs (RFC 4106), AES-CCM with 8, 12 or 16-byte ICVs
+// (RFC 4309), AES-GMAC (RFC 4543: authenticated, not encrypted) and
+// ChaCha20-Poly1305 (RFC 7634).
+//
+// Runs ONLY in ipsec-crypto. Trusts keydb for keys and algorithm ids; trusts
+// nothing in the packet buffer, which the forwarder shares and may change at
+// any moment: what the security depends on (IV, ciphertext, ICV) is read
+// once into private memory before it is verified.
+//
+// Per packet: the contexts are keyed once in the constructor and only get a
+// new nonce per packet; nothing is allocated.
+#include <linux/pfkeyv2.h>
+#include <openssl/evp.h>
+
+#include <cstring>
+#include <stdexcept>
+
+#include "cryptodrv/algorithms.h"
+#include "cryptodrv/esp_common.h"
+#include "cryptodrv/secure_bytes.h"
+
+namespace ipsec::cryptodrv::detail {
+namespace {
+
+constexpr size_t kIv = 8;  // every one of these carries an 8-byte IV
+
+enum class Mode : uint8_t { kGcm, kCcm, kGmac, kChacha };
+
+struct AeadAlg {
+  uint8_t id;
+  Mode mode;
+  uint8_t icv;
+  uint8_t salt;  // bytes of salt at the end of the PF_KEY key
+  const char* name;
+};
+
+constexpr AeadAlg kAeads[] = {
+    {SADB_X_EALG_AES_CCM_ICV8, Mode::kCcm, 8, 3, "aes-ccm-8"},
+    {SADB_X_EALG_AES_CCM_ICV12, Mode::kCcm, 12, 3, "aes-ccm-12"},
+    {SADB_X_EALG_AES_CCM_ICV16, Mode::kCcm, 16, 3, "aes-ccm-16"},
+    {SADB_X_EALG_AES_GCM_ICV8, Mode::kGcm, 8, 4, "aes-gcm-8"},
+    {SADB_X_EALG_AES_GCM_ICV12, Mode::kGcm, 12, 4, "aes-gcm-12"},
+    {SADB_X_EALG_AES_GCM_ICV16, Mode::kGcm, 16, 4, "aes-gcm-16"},
+    {SADB_X_EALG_NULL_AES_GMAC, Mode::kGmac, 16, 4, "aes-gmac"},
+    {kSadbXEalgChacha20Poly1305, Mode::kChacha, 16, 4, "chacha20-poly1305"},
+};
+
+const AeadAlg* findAead(uint8_t id) noexcept {
+  for (const auto& a : kAeads)
+    if (a.id == id) return &a;
+  return nullptr;
+}
+
+const EVP_CIPHER* cipherFor(Mode mode, size_t keyBytes) noexcept {
+  switch (mode) {
+    case Mode::kChacha: return keyBytes == 32 ? EVP_chacha20_poly1305() : nullptr;
+    case Mode::kCcm:
+      return keyBytes == 16 ? EVP_aes_128_ccm() : keyBytes == 24 ? EVP_aes_192_ccm() : keyBytes == 32 ? EVP_aes_256_ccm() : nullptr;
+    case Mode::kGcm:
+    case Mode::kGmac:
+      return keyBytes == 16 ? EVP_aes_128_gcm() : keyBytes == 24 ? EVP_aes_192_gcm() : keyBytes == 32 ? EVP_aes_256_gcm() : nullptr;
+  }
+  return nullptr;
+}
+
+class OpenSslAeadTransform final : public Transform {
+ public:
+  OpenSslAeadTransform(const AeadAlg& alg, const EVP_CIPHER* cipher, std::span<const uint8_t> keymat, bool esn)
+      : alg_(alg),
+        keymat_(keymat),
+        esn_(esn),
+        enc_(context(cipher, true)),
+        dec_(context(cipher, false)),
+        name_(std::string("openssl:") + alg.name + "-" + std::to_string((keymat.size() - alg.salt) * 8)) {}
+
+  uint8_t ivLength() const noexcept override { return kIv; }
+  uint8_t icvLength() const noexcept override { return alg_.icv; }
+  uint8_t padAlign() const noexcept override { return 4; }
+  bool ivIsCounter() const noexcept override { return true; }  // a nonce, never repeated
+  bool esn() const noexcept override { return esn_; }
+  std::string_view name() const noexcept override { return name_; }
+
+  Status sealWithIv(uint8_t* esp, size_t len, uint32_t seqHigh, const uint8_t* iv) noexcept override {
+    size_t region = 0;
+    if (!regionOf(esp, len, region)) return Status::kBadLength;
+    std::memcpy(esp + kEspHeader, iv, kIv);
+    uint8_t nonce[4 + kIv];
+    makeNonce(iv, nonce);
+    uint8_t header[kEspHeader];
+    std::memcpy(header, esp, kEspHeader);
+    uint8_t aad[12];
+    const int aadLen = static_cast<int>(buildAad(header, esn_, seqHigh, aad));
+    uint8_t* payload = esp + kEspHeader + kIv;
+    const int n = static_cast<int>(region);
+    int out = 0;
+    EVP_CIPHER_CTX* c = enc_.get();
+    if (EVP_EncryptInit_ex(c, nullptr, nullptr, nullptr, nonce) != 1) return Status::kInternal;
+    // CCM needs the length up front and the AAD in one call (RFC 3610).
+    if (alg_.mode == Mode::kCcm && EVP_EncryptUpdate(c, nullptr, &out, nullptr, n) != 1) return Status::kInternal;
+    if (EVP_EncryptUpdate(c, nullptr, &out, aad, aadLen) != 1) return Status::kInternal;
+    if (alg_.mode == Mode::kGmac) {
+      // RFC 4543 §3: AAD = SPI, sequence, IV, then the whole payload.
+      if (EVP_EncryptUpdate(c, nullptr, &out, iv, kIv) != 1 || EVP_EncryptUpdate(c, nullptr, &out, payload, n) != 1)
+        return Status::kInternal;
+    } else if (EVP_EncryptUpdate(c, payload, &out, payload, n) != 1 || out != n) {
+      return Status::kInternal;
+    }
+    int fin = 0;
+    if (alg_.mode != Mode::kCcm && EVP_EncryptFinal_ex(c, payload + region, &fin) != 1) return Status::kInternal;
+    if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, alg_.icv, payload + region) != 1) return Status::kInternal;
+    return Status::kOk;
+  }
+
+  Status open(uint8_t* esp, size_t len, uint32_t seqHigh) noexcept override {
+    size_t region = 0;
+    if (!regionOf(esp, len, region)) return Status::kBadLength;
+    uint8_t* copy = packetScratch();
+    std::memcpy(copy, esp, len);
+    uint8_t nonce[4 + kIv];
+    makeNonce(copy + kEspHeader, nonce);
+    uint8_t aad[12];
+    const int aadLen = static_cast<int>(buildAad(copy, esn_, seqHigh, aad));
+    uint8_t* payload = copy + kEspHeader + kIv;
+    const int n = static_cast<int>(region);
+    int out = 0;
+    EVP_CIPHER_CTX* c = dec_.get();
+    if (EVP_DecryptInit_ex(c, nullptr, nullptr, nullptr, nonce) != 1 ||
+        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, alg_.icv, payload + region) != 1) {
+      return Status::kInternal;
+    }
+    if (alg_.mode == Mode::kCcm && EVP_DecryptUpdate(c, nullptr, &out, nullptr, n) != 1) return Status::kInternal;
+    if (EVP_DecryptUpdate(c, nullptr, &out, aad, aadLen) != 1) return Status::kInternal;
+    if (alg_.mode == Mode::kGmac) {
+      if (EVP_DecryptUpdate(c, nullptr, &out, copy + kEspHeader, static_cast<int>(kIv) + n) != 1)
+        return Status::kInternal;
+    } else if (EVP_DecryptUpdate(c, payload, &out, payload, n) != 1) {
+      // CCM verifies inside the update (and wipes its output on failure).
+      return alg_.mode == Mode::kCcm ? Status::kBadIcv : Status::kInternal;
+    }
+    // GCM/GMAC/ChaCha20-Poly1305 compare the tag in Final with CRYPTO_memcmp.
+    // The plaintext so far exists only in the private copy.
+    int fin = 0;
+    if (alg_.mode != Mode::kCcm && EVP_DecryptFinal_ex(c, payload + region, &fin) != 1) return Status::kBadIcv;
+    std::memcpy(esp + kEspHeader + kIv, payload, region);  // exactly the bytes verified
+    return Status::kOk;
+  }
+
+ private:
+  CipherCtx context(const EVP_CIPHER* cipher, bool encrypt) {
+    CipherCtx ctx(EVP_CIPHER_CTX_new());
+    const int e = encrypt ? 1 : 0;
+    bool ok = ctx && EVP_CipherInit_ex(ctx.get(), cipher, nullptr, nullptr, nullptr, e) == 1;
+    if (ok && alg_.mode == Mode::kCcm) {
+      // RFC 4309 §4: an 11-byte nonce (3-byte salt, 8-byte IV), so L = 4;
+      // the tag length is fixed per context.
+      ok = EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_AEAD_SET_IVLEN, 3 + kIv, nullptr) == 1 &&
+           EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_AEAD_SET_TAG, alg_.icv, nullptr) == 1;
+    }
+    ok = ok && EVP_CipherInit_ex(ctx.get(), nullptr, nullptr, keymat_.data(), nullptr, e) == 1;
+    if (!ok) throw std::runtime_error(std::string(alg_.name) + ": EVP context set-up failed");
+    return ctx;
+  }
+  bool regionOf(const uint8_t* esp, size_t len, size_t& region) const noexcept {
+    // At least the 2-byte trailer, padded to 4.
+    if (esp == nullptr || len > kMaxPacketLength || len < kEspHeader + kIv + 4 + alg_.icv) return false;
+    region = len - kEspHeader - kIv - alg_.icv;
+    return region % 4 == 0;
+  }
+  void makeNonce(const uint8_t* iv, uint8_t* nonce) const noexcept {
+    std::memcpy(nonce, keymat_.data() + keymat_.size() - alg_.salt, alg_.salt);
+    std::memcpy(nonce + alg_.salt, iv, kIv);
+  }
+
+  const AeadAlg& alg_;
+  SecureBytes keymat_;  // key || salt
+  bool esn_;
+  CipherCtx enc_;
+  CipherCtx dec_;
+  std::string name_;
+};
+
+}  // namespace
+
+bool openSslRunsAead(uint8_t encAlg) noexcept { return findAead(encAlg) != nullptr; }
+
+std::unique_ptr<Transform> makeOpenSslAead(const TransformSpec& spec, std::string* error) {
+  const AeadAlg* alg = findAead(spec.encAlg);
+  if (alg == nullptr) {
+    fail(error, "openssl driver: not an AEAD: " + std::to_string(spec.encAlg));
+    return nullptr;
+  }
+  if (spec.authAlg != SADB_AALG_NONE && spec.authAlg != SADB_X_AALG_NULL) {
+    fail(error, std::string(alg->name) + ": authenticates itself, takes no authentication algorithm");
+    return nullptr;
+  }
+  if (!spec.authKey.empty()) {
+    fail(error, std::string(alg->name) + ": takes no authentication key");
+    return nullptr;
+  }
+  const size_t keyBytes = spec.encKey.size() < alg->salt ? 0 : spec.encKey.size() - alg->salt;
+  const EVP_CIPHER* cipher = spec.encKey.size() < alg->salt ? nullptr : cipherFor(alg->mode, keyBytes);
+  if (cipher == nullptr) {
+    const std::string sizes = alg->mode == Mode::kChacha ? std::string("36")
+                              : alg->salt == 3           ? std::string("19, 27 or 35")
+                                                         : std::string("20, 28 or 36");
+    fail(error, std::string(alg->name) + ": key must be " + sizes + " bytes (key and " + std::to_string(alg->salt) +
+                    "-byte salt), got " + std::to_string(spec.encKey.size()));
+    return nullptr;
+  }
+  try {
+    return std::make_unique<OpenSslAeadTransform>(*alg, cipher, spec.encKey, spec.esn);
+  } catch (const std::exception& e) {
+    fail(error, std::string("openssl driver: ") + e.what());
+    return nullptr;
+  }
+}
+
+}  // namespace ipsec::cryptodrv::detail
