@@ -88,7 +88,6 @@ class Sad {
   std::vector<std::uint32_t> generations_;
   std::vector<std::uint32_t> freeSlots_;
   std::map<SaKey, std::uint32_t> byKey_;
-  std::uint32_t spiHint_ = 0;
 };
 
 }  // namespace ipsec::keydb
