@@ -1,6 +1,10 @@
 // The algorithm names setkey(8) accepts and their Linux PF_KEY ids and key
-// sizes. Client side only (the setkey tool); the service decides what it
-// really supports through its REGISTER reply, which the tool checks too.
+// sizes: the algorithms the crypto broker's drivers run (lib/cryptodrv/
+// algorithms.cpp), plus camellia-cbc for Linux-like services. Client side
+// only (the setkey tool); the service
+// decides what it really offers through its REGISTER reply, which the tool
+// checks too (3des-cbc and hmac-md5 only appear there when the service has
+// net.inet.ipsec.allow_legacy set).
 #pragma once
 
 #include <linux/pfkeyv2.h>
@@ -10,12 +14,15 @@
 #include <span>
 #include <string_view>
 
+#include "cryptodrv/algorithm_ids.h"
+
 namespace ipsec::setkey {
 
-// ChaCha20-Poly1305 (RFC 7634) has no Linux PF_KEY id. PROVISIONAL: 28 is its
-// IKEv2 transform id (Linux's AES-GCM ids 18-20 follow the IKEv2 ones too);
-// a later issue pins the value together with ipsec-policy's SUPPORTED list.
-inline constexpr uint8_t kSadbXEalgChacha20Poly1305 = 28;
+// The ids Linux lacks are defined once, for setkey, ipsec-policy and the
+// crypto drivers alike, in the header-only cryptodrv/algorithm_ids.h:
+// ChaCha20-Poly1305 is 28 (its IKEv2 transform id), AES-CMAC-96 is 250.
+using cryptodrv::kSadbXAalgAesCmac96;
+using cryptodrv::kSadbXEalgChacha20Poly1305;
 
 enum class AlgKind : uint8_t { kEncrypt, kAuth, kCompress };
 
