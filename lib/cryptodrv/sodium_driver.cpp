@@ -4,9 +4,9 @@
 // and PCLMUL: crypto_aead_aes256gcm_is_available()).
 //
 // Runs ONLY in ipsec-crypto. Same trust rules as the OpenSSL driver: the
-// packet buffer is shared with the forwarder, so open() verifies a private
-// copy, and libsodium's *_decrypt_detached writes plaintext only after the
-// tag has verified (compared in constant time inside libsodium).
+// packet buffer is shared with the forwarder, so open() verifies and
+// decrypts a private copy (libsodium compares the tag in constant time) and
+// only then writes the plaintext back.
 //
 // Keys (and AES-GCM's expanded key schedule) live in sodium_malloc memory;
 // nothing is allocated per packet.
@@ -95,16 +95,19 @@ class SodiumTransform final : public Transform {
     makeNonce(copy + kEspHeader, nonce);
     uint8_t aad[12];
     const size_t aadLen = detail::buildAad(copy, esn_, seqHigh, aad);
-    const uint8_t* cipherText = copy + kEspHeader + kIv;
-    uint8_t* plainText = esp + kEspHeader + kIv;
+    // In place in the private copy: libsodium's AES-GCM wipes its output on
+    // a bad tag, and a rejected packet must stay as received.
+    uint8_t* payload = copy + kEspHeader + kIv;
     const int rc = cipher_ == Cipher::kAes256Gcm
-                       ? crypto_aead_aes256gcm_decrypt_detached_afternm(plainText, nullptr, cipherText, region,
-                                                                        cipherText + region, aad, aadLen, nonce,
+                       ? crypto_aead_aes256gcm_decrypt_detached_afternm(payload, nullptr, payload, region,
+                                                                        payload + region, aad, aadLen, nonce,
                                                                         gcmState())
-                       : crypto_aead_chacha20poly1305_ietf_decrypt_detached(plainText, nullptr, cipherText, region,
-                                                                            cipherText + region, aad, aadLen, nonce,
+                       : crypto_aead_chacha20poly1305_ietf_decrypt_detached(payload, nullptr, payload, region,
+                                                                            payload + region, aad, aadLen, nonce,
                                                                             keymat_.data());
-    return rc == 0 ? Status::kOk : Status::kBadIcv;
+    if (rc != 0) return Status::kBadIcv;
+    std::memcpy(esp + kEspHeader + kIv, payload, region);
+    return Status::kOk;
   }
 
  private:
