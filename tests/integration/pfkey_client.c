@@ -12,7 +12,13 @@
  *   pfkey_client --probe
  *       the socket itself: getsockopt SO_TYPE/SO_DOMAIN/SO_PROTOCOL,
  *       getsockname, dup/dup2/fcntl/close bookkeeping, write/read, poll,
- *       MSG_PEEK, MSG_TRUNC, SO_RCVTIMEO, wrong type and protocol.
+ *       MSG_PEEK, MSG_TRUNC, SO_RCVTIMEO, wrong type and protocol, and
+ *       threads duplicating and closing descriptors at once.
+ *
+ *   pfkey_client --hold
+ *       opens a socket, prints "ready", waits for a line on stdin, then sends
+ *       with write() and send(): after the service has gone away both must
+ *       fail with EPIPE (an AF_KEY socket never raises SIGPIPE).
  *
  *   pfkey_client --local A --remote B --local-net P/N --remote-net P/N
  *                --key-in HEX --key-out HEX [--peer-spi SPI|-] [--reqid N]
@@ -24,9 +30,10 @@
  *       X_SPDADD out/in/fwd with tunnel requests, GET with LIFETIME_CURRENT.
  *       The peer's SPI is what IKE would carry: given with --peer-spi, or
  *       "-" (the default) to read it from stdin after the "ok GETSPI" line.
- *       With --teardown it then prints "ready", waits for a line on stdin,
- *       and removes what it installed (X_SPDDELETE, DELETE), as charon does
- *       when a child is closed.
+ *       With --teardown it then prints "ready", waits for a line on stdin
+ *       ("used": first GET both SAs again and require traffic counted in
+ *       LIFETIME_CURRENT), and removes what it installed (X_SPDDELETE,
+ *       DELETE), as charon does when a child is closed.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -36,6 +43,7 @@
 #include <linux/pfkeyv2.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -311,6 +319,46 @@ static void sendRegisterUnspec(int fd, struct Msg *m, const char *step, int useW
   if (n != (ssize_t)m->used) fail(step, "send: %s", strerror(errno));
 }
 
+/* One thread of the concurrency check: its PF_KEY socket's duplicates and
+ * UDP sockets keep taking the numbers other threads just closed; each must
+ * answer for what it is. */
+enum { kThreads = 4, kRounds = 2000 };
+
+static void *churn(void *arg) {
+  const int fd = *(const int *)arg;
+  for (int i = 0; i < kRounds; ++i) {
+    const int d = dup(fd);
+    const int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (d < 0 || u < 0) return "dup or socket failed";
+    if (sockoptInt(d, SO_DOMAIN) != PF_KEY) return "a PF_KEY duplicate answered as something else";
+    if (sockoptInt(u, SO_DOMAIN) != AF_INET) return "a UDP socket answered as PF_KEY";
+    close(d);
+    close(u);
+  }
+  return NULL;
+}
+
+static void threads(void) {
+  pthread_t t[kThreads];
+  int fds[kThreads];
+  for (int i = 0; i < kThreads; ++i) {
+    fds[i] = openPfKey("threads");
+    if (pthread_create(&t[i], NULL, churn, &fds[i]) != 0) fail("threads", "pthread_create");
+  }
+  const char *err = NULL;
+  for (int i = 0; i < kThreads; ++i) {
+    void *r;
+    pthread_join(t[i], &r);
+    if (r) err = r;
+  }
+  if (err) fail("threads", "%s", err);
+  for (int i = 0; i < kThreads; ++i) {
+    if (sockoptInt(fds[i], SO_TYPE) != SOCK_RAW) fail("threads", "fd %d lost its identity", fds[i]);
+    close(fds[i]);
+  }
+  ok("threads", "%d threads x %d dup/socket/close rounds", kThreads, kRounds);
+}
+
 static int probe(void) {
   static struct Msg m, r;
   int fd = openPfKey("socket");
@@ -400,7 +448,32 @@ static int probe(void) {
   close(nb);
   ok("flags", "SOCK_NONBLOCK and SOCK_CLOEXEC applied");
   close(fd);
+  threads();
   return 0;
+}
+
+static int hold(void) {
+  static struct Msg m;
+  const int fd = openPfKey("socket");
+  printf("ready\n");
+  fflush(stdout);
+  char line[64];
+  if (!fgets(line, sizeof line, stdin)) { /* EOF goes on as well */
+  }
+  begin(&m, SADB_REGISTER, SADB_SATYPE_UNSPEC);
+  header(&m)->sadb_msg_len = (uint16_t)(m.used / 8);
+  /* The first send may still land in the dying peer's buffer; go on until
+   * the broken connection shows. */
+  for (int i = 0; i < 100; ++i) {
+    if (write(fd, m.words, m.used) < 0) {
+      if (errno != EPIPE) fail("epipe", "write: %s", strerror(errno));
+      if (send(fd, m.words, m.used, 0) >= 0 || errno != EPIPE) fail("epipe", "send: %s", strerror(errno));
+      ok("epipe", "write and send fail with EPIPE, no SIGPIPE");
+      return 0;
+    }
+    usleep(20000);
+  }
+  fail("epipe", "sends still succeed: the service is not gone");
 }
 
 /* ---- the charon sequence ------------------------------------------------------------ */
@@ -483,7 +556,9 @@ static uint32_t spdAddStep(int fd, uint8_t dir, const struct Addr *src, const st
   return p->sadb_x_policy_id;
 }
 
-static void getStep(int fd, uint32_t spi, const struct Addr *src, const struct Addr *dst, const char *step) {
+/* `used`: traffic has crossed the SA, so CURRENT must count it (bytes, and
+ * the first use time charon reports). */
+static void getStep(int fd, uint32_t spi, const struct Addr *src, const struct Addr *dst, int used, const char *step) {
   static struct Msg m, r;
   begin(&m, SADB_GET, SADB_SATYPE_ESP);
   addSa(&m, spi, 0, SADB_SASTATE_LARVAL, 0, 0);
@@ -497,9 +572,14 @@ static void getStep(int fd, uint32_t spi, const struct Addr *src, const struct A
   }
   if (!cur) fail(step, "reply without LIFETIME_CURRENT (charon dereferences it)");
   if (!sa2 || sa2->sadb_x_sa2_mode != IPSEC_MODE_TUNNEL) fail(step, "reply without SA2 mode tunnel");
+  const unsigned long long addtime = cur->sadb_lifetime_addtime, bytes = cur->sadb_lifetime_bytes,
+                           usetime = cur->sadb_lifetime_usetime, packets = cur->sadb_lifetime_allocations;
   explicit_bzero(r.words, r.used); /* GET replies carry the key */
-  ok(step, "spi=0x%08x lifetime_current addtime=%llu bytes=%llu", spi,
-     (unsigned long long)cur->sadb_lifetime_addtime, (unsigned long long)cur->sadb_lifetime_bytes);
+  /* Linux puts the SA's add time here; charon reads bytes and use time. */
+  if (addtime == 0) fail(step, "LIFETIME_CURRENT without the add time");
+  if (used && (bytes == 0 || usetime == 0)) fail(step, "traffic not counted: bytes=%llu usetime=%llu", bytes, usetime);
+  ok(step, "spi=0x%08x lifetime_current addtime=%llu usetime=%llu bytes=%llu packets=%llu", spi, addtime, usetime,
+     bytes, packets);
 }
 
 static void deleteSaStep(int fd, uint32_t spi, uint8_t state, const struct Addr *src, const struct Addr *dst,
@@ -571,8 +651,8 @@ static int charon(const struct Options *o) {
                                     o->reqid, "X_SPDADD-out");
   if (idIn == idFwd || idIn == idOut || idFwd == idOut) fail("X_SPDADD", "policy ids are not unique");
 
-  getStep(fd, spiIn, &o->remote, &o->local, "GET-in");
-  getStep(fd, spiOut, &o->local, &o->remote, "GET-out");
+  getStep(fd, spiIn, &o->remote, &o->local, 0, "GET-in");
+  getStep(fd, spiOut, &o->local, &o->remote, 0, "GET-out");
 
   /* The ADD and X_SPDADD broadcasts reached the event socket too. */
   int seen = 0;
@@ -584,7 +664,11 @@ static int charon(const struct Options *o) {
   printf("ready\n");
   fflush(stdout);
   char line[64];
-  if (!fgets(line, sizeof line, stdin)) { /* EOF: tear down as well */
+  /* "used": the test sent traffic through the tunnel meanwhile. EOF or any
+   * other line: tear down without looking at usage. */
+  if (fgets(line, sizeof line, stdin) && strncmp(line, "used", 4) == 0) {
+    getStep(fd, spiIn, &o->remote, &o->local, 1, "GET-in-used");
+    getStep(fd, spiOut, &o->local, &o->remote, 1, "GET-out-used");
   }
   spdDeleteStep(fd, IPSEC_DIR_OUTBOUND, &o->localNet, &o->remoteNet, "X_SPDDELETE-out");
   spdDeleteStep(fd, IPSEC_DIR_INBOUND, &o->remoteNet, &o->localNet, "X_SPDDELETE-in");
@@ -598,7 +682,7 @@ static int charon(const struct Options *o) {
 
 static _Noreturn void usage(void) {
   fprintf(stderr,
-          "usage: pfkey_client --probe\n"
+          "usage: pfkey_client --probe | --hold\n"
           "       pfkey_client --local ADDR --remote ADDR --local-net PREFIX --remote-net PREFIX\n"
           "                    --key-in HEX40 --key-out HEX40 [--peer-spi SPI|-] [--reqid N] [--teardown]\n");
   exit(2);
@@ -607,6 +691,7 @@ static _Noreturn void usage(void) {
 int main(int argc, char **argv) {
   g_pid = (uint32_t)getpid();
   if (argc == 2 && strcmp(argv[1], "--probe") == 0) return probe();
+  if (argc == 2 && strcmp(argv[1], "--hold") == 0) return hold();
   struct Options o;
   memset(&o, 0, sizeof o);
   o.peerSpi = "-";

@@ -24,7 +24,7 @@ from harness import BUILD, GCM_KEY_AB, GCM_KEY_BA, INNER, INNER_NETS, OUTER, Tes
 PRELOAD = os.path.join(BUILD, "lib", "libipsec-pfkey-preload.so")
 STEPS = ["socket-events", "socket-requests", "REGISTER-ESP", "REGISTER-AH", "GETSPI", "DELETE-larval",
          "ADD-in", "ADD-out", "X_SPDADD-in", "X_SPDADD-fwd", "X_SPDADD-out", "GET-in", "GET-out", "events"]
-TEARDOWN = ["X_SPDDELETE-out", "X_SPDDELETE-in", "X_SPDDELETE-fwd", "DELETE-in", "DELETE-out"]
+TEARDOWN = ["GET-in-used", "GET-out-used", "X_SPDDELETE-out", "X_SPDDELETE-in", "X_SPDDELETE-fwd", "DELETE-in", "DELETE-out"]
 IDENTITY = f"SO_TYPE={socket.SOCK_RAW} SO_DOMAIN={socket.AF_KEY} SO_PROTOCOL=2"
 
 
@@ -129,12 +129,22 @@ class PreloadTest(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             steps = [line.split()[1] for line in r.stdout.splitlines() if line.startswith("ok ")]
             self.assertEqual(steps, ["socket", "getsockname", "dup", "reuse", "write-poll-read", "msg_trunc",
-                                     "rcvtimeo", "bad-type", "flags"], r.stdout)
+                                     "rcvtimeo", "bad-type", "flags", "threads"], r.stdout)
             self.assertIn(IDENTITY, r.stdout)
             # Other programs run under the preload untouched: our setkey speaks
             # to the Unix socket itself, with or without it.
             self.assertIn("No SAD entries.", self.setkey(tb.a, "-D", preload=True))
             self.assertIn("No SPD entries.", self.setkey(tb.a, "-DP"))
+
+    def test_client_sees_epipe_not_sigpipe_when_the_service_stops(self):
+        with Testbed() as tb:
+            tb.start(tb.a, "")
+            c = Client(tb.a, ["--hold"])
+            c.read_until("ready")
+            self.assertEqual(tb.stop(tb.a), 0, tb.log_text(tb.a))
+            c.say("go")
+            self.assertEqual(c.finish(), 0, "\n".join(c.lines))  # -SIGPIPE had it been killed
+            self.assertEqual(c.steps(), ["epipe"], "\n".join(c.lines))
 
     def test_charon_sequence_builds_a_tunnel_that_carries_ping(self):
         with Testbed() as tb:
@@ -171,9 +181,12 @@ class PreloadTest(unittest.TestCase):
             for net in INNER_NETS[4]:
                 self.assertIn(net, policies)
 
-            # Closing the child as charon does removes everything it installed.
+            # Closing the child as charon does removes everything it installed;
+            # first GET shows the traffic counted in LIFETIME_CURRENT (the
+            # forwarder reports usage to keydb every second).
+            time.sleep(1.5)
             for c in (ca, cb):
-                c.say("done")
+                c.say("used")
                 self.assertEqual(c.finish(), 0, "\n".join(c.lines))
                 self.assertEqual(c.steps(), STEPS + TEARDOWN, "\n".join(c.lines))
             self.assertIn("No SAD entries.", self.setkey(tb.a, "-D"))

@@ -15,13 +15,15 @@
  * AF_KEY socket for everything a client does with it: send/sendto/sendmsg/
  * write each carry one message; recv/read return one message, MSG_PEEK
  * peeks, MSG_TRUNC reports the full length (as af_key.c's recvmsg does);
- * SO_RCVBUF, SO_SNDBUF, SO_RCVTIMEO, poll, select and epoll are native.
+ * SO_RCVBUF, SO_SNDBUF, SO_RCVTIMEO, poll, select and epoll are native; and
+ * a send after ipsecd has gone fails with EPIPE without raising SIGPIPE
+ * (unlike a stream socket), so a client is not killed where AF_KEY would
+ * never have a peer to lose. Sends and receives are therefore not
+ * interposed at all: no cost on any process's write path.
  * What differs and is fixed up here:
  *   - getsockopt SO_TYPE / SO_DOMAIN / SO_PROTOCOL answer SOCK_RAW / PF_KEY /
  *     PF_KEY_V2, and getsockname / getpeername fail with EOPNOTSUPP, as
  *     AF_KEY's sock_no_getname does;
- *   - sends never raise SIGPIPE (an AF_KEY socket has no peer that can go
- *     away; a client should see EPIPE, not die, if ipsecd stops);
  *   - an unreachable service looks like a kernel without AF_KEY:
  *     EAFNOSUPPORT.
  *
@@ -67,18 +69,14 @@ typedef int (*Dup3Fn)(int, int, int);
 typedef int (*FcntlFn)(int, int, ...);
 typedef int (*GetSockOptFn)(int, int, int, void *, socklen_t *);
 typedef int (*GetNameFn)(int, struct sockaddr *, socklen_t *);
-typedef ssize_t (*SendFn)(int, const void *, size_t, int);
-typedef ssize_t (*SendToFn)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
-typedef ssize_t (*SendMsgFn)(int, const struct msghdr *, int);
-typedef ssize_t (*WriteFn)(int, const void *, size_t);
 
 enum NextId {
   kSocket, kClose, kCloseRange, kCloseFrom, kDup, kDup2, kDup3, kFcntl, kFcntl64,
-  kGetSockOpt, kGetSockName, kGetPeerName, kSend, kSendTo, kSendMsg, kWrite, kNextCount
+  kGetSockOpt, kGetSockName, kGetPeerName, kNextCount
 };
 static const char *const kNextNames[kNextCount] = {
     "socket", "close", "close_range", "closefrom", "dup", "dup2", "dup3", "fcntl", "fcntl64",
-    "getsockopt", "getsockname", "getpeername", "send", "sendto", "sendmsg", "write",
+    "getsockopt", "getsockname", "getpeername",
 };
 static _Atomic(void *) g_next[kNextCount];
 
@@ -152,12 +150,11 @@ static int remember(int fd, dev_t dev, ino_t ino) {
   return -1;
 }
 
-/* `fd` is a tracked PF_KEY socket, checked against its inode when `verify`
- * (the answer would otherwise be believed on a reused descriptor number). */
-static int isPfKey(int fd, int verify) {
+/* `fd` is a tracked PF_KEY socket, checked against its inode (the answer
+ * would otherwise be believed on a reused descriptor number). */
+static int isPfKey(int fd) {
   int i = findSlot(fd);
   if (i < 0) return 0;
-  if (!verify) return 1;
   struct stat st;
   if (fstat(fd, &st) != 0 || st.st_dev != g_slots[i].dev || st.st_ino != g_slots[i].ino) {
     forget(fd);
@@ -189,8 +186,7 @@ static void debugNote(const char *what, const char *path, int err) {
                    what, path, strerror(err));
   if (n < 0) return;
   if ((size_t)n >= sizeof line) n = (int)sizeof line - 1;
-  WriteFn w = (WriteFn)next(kWrite);
-  if (w) (void)!w(STDERR_FILENO, line, (size_t)n);
+  (void)!write(STDERR_FILENO, line, (size_t)n);
 }
 
 static int openPfKey(int type, int protocol) {
@@ -344,7 +340,7 @@ EXPORT int fcntl64(int fd, int cmd, ...) {
 
 EXPORT int getsockopt(int fd, int level, int name, void *value, socklen_t *length) {
   NEXT_OR_ENOSYS(GetSockOptFn, kGetSockOpt, realGetSockOpt, -1);
-  if (level != SOL_SOCKET || (name != SO_TYPE && name != SO_DOMAIN && name != SO_PROTOCOL) || !isPfKey(fd, 1)) {
+  if (level != SOL_SOCKET || (name != SO_TYPE && name != SO_DOMAIN && name != SO_PROTOCOL) || !isPfKey(fd)) {
     return realGetSockOpt(fd, level, name, value, length);
   }
   const int answer = name == SO_TYPE ? SOCK_RAW : name == SO_DOMAIN ? PF_KEY : PF_KEY_V2;
@@ -366,7 +362,7 @@ EXPORT int getsockopt(int fd, int level, int name, void *value, socklen_t *lengt
 
 EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *length) {
   NEXT_OR_ENOSYS(GetNameFn, kGetSockName, realGetSockName, -1);
-  if (isPfKey(fd, 1)) {
+  if (isPfKey(fd)) {
     errno = EOPNOTSUPP;
     return -1;
   }
@@ -375,42 +371,9 @@ EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *length) {
 
 EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *length) {
   NEXT_OR_ENOSYS(GetNameFn, kGetPeerName, realGetPeerName, -1);
-  if (isPfKey(fd, 1)) {
+  if (isPfKey(fd)) {
     errno = EOPNOTSUPP;
     return -1;
   }
   return realGetPeerName(fd, addr, length);
-}
-
-/* ---- sends: never SIGPIPE on a PF_KEY descriptor ---------------------------- */
-
-EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags) {
-  NEXT_OR_ENOSYS(SendFn, kSend, realSend, -1);
-  if (isPfKey(fd, 0)) flags |= MSG_NOSIGNAL;
-  return realSend(fd, buf, n, flags);
-}
-
-EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *to, socklen_t tolen) {
-  NEXT_OR_ENOSYS(SendToFn, kSendTo, realSendTo, -1);
-  if (isPfKey(fd, 0)) flags |= MSG_NOSIGNAL;
-  return realSendTo(fd, buf, n, flags, to, tolen);
-}
-
-EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
-  NEXT_OR_ENOSYS(SendMsgFn, kSendMsg, realSendMsg, -1);
-  if (isPfKey(fd, 0)) flags |= MSG_NOSIGNAL;
-  return realSendMsg(fd, msg, flags);
-}
-
-EXPORT ssize_t write(int fd, const void *buf, size_t n) {
-  NEXT_OR_ENOSYS(WriteFn, kWrite, realWrite, -1);
-  if (isPfKey(fd, 0)) {
-    SendFn realSend = (SendFn)next(kSend);
-    if (realSend) {
-      const ssize_t rc = realSend(fd, buf, n, MSG_NOSIGNAL);
-      if (rc >= 0 || errno != ENOTSOCK) return rc;
-      forget(fd); /* a stale entry: the number now names something else */
-    }
-  }
-  return realWrite(fd, buf, n);
 }
