@@ -170,9 +170,10 @@ TEST_P(EspPacketKat, SealsToExpectedBytesAndOpensBackOnEveryDriver) {
 
 // RFC 4106 §6: the 8- and 12-byte ICVs are the leading bytes of the same
 // GHASH tag, so every AES-GCM-16 vector also checks AES-GCM-8 and -12.
-TEST_P(EspPacketKat, AesGcmWithShortIcvIsTheTruncatedTag) {
+class GcmShortIcvKat : public testing::TestWithParam<json> {};
+
+TEST_P(GcmShortIcvKat, AesGcmWithShortIcvIsTheTruncatedTag) {
   const json& v = GetParam();
-  if (std::string(v["algorithm"]).find("ENCR_AES_GCM_16") == std::string::npos) GTEST_SKIP() << "not AES-GCM";
   const Bytes full = fromHex(v["expected_esp"]);
   const Bytes key = fromHex(v["keymat_rfc4106"]);
   for (auto [id, icv] : {std::pair{SADB_X_EALG_AES_GCM_ICV8, 8}, std::pair{SADB_X_EALG_AES_GCM_ICV12, 12}}) {
@@ -185,6 +186,15 @@ TEST_P(EspPacketKat, AesGcmWithShortIcvIsTheTruncatedTag) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Vectors, EspPacketKat, testing::ValuesIn(vectorsOfKind({"esp-packet"})), testName);
+
+std::vector<json> gcmVectors() {
+  std::vector<json> out;
+  for (const json& v : vectorsOfKind({"esp-packet"}))
+    if (std::string(v["algorithm"]).find("ENCR_AES_GCM_16") != std::string::npos) out.push_back(v);
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Rfc4106, GcmShortIcvKat, testing::ValuesIn(gcmVectors()), testName);
 
 TEST(KatFile, EveryEspVectorHasASpec) {
   for (const json& v : vectorsOfKind({"esp-packet"})) {
