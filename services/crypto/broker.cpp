@@ -73,6 +73,7 @@ bool Broker::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       spec.encKey = {keys.getEncrypt().begin(), keys.getEncrypt().size()};
       spec.authKey = {keys.getAuth().begin(), keys.getAuth().size()};
       spec.esn = p.getEsn();
+      spec.allowLegacy = allowLegacy_;
       std::uint8_t layout[3] = {0, 0, 0};
       std::string err = sessions_->create(c.getSa().getIndex(), c.getSa().getGeneration(), spec, c.getIvNext(),
                                           c.getIvLimit(), layout);
@@ -101,6 +102,10 @@ bool Broker::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
     }
   }
   return false;
+}
+
+void Broker::setSysctl(std::string_view name, std::int64_t value) {
+  if (name == "net.inet.ipsec.allow_legacy") allowLegacy_ = value != 0;
 }
 
 void Broker::fillStats(proto::Stats::Builder out) {

@@ -30,6 +30,8 @@ class Broker {
   void startWorkers();   // after the sandbox: threads inherit the seccomp filter
   void stop();
   void fillStats(proto::Stats::Builder out);
+  // net.inet.ipsec.allow_legacy: 3DES and HMAC-MD5 sessions are refused unless set.
+  void setSysctl(std::string_view name, std::int64_t value);
 
  private:
   bool onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
@@ -41,6 +43,7 @@ class Broker {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::uint64_t sessionsCreated_ = 0, sessionsRefused_ = 0;
   bool stopped_ = false;
+  bool allowLegacy_ = false;
 };
 
 }  // namespace ipsec::crypto

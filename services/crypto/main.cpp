@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
     broker.start();
     return svc.run(profile(args), {
                                 .stats = [&](proto::Stats::Builder s) { broker.fillStats(s); },
-                                .sysctl = nullptr,
+                                .sysctl = [&](std::string_view n, std::int64_t v) { broker.setSysctl(n, v); },
                                 .dataPlaneRestarted = nullptr,
                                 .stop = [&] { broker.stop(); },
                                 .sandboxed = [&] { broker.startWorkers(); },

@@ -269,6 +269,7 @@ class Supervisor {
       case proto::FromService::READY:
         if (children_[role].ready) return false;
         children_[role].ready = true;
+        sendSysctls(role);  // a restarted child starts from the current settings, not the defaults
         onReady();
         return true;
       case proto::FromService::STATS:
@@ -524,6 +525,7 @@ class Supervisor {
                   {"net.inet.ah.enable", 1},
                   {"net.inet.ipcomp.enable", 1},
                   {"net.inet.ipsec.debug", cfg_.debug ? 1 : 0},
+                  {"net.inet.ipsec.allow_legacy", 0},
                   {"net.inet.ipsec.replay_window", cfg_.replayWindow}};
     }
     return sysctls_;
@@ -546,6 +548,18 @@ class Supervisor {
       ++i;
     }
     sendAdmin(id, b);
+  }
+
+  void sendSysctls(Role role) {
+    Child& c = children_[role];
+    if (!c.channel) return;
+    for (const auto& [name, value] : sysctls()) {
+      capnp::MallocMessageBuilder m;
+      auto s = m.initRoot<proto::ToService>().initSysctl();
+      s.setName(name);
+      s.setValue(value);
+      c.channel->send(m);
+    }
   }
 
   void setSysctl(uint64_t id, const std::string& name, int64_t value) {
