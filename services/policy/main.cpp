@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
     server.start();
     return svc.run(profile(args), {
                                 .stats = [&](proto::Stats::Builder s) { server.fillStats(s); },
-                                .sysctl = nullptr,
+                                .sysctl = [&](std::string_view n, std::int64_t v) { server.setSysctl(n, v); },
                                 .dataPlaneRestarted = [&](std::vector<control::UniqueFd>& f) {
                                   return server.onDataPlaneRestarted(f);
                                 },

@@ -117,7 +117,7 @@ std::optional<std::vector<std::uint8_t>> saMessage(sadb_msg header, proto::SaRec
 // ESP: a cipher the broker runs, an HMAC or none; AES-GCM authenticates
 // itself; not both NULL (RFC 4303 §3.2). AH: an HMAC and no cipher.
 // Linux answers an algorithm it does not know with ENOSYS.
-int checkAlgorithms(std::uint8_t satype, const sadb_sa& sa, const pfkey::ParsedMessage& m) {
+int checkAlgorithms(std::uint8_t satype, const sadb_sa& sa, const pfkey::ParsedMessage& m, bool allowLegacy) {
   const auto encKey = m.key(SADB_EXT_KEY_ENCRYPT);
   const auto authKey = m.key(SADB_EXT_KEY_AUTH);
   auto keyFits = [](const AlgorithmSpec* a, const std::optional<pfkey::KeyExt>& k) {
@@ -125,7 +125,7 @@ int checkAlgorithms(std::uint8_t satype, const sadb_sa& sa, const pfkey::ParsedM
     return bits >= a->minBits && bits <= a->maxBits;
   };
   const bool noAuth = sa.sadb_sa_auth == SADB_AALG_NONE;
-  const AlgorithmSpec* auth = noAuth ? nullptr : findAuth(sa.sadb_sa_auth);
+  const AlgorithmSpec* auth = noAuth ? nullptr : findAuth(sa.sadb_sa_auth, allowLegacy);
   if (!noAuth && !auth) return ENOSYS;
   if (auth && !keyFits(auth, authKey)) return EINVAL;
   if (noAuth && authKey && authKey->bits != 0) return EINVAL;
@@ -133,11 +133,11 @@ int checkAlgorithms(std::uint8_t satype, const sadb_sa& sa, const pfkey::ParsedM
     if (!auth || auth->id == SADB_X_AALG_NULL || sa.sadb_sa_encrypt != SADB_EALG_NONE || encKey) return EINVAL;
     return 0;
   }
-  const AlgorithmSpec* enc = findEncrypt(sa.sadb_sa_encrypt);
+  const AlgorithmSpec* enc = findEncrypt(sa.sadb_sa_encrypt, allowLegacy);
   if (!enc) return ENOSYS;
   if (!keyFits(enc, encKey)) return EINVAL;
   const bool authenticates = auth && auth->id != SADB_X_AALG_NULL;
-  if (enc->id == SADB_X_EALG_AES_GCM_ICV16 && authenticates) return EINVAL;
+  if (enc->aead && authenticates) return EINVAL;  // an AEAD authenticates itself
   if (enc->id == SADB_EALG_NULL && !authenticates) return EINVAL;
   return 0;
 }
@@ -171,8 +171,8 @@ int Server::onRegister(Client* c, const pfkey::ParsedMessage& m) {
     return out;
   };
   pfkey::Builder b(replyHeader(m.msg()));
-  b.supported(SADB_EXT_SUPPORTED_AUTH, algs(supportedAuth()));
-  b.supported(SADB_EXT_SUPPORTED_ENCRYPT, algs(supportedEncrypt()));
+  b.supported(SADB_EXT_SUPPORTED_AUTH, algs(supportedAuth(allowLegacy_)));
+  b.supported(SADB_EXT_SUPPORTED_ENCRYPT, algs(supportedEncrypt(allowLegacy_)));
   deliver(b.finish(), Audience::kRegistered, c);
   return 0;
 }
@@ -185,7 +185,7 @@ int Server::onAddOrUpdate(Client* c, const pfkey::ParsedMessage& m) {
   const auto dst = m.address(SADB_EXT_ADDRESS_DST);
   if (!sa || !src || !dst || src->addr.family != dst->addr.family) return EINVAL;
   if (satype != SADB_X_SATYPE_IPCOMP) {
-    if (int err = checkAlgorithms(satype, *sa, m)) return err;
+    if (int err = checkAlgorithms(satype, *sa, m, allowLegacy_)) return err;
   }
   const auto sa2 = m.sa2();
   const auto encKey = m.key(SADB_EXT_KEY_ENCRYPT);

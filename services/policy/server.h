@@ -107,6 +107,11 @@ class Server {
   // ipsecd restarted the data plane: fds holds the new forwarder channel.
   bool onDataPlaneRestarted(std::vector<UniqueFd>& fds);
   void fillStats(proto::Stats::Builder out) const;
+  // net.inet.ipsec.allow_legacy: REGISTER lists, and ADD accepts, 3DES and
+  // HMAC-MD5 only when set (the broker refuses them otherwise too).
+  void setSysctl(std::string_view name, std::int64_t value) {
+    if (name == "net.inet.ipsec.allow_legacy") allowLegacy_ = value != 0;
+  }
 
   // Serves an already connected socket as a client (credentials already
   // checked by the caller). Returns its id.
@@ -120,6 +125,7 @@ class Server {
   const Spd& spd() const noexcept { return spd_; }
 
  private:
+  bool allowLegacy_ = false;
   struct Client {
     Client(boost::asio::io_context& io, int fd) : socket(io) { socket.assign(fd); }
     std::uint64_t id = 0;

@@ -109,18 +109,25 @@ STATEMENTS
 
 ALGORITHMS
     Encryption: null, aes-cbc (rijndael-cbc; 128/192/256-bit key),
-      aes-ctr (160/224/288 bits, including the 32-bit nonce), 3des-cbc (192),
-      camellia-cbc (128/192/256), aes-gcm-16 (160/224/288 bits including
-      the 4-byte salt; no -A), chacha20-poly1305 (288 bits including the
-      salt; no -A).
-    Authentication: hmac-md5 (128), hmac-sha1 (160), hmac-sha256 (256),
-      hmac-sha384 (384), hmac-sha512 (512), aes-xcbc-mac (128), null.
+      aes-ctr (160/224/288 bits, including the 32-bit nonce),
+      aes-gcm-8, aes-gcm-12, aes-gcm-16 (160/224/288 bits including the
+      4-byte salt; no -A), aes-ccm-8, aes-ccm-12, aes-ccm-16 (152/216/280
+      bits including the 3-byte salt; no -A), aes-gmac (null-aes-gmac;
+      160/224/288 bits including the salt; authentication only, no -A),
+      chacha20-poly1305 (288 bits including the salt; no -A);
+      legacy, refused unless net.inet.ipsec.allow_legacy is set: 3des-cbc
+      (192). camellia-cbc is known but ipsecd does not run it.
+    Authentication: hmac-sha1 (160), hmac-sha256 (256), hmac-sha384 (384),
+      hmac-sha512 (512), aes-xcbc-mac (128), aes-cmac (128), null; legacy:
+      hmac-md5 (128).
+    setkey asks the service (SADB_REGISTER) which of these it runs and
+    refuses the others before sending anything.
     Compression: deflate.
 
 EXAMPLES
     add 192.0.2.1 192.0.2.2 esp 0x1001 -m tunnel -u 7
         -E aes-gcm-16 0x000102030405060708090a0b0c0d0e0f10111213 ;
-    spdadd 10.1.0.0/16 10.2.0.0/16 any -P out ipsec
+    spdadd 198.51.100.0/24 203.0.113.0/24 any -P out ipsec
         esp/tunnel/192.0.2.1-192.0.2.2/unique:7 ;
 
 DIAGNOSTICS
