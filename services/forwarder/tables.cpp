@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 
 namespace ipsec::forwarder {
 
@@ -131,24 +132,165 @@ std::optional<std::string> Spd::add(proto::Policy::Reader msg) {
   }
   remove(p.id);
   p.order = nextOrder_++;
-  auto pos = std::upper_bound(policies_.begin(), policies_.end(), p, [](const Policy& a, const Policy& b) {
+
+  std::uint32_t slot;
+  if (!freeSlots_.empty()) {
+    slot = freeSlots_.back();
+    freeSlots_.pop_back();
+  } else {
+    slot = static_cast<std::uint32_t>(slots_.size());
+    slots_.emplace_back();
+  }
+  const BucketKey key = keyOf(p);
+  const Entry entry{p.priority, p.order, slot};
+  auto& bucket = buckets_[key];
+  // The newest order ranks last among equal priorities: insert after them.
+  auto pos = std::upper_bound(bucket.begin(), bucket.end(), entry, [](const Entry& a, const Entry& b) {
     return a.priority != b.priority ? a.priority < b.priority : a.order < b.order;
   });
-  policies_.insert(pos, std::move(p));
+  bucket.insert(pos, entry);
+
+  Group* g = group(p.dir, p.selector.dst.address.family());
+  if (!g) {
+    groups_.push_back(Group{p.dir, static_cast<std::uint8_t>(p.selector.dst.address.family()), {}, {}});
+    g = &groups_.back();
+  }
+  if (g->countByLength[key.length]++ == 0) {
+    auto at = std::upper_bound(g->lengths.begin(), g->lengths.end(), key.length, std::greater<>());
+    g->lengths.insert(at, key.length);
+  }
+  byId_[p.id] = slot;
+  slots_[slot] = std::move(p);
+  ++version_;
   return std::nullopt;
 }
 
+Spd::Spd() : cache_(kCacheEntries) {}
+
 void Spd::remove(uint32_t id) {
-  std::erase_if(policies_, [id](const Policy& p) { return p.id == id; });
+  auto it = byId_.find(id);
+  if (it == byId_.end()) return;
+  const std::uint32_t slot = it->second;
+  byId_.erase(it);
+  const Policy& p = *slots_[slot];
+  const BucketKey key = keyOf(p);
+  if (auto b = buckets_.find(key); b != buckets_.end()) {
+    std::erase_if(b->second, [slot](const Entry& e) { return e.slot == slot; });
+    if (b->second.empty()) buckets_.erase(b);
+  }
+  if (Group* g = group(p.dir, p.selector.dst.address.family()); g && --g->countByLength[key.length] == 0) {
+    std::erase(g->lengths, key.length);
+  }
+  slots_[slot].reset();
+  freeSlots_.push_back(slot);
+  ++version_;
 }
 
-void Spd::clear() { policies_.clear(); }
+void Spd::clear() {
+  slots_.clear();
+  freeSlots_.clear();
+  byId_.clear();
+  buckets_.clear();
+  groups_.clear();
+  ++version_;
+}
 
-const Policy* Spd::lookup(uint8_t dir, const esp::FlowKey& flow) const noexcept {
-  for (const auto& p : policies_) {
-    if (p.dir == dir && p.selector.matches(flow)) return &p;
+Spd::Bits Spd::bitsOf(const esp::IpAddress& a) noexcept {
+  const auto b = a.bytes();
+  Bits r;
+  for (size_t i = 0; i < 8 && i < b.size(); ++i) r.hi |= std::uint64_t{b[i]} << (56 - 8 * i);
+  for (size_t i = 8; i < b.size(); ++i) r.lo |= std::uint64_t{b[i]} << (56 - 8 * (i - 8));
+  return r;
+}
+
+// An IPv4 address sits in the top 32 bits of hi, the rest zero, so one
+// masking rule serves both families.
+Spd::Bits Spd::masked(Bits b, unsigned length) noexcept {
+  if (length == 0) return {};
+  if (length < 64) return {b.hi & (~std::uint64_t{0} << (64 - length)), 0};
+  if (length == 64) return {b.hi, 0};
+  if (length < 128) return {b.hi, b.lo & (~std::uint64_t{0} << (128 - length))};
+  return b;
+}
+
+Spd::BucketKey Spd::keyOf(const Policy& p) noexcept {
+  const auto& d = p.selector.dst;
+  return {masked(bitsOf(d.address), d.length), p.dir,
+          static_cast<std::uint8_t>(d.address.family()), d.length};
+}
+
+std::size_t Spd::BucketKeyHash::operator()(const BucketKey& k) const noexcept {
+  // A multiply-xorshift mix: cheap, and the masked addresses of a policy set
+  // often differ only in a few middle bits.
+  std::uint64_t h = k.dst.hi * 0x9e3779b97f4a7c15ull;
+  h ^= (k.dst.lo + 0x632be59bd9b4e019ull) * 0xc2b2ae3d27d4eb4full;
+  h ^= (std::uint64_t{k.length} << 16 | std::uint64_t{k.dir} << 8 | k.family) * 0x165667b19e3779f9ull;
+  h ^= h >> 29;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 32;
+  return static_cast<std::size_t>(h);
+}
+
+Spd::Group* Spd::group(uint8_t dir, esp::IpFamily family) noexcept {
+  for (auto& g : groups_) {
+    if (g.dir == dir && g.family == static_cast<std::uint8_t>(family)) return &g;
   }
   return nullptr;
+}
+
+const Spd::Group* Spd::group(uint8_t dir, esp::IpFamily family) const noexcept {
+  return const_cast<Spd*>(this)->group(dir, family);
+}
+
+std::uint32_t Spd::search(uint8_t dir, const esp::FlowKey& flow) const noexcept {
+  const Group* g = group(dir, flow.dst.family());
+  if (!g) return kNoSlot;
+  const Bits dst = bitsOf(flow.dst);
+  std::uint32_t bestSlot = kNoSlot;
+  std::uint32_t bestPriority = 0;
+  std::uint64_t bestOrder = 0;
+  for (std::uint8_t length : g->lengths) {
+    auto it = buckets_.find(BucketKey{masked(dst, length), dir, g->family, length});
+    if (it == buckets_.end()) continue;
+    for (const Entry& e : it->second) {
+      // Sorted: once an entry ranks after the best so far, so do the rest.
+      if (bestSlot != kNoSlot &&
+          (e.priority > bestPriority || (e.priority == bestPriority && e.order > bestOrder))) {
+        break;
+      }
+      if (slots_[e.slot]->selector.matches(flow)) {
+        bestSlot = e.slot;
+        bestPriority = e.priority;
+        bestOrder = e.order;
+        break;
+      }
+    }
+  }
+  return bestSlot;
+}
+
+const Policy* Spd::lookup(uint8_t dir, const esp::FlowKey& flow) const noexcept {
+  const auto src = bitsOf(flow.src), dst = bitsOf(flow.dst);
+  std::uint64_t h = (src.hi ^ (src.lo * 0x9e3779b97f4a7c15ull)) * 0xc2b2ae3d27d4eb4full;
+  h ^= (dst.hi + (dst.lo * 0x165667b19e3779f9ull)) * 0x9e3779b97f4a7c15ull;
+  h ^= (std::uint64_t{flow.srcPort} << 32 | std::uint64_t{flow.dstPort} << 16 | std::uint64_t{flow.proto} << 8 |
+        std::uint64_t{dir} << 1 | (flow.nonInitialFragment ? 1u : 0u)) *
+       0xbf58476d1ce4e5b9ull;
+  h ^= h >> 31;
+  CacheEntry& c = cache_[h & (kCacheEntries - 1)];
+  std::uint32_t slot;
+  if (c.version == version_ && c.dir == dir && c.flow == flow) {
+    ++cacheHits_;
+    slot = c.slot;
+  } else {
+    ++cacheMisses_;
+    slot = search(dir, flow);
+    c.flow = flow;
+    c.dir = dir;
+    c.version = version_;
+    c.slot = slot;
+  }
+  return slot == kNoSlot ? nullptr : &*slots_[slot];
 }
 
 }  // namespace ipsec::forwarder

@@ -5,6 +5,7 @@
 // Only the data-path thread touches these tables.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <unordered_map>
@@ -98,18 +99,94 @@ struct Policy {
 };
 
 // Ordered by (priority, insertion): the first match wins, as in the kernel.
-// A linear scan for now; the indexed SPD is issue 4's.
+//
+// Indexed so that a lookup does not scan the table: per direction and address
+// family, policies are grouped by destination prefix length, and per length a
+// hash map goes from the masked destination to that key's policies sorted by
+// (priority, insertion). A lookup probes each length present (at most 33 or
+// 129, in practice a handful), keeps the best candidate that also matches
+// the source prefix, protocol and ports, and can stop scanning a bucket at
+// the first entry that ranks after the best so far. The cost grows with the
+// number of distinct destination lengths and with the size of one bucket
+// (policies that share a destination and differ only in the rest), not with
+// the table. In front sits a direct-mapped flow cache (results, misses
+// included) invalidated wholesale by a version bumped on every change.
+//
+// lookup() neither allocates nor throws; add/remove are amortised O(1) plus
+// the size of the one bucket they touch. Pointers returned by lookup() stay
+// valid until the next add/remove/clear.
 class Spd {
  public:
+  Spd();
   std::optional<std::string> add(proto::Policy::Reader msg);
   void remove(std::uint32_t id);
   void clear();
   const Policy* lookup(std::uint8_t dir, const esp::FlowKey& flow) const noexcept;
-  std::size_t size() const noexcept { return policies_.size(); }
+  std::size_t size() const noexcept { return byId_.size(); }
+
+  // Flow cache figures, for benchmarks and tests.
+  std::uint64_t cacheHits() const noexcept { return cacheHits_; }
+  std::uint64_t cacheMisses() const noexcept { return cacheMisses_; }
+  // Forgets every cached result (as any change does); for benchmarks.
+  void flushCache() noexcept { ++version_; }
+
+  static constexpr std::size_t kCacheEntries = 4096;  // power of two
 
  private:
-  std::vector<Policy> policies_;
+  // An address as two big-endian words, so that masking is two ANDs.
+  struct Bits {
+    std::uint64_t hi = 0, lo = 0;
+    bool operator==(const Bits&) const = default;
+  };
+  struct BucketKey {
+    Bits dst;  // masked to `length`
+    std::uint8_t dir = 0;
+    std::uint8_t family = 0;
+    std::uint8_t length = 0;
+    bool operator==(const BucketKey&) const = default;
+  };
+  struct BucketKeyHash {
+    std::size_t operator()(const BucketKey& k) const noexcept;
+  };
+  struct Entry {
+    std::uint32_t priority;
+    std::uint64_t order;
+    std::uint32_t slot;
+  };
+  // The destination lengths present for one (direction, family).
+  struct Group {
+    std::uint8_t dir = 0;
+    std::uint8_t family = 0;
+    std::array<std::uint32_t, 129> countByLength{};
+    std::vector<std::uint8_t> lengths;  // present ones, longest first
+  };
+  struct CacheEntry {
+    esp::FlowKey flow;
+    std::uint64_t version = 0;
+    std::uint32_t slot = kNoSlot;
+    std::uint8_t dir = 0;
+  };
+  static constexpr std::uint32_t kNoSlot = 0xffffffffu;
+
+  static Bits bitsOf(const esp::IpAddress& a) noexcept;
+  static Bits masked(Bits b, unsigned length) noexcept;
+  static BucketKey keyOf(const Policy& p) noexcept;
+  Group* group(std::uint8_t dir, esp::IpFamily family) noexcept;
+  const Group* group(std::uint8_t dir, esp::IpFamily family) const noexcept;
+  std::uint32_t search(std::uint8_t dir, const esp::FlowKey& flow) const noexcept;
+
+  std::vector<std::optional<Policy>> slots_;
+  std::vector<std::uint32_t> freeSlots_;
+  std::unordered_map<std::uint32_t, std::uint32_t> byId_;  // id -> slot
+  std::unordered_map<BucketKey, std::vector<Entry>, BucketKeyHash> buckets_;
+  std::vector<Group> groups_;  // few: directions x families
   std::uint64_t nextOrder_ = 1;
+
+  // The data-path thread is the only user, so the cache may change under a
+  // const lookup.
+  mutable std::vector<CacheEntry> cache_;
+  mutable std::uint64_t cacheHits_ = 0, cacheMisses_ = 0;
+  std::uint64_t version_ = 1;  // cache entries start at 0: all invalid
 };
 
 }  // namespace ipsec::forwarder

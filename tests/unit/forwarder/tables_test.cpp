@@ -9,6 +9,10 @@
 
 #include <capnp/message.h>
 
+#include <random>
+
+#include "spd_reference.h"
+
 namespace ipsec::forwarder {
 namespace {
 
@@ -153,6 +157,139 @@ TEST(Spd, AddWithTheSameIdReplacesAndDeleteRemoves) {
   EXPECT_EQ(spd.lookup(IPSEC_DIR_OUTBOUND, flow("198.51.100.1", "203.0.113.1"))->action, IPSEC_POLICY_DISCARD);
   spd.remove(8 | IPSEC_DIR_OUTBOUND);
   EXPECT_EQ(spd.size(), 0u);
+}
+
+
+TEST(Spd, AChangeInvalidatesACachedResult) {
+  Spd spd;
+  auto f = flow("198.51.100.1", "203.0.113.1");
+  EXPECT_EQ(spd.lookup(IPSEC_DIR_OUTBOUND, f), nullptr);
+  EXPECT_EQ(spd.lookup(IPSEC_DIR_OUTBOUND, f), nullptr);
+  EXPECT_EQ(spd.cacheHits(), 1u) << "the second lookup of a flow is served by the cache";
+  PolicyMsg p(8 | IPSEC_DIR_OUTBOUND, "198.51.100.0", 24, "203.0.113.0", 24, 0x80000000u);
+  ASSERT_FALSE(spd.add(p.m.asReader()));
+  ASSERT_NE(spd.lookup(IPSEC_DIR_OUTBOUND, f), nullptr) << "a cached miss must not hide a new policy";
+  spd.remove(8 | IPSEC_DIR_OUTBOUND);
+  EXPECT_EQ(spd.lookup(IPSEC_DIR_OUTBOUND, f), nullptr) << "a cached hit must not outlive its policy";
+}
+
+TEST(Spd, AHostBitsSetInASelectorPrefixAreIgnored) {
+  Spd spd;
+  PolicyMsg p(8 | IPSEC_DIR_OUTBOUND, "198.51.100.77", 24, "203.0.113.99", 24, 1);
+  ASSERT_FALSE(spd.add(p.m.asReader()));
+  EXPECT_NE(spd.lookup(IPSEC_DIR_OUTBOUND, flow("198.51.100.1", "203.0.113.1")), nullptr);
+}
+
+// Random policy sets with many overlaps and ties, against the linear scan.
+class SpdDifferential {
+ public:
+  explicit SpdDifferential(std::uint32_t seed) : rng_(seed) {}
+
+  esp::IpAddress address(bool v4) {
+    if (v4) {
+      // Two /24s, few host values: prefixes of every length overlap.
+      std::uint32_t base = pick(2) ? 0xc6336400u : 0xcb007100u;
+      return esp::IpAddress::v4(base | static_cast<std::uint32_t>(pick(4) * 64 + pick(3)));
+    }
+    std::array<std::uint8_t, 16> b{0x20, 0x01, 0x0d, 0xb8};
+    b[5] = static_cast<std::uint8_t>(pick(2));
+    b[7] = static_cast<std::uint8_t>(pick(2) * 0x80);
+    b[15] = static_cast<std::uint8_t>(pick(4) * 64 + pick(3));
+    return esp::IpAddress::v6(b);
+  }
+  std::uint8_t length(bool v4) {
+    static constexpr std::uint8_t kV4[] = {0, 8, 16, 23, 24, 25, 26, 30, 31, 32};
+    static constexpr std::uint8_t kV6[] = {0, 32, 40, 48, 63, 64, 65, 120, 126, 127, 128};
+    return v4 ? kV4[pick(std::size(kV4))] : kV6[pick(std::size(kV6))];
+  }
+  std::uint8_t proto() {
+    static constexpr std::uint8_t kProtos[] = {255, 255, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP};
+    return kProtos[pick(std::size(kProtos))];
+  }
+  std::uint16_t port() {
+    static constexpr std::uint16_t kPorts[] = {0, 0, 0, 80, 443};
+    return kPorts[pick(std::size(kPorts))];
+  }
+  std::uint8_t dir() { return static_cast<std::uint8_t>(IPSEC_DIR_INBOUND + pick(3)); }
+
+  Policy policy(std::uint32_t id) {
+    const bool v4 = pick(2);
+    Policy p;
+    p.id = id;
+    p.dir = dir();
+    p.action = static_cast<std::uint8_t>(pick(3));
+    p.priority = static_cast<std::uint32_t>(pick(4));  // many ties
+    p.selector = {*esp::Prefix::make(address(v4), length(v4)), *esp::Prefix::make(address(v4), length(v4)), proto(),
+                  port(), port()};
+    return p;
+  }
+  esp::FlowKey flowKey() {
+    const bool v4 = pick(2);
+    esp::FlowKey f;
+    f.version = v4 ? 4 : 6;
+    f.src = address(v4);
+    f.dst = address(v4);
+    f.proto = proto();
+    if (f.proto == 255) f.proto = IPPROTO_TCP;
+    f.nonInitialFragment = pick(6) == 0;
+    if (!f.nonInitialFragment) {
+      f.srcPort = port();
+      f.dstPort = port();
+    }
+    return f;
+  }
+  std::size_t pick(std::size_t n) { return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng_); }
+
+ private:
+  std::mt19937 rng_;
+};
+
+TEST(Spd, AgreesWithALinearScanOnRandomPoliciesAndFlows) {
+  for (std::uint32_t seed = 1; seed <= 4; ++seed) {
+    SpdDifferential gen(seed);
+    Spd spd;
+    testing::LinearSpd ref;
+    std::size_t lookups = 0, hits = 0;
+    for (int step = 0; step < 6000; ++step) {
+      if (step == 3000) {
+        spd.clear();
+        ref.clear();
+      }
+      const std::size_t op = gen.pick(100);
+      if (op < 55) {
+        Policy p = gen.policy(static_cast<std::uint32_t>(gen.pick(2500)));
+        capnp::MallocMessageBuilder b;
+        testing::fillPolicyMessage(p, b.initRoot<proto::Policy>());
+        ASSERT_FALSE(spd.add(b.getRoot<proto::Policy>().asReader()));
+        ref.add(p);
+      } else if (op < 70) {
+        const auto id = static_cast<std::uint32_t>(gen.pick(2500));
+        spd.remove(id);
+        ref.remove(id);
+      } else {
+        for (int i = 0; i < 10; ++i) {
+          const auto f = gen.flowKey();
+          const auto d = gen.dir();
+          const Policy* want = ref.lookup(d, f);
+          // Twice: the second answer may come from the flow cache.
+          for (int again = 0; again < 2; ++again) {
+            const Policy* got = spd.lookup(d, f);
+            ASSERT_EQ(got == nullptr, want == nullptr) << "seed " << seed << " step " << step;
+            if (want) {
+              ASSERT_EQ(got->id, want->id) << "seed " << seed << " step " << step;
+              ASSERT_EQ(got->action, want->action);
+            }
+          }
+          ++lookups;
+          hits += want != nullptr;
+        }
+      }
+      ASSERT_EQ(spd.size(), ref.size());
+    }
+    // The generator must exercise both outcomes for the comparison to mean anything.
+    EXPECT_GT(hits, lookups / 20) << "seed " << seed;
+    EXPECT_LT(hits, lookups - lookups / 20) << "seed " << seed;
+  }
 }
 
 }  // namespace
