@@ -43,6 +43,7 @@ namespace ipsec::forwarder {
   X(esp_in_drop_ring_full)    /* crypto request ring full */                       \
   X(esp_in_drop_crypto)       /* the broker failed for another reason */           \
   X(esp_in_dummy)             /* TFC dummy packets (next header 59) discarded */   \
+  X(esp_in_drop_ecn)          /* outer CE on a Not-ECT inner packet (RFC 6040) */  \
   X(tun_write_errors)         /* the TUN refused a decrypted packet */             \
   X(crypto_bad_completion)    /* a completion named no in-flight buffer */
 

@@ -11,6 +11,7 @@
 
 #include <cstring>
 
+#include "esp/ecn.h"
 #include "esp/esp.h"
 #include "esp/ip.h"
 #include "log/log.h"
@@ -187,7 +188,7 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
 
   w.pending.push_back(cryptoRequest(buf, *sa, proto::CryptoOp::kSeal, static_cast<std::uint32_t>(r.offset),
                                     static_cast<std::uint32_t>(r.length), seq));
-  w.contexts[buf] = {Use::kOutbound, sa->ref, seq};
+  w.contexts[buf] = {Use::kOutbound, sa->ref, seq, esp::outerTrafficClass(esp::trafficClass({data + kHeadroom, len}))};
   sa->counters.out_packets++;
   sa->counters.out_bytes += len;
   if (log::debugEnabled()) {
@@ -292,7 +293,7 @@ void Forwarder::readRaw(int family) noexcept {
   std::array<mmsghdr, kBurst> msgs{};
   std::array<iovec, kBurst> iovs{};
   std::array<std::uint32_t, kBurst> bufs{};
-  std::array<std::array<char, CMSG_SPACE(sizeof(in6_pktinfo))>, kBurst> cmsgs{};
+  std::array<std::array<char, CMSG_SPACE(sizeof(in6_pktinfo)) + CMSG_SPACE(sizeof(int))>, kBurst> cmsgs{};
   std::size_t have = 0;
   for (; have < kBurst; ++have) {
     auto b = allocBuffer(w);
@@ -320,6 +321,7 @@ void Forwarder::readRaw(int family) noexcept {
     }
     // IPv6 raw sockets strip the IP header; the destination comes as pktinfo.
     esp::IpAddress dst6;
+    std::uint8_t tclass6 = 0;
     if (family == AF_INET6) {
       bool found = false;
       for (cmsghdr* c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
@@ -328,6 +330,10 @@ void Forwarder::readRaw(int family) noexcept {
           std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
           dst6 = esp::IpAddress::v6(std::span<const uint8_t, 16>(pi.ipi6_addr.s6_addr, 16));
           found = true;
+        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_TCLASS) {
+          int tc = 0;
+          std::memcpy(&tc, CMSG_DATA(c), sizeof tc);
+          tclass6 = static_cast<std::uint8_t>(tc);
         }
       }
       if (!found) {
@@ -336,7 +342,7 @@ void Forwarder::readRaw(int family) noexcept {
         continue;
       }
     }
-    inboundPacket(w, bufs[i], len, family, dst6);
+    inboundPacket(w, bufs[i], len, family, dst6, tclass6);
   }
   for (std::size_t i = static_cast<std::size_t>(got); i < have; ++i) freeBuffer(w, bufs[i]);
   flushRequests(w, false);
@@ -348,10 +354,11 @@ void Forwarder::readRaw(int family) noexcept {
 }
 
 void Forwarder::inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, int family,
-                              const esp::IpAddress& dst6) noexcept {
+                              const esp::IpAddress& dst6, std::uint8_t tclass6) noexcept {
   std::uint8_t* data = bufferData(w, buf);
   std::uint32_t off = 0;
   esp::IpAddress dst;
+  std::uint8_t outerTos = tclass6;
   if (family == AF_INET) {
     if (len < 20 || (data[0] >> 4) != 4) {
       ++counters_.esp_in_drop_bad_ip;
@@ -365,6 +372,7 @@ void Forwarder::inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, i
       return;
     }
     dst = esp::IpAddress::v4(std::span<const uint8_t, 4>(data + 16, 4));
+    outerTos = data[1];
   } else {
     dst = dst6;
   }
@@ -406,7 +414,7 @@ void Forwarder::inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, i
     seq = *full;
   }
   w.pending.push_back(cryptoRequest(buf, *sa, proto::CryptoOp::kOpen, off, len - off, seq));
-  w.contexts[buf] = {Use::kInbound, sa->ref, seq};
+  w.contexts[buf] = {Use::kInbound, sa->ref, seq, outerTos};
 }
 
 // ---- completions ------------------------------------------------------------
@@ -465,6 +473,14 @@ void Forwarder::onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept {
   b.msgs[i].msg_hdr.msg_namelen = alen;
   b.msgs[i].msg_hdr.msg_iov = &b.iovs[i];
   b.msgs[i].msg_hdr.msg_iovlen = 1;
+  b.msgs[i].msg_hdr.msg_control = b.cmsgs[i].data();
+  b.msgs[i].msg_hdr.msg_controllen = b.cmsgs[i].size();
+  cmsghdr* cm = CMSG_FIRSTHDR(&b.msgs[i].msg_hdr);
+  cm->cmsg_level = sa->dst.isV4() ? IPPROTO_IP : IPPROTO_IPV6;
+  cm->cmsg_type = sa->dst.isV4() ? IP_TOS : IPV6_TCLASS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  const int tos = w.contexts[c.bufferIndex].tos;
+  std::memcpy(CMSG_DATA(cm), &tos, sizeof tos);
   b.buffers[i] = {&w, c.bufferIndex};
 }
 
@@ -533,6 +549,11 @@ void Forwarder::onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept {
   std::uint8_t* inner = esp + d.offset;
   auto flow = esp::parseInnerPacket({inner, d.length});
   if (!flow) return drop(counters_.esp_in_drop_bad_inner);
+  switch (esp::ecnDecapsulate(ctx.tos, esp::trafficClass({inner, d.length}))) {
+    case esp::EcnAction::kKeep: break;
+    case esp::EcnAction::kSetCe: esp::markCe({inner, d.length}); break;
+    case esp::EcnAction::kDrop: return drop(counters_.esp_in_drop_ecn);
+  }
   const Policy* p = spd_.lookup(IPSEC_DIR_INBOUND, *flow);
   if (!p) p = spd_.lookup(IPSEC_DIR_FWD, *flow);
   if (!p || p->action != IPSEC_POLICY_IPSEC || !requestAllows(*p, *sa)) {

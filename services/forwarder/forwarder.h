@@ -73,6 +73,7 @@ class Forwarder {
     Use use = Use::kFree;
     SaRef sa;
     std::uint64_t seq = 0;
+    std::uint8_t tos = 0;  // outbound: the inner TOS to copy; inbound: the outer TOS
   };
   struct Worker {
     std::unique_ptr<ring::Region> region;
@@ -102,8 +103,8 @@ class Forwarder {
   void requestAcquire(const Policy& p, const Request& r, const esp::FlowKey& flow) noexcept;
   void releaseHeld() noexcept;
   void expireHeld() noexcept;
-  void inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, int family,
-                     const esp::IpAddress& dst6) noexcept;
+  void inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, int family, const esp::IpAddress& dst6,
+                     std::uint8_t tclass6) noexcept;
   std::uint8_t* bufferData(Worker& w, std::uint32_t buf) noexcept;
   std::optional<std::uint32_t> allocBuffer(Worker& w) noexcept;
   void freeBuffer(Worker& w, std::uint32_t buf) noexcept;
@@ -156,6 +157,8 @@ class Forwarder {
     std::array<mmsghdr, kBurst> msgs{};
     std::array<iovec, kBurst> iovs{};
     std::array<sockaddr_storage, kBurst> addrs{};
+    // IP_TOS / IPV6_TCLASS per packet: the outer header's DSCP and ECN.
+    std::array<std::array<char, CMSG_SPACE(sizeof(int))>, kBurst> cmsgs{};
     std::array<std::pair<Worker*, std::uint32_t>, kBurst> buffers{};
     std::size_t count = 0;
   };

@@ -75,6 +75,8 @@ UniqueFd openRawSocket(int family, int protocol) {
     // needs the destination address (the SA is looked up by SPI and dst).
     int on = 1;
     if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_RECVPKTINFO, &on, sizeof on) < 0) fail("IPV6_RECVPKTINFO");
+    // ... and the outer traffic class, for ECN decapsulation (RFC 6040).
+    if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_RECVTCLASS, &on, sizeof on) < 0) fail("IPV6_RECVTCLASS");
   }
   return fd;
 }
