@@ -1,6 +1,7 @@
 // See tables.h.
 #include "tables.h"
 
+#include <endian.h>
 #include <linux/ipsec.h>
 
 #include <algorithm>
@@ -142,8 +143,10 @@ std::optional<std::string> Spd::add(proto::Policy::Reader msg) {
     slots_.emplace_back();
   }
   const BucketKey key = keyOf(p);
-  const Entry entry{p.priority, p.order, slot};
-  auto& bucket = buckets_[key];
+  const Selector& ps = p.selector;
+  const Entry entry{masked(bitsOf(ps.src.address), ps.src.length), p.order, p.priority, slot, ps.srcPort,
+                    ps.dstPort, ps.src.length, ps.proto};
+  auto& bucket = insertBucket(key).entries;
   // The newest order ranks last among equal priorities: insert after them.
   auto pos = std::upper_bound(bucket.begin(), bucket.end(), entry, [](const Entry& a, const Entry& b) {
     return a.priority != b.priority ? a.priority < b.priority : a.order < b.order;
@@ -174,9 +177,10 @@ void Spd::remove(uint32_t id) {
   byId_.erase(it);
   const Policy& p = *slots_[slot];
   const BucketKey key = keyOf(p);
-  if (auto b = buckets_.find(key); b != buckets_.end()) {
-    std::erase_if(b->second, [slot](const Entry& e) { return e.slot == slot; });
-    if (b->second.empty()) buckets_.erase(b);
+  if (const Bucket* b = findBucket(key)) {
+    const auto at = static_cast<std::size_t>(b - table_.data());
+    std::erase_if(table_[at].entries, [slot](const Entry& e) { return e.slot == slot; });
+    if (table_[at].entries.empty()) eraseBucket(at);
   }
   if (Group* g = group(p.dir, p.selector.dst.address.family()); g && --g->countByLength[key.length] == 0) {
     std::erase(g->lengths, key.length);
@@ -190,17 +194,18 @@ void Spd::clear() {
   slots_.clear();
   freeSlots_.clear();
   byId_.clear();
-  buckets_.clear();
+  table_.clear();
+  usedBuckets_ = 0;
   groups_.clear();
   ++version_;
 }
 
 Spd::Bits Spd::bitsOf(const esp::IpAddress& a) noexcept {
-  const auto b = a.bytes();
-  Bits r;
-  for (size_t i = 0; i < 8 && i < b.size(); ++i) r.hi |= std::uint64_t{b[i]} << (56 - 8 * i);
-  for (size_t i = 8; i < b.size(); ++i) r.lo |= std::uint64_t{b[i]} << (56 - 8 * (i - 8));
-  return r;
+  // An IPv4 address is the first 4 of 16 stored bytes, the rest zero
+  // (esp/ip.h), so both families read as 16 bytes.
+  std::uint64_t w[2];
+  std::memcpy(w, a.bytes().data(), sizeof w);
+  return {be64toh(w[0]), be64toh(w[1])};
 }
 
 // An IPv4 address sits in the top 32 bits of hi, the rest zero, so one
@@ -219,7 +224,7 @@ Spd::BucketKey Spd::keyOf(const Policy& p) noexcept {
           static_cast<std::uint8_t>(d.address.family()), d.length};
 }
 
-std::size_t Spd::BucketKeyHash::operator()(const BucketKey& k) const noexcept {
+std::size_t Spd::hashOf(const BucketKey& k) noexcept {
   // A multiply-xorshift mix: cheap, and the masked addresses of a policy set
   // often differ only in a few middle bits.
   std::uint64_t h = k.dst.hi * 0x9e3779b97f4a7c15ull;
@@ -242,23 +247,86 @@ const Spd::Group* Spd::group(uint8_t dir, esp::IpFamily family) const noexcept {
   return const_cast<Spd*>(this)->group(dir, family);
 }
 
+const Spd::Bucket* Spd::findBucket(const BucketKey& k) const noexcept {
+  if (table_.empty()) return nullptr;
+  const std::size_t mask = table_.size() - 1;
+  for (std::size_t i = hashOf(k) & mask;; i = (i + 1) & mask) {
+    const Bucket& b = table_[i];
+    if (b.entries.empty()) return nullptr;
+    if (b.key == k) return &b;
+  }
+}
+
+Spd::Bucket& Spd::insertBucket(const BucketKey& k) {
+  if (const Bucket* b = findBucket(k)) return table_[static_cast<std::size_t>(b - table_.data())];
+  if ((usedBuckets_ + 1) * 2 > table_.size()) {
+    std::vector<Bucket> old(std::max<std::size_t>(64, table_.size() * 2));
+    old.swap(table_);
+    const std::size_t mask = table_.size() - 1;
+    for (auto& b : old) {
+      if (b.entries.empty()) continue;
+      std::size_t i = hashOf(b.key) & mask;
+      while (!table_[i].entries.empty()) i = (i + 1) & mask;
+      table_[i] = std::move(b);
+    }
+  }
+  const std::size_t mask = table_.size() - 1;
+  std::size_t i = hashOf(k) & mask;
+  while (!table_[i].entries.empty()) i = (i + 1) & mask;
+  ++usedBuckets_;
+  table_[i].key = k;
+  return table_[i];  // the caller adds the first entry
+}
+
+// Backward-shift deletion: later members of the probe run move up into the
+// hole when their home slot allows, so lookups need no tombstones.
+void Spd::eraseBucket(std::size_t hole) noexcept {
+  const std::size_t mask = table_.size() - 1;
+  for (std::size_t j = (hole + 1) & mask; !table_[j].entries.empty(); j = (j + 1) & mask) {
+    const std::size_t home = hashOf(table_[j].key) & mask;
+    const bool staysPut = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+    if (staysPut) continue;
+    table_[hole] = std::move(table_[j]);
+    table_[j].entries.clear();
+    hole = j;
+  }
+  std::vector<Entry>().swap(table_[hole].entries);
+  --usedBuckets_;
+}
+
+// Selector::matches without its destination test (the bucket did that) and
+// with the source prefix pre-masked.
+bool Spd::entryMatches(const Entry& e, Bits src, const esp::FlowKey& flow) noexcept {
+  if (!(masked(src, e.srcLength) == e.src)) return false;
+  if (e.proto != 255 && e.proto != flow.proto) return false;
+  if (e.srcPort != 0 || e.dstPort != 0) {
+    // Port selectors need a first fragment; a later fragment has no ports.
+    if (flow.nonInitialFragment) return false;
+    if (e.srcPort != 0 && e.srcPort != flow.srcPort) return false;
+    if (e.dstPort != 0 && e.dstPort != flow.dstPort) return false;
+  }
+  return true;
+}
+
 std::uint32_t Spd::search(uint8_t dir, const esp::FlowKey& flow) const noexcept {
+  // A selector's prefixes share a family, so a flow whose two do not matches none.
+  if (flow.src.family() != flow.dst.family()) return kNoSlot;
   const Group* g = group(dir, flow.dst.family());
   if (!g) return kNoSlot;
-  const Bits dst = bitsOf(flow.dst);
+  const Bits dst = bitsOf(flow.dst), src = bitsOf(flow.src);
   std::uint32_t bestSlot = kNoSlot;
   std::uint32_t bestPriority = 0;
   std::uint64_t bestOrder = 0;
   for (std::uint8_t length : g->lengths) {
-    auto it = buckets_.find(BucketKey{masked(dst, length), dir, g->family, length});
-    if (it == buckets_.end()) continue;
-    for (const Entry& e : it->second) {
+    const Bucket* b = findBucket(BucketKey{masked(dst, length), dir, g->family, length});
+    if (!b) continue;
+    for (const Entry& e : b->entries) {
       // Sorted: once an entry ranks after the best so far, so do the rest.
       if (bestSlot != kNoSlot &&
           (e.priority > bestPriority || (e.priority == bestPriority && e.order > bestOrder))) {
         break;
       }
-      if (slots_[e.slot]->selector.matches(flow)) {
+      if (entryMatches(e, src, flow)) {
         bestSlot = e.slot;
         bestPriority = e.priority;
         bestOrder = e.order;

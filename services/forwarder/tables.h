@@ -145,13 +145,21 @@ class Spd {
     std::uint8_t length = 0;
     bool operator==(const BucketKey&) const = default;
   };
-  struct BucketKeyHash {
-    std::size_t operator()(const BucketKey& k) const noexcept;
-  };
+  // One policy as a bucket holds it: what the match needs beyond the
+  // destination, inline, so that a lookup reads the Policy only to return it.
   struct Entry {
-    std::uint32_t priority;
+    Bits src;  // masked to srcLength
     std::uint64_t order;
+    std::uint32_t priority;
     std::uint32_t slot;
+    std::uint16_t srcPort, dstPort;
+    std::uint8_t srcLength, proto;
+  };
+  // A slot of the open-addressing table (linear probing, power-of-two size,
+  // at most half full); no entries means unused.
+  struct Bucket {
+    BucketKey key;
+    std::vector<Entry> entries;  // sorted by (priority, order)
   };
   // The destination lengths present for one (direction, family).
   struct Group {
@@ -171,6 +179,11 @@ class Spd {
   static Bits bitsOf(const esp::IpAddress& a) noexcept;
   static Bits masked(Bits b, unsigned length) noexcept;
   static BucketKey keyOf(const Policy& p) noexcept;
+  static std::size_t hashOf(const BucketKey& k) noexcept;
+  static bool entryMatches(const Entry& e, Bits src, const esp::FlowKey& flow) noexcept;
+  const Bucket* findBucket(const BucketKey& k) const noexcept;
+  Bucket& insertBucket(const BucketKey& k);
+  void eraseBucket(std::size_t at) noexcept;
   Group* group(std::uint8_t dir, esp::IpFamily family) noexcept;
   const Group* group(std::uint8_t dir, esp::IpFamily family) const noexcept;
   std::uint32_t search(std::uint8_t dir, const esp::FlowKey& flow) const noexcept;
@@ -178,7 +191,8 @@ class Spd {
   std::vector<std::optional<Policy>> slots_;
   std::vector<std::uint32_t> freeSlots_;
   std::unordered_map<std::uint32_t, std::uint32_t> byId_;  // id -> slot
-  std::unordered_map<BucketKey, std::vector<Entry>, BucketKeyHash> buckets_;
+  std::vector<Bucket> table_;
+  std::size_t usedBuckets_ = 0;
   std::vector<Group> groups_;  // few: directions x families
   std::uint64_t nextOrder_ = 1;
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <iterator>
 #include <vector>
 
 #include <capnp/message.h>
@@ -25,6 +26,20 @@ class LinearSpd {
       return a.priority != b.priority ? a.priority < b.priority : a.order < b.order;
     });
     policies_.insert(pos, std::move(p));
+  }
+  // Many at once, as that many add() calls would leave them (ids distinct and
+  // new), without the quadratic cost of sorted inserts.
+  void addAll(std::vector<Policy> ps) {
+    for (auto& p : ps) p.order = nextOrder_++;
+    std::stable_sort(ps.begin(), ps.end(), [](const Policy& a, const Policy& b) { return a.priority < b.priority; });
+    std::vector<Policy> merged;
+    merged.reserve(policies_.size() + ps.size());
+    std::merge(std::make_move_iterator(policies_.begin()), std::make_move_iterator(policies_.end()),
+               std::make_move_iterator(ps.begin()), std::make_move_iterator(ps.end()), std::back_inserter(merged),
+               [](const Policy& a, const Policy& b) {
+                 return a.priority != b.priority ? a.priority < b.priority : a.order < b.order;
+               });
+    policies_ = std::move(merged);
   }
   void remove(std::uint32_t id) {
     std::erase_if(policies_, [id](const Policy& p) { return p.id == id; });
