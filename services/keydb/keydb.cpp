@@ -81,6 +81,9 @@ bool exceeded(proto::Lifetime::Reader l, std::uint64_t bytes, std::uint64_t pack
          (l.getUseTime() != 0 && firstUse != 0 && nowS - firstUse >= l.getUseTime());
 }
 
+// Only ESP SAs have a crypto session and a forwarder entry (see add()).
+bool hasDataPath(const Sa& sa) { return sa.p().getSatype() == SADB_SATYPE_ESP; }
+
 }  // namespace
 
 void Keydb::checkLifetimes() {
@@ -151,7 +154,7 @@ bool Keydb::onDataPlaneRestarted(std::vector<UniqueFd>& fds) {
     sa->usageBase.bytes += sa->usageReported.bytes;  // the new forwarder counts from zero
     sa->usageBase.packets += sa->usageReported.packets;
     sa->usageReported = {};
-    if (!sa->larval()) createSession(*sa);
+    if (!sa->larval() && hasDataPath(*sa)) createSession(*sa);
   }
   log::info("data plane reattached; {} SAs re-issued", sad_.size());
   return true;
@@ -206,8 +209,8 @@ void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
   if (!goodAddress(p.getSrc()) || !goodAddress(p.getDst()) || p.getSrc().size() != p.getDst().size()) {
     return replyError(id, EINVAL);
   }
-  if (p.getSatype() != SADB_SATYPE_ESP) {
-    log::warn("SA add refused: satype {} is not supported yet (ESP only)", p.getSatype());
+  if (p.getSatype() != SADB_SATYPE_ESP && p.getSatype() != SADB_SATYPE_AH &&
+      p.getSatype() != SADB_X_SATYPE_IPCOMP) {
     return replyError(id, EINVAL);
   }
   SaKey key{p.getSatype(), p.getSpi(), std::string(p.getDst().asChars().begin(), p.getDst().size())};
@@ -222,6 +225,13 @@ void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
   sa.encKey = SecureBytes(span(req.getKeys().getEncrypt()));
   sa.authKey = SecureBytes(span(req.getKeys().getAuth()));
   sa.addTime = now();
+  if (!hasDataPath(sa)) {
+    // AH and IPComp SAs are stored so that PF_KEY semantics hold (ADD, GET,
+    // DUMP, DELETE, FLUSH, lifetimes by time), but the data path has no AH or
+    // IPComp yet: no crypto session, nothing installed in the forwarder.
+    log::info("SA {:#x} (satype {}) stored without a data path", p.getSpi(), p.getSatype());
+    return reply(id, 0, {&sa});
+  }
   sa.pendingAdd = id;
   createSession(sa);
 }
@@ -248,7 +258,7 @@ void Keydb::getSpi(std::uint64_t id, proto::GetSpi::Reader req) {
 }
 
 void Keydb::removeSa(Sa& sa) {
-  if (!sa.larval()) {
+  if (!sa.larval() && hasDataPath(sa)) {
     if (crypto_ && crypto_->isOpen()) {
       capnp::MallocMessageBuilder b;
       setRef(b.initRoot<proto::KeydbToCrypto>().initDestroySession(), sa.ref);
