@@ -250,6 +250,39 @@ TEST(PfkeyServer, SpdDeleteBySelectorAndById) {
   EXPECT_EQ(h.server().spd().size(), 0u);
 }
 
+// The corpus recorder echoed SPDDELETE requests; af_key.c's key_notify_policy
+// sends the deleted policy in full (pfkey_xfrm_policy2msg), to every socket.
+TEST(PfkeyServer, SpdDeleteBroadcastsTheDeletedPolicyInFullAsLinuxDoes) {
+  Harness h;
+  auto a = h.connect();
+  auto b = h.connect();
+  a.send(spdAdd(SADB_X_SPDADD, IPSEC_DIR_INBOUND, v4(10, 0, 0, 2), v4(10, 0, 0, 1)));
+  h.pump();
+  a.drain();
+  b.drain();
+  a.send(spdAdd(SADB_X_SPDDELETE, IPSEC_DIR_INBOUND, v4(10, 0, 0, 2), v4(10, 0, 0, 1), IPSEC_POLICY_DISCARD, 7, 55));
+  h.pump();
+  auto ra = a.drain();
+  auto rb = b.drain();
+  ASSERT_EQ(ra.size(), 1u);
+  ASSERT_EQ(rb.size(), 1u);
+  EXPECT_EQ(ra[0], rb[0]);
+  auto m = parsed(ra[0]);
+  EXPECT_EQ(m.msg().sadb_msg_type, SADB_X_SPDDELETE);
+  EXPECT_EQ(m.msg().sadb_msg_errno, 0);
+  EXPECT_EQ(m.msg().sadb_msg_seq, 7u);
+  EXPECT_EQ(m.msg().sadb_msg_pid, 55u);
+  EXPECT_TRUE(m.has(SADB_EXT_LIFETIME_HARD));
+  EXPECT_TRUE(m.has(SADB_EXT_LIFETIME_SOFT));
+  EXPECT_TRUE(m.has(SADB_EXT_LIFETIME_CURRENT));
+  ASSERT_TRUE(m.policy());
+  EXPECT_EQ(m.policy()->type, IPSEC_POLICY_IPSEC);  // the stored policy, not the request's "discard"
+  EXPECT_EQ(m.policy()->dir, IPSEC_DIR_INBOUND);
+  EXPECT_EQ(m.policy()->id & 7u, 0u);  // XFRM_POLICY_IN
+  EXPECT_NE(m.policy()->id, 0u);
+  EXPECT_EQ(m.policy()->requestCount, 1u);
+}
+
 TEST(PfkeyServer, SpdFlushAnswersTheRequesterAndBroadcastsOnlyWhenSomethingWasFlushed) {
   Harness h;
   auto c = h.connect();
