@@ -72,8 +72,10 @@ std::vector<uint8_t> ipv4(uint8_t proto, std::vector<uint8_t> l4, uint16_t fragF
 
 std::vector<uint8_t> ipv6(uint8_t next, std::vector<uint8_t> rest) {
   std::vector<uint8_t> p{0x60, 0, 0, 0, 0, 0, next, 64};
-  const auto src = addr("2001:db8::1").bytes();
-  const auto dst = addr("2001:db8:1::2").bytes();
+  const IpAddress srcAddr = addr("2001:db8::1");  // spans into these must not outlive them
+  const IpAddress dstAddr = addr("2001:db8:1::2");
+  const auto src = srcAddr.bytes();
+  const auto dst = dstAddr.bytes();
   p.insert(p.end(), src.begin(), src.end());
   p.insert(p.end(), dst.begin(), dst.end());
   p.insert(p.end(), rest.begin(), rest.end());

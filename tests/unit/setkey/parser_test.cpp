@@ -68,7 +68,8 @@ TEST(SetkeyParser, ChachaUsesItsNamedProvisionalId) {
 TEST(SetkeyParser, LifetimesSendHardAndSoftTogether) {
   auto cmds = parseOk("add 10.0.0.1 10.0.0.2 ah 5 -lh 3600 -A hmac-sha256 "
                       "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f;");
-  auto r = pfkey::parse(cmds.at(0).requests(1)[0]);
+  const auto requests = cmds.at(0).requests(1);  // the parsed view borrows these bytes
+  auto r = pfkey::parse(requests[0]);
   const auto& m = std::get<pfkey::ParsedMessage>(r);
   EXPECT_EQ(m.lifetime(SADB_EXT_LIFETIME_HARD)->sadb_lifetime_addtime, 3600u);
   EXPECT_TRUE(m.has(SADB_EXT_LIFETIME_SOFT));
