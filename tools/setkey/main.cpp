@@ -3,6 +3,7 @@
 // Unix socket (--socket, else $IPSEC_PFKEY_SOCKET, else /run/ipsecd/pfkey).
 // Trusts the operator's script (but reports its mistakes with file:line:col)
 // and checks every reply with pfkey::parse.
+#include <sys/prctl.h>
 #include <linux/pfkeyv2.h>
 #include <arpa/inet.h>
 #include <sys/time.h>
@@ -376,6 +377,8 @@ int run(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Scripts carry keys: no core dump or same-uid ptrace may read them from us.
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   Options o = parseArgs(argc, argv);
   try {
     return run(o);
