@@ -116,8 +116,10 @@ class AcquireTest(unittest.TestCase):
                 acquires = listener.wait_for(SADB_ACQUIRE, timeout=5)
                 self.assertTrue(acquires, tb.log_text(tb.a))
                 self.assertGreaterEqual(tb.a.counter("out_held_no_sa"), 1)
-                # The key manager answers with SAs; the held echo request goes out.
-                r = tb.a.setkey(sa_lines("aes-gcm", 4))
+                # The key manager answers with SAs, the inbound one first so that
+                # the echo reply finds it; the held echo request goes out.
+                inbound_first = "".join(reversed(sa_lines("aes-gcm", 4).splitlines(keepends=True)))
+                r = tb.a.setkey(inbound_first)
                 self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
                 out, _ = ping.communicate(timeout=15)
                 self.assertEqual(ping.returncode, 0, out)
