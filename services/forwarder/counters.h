@@ -22,7 +22,7 @@ namespace ipsec::forwarder {
   X(out_acquires)             /* ACQUIREs sent to ipsec-policy */                  \
   X(out_drop_seq_wait)        /* sequence numbers exhausted, grant pending */      \
   X(out_drop_no_room)         /* packet too large for the buffer's tailroom */     \
-  X(out_drop_no_buffer)       /* buffer pool empty */                              \
+  X(out_stall_no_buffer)      /* pool empty: TUN reading paused, nothing lost */  \
   X(out_drop_ring_full)       /* crypto request ring full */                       \
   X(out_drop_crypto)          /* the broker failed to seal */                      \
   X(out_drop_send)            /* sendmmsg refused the packet */                    \
@@ -39,7 +39,7 @@ namespace ipsec::forwarder {
   X(esp_in_drop_inner_mismatch)  /* next header disagrees with inner version */    \
   X(esp_in_drop_bad_inner)    /* inner packet malformed */                         \
   X(esp_in_drop_policy)       /* inner packet not allowed by the inbound SPD */    \
-  X(esp_in_drop_no_buffer)    /* buffer pool empty */                              \
+  X(esp_in_stall_no_buffer)   /* pool empty: socket reading paused, nothing lost */ \
   X(esp_in_drop_ring_full)    /* crypto request ring full */                       \
   X(esp_in_drop_crypto)       /* the broker failed for another reason */           \
   X(esp_in_dummy)             /* TFC dummy packets (next header 59) discarded */   \

@@ -105,7 +105,7 @@ void Forwarder::readTun() noexcept {
     auto buf = allocBuffer(w);
     if (!buf) {
       // Leave the packets in the TUN queue; the next completion restarts us.
-      ++counters_.out_drop_no_buffer;
+      ++counters_.out_stall_no_buffer;
       tunStalled_ = true;
       flushRequests(w, true);
       return;
@@ -306,7 +306,7 @@ void Forwarder::readRaw(int family) noexcept {
     msgs[have].msg_hdr.msg_controllen = cmsgs[have].size();
   }
   if (have == 0) {
-    ++counters_.esp_in_drop_no_buffer;
+    ++counters_.esp_in_stall_no_buffer;
     (family == AF_INET ? raw4Stalled_ : raw6Stalled_) = true;
     return;
   }
