@@ -78,6 +78,12 @@ class WipingDisposer final : public kj::ArrayDisposer {
 const WipingDisposer kWipingDisposer;
 }  // namespace
 
+void wipeMessage(capnp::MallocMessageBuilder& message) noexcept {
+  for (auto seg : message.getSegmentsForOutput()) {
+    explicit_bzero(const_cast<capnp::word*>(seg.begin()), seg.size() * sizeof(capnp::word));
+  }
+}
+
 kj::Array<capnp::word> serialize(capnp::MessageBuilder& message) {
   const size_t words = capnp::computeSerializedSizeInWords(message);
   auto* storage = new capnp::word[words];

@@ -47,6 +47,10 @@ std::size_t sizeSocketBuffers(int fd, std::size_t messageBytes) noexcept;
 // Serialises a message into one flat array of words.
 kj::Array<capnp::word> serialize(capnp::MessageBuilder& message);
 
+// Zeroes every segment of a message we built (one that held key material),
+// once it has been sent: Channel wipes its own serialized copy, not ours.
+void wipeMessage(capnp::MallocMessageBuilder& message) noexcept;
+
 // sendmsg of one datagram with `fds` in SCM_RIGHTS (the caller keeps
 // ownership of them). MSG_NOSIGNAL | MSG_DONTWAIT unless `blocking`.
 // Returns 0 or an errno value (EAGAIN when the socket buffer is full).

@@ -208,11 +208,16 @@ class Supervisor {
     spawnDataPlane(links);
     startedAt_ = Clock::now();
 
+    armReadyTimer("");
+  }
+
+  // Every child must say ready within kReadyTimeout, or everything stops.
+  void armReadyTimer(std::string when) {
     readyTimer_ = std::make_unique<asio::steady_timer>(io_, kReadyTimeout);
-    readyTimer_->async_wait([this](boost::system::error_code ec) {
+    readyTimer_->async_wait([this, when](boost::system::error_code ec) {
       if (ec) return;
       for (auto& [r, c] : children_) {
-        if (!c.ready) failClosed(std::string(roleName(r)) + " did not become ready");
+        if (!c.ready) failClosed(std::string(roleName(r)) + " did not become ready" + when);
       }
     });
   }
@@ -400,13 +405,7 @@ class Supervisor {
       sendRestarted(Role::kKeydb, {links.keydbCrypto.first.get(), links.keydbForwarder.first.get()});
       sendRestarted(Role::kPolicy, {links.policyForwarder.first.get()});
       spawnDataPlane(links);
-      readyTimer_ = std::make_unique<asio::steady_timer>(io_, kReadyTimeout);
-      readyTimer_->async_wait([this](boost::system::error_code ec) {
-        if (ec) return;
-        for (auto& [r, c] : children_) {
-          if (!c.ready) failClosed(std::string(roleName(r)) + " did not become ready after restart");
-        }
-      });
+      armReadyTimer(" after restart");
     } catch (const std::exception& e) {
       failClosed(std::string("data plane restart failed: ") + e.what());
     }

@@ -2,7 +2,6 @@
 #include "keydb.h"
 
 #include <linux/pfkeyv2.h>
-#include <sodium.h>
 #include <time.h>
 
 #include <cerrno>
@@ -20,12 +19,9 @@ std::uint64_t now() {
 
 std::span<const std::uint8_t> span(capnp::Data::Reader d) { return {d.begin(), d.size()}; }
 
-// Wipes every segment of a message we built with keys in it, once it is sent
-// (the channel wipes its own serialized copy).
-void wipe(capnp::MallocMessageBuilder& b) {
-  for (auto seg : b.getSegmentsForOutput()) {
-    sodium_memzero(const_cast<capnp::word*>(seg.begin()), seg.size() * sizeof(capnp::word));
-  }
+// How PF_KEY names an SA: (satype, SPI, destination).
+SaKey keyOf(std::uint8_t satype, std::uint32_t spi, capnp::Data::Reader dst) {
+  return SaKey{satype, spi, std::string(dst.asChars().begin(), dst.size())};
 }
 
 bool goodAddress(capnp::Data::Reader a) { return a.size() == 4 || a.size() == 16; }
@@ -172,7 +168,7 @@ bool Keydb::onPolicy(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       return true;
     case proto::PolicyToKeydb::DELETE: {
       auto n = req.getDelete();
-      Sa* sa = sad_.find(SaKey{n.getSatype(), n.getSpi(), std::string(n.getDst().asChars().begin(), n.getDst().size())});
+      Sa* sa = sad_.find(keyOf(n.getSatype(), n.getSpi(), n.getDst()));
       if (!sa) return replyError(id, ESRCH), true;
       reply(id, 0, {sa});
       removeSa(*sa);
@@ -180,7 +176,7 @@ bool Keydb::onPolicy(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
     }
     case proto::PolicyToKeydb::GET: {
       auto n = req.getGet();
-      Sa* sa = sad_.find(SaKey{n.getSatype(), n.getSpi(), std::string(n.getDst().asChars().begin(), n.getDst().size())});
+      Sa* sa = sad_.find(keyOf(n.getSatype(), n.getSpi(), n.getDst()));
       if (!sa) return replyError(id, ESRCH), true;
       reply(id, 0, {sa}, true);
       return true;
@@ -213,7 +209,7 @@ void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
       p.getSatype() != SADB_X_SATYPE_IPCOMP) {
     return replyError(id, EINVAL);
   }
-  SaKey key{p.getSatype(), p.getSpi(), std::string(p.getDst().asChars().begin(), p.getDst().size())};
+  SaKey key = keyOf(p.getSatype(), p.getSpi(), p.getDst());
   if (Sa* old = sad_.find(key)) {
     if (!req.getUpdate()) return replyError(id, EEXIST);
     removeSa(*old);
@@ -294,7 +290,7 @@ void Keydb::reply(std::uint64_t id, int err, const std::vector<Sa*>& sas, bool w
     c.setUseTime(sa.firstUse);
   }
   policy_->send(b);
-  if (withKeys) wipe(b);
+  if (withKeys) control::wipeMessage(b);
 }
 
 // ---- crypto -----------------------------------------------------------------
@@ -313,7 +309,7 @@ void Keydb::createSession(Sa& sa) {
   c.setIvNext(ivNext);
   c.setIvLimit(ivLimit);
   crypto_->send(b);
-  wipe(b);
+  control::wipeMessage(b);
 }
 
 bool Keydb::onCrypto(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {

@@ -54,12 +54,6 @@ void wipe(capnp::Data::Reader d) {
   if (d.size() != 0) explicit_bzero(const_cast<capnp::byte*>(d.begin()), d.size());
 }
 
-void wipe(capnp::MallocMessageBuilder& b) {
-  for (auto seg : b.getSegmentsForOutput()) {
-    explicit_bzero(const_cast<capnp::word*>(seg.begin()), seg.size() * sizeof(capnp::word));
-  }
-}
-
 void setLifetime(proto::Lifetime::Builder out, const std::optional<sadb_lifetime>& l) {
   if (!l) return;
   out.setAllocations(l->sadb_lifetime_allocations);
@@ -218,7 +212,7 @@ int Server::onAddOrUpdate(Client* c, const pfkey::ParsedMessage& m) {
   if (encKey) keys.setEncrypt(capnp::Data::Reader(encKey->bytes.data(), encKey->bytes.size()));
   if (authKey) keys.setAuth(capnp::Data::Reader(authKey->bytes.data(), authKey->bytes.size()));
   const int err = sendToKeydb(c, m.msg(), b, id);
-  wipe(b);  // the datagram itself is wiped by handleDatagram
+  control::wipeMessage(b);  // the datagram itself is wiped by handleDatagram
   return err;
 }
 
