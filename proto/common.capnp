@@ -46,6 +46,13 @@ struct SaParams {
   ivLength @16 :UInt8;
   icvLength @17 :UInt8;
   padAlign @18 :UInt8;
+  # NAT traversal (RFC 3948), from SADB_X_EXT_NAT_T_TYPE/SPORT/DPORT/OA.
+  # natTType 0: plain ESP; UDP_ENCAP_ESPINUDP (2): ESP in UDP with these ports.
+  natTType @19 :UInt8;
+  natTSport @20 :UInt16;    # host order
+  natTDport @21 :UInt16;    # host order
+  natOaSrc @22 :Data;       # original source address (NAT-OAi), empty if none
+  natOaDst @23 :Data;       # original destination address (NAT-OAr), empty if none
 }
 
 # Key material. Travels only policy→keydb and keydb→crypto; never to the

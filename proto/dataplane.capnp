@@ -64,10 +64,26 @@ struct Acquire {
   proto @3 :UInt8;
 }
 
+# An authenticated ESP-in-UDP packet of an SA came from another address or
+# port than the SA names (a NAT rebound). The forwarder does not change the
+# SA: like Linux, it reports; policy broadcasts SADB_X_NAT_T_NEW_MAPPING and
+# the key manager decides (UPDATE or MIGRATE). Rate-limited per SA.
+struct NatMapping {
+  satype @0 :UInt8;
+  spi @1 :UInt32;
+  src @2 :Data;             # the SA's source (the peer) as installed
+  dst @3 :Data;             # the SA's destination (us)
+  sport @4 :UInt16;         # the SA's peer port as installed (host order)
+  dport @5 :UInt16;
+  newSrc @6 :Data;          # where the packet really came from
+  newSport @7 :UInt16;
+}
+
 struct ForwarderToPolicy {
   union {
     acquire @0 :Acquire;
     # Reserved so the union can grow (SPD expire, per-policy counters).
     none @1 :Void;
+    natMapping @2 :NatMapping;
   }
 }

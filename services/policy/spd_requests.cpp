@@ -203,6 +203,7 @@ bool Server::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
   auto msg = m.getRoot<proto::ForwarderToPolicy>();
   switch (msg.which()) {
     case proto::ForwarderToPolicy::NONE: return true;
+    case proto::ForwarderToPolicy::NAT_MAPPING: return true;  // SADB_X_NAT_T_NEW_MAPPING: not yet broadcast
     case proto::ForwarderToPolicy::ACQUIRE: {
       auto a = msg.getAcquire();
       auto src = addressFrom(a.getSrc());
