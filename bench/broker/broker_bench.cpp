@@ -1,5 +1,6 @@
 // What the crypto broker's ring hop costs: ESP seal through a real
-// ipsec-crypto Worker thread against the same seals done in-process.
+// ipsec-crypto Worker thread against the same seals done in-process, for
+// every ESP algorithm the broker runs.
 //
 // Runs as one benchmark process with two threads; nothing is trusted or
 // untrusted here, but the broker path uses the production pieces unchanged:
@@ -7,11 +8,16 @@
 // (compiled from their sources by this folder's CMakeLists.txt), eventfd
 // doorbells, and esp::encapsulate for the framing.
 //
-// For each algorithm (AES-GCM-128; AES-CBC-128 + HMAC-SHA256) and inner
-// payload size (64, 512, 1420 bytes), one iteration is one burst of 32 packets:
+// For each algorithm (algorithms(): AES-CBC 128/192/256 with each HMAC,
+// XCBC and CMAC, AES-CTR, AES-GCM-8/12/16, AES-CCM-8/12/16, AES-GMAC,
+// ChaCha20-Poly1305 and AES-GCM on both drivers, NULL+HMAC, the legacy
+// 3DES and MD5) and inner payload size (64, 512, 1420 bytes), one iteration
+// is one burst of 32 packets:
 //   in-process  the benchmark thread frames each packet in a pool buffer
-//               (esp::encapsulate), makes the IV as the broker does (counter
-//               for GCM, CSPRNG for CBC) and calls Transform::sealWithIv;
+//               (esp::encapsulate), makes the IV as the broker does (a
+//               counter for counter-mode ciphers; for CBC, random bytes from
+//               a 4 KiB pool refilled by one RAND_bytes call, like the
+//               worker's) and calls Transform::sealWithIv;
 //   broker      the benchmark thread plays the forwarder: it frames the burst
 //               in pool buffers, enqueues 32 CryptoRequests, rings the
 //               worker's doorbell only if the worker sleeps, and reaps
@@ -21,14 +27,19 @@
 //               and crypto overlap on two cores as in the real pipeline.
 // So the two differ only by the hop: rings, doorbells, the worker's
 // descriptor checks and session lookup, the cross-core cache traffic, and the
-// scheduler. At the end the program prints broker/in-process packets/s per
-// size. Timing is never a failure; a seal that does not succeed is (it would
-// mean the figures measure an error path).
+// scheduler. One extra baseline, in-process-rand-per-iv, calls RAND_bytes for
+// every CBC IV, as this benchmark's baseline once did, so that older figures
+// can be compared. At the end the program prints broker/in-process packets/s
+// per algorithm and size, sorted. `--quick` shortens every run (the whole
+// matrix in well under two minutes); other flags go to Google Benchmark.
+// Timing is never a failure; a seal that does not succeed is (it would mean
+// the figures measure an error path).
 #include <benchmark/benchmark.h>
 #include <linux/pfkeyv2.h>
 #include <openssl/rand.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstdio>
@@ -66,29 +77,112 @@ constexpr int kPayloadSizes[] = {64, 512, 1420};
 // are larger than the pool so that an enqueue never finds them full.
 const ring::RegionConfig kRegionConfig{256, 256, 128, 2048};
 
-// Fixed test keys: the figures do not depend on them.
-constexpr std::array<std::uint8_t, 20> kGcmKey = {0x4c, 0x80, 0xcd, 0xef, 0xbb, 0x5d, 0x10, 0xda, 0x90, 0x6a,
-                                                  0xc7, 0x3c, 0x36, 0x13, 0xa6, 0x34, 0x2e, 0x44, 0x3b, 0x68};
-constexpr std::array<std::uint8_t, 16> kCbcKey = {0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef,
-                                                  0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef};
-constexpr std::array<std::uint8_t, 32> kHmacKey = {
-    0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11,
-    0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11};
+// Fixed test keys: the figures do not depend on them. Long enough for the
+// longest key of any algorithm (AES-256 + salt, HMAC-SHA-512).
+constexpr std::array<std::uint8_t, 64> keyBytes(std::uint8_t seed) {
+  std::array<std::uint8_t, 64> k{};
+  for (std::size_t i = 0; i < k.size(); ++i) k[i] = static_cast<std::uint8_t>(seed + i * 7);
+  return k;
+}
+constexpr std::array<std::uint8_t, 64> kEncKey = keyBytes(0x4c);
+constexpr std::array<std::uint8_t, 64> kAuthKey = keyBytes(0x11);
 
 struct Algorithm {
-  const char* name;
-  cryptodrv::TransformSpec spec;
+  std::string name;    // row name, e.g. aes-gcm-16-128 or chacha20-poly1305/sodium
+  bool preferSodium;   // the broker's registry with libsodium first
+  std::uint8_t encAlg;
+  std::size_t encKeyLength;  // with the salt or nonce the RFC appends
+  std::uint8_t authAlg;
+  std::size_t authKeyLength;
+  bool legacy;  // 3DES, MD5: the broker runs them with allow_legacy only
+
+  cryptodrv::TransformSpec spec() const {
+    return {encAlg, authAlg, std::span(kEncKey.data(), encKeyLength), std::span(kAuthKey.data(), authKeyLength),
+            false, legacy};
+  }
 };
 
-const Algorithm kAlgorithms[] = {
-    {"aes-gcm-128", {SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, kGcmKey, {}, false}},
-    {"aes-cbc-128+hmac-sha256", {SADB_X_EALG_AESCBC, SADB_X_AALG_SHA2_256HMAC, kCbcKey, kHmacKey, false}},
-};
-
-const cryptodrv::DriverRegistry& registry() {
-  static const cryptodrv::DriverRegistry drivers = cryptodrv::DriverRegistry::withDefaultDrivers();
-  return drivers;
+// Every algorithm the broker runs. AEAD key lengths include the salt
+// (4 bytes; 3 for CCM), AES-CTR's the 4-byte nonce.
+const std::vector<Algorithm>& algorithms() {
+  static const std::vector<Algorithm> all = [] {
+    std::vector<Algorithm> v;
+    struct Mac {
+      const char* name;
+      std::uint8_t id;
+      std::size_t keyLength;
+    };
+    const Mac kHmacs[] = {{"hmac-sha1", SADB_AALG_SHA1HMAC, 20},
+                          {"hmac-sha256", SADB_X_AALG_SHA2_256HMAC, 32},
+                          {"hmac-sha384", SADB_X_AALG_SHA2_384HMAC, 48},
+                          {"hmac-sha512", SADB_X_AALG_SHA2_512HMAC, 64}};
+    for (int bits : {128, 192, 256}) {
+      const std::size_t key = static_cast<std::size_t>(bits / 8);
+      const std::string aes = std::to_string(bits);
+      for (const Mac& m : kHmacs) {
+        v.push_back({"aes-cbc-" + aes + "+" + m.name, false, SADB_X_EALG_AESCBC, key, m.id, m.keyLength, false});
+      }
+      v.push_back({"aes-ctr-" + aes + "+hmac-sha256", false, SADB_X_EALG_AESCTR, key + 4, SADB_X_AALG_SHA2_256HMAC,
+                   32, false});
+      const std::pair<int, std::uint8_t> kGcm[] = {
+          {8, SADB_X_EALG_AES_GCM_ICV8}, {12, SADB_X_EALG_AES_GCM_ICV12}, {16, SADB_X_EALG_AES_GCM_ICV16}};
+      const std::pair<int, std::uint8_t> kCcm[] = {
+          {8, SADB_X_EALG_AES_CCM_ICV8}, {12, SADB_X_EALG_AES_CCM_ICV12}, {16, SADB_X_EALG_AES_CCM_ICV16}};
+      for (auto [icv, id] : kGcm) {
+        v.push_back({"aes-gcm-" + std::to_string(icv) + "-" + aes, false, id, key + 4, SADB_AALG_NONE, 0, false});
+      }
+      for (auto [icv, id] : kCcm) {
+        v.push_back({"aes-ccm-" + std::to_string(icv) + "-" + aes, false, id, key + 3, SADB_AALG_NONE, 0, false});
+      }
+      v.push_back({"aes-gmac-" + aes, false, SADB_X_EALG_NULL_AES_GMAC, key + 4, SADB_AALG_NONE, 0, false});
+    }
+    v.push_back({"aes-cbc-128+aes-xcbc", false, SADB_X_EALG_AESCBC, 16, SADB_X_AALG_AES_XCBC_MAC, 16, false});
+    v.push_back({"aes-cbc-128+aes-cmac", false, SADB_X_EALG_AESCBC, 16, cryptodrv::kSadbXAalgAesCmac96, 16, false});
+    v.push_back({"chacha20-poly1305", false, cryptodrv::kSadbXEalgChacha20Poly1305, 36, SADB_AALG_NONE, 0, false});
+    v.push_back({"chacha20-poly1305/sodium", true, cryptodrv::kSadbXEalgChacha20Poly1305, 36, SADB_AALG_NONE, 0,
+                 false});
+    v.push_back({"aes-gcm-16-256/sodium", true, SADB_X_EALG_AES_GCM_ICV16, 36, SADB_AALG_NONE, 0, false});
+    v.push_back({"null+hmac-sha1", false, SADB_EALG_NULL, 0, SADB_AALG_SHA1HMAC, 20, false});
+    v.push_back({"null+hmac-sha256", false, SADB_EALG_NULL, 0, SADB_X_AALG_SHA2_256HMAC, 32, false});
+    v.push_back({"3des-cbc+hmac-sha1", false, SADB_EALG_3DESCBC, 24, SADB_AALG_SHA1HMAC, 20, true});
+    v.push_back({"3des-cbc+hmac-md5", false, SADB_EALG_3DESCBC, 24, SADB_AALG_MD5HMAC, 16, true});
+    v.push_back({"aes-cbc-128+hmac-md5", false, SADB_X_EALG_AESCBC, 16, SADB_AALG_MD5HMAC, 16, true});
+    return v;
+  }();
+  return all;
 }
+
+// The CBC row also measured with the old baseline (RAND_bytes per IV).
+constexpr const char* kRandPerIvRow = "aes-cbc-128+hmac-sha256";
+
+const cryptodrv::DriverRegistry& registry(bool preferSodium) {
+  static const cryptodrv::DriverRegistry openssl = cryptodrv::DriverRegistry::withDefaultDrivers();
+  static const cryptodrv::DriverRegistry sodium = cryptodrv::DriverRegistry::withDefaultDrivers("sodium");
+  return preferSodium ? sodium : openssl;
+}
+
+// Random IV bytes as the crypto worker draws them (services/crypto/
+// sessions.cpp, randomIv): a 4 KiB pool per thread refilled by one
+// RAND_bytes call, each byte handed out once. Without it the baseline pays a
+// RAND_bytes call per packet that the broker does not.
+class IvPool {
+ public:
+  bool take(std::uint8_t* iv, std::size_t len) noexcept {
+    if (len > pool_.size()) return false;
+    if (pool_.size() - used_ < len) {
+      if (RAND_bytes(pool_.data(), static_cast<int>(pool_.size())) != 1) return false;
+      used_ = 0;
+    }
+    std::memcpy(iv, pool_.data() + used_, len);
+    explicit_bzero(pool_.data() + used_, len);
+    used_ += len;
+    return true;
+  }
+
+ private:
+  std::array<std::uint8_t, 4096> pool_{};
+  std::size_t used_ = pool_.size();
+};
 
 std::span<std::uint8_t> bytes(std::span<std::byte> b) noexcept {
   return {reinterpret_cast<std::uint8_t*>(b.data()), b.size()};
@@ -117,9 +211,10 @@ esp::EncapResult frame(std::span<std::uint8_t> buffer, std::size_t payload, std:
 
 // ---- in-process baseline ------------------------------------------------------
 
-void inProcessSeal(benchmark::State& state, const Algorithm& alg, int payload) {
+// randPerIv: the old baseline, a RAND_bytes call for every random IV.
+void inProcessSeal(benchmark::State& state, const Algorithm& alg, int payload, bool randPerIv) {
   std::string error;
-  auto t = registry().makeTransform(alg.spec, &error);
+  auto t = registry(alg.preferSodium).makeTransform(alg.spec(), &error);
   if (!t) {
     state.SkipWithError(error.c_str());
     return;
@@ -131,6 +226,7 @@ void inProcessSeal(benchmark::State& state, const Algorithm& alg, int payload) {
   std::array<std::uint32_t, kBurst> buffers{};
   for (auto& b : buffers) b = *pool.alloc();
 
+  IvPool ivPool;
   std::uint64_t ivCounter = 1;
   std::uint32_t seq = 0;
   std::uint64_t sealed = 0;
@@ -144,8 +240,8 @@ void inProcessSeal(benchmark::State& state, const Algorithm& alg, int payload) {
       if (t->ivIsCounter()) {
         const std::uint64_t n = ivCounter++;
         for (int i = 0; i < 8 && i < t->ivLength(); ++i) iv[t->ivLength() - 1 - i] = static_cast<std::uint8_t>(n >> (8 * i));
-      } else if (RAND_bytes(iv, t->ivLength()) != 1) {
-        failure = "RAND_bytes failed";
+      } else if (randPerIv ? RAND_bytes(iv, t->ivLength()) != 1 : !ivPool.take(iv, t->ivLength())) {
+        failure = "no random IV";
         break;
       }
       if (!framed.ok() || t->sealWithIv(buffer.data() + framed.offset, framed.length, 0, iv) != cryptodrv::Status::kOk) {
@@ -181,10 +277,10 @@ class BrokerRig {
         completions_(ring::completionConsumer(region_)),
         requestBell_(ring::Doorbell::create()),
         completionBell_(ring::Doorbell::create()),
-        sessions_(registry(), 1) {
+        sessions_(registry(alg.preferSodium), 1) {
     std::uint8_t layout[3] = {};
     // Generation 1 at index 0; an IV grant no benchmark can exhaust.
-    const std::string error = sessions_.create(0, 1, alg.spec, 1, std::uint64_t{1} << 62, layout);
+    const std::string error = sessions_.create(0, 1, alg.spec(), 1, std::uint64_t{1} << 62, layout);
     if (!error.empty()) throw std::runtime_error(error);
     layout_ = {layout[0], layout[1], layout[2]};
     // The worker attaches its own mapping of the same memfd, as ipsec-crypto does.
@@ -321,11 +417,16 @@ std::string benchName(const Algorithm& alg, const char* path, int payload) {
 }
 
 void registerAll() {
-  for (const Algorithm& alg : kAlgorithms) {
+  for (const Algorithm& alg : algorithms()) {
     for (int payload : kPayloadSizes) {
       benchmark::RegisterBenchmark(benchName(alg, "in-process", payload).c_str(),
-                                   [&alg, payload](benchmark::State& s) { inProcessSeal(s, alg, payload); })
+                                   [&alg, payload](benchmark::State& s) { inProcessSeal(s, alg, payload, false); })
           ->UseRealTime();
+      if (alg.name == kRandPerIvRow) {
+        benchmark::RegisterBenchmark(benchName(alg, "in-process-rand-per-iv", payload).c_str(),
+                                     [&alg, payload](benchmark::State& s) { inProcessSeal(s, alg, payload, true); })
+            ->UseRealTime();
+      }
       benchmark::RegisterBenchmark(benchName(alg, "broker", payload).c_str(),
                                    [&alg, payload](benchmark::State& s) { brokerSeal(s, alg, payload); })
           ->UseRealTime();
@@ -345,32 +446,67 @@ class RatioReporter : public benchmark::ConsoleReporter {
     }
   }
 
+  // One row per algorithm and size that has both figures, sorted by name,
+  // then size.
   void printRatios() const {
-    std::printf("\nbroker / in-process, packets per second (1.00: the hop costs nothing)\n");
-    std::printf("%-26s %6s %14s %14s %7s %11s\n", "algorithm", "bytes", "in-process", "broker", "ratio",
-                "broker Gb/s");
-    for (const Algorithm& alg : kAlgorithms) {
+    std::vector<const Algorithm*> sorted;
+    for (const Algorithm& alg : algorithms()) sorted.push_back(&alg);
+    std::sort(sorted.begin(), sorted.end(), [](const Algorithm* a, const Algorithm* b) { return a->name < b->name; });
+    std::printf("\nbroker / in-process, packets per second (1.00: the hop costs nothing; L: legacy)\n");
+    std::printf("%-28s %6s %14s %14s %7s %9s %9s\n", "algorithm", "bytes", "in-process", "broker", "ratio",
+                "in Gb/s", "brk Gb/s");
+    for (const Algorithm* alg : sorted) {
       for (int payload : kPayloadSizes) {
-        const auto base = rates_.find(benchName(alg, "in-process", payload));
-        const auto broker = rates_.find(benchName(alg, "broker", payload));
-        if (base == rates_.end() || broker == rates_.end() || base->second <= 0) continue;
-        std::printf("%-26s %6d %12.0f/s %12.0f/s %7.2f %11.2f\n", alg.name, payload, base->second, broker->second,
-                    broker->second / base->second, broker->second * payload * 8 / 1e9);
+        const double base = rate(benchName(*alg, "in-process", payload));
+        const double broker = rate(benchName(*alg, "broker", payload));
+        if (base <= 0 || broker <= 0) continue;
+        std::printf("%-26s %1s %6d %12.0f/s %12.0f/s %7.2f %9.2f %9.2f\n", alg->name.c_str(), alg->legacy ? "L" : "",
+                    payload, base, broker, broker / base, base * payload * 8 / 1e9, broker * payload * 8 / 1e9);
+      }
+    }
+    for (const Algorithm* alg : sorted) {
+      if (alg->name != kRandPerIvRow) continue;
+      std::printf("\n%s against the old baseline (RAND_bytes per IV; the broker draws from a pool):\n",
+                  alg->name.c_str());
+      for (int payload : kPayloadSizes) {
+        const double old = rate(benchName(*alg, "in-process-rand-per-iv", payload));
+        const double broker = rate(benchName(*alg, "broker", payload));
+        if (old <= 0 || broker <= 0) continue;
+        std::printf("%-26s   %6d %12.0f/s %12.0f/s %7.2f\n", alg->name.c_str(), payload, old, broker, broker / old);
       }
     }
   }
 
  private:
+  double rate(const std::string& name) const {
+    const auto it = rates_.find(name);
+    return it == rates_.end() ? 0 : it->second;
+  }
+
   std::map<std::string, double> rates_;
 };
 
 }  // namespace
 }  // namespace ipsec::bench
 
+// --quick: a short minimum time per run, so that the whole matrix (about
+// 280 runs) stays well under two minutes; an explicit
+// --benchmark_min_time given after it still wins.
 int main(int argc, char** argv) {
+  std::vector<char*> args;
+  static char quickMinTime[] = "--benchmark_min_time=0.1";
+  for (int i = 0; i < argc; ++i) {
+    if (i > 0 && std::strcmp(argv[i], "--quick") == 0) {
+      args.insert(args.begin() + 1, quickMinTime);
+      continue;
+    }
+    args.push_back(argv[i]);
+  }
+  int count = static_cast<int>(args.size());
+  args.push_back(nullptr);
   ipsec::bench::registerAll();
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::Initialize(&count, args.data());
+  if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
   ipsec::bench::RatioReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
   reporter.printRatios();
