@@ -68,6 +68,27 @@ std::uint64_t parseNumber(const Place& at, std::string_view value, std::uint64_t
   return n;
 }
 
+// Decimal, or hexadecimal with a 0x prefix (marks are usually written so).
+std::uint64_t parseNumberOrHex(const Place& at, std::string_view value, std::uint64_t min,
+                               std::uint64_t max) {
+  if (value.size() < 2 || value[0] != '0' || (value[1] != 'x' && value[1] != 'X')) {
+    return parseNumber(at, value, min, max);
+  }
+  const auto digits = value.substr(2);
+  std::uint64_t n = 0;
+  const bool hexOnly = !digits.empty() && std::all_of(digits.begin(), digits.end(), [](char c) {
+    return std::isxdigit(static_cast<unsigned char>(c)) != 0;
+  });
+  if (!hexOnly) at.fail(quoted(value) + " is not a number");
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n, 16);
+  if (ec == std::errc::result_out_of_range || end != digits.data() + digits.size() || n < min ||
+      n > max) {
+    at.fail(std::string(value) + " is out of range " + std::to_string(min) + ".." +
+            std::to_string(max));
+  }
+  return n;
+}
+
 bool parseBool(const Place& at, std::string_view value) {
   std::string lower(value);
   std::transform(lower.begin(), lower.end(), lower.begin(),
@@ -210,6 +231,20 @@ const std::map<std::string_view, Setter>& keyTable() {
        }},
       {"natt_port", [](Config& c, const Place& at, std::string_view v) {
          c.nattPort = toUnsigned(parseNumber(at, v, 1, 65535));
+       }},
+      {"transport_peers", [](Config& c, const Place& at, std::string_view v) {
+         c.transportPeers = parsePrefixList(at, v, PrefixForm::kForbidden);
+       }},
+      {"fwmark", [](Config& c, const Place& at, std::string_view v) {
+         // 0 would mark nothing: every packet, ESP included, would follow the rule.
+         c.fwmark = static_cast<std::uint32_t>(parseNumberOrHex(at, v, 1, 0xffffffffu));
+       }},
+      {"route_table", [](Config& c, const Place& at, std::string_view v) {
+         const auto t = parseNumberOrHex(at, v, 1, 0xffffffffu);
+         if (t == 253 || t == 254 || t == 255) {
+           at.fail(std::string(v) + " is a table the kernel uses (253 default, 254 main, 255 local)");
+         }
+         c.routeTable = static_cast<std::uint32_t>(t);
        }},
       {"keydb_uid", [](Config& c, const Place& at, std::string_view v) {
          c.keydb.uid = static_cast<uid_t>(parseNumber(at, v, 1, kMaxId));

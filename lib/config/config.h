@@ -50,6 +50,12 @@ struct Config {
   std::optional<std::string> setkeyFile;
   unsigned cryptoWorkers = 1;
   unsigned nattPort = 4500;
+  // Transport mode (RFC 4303 §3.1.1): traffic from this host to these peers is
+  // routed into the TUN by a policy-routing table; the forwarder's sockets
+  // carry fwmark, which the rule skips, so ESP itself never loops back.
+  std::vector<IpPrefix> transportPeers;  // full-length prefixes
+  std::uint32_t fwmark = 0x4950;         // non-zero
+  std::uint32_t routeTable = 4950;       // not 0, 253 (default), 254 (main), 255 (local)
   ServiceIds keydb{64701, 64701};
   ServiceIds policy{64702, 64702};
   ServiceIds crypto{64703, 64703};

@@ -287,5 +287,38 @@ TEST(ConfigFile, AMissingFileIsAConfigError) {
   }
 }
 
+TEST(ConfigTransport, DefaultsToNoPeersMark0x4950AndTable4950) {
+  const Config c = parseConfig("", "t.conf");
+  EXPECT_TRUE(c.transportPeers.empty());
+  EXPECT_EQ(c.fwmark, 0x4950u);
+  EXPECT_EQ(c.routeTable, 4950u);
+}
+
+TEST(ConfigTransport, ReadsPeersMarkInHexOrDecimalAndTable) {
+  const Config c = parseConfig(
+      "transport_peers = 192.0.2.2, 2001:db8:1::2\nfwmark = 0x1F00\nroute_table = 100\n", "t.conf");
+  ASSERT_EQ(c.transportPeers.size(), 2u);
+  EXPECT_EQ(c.transportPeers[0].toString(), "192.0.2.2/32");
+  EXPECT_EQ(c.transportPeers[1].toString(), "2001:db8:1::2/128");
+  EXPECT_EQ(c.fwmark, 0x1f00u);
+  EXPECT_EQ(c.routeTable, 100u);
+  EXPECT_EQ(parseConfig("fwmark = 4294967295", "t.conf").fwmark, 0xffffffffu);
+  EXPECT_EQ(parseConfig("route_table = 0x10", "t.conf").routeTable, 16u);
+}
+
+TEST(ConfigTransport, RejectsAZeroMarkAndTheKernelsTables) {
+  EXPECT_EQ(errorOf("fwmark = 0"), "t.conf:1: fwmark: 0 is out of range 1..4294967295");
+  EXPECT_EQ(errorOf("fwmark = 0x100000000"), "t.conf:1: fwmark: 0x100000000 is out of range 1..4294967295");
+  EXPECT_EQ(errorOf("fwmark = 0xZZ"), "t.conf:1: fwmark: \"0xZZ\" is not a number");
+  EXPECT_EQ(errorOf("route_table = 254"),
+            "t.conf:1: route_table: 254 is a table the kernel uses (253 default, 254 main, 255 local)");
+  EXPECT_EQ(errorOf("route_table = 0"), "t.conf:1: route_table: 0 is out of range 1..4294967295");
+}
+
+TEST(ConfigTransport, RejectsAPeerWithAPrefixLength) {
+  EXPECT_EQ(errorOf("transport_peers = 192.0.2.0/24"),
+            "t.conf:1: transport_peers: \"192.0.2.0/24\" must be an address without a prefix length");
+}
+
 }  // namespace
 }  // namespace ipsec::config
