@@ -180,6 +180,93 @@ TEST(Spd, AHostBitsSetInASelectorPrefixAreIgnored) {
   EXPECT_NE(spd.lookup(IPSEC_DIR_OUTBOUND, flow("198.51.100.1", "203.0.113.1")), nullptr);
 }
 
+TEST(Spd, ABetterRankedPolicyTakesTheFrontOfASharedDestination) {
+  // Same destination key: the bucket's inline first entry is replaced, and
+  // removing it promotes the next one from out of line.
+  Spd spd;
+  PolicyMsg late(8 | IPSEC_DIR_OUTBOUND, "198.51.100.0", 24, "203.0.113.0", 24, 0x80000000u);
+  PolicyMsg early(16 | IPSEC_DIR_OUTBOUND, "198.51.100.0", 24, "203.0.113.0", 24, 0x40000000u,
+                  IPSEC_POLICY_DISCARD);
+  PolicyMsg other(24 | IPSEC_DIR_OUTBOUND, "192.0.2.0", 24, "203.0.113.0", 24, 0x10000000u);
+  ASSERT_FALSE(spd.add(late.m.asReader()));
+  ASSERT_FALSE(spd.add(other.m.asReader()));
+  ASSERT_FALSE(spd.add(early.m.asReader()));
+  const auto f = flow("198.51.100.7", "203.0.113.1");
+  EXPECT_EQ(spd.lookup(IPSEC_DIR_OUTBOUND, f)->id, 16u | IPSEC_DIR_OUTBOUND);
+  spd.remove(16 | IPSEC_DIR_OUTBOUND);
+  EXPECT_EQ(spd.lookup(IPSEC_DIR_OUTBOUND, f)->id, 8u | IPSEC_DIR_OUTBOUND);
+  spd.remove(24 | IPSEC_DIR_OUTBOUND);
+  EXPECT_EQ(spd.lookup(IPSEC_DIR_OUTBOUND, f)->id, 8u | IPSEC_DIR_OUTBOUND);
+  spd.remove(8 | IPSEC_DIR_OUTBOUND);
+  EXPECT_EQ(spd.lookup(IPSEC_DIR_OUTBOUND, f), nullptr);
+  EXPECT_EQ(spd.size(), 0u);
+}
+
+TEST(Spd, ManyDistinctDestinationsSurviveGrowthAndDeletion) {
+  // Thousands of /32 and /128 keys: the table grows several times, probe
+  // runs form, and deleting from the middle of runs (backward shift) must
+  // leave every remaining key findable and every removed one gone.
+  Spd spd;
+  constexpr std::uint32_t kCount = 12000;
+  auto dstOf = [](std::uint32_t i) {
+    if (i % 2 == 0) return esp::IpAddress::v4(0xcb000000u | i);  // 203.x.y.z
+    std::array<std::uint8_t, 16> b{0x20, 0x01, 0x0d, 0xb8};
+    b[12] = static_cast<std::uint8_t>(i >> 24);
+    b[13] = static_cast<std::uint8_t>(i >> 16);
+    b[14] = static_cast<std::uint8_t>(i >> 8);
+    b[15] = static_cast<std::uint8_t>(i);
+    return esp::IpAddress::v6(b);
+  };
+  auto add = [&](std::uint32_t i) {
+    const auto d = dstOf(i);
+    const auto any = d.isV4() ? ip("0.0.0.0") : ip("::");
+    capnp::MallocMessageBuilder b;
+    auto m = b.initRoot<proto::Policy>();
+    m.setId(i * 8 + IPSEC_DIR_OUTBOUND);
+    m.setDir(IPSEC_DIR_OUTBOUND);
+    m.setAction(IPSEC_POLICY_IPSEC);
+    m.setPriority(0x80000000u);
+    auto s = m.initSelector();
+    s.setSrc(bytes(any));
+    s.setSrcPrefix(0);
+    s.setDst(bytes(d));
+    s.setDstPrefix(d.isV4() ? 32 : 128);
+    s.setProto(255);
+    ASSERT_FALSE(spd.add(m.asReader()));
+  };
+  auto find = [&](std::uint32_t i) {
+    esp::FlowKey f;
+    f.dst = dstOf(i);
+    f.version = f.dst.isV4() ? 4 : 6;
+    f.src = f.dst.isV4() ? ip("192.0.2.1") : ip("2001:db8:ffff::1");
+    f.proto = IPPROTO_UDP;
+    return spd.lookup(IPSEC_DIR_OUTBOUND, f);
+  };
+  for (std::uint32_t i = 0; i < kCount; ++i) add(i);
+  ASSERT_EQ(spd.size(), kCount);
+  std::mt19937 rng(7);
+  std::vector<bool> present(kCount, true);
+  for (std::uint32_t n = 0; n < kCount / 2; ++n) {
+    const auto i = static_cast<std::uint32_t>(rng() % kCount);
+    spd.remove(i * 8 + IPSEC_DIR_OUTBOUND);
+    present[i] = false;
+  }
+  for (std::uint32_t i = 0; i < kCount; ++i) {
+    const Policy* p = find(i);
+    if (present[i]) {
+      ASSERT_NE(p, nullptr) << i;
+      EXPECT_EQ(p->id, i * 8 + IPSEC_DIR_OUTBOUND);
+    } else {
+      EXPECT_EQ(p, nullptr) << i;
+    }
+  }
+  // Re-adding fills the holes again.
+  for (std::uint32_t i = 0; i < kCount; ++i) {
+    if (!present[i]) add(i);
+  }
+  for (std::uint32_t i = 0; i < kCount; ++i) ASSERT_NE(find(i), nullptr) << i;
+}
+
 // Random policy sets with many overlaps and ties, against the linear scan.
 class SpdDifferential {
  public:
