@@ -4,6 +4,7 @@
 // Validation follows Linux's af_key.c where the corpus shows it; what keydb
 // decides (existence, SPI allocation) comes back as its errno.
 #include <arpa/inet.h>
+#include <linux/udp.h>
 #include <string.h>
 
 #include <algorithm>
@@ -105,7 +106,41 @@ std::optional<std::vector<std::uint8_t>> saMessage(sadb_msg header, proto::SaRec
     putKey(b, SADB_EXT_KEY_ENCRYPT, p.getEncKeyBits(), r.getKeys().getEncrypt());
   }
   b.sa2(p.getMode(), p.getReqid());
+  // NAT-T after SA2, as pfkey_xfrm_state2msg. Linux keeps its one NAT_T_OA
+  // without ever returning it; we return it so that GET round-trips it.
+  if (p.getNatTType() != 0) {
+    b.natTType(p.getNatTType());
+    b.natTPort(SADB_X_EXT_NAT_T_SPORT, p.getNatTSport());
+    b.natTPort(SADB_X_EXT_NAT_T_DPORT, p.getNatTDport());
+    if (auto oa = addressFrom(p.getNatOaSrc())) b.address(SADB_X_EXT_NAT_T_OA, *oa, oa->fullPrefix(), 0);
+  }
   return b.finish();
+}
+
+// NAT-T extensions of an ADD/UPDATE into `p`, as pfkey_msg2xfrm_state reads
+// them: ports and the original address count only with a NAT_T_TYPE. Only
+// ESP is encapsulated (AH's init refuses an encap on Linux too), only
+// UDP_ENCAP_ESPINUDP (RFC 3948: the non-ESP marker) is run. Stricter than
+// Linux: both ports must be given and non-zero (an encap to port 0 would
+// be sent nowhere). Linux numbering has one NAT_T_OA (no OAI/OAR): it is
+// the peer's original address, which the receiver of transport-mode
+// traffic needs for its checksum fix-up, so it lands in natOaSrc.
+int setNatT(proto::SaParams::Builder p, std::uint8_t satype, const pfkey::ParsedMessage& m,
+            const pfkey::AddressExt& src) {
+  const auto type = m.natTType();
+  if (!type) return 0;
+  if (satype != SADB_SATYPE_ESP || *type != UDP_ENCAP_ESPINUDP) return EINVAL;
+  const auto sport = m.natTPort(SADB_X_EXT_NAT_T_SPORT);
+  const auto dport = m.natTPort(SADB_X_EXT_NAT_T_DPORT);
+  if (!sport || !dport || *sport == 0 || *dport == 0) return EINVAL;
+  p.setNatTType(*type);
+  p.setNatTSport(*sport);
+  p.setNatTDport(*dport);
+  if (const auto oa = m.address(SADB_X_EXT_NAT_T_OA)) {
+    if (oa->addr.family != src.addr.family) return EINVAL;
+    p.setNatOaSrc(raw(oa->addr));
+  }
+  return 0;
 }
 
 // ESP: a cipher the broker runs, an HMAC or none; AES-GCM authenticates
@@ -208,6 +243,7 @@ int Server::onAddOrUpdate(Client* c, const pfkey::ParsedMessage& m) {
   p.setEsn(false);
   setLifetime(p.initSoft(), m.lifetime(SADB_EXT_LIFETIME_SOFT));
   setLifetime(p.initHard(), m.lifetime(SADB_EXT_LIFETIME_HARD));
+  if (int err = setNatT(p, satype, m, *src)) return err;
   auto keys = add.initKeys();
   if (encKey) keys.setEncrypt(capnp::Data::Reader(encKey->bytes.data(), encKey->bytes.size()));
   if (authKey) keys.setAuth(capnp::Data::Reader(authKey->bytes.data(), authKey->bytes.size()));

@@ -353,6 +353,7 @@ void Server::fillStats(proto::Stats::Builder out) const {
       {"pfkey_broadcasts", counters_.broadcasts},
       {"pfkey_acquires", counters_.acquires},
       {"pfkey_expires", counters_.expires},
+      {"pfkey_nat_mappings", counters_.natMappings},
       {"sad_requests_pending", pending_.size()},
       {"spd_policies", spd_.size()},
       {"spd_forwarder_pushes", counters_.forwarderPushes},

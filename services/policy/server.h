@@ -220,6 +220,7 @@ class Server {
     std::uint64_t broadcasts = 0;     // messages delivered to more than one socket
     std::uint64_t acquires = 0;
     std::uint64_t expires = 0;
+    std::uint64_t natMappings = 0;    // SADB_X_NAT_T_NEW_MAPPING broadcasts
     std::uint64_t forwarderPushes = 0;
     std::array<std::uint64_t, SADB_MAX + 1> byType{};
   } counters_;

@@ -203,7 +203,25 @@ bool Server::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
   auto msg = m.getRoot<proto::ForwarderToPolicy>();
   switch (msg.which()) {
     case proto::ForwarderToPolicy::NONE: return true;
-    case proto::ForwarderToPolicy::NAT_MAPPING: return true;  // SADB_X_NAT_T_NEW_MAPPING: not yet broadcast
+    case proto::ForwarderToPolicy::NAT_MAPPING: {
+      // Linux's pfkey_send_new_mapping: HDR | SA (SPI only) | ADDRESS_SRC (the
+      // SA's peer as installed) | NAT_T_SPORT (its port) | ADDRESS_DST (where
+      // the packet really came from) | NAT_T_DPORT (that port), a fresh
+      // acquire seq, pid 0, to registered sockets. Only ESP is encapsulated.
+      auto n = msg.getNatMapping();
+      auto oldSrc = addressFrom(n.getSrc());
+      auto newSrc = addressFrom(n.getNewSrc());
+      if (n.getSatype() != SADB_SATYPE_ESP || !oldSrc || !newSrc || oldSrc->family != newSrc->family) return false;
+      ++counters_.natMappings;
+      pfkey::Builder b(SADB_X_NAT_T_NEW_MAPPING, SADB_SATYPE_ESP, ++acquireSeq_, 0);
+      b.sa(pfkey::SaFields{n.getSpi(), 0, 0, 0, 0, 0});
+      b.address(SADB_EXT_ADDRESS_SRC, *oldSrc, oldSrc->fullPrefix(), 0);
+      b.natTPort(SADB_X_EXT_NAT_T_SPORT, n.getSport());
+      b.address(SADB_EXT_ADDRESS_DST, *newSrc, newSrc->fullPrefix(), 0);
+      b.natTPort(SADB_X_EXT_NAT_T_DPORT, n.getNewSport());
+      deliver(b.finish(), Audience::kRegistered, nullptr);
+      return true;
+    }
     case proto::ForwarderToPolicy::ACQUIRE: {
       auto a = msg.getAcquire();
       auto src = addressFrom(a.getSrc());

@@ -96,6 +96,11 @@ void Harness::answerKeydb(capnp::MallocMessageBuilder& b) {
   pump();
 }
 
+void Harness::fromForwarder(capnp::MallocMessageBuilder& b) {
+  ASSERT_EQ(control::sendMessage(forwarderPeer_.get(), b), 0);
+  pump();
+}
+
 std::uint64_t Harness::stat(const std::string& name) {
   capnp::MallocMessageBuilder b;
   auto s = b.initRoot<proto::Stats>();

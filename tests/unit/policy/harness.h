@@ -62,6 +62,8 @@ class Harness {
   control::ReceivedMessage keydbRequest(int timeoutMs = 1000);
   control::ReceivedMessage forwarderMessage(int timeoutMs = 0);
   void answerKeydb(capnp::MallocMessageBuilder& b);
+  // Sends as the forwarder (ForwarderToPolicy) and pumps.
+  void fromForwarder(capnp::MallocMessageBuilder& b);
 
   Server& server() { return *server_; }
   boost::asio::io_context& io() { return io_; }

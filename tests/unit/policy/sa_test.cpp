@@ -336,6 +336,134 @@ TEST(SaRequests, AnExpireFromKeydbReachesRegisteredSocketsWithTheHardLifetime) {
   EXPECT_EQ(other.drain().size(), 0u);
 }
 
+// ---- NAT-T (RFC 3948) ----------------------------------------------------------
+
+Bytes natTAdd(std::uint8_t satype = SADB_SATYPE_ESP, std::uint8_t type = 2, bool ports = true,
+              std::optional<pfkey::SockAddress> oa = std::nullopt) {
+  pfkey::Builder b(SADB_ADD, satype, 5, 4242);
+  if (satype == SADB_SATYPE_ESP) b.key(SADB_EXT_KEY_ENCRYPT, 128, kEncKey);
+  b.key(SADB_EXT_KEY_AUTH, 160, kAuthKey);
+  b.sa({0x1001, 32, SADB_SASTATE_MATURE, SADB_AALG_SHA1HMAC,
+        std::uint8_t(satype == SADB_SATYPE_ESP ? SADB_X_EALG_AESCBC : SADB_EALG_NONE), 0});
+  b.sa2(IPSEC_MODE_TRANSPORT, 0);
+  b.natTType(type);  // charon's order: type before the addresses, ports after
+  b.address(SADB_EXT_ADDRESS_SRC, v4(192, 0, 2, 1), 32, 255);
+  b.address(SADB_EXT_ADDRESS_DST, v4(192, 0, 2, 2), 32, 255);
+  if (ports) {
+    b.natTPort(SADB_X_EXT_NAT_T_SPORT, 4500);
+    b.natTPort(SADB_X_EXT_NAT_T_DPORT, 31337);
+  }
+  if (oa) b.address(SADB_X_EXT_NAT_T_OA, *oa, oa->fullPrefix(), 0);
+  return b.finish();
+}
+
+TEST(SaRequests, NatTTypePortsAndOriginalAddressReachKeydbAndComeBackInTheReply) {
+  Harness h;
+  auto c = h.connect();
+  c.send(natTAdd(SADB_SATYPE_ESP, 2, true, v4(10, 1, 2, 3)));
+  h.pump();
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader) << req.error;
+  auto msg = req.reader->getRoot<proto::PolicyToKeydb>();
+  auto p = msg.getAdd().getParams();
+  EXPECT_EQ(p.getNatTType(), 2);
+  EXPECT_EQ(p.getNatTSport(), 4500);
+  EXPECT_EQ(p.getNatTDport(), 31337);
+  ASSERT_EQ(p.getNatOaSrc().size(), 4u);
+  EXPECT_EQ(p.getNatOaSrc()[3], 3);
+  EXPECT_EQ(p.getNatOaDst().size(), 0u);
+
+  capnp::MallocMessageBuilder b;
+  auto r = b.initRoot<proto::KeydbToPolicy>().initReply();
+  r.setRequestId(msg.getRequestId());
+  auto rec = r.initSas(1)[0];
+  fillRecord(rec, false);
+  rec.getParams().setNatTType(2);
+  rec.getParams().setNatTSport(4500);
+  rec.getParams().setNatTDport(31337);
+  const std::uint8_t oa[] = {10, 1, 2, 3};
+  rec.getParams().setNatOaSrc(capnp::Data::Reader(oa, 4));
+  h.answerKeydb(b);
+  auto out = c.drain();
+  ASSERT_EQ(out.size(), 1u);
+  auto m = parsed(out[0]);
+  ASSERT_TRUE(m.natTType());
+  EXPECT_EQ(*m.natTType(), 2);
+  EXPECT_EQ(*m.natTPort(SADB_X_EXT_NAT_T_SPORT), 4500);
+  EXPECT_EQ(*m.natTPort(SADB_X_EXT_NAT_T_DPORT), 31337);
+  ASSERT_TRUE(m.address(SADB_X_EXT_NAT_T_OA));
+  EXPECT_EQ(m.address(SADB_X_EXT_NAT_T_OA)->addr, v4(10, 1, 2, 3));
+}
+
+TEST(SaRequests, AnSaWithoutNatTCarriesNoNatTExtensions) {
+  Harness h;
+  auto c = h.connect();
+  c.send(addRequest());
+  h.pump();
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader);
+  auto msg = req.reader->getRoot<proto::PolicyToKeydb>();
+  EXPECT_EQ(msg.getAdd().getParams().getNatTType(), 0);
+  answer(h, msg.getRequestId(), 0, 1, false);
+  auto out = c.drain();
+  ASSERT_EQ(out.size(), 1u);
+  auto m = parsed(out[0]);
+  EXPECT_FALSE(m.has(SADB_X_EXT_NAT_T_TYPE));
+  EXPECT_FALSE(m.has(SADB_X_EXT_NAT_T_SPORT));
+  EXPECT_FALSE(m.has(SADB_X_EXT_NAT_T_OA));
+}
+
+TEST(SaRequests, BadNatTIsRefusedWithEinvalBeforeKeydbIsAsked) {
+  Harness h;
+  auto c = h.connect();
+  c.send(natTAdd(SADB_SATYPE_AH));                       // AH cannot be encapsulated
+  c.send(natTAdd(SADB_SATYPE_ESP, 1));                   // NON_IKE is not run
+  c.send(natTAdd(SADB_SATYPE_ESP, 2, false));            // no ports
+  c.send(natTAdd(SADB_SATYPE_ESP, 2, true, pfkey::SockAddress::v6({0x20, 0x01, 0x0d, 0xb8})));  // OA family
+  h.pump();
+  auto r = c.drain();
+  ASSERT_EQ(r.size(), 4u);
+  for (const auto& e : r) EXPECT_EQ(parsed(e).msg().sadb_msg_errno, EINVAL);
+  EXPECT_FALSE(h.keydbRequest(50).reader);
+}
+
+TEST(SaRequests, ANatMappingFromTheForwarderIsBroadcastToRegisteredSocketsAsLinuxLaysItOut) {
+  Harness h;
+  auto km = h.connect();
+  auto other = h.connect();
+  km.send(header(SADB_REGISTER, SADB_SATYPE_ESP));
+  h.pump();
+  km.drain();
+  h.restartDataPlane();
+  capnp::MallocMessageBuilder b;
+  auto n = b.initRoot<proto::ForwarderToPolicy>().initNatMapping();
+  n.setSatype(SADB_SATYPE_ESP);
+  n.setSpi(0xc0001234);
+  const std::uint8_t oldSrc[] = {198, 51, 100, 7}, dst[] = {192, 0, 2, 2}, newSrc[] = {198, 51, 100, 8};
+  n.setSrc(capnp::Data::Reader(oldSrc, 4));
+  n.setDst(capnp::Data::Reader(dst, 4));
+  n.setSport(4500);
+  n.setDport(4500);
+  n.setNewSrc(capnp::Data::Reader(newSrc, 4));
+  n.setNewSport(1025);
+  h.fromForwarder(b);
+  auto r = km.drain();
+  ASSERT_EQ(r.size(), 1u);
+  auto m = parsed(r[0]);
+  EXPECT_EQ(m.msg().sadb_msg_type, SADB_X_NAT_T_NEW_MAPPING);
+  EXPECT_EQ(m.msg().sadb_msg_satype, SADB_SATYPE_ESP);
+  EXPECT_EQ(m.msg().sadb_msg_pid, 0u);
+  EXPECT_NE(m.msg().sadb_msg_seq, 0u);
+  ASSERT_TRUE(m.sa());
+  EXPECT_EQ(ntohl(m.sa()->sadb_sa_spi), 0xc0001234u);
+  EXPECT_EQ(m.address(SADB_EXT_ADDRESS_SRC)->addr, v4(198, 51, 100, 7));
+  EXPECT_EQ(*m.natTPort(SADB_X_EXT_NAT_T_SPORT), 4500);
+  EXPECT_EQ(m.address(SADB_EXT_ADDRESS_DST)->addr, v4(198, 51, 100, 8));
+  EXPECT_EQ(*m.natTPort(SADB_X_EXT_NAT_T_DPORT), 1025);
+  EXPECT_EQ(other.drain().size(), 0u);
+  EXPECT_EQ(h.stat("pfkey_nat_mappings"), 1u);
+}
+
 TEST(SaRequests, AnAnswerToARequestNeverAskedClosesTheKeydbChannel) {
   bool lost = false;
   ServerOptions o;
