@@ -2,6 +2,8 @@
 // a byte vector so the output does not depend on the vector's alignment.
 #include "pfkey/builder.h"
 
+#include "pfkey/message.h"
+
 #include <arpa/inet.h>
 
 #include <cstring>
@@ -147,6 +149,16 @@ Builder& Builder::natTPort(uint16_t extType, uint16_t port) {
   p.sadb_x_nat_t_port_exttype = extType;
   p.sadb_x_nat_t_port_port = htons(port);
   store(buf_, at, p);
+  return *this;
+}
+
+Builder& Builder::saReplay(uint32_t window) {
+  size_t at = grow(sizeof(SaReplayExt));
+  SaReplayExt r{};
+  r.len = sizeof r / kUnit;
+  r.exttype = kExtSaReplay;
+  r.replay = window;
+  store(buf_, at, r);
   return *this;
 }
 

@@ -61,6 +61,8 @@ class Builder {
   Builder& spirange(uint32_t min, uint32_t max);  // host order, as Linux
   Builder& natTType(uint8_t type);
   Builder& natTPort(uint16_t extType, uint16_t port);  // host order in, network on the wire
+  // Our kExtSaReplay (message.h): a replay window in packets, above 255.
+  Builder& saReplay(uint32_t window);
   Builder& policy(const PolicyFields& p);
   Builder& supported(uint16_t extType, std::span<const sadb_alg> algs);
   Builder& secCtx(uint8_t alg, uint8_t doi, std::span<const uint8_t> context);

@@ -15,8 +15,8 @@ namespace {
 constexpr size_t kUnit = 8;  // PF_KEY lengths count 64-bit words
 
 // Minimum size of each extension (its struct), indexed by type; as af_key.c.
-constexpr std::array<uint16_t, SADB_EXT_MAX + 1> kMinLen = [] {
-  std::array<uint16_t, SADB_EXT_MAX + 1> m{};
+constexpr std::array<uint16_t, kExtMax + 1> kMinLen = [] {
+  std::array<uint16_t, kExtMax + 1> m{};
   m[SADB_EXT_SA] = sizeof(sadb_sa);
   m[SADB_EXT_LIFETIME_CURRENT] = sizeof(sadb_lifetime);
   m[SADB_EXT_LIFETIME_HARD] = sizeof(sadb_lifetime);
@@ -43,6 +43,7 @@ constexpr std::array<uint16_t, SADB_EXT_MAX + 1> kMinLen = [] {
   m[SADB_X_EXT_SEC_CTX] = sizeof(sadb_x_sec_ctx);
   m[SADB_X_EXT_KMADDRESS] = sizeof(sadb_x_kmaddress);
   m[SADB_X_EXT_FILTER] = sizeof(sadb_x_filter);
+  m[kExtSaReplay] = sizeof(SaReplayExt);
   return m;
 }();
 
@@ -58,6 +59,7 @@ constexpr bool isFixedSize(uint16_t t) noexcept {
     case SADB_X_EXT_NAT_T_TYPE:
     case SADB_X_EXT_NAT_T_SPORT:
     case SADB_X_EXT_NAT_T_DPORT:
+    case kExtSaReplay:
       return true;
     default:
       return false;
@@ -186,7 +188,7 @@ std::variant<ParsedMessage, ParseError> parse(std::span<const uint8_t> d, Origin
     uint16_t type = eh.sadb_ext_type;
     if (len < kUnit || len > d.size() - off)
       return fail(EINVAL, "extension length out of bounds", type, off);
-    if (type == SADB_EXT_RESERVED || type > SADB_EXT_MAX)
+    if (type == SADB_EXT_RESERVED || (type > SADB_EXT_MAX && type != kExtSaReplay))
       return fail(EINVAL, "unknown extension type", type, off);
     if (m.offsets_[type] != 0) return fail(EINVAL, "duplicate extension", type, off);
     if (len < kMinLen[type]) return fail(EINVAL, "extension shorter than its struct", type, off);
@@ -258,6 +260,12 @@ std::optional<SecCtxExt> ParsedMessage::secCtx() const noexcept {
                    e.subspan(sizeof(sadb_x_sec_ctx), c.sadb_x_ctx_len)};
 }
 
+std::optional<uint32_t> ParsedMessage::saReplay() const noexcept {
+  auto r = ext<SaReplayExt>(kExtSaReplay);
+  if (!r) return std::nullopt;
+  return r->replay;
+}
+
 size_t ParsedMessage::supportedCount(uint16_t t) const noexcept {
   if (t != SADB_EXT_SUPPORTED_AUTH && t != SADB_EXT_SUPPORTED_ENCRYPT) return 0;
   auto e = extBytes(t);
@@ -291,6 +299,7 @@ const char* extTypeName(uint16_t type) noexcept {
       "X_NAT_T_TYPE",   "X_NAT_T_SPORT", "X_NAT_T_DPORT",   "X_NAT_T_OA",    "X_SEC_CTX",
       "X_KMADDRESS",    "X_FILTER"};
   static_assert(std::size(kNames) == SADB_EXT_MAX + 1);
+  if (type == kExtSaReplay) return "X_SA_REPLAY";
   return type <= SADB_EXT_MAX ? kNames[type] : "?";
 }
 

@@ -18,9 +18,11 @@
 //    sadb_msg_len * 8 equal to the datagram length, at least 16 bytes, at most
 //    kMaxMessageBytes (EMSGSIZE);
 //  - each extension: at least 8 bytes, within the message, type 1..SADB_EXT_MAX
-//    (unknown types are refused; Linux skips them, we prefer to be told),
+//    or kExtSaReplay (unknown types are refused; Linux skips them, we prefer
+//    to be told),
 //    not repeated, at least the size of its struct, exactly that size for the
-//    fixed-size ones (SA, lifetimes, SA2, SPIRANGE, NAT-T type and ports);
+//    fixed-size ones (SA, lifetimes, SA2, SPIRANGE, NAT-T type and ports,
+//    SA_REPLAY);
 //  - sadb_address (SRC, DST, PROXY, NAT_T_OA): AF_INET with ext len 3 and
 //    prefixlen <= 32, or AF_INET6 with ext len 5 and prefixlen <= 128;
 //  - sadb_key: ceil(bits / 8) key bytes fit in the extension;
@@ -52,6 +54,36 @@ namespace ipsec::pfkey {
 inline constexpr size_t kMaxMessageBytes = 64 * 1024;
 // Linux's XFRM_MAX_DEPTH: the most transforms one policy may chain.
 inline constexpr size_t kMaxIpsecRequests = 6;
+
+// ---- Beyond Linux: ESN and replay windows above 255 -------------------------
+// Linux's PF_KEY can say neither (sadb_sa_replay is a u8, and af_key.c has no
+// ESN). We take FreeBSD's two extensions, with FreeBSD's values, checked not
+// to collide with Linux's numbering (README, "PF_KEY"):
+//
+// kSaFlagEsn, FreeBSD's SADB_X_SAFLAGS_ESN, in sadb_sa_flags: the SA uses
+// 64-bit sequence numbers (RFC 4303 §2.2.1). Linux's SADB_SAFLAGS_* are bit 0
+// (PFS) and the top three bits; the KAME bits setkey sends are 0x40-0x200.
+inline constexpr uint32_t kSaFlagEsn = 0x400;
+// kExtSaReplay, FreeBSD's SADB_X_EXT_SA_REPLAY: struct SaReplayExt below, the
+// replay window in PACKETS as a u32. It overrides sadb_sa_replay. Linux's
+// extension types end at SADB_EXT_MAX (26); FreeBSD's 27 (NAT_T_FRAG) stays
+// unknown here. The service sends it only for windows above 255, so that
+// clients that know only Linux's types never see it unless they asked.
+inline constexpr uint16_t kExtSaReplay = 28;
+inline constexpr uint16_t kExtMax = kExtSaReplay;
+static_assert(kExtSaReplay > SADB_EXT_MAX, "our extension must not take a Linux number");
+static_assert((kSaFlagEsn & (SADB_SAFLAGS_PFS | SADB_SAFLAGS_NOPMTUDISC | SADB_SAFLAGS_DECAP_DSCP |
+                             SADB_SAFLAGS_NOECN | 0x03c0u)) == 0,
+              "the ESN flag must not take a Linux or KAME bit");
+struct SaReplayExt {
+  uint16_t len;      // 1 (64-bit words)
+  uint16_t exttype;  // kExtSaReplay
+  uint32_t replay;   // window in packets
+};
+static_assert(sizeof(SaReplayExt) == 8);
+// The largest window the data path keeps (esp::ReplayWindow::kMaxSize); a
+// larger one is refused with EINVAL, never clipped.
+inline constexpr uint32_t kMaxReplayWindow = 65536;
 
 enum class Origin : uint8_t { kClient, kService };
 
@@ -108,7 +140,7 @@ class ParsedMessage {
   std::span<const uint8_t> bytes() const noexcept { return data_; }
 
   bool has(uint16_t extType) const noexcept {
-    return extType <= SADB_EXT_MAX && offsets_[extType] != 0;
+    return extType <= kExtMax && offsets_[extType] != 0;
   }
   // The whole extension (header included), empty if absent.
   std::span<const uint8_t> extBytes(uint16_t extType) const noexcept;
@@ -139,6 +171,8 @@ class ParsedMessage {
   // NAT-T SPORT/DPORT in host order.
   std::optional<uint16_t> natTPort(uint16_t extType) const noexcept;
   std::optional<SecCtxExt> secCtx() const noexcept;
+  // kExtSaReplay's window in packets.
+  std::optional<uint32_t> saReplay() const noexcept;
   // SUPPORTED_AUTH / SUPPORTED_ENCRYPT entries.
   size_t supportedCount(uint16_t extType) const noexcept;
   std::optional<sadb_alg> supportedAlg(uint16_t extType, size_t i) const noexcept;
@@ -147,7 +181,7 @@ class ParsedMessage {
   friend std::variant<ParsedMessage, ParseError> parse(std::span<const uint8_t>, Origin) noexcept;
   std::span<const uint8_t> data_;
   sadb_msg header_{};
-  std::array<uint32_t, SADB_EXT_MAX + 1> offsets_{};  // 0 = absent (offset 0 is the header)
+  std::array<uint32_t, kExtMax + 1> offsets_{};  // 0 = absent (offset 0 is the header)
   std::optional<PolicyExt> policy_;
 };
 

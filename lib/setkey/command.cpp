@@ -6,6 +6,10 @@
 
 #include <netinet/in.h>
 
+#include <algorithm>
+
+#include "pfkey/message.h"
+
 namespace ipsec::setkey {
 namespace {
 
@@ -28,13 +32,14 @@ std::vector<uint8_t> saAddRequest(const Command& c, uint8_t type, uint32_t pid) 
   if (s.auth) b.key(SADB_EXT_KEY_AUTH, static_cast<uint16_t>(s.authKey.size() * 8), s.authKey);
   pfkey::SaFields f;
   f.spi = s.spi;
-  f.replay = s.replay;
+  f.replay = static_cast<uint8_t>(std::min<uint32_t>(s.replay, 255));
   f.state = SADB_SASTATE_LARVAL;
   f.auth = s.auth ? s.auth->id : SADB_AALG_NONE;
   f.encrypt = s.compress ? s.compress->id : s.encrypt ? s.encrypt->id : SADB_EALG_NONE;
   f.flags = s.flags;
   b.sa(f);
   b.sa2(s.mode, s.reqid);
+  if (s.replay > 255) b.saReplay(s.replay);
   if (s.natT) b.natTType(kNatTEspInUdp);
   if (s.hardTime || s.softTime || s.hardBytes || s.softBytes) {
     // Linux wants HARD and SOFT together; an unset one is 0 (infinite).

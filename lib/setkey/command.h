@@ -52,8 +52,10 @@ struct SaSpec {
   uint32_t spi = 0;   // host order; the CPI for IPCOMP
   uint8_t mode = IPSEC_MODE_ANY;
   uint32_t reqid = 0;
-  uint8_t replay = 0;
-  uint32_t flags = kSaFlagCyclicSeq;
+  // Window in packets. Above 255 it travels in our SA_REPLAY extension
+  // (lib/pfkey/message.h); the service refuses what the data path cannot keep.
+  uint32_t replay = 0;
+  uint32_t flags = kSaFlagCyclicSeq;  // -esn adds pfkey::kSaFlagEsn (FreeBSD setkey's -esn)
   const Algorithm* encrypt = nullptr;
   const Algorithm* auth = nullptr;
   const Algorithm* compress = nullptr;

@@ -159,8 +159,9 @@ std::string formatSa(const pfkey::ParsedMessage& m, std::time_t now) {
            (k ? hexGroups(k->bytes) : "") + "\n";
     }
   }
+  // A window above 255 comes in our SA_REPLAY extension; ESN shows in flags (0x400).
   o += printf("\tseq=0x%08x replay=%u flags=0x%08x state=%s \n",
-              sa2 ? sa2->sadb_x_sa2_sequence : 0, sa->sadb_sa_replay, sa->sadb_sa_flags,
+              sa2 ? sa2->sadb_x_sa2_sequence : 0, m.saReplay().value_or(sa->sadb_sa_replay), sa->sadb_sa_flags,
               stateName(sa->sadb_sa_state));
   sadb_lifetime none{};
   auto cur = m.lifetime(SADB_EXT_LIFETIME_CURRENT).value_or(none);

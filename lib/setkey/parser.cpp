@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <optional>
 
+#include "pfkey/message.h"
+
 namespace ipsec::setkey {
 namespace {
 
@@ -260,8 +262,11 @@ void StatementParser::saOptions(Command& c) {
       else if (m.text == "any") s.mode = IPSEC_MODE_ANY;
       else failAt(m, "unknown mode '" + m.text + "' (transport, tunnel, any)");
     } else if (opt.text == "-r") {
-      // sadb_sa_replay is a u8; Linux caps the window at 32 anyway.
-      s.replay = static_cast<uint8_t>(number(take("replay window size"), 255, "replay window size"));
+      // Above 255 (sadb_sa_replay is a u8) the window goes in our SA_REPLAY extension.
+      s.replay = static_cast<uint32_t>(number(take("replay window size"), UINT32_MAX, "replay window size"));
+    } else if (opt.text == "-esn") {
+      // FreeBSD setkey's flag for 64-bit sequence numbers (ipsec-tools has none).
+      s.flags |= pfkey::kSaFlagEsn;
     } else if (opt.text == "-u") {
       s.reqid = static_cast<uint32_t>(number(take("reqid"), UINT32_MAX, "reqid"));
     } else if (opt.text == "-f") {

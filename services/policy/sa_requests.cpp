@@ -89,11 +89,13 @@ std::optional<std::vector<std::uint8_t>> saMessage(sadb_msg header, proto::SaRec
   pfkey::Builder b(header);
   pfkey::SaFields sa;
   sa.spi = p.getSpi();
+  // A window above 255 is said in our SA_REPLAY extension (sadb_sa_replay
+  // then holds 255), ESN in FreeBSD's flag bit: lib/pfkey/message.h.
   sa.replay = static_cast<std::uint8_t>(std::min<std::uint32_t>(p.getReplayWindow(), 255));
   sa.state = p.getState();
   sa.auth = p.getAuthAlg();
   sa.encrypt = p.getEncAlg();
-  sa.flags = p.getFlags() & kReturnedSaFlags;
+  sa.flags = (p.getFlags() & kReturnedSaFlags) | (p.getEsn() ? pfkey::kSaFlagEsn : 0);
   b.sa(sa);
   if (kind != SaMessage::kExpireSoft) putLifetime(b, SADB_EXT_LIFETIME_HARD, p.getHard());
   if (kind != SaMessage::kExpireHard) putLifetime(b, SADB_EXT_LIFETIME_SOFT, p.getSoft());
@@ -106,6 +108,7 @@ std::optional<std::vector<std::uint8_t>> saMessage(sadb_msg header, proto::SaRec
     putKey(b, SADB_EXT_KEY_ENCRYPT, p.getEncKeyBits(), r.getKeys().getEncrypt());
   }
   b.sa2(p.getMode(), p.getReqid());
+  if (p.getReplayWindow() > 255) b.saReplay(p.getReplayWindow());
   // NAT-T after SA2, as pfkey_xfrm_state2msg. Linux keeps its one NAT_T_OA
   // without ever returning it; we return it so that GET round-trips it.
   if (p.getNatTType() != 0) {
@@ -237,10 +240,17 @@ int Server::onAddOrUpdate(Client* c, const pfkey::ParsedMessage& m) {
   p.setAuthAlg(sa->sadb_sa_auth);
   p.setEncKeyBits(encKey ? encKey->bits : 0);
   p.setAuthKeyBits(authKey ? authKey->bits : 0);
-  p.setReplayWindow(sa->sadb_sa_replay);
+  // Our SA_REPLAY extension overrides the u8 window (as FreeBSD's does); a
+  // window the data path cannot keep is refused, never clipped. ESN needs a
+  // sequence number: not for IPComp.
+  const std::uint32_t window = m.saReplay().value_or(sa->sadb_sa_replay);
+  const bool esn = (sa->sadb_sa_flags & pfkey::kSaFlagEsn) != 0;
+  if (window > pfkey::kMaxReplayWindow) return EINVAL;
+  if (esn && satype == SADB_X_SATYPE_IPCOMP) return EINVAL;
+  p.setReplayWindow(window);
   p.setFlags(sa->sadb_sa_flags);
   p.setState(sa->sadb_sa_state);
-  p.setEsn(false);
+  p.setEsn(esn);
   setLifetime(p.initSoft(), m.lifetime(SADB_EXT_LIFETIME_SOFT));
   setLifetime(p.initHard(), m.lifetime(SADB_EXT_LIFETIME_HARD));
   if (int err = setNatT(p, satype, m, *src)) return err;

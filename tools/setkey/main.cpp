@@ -79,7 +79,9 @@ STATEMENTS
         ports as ADDR[PORT], default 4500), ah or ipcomp. SPI is decimal or
         0x hex (the CPI for ipcomp). OPTIONS:
           -m transport|tunnel|any   mode (default any)
-          -r SIZE                   replay window in packets (0-255)
+          -r SIZE                   replay window in packets; above 255 it is
+                                    sent in our SA_REPLAY extension (type 28)
+          -esn                      64-bit sequence numbers (flag 0x400)
           -u REQID                  request id binding the SA to a policy
           -f zero-pad|random-pad|seq-pad|nocyclic-seq|cyclic-seq
           -lh SECS / -ls SECS       hard / soft lifetime in seconds

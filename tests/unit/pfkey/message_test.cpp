@@ -13,6 +13,7 @@
 #include <iterator>
 #include <vector>
 
+#include "esp/replay.h"
 #include "pfkey/builder.h"
 #include "pfkey/message.h"
 
@@ -177,6 +178,8 @@ const MalformedCase kMalformed[] = {
     {"extension len zero", EINVAL, [](Bytes& b) { setU16(b, kPolicyOff, 0); }},
     {"extension beyond message", EINVAL, [](Bytes& b) { setU16(b, kSrcOff, 200); }},
     {"unknown extension type", EINVAL, [](Bytes& b) { setU16(b, kSrcOff + 2, SADB_EXT_MAX + 1); }},
+    {"extension type between Linux's last and ours", EINVAL, [](Bytes& b) { setU16(b, kSrcOff + 2, kExtSaReplay - 1); }},
+    {"extension type above ours", EINVAL, [](Bytes& b) { setU16(b, kSrcOff + 2, kExtSaReplay + 1); }},
     {"reserved extension type", EINVAL, [](Bytes& b) { setU16(b, kSrcOff + 2, 0); }},
     {"duplicate extension", EINVAL, [](Bytes& b) { setU16(b, kSrcOff + 2, SADB_EXT_ADDRESS_DST); }},
     {"wrong sockaddr size for family", EINVAL,
@@ -247,6 +250,54 @@ TEST(PfkeyParse, SecurityContextLengthMustMatch) {
   EXPECT_EQ(m.secCtx()->context.size(), 3u);
   setU16(b, 16 + 6, 40);
   EXPECT_EQ(errnoOf(b), EINVAL);
+}
+
+// ---- our SA_REPLAY extension and ESN flag ------------------------------------
+
+static_assert(kMaxReplayWindow == esp::ReplayWindow::kMaxSize,
+              "PF_KEY must accept exactly the windows the data path keeps");
+
+TEST(PfkeySaReplay, RoundTripsAThirtyTwoBitWindowAndTheEsnFlag) {
+  Bytes b = Builder(SADB_ADD, SADB_SATYPE_ESP, 0, 1)
+                .sa({0x1001, 255, SADB_SASTATE_MATURE, 0, SADB_X_EALG_AES_GCM_ICV16, kSaFlagEsn})
+                .saReplay(4096)
+                .finish();
+  auto r = parse(b);
+  const auto& m = ok(r);
+  ASSERT_TRUE(m.saReplay());
+  EXPECT_EQ(*m.saReplay(), 4096u);
+  EXPECT_EQ(m.sa()->sadb_sa_flags & kSaFlagEsn, kSaFlagEsn);
+  EXPECT_STREQ(extTypeName(kExtSaReplay), "X_SA_REPLAY");
+  // FreeBSD's layout: len 1, exttype, u32 window.
+  EXPECT_EQ(b.size(), 16u + 16u + 8u);
+  uint16_t len, type;
+  uint32_t window;
+  std::memcpy(&len, b.data() + 32, 2);
+  std::memcpy(&type, b.data() + 34, 2);
+  std::memcpy(&window, b.data() + 36, 4);
+  EXPECT_EQ(len, 1);
+  EXPECT_EQ(type, 28);
+  EXPECT_EQ(window, 4096u);
+}
+
+TEST(PfkeySaReplay, AbsentWhenNotSent) {
+  auto r = parse(Builder(SADB_GET, SADB_SATYPE_ESP, 0, 1).sa({0x1001}).finish());
+  EXPECT_FALSE(ok(r).saReplay());
+  EXPECT_FALSE(ok(r).has(kExtSaReplay));
+}
+
+TEST(PfkeySaReplay, WrongLengthOrDuplicateIsInvalid) {
+  Bytes b = Builder(SADB_ADD, SADB_SATYPE_ESP, 0, 1).sa({0x1001}).saReplay(1024).finish();
+  Bytes longer = b;
+  longer.resize(longer.size() + 8);
+  setU16(longer, 32, 2);
+  fixLen(longer);
+  EXPECT_EQ(errnoOf(longer), EINVAL);
+  Bytes twice = Builder(SADB_ADD, SADB_SATYPE_ESP, 0, 1).sa({0x1001}).saReplay(1024).saReplay(2048).finish();
+  EXPECT_EQ(errnoOf(twice), EINVAL);
+  Bytes zeroLen = b;
+  setU16(zeroLen, 32, 0);
+  EXPECT_EQ(errnoOf(zeroLen), EINVAL);
 }
 
 }  // namespace

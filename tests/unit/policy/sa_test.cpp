@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <linux/ipsec.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "harness.h"
@@ -334,6 +335,90 @@ TEST(SaRequests, AnExpireFromKeydbReachesRegisteredSocketsWithTheHardLifetime) {
   EXPECT_FALSE(m.has(SADB_EXT_LIFETIME_SOFT));
   EXPECT_TRUE(m.has(SADB_EXT_LIFETIME_CURRENT));
   EXPECT_EQ(other.drain().size(), 0u);
+}
+
+// ---- ESN and replay windows above 255 (lib/pfkey/message.h) -------------------
+
+Bytes windowAdd(std::uint32_t window, bool esn, bool ext, std::uint8_t satype = SADB_SATYPE_ESP) {
+  pfkey::Builder b(SADB_ADD, satype, 6, 4242);
+  if (satype == SADB_SATYPE_ESP) {
+    b.key(SADB_EXT_KEY_ENCRYPT, 128, kEncKey);
+    b.key(SADB_EXT_KEY_AUTH, 160, kAuthKey);
+  }
+  b.sa({0x1001, std::uint8_t(std::min<std::uint32_t>(window, 255)), SADB_SASTATE_MATURE,
+        std::uint8_t(satype == SADB_SATYPE_ESP ? SADB_AALG_SHA1HMAC : 0),
+        std::uint8_t(satype == SADB_SATYPE_ESP ? SADB_X_EALG_AESCBC : SADB_X_CALG_DEFLATE),
+        0x40u | (esn ? pfkey::kSaFlagEsn : 0u)});
+  if (ext) b.saReplay(window);
+  b.address(SADB_EXT_ADDRESS_SRC, v4(192, 0, 2, 1), 32, 255);
+  b.address(SADB_EXT_ADDRESS_DST, v4(192, 0, 2, 2), 32, 255);
+  return b.finish();
+}
+
+TEST(SaRequests, EsnAndAWindowAbove255ReachKeydbAndComeBackTheSameWay) {
+  Harness h;
+  auto c = h.connect();
+  c.send(windowAdd(4096, true, true));
+  h.pump();
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader) << req.error;
+  auto msg = req.reader->getRoot<proto::PolicyToKeydb>();
+  auto p = msg.getAdd().getParams();
+  EXPECT_EQ(p.getReplayWindow(), 4096u);
+  EXPECT_TRUE(p.getEsn());
+
+  capnp::MallocMessageBuilder b;
+  auto r = b.initRoot<proto::KeydbToPolicy>().initReply();
+  r.setRequestId(msg.getRequestId());
+  auto rec = r.initSas(1)[0];
+  fillRecord(rec, false);
+  rec.getParams().setReplayWindow(4096);
+  rec.getParams().setEsn(true);
+  h.answerKeydb(b);
+  auto out = c.drain();
+  ASSERT_EQ(out.size(), 1u);
+  auto m = parsed(out[0]);
+  EXPECT_EQ(m.sa()->sadb_sa_replay, 255);
+  EXPECT_EQ(m.sa()->sadb_sa_flags, pfkey::kSaFlagEsn);
+  ASSERT_TRUE(m.saReplay());
+  EXPECT_EQ(*m.saReplay(), 4096u);
+}
+
+TEST(SaRequests, TheLargestWindowIsAcceptedAndOneMoreIsEinvalNeverClipped) {
+  Harness h;
+  auto c = h.connect();
+  c.send(windowAdd(pfkey::kMaxReplayWindow + 1, false, true));
+  c.send(windowAdd(1000, true, true, SADB_X_SATYPE_IPCOMP));  // IPComp has no sequence numbers
+  h.pump();
+  auto r = c.drain();
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(parsed(r[0]).msg().sadb_msg_errno, EINVAL);
+  EXPECT_EQ(parsed(r[1]).msg().sadb_msg_errno, EINVAL);
+  EXPECT_FALSE(h.keydbRequest(50).reader);
+  c.send(windowAdd(pfkey::kMaxReplayWindow, false, true));
+  h.pump();
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader);
+  EXPECT_EQ(req.reader->getRoot<proto::PolicyToKeydb>().getAdd().getParams().getReplayWindow(),
+            pfkey::kMaxReplayWindow);
+}
+
+TEST(SaRequests, AWindowOf255OrLessUsesOnlyLinuxsFieldInTheReply) {
+  Harness h;
+  auto c = h.connect();
+  c.send(windowAdd(200, false, false));
+  h.pump();
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader);
+  auto msg = req.reader->getRoot<proto::PolicyToKeydb>();
+  EXPECT_EQ(msg.getAdd().getParams().getReplayWindow(), 200u);
+  EXPECT_FALSE(msg.getAdd().getParams().getEsn());
+  answer(h, msg.getRequestId(), 0, 1, false);  // the record says 32
+  auto out = c.drain();
+  ASSERT_EQ(out.size(), 1u);
+  auto m = parsed(out[0]);
+  EXPECT_EQ(m.sa()->sadb_sa_replay, 32);
+  EXPECT_FALSE(m.has(pfkey::kExtSaReplay));
 }
 
 // ---- NAT-T (RFC 3948) ----------------------------------------------------------

@@ -75,6 +75,28 @@ TEST(SetkeyParser, LifetimesSendHardAndSoftTogether) {
   EXPECT_TRUE(m.has(SADB_EXT_LIFETIME_SOFT));
 }
 
+TEST(SetkeyParser, AWindowAbove255TravelsInTheSaReplayExtensionAndEsnInTheFlags) {
+  auto cmds = parseOk("add 192.0.2.1 192.0.2.2 esp 0x1001 -r 4096 -esn -E aes-gcm-16 "
+                      "0x000102030405060708090a0b0c0d0e0f10111213;"
+                      "add 192.0.2.1 192.0.2.2 esp 0x1002 -r 64 -E aes-gcm-16 "
+                      "0x000102030405060708090a0b0c0d0e0f10111213;");
+  ASSERT_EQ(cmds.size(), 2u);
+  EXPECT_EQ(cmds[0].sa.replay, 4096u);
+  const auto big = cmds[0].requests(1);
+  auto r = pfkey::parse(big[0]);
+  const auto& m = std::get<pfkey::ParsedMessage>(r);
+  EXPECT_EQ(m.sa()->sadb_sa_replay, 255);
+  ASSERT_TRUE(m.saReplay());
+  EXPECT_EQ(*m.saReplay(), 4096u);
+  EXPECT_EQ(m.sa()->sadb_sa_flags & pfkey::kSaFlagEsn, pfkey::kSaFlagEsn);
+  const auto small = cmds[1].requests(1);
+  auto r2 = pfkey::parse(small[0]);
+  const auto& m2 = std::get<pfkey::ParsedMessage>(r2);
+  EXPECT_EQ(m2.sa()->sadb_sa_replay, 64);
+  EXPECT_FALSE(m2.has(pfkey::kExtSaReplay));
+  EXPECT_EQ(m2.sa()->sadb_sa_flags & pfkey::kSaFlagEsn, 0u);
+}
+
 TEST(SetkeyParser, InboundPolicyAlsoInstallsForward) {
   auto cmds = parseOk("spdadd 10.0.0.0/24[500] 10.0.1.0/24 udp -P in prio high - 5 none;");
   auto reqs = cmds.at(0).requests(1);
