@@ -77,8 +77,22 @@ bool exceeded(proto::Lifetime::Reader l, std::uint64_t bytes, std::uint64_t pack
          (l.getUseTime() != 0 && firstUse != 0 && nowS - firstUse >= l.getUseTime());
 }
 
-// Only ESP SAs have a crypto session and a forwarder entry (see add()).
-bool hasDataPath(const Sa& sa) { return sa.p().getSatype() == SADB_SATYPE_ESP; }
+// ESP and AH SAs reach the forwarder through a crypto session (their keys
+// stay in the broker); IPComp SAs have no keys and go to the forwarder
+// directly (it compresses without the broker).
+bool needsSession(const Sa& sa) {
+  const auto t = sa.p().getSatype();
+  return t == SADB_SATYPE_ESP || t == SADB_SATYPE_AH;
+}
+bool hasDataPath(const Sa& sa) { return needsSession(sa) || sa.p().getSatype() == SADB_X_SATYPE_IPCOMP; }
+
+// IPComp (RFC 3173): a 16-bit CPI in the SPI field, DEFLATE (RFC 2394) the
+// only algorithm we run, and nothing secret. policy checks this first; keydb
+// checks again because it is keydb that hands the SA to the data path.
+bool goodIpcomp(proto::SaParams::Reader p, proto::SaKeys::Reader k) {
+  return p.getSpi() <= 0xffff && p.getEncAlg() == SADB_X_CALG_DEFLATE && p.getAuthAlg() == SADB_AALG_NONE &&
+         k.getEncrypt().size() == 0 && k.getAuth().size() == 0 && !p.getEsn();
+}
 
 }  // namespace
 
@@ -150,7 +164,13 @@ bool Keydb::onDataPlaneRestarted(std::vector<UniqueFd>& fds) {
     sa->usageBase.bytes += sa->usageReported.bytes;  // the new forwarder counts from zero
     sa->usageBase.packets += sa->usageReported.packets;
     sa->usageReported = {};
-    if (!sa->larval() && hasDataPath(*sa)) createSession(*sa);
+    if (sa->larval() || !hasDataPath(*sa)) continue;
+    if (needsSession(*sa)) {
+      createSession(*sa);
+    } else {
+      sa->sessionReady = true;
+      installInForwarder(*sa);
+    }
   }
   log::info("data plane reattached; {} SAs re-issued", sad_.size());
   return true;
@@ -209,6 +229,7 @@ void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
       p.getSatype() != SADB_X_SATYPE_IPCOMP) {
     return replyError(id, EINVAL);
   }
+  if (p.getSatype() == SADB_X_SATYPE_IPCOMP && !goodIpcomp(p, req.getKeys())) return replyError(id, EINVAL);
   SaKey key = keyOf(p.getSatype(), p.getSpi(), p.getDst());
   if (Sa* old = sad_.find(key)) {
     if (!req.getUpdate()) return replyError(id, EEXIST);
@@ -221,13 +242,16 @@ void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
   sa.encKey = SecureBytes(span(req.getKeys().getEncrypt()));
   sa.authKey = SecureBytes(span(req.getKeys().getAuth()));
   sa.addTime = now();
-  if (!hasDataPath(sa)) {
-    // AH and IPComp SAs are stored so that PF_KEY semantics hold (ADD, GET,
-    // DUMP, DELETE, FLUSH, lifetimes by time), but the data path has no AH or
-    // IPComp yet: no crypto session, nothing installed in the forwarder.
-    log::info("SA {:#x} (satype {}) stored without a data path", p.getSpi(), p.getSatype());
+  if (!needsSession(sa)) {
+    // IPComp: installed at once; the reply does not wait for the forwarder
+    // (nothing can fail there that PF_KEY would report).
+    sa.sessionReady = true;
+    installInForwarder(sa);
     return reply(id, 0, {&sa});
   }
+  // ESP and AH: the reply waits for the broker's verdict. A refused session
+  // (an algorithm or key the broker does not run) fails the ADD with EINVAL
+  // and the SA is gone, whatever its type (onCrypto).
   sa.pendingAdd = id;
   createSession(sa);
 }
@@ -255,7 +279,7 @@ void Keydb::getSpi(std::uint64_t id, proto::GetSpi::Reader req) {
 
 void Keydb::removeSa(Sa& sa) {
   if (!sa.larval() && hasDataPath(sa)) {
-    if (crypto_ && crypto_->isOpen()) {
+    if (needsSession(sa) && crypto_ && crypto_->isOpen()) {
       capnp::MallocMessageBuilder b;
       setRef(b.initRoot<proto::KeydbToCrypto>().initDestroySession(), sa.ref);
       crypto_->send(b);

@@ -174,6 +174,16 @@ int checkAlgorithms(std::uint8_t satype, const sadb_sa& sa, const pfkey::ParsedM
   return 0;
 }
 
+// IPComp (RFC 3173): the CPI is 16 bits in the SPI field; DEFLATE is the one
+// algorithm we run (Linux answers a compression it lacks with ENOSYS); an
+// IPComp SA has nothing secret, so a key or an authenticator is EINVAL.
+int checkIpcomp(const sadb_sa& sa, const pfkey::ParsedMessage& m) {
+  if (ntohl(sa.sadb_sa_spi) > 0xffff) return EINVAL;
+  if (sa.sadb_sa_auth != SADB_AALG_NONE || m.has(SADB_EXT_KEY_AUTH) || m.has(SADB_EXT_KEY_ENCRYPT)) return EINVAL;
+  if (sa.sadb_sa_encrypt != SADB_X_CALG_DEFLATE) return ENOSYS;
+  return 0;
+}
+
 }  // namespace
 
 int Server::sendToKeydb(Client* c, const sadb_msg& request, capnp::MallocMessageBuilder& b, std::uint64_t id) {
@@ -218,6 +228,8 @@ int Server::onAddOrUpdate(Client* c, const pfkey::ParsedMessage& m) {
   if (!sa || !src || !dst || src->addr.family != dst->addr.family) return EINVAL;
   if (satype != SADB_X_SATYPE_IPCOMP) {
     if (int err = checkAlgorithms(satype, *sa, m, allowLegacy_)) return err;
+  } else if (int err = checkIpcomp(*sa, m)) {
+    return err;
   }
   const auto sa2 = m.sa2();
   const auto encKey = m.key(SADB_EXT_KEY_ENCRYPT);

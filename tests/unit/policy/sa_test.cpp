@@ -421,6 +421,41 @@ TEST(SaRequests, AWindowOf255OrLessUsesOnlyLinuxsFieldInTheReply) {
   EXPECT_FALSE(m.has(pfkey::kExtSaReplay));
 }
 
+// ---- IPComp ---------------------------------------------------------------------
+
+Bytes ipcompAdd(std::uint32_t cpi, std::uint8_t calg, bool key) {
+  pfkey::Builder b(SADB_ADD, SADB_X_SATYPE_IPCOMP, 8, 4242);
+  if (key) b.key(SADB_EXT_KEY_ENCRYPT, 128, kEncKey);
+  b.sa({cpi, 0, SADB_SASTATE_MATURE, 0, calg, 0x80});
+  b.sa2(IPSEC_MODE_TUNNEL, 0);
+  b.address(SADB_EXT_ADDRESS_SRC, v4(192, 0, 2, 1), 32, 255);
+  b.address(SADB_EXT_ADDRESS_DST, v4(192, 0, 2, 2), 32, 255);
+  return b.finish();
+}
+
+TEST(SaRequests, IpcompTakesDeflateWithASixteenBitCpiAndNoKeys) {
+  Harness h;
+  auto c = h.connect();
+  c.send(ipcompAdd(0x10000, SADB_X_CALG_DEFLATE, false));
+  c.send(ipcompAdd(0x3001, SADB_X_CALG_DEFLATE, true));
+  c.send(ipcompAdd(0x3001, SADB_X_CALG_LZS, false));
+  h.pump();
+  auto r = c.drain();
+  ASSERT_EQ(r.size(), 3u);
+  EXPECT_EQ(parsed(r[0]).msg().sadb_msg_errno, EINVAL);
+  EXPECT_EQ(parsed(r[1]).msg().sadb_msg_errno, EINVAL);
+  EXPECT_EQ(parsed(r[2]).msg().sadb_msg_errno, ENOSYS);
+  EXPECT_FALSE(h.keydbRequest(50).reader);
+  c.send(ipcompAdd(0x3001, SADB_X_CALG_DEFLATE, false));
+  h.pump();
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader);
+  auto p = req.reader->getRoot<proto::PolicyToKeydb>().getAdd().getParams();
+  EXPECT_EQ(p.getSatype(), SADB_X_SATYPE_IPCOMP);
+  EXPECT_EQ(p.getSpi(), 0x3001u);
+  EXPECT_EQ(p.getEncAlg(), SADB_X_CALG_DEFLATE);
+}
+
 // ---- NAT-T (RFC 3948) ----------------------------------------------------------
 
 Bytes natTAdd(std::uint8_t satype = SADB_SATYPE_ESP, std::uint8_t type = 2, bool ports = true,

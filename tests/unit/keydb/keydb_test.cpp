@@ -1,0 +1,190 @@
+// keydb as a service: a real Keydb on real socketpairs whose other ends the
+// test holds, playing policy (SAD requests), the crypto broker (session
+// results) and the forwarder (installs), with real Cap'n Proto messages.
+// The event loop runs on the test thread (pump()), so each step is exact.
+#include <utility>  // before asio
+
+#include <gtest/gtest.h>
+#include <linux/ipsec.h>
+#include <linux/pfkeyv2.h>
+#include <sodium.h>
+
+#include <boost/asio/io_context.hpp>
+#include <cerrno>
+#include <memory>
+#include <stdexcept>
+
+#include "control/wire.h"
+#include "keydb.h"
+
+namespace ipsec::keydb {
+namespace {
+
+using control::ReceivedMessage;
+
+class KeydbHarness {
+ public:
+  KeydbHarness() {
+    if (sodium_init() < 0) throw std::runtime_error("sodium_init");  // keys live in sodium_malloc memory
+    auto [policyEnd, policyPeer] = control::makeSeqpacketPair();
+    auto [cryptoEnd, cryptoPeer] = control::makeSeqpacketPair();
+    auto [fwdEnd, fwdPeer] = control::makeSeqpacketPair();
+    policy_ = std::move(policyPeer);
+    crypto_ = std::move(cryptoPeer);
+    forwarder_ = std::move(fwdPeer);
+    keydb_ = std::make_unique<Keydb>(io_, std::move(policyEnd), std::move(cryptoEnd), std::move(fwdEnd));
+    keydb_->start();
+    pump();
+  }
+  ~KeydbHarness() {
+    keydb_->stop();  // before the peers close: a lost policy channel would exit
+    pump();
+  }
+
+  void pump() {
+    for (int idle = 0, rounds = 0; idle < 2 && rounds < 1000; ++rounds) {
+      io_.restart();
+      idle = io_.poll() == 0 ? idle + 1 : 0;
+    }
+  }
+  void fromPolicy(capnp::MallocMessageBuilder& b) { send(policy_.get(), b); }
+  void fromCrypto(capnp::MallocMessageBuilder& b) { send(crypto_.get(), b); }
+  ReceivedMessage toPolicy(int ms = 1000) { return control::receiveMessage(policy_.get(), ms); }
+  ReceivedMessage toCrypto(int ms = 1000) { return control::receiveMessage(crypto_.get(), ms); }
+  ReceivedMessage toForwarder(int ms = 1000) { return control::receiveMessage(forwarder_.get(), ms); }
+
+ private:
+  void send(int fd, capnp::MallocMessageBuilder& b) {
+    ASSERT_EQ(control::sendMessage(fd, b), 0);
+    pump();
+  }
+  boost::asio::io_context io_;
+  control::UniqueFd policy_, crypto_, forwarder_;
+  std::unique_ptr<Keydb> keydb_;
+};
+
+const std::uint8_t kSrc[] = {192, 0, 2, 1}, kDst[] = {192, 0, 2, 2};
+const std::uint8_t kKey[20] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20};
+
+// An ADD as policy sends it.
+void addRequest(capnp::MallocMessageBuilder& b, std::uint64_t id, std::uint8_t satype, std::uint32_t spi,
+                std::uint8_t enc, std::uint8_t auth, bool keys) {
+  auto req = b.initRoot<proto::PolicyToKeydb>();
+  req.setRequestId(id);
+  auto add = req.initAdd();
+  auto p = add.initParams();
+  p.setSatype(satype);
+  p.setSpi(spi);
+  p.setSrc(capnp::Data::Reader(kSrc, 4));
+  p.setDst(capnp::Data::Reader(kDst, 4));
+  p.setMode(IPSEC_MODE_TUNNEL);
+  p.setEncAlg(enc);
+  p.setAuthAlg(auth);
+  p.setState(SADB_SASTATE_MATURE);
+  auto k = add.initKeys();
+  if (keys) k.setAuth(capnp::Data::Reader(kKey, 20));
+}
+
+void sessionResult(KeydbHarness& h, proto::SaRef::Reader ref, bool ok) {
+  capnp::MallocMessageBuilder b;
+  auto r = b.initRoot<proto::CryptoToKeydb>().initSessionResult();
+  r.setSa(ref);
+  r.setOk(ok);
+  r.setError(ok ? "" : "no such transform");
+  r.setIcvLength(12);
+  h.fromCrypto(b);
+}
+
+TEST(KeydbService, AnAhSaGetsACryptoSessionWithItsKeyAndThenAForwarderInstall) {
+  KeydbHarness h;
+  capnp::MallocMessageBuilder b;
+  addRequest(b, 1, SADB_SATYPE_AH, 0x2001, SADB_EALG_NONE, SADB_X_AALG_SHA2_256HMAC, true);
+  h.fromPolicy(b);
+  auto s = h.toCrypto();
+  ASSERT_TRUE(s.reader) << s.error;
+  auto msg = s.reader->getRoot<proto::KeydbToCrypto>();
+  ASSERT_EQ(msg.which(), proto::KeydbToCrypto::CREATE_SESSION);
+  auto c = msg.getCreateSession();
+  EXPECT_EQ(c.getParams().getSatype(), SADB_SATYPE_AH);
+  ASSERT_EQ(c.getKeys().getAuth().size(), 20u);
+  EXPECT_FALSE(h.toPolicy(50).reader);  // the reply waits for the broker
+  sessionResult(h, c.getSa(), true);
+  auto in = h.toForwarder();
+  ASSERT_TRUE(in.reader) << in.error;
+  auto fm = in.reader->getRoot<proto::KeydbToForwarder>();
+  ASSERT_EQ(fm.which(), proto::KeydbToForwarder::INSTALL);
+  EXPECT_EQ(fm.getInstall().getParams().getSatype(), SADB_SATYPE_AH);
+  EXPECT_EQ(fm.getInstall().getParams().getIcvLength(), 12);
+  auto r = h.toPolicy();
+  ASSERT_TRUE(r.reader);
+  auto reply = r.reader->getRoot<proto::KeydbToPolicy>().getReply();
+  EXPECT_EQ(reply.getRequestId(), 1u);
+  EXPECT_EQ(reply.getErrno(), 0);
+}
+
+TEST(KeydbService, AnAhSaTheBrokerRefusesFailsTheAddAndIsGoneAsAnEspSaWouldBe) {
+  KeydbHarness h;
+  capnp::MallocMessageBuilder b;
+  addRequest(b, 1, SADB_SATYPE_AH, 0x2001, SADB_EALG_NONE, SADB_X_AALG_SHA2_256HMAC, true);
+  h.fromPolicy(b);
+  auto s = h.toCrypto();
+  ASSERT_TRUE(s.reader);
+  sessionResult(h, s.reader->getRoot<proto::KeydbToCrypto>().getCreateSession().getSa(), false);
+  auto r = h.toPolicy();
+  ASSERT_TRUE(r.reader);
+  EXPECT_EQ(r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), EINVAL);
+  // Nothing of it is left: the same ADD may be tried again.
+  capnp::MallocMessageBuilder again;
+  addRequest(again, 2, SADB_SATYPE_AH, 0x2001, SADB_EALG_NONE, SADB_X_AALG_SHA2_256HMAC, true);
+  h.fromPolicy(again);
+  bool created = false;  // after the failed one's DESTROY_SESSION
+  for (int i = 0; i < 4 && !created; ++i) {
+    auto m = h.toCrypto(200);
+    if (!m.reader) break;
+    created = m.reader->getRoot<proto::KeydbToCrypto>().which() == proto::KeydbToCrypto::CREATE_SESSION;
+  }
+  EXPECT_TRUE(created);
+  EXPECT_FALSE(h.toPolicy(50).reader);  // no EEXIST: it waits for its session
+}
+
+TEST(KeydbService, AnIpcompSaIsInstalledWithoutASessionAndAnsweredAtOnce) {
+  KeydbHarness h;
+  capnp::MallocMessageBuilder b;
+  addRequest(b, 1, SADB_X_SATYPE_IPCOMP, 0x3001, SADB_X_CALG_DEFLATE, SADB_AALG_NONE, false);
+  h.fromPolicy(b);
+  auto in = h.toForwarder();
+  ASSERT_TRUE(in.reader) << in.error;
+  auto fm = in.reader->getRoot<proto::KeydbToForwarder>();
+  ASSERT_EQ(fm.which(), proto::KeydbToForwarder::INSTALL);
+  EXPECT_EQ(fm.getInstall().getParams().getSpi(), 0x3001u);
+  EXPECT_EQ(fm.getInstall().getParams().getEncAlg(), SADB_X_CALG_DEFLATE);
+  auto r = h.toPolicy();
+  ASSERT_TRUE(r.reader);
+  EXPECT_EQ(r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), 0);
+  EXPECT_FALSE(h.toCrypto(50).reader);  // no session for IPComp
+}
+
+TEST(KeydbService, IpcompWithKeysAnotherAlgorithmOrAWideCpiIsEinval) {
+  KeydbHarness h;
+  struct Case {
+    std::uint32_t cpi;
+    std::uint8_t calg;
+    bool keys;
+  } cases[] = {{0x3001, SADB_X_CALG_DEFLATE, true}, {0x3001, SADB_X_CALG_LZS, false}, {0x10000, SADB_X_CALG_DEFLATE, false}};
+  std::uint64_t id = 1;
+  for (const auto& c : cases) {
+    capnp::MallocMessageBuilder b;
+    addRequest(b, id, SADB_X_SATYPE_IPCOMP, c.cpi, c.calg, SADB_AALG_NONE, c.keys);
+    h.fromPolicy(b);
+    auto r = h.toPolicy();
+    ASSERT_TRUE(r.reader);
+    auto reply = r.reader->getRoot<proto::KeydbToPolicy>().getReply();
+    EXPECT_EQ(reply.getRequestId(), id);
+    EXPECT_EQ(reply.getErrno(), EINVAL);
+    ++id;
+  }
+  EXPECT_FALSE(h.toForwarder(50).reader);
+}
+
+}  // namespace
+}  // namespace ipsec::keydb
