@@ -8,11 +8,13 @@ harness's, so these helpers speak to the SAs that sa_lines() installs.
 Used by tests/interop and by tests/integration/test_bad_input.py.
 """
 
+import hashlib
 import os
 import signal
 import struct
 import subprocess
 import time
+from dataclasses import dataclass
 from hmac import compare_digest
 
 from cryptography.hazmat.primitives import hashes, hmac
@@ -260,3 +262,186 @@ def start_host(tb, h, alg, outer):
 def start_pair(tb, alg, outer):
     """Testbed.start_pair with both hosts configured alike."""
     start_hosts(tb, [tb.a, tb.b], alg, outer)
+
+
+# ---------------------------------------------------------------------------
+# The algorithm matrix: every ESP transform scapy 2.5 and/or tshark 4.0 can
+# check (../../../shared/INTEROP.md), installed all at once in one ipsecd on
+# distinct SPIs, reqids and inner addresses, so one daemon per outer family
+# serves the whole matrix.
+
+@dataclass(frozen=True)
+class MatrixCase:
+    """One ESP transform: how setkey, scapy and tshark each name it."""
+    name: str
+    enc: str                 # setkey -E name
+    enc_bytes: int           # key bytes including salt/nonce
+    auth: str = None         # setkey -A name, None for AEADs
+    auth_bytes: int = 0
+    scapy_enc: str = None    # scapy CRYPT_ALGOS name (None: scapy cannot)
+    scapy_auth: str = "NULL"
+    icv: int = None          # AEAD ICV bytes when not scapy's default 16
+    tshark_enc: str = None   # tshark uat:esp_sa names (None: tshark cannot)
+    tshark_auth: str = "NULL"
+    legacy: bool = False     # needs net.inet.ipsec.allow_legacy=1
+
+
+_GCM = "AES-GCM with {} octet ICV [RFC4106]"
+MATRIX = (
+    MatrixCase("null+hmac-sha1", "null", 0, "hmac-sha1", 20, "NULL", "HMAC-SHA1-96",
+               tshark_enc="NULL", tshark_auth="HMAC-SHA-1-96 [RFC2404]"),
+    MatrixCase("aes-cbc-128+hmac-sha1", "aes-cbc", 16, "hmac-sha1", 20, "AES-CBC", "HMAC-SHA1-96",
+               tshark_enc="AES-CBC [RFC3602]", tshark_auth="HMAC-SHA-1-96 [RFC2404]"),
+    MatrixCase("aes-cbc-192+hmac-sha256", "aes-cbc", 24, "hmac-sha256", 32, "AES-CBC", "SHA2-256-128",
+               tshark_enc="AES-CBC [RFC3602]", tshark_auth="HMAC-SHA-256-128 [RFC4868]"),
+    MatrixCase("aes-cbc-256+hmac-sha384", "aes-cbc", 32, "hmac-sha384", 48, "AES-CBC", "SHA2-384-192",
+               tshark_enc="AES-CBC [RFC3602]", tshark_auth="HMAC-SHA-384-192 [RFC4868]"),
+    MatrixCase("aes-cbc-128+hmac-sha512", "aes-cbc", 16, "hmac-sha512", 64, "AES-CBC", "SHA2-512-256",
+               tshark_enc="AES-CBC [RFC3602]", tshark_auth="HMAC-SHA-512-256 [RFC4868]"),
+    MatrixCase("aes-ctr-128+hmac-sha256", "aes-ctr", 20, "hmac-sha256", 32, "AES-CTR", "SHA2-256-128",
+               tshark_enc="AES-CTR [RFC3686]", tshark_auth="HMAC-SHA-256-128 [RFC4868]"),
+    MatrixCase("aes-ctr-256+hmac-sha512", "aes-ctr", 36, "hmac-sha512", 64, "AES-CTR", "SHA2-512-256",
+               tshark_enc="AES-CTR [RFC3686]", tshark_auth="HMAC-SHA-512-256 [RFC4868]"),
+    MatrixCase("aes-gcm-16-128", "aes-gcm-16", 20, scapy_enc="AES-GCM", tshark_enc=_GCM.format(16)),
+    MatrixCase("aes-gcm-16-256", "aes-gcm-16", 36, scapy_enc="AES-GCM", tshark_enc=_GCM.format(16)),
+    MatrixCase("aes-gcm-8-128", "aes-gcm-8", 20, scapy_enc="AES-GCM-OLDAPI", icv=8,
+               tshark_enc=_GCM.format(8)),
+    MatrixCase("aes-gcm-12-256", "aes-gcm-12", 36, scapy_enc="AES-GCM-OLDAPI", icv=12,
+               tshark_enc=_GCM.format(12)),
+    MatrixCase("aes-gcm-12-192", "aes-gcm-12", 28, scapy_enc="AES-GCM-OLDAPI", icv=12,
+               tshark_enc=_GCM.format(12)),
+    MatrixCase("aes-ccm-8-128", "aes-ccm-8", 19, scapy_enc="AES-CCM", icv=8),
+    MatrixCase("aes-ccm-12-192", "aes-ccm-12", 27, scapy_enc="AES-CCM", icv=12),
+    MatrixCase("aes-ccm-16-256", "aes-ccm-16", 35, scapy_enc="AES-CCM", icv=16),
+    MatrixCase("chacha20-poly1305", "chacha20-poly1305", 36, scapy_enc="CHACHA20-POLY1305"),
+    MatrixCase("aes-cbc-128+aes-cmac", "aes-cbc", 16, "aes-cmac", 16, "AES-CBC", "AES-CMAC-96"),
+    MatrixCase("3des-cbc+hmac-md5", "3des-cbc", 24, "hmac-md5", 16, "3DES", "HMAC-MD5-96",
+               tshark_enc="TripleDES-CBC [RFC2451]", tshark_auth="HMAC-MD5-96 [RFC2403]", legacy=True),
+)
+SCAPY_MATRIX = tuple(c for c in MATRIX if c.scapy_enc)
+TSHARK_MATRIX = tuple(c for c in MATRIX if c.tshark_enc)
+
+
+def matrix_key(case, direction, role, n):
+    """Deterministic, distinct key bytes per case, direction ('ab'/'ba') and role ('enc'/'auth')."""
+    return hashlib.shake_256(f"{case.name}/{direction}/{role}".encode()).digest(n) if n else b""
+
+
+def matrix_spi(index, direction):
+    return 0x2000 + 2 * index + (0 if direction == "ab" else 1)
+
+
+def matrix_reqid(index):
+    return 100 + index
+
+
+def matrix_inner(index, fam):
+    """(A's inner address, B's inner address) of case `index`: A keeps its TUN
+    address, B gets one address per case so that policies can tell them apart."""
+    a = INNER_A[fam]
+    b = f"203.0.113.{10 + index}" if fam == 4 else f"2001:db8:b::{10 + index:x}"
+    return a, b
+
+
+INNER_A = {4: harness.INNER[4][0], 6: harness.INNER[6][0]}
+
+
+def matrix_sa_lines(cases, outer):
+    """setkey ADD statements for both directions of every case (the same on both hosts)."""
+    a, b = harness.OUTER[outer]
+    out = []
+    for i, c in enumerate(cases):
+        for d, (src, dst) in (("ab", (a, b)), ("ba", (b, a))):
+            clause = f"-E {c.enc}"
+            clause += f" 0x{matrix_key(c, d, 'enc', c.enc_bytes).hex()}" if c.enc_bytes else ""
+            if c.auth:
+                clause += f" -A {c.auth} 0x{matrix_key(c, d, 'auth', c.auth_bytes).hex()}"
+            out.append(f"add {src} {dst} esp {matrix_spi(i, d):#x} -m tunnel -u {matrix_reqid(i)} "
+                       f"-r 64 {clause};")
+    return "\n".join(out) + "\n"
+
+
+def matrix_spd_lines(cases, side, outer, families=(4, 6)):
+    """Per case and inner family, a /32 (/128) policy pair bound to the case's reqid."""
+    a, b = harness.OUTER[outer]
+    local, remote = (a, b) if side == "a" else (b, a)
+    out = []
+    for i, _ in enumerate(cases):
+        for fam in families:
+            ia, ib = matrix_inner(i, fam)
+            plen = 32 if fam == 4 else 128
+            lnet, rnet = (f"{ia}/{plen}", f"{ib}/{plen}") if side == "a" else (f"{ib}/{plen}", f"{ia}/{plen}")
+            lvl = f"unique:{matrix_reqid(i)}"
+            out.append(f"spdadd {lnet} {rnet} any -P out ipsec esp/tunnel/{local}-{remote}/{lvl};")
+            out.append(f"spdadd {rnet} {lnet} any -P in ipsec esp/tunnel/{remote}-{local}/{lvl};")
+    return "\n".join(out) + "\n"
+
+
+def load_matrix(host, cases, outer):
+    """Installs the matrix's SAs and this host's policies through setkey on a running
+    ipsecd, allowing legacy algorithms first when a case needs them."""
+    if any(c.legacy for c in cases):
+        host.ipsecctl("sysctl", "net.inet.ipsec.allow_legacy=1")
+    text = ("flush;\nspdflush;\n" + matrix_sa_lines(cases, outer)
+            + matrix_spd_lines(cases, host.side, outer))
+    r = host.setkey(text)
+    if r.returncode != 0:
+        raise RuntimeError(f"setkey refused the matrix:\n{r.stdout}\n{r.stderr}")
+
+
+def _register_scapy_gcm_oldapi():
+    """scapy 2.5's AES-GCM uses cryptography's AEAD API, which always emits and
+    expects a 16-byte tag, so crypt_icv_size=8/12 is ignored (INTEROP.md). scapy's
+    own CryptAlgo class also drives the older Cipher/modes.GCM API, where it
+    truncates the tag on sealing and accepts a short tag on opening: register that
+    variant (in memory only) so GCM-8/12 are framed and checked by scapy's code."""
+    from scapy.layers import ipsec
+    if "AES-GCM-OLDAPI" in ipsec.CRYPT_ALGOS:
+        return
+    ipsec.CRYPT_ALGOS["AES-GCM-OLDAPI"] = ipsec.CryptAlgo(
+        "AES-GCM-OLDAPI", cipher=algorithms.AES, mode=modes.GCM, key_size=(16, 24, 32),
+        salt_size=4, block_size=1, iv_size=8, icv_size=16,
+        format_mode_iv=lambda sa, iv, **kw: sa.crypt_salt + iv)
+
+
+def matrix_scapy_sa(case, index, direction):
+    """scapy's SecurityAssociation for one direction of a matrix case."""
+    from scapy.layers.ipsec import ESP, SecurityAssociation
+    _register_scapy_gcm_oldapi()
+    kw = {}
+    if case.icv:
+        kw["crypt_icv_size"] = case.icv
+    if case.auth:
+        kw.update(auth_algo=case.scapy_auth, auth_key=matrix_key(case, direction, "auth", case.auth_bytes))
+    return SecurityAssociation(ESP, spi=matrix_spi(index, direction), crypt_algo=case.scapy_enc,
+                               crypt_key=matrix_key(case, direction, "enc", case.enc_bytes) or None, **kw)
+
+
+def scapy_open(sa, pkt):
+    """(next header, inner scapy packet or None) of a captured ESP packet, opened by
+    scapy with the ICV checked (raises scapy's IPSecIntegrityError if it is bad)."""
+    from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6
+    net = pkt[IP] if IP in pkt else pkt[IPv6]  # tcpdump captured Ethernet frames
+    res = sa.decrypt(net.copy())  # transport-style: outer header + the decrypted payload
+    nh = res[IP].proto if res.version == 4 else res[IPv6].nh
+    data = bytes(res.payload)
+    if nh == NH_IPV4:
+        return nh, IP(data)
+    if nh == NH_IPV6:
+        return nh, IPv6(data)
+    return nh, None
+
+
+def tshark_esp_sa(case, index, outer, direction, wrong_key=False):
+    """A tshark `uat:esp_sa` option for one direction of a matrix case."""
+    a, b = harness.OUTER[outer]
+    src, dst = (a, b) if direction == "ab" else (b, a)
+    ck = matrix_key(case, direction, "enc", case.enc_bytes)
+    ak = matrix_key(case, direction, "auth", case.auth_bytes) if case.auth else b""
+    if wrong_key:
+        ck = bytes([ck[0] ^ 1]) + ck[1:] if ck else ck
+        ak = bytes([ak[0] ^ 1]) + ak[1:] if ak else ak
+    fields = (f"IPv{outer}", src, dst, f"0x{matrix_spi(index, direction):08x}", case.tshark_enc,
+              f"0x{ck.hex()}" if ck else "", case.tshark_auth, f"0x{ak.hex()}" if ak else "")
+    return "uat:esp_sa:" + ",".join(f'"{v}"' for v in fields)
