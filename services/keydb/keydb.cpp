@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include <cerrno>
+#include <optional>
 
 #include "log/log.h"
 
@@ -231,8 +232,24 @@ void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
   }
   if (p.getSatype() == SADB_X_SATYPE_IPCOMP && !goodIpcomp(p, req.getKeys())) return replyError(id, EINVAL);
   SaKey key = keyOf(p.getSatype(), p.getSpi(), p.getDst());
+  // UPDATE of a live SA (a MOBIKE address change, new NAT-T ports, new
+  // lifetimes) replaces its slot but not its history: the new crypto session
+  // and forwarder entry start above every sequence number and counter IV
+  // granted before (the key may well be the same: restarting from zero would
+  // reuse nonces), and usage and add time carry on as Linux keeps them. A
+  // larval SA (GETSPI) has no history: it starts afresh.
+  struct History {
+    std::uint64_t addTime, firstUse, seqGranted, ivGranted;
+    Sa::Usage usage;
+  };
+  std::optional<History> history;
   if (Sa* old = sad_.find(key)) {
     if (!req.getUpdate()) return replyError(id, EEXIST);
+    if (!old->larval()) {
+      history = History{old->addTime, old->firstUse, old->seqGranted, old->ivGranted,
+                        {old->usageBase.bytes + old->usageReported.bytes,
+                         old->usageBase.packets + old->usageReported.packets}};
+    }
     removeSa(*old);
   } else if (req.getUpdate()) {
     return replyError(id, ESRCH);
@@ -242,6 +259,13 @@ void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
   sa.encKey = SecureBytes(span(req.getKeys().getEncrypt()));
   sa.authKey = SecureBytes(span(req.getKeys().getAuth()));
   sa.addTime = now();
+  if (history) {
+    sa.addTime = history->addTime;
+    sa.firstUse = history->firstUse;
+    sa.seqGranted = history->seqGranted;
+    sa.ivGranted = history->ivGranted;
+    sa.usageBase = history->usage;
+  }
   if (!needsSession(sa)) {
     // IPComp: installed at once; the reply does not wait for the forwarder
     // (nothing can fail there that PF_KEY would report).

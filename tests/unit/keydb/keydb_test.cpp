@@ -186,5 +186,57 @@ TEST(KeydbService, IpcompWithKeysAnotherAlgorithmOrAWideCpiIsEinval) {
   EXPECT_FALSE(h.toForwarder(50).reader);
 }
 
+
+// MOBIKE-style UPDATE of a live SA with a new source address and the same key:
+// the new session and install start above everything granted before.
+TEST(KeydbService, AnUpdateWithANewSourceReinstallsAboveEveryEarlierGrant) {
+  KeydbHarness h;
+  capnp::MallocMessageBuilder b;
+  addRequest(b, 1, SADB_SATYPE_ESP, 0x1001, SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, false);
+  h.fromPolicy(b);
+  auto s1 = h.toCrypto();
+  ASSERT_TRUE(s1.reader);
+  auto c1 = s1.reader->getRoot<proto::KeydbToCrypto>().getCreateSession();
+  const std::uint64_t ivLimit1 = c1.getIvLimit();
+  sessionResult(h, c1.getSa(), true);
+  auto i1 = h.toForwarder();
+  ASSERT_TRUE(i1.reader);
+  const std::uint64_t seqLimit1 = i1.reader->getRoot<proto::KeydbToForwarder>().getInstall().getSeqLimit();
+  ASSERT_TRUE(h.toPolicy().reader);
+
+  capnp::MallocMessageBuilder u;
+  addRequest(u, 2, SADB_SATYPE_ESP, 0x1001, SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, false);
+  u.getRoot<proto::PolicyToKeydb>().getAdd().setUpdate(true);
+  const std::uint8_t moved[] = {198, 51, 100, 9};
+  u.getRoot<proto::PolicyToKeydb>().getAdd().getParams().setSrc(capnp::Data::Reader(moved, 4));
+  h.fromPolicy(u);
+  std::uint64_t ivNext2 = 0;
+  for (int i = 0; i < 4 && ivNext2 == 0; ++i) {  // DESTROY_SESSION of the old one comes first
+    auto m = h.toCrypto(200);
+    ASSERT_TRUE(m.reader);
+    auto k = m.reader->getRoot<proto::KeydbToCrypto>();
+    if (k.which() != proto::KeydbToCrypto::CREATE_SESSION) continue;
+    ivNext2 = k.getCreateSession().getIvNext();
+    EXPECT_GE(ivNext2, ivLimit1);
+    sessionResult(h, k.getCreateSession().getSa(), true);
+  }
+  ASSERT_NE(ivNext2, 0u);
+  bool installed = false;
+  for (int i = 0; i < 4 && !installed; ++i) {  // REMOVE of the old entry comes first
+    auto m = h.toForwarder(200);
+    ASSERT_TRUE(m.reader);
+    auto f = m.reader->getRoot<proto::KeydbToForwarder>();
+    if (f.which() != proto::KeydbToForwarder::INSTALL) continue;
+    installed = true;
+    EXPECT_GE(f.getInstall().getSeqNext(), seqLimit1);
+    ASSERT_EQ(f.getInstall().getParams().getSrc().size(), 4u);
+    EXPECT_EQ(f.getInstall().getParams().getSrc()[3], 9);
+  }
+  EXPECT_TRUE(installed);
+  auto r = h.toPolicy();
+  ASSERT_TRUE(r.reader);
+  EXPECT_EQ(r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), 0);
+}
+
 }  // namespace
 }  // namespace ipsec::keydb
