@@ -227,8 +227,9 @@ void Server::dispatch(Client* c, const pfkey::ParsedMessage& m) {
     case SADB_X_SPDDELETE2: err = onSpdGetOrDelete2(c, m); break;
     case SADB_X_SPDDUMP: err = onSpdDump(c, m); break;
     case SADB_X_SPDFLUSH: err = onSpdFlush(c, m); break;
-    // ACQUIRE and EXPIRE flow from us to key managers; X_PCHANGE, X_SPDACQUIRE,
-    // X_SPDSETIDX, X_SPDEXPIRE, X_MIGRATE and NAT-T mapping changes are not served.
+    case SADB_X_MIGRATE: err = onMigrate(c, m); break;
+    // ACQUIRE, EXPIRE, X_SPDEXPIRE and X_NAT_T_NEW_MAPPING flow from us to key
+    // managers; X_PCHANGE, X_SPDACQUIRE and X_SPDSETIDX are not served.
     default: break;
   }
   if (err != 0) replyError(c, m.msg(), err);
@@ -354,6 +355,7 @@ void Server::fillStats(proto::Stats::Builder out) const {
       {"pfkey_acquires", counters_.acquires},
       {"pfkey_expires", counters_.expires},
       {"pfkey_nat_mappings", counters_.natMappings},
+      {"pfkey_migrations", counters_.migrations},
       {"sad_requests_pending", pending_.size()},
       {"spd_policies", spd_.size()},
       {"spd_forwarder_pushes", counters_.forwarderPushes},

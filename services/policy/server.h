@@ -183,6 +183,7 @@ class Server {
   int onSpdGetOrDelete2(Client* c, const pfkey::ParsedMessage& m);
   int onSpdDump(Client* c, const pfkey::ParsedMessage& m);
   int onSpdFlush(Client* c, const pfkey::ParsedMessage& m);
+  int onMigrate(Client* c, const pfkey::ParsedMessage& m);
   void startForwarder();
   bool onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
   void pushPolicy(const Policy& p);
@@ -221,6 +222,7 @@ class Server {
     std::uint64_t acquires = 0;
     std::uint64_t expires = 0;
     std::uint64_t natMappings = 0;    // SADB_X_NAT_T_NEW_MAPPING broadcasts
+    std::uint64_t migrations = 0;     // SADB_X_MIGRATE requests that moved a policy
     std::uint64_t forwarderPushes = 0;
     std::array<std::uint64_t, SADB_MAX + 1> byType{};
   } counters_;

@@ -72,6 +72,13 @@ std::optional<Policy> Spd::removeById(std::uint32_t id) {
   return out;
 }
 
+Policy* Spd::find(const Selector& s, std::uint8_t dir) noexcept {
+  for (auto& p : policies_) {
+    if (p.dir == dir && p.selector == s) return &p;
+  }
+  return nullptr;
+}
+
 const Policy* Spd::findById(std::uint32_t id) const noexcept {
   for (const auto& p : policies_) {
     if (p.id == id) return &p;

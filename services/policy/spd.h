@@ -80,6 +80,8 @@ class Spd {
   std::optional<Policy> removeBySelector(const Selector& s, std::uint8_t dir);
   std::optional<Policy> removeById(std::uint32_t id);
   const Policy* findById(std::uint32_t id) const noexcept;
+  // The policy of (selector, dir), for changes in place (X_MIGRATE).
+  Policy* find(const Selector& s, std::uint8_t dir) noexcept;
   // Removes everything; returns how many policies there were.
   std::size_t flush() noexcept;
   // Insertion order, which is the order dumps report.

@@ -148,6 +148,104 @@ int Server::onSpdFlush(Client* c, const pfkey::ParsedMessage& m) {
   return 0;
 }
 
+// ---- X_MIGRATE ---------------------------------------------------------------------
+
+namespace {
+
+// One (old, new) pair of ipsecrequests of an X_MIGRATE (Linux's xfrm_migrate).
+struct Migration {
+  pfkey::IpsecRequest from, to;
+};
+
+bool anyAddress(const pfkey::SockAddress& a) {
+  for (std::size_t i = 0; i < (a.isV6() ? 16u : 4u); ++i) {
+    if (a.bytes[i] != 0) return false;
+  }
+  return true;
+}
+
+// SADB_X_EXT_KMADDRESS: sadb_x_kmaddress, then the key managers' local and
+// remote sockaddrs, of one family (Linux's parse_sockaddr_pair).
+bool goodKmaddress(std::span<const std::uint8_t> e) {
+  auto pair = e.subspan(sizeof(sadb_x_kmaddress));
+  auto a = pfkey::SockAddress::readSockaddr(pair);
+  if (!a) return false;
+  auto b = pfkey::SockAddress::readSockaddr(pair.subspan(a->sockaddrSize()));
+  return b && b->family == a->family;
+}
+
+}  // namespace
+
+// Linux's pfkey_migrate → xfrm_migrate: SRC/DST name the policy's selector,
+// X_POLICY its direction and (old, new) pairs of ipsecrequests with the same
+// protocol, mode and level; each policy template matching an old request
+// (tunnel: its endpoints too; a reqid if given) takes the new endpoints. No
+// separate reply: on success the request is echoed as Linux's km_migrate
+// does (pid 0, seq 0, to every socket). keydb is not asked to move SAs: the
+// SAD channel has no migrate request yet (key managers re-key, or UPDATE an
+// SA's source; a changed destination is a new SA in PF_KEY's naming).
+int Server::onMigrate(Client* c, const pfkey::ParsedMessage& m) {
+  const auto& pol = m.policy();
+  if (!pol || pol->dir < IPSEC_DIR_INBOUND || pol->dir > IPSEC_DIR_FWD) return EINVAL;
+  auto decoded = decodeSelector(m);
+  if (auto* err = std::get_if<int>(&decoded)) return *err;
+  const Selector sel = std::get<Selector>(decoded);
+  const auto kma = m.extBytes(SADB_X_EXT_KMADDRESS);
+  if (!kma.empty() && !goodKmaddress(kma)) return EINVAL;
+  const auto rqs = pol->requests();
+  if (rqs.empty() || rqs.size() % 2 != 0) return EINVAL;
+  std::vector<Migration> moves;
+  for (std::size_t i = 0; i < rqs.size(); i += 2) {
+    const auto& from = rqs[i];
+    const auto& to = rqs[i + 1];
+    if (!from.tunnelSrc || !to.tunnelSrc) return EINVAL;  // both carry addresses, whatever the mode
+    if (from.proto != to.proto || from.mode != to.mode || from.level != to.level) return EINVAL;
+    if (anyAddress(*to.tunnelSrc) || anyAddress(*to.tunnelDst)) return EINVAL;
+    if (from.tunnelSrc->sameAddress(*to.tunnelSrc) && from.tunnelDst->sameAddress(*to.tunnelDst)) return EINVAL;
+    moves.push_back({from, to});
+  }
+  Policy* p = spd_.find(sel, pol->dir);
+  if (!p) return ENOENT;
+  Policy moved = *p;
+  std::size_t matched = 0;
+  for (auto& r : moved.requests) {
+    for (const auto& mv : moves) {
+      if (r.proto != mv.from.proto || r.mode != mv.from.mode || (mv.from.reqid != 0 && r.reqid != mv.from.reqid)) continue;
+      if (r.mode == IPSEC_MODE_TRANSPORT) {
+        ++matched;  // nothing to move: the SA's addresses are the packet's
+        break;
+      }
+      if (!r.tunnelSrc || !r.tunnelDst || !r.tunnelSrc->sameAddress(*mv.from.tunnelSrc) ||
+          !r.tunnelDst->sameAddress(*mv.from.tunnelDst)) continue;
+      r.tunnelSrc = *mv.to.tunnelSrc;
+      r.tunnelDst = *mv.to.tunnelDst;
+      ++matched;
+      break;
+    }
+  }
+  if (matched == 0) return ENODATA;  // as xfrm_policy_migrate: no template matched
+  *p = std::move(moved);
+  pushPolicy(*p);
+  ++counters_.migrations;
+
+  // km_migrate's message: KMADDRESS (if given), the selector, then X_POLICY
+  // (ipsec, dir, id 0, priority 0) with the pairs as received, levels rebuilt.
+  pfkey::Builder b(SADB_X_MIGRATE, satypeOf(moves.front().from.proto), 0, 0);
+  if (!kma.empty()) b.raw(SADB_X_EXT_KMADDRESS, kma.subspan(sizeof(sadb_ext)));
+  const std::uint8_t proto = sel.proto == IPSEC_ULPROTO_ANY ? 0 : sel.proto;
+  b.address(SADB_EXT_ADDRESS_SRC, sel.src, sel.srcPrefix, proto);
+  b.address(SADB_EXT_ADDRESS_DST, sel.dst, sel.dstPrefix, proto);
+  pfkey::PolicyFields pf{IPSEC_POLICY_IPSEC, pol->dir, 0, 0, {}};
+  for (const auto& mv : moves) {
+    const std::uint8_t level = mv.from.reqid != 0 ? IPSEC_LEVEL_UNIQUE : IPSEC_LEVEL_REQUIRE;
+    pf.requests.push_back({mv.from.proto, mv.from.mode, level, mv.from.reqid, mv.from.tunnelSrc, mv.from.tunnelDst});
+    pf.requests.push_back({mv.to.proto, mv.to.mode, level, mv.from.reqid, mv.to.tunnelSrc, mv.to.tunnelDst});
+  }
+  b.policy(pf);
+  deliver(b.finish(), Audience::kAll, nullptr);
+  return 0;
+}
+
 // ---- forwarder -------------------------------------------------------------------
 
 void Server::startForwarder() {
