@@ -4,6 +4,7 @@
 #include <linux/pfkeyv2.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <optional>
 
@@ -101,7 +102,7 @@ void Keydb::checkLifetimes() {
   const std::uint64_t t = now();
   for (Sa* sa : sad_.all()) {
     if (sa->larval()) {
-      if (t - sa->addTime >= kLarvalLifetime) {
+      if (t - sa->addTime >= larvalLifetime_) {
         ++larvalExpired_;
         removeSa(*sa);
       }
@@ -183,6 +184,7 @@ bool Keydb::onPolicy(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
   if (!fds.empty()) return false;
   auto req = m.getRoot<proto::PolicyToKeydb>();
   const std::uint64_t id = req.getRequestId();
+  if (debug_) log::info("SAD request {} (kind {}), {} SAs", id, static_cast<int>(req.which()), sad_.size());
   switch (req.which()) {
     case proto::PolicyToKeydb::ADD:
       add(id, req.getAdd());  // the channel wipes its receive buffer after this returns
@@ -449,6 +451,11 @@ bool Keydb::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       return true;
   }
   return false;
+}
+
+void Keydb::setSysctl(std::string_view name, std::int64_t value) {
+  if (name == "net.key.larval_lifetime") larvalLifetime_ = static_cast<std::uint64_t>(std::clamp<std::int64_t>(value, 1, 86400));
+  else if (name == "net.key.debug") debug_ = value != 0;
 }
 
 void Keydb::fillStats(proto::Stats::Builder out) {

@@ -11,6 +11,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <memory>
+#include <string_view>
 
 #include "control/channel.h"
 #include "proto/crypto.capnp.h"
@@ -30,6 +31,9 @@ class Keydb {
   void stop();
   bool onDataPlaneRestarted(std::vector<UniqueFd>& fds);
   void fillStats(proto::Stats::Builder out);
+  // net.key.larval_lifetime: seconds a larval SA (GETSPI) lives (default 30,
+  // Linux's acquire timeout); net.key.debug: log every SAD request.
+  void setSysctl(std::string_view name, std::int64_t value);
 
  private:
   void attachDataPlane(UniqueFd crypto, UniqueFd forwarder);
@@ -47,7 +51,7 @@ class Keydb {
   void replyError(std::uint64_t id, int err) { reply(id, err); }
   // Soft and hard lifetimes (RFC 2367 §2.3.4): bytes, packets, add time,
   // first-use time. Soft: EXPIRE(soft), state dying. Hard: EXPIRE(hard) and
-  // the SA is deleted. Larval SAs live kLarvalLifetime seconds.
+  // the SA is deleted. Larval SAs live larvalLifetime_ seconds.
   void checkLifetimes();
   void armLifetimeTimer();
   void sendExpire(Sa& sa, bool hard);
@@ -56,7 +60,8 @@ class Keydb {
   std::unique_ptr<control::Channel> policy_, crypto_, forwarder_;
   Sad sad_;
   boost::asio::steady_timer lifetimeTimer_;
-  static constexpr std::uint64_t kLarvalLifetime = 30;  // seconds, as Linux's acquire timeout
+  std::uint64_t larvalLifetime_ = 30;  // seconds, as Linux's acquire timeout
+  bool debug_ = false;
   bool stopped_ = false;
   std::uint64_t sessionsFailed_ = 0;
   std::uint64_t seqGrants_ = 0;

@@ -40,7 +40,7 @@ int main(int argc, char** argv) {
     db.start();
     return svc.run(profile(args), {
                                 .stats = [&](proto::Stats::Builder s) { db.fillStats(s); },
-                                .sysctl = nullptr,
+                                .sysctl = [&](std::string_view n, std::int64_t v) { db.setSysctl(n, v); },
                                 .dataPlaneRestarted = [&](std::vector<control::UniqueFd>& f) {
                                   return db.onDataPlaneRestarted(f);
                                 },

@@ -321,8 +321,24 @@ int Server::onGetSpi(Client* c, const pfkey::ParsedMessage& m) {
     min = r->sadb_spirange_min;
     max = r->sadb_spirange_max;
   }
+  // net.key.spi_minval/spi_maxval clamp every range; nothing left is EINVAL.
+  min = std::max(min, spiMin_);
+  max = std::min(max, spiMax_);
   if (min > max || max == 0) return EINVAL;
-  const auto sa2 = m.sa2();
+  auto sa2 = m.sa2();
+  // As Linux's pfkey_getspi: a seq naming a pending ACQUIRE with this
+  // destination gives the SPI to that acquire's SA (its mode and reqid).
+  if (!sa2 && m.msg().sadb_msg_seq != 0) {
+    for (const auto& a : acquires_) {
+      if (a.seq == m.msg().sadb_msg_seq && a.satype == satype && a.dst.sameAddress(dst->addr)) {
+        sadb_x_sa2 from{};
+        from.sadb_x_sa2_mode = a.mode;
+        from.sadb_x_sa2_reqid = a.reqid;
+        sa2 = from;
+        break;
+      }
+    }
+  }
   capnp::MallocMessageBuilder b;
   const std::uint64_t id = newRequestId();
   auto req = b.initRoot<proto::PolicyToKeydb>();
@@ -399,6 +415,14 @@ bool Server::onKeydbReply(proto::SadReply::Reader r) {
   switch (type) {
     case SADB_ADD:
     case SADB_UPDATE:
+      if (sas.size() == 1) {
+        // The SA answers any ACQUIRE pending for it (xfrm_state_add drops the acquire state).
+        auto sp = sas[0].getParams();
+        auto s = addressFrom(sp.getSrc());
+        auto d = addressFrom(sp.getDst());
+        if (s && d) completeAcquires(sp.getSatype(), *s, *d, sp.getReqid());
+      }
+      return one(SaMessage::kState, Audience::kAll, nullptr);
     case SADB_DELETE: return one(SaMessage::kState, Audience::kAll, nullptr);
     case SADB_GET: return one(SaMessage::kStateWithKeys, Audience::kOne, c);
     case SADB_GETSPI: return one(SaMessage::kState, Audience::kOne, c);

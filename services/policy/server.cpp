@@ -38,7 +38,7 @@ OutMessage::~OutMessage() {
 
 Server::Server(boost::asio::io_context& io, UniqueFd listener, UniqueFd keydb, UniqueFd forwarder,
                ServerOptions options)
-    : io_(io), options_(std::move(options)), rx_(new std::uint64_t[kRxWords]()) {
+    : io_(io), options_(std::move(options)), tick_(io), rx_(new std::uint64_t[kRxWords]()) {
   if (listener) {
     listener_.emplace(io_);
     listener_->assign(listener.release());
@@ -62,10 +62,12 @@ void Server::start() {
                 });
   startForwarder();
   if (listener_) armAccept();
+  armTick();
 }
 
 void Server::stop() {
   stopped_ = true;
+  tick_.cancel();
   if (listener_) listener_->close();
   clients_.clear();
   keydb_->close();
@@ -209,6 +211,11 @@ void Server::handleDatagram(std::uint64_t clientId, std::span<std::uint8_t> data
 }
 
 void Server::dispatch(Client* c, const pfkey::ParsedMessage& m) {
+  if (pfkeyDebug_) {
+    log::info("PF_KEY {} satype {} seq {} pid {} from client {} ({} bytes)",
+              pfkey::messageTypeName(m.msg().sadb_msg_type), m.msg().sadb_msg_satype, m.msg().sadb_msg_seq,
+              m.msg().sadb_msg_pid, c ? c->id : 0, m.bytes().size());
+  }
   int err = EOPNOTSUPP;
   switch (m.msg().sadb_msg_type) {
     case SADB_GETSPI: err = onGetSpi(c, m); break;
@@ -221,6 +228,7 @@ void Server::dispatch(Client* c, const pfkey::ParsedMessage& m) {
     case SADB_DUMP: err = onDump(c, m); break;
     case SADB_X_PROMISC: err = onPromisc(c, m); break;
     case SADB_X_SPDADD:
+    case SADB_X_SPDSETIDX:  // as Linux: an SPDADD (KAME's index-only form is not kept)
     case SADB_X_SPDUPDATE: err = onSpdAddOrUpdate(c, m); break;
     case SADB_X_SPDDELETE: err = onSpdDelete(c, m); break;
     case SADB_X_SPDGET:
@@ -229,7 +237,7 @@ void Server::dispatch(Client* c, const pfkey::ParsedMessage& m) {
     case SADB_X_SPDFLUSH: err = onSpdFlush(c, m); break;
     case SADB_X_MIGRATE: err = onMigrate(c, m); break;
     // ACQUIRE, EXPIRE, X_SPDEXPIRE and X_NAT_T_NEW_MAPPING flow from us to key
-    // managers; X_PCHANGE, X_SPDACQUIRE and X_SPDSETIDX are not served.
+    // managers; X_PCHANGE and X_SPDACQUIRE are not served (EOPNOTSUPP).
     default: break;
   }
   if (err != 0) replyError(c, m.msg(), err);
@@ -338,6 +346,19 @@ void Server::onWritable(std::uint64_t id) {
   if (!c->queue.empty()) armWrite(*c);
 }
 
+// ---- sysctls -----------------------------------------------------------------------
+
+void Server::setSysctl(std::string_view name, std::int64_t value) {
+  auto clamp = [&](std::int64_t lo, std::int64_t hi) { return std::clamp<std::int64_t>(value, lo, hi); };
+  if (name == "net.inet.ipsec.allow_legacy") allowLegacy_ = value != 0;
+  else if (name == "net.key.larval_lifetime") larvalLifetime_ = static_cast<std::uint64_t>(clamp(1, 86400));
+  else if (name == "net.key.blockacq_count") blockacqCount_ = static_cast<std::uint64_t>(clamp(0, 1 << 30));
+  else if (name == "net.key.blockacq_lifetime") blockacqLifetime_ = static_cast<std::uint64_t>(clamp(1, 86400));
+  else if (name == "net.key.spi_minval") spiMin_ = static_cast<std::uint32_t>(clamp(0, 0xffffffff));
+  else if (name == "net.key.spi_maxval") spiMax_ = static_cast<std::uint32_t>(clamp(0, 0xffffffff));
+  else if (name == "net.key.debug") pfkeyDebug_ = value != 0;
+}
+
 // ---- stats -----------------------------------------------------------------------
 
 void Server::fillStats(proto::Stats::Builder out) const {
@@ -356,6 +377,9 @@ void Server::fillStats(proto::Stats::Builder out) const {
       {"pfkey_expires", counters_.expires},
       {"pfkey_nat_mappings", counters_.natMappings},
       {"pfkey_migrations", counters_.migrations},
+      {"pfkey_acquires_blocked", counters_.acquiresBlocked},
+      {"pfkey_acquires_pending", acquires_.size()},
+      {"spd_expires", counters_.spdExpires},
       {"sad_requests_pending", pending_.size()},
       {"spd_policies", spd_.size()},
       {"spd_forwarder_pushes", counters_.forwarderPushes},

@@ -37,6 +37,7 @@
 #include <array>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -109,9 +110,18 @@ class Server {
   void fillStats(proto::Stats::Builder out) const;
   // net.inet.ipsec.allow_legacy: REGISTER lists, and ADD accepts, 3DES and
   // HMAC-MD5 only when set (the broker refuses them otherwise too).
-  void setSysctl(std::string_view name, std::int64_t value) {
-    if (name == "net.inet.ipsec.allow_legacy") allowLegacy_ = value != 0;
-  }
+  // net.key.* (FAST_IPSEC's names; README, ipsecctl --help):
+  //   larval_lifetime     s an ACQUIRE's larval state lives (Linux: 30)
+  //   blockacq_count      ACQUIREs for one pending (policy, src, dst) that are
+  //                       suppressed before one is sent again (FreeBSD: 32)
+  //   blockacq_lifetime   s after which a pending ACQUIRE is sent again anyway (20)
+  //   spi_minval/maxval   every GETSPI range is clamped to [minval, maxval]
+  //   debug               trace every PF_KEY message in the log
+  void setSysctl(std::string_view name, std::int64_t value);
+  // Once a second (the timer, or a test with its own clock): policies whose
+  // hard add-time ran out are deleted and announced with X_SPDEXPIRE; larval
+  // ACQUIRE states past net.key.larval_lifetime are dropped.
+  void onTick(std::uint64_t nowSeconds);
 
   // Serves an already connected socket as a client (credentials already
   // checked by the caller). Returns its id.
@@ -122,10 +132,41 @@ class Server {
   void handleDatagram(std::uint64_t clientId, std::span<std::uint8_t> datagram, bool truncated) noexcept;
 
   std::size_t clientCount() const noexcept { return clients_.size(); }
+  std::size_t pendingAcquires() const noexcept { return acquires_.size(); }
   const Spd& spd() const noexcept { return spd_; }
 
  private:
   bool allowLegacy_ = false;
+  std::uint64_t larvalLifetime_ = 30;
+  std::uint64_t blockacqCount_ = 32;
+  std::uint64_t blockacqLifetime_ = 20;
+  std::uint32_t spiMin_ = 0x100;
+  std::uint32_t spiMax_ = 0xffffffff;
+  bool pfkeyDebug_ = false;
+
+  // What Linux keeps as an xfrm_state in the "acquire" state: an ACQUIRE was
+  // sent for this (policy, src, dst) and no SA answered it yet. While it
+  // lives, further ACQUIREs are rate-limited (net.key.blockacq_*); a GETSPI
+  // carrying its seq (and its destination) takes its mode and reqid; an
+  // ADD/UPDATE of an SA for (satype, src, dst[, reqid]) completes it; it dies
+  // after net.key.larval_lifetime. Not shown in DUMP (Linux shows an SA with
+  // SPI 0 in state larval: a documented difference).
+  struct AcquireState {
+    std::uint32_t seq = 0;
+    std::uint8_t satype = 0;
+    pfkey::SockAddress src, dst;
+    std::uint8_t mode = 0;
+    std::uint32_t reqid = 0;
+    std::uint32_t policyId = 0;
+    std::uint64_t created = 0;
+    std::uint64_t lastSent = 0;
+    std::uint64_t suppressed = 0;  // since lastSent
+  };
+  static constexpr std::size_t kMaxAcquires = 4096;
+  std::vector<AcquireState> acquires_;
+  void completeAcquires(std::uint8_t satype, const pfkey::SockAddress& src, const pfkey::SockAddress& dst,
+                        std::uint32_t reqid);
+  void armTick();
   struct Client {
     Client(boost::asio::io_context& io, int fd) : socket(io) { socket.assign(fd); }
     std::uint64_t id = 0;
@@ -202,6 +243,7 @@ class Server {
   std::uint64_t nextRequestId_ = 1;
   std::uint32_t acquireSeq_ = 0;
   Spd spd_;
+  boost::asio::steady_timer tick_;
   bool stopped_ = false;
   // Datagrams land here: 8-byte aligned, one spare word so that a datagram
   // larger than pfkey::kMaxMessageBytes is seen as too large.
@@ -223,6 +265,8 @@ class Server {
     std::uint64_t expires = 0;
     std::uint64_t natMappings = 0;    // SADB_X_NAT_T_NEW_MAPPING broadcasts
     std::uint64_t migrations = 0;     // SADB_X_MIGRATE requests that moved a policy
+    std::uint64_t acquiresBlocked = 0;  // ACQUIREs suppressed while one was pending
+    std::uint64_t spdExpires = 0;     // policies deleted when their hard lifetime ran out
     std::uint64_t forwarderPushes = 0;
     std::array<std::uint64_t, SADB_MAX + 1> byType{};
   } counters_;

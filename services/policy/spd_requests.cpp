@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -93,7 +94,9 @@ int Server::onSpdAddOrUpdate(Client* c, const pfkey::ParsedMessage& m) {
   if (auto* err = std::get_if<int>(&stored)) return *err;
   const Policy& p = *std::get<const Policy*>(stored);
   pushPolicy(p);
-  deliver(encodePolicy(p, m.msg()), Audience::kAll, nullptr);
+  sadb_msg h = m.msg();
+  if (h.sadb_msg_type == SADB_X_SPDSETIDX) h.sadb_msg_type = SADB_X_SPDADD;  // Linux's event2poltype
+  deliver(encodePolicy(p, h), Audience::kAll, nullptr);
   return 0;
 }
 
@@ -146,6 +149,50 @@ int Server::onSpdFlush(Client* c, const pfkey::ParsedMessage& m) {
   deliver(pfkey::Builder(h).finish(), Audience::kOne, c);
   if (flushed != 0) deliver(pfkey::Builder(h).finish(), Audience::kAll, nullptr);
   return 0;
+}
+
+// ---- time: X_SPDEXPIRE, larval ACQUIRE states ----------------------------------------
+
+void Server::armTick() {
+  std::weak_ptr<int> alive = alive_;
+  tick_.expires_after(std::chrono::seconds(1));
+  tick_.async_wait([this, alive](const boost::system::error_code& ec) {
+    if (alive.expired() || ec || stopped_) return;
+    onTick(now());
+    armTick();
+  });
+}
+
+// A policy's hard lifetime (LIFETIME_HARD of X_SPDADD) in add time ends it:
+// it is deleted (here and in the forwarder) and registered sockets hear
+// X_SPDEXPIRE with the policy, its lifetimes and CURRENT (FreeBSD's
+// key_spdexpire; Linux's af_key sends nothing here, its notifier is a stub).
+// Use time is not enforced: the forwarder reports no per-policy use.
+void Server::onTick(std::uint64_t t) {
+  std::vector<std::uint32_t> ended;
+  for (const auto& p : spd_.all()) {
+    if (p.hard.addTime != 0 && t >= p.created + p.hard.addTime) ended.push_back(p.id);
+  }
+  for (std::uint32_t id : ended) {
+    auto removed = spd_.removeById(id);
+    if (!removed) continue;
+    pushDelete(id);
+    ++counters_.spdExpires;
+    sadb_msg h{};
+    h.sadb_msg_version = PF_KEY_V2;
+    h.sadb_msg_type = SADB_X_SPDEXPIRE;
+    h.sadb_msg_len = 2;
+    deliver(encodePolicy(*removed, h), Audience::kRegistered, nullptr);
+  }
+  std::erase_if(acquires_, [&](const AcquireState& a) { return t >= a.created + larvalLifetime_; });
+}
+
+void Server::completeAcquires(std::uint8_t satype, const pfkey::SockAddress& src, const pfkey::SockAddress& dst,
+                              std::uint32_t reqid) {
+  std::erase_if(acquires_, [&](const AcquireState& a) {
+    return a.satype == satype && a.src.sameAddress(src) && a.dst.sameAddress(dst) &&
+           (a.reqid == 0 || reqid == 0 || a.reqid == reqid);
+  });
 }
 
 // ---- X_MIGRATE ---------------------------------------------------------------------
@@ -328,9 +375,30 @@ bool Server::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       const Policy* p = spd_.findById(a.getPolicyId());
       // The policy may have been deleted while the packet waited: nothing to ask for.
       if (!p || p->type != IPSEC_POLICY_IPSEC || p->requests.empty()) return true;
-      ++counters_.acquires;
       const std::uint8_t satype = satypeOf(p->requests.front().proto);
-      pfkey::Builder b(SADB_ACQUIRE, satype, ++acquireSeq_, 0);
+      // The larval ACQUIRE state of (policy, src, dst): a new one is sent at
+      // once; while it lives, repeats are suppressed blockacq_count times or
+      // until blockacq_lifetime has passed since the last one sent.
+      const std::uint64_t t = now();
+      auto st = std::find_if(acquires_.begin(), acquires_.end(), [&](const AcquireState& x) {
+        return x.policyId == p->id && x.src.sameAddress(*src) && x.dst.sameAddress(*dst);
+      });
+      if (st != acquires_.end()) {
+        if (st->suppressed < blockacqCount_ && t < st->lastSent + blockacqLifetime_) {
+          ++st->suppressed;
+          ++counters_.acquiresBlocked;
+          return true;
+        }
+        st->suppressed = 0;
+        st->lastSent = t;
+      } else {
+        if (acquires_.size() >= kMaxAcquires) acquires_.erase(acquires_.begin());  // the oldest
+        const Request& rq = p->requests.front();
+        acquires_.push_back({++acquireSeq_, satype, *src, *dst, rq.mode, rq.reqid, p->id, t, t, 0});
+        st = acquires_.end() - 1;
+      }
+      ++counters_.acquires;
+      pfkey::Builder b(SADB_ACQUIRE, satype, st->seq, 0);
       const std::uint8_t proto = a.getProto() == 0 ? IPSEC_ULPROTO_ANY : a.getProto();
       b.address(SADB_EXT_ADDRESS_SRC, *src, src->fullPrefix(), proto);
       b.address(SADB_EXT_ADDRESS_DST, *dst, dst->fullPrefix(), proto);

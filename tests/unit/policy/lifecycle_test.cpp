@@ -1,0 +1,206 @@
+// Time and rate in the PF_KEY server: X_SPDSETIDX as Linux (an SPDADD),
+// X_SPDEXPIRE when a policy's hard lifetime runs out, the larval ACQUIRE
+// state (rate limit, GETSPI by its seq, completion by ADD), and the net.key
+// sysctls that tune them. onTick() is driven with the test's own clock.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <linux/ipsec.h>
+#include <netinet/in.h>
+#include <time.h>
+
+#include <cerrno>
+
+#include "harness.h"
+
+namespace ipsec::policy::test {
+namespace {
+
+std::uint64_t wallClock() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec);
+}
+
+Bytes expiringPolicy(std::uint64_t hardAddTime) {
+  pfkey::Builder b(SADB_X_SPDADD, SADB_SATYPE_UNSPEC, 1, 4242);
+  pfkey::PolicyFields p{IPSEC_POLICY_IPSEC, IPSEC_DIR_OUTBOUND, 0, 0x80000000u, {}};
+  p.requests.push_back({IPPROTO_ESP, IPSEC_MODE_TRANSPORT, IPSEC_LEVEL_REQUIRE, 0, {}, {}});
+  b.policy(p);
+  b.address(SADB_EXT_ADDRESS_SRC, v4(10, 0, 0, 1), 32, 255);
+  b.address(SADB_EXT_ADDRESS_DST, v4(10, 0, 0, 2), 32, 255);
+  b.lifetime(SADB_EXT_LIFETIME_HARD, 0, 0, hardAddTime, 0);
+  b.lifetime(SADB_EXT_LIFETIME_SOFT, 0, 0, 0, 0);
+  return b.finish();
+}
+
+TEST(Lifecycle, SpdSetIdxAddsAPolicyAsLinuxDoesAndAnswersAsSpdAdd) {
+  Harness h;
+  auto c = h.connect();
+  Bytes setidx = spdAdd(SADB_X_SPDADD, IPSEC_DIR_OUTBOUND, v4(10, 0, 0, 1), v4(10, 0, 0, 2));
+  setidx[1] = SADB_X_SPDSETIDX;
+  c.send(setidx);
+  c.send(setidx);
+  h.pump();
+  auto r = c.drain();
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(parsed(r[0]).msg().sadb_msg_type, SADB_X_SPDADD);
+  EXPECT_EQ(parsed(r[0]).msg().sadb_msg_errno, 0);
+  EXPECT_EQ(parsed(r[1]).msg().sadb_msg_errno, EEXIST);
+  EXPECT_EQ(h.server().spd().size(), 1u);
+}
+
+TEST(Lifecycle, APolicyWhoseHardLifetimeRunsOutIsDeletedAndAnnouncedToRegisteredSockets) {
+  Harness h;
+  auto km = h.connect();
+  auto other = h.connect();
+  km.send(header(SADB_REGISTER, SADB_SATYPE_ESP));
+  km.send(expiringPolicy(10));
+  km.send(spdAdd(SADB_X_SPDADD, IPSEC_DIR_OUTBOUND, v4(10, 0, 0, 3), v4(10, 0, 0, 4)));  // no lifetime
+  h.pump();
+  km.drain();
+  other.drain();
+  while (h.forwarderMessage(0).reader) {
+  }
+  const std::uint64_t t = wallClock();
+  h.server().onTick(t + 5);
+  h.pump();
+  EXPECT_EQ(km.drain().size(), 0u);
+  EXPECT_EQ(h.server().spd().size(), 2u);
+  h.server().onTick(t + 11);
+  h.pump();
+  auto r = km.drain();
+  ASSERT_EQ(r.size(), 1u);
+  auto m = parsed(r[0]);
+  EXPECT_EQ(m.msg().sadb_msg_type, SADB_X_SPDEXPIRE);
+  ASSERT_TRUE(m.lifetime(SADB_EXT_LIFETIME_HARD));
+  EXPECT_EQ(m.lifetime(SADB_EXT_LIFETIME_HARD)->sadb_lifetime_addtime, 10u);
+  EXPECT_EQ(m.address(SADB_EXT_ADDRESS_DST)->addr, v4(10, 0, 0, 2));
+  EXPECT_EQ(other.drain().size(), 0u);
+  ASSERT_EQ(h.server().spd().size(), 1u);
+  EXPECT_EQ(h.server().spd().all()[0].selector.dst, v4(10, 0, 0, 4));
+  auto f = h.forwarderMessage(200);
+  ASSERT_TRUE(f.reader);
+  EXPECT_EQ(f.reader->getRoot<proto::PolicyToForwarder>().which(), proto::PolicyToForwarder::DELETE);
+  EXPECT_EQ(h.stat("spd_expires"), 1u);
+}
+
+void acquireFromForwarder(Harness& h, std::uint32_t policyId) {
+  capnp::MallocMessageBuilder b;
+  auto a = b.initRoot<proto::ForwarderToPolicy>().initAcquire();
+  a.setPolicyId(policyId);
+  const std::uint8_t src[] = {10, 0, 0, 1}, dst[] = {10, 0, 0, 2};
+  a.setSrc(capnp::Data::Reader(src, 4));
+  a.setDst(capnp::Data::Reader(dst, 4));
+  a.setProto(IPPROTO_TCP);
+  h.fromForwarder(b);
+}
+
+// An outbound policy (id 9) and a registered key manager.
+struct AcquireSetup {
+  Harness h;
+  TestClient km = h.connect();
+  AcquireSetup() {
+    km.send(header(SADB_REGISTER, SADB_SATYPE_ESP));
+    km.send(spdAdd(SADB_X_SPDADD, IPSEC_DIR_OUTBOUND, v4(10, 0, 0, 1), v4(10, 0, 0, 2)));
+    h.pump();
+    km.drain();
+  }
+};
+
+TEST(Lifecycle, RepeatedAcquiresAreSuppressedBlockacqCountTimesThenSentAgain) {
+  AcquireSetup s;
+  s.h.server().setSysctl("net.key.blockacq_count", 2);
+  std::vector<std::uint32_t> seqs;
+  for (int i = 0; i < 4; ++i) {
+    acquireFromForwarder(s.h, 9);
+    for (const auto& m : s.km.drain()) seqs.push_back(parsed(m).msg().sadb_msg_seq);
+  }
+  ASSERT_EQ(seqs.size(), 2u);  // the 1st and the 4th
+  EXPECT_EQ(seqs[0], seqs[1]);  // the same pending acquire
+  EXPECT_EQ(s.h.stat("pfkey_acquires_blocked"), 2u);
+  EXPECT_EQ(s.h.server().pendingAcquires(), 1u);
+}
+
+TEST(Lifecycle, ALarvalAcquireStateDiesAfterTheLarvalLifetime) {
+  AcquireSetup s;
+  s.h.server().setSysctl("net.key.larval_lifetime", 5);
+  acquireFromForwarder(s.h, 9);
+  ASSERT_EQ(s.km.drain().size(), 1u);
+  acquireFromForwarder(s.h, 9);
+  EXPECT_EQ(s.km.drain().size(), 0u);  // pending: suppressed
+  s.h.server().onTick(wallClock() + 6);
+  EXPECT_EQ(s.h.server().pendingAcquires(), 0u);
+  acquireFromForwarder(s.h, 9);
+  EXPECT_EQ(s.km.drain().size(), 1u);  // a fresh ACQUIRE
+}
+
+TEST(Lifecycle, GetSpiWithTheAcquireSeqTakesItsReqidAndAnAddCompletesIt) {
+  AcquireSetup s;
+  s.km.send(spdAdd(SADB_X_SPDUPDATE, IPSEC_DIR_OUTBOUND, v4(10, 0, 0, 1), v4(10, 0, 0, 2)));
+  s.h.pump();
+  s.km.drain();
+  acquireFromForwarder(s.h, 9);
+  auto acq = s.km.drain();
+  ASSERT_EQ(acq.size(), 1u);
+  const std::uint32_t seq = parsed(acq[0]).msg().sadb_msg_seq;
+  // The policy's request is transport/require without reqid: mode 1 arrives.
+  pfkey::Builder g(SADB_GETSPI, SADB_SATYPE_ESP, seq, 4242);
+  g.address(SADB_EXT_ADDRESS_SRC, v4(10, 0, 0, 1), 32, 255);
+  g.address(SADB_EXT_ADDRESS_DST, v4(10, 0, 0, 2), 32, 255);
+  s.km.send(g.finish());
+  s.h.pump();
+  auto req = s.h.keydbRequest();
+  ASSERT_TRUE(req.reader);
+  auto gs = req.reader->getRoot<proto::PolicyToKeydb>();
+  ASSERT_EQ(gs.which(), proto::PolicyToKeydb::GET_SPI);
+  EXPECT_EQ(gs.getGetSpi().getMode(), IPSEC_MODE_TRANSPORT);
+
+  // keydb's answer to an ADD of 10.0.0.1 -> 10.0.0.2 completes the acquire.
+  pfkey::Builder add(SADB_ADD, SADB_SATYPE_ESP, 3, 4242);
+  const std::uint8_t key[20] = {};
+  add.key(SADB_EXT_KEY_ENCRYPT, 160, key);
+  add.sa({0x1001, 0, SADB_SASTATE_MATURE, SADB_AALG_NONE, SADB_X_EALG_AES_GCM_ICV16, 0});
+  add.address(SADB_EXT_ADDRESS_SRC, v4(10, 0, 0, 1), 32, 255);
+  add.address(SADB_EXT_ADDRESS_DST, v4(10, 0, 0, 2), 32, 255);
+  s.km.send(add.finish());
+  s.h.pump();
+  auto ar = s.h.keydbRequest();
+  ASSERT_TRUE(ar.reader);
+  auto addReq = ar.reader->getRoot<proto::PolicyToKeydb>();
+  capnp::MallocMessageBuilder b;
+  auto r = b.initRoot<proto::KeydbToPolicy>().initReply();
+  r.setRequestId(addReq.getRequestId());
+  auto rec = r.initSas(1)[0];
+  rec.setParams(addReq.getAdd().getParams());
+  s.h.answerKeydb(b);
+  EXPECT_EQ(s.h.server().pendingAcquires(), 0u);
+}
+
+TEST(Lifecycle, SpiSysctlsClampEveryGetSpiRange) {
+  Harness h;
+  h.server().setSysctl("net.key.spi_minval", 0x1000);
+  h.server().setSysctl("net.key.spi_maxval", 0x2000);
+  auto c = h.connect();
+  auto getspi = [](std::optional<std::pair<std::uint32_t, std::uint32_t>> range) {
+    pfkey::Builder g(SADB_GETSPI, SADB_SATYPE_ESP, 1, 4242);
+    g.address(SADB_EXT_ADDRESS_SRC, v4(10, 0, 0, 1), 32, 255);
+    g.address(SADB_EXT_ADDRESS_DST, v4(10, 0, 0, 2), 32, 255);
+    if (range) g.spirange(range->first, range->second);
+    return g.finish();
+  };
+  c.send(getspi(std::make_pair(0xc0000000u, 0xcfffffffu)));  // charon's range: outside
+  h.pump();
+  auto r = c.drain();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(parsed(r[0]).msg().sadb_msg_errno, EINVAL);
+  c.send(getspi(std::nullopt));
+  h.pump();
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader);
+  auto g = req.reader->getRoot<proto::PolicyToKeydb>().getGetSpi();
+  EXPECT_EQ(g.getMin(), 0x1000u);
+  EXPECT_EQ(g.getMax(), 0x2000u);
+}
+
+}  // namespace
+}  // namespace ipsec::policy::test
