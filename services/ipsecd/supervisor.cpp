@@ -525,7 +525,15 @@ class Supervisor {
                   {"net.inet.ipcomp.enable", 1},
                   {"net.inet.ipsec.debug", cfg_.debug ? 1 : 0},
                   {"net.inet.ipsec.allow_legacy", 0},
-                  {"net.inet.ipsec.replay_window", cfg_.replayWindow}};
+                  {"net.inet.ipsec.replay_window", cfg_.replayWindow},
+                  // PF_KEY (policy and keydb): larval/ACQUIRE lifetime, ACQUIRE
+                  // rate limit, GETSPI range clamp, message tracing.
+                  {"net.key.larval_lifetime", 30},
+                  {"net.key.blockacq_count", 32},
+                  {"net.key.blockacq_lifetime", 20},
+                  {"net.key.spi_minval", 0x100},
+                  {"net.key.spi_maxval", 0xffffffff},
+                  {"net.key.debug", 0}};
     }
     return sysctls_;
   }
