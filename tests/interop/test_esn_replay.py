@@ -12,8 +12,10 @@ agree exactly.
 
 - A 4096 window under reordering (`-r 4096 -esn`): seq 1..6000 sent shuffled
   within aligned blocks of 4096 (so a packet may arrive 4095 behind the top,
-  the window's last slot), with exact duplicates and numbers held back until
-  they are just left of the window (one held back just inside it must pass).
+  the window's last slot), with exact duplicates (replays) and numbers held
+  back until they are just left of the window (one held back just inside it
+  must pass). With ESN, App. A2 reads a number left of the window as one of
+  the next 2^32 subspace, so those fail the ICV instead of counting as replays.
 - ESN across 2^32 (RFC 4303 Appendix A2): 1, 0x80000000, 0xFFFFFFF0..0xFFFFFFFF,
   then 1..10 of the next subspace sealed with high half 1: all accepted; the
   same low numbers sealed with high half 0 fail the ICV (A infers high half 1)
