@@ -8,7 +8,9 @@
 #include <arpa/inet.h>
 #include <sys/time.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -61,7 +63,10 @@ OPTIONS
     -F             Flush the SAD.
     -FP            Flush the SPD (also written -F -P).
     -x             Promiscuous mode: print every PF_KEY message the service
-                   sends to any client, until interrupted.
+                   sends to any client, until interrupted, each after a
+                   local time stamp (HH:MM:SS.uuuuuu).
+    -xx            As -x, with unformatted time stamps (seconds.microseconds
+                   since the epoch), as ipsec-tools' setkey.
     -v             Print every message sent and received.
     -n             Parse and check the statements only; send nothing.
     -h, --help     This text.
@@ -145,6 +150,7 @@ struct Options {
       Mode::kNone;
   std::string file;
   bool all = false, verbose = false, dryRun = false, policyFlag = false;
+  int timestampStyle = 0;  // -x: 1 (local time of day), -xx or -x -x: 2 (unix time)
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -185,8 +191,9 @@ Options parseArgs(int argc, char** argv) {
       o.policyFlag = true;
     } else if (a == "-a") {
       o.all = true;
-    } else if (a == "-x") {
+    } else if (a == "-x" || a == "-xx") {
       setMode(Options::Mode::kPromisc);
+      o.timestampStyle = std::min(2, o.timestampStyle + (a == "-xx" ? 2 : 1));
     } else if (a == "-v") {
       o.verbose = true;
     } else if (a == "-n") {
@@ -338,16 +345,23 @@ int runPromisc(const Options& o) {
   Client client(o.socket, false);
   // satype 1 switches promiscuous mode on (RFC 2367 §3.1.13's KAME meaning).
   client.send(pfkey::Builder(SADB_X_PROMISC, 1, 0, client.pid()).finish());
-  while (client.receiveAny([](const pfkey::ParsedMessage& m) {
+  const bool unixTime = o.timestampStyle >= 2;
+  while (client.receiveAny([unixTime](const pfkey::ParsedMessage& m) {
     timeval tv{};
     gettimeofday(&tv, nullptr);
-    std::tm tm{};
-    std::time_t secs = tv.tv_sec;
-    localtime_r(&secs, &tm);
-    char stamp[32];
-    std::strftime(stamp, sizeof stamp, "%H:%M:%S", &tm);
-    std::cout << stamp << "." << std::string(6 - std::to_string(tv.tv_usec).size(), '0')
-              << tv.tv_usec << " \n" << formatDebug(m) << std::endl;
+    char stamp[48];
+    if (unixTime) {
+      std::snprintf(stamp, sizeof stamp, "%lld.%06ld", static_cast<long long>(tv.tv_sec),
+                    static_cast<long>(tv.tv_usec));
+    } else {
+      std::tm tm{};
+      std::time_t secs = tv.tv_sec;
+      localtime_r(&secs, &tm);
+      char hms[16];
+      std::strftime(hms, sizeof hms, "%H:%M:%S", &tm);
+      std::snprintf(stamp, sizeof stamp, "%s.%06ld", hms, static_cast<long>(tv.tv_usec));
+    }
+    std::cout << stamp << " \n" << formatDebug(m) << std::endl;
   })) {
   }
   return 0;

@@ -22,6 +22,7 @@
 #include <functional>
 #include <iterator>
 #include <map>
+#include <regex>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -386,6 +387,24 @@ TEST(SetkeyTool, PromiscuousModePrintsEveryMessage) {
   EXPECT_NE(r.out.find("type=3(ADD)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("spi=0x00009001"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("10.0.0.2 port=0"), std::string::npos) << r.out;
+  // -x stamps each message with the local time of day, HH:MM:SS.uuuuuu.
+  std::regex timeOfDay("(^|\n)[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{6} \n");
+  EXPECT_TRUE(std::regex_search(r.out, timeOfDay)) << r.out;
+}
+
+TEST(SetkeyTool, DoubleXStampsMessagesWithUnformattedUnixTime) {
+  Custom promisc = [](const ParsedMessage& m, std::vector<Bytes>& replies) {
+    if (m.msg().sadb_msg_type != SADB_X_PROMISC) return false;
+    replies.push_back(Builder(m.msg()).finish());
+    return true;
+  };
+  Responder responder(promisc, true);
+  auto r = runSetkey(responder, {"-xx"});
+  EXPECT_EQ(r.exitCode, 0) << r.err;
+  ASSERT_EQ(r.received.size(), 1u);
+  EXPECT_EQ(r.received[0][1], SADB_X_PROMISC);
+  std::regex unixTime("(^|\n)1[0-9]{9}\\.[0-9]{6} \n");
+  EXPECT_TRUE(std::regex_search(r.out, unixTime)) << r.out;
 }
 
 }  // namespace
