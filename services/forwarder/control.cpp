@@ -4,6 +4,8 @@
 #include "forwarder.h"
 
 #include <linux/ipsec.h>
+#include <linux/udp.h>
+#include <time.h>
 
 #include <stdexcept>
 
@@ -20,7 +22,15 @@ Forwarder::Forwarder(asio::io_context& io, Fds fds)
       tunWatch_(io, fds_.tun.get()),
       raw4Watch_(io, fds_.raw4.get()),
       raw6Watch_(io, fds_.raw6.get()),
-      usageTimer_(io) {
+      udp4Watch_(io, fds_.udp4.get()),
+      udp6Watch_(io, fds_.udp6.get()),
+      usageTimer_(io),
+      keepaliveTimer_(io) {
+  send4_.fd = fds_.raw4.get();
+  send6_.fd = fds_.raw6.get();
+  sendUdp4_.fd = fds_.udp4.get();
+  sendUdp6_.fd = fds_.udp6.get();
+  sendUdp4_.udp = sendUdp6_.udp = true;
   for (auto& wf : fds_.workers) {
     auto attached = ring::Region::attach(std::move(wf.region));
     if (!attached.region) {
@@ -49,6 +59,8 @@ Forwarder::~Forwarder() {
   tunWatch_.release();
   raw4Watch_.release();
   raw6Watch_.release();
+  udp4Watch_.release();
+  udp6Watch_.release();
   for (auto& w : workers_) w->bellWatch->release();
 }
 
@@ -71,8 +83,11 @@ void Forwarder::start() {
   armTun();
   armRaw(AF_INET);
   armRaw(AF_INET6);
+  armUdp(AF_INET);
+  armUdp(AF_INET6);
   for (auto& w : workers_) serviceCompletions(*w);
   sendUsage();
+  armKeepalives();
 }
 
 void Forwarder::stop() {
@@ -91,6 +106,31 @@ void Forwarder::armRaw(int family) {
   auto& watch = family == AF_INET ? raw4Watch_ : raw6Watch_;
   watch.async_wait(asio::posix::stream_descriptor::wait_read, [this, family](boost::system::error_code ec) {
     if (!ec && !stopped_) readRaw(family);
+  });
+}
+
+void Forwarder::armUdp(int family) {
+  auto& watch = family == AF_INET ? udp4Watch_ : udp6Watch_;
+  watch.async_wait(asio::posix::stream_descriptor::wait_read, [this, family](boost::system::error_code ec) {
+    if (!ec && !stopped_) readUdp(family);
+  });
+}
+
+// Ticks once a second; keepalives go out every natt_keepalive_interval
+// seconds (the first one interval after start), none when it is 0.
+void Forwarder::armKeepalives() {
+  keepaliveTimer_.expires_after(std::chrono::seconds(1));
+  keepaliveTimer_.async_wait([this](boost::system::error_code ec) {
+    if (ec || stopped_) return;
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    const std::uint64_t now = static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+    if (lastKeepaliveMs_ == 0) lastKeepaliveMs_ = now;
+    if (keepaliveIntervalS_ > 0 && now - lastKeepaliveMs_ >= static_cast<std::uint64_t>(keepaliveIntervalS_) * 1000) {
+      lastKeepaliveMs_ = now;
+      sendKeepalives();
+    }
+    armKeepalives();
   });
 }
 
@@ -124,14 +164,29 @@ bool Forwarder::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
         return false;
       }
       auto p = msg.getInstall().getParams();
-      log::info("SA installed: SPI {:#x} seq [{}, {})", p.getSpi(), msg.getInstall().getSeqNext(),
-                msg.getInstall().getSeqLimit());
+      const SaRef ref{msg.getInstall().getSa().getIndex(), msg.getInstall().getSa().getGeneration()};
+      if (p.getNatTType() != 0 && p.getNatTType() != UDP_ENCAP_ESPINUDP) {
+        // Only RFC 3948 encapsulation; the old draft's (non-IKE marker) is not run.
+        log::error("SA SPI {:#x}: NAT-T type {} not supported, SA not installed", p.getSpi(), p.getNatTType());
+        sas_.remove(ref);
+        return true;
+      }
+      if (ref.index >= natT_.size()) natT_.resize(ref.index + 1);
+      natT_[ref.index] = NatT{true, ref.generation, p.getNatTType(), p.getNatTSport(), p.getNatTDport(), 0, false};
+      log::info("SA installed: SPI {:#x} seq [{}, {}){}", p.getSpi(), msg.getInstall().getSeqNext(),
+                msg.getInstall().getSeqLimit(),
+                p.getNatTType() ? " in UDP, ports " + std::to_string(p.getNatTSport()) + "->" +
+                                      std::to_string(p.getNatTDport())
+                                : std::string());
       releaseHeld();
       return true;
     }
-    case proto::KeydbToForwarder::REMOVE:
-      sas_.remove({msg.getRemove().getIndex(), msg.getRemove().getGeneration()});
+    case proto::KeydbToForwarder::REMOVE: {
+      const SaRef ref{msg.getRemove().getIndex(), msg.getRemove().getGeneration()};
+      sas_.remove(ref);
+      if (ref.index < natT_.size() && natT_[ref.index].generation == ref.generation) natT_[ref.index] = NatT{};
       return true;
+    }
     case proto::KeydbToForwarder::SEQ_GRANT: {
       auto g = msg.getSeqGrant();
       if (Sa* sa = sas_.find({g.getSa().getIndex(), g.getSa().getGeneration()})) {
@@ -229,6 +284,7 @@ void Forwarder::fillStats(proto::Stats::Builder out) {
 void Forwarder::setSysctl(std::string_view name, std::int64_t value) {
   if (name == "net.inet.esp.enable") espEnabled_ = value != 0;
   if (name == "net.inet.ipsec.debug") log::setDebug(value != 0);
+  if (name == "net.inet.ipsec.natt_keepalive_interval") keepaliveIntervalS_ = value < 0 ? 0 : value;
 }
 
 }  // namespace ipsec::forwarder

@@ -44,8 +44,22 @@ namespace ipsec::forwarder {
   X(esp_in_drop_crypto)       /* the broker failed for another reason */           \
   X(esp_in_dummy)             /* TFC dummy packets (next header 59) discarded */   \
   X(esp_in_drop_ecn)          /* outer CE on a Not-ECT inner packet (RFC 6040) */  \
+  X(esp_in_drop_encap_mismatch) /* ESP-in-UDP for a plain SA, or plain ESP for a NAT-T SA */ \
+  X(natt_in_esp_packets)      /* ESP packets received in UDP (before decryption) */ \
+  X(natt_in_keepalives)       /* NAT keepalives received (RFC 3948 §2.3), dropped */ \
+  X(natt_in_ike_no_listener)  /* non-ESP marker but no IKE daemon on the port */  \
+  X(natt_in_drop_bad)         /* UDP payload neither ESP, IKE nor a keepalive */   \
+  X(natt_in_new_mapping)      /* a NAT-T SA's peer address/port changed: reported */ \
+  X(natt_out_esp_packets)     /* ESP packets sent in UDP */                        \
+  X(natt_out_keepalives)      /* NAT keepalives sent */                            \
+  X(natt_out_keepalive_errors) /* the socket refused a keepalive */                \
   X(tun_write_errors)         /* the TUN refused a decrypted packet */             \
-  X(crypto_bad_completion)    /* a completion named no in-flight buffer */
+  X(crypto_bad_completion)    /* a completion named no in-flight buffer */         \
+  X(transport_out_packets)    /* transport-mode packets framed for sealing */      \
+  X(transport_in_packets)     /* transport-mode packets delivered to the TUN */    \
+  X(transport_out_drop_fragment) /* a local fragment: ESP transport wants whole datagrams */ \
+  X(transport_in_drop_natt)   /* transport mode in UDP: not supported yet */       \
+  X(out_drop_sa_mode)         /* the SA's mode is not the policy request's */
 
 struct Counters {
 #define IPSEC_DECLARE(name) std::uint64_t name = 0;

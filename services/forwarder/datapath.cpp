@@ -1,6 +1,8 @@
 // ipsec-forwarder: the packet paths (see forwarder.h for the pipeline). Every
 // function here is noexcept and allocation-free: a bad packet is dropped and
 // counted under its named reason, never thrown and never logged above debug.
+// (Two rare control events build a Cap'n Proto message: ACQUIRE and the NAT
+// mapping report, each rate-limited.)
 #include "forwarder.h"
 
 #include <linux/ipsec.h>
@@ -31,25 +33,11 @@ std::uint64_t nowSeconds() noexcept {
   return static_cast<std::uint64_t>(ts.tv_sec);
 }
 
-void fillSockaddr(const esp::IpAddress& a, sockaddr_storage& ss, socklen_t& len) noexcept {
-  std::memset(&ss, 0, sizeof ss);
-  if (a.isV4()) {
-    auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
-    sin->sin_family = AF_INET;
-    std::memcpy(&sin->sin_addr, a.bytes().data(), 4);
-    len = sizeof(sockaddr_in);
-  } else {
-    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
-    sin6->sin6_family = AF_INET6;
-    std::memcpy(&sin6->sin6_addr, a.bytes().data(), 16);
-    len = sizeof(sockaddr_in6);
-  }
-}
-
 // Does this inbound SA satisfy one of the policy's requests?
 bool requestAllows(const Policy& p, const Sa& sa) noexcept {
   for (const auto& r : p.requests) {
     if (r.proto != IPPROTO_ESP) continue;
+    if (sa.mode != IPSEC_MODE_ANY && r.mode != sa.mode) continue;  // a transport SA serves no tunnel
     if (r.mode == IPSEC_MODE_TUNNEL && (r.tunnelSrc != sa.src || r.tunnelDst != sa.dst)) continue;
     if (r.level == IPSEC_LEVEL_UNIQUE && r.reqid != 0 && r.reqid != sa.reqid) continue;
     return true;
@@ -154,9 +142,12 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
   Sa* sa = nullptr;
   const Request* wanted = nullptr;
   for (const auto& r : p->requests) {
-    if (r.proto != IPPROTO_ESP || !r.tunnelSrc || !r.tunnelDst) continue;
+    // Transport mode: the SA between the packet's own addresses (transport.cpp).
+    const bool transport = r.mode == IPSEC_MODE_TRANSPORT;
+    if (r.proto != IPPROTO_ESP || (!transport && (!r.tunnelSrc || !r.tunnelDst))) continue;
     wanted = &r;
-    sa = sas_.selectOutbound(*r.tunnelSrc, *r.tunnelDst, r.level == IPSEC_LEVEL_UNIQUE ? r.reqid : 0);
+    sa = sas_.selectOutbound(transport ? flow->src : *r.tunnelSrc, transport ? flow->dst : *r.tunnelDst,
+                             r.level == IPSEC_LEVEL_UNIQUE ? r.reqid : 0);
     if (sa) break;
   }
   if (!sa) {
@@ -174,6 +165,11 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
     maybeRequestSeq(*sa);
     return false;
   }
+  if (sa->mode != IPSEC_MODE_ANY && sa->mode != wanted->mode) {
+    ++counters_.out_drop_sa_mode;
+    return false;
+  }
+  if (wanted->mode == IPSEC_MODE_TRANSPORT) return outboundTransport(w, buf, len, *sa);
   const std::uint64_t seq = sa->seqNext;
   const std::uint8_t nextHeader = flow->version == 4 ? esp::kNextHeaderIpv4 : esp::kNextHeaderIpv6;
   auto r = esp::encapsulate({data, w.bufferSize}, kHeadroom, len, sa->spi,
@@ -184,11 +180,13 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
   }
   ++sa->seqNext;
   maybeRequestSeq(*sa);
+  if (NatT* nat = natTOf(*sa)) nat->outbound = true;
   if (sa->firstUse == 0) sa->firstUse = nowSeconds();
 
   w.pending.push_back(cryptoRequest(buf, *sa, proto::CryptoOp::kSeal, static_cast<std::uint32_t>(r.offset),
                                     static_cast<std::uint32_t>(r.length), seq));
-  w.contexts[buf] = {Use::kOutbound, sa->ref, seq, esp::outerTrafficClass(esp::trafficClass({data + kHeadroom, len}))};
+  w.contexts[buf] = {Use::kOutbound, sa->ref, seq, esp::outerTrafficClass(esp::trafficClass({data + kHeadroom, len})),
+                     false, {}};
   sa->counters.out_packets++;
   sa->counters.out_bytes += len;
   if (log::debugEnabled()) {
@@ -221,8 +219,9 @@ void Forwarder::requestAcquire(const Policy& p, const Request& r, const esp::Flo
     capnp::MallocMessageBuilder b;
     auto a = b.initRoot<proto::ForwarderToPolicy>().initAcquire();
     a.setPolicyId(p.id);
-    auto s = r.tunnelSrc->bytes();
-    auto d = r.tunnelDst->bytes();
+    // Transport mode names the packet's own addresses.
+    auto s = (r.tunnelSrc ? *r.tunnelSrc : flow.src).bytes();
+    auto d = (r.tunnelDst ? *r.tunnelDst : flow.dst).bytes();
     a.setSrc(capnp::Data::Reader(s.data(), s.size()));
     a.setDst(capnp::Data::Reader(d.data(), d.size()));
     a.setProto(flow.proto);
@@ -293,13 +292,18 @@ void Forwarder::readRaw(int family) noexcept {
   std::array<mmsghdr, kBurst> msgs{};
   std::array<iovec, kBurst> iovs{};
   std::array<std::uint32_t, kBurst> bufs{};
-  std::array<std::array<char, CMSG_SPACE(sizeof(in6_pktinfo)) + CMSG_SPACE(sizeof(int))>, kBurst> cmsgs{};
+  // pktinfo, traffic class and (for transport mode) hop limit; the source
+  // address in names6 (IPv6 raw sockets strip the header).
+  std::array<std::array<char, CMSG_SPACE(sizeof(in6_pktinfo)) + 2 * CMSG_SPACE(sizeof(int))>, kBurst> cmsgs{};
+  std::array<sockaddr_in6, kBurst> names6{};
   std::size_t have = 0;
   for (; have < kBurst; ++have) {
     auto b = allocBuffer(w);
     if (!b) break;
     bufs[have] = *b;
     iovs[have] = {bufferData(w, *b), w.bufferSize};
+    msgs[have].msg_hdr.msg_name = &names6[have];
+    msgs[have].msg_hdr.msg_namelen = sizeof names6[have];
     msgs[have].msg_hdr.msg_iov = &iovs[have];
     msgs[have].msg_hdr.msg_iovlen = 1;
     msgs[have].msg_hdr.msg_control = cmsgs[have].data();
@@ -319,30 +323,35 @@ void Forwarder::readRaw(int family) noexcept {
       freeBuffer(w, bufs[i]);
       continue;
     }
-    // IPv6 raw sockets strip the IP header; the destination comes as pktinfo.
-    esp::IpAddress dst6;
-    std::uint8_t tclass6 = 0;
-    if (family == AF_INET6) {
-      bool found = false;
-      for (cmsghdr* c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
-        if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
-          in6_pktinfo pi;
-          std::memcpy(&pi, CMSG_DATA(c), sizeof pi);
-          dst6 = esp::IpAddress::v6(std::span<const uint8_t, 16>(pi.ipi6_addr.s6_addr, 16));
-          found = true;
-        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_TCLASS) {
-          int tc = 0;
-          std::memcpy(&tc, CMSG_DATA(c), sizeof tc);
-          tclass6 = static_cast<std::uint8_t>(tc);
-        }
-      }
-      if (!found) {
+    Outer outer;
+    if (family == AF_INET) {
+      // IPv4 raw sockets deliver the IP header: destination and TOS are in it.
+      const std::uint8_t* data = bufferData(w, bufs[i]);
+      const std::uint32_t ihl = len >= 20 ? (data[0] & 0x0fu) * 4u : 0;
+      if (len < 20 || (data[0] >> 4) != 4 || ihl < 20 || ihl > len) {
         ++counters_.esp_in_drop_bad_ip;
         freeBuffer(w, bufs[i]);
         continue;
       }
+      outer.espOffset = ihl;
+      outer.dst = esp::IpAddress::v4(std::span<const uint8_t, 4>(data + 16, 4));
+      outer.tos = data[1];
+    } else {
+      // IPv6 raw sockets strip the IP header; the destination comes as pktinfo.
+      const esp::UdpControl ctl = esp::parseUdpControl(msgs[i].msg_hdr);
+      if (!ctl.dst) {
+        ++counters_.esp_in_drop_bad_ip;
+        freeBuffer(w, bufs[i]);
+        continue;
+      }
+      outer.dst = *ctl.dst;
+      outer.tos = ctl.tos;
+      if (msgs[i].msg_hdr.msg_namelen >= sizeof(sockaddr_in6) && names6[i].sin6_family == AF_INET6) {
+        outer.src = esp::IpAddress::v6(std::span<const uint8_t, 16>(names6[i].sin6_addr.s6_addr, 16));
+      }
+      outer.hopLimit = hopLimitOf(msgs[i].msg_hdr);
     }
-    inboundPacket(w, bufs[i], len, family, dst6, tclass6);
+    inboundPacket(w, bufs[i], len, outer);
   }
   for (std::size_t i = static_cast<std::size_t>(got); i < have; ++i) freeBuffer(w, bufs[i]);
   flushRequests(w, false);
@@ -353,29 +362,82 @@ void Forwarder::readRaw(int family) noexcept {
   }
 }
 
-void Forwarder::inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, int family,
-                              const esp::IpAddress& dst6, std::uint8_t tclass6) noexcept {
-  std::uint8_t* data = bufferData(w, buf);
-  std::uint32_t off = 0;
-  esp::IpAddress dst;
-  std::uint8_t outerTos = tclass6;
-  if (family == AF_INET) {
-    if (len < 20 || (data[0] >> 4) != 4) {
-      ++counters_.esp_in_drop_bad_ip;
-      freeBuffer(w, buf);
-      return;
-    }
-    off = (data[0] & 0x0fu) * 4u;
-    if (off < 20 || off > len) {
-      ++counters_.esp_in_drop_bad_ip;
-      freeBuffer(w, buf);
-      return;
-    }
-    dst = esp::IpAddress::v4(std::span<const uint8_t, 4>(data + 16, 4));
-    outerTos = data[1];
-  } else {
-    dst = dst6;
+// ESP in UDP (RFC 3948) on the NAT-T sockets: the kernel hands us the UDP
+// payload, the peer in msg_name, our address and the outer TOS as control
+// messages. IKE packets reach us only when no IKE daemon shares the port
+// (the reuseport program sends them to index 1).
+void Forwarder::readUdp(int family) noexcept {
+  Worker& w = nextWorker();
+  const int fd = family == AF_INET ? fds_.udp4.get() : fds_.udp6.get();
+  std::array<mmsghdr, kBurst> msgs{};
+  std::array<iovec, kBurst> iovs{};
+  std::array<std::uint32_t, kBurst> bufs{};
+  std::array<sockaddr_storage, kBurst> names{};
+  std::array<std::array<char, CMSG_SPACE(sizeof(in6_pktinfo)) + CMSG_SPACE(sizeof(int))>, kBurst> cmsgs{};
+  std::size_t have = 0;
+  for (; have < kBurst; ++have) {
+    auto b = allocBuffer(w);
+    if (!b) break;
+    bufs[have] = *b;
+    iovs[have] = {bufferData(w, *b), w.bufferSize};
+    msgs[have].msg_hdr.msg_name = &names[have];
+    msgs[have].msg_hdr.msg_namelen = sizeof names[have];
+    msgs[have].msg_hdr.msg_iov = &iovs[have];
+    msgs[have].msg_hdr.msg_iovlen = 1;
+    msgs[have].msg_hdr.msg_control = cmsgs[have].data();
+    msgs[have].msg_hdr.msg_controllen = cmsgs[have].size();
   }
+  if (have == 0) {
+    ++counters_.esp_in_stall_no_buffer;
+    (family == AF_INET ? udp4Stalled_ : udp6Stalled_) = true;
+    return;
+  }
+  int got = recvmmsg(fd, msgs.data(), static_cast<unsigned>(have), MSG_DONTWAIT, nullptr);
+  if (got < 0) got = 0;
+  for (int i = 0; i < got; ++i) {
+    const std::uint32_t len = msgs[i].msg_len;
+    auto drop = [&](std::uint64_t& counter) {
+      ++counter;
+      freeBuffer(w, bufs[i]);
+    };
+    if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+      drop(counters_.esp_in_drop_truncated);
+      continue;
+    }
+    switch (esp::classifyUdpPayload({bufferData(w, bufs[i]), len})) {
+      case esp::UdpPayloadKind::kKeepalive: drop(counters_.natt_in_keepalives); continue;
+      case esp::UdpPayloadKind::kIke: drop(counters_.natt_in_ike_no_listener); continue;
+      case esp::UdpPayloadKind::kBad: drop(counters_.natt_in_drop_bad); continue;
+      case esp::UdpPayloadKind::kEsp: break;
+    }
+    ++counters_.natt_in_esp_packets;
+    const esp::UdpControl ctl = esp::parseUdpControl(msgs[i].msg_hdr);
+    const auto peer = esp::endpointFrom(names[i], msgs[i].msg_hdr.msg_namelen);
+    if (!ctl.dst || !peer) {
+      drop(counters_.esp_in_drop_bad_ip);
+      continue;
+    }
+    inboundPacket(w, bufs[i], len, Outer{0, *ctl.dst, ctl.tos, true, *peer, {}, 64});
+  }
+  for (std::size_t i = static_cast<std::size_t>(got); i < have; ++i) freeBuffer(w, bufs[i]);
+  flushRequests(w, false);
+  if (static_cast<std::size_t>(got) == kBurst) {
+    boost::asio::post(io_, [this, family] { readUdp(family); });
+  } else {
+    armUdp(family);
+  }
+}
+
+Forwarder::NatT* Forwarder::natTOf(const Sa& sa) noexcept {
+  if (sa.ref.index >= natT_.size()) return nullptr;
+  NatT& n = natT_[sa.ref.index];
+  return n.present && n.generation == sa.ref.generation && n.type != 0 ? &n : nullptr;
+}
+
+void Forwarder::inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, const Outer& outer) noexcept {
+  std::uint8_t* data = bufferData(w, buf);
+  const std::uint32_t off = outer.espOffset;
+  const esp::IpAddress& dst = outer.dst;
   if (!espEnabled_) {
     ++counters_.esp_in_drop_disabled;
     freeBuffer(w, buf);
@@ -392,6 +454,13 @@ void Forwarder::inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, i
   if (!sa) {
     ++counters_.esp_in_drop_no_sa;
     log::debug("in: no SA for SPI {:#x} dst {}", h.header.spi, dst.toString());
+    freeBuffer(w, buf);
+    return;
+  }
+  // An SA is either ESP-in-UDP or plain ESP, never both (as Linux's x->encap).
+  if ((natTOf(*sa) != nullptr) != outer.udp) {
+    ++counters_.esp_in_drop_encap_mismatch;
+    sa->counters.in_drop_other++;
     freeBuffer(w, buf);
     return;
   }
@@ -414,7 +483,9 @@ void Forwarder::inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, i
     seq = *full;
   }
   w.pending.push_back(cryptoRequest(buf, *sa, proto::CryptoOp::kOpen, off, len - off, seq));
-  w.contexts[buf] = {Use::kInbound, sa->ref, seq, outerTos};
+  w.contexts[buf] = {Use::kInbound, sa->ref, seq, outer.tos, outer.udp, outer.peer};
+  if (!outer.udp) w.contexts[buf].peer.address = outer.src;  // transport mode rebuilds IPv6 headers
+  w.contexts[buf].hopLimit = outer.hopLimit;
 }
 
 // ---- completions ------------------------------------------------------------
@@ -451,6 +522,11 @@ void Forwarder::drainCompletions(Worker& w) noexcept {
       stalled = false;
       boost::asio::post(io_, [this, family] { readRaw(family); });
     }
+    bool& udpStalled = family == AF_INET ? udp4Stalled_ : udp6Stalled_;
+    if (udpStalled) {
+      udpStalled = false;
+      boost::asio::post(io_, [this, family] { readUdp(family); });
+    }
   }
 }
 
@@ -462,11 +538,13 @@ void Forwarder::onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept {
     freeBuffer(w, c.bufferIndex);
     return;
   }
-  SendBatch& b = sa->dst.isV4() ? send4_ : send6_;
-  if (b.count == kBurst) flushSendBatch(b, &b == &send4_ ? fds_.raw4.get() : fds_.raw6.get());
+  if (ctx.transportHeader != 0) return queueTransportSend(w, c, *sa);
+  // A NAT-T SA sends ESP as the payload of UDP to (dst, natTDport).
+  const NatT* nat = natTOf(*sa);
+  SendBatch& b = nat ? (sa->dst.isV4() ? sendUdp4_ : sendUdp6_) : (sa->dst.isV4() ? send4_ : send6_);
+  if (b.count == kBurst) flushSendBatch(b);
   const std::size_t i = b.count++;
-  socklen_t alen = 0;
-  fillSockaddr(sa->dst, b.addrs[i], alen);
+  const socklen_t alen = esp::toSockaddr({sa->dst, nat ? nat->dport : std::uint16_t{0}}, b.addrs[i]);
   b.iovs[i] = {bufferData(w, c.bufferIndex) + c.offset, c.length};
   b.msgs[i] = {};
   b.msgs[i].msg_hdr.msg_name = &b.addrs[i];
@@ -485,14 +563,18 @@ void Forwarder::onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept {
 }
 
 void Forwarder::flushSends() noexcept {
-  flushSendBatch(send4_, fds_.raw4.get());
-  flushSendBatch(send6_, fds_.raw6.get());
+  flushSendBatch(send4_);
+  flushSendBatch(send6_);
+  flushSendBatch(sendUdp4_);
+  flushSendBatch(sendUdp6_);
+  flushSendBatch(sendHdr4_);
+  flushSendBatch(sendHdr6_);
 }
 
-void Forwarder::flushSendBatch(SendBatch& b, int fd) noexcept {
+void Forwarder::flushSendBatch(SendBatch& b) noexcept {
   std::size_t sent = 0;
   while (sent < b.count) {
-    int n = sendmmsg(fd, b.msgs.data() + sent, static_cast<unsigned>(b.count - sent), MSG_DONTWAIT);
+    int n = sendmmsg(b.fd, b.msgs.data() + sent, static_cast<unsigned>(b.count - sent), MSG_DONTWAIT);
     if (n <= 0) {
       // Refused (EAGAIN, unreachable, ...): drop this one and go on with the rest.
       ++counters_.out_drop_send;
@@ -503,6 +585,7 @@ void Forwarder::flushSendBatch(SendBatch& b, int fd) noexcept {
       ++counters_.esp_out_packets;
       counters_.esp_out_bytes += b.msgs[i].msg_len;
     }
+    if (b.udp) counters_.natt_out_esp_packets += static_cast<std::uint64_t>(n);
     sent += static_cast<std::size_t>(n);
   }
   for (std::size_t i = 0; i < b.count; ++i) freeBuffer(*b.buffers[i].first, b.buffers[i].second);
@@ -532,6 +615,14 @@ void Forwarder::onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept {
     freeBuffer(w, c.bufferIndex);
     return;
   }
+  // Authenticated and fresh: a peer that now comes from elsewhere is behind
+  // a NAT that rebound (RFC 3948 §5). Only reported (a replayed copy sent from
+  // another address cannot get this far); the key manager decides.
+  if (ctx.udp) {
+    NatT* nat = natTOf(*sa);
+    if (nat && (ctx.peer.address != sa->src || ctx.peer.port != nat->sport)) reportNatMapping(*sa, *nat, ctx.peer);
+  }
+  if (openedTransport(w, c, *sa, ctx)) return;
   std::uint8_t* esp = bufferData(w, c.bufferIndex) + c.offset;
   auto d = esp::decapsulate({esp, c.length}, sa->layout);
   switch (d.error) {
@@ -572,6 +663,82 @@ void Forwarder::onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept {
     sa->counters.in_bytes += d.length;
   }
   freeBuffer(w, c.bufferIndex);
+}
+
+}  // namespace ipsec::forwarder
+
+namespace ipsec::forwarder {
+
+void Forwarder::reportNatMapping(Sa& sa, NatT& nat, const esp::UdpEndpoint& from) noexcept {
+  const std::uint64_t now = nowMs();
+  if (nat.lastMappingMs != 0 && now - nat.lastMappingMs < 1000) return;
+  nat.lastMappingMs = now;
+  if (!policy_ || !policy_->isOpen()) return;
+  try {
+    capnp::MallocMessageBuilder b;
+    auto m = b.initRoot<proto::ForwarderToPolicy>().initNatMapping();
+    m.setSatype(sa.satype);
+    m.setSpi(sa.spi);
+    auto src = sa.src.bytes();
+    auto dst = sa.dst.bytes();
+    auto fresh = from.address.bytes();
+    m.setSrc(capnp::Data::Reader(src.data(), src.size()));
+    m.setDst(capnp::Data::Reader(dst.data(), dst.size()));
+    m.setSport(nat.sport);
+    m.setDport(nat.dport);
+    m.setNewSrc(capnp::Data::Reader(fresh.data(), fresh.size()));
+    m.setNewSport(from.port);
+    policy_->send(b);
+    ++counters_.natt_in_new_mapping;
+    log::debug("in: SPI {:#x} now from {} port {} (SA says {} port {})", sa.spi, from.address.toString(), from.port,
+               sa.src.toString(), nat.sport);
+  } catch (...) {
+    // Not reported this time; the next packet after the interval retries.
+  }
+}
+
+// NAT keepalives (RFC 3948 §2.3): one byte 0xFF to the peer of every NAT-T SA
+// that has carried outbound traffic, so the NAT keeps its mapping while the
+// tunnel is idle. Batched per family.
+void Forwarder::sendKeepalives() noexcept {
+  static const std::uint8_t kByte = esp::kNatKeepalive;
+  struct Batch {
+    std::array<mmsghdr, kBurst> msgs{};
+    std::array<iovec, kBurst> iovs{};
+    std::array<sockaddr_storage, kBurst> addrs{};
+    std::size_t count = 0;
+  };
+  Batch b4, b6;
+  auto flush = [this](Batch& b, int fd) {
+    std::size_t sent = 0;
+    while (sent < b.count) {
+      int n = sendmmsg(fd, b.msgs.data() + sent, static_cast<unsigned>(b.count - sent), MSG_DONTWAIT);
+      if (n <= 0) {
+        ++counters_.natt_out_keepalive_errors;
+        ++sent;
+        continue;
+      }
+      counters_.natt_out_keepalives += static_cast<std::uint64_t>(n);
+      sent += static_cast<std::size_t>(n);
+    }
+    b.count = 0;
+  };
+  sas_.forEach([&](Sa& sa) {
+    const NatT* nat = natTOf(sa);
+    if (!nat || !nat->outbound) return;
+    Batch& b = sa.dst.isV4() ? b4 : b6;
+    const int fd = sa.dst.isV4() ? fds_.udp4.get() : fds_.udp6.get();
+    if (b.count == kBurst) flush(b, fd);
+    const std::size_t i = b.count++;
+    b.iovs[i] = {const_cast<std::uint8_t*>(&kByte), 1};
+    b.msgs[i] = {};
+    b.msgs[i].msg_hdr.msg_name = &b.addrs[i];
+    b.msgs[i].msg_hdr.msg_namelen = esp::toSockaddr({sa.dst, nat->dport}, b.addrs[i]);
+    b.msgs[i].msg_hdr.msg_iov = &b.iovs[i];
+    b.msgs[i].msg_hdr.msg_iovlen = 1;
+  });
+  flush(b4, fds_.udp4.get());
+  flush(b6, fds_.udp6.get());
 }
 
 }  // namespace ipsec::forwarder

@@ -4,10 +4,14 @@
 // Pipeline, one thread, every stage in bursts:
 //   outbound: TUN read → inner parse → SPD(out) → SA → sequence number →
 //             ESP header/trailer in place → seal request on a crypto ring
-//             → completion → sendmmsg on the raw ESP socket
-//   inbound:  recvmmsg on the raw ESP sockets → SPI lookup → replay pre-check
-//             → open request → completion: ICV good → replay update → strip →
-//             SPD(in) check of the inner packet → TUN write
+//             → completion → sendmmsg on the raw ESP socket, or for a NAT-T
+//             SA on the UDP socket to (dst, natTDport) (RFC 3948)
+//   inbound:  recvmmsg on the raw ESP sockets, or on the NAT-T UDP sockets
+//             (keepalives counted and dropped, IKE without a daemon dropped)
+//             → SPI lookup → the SA must agree on encapsulation → replay
+//             pre-check → open request → completion: ICV good → a changed
+//             NAT mapping reported → replay update → strip → SPD(in) check
+//             of the inner packet → TUN write
 // Ordering: sequence numbers are assigned here in TUN order; a crypto worker
 // completes its ring in order, so one SA's packets leave in order per worker.
 // Buffers live in the shared pool of the worker they were taken from; a
@@ -29,6 +33,7 @@
 #include "control/channel.h"
 #include "control/unique_fd.h"
 #include "counters.h"
+#include "esp/udp_encap.h"
 #include "proto/ring_abi.h"
 #include "ring/doorbell.h"
 #include "ring/endpoints.h"
@@ -47,6 +52,10 @@ struct WorkerFds {
 
 struct Fds {
   UniqueFd keydb, policy, tun, raw4, raw6;
+  // Kept for the AH and IPComp data paths; nothing reads them yet.
+  UniqueFd ah4, ah6, comp4, comp6;
+  UniqueFd udp4, udp6;  // NAT-T: ESP in UDP on natt_port
+  UniqueFd hdr4, hdr6;  // transport mode: header-included, send-only (transport.cpp)
   std::vector<WorkerFds> workers;
 };
 
@@ -74,6 +83,30 @@ class Forwarder {
     SaRef sa;
     std::uint64_t seq = 0;
     std::uint8_t tos = 0;  // outbound: the inner TOS to copy; inbound: the outer TOS
+    bool udp = false;      // inbound: came ESP-in-UDP, from `peer`
+    esp::UdpEndpoint peer;  // inbound IPv6 raw: the source address (transport mode rebuilds the header)
+    std::uint16_t transportHeader = 0;  // outbound transport mode: the host's header in front of ESP
+    std::uint8_t hopLimit = 64;         // inbound IPv6: the outer hop limit
+  };
+  // What an inbound packet's outer headers said, however it arrived.
+  struct Outer {
+    std::uint32_t espOffset = 0;  // where the ESP header starts in the buffer
+    esp::IpAddress dst;
+    std::uint8_t tos = 0;
+    bool udp = false;
+    esp::UdpEndpoint peer;  // udp only
+    esp::IpAddress src;          // IPv6 raw: from msg_name (transport mode)
+    std::uint8_t hopLimit = 64;  // IPv6 raw: IPV6_HOPLIMIT (transport mode)
+  };
+  // NAT-T facts of an SA (SaParams natT*), by SA slot index: kept beside the
+  // SA table rather than in it.
+  struct NatT {
+    bool present = false;
+    std::uint32_t generation = 0;
+    std::uint8_t type = 0;  // 0 or UDP_ENCAP_ESPINUDP
+    std::uint16_t sport = 0, dport = 0;
+    std::uint64_t lastMappingMs = 0;  // NAT mapping reports, at most one per second
+    bool outbound = false;            // carried outbound traffic: keepalives go to its peer
   };
   struct Worker {
     std::unique_ptr<ring::Region> region;
@@ -90,6 +123,7 @@ class Forwarder {
   // Data path (datapath.cpp).
   void readTun() noexcept;
   void readRaw(int family) noexcept;
+  void readUdp(int family) noexcept;
   void drainCompletions(Worker& w) noexcept;
   void onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept;
   void onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept;
@@ -103,17 +137,28 @@ class Forwarder {
   void requestAcquire(const Policy& p, const Request& r, const esp::FlowKey& flow) noexcept;
   void releaseHeld() noexcept;
   void expireHeld() noexcept;
-  void inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, int family, const esp::IpAddress& dst6,
-                     std::uint8_t tclass6) noexcept;
+  void inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, const Outer& outer) noexcept;
+  NatT* natTOf(const Sa& sa) noexcept;
+  void reportNatMapping(Sa& sa, NatT& nat, const esp::UdpEndpoint& from) noexcept;
+  void sendKeepalives() noexcept;
   std::uint8_t* bufferData(Worker& w, std::uint32_t buf) noexcept;
   std::optional<std::uint32_t> allocBuffer(Worker& w) noexcept;
   void freeBuffer(Worker& w, std::uint32_t buf) noexcept;
   Worker& nextWorker() noexcept;
   void armTun();
   void armRaw(int family);
+  void armUdp(int family);
+  void armKeepalives();
   void armBell(Worker& w);
   void serviceCompletions(Worker& w);
   void maybeRequestSeq(Sa& sa) noexcept;
+
+  // Transport mode (transport.cpp).
+  bool outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa) noexcept;
+  void queueTransportSend(Worker& w, const proto::CryptoCompletion& c, const Sa& sa) noexcept;
+  // True when it took the packet (delivered or dropped); false for a tunnel-mode payload.
+  bool openedTransport(Worker& w, const proto::CryptoCompletion& c, Sa& sa, const BufferContext& ctx) noexcept;
+  static std::uint8_t hopLimitOf(const msghdr& m) noexcept;
 
   // Control (control.cpp).
   bool onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
@@ -123,10 +168,14 @@ class Forwarder {
   boost::asio::io_context& io_;
   Fds fds_;
   std::unique_ptr<control::Channel> keydb_, policy_;
-  boost::asio::posix::stream_descriptor tunWatch_, raw4Watch_, raw6Watch_;
+  boost::asio::posix::stream_descriptor tunWatch_, raw4Watch_, raw6Watch_, udp4Watch_, udp6Watch_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::size_t nextWorker_ = 0;
   boost::asio::steady_timer usageTimer_;
+  boost::asio::steady_timer keepaliveTimer_;
+  std::int64_t keepaliveIntervalS_ = 20;  // net.inet.ipsec.natt_keepalive_interval, 0 = off
+  std::uint64_t lastKeepaliveMs_ = 0;
+  std::vector<NatT> natT_;
 
   SaTable sas_;
   Spd spd_;
@@ -137,6 +186,8 @@ class Forwarder {
   bool tunStalled_ = false;
   bool raw4Stalled_ = false;
   bool raw6Stalled_ = false;
+  bool udp4Stalled_ = false;
+  bool udp6Stalled_ = false;
 
   // Packets that matched an ipsec policy before its SA existed (an ACQUIRE
   // is out for them): held a few seconds, then dropped and counted.
@@ -161,9 +212,13 @@ class Forwarder {
     std::array<std::array<char, CMSG_SPACE(sizeof(int))>, kBurst> cmsgs{};
     std::array<std::pair<Worker*, std::uint32_t>, kBurst> buffers{};
     std::size_t count = 0;
+    int fd = -1;
+    bool udp = false;
   };
-  SendBatch send4_, send6_;
-  void flushSendBatch(SendBatch& b, int fd) noexcept;
+  SendBatch send4_, send6_;        // raw ESP
+  SendBatch sendUdp4_, sendUdp6_;  // ESP in UDP
+  SendBatch sendHdr4_, sendHdr6_;  // transport mode, header included
+  void flushSendBatch(SendBatch& b) noexcept;
 };
 
 }  // namespace ipsec::forwarder

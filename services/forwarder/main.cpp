@@ -1,13 +1,20 @@
 // ipsec-forwarder — parses the network, holds no key, can open nothing.
 //
 // Descriptors from ipsecd (fixed numbers):
-//   3  ipsecd      stop, stats, sysctl (net.inet.esp.enable, net.inet.ipsec.debug)
+//   3  ipsecd      stop, stats, sysctl (net.inet.esp.enable, net.inet.ipsec.debug,
+//                  net.inet.ipsec.natt_keepalive_interval)
 //   4  keydb       SA metadata without keys, sequence grants  ← / usage, seq requests →
 //   5  policy      SPD entries ←
 //   6  TUN         inner packets, both ways
 //   7  raw ESP/v4  outer packets, both ways
 //   8  raw ESP/v6  outer packets, both ways
-//   9+3i, 10+3i, 11+3i  crypto worker i: ring memfd, request bell, completion bell
+//   9  raw AH/v4, 10 raw AH/v6, 11 raw IPComp/v4, 12 raw IPComp/v6
+//                  taken and kept for the AH/IPComp data paths; unused for now
+//   13 UDP/v4, 14 UDP/v6  NAT-T (RFC 3948): ESP in UDP both ways, keepalives
+//                  out, keepalives in; IKE only when no IKE daemon shares the port
+//   15+3i, 16+3i, 17+3i  crypto worker i: ring memfd, request bell, completion bell
+//   then 2: header-included raw IPv4, IPv6 (send only): transport-mode ESP
+//                  with the host's own header (and IPv6 extension headers)
 //
 // Sandbox: its own uid, an empty root, no capabilities, no_new_privs, and an
 // allow-list without open/openat, socket, connect or execve: a compromised
@@ -24,7 +31,7 @@ sandbox::SandboxProfile profile(const service::Args& args) {
   auto p = service::baseProfile("ipsec-forwarder", args);
   p.nonDumpable = {true, "its memory holds other hosts' traffic"};
   // The baseline and socket-I/O lists already hold what it needs: read/write
-  // on the TUN, recvmmsg/sendmmsg on the raw sockets, the channels' calls.
+  // on the TUN, recvmmsg/sendmmsg on the raw and UDP sockets, the channels' calls.
   return p;
 }
 
@@ -41,11 +48,20 @@ int main(int argc, char** argv) {
     fds.tun = service::takeFd(6, "TUN");
     fds.raw4 = service::takeFd(7, "raw ESP/IPv4 socket");
     fds.raw6 = service::takeFd(8, "raw ESP/IPv6 socket");
+    fds.ah4 = service::takeFd(9, "raw AH/IPv4 socket");
+    fds.ah6 = service::takeFd(10, "raw AH/IPv6 socket");
+    fds.comp4 = service::takeFd(11, "raw IPComp/IPv4 socket");
+    fds.comp6 = service::takeFd(12, "raw IPComp/IPv6 socket");
+    fds.udp4 = service::takeFd(13, "NAT-T UDP/IPv4 socket");
+    fds.udp6 = service::takeFd(14, "NAT-T UDP/IPv6 socket");
     for (unsigned i = 0; i < args.workers; ++i) {
-      int base = 9 + 3 * static_cast<int>(i);
+      int base = 15 + 3 * static_cast<int>(i);
       fds.workers.push_back({service::takeFd(base, "ring memfd"), service::takeFd(base + 1, "request bell"),
                              service::takeFd(base + 2, "completion bell")});
     }
+    const int afterWorkers = 15 + 3 * static_cast<int>(args.workers);
+    fds.hdr4 = service::takeFd(afterWorkers, "header-included IPv4 socket (transport mode)");
+    fds.hdr6 = service::takeFd(afterWorkers + 1, "header-included IPv6 socket (transport mode)");
     forwarder::Forwarder fwd(svc.io(), std::move(fds));
 
     fwd.start();

@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "esp/udp_encap.h"
 #include "spawn.h"
 
 namespace ipsec::supervisor {
@@ -77,6 +78,48 @@ UniqueFd openRawSocket(int family, int protocol) {
     if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_RECVPKTINFO, &on, sizeof on) < 0) fail("IPV6_RECVPKTINFO");
     // ... and the outer traffic class, for ECN decapsulation (RFC 6040).
     if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_RECVTCLASS, &on, sizeof on) < 0) fail("IPV6_RECVTCLASS");
+    // ... and the hop limit, for the header that transport mode rebuilds.
+    if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_RECVHOPLIMIT, &on, sizeof on) < 0) fail("IPV6_RECVHOPLIMIT");
+  }
+  return fd;
+}
+
+UniqueFd openNatTSocket(int family, unsigned port) {
+  const std::string what = std::string(family == AF_INET ? "NAT-T UDP/IPv4" : "NAT-T UDP/IPv6") + " port " +
+                           std::to_string(port) + ": ";
+  UniqueFd fd(socket(family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_UDP));
+  if (!fd) fail(what + "socket");
+  int on = 1;
+  if (setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) fail(what + "SO_REUSEPORT");
+  int size = 4 << 20;
+  setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size);
+  setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size);
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  if (family == AF_INET) {
+    if (setsockopt(fd.get(), IPPROTO_IP, IP_PKTINFO, &on, sizeof on) < 0) fail(what + "IP_PKTINFO");
+    if (setsockopt(fd.get(), IPPROTO_IP, IP_RECVTOS, &on, sizeof on) < 0) fail(what + "IP_RECVTOS");
+    auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(static_cast<uint16_t>(port));
+    len = sizeof *sin;
+  } else {
+    // V6ONLY: IPv4 has its own socket (and its own reuseport group).
+    if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on) < 0) fail(what + "IPV6_V6ONLY");
+    if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_RECVPKTINFO, &on, sizeof on) < 0) fail(what + "IPV6_RECVPKTINFO");
+    if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_RECVTCLASS, &on, sizeof on) < 0) fail(what + "IPV6_RECVTCLASS");
+    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons(static_cast<uint16_t>(port));
+    len = sizeof *sin6;
+  }
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) < 0) fail(what + "bind");
+  // The program belongs to the port's reuseport group; attached by its first
+  // member, before anyone else can join.
+  auto prog = esp::natTSteeringProgram();
+  sock_fprog fprog{static_cast<unsigned short>(prog.size()), prog.data()};
+  if (setsockopt(fd.get(), SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &fprog, sizeof fprog) < 0) {
+    fail(what + "SO_ATTACH_REUSEPORT_CBPF");
   }
   return fd;
 }
@@ -94,6 +137,73 @@ UniqueFd listenUnix(const std::string& path, unsigned mode, int gid) {
   if (gid >= 0 && chown(path.c_str(), 0, static_cast<gid_t>(gid)) < 0) fail("chown " + path);
   if (listen(fd.get(), 64) < 0) fail("listen " + path);
   return fd;
+}
+
+void markSocket(int fd, std::uint32_t mark) {
+  if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) < 0) fail("SO_MARK");
+}
+
+UniqueFd openHeaderIncludedSocket(int family) {
+  UniqueFd fd(socket(family, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_RAW));
+  if (!fd) fail("raw header-included socket");
+  int size = 4 << 20;
+  setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size);
+  // Nothing is read from it: keep its receive queue minimal.
+  int small = 0;
+  setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  if (family == AF_INET6) {
+    int on = 1;
+    if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_HDRINCL, &on, sizeof on) < 0) fail("IPV6_HDRINCL");
+  }
+  return fd;
+}
+
+void TransportRouting::install(const config::Config& cfg, const std::string& tunName) {
+  const std::string mark = std::to_string(cfg.fwmark);
+  const std::string table = std::to_string(cfg.routeTable);
+  for (int family : {AF_INET, AF_INET6}) {
+    const std::string f = family == AF_INET6 ? "-6" : "-4";
+    const config::IpPrefix* source = nullptr;
+    for (const auto& a : cfg.localAddresses) {
+      if (a.family == family) {
+        source = &a;
+        break;
+      }
+    }
+    bool any = false;
+    for (const auto& peer : cfg.transportPeers) {
+      if (peer.family != family) continue;
+      std::vector<std::string> route{f, "route", "replace", peer.toString(), "dev", tunName, "table", table};
+      if (source) route.insert(route.end(), {"src", source->addressString()});
+      ip(route);
+      undo_.push_back({f, "route", "del", peer.toString(), "dev", tunName, "table", table});
+      any = true;
+    }
+    if (!any) continue;
+    std::vector<std::string> rule{f, "rule", "add", "not", "fwmark", mark, "lookup", table};
+    std::vector<std::string> del{f, "rule", "del", "not", "fwmark", mark, "lookup", table};
+    // One left by an ipsecd that was killed would be a duplicate: harmless,
+    // but it would outlive us; take it away first.
+    std::vector<std::string> argv{"ip"};
+    argv.insert(argv.end(), del.begin(), del.end());
+    while (runCommand(argv) == 0) {
+    }
+    ip(rule);
+    undo_.push_back(del);
+  }
+}
+
+void TransportRouting::remove() noexcept {
+  while (!undo_.empty()) {
+    try {
+      std::vector<std::string> argv{"ip"};
+      argv.insert(argv.end(), undo_.back().begin(), undo_.back().end());
+      runCommand(argv);
+    } catch (...) {
+      // Best effort at teardown: a route already gone with its TUN is fine.
+    }
+    undo_.pop_back();
+  }
 }
 
 }  // namespace ipsec::supervisor

@@ -1,8 +1,9 @@
 // ipsecd: the privileged resources the supervisor opens for its children —
-// the TUN device with its addresses and routes, raw ESP sockets, and Unix
-// listening sockets. Children never open these themselves (STYLE §2).
+// the TUN device with its addresses and routes, raw ESP/AH/IPComp sockets, the
+// NAT-T UDP sockets, and Unix listening sockets. Children never open these themselves (STYLE §2).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -27,7 +28,51 @@ void configureTun(const Tun& tun, const config::Config& cfg);
 // hands us whole datagrams (IPv4 with its header, IPv6 without) on receive.
 UniqueFd openRawSocket(int family, int protocol);
 
+// The ESP-in-UDP socket of one family (RFC 3948) on the wildcard address and
+// `port`: nonblocking, IPv6 V6ONLY, SO_REUSEPORT with the steering program of
+// esp/udp_encap.h attached, so that IKE packets (non-ESP marker) go to an IKE
+// daemon that binds the same port after us, addresses intact, while ESP and
+// keepalives stay ours (index 0 of the group). Destination address and
+// TOS/traffic class come with every datagram (pktinfo, RECVTOS/RECVTCLASS).
+// Kept for ipsecd's lifetime, across data-plane restarts, so the index holds.
+UniqueFd openNatTSocket(int family, unsigned port);
+
 // A SOCK_SEQPACKET Unix listening socket at path, mode and group as given.
 UniqueFd listenUnix(const std::string& path, unsigned mode, int gid);
+
+// ---- transport mode (RFC 4303 §3.1.1): config transport_peers, fwmark, route_table
+
+// SO_MARK on a socket the forwarder sends with, so that the transport rule
+// (`not fwmark M`) skips its packets: ESP never loops back into the TUN.
+void markSocket(int fd, std::uint32_t mark);
+
+// A send-only IPPROTO_RAW socket (header included: IP_HDRINCL is implied for
+// IPv4, IPV6_HDRINCL set for IPv6) on which the forwarder sends transport-mode
+// ESP. Chosen over sending on the raw ESP socket with a pktinfo source
+// because the forwarder keeps the host's own header: its source address, and
+// for IPv6 the hop-by-hop/routing/fragment headers that stay in front of ESP,
+// which the RFC 3542 ancillary data would allow only with CAP_NET_RAW.
+UniqueFd openHeaderIncludedSocket(int family);
+
+// The policy routing for transport_peers: a host route per peer into the TUN
+// in table route_table (preferred source: the first local_addresses entry of
+// the peer's family), and per family with peers the rule
+// `not fwmark <fwmark> lookup <route_table>`. remove() undoes what install()
+// did, best effort and without throwing; the destructor calls it. Removing
+// the rule needs CAP_NET_ADMIN, which ipsecd keeps when peers are configured.
+class TransportRouting {
+ public:
+  TransportRouting() = default;
+  TransportRouting(const TransportRouting&) = delete;
+  TransportRouting& operator=(const TransportRouting&) = delete;
+  ~TransportRouting() { remove(); }
+
+  void install(const config::Config& cfg, const std::string& tunName);
+  void remove() noexcept;
+  bool active() const noexcept { return !undo_.empty(); }
+
+ private:
+  std::vector<std::vector<std::string>> undo_;  // `ip` argument lists, run last first
+};
 
 }  // namespace ipsec::supervisor

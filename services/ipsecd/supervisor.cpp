@@ -118,6 +118,30 @@ class Supervisor {
     log::info("TUN {} up, mtu {}", tun_.name, cfg_.tunMtu);
     raw4_ = openRawSocket(AF_INET, IPPROTO_ESP);
     raw6_ = openRawSocket(AF_INET6, IPPROTO_ESP);
+    // AH and IPComp have no data path yet; the forwarder already takes them.
+    rawAh4_ = openRawSocket(AF_INET, IPPROTO_AH);
+    rawAh6_ = openRawSocket(AF_INET6, IPPROTO_AH);
+    rawComp4_ = openRawSocket(AF_INET, IPPROTO_COMP);
+    rawComp6_ = openRawSocket(AF_INET6, IPPROTO_COMP);
+    // Bound before any IKE daemon can join the port: we are index 0 of its
+    // reuseport group for as long as ipsecd runs.
+    udp4_ = openNatTSocket(AF_INET, cfg_.nattPort);
+    udp6_ = openNatTSocket(AF_INET6, cfg_.nattPort);
+    log::info("NAT-T on UDP port {} (IPv4 and IPv6)", cfg_.nattPort);
+    // Transport mode: the forwarder sends it on header-included sockets; every
+    // socket it sends with carries the mark that the transport routing rule
+    // skips, so that ESP itself never loops back into the TUN.
+    hdr4_ = openHeaderIncludedSocket(AF_INET);
+    hdr6_ = openHeaderIncludedSocket(AF_INET6);
+    for (const UniqueFd* fd : {&raw4_, &raw6_, &rawAh4_, &rawAh6_, &rawComp4_, &rawComp6_, &udp4_, &udp6_, &hdr4_,
+                               &hdr6_}) {
+      markSocket(fd->get(), cfg_.fwmark);
+    }
+    transportRouting_.install(cfg_, tun_.name);
+    if (transportRouting_.active()) {
+      log::info("transport mode: {} peer(s) routed into {} by table {} unless fwmark {:#x}",
+                cfg_.transportPeers.size(), tun_.name, cfg_.routeTable, cfg_.fwmark);
+    }
 
     // ipsec-policy checks each PF_KEY client's SO_PEERCRED against this group.
     if (cfg_.pfkeyGroup) {
@@ -151,6 +175,9 @@ class Supervisor {
         {CAP_SYS_PTRACE, "ipsecctl audit reads /proc/PID of non-dumpable children"},
         {CAP_DAC_READ_SEARCH, "ipsecctl audit lists children's descriptors"},
     };
+    if (transportRouting_.active()) {
+      p.capabilities.push_back({CAP_NET_ADMIN, "removing the transport-mode routing rule at exit"});
+    }
     sandbox::keepOnlyCapabilities(p);
   }
 
@@ -175,6 +202,7 @@ class Supervisor {
     unlink(controlPath_.c_str());
     unlink(pidFile().c_str());
     if (createdEmptyDir_) rmdir(emptyDir_.c_str());
+    transportRouting_.remove();  // before the TUN goes: its routes name the device
     // Closing our TUN descriptor, the last one now that the children are
     // gone, removes the (non-persistent) device and its routes.
     tun_.fd.reset();
@@ -225,7 +253,8 @@ class Supervisor {
   void spawnDataPlane(DataPlaneLinks& links) {
     std::vector<int> cryptoFds{links.keydbCrypto.second.get()};
     std::vector<int> fwdFds{links.keydbForwarder.second.get(), links.policyForwarder.second.get(), tun_.fd.get(),
-                            raw4_.get(), raw6_.get()};
+                            raw4_.get(), raw6_.get(), rawAh4_.get(), rawAh6_.get(), rawComp4_.get(),
+                            rawComp6_.get(), udp4_.get(), udp6_.get()};
     for (auto& w : links.rings) {
       for (auto* fds : {&cryptoFds, &fwdFds}) {
         fds->push_back(w.region.fd());
@@ -233,6 +262,9 @@ class Supervisor {
         fds->push_back(w.completionBell.get());
       }
     }
+    // After the rings: the header-included sockets for transport mode.
+    fwdFds.push_back(hdr4_.get());
+    fwdFds.push_back(hdr6_.get());
     std::vector<std::string> workers{"--workers", std::to_string(cfg_.cryptoWorkers)};
     spawn(Role::kCrypto, cryptoFds, workers);
     spawn(Role::kForwarder, fwdFds, workers);
@@ -526,6 +558,7 @@ class Supervisor {
                   {"net.inet.ipsec.debug", cfg_.debug ? 1 : 0},
                   {"net.inet.ipsec.allow_legacy", 0},
                   {"net.inet.ipsec.replay_window", cfg_.replayWindow},
+                  {"net.inet.ipsec.natt_keepalive_interval", 20},
                   // PF_KEY (policy and keydb): larval/ACQUIRE lifetime, ACQUIRE
                   // rate limit, GETSPI range clamp, message tracing.
                   {"net.key.larval_lifetime", 30},
@@ -653,7 +686,9 @@ class Supervisor {
   asio::io_context io_;
   asio::signal_set signals_;
   Tun tun_;
-  UniqueFd raw4_, raw6_, pfkeyListen_, controlListen_;
+  UniqueFd raw4_, raw6_, rawAh4_, rawAh6_, rawComp4_, rawComp6_, udp4_, udp6_, pfkeyListen_, controlListen_;
+  UniqueFd hdr4_, hdr6_;  // transport mode: header-included, send-only
+  TransportRouting transportRouting_;
   std::unique_ptr<asio::posix::stream_descriptor> controlListener_;
   std::string emptyDir_, pfkeyPath_, controlPath_;
   bool createdEmptyDir_ = false;

@@ -1,0 +1,207 @@
+// ipsec-forwarder: ESP transport mode (RFC 4303 §3.1.1), host to host through
+// the TUN. ipsecd routes this host's traffic to its transport peers into the
+// TUN (a table selected by `not fwmark M`); every socket we send with carries
+// M, so our ESP goes out by the main table and never loops back.
+//
+//   outbound: TUN packet → SPD(out), request mode transport → the SA between
+//             the packet's own addresses → the host's header moved in front
+//             of ESP (IPv6: with hop-by-hop/routing/fragment headers) → seal →
+//             sent as it is on the header-included socket of its family
+//   inbound:  raw ESP socket → SPI lookup → open → trailer checks → the IP
+//             header rebuilt around the payload (IPv4: the received header;
+//             IPv6: source from msg_name, destination from pktinfo, hop limit
+//             and traffic class from control messages) → SPD(in) check of the
+//             rebuilt packet, whose addresses are the outer ones → TUN write
+//
+// Like datapath.cpp: noexcept, allocation-free, every drop counted by reason.
+#include <linux/ipsec.h>
+#include <netinet/in.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "esp/transport.h"
+#include "forwarder.h"
+#include "log/log.h"
+
+namespace ipsec::forwarder {
+namespace {
+
+std::uint64_t unixSeconds() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec);
+}
+
+socklen_t sockaddrOf(std::span<const std::uint8_t> address, int family, sockaddr_storage& ss) noexcept {
+  std::memset(&ss, 0, sizeof ss);
+  if (family == AF_INET) {
+    auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
+    sin->sin_family = AF_INET;
+    std::memcpy(&sin->sin_addr, address.data(), 4);
+    return sizeof(sockaddr_in);
+  }
+  auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
+  sin6->sin6_family = AF_INET6;
+  std::memcpy(&sin6->sin6_addr, address.data(), 16);
+  return sizeof(sockaddr_in6);
+}
+
+// Does an inbound transport-mode SA satisfy one of the policy's requests?
+bool transportRequestAllows(const Policy& p, const Sa& sa) noexcept {
+  for (const auto& r : p.requests) {
+    if (r.proto != IPPROTO_ESP || r.mode != IPSEC_MODE_TRANSPORT) continue;
+    if (r.level == IPSEC_LEVEL_UNIQUE && r.reqid != 0 && r.reqid != sa.reqid) continue;
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::uint8_t Forwarder::hopLimitOf(const msghdr& m) noexcept {
+  for (const cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(const_cast<msghdr*>(&m), const_cast<cmsghdr*>(c))) {
+    if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_HOPLIMIT && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+      int h = 0;
+      std::memcpy(&h, CMSG_DATA(c), sizeof h);
+      return static_cast<std::uint8_t>(h);
+    }
+  }
+  return 64;
+}
+
+bool Forwarder::outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa) noexcept {
+  std::uint8_t* data = bufferData(w, buf);
+  auto split = esp::transportSplit({data + kHeadroom, len});
+  if (!split) {
+    ++counters_.out_drop_bad_inner;
+    return false;
+  }
+  // ESP in transport mode protects whole datagrams only (RFC 4303 §3.1.1);
+  // a local fragment means the TUN MTU is too small for the packet.
+  if (split->fragment) {
+    ++counters_.transport_out_drop_fragment;
+    return false;
+  }
+  const std::uint64_t seq = sa.seqNext;
+  auto r = esp::encapsulateTransport({data, w.bufferSize}, kHeadroom, len, sa.spi, static_cast<std::uint32_t>(seq),
+                                     sa.layout, *split);
+  if (!r.ok()) {
+    ++counters_.out_drop_no_room;
+    return false;
+  }
+  ++sa.seqNext;
+  maybeRequestSeq(sa);
+  if (sa.firstUse == 0) sa.firstUse = unixSeconds();
+
+  proto::CryptoRequest req{};
+  req.cookie = buf;
+  req.session = sa.ref.index;
+  req.sessionGeneration = sa.ref.generation;
+  req.op = proto::CryptoOp::kSeal;
+  req.status = proto::CryptoStatus::kPending;
+  req.segmentCount = 1;
+  req.bufferIndex = buf;
+  req.offset = static_cast<std::uint32_t>(r.espOffset);
+  req.length = static_cast<std::uint32_t>(r.espLength);
+  req.segmentStride = req.length;
+  req.seqHigh = static_cast<std::uint32_t>(seq >> 32);
+  w.pending.push_back(req);
+  BufferContext ctx;
+  ctx.use = Use::kOutbound;
+  ctx.sa = sa.ref;
+  ctx.seq = seq;
+  ctx.transportHeader = static_cast<std::uint16_t>(r.headerLength);
+  w.contexts[buf] = ctx;
+  sa.counters.out_packets++;
+  sa.counters.out_bytes += len;
+  ++counters_.transport_out_packets;
+  if (log::debugEnabled()) {
+    log::debug("out transport proto {} len {}: SPI {:#x} seq {}", split->protocol, len, sa.spi, seq);
+  }
+  return true;
+}
+
+void Forwarder::queueTransportSend(Worker& w, const proto::CryptoCompletion& c, const Sa& sa) noexcept {
+  const BufferContext& ctx = w.contexts[c.bufferIndex];
+  std::uint8_t* packet = bufferData(w, c.bufferIndex) + c.offset - ctx.transportHeader;
+  const bool v4 = (packet[0] >> 4) == 4;
+  SendBatch& b = v4 ? sendHdr4_ : sendHdr6_;
+  if (b.fd < 0) b.fd = v4 ? fds_.hdr4.get() : fds_.hdr6.get();
+  if (b.count == kBurst) flushSendBatch(b);
+  const std::size_t i = b.count++;
+  // The destination as the header names it (with a routing header, the next hop).
+  const socklen_t alen = v4 ? sockaddrOf({packet + 16, 4}, AF_INET, b.addrs[i])
+                            : sockaddrOf({packet + 24, 16}, AF_INET6, b.addrs[i]);
+  b.iovs[i] = {packet, c.length + ctx.transportHeader};
+  b.msgs[i] = {};
+  b.msgs[i].msg_hdr.msg_name = &b.addrs[i];
+  b.msgs[i].msg_hdr.msg_namelen = alen;
+  b.msgs[i].msg_hdr.msg_iov = &b.iovs[i];
+  b.msgs[i].msg_hdr.msg_iovlen = 1;
+  b.buffers[i] = {&w, c.bufferIndex};
+  (void)sa;
+}
+
+bool Forwarder::openedTransport(Worker& w, const proto::CryptoCompletion& c, Sa& sa,
+                                const BufferContext& ctx) noexcept {
+  std::uint8_t* esp = bufferData(w, c.bufferIndex) + c.offset;
+  if (sa.mode != IPSEC_MODE_TRANSPORT) {
+    // Mode "any" (setkey's default) carries either; the payload says which.
+    if (sa.mode != IPSEC_MODE_ANY || c.length < 1u + sa.layout.icvLength) return false;
+    const std::uint8_t next = esp[c.length - sa.layout.icvLength - 1];
+    if (next == esp::kNextHeaderIpv4 || next == esp::kNextHeaderIpv6) return false;
+  }
+  auto drop = [&](std::uint64_t& counter) {
+    ++counter;
+    sa.counters.in_drop_other++;
+    freeBuffer(w, c.bufferIndex);
+    return true;
+  };
+  if (ctx.udp) return drop(counters_.transport_in_drop_natt);
+  auto d = esp::decapsulateTransport({esp, c.length}, sa.layout);
+  switch (d.error) {
+    case esp::EspError::kOk: break;
+    case esp::EspError::kDummyPacket:
+      ++counters_.esp_in_dummy;
+      freeBuffer(w, c.bufferIndex);
+      return true;
+    case esp::EspError::kBadLength: return drop(counters_.esp_in_drop_bad_length);
+    case esp::EspError::kBadPadding: return drop(counters_.esp_in_drop_bad_padding);
+    case esp::EspError::kInnerMismatch: return drop(counters_.esp_in_drop_inner_mismatch);
+    default: return drop(counters_.esp_in_drop_truncated);
+  }
+  const std::span<std::uint8_t> whole{bufferData(w, c.bufferIndex), w.bufferSize};
+  esp::RestoreResult r;
+  if (sa.dst.isV4()) {
+    r = esp::restoreIpv4(whole, c.offset, d);
+  } else {
+    r = esp::restoreIpv6(whole, c.offset, d, {ctx.peer.address, sa.dst, ctx.tos, ctx.hopLimit});
+  }
+  if (!r.ok()) return drop(counters_.esp_in_drop_bad_inner);
+  std::uint8_t* inner = whole.data() + r.offset;
+  auto flow = esp::parseInnerPacket({inner, r.length});
+  if (!flow) return drop(counters_.esp_in_drop_bad_inner);
+  const Policy* p = spd_.lookup(IPSEC_DIR_INBOUND, *flow);
+  if (!p || p->action != IPSEC_POLICY_IPSEC || !transportRequestAllows(*p, sa)) {
+    log::debug("in transport: {} -> {} via SPI {:#x} not allowed by the SPD", flow->src.toString(),
+               flow->dst.toString(), sa.spi);
+    return drop(counters_.esp_in_drop_policy);
+  }
+  if (sa.firstUse == 0) sa.firstUse = unixSeconds();
+  ssize_t n = ::write(fds_.tun.get(), inner, r.length);
+  if (n != static_cast<ssize_t>(r.length)) {
+    ++counters_.tun_write_errors;
+  } else {
+    ++counters_.esp_in_packets;
+    ++counters_.transport_in_packets;
+    counters_.esp_in_bytes += r.length;
+    sa.counters.in_packets++;
+    sa.counters.in_bytes += r.length;
+  }
+  freeBuffer(w, c.bufferIndex);
+  return true;
+}
+
+}  // namespace ipsec::forwarder

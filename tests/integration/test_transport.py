@@ -1,0 +1,103 @@
+"""Transport mode (RFC 4303 §3.1.1), host to host: two ipsecd instances whose
+own addresses (the veth ends) are each other's transport_peers. Ping and TCP
+both ways over IPv4 and IPv6 travel as ESP between the hosts' own addresses
+(no outer tunnel header); after shutdown no routing rule or route of the
+transport table is left behind."""
+
+import subprocess
+import time
+import unittest
+
+from harness import GCM_KEY_AB, GCM_KEY_BA, OUTER, Testbed, ping, tcp_transfer
+
+SPI_AB = 0x2001
+SPI_BA = 0x2002
+TABLE = 4950
+
+
+def transport_setkey(side):
+    out = ["flush;", "spdflush;"]
+    for fam in (4, 6):
+        a, b = OUTER[fam]
+        out.append(f"add {a} {b} esp {SPI_AB + 0x10 * fam:#x} -m transport -r 64 -E aes-gcm-16 0x{GCM_KEY_AB.hex()};")
+        out.append(f"add {b} {a} esp {SPI_BA + 0x10 * fam:#x} -m transport -r 64 -E aes-gcm-16 0x{GCM_KEY_BA.hex()};")
+        local, remote = (a, b) if side == "a" else (b, a)
+        out.append(f"spdadd {local} {remote} any -P out ipsec esp/transport//require;")
+        out.append(f"spdadd {remote} {local} any -P in ipsec esp/transport//require;")
+    return "\n".join(out) + "\n"
+
+
+def transport_config(side):
+    idx = 0 if side == "a" else 1
+    return {
+        "transport_peers": f"{OUTER[4][1 - idx]}, {OUTER[6][1 - idx]}",
+        "local_addresses": f"{OUTER[4][idx]}, {OUTER[6][idx]}",
+    }
+
+
+def capture_esp(host, dev, count, seconds=15):
+    """tcpdump of ESP on the veth, started before traffic flows."""
+    return host.popen(["timeout", str(seconds), "tcpdump", "-n", "-l", "-i", dev, "-c", str(count), "esp or ip6 proto 50"],
+                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+class TransportTest(unittest.TestCase):
+    def test_ping_and_tcp_both_ways_over_ipv4_and_ipv6(self):
+        with Testbed() as tb:
+            for h in tb.hosts():
+                tb.start(h, transport_setkey(h.side), **transport_config(h.side))
+            rules = tb.a.exec(["ip", "rule"]).stdout
+            self.assertIn(f"not from all fwmark 0x4950 lookup {TABLE}", rules)
+            self.assertIn(f"lookup {TABLE}", tb.a.exec(["ip", "-6", "rule"]).stdout)
+            self.assertIn("dev ipsec0", tb.a.exec(["ip", "route", "show", "table", str(TABLE)]).stdout)
+
+            cap = capture_esp(tb.b, "veth-ipsec-b", 4)
+            time.sleep(0.5)
+            for fam in (4, 6):
+                a, b = OUTER[fam]
+                r = ping(tb.a, b, count=3)
+                self.assertEqual(r.returncode, 0, f"ping A→B v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.a)}")
+                r = ping(tb.b, a, count=3)
+                self.assertEqual(r.returncode, 0, f"ping B→A v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.b)}")
+            seen, _ = cap.communicate(timeout=20)
+            # Transport mode: ESP between the hosts' own addresses, no inner header.
+            self.assertIn(f"{OUTER[4][0]} > {OUTER[4][1]}: ESP(spi=0x{SPI_AB + 0x40:08x}", seen)
+
+            tcp_transfer(tb.a, tb.b, OUTER[4][1], nbytes=2 << 20)
+            tcp_transfer(tb.b, tb.a, OUTER[4][0], nbytes=1 << 20, port=5002)
+            tcp_transfer(tb.a, tb.b, OUTER[6][1], nbytes=1 << 20, port=5003)
+            tcp_transfer(tb.b, tb.a, OUTER[6][0], nbytes=1 << 20, port=5004)
+
+            for h in tb.hosts():
+                c = h.stats()["ipsec-forwarder"]["counters"]
+                self.assertGreater(c["transport_out_packets"], 100, c)
+                self.assertGreater(c["transport_in_packets"], 100, c)
+                for k, v in c.items():
+                    # Link-local chatter of the kernel on the TUN matches no policy.
+                    if "drop" in k and k != "out_drop_no_policy":
+                        self.assertEqual(v, 0, f"{h.side}: {k} = {v}")
+
+            for h in tb.hosts():
+                self.assertEqual(tb.stop(h), 0, tb.log_text(h))
+                self.assertNotIn(f"lookup {TABLE}", h.exec(["ip", "rule"]).stdout)
+                self.assertNotIn(f"lookup {TABLE}", h.exec(["ip", "-6", "rule"]).stdout)
+                left = h.exec(["ip", "route", "show", "table", str(TABLE)], check=False).stdout
+                self.assertEqual(left.strip(), "")
+
+    def test_a_killed_child_still_leaves_nothing_behind_when_ipsecd_stops(self):
+        with Testbed() as tb:
+            for h in tb.hosts():
+                tb.start(h, transport_setkey(h.side), **transport_config(h.side))
+            r = ping(tb.a, OUTER[4][1], count=2)
+            self.assertEqual(r.returncode, 0, r.stdout + tb.log_text(tb.a))
+            import os
+            import signal
+            os.kill(tb.a.pid_of("ipsec-forwarder"), signal.SIGKILL)
+            time.sleep(1.0)
+            tb.stop(tb.a)
+            self.assertNotIn(f"lookup {TABLE}", tb.a.exec(["ip", "rule"]).stdout, tb.log_text(tb.a))
+            self.assertNotIn(f"lookup {TABLE}", tb.a.exec(["ip", "-6", "rule"]).stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
