@@ -32,7 +32,8 @@ namespace ipsec::proto {
 // "IPSRING1" read as a little-endian u64: recognisable in a hex dump.
 inline constexpr std::uint64_t kRegionMagic = 0x31474e4952535049ULL;
 // Bump on any change of layout or of a field's meaning.
-inline constexpr std::uint32_t kRegionVersion = 1;
+// 2: CryptoOp kAhSign/kAhVerify and CryptoRequest::icvOffset.
+inline constexpr std::uint32_t kRegionVersion = 2;
 
 inline constexpr std::size_t kCacheLine = 64;
 // Producer and consumer indices sit this far apart: adjacent-line prefetch on
@@ -120,17 +121,25 @@ static_assert(offsetof(RingControl, consumerIndex) == kIndexSpacing);
 static_assert(offsetof(RingControl, consumerSleeping) == kIndexSpacing + 4);
 
 enum class CryptoOp : std::uint8_t {
-  kSeal = 1,  // outbound: encrypt and authenticate each ESP packet in place
-  kOpen = 2,  // inbound: verify the ICV, then decrypt in place
+  kSeal = 1,    // ESP outbound: encrypt and authenticate each ESP packet in place
+  kOpen = 2,    // ESP inbound: verify the ICV, then decrypt in place
+  // AH (RFC 4302): each segment is a whole IP packet that the forwarder has
+  // canonicalised for the ICV (lib/ah: mutable fields zeroed or predicted).
+  kAhSign = 3,    // outbound: MAC the segment with the ICV field taken as zero,
+                  // write the truncated ICV at segment start + icvOffset
+  kAhVerify = 4,  // inbound: copy the segment privately, take the received ICV
+                  // from the copy, zero it there, MAC, compare in constant time;
+                  // the buffer is never written
 };
 
 enum class CryptoStatus : std::uint8_t {
   kPending = 0,        // requests carry this; a completion never does
   kOk = 1,             // every segment succeeded
-  kBadIcv = 2,         // open: at least one segment failed authentication
+  kBadIcv = 2,         // open / AH verify: at least one segment failed authentication
   kBadSession = 3,     // unknown session, stale generation, or not this ring's
   kBadDescriptor = 4,  // buffer index, offsets or segment layout out of bounds
-  kBadOp = 5,          // op is neither seal nor open
+  kBadOp = 5,          // unknown op, or an op the session's kind does not run
+                       // (seal/open on an AH session, AH ops on an ESP one)
   kSeqExhausted = 6,   // seal: the SA's reserved IV/sequence space is used up
   kInternalError = 7,  // the driver failed; nothing was written to the buffer
 };
@@ -145,7 +154,11 @@ enum class CryptoStatus : std::uint8_t {
 // bytes long, the last one runs to offset + length. With segmentCount == 1,
 // segmentStride is ignored. Each segment is processed independently. A
 // segment spans the whole ESP packet from the ESP header to the end of the
-// ICV (whose room the forwarder leaves for seal).
+// ICV (whose room the forwarder leaves for seal); for the AH ops, the whole
+// IP packet, and icvOffset says where the ICV field starts in each segment
+// (the same offset in all of them: a super-packet's segments share headers).
+// With ESN the MAC input is followed by the high 32 bits (RFC 4302 §2.5.1,
+// RFC 4303 §2.2.1), seqHigh for the first segment as above.
 struct CryptoRequest {
   std::uint64_t cookie;             // opaque to the worker, echoed back
   std::uint32_t session;            // index into this ring's session table
@@ -160,7 +173,9 @@ struct CryptoRequest {
   std::uint32_t seqHigh;            // ESN: high 32 bits for the first segment; later
                                     // segments whose low 32 bits wrapped use seqHigh + 1
   std::uint64_t segmentFailMask;    // completions: bit i set when segment i failed
-  std::uint8_t reserved[16];        // zero
+  std::uint16_t icvOffset;          // kAhSign/kAhVerify: ICV field from each segment's
+                                    // start (AH header offset + 12); zero otherwise
+  std::uint8_t reserved[14];        // zero
 };
 using CryptoCompletion = CryptoRequest;
 inline constexpr std::size_t kCryptoRequestSize = 64;
@@ -178,7 +193,8 @@ static_assert(offsetof(CryptoRequest, length) == 28);
 static_assert(offsetof(CryptoRequest, segmentStride) == 32);
 static_assert(offsetof(CryptoRequest, seqHigh) == 36);
 static_assert(offsetof(CryptoRequest, segmentFailMask) == 40);
-static_assert(offsetof(CryptoRequest, reserved) == 48);
+static_assert(offsetof(CryptoRequest, icvOffset) == 48);
+static_assert(offsetof(CryptoRequest, reserved) == 50);
 static_assert(kMaxSegments <= 64, "segmentFailMask has one bit per segment");
 
 }  // namespace ipsec::proto

@@ -1,6 +1,7 @@
 // See broker.h.
 #include "broker.h"
 
+#include <linux/pfkeyv2.h>
 #include <sodium.h>
 
 #include <boost/asio/post.hpp>
@@ -75,8 +76,20 @@ bool Broker::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       spec.esn = p.getEsn();
       spec.allowLegacy = allowLegacy_;
       std::uint8_t layout[3] = {0, 0, 0};
-      std::string err = sessions_->create(c.getSa().getIndex(), c.getSa().getGeneration(), spec, c.getIvNext(),
-                                          c.getIvLimit(), layout);
+      std::string err;
+      switch (p.getSatype()) {
+        case SADB_SATYPE_UNSPEC:  // senders from before AH sessions existed
+        case SADB_SATYPE_ESP:
+          err = sessions_->create(c.getSa().getIndex(), c.getSa().getGeneration(), spec, c.getIvNext(),
+                                  c.getIvLimit(), layout);
+          break;
+        case SADB_SATYPE_AH:  // integrity only; no IVs, so the IV grant is unused
+          err = sessions_->createAh(c.getSa().getIndex(), c.getSa().getGeneration(), spec, layout);
+          break;
+        default:  // IPComp needs no key: the forwarder compresses without a session
+          err = "satype " + std::to_string(p.getSatype()) + " has no crypto session";
+          break;
+      }
       // The transforms copied the keys into locked memory; the channel wipes
       // its receive buffer once this handler returns.
       capnp::MallocMessageBuilder b;
@@ -84,7 +97,7 @@ bool Broker::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       r.setSa(c.getSa());
       r.setOk(err.empty());
       r.setError(err);
-      r.setIvLength(layout[0]);
+      r.setIvLength(layout[0]);  // AH: 0; icvLength is the AH ICV; padAlign 0
       r.setIcvLength(layout[1]);
       r.setPadAlign(layout[2]);
       keydb_->send(b);
@@ -120,12 +133,16 @@ void Broker::fillStats(proto::Stats::Builder out) {
     corrupt += c.ringCorrupt;
   }
   std::uint64_t sealed = 0, opened = 0, badIcv = 0, ivExhausted = 0, sessions = 0;
+  std::uint64_t ahSigned = 0, ahVerified = 0, badOp = 0;
   sessions_->forEach([&](std::uint32_t, Session& s) {
     ++sessions;
     sealed += s.sealed;
     opened += s.opened;
     badIcv += s.badIcv;
     ivExhausted += s.ivExhausted;
+    ahSigned += s.ahSigned;
+    ahVerified += s.ahVerified;
+    badOp += s.badOp;
   });
   const std::pair<const char*, std::uint64_t> rows[] = {
       {"sessions", sessions},           {"sessions_created", sessionsCreated_},
@@ -134,7 +151,8 @@ void Broker::fillStats(proto::Stats::Builder out) {
       {"sealed", sealed},               {"opened", opened},
       {"open_bad_icv", badIcv},         {"seal_iv_exhausted", ivExhausted},
       {"drop_bad_descriptor", badDesc}, {"drop_bad_session", badSession},
-      {"ring_corrupt", corrupt}};
+      {"ring_corrupt", corrupt},        {"ah_signed", ahSigned},
+      {"ah_verified", ahVerified},      {"drop_bad_op", badOp}};
   auto list = out.initCounters(sizeof rows / sizeof rows[0]);
   for (unsigned i = 0; i < list.size(); ++i) {
     list[i].setName(rows[i].first);

@@ -31,10 +31,33 @@ std::string SessionTable::create(std::uint32_t index, std::uint32_t generation, 
   layout[0] = t.ivLength();
   layout[1] = t.icvLength();
   layout[2] = t.padAlign();
+  install(index, std::move(s));
+  return "";
+}
+
+std::string SessionTable::createAh(std::uint32_t index, std::uint32_t generation, const cryptodrv::TransformSpec& spec,
+                                   std::uint8_t layout[3]) {
+  if (index >= kMaxSessions) return "session index out of range";
+  auto s = std::make_unique<Session>();
+  s->generation = generation;
+  s->ah = true;
+  for (unsigned w = 0; w < workers_; ++w) {
+    std::string error;
+    auto t = cryptodrv::AhTransform::create(spec, &error);
+    if (!t) return error;
+    s->ahPerWorker.push_back(std::move(t));
+  }
+  layout[0] = 0;
+  layout[1] = workers_ > 0 ? s->ahPerWorker.front()->icvLength() : 0;
+  layout[2] = 0;
+  install(index, std::move(s));
+  return "";
+}
+
+void SessionTable::install(std::uint32_t index, std::unique_ptr<Session> s) {
   std::unique_lock lock(mutex_);
   if (sessions_.size() <= index) sessions_.resize(index + 1);
   sessions_[index] = std::move(s);
-  return "";
 }
 
 void SessionTable::destroy(std::uint32_t index, std::uint32_t generation) {
@@ -93,9 +116,60 @@ bool SessionTable::makeIv(Session& s, std::uint32_t index, std::uint8_t* iv) noe
   return true;
 }
 
+// One AH request: each segment is a whole canonicalised IP packet with its
+// ICV field at icvOffset. With ESN, a later segment whose sequence number
+// (low 32 bits, read from its AH header) is below the first one's has
+// wrapped and takes seqHigh + 1, as ring_abi.h says.
+proto::CryptoStatus SessionTable::processAh(Session& s, unsigned worker, std::uint8_t* buffer,
+                                            proto::CryptoRequest& req) noexcept {
+  if (worker >= s.ahPerWorker.size()) return proto::CryptoStatus::kBadSession;
+  cryptodrv::AhTransform& t = *s.ahPerWorker[worker];
+  std::uint64_t failMask = 0;
+  proto::CryptoStatus worst = proto::CryptoStatus::kOk;
+  std::uint32_t firstSeq = 0;
+  for (std::uint16_t i = 0; i < req.segmentCount; ++i) {
+    const std::uint32_t start = req.offset + i * req.segmentStride;
+    const std::uint32_t len = (i + 1 == req.segmentCount) ? req.offset + req.length - start : req.segmentStride;
+    std::uint8_t* packet = buffer + start;
+    std::uint32_t seqHigh = req.seqHigh;
+    if (t.esn() && req.icvOffset >= 4 && req.icvOffset <= len) {
+      const std::uint8_t* q = packet + req.icvOffset - 4;  // the AH sequence number field
+      const std::uint32_t seq = std::uint32_t{q[0]} << 24 | std::uint32_t{q[1]} << 16 | std::uint32_t{q[2]} << 8 | q[3];
+      if (i == 0) firstSeq = seq;
+      else if (seq < firstSeq) seqHigh = req.seqHigh + 1;
+    }
+    const cryptodrv::Status st = req.op == proto::CryptoOp::kAhSign
+                                     ? t.sign(packet, len, req.icvOffset, seqHigh)
+                                     : t.verify(packet, len, req.icvOffset, seqHigh);
+    if (st == cryptodrv::Status::kOk) {
+      (req.op == proto::CryptoOp::kAhSign ? s.ahSigned : s.ahVerified).fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    failMask |= std::uint64_t{1} << i;
+    if (st == cryptodrv::Status::kBadIcv) {
+      s.badIcv.fetch_add(1, std::memory_order_relaxed);
+      if (worst == proto::CryptoStatus::kOk) worst = proto::CryptoStatus::kBadIcv;
+    } else if (st == cryptodrv::Status::kBadLength) {
+      worst = proto::CryptoStatus::kBadDescriptor;  // icvOffset outside the segment
+    } else {
+      worst = proto::CryptoStatus::kInternalError;
+    }
+  }
+  req.segmentFailMask = failMask;
+  return worst;
+}
+
 proto::CryptoStatus SessionTable::process(unsigned worker, std::uint8_t* buffer, proto::CryptoRequest& req) noexcept {
   Session* s = find(req.session, req.sessionGeneration);
-  if (!s || worker >= s->perWorker.size()) return proto::CryptoStatus::kBadSession;
+  if (!s) return proto::CryptoStatus::kBadSession;
+  const bool ahOp = req.op == proto::CryptoOp::kAhSign || req.op == proto::CryptoOp::kAhVerify;
+  const bool espOp = req.op == proto::CryptoOp::kSeal || req.op == proto::CryptoOp::kOpen;
+  if (s->ah ? !ahOp : !espOp) {
+    s->badOp.fetch_add(1, std::memory_order_relaxed);
+    return proto::CryptoStatus::kBadOp;
+  }
+  if (s->ah) return processAh(*s, worker, buffer, req);
+  if (worker >= s->perWorker.size()) return proto::CryptoStatus::kBadSession;
   cryptodrv::Transform& t = *s->perWorker[worker];
   std::uint64_t failMask = 0;
   proto::CryptoStatus worst = proto::CryptoStatus::kOk;

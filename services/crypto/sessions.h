@@ -1,7 +1,9 @@
 // ipsec-crypto: the session table. A session is one SA's keyed transform,
 // created from keydb's keys and named by the SA's (index, generation), so a
 // descriptor naming a deleted or reused slot fails instead of reaching a newer
-// SA's keys. Every worker gets its own Transform instance (EVP contexts are
+// SA's keys. An ESP session runs kSeal/kOpen on a Transform; an AH session
+// (SADB_SATYPE_AH) runs kAhSign/kAhVerify on an AhTransform, and nothing
+// else. Every worker gets its own Transform instance (EVP contexts are
 // not shareable between threads); the IV counter is shared and atomic.
 //
 // Threads: the control thread creates and destroys sessions under the
@@ -17,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "cryptodrv/ah_transform.h"
 #include "cryptodrv/driver.h"
 #include "cryptodrv/transform.h"
 #include "proto/ring_abi.h"
@@ -25,13 +28,16 @@ namespace ipsec::crypto {
 
 struct Session {
   std::uint32_t generation = 0;
-  std::vector<std::unique_ptr<cryptodrv::Transform>> perWorker;
+  std::vector<std::unique_ptr<cryptodrv::Transform>> perWorker;        // ESP
+  std::vector<std::unique_ptr<cryptodrv::AhTransform>> ahPerWorker;   // AH
+  bool ah = false;
   bool ivIsCounter = false;
   std::uint8_t ivLength = 0;
   std::atomic<std::uint64_t> ivNext{0};
   std::atomic<std::uint64_t> ivLimit{0};
   std::atomic<bool> ivRequested{false};
   std::atomic<std::uint64_t> sealed{0}, opened{0}, badIcv{0}, ivExhausted{0};
+  std::atomic<std::uint64_t> ahSigned{0}, ahVerified{0}, badOp{0};
 };
 
 class SessionTable {
@@ -45,6 +51,10 @@ class SessionTable {
   // Control thread. Returns an error text, or "" on success.
   std::string create(std::uint32_t index, std::uint32_t generation, const cryptodrv::TransformSpec& spec,
                      std::uint64_t ivNext, std::uint64_t ivLimit, std::uint8_t layout[3]);
+  // An AH session: spec carries authAlg/authKey/esn/allowLegacy only.
+  // layout = {ivLength 0, icvLength, padAlign 0}.
+  std::string createAh(std::uint32_t index, std::uint32_t generation, const cryptodrv::TransformSpec& spec,
+                       std::uint8_t layout[3]);
   void destroy(std::uint32_t index, std::uint32_t generation);
   void grantIv(std::uint32_t index, std::uint32_t generation, std::uint64_t ivLimit);
 
@@ -67,6 +77,8 @@ class SessionTable {
  private:
   Session* find(std::uint32_t index, std::uint32_t generation) noexcept;
   bool makeIv(Session& s, std::uint32_t index, std::uint8_t* iv) noexcept;
+  proto::CryptoStatus processAh(Session& s, unsigned worker, std::uint8_t* buffer, proto::CryptoRequest& req) noexcept;
+  void install(std::uint32_t index, std::unique_ptr<Session> s);
 
   const cryptodrv::DriverRegistry& drivers_;
   unsigned workers_;

@@ -40,8 +40,8 @@ std::vector<uint8_t> mac(int authAlg, const std::vector<uint8_t>& key, const std
   const char* name = "HMAC";
   const char* sub = nullptr;
   switch (authAlg) {
-    case 2: sub = "SHA1"; break;
-    case 3: sub = "MD5"; break;
+    case 2: sub = "MD5"; break;   // SADB_AALG_MD5HMAC
+    case 3: sub = "SHA1"; break;  // SADB_AALG_SHA1HMAC
     case 5: sub = "SHA256"; break;
     case 6: sub = "SHA384"; break;
     case 7: sub = "SHA512"; break;

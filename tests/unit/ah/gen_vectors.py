@@ -15,8 +15,8 @@ from scapy.layers.inet6 import (IPv6ExtHdrHopByHop, IPv6ExtHdrDestOpt, IPv6ExtHd
                                 PadN, RouterAlert)
 from scapy.layers.ipsec import SecurityAssociation, AH, zero_mutable_fields
 
-SADB = {"HMAC-SHA1-96": (2, 20), "SHA2-256-128": (5, 32), "SHA2-384-192": (6, 48), "SHA2-512-256": (7, 64),
-        "HMAC-MD5-96": (3, 16), "AES-CMAC-96": (250, 16)}
+SADB = {"HMAC-SHA1-96": (3, 20), "SHA2-256-128": (5, 32), "SHA2-384-192": (6, 48), "SHA2-512-256": (7, 64),
+        "HMAC-MD5-96": (2, 16), "AES-CMAC-96": (250, 16)}  # <linux/pfkeyv2.h> ids
 
 
 def key(n, seed):

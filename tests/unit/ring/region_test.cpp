@@ -115,7 +115,7 @@ INSTANTIATE_TEST_SUITE_P(
     EachField, RegionCorruption,
     ::testing::Values(
         Corruption{"magic", [](RegionHeader& h) { h.magic ^= 1; }, RegionError::kBadMagic},
-        Corruption{"version", [](RegionHeader& h) { h.version = 2; }, RegionError::kBadVersion},
+        Corruption{"version", [](RegionHeader& h) { h.version = proto::kRegionVersion + 1; }, RegionError::kBadVersion},
         Corruption{"headerSize", [](RegionHeader& h) { h.headerSize = 64; }, RegionError::kBadHeaderSize},
         Corruption{"requestSlotSize", [](RegionHeader& h) { h.requestSlotSize = 32; }, RegionError::kBadSlotSize},
         Corruption{"completionSlotSize", [](RegionHeader& h) { h.completionSlotSize = 128; },
