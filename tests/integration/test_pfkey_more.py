@@ -1,0 +1,252 @@
+"""PF_KEY beyond the corpus, against one real ipsecd through its PF_KEY socket
+(<runtime>/pfkey, AF_UNIX SOCK_SEQPACKET): ESN and a replay window above 255
+(our SA_REPLAY extension, type 28, and FreeBSD's ESN flag 0x400), NAT-T
+type/ports/original address, X_MIGRATE, X_SPDEXPIRE, and the net.key sysctls
+through ipsecctl. The small client below packs <linux/pfkeyv2.h> structs by
+hand and trusts nothing it receives beyond parsing it.
+"""
+
+import ipaddress
+import json
+import os
+import select
+import socket
+import struct
+import time
+import unittest
+
+from harness import Testbed
+
+PF_KEY_V2 = 2
+SADB_GETSPI, SADB_ADD, SADB_GET, SADB_REGISTER, SADB_FLUSH = 1, 3, 5, 7, 9
+SADB_X_SPDADD, SADB_X_SPDDUMP, SADB_X_SPDFLUSH, SADB_X_SPDEXPIRE, SADB_X_MIGRATE = 14, 18, 19, 21, 24
+SATYPE_ESP = 3
+EXT_SA, EXT_LT_HARD, EXT_LT_SOFT, EXT_SRC, EXT_DST, EXT_KEY_ENC = 1, 3, 4, 5, 6, 9
+EXT_SPIRANGE, EXT_POLICY, EXT_SA2 = 16, 18, 19
+EXT_NAT_T_TYPE, EXT_NAT_T_SPORT, EXT_NAT_T_DPORT, EXT_NAT_T_OA = 20, 21, 22, 23
+EXT_SA_REPLAY = 28  # ours (lib/pfkey/message.h), FreeBSD's number and layout
+SAFLAG_ESN = 0x400
+AES_GCM_16 = 20
+IPPROTO_ESP, MODE_TUNNEL, LEVEL_REQUIRE, DIR_OUT, POLICY_IPSEC = 50, 2, 2, 2, 2
+EINVAL, ENOENT = 22, 2
+
+KEY = bytes(range(20))  # AES-128-GCM key + 4-byte salt
+
+
+def ext(etype, body):
+    body = body + b"\0" * (-(len(body) + 4) % 8)
+    return struct.pack("=HH", (len(body) + 4) // 8, etype) + body
+
+
+def sockaddr(ip, port=0):
+    a = ipaddress.ip_address(ip)
+    if a.version == 4:
+        return struct.pack("=H", socket.AF_INET) + struct.pack("!H", port) + a.packed + b"\0" * 8
+    return struct.pack("=H", socket.AF_INET6) + struct.pack("!HI", port, 0) + a.packed + b"\0" * 4
+
+
+def address(etype, ip, prefix=None, proto=0):
+    a = ipaddress.ip_address(ip)
+    prefix = (32 if a.version == 4 else 128) if prefix is None else prefix
+    return ext(etype, struct.pack("=BBH", proto, prefix, 0) + sockaddr(ip))
+
+
+def sa(spi, replay=0, state=1, auth=0, enc=0, flags=0):
+    return ext(EXT_SA, struct.pack("!I", spi) + struct.pack("=BBBBI", replay, state, auth, enc, flags))
+
+
+def key(etype, k):
+    return ext(etype, struct.pack("=HH", len(k) * 8, 0) + k)
+
+
+def lifetime(etype, addtime):
+    return ext(etype, struct.pack("=IQQQ", 0, 0, addtime, 0))
+
+
+def request(proto, mode, level, reqid, src, dst):
+    addrs = sockaddr(src) + sockaddr(dst)
+    return struct.pack("=HHBBHII", 16 + len(addrs), proto, mode, level, 0, reqid, 0) + addrs
+
+
+def policy(direction, requests, priority=0x80000000):
+    return ext(EXT_POLICY, struct.pack("=HBBII", POLICY_IPSEC, direction, 0, 0, priority) + b"".join(requests))
+
+
+def parse(msg):
+    """(header tuple, {ext type: body after the 4-byte ext header})."""
+    hdr = struct.unpack_from("=BBBBHHII", msg, 0)
+    exts, off = {}, 16
+    while off + 4 <= len(msg):
+        elen, etype = struct.unpack_from("=HH", msg, off)
+        if elen == 0:
+            break
+        exts[etype] = msg[off + 4:off + elen * 8]
+        off += elen * 8
+    return hdr, exts
+
+
+class PfkeyClient:
+    def __init__(self, path):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.s.connect(path)
+        self.pid = os.getpid()
+        self.seq = 0
+
+    def close(self):
+        self.s.close()
+
+    def send(self, mtype, satype, *exts):
+        self.seq += 1
+        body = b"".join(exts)
+        self.s.send(struct.pack("=BBBBHHII", PF_KEY_V2, mtype, 0, satype, 2 + len(body) // 8, 0, self.seq,
+                                self.pid) + body)
+        return self.seq
+
+    def recv(self, timeout=3.0):
+        r, _, _ = select.select([self.s], [], [], timeout)
+        return parse(self.s.recv(65536)) if r else None
+
+    def wait_for(self, mtype, timeout=3.0, seq=None):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = self.recv(deadline - time.monotonic())
+            if m and m[0][1] == mtype and (seq is None or m[0][6] == seq):
+                return m
+        return None
+
+    def call(self, mtype, satype, *exts):
+        seq = self.send(mtype, satype, *exts)
+        return self.wait_for(mtype, seq=seq)
+
+
+def errno_of(m):
+    return m[0][2]
+
+
+class PfkeyMoreTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tb = Testbed()
+        cls.tb.__enter__()
+        try:
+            cls.tb.start(cls.tb.a, "")
+        except BaseException:
+            cls.tb.close()
+            raise
+        cls.path = os.path.join(cls.tb.a.runtime, "pfkey")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tb.close()
+
+    def setUp(self):
+        self.c = PfkeyClient(self.path)
+        self.c.call(SADB_FLUSH, 0)
+        self.c.call(SADB_X_SPDFLUSH, 0)
+
+    def tearDown(self):
+        self.c.close()
+
+    def add_esp(self, spi, *extra, replay=32, flags=0):
+        return self.c.call(SADB_ADD, SATYPE_ESP, key(EXT_KEY_ENC, KEY),
+                           sa(spi, replay=replay, enc=AES_GCM_16, flags=flags),
+                           ext(EXT_SA2, struct.pack("=BBHII", MODE_TUNNEL, 0, 0, 0, 0)),
+                           address(EXT_SRC, "192.0.2.2"), address(EXT_DST, "192.0.2.1"), *extra)
+
+    def get(self, spi):
+        return self.c.call(SADB_GET, SATYPE_ESP, sa(spi), address(EXT_SRC, "192.0.2.2"),
+                           address(EXT_DST, "192.0.2.1"))
+
+    def test_esn_and_a_4096_window_round_trip(self):
+        r = self.add_esp(0x4001, ext(EXT_SA_REPLAY, struct.pack("=I", 4096)), replay=255, flags=SAFLAG_ESN)
+        self.assertIsNotNone(r)
+        self.assertEqual(errno_of(r), 0, r)
+        g = self.get(0x4001)
+        self.assertEqual(errno_of(g), 0)
+        spi, replay, _state, _auth, _enc, flags = struct.unpack("!I", g[1][EXT_SA][:4]) + \
+            struct.unpack_from("=BBBBI", g[1][EXT_SA], 4)
+        self.assertEqual(replay, 255)
+        self.assertTrue(flags & SAFLAG_ESN)
+        self.assertIn(EXT_SA_REPLAY, g[1])
+        self.assertEqual(struct.unpack_from("=I", g[1][EXT_SA_REPLAY])[0], 4096)
+        # Never silently clipped: a window the data path cannot keep is refused.
+        big = self.add_esp(0x4002, ext(EXT_SA_REPLAY, struct.pack("=I", 65537)), replay=255)
+        self.assertEqual(errno_of(big), EINVAL)
+
+    def test_nat_t_fields_round_trip(self):
+        r = self.add_esp(0x4101, ext(EXT_NAT_T_TYPE, struct.pack("=B3x", 2)),
+                         ext(EXT_NAT_T_SPORT, struct.pack("!H2x", 4500)),
+                         ext(EXT_NAT_T_DPORT, struct.pack("!H2x", 31000)),
+                         address(EXT_NAT_T_OA, "10.9.8.7"))
+        self.assertEqual(errno_of(r), 0, r)
+        g = self.get(0x4101)
+        self.assertEqual(errno_of(g), 0)
+        e = g[1]
+        self.assertEqual(e[EXT_NAT_T_TYPE][0], 2)
+        self.assertEqual(struct.unpack_from("!H", e[EXT_NAT_T_SPORT])[0], 4500)
+        self.assertEqual(struct.unpack_from("!H", e[EXT_NAT_T_DPORT])[0], 31000)
+        self.assertEqual(e[EXT_NAT_T_OA][8:12], ipaddress.ip_address("10.9.8.7").packed)
+
+    def test_migrate_moves_a_tunnel_policy(self):
+        watcher = PfkeyClient(self.path)
+        try:
+            add = self.c.call(SADB_X_SPDADD, 0,
+                              policy(DIR_OUT, [request(IPPROTO_ESP, MODE_TUNNEL, LEVEL_REQUIRE, 0,
+                                                       "192.0.2.1", "192.0.2.2")]),
+                              address(EXT_SRC, "198.51.100.0", 24, 255), address(EXT_DST, "203.0.113.0", 24, 255))
+            self.assertEqual(errno_of(add), 0)
+            watcher.recv(0.2)  # the SPDADD broadcast
+            self.c.send(SADB_X_MIGRATE, SATYPE_ESP, address(EXT_SRC, "198.51.100.0", 24, 255),
+                        address(EXT_DST, "203.0.113.0", 24, 255),
+                        policy(DIR_OUT, [request(IPPROTO_ESP, MODE_TUNNEL, LEVEL_REQUIRE, 0, "192.0.2.1", "192.0.2.2"),
+                                         request(IPPROTO_ESP, MODE_TUNNEL, LEVEL_REQUIRE, 0, "192.0.2.9", "192.0.2.2")]))
+            m = watcher.wait_for(SADB_X_MIGRATE)
+            self.assertIsNotNone(m, "every socket hears the migration")
+            self.assertEqual(errno_of(m), 0)
+            self.c.send(SADB_X_SPDDUMP, 0)
+            d = self.c.wait_for(SADB_X_SPDDUMP)  # one policy: its seq is 0, as every dump's last
+            self.assertIsNotNone(d)
+            self.assertIn(ipaddress.ip_address("192.0.2.9").packed, d[1][EXT_POLICY])
+            self.assertNotIn(ipaddress.ip_address("192.0.2.1").packed, d[1][EXT_POLICY])
+        finally:
+            watcher.close()
+
+    def test_a_policy_with_a_hard_lifetime_expires(self):
+        self.c.call(SADB_REGISTER, SATYPE_ESP)
+        add = self.c.call(SADB_X_SPDADD, 0,
+                          policy(DIR_OUT, [request(IPPROTO_ESP, MODE_TUNNEL, LEVEL_REQUIRE, 0,
+                                                   "192.0.2.1", "192.0.2.2")]),
+                          address(EXT_SRC, "198.51.100.0", 24, 255), address(EXT_DST, "203.0.113.7", 32, 255),
+                          lifetime(EXT_LT_HARD, 2), lifetime(EXT_LT_SOFT, 0))
+        self.assertEqual(errno_of(add), 0)
+        m = self.c.wait_for(SADB_X_SPDEXPIRE, timeout=6)
+        self.assertIsNotNone(m, "no X_SPDEXPIRE")
+        self.assertEqual(struct.unpack_from("=IQQQ", m[1][EXT_LT_HARD])[2], 2)
+        self.assertEqual(errno_of(self.c.call(SADB_X_SPDDUMP, 0)), ENOENT)
+
+    def test_net_key_sysctls(self):
+        a = self.tb.a
+        all_ = json.loads(a.ipsecctl("sysctl", "--json"))
+        for name in ("net.key.larval_lifetime", "net.key.blockacq_count", "net.key.blockacq_lifetime",
+                     "net.key.spi_minval", "net.key.spi_maxval", "net.key.debug"):
+            self.assertIn(name, all_)
+        a.ipsecctl("sysctl", "net.key.spi_minval=4096")
+        a.ipsecctl("sysctl", "net.key.spi_maxval=8191")
+        try:
+            time.sleep(0.2)
+            for _ in range(5):
+                g = self.c.call(SADB_GETSPI, SATYPE_ESP, address(EXT_SRC, "192.0.2.2"), address(EXT_DST, "192.0.2.1"))
+                self.assertEqual(errno_of(g), 0)
+                spi = struct.unpack("!I", g[1][EXT_SA][:4])[0]
+                self.assertTrue(4096 <= spi <= 8191, hex(spi))
+            charon = self.c.call(SADB_GETSPI, SATYPE_ESP,
+                                 ext(EXT_SPIRANGE, struct.pack("=III", 0xc0000000, 0xcfffffff, 0)),
+                                 address(EXT_SRC, "192.0.2.2"), address(EXT_DST, "192.0.2.1"))
+            self.assertEqual(errno_of(charon), EINVAL)
+        finally:
+            a.ipsecctl("sysctl", "net.key.spi_minval=256")
+            a.ipsecctl("sysctl", "net.key.spi_maxval=4294967295")
+
+
+if __name__ == "__main__":
+    unittest.main()
