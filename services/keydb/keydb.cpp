@@ -339,8 +339,16 @@ void Keydb::reply(std::uint64_t id, int err, const std::vector<Sa*>& sas, bool w
     c.setAddTime(sa.addTime);
     c.setUseTime(sa.firstUse);
   }
-  policy_->send(b);
+  const auto sent = policy_->send(b);
   if (withKeys) control::wipeMessage(b);
+  if (sent == control::Channel::SendResult::kTooLarge && err == 0) {
+    // A dump larger than one control message (control::kMaxMessageBytes,
+    // some thousands of SAs) cannot be answered yet: say so rather than
+    // leave the request unanswered. (A continuation flag in SadReply would
+    // lift this: proto/sad.capnp.)
+    log::warn("reply to request {} with {} SAs exceeds a control message: ENOBUFS", id, sas.size());
+    reply(id, ENOBUFS);
+  }
 }
 
 // ---- crypto -----------------------------------------------------------------

@@ -443,7 +443,7 @@ bool Server::onKeydbReply(proto::SadReply::Reader r) {
         h.sadb_msg_seq = i + 1 == sas.size() ? 0 : i + 1;
         auto bytes = saMessage(h, sas[i], SaMessage::kStateWithKeys);
         if (!bytes) return false;
-        deliver(std::move(*bytes), Audience::kOne, c);
+        deliverDump(c, std::move(*bytes));
       }
       return true;
     }

@@ -225,7 +225,7 @@ void Server::dispatch(Client* c, const pfkey::ParsedMessage& m) {
     case SADB_GET: err = onDeleteOrGet(c, m); break;
     case SADB_REGISTER: err = onRegister(c, m); break;
     case SADB_FLUSH: err = onFlush(c, m); break;
-    case SADB_DUMP: err = onDump(c, m); break;
+    case SADB_DUMP: err = dumping(c) ? EBUSY : onDump(c, m); break;
     case SADB_X_PROMISC: err = onPromisc(c, m); break;
     case SADB_X_SPDADD:
     case SADB_X_SPDSETIDX:  // as Linux: an SPDADD (KAME's index-only form is not kept)
@@ -233,7 +233,7 @@ void Server::dispatch(Client* c, const pfkey::ParsedMessage& m) {
     case SADB_X_SPDDELETE: err = onSpdDelete(c, m); break;
     case SADB_X_SPDGET:
     case SADB_X_SPDDELETE2: err = onSpdGetOrDelete2(c, m); break;
-    case SADB_X_SPDDUMP: err = onSpdDump(c, m); break;
+    case SADB_X_SPDDUMP: err = dumping(c) ? EBUSY : onSpdDump(c, m); break;
     case SADB_X_SPDFLUSH: err = onSpdFlush(c, m); break;
     case SADB_X_MIGRATE: err = onMigrate(c, m); break;
     // ACQUIRE, EXPIRE, X_SPDEXPIRE and X_NAT_T_NEW_MAPPING flow from us to key
@@ -319,6 +319,28 @@ void Server::enqueue(Client& c, const OutPtr& m) {
   armWrite(c);
 }
 
+void Server::deliverDump(Client* c, std::vector<std::uint8_t> bytes) {
+  if (!c) return;
+  auto m = std::make_shared<const OutMessage>(std::move(bytes));
+  // Promiscuous sockets see dump entries as they see any message.
+  for (auto& [id, other] : clients_) {
+    if (other.get() != c && other->promiscuous) enqueue(*other, m);
+  }
+  if (c->dumpBacklog.empty() && c->queue.size() < options_.maxQueuedMessages / 2) {
+    enqueue(*c, m);
+  } else {
+    c->dumpBacklog.push_back(std::move(m));
+  }
+}
+
+void Server::refillFromBacklog(Client& c) {
+  while (!c.dumpBacklog.empty() && c.queue.size() < options_.maxQueuedMessages / 2) {
+    OutPtr m = std::move(c.dumpBacklog.front());
+    c.dumpBacklog.pop_front();
+    enqueue(c, m);
+  }
+}
+
 void Server::armWrite(Client& c) {
   if (c.writeArmed) return;
   c.writeArmed = true;
@@ -343,6 +365,7 @@ void Server::onWritable(std::uint64_t id) {
     c->queuedBytes -= bytes.size();
     c->queue.pop_front();
   }
+  refillFromBacklog(*c);
   if (!c->queue.empty()) armWrite(*c);
 }
 

@@ -178,6 +178,10 @@ class Server {
     bool writeArmed = false;
     bool promiscuous = false;
     std::uint32_t registered = 0;  // bit n: REGISTERed satype n
+    // The rest of a dump, fed into `queue` as the client reads: Linux paces a
+    // dump by the reader's receive buffer (pfkey_do_dump), it never drops
+    // entries. A second dump while one runs is EBUSY, as Linux answers.
+    std::deque<OutPtr> dumpBacklog;
   };
 
   // A SAD request waiting for keydb.
@@ -201,6 +205,10 @@ class Server {
   void deliver(std::vector<std::uint8_t> bytes, Audience to, Client* one);
   void promiscuousCopy(const pfkey::ParsedMessage& m);
   void replyError(Client* c, const sadb_msg& request, int errnum);
+  // One message of a dump to `c` (may be null), paced by its reading.
+  void deliverDump(Client* c, std::vector<std::uint8_t> bytes);
+  void refillFromBacklog(Client& c);
+  bool dumping(const Client* c) const noexcept { return c && !c->dumpBacklog.empty(); }
   void dispatch(Client* c, const pfkey::ParsedMessage& m);
 
   // ---- SA messages and keydb (sa_requests.cpp)

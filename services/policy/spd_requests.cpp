@@ -136,7 +136,7 @@ int Server::onSpdDump(Client* c, const pfkey::ParsedMessage& m) {
   for (std::size_t i = 0; i < all.size(); ++i) {
     sadb_msg h = m.msg();
     h.sadb_msg_seq = i + 1 == all.size() ? 0 : static_cast<std::uint32_t>(i + 1);
-    deliver(encodePolicy(all[i], h), Audience::kOne, c);
+    deliverDump(c, encodePolicy(all[i], h));
   }
   return 0;
 }

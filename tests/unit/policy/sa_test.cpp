@@ -337,6 +337,41 @@ TEST(SaRequests, AnExpireFromKeydbReachesRegisteredSocketsWithTheHardLifetime) {
   EXPECT_EQ(other.drain().size(), 0u);
 }
 
+// A dump larger than a client's queue is paced by the client's reading, as
+// Linux's pfkey_do_dump: every entry arrives, none is dropped as ENOBUFS.
+TEST(SaRequests, ADumpLargerThanTheClientQueueArrivesWhole) {
+  ServerOptions o;
+  o.maxQueuedMessages = 64;
+  Harness h(o);
+  auto c = h.connect();
+  c.send(header(SADB_DUMP, SADB_SATYPE_ESP, 7));
+  h.pump();
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader);
+  constexpr unsigned kSas = 3000;
+  answer(h, req.reader->getRoot<proto::PolicyToKeydb>().getRequestId(), 0, kSas, true);
+  c.send(header(SADB_DUMP, SADB_SATYPE_ESP, 8));  // a second dump while one runs
+  unsigned entries = 0, busy = 0;
+  bool last = false;
+  for (int rounds = 0; rounds < 10000 && !(last && busy); ++rounds) {
+    h.pump();
+    for (const auto& b : c.drain()) {
+      auto m = parsed(b);
+      if (m.msg().sadb_msg_errno == EBUSY) {
+        ++busy;
+        continue;
+      }
+      ASSERT_EQ(m.msg().sadb_msg_type, SADB_DUMP);
+      ++entries;
+      last = m.msg().sadb_msg_seq == 0;
+    }
+  }
+  EXPECT_EQ(entries, kSas);
+  EXPECT_TRUE(last);
+  EXPECT_EQ(busy, 1u);
+  EXPECT_EQ(h.stat("pfkey_enobufs"), 0u);
+}
+
 // ---- ESN and replay windows above 255 (lib/pfkey/message.h) -------------------
 
 Bytes windowAdd(std::uint32_t window, bool esn, bool ext, std::uint8_t satype = SADB_SATYPE_ESP) {
