@@ -159,6 +159,14 @@ bool Forwarder::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
   auto msg = m.getRoot<proto::KeydbToForwarder>();
   switch (msg.which()) {
     case proto::KeydbToForwarder::INSTALL: {
+      if (isIpcompInstall(msg.getInstall())) {  // no session, no ESP layout: bundle.cpp keeps it
+        if (!installIpcomp(msg.getInstall())) {
+          log::error("keydb sent a bad IPComp SA");
+          return false;
+        }
+        releaseHeld();
+        return true;
+      }
       if (auto err = sas_.install(msg.getInstall())) {
         log::error("keydb sent a bad SA: {}", *err);
         return false;
@@ -183,6 +191,7 @@ bool Forwarder::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
     }
     case proto::KeydbToForwarder::REMOVE: {
       const SaRef ref{msg.getRemove().getIndex(), msg.getRemove().getGeneration()};
+      if (removeIpcomp(ref)) return true;
       sas_.remove(ref);
       if (ref.index < natT_.size() && natT_[ref.index].generation == ref.generation) natT_[ref.index] = NatT{};
       return true;
@@ -283,6 +292,7 @@ void Forwarder::fillStats(proto::Stats::Builder out) {
 
 void Forwarder::setSysctl(std::string_view name, std::int64_t value) {
   if (name == "net.inet.esp.enable") espEnabled_ = value != 0;
+  if (name == "net.inet.ipcomp.enable") ipcompEnabled_ = value != 0;
   if (name == "net.inet.ipsec.debug") log::setDebug(value != 0);
   if (name == "net.inet.ipsec.natt_keepalive_interval") keepaliveIntervalS_ = value < 0 ? 0 : value;
 }

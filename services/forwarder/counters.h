@@ -59,7 +59,20 @@ namespace ipsec::forwarder {
   X(transport_in_packets)     /* transport-mode packets delivered to the TUN */    \
   X(transport_out_drop_fragment) /* a local fragment: ESP transport wants whole datagrams */ \
   X(transport_in_drop_natt)   /* transport mode in UDP: not supported yet */       \
-  X(out_drop_sa_mode)         /* the SA's mode is not the policy request's */
+  X(out_drop_sa_mode)         /* the SA's mode is not the policy request's */     \
+  X(ipcomp_out_compressed)    /* inner packets compressed (RFC 3173) */            \
+  X(ipcomp_out_uncompressed)  /* below the threshold or incompressible: sent as is */ \
+  X(ipcomp_out_drop_disabled) /* net.inet.ipcomp.enable = 0 */                     \
+  X(ipcomp_out_drop_no_sa)    /* the policy requires IPComp and there is no SA */  \
+  X(ipcomp_out_drop_error)    /* the compressor failed */                          \
+  X(ipcomp_in_decompressed)   /* IPComp payloads inflated */                       \
+  X(ipcomp_in_drop_disabled)  /* net.inet.ipcomp.enable = 0 */                     \
+  X(ipcomp_in_drop_truncated) /* shorter than the IPComp header */                 \
+  X(ipcomp_in_drop_no_sa)     /* CPI of no IPComp SA between the ESP SA's ends */  \
+  X(ipcomp_in_drop_bad_data)  /* not a valid raw DEFLATE stream */                 \
+  X(ipcomp_in_drop_too_large) /* would inflate beyond the limit (a bomb) */        \
+  X(ipcomp_in_drop_bad_next_header) /* not IPv4/IPv6 inside, or the version disagrees */ \
+  X(ipcomp_in_drop_error)     /* the decompressor failed otherwise */
 
 struct Counters {
 #define IPSEC_DECLARE(name) std::uint64_t name = 0;

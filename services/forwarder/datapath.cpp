@@ -142,11 +142,14 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
   Sa* sa = nullptr;
   const Request* wanted = nullptr;
   for (const auto& r : p->requests) {
-    // Transport mode: the SA between the packet's own addresses (transport.cpp).
-    const bool transport = r.mode == IPSEC_MODE_TRANSPORT;
-    if (r.proto != IPPROTO_ESP || (!transport && (!r.tunnelSrc || !r.tunnelDst))) continue;
+    // Transport mode: the SA between the packet's own addresses (transport.cpp);
+    // in a bundle with an IPComp tunnel, between the tunnel's ends (bundle.cpp).
+    const Request* outer = bundleTunnel(*p);
+    const Request& ends = outer ? *outer : r;
+    const bool transport = ends.mode == IPSEC_MODE_TRANSPORT;
+    if (r.proto != IPPROTO_ESP || (!transport && (!ends.tunnelSrc || !ends.tunnelDst))) continue;
     wanted = &r;
-    sa = sas_.selectOutbound(transport ? flow->src : *r.tunnelSrc, transport ? flow->dst : *r.tunnelDst,
+    sa = sas_.selectOutbound(transport ? flow->src : *ends.tunnelSrc, transport ? flow->dst : *ends.tunnelDst,
                              r.level == IPSEC_LEVEL_UNIQUE ? r.reqid : 0);
     if (sa) break;
   }
@@ -169,10 +172,14 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
     ++counters_.out_drop_sa_mode;
     return false;
   }
-  if (wanted->mode == IPSEC_MODE_TRANSPORT) return outboundTransport(w, buf, len, *sa);
+  if (wanted->mode == IPSEC_MODE_TRANSPORT && !bundleTunnel(*p)) return outboundTransport(w, buf, len, *sa);
   const std::uint64_t seq = sa->seqNext;
-  const std::uint8_t nextHeader = flow->version == 4 ? esp::kNextHeaderIpv4 : esp::kNextHeaderIpv6;
-  auto r = esp::encapsulate({data, w.bufferSize}, kHeadroom, len, sa->spi,
+  std::uint8_t nextHeader = flow->version == 4 ? esp::kNextHeaderIpv4 : esp::kNextHeaderIpv6;
+  std::uint32_t payloadOff = kHeadroom, payloadLen = len;
+  // Read before IPComp may overwrite the inner header.
+  const std::uint8_t outerTos = esp::outerTrafficClass(esp::trafficClass({data + kHeadroom, len}));
+  if (!compressForBundle(*p, *sa, w, buf, payloadOff, payloadLen, nextHeader)) return false;
+  auto r = esp::encapsulate({data, w.bufferSize}, payloadOff, payloadLen, sa->spi,
                             static_cast<std::uint32_t>(seq), sa->layout, nextHeader);
   if (!r.ok()) {
     ++counters_.out_drop_no_room;
@@ -185,7 +192,7 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
 
   w.pending.push_back(cryptoRequest(buf, *sa, proto::CryptoOp::kSeal, static_cast<std::uint32_t>(r.offset),
                                     static_cast<std::uint32_t>(r.length), seq));
-  w.contexts[buf] = {Use::kOutbound, sa->ref, seq, esp::outerTrafficClass(esp::trafficClass({data + kHeadroom, len})),
+  w.contexts[buf] = {Use::kOutbound, sa->ref, seq, outerTos,
                      false, {}};
   sa->counters.out_packets++;
   sa->counters.out_bytes += len;
@@ -625,6 +632,12 @@ void Forwarder::onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept {
   if (openedTransport(w, c, *sa, ctx)) return;
   std::uint8_t* esp = bufferData(w, c.bufferIndex) + c.offset;
   auto d = esp::decapsulate({esp, c.length}, sa->layout);
+  if (d.error == esp::EspError::kBadNextHeader && d.nextHeader == ipcomp::kProtoIpcomp &&
+      !decompressForBundle({esp, w.bufferSize - c.offset}, *sa, d)) {
+    sa->counters.in_drop_other++;
+    freeBuffer(w, c.bufferIndex);
+    return;
+  }
   switch (d.error) {
     case esp::EspError::kOk: break;
     case esp::EspError::kDummyPacket:

@@ -34,6 +34,7 @@
 #include "control/unique_fd.h"
 #include "counters.h"
 #include "esp/udp_encap.h"
+#include "ipcomp/ipcomp.h"
 #include "proto/ring_abi.h"
 #include "ring/doorbell.h"
 #include "ring/endpoints.h"
@@ -159,6 +160,30 @@ class Forwarder {
   // True when it took the packet (delivered or dropped); false for a tunnel-mode payload.
   bool openedTransport(Worker& w, const proto::CryptoCompletion& c, Sa& sa, const BufferContext& ctx) noexcept;
   static std::uint8_t hopLimitOf(const msghdr& m) noexcept;
+
+  // IPComp + ESP bundles (bundle.cpp). IPComp SAs have no session: kept here.
+  struct IpcompSa {
+    SaRef ref;
+    std::uint16_t cpi = 0;
+    std::uint8_t mode = 0;
+    std::uint32_t reqid = 0;
+    esp::IpAddress src, dst;
+    std::uint64_t order = 0;
+  };
+  static bool isIpcompInstall(proto::SaInstall::Reader msg) noexcept;
+  bool installIpcomp(proto::SaInstall::Reader msg);
+  bool removeIpcomp(SaRef ref) noexcept;
+  const IpcompSa* selectIpcomp(const esp::IpAddress& src, const esp::IpAddress& dst, std::uint32_t reqid) const noexcept;
+  // The tunnel request of a bundle with IPComp (ESP transport inside it runs between its ends), or nullptr.
+  static const Request* bundleTunnel(const Policy& p) noexcept;
+  bool compressForBundle(const Policy& p, const Sa& esp, Worker& w, std::uint32_t buf, std::uint32_t& off,
+                         std::uint32_t& len, std::uint8_t& nextHeader) noexcept;
+  bool decompressForBundle(std::span<std::uint8_t> fromEsp, const Sa& esp, esp::DecapResult& d) noexcept;
+  std::vector<IpcompSa> ipcompSas_;
+  std::uint64_t nextIpcompOrder_ = 1;
+  std::unique_ptr<ipcomp::Compressor> compressor_;
+  std::unique_ptr<ipcomp::Decompressor> decompressor_;
+  bool ipcompEnabled_ = true;
 
   // Control (control.cpp).
   bool onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds);

@@ -147,12 +147,13 @@ void Forwarder::queueTransportSend(Worker& w, const proto::CryptoCompletion& c, 
 bool Forwarder::openedTransport(Worker& w, const proto::CryptoCompletion& c, Sa& sa,
                                 const BufferContext& ctx) noexcept {
   std::uint8_t* esp = bufferData(w, c.bufferIndex) + c.offset;
-  if (sa.mode != IPSEC_MODE_TRANSPORT) {
-    // Mode "any" (setkey's default) carries either; the payload says which.
-    if (sa.mode != IPSEC_MODE_ANY || c.length < 1u + sa.layout.icvLength) return false;
-    const std::uint8_t next = esp[c.length - sa.layout.icvLength - 1];
-    if (next == esp::kNextHeaderIpv4 || next == esp::kNextHeaderIpv6) return false;
-  }
+  if (sa.mode != IPSEC_MODE_TRANSPORT && sa.mode != IPSEC_MODE_ANY) return false;
+  if (c.length < 1u + sa.layout.icvLength) return false;  // the tunnel path counts it
+  const std::uint8_t next = esp[c.length - sa.layout.icvLength - 1];
+  // An IP packet or IPComp inside is a tunnel: the ESP of an IPComp-tunnel
+  // bundle (bundle.cpp; uncompressed packets carry 4/41) or a mode "any" SA
+  // (setkey's default) used for a tunnel. The tunnel path takes them.
+  if (next == esp::kProtoIpcomp || next == esp::kNextHeaderIpv4 || next == esp::kNextHeaderIpv6) return false;
   auto drop = [&](std::uint64_t& counter) {
     ++counter;
     sa.counters.in_drop_other++;
