@@ -13,6 +13,7 @@
 //                    9 raw AH/IPv4, 10 raw AH/IPv6, 11 raw IPComp/IPv4,
 //                    12 raw IPComp/IPv6, 13 NAT-T UDP/IPv4, 14 NAT-T UDP/IPv6,
 //                    then per worker: ring memfd, request bell, completion bell
+//                    then header-included raw IPv4, IPv6 (transport mode, send only)
 //
 // Each child drops to its own uid/gid, chroots into an empty directory, sheds
 // every capability, sets no_new_privs and loads its seccomp allow-list before
