@@ -6,6 +6,7 @@
 #include "forwarder.h"
 
 #include <linux/ipsec.h>
+#include <linux/pfkeyv2.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
 #include <time.h>
@@ -149,7 +150,7 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
     const bool transport = ends.mode == IPSEC_MODE_TRANSPORT;
     if (r.proto != IPPROTO_ESP || (!transport && (!ends.tunnelSrc || !ends.tunnelDst))) continue;
     wanted = &r;
-    sa = sas_.selectOutbound(transport ? flow->src : *ends.tunnelSrc, transport ? flow->dst : *ends.tunnelDst,
+    sa = sas_.selectOutbound(SADB_SATYPE_ESP, transport ? flow->src : *ends.tunnelSrc, transport ? flow->dst : *ends.tunnelDst,
                              r.level == IPSEC_LEVEL_UNIQUE ? r.reqid : 0);
     if (sa) break;
   }
@@ -457,7 +458,7 @@ void Forwarder::inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, c
     freeBuffer(w, buf);
     return;
   }
-  Sa* sa = sas_.findInbound(h.header.spi, dst);
+  Sa* sa = sas_.findInbound(SADB_SATYPE_ESP, h.header.spi, dst);
   if (!sa) {
     ++counters_.esp_in_drop_no_sa;
     log::debug("in: no SA for SPI {:#x} dst {}", h.header.spi, dst.toString());

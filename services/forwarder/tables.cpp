@@ -79,19 +79,20 @@ Sa* SaTable::find(SaRef ref) noexcept {
   return &*slots_[ref.index];
 }
 
-Sa* SaTable::findInbound(uint32_t spi, const esp::IpAddress& dst) noexcept {
+Sa* SaTable::findInbound(uint8_t satype, uint32_t spi, const esp::IpAddress& dst) noexcept {
   auto range = bySpi_.equal_range(spi);
   for (auto it = range.first; it != range.second; ++it) {
     Sa& sa = *slots_[it->second];
-    if (sa.dst == dst) return &sa;
+    if (sa.satype == satype && sa.dst == dst) return &sa;
   }
   return nullptr;
 }
 
-Sa* SaTable::selectOutbound(const esp::IpAddress& src, const esp::IpAddress& dst, uint32_t reqid) noexcept {
+Sa* SaTable::selectOutbound(uint8_t satype, const esp::IpAddress& src, const esp::IpAddress& dst,
+                            uint32_t reqid) noexcept {
   Sa* best = nullptr;
   for (auto& s : slots_) {
-    if (!s || s->src != src || s->dst != dst) continue;
+    if (!s || s->satype != satype || s->src != src || s->dst != dst) continue;
     if (reqid != 0 && s->reqid != reqid) continue;
     if (!best || s->installOrder > best->installOrder) best = &*s;
   }

@@ -55,10 +55,13 @@ class SaTable {
   void clear();
 
   Sa* find(SaRef ref) noexcept;
-  Sa* findInbound(std::uint32_t spi, const esp::IpAddress& dst) noexcept;
-  // The newest SA (highest install order) from src to dst with this reqid
-  // (0 = any), or nullptr.
-  Sa* selectOutbound(const esp::IpAddress& src, const esp::IpAddress& dst, std::uint32_t reqid) noexcept;
+  // PF_KEY names an SA by (satype, SPI, dst): ESP and AH SAs may share an
+  // SPI and endpoints, so every lookup says which protocol it wants.
+  Sa* findInbound(std::uint8_t satype, std::uint32_t spi, const esp::IpAddress& dst) noexcept;
+  // The newest SA (highest install order) of this satype from src to dst with
+  // this reqid (0 = any), or nullptr.
+  Sa* selectOutbound(std::uint8_t satype, const esp::IpAddress& src, const esp::IpAddress& dst,
+                     std::uint32_t reqid) noexcept;
 
   template <class F>
   void forEach(F&& f) {

@@ -45,9 +45,9 @@ TEST(SaTable, FindsInboundSaBySpiAndDestination) {
   SaTable t;
   Install i(0, 0x1001);
   ASSERT_FALSE(t.install(i.m.asReader()));
-  EXPECT_NE(t.findInbound(0x1001, ip("192.0.2.2")), nullptr);
-  EXPECT_EQ(t.findInbound(0x1001, ip("192.0.2.9")), nullptr);
-  EXPECT_EQ(t.findInbound(0x1002, ip("192.0.2.2")), nullptr);
+  EXPECT_NE(t.findInbound(SADB_SATYPE_ESP, 0x1001, ip("192.0.2.2")), nullptr);
+  EXPECT_EQ(t.findInbound(SADB_SATYPE_ESP, 0x1001, ip("192.0.2.9")), nullptr);
+  EXPECT_EQ(t.findInbound(SADB_SATYPE_ESP, 0x1002, ip("192.0.2.2")), nullptr);
 }
 
 TEST(SaTable, SelectsTheNewestSaForTheEndpoints) {
@@ -55,11 +55,23 @@ TEST(SaTable, SelectsTheNewestSaForTheEndpoints) {
   Install a(0, 0x1001), b(1, 0x1003);
   ASSERT_FALSE(t.install(a.m.asReader()));
   ASSERT_FALSE(t.install(b.m.asReader()));
-  Sa* sa = t.selectOutbound(ip("192.0.2.1"), ip("192.0.2.2"), 0);
+  Sa* sa = t.selectOutbound(SADB_SATYPE_ESP, ip("192.0.2.1"), ip("192.0.2.2"), 0);
   ASSERT_NE(sa, nullptr);
   EXPECT_EQ(sa->spi, 0x1003u);
   t.remove(sa->ref);
-  EXPECT_EQ(t.selectOutbound(ip("192.0.2.1"), ip("192.0.2.2"), 0)->spi, 0x1001u);
+  EXPECT_EQ(t.selectOutbound(SADB_SATYPE_ESP, ip("192.0.2.1"), ip("192.0.2.2"), 0)->spi, 0x1001u);
+}
+
+TEST(SaTable, LookupsNeverConfuseEspWithAhOnTheSameSpiAndEndpoints) {
+  SaTable t;
+  Install esp(0, 0x1001), ah(1, 0x1001);
+  ah.m.getParams().setSatype(SADB_SATYPE_AH);
+  ASSERT_FALSE(t.install(esp.m.asReader()));
+  ASSERT_FALSE(t.install(ah.m.asReader()));
+  EXPECT_EQ(t.findInbound(SADB_SATYPE_ESP, 0x1001, ip("192.0.2.2"))->ref.index, 0u);
+  EXPECT_EQ(t.findInbound(SADB_SATYPE_AH, 0x1001, ip("192.0.2.2"))->ref.index, 1u);
+  EXPECT_EQ(t.selectOutbound(SADB_SATYPE_ESP, ip("192.0.2.1"), ip("192.0.2.2"), 0)->ref.index, 0u);
+  EXPECT_EQ(t.selectOutbound(SADB_SATYPE_AH, ip("192.0.2.1"), ip("192.0.2.2"), 0)->ref.index, 1u);
 }
 
 TEST(SaTable, ReqidNarrowsTheChoice) {
@@ -67,7 +79,7 @@ TEST(SaTable, ReqidNarrowsTheChoice) {
   Install a(0, 0x1001, 7), b(1, 0x1003, 8);
   ASSERT_FALSE(t.install(a.m.asReader()));
   ASSERT_FALSE(t.install(b.m.asReader()));
-  EXPECT_EQ(t.selectOutbound(ip("192.0.2.1"), ip("192.0.2.2"), 7)->spi, 0x1001u);
+  EXPECT_EQ(t.selectOutbound(SADB_SATYPE_ESP, ip("192.0.2.1"), ip("192.0.2.2"), 7)->spi, 0x1001u);
 }
 
 TEST(SaTable, RefusesMixedFamiliesAndBadGrants) {
@@ -86,7 +98,7 @@ TEST(SaTable, SmallReplayWindowsRoundUpNeverDown) {
   Install a(0, 0x1001);
   a.m.getParams().setReplayWindow(4);
   ASSERT_FALSE(t.install(a.m.asReader()));
-  Sa* sa = t.findInbound(0x1001, ip("192.0.2.2"));
+  Sa* sa = t.findInbound(SADB_SATYPE_ESP, 0x1001, ip("192.0.2.2"));
   ASSERT_TRUE(sa && sa->replay);
   EXPECT_GE(sa->replay->size(), 32u);
 }
