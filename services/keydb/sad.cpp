@@ -8,6 +8,10 @@
 namespace ipsec::keydb {
 namespace {
 constexpr std::uint64_t kNoEsnLimit = std::uint64_t{1} << 32;  // exclusive: seq 2^32-1 is the last
+// An SaParams with IPv6 addresses and both NAT-T original addresses takes
+// about 50 words; capnp's default first segment (1024 words, 8 KiB, zeroed)
+// was most of keydb's memory per SA.
+constexpr unsigned kParamsFirstSegmentWords = 64;
 }
 
 SaKey Sa::key() const {
@@ -39,7 +43,7 @@ Sa& Sad::create(proto::SaParams::Reader params) {
   }
   auto sa = std::make_unique<Sa>();
   sa->ref = {index, ++generations_[index]};
-  sa->params = std::make_unique<capnp::MallocMessageBuilder>();
+  sa->params = std::make_unique<capnp::MallocMessageBuilder>(kParamsFirstSegmentWords);
   sa->params->setRoot(params);
   byKey_[sa->key()] = index;
   slots_[index] = std::move(sa);
