@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""SAD benchmarks through a real PF_KEY socket against a real ipsecd (run as
+root: the instance lives in a network namespace of its own):
+
+  ADD rate   N ESP (AES-GCM-128) SAs added through one PF_KEY socket with a
+             bounded window of requests in flight; each ADD goes
+             policy -> keydb -> crypto broker (session) -> forwarder (install)
+             and its reply comes back only then. Target >= 50 000 SA/s.
+  DUMP       one SADB_DUMP of every SA (one message each, keys included);
+             target: 100 000 SAs in < 1 s.
+  memory     VmRSS of ipsec-keydb (and the other services) before and after,
+             per SA.
+
+  sudo python3 bench/sad/sad_bench.py --build build [--sas 100000] [--window 256]
+
+Not a test: it prints figures, ratios to the targets, and never fails on
+timing. The PF_KEY client is the one of tests/integration/test_pfkey_more.py.
+"""
+
+import argparse
+import os
+import select
+import socket
+import struct
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+
+from test_pfkey_more import (AES_GCM_16, EXT_DST, EXT_KEY_ENC, EXT_SA2, EXT_SRC, KEY, MODE_TUNNEL,  # noqa: E402
+                             PF_KEY_V2, SADB_ADD, SADB_DUMP, SADB_FLUSH, SATYPE_ESP, PfkeyClient, address, ext,
+                             key, sa)
+
+ADD_TARGET = 50_000  # SA/s
+DUMP_TARGET = 1.0    # s for 100 000 SAs
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def add_many(c, n, window, first_spi=0x10000):
+    """Pipelines n ADDs (at most `window` unanswered); returns (seconds, errors)."""
+    fixed = (key(EXT_KEY_ENC, KEY), ext(EXT_SA2, struct.pack("=BBHII", MODE_TUNNEL, 0, 0, 0, 1)),
+             address(EXT_SRC, "192.0.2.2"), address(EXT_DST, "192.0.2.1"))
+    body_tail = b"".join(fixed[1:])
+    msgs = []
+    for i in range(n):
+        body = fixed[0] + sa(first_spi + i, replay=32, enc=AES_GCM_16) + body_tail
+        msgs.append(struct.pack("=BBBBHHII", PF_KEY_V2, SADB_ADD, 0, SATYPE_ESP, 2 + len(body) // 8, 0, i + 1,
+                                c.pid) + body)
+    sent = answered = errors = 0
+    start = time.perf_counter()
+    while answered < n:
+        while sent < n and sent - answered < window:
+            c.s.send(msgs[sent])
+            sent += 1
+        r, _, _ = select.select([c.s], [], [], 10)
+        if not r:
+            raise RuntimeError(f"no reply after {answered}/{n} answered")
+        while True:
+            try:
+                m = c.s.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            if m[1] == SADB_ADD:
+                answered += 1
+                errors += m[2] != 0
+    return time.perf_counter() - start, errors
+
+
+def dump_all(c):
+    """One DUMP; returns (seconds, messages)."""
+    c.seq += 1
+    start = time.perf_counter()
+    c.s.send(struct.pack("=BBBBHHII", PF_KEY_V2, SADB_DUMP, 0, SATYPE_ESP, 2, 0, c.seq, c.pid))
+    count = 0
+    while True:
+        r, _, _ = select.select([c.s], [], [], 10)
+        if not r:
+            raise RuntimeError(f"dump stalled after {count} messages")
+        m = c.s.recv(65536)
+        if m[1] != SADB_DUMP:
+            continue
+        count += 1
+        seq = struct.unpack_from("=I", m, 8)[0]
+        if seq == 0 or m[2] != 0:
+            return time.perf_counter() - start, count
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--sas", type=int, default=100_000)
+    ap.add_argument("--window", type=int, default=256, help="ADDs in flight (policy takes 4096, a client queue 1024)")
+    args = ap.parse_args()
+    os.environ["IPSEC_BUILD_DIR"] = os.path.abspath(args.build)
+    from harness import Testbed
+
+    with Testbed() as tb:
+        tb.start(tb.a, "")
+        path = os.path.join(tb.a.runtime, "pfkey")
+        services = ("ipsec-keydb", "ipsec-policy", "ipsec-crypto", "ipsec-forwarder")
+        pids = {s: tb.a.pid_of(s) for s in services}
+        before = {s: rss_kib(p) for s, p in pids.items()}
+        c = PfkeyClient(path)
+        c.call(SADB_FLUSH, 0)
+
+        secs, errors = add_many(c, args.sas, args.window)
+        rate = args.sas / secs
+        time.sleep(0.5)
+        after = {s: rss_kib(p) for s, p in pids.items()}
+        print(f"SA ADD through PF_KEY: {args.sas} ESP SAs in {secs:.2f} s = {rate:,.0f} SA/s "
+              f"(target {ADD_TARGET:,}: ratio {rate / ADD_TARGET:.2f}), {errors} errors, window {args.window}")
+        for s in services:
+            per = (after[s] - before[s]) * 1024 / args.sas
+            print(f"RSS {s}: {before[s]:,} KiB -> {after[s]:,} KiB = {per:,.0f} B per SA")
+        sys.stdout.flush()
+        try:
+            dsecs, count = dump_all(c)
+            scaled = dsecs * 100_000 / max(count, 1)
+            print(f"DUMP: {count} SAs in {dsecs:.3f} s ({count / dsecs:,.0f} msg/s; "
+                  f"{scaled:.3f} s per 100 000, target < {DUMP_TARGET:.1f} s: ratio {scaled / DUMP_TARGET:.2f})")
+        except RuntimeError as e:
+            print(f"DUMP of {args.sas} SAs failed: {e} (keydb answers a dump in one control message "
+                  f"of at most 1 MiB: see bench/sad/README.md)")
+        c.call(SADB_FLUSH, 0)
+        c.close()
+
+
+if __name__ == "__main__":
+    main()
