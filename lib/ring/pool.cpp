@@ -47,7 +47,13 @@ const char* toString(DescriptorError error) noexcept {
 
 DescriptorError checkDescriptor(const proto::CryptoRequest& r, std::uint32_t bufferCount,
                                 std::uint32_t bufferSize) noexcept {
-  if (r.op != proto::CryptoOp::kSeal && r.op != proto::CryptoOp::kOpen) return DescriptorError::kBadOp;
+  switch (r.op) {
+    case proto::CryptoOp::kSeal:
+    case proto::CryptoOp::kOpen:
+    case proto::CryptoOp::kAhSign:
+    case proto::CryptoOp::kAhVerify: break;
+    default: return DescriptorError::kBadOp;
+  }
   if (r.bufferIndex >= bufferCount) return DescriptorError::kBadBufferIndex;
   if (r.segmentCount == 0 || r.segmentCount > proto::kMaxSegments) return DescriptorError::kBadSegmentCount;
   if (r.length == 0) return DescriptorError::kBadSegmentLayout;

@@ -54,7 +54,7 @@ class BufferPool {
 // completes the request with CryptoStatus::kBadDescriptor or kBadOp.
 enum class DescriptorError : std::uint8_t {
   kNone,
-  kBadOp,             // neither seal nor open
+  kBadOp,             // not seal, open, AH sign or AH verify
   kBadBufferIndex,    // >= bufferCount
   kBadSegmentCount,   // 0 or > kMaxSegments
   kBadSegmentLayout,  // empty, or a stride that leaves the last segment empty

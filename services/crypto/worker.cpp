@@ -27,16 +27,6 @@ bool knownOp(proto::CryptoOp op) noexcept {
          op == proto::CryptoOp::kAhVerify;
 }
 
-// lib/ring's descriptor check predates the AH ops and refuses any op but
-// seal/open; the bounds it checks (buffer, offsets, segments) do not depend
-// on the op, so the AH ops are checked as if they were seals.
-// TODO(ring owner): let ring::checkDescriptor accept kAhSign/kAhVerify.
-proto::CryptoRequest asBoundsOnly(const proto::CryptoRequest& r) noexcept {
-  proto::CryptoRequest copy = r;
-  if (copy.op == proto::CryptoOp::kAhSign || copy.op == proto::CryptoOp::kAhVerify) copy.op = proto::CryptoOp::kSeal;
-  return copy;
-}
-
 }  // namespace
 
 Worker::Worker(unsigned id, ring::Region region, ring::Doorbell requestBell, ring::Doorbell completionBell,
@@ -92,7 +82,7 @@ std::size_t Worker::serviceBurst() noexcept {
         r.status = proto::CryptoStatus::kBadOp;
         continue;
       }
-      if (!ring::validate(asBoundsOnly(r), h)) {
+      if (!ring::validate(r, h)) {
         r.status = proto::CryptoStatus::kBadDescriptor;
         counters_.badDescriptor.fetch_add(1, std::memory_order_relaxed);
         continue;

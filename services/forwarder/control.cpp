@@ -62,6 +62,8 @@ Forwarder::~Forwarder() {
   udp4Watch_.release();
   udp6Watch_.release();
   for (auto& w : workers_) w->bellWatch->release();
+  if (ah4Watch_) ah4Watch_->release();
+  if (ah6Watch_) ah6Watch_->release();
 }
 
 void Forwarder::start() {
@@ -85,6 +87,7 @@ void Forwarder::start() {
   armRaw(AF_INET6);
   armUdp(AF_INET);
   armUdp(AF_INET6);
+  startAh();
   for (auto& w : workers_) serviceCompletions(*w);
   sendUsage();
   armKeepalives();
@@ -167,7 +170,7 @@ bool Forwarder::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
         releaseHeld();
         return true;
       }
-      if (auto err = sas_.install(msg.getInstall())) {
+      if (auto err = isAhInstall(msg.getInstall()) ? installAh(msg.getInstall()) : sas_.install(msg.getInstall())) {
         log::error("keydb sent a bad SA: {}", *err);
         return false;
       }
@@ -292,6 +295,7 @@ void Forwarder::fillStats(proto::Stats::Builder out) {
 
 void Forwarder::setSysctl(std::string_view name, std::int64_t value) {
   if (name == "net.inet.esp.enable") espEnabled_ = value != 0;
+  if (name == "net.inet.ah.enable") ahEnabled_ = value != 0;
   if (name == "net.inet.ipcomp.enable") ipcompEnabled_ = value != 0;
   if (name == "net.inet.ipsec.debug") log::setDebug(value != 0);
   if (name == "net.inet.ipsec.natt_keepalive_interval") keepaliveIntervalS_ = value < 0 ? 0 : value;

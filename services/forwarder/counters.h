@@ -72,7 +72,38 @@ namespace ipsec::forwarder {
   X(ipcomp_in_drop_bad_data)  /* not a valid raw DEFLATE stream */                 \
   X(ipcomp_in_drop_too_large) /* would inflate beyond the limit (a bomb) */        \
   X(ipcomp_in_drop_bad_next_header) /* not IPv4/IPv6 inside, or the version disagrees */ \
-  X(ipcomp_in_drop_error)     /* the decompressor failed otherwise */
+  X(ipcomp_in_drop_error)     /* the decompressor failed otherwise */          \
+  X(ah_out_packets)           /* AH packets sent (RFC 4302) */                     \
+  X(ah_out_bytes)             /* bytes of AH packets sent, IP header included */  \
+  X(ah_out_drop_disabled)     /* net.inet.ah.enable = 0 */                         \
+  X(ah_out_drop_bundle)       /* AH with ESP/IPComp in one policy: not run */      \
+  X(ah_out_drop_too_big)      /* with AH the packet exceeds the IP length field */ \
+  X(ah_out_drop_bad_header)   /* the host's headers could not be canonicalised */  \
+  X(ah_in_packets)            /* AH packets verified and delivered */             \
+  X(ah_in_bytes)              /* bytes of packets delivered from AH */            \
+  X(ah_in_drop_disabled)      /* net.inet.ah.enable = 0 */                         \
+  X(ah_in_drop_truncated)     /* lib/ah kTruncated (or a cut datagram) */          \
+  X(ah_in_drop_bad_length)    /* AH length not the SA's ICV length (RFC 4302 §2.2) */ \
+  X(ah_in_drop_reserved_spi)  /* SPI 0 */                                          \
+  X(ah_in_drop_bad_ip_header) /* IP header malformed or not rebuildable */         \
+  X(ah_in_drop_bad_ipv4_options) /* an IPv4 option's length is wrong */            \
+  X(ah_in_drop_bad_extension_header) /* an IPv6 option TLV runs past its header */ \
+  X(ah_in_drop_too_many_ext_headers) /* too many IPv6 extension headers before AH */ \
+  X(ah_in_drop_bad_routing_header) /* routing header length does not fit */        \
+  X(ah_in_drop_unsupported_routing) /* routing type not 0/2 with segments left */   \
+  X(ah_in_drop_fragment)      /* a fragment: AH covers whole packets */            \
+  X(ah_in_drop_no_ah)         /* no AH header where expected */                    \
+  X(ah_in_drop_headers_too_long) /* headers before AH beyond what we save */       \
+  X(ah_in_drop_no_headroom)   /* lib/ah kNoHeadroom (not expected inbound) */      \
+  X(ah_in_drop_bad_icv_length) /* lib/ah kBadIcvLength (not expected inbound) */   \
+  X(ah_in_drop_no_sa)         /* unknown SPI for AH */                             \
+  X(ah_in_drop_replay)        /* duplicate or left of the replay window */         \
+  X(ah_in_drop_bad_icv)       /* integrity check failed */                         \
+  X(ah_in_drop_crypto)        /* the broker failed for another reason */           \
+  X(ah_in_drop_bad_next_header) /* tunnel SA without an IP packet inside */        \
+  X(ah_in_drop_bad_inner)     /* inner packet malformed */                         \
+  X(ah_in_drop_ecn)           /* outer CE on a Not-ECT inner packet (RFC 6040) */  \
+  X(ah_in_drop_policy)        /* not allowed by the inbound SPD */
 
 struct Counters {
 #define IPSEC_DECLARE(name) std::uint64_t name = 0;

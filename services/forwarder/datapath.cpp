@@ -136,6 +136,7 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
     ++counters_.out_drop_policy_bypass;
     return false;
   }
+  if (hasAhRequest(*p)) return outboundAh(w, buf, len, *p, *flow, heldSinceMs);  // ah.cpp
   if (!espEnabled_) {
     ++counters_.esp_out_drop_disabled;
     return false;
@@ -511,7 +512,10 @@ void Forwarder::drainCompletions(Worker& w) noexcept {
         ++counters_.crypto_bad_completion;
         continue;
       }
-      if (w.contexts[c.bufferIndex].use == Use::kOutbound) {
+      const Use use = w.contexts[c.bufferIndex].use;
+      if (use == Use::kAhOutbound || use == Use::kAhInbound) {
+        onAhDone(w, c);  // ah.cpp
+      } else if (use == Use::kOutbound) {
         onSealed(w, c);
       } else {
         onOpened(w, c);
@@ -520,6 +524,7 @@ void Forwarder::drainCompletions(Worker& w) noexcept {
     if (n < done.size()) break;
   }
   flushSends();
+  restartStalledAh();
   if (tunStalled_) {
     tunStalled_ = false;
     boost::asio::post(io_, [this] { readTun(); });
@@ -577,6 +582,8 @@ void Forwarder::flushSends() noexcept {
   flushSendBatch(sendUdp6_);
   flushSendBatch(sendHdr4_);
   flushSendBatch(sendHdr6_);
+  flushSendBatch(sendAh4_);
+  flushSendBatch(sendAh6_);
 }
 
 void Forwarder::flushSendBatch(SendBatch& b) noexcept {
@@ -590,8 +597,8 @@ void Forwarder::flushSendBatch(SendBatch& b) noexcept {
       continue;
     }
     for (std::size_t i = sent; i < sent + static_cast<std::size_t>(n); ++i) {
-      ++counters_.esp_out_packets;
-      counters_.esp_out_bytes += b.msgs[i].msg_len;
+      ++(b.ah ? counters_.ah_out_packets : counters_.esp_out_packets);
+      (b.ah ? counters_.ah_out_bytes : counters_.esp_out_bytes) += b.msgs[i].msg_len;
     }
     if (b.udp) counters_.natt_out_esp_packets += static_cast<std::uint64_t>(n);
     sent += static_cast<std::size_t>(n);

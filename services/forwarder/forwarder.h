@@ -33,6 +33,7 @@
 #include "control/channel.h"
 #include "control/unique_fd.h"
 #include "counters.h"
+#include "ah/ah.h"
 #include "esp/udp_encap.h"
 #include "ipcomp/ipcomp.h"
 #include "proto/ring_abi.h"
@@ -53,11 +54,20 @@ struct WorkerFds {
 
 struct Fds {
   UniqueFd keydb, policy, tun, raw4, raw6;
-  // Kept for the AH and IPComp data paths; nothing reads them yet.
-  UniqueFd ah4, ah6, comp4, comp6;
+  UniqueFd ah4, ah6;      // raw AH, read by ah.cpp
+  UniqueFd comp4, comp6;  // kept for an IPComp data path; nothing reads them yet
   UniqueFd udp4, udp6;  // NAT-T: ESP in UDP on natt_port
   UniqueFd hdr4, hdr6;  // transport mode: header-included, send-only (transport.cpp)
   std::vector<WorkerFds> workers;
+};
+
+// What an AH packet in flight needs back on completion (ah.cpp): the header
+// bytes canonicalisation changed, and where the AH header sits.
+struct AhBuffer {
+  ah::SavedHeaders saved;
+  std::uint32_t start = 0;        // the IP packet's start in the buffer
+  std::uint16_t ahOffset = 0;     // headers before AH
+  std::uint16_t nextHeaderOffset = 0;  // the byte that says 51
 };
 
 class Forwarder {
@@ -78,7 +88,7 @@ class Forwarder {
   void setSysctl(std::string_view name, std::int64_t value);
 
  private:
-  enum class Use : std::uint8_t { kFree, kOutbound, kInbound };
+  enum class Use : std::uint8_t { kFree, kOutbound, kInbound, kAhOutbound, kAhInbound };
   struct BufferContext {
     Use use = Use::kFree;
     SaRef sa;
@@ -119,6 +129,7 @@ class Forwarder {
     std::vector<BufferContext> contexts;
     std::vector<proto::CryptoRequest> pending;  // built this burst, not yet enqueued
     std::uint32_t bufferSize = 0;
+    std::vector<AhBuffer> ah{};  // by buffer: AH's saved headers (ah.cpp)
   };
 
   // Data path (datapath.cpp).
@@ -185,6 +196,28 @@ class Forwarder {
   std::unique_ptr<ipcomp::Decompressor> decompressor_;
   bool ipcompEnabled_ = true;
 
+  // AH, RFC 4302 (ah.cpp): tunnel and transport mode, IPv4 and IPv6, on
+  // the raw AH sockets (in) and the header-included sockets (out).
+  static bool isAhInstall(proto::SaInstall::Reader msg) noexcept;
+  std::optional<std::string> installAh(proto::SaInstall::Reader msg);
+  static bool hasAhRequest(const Policy& p) noexcept;
+  void startAh();
+  void armAh(int family);
+  void readAh(int family) noexcept;
+  void restartStalledAh() noexcept;
+  bool outboundAh(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p, const esp::FlowKey& flow,
+                  std::uint64_t heldSinceMs) noexcept;
+  bool frameAh(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, bool tunnel, const esp::FlowKey& flow) noexcept;
+  void inboundAh(Worker& w, std::uint32_t buf, std::uint32_t start, std::uint32_t length, std::uint8_t tos) noexcept;
+  void onAhDone(Worker& w, const proto::CryptoCompletion& c) noexcept;
+  void onAhSigned(Worker& w, const proto::CryptoCompletion& c) noexcept;
+  void onAhVerified(Worker& w, const proto::CryptoCompletion& c) noexcept;
+  std::uint64_t& ahInDrop(ah::AhError error) noexcept;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> ah4Watch_, ah6Watch_;
+  bool ah4Stalled_ = false, ah6Stalled_ = false;
+  bool ahEnabled_ = true;
+  std::uint16_t ahIpId_ = 1;  // outer IPv4 Identification: covered by the ICV, so ours
+
   // Control (control.cpp).
   bool onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
   bool onPolicy(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
@@ -239,10 +272,12 @@ class Forwarder {
     std::size_t count = 0;
     int fd = -1;
     bool udp = false;
+    bool ah = false;  // counted as AH, not ESP
   };
   SendBatch send4_, send6_;        // raw ESP
   SendBatch sendUdp4_, sendUdp6_;  // ESP in UDP
   SendBatch sendHdr4_, sendHdr6_;  // transport mode, header included
+  SendBatch sendAh4_, sendAh6_;    // AH, header included (ah.cpp)
   void flushSendBatch(SendBatch& b) noexcept;
 };
 

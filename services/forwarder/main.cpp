@@ -8,13 +8,16 @@
 //   6  TUN         inner packets, both ways
 //   7  raw ESP/v4  outer packets, both ways
 //   8  raw ESP/v6  outer packets, both ways
-//   9  raw AH/v4, 10 raw AH/v6, 11 raw IPComp/v4, 12 raw IPComp/v6
-//                  taken and kept for the AH/IPComp data paths; unused for now
+//   9  raw AH/v4, 10 raw AH/v6  AH in (ah.cpp; IPv6 with the extension
+//                  headers before AH as control messages); AH goes out on the
+//                  header-included sockets below
+//   11 raw IPComp/v4, 12 raw IPComp/v6  taken and kept for the IPComp data path
 //   13 UDP/v4, 14 UDP/v6  NAT-T (RFC 3948): ESP in UDP both ways, keepalives
 //                  out, keepalives in; IKE only when no IKE daemon shares the port
 //   15+3i, 16+3i, 17+3i  crypto worker i: ring memfd, request bell, completion bell
 //   then 2: header-included raw IPv4, IPv6 (send only): transport-mode ESP
-//                  with the host's own header (and IPv6 extension headers)
+//                  with the host's own header (and IPv6 extension headers), and
+//                  AH in both modes (the ICV covers the header: we write it all)
 //
 // Sandbox: its own uid, an empty root, no capabilities, no_new_privs, and an
 // allow-list without open/openat, socket, connect or execve: a compromised

@@ -118,9 +118,17 @@ class Supervisor {
     log::info("TUN {} up, mtu {}", tun_.name, cfg_.tunMtu);
     raw4_ = openRawSocket(AF_INET, IPPROTO_ESP);
     raw6_ = openRawSocket(AF_INET6, IPPROTO_ESP);
-    // AH and IPComp have no data path yet; the forwarder already takes them.
     rawAh4_ = openRawSocket(AF_INET, IPPROTO_AH);
     rawAh6_ = openRawSocket(AF_INET6, IPPROTO_AH);
+    // AH's ICV covers the IPv6 extension headers before AH, which the raw
+    // socket strips: the forwarder rebuilds them from these control messages.
+    for (int opt : {IPV6_RECVHOPOPTS, IPV6_RECVDSTOPTS, IPV6_RECVRTHDR}) {
+      int on = 1;
+      if (setsockopt(rawAh6_.get(), IPPROTO_IPV6, opt, &on, sizeof on) < 0) {
+        throw std::system_error(errno, std::generic_category(), "raw AH/IPv6 socket: extension header options");
+      }
+    }
+    // IPComp has no data path of its own yet; the forwarder already takes it.
     rawComp4_ = openRawSocket(AF_INET, IPPROTO_COMP);
     rawComp6_ = openRawSocket(AF_INET6, IPPROTO_COMP);
     // Bound before any IKE daemon can join the port: we are index 0 of its

@@ -125,6 +125,18 @@ TEST(DescriptorCheck, RejectsUnknownOp) {
   EXPECT_EQ(checkDescriptor(r, kCount, kSize), DescriptorError::kBadOp);
 }
 
+TEST(DescriptorCheck, AcceptsTheAhOpsWithTheSameBounds) {
+  for (CryptoOp op : {CryptoOp::kAhSign, CryptoOp::kAhVerify}) {
+    CryptoRequest r = valid();
+    r.op = op;
+    r.icvOffset = 32;
+    EXPECT_EQ(checkDescriptor(r, kCount, kSize), DescriptorError::kNone);
+    r.offset = kSize - 10;
+    r.length = 11;
+    EXPECT_EQ(checkDescriptor(r, kCount, kSize), DescriptorError::kOutOfBuffer);
+  }
+}
+
 TEST(DescriptorCheck, ValidateUsesTheHeaderBounds) {
   Region region = Region::create(RegionConfig{8, 8, kCount, kSize});
   EXPECT_TRUE(validate(valid(), region.header()));

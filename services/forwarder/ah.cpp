@@ -1,0 +1,642 @@
+// ipsec-forwarder: AH (RFC 4302), tunnel and transport mode, IPv4 and IPv6.
+// Runs on the data-path thread like datapath.cpp; trusts nothing it reads
+// from the network or gets back from the broker beyond our own context.
+//
+// AH covers the IP header, so we write every header byte ourselves and send
+// on the header-included sockets (the kernel must not choose the IPv4
+// Identification or lengths after the MAC); the mutable fields are saved,
+// zeroed for the MAC (lib/ah canonicalise) and put back before sending.
+//
+//   outbound: TUN packet → SPD(out), request proto AH → SA (tunnel: the
+//             request's ends; transport: the packet's own addresses) →
+//             tunnel: outer IPv4/IPv6 header + AH in front of the packet;
+//             transport: AH inserted after the host's header (IPv6: after
+//             hop-by-hop/routing/fragment headers, lib/ah findInsertionPoint)
+//             → save headers, canonicalise → kAhSign → restore → send
+//   inbound:  raw AH socket (IPv4: with its header; IPv6: the header and the
+//             extension headers before AH rebuilt from control messages) →
+//             locate AH → SPI lookup → length and replay checks → save,
+//             canonicalise → kAhVerify → replay update → restore → tunnel:
+//             the inner packet; transport: AH removed, lengths fixed → SPD(in)
+//             check → TUN write
+// Every drop has its named counter (ah_in_drop_<lib/ah error or check>).
+// noexcept and allocation-free on the packet paths.
+#include <linux/ipsec.h>
+#include <linux/pfkeyv2.h>
+#include <netinet/in.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "esp/ecn.h"
+#include "esp/transport.h"
+#include "forwarder.h"
+#include "log/log.h"
+
+namespace ipsec::forwarder {
+namespace {
+
+// Inbound IPv6: the socket's payload (from AH on) lands this far into the
+// buffer, room for the rebuilt IPv6 header and extension headers in front.
+constexpr std::uint32_t kAhInHeadroom = ah::kMaxSavedHeaders;
+constexpr std::uint8_t kOuterHopLimit = 64;
+
+std::uint64_t unixNow() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec);
+}
+
+void store16(std::uint8_t* p, std::uint16_t v) noexcept {
+  p[0] = static_cast<std::uint8_t>(v >> 8);
+  p[1] = static_cast<std::uint8_t>(v);
+}
+std::uint16_t load16(const std::uint8_t* p) noexcept { return static_cast<std::uint16_t>(p[0] << 8 | p[1]); }
+
+void fixIpv4Checksum(std::uint8_t* ip) noexcept {
+  const std::size_t ihl = (ip[0] & 0x0fu) * 4u;
+  store16(ip + 10, esp::ipv4HeaderChecksum({ip, ihl}));
+}
+
+socklen_t sockaddrFor(const std::uint8_t* address, bool v4, sockaddr_storage& ss) noexcept {
+  std::memset(&ss, 0, sizeof ss);
+  if (v4) {
+    auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
+    sin->sin_family = AF_INET;
+    std::memcpy(&sin->sin_addr, address, 4);
+    return sizeof(sockaddr_in);
+  }
+  auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
+  sin6->sin6_family = AF_INET6;
+  std::memcpy(&sin6->sin6_addr, address, 16);
+  return sizeof(sockaddr_in6);
+}
+
+// Does an inbound AH SA satisfy one of the policy's requests? (As
+// datapath.cpp's requestAllows for ESP.)
+bool ahRequestAllows(const Policy& p, const Sa& sa, bool tunnel) noexcept {
+  for (const auto& r : p.requests) {
+    if (r.proto != IPPROTO_AH) continue;
+    if (r.mode != (tunnel ? IPSEC_MODE_TUNNEL : IPSEC_MODE_TRANSPORT)) continue;
+    if (sa.mode != IPSEC_MODE_ANY && r.mode != sa.mode) continue;
+    if (tunnel && (r.tunnelSrc != sa.src || r.tunnelDst != sa.dst)) continue;
+    if (r.level == IPSEC_LEVEL_UNIQUE && r.reqid != 0 && r.reqid != sa.reqid) continue;
+    return true;
+  }
+  return false;
+}
+
+proto::CryptoRequest ahRequest(std::uint32_t buf, const Sa& sa, proto::CryptoOp op, std::uint32_t offset,
+                               std::uint32_t length, std::uint16_t icvOffset, std::uint64_t seq) noexcept {
+  proto::CryptoRequest req{};
+  req.cookie = buf;
+  req.session = sa.ref.index;
+  req.sessionGeneration = sa.ref.generation;
+  req.op = op;
+  req.status = proto::CryptoStatus::kPending;
+  req.segmentCount = 1;
+  req.bufferIndex = buf;
+  req.offset = offset;
+  req.length = length;
+  req.segmentStride = length;
+  req.seqHigh = static_cast<std::uint32_t>(seq >> 32);
+  req.icvOffset = icvOffset;
+  return req;
+}
+
+}  // namespace
+
+// ---- control ----------------------------------------------------------------
+
+bool Forwarder::isAhInstall(proto::SaInstall::Reader msg) noexcept {
+  return msg.getParams().getSatype() == SADB_SATYPE_AH;
+}
+
+// An AH SA has no ESP layout: the broker reports IV 0, the ICV length, pad
+// alignment 0. The SA table checks an ESP layout, so AH's is given the
+// alignment AH implies (4); only icvLength is ever read for AH.
+std::optional<std::string> Forwarder::installAh(proto::SaInstall::Reader msg) {
+  const auto icv = msg.getParams().getIcvLength();
+  if (icv == 0 || icv > ah::kMaxIcvLength) return "AH SA with a bad ICV length";
+  capnp::MallocMessageBuilder b;
+  b.setRoot(msg);
+  auto copy = b.getRoot<proto::SaInstall>();
+  copy.getParams().setIvLength(0);
+  copy.getParams().setPadAlign(4);
+  return sas_.install(copy.asReader());
+}
+
+bool Forwarder::hasAhRequest(const Policy& p) noexcept {
+  for (const auto& r : p.requests) {
+    if (r.proto == IPPROTO_AH) return true;
+  }
+  return false;
+}
+
+void Forwarder::startAh() {
+  for (auto& w : workers_) w->ah.resize(w->contexts.size());
+  if (fds_.ah4) ah4Watch_ = std::make_unique<boost::asio::posix::stream_descriptor>(io_, fds_.ah4.get());
+  if (fds_.ah6) ah6Watch_ = std::make_unique<boost::asio::posix::stream_descriptor>(io_, fds_.ah6.get());
+  sendAh4_.fd = fds_.hdr4.get();
+  sendAh6_.fd = fds_.hdr6.get();
+  sendAh4_.ah = sendAh6_.ah = true;
+  // Start the IPv4 Identification somewhere unpredictable-enough per run.
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  ahIpId_ = static_cast<std::uint16_t>(ts.tv_nsec | 1);
+  armAh(AF_INET);
+  armAh(AF_INET6);
+}
+
+void Forwarder::armAh(int family) {
+  auto* watch = family == AF_INET ? ah4Watch_.get() : ah6Watch_.get();
+  if (!watch) return;
+  watch->async_wait(boost::asio::posix::stream_descriptor::wait_read, [this, family](boost::system::error_code ec) {
+    if (!ec && !stopped_) readAh(family);
+  });
+}
+
+void Forwarder::restartStalledAh() noexcept {
+  for (int family : {AF_INET, AF_INET6}) {
+    bool& stalled = family == AF_INET ? ah4Stalled_ : ah6Stalled_;
+    if (!stalled) continue;
+    stalled = false;
+    boost::asio::post(io_, [this, family] { readAh(family); });
+  }
+}
+
+std::uint64_t& Forwarder::ahInDrop(ah::AhError error) noexcept {
+  switch (error) {
+    case ah::AhError::kOk:
+    case ah::AhError::kTruncated: break;
+    case ah::AhError::kBadLength: return counters_.ah_in_drop_bad_length;
+    case ah::AhError::kReservedSpi: return counters_.ah_in_drop_reserved_spi;
+    case ah::AhError::kBadIpHeader: return counters_.ah_in_drop_bad_ip_header;
+    case ah::AhError::kBadIpv4Options: return counters_.ah_in_drop_bad_ipv4_options;
+    case ah::AhError::kBadExtensionHeader: return counters_.ah_in_drop_bad_extension_header;
+    case ah::AhError::kTooManyExtHeaders: return counters_.ah_in_drop_too_many_ext_headers;
+    case ah::AhError::kBadRoutingHeader: return counters_.ah_in_drop_bad_routing_header;
+    case ah::AhError::kUnsupportedRouting: return counters_.ah_in_drop_unsupported_routing;
+    case ah::AhError::kFragment: return counters_.ah_in_drop_fragment;
+    case ah::AhError::kNoAh: return counters_.ah_in_drop_no_ah;
+    case ah::AhError::kHeadersTooLong: return counters_.ah_in_drop_headers_too_long;
+    case ah::AhError::kNoHeadroom: return counters_.ah_in_drop_no_headroom;
+    case ah::AhError::kBadIcvLength: return counters_.ah_in_drop_bad_icv_length;
+  }
+  return counters_.ah_in_drop_truncated;
+}
+
+// ---- outbound ---------------------------------------------------------------
+
+bool Forwarder::outboundAh(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p, const esp::FlowKey& flow,
+                           std::uint64_t heldSinceMs) noexcept {
+  if (!ahEnabled_) {
+    ++counters_.ah_out_drop_disabled;
+    return false;
+  }
+  const Request* wanted = nullptr;
+  for (const auto& r : p.requests) {
+    // AH together with ESP or IPComp (a bundle) is not run: better no packet
+    // than one with less protection than the policy asks for.
+    if (r.proto != IPPROTO_AH) {
+      ++counters_.ah_out_drop_bundle;
+      return false;
+    }
+    wanted = &r;
+  }
+  if (!wanted) return false;
+  const bool tunnel = wanted->mode == IPSEC_MODE_TUNNEL;
+  if (tunnel && (!wanted->tunnelSrc || !wanted->tunnelDst)) {
+    ++counters_.out_drop_no_sa;
+    return false;
+  }
+  Sa* sa = sas_.selectOutbound(SADB_SATYPE_AH, tunnel ? *wanted->tunnelSrc : flow.src,
+                                tunnel ? *wanted->tunnelDst : flow.dst,
+                                wanted->level == IPSEC_LEVEL_UNIQUE ? wanted->reqid : 0);
+  if (!sa) {
+    requestAcquire(p, *wanted, flow);
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    const std::uint64_t now = static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+    return holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : now);
+  }
+  if (sa->seqNext >= sa->seqLimit) {
+    ++counters_.out_drop_seq_wait;
+    maybeRequestSeq(*sa);
+    return false;
+  }
+  if (sa->mode != IPSEC_MODE_ANY && sa->mode != wanted->mode) {
+    ++counters_.out_drop_sa_mode;
+    return false;
+  }
+  return frameAh(w, buf, len, *sa, tunnel, flow);
+}
+
+bool Forwarder::frameAh(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, bool tunnel,
+                        const esp::FlowKey& flow) noexcept {
+  std::uint8_t* data = bufferData(w, buf);
+  std::uint8_t* inner = data + kHeadroom;
+  const std::size_t icv = sa.layout.icvLength;
+  const std::uint64_t seq = sa.seqNext;
+  const bool outerV6 = tunnel ? sa.dst.isV6() : flow.version == 6;
+  const std::size_t ahLen = ah::headerLength(icv, outerV6);
+  std::uint32_t start = 0, total = 0;
+  if (tunnel) {
+    const std::size_t ipLen = outerV6 ? 40 : 20;
+    start = static_cast<std::uint32_t>(kHeadroom - ahLen - ipLen);
+    total = static_cast<std::uint32_t>(ipLen + ahLen + len);
+    if (total > (outerV6 ? 65535u + 40u : 65535u)) {
+      ++counters_.ah_out_drop_too_big;
+      return false;
+    }
+    std::uint8_t* ip = data + start;
+    const std::uint8_t tos = esp::outerTrafficClass(esp::trafficClass({inner, len}));
+    if (!outerV6) {
+      ip[0] = 0x45;
+      ip[1] = tos;
+      store16(ip + 2, static_cast<std::uint16_t>(total));
+      if (++ahIpId_ == 0) ahIpId_ = 1;  // 0 would let the kernel choose it
+      store16(ip + 4, ahIpId_);
+      store16(ip + 6, 0);
+      ip[8] = kOuterHopLimit;
+      ip[9] = ah::kProtoAh;
+      std::memcpy(ip + 12, sa.src.bytes().data(), 4);
+      std::memcpy(ip + 16, sa.dst.bytes().data(), 4);
+      fixIpv4Checksum(ip);
+    } else {
+      ip[0] = static_cast<std::uint8_t>(0x60 | tos >> 4);
+      ip[1] = static_cast<std::uint8_t>(tos << 4);
+      ip[2] = ip[3] = 0;
+      store16(ip + 4, static_cast<std::uint16_t>(total - 40));
+      ip[6] = ah::kProtoAh;
+      ip[7] = kOuterHopLimit;
+      std::memcpy(ip + 8, sa.src.bytes().data(), 16);
+      std::memcpy(ip + 24, sa.dst.bytes().data(), 16);
+    }
+    std::size_t written = 0;
+    const std::uint8_t next = flow.version == 4 ? IPPROTO_IPIP : IPPROTO_IPV6;
+    if (ah::writeHeader({ip + ipLen, ahLen}, next, sa.spi, static_cast<std::uint32_t>(seq), icv, outerV6, &written) !=
+        ah::AhError::kOk) {
+      ++counters_.out_drop_no_room;
+      return false;
+    }
+  } else {
+    const auto at = ah::findInsertionPoint({inner, len});
+    const bool v4Fragment = flow.version == 4 && len >= 20 && (load16(inner + 6) & 0x3fffu) != 0;
+    if (at.error == ah::AhError::kFragment || v4Fragment) {
+      // AH protects whole datagrams (RFC 4302 §3.3.3): a local fragment means the TUN MTU is too large.
+      ++counters_.transport_out_drop_fragment;
+      return false;
+    }
+    if (!at.ok()) {
+      ++counters_.out_drop_bad_inner;
+      return false;
+    }
+    start = static_cast<std::uint32_t>(kHeadroom - ahLen);
+    total = static_cast<std::uint32_t>(len + ahLen);
+    if (total > (outerV6 ? 65535u + 40u : 65535u)) {
+      ++counters_.ah_out_drop_too_big;
+      return false;
+    }
+    std::uint8_t* ip = data + start;
+    std::memmove(ip, inner, at.offset);
+    ip[at.nextHeaderOffset] = ah::kProtoAh;
+    std::size_t written = 0;
+    if (ah::writeHeader({ip + at.offset, ahLen}, at.nextHeader, sa.spi, static_cast<std::uint32_t>(seq), icv, outerV6,
+                        &written) != ah::AhError::kOk) {
+      ++counters_.out_drop_no_room;
+      return false;
+    }
+    if (!outerV6) {
+      store16(ip + 2, static_cast<std::uint16_t>(total));
+      fixIpv4Checksum(ip);
+    } else {
+      store16(ip + 4, static_cast<std::uint16_t>(total - 40));
+    }
+  }
+  std::uint8_t* ip = data + start;
+  AhBuffer& st = w.ah[buf];
+  const auto where = ah::locate({ip, total});
+  if (!where.ok() || !st.saved.save({ip, total}, where.ahOffset)) {
+    ++counters_.ah_out_drop_bad_header;
+    return false;
+  }
+  const auto canon = ah::canonicalise({ip, total}, icv, true);
+  if (!canon.ok()) {
+    ++counters_.ah_out_drop_bad_header;
+    return false;
+  }
+  st.start = start;
+  st.ahOffset = static_cast<std::uint16_t>(canon.ahOffset);
+  st.nextHeaderOffset = static_cast<std::uint16_t>(canon.nextHeaderOffset);
+  ++sa.seqNext;
+  maybeRequestSeq(sa);
+  if (sa.firstUse == 0) sa.firstUse = unixNow();
+  w.pending.push_back(ahRequest(buf, sa, proto::CryptoOp::kAhSign, start, total,
+                                static_cast<std::uint16_t>(canon.icvOffset), seq));
+  BufferContext ctx;
+  ctx.use = Use::kAhOutbound;
+  ctx.sa = sa.ref;
+  ctx.seq = seq;
+  w.contexts[buf] = ctx;
+  sa.counters.out_packets++;
+  sa.counters.out_bytes += len;
+  if (log::debugEnabled()) {
+    log::debug("out AH {} {} -> {} len {}: SPI {:#x} seq {}", tunnel ? "tunnel" : "transport", flow.src.toString(),
+               flow.dst.toString(), len, sa.spi, seq);
+  }
+  return true;
+}
+
+void Forwarder::onAhDone(Worker& w, const proto::CryptoCompletion& c) noexcept {
+  if (w.contexts[c.bufferIndex].use == Use::kAhOutbound) {
+    onAhSigned(w, c);
+  } else {
+    onAhVerified(w, c);
+  }
+}
+
+void Forwarder::onAhSigned(Worker& w, const proto::CryptoCompletion& c) noexcept {
+  const BufferContext& ctx = w.contexts[c.bufferIndex];
+  const AhBuffer& st = w.ah[c.bufferIndex];
+  Sa* sa = sas_.find(ctx.sa);
+  // Only our own record says where the packet is; the completion's offset
+  // and length must agree with it.
+  if (c.status != proto::CryptoStatus::kOk || !sa || c.offset != st.start) {
+    ++counters_.out_drop_crypto;
+    freeBuffer(w, c.bufferIndex);
+    return;
+  }
+  std::uint8_t* ip = bufferData(w, c.bufferIndex) + st.start;
+  st.saved.restore({ip, c.length});
+  const bool v4 = (ip[0] >> 4) == 4;
+  SendBatch& b = v4 ? sendAh4_ : sendAh6_;
+  if (b.count == kBurst) flushSendBatch(b);
+  const std::size_t i = b.count++;
+  // The destination as the header names it (with a routing header, the next hop).
+  const socklen_t alen = sockaddrFor(v4 ? ip + 16 : ip + 24, v4, b.addrs[i]);
+  b.iovs[i] = {ip, c.length};
+  b.msgs[i] = {};
+  b.msgs[i].msg_hdr.msg_name = &b.addrs[i];
+  b.msgs[i].msg_hdr.msg_namelen = alen;
+  b.msgs[i].msg_hdr.msg_iov = &b.iovs[i];
+  b.msgs[i].msg_hdr.msg_iovlen = 1;
+  b.buffers[i] = {&w, c.bufferIndex};
+}
+
+// ---- inbound ----------------------------------------------------------------
+
+void Forwarder::readAh(int family) noexcept {
+  Worker& w = nextWorker();
+  const int fd = family == AF_INET ? fds_.ah4.get() : fds_.ah6.get();
+  const std::uint32_t at = family == AF_INET ? 0 : kAhInHeadroom;
+  std::array<mmsghdr, kBurst> msgs{};
+  std::array<iovec, kBurst> iovs{};
+  std::array<std::uint32_t, kBurst> bufs{};
+  // pktinfo, traffic class, hop limit, and the extension headers before AH.
+  constexpr std::size_t kControl = CMSG_SPACE(sizeof(in6_pktinfo)) + 2 * CMSG_SPACE(sizeof(int)) +
+                                   CMSG_SPACE(ah::kMaxSavedHeaders);
+  std::array<std::array<char, kControl>, kBurst> cmsgs{};
+  std::array<sockaddr_in6, kBurst> names6{};
+  std::size_t have = 0;
+  for (; have < kBurst; ++have) {
+    auto b = allocBuffer(w);
+    if (!b) break;
+    bufs[have] = *b;
+    iovs[have] = {bufferData(w, *b) + at, w.bufferSize - at};
+    msgs[have].msg_hdr.msg_name = &names6[have];
+    msgs[have].msg_hdr.msg_namelen = sizeof names6[have];
+    msgs[have].msg_hdr.msg_iov = &iovs[have];
+    msgs[have].msg_hdr.msg_iovlen = 1;
+    msgs[have].msg_hdr.msg_control = cmsgs[have].data();
+    msgs[have].msg_hdr.msg_controllen = cmsgs[have].size();
+  }
+  if (have == 0) {
+    ++counters_.esp_in_stall_no_buffer;
+    (family == AF_INET ? ah4Stalled_ : ah6Stalled_) = true;
+    return;
+  }
+  int got = recvmmsg(fd, msgs.data(), static_cast<unsigned>(have), MSG_DONTWAIT, nullptr);
+  if (got < 0) got = 0;
+  for (int i = 0; i < got; ++i) {
+    const std::uint32_t len = msgs[i].msg_len;
+    auto drop = [&](std::uint64_t& counter) {
+      ++counter;
+      freeBuffer(w, bufs[i]);
+    };
+    if (msgs[i].msg_hdr.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+      drop(counters_.ah_in_drop_truncated);
+      continue;
+    }
+    std::uint8_t* data = bufferData(w, bufs[i]);
+    if (family == AF_INET) {
+      // IPv4 raw sockets deliver the whole packet, header and options included.
+      if (len < 20 || (data[0] >> 4) != 4) {
+        drop(counters_.ah_in_drop_bad_ip_header);
+        continue;
+      }
+      inboundAh(w, bufs[i], 0, len, data[1]);
+      continue;
+    }
+    // IPv6 raw sockets strip the header and the extension headers before
+    // AH: put back what the ICV covers. Addresses from msg_name and pktinfo,
+    // traffic class and hop limit (mutable: zeroed anyway) from control
+    // messages, the extension headers from theirs, in the order received.
+    const msghdr& m = msgs[i].msg_hdr;
+    const esp::UdpControl ctl = esp::parseUdpControl(m);
+    if (!ctl.dst || m.msg_namelen < sizeof(sockaddr_in6) || names6[i].sin6_family != AF_INET6) {
+      drop(counters_.ah_in_drop_bad_ip_header);
+      continue;
+    }
+    std::array<std::uint8_t, ah::kMaxSavedHeaders> ext;
+    std::size_t extLen = 0;
+    std::uint8_t first = ah::kProtoAh;
+    bool bad = false;
+    for (const cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(const_cast<msghdr*>(&m), const_cast<cmsghdr*>(c))) {
+      if (c->cmsg_level != IPPROTO_IPV6) continue;
+      std::uint8_t type = 0;
+      if (c->cmsg_type == IPV6_HOPOPTS) {
+        type = IPPROTO_HOPOPTS;
+      } else if (c->cmsg_type == IPV6_DSTOPTS) {
+        type = IPPROTO_DSTOPTS;
+      } else if (c->cmsg_type == IPV6_RTHDR) {
+        type = IPPROTO_ROUTING;
+      } else {
+        continue;
+      }
+      const std::size_t n = c->cmsg_len - CMSG_LEN(0);
+      if (n < 8 || extLen + n + 40 > ext.size()) {
+        bad = true;
+        break;
+      }
+      if (extLen == 0) first = type;
+      std::memcpy(ext.data() + extLen, CMSG_DATA(c), n);
+      extLen += n;
+    }
+    if (bad) {
+      drop(counters_.ah_in_drop_headers_too_long);
+      continue;
+    }
+    const std::uint32_t start = static_cast<std::uint32_t>(at - 40 - extLen);
+    std::uint8_t* ip = data + start;
+    const std::uint8_t tclass = ctl.tos;
+    ip[0] = static_cast<std::uint8_t>(0x60 | tclass >> 4);
+    ip[1] = static_cast<std::uint8_t>(tclass << 4);
+    ip[2] = ip[3] = 0;  // the flow label is not delivered; mutable anyway
+    const std::size_t payload = extLen + len;
+    if (payload > 65535) {
+      drop(counters_.ah_in_drop_bad_ip_header);
+      continue;
+    }
+    store16(ip + 4, static_cast<std::uint16_t>(payload));
+    ip[6] = first;
+    ip[7] = hopLimitOf(m);
+    std::memcpy(ip + 8, names6[i].sin6_addr.s6_addr, 16);
+    std::memcpy(ip + 24, ctl.dst->bytes().data(), 16);
+    std::memcpy(ip + 40, ext.data(), extLen);
+    inboundAh(w, bufs[i], start, static_cast<std::uint32_t>(40 + payload), tclass);
+  }
+  for (std::size_t i = static_cast<std::size_t>(got); i < have; ++i) freeBuffer(w, bufs[i]);
+  flushRequests(w, false);
+  if (static_cast<std::size_t>(got) == kBurst) {
+    boost::asio::post(io_, [this, family] { readAh(family); });
+  } else {
+    armAh(family);
+  }
+}
+
+void Forwarder::inboundAh(Worker& w, std::uint32_t buf, std::uint32_t start, std::uint32_t length,
+                          std::uint8_t tos) noexcept {
+  std::uint8_t* ip = bufferData(w, buf) + start;
+  auto drop = [&](std::uint64_t& counter, Sa* sa) {
+    ++counter;
+    if (sa) sa->counters.in_drop_other++;
+    freeBuffer(w, buf);
+  };
+  if (!ahEnabled_) return drop(counters_.ah_in_drop_disabled, nullptr);
+  const auto where = ah::locate({ip, length});
+  if (!where.ok()) return drop(ahInDrop(where.error), nullptr);
+  const esp::IpAddress dst = where.ipv6 ? esp::IpAddress::v6(std::span<const std::uint8_t, 16>(ip + 24, 16))
+                                        : esp::IpAddress::v4(std::span<const std::uint8_t, 4>(ip + 16, 4));
+  Sa* sa = sas_.findInbound(SADB_SATYPE_AH, where.header.spi, dst);
+  if (!sa) {
+    log::debug("in AH: no SA for SPI {:#x} dst {}", where.header.spi, dst.toString());
+    return drop(counters_.ah_in_drop_no_sa, nullptr);
+  }
+  if (auto e = ah::checkLength(where.header, sa->layout.icvLength, where.ipv6); e != ah::AhError::kOk) {
+    return drop(ahInDrop(e), sa);
+  }
+  std::uint64_t seq = where.header.seqLow;
+  if (sa->replay) {
+    auto full = sa->replay->check(where.header.seqLow);
+    if (!full) {
+      ++counters_.ah_in_drop_replay;
+      sa->counters.in_drop_replay++;
+      freeBuffer(w, buf);
+      return;
+    }
+    seq = *full;
+  }
+  AhBuffer& st = w.ah[buf];
+  if (!st.saved.save({ip, where.packetLength}, where.ahOffset)) return drop(counters_.ah_in_drop_headers_too_long, sa);
+  // Bytes after the IP packet's own length (link padding) are not ours to MAC.
+  const auto canon = ah::canonicalise({ip, where.packetLength}, sa->layout.icvLength, false);
+  if (!canon.ok()) return drop(ahInDrop(canon.error), sa);
+  st.start = start;
+  st.ahOffset = static_cast<std::uint16_t>(canon.ahOffset);
+  st.nextHeaderOffset = static_cast<std::uint16_t>(canon.nextHeaderOffset);
+  w.pending.push_back(ahRequest(buf, *sa, proto::CryptoOp::kAhVerify, start,
+                                static_cast<std::uint32_t>(where.packetLength),
+                                static_cast<std::uint16_t>(canon.icvOffset), seq));
+  BufferContext ctx;
+  ctx.use = Use::kAhInbound;
+  ctx.sa = sa->ref;
+  ctx.seq = seq;
+  ctx.tos = tos;
+  w.contexts[buf] = ctx;
+}
+
+void Forwarder::onAhVerified(Worker& w, const proto::CryptoCompletion& c) noexcept {
+  const BufferContext ctx = w.contexts[c.bufferIndex];
+  const AhBuffer& st = w.ah[c.bufferIndex];
+  Sa* sa = sas_.find(ctx.sa);
+  auto drop = [&](std::uint64_t& counter) {
+    ++counter;
+    if (sa) sa->counters.in_drop_other++;
+    freeBuffer(w, c.bufferIndex);
+  };
+  if (!sa) return drop(counters_.ah_in_drop_no_sa);
+  if (c.status == proto::CryptoStatus::kBadIcv) {
+    ++counters_.ah_in_drop_bad_icv;
+    sa->counters.in_drop_bad_icv++;
+    freeBuffer(w, c.bufferIndex);
+    return;
+  }
+  if (c.status != proto::CryptoStatus::kOk || c.offset != st.start) return drop(counters_.ah_in_drop_crypto);
+  // Only an authenticated packet may move the window (RFC 4302 §3.4.3).
+  if (sa->replay && !sa->replay->accept(ctx.seq)) {
+    ++counters_.ah_in_drop_replay;
+    sa->counters.in_drop_replay++;
+    freeBuffer(w, c.bufferIndex);
+    return;
+  }
+  std::uint8_t* ip = bufferData(w, c.bufferIndex) + st.start;
+  const std::uint32_t length = c.length;
+  st.saved.restore({ip, length});
+  const std::uint8_t* ahHeader = ip + st.ahOffset;
+  const std::uint8_t next = ahHeader[0];
+  const std::size_t ahLen = (std::size_t{ahHeader[1]} + 2) * 4;
+  const bool v6 = (ip[0] >> 4) == 6;
+  const bool innerIp = next == IPPROTO_IPIP || next == IPPROTO_IPV6;
+  const bool tunnel = innerIp && sa->mode != IPSEC_MODE_TRANSPORT;
+  if (!tunnel && sa->mode == IPSEC_MODE_TUNNEL) return drop(counters_.ah_in_drop_bad_next_header);
+  std::uint8_t* inner = nullptr;
+  std::uint32_t innerLen = 0;
+  if (tunnel) {
+    inner = ip + st.ahOffset + ahLen;
+    innerLen = static_cast<std::uint32_t>(length - st.ahOffset - ahLen);
+    if (innerLen == 0 || (inner[0] >> 4) != (next == IPPROTO_IPIP ? 4 : 6)) return drop(counters_.ah_in_drop_bad_inner);
+  } else {
+    // Transport: AH out, the headers before it moved up to close the gap.
+    ip[st.nextHeaderOffset] = next;
+    std::memmove(ip + ahLen, ip, st.ahOffset);
+    inner = ip + ahLen;
+    innerLen = static_cast<std::uint32_t>(length - ahLen);
+    if (v6) {
+      store16(inner + 4, static_cast<std::uint16_t>(innerLen - 40));
+    } else {
+      store16(inner + 2, static_cast<std::uint16_t>(innerLen));
+      fixIpv4Checksum(inner);
+    }
+  }
+  auto flow = esp::parseInnerPacket({inner, innerLen});
+  if (!flow) return drop(counters_.ah_in_drop_bad_inner);
+  if (tunnel) {
+    switch (esp::ecnDecapsulate(ctx.tos, esp::trafficClass({inner, innerLen}))) {
+      case esp::EcnAction::kKeep: break;
+      case esp::EcnAction::kSetCe: esp::markCe({inner, innerLen}); break;
+      case esp::EcnAction::kDrop: return drop(counters_.ah_in_drop_ecn);
+    }
+  }
+  const Policy* p = spd_.lookup(IPSEC_DIR_INBOUND, *flow);
+  if (!p && tunnel) p = spd_.lookup(IPSEC_DIR_FWD, *flow);
+  if (!p || p->action != IPSEC_POLICY_IPSEC || !ahRequestAllows(*p, *sa, tunnel)) {
+    log::debug("in AH: {} -> {} via SPI {:#x} not allowed by the SPD", flow->src.toString(), flow->dst.toString(),
+               sa->spi);
+    return drop(counters_.ah_in_drop_policy);
+  }
+  if (sa->firstUse == 0) sa->firstUse = unixNow();
+  ssize_t n = ::write(fds_.tun.get(), inner, innerLen);
+  if (n != static_cast<ssize_t>(innerLen)) {
+    ++counters_.tun_write_errors;
+  } else {
+    ++counters_.ah_in_packets;
+    counters_.ah_in_bytes += innerLen;
+    sa->counters.in_packets++;
+    sa->counters.in_bytes += innerLen;
+  }
+  freeBuffer(w, c.bufferIndex);
+}
+
+}  // namespace ipsec::forwarder
