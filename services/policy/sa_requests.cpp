@@ -254,11 +254,15 @@ int Server::onAddOrUpdate(Client* c, const pfkey::ParsedMessage& m) {
   p.setAuthKeyBits(authKey ? authKey->bits : 0);
   // Our SA_REPLAY extension overrides the u8 window (as FreeBSD's does); a
   // window the data path cannot keep is refused, never clipped. ESN needs a
-  // sequence number: not for IPComp.
+  // sequence number: not for IPComp. And a window: the receiver infers the
+  // high half from the window's top (RFC 4303 App. A), so ESN with window 0
+  // would check every ICV against the wrong high half after 2^32 packets;
+  // Linux refuses it too ("ESN replay window must be > 0").
   const std::uint32_t window = m.saReplay().value_or(sa->sadb_sa_replay);
   const bool esn = (sa->sadb_sa_flags & pfkey::kSaFlagEsn) != 0;
   if (window > pfkey::kMaxReplayWindow) return EINVAL;
   if (esn && satype == SADB_X_SATYPE_IPCOMP) return EINVAL;
+  if (esn && window == 0) return EINVAL;
   p.setReplayWindow(window);
   p.setFlags(sa->sadb_sa_flags);
   p.setState(sa->sadb_sa_state);

@@ -86,7 +86,8 @@ STATEMENTS
           -m transport|tunnel|any   mode (default any)
           -r SIZE                   replay window in packets; above 255 it is
                                     sent in our SA_REPLAY extension (type 28)
-          -esn                      64-bit sequence numbers (flag 0x400)
+          -esn                      64-bit sequence numbers (flag 0x400); needs
+                                    a replay window (-r), as on Linux
           -u REQID                  request id binding the SA to a policy
           -f zero-pad|random-pad|seq-pad|nocyclic-seq|cyclic-seq
           -lh SECS / -ls SECS       hard / soft lifetime in seconds

@@ -438,6 +438,17 @@ TEST(SaRequests, TheLargestWindowIsAcceptedAndOneMoreIsEinvalNeverClipped) {
             pfkey::kMaxReplayWindow);
 }
 
+TEST(SaRequests, EsnWithoutAReplayWindowIsEinval) {
+  Harness h;
+  auto c = h.connect();
+  c.send(windowAdd(0, true, false));
+  h.pump();
+  auto r = c.drain();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(parsed(r[0]).msg().sadb_msg_errno, EINVAL);
+  EXPECT_FALSE(h.keydbRequest(50).reader);
+}
+
 TEST(SaRequests, AWindowOf255OrLessUsesOnlyLinuxsFieldInTheReply) {
   Harness h;
   auto c = h.connect();
