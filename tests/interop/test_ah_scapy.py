@@ -246,5 +246,96 @@ class AhTunnelIpv6Sha256(AhTunnelPeer, unittest.TestCase):
         self.scapy_to_ours(4, (33,), ext)
 
 
+def transport_setkey_text(alg):
+    name = ALGS[alg][0]
+    out = ["flush;", "spdflush;"]
+    for fam in (4, 6):
+        a, b = OUTER[fam]
+        out.append(f"add {a} {b} ah {SPI_AB + fam:#x} -m transport -r 64 -A {name} 0x{key(alg, 'ab').hex()};")
+        out.append(f"add {b} {a} ah {SPI_BA + fam:#x} -m transport -r 64 -A {name} 0x{key(alg, 'ba').hex()};")
+        out.append(f"spdadd {a} {b} any -P out ipsec ah/transport//require;")
+        out.append(f"spdadd {b} {a} any -P in ipsec ah/transport//require;")
+    return "\n".join(out) + "\n"
+
+
+class AhTransportSha256(unittest.TestCase):
+    """Transport mode: AH between the hosts' own addresses, inserted into
+    A's own packets (after the IP header) and removed from B's."""
+    ALG = "sha256"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tb = Testbed()
+        cls.tb.__enter__()
+        cls.addClassCleanup(cls.tb.close)
+        cls.tb.start(cls.tb.a, transport_setkey_text(cls.ALG), transport_peers=f"{OUTER[4][1]}, {OUTER[6][1]}",
+                     local_addresses=f"{OUTER[4][0]}, {OUTER[6][0]}")
+        cls.sas_ba = {fam: cls.sa(fam, "ba") for fam in (4, 6)}
+        cls.ident = 0x5353
+
+    @classmethod
+    def sa(cls, fam, direction):
+        return SecurityAssociation(AH, spi=(SPI_AB if direction == "ab" else SPI_BA) + fam,
+                                   auth_algo=ALGS[cls.ALG][1], auth_key=key(cls.ALG, direction))
+
+    def counters(self):
+        return self.tb.a.stats()["ipsec-forwarder"]["counters"]
+
+    def test_ours_verify_in_scapy_and_scapys_are_answered(self):
+        for fam in (4, 6):
+            a, b = OUTER[fam]
+            with self.subTest(fam=fam):
+                with Capture(self.tb.b, os.path.join(self.tb.b.workdir, f"t-out{fam}.pcap"), AH_BPF) as cap:
+                    # B has no AH and answers with ICMP errors, which end a
+                    # ping -c N early: one ping per echo request.
+                    for _ in range(3):
+                        ping(self.tb.a, b, count=1, timeout=15, extra=("-w", "2"))
+                    pkts = cap.wait_for(lambda p: len([q for q in p if outer_of(q)[1] == a]) >= 3, timeout=5)
+                pkts = [reparse(p) for p in pkts if outer_of(p)[1] == a]
+                self.assertGreaterEqual(len(pkts), 3, (self.counters(), [q.summary() for q in pkts]))
+                for p in pkts:
+                    self.assertEqual(p[AH].spi, SPI_AB + fam)
+                    plain = self.sa(fam, "ab").decrypt(p)  # IPSecIntegrityError here is a bad ICV
+                    plain = IP(bytes(plain)) if fam == 4 else IPv6(bytes(plain))
+                    self.assertEqual((plain.src, plain.dst), (a, b))
+                    self.assertTrue(plain.haslayer(ICMP) if fam == 4 else plain.haslayer(ICMPv6EchoRequest))
+
+                seqs = (41, 42, 43)
+                sent = []
+                for n in seqs:
+                    if fam == 4:
+                        pkt = IP(bytes(IP(src=b, dst=a) / ICMP(type=8, id=self.ident, seq=n) / Raw(b"t" * 48)))
+                    else:
+                        pkt = IPv6(bytes(IPv6(src=b, dst=a) / ICMPv6EchoRequest(id=self.ident, seq=n) /
+                                         Raw(b"t" * 48)))
+                    sent.append(self.sas_ba[fam].encrypt(pkt))
+
+                def replies(got):
+                    seen = set()
+                    for p in got:
+                        if outer_of(p)[1] != a:
+                            continue
+                        try:
+                            plain = self.sa(fam, "ab").decrypt(reparse(p))
+                            plain = IP(bytes(plain)) if fam == 4 else IPv6(bytes(plain))
+                        except Exception:
+                            continue
+                        if fam == 4 and ICMP in plain and plain[ICMP].type == 0 and plain[ICMP].id == self.ident:
+                            seen.add(plain[ICMP].seq)
+                        if fam == 6 and ICMPv6EchoReply in plain and plain[ICMPv6EchoReply].id == self.ident:
+                            seen.add(plain[ICMPv6EchoReply].seq)
+                    return seen
+
+                before = self.counters()
+                with Capture(self.tb.b, os.path.join(self.tb.b.workdir, f"t-in{fam}.pcap"), AH_BPF) as cap:
+                    self.tb.b.exec(["/usr/bin/python3", "-c", SENDER, str(fam), a] + [bytes(p).hex() for p in sent],
+                                   timeout=20)
+                    got = cap.wait_for(lambda p: replies(p) >= set(seqs), timeout=5)
+                d = espeer.delta(before, self.counters())
+                self.assertEqual(replies(got), set(seqs), d)
+                self.assertEqual(d.get("ah_in_packets"), len(seqs), d)
+                self.assertEqual({k: v for k, v in d.items() if "drop" in k and k != "out_drop_no_policy"}, {}, d)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
