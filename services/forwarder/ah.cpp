@@ -30,7 +30,7 @@
 #include <cstring>
 
 #include "esp/ecn.h"
-#include "esp/transport.h"
+#include "ah_frame.h"
 #include "forwarder.h"
 #include "log/log.h"
 
@@ -46,17 +46,6 @@ std::uint64_t unixNow() noexcept {
   timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
   return static_cast<std::uint64_t>(ts.tv_sec);
-}
-
-void store16(std::uint8_t* p, std::uint16_t v) noexcept {
-  p[0] = static_cast<std::uint8_t>(v >> 8);
-  p[1] = static_cast<std::uint8_t>(v);
-}
-std::uint16_t load16(const std::uint8_t* p) noexcept { return static_cast<std::uint16_t>(p[0] << 8 | p[1]); }
-
-void fixIpv4Checksum(std::uint8_t* ip) noexcept {
-  const std::size_t ihl = (ip[0] & 0x0fu) * 4u;
-  store16(ip + 10, esp::ipv4HeaderChecksum({ip, ihl}));
 }
 
 socklen_t sockaddrFor(const std::uint8_t* address, bool v4, sockaddr_storage& ss) noexcept {
@@ -236,85 +225,28 @@ bool Forwarder::outboundAh(Worker& w, std::uint32_t buf, std::uint32_t len, cons
 bool Forwarder::frameAh(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, bool tunnel,
                         const esp::FlowKey& flow) noexcept {
   std::uint8_t* data = bufferData(w, buf);
-  std::uint8_t* inner = data + kHeadroom;
+  const std::span<std::uint8_t> whole{data, w.bufferSize};
   const std::size_t icv = sa.layout.icvLength;
   const std::uint64_t seq = sa.seqNext;
-  const bool outerV6 = tunnel ? sa.dst.isV6() : flow.version == 6;
-  const std::size_t ahLen = ah::headerLength(icv, outerV6);
-  std::uint32_t start = 0, total = 0;
+  ahframe::Framed f;
   if (tunnel) {
-    const std::size_t ipLen = outerV6 ? 40 : 20;
-    start = static_cast<std::uint32_t>(kHeadroom - ahLen - ipLen);
-    total = static_cast<std::uint32_t>(ipLen + ahLen + len);
-    if (total > (outerV6 ? 65535u + 40u : 65535u)) {
-      ++counters_.ah_out_drop_too_big;
-      return false;
-    }
-    std::uint8_t* ip = data + start;
-    const std::uint8_t tos = esp::outerTrafficClass(esp::trafficClass({inner, len}));
-    if (!outerV6) {
-      ip[0] = 0x45;
-      ip[1] = tos;
-      store16(ip + 2, static_cast<std::uint16_t>(total));
-      if (++ahIpId_ == 0) ahIpId_ = 1;  // 0 would let the kernel choose it
-      store16(ip + 4, ahIpId_);
-      store16(ip + 6, 0);
-      ip[8] = kOuterHopLimit;
-      ip[9] = ah::kProtoAh;
-      std::memcpy(ip + 12, sa.src.bytes().data(), 4);
-      std::memcpy(ip + 16, sa.dst.bytes().data(), 4);
-      fixIpv4Checksum(ip);
-    } else {
-      ip[0] = static_cast<std::uint8_t>(0x60 | tos >> 4);
-      ip[1] = static_cast<std::uint8_t>(tos << 4);
-      ip[2] = ip[3] = 0;
-      store16(ip + 4, static_cast<std::uint16_t>(total - 40));
-      ip[6] = ah::kProtoAh;
-      ip[7] = kOuterHopLimit;
-      std::memcpy(ip + 8, sa.src.bytes().data(), 16);
-      std::memcpy(ip + 24, sa.dst.bytes().data(), 16);
-    }
-    std::size_t written = 0;
-    const std::uint8_t next = flow.version == 4 ? IPPROTO_IPIP : IPPROTO_IPV6;
-    if (ah::writeHeader({ip + ipLen, ahLen}, next, sa.spi, static_cast<std::uint32_t>(seq), icv, outerV6, &written) !=
-        ah::AhError::kOk) {
-      ++counters_.out_drop_no_room;
-      return false;
-    }
+    if (++ahIpId_ == 0) ahIpId_ = 1;  // 0 would let the kernel choose it
+    const ahframe::Outer outer{sa.src, sa.dst, esp::outerTrafficClass(esp::trafficClass({data + kHeadroom, len})),
+                               ahIpId_, kOuterHopLimit};
+    f = ahframe::frameTunnel(whole, kHeadroom, len, outer, sa.spi, static_cast<std::uint32_t>(seq), icv);
   } else {
-    const auto at = ah::findInsertionPoint({inner, len});
-    const bool v4Fragment = flow.version == 4 && len >= 20 && (load16(inner + 6) & 0x3fffu) != 0;
-    if (at.error == ah::AhError::kFragment || v4Fragment) {
-      // AH protects whole datagrams (RFC 4302 §3.3.3): a local fragment means the TUN MTU is too large.
-      ++counters_.transport_out_drop_fragment;
-      return false;
-    }
-    if (!at.ok()) {
-      ++counters_.out_drop_bad_inner;
-      return false;
-    }
-    start = static_cast<std::uint32_t>(kHeadroom - ahLen);
-    total = static_cast<std::uint32_t>(len + ahLen);
-    if (total > (outerV6 ? 65535u + 40u : 65535u)) {
-      ++counters_.ah_out_drop_too_big;
-      return false;
-    }
-    std::uint8_t* ip = data + start;
-    std::memmove(ip, inner, at.offset);
-    ip[at.nextHeaderOffset] = ah::kProtoAh;
-    std::size_t written = 0;
-    if (ah::writeHeader({ip + at.offset, ahLen}, at.nextHeader, sa.spi, static_cast<std::uint32_t>(seq), icv, outerV6,
-                        &written) != ah::AhError::kOk) {
-      ++counters_.out_drop_no_room;
-      return false;
-    }
-    if (!outerV6) {
-      store16(ip + 2, static_cast<std::uint16_t>(total));
-      fixIpv4Checksum(ip);
-    } else {
-      store16(ip + 4, static_cast<std::uint16_t>(total - 40));
-    }
+    f = ahframe::frameTransport(whole, kHeadroom, len, sa.spi, static_cast<std::uint32_t>(seq), icv);
   }
+  switch (f.error) {
+    case ah::AhError::kOk: break;
+    // AH protects whole datagrams (RFC 4302 §3.3.3): a local fragment means the TUN MTU is too large.
+    case ah::AhError::kFragment: ++counters_.transport_out_drop_fragment; return false;
+    case ah::AhError::kBadLength: ++counters_.ah_out_drop_too_big; return false;
+    case ah::AhError::kNoHeadroom: ++counters_.out_drop_no_room; return false;
+    default: ++counters_.out_drop_bad_inner; return false;
+  }
+  const auto start = static_cast<std::uint32_t>(f.start);
+  const auto total = static_cast<std::uint32_t>(f.length);
   std::uint8_t* ip = data + start;
   AhBuffer& st = w.ah[buf];
   const auto where = ah::locate({ip, total});
@@ -395,8 +327,9 @@ void Forwarder::readAh(int family) noexcept {
   std::array<iovec, kBurst> iovs{};
   std::array<std::uint32_t, kBurst> bufs{};
   // pktinfo, traffic class, hop limit, and the extension headers before AH.
+  // (Up to three extension header messages, their bytes at most kMaxSavedHeaders.)
   constexpr std::size_t kControl = CMSG_SPACE(sizeof(in6_pktinfo)) + 2 * CMSG_SPACE(sizeof(int)) +
-                                   CMSG_SPACE(ah::kMaxSavedHeaders);
+                                   CMSG_SPACE(ah::kMaxSavedHeaders) + 2 * CMSG_SPACE(0);
   std::array<std::array<char, kControl>, kBurst> cmsgs{};
   std::array<sockaddr_in6, kBurst> names6{};
   std::size_t have = 0;
@@ -478,24 +411,14 @@ void Forwarder::readAh(int family) noexcept {
       drop(counters_.ah_in_drop_headers_too_long);
       continue;
     }
-    const std::uint32_t start = static_cast<std::uint32_t>(at - 40 - extLen);
-    std::uint8_t* ip = data + start;
-    const std::uint8_t tclass = ctl.tos;
-    ip[0] = static_cast<std::uint8_t>(0x60 | tclass >> 4);
-    ip[1] = static_cast<std::uint8_t>(tclass << 4);
-    ip[2] = ip[3] = 0;  // the flow label is not delivered; mutable anyway
-    const std::size_t payload = extLen + len;
-    if (payload > 65535) {
-      drop(counters_.ah_in_drop_bad_ip_header);
+    const auto src = esp::IpAddress::v6(std::span<const std::uint8_t, 16>(names6[i].sin6_addr.s6_addr, 16));
+    const auto f = ahframe::rebuildIpv6({data, w.bufferSize}, at, len, src, *ctl.dst, ctl.tos, hopLimitOf(m),
+                                        {ext.data(), extLen}, first);
+    if (!f.ok()) {
+      drop(ahInDrop(f.error));
       continue;
     }
-    store16(ip + 4, static_cast<std::uint16_t>(payload));
-    ip[6] = first;
-    ip[7] = hopLimitOf(m);
-    std::memcpy(ip + 8, names6[i].sin6_addr.s6_addr, 16);
-    std::memcpy(ip + 24, ctl.dst->bytes().data(), 16);
-    std::memcpy(ip + 40, ext.data(), extLen);
-    inboundAh(w, bufs[i], start, static_cast<std::uint32_t>(40 + payload), tclass);
+    inboundAh(w, bufs[i], static_cast<std::uint32_t>(f.start), static_cast<std::uint32_t>(f.length), ctl.tos);
   }
   for (std::size_t i = static_cast<std::size_t>(got); i < have; ++i) freeBuffer(w, bufs[i]);
   flushRequests(w, false);
@@ -587,7 +510,6 @@ void Forwarder::onAhVerified(Worker& w, const proto::CryptoCompletion& c) noexce
   const std::uint8_t* ahHeader = ip + st.ahOffset;
   const std::uint8_t next = ahHeader[0];
   const std::size_t ahLen = (std::size_t{ahHeader[1]} + 2) * 4;
-  const bool v6 = (ip[0] >> 4) == 6;
   const bool innerIp = next == IPPROTO_IPIP || next == IPPROTO_IPV6;
   const bool tunnel = innerIp && sa->mode != IPSEC_MODE_TRANSPORT;
   if (!tunnel && sa->mode == IPSEC_MODE_TUNNEL) return drop(counters_.ah_in_drop_bad_next_header);
@@ -599,16 +521,11 @@ void Forwarder::onAhVerified(Worker& w, const proto::CryptoCompletion& c) noexce
     if (innerLen == 0 || (inner[0] >> 4) != (next == IPPROTO_IPIP ? 4 : 6)) return drop(counters_.ah_in_drop_bad_inner);
   } else {
     // Transport: AH out, the headers before it moved up to close the gap.
-    ip[st.nextHeaderOffset] = next;
-    std::memmove(ip + ahLen, ip, st.ahOffset);
-    inner = ip + ahLen;
-    innerLen = static_cast<std::uint32_t>(length - ahLen);
-    if (v6) {
-      store16(inner + 4, static_cast<std::uint16_t>(innerLen - 40));
-    } else {
-      store16(inner + 2, static_cast<std::uint16_t>(innerLen));
-      fixIpv4Checksum(inner);
-    }
+    const auto f = ahframe::stripTransport({bufferData(w, c.bufferIndex), w.bufferSize}, st.start, length, st.ahOffset,
+                                           st.nextHeaderOffset);
+    if (!f.ok()) return drop(counters_.ah_in_drop_bad_inner);
+    inner = bufferData(w, c.bufferIndex) + f.start;
+    innerLen = static_cast<std::uint32_t>(f.length);
   }
   auto flow = esp::parseInnerPacket({inner, innerLen});
   if (!flow) return drop(counters_.ah_in_drop_bad_inner);
