@@ -54,7 +54,9 @@ struct SaRecord {
 struct SadReply {
   requestId @0 :UInt64;
   errno @1 :UInt16;         # 0 or the errno PF_KEY answers with
-  sas @2 :List(SaRecord);   # add/get/getSpi: the SA; dump: all; delete: the deleted one
+  sas @2 :List(SaRecord);   # add/get/getSpi: the SA; dump: a chunk; delete: the deleted one
+  more @3 :Bool;            # dump only: further replies with this requestId follow
+                            # (a dump comes in chunks that each fit one control message)
 }
 
 struct Expire {

@@ -36,7 +36,7 @@ void setRef(proto::SaRef::Builder b, SaRef r) {
 }  // namespace
 
 Keydb::Keydb(boost::asio::io_context& io, UniqueFd policy, UniqueFd crypto, UniqueFd forwarder)
-    : io_(io), lifetimeTimer_(io) {
+    : io_(io), lifetimeTimer_(io), dumpTimer_(io) {
   policy_ = std::make_unique<control::Channel>(io_, std::move(policy), "ipsec-policy");
   attachDataPlane(std::move(crypto), std::move(forwarder));
 }
@@ -142,6 +142,7 @@ void Keydb::sendExpire(Sa& sa, bool hard) {
 
 void Keydb::stop() {
   stopped_ = true;
+  dumpTimer_.cancel();
   for (auto* c : {&policy_, &crypto_, &forwarder_}) {
     if (*c) (*c)->close();
   }
@@ -211,9 +212,7 @@ bool Keydb::onPolicy(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       return true;
     }
     case proto::PolicyToKeydb::DUMP: {
-      auto sas = sad_.all(req.getDump());
-      if (sas.empty()) return replyError(id, ENOENT), true;
-      reply(id, 0, sas, true);  // a dump goes only to the requester, keys included, as setkey -D shows them
+      startDump(id, req.getDump());  // only to the requester, keys included, as setkey -D shows them
       return true;
     }
     case proto::PolicyToKeydb::GET_SPI:
@@ -320,11 +319,44 @@ void Keydb::removeSa(Sa& sa) {
   sad_.erase(sa.ref);
 }
 
-void Keydb::reply(std::uint64_t id, int err, const std::vector<Sa*>& sas, bool withKeys) {
+void Keydb::startDump(std::uint64_t id, std::uint8_t satype) {
+  DumpJob job{id, {}, 0};
+  for (Sa* sa : sad_.all(satype)) job.refs.push_back(sa->ref);
+  if (job.refs.empty()) return replyError(id, ENOENT);
+  dumps_.push_back(std::move(job));
+  continueDumps();
+}
+
+void Keydb::continueDumps() {
+  while (!dumps_.empty() && !stopped_ && policy_->queuedMessages() < kDumpQueueDepth) {
+    DumpJob& job = dumps_.front();
+    std::vector<Sa*> chunk;
+    while (job.next < job.refs.size() && chunk.size() < kDumpChunk) {
+      if (Sa* sa = sad_.find(job.refs[job.next])) chunk.push_back(sa);
+      ++job.next;
+    }
+    const bool more = job.next < job.refs.size();
+    // An empty last chunk (everything left was deleted meanwhile) still ends
+    // the dump; policy holds back one entry to mark the last one seq 0.
+    reply(job.id, 0, chunk, true, more);
+    if (!more) dumps_.pop_front();
+  }
+  if (dumps_.empty() || stopped_ || dumpTimerArmed_) return;
+  // policy has not read what is queued yet: look again shortly.
+  dumpTimerArmed_ = true;
+  dumpTimer_.expires_after(std::chrono::milliseconds(1));
+  dumpTimer_.async_wait([this](boost::system::error_code ec) {
+    dumpTimerArmed_ = false;
+    if (!ec) continueDumps();
+  });
+}
+
+void Keydb::reply(std::uint64_t id, int err, const std::vector<Sa*>& sas, bool withKeys, bool more) {
   capnp::MallocMessageBuilder b;
   auto r = b.initRoot<proto::KeydbToPolicy>().initReply();
   r.setRequestId(id);
   r.setErrno(static_cast<std::uint16_t>(err));
+  r.setMore(more);
   auto list = r.initSas(static_cast<unsigned>(sas.size()));
   for (unsigned i = 0; i < sas.size(); ++i) {
     const Sa& sa = *sas[i];
@@ -342,10 +374,9 @@ void Keydb::reply(std::uint64_t id, int err, const std::vector<Sa*>& sas, bool w
   const auto sent = policy_->send(b);
   if (withKeys) control::wipeMessage(b);
   if (sent == control::Channel::SendResult::kTooLarge && err == 0) {
-    // A dump larger than one control message (control::kMaxMessageBytes,
-    // some thousands of SAs) cannot be answered yet: say so rather than
-    // leave the request unanswered. (A continuation flag in SadReply would
-    // lift this: proto/sad.capnp.)
+    // Cannot happen with kDumpChunk SAs of bounded size, but if it did the
+    // request must still be answered (this ends a dump in progress too).
+    if (more) dumps_.pop_front();
     log::warn("reply to request {} with {} SAs exceeds a control message: ENOBUFS", id, sas.size());
     reply(id, ENOBUFS);
   }

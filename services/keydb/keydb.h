@@ -10,6 +10,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <deque>
 #include <memory>
 #include <string_view>
 
@@ -35,6 +36,11 @@ class Keydb {
   // Linux's acquire timeout); net.key.debug: log every SAD request.
   void setSysctl(std::string_view name, std::int64_t value);
 
+  // SAs per dump reply (SadReply.more on all but the last): one SaRecord with
+  // keys, IPv6 addresses and NAT-T is well under 1 KiB, so a chunk stays far
+  // below control::kMaxMessageBytes.
+  static constexpr std::size_t kDumpChunk = 512;
+
  private:
   void attachDataPlane(UniqueFd crypto, UniqueFd forwarder);
   void startDataPlaneChannels();
@@ -47,7 +53,20 @@ class Keydb {
   void removeSa(Sa& sa);
   void createSession(Sa& sa);
   void installInForwarder(Sa& sa);
-  void reply(std::uint64_t id, int err, const std::vector<Sa*>& sas = {}, bool withKeys = false);
+  void reply(std::uint64_t id, int err, const std::vector<Sa*>& sas = {}, bool withKeys = false,
+             bool more = false);
+  // A dump goes out in chunks of kDumpChunk SAs (each one control message),
+  // paced by policy's reading: at most kDumpQueueDepth replies queued on its
+  // channel, so 100 000 SAs never sit in keydb's send queue at once. SAs
+  // deleted meanwhile are skipped (they are named by SaRef, not pointer).
+  static constexpr std::size_t kDumpQueueDepth = 2;
+  struct DumpJob {
+    std::uint64_t id = 0;
+    std::vector<SaRef> refs;
+    std::size_t next = 0;
+  };
+  void startDump(std::uint64_t id, std::uint8_t satype);
+  void continueDumps();
   void replyError(std::uint64_t id, int err) { reply(id, err); }
   // Soft and hard lifetimes (RFC 2367 §2.3.4): bytes, packets, add time,
   // first-use time. Soft: EXPIRE(soft), state dying. Hard: EXPIRE(hard) and
@@ -60,6 +79,9 @@ class Keydb {
   std::unique_ptr<control::Channel> policy_, crypto_, forwarder_;
   Sad sad_;
   boost::asio::steady_timer lifetimeTimer_;
+  boost::asio::steady_timer dumpTimer_;
+  std::deque<DumpJob> dumps_;
+  bool dumpTimerArmed_ = false;
   std::uint64_t larvalLifetime_ = 30;  // seconds, as Linux's acquire timeout
   bool debug_ = false;
   bool stopped_ = false;

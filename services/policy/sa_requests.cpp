@@ -194,7 +194,7 @@ int Server::sendToKeydb(Client* c, const sadb_msg& request, capnp::MallocMessage
     case control::Channel::SendResult::kTooLarge: return EMSGSIZE;
     case control::Channel::SendResult::kClosed: return EIO;  // the SAD is gone; onPeerLost fails closed
   }
-  pending_.emplace(id, Pending{c ? c->id : 0, request});
+  pending_.emplace(id, Pending{c ? c->id : 0, request, 0, {}});
   return 0;
 }
 
@@ -312,7 +312,11 @@ int Server::onFlush(Client* c, const pfkey::ParsedMessage& m) {
   return sendToKeydb(c, m.msg(), b, id);
 }
 
-int Server::onDump(Client* c, const pfkey::ParsedMessage& m) { return onFlush(c, m); }
+int Server::onDump(Client* c, const pfkey::ParsedMessage& m) {
+  const int err = onFlush(c, m);
+  if (err == 0 && c) c->sadDumpRunning = true;
+  return err;
+}
 
 int Server::onGetSpi(Client* c, const pfkey::ParsedMessage& m) {
   const std::uint8_t satype = m.msg().sadb_msg_satype;
@@ -386,9 +390,20 @@ bool Server::onKeydbReply(proto::SadReply::Reader r) {
     log::error("keydb answered request {}, which was never asked", r.getRequestId());
     return false;
   }
-  const Pending p = it->second;
-  pending_.erase(it);
+  const bool isDump = it->second.request.sadb_msg_type == SADB_DUMP;
+  if (r.getMore() && (!isDump || r.getErrno() != 0)) {
+    log::error("keydb sent a continued reply to request {}, which is no dump", r.getRequestId());
+    return false;
+  }
+  Pending p = std::move(it->second);
+  if (r.getMore()) {
+    it->second.request = p.request;  // keep waiting for the rest
+    it->second.clientId = p.clientId;
+  } else {
+    pending_.erase(it);
+  }
   Client* c = findClient(p.clientId);
+  if (c && isDump && !r.getMore()) c->sadDumpRunning = false;
   auto sas = r.getSas();
   // Whatever happens below, keys in this message must not outlive it.
   struct WipeKeys {
@@ -437,18 +452,32 @@ bool Server::onKeydbReply(proto::SadReply::Reader r) {
       if (sas.size() != 0) deliver(pfkey::Builder(header).finish(), Audience::kAll, nullptr);
       return true;
     case SADB_DUMP: {
-      if (sas.size() == 0) {
+      // One message per SA, seq 1, 2, ... and 0 on the last (Linux's dump_sa).
+      // keydb sends the SAs in chunks; the latest entry waits in heldBack
+      // until the next one (or the end) says whether it is the last.
+      for (auto sa : sas) {
+        sadb_msg h = header;
+        h.sadb_msg_seq = ++p.dumped;
+        auto bytes = saMessage(h, sa, SaMessage::kStateWithKeys);
+        if (!bytes) return false;
+        if (!p.heldBack.empty()) deliverDump(c, std::move(p.heldBack));
+        p.heldBack = std::move(*bytes);
+      }
+      if (r.getMore()) {
+        auto& still = pending_.at(r.getRequestId());
+        still.dumped = p.dumped;
+        still.heldBack = std::move(p.heldBack);
+        return true;
+      }
+      if (p.heldBack.empty()) {
         replyError(c, p.request, ENOENT);
         return true;
       }
-      // One message per SA, seq 1, 2, ... and 0 on the last (Linux's dump_sa).
-      for (unsigned i = 0; i < sas.size(); ++i) {
-        sadb_msg h = header;
-        h.sadb_msg_seq = i + 1 == sas.size() ? 0 : i + 1;
-        auto bytes = saMessage(h, sas[i], SaMessage::kStateWithKeys);
-        if (!bytes) return false;
-        deliverDump(c, std::move(*bytes));
-      }
+      sadb_msg last{};
+      std::memcpy(&last, p.heldBack.data(), sizeof last);
+      last.sadb_msg_seq = 0;
+      std::memcpy(p.heldBack.data(), &last, sizeof last);
+      deliverDump(c, std::move(p.heldBack));
       return true;
     }
   }

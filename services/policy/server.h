@@ -182,12 +182,19 @@ class Server {
     // dump by the reader's receive buffer (pfkey_do_dump), it never drops
     // entries. A second dump while one runs is EBUSY, as Linux answers.
     std::deque<OutPtr> dumpBacklog;
+    // A SADB_DUMP whose chunks keydb is still sending (its backlog may be
+    // empty between two chunks): a second dump meanwhile is EBUSY too.
+    bool sadDumpRunning = false;
   };
 
   // A SAD request waiting for keydb.
   struct Pending {
     std::uint64_t clientId = 0;
     sadb_msg request{};
+    // A dump arriving in chunks (SadReply.more): entries so far, and the
+    // latest one held back until it is known whether it is the last (seq 0).
+    std::uint32_t dumped = 0;
+    std::vector<std::uint8_t> heldBack;
   };
 
   // ---- clients (server.cpp)
@@ -208,7 +215,7 @@ class Server {
   // One message of a dump to `c` (may be null), paced by its reading.
   void deliverDump(Client* c, std::vector<std::uint8_t> bytes);
   void refillFromBacklog(Client& c);
-  bool dumping(const Client* c) const noexcept { return c && !c->dumpBacklog.empty(); }
+  bool dumping(const Client* c) const noexcept { return c && (!c->dumpBacklog.empty() || c->sadDumpRunning); }
   void dispatch(Client* c, const pfkey::ParsedMessage& m);
 
   // ---- SA messages and keydb (sa_requests.cpp)

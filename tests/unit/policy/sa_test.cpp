@@ -69,11 +69,12 @@ void fillRecord(proto::SaRecord::Builder r, bool withKeys) {
   c.setAllocations(3);
 }
 
-void answer(Harness& h, std::uint64_t id, int err, unsigned records, bool withKeys) {
+void answer(Harness& h, std::uint64_t id, int err, unsigned records, bool withKeys, bool more = false) {
   capnp::MallocMessageBuilder b;
   auto r = b.initRoot<proto::KeydbToPolicy>().initReply();
   r.setRequestId(id);
   r.setErrno(static_cast<std::uint16_t>(err));
+  r.setMore(more);
   auto list = r.initSas(records);
   for (unsigned i = 0; i < records; ++i) fillRecord(list[i], withKeys);
   h.answerKeydb(b);
@@ -248,6 +249,67 @@ TEST(SaRequests, DumpSendsOneMessagePerSaWithTheLastSeqZero) {
   r = c.drain();
   ASSERT_EQ(r.size(), 1u);
   EXPECT_EQ(parsed(r[0]).msg().sadb_msg_errno, ENOENT);
+}
+
+// keydb answers a dump in chunks (SadReply.more); the client sees one
+// numbering across them, the last entry of the last chunk seq 0, even when
+// that chunk is empty (SAs deleted while the dump ran).
+TEST(SaRequests, AChunkedDumpIsNumberedAcrossChunksWithTheLastSeqZero) {
+  for (unsigned lastChunk : {2u, 0u}) {
+    Harness h;
+    auto c = h.connect();
+    c.send(header(SADB_DUMP, SADB_SATYPE_UNSPEC, 0, 555));
+    h.pump();
+    auto req = h.keydbRequest();
+    ASSERT_TRUE(req.reader);
+    const auto id = req.reader->getRoot<proto::PolicyToKeydb>().getRequestId();
+    answer(h, id, 0, 3, true, true);
+    answer(h, id, 0, 0, true, true);
+    std::vector<Bytes> got = c.drain();
+    c.send(header(SADB_DUMP, SADB_SATYPE_UNSPEC, 0, 555));  // while chunks are still to come
+    h.pump();
+    answer(h, id, 0, lastChunk, true, false);
+    for (auto& b : c.drain()) got.push_back(std::move(b));
+    std::vector<std::uint32_t> seqs;
+    unsigned busy = 0;
+    for (const auto& b : got) {
+      auto m = parsed(b);
+      if (m.msg().sadb_msg_errno == EBUSY) {
+        ++busy;
+        continue;
+      }
+      EXPECT_EQ(m.msg().sadb_msg_type, SADB_DUMP);
+      seqs.push_back(m.msg().sadb_msg_seq);
+    }
+    std::vector<std::uint32_t> want;
+    for (unsigned i = 1; i < 3 + lastChunk; ++i) want.push_back(i);
+    want.push_back(0);
+    EXPECT_EQ(seqs, want) << "last chunk of " << lastChunk;
+    EXPECT_EQ(busy, 1u);
+    EXPECT_FALSE(h.keydbRequest(50).reader);  // the EBUSY dump never reached keydb
+    // Once the last chunk is in, a new dump is accepted again.
+    c.send(header(SADB_DUMP, SADB_SATYPE_UNSPEC, 0, 555));
+    h.pump();
+    EXPECT_TRUE(h.keydbRequest().reader);
+  }
+}
+
+// A continued reply is only meaningful for a dump: anything else is a keydb
+// that does not follow the protocol.
+TEST(SaRequests, AContinuedReplyToAnythingButADumpClosesTheKeydbChannel) {
+  bool lost = false;
+  ServerOptions o;
+  o.onPeerLost = [&](std::string_view) { lost = true; };
+  Harness h(o);
+  auto c = h.connect();
+  c.send(header(SADB_FLUSH, SADB_SATYPE_ESP, 0, 8));
+  h.pump();
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader);
+  answer(h, req.reader->getRoot<proto::PolicyToKeydb>().getRequestId(), 0, 1, false, true);
+  h.pump();
+  EXPECT_TRUE(lost);
+  EXPECT_EQ(c.drain().size(), 0u);
 }
 
 TEST(SaRequests, FlushBroadcastsOnlyWhenSomethingWasFlushed) {
