@@ -322,37 +322,18 @@ void Forwarder::onAhSigned(Worker& w, const proto::CryptoCompletion& c) noexcept
 void Forwarder::readAh(int family) noexcept {
   Worker& w = nextWorker();
   const int fd = family == AF_INET ? fds_.ah4.get() : fds_.ah6.get();
+  // IPv6: room in front to put back the header and extension headers the
+  // raw socket strips.
   const std::uint32_t at = family == AF_INET ? 0 : kAhInHeadroom;
-  std::array<mmsghdr, kBurst> msgs{};
-  std::array<iovec, kBurst> iovs{};
-  std::array<std::uint32_t, kBurst> bufs{};
-  // pktinfo, traffic class, hop limit, and the extension headers before AH.
-  // (Up to three extension header messages, their bytes at most kMaxSavedHeaders.)
-  constexpr std::size_t kControl = CMSG_SPACE(sizeof(in6_pktinfo)) + 2 * CMSG_SPACE(sizeof(int)) +
-                                   CMSG_SPACE(ah::kMaxSavedHeaders) + 2 * CMSG_SPACE(0);
-  std::array<std::array<char, kControl>, kBurst> cmsgs{};
-  std::array<sockaddr_in6, kBurst> names6{};
-  std::size_t have = 0;
-  for (; have < kBurst; ++have) {
-    auto b = allocBuffer(w);
-    if (!b) break;
-    bufs[have] = *b;
-    iovs[have] = {bufferData(w, *b) + at, w.bufferSize - at};
-    msgs[have].msg_hdr.msg_name = &names6[have];
-    msgs[have].msg_hdr.msg_namelen = sizeof names6[have];
-    msgs[have].msg_hdr.msg_iov = &iovs[have];
-    msgs[have].msg_hdr.msg_iovlen = 1;
-    msgs[have].msg_hdr.msg_control = cmsgs[have].data();
-    msgs[have].msg_hdr.msg_controllen = cmsgs[have].size();
-  }
-  if (have == 0) {
+  RecvBurst& r = recv_;
+  if (!receiveBurst(w, fd, at, r)) {
     ++counters_.esp_in_stall_no_buffer;
     (family == AF_INET ? ah4Stalled_ : ah6Stalled_) = true;
     return;
   }
-  int got = recvmmsg(fd, msgs.data(), static_cast<unsigned>(have), MSG_DONTWAIT, nullptr);
-  if (got < 0) got = 0;
-  for (int i = 0; i < got; ++i) {
+  auto& msgs = r.msgs;
+  auto& bufs = r.bufs;
+  for (std::size_t i = 0; i < r.got; ++i) {
     const std::uint32_t len = msgs[i].msg_len;
     auto drop = [&](std::uint64_t& counter) {
       ++counter;
@@ -378,7 +359,8 @@ void Forwarder::readAh(int family) noexcept {
     // messages, the extension headers from theirs, in the order received.
     const msghdr& m = msgs[i].msg_hdr;
     const esp::UdpControl ctl = esp::parseUdpControl(m);
-    if (!ctl.dst || m.msg_namelen < sizeof(sockaddr_in6) || names6[i].sin6_family != AF_INET6) {
+    const auto src = r.source6(i);
+    if (!ctl.dst || !src) {
       drop(counters_.ah_in_drop_bad_ip_header);
       continue;
     }
@@ -411,8 +393,7 @@ void Forwarder::readAh(int family) noexcept {
       drop(counters_.ah_in_drop_headers_too_long);
       continue;
     }
-    const auto src = esp::IpAddress::v6(std::span<const std::uint8_t, 16>(names6[i].sin6_addr.s6_addr, 16));
-    const auto f = ahframe::rebuildIpv6({data, w.bufferSize}, at, len, src, *ctl.dst, ctl.tos, hopLimitOf(m),
+    const auto f = ahframe::rebuildIpv6({data, w.bufferSize}, at, len, *src, *ctl.dst, ctl.tos, hopLimitOf(m),
                                         {ext.data(), extLen}, first);
     if (!f.ok()) {
       drop(ahInDrop(f.error));
@@ -420,9 +401,7 @@ void Forwarder::readAh(int family) noexcept {
     }
     inboundAh(w, bufs[i], static_cast<std::uint32_t>(f.start), static_cast<std::uint32_t>(f.length), ctl.tos);
   }
-  for (std::size_t i = static_cast<std::size_t>(got); i < have; ++i) freeBuffer(w, bufs[i]);
-  flushRequests(w, false);
-  if (static_cast<std::size_t>(got) == kBurst) {
+  if (finishBurst(w, r)) {
     boost::asio::post(io_, [this, family] { readAh(family); });
   } else {
     armAh(family);

@@ -295,37 +295,53 @@ void Forwarder::flushRequests(Worker& w, bool outbound) noexcept {
 
 // ---- inbound ----------------------------------------------------------------
 
+std::optional<esp::IpAddress> Forwarder::RecvBurst::source6(std::size_t i) const noexcept {
+  if (msgs[i].msg_hdr.msg_namelen < sizeof(sockaddr_in6) || names[i].ss_family != AF_INET6) return std::nullopt;
+  const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(&names[i]);
+  return esp::IpAddress::v6(std::span<const uint8_t, 16>(sin6->sin6_addr.s6_addr, 16));
+}
+
+bool Forwarder::receiveBurst(Worker& w, int fd, std::uint32_t at, RecvBurst& r) noexcept {
+  r.have = 0;
+  r.got = 0;
+  for (; r.have < kBurst; ++r.have) {
+    auto b = allocBuffer(w);
+    if (!b) break;
+    const std::size_t i = r.have;
+    r.bufs[i] = *b;
+    r.iovs[i] = {bufferData(w, *b) + at, w.bufferSize - at};
+    r.msgs[i] = {};
+    r.msgs[i].msg_hdr.msg_name = &r.names[i];
+    r.msgs[i].msg_hdr.msg_namelen = sizeof r.names[i];
+    r.msgs[i].msg_hdr.msg_iov = &r.iovs[i];
+    r.msgs[i].msg_hdr.msg_iovlen = 1;
+    r.msgs[i].msg_hdr.msg_control = r.cmsgs[i].data();
+    r.msgs[i].msg_hdr.msg_controllen = r.cmsgs[i].size();
+  }
+  if (r.have == 0) return false;
+  const int got = recvmmsg(fd, r.msgs.data(), static_cast<unsigned>(r.have), MSG_DONTWAIT, nullptr);
+  r.got = got > 0 ? static_cast<std::size_t>(got) : 0;
+  return true;
+}
+
+bool Forwarder::finishBurst(Worker& w, RecvBurst& r) noexcept {
+  for (std::size_t i = r.got; i < r.have; ++i) freeBuffer(w, r.bufs[i]);
+  flushRequests(w, false);
+  return r.got == kBurst;
+}
+
 void Forwarder::readRaw(int family) noexcept {
   Worker& w = nextWorker();
   const int fd = family == AF_INET ? fds_.raw4.get() : fds_.raw6.get();
-  std::array<mmsghdr, kBurst> msgs{};
-  std::array<iovec, kBurst> iovs{};
-  std::array<std::uint32_t, kBurst> bufs{};
-  // pktinfo, traffic class and (for transport mode) hop limit; the source
-  // address in names6 (IPv6 raw sockets strip the header).
-  std::array<std::array<char, CMSG_SPACE(sizeof(in6_pktinfo)) + 2 * CMSG_SPACE(sizeof(int))>, kBurst> cmsgs{};
-  std::array<sockaddr_in6, kBurst> names6{};
-  std::size_t have = 0;
-  for (; have < kBurst; ++have) {
-    auto b = allocBuffer(w);
-    if (!b) break;
-    bufs[have] = *b;
-    iovs[have] = {bufferData(w, *b), w.bufferSize};
-    msgs[have].msg_hdr.msg_name = &names6[have];
-    msgs[have].msg_hdr.msg_namelen = sizeof names6[have];
-    msgs[have].msg_hdr.msg_iov = &iovs[have];
-    msgs[have].msg_hdr.msg_iovlen = 1;
-    msgs[have].msg_hdr.msg_control = cmsgs[have].data();
-    msgs[have].msg_hdr.msg_controllen = cmsgs[have].size();
-  }
-  if (have == 0) {
+  RecvBurst& r = recv_;
+  if (!receiveBurst(w, fd, 0, r)) {
     ++counters_.esp_in_stall_no_buffer;
     (family == AF_INET ? raw4Stalled_ : raw6Stalled_) = true;
     return;
   }
-  int got = recvmmsg(fd, msgs.data(), static_cast<unsigned>(have), MSG_DONTWAIT, nullptr);
-  if (got < 0) got = 0;
-  for (int i = 0; i < got; ++i) {
+  auto& msgs = r.msgs;
+  auto& bufs = r.bufs;
+  for (std::size_t i = 0; i < r.got; ++i) {
     std::uint32_t len = msgs[i].msg_len;
     if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
       ++counters_.esp_in_drop_truncated;
@@ -355,16 +371,12 @@ void Forwarder::readRaw(int family) noexcept {
       }
       outer.dst = *ctl.dst;
       outer.tos = ctl.tos;
-      if (msgs[i].msg_hdr.msg_namelen >= sizeof(sockaddr_in6) && names6[i].sin6_family == AF_INET6) {
-        outer.src = esp::IpAddress::v6(std::span<const uint8_t, 16>(names6[i].sin6_addr.s6_addr, 16));
-      }
+      if (auto src = r.source6(i)) outer.src = *src;
       outer.hopLimit = hopLimitOf(msgs[i].msg_hdr);
     }
     inboundPacket(w, bufs[i], len, outer);
   }
-  for (std::size_t i = static_cast<std::size_t>(got); i < have; ++i) freeBuffer(w, bufs[i]);
-  flushRequests(w, false);
-  if (static_cast<std::size_t>(got) == kBurst) {
+  if (finishBurst(w, r)) {
     boost::asio::post(io_, [this, family] { readRaw(family); });
   } else {
     armRaw(family);
@@ -378,32 +390,15 @@ void Forwarder::readRaw(int family) noexcept {
 void Forwarder::readUdp(int family) noexcept {
   Worker& w = nextWorker();
   const int fd = family == AF_INET ? fds_.udp4.get() : fds_.udp6.get();
-  std::array<mmsghdr, kBurst> msgs{};
-  std::array<iovec, kBurst> iovs{};
-  std::array<std::uint32_t, kBurst> bufs{};
-  std::array<sockaddr_storage, kBurst> names{};
-  std::array<std::array<char, CMSG_SPACE(sizeof(in6_pktinfo)) + CMSG_SPACE(sizeof(int))>, kBurst> cmsgs{};
-  std::size_t have = 0;
-  for (; have < kBurst; ++have) {
-    auto b = allocBuffer(w);
-    if (!b) break;
-    bufs[have] = *b;
-    iovs[have] = {bufferData(w, *b), w.bufferSize};
-    msgs[have].msg_hdr.msg_name = &names[have];
-    msgs[have].msg_hdr.msg_namelen = sizeof names[have];
-    msgs[have].msg_hdr.msg_iov = &iovs[have];
-    msgs[have].msg_hdr.msg_iovlen = 1;
-    msgs[have].msg_hdr.msg_control = cmsgs[have].data();
-    msgs[have].msg_hdr.msg_controllen = cmsgs[have].size();
-  }
-  if (have == 0) {
+  RecvBurst& r = recv_;
+  if (!receiveBurst(w, fd, 0, r)) {
     ++counters_.esp_in_stall_no_buffer;
     (family == AF_INET ? udp4Stalled_ : udp6Stalled_) = true;
     return;
   }
-  int got = recvmmsg(fd, msgs.data(), static_cast<unsigned>(have), MSG_DONTWAIT, nullptr);
-  if (got < 0) got = 0;
-  for (int i = 0; i < got; ++i) {
+  auto& msgs = r.msgs;
+  auto& bufs = r.bufs;
+  for (std::size_t i = 0; i < r.got; ++i) {
     const std::uint32_t len = msgs[i].msg_len;
     auto drop = [&](std::uint64_t& counter) {
       ++counter;
@@ -421,16 +416,14 @@ void Forwarder::readUdp(int family) noexcept {
     }
     ++counters_.natt_in_esp_packets;
     const esp::UdpControl ctl = esp::parseUdpControl(msgs[i].msg_hdr);
-    const auto peer = esp::endpointFrom(names[i], msgs[i].msg_hdr.msg_namelen);
+    const auto peer = esp::endpointFrom(r.names[i], msgs[i].msg_hdr.msg_namelen);
     if (!ctl.dst || !peer) {
       drop(counters_.esp_in_drop_bad_ip);
       continue;
     }
     inboundPacket(w, bufs[i], len, Outer{0, *ctl.dst, ctl.tos, true, *peer, {}, 64});
   }
-  for (std::size_t i = static_cast<std::size_t>(got); i < have; ++i) freeBuffer(w, bufs[i]);
-  flushRequests(w, false);
-  if (static_cast<std::size_t>(got) == kBurst) {
+  if (finishBurst(w, r)) {
     boost::asio::post(io_, [this, family] { readUdp(family); });
   } else {
     armUdp(family);

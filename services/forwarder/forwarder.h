@@ -21,6 +21,7 @@
 
 #include <utility>  // before asio (Boost 1.74 with GCC 12)
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <array>
@@ -134,6 +135,33 @@ class Forwarder {
 
   // Data path (datapath.cpp).
   void readTun() noexcept;
+  // One recvmmsg burst straight into pool buffers, shared by every reading
+  // socket (raw ESP, ESP in UDP, raw AH). Kept as a member: its control
+  // space is large and a burst must not pay for zeroing it.
+  struct RecvBurst {
+    // pktinfo, traffic class, hop limit, and (raw AH/IPv6) up to three
+    // extension headers whose bytes together fit ah::kMaxSavedHeaders.
+    static constexpr std::size_t kControlSpace = CMSG_SPACE(sizeof(in6_pktinfo)) + 2 * CMSG_SPACE(sizeof(int)) +
+                                                 CMSG_SPACE(ah::kMaxSavedHeaders) + 2 * CMSG_SPACE(0);
+    std::array<mmsghdr, kBurst> msgs;
+    std::array<iovec, kBurst> iovs;
+    std::array<std::uint32_t, kBurst> bufs;
+    std::array<sockaddr_storage, kBurst> names;
+    std::array<std::array<char, kControlSpace>, kBurst> cmsgs;
+    std::size_t have = 0;  // buffers taken from the pool
+    std::size_t got = 0;   // of them, filled by the kernel
+    // The sender of packet i when the socket named an IPv6 one.
+    std::optional<esp::IpAddress> source6(std::size_t i) const noexcept;
+  };
+  // Takes up to kBurst buffers from w's pool and receives into them at
+  // offset `at`. False when the pool had no buffer: the caller counts the
+  // stall and pauses that socket.
+  bool receiveBurst(Worker& w, int fd, std::uint32_t at, RecvBurst& r) noexcept;
+  // Returns the unfilled buffers, sends the burst's requests; true when the
+  // burst was full (more may be queued).
+  bool finishBurst(Worker& w, RecvBurst& r) noexcept;
+  RecvBurst recv_;
+
   void readRaw(int family) noexcept;
   void readUdp(int family) noexcept;
   void drainCompletions(Worker& w) noexcept;
