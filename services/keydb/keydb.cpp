@@ -149,8 +149,16 @@ void Keydb::stop() {
 }
 
 void Keydb::attachDataPlane(UniqueFd crypto, UniqueFd forwarder) {
-  crypto_ = std::make_unique<control::Channel>(io_, std::move(crypto), "ipsec-crypto");
-  forwarder_ = std::make_unique<control::Channel>(io_, std::move(forwarder), "ipsec-forwarder");
+  // One message per SA can be due at once: a restarted data plane is given
+  // every SA again, a FLUSH removes each, and ADDs may outrun the forwarder.
+  // The channels' default queue (1024 messages) would close the channel, and
+  // so stop the data plane, for a SAD larger than that: size the queue for
+  // the SAD instead (policy bounds what is in flight per client).
+  control::Channel::Options o;
+  o.maxQueuedMessages = kDataPlaneQueueMessages;
+  o.maxQueuedBytes = kDataPlaneQueueBytes;
+  crypto_ = std::make_unique<control::Channel>(io_, std::move(crypto), "ipsec-crypto", o);
+  forwarder_ = std::make_unique<control::Channel>(io_, std::move(forwarder), "ipsec-forwarder", o);
 }
 
 bool Keydb::onDataPlaneRestarted(std::vector<UniqueFd>& fds) {

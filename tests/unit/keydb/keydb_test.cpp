@@ -165,6 +165,35 @@ TEST(KeydbService, AnIpcompSaIsInstalledWithoutASessionAndAnsweredAtOnce) {
   EXPECT_FALSE(h.toCrypto(50).reader);  // no session for IPComp
 }
 
+TEST(KeydbService, AddsFasterThanTheForwarderReadsAreQueuedNotFatal) {
+  // 5000 installs: far more than the socket buffer and the channels' default
+  // queue of 1024 hold while the forwarder is busy elsewhere.
+  constexpr std::uint32_t kSas = 5000;
+  KeydbHarness h;
+  for (std::uint32_t i = 0; i < kSas; ++i) {
+    capnp::MallocMessageBuilder b;
+    addRequest(b, i + 1, SADB_X_SATYPE_IPCOMP, 0x100 + i, SADB_X_CALG_DEFLATE, SADB_AALG_NONE, false);
+    h.fromPolicy(b);
+    auto r = h.toPolicy();
+    ASSERT_TRUE(r.reader) << "SA " << i << ": " << r.error;
+    ASSERT_EQ(r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), 0) << "SA " << i;
+  }
+  std::set<std::uint32_t> installed;
+  for (int idle = 0; installed.size() < kSas && idle < 50;) {
+    h.pump();
+    auto in = h.toForwarder(20);
+    if (!in.reader) {
+      ++idle;
+      continue;
+    }
+    idle = 0;
+    auto fm = in.reader->getRoot<proto::KeydbToForwarder>();
+    ASSERT_EQ(fm.which(), proto::KeydbToForwarder::INSTALL);
+    installed.insert(fm.getInstall().getParams().getSpi());
+  }
+  EXPECT_EQ(installed.size(), kSas);
+}
+
 TEST(KeydbService, IpcompWithKeysAnotherAlgorithmOrAWideCpiIsEinval) {
   KeydbHarness h;
   struct Case {
