@@ -43,9 +43,14 @@ class Channel {
 
   struct Options {
     std::size_t maxMessageBytes = kMaxMessageBytes;  // receive buffer and send limit
-    // The send queue is bounded: a peer that stops reading is a peer that misbehaves.
-    std::size_t maxQueuedMessages = 1024;
-    std::size_t maxQueuedBytes = std::size_t{64} << 20;
+    // The send queue is bounded: a peer that stops reading is a peer that
+    // misbehaves. Between services one message per SA or policy can be due
+    // at once (a restarted data plane is given every SA and policy again, a
+    // FLUSH removes each, a burst of ADDs outruns the forwarder, a million
+    // lifetimes expire together), so the bound is sized for tables of a
+    // million entries, not for a burst.
+    std::size_t maxQueuedMessages = std::size_t{1} << 20;
+    std::size_t maxQueuedBytes = std::size_t{1} << 30;
   };
 
   enum class SendResult {

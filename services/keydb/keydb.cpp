@@ -149,16 +149,8 @@ void Keydb::stop() {
 }
 
 void Keydb::attachDataPlane(UniqueFd crypto, UniqueFd forwarder) {
-  // One message per SA can be due at once: a restarted data plane is given
-  // every SA again, a FLUSH removes each, and ADDs may outrun the forwarder.
-  // The channels' default queue (1024 messages) would close the channel, and
-  // so stop the data plane, for a SAD larger than that: size the queue for
-  // the SAD instead (policy bounds what is in flight per client).
-  control::Channel::Options o;
-  o.maxQueuedMessages = kDataPlaneQueueMessages;
-  o.maxQueuedBytes = kDataPlaneQueueBytes;
-  crypto_ = std::make_unique<control::Channel>(io_, std::move(crypto), "ipsec-crypto", o);
-  forwarder_ = std::make_unique<control::Channel>(io_, std::move(forwarder), "ipsec-forwarder", o);
+  crypto_ = std::make_unique<control::Channel>(io_, std::move(crypto), "ipsec-crypto");
+  forwarder_ = std::make_unique<control::Channel>(io_, std::move(forwarder), "ipsec-forwarder");
 }
 
 bool Keydb::onDataPlaneRestarted(std::vector<UniqueFd>& fds) {

@@ -40,10 +40,6 @@ class Keydb {
   // keys, IPv6 addresses and NAT-T is well under 1 KiB, so a chunk stays far
   // below control::kMaxMessageBytes.
   static constexpr std::size_t kDumpChunk = 512;
-  // Queue bounds of the channels to the broker and the forwarder (see
-  // attachDataPlane): room for a message per SA of a SAD of a million SAs.
-  static constexpr std::size_t kDataPlaneQueueMessages = std::size_t{1} << 20;
-  static constexpr std::size_t kDataPlaneQueueBytes = std::size_t{1} << 30;
 
  private:
   void attachDataPlane(UniqueFd crypto, UniqueFd forwarder);
