@@ -76,23 +76,6 @@ bool ahRequestAllows(const Policy& p, const Sa& sa, bool tunnel) noexcept {
   return false;
 }
 
-proto::CryptoRequest ahRequest(std::uint32_t buf, const Sa& sa, proto::CryptoOp op, std::uint32_t offset,
-                               std::uint32_t length, std::uint16_t icvOffset, std::uint64_t seq) noexcept {
-  proto::CryptoRequest req{};
-  req.cookie = buf;
-  req.session = sa.ref.index;
-  req.sessionGeneration = sa.ref.generation;
-  req.op = op;
-  req.status = proto::CryptoStatus::kPending;
-  req.segmentCount = 1;
-  req.bufferIndex = buf;
-  req.offset = offset;
-  req.length = length;
-  req.segmentStride = length;
-  req.seqHigh = static_cast<std::uint32_t>(seq >> 32);
-  req.icvOffset = icvOffset;
-  return req;
-}
 
 }  // namespace
 
@@ -265,8 +248,8 @@ bool Forwarder::frameAh(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa,
   ++sa.seqNext;
   maybeRequestSeq(sa);
   if (sa.firstUse == 0) sa.firstUse = unixNow();
-  w.pending.push_back(ahRequest(buf, sa, proto::CryptoOp::kAhSign, start, total,
-                                static_cast<std::uint16_t>(canon.icvOffset), seq));
+  w.pending.push_back(cryptoRequest(buf, sa, proto::CryptoOp::kAhSign, start, total, seq,
+                                    static_cast<std::uint16_t>(canon.icvOffset)));
   BufferContext ctx;
   ctx.use = Use::kAhOutbound;
   ctx.sa = sa.ref;
@@ -448,9 +431,9 @@ void Forwarder::inboundAh(Worker& w, std::uint32_t buf, std::uint32_t start, std
   st.start = start;
   st.ahOffset = static_cast<std::uint16_t>(canon.ahOffset);
   st.nextHeaderOffset = static_cast<std::uint16_t>(canon.nextHeaderOffset);
-  w.pending.push_back(ahRequest(buf, *sa, proto::CryptoOp::kAhVerify, start,
-                                static_cast<std::uint32_t>(where.packetLength),
-                                static_cast<std::uint16_t>(canon.icvOffset), seq));
+  w.pending.push_back(cryptoRequest(buf, *sa, proto::CryptoOp::kAhVerify, start,
+                                    static_cast<std::uint32_t>(where.packetLength), seq,
+                                    static_cast<std::uint16_t>(canon.icvOffset)));
   BufferContext ctx;
   ctx.use = Use::kAhInbound;
   ctx.sa = sa->ref;

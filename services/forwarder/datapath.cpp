@@ -46,11 +46,10 @@ bool requestAllows(const Policy& p, const Sa& sa) noexcept {
   return false;
 }
 
-// One ESP packet (a single segment) of buffer buf, for the SA's session. The
-// cookie is the buffer index: the completion is matched against our private
-// context for that buffer, never trusted on its own.
+}  // namespace
+
 proto::CryptoRequest cryptoRequest(std::uint32_t buf, const Sa& sa, proto::CryptoOp op, std::uint32_t offset,
-                                   std::uint32_t length, std::uint64_t seq) noexcept {
+                                   std::uint32_t length, std::uint64_t seq, std::uint16_t icvOffset) noexcept {
   proto::CryptoRequest req{};
   req.cookie = buf;
   req.session = sa.ref.index;
@@ -63,10 +62,9 @@ proto::CryptoRequest cryptoRequest(std::uint32_t buf, const Sa& sa, proto::Crypt
   req.length = length;
   req.segmentStride = length;
   req.seqHigh = static_cast<std::uint32_t>(seq >> 32);
+  req.icvOffset = icvOffset;
   return req;
 }
-
-}  // namespace
 
 std::uint8_t* Forwarder::bufferData(Worker& w, std::uint32_t buf) noexcept {
   return reinterpret_cast<std::uint8_t*>(w.pool->data(buf).data());

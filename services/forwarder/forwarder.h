@@ -71,6 +71,14 @@ struct AhBuffer {
   std::uint16_t nextHeaderOffset = 0;  // the byte that says 51
 };
 
+// One crypto request for a single segment of buffer buf, for the SA's
+// session (ESP: the ESP packet; AH: the whole canonicalised IP packet, its
+// ICV at icvOffset). The cookie is the buffer index: the completion is
+// matched against our private context for that buffer, never trusted on
+// its own.
+proto::CryptoRequest cryptoRequest(std::uint32_t buf, const Sa& sa, proto::CryptoOp op, std::uint32_t offset,
+                                   std::uint32_t length, std::uint64_t seq, std::uint16_t icvOffset = 0) noexcept;
+
 class Forwarder {
  public:
   static constexpr std::size_t kBurst = 32;
