@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <string>
@@ -39,7 +40,7 @@ constexpr size_t kHead = 64;
 // A pool-like buffer: headroom, the payload, room to grow.
 std::vector<uint8_t> inBuffer(const std::vector<uint8_t>& payload, size_t total = 70000) {
   std::vector<uint8_t> buf(total, 0xEE);
-  std::memcpy(buf.data() + kHead, payload.data(), payload.size());
+  std::copy(payload.begin(), payload.end(), buf.begin() + kHead);  // memcpy from an empty vector's null is UB
   return buf;
 }
 
