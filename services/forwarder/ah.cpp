@@ -445,27 +445,15 @@ void Forwarder::inboundAh(Worker& w, std::uint32_t buf, std::uint32_t start, std
 void Forwarder::onAhVerified(Worker& w, const proto::CryptoCompletion& c) noexcept {
   const BufferContext ctx = w.contexts[c.bufferIndex];
   const AhBuffer& st = w.ah[c.bufferIndex];
-  Sa* sa = sas_.find(ctx.sa);
+  Sa* sa = acceptVerified(w, c, ctx, c.offset == st.start,
+                          {&counters_.ah_in_drop_no_sa, &counters_.ah_in_drop_bad_icv,
+                           &counters_.ah_in_drop_crypto, &counters_.ah_in_drop_replay});
+  if (!sa) return;
   auto drop = [&](std::uint64_t& counter) {
     ++counter;
-    if (sa) sa->counters.in_drop_other++;
+    sa->counters.in_drop_other++;
     freeBuffer(w, c.bufferIndex);
   };
-  if (!sa) return drop(counters_.ah_in_drop_no_sa);
-  if (c.status == proto::CryptoStatus::kBadIcv) {
-    ++counters_.ah_in_drop_bad_icv;
-    sa->counters.in_drop_bad_icv++;
-    freeBuffer(w, c.bufferIndex);
-    return;
-  }
-  if (c.status != proto::CryptoStatus::kOk || c.offset != st.start) return drop(counters_.ah_in_drop_crypto);
-  // Only an authenticated packet may move the window (RFC 4302 §3.4.3).
-  if (sa->replay && !sa->replay->accept(ctx.seq)) {
-    ++counters_.ah_in_drop_replay;
-    sa->counters.in_drop_replay++;
-    freeBuffer(w, c.bufferIndex);
-    return;
-  }
   std::uint8_t* ip = bufferData(w, c.bufferIndex) + st.start;
   const std::uint32_t length = c.length;
   st.saved.restore({ip, length});

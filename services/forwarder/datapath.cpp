@@ -598,29 +598,48 @@ void Forwarder::flushSendBatch(SendBatch& b) noexcept {
   b.count = 0;
 }
 
-void Forwarder::onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept {
-  const BufferContext ctx = w.contexts[c.bufferIndex];
+Sa* Forwarder::acceptVerified(Worker& w, const proto::CryptoCompletion& c, const BufferContext& ctx, bool sane,
+                              const VerifyDrops& d) noexcept {
   Sa* sa = sas_.find(ctx.sa);
-  auto drop = [&](std::uint64_t& counter) {
-    ++counter;
-    if (sa) sa->counters.in_drop_other++;
+  if (!sa) {
+    ++*d.noSa;
     freeBuffer(w, c.bufferIndex);
-  };
-  if (!sa) return drop(counters_.esp_in_drop_no_sa);
+    return nullptr;
+  }
   if (c.status == proto::CryptoStatus::kBadIcv) {
-    ++counters_.esp_in_drop_bad_icv;
+    ++*d.badIcv;
     sa->counters.in_drop_bad_icv++;
     freeBuffer(w, c.bufferIndex);
-    return;
+    return nullptr;
   }
-  if (c.status != proto::CryptoStatus::kOk) return drop(counters_.esp_in_drop_crypto);
-  // Only an authenticated packet may move the window (RFC 4303 §3.4.3).
+  if (c.status != proto::CryptoStatus::kOk || !sane) {
+    ++*d.crypto;
+    sa->counters.in_drop_other++;
+    freeBuffer(w, c.bufferIndex);
+    return nullptr;
+  }
+  // Only an authenticated packet may move the window (RFC 4303 §3.4.3,
+  // RFC 4302 §3.4.3).
   if (sa->replay && !sa->replay->accept(ctx.seq)) {
-    ++counters_.esp_in_drop_replay;
+    ++*d.replay;
     sa->counters.in_drop_replay++;
     freeBuffer(w, c.bufferIndex);
-    return;
+    return nullptr;
   }
+  return sa;
+}
+
+void Forwarder::onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept {
+  const BufferContext ctx = w.contexts[c.bufferIndex];
+  Sa* sa = acceptVerified(w, c, ctx, true,
+                          {&counters_.esp_in_drop_no_sa, &counters_.esp_in_drop_bad_icv,
+                           &counters_.esp_in_drop_crypto, &counters_.esp_in_drop_replay});
+  if (!sa) return;
+  auto drop = [&](std::uint64_t& counter) {
+    ++counter;
+    sa->counters.in_drop_other++;
+    freeBuffer(w, c.bufferIndex);
+  };
   // Authenticated and fresh: a peer that now comes from elsewhere is behind
   // a NAT that rebound (RFC 3948 §5). Only reported (a replayed copy sent from
   // another address cannot get this far); the key manager decides.

@@ -175,6 +175,15 @@ class Forwarder {
   void drainCompletions(Worker& w) noexcept;
   void onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept;
   void onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept;
+  // The checks every inbound completion (ESP open, AH verify) passes first:
+  // the SA still exists, the ICV verified, the broker succeeded and the
+  // descriptor is `sane`, then the replay window moves. The SA, or nullptr
+  // when the buffer was counted under its protocol's drop and freed.
+  struct VerifyDrops {
+    std::uint64_t *noSa, *badIcv, *crypto, *replay;
+  };
+  Sa* acceptVerified(Worker& w, const proto::CryptoCompletion& c, const BufferContext& ctx, bool sane,
+                     const VerifyDrops& d) noexcept;
   void flushRequests(Worker& w, bool outbound) noexcept;
   void flushSends() noexcept;
   // Returns false when the caller should free the buffer (dropped), true when
