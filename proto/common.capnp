@@ -53,6 +53,12 @@ struct SaParams {
   natTDport @21 :UInt16;    # host order
   natOaSrc @22 :Data;       # original source address (NAT-OAi), empty if none
   natOaDst @23 :Data;       # original destination address (NAT-OAr), empty if none
+  # Per-SA tunnel options (our PF_KEY extension SADB_X_EXT_SA_OPTIONS, lib/pfkey
+  # kExtSaOptions; setkey -df/-mtu/-tfc/-dummy). Zero everywhere = defaults.
+  dfPolicy @24 :UInt8;      # outer DF bit: 0 inherit net.inet.ipsec.dfbit, 1 clear, 2 set, 3 copy inner
+  mtu @25 :UInt16;          # outer path MTU for this SA in bytes; 0 = the default path MTU
+  tfcPad @26 :UInt16;       # ESP tunnel: pad inner packets to this many bytes (RFC 4303 §2.7); 0 = off
+  dummyInterval @27 :UInt32;  # ms between dummy packets (next header 59) on an idle SA; 0 = off
 }
 
 # Key material. Travels only policy→keydb and keydb→crypto; never to the

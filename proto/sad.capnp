@@ -33,6 +33,19 @@ struct GetSpi {
   reqid @6 :UInt32;
 }
 
+# One SA move of SADB_X_MIGRATE (Linux pfkey_migrate / xfrm_migrate): the SAs of
+# `satype` in `mode` with `reqid` (any reqid when 0) between oldSrc and oldDst
+# get newSrc and newDst. Keys, sequence numbers and the crypto session stay.
+struct SaMigration {
+  satype @0 :UInt8;
+  mode @1 :UInt8;
+  reqid @2 :UInt32;
+  oldSrc @3 :Data;
+  oldDst @4 :Data;
+  newSrc @5 :Data;
+  newDst @6 :Data;
+}
+
 struct PolicyToKeydb {
   requestId @0 :UInt64;
   union {
@@ -42,6 +55,7 @@ struct PolicyToKeydb {
     flush @4 :UInt8;        # satype; 0 (SADB_SATYPE_UNSPEC) = all
     dump @5 :UInt8;         # satype; 0 = all
     getSpi @6 :GetSpi;
+    migrate @7 :List(SaMigration);  # reply: sas moved (new addresses); errno if none could move
   }
 }
 

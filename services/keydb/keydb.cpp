@@ -220,6 +220,9 @@ bool Keydb::onPolicy(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
     case proto::PolicyToKeydb::GET_SPI:
       getSpi(id, req.getGetSpi());
       return true;
+    case proto::PolicyToKeydb::MIGRATE:
+      // Moving SAs is not implemented yet: policy migrates only policies.
+      return replyError(id, EOPNOTSUPP), true;
   }
   return false;
 }
