@@ -17,6 +17,7 @@
 #include "control/unique_fd.h"
 #include "control/wire.h"
 #include "proto/admin.capnp.h"
+#include "stats_view.h"
 
 namespace {
 
@@ -25,11 +26,27 @@ using ipsec::control::UniqueFd;
 void usage(FILE* out) {
   std::fputs(
       "Usage: ipsecctl [--runtime-dir DIR | --socket PATH] COMMAND [--json]\n"
+      "       ipsecctl stats [-p esp|ah|ipcomp|ipsec|natt|all] [--raw | --json]\n"
       "\n"
       "Commands:\n"
-      "  stats                counters of every service, in the spirit of netstat -s -p esp:\n"
-      "                       one line per counter (one counter per drop reason), then\n"
-      "                       per-SA counters under each SA\n"
+      "  stats                counters of every service, as FreeBSD's netstat -s -p esp|ah|\n"
+      "                       ipcomp: each group titled (\"esp:\"), one line per FreeBSD\n"
+      "                       field (espstat, ahstat, ipcompstat, ipsecstat) with its\n"
+      "                       netstat phrase. Our counters are finer (one per drop\n"
+      "                       reason): a field fed by several of them prints their sum\n"
+      "                       with each counter indented under it, named in parentheses\n"
+      "                       as --json names it; counters FreeBSD has no field for\n"
+      "                       follow the fields. Every counter is printed, zero or not.\n"
+      "                       Then the counters of each SA, then the other services.\n"
+      "    -p, --protocol GROUP\n"
+      "                       only this group: esp, ah, ipcomp (with the SAs of that\n"
+      "                       protocol), ipsec (SPD, TUN and plumbing drops, and the\n"
+      "                       other services), natt (ESP-in-UDP, keepalives, NAT\n"
+      "                       mappings; no FreeBSD counterpart) or all (the default)\n"
+      "    --raw                the flat list of earlier versions: per service a line\n"
+      "                       \"<value> <name>\" per counter, then per SA; for scripts\n"
+      "    --json               the same counters as a JSON object\n"
+      "                       {service: {counters: {name: value}, sas: [...]}}\n"
       "  audit                the sandbox of each process: uid/gid, capabilities,\n"
       "                       no_new_privs, seccomp mode, root directory, namespaces,\n"
       "                       open descriptors, dumpable flag\n"
@@ -83,12 +100,11 @@ const char* satypeName(unsigned t) {
   return "?";
 }
 
-int printStats(ipsec::proto::AdminReply::Reader r, bool json) {
-  nlohmann::json out = nlohmann::json::object();
-  for (auto svc : r.getStats()) {
-    std::string name = svc.getService();
-    if (json) {
-      auto& j = out[name];
+int printStats(ipsec::proto::AdminReply::Reader r, bool json, bool raw, const std::string& group) {
+  if (json) {
+    nlohmann::json out = nlohmann::json::object();
+    for (auto svc : r.getStats()) {
+      auto& j = out[std::string(svc.getService())];
       for (auto c : svc.getCounters()) j["counters"][std::string(c.getName())] = c.getValue();
       for (auto sa : svc.getSas()) {
         nlohmann::json s;
@@ -98,21 +114,25 @@ int printStats(ipsec::proto::AdminReply::Reader r, bool json) {
         for (auto c : sa.getCounters()) s["counters"][std::string(c.getName())] = c.getValue();
         j["sas"].push_back(s);
       }
-      continue;
     }
-    std::printf("%s:\n", name.c_str());
-    for (auto c : svc.getCounters()) {
-      std::printf("\t%llu %s\n", static_cast<unsigned long long>(c.getValue()), c.getName().cStr());
-    }
+    std::printf("%s\n", out.dump(2).c_str());
+    return 0;
+  }
+  std::vector<ipsec::ipsecctl::ServiceStats> services;
+  for (auto svc : r.getStats()) {
+    auto& s = services.emplace_back();
+    s.service = svc.getService();
+    for (auto c : svc.getCounters()) s.counters.push_back({c.getName(), c.getValue()});
     for (auto sa : svc.getSas()) {
-      std::printf("  SA %s spi 0x%08x dst %s:\n", satypeName(sa.getSatype()), sa.getSpi(),
-                  addressText(sa.getDst()).c_str());
-      for (auto c : sa.getCounters()) {
-        std::printf("\t%llu %s\n", static_cast<unsigned long long>(c.getValue()), c.getName().cStr());
-      }
+      auto& e = s.sas.emplace_back();
+      e.satype = satypeName(sa.getSatype());
+      e.spi = sa.getSpi();
+      e.dst = addressText(sa.getDst());
+      for (auto c : sa.getCounters()) e.counters.push_back({c.getName(), c.getValue()});
     }
   }
-  if (json) std::printf("%s\n", out.dump(2).c_str());
+  std::fputs((raw ? ipsec::ipsecctl::formatRaw(services) : ipsec::ipsecctl::formatGrouped(services, group)).c_str(),
+             stdout);
   return 0;
 }
 
@@ -147,7 +167,30 @@ int main(int argc, char** argv) {
 
   capnp::MallocMessageBuilder req;
   auto root = req.initRoot<ipsec::proto::AdminRequest>();
-  const std::string& cmd = words[0];
+  const std::string cmd = words[0];
+  bool raw = false;
+  std::string group = "all";
+  if (cmd == "stats") {
+    // stats [-p GROUP] [--raw]: options after the command word.
+    for (std::size_t i = 1; i < words.size(); ++i) {
+      const std::string& w = words[i];
+      if (w == "--raw") {
+        raw = true;
+      } else if ((w == "-p" || w == "--protocol") && i + 1 < words.size()) {
+        group = words[++i];
+      } else if (w.starts_with("--protocol=")) {
+        group = w.substr(11);
+      } else {
+        usage(stderr);
+        return 2;
+      }
+    }
+    if (!ipsec::ipsecctl::isStatGroup(group)) {
+      std::fprintf(stderr, "ipsecctl: unknown group %s (esp, ah, ipcomp, ipsec, natt or all)\n", group.c_str());
+      return 2;
+    }
+    words.resize(1);
+  }
   if (cmd == "stats" && words.size() == 1) {
     root.setStats();
   } else if (cmd == "audit" && words.size() == 1) {
@@ -188,7 +231,7 @@ int main(int argc, char** argv) {
   }
   auto rep = got.reader->getRoot<ipsec::proto::AdminReply>();
   switch (rep.which()) {
-    case ipsec::proto::AdminReply::STATS: return printStats(rep, json);
+    case ipsec::proto::AdminReply::STATS: return printStats(rep, json, raw, group);
     case ipsec::proto::AdminReply::AUDIT:
       std::fputs(json ? rep.getAudit().getJson().cStr() : rep.getAudit().getTable().cStr(), stdout);
       std::fputs("\n", stdout);
