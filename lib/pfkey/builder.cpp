@@ -162,6 +162,19 @@ Builder& Builder::saReplay(uint32_t window) {
   return *this;
 }
 
+Builder& Builder::saOptions(const SaOptions& o) {
+  size_t at = grow(sizeof(SaOptionsExt));
+  SaOptionsExt e{};
+  e.len = sizeof e / kUnit;
+  e.exttype = kExtSaOptions;
+  e.df = o.df;
+  e.mtu = o.mtu;
+  e.tfcPad = o.tfcPad;
+  e.dummyIntervalMs = o.dummyIntervalMs;
+  store(buf_, at, e);
+  return *this;
+}
+
 Builder& Builder::policy(const PolicyFields& pf) {
   size_t bytes = sizeof(sadb_x_policy);
   for (const auto& r : pf.requests) {

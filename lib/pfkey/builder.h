@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "pfkey/address.h"
+#include "pfkey/message.h"
 
 namespace ipsec::pfkey {
 
@@ -63,6 +64,8 @@ class Builder {
   Builder& natTPort(uint16_t extType, uint16_t port);  // host order in, network on the wire
   // Our kExtSaReplay (message.h): a replay window in packets, above 255.
   Builder& saReplay(uint32_t window);
+  // Our kExtSaOptions (message.h): per-SA DF policy, path MTU, TFC pad, dummy interval.
+  Builder& saOptions(const SaOptions& o);
   Builder& policy(const PolicyFields& p);
   Builder& supported(uint16_t extType, std::span<const sadb_alg> algs);
   Builder& secCtx(uint8_t alg, uint8_t doi, std::span<const uint8_t> context);

@@ -44,6 +44,7 @@ constexpr std::array<uint16_t, kExtMax + 1> kMinLen = [] {
   m[SADB_X_EXT_KMADDRESS] = sizeof(sadb_x_kmaddress);
   m[SADB_X_EXT_FILTER] = sizeof(sadb_x_filter);
   m[kExtSaReplay] = sizeof(SaReplayExt);
+  m[kExtSaOptions] = sizeof(SaOptionsExt);
   return m;
 }();
 
@@ -60,6 +61,7 @@ constexpr bool isFixedSize(uint16_t t) noexcept {
     case SADB_X_EXT_NAT_T_SPORT:
     case SADB_X_EXT_NAT_T_DPORT:
     case kExtSaReplay:
+    case kExtSaOptions:
       return true;
     default:
       return false;
@@ -107,6 +109,14 @@ const char* checkKey(std::span<const uint8_t> e) noexcept {
   auto k = load<sadb_key>(e.data());
   size_t need = sizeof(sadb_key) + (size_t{k.sadb_key_bits} + 7) / 8;
   return need <= e.size() ? nullptr : "key bits exceed the extension";
+}
+
+const char* checkSaOptions(std::span<const uint8_t> e) noexcept {
+  auto o = load<SaOptionsExt>(e.data());
+  if (o.df > kSaDfCopy) return "SA_OPTIONS df policy above 3";
+  if (o.reserved1 != 0 || o.reserved2 != 0) return "SA_OPTIONS reserved field not 0";
+  if (o.mtu != 0 && o.mtu < kMinMtuV4) return "SA_OPTIONS mtu below 576";
+  return nullptr;
 }
 
 const char* checkSecCtx(std::span<const uint8_t> e) noexcept {
@@ -188,7 +198,7 @@ std::variant<ParsedMessage, ParseError> parse(std::span<const uint8_t> d, Origin
     uint16_t type = eh.sadb_ext_type;
     if (len < kUnit || len > d.size() - off)
       return fail(EINVAL, "extension length out of bounds", type, off);
-    if (type == SADB_EXT_RESERVED || (type > SADB_EXT_MAX && type != kExtSaReplay))
+    if (type == SADB_EXT_RESERVED || (type > SADB_EXT_MAX && type != kExtSaReplay && type != kExtSaOptions))
       return fail(EINVAL, "unknown extension type", type, off);
     if (m.offsets_[type] != 0) return fail(EINVAL, "duplicate extension", type, off);
     if (len < kMinLen[type]) return fail(EINVAL, "extension shorter than its struct", type, off);
@@ -202,6 +212,8 @@ std::variant<ParsedMessage, ParseError> parse(std::span<const uint8_t> d, Origin
       why = checkKey(e);
     } else if (type == SADB_X_EXT_SEC_CTX) {
       why = checkSecCtx(e);
+    } else if (type == kExtSaOptions) {
+      why = checkSaOptions(e);
     } else if (type == SADB_X_EXT_POLICY) {
       PolicyExt p;
       if (auto err = parsePolicy(e, off, p)) return *err;
@@ -266,6 +278,12 @@ std::optional<uint32_t> ParsedMessage::saReplay() const noexcept {
   return r->replay;
 }
 
+std::optional<SaOptions> ParsedMessage::saOptions() const noexcept {
+  auto o = ext<SaOptionsExt>(kExtSaOptions);
+  if (!o) return std::nullopt;
+  return SaOptions{o->df, o->mtu, o->tfcPad, o->dummyIntervalMs};
+}
+
 size_t ParsedMessage::supportedCount(uint16_t t) const noexcept {
   if (t != SADB_EXT_SUPPORTED_AUTH && t != SADB_EXT_SUPPORTED_ENCRYPT) return 0;
   auto e = extBytes(t);
@@ -300,6 +318,7 @@ const char* extTypeName(uint16_t type) noexcept {
       "X_KMADDRESS",    "X_FILTER"};
   static_assert(std::size(kNames) == SADB_EXT_MAX + 1);
   if (type == kExtSaReplay) return "X_SA_REPLAY";
+  if (type == kExtSaOptions) return "X_SA_OPTIONS";
   return type <= SADB_EXT_MAX ? kNames[type] : "?";
 }
 

@@ -18,11 +18,12 @@
 //    sadb_msg_len * 8 equal to the datagram length, at least 16 bytes, at most
 //    kMaxMessageBytes (EMSGSIZE);
 //  - each extension: at least 8 bytes, within the message, type 1..SADB_EXT_MAX
-//    or kExtSaReplay (unknown types are refused; Linux skips them, we prefer
-//    to be told),
+//    or one of ours, kExtSaReplay and kExtSaOptions (unknown types are
+//    refused; Linux skips them, we prefer to be told),
 //    not repeated, at least the size of its struct, exactly that size for the
 //    fixed-size ones (SA, lifetimes, SA2, SPIRANGE, NAT-T type and ports,
-//    SA_REPLAY);
+//    SA_REPLAY, SA_OPTIONS);
+//  - SA_OPTIONS: df <= 3, reserved fields 0, mtu 0 or at least 576;
 //  - sadb_address (SRC, DST, PROXY, NAT_T_OA): AF_INET with ext len 3 and
 //    prefixlen <= 32, or AF_INET6 with ext len 5 and prefixlen <= 128;
 //  - sadb_key: ceil(bits / 8) key bytes fit in the extension;
@@ -70,8 +71,16 @@ inline constexpr uint32_t kSaFlagEsn = 0x400;
 // unknown here. The service sends it only for windows above 255, so that
 // clients that know only Linux's types never see it unless they asked.
 inline constexpr uint16_t kExtSaReplay = 28;
-inline constexpr uint16_t kExtMax = kExtSaReplay;
+// kExtSaOptions, ours alone (no BSD has it): per-SA tunnel options, struct
+// SaOptionsExt below: the outer DF bit, the outer path MTU, TFC padding
+// (RFC 4303 §2.7) and dummy packets (next header 59, §2.6). ESP and AH only
+// (an IPComp SA with it is EINVAL: it has no outer header of its own to tune
+// nor padding). The service sends it back (GET, DUMP, replies) only when a
+// field is nonzero, so a client that never sent it never sees it.
+inline constexpr uint16_t kExtSaOptions = 29;
+inline constexpr uint16_t kExtMax = kExtSaOptions;
 static_assert(kExtSaReplay > SADB_EXT_MAX, "our extension must not take a Linux number");
+static_assert(kExtSaOptions > kExtSaReplay, "our extensions follow each other");
 static_assert((kSaFlagEsn & (SADB_SAFLAGS_PFS | SADB_SAFLAGS_NOPMTUDISC | SADB_SAFLAGS_DECAP_DSCP |
                              SADB_SAFLAGS_NOECN | 0x03c0u)) == 0,
               "the ESN flag must not take a Linux or KAME bit");
@@ -84,6 +93,41 @@ static_assert(sizeof(SaReplayExt) == 8);
 // The largest window the data path keeps (esp::ReplayWindow::kMaxSize); a
 // larger one is refused with EINVAL, never clipped.
 inline constexpr uint32_t kMaxReplayWindow = 65536;
+
+// sadb_x_sa_options-style: the 8-byte ext header's length and type, then the
+// options. parse() refuses (EINVAL) df above kSaDfCopy, a nonzero reserved
+// field, and an mtu below kMinMtuV4 (576, RFC 791's every-host minimum):
+// nothing carries IPv4 below that. The IPv6 floor (1280, RFC 8200 §5) needs
+// the SA's family, which the service checks (an IPv6 outer below 1280 is
+// EINVAL there). 0 in every field means "the default".
+inline constexpr uint8_t kSaDfInherit = 0;  // net.inet.ipsec.dfbit decides
+inline constexpr uint8_t kSaDfClear = 1;
+inline constexpr uint8_t kSaDfSet = 2;
+inline constexpr uint8_t kSaDfCopy = 3;     // copy the inner header's DF
+inline constexpr uint16_t kMinMtuV4 = 576;
+inline constexpr uint16_t kMinMtuV6 = 1280;
+struct SaOptionsExt {
+  uint16_t len;                // 2 (64-bit words)
+  uint16_t exttype;            // kExtSaOptions
+  uint8_t df;                  // kSaDf*
+  uint8_t reserved1;           // 0
+  uint16_t mtu;                // outer path MTU in bytes, 0 = default
+  uint16_t tfcPad;             // ESP tunnel: pad inner packets to this size, 0 = off
+  uint16_t reserved2;          // 0
+  uint32_t dummyIntervalMs;    // dummy packet interval on an idle SA, 0 = off
+};
+static_assert(sizeof(SaOptionsExt) == 16);
+static_assert(offsetof(SaOptionsExt, df) == 4 && offsetof(SaOptionsExt, mtu) == 6 &&
+              offsetof(SaOptionsExt, tfcPad) == 8 && offsetof(SaOptionsExt, dummyIntervalMs) == 12);
+// The options of kExtSaOptions, host order, as the service and setkey use them.
+struct SaOptions {
+  uint8_t df = kSaDfInherit;
+  uint16_t mtu = 0;
+  uint16_t tfcPad = 0;
+  uint32_t dummyIntervalMs = 0;
+  bool any() const noexcept { return df != 0 || mtu != 0 || tfcPad != 0 || dummyIntervalMs != 0; }
+  friend bool operator==(const SaOptions&, const SaOptions&) = default;
+};
 
 enum class Origin : uint8_t { kClient, kService };
 
@@ -173,6 +217,8 @@ class ParsedMessage {
   std::optional<SecCtxExt> secCtx() const noexcept;
   // kExtSaReplay's window in packets.
   std::optional<uint32_t> saReplay() const noexcept;
+  // kExtSaOptions (checked by parse()).
+  std::optional<SaOptions> saOptions() const noexcept;
   // SUPPORTED_AUTH / SUPPORTED_ENCRYPT entries.
   size_t supportedCount(uint16_t extType) const noexcept;
   std::optional<sadb_alg> supportedAlg(uint16_t extType, size_t i) const noexcept;

@@ -40,6 +40,7 @@ std::vector<uint8_t> saAddRequest(const Command& c, uint8_t type, uint32_t pid) 
   b.sa(f);
   b.sa2(s.mode, s.reqid);
   if (s.replay > 255) b.saReplay(s.replay);
+  if (s.options.any()) b.saOptions(s.options);
   if (s.natT) b.natTType(kNatTEspInUdp);
   if (s.hardTime || s.softTime || s.hardBytes || s.softBytes) {
     // Linux wants HARD and SOFT together; an unset one is 0 (infinite).

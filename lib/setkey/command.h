@@ -18,6 +18,7 @@
 
 #include "pfkey/address.h"
 #include "pfkey/builder.h"
+#include "pfkey/message.h"
 #include "setkey/algorithms.h"
 
 namespace ipsec::setkey {
@@ -61,6 +62,9 @@ struct SaSpec {
   const Algorithm* compress = nullptr;
   std::vector<uint8_t> encryptKey, authKey;
   uint64_t hardTime = 0, softTime = 0, hardBytes = 0, softBytes = 0;  // 0 = not set/infinite
+  // -df/-mtu/-tfc/-dummy: our SA_OPTIONS extension (lib/pfkey/message.h),
+  // sent only when one is set; ESP and AH only.
+  pfkey::SaOptions options;
 };
 
 struct SpdSpec {

@@ -163,6 +163,17 @@ std::string formatSa(const pfkey::ParsedMessage& m, std::time_t now) {
   o += printf("\tseq=0x%08x replay=%u flags=0x%08x state=%s \n",
               sa2 ? sa2->sadb_x_sa2_sequence : 0, m.saReplay().value_or(sa->sadb_sa_replay), sa->sadb_sa_flags,
               stateName(sa->sadb_sa_state));
+  // Our SA_OPTIONS, a line of its own and only the fields that are set, so
+  // that scripts parsing ipsec-tools' output see nothing new otherwise.
+  if (auto opt = m.saOptions(); opt && opt->any()) {
+    static const char* kDf[] = {"inherit", "clear", "set", "copy"};
+    std::string line;
+    if (opt->df != pfkey::kSaDfInherit) line += printf("df=%s ", opt->df <= pfkey::kSaDfCopy ? kDf[opt->df] : "?");
+    if (opt->mtu) line += printf("mtu=%u ", opt->mtu);
+    if (opt->tfcPad) line += printf("tfc=%u ", opt->tfcPad);
+    if (opt->dummyIntervalMs) line += printf("dummy=%u(ms) ", opt->dummyIntervalMs);
+    o += "\t" + line + "\n";
+  }
   sadb_lifetime none{};
   auto cur = m.lifetime(SADB_EXT_LIFETIME_CURRENT).value_or(none);
   auto hard = m.lifetime(SADB_EXT_LIFETIME_HARD).value_or(none);
@@ -219,7 +230,7 @@ std::string formatDebug(const pfkey::ParsedMessage& m) {
                          h.sadb_msg_satype);
   o += printf("  len=%u reserved=%u seq=%u pid=%u\n", h.sadb_msg_len, h.sadb_msg_reserved,
               h.sadb_msg_seq, h.sadb_msg_pid);
-  for (uint16_t t = 1; t <= SADB_EXT_MAX; ++t) {
+  for (uint16_t t = 1; t <= pfkey::kExtMax; ++t) {
     auto e = m.extBytes(t);
     if (e.empty()) continue;
     o += printf("sadb_ext{ len=%zu type=%u(%s) }\n", e.size() / 8, t, pfkey::extTypeName(t));

@@ -296,6 +296,27 @@ void StatementParser::saOptions(Command& c) {
         take("-R");
         s.flags |= kSaFlagRawCpi;
       }
+    } else if (opt.text == "-df") {
+      // Our SA_OPTIONS extension: the outer header's DF bit.
+      const Token& d = take("DF policy");
+      if (d.text == "clear") s.options.df = pfkey::kSaDfClear;
+      else if (d.text == "set") s.options.df = pfkey::kSaDfSet;
+      else if (d.text == "copy") s.options.df = pfkey::kSaDfCopy;
+      else if (d.text == "inherit") s.options.df = pfkey::kSaDfInherit;
+      else failAt(d, "unknown -df policy '" + d.text + "' (copy, set, clear, inherit)");
+    } else if (opt.text == "-mtu") {
+      // The service refuses what no path carries: below 576 (IPv4) or 1280 (IPv6).
+      const Token& t = take("MTU");
+      const uint64_t mtu = number(t, 65535, "MTU");
+      const uint16_t floor = s.src.isV6() ? pfkey::kMinMtuV6 : pfkey::kMinMtuV4;
+      if (mtu != 0 && mtu < floor)
+        failAt(t, "MTU " + t.text + " is below " + std::to_string(floor) + " for this address family");
+      s.options.mtu = static_cast<uint16_t>(mtu);
+    } else if (opt.text == "-tfc") {
+      s.options.tfcPad = static_cast<uint16_t>(number(take("TFC pad size"), 65535, "TFC pad size"));
+    } else if (opt.text == "-dummy") {
+      s.options.dummyIntervalMs =
+          static_cast<uint32_t>(number(take("dummy interval (ms)"), UINT32_MAX, "dummy interval (ms)"));
     } else if (opt.text == "-ctx") {
       failAt(opt, "security contexts (-ctx) are not supported");
     } else {
@@ -319,6 +340,7 @@ void StatementParser::checkSaAlgorithms(const Command& c, const Token& at) const
     case SADB_X_SATYPE_IPCOMP:
       if (!s.compress) failAt(at, "ipcomp needs -C");
       if (s.encrypt || s.auth) failAt(at, "ipcomp takes only -C");
+      if (s.options.any()) failAt(at, "-df, -mtu, -tfc and -dummy are for esp and ah");
       break;
   }
 }

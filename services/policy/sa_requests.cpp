@@ -109,6 +109,9 @@ std::optional<std::vector<std::uint8_t>> saMessage(sadb_msg header, proto::SaRec
   }
   b.sa2(p.getMode(), p.getReqid());
   if (p.getReplayWindow() > 255) b.saReplay(p.getReplayWindow());
+  // Our SA_OPTIONS only when one is set: a client that never sent it never sees it.
+  const pfkey::SaOptions options{p.getDfPolicy(), p.getMtu(), p.getTfcPad(), p.getDummyInterval()};
+  if (options.any()) b.saOptions(options);
   // NAT-T after SA2, as pfkey_xfrm_state2msg. Linux keeps its one NAT_T_OA
   // without ever returning it; we return it so that GET round-trips it.
   if (p.getNatTType() != 0) {
@@ -143,6 +146,24 @@ int setNatT(proto::SaParams::Builder p, std::uint8_t satype, const pfkey::Parsed
     if (oa->addr.family != src.addr.family) return EINVAL;
     p.setNatOaSrc(raw(oa->addr));
   }
+  return 0;
+}
+
+// Our SA_OPTIONS extension (lib/pfkey/message.h) into `p`. parse() checked
+// the fields alone; what needs the SA: only ESP and AH have an outer header
+// and padding to tune (IPComp is EINVAL rather than silently ignored, so a
+// script that asks for a DF policy on the wrong SA hears of it), and an IPv6
+// outer path below 1280 bytes (RFC 8200 §5) is EINVAL.
+int setSaOptions(proto::SaParams::Builder p, std::uint8_t satype, const pfkey::ParsedMessage& m,
+                 const pfkey::AddressExt& src) {
+  const auto o = m.saOptions();
+  if (!o) return 0;
+  if (satype != SADB_SATYPE_ESP && satype != SADB_SATYPE_AH) return EINVAL;
+  if (src.addr.isV6() && o->mtu != 0 && o->mtu < pfkey::kMinMtuV6) return EINVAL;
+  p.setDfPolicy(o->df);
+  p.setMtu(o->mtu);
+  p.setTfcPad(o->tfcPad);
+  p.setDummyInterval(o->dummyIntervalMs);
   return 0;
 }
 
@@ -270,6 +291,7 @@ int Server::onAddOrUpdate(Client* c, const pfkey::ParsedMessage& m) {
   setLifetime(p.initSoft(), m.lifetime(SADB_EXT_LIFETIME_SOFT));
   setLifetime(p.initHard(), m.lifetime(SADB_EXT_LIFETIME_HARD));
   if (int err = setNatT(p, satype, m, *src)) return err;
+  if (int err = setSaOptions(p, satype, m, *src)) return err;
   auto keys = add.initKeys();
   if (encKey) keys.setEncrypt(capnp::Data::Reader(encKey->bytes.data(), encKey->bytes.size()));
   if (authKey) keys.setAuth(capnp::Data::Reader(authKey->bytes.data(), authKey->bytes.size()));

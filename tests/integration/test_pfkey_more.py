@@ -1,6 +1,7 @@
 """PF_KEY beyond the corpus, against one real ipsecd through its PF_KEY socket
 (<runtime>/pfkey, AF_UNIX SOCK_SEQPACKET): ESN and a replay window above 255
-(our SA_REPLAY extension, type 28, and FreeBSD's ESN flag 0x400), NAT-T
+(our SA_REPLAY extension, type 28, and FreeBSD's ESN flag 0x400), per-SA
+tunnel options set by setkey (our SA_OPTIONS extension, type 29), NAT-T
 type/ports/original address, X_MIGRATE, X_SPDEXPIRE, and the net.key sysctls
 through ipsecctl. The small client below packs <linux/pfkeyv2.h> structs by
 hand and trusts nothing it receives beyond parsing it.
@@ -15,7 +16,7 @@ import struct
 import time
 import unittest
 
-from harness import Testbed
+from harness import Testbed, binary
 
 PF_KEY_V2 = 2
 SADB_GETSPI, SADB_ADD, SADB_GET, SADB_REGISTER, SADB_FLUSH, SADB_DUMP = 1, 3, 5, 7, 9, 10
@@ -25,6 +26,7 @@ EXT_SA, EXT_LT_HARD, EXT_LT_SOFT, EXT_SRC, EXT_DST, EXT_KEY_ENC = 1, 3, 4, 5, 6,
 EXT_SPIRANGE, EXT_POLICY, EXT_SA2 = 16, 18, 19
 EXT_NAT_T_TYPE, EXT_NAT_T_SPORT, EXT_NAT_T_DPORT, EXT_NAT_T_OA = 20, 21, 22, 23
 EXT_SA_REPLAY = 28  # ours (lib/pfkey/message.h), FreeBSD's number and layout
+EXT_SA_OPTIONS = 29  # ours alone: df u8, reserved u8, mtu u16, tfc u16, reserved u16, dummy ms u32
 SAFLAG_ESN = 0x400
 AES_GCM_16 = 20
 IPPROTO_ESP, MODE_TUNNEL, LEVEL_REQUIRE, DIR_OUT, POLICY_IPSEC = 50, 2, 2, 2, 2
@@ -172,6 +174,26 @@ class PfkeyMoreTest(unittest.TestCase):
         # Never silently clipped: a window the data path cannot keep is refused.
         big = self.add_esp(0x4002, ext(EXT_SA_REPLAY, struct.pack("=I", 65537)), replay=255)
         self.assertEqual(errno_of(big), EINVAL)
+
+    def test_setkey_tunnel_options_come_back_in_get(self):
+        r = self.tb.a.setkey("add 192.0.2.2 192.0.2.1 esp 0x4201 -m tunnel -df copy -mtu 1400 -tfc 512 -dummy 250 "
+                             "-E aes-gcm-16 0x000102030405060708090a0b0c0d0e0f10111213;\n"
+                             "add 192.0.2.2 192.0.2.1 esp 0x4202 -m tunnel "
+                             "-E aes-gcm-16 0x000102030405060708090a0b0c0d0e0f10111213;\n")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        g = self.get(0x4201)
+        self.assertEqual(errno_of(g), 0)
+        self.assertIn(EXT_SA_OPTIONS, g[1])
+        self.assertEqual(struct.unpack_from("=BBHHHI", g[1][EXT_SA_OPTIONS]), (3, 0, 1400, 512, 0, 250))
+        # Nothing set: nothing sent back, as for a Linux-only client.
+        plain = self.get(0x4202)
+        self.assertEqual(errno_of(plain), 0)
+        self.assertNotIn(EXT_SA_OPTIONS, plain[1])
+        # setkey -D prints the set fields on a line of their own, only for that SA.
+        d = self.tb.a.exec([binary("setkey"), "--socket", self.path, "-D"], check=False)
+        self.assertEqual(d.returncode, 0, d.stderr)
+        self.assertIn("\tdf=copy mtu=1400 tfc=512 dummy=250(ms) \n", d.stdout)
+        self.assertEqual(d.stdout.count("df="), 1, d.stdout)
 
     def test_nat_t_fields_round_trip(self):
         r = self.add_esp(0x4101, ext(EXT_NAT_T_TYPE, struct.pack("=B3x", 2)),

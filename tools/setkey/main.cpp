@@ -92,6 +92,14 @@ STATEMENTS
           -f zero-pad|random-pad|seq-pad|nocyclic-seq|cyclic-seq
           -lh SECS / -ls SECS       hard / soft lifetime in seconds
           -bh BYTES / -bs BYTES     hard / soft lifetime in bytes
+        Per-SA tunnel options (esp and ah; our SA_OPTIONS extension, type 29,
+        sent only when one is given; -D shows the ones that are set):
+          -df copy|set|clear|inherit   outer DF bit (default inherit:
+                                    net.inet.ipsec.dfbit)
+          -mtu N                    outer path MTU in bytes (576.. for IPv4,
+                                    1280.. for IPv6; 0 = default)
+          -tfc N                    pad inner packets to N bytes (ESP tunnel)
+          -dummy MS                 a dummy packet every MS ms on an idle SA
         ALGORITHMS:
           -E EALGO KEY [-A AALGO KEY]   esp
           -A AALGO KEY                  ah

@@ -179,7 +179,7 @@ const MalformedCase kMalformed[] = {
     {"extension beyond message", EINVAL, [](Bytes& b) { setU16(b, kSrcOff, 200); }},
     {"unknown extension type", EINVAL, [](Bytes& b) { setU16(b, kSrcOff + 2, SADB_EXT_MAX + 1); }},
     {"extension type between Linux's last and ours", EINVAL, [](Bytes& b) { setU16(b, kSrcOff + 2, kExtSaReplay - 1); }},
-    {"extension type above ours", EINVAL, [](Bytes& b) { setU16(b, kSrcOff + 2, kExtSaReplay + 1); }},
+    {"extension type above ours", EINVAL, [](Bytes& b) { setU16(b, kSrcOff + 2, kExtMax + 1); }},
     {"reserved extension type", EINVAL, [](Bytes& b) { setU16(b, kSrcOff + 2, 0); }},
     {"duplicate extension", EINVAL, [](Bytes& b) { setU16(b, kSrcOff + 2, SADB_EXT_ADDRESS_DST); }},
     {"wrong sockaddr size for family", EINVAL,
@@ -298,6 +298,76 @@ TEST(PfkeySaReplay, WrongLengthOrDuplicateIsInvalid) {
   Bytes zeroLen = b;
   setU16(zeroLen, 32, 0);
   EXPECT_EQ(errnoOf(zeroLen), EINVAL);
+}
+
+// ---- our SA_OPTIONS extension (per-SA tunnel options) -------------------------
+
+Bytes withOptions(const SaOptions& o) {
+  return Builder(SADB_ADD, SADB_SATYPE_ESP, 0, 1).sa({0x1001}).saOptions(o).finish();
+}
+
+TEST(PfkeySaOptions, RoundTripsEveryField) {
+  const SaOptions o{kSaDfCopy, 1400, 512, 250};
+  Bytes b = withOptions(o);
+  auto r = parse(b);
+  const auto& m = ok(r);
+  ASSERT_TRUE(m.saOptions());
+  EXPECT_EQ(*m.saOptions(), o);
+  EXPECT_STREQ(extTypeName(kExtSaOptions), "X_SA_OPTIONS");
+  // The wire layout: len 2, type 29, df, reserved, mtu, tfc_pad, reserved, dummy ms.
+  ASSERT_EQ(b.size(), 16u + 16u + 16u);
+  const uint8_t* e = b.data() + 32;
+  uint16_t len, type, mtu, tfc;
+  uint32_t dummy;
+  std::memcpy(&len, e, 2);
+  std::memcpy(&type, e + 2, 2);
+  std::memcpy(&mtu, e + 6, 2);
+  std::memcpy(&tfc, e + 8, 2);
+  std::memcpy(&dummy, e + 12, 4);
+  EXPECT_EQ(len, 2);
+  EXPECT_EQ(type, 29);
+  EXPECT_EQ(e[4], 3);
+  EXPECT_EQ(mtu, 1400);
+  EXPECT_EQ(tfc, 512);
+  EXPECT_EQ(dummy, 250u);
+}
+
+TEST(PfkeySaOptions, AbsentWhenNotSentAndAllZeroMeansDefaults) {
+  auto r = parse(Builder(SADB_GET, SADB_SATYPE_ESP, 0, 1).sa({0x1001}).finish());
+  EXPECT_FALSE(ok(r).saOptions());
+  EXPECT_FALSE(SaOptions{}.any());
+  EXPECT_TRUE((SaOptions{0, 0, 0, 1}.any()));
+  auto z = parse(withOptions(SaOptions{}));
+  ASSERT_TRUE(ok(z).saOptions());
+  EXPECT_FALSE(ok(z).saOptions()->any());
+}
+
+TEST(PfkeySaOptions, MalformedOptionsAreInvalid) {
+  const Bytes good = withOptions({kSaDfSet, 1500, 0, 0});
+  ASSERT_EQ(errnoOf(good), 0);
+  constexpr size_t kAt = 32;
+  auto mutated = [&](auto f) {
+    Bytes b = good;
+    f(b);
+    return errnoOf(b);
+  };
+  EXPECT_EQ(mutated([](Bytes& b) { b[kAt + 4] = 4; }), EINVAL) << "df above copy";
+  EXPECT_EQ(mutated([](Bytes& b) { b[kAt + 4] = 0xff; }), EINVAL) << "df 255";
+  EXPECT_EQ(mutated([](Bytes& b) { b[kAt + 5] = 1; }), EINVAL) << "first reserved byte";
+  EXPECT_EQ(mutated([](Bytes& b) { setU16(b, kAt + 10, 1); }), EINVAL) << "second reserved field";
+  EXPECT_EQ(mutated([](Bytes& b) { setU16(b, kAt + 6, 575); }), EINVAL) << "mtu below 576";
+  EXPECT_EQ(mutated([](Bytes& b) { setU16(b, kAt + 6, 576); }), 0) << "mtu 576 is the IPv4 floor";
+  EXPECT_EQ(mutated([](Bytes& b) { setU16(b, kAt + 6, 0); }), 0) << "mtu 0 is the default";
+  EXPECT_EQ(mutated([](Bytes& b) { setU16(b, kAt, 1); }), EINVAL) << "shorter than its struct";
+  EXPECT_EQ(mutated([](Bytes& b) {
+              b.resize(b.size() + 8);
+              setU16(b, kAt, 3);
+              fixLen(b);
+            }),
+            EINVAL)
+      << "longer than its struct";
+  Bytes twice = Builder(SADB_ADD, SADB_SATYPE_ESP, 0, 1).sa({0x1001}).saOptions({}).saOptions({}).finish();
+  EXPECT_EQ(errnoOf(twice), EINVAL);
 }
 
 }  // namespace

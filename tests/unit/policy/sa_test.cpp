@@ -529,6 +529,87 @@ TEST(SaRequests, AWindowOf255OrLessUsesOnlyLinuxsFieldInTheReply) {
   EXPECT_FALSE(m.has(pfkey::kExtSaReplay));
 }
 
+// ---- our SA_OPTIONS extension (per-SA tunnel options) ------------------------------
+
+Bytes optionsAdd(const pfkey::SaOptions& o, std::uint8_t satype = SADB_SATYPE_ESP, bool v6 = false) {
+  pfkey::Builder b(SADB_ADD, satype, 9, 4242);
+  if (satype == SADB_SATYPE_ESP) {
+    b.key(SADB_EXT_KEY_ENCRYPT, 128, kEncKey);
+    b.key(SADB_EXT_KEY_AUTH, 160, kAuthKey);
+  }
+  b.sa({0x1001, 32, SADB_SASTATE_MATURE, std::uint8_t(satype == SADB_SATYPE_ESP ? SADB_AALG_SHA1HMAC : 0),
+        std::uint8_t(satype == SADB_SATYPE_ESP ? SADB_X_EALG_AESCBC : SADB_X_CALG_DEFLATE), 0x40u});
+  b.saOptions(o);
+  if (v6) {
+    b.address(SADB_EXT_ADDRESS_SRC, *pfkey::SockAddress::fromString("2001:db8:1::1"), 128, 255);
+    b.address(SADB_EXT_ADDRESS_DST, *pfkey::SockAddress::fromString("2001:db8:1::2"), 128, 255);
+  } else {
+    b.address(SADB_EXT_ADDRESS_SRC, v4(192, 0, 2, 1), 32, 255);
+    b.address(SADB_EXT_ADDRESS_DST, v4(192, 0, 2, 2), 32, 255);
+  }
+  return b.finish();
+}
+
+TEST(SaRequests, TunnelOptionsReachKeydbAndComeBackInTheReply) {
+  Harness h;
+  auto c = h.connect();
+  c.send(optionsAdd({pfkey::kSaDfCopy, 1400, 256, 100}));
+  h.pump();
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader) << req.error;
+  auto msg = req.reader->getRoot<proto::PolicyToKeydb>();
+  auto p = msg.getAdd().getParams();
+  EXPECT_EQ(p.getDfPolicy(), pfkey::kSaDfCopy);
+  EXPECT_EQ(p.getMtu(), 1400);
+  EXPECT_EQ(p.getTfcPad(), 256);
+  EXPECT_EQ(p.getDummyInterval(), 100u);
+
+  capnp::MallocMessageBuilder b;
+  auto r = b.initRoot<proto::KeydbToPolicy>().initReply();
+  r.setRequestId(msg.getRequestId());
+  auto rec = r.initSas(1)[0];
+  fillRecord(rec, false);
+  rec.getParams().setDfPolicy(pfkey::kSaDfSet);
+  rec.getParams().setMtu(1300);
+  h.answerKeydb(b);
+  auto out = c.drain();
+  ASSERT_EQ(out.size(), 1u);
+  auto m = parsed(out[0]);
+  ASSERT_TRUE(m.saOptions());
+  EXPECT_EQ(*m.saOptions(), (pfkey::SaOptions{pfkey::kSaDfSet, 1300, 0, 0}));
+}
+
+TEST(SaRequests, NoTunnelOptionsInTheReplyWhenEveryFieldIsTheDefault) {
+  Harness h;
+  auto c = h.connect();
+  c.send(addRequest());
+  h.pump();
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader);
+  answer(h, req.reader->getRoot<proto::PolicyToKeydb>().getRequestId(), 0, 1, false);
+  auto out = c.drain();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_FALSE(parsed(out[0]).has(pfkey::kExtSaOptions));
+}
+
+TEST(SaRequests, TunnelOptionsOnIpcompOrAnIpv6PathBelow1280AreEinval) {
+  Harness h;
+  auto c = h.connect();
+  c.send(optionsAdd({pfkey::kSaDfSet, 0, 0, 0}, SADB_X_SATYPE_IPCOMP));
+  c.send(optionsAdd({0, 1279, 0, 0}, SADB_SATYPE_ESP, true));
+  h.pump();
+  auto r = c.drain();
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(parsed(r[0]).msg().sadb_msg_errno, EINVAL);
+  EXPECT_EQ(parsed(r[1]).msg().sadb_msg_errno, EINVAL);
+  EXPECT_FALSE(h.keydbRequest(50).reader);
+  c.send(optionsAdd({0, 1280, 0, 0}, SADB_SATYPE_ESP, true));
+  h.pump();
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader);
+  EXPECT_EQ(req.reader->getRoot<proto::PolicyToKeydb>().getAdd().getParams().getMtu(), 1280);
+}
+
 // ---- IPComp ---------------------------------------------------------------------
 
 Bytes ipcompAdd(std::uint32_t cpi, std::uint8_t calg, bool key) {

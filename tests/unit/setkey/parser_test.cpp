@@ -97,6 +97,59 @@ TEST(SetkeyParser, AWindowAbove255TravelsInTheSaReplayExtensionAndEsnInTheFlags)
   EXPECT_EQ(m2.sa()->sadb_sa_flags & pfkey::kSaFlagEsn, 0u);
 }
 
+TEST(SetkeyParser, TunnelOptionsTravelInTheSaOptionsExtensionAndDumpShowsThem) {
+  auto cmds = parseOk("add 192.0.2.1 192.0.2.2 esp 0x1001 -m tunnel -df copy -mtu 1400 -tfc 512 -dummy 250 "
+                      "-E aes-gcm-16 0x000102030405060708090a0b0c0d0e0f10111213;"
+                      "update 192.0.2.1 192.0.2.2 ah 0x1002 -df clear -A hmac-sha256 "
+                      "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f;"
+                      "add 192.0.2.1 192.0.2.2 esp 0x1003 -E aes-gcm-16 0x000102030405060708090a0b0c0d0e0f10111213;");
+  ASSERT_EQ(cmds.size(), 3u);
+  const pfkey::SaOptions want{pfkey::kSaDfCopy, 1400, 512, 250};
+  EXPECT_EQ(cmds[0].sa.options, want);
+  const auto bytes = cmds[0].requests(1);
+  auto r = pfkey::parse(bytes[0]);
+  const auto& m = std::get<pfkey::ParsedMessage>(r);
+  ASSERT_TRUE(m.saOptions());
+  EXPECT_EQ(*m.saOptions(), want);
+  // The reply as the service builds it, printed by -D: one line, set fields only.
+  EXPECT_NE(formatSa(m, 0).find("\tdf=copy mtu=1400 tfc=512 dummy=250(ms) \n"), std::string::npos)
+      << formatSa(m, 0);
+
+  const auto ah = cmds[1].requests(1);
+  auto r2 = pfkey::parse(ah[0]);
+  const auto& m2 = std::get<pfkey::ParsedMessage>(r2);
+  EXPECT_EQ(m2.msg().sadb_msg_type, SADB_UPDATE);
+  ASSERT_TRUE(m2.saOptions());
+  EXPECT_EQ(m2.saOptions()->df, pfkey::kSaDfClear);
+  const std::string text = formatSa(m2, 0);
+  EXPECT_NE(text.find("\tdf=clear \n"), std::string::npos) << text;
+  EXPECT_EQ(text.find("mtu="), std::string::npos);
+
+  // Nothing set: no extension and no extra line, as ipsec-tools prints it.
+  const auto plain = cmds[2].requests(1);
+  auto r3 = pfkey::parse(plain[0]);
+  const auto& m3 = std::get<pfkey::ParsedMessage>(r3);
+  EXPECT_FALSE(m3.has(pfkey::kExtSaOptions));
+  EXPECT_EQ(formatSa(m3, 0).find("df="), std::string::npos);
+}
+
+TEST(SetkeyParser, TunnelOptionMistakesAreReportedWhereTheyAre) {
+  const std::string gcm = " -E aes-gcm-16 0x000102030405060708090a0b0c0d0e0f10111213;";
+  EXPECT_EQ(errorOf("add 192.0.2.1 192.0.2.2 esp 1 -df maybe" + gcm),
+            "t.conf:1:35: unknown -df policy 'maybe' (copy, set, clear, inherit)");
+  EXPECT_EQ(errorOf("add 192.0.2.1 192.0.2.2 esp 1 -mtu 575" + gcm),
+            "t.conf:1:36: MTU 575 is below 576 for this address family");
+  EXPECT_EQ(errorOf("add 2001:db8::1 2001:db8::2 esp 1 -mtu 1279" + gcm),
+            "t.conf:1:40: MTU 1279 is below 1280 for this address family");
+  EXPECT_EQ(errorOf("add 192.0.2.1 192.0.2.2 esp 1 -tfc 65536" + gcm),
+            "t.conf:1:36: TFC pad size out of range: 65536");
+  EXPECT_EQ(errorOf("add 192.0.2.1 192.0.2.2 esp 1 -dummy" + gcm),
+            "t.conf:1:38: invalid dummy interval (ms) '-E'");
+  EXPECT_EQ(errorOf("add 192.0.2.1 192.0.2.2 ipcomp 1 -df set -C deflate;"),
+            "t.conf:1:1: -df, -mtu, -tfc and -dummy are for esp and ah");
+  EXPECT_EQ(errorOf("add 2001:db8::1 2001:db8::2 esp 1 -mtu 1280" + gcm), "(parsed)");
+}
+
 TEST(SetkeyParser, InboundPolicyAlsoInstallsForward) {
   auto cmds = parseOk("spdadd 10.0.0.0/24[500] 10.0.1.0/24 udp -P in prio high - 5 none;");
   auto reqs = cmds.at(0).requests(1);
