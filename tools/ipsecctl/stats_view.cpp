@@ -94,8 +94,12 @@ bool isStatGroup(std::string_view group) noexcept {
 }
 
 std::string pluralPhrase(std::string_view phrase, std::uint64_t value) {
-  std::string s(phrase);
-  if (auto at = s.find("%s"); at != std::string::npos) s.replace(at, 2, value == 1 ? "" : "s");
+  // Built by appending: GCC 12 at -O2 warns (-Wrestrict) on replace() here.
+  const auto at = phrase.find("%s");
+  if (at == std::string_view::npos) return std::string(phrase);
+  std::string s(phrase.substr(0, at));
+  if (value != 1) s += 's';
+  s += phrase.substr(at + 2);
   return s;
 }
 
