@@ -1,0 +1,122 @@
+// Tunnel-mode details around ESP (RFC 4301 §8, RFC 4303 §2.7): the outer DF
+// bit, the outer IP (and ESP-in-UDP) header written by us, fragmentation of
+// the outer packet by the source, the ICMP "fragmentation needed" and ICMPv6
+// "packet too big" messages a tunnel sends back to an inner sender, and the
+// inner IP length that strips TFC padding.
+//
+// Runs in ipsec-forwarder. Inner packets come from local applications or the
+// network and are trusted for nothing: every reader stays inside its span and
+// says "no" (0, nullopt, false) for anything malformed. Everything here is
+// noexcept and allocates nothing: the builders write into spans the caller
+// owns (pool buffers, a fixed scratch array, a fixed array of fragments).
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+
+#include "esp/esp.h"
+#include "esp/ip.h"
+
+namespace ipsec::esp {
+
+// SaParams.dfPolicy: what the outer IPv4 header's DF bit is.
+enum class DfPolicy : uint8_t {
+  kInherit = 0,  // net.inet.ipsec.dfbit decides
+  kClear = 1,
+  kSet = 2,
+  kCopy = 3,  // copied from the inner IPv4 header (an IPv6 inner packet: set, as Linux does)
+};
+
+// net.inet.ipsec.dfbit as FreeBSD numbers it (0 clear, 1 set, 2 copy); any
+// other value is taken as copy, our default.
+DfPolicy dfPolicyFromSysctl(int64_t value) noexcept;
+
+// The policy an SA runs: its own, or the sysctl's when it says inherit.
+DfPolicy effectiveDfPolicy(uint8_t saPolicy, DfPolicy sysctl) noexcept;
+
+// True for an IPv4 packet with DF set. False for IPv6 and malformed bytes.
+bool ipv4DontFragment(std::span<const uint8_t> packet) noexcept;
+
+// The outer DF bit of a packet under `policy` (kInherit is resolved by the caller).
+bool outerDontFragment(DfPolicy policy, std::span<const uint8_t> inner) noexcept;
+
+// The length the packet's own IP header claims (IPv4 total length, IPv6 40 +
+// payload length), or 0 when the header is malformed or claims more than the
+// span holds. What is left after it in a decrypted ESP payload is TFC padding.
+size_t ipPacketLength(std::span<const uint8_t> packet) noexcept;
+
+// Bytes of an ESP packet (header, IV, payload, padding, trailer, ICV) with an
+// inner payload of `innerLength` bytes.
+size_t espPacketLength(const EspLayout& layout, size_t innerLength) noexcept;
+
+// The largest inner payload whose ESP packet plus `outerOverhead` (outer IP,
+// and UDP for ESP in UDP) fits in `mtu`, or 0 when none does.
+size_t maxInnerLength(const EspLayout& layout, size_t mtu, size_t outerOverhead) noexcept;
+
+// The outer header we write in front of an ESP packet.
+struct OuterHeader {
+  IpAddress src, dst;   // same family: IPv4 or IPv6 outer
+  uint8_t tos = 0;      // IPv4 TOS / IPv6 traffic class (DSCP and ECN)
+  bool dontFragment = false;  // IPv4 only
+  uint16_t id = 0;      // IPv4 Identification
+  uint8_t ttl = 64;     // TTL / hop limit
+  uint16_t udpSport = 0, udpDport = 0;  // both non-zero: ESP in UDP (RFC 3948)
+  bool udp() const noexcept { return udpSport != 0 && udpDport != 0; }
+};
+
+// 20 or 40, plus 8 for ESP in UDP.
+size_t outerHeaderLength(const OuterHeader& h) noexcept;
+
+// Writes h in front of the ESP packet buf[espOffset, espOffset + espLength):
+// the IPv4 header (checksum included) or IPv6 header, then the UDP header for
+// ESP in UDP (checksum 0 over IPv4, RFC 3948 §2.1; computed over IPv6, which
+// has no checksum-less UDP by default, RFC 8200 §8.1). Returns where the
+// packet now starts, or nullopt when there is no room before espOffset, the
+// families disagree, or the packet exceeds what the length fields can say.
+std::optional<size_t> writeOuterHeader(std::span<uint8_t> buf, size_t espOffset, size_t espLength,
+                                       const OuterHeader& h) noexcept;
+
+// One fragment: its own header (IPv4: 20 bytes; IPv6: 40 + an 8-byte
+// fragment header) followed by `length` bytes of the original packet's
+// payload starting at `offset` (from the packet's start). Sent as two iovecs,
+// so fragmenting copies no payload.
+struct Fragment {
+  std::array<uint8_t, 48> header{};
+  uint8_t headerLength = 0;
+  uint32_t offset = 0;
+  uint32_t length = 0;
+};
+
+// Splits `packet` (one we built with writeOuterHeader: IPv4 with a 20-byte
+// header, or IPv6 with a 40-byte header and no extension header) into
+// fragments of at most `mtu` bytes (RFC 791 §3.2; RFC 8200 §4.5), all with
+// Identification `id` (the low 16 bits for IPv4). IPv4 fragments have DF
+// clear. Returns how many were written into `out`, or 0 when the packet is
+// malformed, `mtu` leaves no room for 8 bytes of payload, or `out` is too short.
+size_t fragmentPacket(std::span<const uint8_t> packet, size_t mtu, uint32_t id, std::span<Fragment> out) noexcept;
+
+// The tunnel's answer to an inner packet it cannot carry whole, to be
+// written back to the inner sender (RFC 1191, RFC 8201). The message's source
+// is the inner packet's destination: the only address we know routes back
+// through the tunnel interface (the host's own addresses are martians when
+// they arrive from the TUN), and the sender matches the error by the quoted
+// header anyway. Returns the message length, or 0 when none is due: a
+// malformed packet, an ICMP error (never an error about an error, RFC 1812
+// §4.3.2.7), a non-initial IPv4 fragment, an unspecified or multicast source,
+// or `out` too short.
+//
+// IPv4: type 3 code 4 with next-hop MTU `mtu`, quoting as much of the packet
+// as fits in 576 bytes (RFC 1812 §4.3.2.3).
+size_t buildFragmentationNeeded(std::span<const uint8_t> inner, uint16_t mtu, std::span<uint8_t> out) noexcept;
+// IPv6: type 2 code 0 with MTU max(mtu, 1280), quoting as much of the packet
+// as fits in 1280 bytes (RFC 4443 §2.4 (c), §3.2).
+size_t buildPacketTooBig(std::span<const uint8_t> inner, uint32_t mtu, std::span<uint8_t> out) noexcept;
+
+// The Internet checksum (RFC 1071) of `data`, folded, not complemented, added to `sum`.
+uint32_t checksumAdd(uint32_t sum, std::span<const uint8_t> data) noexcept;
+uint16_t checksumFinish(uint32_t sum) noexcept;
+
+}  // namespace ipsec::esp
