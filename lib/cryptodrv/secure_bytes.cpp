@@ -1,4 +1,4 @@
-// sodium_malloc-backed key copies (see secure_bytes.h). Runs only in ipsec-crypto.
+// Key copies in lib/securemem's slab (see secure_bytes.h). Runs only in ipsec-crypto.
 #include "cryptodrv/secure_bytes.h"
 
 #include <sodium.h>
@@ -7,6 +7,8 @@
 #include <mutex>
 #include <new>
 #include <stdexcept>
+
+#include "securemem/key_slab.h"
 
 namespace ipsec::cryptodrv {
 
@@ -19,9 +21,12 @@ void ensureSodiumInitialized() {
 
 SecureBytes::SecureBytes(std::span<const uint8_t> bytes) : size_(bytes.size()) {
   ensureSodiumInitialized();
-  // sodium_malloc(0) is allowed but may return nullptr; keep one byte instead.
-  data_ = static_cast<uint8_t*>(sodium_malloc(bytes.empty() ? 1 : bytes.size()));
-  if (data_ == nullptr) throw std::bad_alloc();
+  // An empty key still gets a (one-byte) slot: data() is never nullptr.
+  data_ = securemem::KeySlab::process().allocate(bytes.size());
+  if (data_ == nullptr) {
+    size_ = 0;
+    throw std::bad_alloc();
+  }
   if (!bytes.empty()) std::memcpy(data_, bytes.data(), bytes.size());
 }
 
@@ -31,8 +36,8 @@ SecureBytes::SecureBytes(SecureBytes&& other) noexcept : data_(other.data_), siz
 }
 
 SecureBytes::~SecureBytes() {
-  // sodium_free zeroes the region before unmapping it.
-  if (data_ != nullptr) sodium_free(data_);
+  // The slab wipes the slot before it is reused.
+  if (data_ != nullptr) securemem::KeySlab::process().deallocate(data_, size_);
 }
 
 }  // namespace ipsec::cryptodrv

@@ -1,5 +1,7 @@
-// Key memory for ipsec-crypto: a copy of key bytes in sodium_malloc memory
-// (guard pages, mlock'ed, canary), wiped and released by sodium_free.
+// Key memory for ipsec-crypto: a copy of key bytes in a slot of
+// lib/securemem's process-wide KeySlab (locked, guard-paged chunks, left out
+// of core dumps), wiped when released. Slots are aligned to their size class
+// (16 bytes at least), enough for libsodium's AES-GCM state.
 //
 // Runs ONLY in ipsec-crypto. Control plane: construction may throw.
 #pragma once
@@ -15,7 +17,7 @@ void ensureSodiumInitialized();
 
 class SecureBytes {
  public:
-  // Copies `bytes`; throws std::bad_alloc if sodium_malloc fails.
+  // Copies `bytes`; throws std::bad_alloc if the slab cannot grow.
   explicit SecureBytes(std::span<const uint8_t> bytes);
   ~SecureBytes();
   SecureBytes(const SecureBytes&) = delete;

@@ -69,8 +69,10 @@ struct SandboxProfile {
   std::optional<Credentials> credentials;     // nullopt: keep the current ids
   std::optional<FilesystemView> filesystem;   // nullopt: no chroot
   std::vector<KeptCapability> capabilities;   // normally empty: drop everything
-  Flag lockMemory;                            // raise RLIMIT_MEMLOCK (sodium_malloc)
-  std::uint64_t memlockBytes = 64u << 20;     // the limit set when lockMemory
+  Flag lockMemory;                            // raise RLIMIT_MEMLOCK (key slab, sodium_malloc)
+  // The limit set when lockMemory. keydb and the broker set their own, sized
+  // for net.key.max_sas's ceiling (services/keydb/main.cpp, crypto/main.cpp).
+  std::uint64_t memlockBytes = 64u << 20;
   // Disabled means "not forced": a uid change still resets the flag to
   // fs.suid_dumpable (0 on Debian), so the process may end up non-dumpable.
   Flag nonDumpable{true, "no core dumps or ptrace of a process that may hold keys"};

@@ -27,7 +27,11 @@ namespace {
 sandbox::SandboxProfile profile(const service::Args& args) {
   auto p = service::baseProfile("ipsec-crypto", args);
   p.nonDumpable = {true, "holds session keys"};
-  p.lockMemory = {true, "keys live in mlock'ed sodium_malloc pages"};
+  p.lockMemory = {true, "keys live in mlock'ed slab chunks"};
+  // One key copy (up to 64 bytes) per worker per session: kMaxSessions
+  // (2^20) sessions at four workers. Beyond it a session is refused (the ADD
+  // fails with EINVAL), the broker stays up.
+  p.memlockBytes = 256u << 20;
   p.allow(sandbox::lockedMemorySyscalls());
   p.allow(sandbox::threadSyscalls());
   p.allow("getrandom", "random CBC IVs and OpenSSL's DRBG");

@@ -221,8 +221,8 @@ bool Keydb::onPolicy(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       getSpi(id, req.getGetSpi());
       return true;
     case proto::PolicyToKeydb::MIGRATE:
-      // Moving SAs is not implemented yet: policy migrates only policies.
-      return replyError(id, EOPNOTSUPP), true;
+      migrate(id, req.getMigrate());
+      return true;
   }
   return false;
 }
@@ -249,21 +249,39 @@ void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
     Sa::Usage usage;
   };
   std::optional<History> history;
-  if (Sa* old = sad_.find(key)) {
-    if (!req.getUpdate()) return replyError(id, EEXIST);
+  Sa* old = sad_.find(key);
+  if (old && !req.getUpdate()) return replyError(id, EEXIST);
+  if (!old && req.getUpdate()) return replyError(id, ESRCH);
+  // net.key.max_sas: a new SA beyond it is refused as Linux refuses one it
+  // has no memory for, and the SAD (and its locked key memory, sized for the
+  // maximum) stays as it is.
+  if (!old && sad_.size() >= maxSas_) {
+    ++addsOverMax_;
+    return replyError(id, ENOBUFS);
+  }
+  // Keys first: if the locked key memory cannot grow, the ADD is ENOMEM and
+  // an UPDATE leaves the old SA in place.
+  SecureBytes encKey, authKey;
+  try {
+    encKey = SecureBytes(span(req.getKeys().getEncrypt()));
+    authKey = SecureBytes(span(req.getKeys().getAuth()));
+  } catch (const std::bad_alloc&) {
+    ++keyMemoryExhausted_;
+    log::warn("SA SPI {:#x}: no locked memory left for its keys ({} SAs): ENOMEM", p.getSpi(), sad_.size());
+    return replyError(id, ENOMEM);
+  }
+  if (old) {
     if (!old->larval()) {
       history = History{old->addTime, old->firstUse, old->seqGranted, old->ivGranted,
                         {old->usageBase.bytes + old->usageReported.bytes,
                          old->usageBase.packets + old->usageReported.packets}};
     }
     removeSa(*old);
-  } else if (req.getUpdate()) {
-    return replyError(id, ESRCH);
   }
   Sa& sa = sad_.create(p);
   sa.pb().setState(SADB_SASTATE_MATURE);
-  sa.encKey = SecureBytes(span(req.getKeys().getEncrypt()));
-  sa.authKey = SecureBytes(span(req.getKeys().getAuth()));
+  sa.encKey = std::move(encKey);
+  sa.authKey = std::move(authKey);
   sa.addTime = now();
   if (history) {
     sa.addTime = history->addTime;
@@ -302,6 +320,10 @@ void Keydb::getSpi(std::uint64_t id, proto::GetSpi::Reader req) {
   p.setMode(req.getMode());
   p.setReqid(req.getReqid());
   p.setState(SADB_SASTATE_LARVAL);
+  if (sad_.size() >= maxSas_) {  // a larval SA takes a slot too
+    ++addsOverMax_;
+    return replyError(id, ENOBUFS);
+  }
   Sa& sa = sad_.create(p.asReader());
   sa.addTime = now();
   reply(id, 0, {&sa});
@@ -500,12 +522,13 @@ bool Keydb::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
 void Keydb::setSysctl(std::string_view name, std::int64_t value) {
   if (name == "net.key.larval_lifetime") larvalLifetime_ = static_cast<std::uint64_t>(std::clamp<std::int64_t>(value, 1, 86400));
   else if (name == "net.key.debug") debug_ = value != 0;
+  else if (name == "net.key.max_sas") maxSas_ = static_cast<std::size_t>(std::clamp<std::int64_t>(value, 1, kMaxSasCeiling));
 }
 
 void Keydb::fillStats(proto::Stats::Builder out) {
   std::uint64_t larval = 0;
   for (Sa* sa : sad_.all()) larval += sa->larval() ? 1 : 0;
-  auto list = out.initCounters(8);
+  auto list = out.initCounters(10);
   list[0].setName("sas");
   list[0].setValue(sad_.size());
   list[1].setName("sas_larval");
@@ -522,6 +545,60 @@ void Keydb::fillStats(proto::Stats::Builder out) {
   list[6].setValue(hardExpires_);
   list[7].setName("larval_expired");
   list[7].setValue(larvalExpired_);
+  list[8].setName("add_over_max_sas");
+  list[8].setValue(addsOverMax_);
+  list[9].setName("add_no_key_memory");
+  list[9].setValue(keyMemoryExhausted_);
+}
+
+// ---- X_MIGRATE ----------------------------------------------------------------
+
+// Linux's xfrm_migrate → xfrm_migrate_state_find: for each migration, the SAs
+// of its satype and mode between its old source and destination (and of its
+// reqid when that is nonzero) take the new addresses. Linux moves the first
+// such SA of each migration; we move every one (an SA and its rekeyed
+// successor both keep working). PF_KEY names an SA by (satype, SPI, dst), so
+// a new destination renames it: if any new name is taken (by an SA that is
+// not moving too), nothing moves and the answer is EEXIST. The SA keeps its
+// ref, so its crypto session (which does not depend on addresses), grants,
+// usage and NAT-T ports stay; the forwarder gets it removed and installed
+// again with a sequence base above every grant (numbers continue, never
+// restart). The reply lists the moved SAs, possibly none (Linux migrates the
+// policy alone then).
+void Keydb::migrate(std::uint64_t id, capnp::List<proto::SaMigration>::Reader moves) {
+  std::vector<Sad::Move> plan;
+  auto raw = [](capnp::Data::Reader d) { return std::string(d.asChars().begin(), d.size()); };
+  for (auto m : moves) {
+    const auto n = m.getOldSrc().size();
+    if (!goodAddress(m.getOldSrc()) || !goodAddress(m.getNewSrc()) || m.getOldDst().size() != n ||
+        m.getNewDst().size() != m.getNewSrc().size()) {
+      return replyError(id, EINVAL);
+    }
+    for (Sa* sa : sad_.all(m.getSatype())) {
+      auto p = sa->p();
+      if (p.getMode() != m.getMode() || (m.getReqid() != 0 && p.getReqid() != m.getReqid())) continue;
+      if (p.getSrc() != m.getOldSrc() || p.getDst() != m.getOldDst()) continue;
+      if (std::any_of(plan.begin(), plan.end(), [&](const Sad::Move& o) { return o.sa == sa; })) continue;
+      plan.push_back({sa, raw(m.getNewSrc()), raw(m.getNewDst())});
+    }
+  }
+  if (!sad_.move(plan)) return replyError(id, EEXIST);
+  std::vector<Sa*> moved;
+  for (const auto& m : plan) {
+    Sa& sa = *m.sa;
+    moved.push_back(&sa);
+    log::info("SA SPI {:#x} migrated", sa.p().getSpi());
+    // Not yet in the forwarder (larval, session pending or data plane away):
+    // it is installed with its new addresses when its session comes up.
+    if (sa.larval() || !sa.sessionReady || !hasDataPath(sa)) continue;
+    if (forwarder_ && forwarder_->isOpen()) {
+      capnp::MallocMessageBuilder b;
+      setRef(b.initRoot<proto::KeydbToForwarder>().initRemove(), sa.ref);
+      forwarder_->send(b);
+    }
+    installInForwarder(sa);
+  }
+  reply(id, 0, moved);
 }
 
 }  // namespace ipsec::keydb

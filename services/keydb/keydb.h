@@ -33,8 +33,18 @@ class Keydb {
   bool onDataPlaneRestarted(std::vector<UniqueFd>& fds);
   void fillStats(proto::Stats::Builder out);
   // net.key.larval_lifetime: seconds a larval SA (GETSPI) lives (default 30,
-  // Linux's acquire timeout); net.key.debug: log every SAD request.
+  // Linux's acquire timeout); net.key.debug: log every SAD request;
+  // net.key.max_sas: SAs (larval ones too) at most, further ADDs and GETSPIs
+  // are ENOBUFS (default kDefaultMaxSas, at most kMaxSasCeiling).
   void setSysctl(std::string_view name, std::int64_t value);
+
+  // The SAD's size bound. keydb's and the broker's RLIMIT_MEMLOCK
+  // (kLockedMemoryBytes, set before the sysctls arrive) covers the ceiling's
+  // keys in lib/securemem's slab: two keys of up to 64 bytes per SA in
+  // keydb, one key copy per worker in the broker (the broker's session table
+  // holds kMaxSessions = kMaxSasCeiling sessions).
+  static constexpr std::size_t kDefaultMaxSas = 262144;
+  static constexpr std::size_t kMaxSasCeiling = std::size_t{1} << 20;
 
   // SAs per dump reply (SadReply.more on all but the last): one SaRecord with
   // keys, IPv6 addresses and NAT-T is well under 1 KiB, so a chunk stays far
@@ -50,6 +60,8 @@ class Keydb {
 
   void add(std::uint64_t id, proto::SaAdd::Reader req);
   void getSpi(std::uint64_t id, proto::GetSpi::Reader req);
+  // X_MIGRATE's SA part (end of keydb.cpp): moves SAs to new addresses.
+  void migrate(std::uint64_t id, capnp::List<proto::SaMigration>::Reader moves);
   void removeSa(Sa& sa);
   void createSession(Sa& sa);
   void installInForwarder(Sa& sa);
@@ -83,6 +95,8 @@ class Keydb {
   std::deque<DumpJob> dumps_;
   bool dumpTimerArmed_ = false;
   std::uint64_t larvalLifetime_ = 30;  // seconds, as Linux's acquire timeout
+  std::size_t maxSas_ = kDefaultMaxSas;
+  std::uint64_t addsOverMax_ = 0, keyMemoryExhausted_ = 0;
   bool debug_ = false;
   bool stopped_ = false;
   std::uint64_t sessionsFailed_ = 0;

@@ -7,7 +7,7 @@
 //   6  forwarder  SA metadata without keys, sequence grants → / seq requests, usage ←
 //
 // Sandbox: its own uid, an empty root, no capabilities, no_new_privs, not
-// dumpable, locked memory for keys (sodium_malloc), the baseline allow-list.
+// dumpable, locked memory for keys (lib/securemem's slab), the baseline allow-list.
 // It parses nothing from the network.
 #include <sodium.h>
 
@@ -22,7 +22,11 @@ namespace {
 sandbox::SandboxProfile profile(const service::Args& args) {
   auto p = service::baseProfile("ipsec-keydb", args);
   p.nonDumpable = {true, "holds every SA's keys"};
-  p.lockMemory = {true, "keys live in mlock'ed sodium_malloc pages"};
+  p.lockMemory = {true, "keys live in mlock'ed slab chunks"};
+  // Two keys of up to 64 bytes for each of kMaxSasCeiling SAs (128 MiB),
+  // with room for the slab's partly used chunks: net.key.max_sas, not this
+  // limit, is what refuses an ADD.
+  p.memlockBytes = 192u << 20;
   p.allow(sandbox::lockedMemorySyscalls());
   return p;
 }

@@ -2,6 +2,7 @@
 #include "sad.h"
 
 #include <linux/pfkeyv2.h>
+#include <sodium.h>
 
 #include <algorithm>
 
@@ -56,6 +57,30 @@ void Sad::erase(SaRef ref) {
   byKey_.erase(sa->key());
   slots_[ref.index].reset();
   freeSlots_.push_back(ref.index);
+}
+
+bool Sad::move(const std::vector<Move>& moves) {
+  std::map<SaKey, const Sa*> taken;  // new key -> the SA taking it
+  for (const auto& m : moves) {
+    SaKey k{m.sa->p().getSatype(), m.sa->p().getSpi(), m.dst};
+    if (!taken.emplace(k, m.sa).second) return false;  // two SAs onto one name
+    auto it = byKey_.find(k);
+    if (it == byKey_.end()) continue;
+    const Sa* holder = slots_[it->second].get();
+    const bool holderMoves =
+        std::any_of(moves.begin(), moves.end(), [&](const Move& o) { return o.sa == holder; });
+    if (!holderMoves) return false;
+  }
+  for (const auto& m : moves) byKey_.erase(m.sa->key());
+  for (const auto& m : moves) {
+    auto bytes = [](const std::string& s) {
+      return capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(s.data()), s.size());
+    };
+    m.sa->pb().setSrc(bytes(m.src));
+    m.sa->pb().setDst(bytes(m.dst));
+    byKey_[m.sa->key()] = m.sa->ref.index;
+  }
+  return true;
 }
 
 std::vector<Sa*> Sad::all(std::uint8_t satype) {

@@ -70,6 +70,14 @@ class Sad {
   // Creates an SA in a fresh slot (or a reused one with a new generation).
   Sa& create(proto::SaParams::Reader params);
   void erase(SaRef ref);
+  // X_MIGRATE: new addresses (raw bytes) for SAs, under their refs (crypto
+  // sessions and grants stay). All or none: false, nothing changed, if a new
+  // (satype, SPI, dst) is held by an SA that is not moving or taken twice.
+  struct Move {
+    Sa* sa = nullptr;
+    std::string src, dst;
+  };
+  bool move(const std::vector<Move>& moves);
   std::vector<Sa*> all(std::uint8_t satype = 0);
   std::size_t size() const { return byKey_.size(); }
 

@@ -1,8 +1,10 @@
-// ipsec-keydb: key bytes in guarded, locked memory (sodium_malloc: guard
-// pages, mlock, canary), wiped and freed on destruction. Move-only.
+// ipsec-keydb: key bytes in locked, never-dumped memory (a slot of
+// lib/securemem's process-wide KeySlab: guard-paged, mlock'ed chunks), wiped
+// and freed on destruction. Move-only. Throws std::bad_alloc when the slab
+// cannot grow (RLIMIT_MEMLOCK): keydb answers that ADD with ENOMEM.
 #pragma once
 
-#include <sodium.h>
+#include "securemem/key_slab.h"
 
 #include <cstdint>
 #include <cstring>
@@ -17,8 +19,11 @@ class SecureBytes {
   SecureBytes() = default;
   explicit SecureBytes(std::span<const std::uint8_t> bytes) : size_(bytes.size()) {
     if (size_ == 0) return;
-    data_ = static_cast<std::uint8_t*>(sodium_malloc(size_));
-    if (!data_) throw std::bad_alloc();
+    data_ = securemem::KeySlab::process().allocate(size_);
+    if (!data_) {
+      size_ = 0;
+      throw std::bad_alloc();
+    }
     std::memcpy(data_, bytes.data(), size_);
   }
   SecureBytes(SecureBytes&& o) noexcept : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
@@ -38,7 +43,7 @@ class SecureBytes {
   std::size_t size() const { return size_; }
 
   void reset() {
-    if (data_) sodium_free(data_);  // sodium_free wipes before unmapping
+    if (data_) securemem::KeySlab::process().deallocate(data_, size_);  // wipes the slot
     data_ = nullptr;
     size_ = 0;
   }

@@ -42,6 +42,7 @@ class KeydbHarness {
     pump();
   }
 
+  Keydb& keydb() { return *keydb_; }
   void pump() {
     for (int idle = 0, rounds = 0; idle < 2 && rounds < 1000; ++rounds) {
       io_.restart();
@@ -308,6 +309,58 @@ TEST(KeydbService, ADumpComesInChunksThatTogetherHoldEverySaOnce) {
   EXPECT_EQ(records, kSas);
   EXPECT_EQ(spis.size(), kSas);
   EXPECT_EQ(chunks, (kSas + Keydb::kDumpChunk - 1) / Keydb::kDumpChunk);
+}
+
+// net.key.max_sas: an ADD (or GETSPI) beyond it is answered ENOBUFS, keydb
+// stays up and counts it, and once an SA is gone the next ADD fits again.
+TEST(KeydbService, AnAddBeyondMaxSasIsEnobufsAndKeydbCarriesOn) {
+  KeydbHarness h;
+  h.keydb().setSysctl("net.key.max_sas", 3);
+  auto add = [&](std::uint64_t id, std::uint32_t spi) {
+    capnp::MallocMessageBuilder b;
+    addRequest(b, id, SADB_X_SATYPE_IPCOMP, spi, SADB_X_CALG_DEFLATE, SADB_AALG_NONE, false);
+    h.fromPolicy(b);
+    auto r = h.toPolicy();
+    EXPECT_TRUE(r.reader) << r.error;
+    return r.reader ? r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno() : -1;
+  };
+  for (std::uint32_t i = 0; i < 3; ++i) EXPECT_EQ(add(i + 1, 0x100 + i), 0);
+  EXPECT_EQ(add(4, 0x200), ENOBUFS);
+  {
+    capnp::MallocMessageBuilder b;
+    auto g = b.initRoot<proto::PolicyToKeydb>();
+    g.setRequestId(5);
+    auto spi = g.initGetSpi();
+    spi.setSatype(SADB_SATYPE_ESP);
+    spi.setSrc(capnp::Data::Reader(kSrc, 4));
+    spi.setDst(capnp::Data::Reader(kDst, 4));
+    spi.setMin(0x1000);
+    spi.setMax(0x2000);
+    h.fromPolicy(b);
+    auto r = h.toPolicy();
+    ASSERT_TRUE(r.reader) << r.error;
+    EXPECT_EQ(r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), ENOBUFS);
+  }
+  capnp::MallocMessageBuilder stats;
+  h.keydb().fillStats(stats.initRoot<proto::Stats>());
+  bool counted = false;
+  for (auto c : stats.getRoot<proto::Stats>().getCounters()) {
+    if (c.getName() == "add_over_max_sas") counted = c.getValue() == 2;
+  }
+  EXPECT_TRUE(counted);
+  // Delete one: the next ADD fits.
+  capnp::MallocMessageBuilder del;
+  auto d = del.initRoot<proto::PolicyToKeydb>();
+  d.setRequestId(6);
+  auto n = d.initDelete();
+  n.setSatype(SADB_X_SATYPE_IPCOMP);
+  n.setSpi(0x100);
+  n.setDst(capnp::Data::Reader(kDst, 4));
+  h.fromPolicy(del);
+  auto r = h.toPolicy();
+  ASSERT_TRUE(r.reader);
+  EXPECT_EQ(r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), 0);
+  EXPECT_EQ(add(7, 0x201), 0);
 }
 
 TEST(KeydbService, ADumpOfAnEmptySadIsEnoent) {
