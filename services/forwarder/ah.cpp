@@ -167,10 +167,11 @@ bool Forwarder::outboundAh(Worker& w, std::uint32_t buf, std::uint32_t len, cons
     ++counters_.ah_out_drop_disabled;
     return false;
   }
+  if (isEspAhBundle(p)) return outboundEspAh(w, buf, len, p, flow, heldSinceMs);  // bundle.cpp
   const Request* wanted = nullptr;
   for (const auto& r : p.requests) {
-    // AH together with ESP or IPComp (a bundle) is not run: better no packet
-    // than one with less protection than the policy asks for.
+    // Any other bundle with AH is not run: better no packet than one with
+    // less protection than the policy asks for.
     if (r.proto != IPPROTO_AH) {
       ++counters_.ah_out_drop_bundle;
       return false;
@@ -202,11 +203,11 @@ bool Forwarder::outboundAh(Worker& w, std::uint32_t buf, std::uint32_t len, cons
     ++counters_.out_drop_sa_mode;
     return false;
   }
-  return frameAh(w, buf, len, *sa, tunnel, flow);
+  return frameAh(w, buf, kHeadroom, len, *sa, tunnel);
 }
 
-bool Forwarder::frameAh(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, bool tunnel,
-                        const esp::FlowKey& flow) noexcept {
+bool Forwarder::frameAh(Worker& w, std::uint32_t buf, std::uint32_t off, std::uint32_t len, Sa& sa,
+                        bool tunnel) noexcept {
   std::uint8_t* data = bufferData(w, buf);
   const std::span<std::uint8_t> whole{data, w.bufferSize};
   const std::size_t icv = sa.layout.icvLength;
@@ -214,11 +215,11 @@ bool Forwarder::frameAh(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa,
   ahframe::Framed f;
   if (tunnel) {
     if (++ahIpId_ == 0) ahIpId_ = 1;  // 0 would let the kernel choose it
-    const ahframe::Outer outer{sa.src, sa.dst, esp::outerTrafficClass(esp::trafficClass({data + kHeadroom, len})),
+    const ahframe::Outer outer{sa.src, sa.dst, esp::outerTrafficClass(esp::trafficClass({data + off, len})),
                                ahIpId_, kOuterHopLimit};
-    f = ahframe::frameTunnel(whole, kHeadroom, len, outer, sa.spi, static_cast<std::uint32_t>(seq), icv);
+    f = ahframe::frameTunnel(whole, off, len, outer, sa.spi, static_cast<std::uint32_t>(seq), icv);
   } else {
-    f = ahframe::frameTransport(whole, kHeadroom, len, sa.spi, static_cast<std::uint32_t>(seq), icv);
+    f = ahframe::frameTransport(whole, off, len, sa.spi, static_cast<std::uint32_t>(seq), icv);
   }
   switch (f.error) {
     case ah::AhError::kOk: break;
@@ -258,8 +259,7 @@ bool Forwarder::frameAh(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa,
   sa.counters.out_packets++;
   sa.counters.out_bytes += len;
   if (log::debugEnabled()) {
-    log::debug("out AH {} {} -> {} len {}: SPI {:#x} seq {}", tunnel ? "tunnel" : "transport", flow.src.toString(),
-               flow.dst.toString(), len, sa.spi, seq);
+    log::debug("out AH {} len {}: SPI {:#x} seq {}", tunnel ? "tunnel" : "transport", len, sa.spi, seq);
   }
   return true;
 }
@@ -476,6 +476,13 @@ void Forwarder::onAhVerified(Worker& w, const proto::CryptoCompletion& c) noexce
     if (!f.ok()) return drop(counters_.ah_in_drop_bad_inner);
     inner = bufferData(w, c.bufferIndex) + f.start;
     innerLen = static_cast<std::uint32_t>(f.length);
+    // ESP inside AH (`esp/transport// ah/transport//`): ESP opens next, in
+    // this buffer; the SPD check waits for the packet ESP protects (bundle.cpp).
+    const auto split = esp::transportSplit({inner, innerLen});
+    if (split && split->protocol == esp::kProtoEsp && !split->fragment) {
+      return openAfterVerify(w, c.bufferIndex, *sa, static_cast<std::uint32_t>(f.start), innerLen,
+                             split->headerLength, ctx.tos);
+    }
   }
   auto flow = esp::parseInnerPacket({inner, innerLen});
   if (!flow) return drop(counters_.ah_in_drop_bad_inner);
@@ -492,6 +499,10 @@ void Forwarder::onAhVerified(Worker& w, const proto::CryptoCompletion& c) noexce
     log::debug("in AH: {} -> {} via SPI {:#x} not allowed by the SPD", flow->src.toString(), flow->dst.toString(),
                sa->spi);
     return drop(counters_.ah_in_drop_policy);
+  }
+  // The policy asks for ESP inside this AH: AH alone is not enough.
+  for (const auto& r : p->requests) {
+    if (r.proto == IPPROTO_ESP) return drop(counters_.bundle_in_drop_missing_esp);
   }
   if (sa->firstUse == 0) sa->firstUse = unixNow();
   ssize_t n = ::write(fds_.tun.get(), inner, innerLen);

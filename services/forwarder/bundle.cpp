@@ -1,4 +1,5 @@
-// ipsec-forwarder: IPComp (RFC 3173) in an SA bundle with ESP, tunnel mode.
+// ipsec-forwarder: SA bundles. IPComp (RFC 3173) with ESP in tunnel and in
+// transport mode, and ESP inside AH in transport mode.
 //
 // A policy such as `ipcomp/tunnel/A-B/use esp/transport//require` (KAME
 // order: requests apply innermost first outbound) puts on the wire
@@ -9,12 +10,33 @@
 // decompressed (bounded: a bomb stops at the limit) and the CPI must belong
 // to an installed IPComp SA between the ESP SA's endpoints.
 //
+// In transport mode (`ipcomp/transport//use esp/transport//require`,
+// host to host) the upper-layer payload is compressed behind the host's
+// kept headers, then ESP goes around IPComp:
+//   IP | ESP (next header 108) | IPComp (next header 6/17/...) | payload
+// inbound the reverse, the CPI checked the same way.
+//
+// ESP inside AH (`esp/transport//require ah/transport//require`, KAME order:
+// the first request is applied first, innermost):
+//   IP | AH (next header 50) | ESP | payload
+// Outbound both SAs are chosen before anything is done; ESP is sealed, and
+// the seal's completion (the buffer's context says `thenAh`, with the AH
+// SA's ref) frames AH around the sealed packet and asks the broker to sign:
+// two broker operations on one buffer, in place, nothing allocated or
+// copied. Inbound, AH is verified first (ah.cpp); with ESP inside, the same
+// buffer goes to ESP's inbound path marked `afterAh`, and only once ESP has
+// opened it is the SPD asked, which then wants every SA of the bundle to
+// have been used: ESP without AH, or AH without ESP, is dropped and counted.
+//
 // IPComp SAs carry no key and have no crypto session: they live in a small
 // table here, beside the ESP SA table. Data path functions are noexcept and
 // allocation-free (the z_streams are allocated once, at start).
 #include <linux/ipsec.h>
 #include <linux/pfkeyv2.h>
 #include <netinet/in.h>
+#include <time.h>
+
+#include <cstring>
 
 #include "esp/esp.h"
 #include "esp/transport.h"
@@ -39,7 +61,7 @@ bool Forwarder::installIpcomp(proto::SaInstall::Reader msg) {
                         nextIpcompOrder_++});
   if (!compressor_) compressor_ = std::make_unique<ipcomp::Compressor>();
   if (!decompressor_) decompressor_ = std::make_unique<ipcomp::Decompressor>();
-  log::info("IPComp SA installed: CPI {:#x} {} -> {}", p.getSpi(), src->toString(), dst->toString());
+  log::debug("IPComp SA installed: CPI {:#x} {} -> {}", p.getSpi(), src->toString(), dst->toString());
   return true;
 }
 
@@ -105,7 +127,8 @@ bool Forwarder::compressForBundle(const Policy& p, const Sa& esp, Worker& w, std
 // Inbound, after ESP opened a packet whose next header is 108: decompress in
 // place and describe the inner packet in `d` (offsets from the ESP header).
 // False: dropped and counted, the caller frees the buffer.
-bool Forwarder::decompressForBundle(std::span<std::uint8_t> fromEsp, const Sa& esp, esp::DecapResult& d) noexcept {
+bool Forwarder::decompressForBundle(std::span<std::uint8_t> fromEsp, const Sa& esp, esp::DecapResult& d,
+                                    bool tunnel) noexcept {
   if (!ipcompEnabled_) {
     ++counters_.ipcomp_in_drop_disabled;
     return false;
@@ -138,8 +161,16 @@ bool Forwarder::decompressForBundle(std::span<std::uint8_t> fromEsp, const Sa& e
     }
     return false;
   }
+  const bool innerIp = r.header.nextHeader == esp::kNextHeaderIpv4 || r.header.nextHeader == esp::kNextHeaderIpv6;
+  if (!tunnel && innerIp) {
+    // Transport mode carries an upper-layer payload; an IP packet here is a tunnel's.
+    ++counters_.ipcomp_in_drop_bad_next_header;
+    return false;
+  }
   const std::uint8_t version = r.length ? fromEsp[r.offset] >> 4 : 0;
-  if ((r.header.nextHeader == esp::kNextHeaderIpv4 && version != 4) ||
+  if (!tunnel) {
+    // nothing more to check: the upper layer's own checks follow
+  } else if ((r.header.nextHeader == esp::kNextHeaderIpv4 && version != 4) ||
       (r.header.nextHeader == esp::kNextHeaderIpv6 && version != 6) ||
       (r.header.nextHeader != esp::kNextHeaderIpv4 && r.header.nextHeader != esp::kNextHeaderIpv6)) {
     ++counters_.ipcomp_in_drop_bad_next_header;
@@ -150,6 +181,204 @@ bool Forwarder::decompressForBundle(std::span<std::uint8_t> fromEsp, const Sa& e
   d.length = r.length;
   d.nextHeader = r.header.nextHeader;
   d.error = esp::EspError::kOk;
+  return true;
+}
+
+// ---- IPComp in transport mode -----------------------------------------------
+
+bool Forwarder::compressTransport(const Policy& p, const Sa& esp, Worker& w, std::uint32_t buf, std::uint32_t& off,
+                                  std::uint32_t& len, esp::TransportSplit& split) noexcept {
+  const Request* req = nullptr;
+  for (const auto& r : p.requests) {
+    if (r.proto == IPPROTO_COMP && r.mode == IPSEC_MODE_TRANSPORT) req = &r;
+  }
+  if (!req) return true;
+  if (!ipcompEnabled_) {
+    ++counters_.ipcomp_out_drop_disabled;
+    return false;
+  }
+  const IpcompSa* sa = selectIpcomp(esp.src, esp.dst, req->level == IPSEC_LEVEL_UNIQUE ? req->reqid : 0);
+  if (!sa || !compressor_) {
+    if (req->level == IPSEC_LEVEL_USE) return true;
+    ++counters_.ipcomp_out_drop_no_sa;
+    return false;
+  }
+  std::uint8_t* data = bufferData(w, buf);
+  const auto h = static_cast<std::uint32_t>(split.headerLength);
+  if (off < ipcomp::kHeaderLength || split.totalLength > len || h > split.totalLength) {
+    ++counters_.ipcomp_out_drop_error;
+    return false;
+  }
+  // The IPComp header goes where the kept headers end: they move 4 bytes
+  // forward first (at most a few dozen bytes; the payload stays put).
+  std::memmove(data + off - ipcomp::kHeaderLength, data + off, h);
+  auto r = compressor_->compress({data, w.bufferSize}, off + h, split.totalLength - h, split.protocol, sa->cpi);
+  if (!r.compressed()) {
+    std::memmove(data + off, data + off - ipcomp::kHeaderLength, h);  // back where they were
+    if (r.sendUncompressed()) {
+      ++counters_.ipcomp_out_uncompressed;
+      return true;
+    }
+    ++counters_.ipcomp_out_drop_error;
+    return false;
+  }
+  ++counters_.ipcomp_out_compressed;
+  off -= static_cast<std::uint32_t>(ipcomp::kHeaderLength);
+  len = h + static_cast<std::uint32_t>(r.length);
+  split.protocol = ipcomp::kProtoIpcomp;
+  split.totalLength = len;  // encapsulateTransport sets the length fields from it
+  return true;
+}
+
+// ---- ESP inside AH ----------------------------------------------------------
+
+namespace {
+
+std::uint64_t monotonicMs() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+}  // namespace
+
+bool Forwarder::isEspAhBundle(const Policy& p) noexcept {
+  // KAME order: the first request is the innermost. IPComp may come first
+  // (compressed inside ESP); then ESP, then AH, all transport mode.
+  std::size_t i = 0;
+  if (i < p.requests.size() && p.requests[i].proto == IPPROTO_COMP && p.requests[i].mode == IPSEC_MODE_TRANSPORT) ++i;
+  return p.requests.size() == i + 2 && p.requests[i].proto == IPPROTO_ESP &&
+         p.requests[i].mode == IPSEC_MODE_TRANSPORT && p.requests[i + 1].proto == IPPROTO_AH &&
+         p.requests[i + 1].mode == IPSEC_MODE_TRANSPORT;
+}
+
+bool Forwarder::outboundEspAh(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p,
+                              const esp::FlowKey& flow, std::uint64_t heldSinceMs) noexcept {
+  if (!espEnabled_) {
+    ++counters_.esp_out_drop_disabled;
+    return false;
+  }
+  const Request& espReq = p.requests[p.requests.size() - 2];
+  const Request& ahReq = p.requests.back();
+  // Both SAs first: better wait for a missing one than seal with ESP and
+  // find no AH afterwards.
+  Sa* esp = sas_.selectOutbound(SADB_SATYPE_ESP, flow.src, flow.dst,
+                                espReq.level == IPSEC_LEVEL_UNIQUE ? espReq.reqid : 0);
+  Sa* ah = sas_.selectOutbound(SADB_SATYPE_AH, flow.src, flow.dst, ahReq.level == IPSEC_LEVEL_UNIQUE ? ahReq.reqid : 0);
+  if (!esp || !ah) {
+    requestAcquire(p, esp ? ahReq : espReq, flow);
+    return holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : monotonicMs());
+  }
+  for (Sa* sa : {esp, ah}) {
+    if (sa->seqNext >= sa->seqLimit) {
+      ++counters_.out_drop_seq_wait;
+      maybeRequestSeq(*sa);
+      return false;
+    }
+    if (sa->mode != IPSEC_MODE_ANY && sa->mode != IPSEC_MODE_TRANSPORT) {
+      ++counters_.out_drop_sa_mode;
+      return false;
+    }
+  }
+  if (!outboundTransport(w, buf, len, *esp, &p)) return false;
+  BufferContext& ctx = w.contexts[buf];
+  ctx.thenAh = true;
+  ctx.ahSa = ah->ref;
+  return true;
+}
+
+// ESP has sealed buf: frame AH around the sealed packet and queue the sign
+// request (sent when the completion burst ends, drainCompletions).
+void Forwarder::signAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexcept {
+  const BufferContext ctx = w.contexts[c.bufferIndex];
+  Sa* ah = sas_.find(ctx.ahSa);
+  if (!ah) {
+    ++counters_.bundle_out_drop_sa_gone;
+    freeBuffer(w, c.bufferIndex);
+    return;
+  }
+  if (ah->seqNext >= ah->seqLimit) {
+    ++counters_.bundle_out_drop_seq_wait;
+    maybeRequestSeq(*ah);
+    freeBuffer(w, c.bufferIndex);
+    return;
+  }
+  // The broker echoes our descriptor: it must still lie inside the buffer.
+  if (c.offset < ctx.transportHeader || c.offset > w.bufferSize || c.length > w.bufferSize - c.offset) {
+    ++counters_.out_drop_crypto;
+    freeBuffer(w, c.bufferIndex);
+    return;
+  }
+  const std::uint32_t start = c.offset - ctx.transportHeader;
+  if (!frameAh(w, c.bufferIndex, start, c.length + ctx.transportHeader, *ah, false)) {
+    freeBuffer(w, c.bufferIndex);  // counted by frameAh
+    return;
+  }
+  ++counters_.bundle_out_packets;
+}
+
+// AH verified the packet at buf[start, start+length) (AH already removed)
+// and ESP follows its kept headers: hand it to ESP's inbound path as if it
+// had come so, marked as having passed AH.
+void Forwarder::openAfterVerify(Worker& w, std::uint32_t buf, Sa& ah, std::uint32_t start,
+                                std::uint32_t length, std::size_t headerLength, std::uint8_t tos) noexcept {
+  std::uint8_t* data = bufferData(w, buf);
+  const std::uint8_t* ip = data + start;
+  Outer o;
+  o.tos = tos;
+  o.espOffset = start + static_cast<std::uint32_t>(headerLength);
+  if ((ip[0] >> 4) == 4) {
+    o.dst = esp::IpAddress::v4(std::span<const std::uint8_t, 4>(ip + 16, 4));
+    // ESP transport rebuilds IPv4 from the header at the buffer's start, as
+    // the raw ESP socket leaves it.
+    std::memmove(data, ip, headerLength);
+  } else {
+    o.src = esp::IpAddress::v6(std::span<const std::uint8_t, 16>(ip + 8, 16));
+    o.dst = esp::IpAddress::v6(std::span<const std::uint8_t, 16>(ip + 24, 16));
+    o.hopLimit = ip[7];
+  }
+  if (o.dst != ah.dst) {
+    ++counters_.bundle_in_drop_bad_inner;
+    freeBuffer(w, buf);
+    return;
+  }
+  inboundPacket(w, buf, start + length, o);  // frees and counts on failure
+  BufferContext& ctx = w.contexts[buf];
+  if (ctx.use != Use::kInbound) return;
+  ctx.afterAh = true;
+  ctx.ahSa = ah.ref;
+  // AH's part is done: counted as AH's, whatever ESP decides.
+  if (ah.firstUse == 0) ah.firstUse = static_cast<std::uint64_t>(::time(nullptr));
+  ++counters_.ah_in_packets;
+  counters_.ah_in_bytes += length;
+  ah.counters.in_packets++;
+  ah.counters.in_bytes += length;
+}
+
+// The last inbound check of a transport-mode packet, after the SPD found p:
+// every SA the policy asks for was used.
+bool Forwarder::bundleAllows(const Policy& p, const BufferContext& ctx, bool compressed) noexcept {
+  bool wantsIpcomp = false;
+  const Request* wantsAh = nullptr;
+  for (const auto& r : p.requests) {
+    if (r.proto == IPPROTO_COMP) wantsIpcomp = true;
+    if (r.proto == IPPROTO_AH) wantsAh = &r;
+  }
+  if (compressed && !wantsIpcomp) {
+    ++counters_.bundle_in_drop_ipcomp_policy;
+    return false;
+  }
+  if (!wantsAh) return true;
+  if (!ctx.afterAh) {
+    ++counters_.bundle_in_drop_missing_ah;
+    return false;
+  }
+  const Sa* ah = sas_.find(ctx.ahSa);
+  if (!ah || wantsAh->mode != IPSEC_MODE_TRANSPORT || (ah->mode != IPSEC_MODE_ANY && ah->mode != wantsAh->mode) ||
+      (wantsAh->level == IPSEC_LEVEL_UNIQUE && wantsAh->reqid != 0 && wantsAh->reqid != ah->reqid)) {
+    ++counters_.bundle_in_drop_ah_policy;
+    return false;
+  }
   return true;
 }
 

@@ -103,7 +103,16 @@ namespace ipsec::forwarder {
   X(ah_in_drop_bad_next_header) /* tunnel SA without an IP packet inside */        \
   X(ah_in_drop_bad_inner)     /* inner packet malformed */                         \
   X(ah_in_drop_ecn)           /* outer CE on a Not-ECT inner packet (RFC 6040) */  \
-  X(ah_in_drop_policy)        /* not allowed by the inbound SPD */
+  X(ah_in_drop_policy)        /* not allowed by the inbound SPD */              \
+  X(bundle_out_packets)       /* ESP sealed, then AH signed (bundle.cpp) */        \
+  X(bundle_out_drop_sa_gone)  /* the second SA went away between the stages */    \
+  X(bundle_out_drop_seq_wait) /* the second SA's sequence grant ran out */        \
+  X(bundle_in_packets)        /* AH verified, then ESP opened and delivered */    \
+  X(bundle_in_drop_missing_ah)  /* policy asks ESP inside AH: came without AH */  \
+  X(bundle_in_drop_missing_esp) /* policy asks ESP inside AH: AH without ESP */   \
+  X(bundle_in_drop_ah_policy)   /* the AH SA used does not match the policy */    \
+  X(bundle_in_drop_bad_inner)   /* ESP after AH could not be located */           \
+  X(bundle_in_drop_ipcomp_policy) /* compressed, and the policy has no IPComp */
 
 struct Counters {
 #define IPSEC_DECLARE(name) std::uint64_t name = 0;

@@ -172,7 +172,7 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
     ++counters_.out_drop_sa_mode;
     return false;
   }
-  if (wanted->mode == IPSEC_MODE_TRANSPORT && !bundleTunnel(*p)) return outboundTransport(w, buf, len, *sa);
+  if (wanted->mode == IPSEC_MODE_TRANSPORT && !bundleTunnel(*p)) return outboundTransport(w, buf, len, *sa, p);
   const std::uint64_t seq = sa->seqNext;
   std::uint8_t nextHeader = flow->version == 4 ? esp::kNextHeaderIpv4 : esp::kNextHeaderIpv6;
   std::uint32_t payloadOff = kHeadroom, payloadLen = len;
@@ -514,6 +514,7 @@ void Forwarder::drainCompletions(Worker& w) noexcept {
     }
     if (n < done.size()) break;
   }
+  flushRequests(w, true);  // a bundle's second stage (bundle.cpp) queued from a completion
   flushSends();
   restartStalledAh();
   if (tunStalled_) {

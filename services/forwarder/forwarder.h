@@ -35,6 +35,7 @@
 #include "control/unique_fd.h"
 #include "counters.h"
 #include "ah/ah.h"
+#include "esp/transport.h"
 #include "esp/udp_encap.h"
 #include "ipcomp/ipcomp.h"
 #include "proto/ring_abi.h"
@@ -107,6 +108,10 @@ class Forwarder {
     esp::UdpEndpoint peer;  // inbound IPv6 raw: the source address (transport mode rebuilds the header)
     std::uint16_t transportHeader = 0;  // outbound transport mode: the host's header in front of ESP
     std::uint8_t hopLimit = 64;         // inbound IPv6: the outer hop limit
+    // SA bundles (bundle.cpp): outbound, the AH SA that signs once ESP has
+    // sealed; inbound, the AH SA that verified the packet before ESP opens it.
+    bool thenAh = false, afterAh = false;
+    SaRef ahSa{};
   };
   // What an inbound packet's outer headers said, however it arrived.
   struct Outer {
@@ -211,7 +216,8 @@ class Forwarder {
   void maybeRequestSeq(Sa& sa) noexcept;
 
   // Transport mode (transport.cpp).
-  bool outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa) noexcept;
+  // p: the policy, for an IPComp request in transport mode (bundle.cpp).
+  bool outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, const Policy* p = nullptr) noexcept;
   void queueTransportSend(Worker& w, const proto::CryptoCompletion& c, const Sa& sa) noexcept;
   // True when it took the packet (delivered or dropped); false for a tunnel-mode payload.
   bool openedTransport(Worker& w, const proto::CryptoCompletion& c, Sa& sa, const BufferContext& ctx) noexcept;
@@ -234,7 +240,25 @@ class Forwarder {
   static const Request* bundleTunnel(const Policy& p) noexcept;
   bool compressForBundle(const Policy& p, const Sa& esp, Worker& w, std::uint32_t buf, std::uint32_t& off,
                          std::uint32_t& len, std::uint8_t& nextHeader) noexcept;
-  bool decompressForBundle(std::span<std::uint8_t> fromEsp, const Sa& esp, esp::DecapResult& d) noexcept;
+  // tunnel: an IP packet must be inside; otherwise (transport mode) an upper-layer payload.
+  bool decompressForBundle(std::span<std::uint8_t> fromEsp, const Sa& esp, esp::DecapResult& d,
+                           bool tunnel = true) noexcept;
+  // Transport mode: the upper-layer payload of the packet at buf[off, off+len)
+  // compressed behind its kept headers (`split` updated to describe the result).
+  bool compressTransport(const Policy& p, const Sa& esp, Worker& w, std::uint32_t buf, std::uint32_t& off,
+                         std::uint32_t& len, esp::TransportSplit& split) noexcept;
+  // ESP then AH (`esp/... ah/...`): both SAs chosen, ESP sealed first, AH
+  // signed from the seal's completion (signAfterSeal). Inbound, AH verified
+  // with ESP inside goes on to ESP in the same buffer (openAfterVerify), and
+  // the final SPD check asks that every SA of the bundle was used
+  // (bundleAllows).
+  static bool isEspAhBundle(const Policy& p) noexcept;
+  bool outboundEspAh(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p, const esp::FlowKey& flow,
+                     std::uint64_t heldSinceMs) noexcept;
+  void signAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexcept;
+  void openAfterVerify(Worker& w, std::uint32_t buf, Sa& ah, std::uint32_t start, std::uint32_t length,
+                       std::size_t headerLength, std::uint8_t tos) noexcept;
+  bool bundleAllows(const Policy& p, const BufferContext& ctx, bool compressed) noexcept;
   std::vector<IpcompSa> ipcompSas_;
   std::uint64_t nextIpcompOrder_ = 1;
   std::unique_ptr<ipcomp::Compressor> compressor_;
@@ -252,7 +276,8 @@ class Forwarder {
   void restartStalledAh() noexcept;
   bool outboundAh(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p, const esp::FlowKey& flow,
                   std::uint64_t heldSinceMs) noexcept;
-  bool frameAh(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, bool tunnel, const esp::FlowKey& flow) noexcept;
+  // The packet to frame is buf[off, off+len) (a TUN packet at kHeadroom, or ESP's sealed packet in a bundle).
+  bool frameAh(Worker& w, std::uint32_t buf, std::uint32_t off, std::uint32_t len, Sa& sa, bool tunnel) noexcept;
   void inboundAh(Worker& w, std::uint32_t buf, std::uint32_t start, std::uint32_t length, std::uint8_t tos) noexcept;
   void onAhDone(Worker& w, const proto::CryptoCompletion& c) noexcept;
   void onAhSigned(Worker& w, const proto::CryptoCompletion& c) noexcept;

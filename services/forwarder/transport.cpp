@@ -71,7 +71,7 @@ std::uint8_t Forwarder::hopLimitOf(const msghdr& m) noexcept {
   return 64;
 }
 
-bool Forwarder::outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa) noexcept {
+bool Forwarder::outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, const Policy* p) noexcept {
   std::uint8_t* data = bufferData(w, buf);
   auto split = esp::transportSplit({data + kHeadroom, len});
   if (!split) {
@@ -84,9 +84,13 @@ bool Forwarder::outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t le
     ++counters_.transport_out_drop_fragment;
     return false;
   }
+  // IPComp in transport mode (bundle.cpp): the upper-layer payload compressed first.
+  std::uint32_t off = kHeadroom;
+  esp::TransportSplit parts = *split;
+  if (p && !compressTransport(*p, sa, w, buf, off, len, parts)) return false;
   const std::uint64_t seq = sa.seqNext;
-  auto r = esp::encapsulateTransport({data, w.bufferSize}, kHeadroom, len, sa.spi, static_cast<std::uint32_t>(seq),
-                                     sa.layout, *split);
+  auto r = esp::encapsulateTransport({data, w.bufferSize}, off, len, sa.spi, static_cast<std::uint32_t>(seq),
+                                     sa.layout, parts);
   if (!r.ok()) {
     ++counters_.out_drop_no_room;
     return false;
@@ -125,6 +129,7 @@ bool Forwarder::outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t le
 
 void Forwarder::queueTransportSend(Worker& w, const proto::CryptoCompletion& c, const Sa& sa) noexcept {
   const BufferContext& ctx = w.contexts[c.bufferIndex];
+  if (ctx.thenAh) return signAfterSeal(w, c);  // a bundle: AH next (bundle.cpp)
   std::uint8_t* packet = bufferData(w, c.bufferIndex) + c.offset - ctx.transportHeader;
   const bool v4 = (packet[0] >> 4) == 4;
   SendBatch& b = v4 ? sendHdr4_ : sendHdr6_;
@@ -150,10 +155,17 @@ bool Forwarder::openedTransport(Worker& w, const proto::CryptoCompletion& c, Sa&
   if (sa.mode != IPSEC_MODE_TRANSPORT && sa.mode != IPSEC_MODE_ANY) return false;
   if (c.length < 1u + sa.layout.icvLength) return false;  // the tunnel path counts it
   const std::uint8_t next = esp[c.length - sa.layout.icvLength - 1];
-  // An IP packet or IPComp inside is a tunnel: the ESP of an IPComp-tunnel
-  // bundle (bundle.cpp; uncompressed packets carry 4/41) or a mode "any" SA
-  // (setkey's default) used for a tunnel. The tunnel path takes them.
-  if (next == esp::kProtoIpcomp || next == esp::kNextHeaderIpv4 || next == esp::kNextHeaderIpv6) return false;
+  // An IP packet inside is a tunnel: the ESP of an IPComp-tunnel bundle
+  // (bundle.cpp; uncompressed packets carry 4/41) or a mode "any" SA
+  // (setkey's default) used for a tunnel. The tunnel path takes them, and
+  // IPComp with an IP packet inside. IPComp around an upper-layer payload is
+  // a transport-mode bundle: ours.
+  if (next == esp::kNextHeaderIpv4 || next == esp::kNextHeaderIpv6) return false;
+  if (next == esp::kProtoIpcomp) {
+    const std::size_t at = esp::kEspHeaderLength + sa.layout.ivLength;
+    if (c.length < at + ipcomp::kHeaderLength + 2u + sa.layout.icvLength) return false;
+    if (esp[at] == esp::kNextHeaderIpv4 || esp[at] == esp::kNextHeaderIpv6) return false;
+  }
   auto drop = [&](std::uint64_t& counter) {
     ++counter;
     sa.counters.in_drop_other++;
@@ -173,6 +185,12 @@ bool Forwarder::openedTransport(Worker& w, const proto::CryptoCompletion& c, Sa&
     case esp::EspError::kInnerMismatch: return drop(counters_.esp_in_drop_inner_mismatch);
     default: return drop(counters_.esp_in_drop_truncated);
   }
+  const bool compressed = d.nextHeader == esp::kProtoIpcomp;
+  if (compressed && !decompressForBundle({esp, w.bufferSize - c.offset}, sa, d, false)) {
+    sa.counters.in_drop_other++;
+    freeBuffer(w, c.bufferIndex);
+    return true;
+  }
   const std::span<std::uint8_t> whole{bufferData(w, c.bufferIndex), w.bufferSize};
   esp::RestoreResult r;
   if (sa.dst.isV4()) {
@@ -190,6 +208,11 @@ bool Forwarder::openedTransport(Worker& w, const proto::CryptoCompletion& c, Sa&
                flow->dst.toString(), sa.spi);
     return drop(counters_.esp_in_drop_policy);
   }
+  if (!bundleAllows(*p, ctx, compressed)) {
+    sa.counters.in_drop_other++;
+    freeBuffer(w, c.bufferIndex);
+    return true;
+  }
   if (sa.firstUse == 0) sa.firstUse = unixSeconds();
   ssize_t n = ::write(fds_.tun.get(), inner, r.length);
   if (n != static_cast<ssize_t>(r.length)) {
@@ -197,6 +220,7 @@ bool Forwarder::openedTransport(Worker& w, const proto::CryptoCompletion& c, Sa&
   } else {
     ++counters_.esp_in_packets;
     ++counters_.transport_in_packets;
+    if (ctx.afterAh) ++counters_.bundle_in_packets;
     counters_.esp_in_bytes += r.length;
     sa.counters.in_packets++;
     sa.counters.in_bytes += r.length;

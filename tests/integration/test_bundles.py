@@ -1,0 +1,222 @@
+"""SA bundles between two ipsecd instances (issue 3 §4), set up with setkey:
+
+- IPComp + ESP in transport mode, host to host
+  (`ipcomp/transport//use esp/transport//require`), IPv4 and IPv6: a
+  compressible ping is compressed on both ends, a TCP transfer both ways
+  (random bytes: sent uncompressed, RFC 3173 §2.2) arrives whole;
+- IPComp + ESP in tunnel mode with IPv6 outer and inner addresses;
+- ESP inside AH in transport mode (`esp/transport//require
+  ah/transport//require`), IPv4 and IPv6: on the wire IP | AH | ESP, each
+  SA's own counters move, ping and TCP both ways; a receiver whose policy
+  asks for both drops ESP that came without AH and counts it.
+"""
+
+import subprocess
+import time
+import unittest
+
+from harness import (GCM_KEY_AB, GCM_KEY_BA, HMAC_KEY_AB, HMAC_KEY_BA, INNER, INNER_NETS, OUTER, Testbed, ping,
+                     tcp_transfer)
+
+SPI_AB = 0x6101
+SPI_BA = 0x6102
+AH_AB = 0x6201
+AH_BA = 0x6202
+CPI_AB = 0x6301
+CPI_BA = 0x6302
+
+
+def transport_config(side):
+    idx = 0 if side == "a" else 1
+    return {
+        "transport_peers": f"{OUTER[4][1 - idx]}, {OUTER[6][1 - idx]}",
+        "local_addresses": f"{OUTER[4][idx]}, {OUTER[6][idx]}",
+    }
+
+
+def esp_sas(fam, mode="transport"):
+    a, b = OUTER[fam]
+    d = 0x10 * fam
+    return [f"add {a} {b} esp {SPI_AB + d:#x} -m {mode} -r 64 -E aes-gcm-16 0x{GCM_KEY_AB.hex()};",
+            f"add {b} {a} esp {SPI_BA + d:#x} -m {mode} -r 64 -E aes-gcm-16 0x{GCM_KEY_BA.hex()};"]
+
+
+def ah_sas(fam):
+    a, b = OUTER[fam]
+    d = 0x10 * fam
+    return [f"add {a} {b} ah {AH_AB + d:#x} -m transport -r 64 -A hmac-sha256 0x{HMAC_KEY_AB.hex()};",
+            f"add {b} {a} ah {AH_BA + d:#x} -m transport -r 64 -A hmac-sha256 0x{HMAC_KEY_BA.hex()};"]
+
+
+def ipcomp_sas(fam):
+    a, b = OUTER[fam]
+    d = 0x10 * fam
+    return [f"add {a} {b} ipcomp {CPI_AB + d:#x} -C deflate;", f"add {b} {a} ipcomp {CPI_BA + d:#x} -C deflate;"]
+
+
+def host_policies(side, fam, request_out, request_in=None):
+    a, b = OUTER[fam]
+    local, remote = (a, b) if side == "a" else (b, a)
+    return [f"spdadd {local} {remote} any -P out ipsec {request_out};",
+            f"spdadd {remote} {local} any -P in ipsec {request_in or request_out};"]
+
+
+def ipcomp_transport_setkey(side):
+    out = ["flush;", "spdflush;"]
+    for fam in (4, 6):
+        out += esp_sas(fam) + ipcomp_sas(fam)
+        out += host_policies(side, fam, "ipcomp/transport//use esp/transport//require")
+    return "\n".join(out) + "\n"
+
+
+def ipcomp_tunnel6_setkey(side):
+    a, b = OUTER[6]
+    na, nb = INNER_NETS[6]
+    out = ["flush;", "spdflush;"] + esp_sas(6) + ipcomp_sas(6)
+    local, remote, lnet, rnet = (a, b, na, nb) if side == "a" else (b, a, nb, na)
+    out.append(f"spdadd {lnet} {rnet} any -P out ipsec ipcomp/tunnel/{local}-{remote}/use esp/transport//require;")
+    out.append(f"spdadd {rnet} {lnet} any -P in ipsec ipcomp/tunnel/{remote}-{local}/use esp/transport//require;")
+    return "\n".join(out) + "\n"
+
+
+BOTH = "esp/transport//require ah/transport//require"
+
+
+def esp_ah_setkey(side, out_request=BOTH, in_request=BOTH):
+    out = ["flush;", "spdflush;"]
+    for fam in (4, 6):
+        out += esp_sas(fam) + ah_sas(fam)
+        out += host_policies(side, fam, out_request, in_request)
+    return "\n".join(out) + "\n"
+
+
+def capture(host, count, seconds=15):
+    """tcpdump of AH/ESP on B's veth, started before traffic flows."""
+    return host.popen(["timeout", str(seconds), "tcpdump", "-n", "-l", "-v", "-i", "veth-ipsec-b", "-c", str(count),
+                       "ah or esp or ip6 proto 51 or ip6 proto 50"],
+                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def counters(h):
+    return h.stats()["ipsec-forwarder"]["counters"]
+
+
+def sa_counters(h, spi):
+    sas = h.stats()["ipsec-forwarder"]["sas"]
+    found = [s["counters"] for s in sas if s["spi"] == spi]
+    assert found, sas
+    return found[0]
+
+
+class BundleTest(unittest.TestCase):
+    def assert_no_drops(self, tb, allowed=()):
+        for h in tb.hosts():
+            for k, v in counters(h).items():
+                # Link-local chatter of the kernel on the TUN matches no policy.
+                if "drop" in k and k != "out_drop_no_policy" and k not in allowed:
+                    self.assertEqual(v, 0, f"{h.side}: {k} = {v}")
+
+    def ping_both_ways(self, tb, fam, addrs, extra=()):
+        a, b = addrs
+        r = ping(tb.a, b, count=3, extra=extra)
+        self.assertEqual(r.returncode, 0, f"ping A→B v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.a)}\n"
+                                          f"{tb.log_text(tb.b)}")
+        r = ping(tb.b, a, count=3, extra=extra)
+        self.assertEqual(r.returncode, 0, f"ping B→A v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.b)}")
+
+    def test_ipcomp_and_esp_in_transport_mode_over_ipv4_and_ipv6(self):
+        with Testbed() as tb:
+            for h in tb.hosts():
+                tb.start(h, ipcomp_transport_setkey(h.side), **transport_config(h.side))
+            for fam in (4, 6):
+                before = counters(tb.b)["ipcomp_in_decompressed"]
+                # A repeated pattern: DEFLATE shrinks it a lot.
+                self.ping_both_ways(tb, fam, OUTER[fam], extra=("-s", "1000", "-p", "61"))
+                self.assertGreaterEqual(counters(tb.b)["ipcomp_in_decompressed"] - before, 3)
+            for h in tb.hosts():
+                c = counters(h)
+                self.assertGreaterEqual(c["ipcomp_out_compressed"], 6, c)
+                self.assertGreaterEqual(c["ipcomp_in_decompressed"], 6, c)
+                self.assertGreaterEqual(c["transport_in_packets"], 6, c)
+            tcp_transfer(tb.a, tb.b, OUTER[4][1], nbytes=1 << 20)
+            tcp_transfer(tb.b, tb.a, OUTER[4][0], nbytes=1 << 20, port=5002)
+            tcp_transfer(tb.a, tb.b, OUTER[6][1], nbytes=1 << 20, port=5003)
+            tcp_transfer(tb.b, tb.a, OUTER[6][0], nbytes=1 << 20, port=5004)
+            self.assertGreater(counters(tb.a)["ipcomp_out_uncompressed"], 50)
+            self.assert_no_drops(tb)
+            for h in tb.hosts():
+                self.assertEqual(tb.stop(h), 0, tb.log_text(h))
+
+    def test_ipcomp_and_esp_tunnel_with_ipv6_outer_and_inner(self):
+        with Testbed() as tb:
+            for h in tb.hosts():
+                tb.start(h, ipcomp_tunnel6_setkey(h.side))
+            self.ping_both_ways(tb, 6, INNER[6], extra=("-s", "1000", "-p", "61"))
+            for h in tb.hosts():
+                c = counters(h)
+                self.assertGreaterEqual(c["ipcomp_out_compressed"], 3, c)
+                self.assertGreaterEqual(c["ipcomp_in_decompressed"], 3, c)
+            tcp_transfer(tb.a, tb.b, INNER[6][1], nbytes=1 << 20)
+            tcp_transfer(tb.b, tb.a, INNER[6][0], nbytes=1 << 20, port=5002)
+            self.assert_no_drops(tb)
+
+    def test_esp_inside_ah_in_transport_mode_over_ipv4_and_ipv6(self):
+        with Testbed() as tb:
+            for h in tb.hosts():
+                tb.start(h, esp_ah_setkey(h.side), **transport_config(h.side))
+            cap = capture(tb.b, 4)
+            time.sleep(0.5)
+            for fam in (4, 6):
+                self.ping_both_ways(tb, fam, OUTER[fam])
+            seen, _ = cap.communicate(timeout=20)
+            # AH outside, ESP inside it, between the hosts' own addresses.
+            self.assertRegex(seen, rf"{OUTER[4][0]} > {OUTER[4][1]}: AH\([^\n]*spi=0x{AH_AB + 0x40:08x}[^\n]*\): "
+                                   rf"ESP\(spi=0x{SPI_AB + 0x40:08x}")
+            tcp_transfer(tb.a, tb.b, OUTER[4][1], nbytes=1 << 20)
+            tcp_transfer(tb.b, tb.a, OUTER[4][0], nbytes=1 << 20, port=5002)
+            tcp_transfer(tb.a, tb.b, OUTER[6][1], nbytes=1 << 20, port=5003)
+            tcp_transfer(tb.b, tb.a, OUTER[6][0], nbytes=1 << 20, port=5004)
+            for h in tb.hosts():
+                c = counters(h)
+                self.assertGreater(c["bundle_out_packets"], 100, c)
+                self.assertGreater(c["bundle_in_packets"], 100, c)
+                self.assertEqual(c["bundle_out_packets"], c["ah_out_packets"], c)
+                self.assertEqual(c["esp_out_packets"], 0, c)  # nothing left without AH
+            # Each SA of the bundle used, both families, both directions.
+            for fam in (4, 6):
+                d = 0x10 * fam
+                for spi in (SPI_AB + d, AH_AB + d):
+                    self.assertGreater(sa_counters(tb.a, spi)["out_packets"], 0, hex(spi))
+                    self.assertGreater(sa_counters(tb.b, spi)["in_packets"], 0, hex(spi))
+                for spi in (SPI_BA + d, AH_BA + d):
+                    self.assertGreater(sa_counters(tb.b, spi)["out_packets"], 0, hex(spi))
+                    self.assertGreater(sa_counters(tb.a, spi)["in_packets"], 0, hex(spi))
+            self.assert_no_drops(tb)
+            for h in tb.hosts():
+                self.assertEqual(tb.stop(h), 0, tb.log_text(h))
+
+    def test_esp_without_its_ah_is_dropped_and_counted(self):
+        with Testbed() as tb:
+            # A sends ESP only; B's policy asks for ESP inside AH.
+            tb.start(tb.a, esp_ah_setkey("a", out_request="esp/transport//require"), **transport_config("a"))
+            tb.start(tb.b, esp_ah_setkey("b"), **transport_config("b"))
+            r = ping(tb.a, OUTER[4][1], count=3, extra=("-w", "3"))
+            self.assertNotEqual(r.returncode, 0, r.stdout)
+            c = counters(tb.b)
+            self.assertGreaterEqual(c["bundle_in_drop_missing_ah"], 3, c)
+            self.assertEqual(c["transport_in_packets"], 0, c)
+
+    def test_ah_without_its_esp_is_dropped_and_counted(self):
+        with Testbed() as tb:
+            # A sends AH only; B's policy asks for ESP inside AH.
+            tb.start(tb.a, esp_ah_setkey("a", out_request="ah/transport//require"), **transport_config("a"))
+            tb.start(tb.b, esp_ah_setkey("b"), **transport_config("b"))
+            r = ping(tb.a, OUTER[6][1], count=3, extra=("-w", "3"))
+            self.assertNotEqual(r.returncode, 0, r.stdout)
+            c = counters(tb.b)
+            self.assertGreaterEqual(c["bundle_in_drop_missing_esp"], 3, c)
+            self.assertEqual(c["ah_in_packets"], 0, c)
+
+
+if __name__ == "__main__":
+    unittest.main()
