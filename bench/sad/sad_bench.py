@@ -46,6 +46,18 @@ def rss_kib(pid):
     return 0
 
 
+def locked_kib(pid):
+    """Locked (mlock'ed) KiB of the process: its key memory."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Locked:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def add_many(c, n, window, satype=SATYPE_ESP, max_rate=0, first_spi=0x10000):
     """Pipelines n ADDs (at most `window` unanswered); returns (seconds, errors).
     IPComp SAs (no keys, no broker session) reach sizes that ESP's locked key
@@ -117,9 +129,14 @@ def main():
     ap.add_argument("--max-rate", type=int, default=0,
                     help="ADDs per second at most (IPComp SAs are answered before the forwarder has them: "
                          "keydb's queue to it is bounded)")
+    ap.add_argument("--hold", type=int, default=0, help="seconds to wait after the ADDs (to inspect or profile)")
     args = ap.parse_args()
     satype = SATYPE_ESP if args.satype == "esp" else SATYPE_IPCOMP
+    # harness reads the build dir when imported (test_pfkey_more imports
+    # it above): set both, or --build would silently run build/bin.
     os.environ["IPSEC_BUILD_DIR"] = os.path.abspath(args.build)
+    import harness
+    harness.BUILD = os.path.abspath(args.build)
     from harness import Testbed
 
     with Testbed() as tb:
@@ -139,7 +156,12 @@ def main():
               f"(target {ADD_TARGET:,}: ratio {rate / ADD_TARGET:.2f}), {errors} errors, window {args.window}")
         for s in services:
             per = (after[s] - before[s]) * 1024 / args.sas
-            print(f"RSS {s}: {before[s]:,} KiB -> {after[s]:,} KiB = {per:,.0f} B per SA")
+            print(f"RSS {s}: {before[s]:,} KiB -> {after[s]:,} KiB = {per:,.0f} B per SA; "
+                  f"locked {locked_kib(pids[s]):,} KiB")
+        if args.hold:
+            print(f"holding {args.hold} s: pids {pids}")
+            sys.stdout.flush()
+            time.sleep(args.hold)
         sys.stdout.flush()
         try:
             dsecs, count = dump_all(c, satype)

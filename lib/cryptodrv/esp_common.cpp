@@ -2,7 +2,10 @@
 #include "cryptodrv/esp_common.h"
 
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
+#include <utility>
+#include <vector>
 
 namespace ipsec::cryptodrv::detail {
 
@@ -24,9 +27,28 @@ size_t buildAad(const uint8_t* header, bool esn, uint32_t seqHigh, uint8_t* aad)
   return 12;
 }
 
+const EVP_CIPHER* fetchedCipher(const EVP_CIPHER* legacy) noexcept {
+  if (legacy == nullptr) return nullptr;
+  static std::mutex mutex;
+  // Fetched once, kept for the process's life (a handful of algorithms).
+  static std::vector<std::pair<const EVP_CIPHER*, EVP_CIPHER*>> cache;
+  std::lock_guard lock(mutex);
+  for (const auto& [l, f] : cache)
+    if (l == legacy) return f;
+  EVP_CIPHER* f = EVP_CIPHER_fetch(nullptr, EVP_CIPHER_get0_name(legacy), nullptr);
+  if (f == nullptr) return legacy;  // the implicit fetch at init still works
+  try {
+    cache.emplace_back(legacy, f);
+  } catch (...) {
+    EVP_CIPHER_free(f);
+    return legacy;
+  }
+  return f;
+}
+
 CipherCtx keyedContext(const EVP_CIPHER* cipher, const uint8_t* key, bool encrypt) {
   CipherCtx ctx(EVP_CIPHER_CTX_new());
-  if (!ctx || EVP_CipherInit_ex(ctx.get(), cipher, nullptr, key, nullptr, encrypt ? 1 : 0) != 1 ||
+  if (!ctx || EVP_CipherInit_ex(ctx.get(), fetchedCipher(cipher), nullptr, key, nullptr, encrypt ? 1 : 0) != 1 ||
       EVP_CIPHER_CTX_set_padding(ctx.get(), 0) != 1) {
     throw std::runtime_error("EVP cipher context set-up failed");
   }

@@ -39,6 +39,12 @@ struct CipherCtxFree {
 };
 using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree>;
 
+// The provider's implementation of a built-in cipher (EVP_aes_128_gcm() and
+// the like), fetched once per process. A context initialised with the
+// built-in pointer fetches it again (name lookup, method store, locks) on
+// every init: twice per context, two contexts per transform, per SA.
+const EVP_CIPHER* fetchedCipher(const EVP_CIPHER* legacy) noexcept;
+
 // A context keyed for one direction, padding off; the IV is set per packet.
 // Throws std::runtime_error on failure (control plane).
 CipherCtx keyedContext(const EVP_CIPHER* cipher, const uint8_t* key, bool encrypt);

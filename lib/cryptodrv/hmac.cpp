@@ -13,10 +13,11 @@ std::unique_ptr<Hmac> Hmac::create(std::string_view digest, std::span<const uint
     return nullptr;
   };
   if (key.empty()) return fail("empty key");
-  EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  // Fetched once per process (a fetch per SA was a name lookup in the
+  // method store); each context keeps its own reference.
+  static EVP_MAC* const mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
   if (mac == nullptr) return fail("EVP_MAC_fetch(HMAC) failed");
   EVP_MAC_CTX* ctx = EVP_MAC_CTX_new(mac);
-  EVP_MAC_free(mac);  // the context keeps its own reference
   if (ctx == nullptr) return fail("EVP_MAC_CTX_new failed");
   std::string name(digest);
   const OSSL_PARAM params[] = {

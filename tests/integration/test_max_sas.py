@@ -1,0 +1,53 @@
+"""net.key.max_sas against one real ipsecd through its PF_KEY socket: with the
+maximum set to 3, three ESP ADDs succeed, the fourth (and a GETSPI) is
+answered ENOBUFS, keydb and the broker stay up (same pids), and once an SA
+is deleted the next ADD fits again. Also: the sysctl is listed, and keydb
+counts the refusals (ipsecctl stats)."""
+
+import json
+import os
+import struct
+import time
+import unittest
+
+from harness import Testbed
+from test_pfkey_more import (AES_GCM_16, EXT_DST, EXT_KEY_ENC, EXT_SA2, EXT_SRC, KEY, MODE_TUNNEL, SADB_ADD,
+                             SADB_FLUSH, SADB_GETSPI, SATYPE_ESP, PfkeyClient, address, errno_of, ext, key, sa)
+
+SADB_DELETE = 4
+ENOBUFS = 105
+
+
+class MaxSasTest(unittest.TestCase):
+    def test_an_add_beyond_max_sas_is_enobufs_and_the_services_stay_up(self):
+        with Testbed() as tb:
+            a = tb.a
+            tb.start(a, "")
+            self.assertIn("net.key.max_sas", json.loads(a.ipsecctl("sysctl", "--json")))
+            pids = {s: a.pid_of(s) for s in ("ipsec-keydb", "ipsec-crypto", "ipsec-policy")}
+            a.ipsecctl("sysctl", "net.key.max_sas=3")
+            time.sleep(0.2)
+            c = PfkeyClient(os.path.join(a.runtime, "pfkey"))
+            c.call(SADB_FLUSH, 0)
+
+            def add(spi):
+                return errno_of(c.call(SADB_ADD, SATYPE_ESP, key(EXT_KEY_ENC, KEY), sa(spi, replay=32, enc=AES_GCM_16),
+                                       ext(EXT_SA2, struct.pack("=BBHII", MODE_TUNNEL, 0, 0, 0, 0)),
+                                       address(EXT_SRC, "192.0.2.2"), address(EXT_DST, "192.0.2.1")))
+
+            for spi in (0x1001, 0x1002, 0x1003):
+                self.assertEqual(add(spi), 0, hex(spi))
+            self.assertEqual(add(0x1004), ENOBUFS)
+            g = c.call(SADB_GETSPI, SATYPE_ESP, address(EXT_SRC, "192.0.2.2"), address(EXT_DST, "192.0.2.1"))
+            self.assertEqual(errno_of(g), ENOBUFS)
+            self.assertEqual({s: a.pid_of(s) for s in pids}, pids, "a service restarted or died")
+            d = c.call(SADB_DELETE, SATYPE_ESP, sa(0x1001), address(EXT_SRC, "192.0.2.2"),
+                       address(EXT_DST, "192.0.2.1"))
+            self.assertEqual(errno_of(d), 0)
+            self.assertEqual(add(0x1004), 0)
+            self.assertEqual(a.counter("add_over_max_sas", "ipsec-keydb"), 2)
+            c.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
