@@ -184,7 +184,7 @@ bool Forwarder::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       }
       if (ref.index >= natT_.size()) natT_.resize(ref.index + 1);
       natT_[ref.index] = NatT{true, ref.generation, p.getNatTType(), p.getNatTSport(), p.getNatTDport(), 0, false};
-      log::info("SA installed: SPI {:#x} seq [{}, {}){}", p.getSpi(), msg.getInstall().getSeqNext(),
+      log::debug("SA installed: SPI {:#x} seq [{}, {}){}", p.getSpi(), msg.getInstall().getSeqNext(),
                 msg.getInstall().getSeqLimit(),
                 p.getNatTType() ? " in UDP, ports " + std::to_string(p.getNatTSport()) + "->" +
                                       std::to_string(p.getNatTDport())

@@ -574,7 +574,8 @@ class Supervisor {
                   {"net.key.blockacq_lifetime", 20},
                   {"net.key.spi_minval", 0x100},
                   {"net.key.spi_maxval", 0xffffffff},
-                  {"net.key.debug", 0}};
+                  {"net.key.debug", 0},
+                  {"net.key.max_sas", 262144}};  // keydb: SAD bound (ADD beyond: ENOBUFS)
     }
     return sysctls_;
   }
