@@ -51,6 +51,7 @@ std::vector<uint8_t> saAddRequest(const Command& c, uint8_t type, uint32_t pid) 
   if (s.natT) {
     b.natTPort(SADB_X_EXT_NAT_T_SPORT, s.src.port);
     b.natTPort(SADB_X_EXT_NAT_T_DPORT, s.dst.port);
+    if (s.natOa) b.address(SADB_X_EXT_NAT_T_OA, *s.natOa, s.natOa->fullPrefix(), IPSEC_ULPROTO_ANY);
   }
   return b.finish();
 }

@@ -49,6 +49,9 @@ enum class CommandKind {
 
 struct SaSpec {
   bool natT = false;  // protocol esp-udp: ESP with NAT_T_TYPE/SPORT/DPORT
+  // esp-udp ADDR (ipsec-tools' grammar): the peer's original address before
+  // NAT, sent as NAT_T_OA (transport mode's checksum fix-up needs it).
+  std::optional<pfkey::SockAddress> natOa;
   pfkey::SockAddress src, dst;
   uint32_t spi = 0;   // host order; the CPI for IPCOMP
   uint8_t mode = IPSEC_MODE_ANY;

@@ -163,6 +163,9 @@ std::string formatSa(const pfkey::ParsedMessage& m, std::time_t now) {
   o += printf("\tseq=0x%08x replay=%u flags=0x%08x state=%s \n",
               sa2 ? sa2->sadb_x_sa2_sequence : 0, m.saReplay().value_or(sa->sadb_sa_replay), sa->sadb_sa_flags,
               stateName(sa->sadb_sa_state));
+  // esp-udp's original address (NAT_T_OA), as setkey's "esp-udp ADDR" takes
+  // it: a line of its own, only when there is one.
+  if (auto oa = m.address(SADB_X_EXT_NAT_T_OA)) o += "\tnat-oa=" + oa->addr.toString() + " \n";
   // Our SA_OPTIONS, a line of its own and only the fields that are set, so
   // that scripts parsing ipsec-tools' output see nothing new otherwise.
   if (auto opt = m.saOptions(); opt && opt->any()) {

@@ -482,6 +482,14 @@ Command StatementParser::parse() {
     c.sa.dst = saAddress(take("destination address"));
     if (c.sa.src.family != c.sa.dst.family) failAt(verb, "source and destination families differ");
     c.satype = protocol(take("protocol"), c);
+    // ipsec-tools: "esp-udp ADDR" names the original address (NAT-OA). An
+    // SPI never parses as an address (inet_pton wants dots or colons).
+    if (c.sa.natT && !atEnd() && !peek().quoted && pfkey::SockAddress::fromString(peek().text)) {
+      const Token& oa = take("original address");
+      c.sa.natOa = saAddress(oa);
+      if (c.sa.natOa->family != c.sa.src.family) failAt(oa, "original address of another family than the SA's");
+      if (c.sa.natOa->port != 0) failAt(oa, "an original address takes no port");
+    }
     if (withSpi) c.sa.spi = static_cast<uint32_t>(number(take("SPI"), UINT32_MAX, "SPI"));
     if (c.sa.natT) {
       // esp-udp without ports means the NAT-T port.

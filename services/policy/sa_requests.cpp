@@ -123,6 +123,28 @@ std::optional<std::vector<std::uint8_t>> saMessage(sadb_msg header, proto::SaRec
   return b.finish();
 }
 
+// A pending ACQUIRE as Linux's DUMP shows its XFRM_STATE_ACQ state
+// (pfkey_xfrm_state2msg): SPI 0, state larval, no algorithms, the hard
+// add-time lifetime it dies after (net.key.larval_lifetime), its creation
+// time, the acquire's addresses, SA2 with the template's mode and reqid.
+std::vector<std::uint8_t> acquireMessage(sadb_msg header, std::uint8_t satype, const pfkey::SockAddress& src,
+                                         const pfkey::SockAddress& dst, std::uint8_t mode, std::uint32_t reqid,
+                                         std::uint64_t created, std::uint64_t lifetime) {
+  header.sadb_msg_satype = satype;
+  pfkey::Builder b(header);
+  pfkey::SaFields sa;
+  sa.spi = 0;
+  sa.state = SADB_SASTATE_LARVAL;
+  b.sa(sa);
+  b.lifetime(SADB_EXT_LIFETIME_HARD, 0, 0, lifetime, 0);
+  b.lifetime(SADB_EXT_LIFETIME_SOFT, 0, 0, 0, 0);
+  b.lifetime(SADB_EXT_LIFETIME_CURRENT, 0, 0, created, 0);
+  b.address(SADB_EXT_ADDRESS_SRC, src, src.fullPrefix(), 0);
+  b.address(SADB_EXT_ADDRESS_DST, dst, dst.fullPrefix(), 0);
+  b.sa2(mode, reqid);
+  return b.finish();
+}
+
 // NAT-T extensions of an ADD/UPDATE into `p`, as pfkey_msg2xfrm_state reads
 // them: ports and the original address count only with a NAT_T_TYPE. Only
 // ESP is encapsulated (AH's init refuses an encap on Linux too), only
@@ -215,7 +237,7 @@ int Server::sendToKeydb(Client* c, const sadb_msg& request, capnp::MallocMessage
     case control::Channel::SendResult::kTooLarge: return EMSGSIZE;
     case control::Channel::SendResult::kClosed: return EIO;  // the SAD is gone; onPeerLost fails closed
   }
-  pending_.emplace(id, Pending{c ? c->id : 0, request, 0, {}});
+  pending_.emplace(id, Pending{c ? c->id : 0, request, 0, {}, {}});
   return 0;
 }
 
@@ -439,7 +461,9 @@ bool Server::onKeydbReply(proto::SadReply::Reader r) {
     }
   } wipeKeys{sas};
 
-  if (r.getErrno() != 0) {
+  // An empty SAD is no error for a dump that has pending ACQUIREs to show.
+  const bool emptyDump = isDump && r.getErrno() == ENOENT;
+  if (r.getErrno() != 0 && !emptyDump) {
     if (r.getErrno() > 255) return false;
     replyError(c, p.request, r.getErrno());
     return true;
@@ -467,6 +491,7 @@ bool Server::onKeydbReply(proto::SadReply::Reader r) {
     case SADB_DELETE: return one(SaMessage::kState, Audience::kAll, nullptr);
     case SADB_GET: return one(SaMessage::kStateWithKeys, Audience::kOne, c);
     case SADB_GETSPI: return one(SaMessage::kState, Audience::kOne, c);
+    case SADB_X_MIGRATE: return onMigrateDone(p);
     case SADB_FLUSH:
       // As Linux: the requester always gets a header reply, and every socket
       // hears of the flush only if something was flushed.
@@ -490,6 +515,17 @@ bool Server::onKeydbReply(proto::SadReply::Reader r) {
         still.dumped = p.dumped;
         still.heldBack = std::move(p.heldBack);
         return true;
+      }
+      // After keydb's SAs, the pending ACQUIREs (policy owns them), each as
+      // the larval SA with SPI 0 Linux's dump shows.
+      const std::uint8_t want = p.request.sadb_msg_satype;
+      for (const auto& a : acquires_) {
+        if (want != SADB_SATYPE_UNSPEC && a.satype != want) continue;
+        sadb_msg h = header;
+        h.sadb_msg_seq = ++p.dumped;
+        auto bytes = acquireMessage(h, a.satype, a.src, a.dst, a.mode, a.reqid, a.created, larvalLifetime_);
+        if (!p.heldBack.empty()) deliverDump(c, std::move(p.heldBack));
+        p.heldBack = std::move(bytes);
       }
       if (p.heldBack.empty()) {
         replyError(c, p.request, ENOENT);

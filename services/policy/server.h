@@ -149,8 +149,8 @@ class Server {
   // lives, further ACQUIREs are rate-limited (net.key.blockacq_*); a GETSPI
   // carrying its seq (and its destination) takes its mode and reqid; an
   // ADD/UPDATE of an SA for (satype, src, dst[, reqid]) completes it; it dies
-  // after net.key.larval_lifetime. Not shown in DUMP (Linux shows an SA with
-  // SPI 0 in state larval: a documented difference).
+  // after net.key.larval_lifetime. DUMP shows it after keydb's SAs as Linux
+  // shows its acquire state: an SA with SPI 0 in state larval.
   struct AcquireState {
     std::uint32_t seq = 0;
     std::uint8_t satype = 0;
@@ -195,6 +195,8 @@ class Server {
     // latest one held back until it is known whether it is the last (seq 0).
     std::uint32_t dumped = 0;
     std::vector<std::uint8_t> heldBack;
+    // X_MIGRATE: the request itself, applied to the SPD once keydb has moved the SAs.
+    std::vector<std::uint8_t> migrate;
   };
 
   // ---- clients (server.cpp)
@@ -240,6 +242,11 @@ class Server {
   int onSpdDump(Client* c, const pfkey::ParsedMessage& m);
   int onSpdFlush(Client* c, const pfkey::ParsedMessage& m);
   int onMigrate(Client* c, const pfkey::ParsedMessage& m);
+  // X_MIGRATE's policy part: checks the request and finds the policy
+  // templates it moves (ENOENT, ENODATA as Linux); with commit, moves them
+  // and echoes the request to every socket.
+  int migratePolicy(const pfkey::ParsedMessage& m, bool commit);
+  bool onMigrateDone(Pending& p);
   void startForwarder();
   bool onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
   void pushPolicy(const Policy& p);

@@ -226,12 +226,50 @@ bool goodKmaddress(std::span<const std::uint8_t> e) {
 // Linux's pfkey_migrate → xfrm_migrate: SRC/DST name the policy's selector,
 // X_POLICY its direction and (old, new) pairs of ipsecrequests with the same
 // protocol, mode and level; each policy template matching an old request
-// (tunnel: its endpoints too; a reqid if given) takes the new endpoints. No
-// separate reply: on success the request is echoed as Linux's km_migrate
-// does (pid 0, seq 0, to every socket). keydb is not asked to move SAs: the
-// SAD channel has no migrate request yet (key managers re-key, or UPDATE an
-// SA's source; a changed destination is a new SA in PF_KEY's naming).
+// (tunnel: its endpoints too; a reqid if given) takes the new endpoints, and
+// so do the SAs of each pair (keydb's migrate: by satype, mode, old
+// addresses and the reqid when nonzero). As xfrm_migrate, all or nothing:
+// the policy is checked first (ENOENT, ENODATA), keydb moves the SAs (EEXIST
+// if a new SA name is taken, nothing moved then), and only then does the
+// policy move. No separate reply: on success the request is echoed as
+// Linux's km_migrate does (pid 0, seq 0, to every socket).
 int Server::onMigrate(Client* c, const pfkey::ParsedMessage& m) {
+  if (int err = migratePolicy(m, false)) return err;
+  capnp::MallocMessageBuilder b;
+  const std::uint64_t id = newRequestId();
+  auto req = b.initRoot<proto::PolicyToKeydb>();
+  req.setRequestId(id);
+  const auto rqs = m.policy()->requests();
+  auto list = req.initMigrate(static_cast<unsigned>(rqs.size() / 2));
+  auto raw = [](const pfkey::SockAddress& a) { return capnp::Data::Reader(a.bytes.data(), a.isV6() ? 16 : 4); };
+  for (std::size_t i = 0; i < rqs.size(); i += 2) {
+    auto mv = list[static_cast<unsigned>(i / 2)];
+    mv.setSatype(satypeOf(rqs[i].proto));
+    mv.setMode(rqs[i].mode);
+    mv.setReqid(rqs[i].reqid);
+    mv.setOldSrc(raw(*rqs[i].tunnelSrc));
+    mv.setOldDst(raw(*rqs[i].tunnelDst));
+    mv.setNewSrc(raw(*rqs[i + 1].tunnelSrc));
+    mv.setNewDst(raw(*rqs[i + 1].tunnelDst));
+  }
+  if (int err = sendToKeydb(c, m.msg(), b, id)) return err;
+  const auto bytes = m.bytes();
+  pending_.at(id).migrate.assign(bytes.begin(), bytes.end());
+  return 0;
+}
+
+// keydb has moved the SAs (possibly none): now the policy.
+bool Server::onMigrateDone(Pending& p) {
+  Client* c = findClient(p.clientId);
+  auto parsed = pfkey::parse(p.migrate);
+  const auto* m = std::get_if<pfkey::ParsedMessage>(&parsed);
+  if (!m) return false;  // it parsed when it came in
+  // The policy may have changed while keydb worked; the SAs stay moved then.
+  if (int err = migratePolicy(*m, true)) replyError(c, p.request, err);
+  return true;
+}
+
+int Server::migratePolicy(const pfkey::ParsedMessage& m, bool commit) {
   const auto& pol = m.policy();
   if (!pol || pol->dir < IPSEC_DIR_INBOUND || pol->dir > IPSEC_DIR_FWD) return EINVAL;
   auto decoded = decodeSelector(m);
@@ -271,6 +309,7 @@ int Server::onMigrate(Client* c, const pfkey::ParsedMessage& m) {
     }
   }
   if (matched == 0) return ENODATA;  // as xfrm_policy_migrate: no template matched
+  if (!commit) return 0;
   *p = std::move(moved);
   pushPolicy(*p);
   ++counters_.migrations;

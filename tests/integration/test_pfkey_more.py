@@ -2,7 +2,8 @@
 (<runtime>/pfkey, AF_UNIX SOCK_SEQPACKET): ESN and a replay window above 255
 (our SA_REPLAY extension, type 28, and FreeBSD's ESN flag 0x400), per-SA
 tunnel options set by setkey (our SA_OPTIONS extension, type 29), NAT-T
-type/ports/original address, X_MIGRATE, X_SPDEXPIRE, and the net.key sysctls
+type/ports/original address (also from setkey's "esp-udp ADDR"), X_MIGRATE
+moving policies and SAs, X_SPDEXPIRE, and the net.key sysctls
 through ipsecctl. The small client below packs <linux/pfkeyv2.h> structs by
 hand and trusts nothing it receives beyond parsing it.
 """
@@ -13,13 +14,14 @@ import os
 import select
 import socket
 import struct
+import subprocess
 import time
 import unittest
 
-from harness import Testbed, binary
+from harness import INNER, INNER_NETS, OUTER, Testbed, binary, ping, spd_lines
 
 PF_KEY_V2 = 2
-SADB_GETSPI, SADB_ADD, SADB_GET, SADB_REGISTER, SADB_FLUSH, SADB_DUMP = 1, 3, 5, 7, 9, 10
+SADB_GETSPI, SADB_ADD, SADB_GET, SADB_ACQUIRE, SADB_REGISTER, SADB_FLUSH, SADB_DUMP = 1, 3, 5, 6, 7, 9, 10
 SADB_X_SPDADD, SADB_X_SPDDUMP, SADB_X_SPDFLUSH, SADB_X_SPDEXPIRE, SADB_X_MIGRATE = 14, 18, 19, 21, 24
 SATYPE_ESP = 3
 EXT_SA, EXT_LT_HARD, EXT_LT_SOFT, EXT_SRC, EXT_DST, EXT_KEY_ENC = 1, 3, 4, 5, 6, 9
@@ -29,8 +31,8 @@ EXT_SA_REPLAY = 28  # ours (lib/pfkey/message.h), FreeBSD's number and layout
 EXT_SA_OPTIONS = 29  # ours alone: df u8, reserved u8, mtu u16, tfc u16, reserved u16, dummy ms u32
 SAFLAG_ESN = 0x400
 AES_GCM_16 = 20
-IPPROTO_ESP, MODE_TUNNEL, LEVEL_REQUIRE, DIR_OUT, POLICY_IPSEC = 50, 2, 2, 2, 2
-EINVAL, ENOENT = 22, 2
+IPPROTO_ESP, MODE_TUNNEL, LEVEL_REQUIRE, DIR_IN, DIR_OUT, DIR_FWD, POLICY_IPSEC = 50, 2, 2, 1, 2, 3, 2
+EINVAL, ENOENT, ESRCH, EEXIST = 22, 2, 3, 17
 
 KEY = bytes(range(20))  # AES-128-GCM key + 4-byte salt
 
@@ -155,9 +157,27 @@ class PfkeyMoreTest(unittest.TestCase):
                            ext(EXT_SA2, struct.pack("=BBHII", MODE_TUNNEL, 0, 0, 0, 0)),
                            address(EXT_SRC, "192.0.2.2"), address(EXT_DST, "192.0.2.1"), *extra)
 
-    def get(self, spi):
-        return self.c.call(SADB_GET, SATYPE_ESP, sa(spi), address(EXT_SRC, "192.0.2.2"),
-                           address(EXT_DST, "192.0.2.1"))
+    def get(self, spi, src="192.0.2.2", dst="192.0.2.1"):
+        return self.c.call(SADB_GET, SATYPE_ESP, sa(spi), address(EXT_SRC, src), address(EXT_DST, dst))
+
+    def add_tunnel_sa(self, spi, src, dst):
+        r = self.c.call(SADB_ADD, SATYPE_ESP, key(EXT_KEY_ENC, KEY), sa(spi, replay=32, enc=AES_GCM_16),
+                        ext(EXT_SA2, struct.pack("=BBHII", MODE_TUNNEL, 0, 0, 0, 0)),
+                        address(EXT_SRC, src), address(EXT_DST, dst))
+        self.assertEqual(errno_of(r), 0, r)
+
+    def tunnel_out_policy(self):
+        add = self.c.call(SADB_X_SPDADD, 0,
+                          policy(DIR_OUT, [request(IPPROTO_ESP, MODE_TUNNEL, LEVEL_REQUIRE, 0,
+                                                   "192.0.2.1", "192.0.2.2")]),
+                          address(EXT_SRC, "198.51.100.0", 24, 255), address(EXT_DST, "203.0.113.0", 24, 255))
+        self.assertEqual(errno_of(add), 0)
+
+    def migrate_to(self, client, new_src, new_dst):
+        return client.send(SADB_X_MIGRATE, SATYPE_ESP, address(EXT_SRC, "198.51.100.0", 24, 255),
+                           address(EXT_DST, "203.0.113.0", 24, 255),
+                           policy(DIR_OUT, [request(IPPROTO_ESP, MODE_TUNNEL, LEVEL_REQUIRE, 0, "192.0.2.1", "192.0.2.2"),
+                                            request(IPPROTO_ESP, MODE_TUNNEL, LEVEL_REQUIRE, 0, new_src, new_dst)]))
 
     def test_esn_and_a_4096_window_round_trip(self):
         r = self.add_esp(0x4001, ext(EXT_SA_REPLAY, struct.pack("=I", 4096)), replay=255, flags=SAFLAG_ESN)
@@ -195,6 +215,17 @@ class PfkeyMoreTest(unittest.TestCase):
         self.assertIn("\tdf=copy mtu=1400 tfc=512 dummy=250(ms) \n", d.stdout)
         self.assertEqual(d.stdout.count("df="), 1, d.stdout)
 
+    def test_setkey_esp_udp_original_address_comes_back(self):
+        r = self.tb.a.setkey("add 192.0.2.2 192.0.2.1[31000] esp-udp 10.9.8.7 0x4501 -m transport "
+                             "-E aes-gcm-16 0x000102030405060708090a0b0c0d0e0f10111213;\n")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        g = self.get(0x4501)
+        self.assertEqual(errno_of(g), 0)
+        self.assertEqual(g[1][EXT_NAT_T_OA][8:12], ipaddress.ip_address("10.9.8.7").packed)
+        self.assertEqual(struct.unpack_from("!H", g[1][EXT_NAT_T_DPORT])[0], 31000)
+        d = self.tb.a.exec([binary("setkey"), "--socket", self.path, "-D"], check=False)
+        self.assertIn("\tnat-oa=10.9.8.7 \n", d.stdout)
+
     def test_nat_t_fields_round_trip(self):
         r = self.add_esp(0x4101, ext(EXT_NAT_T_TYPE, struct.pack("=B3x", 2)),
                          ext(EXT_NAT_T_SPORT, struct.pack("!H2x", 4500)),
@@ -209,19 +240,15 @@ class PfkeyMoreTest(unittest.TestCase):
         self.assertEqual(struct.unpack_from("!H", e[EXT_NAT_T_DPORT])[0], 31000)
         self.assertEqual(e[EXT_NAT_T_OA][8:12], ipaddress.ip_address("10.9.8.7").packed)
 
-    def test_migrate_moves_a_tunnel_policy(self):
+    def test_migrate_moves_a_tunnel_policy_and_its_sas(self):
         watcher = PfkeyClient(self.path)
         try:
-            add = self.c.call(SADB_X_SPDADD, 0,
-                              policy(DIR_OUT, [request(IPPROTO_ESP, MODE_TUNNEL, LEVEL_REQUIRE, 0,
-                                                       "192.0.2.1", "192.0.2.2")]),
-                              address(EXT_SRC, "198.51.100.0", 24, 255), address(EXT_DST, "203.0.113.0", 24, 255))
-            self.assertEqual(errno_of(add), 0)
-            watcher.recv(0.2)  # the SPDADD broadcast
-            self.c.send(SADB_X_MIGRATE, SATYPE_ESP, address(EXT_SRC, "198.51.100.0", 24, 255),
-                        address(EXT_DST, "203.0.113.0", 24, 255),
-                        policy(DIR_OUT, [request(IPPROTO_ESP, MODE_TUNNEL, LEVEL_REQUIRE, 0, "192.0.2.1", "192.0.2.2"),
-                                         request(IPPROTO_ESP, MODE_TUNNEL, LEVEL_REQUIRE, 0, "192.0.2.9", "192.0.2.2")]))
+            self.tunnel_out_policy()
+            self.add_tunnel_sa(0x4301, "192.0.2.1", "192.0.2.2")
+            self.add_tunnel_sa(0x4302, "192.0.2.2", "192.0.2.1")  # the other direction: not named, not moved
+            while watcher.recv(0.2):  # the SPDADD and ADD broadcasts
+                pass
+            self.migrate_to(self.c, "192.0.2.9", "192.0.2.10")
             m = watcher.wait_for(SADB_X_MIGRATE)
             self.assertIsNotNone(m, "every socket hears the migration")
             self.assertEqual(errno_of(m), 0)
@@ -230,8 +257,51 @@ class PfkeyMoreTest(unittest.TestCase):
             self.assertIsNotNone(d)
             self.assertIn(ipaddress.ip_address("192.0.2.9").packed, d[1][EXT_POLICY])
             self.assertNotIn(ipaddress.ip_address("192.0.2.1").packed, d[1][EXT_POLICY])
+            # The SA is named by its new destination now, with both new addresses.
+            g = self.get(0x4301, "192.0.2.9", "192.0.2.10")
+            self.assertEqual(errno_of(g), 0)
+            self.assertEqual(g[1][EXT_SRC][8:12], ipaddress.ip_address("192.0.2.9").packed)
+            self.assertEqual(g[1][EXT_DST][8:12], ipaddress.ip_address("192.0.2.10").packed)
+            self.assertEqual(errno_of(self.get(0x4301, "192.0.2.1", "192.0.2.2")), ESRCH)
+            self.assertEqual(errno_of(self.get(0x4302, "192.0.2.2", "192.0.2.1")), 0)
         finally:
             watcher.close()
+
+    def test_migrate_onto_a_taken_sa_name_moves_nothing(self):
+        self.tunnel_out_policy()
+        self.add_tunnel_sa(0x4401, "192.0.2.1", "192.0.2.2")
+        self.add_tunnel_sa(0x4402, "192.0.2.1", "192.0.2.2")
+        self.add_tunnel_sa(0x4402, "192.0.2.9", "192.0.2.10")  # 0x4402's new name, taken
+        seq = self.migrate_to(self.c, "192.0.2.9", "192.0.2.10")
+        r = self.c.wait_for(SADB_X_MIGRATE, seq=seq)
+        self.assertIsNotNone(r)
+        self.assertEqual(errno_of(r), EEXIST)
+        # All or nothing: 0x4401 did not move either, nor did the policy.
+        self.assertEqual(errno_of(self.get(0x4401, "192.0.2.1", "192.0.2.2")), 0)
+        self.assertEqual(errno_of(self.get(0x4401, "192.0.2.9", "192.0.2.10")), ESRCH)
+        self.c.send(SADB_X_SPDDUMP, 0)
+        d = self.c.wait_for(SADB_X_SPDDUMP)
+        self.assertIsNotNone(d)
+        self.assertIn(ipaddress.ip_address("192.0.2.1").packed, d[1][EXT_POLICY])
+
+    def test_a_pending_acquire_shows_in_dump_as_a_larval_sa(self):
+        self.c.call(SADB_REGISTER, SATYPE_ESP)
+        r = self.tb.a.setkey(spd_lines("a", 4, (4,)))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        ping = self.tb.a.popen(["ping", "-n", "-c", "1", "-W", "1", INNER[4][1]],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            acq = self.c.wait_for(SADB_ACQUIRE, timeout=5)
+            self.assertIsNotNone(acq, "no ACQUIRE")
+            self.c.send(SADB_DUMP, SATYPE_ESP)
+            d = self.c.wait_for(SADB_DUMP)  # the only entry: seq 0
+            self.assertIsNotNone(d)
+            self.assertEqual(errno_of(d), 0)
+            spi, _replay, state = struct.unpack("!I", d[1][EXT_SA][:4]) + struct.unpack_from("=BB", d[1][EXT_SA], 4)
+            self.assertEqual((spi, state), (0, 0))  # SPI 0, SADB_SASTATE_LARVAL
+            self.assertEqual(d[1][EXT_DST][8:12], acq[1][EXT_DST][8:12])
+        finally:
+            ping.wait(timeout=10)
 
     def test_a_policy_with_a_hard_lifetime_expires(self):
         self.c.call(SADB_REGISTER, SATYPE_ESP)
@@ -268,6 +338,53 @@ class PfkeyMoreTest(unittest.TestCase):
         finally:
             a.ipsecctl("sysctl", "net.key.spi_minval=256")
             a.ipsecctl("sysctl", "net.key.spi_maxval=4294967295")
+
+
+class MigrateTrafficTest(unittest.TestCase):
+    """Two ipsecd: each side moves its SAs and policies to a second address
+    pair on the veth (a MOBIKE-style move), the old addresses go away, and
+    the tunnel carries traffic again."""
+
+    NEW = ("192.0.2.11", "192.0.2.12")
+
+    def migrate(self, host, old, new):
+        c = PfkeyClient(os.path.join(host.runtime, "pfkey"))
+        try:
+            lnet, rnet = INNER_NETS[4] if host.side == "a" else reversed(INNER_NETS[4])
+            for direction, (sel_src, sel_dst), (o_src, o_dst), (n_src, n_dst) in (
+                    (DIR_OUT, (lnet, rnet), old, new),
+                    (DIR_IN, (rnet, lnet), old[::-1], new[::-1]),
+                    (DIR_FWD, (rnet, lnet), old[::-1], new[::-1])):
+                seq = c.send(SADB_X_MIGRATE, SATYPE_ESP,
+                             address(EXT_SRC, sel_src.split("/")[0], 24, 255),
+                             address(EXT_DST, sel_dst.split("/")[0], 24, 255),
+                             policy(direction, [request(IPPROTO_ESP, MODE_TUNNEL, LEVEL_REQUIRE, 0, o_src, o_dst),
+                                                request(IPPROTO_ESP, MODE_TUNNEL, LEVEL_REQUIRE, 0, n_src, n_dst)]))
+                m = c.wait_for(SADB_X_MIGRATE)
+                self.assertIsNotNone(m, f"no answer to migrate {seq} on {host.side}")
+                self.assertEqual(errno_of(m), 0, f"{host.side} dir {direction}")
+            # The outbound SA answers to its new name only.
+            g = c.call(SADB_GET, SATYPE_ESP, sa(0x1001 if host.side == "a" else 0x1002),
+                       address(EXT_SRC, new[0]), address(EXT_DST, new[1]))
+            self.assertEqual(errno_of(g), 0)
+        finally:
+            c.close()
+
+    def test_ping_works_again_after_both_sides_move_to_new_addresses(self):
+        with Testbed(tag=f"{os.getpid() % 100000}m") as tb:
+            tb.start_pair()
+            self.assertEqual(ping(tb.a, INNER[4][1]).returncode, 0, tb.log_text(tb.a))
+            for h, dev, addr in ((tb.a, "veth-ipsec-a", self.NEW[0]), (tb.b, "veth-ipsec-b", self.NEW[1])):
+                # The new address outlives the old (primary) one only if promoted.
+                h.exec(["sysctl", "-q", "-w", f"net.ipv4.conf.{dev}.promote_secondaries=1"])
+                h.exec(["ip", "addr", "add", f"{addr}/24", "dev", dev])
+            self.migrate(tb.a, OUTER[4], self.NEW)
+            self.migrate(tb.b, OUTER[4][::-1], self.NEW[::-1])
+            # Without the old pair, only the new one can carry the tunnel.
+            for h, dev, idx in ((tb.a, "veth-ipsec-a", 0), (tb.b, "veth-ipsec-b", 1)):
+                h.exec(["ip", "addr", "del", f"{OUTER[4][idx]}/24", "dev", dev])
+            r = ping(tb.a, INNER[4][1])
+            self.assertEqual(r.returncode, 0, r.stdout + tb.log_text(tb.a) + tb.log_text(tb.b))
 
 
 if __name__ == "__main__":

@@ -80,8 +80,10 @@ STATEMENTS
 
     add [SRC DST PROTO SPI] [OPTIONS] ALGORITHMS ;
     update SRC DST PROTO SPI [OPTIONS] ALGORITHMS ;
-        Add or update an SA. PROTO is esp, esp-udp (ESP in UDP, RFC 3948;
-        ports as ADDR[PORT], default 4500), ah or ipcomp. SPI is decimal or
+        Add or update an SA. PROTO is esp, esp-udp [OA] (ESP in UDP, RFC 3948;
+        ports as ADDR[PORT], default 4500; OA, as ipsec-tools writes it, is
+        the peer's original address before NAT, sent as NAT_T_OA and shown
+        by -D as nat-oa=), ah or ipcomp. SPI is decimal or
         0x hex (the CPI for ipcomp). OPTIONS:
           -m transport|tunnel|any   mode (default any)
           -r SIZE                   replay window in packets; above 255 it is

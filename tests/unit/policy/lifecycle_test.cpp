@@ -176,6 +176,82 @@ TEST(Lifecycle, GetSpiWithTheAcquireSeqTakesItsReqidAndAnAddCompletesIt) {
   EXPECT_EQ(s.h.server().pendingAcquires(), 0u);
 }
 
+// keydb's answer to a DUMP: `err`, or one SA (SPI 0x1001) when err is 0.
+void answerDump(Harness& h, int err) {
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader) << req.error;
+  auto msg = req.reader->getRoot<proto::PolicyToKeydb>();
+  ASSERT_EQ(msg.which(), proto::PolicyToKeydb::DUMP);
+  capnp::MallocMessageBuilder b;
+  auto r = b.initRoot<proto::KeydbToPolicy>().initReply();
+  r.setRequestId(msg.getRequestId());
+  r.setErrno(static_cast<std::uint16_t>(err));
+  if (err == 0) {
+    auto p = r.initSas(1)[0].initParams();
+    p.setSatype(SADB_SATYPE_ESP);
+    p.setSpi(0x1001);
+    const std::uint8_t src[] = {192, 0, 2, 1}, dst[] = {192, 0, 2, 2};
+    p.setSrc(capnp::Data::Reader(src, 4));
+    p.setDst(capnp::Data::Reader(dst, 4));
+    p.setState(SADB_SASTATE_MATURE);
+  }
+  h.answerKeydb(b);
+}
+
+TEST(Lifecycle, APendingAcquireShowsInDumpAsALarvalSaWithSpiZeroAfterKeydbsSas) {
+  AcquireSetup s;
+  acquireFromForwarder(s.h, 9);
+  ASSERT_EQ(s.km.drain().size(), 1u);
+  s.km.send(header(SADB_DUMP, SADB_SATYPE_UNSPEC));
+  s.h.pump();
+  answerDump(s.h, 0);
+  auto d = s.km.drain();
+  ASSERT_EQ(d.size(), 2u);
+  auto sa = parsed(d[0]);
+  EXPECT_EQ(ntohl(sa.sa()->sadb_sa_spi), 0x1001u);
+  EXPECT_EQ(sa.msg().sadb_msg_seq, 1u);
+  auto acq = parsed(d[1]);
+  EXPECT_EQ(acq.msg().sadb_msg_type, SADB_DUMP);
+  EXPECT_EQ(acq.msg().sadb_msg_seq, 0u);  // the last entry
+  EXPECT_EQ(acq.msg().sadb_msg_satype, SADB_SATYPE_ESP);
+  EXPECT_EQ(acq.sa()->sadb_sa_spi, 0u);
+  EXPECT_EQ(acq.sa()->sadb_sa_state, SADB_SASTATE_LARVAL);
+  EXPECT_EQ(acq.sa()->sadb_sa_encrypt, 0);
+  EXPECT_EQ(acq.address(SADB_EXT_ADDRESS_SRC)->addr, v4(10, 0, 0, 1));
+  EXPECT_EQ(acq.address(SADB_EXT_ADDRESS_DST)->addr, v4(10, 0, 0, 2));
+  ASSERT_TRUE(acq.sa2());
+  EXPECT_EQ(acq.sa2()->sadb_x_sa2_mode, IPSEC_MODE_TRANSPORT);
+  EXPECT_EQ(acq.lifetime(SADB_EXT_LIFETIME_HARD)->sadb_lifetime_addtime, 30u);  // net.key.larval_lifetime
+  EXPECT_NE(acq.lifetime(SADB_EXT_LIFETIME_CURRENT)->sadb_lifetime_addtime, 0u);
+}
+
+TEST(Lifecycle, ADumpOfAnEmptySadStillShowsPendingAcquiresAndOtherSatypesDoNot) {
+  AcquireSetup s;
+  s.km.send(header(SADB_DUMP, SADB_SATYPE_UNSPEC));
+  s.h.pump();
+  answerDump(s.h, ENOENT);
+  auto none = s.km.drain();
+  ASSERT_EQ(none.size(), 1u);
+  EXPECT_EQ(parsed(none[0]).msg().sadb_msg_errno, ENOENT);
+
+  acquireFromForwarder(s.h, 9);
+  s.km.drain();
+  s.km.send(header(SADB_DUMP, SADB_SATYPE_ESP));
+  s.h.pump();
+  answerDump(s.h, ENOENT);
+  auto one = s.km.drain();
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_EQ(parsed(one[0]).msg().sadb_msg_errno, 0);
+  EXPECT_EQ(parsed(one[0]).sa()->sadb_sa_state, SADB_SASTATE_LARVAL);
+
+  s.km.send(header(SADB_DUMP, SADB_SATYPE_AH));
+  s.h.pump();
+  answerDump(s.h, ENOENT);
+  auto ah = s.km.drain();
+  ASSERT_EQ(ah.size(), 1u);
+  EXPECT_EQ(parsed(ah[0]).msg().sadb_msg_errno, ENOENT);
+}
+
 TEST(Lifecycle, SpiSysctlsClampEveryGetSpiRange) {
   Harness h;
   h.server().setSysctl("net.key.spi_minval", 0x1000);

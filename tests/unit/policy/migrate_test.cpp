@@ -47,6 +47,29 @@ Bytes migrate(const std::vector<Pair>& pairs, bool oddOne = false, std::uint8_t 
   return b.finish();
 }
 
+// Plays keydb: checks the migrate request it got and answers it with `err`.
+void answerMigrate(Harness& h, int err) {
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader) << req.error;
+  auto msg = req.reader->getRoot<proto::PolicyToKeydb>();
+  ASSERT_EQ(msg.which(), proto::PolicyToKeydb::MIGRATE);
+  auto list = msg.getMigrate();
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].getSatype(), SADB_SATYPE_ESP);
+  EXPECT_EQ(list[0].getMode(), IPSEC_MODE_TUNNEL);
+  EXPECT_EQ(list[0].getReqid(), 7u);
+  auto bytes = [](capnp::Data::Reader d) { return std::vector<std::uint8_t>(d.begin(), d.end()); };
+  EXPECT_EQ(bytes(list[0].getOldSrc()), (std::vector<std::uint8_t>{192, 0, 2, 1}));
+  EXPECT_EQ(bytes(list[0].getOldDst()), (std::vector<std::uint8_t>{192, 0, 2, 2}));
+  EXPECT_EQ(bytes(list[0].getNewSrc()), (std::vector<std::uint8_t>{198, 51, 100, 1}));
+  EXPECT_EQ(bytes(list[0].getNewDst()), (std::vector<std::uint8_t>{192, 0, 2, 2}));
+  capnp::MallocMessageBuilder b;
+  auto r = b.initRoot<proto::KeydbToPolicy>().initReply();
+  r.setRequestId(msg.getRequestId());
+  r.setErrno(static_cast<std::uint16_t>(err));
+  h.answerKeydb(b);
+}
+
 TEST(Migrate, MovesTheTunnelEndpointsPushesThePolicyAndTellsEverySocket) {
   Harness h;
   auto km = h.connect();
@@ -59,6 +82,10 @@ TEST(Migrate, MovesTheTunnelEndpointsPushesThePolicyAndTellsEverySocket) {
   }
   km.send(migrate({Pair{}}));
   h.pump();
+  // keydb moves the SAs first; until it answers, nobody hears anything.
+  EXPECT_TRUE(km.drain().empty());
+  EXPECT_EQ(*h.server().spd().all().at(0).requests.at(0).tunnelSrc, kOldSrc);
+  answerMigrate(h, 0);
   auto r = km.drain();
   auto o = other.drain();
   ASSERT_EQ(r.size(), 1u);
@@ -82,6 +109,25 @@ TEST(Migrate, MovesTheTunnelEndpointsPushesThePolicyAndTellsEverySocket) {
   auto src = fm.getAdd().getRequests()[0].getTunnelSrc();
   ASSERT_EQ(src.size(), 4u);
   EXPECT_EQ(src[0], 198);
+}
+
+TEST(Migrate, WhenKeydbCannotMoveTheSasThePolicyStaysAndOnlyTheRequesterHears) {
+  Harness h;
+  auto km = h.connect();
+  auto other = h.connect();
+  km.send(tunnelPolicy());
+  h.pump();
+  km.drain();
+  other.drain();
+  km.send(migrate({Pair{}}));
+  h.pump();
+  answerMigrate(h, EEXIST);  // a new SA name is taken: keydb moved nothing
+  auto r = km.drain();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(parsed(r[0]).msg().sadb_msg_errno, EEXIST);
+  EXPECT_TRUE(other.drain().empty());
+  EXPECT_EQ(*h.server().spd().all().at(0).requests.at(0).tunnelSrc, kOldSrc);
+  EXPECT_EQ(h.stat("pfkey_migrations"), 0u);
 }
 
 TEST(Migrate, BadRequestsGetLinuxsErrnoAndChangeNothing) {
@@ -110,6 +156,7 @@ TEST(Migrate, BadRequestsGetLinuxsErrnoAndChangeNothing) {
   EXPECT_EQ(parsed(r[3]).msg().sadb_msg_errno, ENOENT);
   EXPECT_EQ(parsed(r[4]).msg().sadb_msg_errno, ENODATA);
   EXPECT_EQ(*h.server().spd().all().at(0).requests.at(0).tunnelSrc, kOldSrc);
+  EXPECT_FALSE(h.keydbRequest(50).reader) << "keydb is not asked to move SAs for a refused request";
 }
 
 }  // namespace

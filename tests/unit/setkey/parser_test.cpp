@@ -150,6 +150,35 @@ TEST(SetkeyParser, TunnelOptionMistakesAreReportedWhereTheyAre) {
   EXPECT_EQ(errorOf("add 2001:db8::1 2001:db8::2 esp 1 -mtu 1280" + gcm), "(parsed)");
 }
 
+TEST(SetkeyParser, EspUdpWithAnOriginalAddressSendsNatOaAndDumpShowsIt) {
+  const std::string gcm = " -m transport -E aes-gcm-16 0x000102030405060708090a0b0c0d0e0f10111213;";
+  auto cmds = parseOk("add 192.0.2.1 192.0.2.2[31000] esp-udp 10.9.8.7 0x1001" + gcm +
+                      "add 192.0.2.1 192.0.2.2 esp-udp 0x1002" + gcm);
+  ASSERT_EQ(cmds.size(), 2u);
+  ASSERT_TRUE(cmds[0].sa.natOa);
+  EXPECT_EQ(cmds[0].sa.spi, 0x1001u);
+  const auto bytes = cmds[0].requests(1);
+  auto r = pfkey::parse(bytes[0]);
+  const auto& m = std::get<pfkey::ParsedMessage>(r);
+  ASSERT_TRUE(m.address(SADB_X_EXT_NAT_T_OA));
+  EXPECT_EQ(m.address(SADB_X_EXT_NAT_T_OA)->addr.toString(), "10.9.8.7");
+  EXPECT_EQ(*m.natTPort(SADB_X_EXT_NAT_T_DPORT), 31000);
+  const std::string text = formatSa(m, 0);
+  EXPECT_NE(text.find("\tesp-udp mode=transport"), std::string::npos) << text;
+  EXPECT_NE(text.find("\tnat-oa=10.9.8.7 \n"), std::string::npos) << text;
+
+  EXPECT_FALSE(cmds[1].sa.natOa);
+  EXPECT_EQ(cmds[1].sa.spi, 0x1002u);
+  const auto plain = cmds[1].requests(1);
+  auto r2 = pfkey::parse(plain[0]);
+  EXPECT_FALSE(std::get<pfkey::ParsedMessage>(r2).has(SADB_X_EXT_NAT_T_OA));
+  EXPECT_EQ(formatSa(std::get<pfkey::ParsedMessage>(r2), 0).find("nat-oa"), std::string::npos);
+
+  EXPECT_EQ(errorOf("add 192.0.2.1 192.0.2.2 esp-udp 2001:db8::7 1" + gcm),
+            "t.conf:1:33: original address of another family than the SA's");
+  EXPECT_EQ(errorOf("add 192.0.2.1 192.0.2.2 esp 10.9.8.7 1" + gcm), "t.conf:1:29: invalid SPI '10.9.8.7'");
+}
+
 TEST(SetkeyParser, InboundPolicyAlsoInstallsForward) {
   auto cmds = parseOk("spdadd 10.0.0.0/24[500] 10.0.1.0/24 udp -P in prio high - 5 none;");
   auto reqs = cmds.at(0).requests(1);
