@@ -26,9 +26,11 @@ Forwarder::Forwarder(asio::io_context& io, Fds fds)
       udp6Watch_(io, fds_.udp6.get()),
       usageTimer_(io),
       keepaliveTimer_(io) {
-  send4_.fd = fds_.raw4.get();
+  // IPv4 tunnel ESP, plain and in UDP, leaves with our own outer header
+  // (pmtu.cpp: DF per SA, fragments by us).
+  send4_.fd = fds_.hdr4.get();
   send6_.fd = fds_.raw6.get();
-  sendUdp4_.fd = fds_.udp4.get();
+  sendUdp4_.fd = fds_.hdr4.get();
   sendUdp6_.fd = fds_.udp6.get();
   sendUdp4_.udp = sendUdp6_.udp = true;
   for (auto& wf : fds_.workers) {
@@ -133,6 +135,7 @@ void Forwarder::armKeepalives() {
       lastKeepaliveMs_ = now;
       sendKeepalives();
     }
+    sendDummies();  // pmtu.cpp: TFC dummy packets on idle SAs
     armKeepalives();
   });
 }
@@ -184,6 +187,7 @@ bool Forwarder::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       }
       if (ref.index >= natT_.size()) natT_.resize(ref.index + 1);
       natT_[ref.index] = NatT{true, ref.generation, p.getNatTType(), p.getNatTSport(), p.getNatTDport(), 0, false};
+      installTunnelOptions(ref, msg.getInstall());
       log::debug("SA installed: SPI {:#x} seq [{}, {}){}", p.getSpi(), msg.getInstall().getSeqNext(),
                 msg.getInstall().getSeqLimit(),
                 p.getNatTType() ? " in UDP, ports " + std::to_string(p.getNatTSport()) + "->" +
@@ -197,6 +201,7 @@ bool Forwarder::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       if (removeIpcomp(ref)) return true;
       sas_.remove(ref);
       if (ref.index < natT_.size() && natT_[ref.index].generation == ref.generation) natT_[ref.index] = NatT{};
+      removeTunnelOptions(ref);
       return true;
     }
     case proto::KeydbToForwarder::SEQ_GRANT: {
@@ -299,6 +304,10 @@ void Forwarder::setSysctl(std::string_view name, std::int64_t value) {
   if (name == "net.inet.ipcomp.enable") ipcompEnabled_ = value != 0;
   if (name == "net.inet.ipsec.debug") log::setDebug(value != 0);
   if (name == "net.inet.ipsec.natt_keepalive_interval") keepaliveIntervalS_ = value < 0 ? 0 : value;
+  // Tunnel details (pmtu.cpp): FreeBSD's dfbit (0 clear, 1 set, 2 copy) for
+  // SAs without their own DF policy; the path MTU of SAs without their own.
+  if (name == "net.inet.ipsec.dfbit") dfbit_ = esp::dfPolicyFromSysctl(value);
+  if (name == "net.inet.ipsec.default_mtu") defaultMtu_ = value <= 0 ? 1500 : static_cast<std::size_t>(std::min<std::int64_t>(value, 65535));
 }
 
 }  // namespace ipsec::forwarder

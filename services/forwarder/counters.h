@@ -112,7 +112,20 @@ namespace ipsec::forwarder {
   X(bundle_in_drop_missing_esp) /* policy asks ESP inside AH: AH without ESP */   \
   X(bundle_in_drop_ah_policy)   /* the AH SA used does not match the policy */    \
   X(bundle_in_drop_bad_inner)   /* ESP after AH could not be located */           \
-  X(bundle_in_drop_ipcomp_policy) /* compressed, and the policy has no IPComp */
+  X(bundle_in_drop_ipcomp_policy) /* compressed, and the policy has no IPComp */ \
+  /* tunnel details (pmtu.cpp): path MTU, outer fragments, TFC, dummy packets */   \
+  X(pmtu_out_drop_too_big)    /* beyond the SA MTU, DF (or IPv6 > 1280): ICMP instead */ \
+  X(pmtu_icmp_sent)           /* ICMP frag needed / ICMPv6 too big to the TUN */   \
+  X(pmtu_icmp_rate_limited)   /* ... not sent: over kIcmpPerSecond */              \
+  X(pmtu_icmp_not_due)        /* ... not sent: about an ICMP error, multicast, ... */ \
+  X(pmtu_out_fragmented)      /* outer packets sent in fragments */                \
+  X(pmtu_out_fragments)       /* fragments sent */                                 \
+  X(pmtu_out_drop_fragment)   /* could not be fragmented (too many pieces) */      \
+  X(pmtu_out_drop_header)     /* no room for the outer header (not expected) */    \
+  X(esp_out_tfc_padded)       /* inner packets padded for TFC (RFC 4303 §2.7) */   \
+  X(esp_in_tfc_stripped)      /* inbound TFC padding cut at the inner IP length */ \
+  X(esp_out_dummy)            /* dummy packets (next header 59) sealed */          \
+  X(esp_out_dummy_drop)       /* dummy due but no buffer or sequence number */
 
 struct Counters {
 #define IPSEC_DECLARE(name) std::uint64_t name = 0;

@@ -173,12 +173,26 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
     return false;
   }
   if (wanted->mode == IPSEC_MODE_TRANSPORT && !bundleTunnel(*p)) return outboundTransport(w, buf, len, *sa, p);
+  // Path MTU, outer DF and TFC (pmtu.cpp), on the packet as it came: a packet
+  // IPComp would shrink is still judged by its own size (it is the one an
+  // ICMP must quote, and IPComp may send it uncompressed).
+  TunnelFit fit;
+  if (!fitTunnel(*sa, {data + kHeadroom, len}, fit)) return false;
   const std::uint64_t seq = sa->seqNext;
   std::uint8_t nextHeader = flow->version == 4 ? esp::kNextHeaderIpv4 : esp::kNextHeaderIpv6;
   std::uint32_t payloadOff = kHeadroom, payloadLen = len;
   // Read before IPComp may overwrite the inner header.
   const std::uint8_t outerTos = esp::outerTrafficClass(esp::trafficClass({data + kHeadroom, len}));
   if (!compressForBundle(*p, *sa, w, buf, payloadOff, payloadLen, nextHeader)) return false;
+  // TFC padding (RFC 4303 §2.7): zeros after the inner packet, inside the
+  // encryption; the receiver cuts at the inner IP length. Not behind IPComp,
+  // whose payload has no length of its own to cut at.
+  if (fit.padTo > payloadLen && nextHeader != ipcomp::kProtoIpcomp &&
+      payloadOff + fit.padTo + sa->layout.maxTailroom() <= w.bufferSize) {
+    std::memset(data + payloadOff + payloadLen, 0, fit.padTo - payloadLen);
+    payloadLen = fit.padTo;
+    ++counters_.esp_out_tfc_padded;
+  }
   auto r = esp::encapsulate({data, w.bufferSize}, payloadOff, payloadLen, sa->spi,
                             static_cast<std::uint32_t>(seq), sa->layout, nextHeader);
   if (!r.ok()) {
@@ -194,6 +208,11 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
                                     static_cast<std::uint32_t>(r.length), seq));
   w.contexts[buf] = {Use::kOutbound, sa->ref, seq, outerTos,
                      false, {}};
+  w.contexts[buf].outerDf = fit.outerDf;
+  if (TunnelOptions* t = tunnelOf(*sa)) {
+    t->outbound = true;
+    t->lastOutMs = nowMs();
+  }
   sa->counters.out_packets++;
   sa->counters.out_bytes += len;
   if (log::debugEnabled()) {
@@ -546,6 +565,8 @@ void Forwarder::onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept {
   if (ctx.transportHeader != 0) return queueTransportSend(w, c, *sa);
   // A NAT-T SA sends ESP as the payload of UDP to (dst, natTDport).
   const NatT* nat = natTOf(*sa);
+  // IPv4 outer, and IPv6 beyond the SA's MTU: our header (pmtu.cpp).
+  if (queueTunnelSend(w, c, *sa, nat)) return;
   SendBatch& b = nat ? (sa->dst.isV4() ? sendUdp4_ : sendUdp6_) : (sa->dst.isV4() ? send4_ : send6_);
   if (b.count == kBurst) flushSendBatch(b);
   const std::size_t i = b.count++;
@@ -670,6 +691,12 @@ void Forwarder::onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept {
     default: return drop(counters_.esp_in_drop_truncated);
   }
   std::uint8_t* inner = esp + d.offset;
+  // TFC padding (RFC 4303 §2.7) follows the inner packet: cut at the length
+  // its own header gives (a malformed header is parseInnerPacket's to drop).
+  if (const std::size_t ipLength = esp::ipPacketLength({inner, d.length}); ipLength != 0 && ipLength < d.length) {
+    d.length = ipLength;
+    ++counters_.esp_in_tfc_stripped;
+  }
   auto flow = esp::parseInnerPacket({inner, d.length});
   if (!flow) return drop(counters_.esp_in_drop_bad_inner);
   switch (esp::ecnDecapsulate(ctx.tos, esp::trafficClass({inner, d.length}))) {

@@ -36,6 +36,7 @@
 #include "counters.h"
 #include "ah/ah.h"
 #include "esp/transport.h"
+#include "esp/pmtu.h"
 #include "esp/udp_encap.h"
 #include "ipcomp/ipcomp.h"
 #include "proto/ring_abi.h"
@@ -112,6 +113,7 @@ class Forwarder {
     // sealed; inbound, the AH SA that verified the packet before ESP opens it.
     bool thenAh = false, afterAh = false;
     SaRef ahSa{};
+    bool outerDf = false;  // outbound tunnel, IPv4 outer: the DF bit (pmtu.cpp decided it)
   };
   // What an inbound packet's outer headers said, however it arrived.
   struct Outer {
@@ -287,6 +289,57 @@ class Forwarder {
   bool ah4Stalled_ = false, ah6Stalled_ = false;
   bool ahEnabled_ = true;
   std::uint16_t ahIpId_ = 1;  // outer IPv4 Identification: covered by the ICV, so ours
+
+  // Tunnel details (pmtu.cpp): the per-SA DF policy, path MTU, TFC padding
+  // and dummy packets (SaParams dfPolicy, mtu, tfcPad, dummyInterval), kept
+  // by SA slot beside the SA table, as NatT is.
+  struct TunnelOptions {
+    bool present = false;
+    std::uint32_t generation = 0;
+    std::uint8_t dfPolicy = 0;  // SaParams.dfPolicy (0 = net.inet.ipsec.dfbit)
+    std::uint16_t mtu = 0;      // 0 = net.inet.ipsec.default_mtu
+    std::uint16_t tfcPad = 0;
+    std::uint32_t dummyIntervalMs = 0;
+    bool outbound = false;       // has carried outbound tunnel traffic: dummies go on it
+    std::uint64_t lastOutMs = 0;  // when it last sent a packet, real or dummy
+  };
+  // What outboundPacket needs to frame a tunnel packet once the MTU allows it.
+  struct TunnelFit {
+    std::uint32_t padTo = 0;  // TFC: pad the inner packet with zeros to this length (0 = none)
+    bool outerDf = false;
+  };
+  TunnelOptions* tunnelOf(const Sa& sa) noexcept;
+  void installTunnelOptions(SaRef ref, proto::SaInstall::Reader msg);
+  void removeTunnelOptions(SaRef ref) noexcept;
+  std::size_t pathMtu(const Sa& sa, const TunnelOptions* t) const noexcept;
+  std::size_t outerOverhead(const Sa& sa) noexcept;
+  // Before sealing: does the inner packet fit the SA's MTU once in ESP? If it
+  // does not and may not be fragmented (IPv4 DF, IPv6 above 1280) the sender
+  // gets ICMP and the packet is dropped (false); otherwise the outer packet
+  // will be fragmented. Also decides the outer DF bit and TFC padding.
+  bool fitTunnel(const Sa& sa, std::span<const std::uint8_t> inner, TunnelFit& fit) noexcept;
+  void sendTooBig(std::span<const std::uint8_t> inner, std::size_t mtu) noexcept;
+  // After sealing: IPv4 outer (and IPv6 outer beyond the MTU) with our own
+  // header on the header-included sockets, whole or in fragments. False when
+  // the kernel's raw ESP/UDP socket should send it (IPv6 that fits).
+  bool queueTunnelSend(Worker& w, const proto::CryptoCompletion& c, const Sa& sa, const NatT* nat) noexcept;
+  bool sendFragments(std::span<const std::uint8_t> packet, std::size_t mtu, const esp::IpAddress& dst) noexcept;
+  void sendDummies() noexcept;
+  std::vector<TunnelOptions> tunnel_;
+  esp::DfPolicy dfbit_ = esp::DfPolicy::kCopy;  // net.inet.ipsec.dfbit
+  std::size_t defaultMtu_ = 1500;               // net.inet.ipsec.default_mtu
+  std::uint16_t outerIpId_ = 1;
+  std::uint32_t fragmentId_ = 1;
+  static constexpr std::uint32_t kIcmpPerSecond = 100;
+  std::uint64_t icmpSecond_ = 0;
+  std::uint32_t icmpThisSecond_ = 0;
+  std::array<std::uint8_t, 1280> icmpScratch_{};
+  // One packet's fragments, sent with one sendmmsg (two iovecs each: the
+  // fragment's header, then its slice of the packet in the pool buffer).
+  static constexpr std::size_t kMaxFragments = 48;
+  std::array<esp::Fragment, kMaxFragments> fragments_{};
+  std::array<mmsghdr, kMaxFragments> fragmentMsgs_{};
+  std::array<std::array<iovec, 2>, kMaxFragments> fragmentIovs_{};
 
   // Control (control.cpp).
   bool onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds);

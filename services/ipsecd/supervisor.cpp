@@ -567,6 +567,12 @@ class Supervisor {
                   {"net.inet.ipsec.allow_legacy", 0},
                   {"net.inet.ipsec.replay_window", cfg_.replayWindow},
                   {"net.inet.ipsec.natt_keepalive_interval", 20},
+                  // Tunnels: the outer DF bit of SAs without their own policy
+                  // (FreeBSD's numbers: 0 clear, 1 set, 2 copy; copy as Linux
+                  // does with PMTU discovery) and their path MTU (the
+                  // forwarder cannot ask the kernel for the route's).
+                  {"net.inet.ipsec.dfbit", 2},
+                  {"net.inet.ipsec.default_mtu", 1500},
                   // PF_KEY (policy and keydb): larval/ACQUIRE lifetime, ACQUIRE
                   // rate limit, GETSPI range clamp, message tracing.
                   {"net.key.larval_lifetime", 30},

@@ -1,0 +1,268 @@
+// ipsec-forwarder: tunnel details of ESP (issue 3 §7) — the outer DF bit per
+// SA, the SA's path MTU with ICMP back to the inner sender or fragmentation
+// of the outer packet, TFC padding and dummy packets (RFC 4303 §2.7). The
+// byte work is lib/esp/pmtu; this file decides and sends.
+//
+// Why our own outer header for IPv4: the raw ESP socket decides DF per
+// socket (IP_MTU_DISCOVER), not per packet, and refuses nothing below the
+// device MTU, so neither a DF policy per SA nor an SA MTU below the link's
+// can be had from it. The header-included socket (the one transport mode and
+// AH use) sends exactly what we write, so IPv4 tunnel ESP, plain and in UDP,
+// always leaves through it: DF as the policy says, and fragments cut by us
+// when the packet exceeds the SA MTU. IPv6 has no DF bit: a packet that fits
+// keeps the kernel's raw ESP/UDP socket (traffic class by cmsg, as before);
+// one that does not is given our IPv6 header and a fragment header by the
+// source (RFC 8200 §4.5), on the header-included IPv6 socket.
+//
+// The SA MTU is SaParams.mtu or net.inet.ipsec.default_mtu (1500): the
+// forwarder's sandbox cannot ask the kernel for the route's MTU. A link whose
+// MTU is below it refuses our header-included packets (out_drop_send); set
+// the SA's MTU (setkey -mtu) or the default to the link's.
+//
+// Data path: noexcept, no allocation (ICMP is built in a fixed scratch
+// array, fragments in fixed arrays).
+#include <linux/ipsec.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "esp/esp.h"
+#include "forwarder.h"
+#include "log/log.h"
+
+namespace ipsec::forwarder {
+namespace {
+
+std::uint64_t monotonicMs() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+}
+
+constexpr std::size_t kIpv4MinMtu = 576;   // what every IPv4 host accepts (RFC 791)
+constexpr std::size_t kIpv6MinMtu = 1280;  // RFC 8200 §5
+
+}  // namespace
+
+Forwarder::TunnelOptions* Forwarder::tunnelOf(const Sa& sa) noexcept {
+  if (sa.ref.index >= tunnel_.size()) return nullptr;
+  TunnelOptions& t = tunnel_[sa.ref.index];
+  return t.present && t.generation == sa.ref.generation ? &t : nullptr;
+}
+
+void Forwarder::installTunnelOptions(SaRef ref, proto::SaInstall::Reader msg) {
+  auto p = msg.getParams();
+  if (ref.index >= tunnel_.size()) tunnel_.resize(ref.index + 1);
+  tunnel_[ref.index] = TunnelOptions{true, ref.generation, p.getDfPolicy(), p.getMtu(), p.getTfcPad(),
+                                     p.getDummyInterval(), false, 0};
+}
+
+void Forwarder::removeTunnelOptions(SaRef ref) noexcept {
+  if (ref.index < tunnel_.size() && tunnel_[ref.index].generation == ref.generation) tunnel_[ref.index] = {};
+}
+
+std::size_t Forwarder::pathMtu(const Sa& sa, const TunnelOptions* t) const noexcept {
+  const std::size_t mtu = t && t->mtu != 0 ? t->mtu : defaultMtu_;
+  return std::max(mtu, sa.dst.isV4() ? kIpv4MinMtu : kIpv6MinMtu);
+}
+
+std::size_t Forwarder::outerOverhead(const Sa& sa) noexcept {
+  return (sa.dst.isV4() ? 20u : 40u) + (natTOf(sa) ? 8u : 0u);
+}
+
+bool Forwarder::fitTunnel(const Sa& sa, std::span<const std::uint8_t> inner, TunnelFit& fit) noexcept {
+  const TunnelOptions* t = tunnelOf(sa);
+  const std::size_t limit = esp::maxInnerLength(sa.layout, pathMtu(sa, t), outerOverhead(sa));
+  const esp::DfPolicy policy = esp::effectiveDfPolicy(t ? t->dfPolicy : 0, dfbit_);
+  fit.outerDf = sa.dst.isV4() && esp::outerDontFragment(policy, inner);
+  fit.padTo = 0;
+  if (inner.size() > limit) {
+    // The ICMP decision is the inner packet's: an IPv4 sender that set DF
+    // asked for PMTU discovery, whatever our outer DF policy; an IPv6 sender
+    // always does, except that every link must carry 1280 bytes (RFC 8200 §5),
+    // so up to that the tunnel fragments instead (as RFC 4213 §3.2 does).
+    const bool v4 = (inner[0] >> 4) == 4;
+    if ((v4 && esp::ipv4DontFragment(inner)) || (!v4 && inner.size() > kIpv6MinMtu)) {
+      ++counters_.pmtu_out_drop_too_big;
+      sendTooBig(inner, limit);
+      return false;
+    }
+    fit.outerDf = false;  // fragments: DF would only make the path drop them
+    return true;
+  }
+  // TFC padding up to the SA's tfcPad, never beyond what fits the MTU.
+  if (t && t->tfcPad > inner.size()) fit.padTo = static_cast<std::uint32_t>(std::min<std::size_t>(t->tfcPad, limit));
+  return true;
+}
+
+// Rate-limited to kIcmpPerSecond for the whole forwarder, as a router's
+// icmp_ratelimit: a flood of big DF packets costs us a counter each, not an
+// ICMP each.
+void Forwarder::sendTooBig(std::span<const std::uint8_t> inner, std::size_t mtu) noexcept {
+  const std::uint64_t second = monotonicMs() / 1000;
+  if (second != icmpSecond_) {
+    icmpSecond_ = second;
+    icmpThisSecond_ = 0;
+  }
+  if (icmpThisSecond_ >= kIcmpPerSecond) {
+    ++counters_.pmtu_icmp_rate_limited;
+    return;
+  }
+  const std::size_t n = (inner[0] >> 4) == 4
+                            ? esp::buildFragmentationNeeded(inner, static_cast<std::uint16_t>(std::min<std::size_t>(mtu, 0xffff)), icmpScratch_)
+                            : esp::buildPacketTooBig(inner, static_cast<std::uint32_t>(mtu), icmpScratch_);
+  if (n == 0) {
+    ++counters_.pmtu_icmp_not_due;
+    return;
+  }
+  ++icmpThisSecond_;
+  if (::write(fds_.tun.get(), icmpScratch_.data(), n) != static_cast<ssize_t>(n)) {
+    ++counters_.tun_write_errors;
+    return;
+  }
+  ++counters_.pmtu_icmp_sent;
+}
+
+bool Forwarder::queueTunnelSend(Worker& w, const proto::CryptoCompletion& c, const Sa& sa, const NatT* nat) noexcept {
+  const BufferContext& ctx = w.contexts[c.bufferIndex];
+  const std::size_t mtu = pathMtu(sa, tunnelOf(sa));
+  const bool fits = c.length + outerOverhead(sa) <= mtu;
+  if (sa.dst.isV6() && fits) return false;  // the kernel's socket writes the header
+  esp::OuterHeader h;
+  h.src = sa.src;
+  h.dst = sa.dst;
+  h.tos = ctx.tos;
+  h.dontFragment = ctx.outerDf && fits;
+  h.id = outerIpId_++;
+  if (nat) {
+    h.udpSport = nat->sport;
+    h.udpDport = nat->dport;
+    if (!h.udp()) {  // a NAT-T SA without ports: nowhere to send it
+      ++counters_.pmtu_out_drop_header;
+      freeBuffer(w, c.bufferIndex);
+      return true;
+    }
+  }
+  std::uint8_t* data = bufferData(w, c.bufferIndex);
+  const auto start = esp::writeOuterHeader({data, w.bufferSize}, c.offset, c.length, h);
+  if (!start) {
+    ++counters_.pmtu_out_drop_header;
+    freeBuffer(w, c.bufferIndex);
+    return true;
+  }
+  const std::size_t length = c.length + esp::outerHeaderLength(h);
+  if (!fits) {
+    if (sendFragments({data + *start, length}, mtu, sa.dst) && nat) ++counters_.natt_out_esp_packets;
+    freeBuffer(w, c.bufferIndex);
+    return true;
+  }
+  // IPv4 that fits: the header-included batch (counted as ESP, and as NAT-T in UDP).
+  SendBatch& b = nat ? sendUdp4_ : send4_;
+  if (b.count == kBurst) flushSendBatch(b);
+  const std::size_t i = b.count++;
+  const socklen_t alen = esp::toSockaddr({sa.dst, 0}, b.addrs[i]);
+  b.iovs[i] = {data + *start, length};
+  b.msgs[i] = {};
+  b.msgs[i].msg_hdr.msg_name = &b.addrs[i];
+  b.msgs[i].msg_hdr.msg_namelen = alen;
+  b.msgs[i].msg_hdr.msg_iov = &b.iovs[i];
+  b.msgs[i].msg_hdr.msg_iovlen = 1;
+  b.buffers[i] = {&w, c.bufferIndex};
+  return true;
+}
+
+bool Forwarder::sendFragments(std::span<const std::uint8_t> packet, std::size_t mtu, const esp::IpAddress& dst) noexcept {
+  const std::size_t n = esp::fragmentPacket(packet, mtu, dst.isV4() ? outerIpId_++ : fragmentId_++, fragments_);
+  if (n == 0) {
+    ++counters_.pmtu_out_drop_fragment;
+    return false;
+  }
+  // Whatever is batched for the same socket leaves first, to keep the SA's order.
+  flushSendBatch(dst.isV4() ? send4_ : send6_);
+  flushSendBatch(dst.isV4() ? sendUdp4_ : sendUdp6_);
+  sockaddr_storage addr{};
+  const socklen_t alen = esp::toSockaddr({dst, 0}, addr);
+  for (std::size_t i = 0; i < n; ++i) {
+    esp::Fragment& f = fragments_[i];
+    fragmentIovs_[i][0] = {f.header.data(), f.headerLength};
+    fragmentIovs_[i][1] = {const_cast<std::uint8_t*>(packet.data() + f.offset), f.length};
+    fragmentMsgs_[i] = {};
+    fragmentMsgs_[i].msg_hdr.msg_name = &addr;
+    fragmentMsgs_[i].msg_hdr.msg_namelen = alen;
+    fragmentMsgs_[i].msg_hdr.msg_iov = fragmentIovs_[i].data();
+    fragmentMsgs_[i].msg_hdr.msg_iovlen = 2;
+  }
+  const int fd = dst.isV4() ? fds_.hdr4.get() : fds_.hdr6.get();
+  const int sent = sendmmsg(fd, fragmentMsgs_.data(), static_cast<unsigned>(n), MSG_DONTWAIT);
+  if (sent != static_cast<int>(n)) {
+    ++counters_.out_drop_send;  // a lost fragment loses the packet
+    return false;
+  }
+  ++counters_.pmtu_out_fragmented;
+  counters_.pmtu_out_fragments += n;
+  ++counters_.esp_out_packets;
+  counters_.esp_out_bytes += packet.size();
+  return true;
+}
+
+// Dummy packets (RFC 4303 §2.7): on an SA with a dummy interval that has
+// sent nothing for that long, an ESP packet with next header 59 and, when the
+// SA pads for TFC, tfcPad zero bytes (so dummies look like padded traffic).
+// Only SAs that have carried outbound tunnel traffic send them: the forwarder
+// is not told which of the SAs it holds are its own outbound ones. Each takes
+// a real sequence number and goes through the broker like any packet. Called
+// from the one-second tick: intervals below a second are rounded up to it.
+void Forwarder::sendDummies() noexcept {
+  if (!espEnabled_) return;
+  const std::uint64_t now = monotonicMs();
+  bool queued = false;
+  sas_.forEach([&](Sa& sa) {
+    TunnelOptions* t = tunnelOf(sa);
+    if (!t || t->dummyIntervalMs == 0 || !t->outbound || now - t->lastOutMs < t->dummyIntervalMs) return;
+    if (sa.seqNext >= sa.seqLimit) {
+      ++counters_.esp_out_dummy_drop;
+      maybeRequestSeq(sa);
+      return;
+    }
+    Worker& w = nextWorker();
+    auto buf = allocBuffer(w);
+    if (!buf) {
+      ++counters_.esp_out_dummy_drop;
+      return;
+    }
+    std::uint8_t* data = bufferData(w, *buf);
+    const std::size_t room = w.bufferSize - kHeadroom - kTailroom;
+    const std::size_t limit = esp::maxInnerLength(sa.layout, pathMtu(sa, t), outerOverhead(sa));
+    const std::size_t len = std::min<std::size_t>({t->tfcPad, limit, room});
+    std::memset(data + kHeadroom, 0, len);
+    const std::uint64_t seq = sa.seqNext;
+    auto r = esp::encapsulate({data, w.bufferSize}, kHeadroom, len, sa.spi, static_cast<std::uint32_t>(seq),
+                              sa.layout, esp::kNextHeaderDummy);
+    if (!r.ok()) {
+      ++counters_.esp_out_dummy_drop;
+      freeBuffer(w, *buf);
+      return;
+    }
+    ++sa.seqNext;
+    maybeRequestSeq(sa);
+    w.pending.push_back(cryptoRequest(*buf, sa, proto::CryptoOp::kSeal, static_cast<std::uint32_t>(r.offset),
+                                      static_cast<std::uint32_t>(r.length), seq));
+    BufferContext ctx;
+    ctx.use = Use::kOutbound;
+    ctx.sa = sa.ref;
+    ctx.seq = seq;
+    ctx.outerDf = sa.dst.isV4() && esp::effectiveDfPolicy(t->dfPolicy, dfbit_) == esp::DfPolicy::kSet;
+    w.contexts[*buf] = ctx;
+    t->lastOutMs = now;
+    ++counters_.esp_out_dummy;
+    queued = true;
+    if (w.pending.size() >= kBurst) flushRequests(w, true);
+  });
+  if (queued) {
+    for (auto& w : workers_) flushRequests(*w, true);
+  }
+}
+
+}  // namespace ipsec::forwarder
