@@ -170,8 +170,11 @@ def main():
                   f"{scaled:.3f} s per 100 000, target < {DUMP_TARGET:.1f} s: ratio {scaled / DUMP_TARGET:.2f})")
         except RuntimeError as e:
             print(f"DUMP of {args.sas} SAs failed: {e}")
-        c.call(SADB_FLUSH, 0)
+        flush = c.call(SADB_FLUSH, 0)
         c.close()
+        gone = [s for s, p in pids.items() if not os.path.exists(f"/proc/{p}")]
+        print(f"FLUSH: errno {flush[0][2] if flush else 'none'}; "
+              f"{'every service still up' if not gone else 'GONE: ' + ', '.join(gone)}")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ const EVP_CIPHER* fetchedCipher(const EVP_CIPHER* legacy) noexcept {
   static std::vector<std::pair<const EVP_CIPHER*, EVP_CIPHER*>> cache;
   std::lock_guard lock(mutex);
   for (const auto& [l, f] : cache)
-    if (l == legacy) return f;
+    if (l == legacy || f == legacy) return f;  // also when handed one fetched here
   EVP_CIPHER* f = EVP_CIPHER_fetch(nullptr, EVP_CIPHER_get0_name(legacy), nullptr);
   if (f == nullptr) return legacy;  // the implicit fetch at init still works
   try {

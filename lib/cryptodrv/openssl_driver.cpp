@@ -11,9 +11,9 @@
 // and may change at any moment: each value the security depends on (IV,
 // ciphertext to verify) is fetched once into private memory.
 //
-// Per-packet cost: the EVP contexts are keyed once in the constructor and
-// only re-initialised with a new IV per packet; the MAC reuses its keyed
-// context; nothing is allocated.
+// Per-packet cost: each direction's EVP context is keyed once, on its first
+// packet, then only re-initialised with a new IV per packet; the MAC reuses
+// its keyed context; nothing is allocated after that first packet.
 #include <linux/pfkeyv2.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -120,11 +120,9 @@ class CipherMacTransform final : public Transform {
  public:
   CipherMacTransform(const CipherAlg& cipherAlg, const EVP_CIPHER* cipher, std::span<const uint8_t> encKey,
                      const MacAlg* auth, std::span<const uint8_t> authKey, bool esn)
-      : cipherAlg_(cipherAlg), encKey_(encKey), esn_(esn), auth_(auth) {
-    if (cipher != nullptr) {
-      enc_ = detail::keyedContext(cipher, encKey_.data(), true);
-      dec_ = detail::keyedContext(cipher, encKey_.data(), false);
-    }
+      : cipherAlg_(cipherAlg), encKey_(encKey), esn_(esn), auth_(auth), cipher_(detail::fetchedCipher(cipher)) {
+    // The cipher contexts are keyed on first use, one per direction: an SA
+    // only seals or only opens (see openssl_aead.cpp).
     if (auth != nullptr) {
       std::string error;
       // OpenSSL keeps its own (cleansed on free) copy of the MAC key.
@@ -154,9 +152,11 @@ class CipherMacTransform final : public Transform {
     if (!regionOf(esp, len, region)) return Status::kBadLength;
     const size_t ivLen = ivLength();
     uint8_t* payload = esp + kEspHeader + ivLen;
-    if (enc_) {
+    if (cipher_ != nullptr) {
+      EVP_CIPHER_CTX* c = ready(enc_, true);
+      if (c == nullptr) return Status::kInternal;
       std::memcpy(esp + kEspHeader, iv, ivLen);
-      if (!crypt(enc_.get(), iv, payload, payload, region)) return Status::kInternal;
+      if (!crypt(c, iv, payload, payload, region)) return Status::kInternal;
     }
     if (auth_) {
       uint8_t mac[Mac::kMaxSize];
@@ -180,14 +180,28 @@ class CipherMacTransform final : public Transform {
     const size_t ivLen = ivLength();
     const uint8_t* cipherText = copy + kEspHeader + ivLen;
     uint8_t* plainText = esp + kEspHeader + ivLen;
-    if (!enc_) {
+    if (cipher_ == nullptr) {
       std::memcpy(plainText, cipherText, region);  // exactly the bytes verified
       return Status::kOk;
     }
-    return crypt(dec_.get(), copy + kEspHeader, cipherText, plainText, region) ? Status::kOk : Status::kInternal;
+    EVP_CIPHER_CTX* c = ready(dec_, false);
+    if (c == nullptr) return Status::kInternal;
+    return crypt(c, copy + kEspHeader, cipherText, plainText, region) ? Status::kOk : Status::kInternal;
   }
 
  private:
+  // The direction's context, keyed now if this is its first packet (on the
+  // worker thread that owns this transform); nullptr if OpenSSL failed.
+  EVP_CIPHER_CTX* ready(CipherCtx& slot, bool encrypt) noexcept {
+    if (!slot) {
+      try {
+        slot = detail::keyedContext(cipher_, encKey_.data(), encrypt);
+      } catch (...) {
+        return nullptr;
+      }
+    }
+    return slot.get();
+  }
   bool regionOf(const uint8_t* esp, size_t len, size_t& region) const noexcept {
     const size_t fixed = kEspHeader + ivLength() + icvLength();
     if (esp == nullptr || len > kMaxPacketLength || len < fixed + padAlign()) return false;
@@ -225,8 +239,9 @@ class CipherMacTransform final : public Transform {
   SecureBytes encKey_;  // key || nonce for CTR
   bool esn_;
   const MacAlg* auth_;
-  CipherCtx enc_;
-  CipherCtx dec_;
+  const EVP_CIPHER* cipher_;  // fetched once per process; nullptr for NULL encryption
+  CipherCtx enc_;             // keyed on the first seal
+  CipherCtx dec_;             // keyed on the first open
   std::unique_ptr<Mac> mac_;
   std::string name_;
 };

@@ -1,14 +1,15 @@
 // One SA's keyed crypto state, as the crypto broker's workers use it.
 //
-// Runs ONLY in ipsec-crypto. A Transform holds key material (in sodium_malloc
-// memory, wiped on destruction) and is created from keydb's keys by a Driver
+// Runs ONLY in ipsec-crypto. A Transform holds key material (in a slot of
+// lib/securemem's locked key slab, wiped on destruction) and is created from keydb's keys by a Driver
 // (driver.h). The data-path calls seal() and open() work in place on an ESP
 // packet inside the shared packet pool; the forwarder wrote every byte of it,
 // so lengths are checked here again and failures are results, not crashes.
 //
 // A Transform is not thread-safe: a session is pinned to one worker thread.
-// seal()/open() are noexcept and allocate nothing (contexts are created once,
-// in the constructor).
+// seal()/open() are noexcept and allocate nothing after a direction's first
+// packet (the OpenSSL transforms key each direction's context on its first
+// use: an SA only seals or only opens; a failure there is kInternal).
 #pragma once
 
 #include <cstddef>
