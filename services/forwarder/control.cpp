@@ -186,7 +186,8 @@ bool Forwarder::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
         return true;
       }
       if (ref.index >= natT_.size()) natT_.resize(ref.index + 1);
-      natT_[ref.index] = NatT{true, ref.generation, p.getNatTType(), p.getNatTSport(), p.getNatTDport(), 0, false};
+      natT_[ref.index] = NatT{true, ref.generation, p.getNatTType(), p.getNatTSport(), p.getNatTDport(), 0, false,
+                              natOriginalAddresses(p)};
       installTunnelOptions(ref, msg.getInstall());
       log::debug("SA installed: SPI {:#x} seq [{}, {}){}", p.getSpi(), msg.getInstall().getSeqNext(),
                 msg.getInstall().getSeqLimit(),

@@ -58,7 +58,7 @@ namespace ipsec::forwarder {
   X(transport_out_packets)    /* transport-mode packets framed for sealing */      \
   X(transport_in_packets)     /* transport-mode packets delivered to the TUN */    \
   X(transport_out_drop_fragment) /* a local fragment: ESP transport wants whole datagrams */ \
-  X(transport_in_drop_natt)   /* transport mode in UDP: not supported yet */       \
+  X(transport_in_drop_natt)   /* transport mode in UDP: TCP/UDP header cut (NAT-OA) */ \
   X(out_drop_sa_mode)         /* the SA's mode is not the policy request's */     \
   X(ipcomp_out_compressed)    /* inner packets compressed (RFC 3173) */            \
   X(ipcomp_out_uncompressed)  /* below the threshold or incompressible: sent as is */ \
@@ -125,7 +125,12 @@ namespace ipsec::forwarder {
   X(esp_out_tfc_padded)       /* inner packets padded for TFC (RFC 4303 §2.7) */   \
   X(esp_in_tfc_stripped)      /* inbound TFC padding cut at the inner IP length */ \
   X(esp_out_dummy)            /* dummy packets (next header 59) sealed */          \
-  X(esp_out_dummy_drop)       /* dummy due but no buffer or sequence number */
+  X(esp_out_dummy_drop)       /* dummy due but no buffer or sequence number */   \
+  /* NAT-OA (nat_oa.cpp): transport mode in UDP, the TCP/UDP checksum fix-up */    \
+  X(natt_in_oa_adjusted)      /* updated from the SA's original addresses */       \
+  X(natt_in_oa_zeroed)        /* UDP/IPv4, no original address: checksum 0 */      \
+  X(natt_in_oa_recomputed)    /* TCP or UDP/IPv6, no original address */           \
+  X(natt_in_oa_not_needed)    /* not TCP/UDP, or a UDP checksum of 0 */
 
 struct Counters {
 #define IPSEC_DECLARE(name) std::uint64_t name = 0;

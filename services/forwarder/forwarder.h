@@ -37,6 +37,7 @@
 #include "ah/ah.h"
 #include "esp/transport.h"
 #include "esp/pmtu.h"
+#include "esp/nat_oa.h"
 #include "esp/udp_encap.h"
 #include "ipcomp/ipcomp.h"
 #include "proto/ring_abi.h"
@@ -134,6 +135,7 @@ class Forwarder {
     std::uint16_t sport = 0, dport = 0;
     std::uint64_t lastMappingMs = 0;  // NAT mapping reports, at most one per second
     bool outbound = false;            // carried outbound traffic: keepalives go to its peer
+    esp::NatOriginalAddresses oa;     // SaParams natOaSrc/natOaDst: transport mode's checksum fix-up
   };
   struct Worker {
     std::unique_ptr<ring::Region> region;
@@ -223,6 +225,9 @@ class Forwarder {
   void queueTransportSend(Worker& w, const proto::CryptoCompletion& c, const Sa& sa) noexcept;
   // True when it took the packet (delivered or dropped); false for a tunnel-mode payload.
   bool openedTransport(Worker& w, const proto::CryptoCompletion& c, Sa& sa, const BufferContext& ctx) noexcept;
+  // NAT-OA (nat_oa.cpp): the TCP/UDP checksum of a transport packet that came in UDP; false: malformed.
+  bool fixNatOa(const Sa& sa, std::span<std::uint8_t> packet) noexcept;
+  static esp::NatOriginalAddresses natOriginalAddresses(proto::SaParams::Reader p);
   static std::uint8_t hopLimitOf(const msghdr& m) noexcept;
 
   // IPComp + ESP bundles (bundle.cpp). IPComp SAs have no session: kept here.

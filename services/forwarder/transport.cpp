@@ -172,7 +172,6 @@ bool Forwarder::openedTransport(Worker& w, const proto::CryptoCompletion& c, Sa&
     freeBuffer(w, c.bufferIndex);
     return true;
   };
-  if (ctx.udp) return drop(counters_.transport_in_drop_natt);
   auto d = esp::decapsulateTransport({esp, c.length}, sa.layout);
   switch (d.error) {
     case esp::EspError::kOk: break;
@@ -194,12 +193,15 @@ bool Forwarder::openedTransport(Worker& w, const proto::CryptoCompletion& c, Sa&
   const std::span<std::uint8_t> whole{bufferData(w, c.bufferIndex), w.bufferSize};
   esp::RestoreResult r;
   if (sa.dst.isV4()) {
-    r = esp::restoreIpv4(whole, c.offset, d);
+    // In UDP (NAT-T) the socket kept no IP header: a fresh one from the outer addresses.
+    r = ctx.udp ? esp::restoreIpv4FromUdp(whole, c.offset, d, {ctx.peer.address, sa.dst, ctx.tos, 64})
+                : esp::restoreIpv4(whole, c.offset, d);
   } else {
     r = esp::restoreIpv6(whole, c.offset, d, {ctx.peer.address, sa.dst, ctx.tos, ctx.hopLimit});
   }
   if (!r.ok()) return drop(counters_.esp_in_drop_bad_inner);
   std::uint8_t* inner = whole.data() + r.offset;
+  if (ctx.udp && !fixNatOa(sa, {inner, r.length})) return drop(counters_.transport_in_drop_natt);
   auto flow = esp::parseInnerPacket({inner, r.length});
   if (!flow) return drop(counters_.esp_in_drop_bad_inner);
   const Policy* p = spd_.lookup(IPSEC_DIR_INBOUND, *flow);

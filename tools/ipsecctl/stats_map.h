@@ -221,6 +221,10 @@ inline constexpr StatCounter kStatCounters[] = {
     {"natt_out_esp_packets", "natt", "", "ESP packet%s sent in UDP"},
     {"natt_out_keepalives", "natt", "", "NAT keepalive%s sent"},
     {"natt_out_keepalive_errors", "natt", "", "keepalive%s refused by the socket"},
+    {"natt_in_oa_adjusted", "natt", "", "transport-mode checksum%s updated from the NAT original addresses"},
+    {"natt_in_oa_zeroed", "natt", "", "transport-mode UDP/IPv4 checksum%s cleared (no original address)"},
+    {"natt_in_oa_recomputed", "natt", "", "transport-mode checksum%s recomputed (no original address)"},
+    {"natt_in_oa_not_needed", "natt", "", "transport-mode packet%s needing no checksum fix-up"},
 };
 
 // Per-SA counters (SaCounters), shown under each SA.
