@@ -17,6 +17,20 @@ std::optional<esp::IpAddress> addressFrom(capnp::Data::Reader bytes) {
   return std::nullopt;
 }
 
+// Moves a window's history into a fresh one. The same size and ESN flag: the
+// window itself. Otherwise the new window starts at the old top with every
+// number it covers marked seen: a late packet that was never received is
+// dropped (as a replay) rather than a received one accepted twice.
+void SaTable::carryReplayHistory(const esp::ReplayWindow& from, esp::ReplayWindow& to) {
+  if (from.size() == to.size() && from.esn() == to.esn()) {
+    to = from;
+    return;
+  }
+  const std::uint64_t top = from.highest();
+  const std::uint64_t span = std::min<std::uint64_t>(top, to.size());
+  for (std::uint64_t seq = top - span + 1; seq <= top && span != 0; ++seq) to.accept(seq);
+}
+
 std::optional<std::string> SaTable::install(proto::SaInstall::Reader msg) {
   auto p = msg.getParams();
   auto src = addressFrom(p.getSrc());
@@ -47,6 +61,15 @@ std::optional<std::string> SaTable::install(proto::SaInstall::Reader msg) {
   if (sa.ref.index >= (1u << 20)) return "SA index out of range";
   if (slots_.size() <= sa.ref.index) slots_.resize(sa.ref.index + 1);
   auto& slot = slots_[sa.ref.index];
+  if (slot && slot->ref == sa.ref && slot->spi == sa.spi && slot->satype == sa.satype) {
+    // The same SA installed again (X_MIGRATE gives it new addresses): what
+    // it has already accepted stays accepted, or every packet in flight
+    // before the move could be replayed after it; and its usage goes on
+    // counting towards its lifetimes (keydb reads the totals).
+    if (slot->replay && sa.replay) carryReplayHistory(*slot->replay, *sa.replay);
+    sa.counters = slot->counters;
+    sa.firstUse = slot->firstUse;
+  }
   if (slot) remove(slot->ref);
   sa.installOrder = nextOrder_++;
   bySpi_.emplace(sa.spi, sa.ref.index);

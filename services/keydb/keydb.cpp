@@ -595,12 +595,10 @@ void Keydb::migrate(std::uint64_t id, capnp::List<proto::SaMigration>::Reader mo
     log::info("SA SPI {:#x} migrated", sa.p().getSpi());
     // Not yet in the forwarder (larval, session pending or data plane away):
     // it is installed with its new addresses when its session comes up.
+    // The same ref installed again replaces the forwarder's entry and keeps
+    // its replay window: no remove first, or packets accepted before the
+    // move could be replayed after it.
     if (sa.larval() || !sa.sessionReady || !hasDataPath(sa)) continue;
-    if (forwarder_ && forwarder_->isOpen()) {
-      capnp::MallocMessageBuilder b;
-      setRef(b.initRoot<proto::KeydbToForwarder>().initRemove(), sa.ref);
-      forwarder_->send(b);
-    }
     installInForwarder(sa);
   }
   reply(id, 0, moved);

@@ -103,6 +103,53 @@ TEST(SaTable, SmallReplayWindowsRoundUpNeverDown) {
   EXPECT_GE(sa->replay->size(), 32u);
 }
 
+TEST(SaTable, ReinstallingTheSameSaWithNewAddressesKeepsWhatItAccepted) {
+  SaTable t;
+  Install a(0, 0x1001);
+  ASSERT_FALSE(t.install(a.m.asReader()));
+  Sa* sa = t.findInbound(SADB_SATYPE_ESP, 0x1001, ip("192.0.2.2"));
+  ASSERT_TRUE(sa && sa->replay);
+  for (std::uint64_t seq : {1, 2, 3, 70}) ASSERT_TRUE(sa->replay->accept(seq));
+  Install moved(0, 0x1001);
+  auto newDst = ip("192.0.2.12");
+  moved.m.getParams().setDst(bytes(newDst));
+  ASSERT_FALSE(t.install(moved.m.asReader()));
+  EXPECT_EQ(t.findInbound(SADB_SATYPE_ESP, 0x1001, ip("192.0.2.2")), nullptr);
+  sa = t.findInbound(SADB_SATYPE_ESP, 0x1001, newDst);
+  ASSERT_TRUE(sa && sa->replay);
+  EXPECT_EQ(sa->replay->highest(), 70u);
+  EXPECT_FALSE(sa->replay->check(70));  // a replay of a packet from before the move
+  EXPECT_TRUE(sa->replay->check(69));   // in the window, never received
+  EXPECT_TRUE(sa->replay->check(71));
+}
+
+TEST(SaTable, ReinstallWithAnotherWindowSizeMarksTheOldWindowSeen) {
+  SaTable t;
+  Install a(0, 0x1001);
+  ASSERT_FALSE(t.install(a.m.asReader()));
+  Sa* sa = t.findInbound(SADB_SATYPE_ESP, 0x1001, ip("192.0.2.2"));
+  ASSERT_TRUE(sa->replay->accept(100));
+  Install wider(0, 0x1001);
+  wider.m.getParams().setReplayWindow(256);
+  ASSERT_FALSE(t.install(wider.m.asReader()));
+  sa = t.findInbound(SADB_SATYPE_ESP, 0x1001, ip("192.0.2.2"));
+  EXPECT_EQ(sa->replay->size(), 256u);
+  EXPECT_FALSE(sa->replay->check(100));
+  EXPECT_FALSE(sa->replay->check(1));  // unknown before the move: refused, never accepted twice
+  EXPECT_TRUE(sa->replay->check(101));
+}
+
+TEST(SaTable, ANewSaInAReusedSlotStartsWithAnEmptyWindow) {
+  SaTable t;
+  Install a(0, 0x1001);
+  ASSERT_FALSE(t.install(a.m.asReader()));
+  ASSERT_TRUE(t.findInbound(SADB_SATYPE_ESP, 0x1001, ip("192.0.2.2"))->replay->accept(50));
+  Install b(0, 0x1001);
+  b.m.getSa().setGeneration(2);
+  ASSERT_FALSE(t.install(b.m.asReader()));
+  EXPECT_TRUE(t.findInbound(SADB_SATYPE_ESP, 0x1001, ip("192.0.2.2"))->replay->check(50));
+}
+
 struct PolicyMsg {
   capnp::MallocMessageBuilder b;
   proto::Policy::Builder m = b.initRoot<proto::Policy>();
