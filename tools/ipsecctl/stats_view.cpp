@@ -13,7 +13,8 @@
 namespace ipsec::ipsecctl {
 namespace {
 
-const char* kForwarder = "forwarder";
+// The supervisor names each service by its process name.
+const char* kForwarder = "ipsec-forwarder";
 
 void line(std::string& out, int indent, std::uint64_t v, const std::string& phrase, std::string_view name = {}) {
   char num[32];

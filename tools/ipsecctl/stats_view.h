@@ -23,7 +23,7 @@ struct SaStats {
 };
 
 struct ServiceStats {
-  std::string service;  // "forwarder", "crypto", ...
+  std::string service;  // "ipsec-forwarder", "ipsec-crypto", ...
   std::vector<CounterValue> counters;
   std::vector<SaStats> sas;
 };

@@ -61,7 +61,7 @@ TEST(StatsView, PluralPhraseSaysPacketForOneAndPacketsOtherwise) {
 
 ServiceStats forwarderWith(std::map<std::string, std::uint64_t> values) {
   ServiceStats s;
-  s.service = "forwarder";
+  s.service = "ipsec-forwarder";
   for (const auto& name : forwarderCounterNames()) s.counters.push_back({name, values.count(name) ? values[name] : 0});
   return s;
 }
@@ -83,10 +83,10 @@ TEST(StatsView, ProtocolGroupShowsOnlyItsCountersAndItsSas) {
   auto fwd = forwarderWith({{"ah_in_drop_bad_icv", 4}});
   fwd.sas.push_back({"esp", 0x1000, "192.0.2.2", {{"in_packets", 9}}});
   fwd.sas.push_back({"ah", 0x2000, "192.0.2.2", {{"in_drop_bad_icv", 4}}});
-  std::string text = formatGrouped({fwd, {"keydb", {{"sas", 2}}, {}}}, "ah");
+  std::string text = formatGrouped({fwd, {"ipsec-keydb", {{"sas", 2}}, {}}}, "ah");
   EXPECT_EQ(text.rfind("ah:\n", 0), 0u) << text;
   EXPECT_EQ(text.find("esp:"), std::string::npos) << text;
-  EXPECT_EQ(text.find("keydb:"), std::string::npos) << text;
+  EXPECT_EQ(text.find("ipsec-keydb:"), std::string::npos) << text;
   EXPECT_NE(text.find("\t4 packets dropped; bad authentication detected (ah_in_drop_bad_icv)\n"), std::string::npos);
   EXPECT_NE(text.find("ah SA spi 0x00002000 dst 192.0.2.2:\n"), std::string::npos) << text;
   EXPECT_EQ(text.find("spi 0x00001000"), std::string::npos) << text;
@@ -95,8 +95,8 @@ TEST(StatsView, ProtocolGroupShowsOnlyItsCountersAndItsSas) {
 TEST(StatsView, AllShowsEveryGroupUnknownCountersAndOtherServices) {
   auto fwd = forwarderWith({});
   fwd.counters.push_back({"some_future_counter", 11});
-  std::string text = formatGrouped({fwd, {"keydb", {{"sas", 2}}, {}}}, "all");
-  for (auto g : {"esp:\n", "ah:\n", "ipcomp:\n", "ipsec:\n", "natt:\n", "other:\n", "keydb:\n"}) {
+  std::string text = formatGrouped({fwd, {"ipsec-keydb", {{"sas", 2}}, {}}}, "all");
+  for (auto g : {"esp:\n", "ah:\n", "ipcomp:\n", "ipsec:\n", "natt:\n", "other:\n", "ipsec-keydb:\n"}) {
     EXPECT_NE(text.find(g), std::string::npos) << g << " missing in\n" << text;
   }
   EXPECT_NE(text.find("\t11 some_future_counter\n"), std::string::npos);
@@ -107,8 +107,8 @@ TEST(StatsView, AllShowsEveryGroupUnknownCountersAndOtherServices) {
 }
 
 TEST(StatsView, RawFormIsTheFlatListOfEarlierVersions) {
-  ServiceStats s{"forwarder", {{"esp_in_packets", 3}}, {{"esp", 0x10, "192.0.2.1", {{"in_packets", 3}}}}};
-  EXPECT_EQ(formatRaw({s}), "forwarder:\n\t3 esp_in_packets\n  SA esp spi 0x00000010 dst 192.0.2.1:\n\t3 in_packets\n");
+  ServiceStats s{"ipsec-forwarder", {{"esp_in_packets", 3}}, {{"esp", 0x10, "192.0.2.1", {{"in_packets", 3}}}}};
+  EXPECT_EQ(formatRaw({s}), "ipsec-forwarder:\n\t3 esp_in_packets\n  SA esp spi 0x00000010 dst 192.0.2.1:\n\t3 in_packets\n");
 }
 
 }  // namespace
