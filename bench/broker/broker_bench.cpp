@@ -1,6 +1,10 @@
-// What the crypto broker's ring hop costs: ESP seal through a real
-// ipsec-crypto Worker thread against the same seals done in-process, for
-// every ESP algorithm the broker runs.
+// What the crypto broker's ring hop costs: ESP seal and open, and AH sign and
+// verify (ring ops kSeal, kOpen, kAhSign, kAhVerify), through a real
+// ipsec-crypto Worker thread against the same library calls done in-process
+// (Transform::sealWithIv/open, AhTransform::sign/verify), for every ESP and
+// AH algorithm the broker runs. Open and verify take packets sealed/signed
+// with the row's key before the clock starts, copied into the buffer per op
+// on both paths (as a socket read would put them there).
 //
 // Runs as one benchmark process with two threads; nothing is trusted or
 // untrusted here, but the broker path uses the production pieces unchanged:
@@ -55,6 +59,7 @@
 #include <vector>
 
 #include "control/unique_fd.h"
+#include "cryptodrv/ah_transform.h"
 #include "cryptodrv/driver.h"
 #include "esp/esp.h"
 #include "ring/doorbell.h"
@@ -153,6 +158,47 @@ const std::vector<Algorithm>& algorithms() {
   return all;
 }
 
+// Every AH algorithm the broker runs (kAhSign/kAhVerify on an AhTransform).
+const std::vector<Algorithm>& ahAlgorithms() {
+  static const std::vector<Algorithm> all = {
+      {"ah/hmac-sha1-96", false, SADB_EALG_NONE, 0, SADB_AALG_SHA1HMAC, 20, false},
+      {"ah/hmac-sha256-128", false, SADB_EALG_NONE, 0, SADB_X_AALG_SHA2_256HMAC, 32, false},
+      {"ah/hmac-sha384-192", false, SADB_EALG_NONE, 0, SADB_X_AALG_SHA2_384HMAC, 48, false},
+      {"ah/hmac-sha512-256", false, SADB_EALG_NONE, 0, SADB_X_AALG_SHA2_512HMAC, 64, false},
+      {"ah/aes-xcbc-96", false, SADB_EALG_NONE, 0, SADB_X_AALG_AES_XCBC_MAC, 16, false},
+      {"ah/aes-cmac-96", false, SADB_EALG_NONE, 0, cryptodrv::kSadbXAalgAesCmac96, 16, false},
+      {"ah/hmac-md5-96", false, SADB_EALG_NONE, 0, SADB_AALG_MD5HMAC, 16, true},
+  };
+  return all;
+}
+
+// What one row measures. kSeal frames a fresh packet per seal (as a TUN read);
+// the others copy a packet prepared before the clock starts into the buffer
+// (as a socket read would) and run the op on it.
+enum class Op { kSeal, kOpen, kAhSign, kAhVerify };
+constexpr Op kEspOps[] = {Op::kSeal, Op::kOpen};
+constexpr Op kAhOps[] = {Op::kAhSign, Op::kAhVerify};
+
+const char* opName(Op op) {
+  switch (op) {
+    case Op::kSeal: return "seal";
+    case Op::kOpen: return "open";
+    case Op::kAhSign: return "ah-sign";
+    case Op::kAhVerify: return "ah-verify";
+  }
+  return "?";
+}
+
+proto::CryptoOp ringOp(Op op) {
+  switch (op) {
+    case Op::kSeal: return proto::CryptoOp::kSeal;
+    case Op::kOpen: return proto::CryptoOp::kOpen;
+    case Op::kAhSign: return proto::CryptoOp::kAhSign;
+    case Op::kAhVerify: return proto::CryptoOp::kAhVerify;
+  }
+  return proto::CryptoOp::kSeal;
+}
+
 // The CBC row also measured with the old baseline (RAND_bytes per IV).
 constexpr const char* kRandPerIvRow = "aes-cbc-128+hmac-sha256";
 
@@ -210,6 +256,76 @@ esp::EncapResult frame(std::span<std::uint8_t> buffer, std::size_t payload, std:
   return esp::encapsulate(buffer, kHeadroom, payload, kSpi, seq, layout);
 }
 
+// A packet prepared before the clock starts, copied into a pool buffer per
+// op: an ESP packet sealed with the row's key (for open), or an IPv4 packet
+// with an AH header (20 + 12 bytes, then the ICV field) around the payload,
+// unsigned for ah-sign and signed for ah-verify. One per buffer of a burst,
+// each with its own sequence number.
+struct Prepared {
+  std::vector<std::uint8_t> bytes;  // [0, length): what lands at `offset` in the buffer
+  std::uint32_t offset = 0;
+  std::uint16_t icvOffset = 0;  // AH: from the start of the packet
+};
+
+std::vector<Prepared> prepare(const Algorithm& alg, Op op, std::size_t payload, std::string* error) {
+  std::vector<Prepared> out;
+  std::vector<std::uint8_t> buffer(kRegionConfig.bufferSize);
+  if (op == Op::kOpen) {
+    auto t = registry(alg.preferSodium).makeTransform(alg.spec(), error);
+    if (!t) return {};
+    const esp::EspLayout layout{t->ivLength(), t->icvLength(), t->padAlign()};
+    IvPool ivPool;
+    for (std::uint32_t i = 0; i < kBurst; ++i) {
+      const auto framed = frame(buffer, payload, i + 1, layout);
+      std::uint8_t iv[cryptodrv::Transform::kMaxIvLength] = {};
+      if (t->ivIsCounter()) {
+        for (int b = 0; b < 4 && b < t->ivLength(); ++b) {
+          iv[t->ivLength() - 1 - b] = static_cast<std::uint8_t>((i + 1) >> (8 * b));
+        }
+      } else if (!ivPool.take(iv, t->ivLength())) {
+        *error = "no random IV";
+        return {};
+      }
+      if (!framed.ok() || t->sealWithIv(buffer.data() + framed.offset, framed.length, 0, iv) != cryptodrv::Status::kOk) {
+        *error = "could not seal a packet to open";
+        return {};
+      }
+      out.push_back({{buffer.begin() + static_cast<std::ptrdiff_t>(framed.offset),
+                      buffer.begin() + static_cast<std::ptrdiff_t>(framed.offset + framed.length)},
+                     static_cast<std::uint32_t>(framed.offset), 0});
+    }
+    return out;
+  }
+  auto t = cryptodrv::AhTransform::create(alg.spec(), error);
+  if (!t) return {};
+  const std::size_t icv = t->icvLength();
+  const std::size_t ahLength = 12 + icv;  // a multiple of 4 for every ICV length here
+  const std::size_t length = 20 + ahLength + payload;
+  for (std::uint32_t i = 0; i < kBurst; ++i) {
+    std::vector<std::uint8_t> p(length, 0x5a);
+    // IPv4 header, canonicalised as lib/ah leaves it (TOS, flags, TTL, checksum zero).
+    std::fill(p.begin(), p.begin() + 20 + static_cast<std::ptrdiff_t>(ahLength), 0);
+    p[0] = 0x45;
+    p[2] = static_cast<std::uint8_t>(length >> 8);
+    p[3] = static_cast<std::uint8_t>(length);
+    p[9] = 51;
+    p[12] = 192, p[13] = 0, p[14] = 2, p[15] = 1;
+    p[16] = 192, p[17] = 0, p[18] = 2, p[19] = 2;
+    p[20] = 4;  // next header: IPv4 (tunnel mode)
+    p[21] = static_cast<std::uint8_t>(ahLength / 4 - 2);
+    p[24] = static_cast<std::uint8_t>(kSpi >> 24), p[25] = static_cast<std::uint8_t>(kSpi >> 16);
+    p[26] = static_cast<std::uint8_t>(kSpi >> 8), p[27] = static_cast<std::uint8_t>(kSpi);
+    p[31] = static_cast<std::uint8_t>(i + 1);  // sequence number
+    p[20 + ahLength] = 0x45;
+    if (op == Op::kAhVerify && t->sign(p.data(), p.size(), 32, 0) != cryptodrv::Status::kOk) {
+      *error = "could not sign a packet to verify";
+      return {};
+    }
+    out.push_back({std::move(p), static_cast<std::uint32_t>(kHeadroom), 32});
+  }
+  return out;
+}
+
 // ---- in-process baseline ------------------------------------------------------
 
 // randPerIv: the old baseline, a RAND_bytes call for every random IV.
@@ -265,14 +381,65 @@ void inProcessSeal(benchmark::State& state, const Algorithm& alg, int payload, b
   state.SetBytesProcessed(static_cast<std::int64_t>(sealed) * payload);
 }
 
+// open, ah-sign, ah-verify in-process: copy the prepared packet in, run the
+// same library call the worker makes.
+void inProcessOther(benchmark::State& state, const Algorithm& alg, Op op, int payload) {
+  std::string error;
+  const auto prepared = prepare(alg, op, static_cast<std::size_t>(payload), &error);
+  std::unique_ptr<cryptodrv::Transform> esp;
+  std::unique_ptr<cryptodrv::AhTransform> ah;
+  if (op == Op::kOpen) {
+    esp = registry(alg.preferSodium).makeTransform(alg.spec(), &error);
+  } else {
+    ah = cryptodrv::AhTransform::create(alg.spec(), &error);
+  }
+  if (prepared.empty() || (!esp && !ah)) {
+    state.SkipWithError(error.c_str());
+    return;
+  }
+  ring::Region region = ring::Region::create(kRegionConfig);
+  ring::BufferPool pool(region);
+  std::array<std::uint32_t, kBurst> buffers{};
+  for (auto& b : buffers) b = *pool.alloc();
+  std::uint64_t done = 0;
+  bool failed = false;
+  for (auto _ : state) {
+    for (std::size_t i = 0; i < kBurst; ++i) {
+      auto buffer = bytes(pool.data(buffers[i]));
+      const Prepared& p = prepared[i];
+      std::memcpy(buffer.data() + p.offset, p.bytes.data(), p.bytes.size());
+      std::uint8_t* at = buffer.data() + p.offset;
+      cryptodrv::Status st;
+      switch (op) {
+        case Op::kOpen: st = esp->open(at, p.bytes.size(), 0); break;
+        case Op::kAhSign: st = ah->sign(at, p.bytes.size(), p.icvOffset, 0); break;
+        default: st = ah->verify(at, p.bytes.size(), p.icvOffset, 0); break;
+      }
+      if (st != cryptodrv::Status::kOk) failed = true;
+      benchmark::DoNotOptimize(buffer.data());
+    }
+    if (failed) {
+      state.SkipWithError("an in-process op failed");
+      break;
+    }
+    done += kBurst;
+  }
+  state.counters["fwd_sleeps/burst"] = 0;
+  state.counters["worker_wakeups/burst"] = 0;
+  state.counters["worker_burst"] = 0;
+  state.SetItemsProcessed(static_cast<std::int64_t>(done));
+  state.SetBytesProcessed(static_cast<std::int64_t>(done) * payload);
+}
+
 // ---- broker path --------------------------------------------------------------
 
 // The forwarder's half of one ring pair plus a running crypto Worker. Members
 // are declared so that the worker stops before the sessions it uses go away.
 class BrokerRig {
  public:
-  explicit BrokerRig(const Algorithm& alg)
-      : region_(ring::Region::create(kRegionConfig)),
+  BrokerRig(const Algorithm& alg, Op op, std::size_t payload)
+      : op_(op),
+        region_(ring::Region::create(kRegionConfig)),
         pool_(region_),
         requests_(ring::requestProducer(region_)),
         completions_(ring::completionConsumer(region_)),
@@ -281,8 +448,14 @@ class BrokerRig {
         sessions_(registry(alg.preferSodium), 1) {
     std::uint8_t layout[3] = {};
     // Generation 1 at index 0; an IV grant no benchmark can exhaust.
-    const std::string error = sessions_.create(0, 1, alg.spec(), 1, std::uint64_t{1} << 62, layout);
+    const bool ah = op == Op::kAhSign || op == Op::kAhVerify;
+    std::string error = ah ? sessions_.createAh(0, 1, alg.spec(), layout)
+                           : sessions_.create(0, 1, alg.spec(), 1, std::uint64_t{1} << 62, layout);
     if (!error.empty()) throw std::runtime_error(error);
+    if (op != Op::kSeal) {
+      prepared_ = prepare(alg, op, payload, &error);
+      if (prepared_.empty()) throw std::runtime_error(error);
+    }
     layout_ = {layout[0], layout[1], layout[2]};
     // The worker attaches its own mapping of the same memfd, as ipsec-crypto does.
     auto attached = ring::Region::attach(dupFd(region_.fd()), &kRegionConfig);
@@ -299,20 +472,30 @@ class BrokerRig {
   // Frames and submits one burst; false if framing failed (a setup bug).
   bool submitBurst(std::size_t payload) noexcept {
     std::array<proto::CryptoRequest, kBurst> burst{};
-    for (auto& req : burst) {
+    for (std::size_t i = 0; i < kBurst; ++i) {
+      auto& req = burst[i];
       const auto index = pool_.alloc();
       if (!index) return false;  // the caller waited for kBurst free buffers
-      const auto framed = frame(bytes(pool_.data(*index)), payload, ++seq_, layout_);
-      if (!framed.ok()) return false;
+      auto buffer = bytes(pool_.data(*index));
+      if (op_ == Op::kSeal) {
+        const auto framed = frame(buffer, payload, ++seq_, layout_);
+        if (!framed.ok()) return false;
+        req.offset = static_cast<std::uint32_t>(framed.offset);
+        req.length = static_cast<std::uint32_t>(framed.length);
+      } else {
+        const Prepared& p = prepared_[i];
+        std::memcpy(buffer.data() + p.offset, p.bytes.data(), p.bytes.size());
+        req.offset = p.offset;
+        req.length = static_cast<std::uint32_t>(p.bytes.size());
+        req.icvOffset = p.icvOffset;
+      }
       req.cookie = *index;
       req.session = 0;
       req.sessionGeneration = 1;
-      req.op = proto::CryptoOp::kSeal;
+      req.op = ringOp(op_);
       req.status = proto::CryptoStatus::kPending;
       req.segmentCount = 1;
       req.bufferIndex = *index;
-      req.offset = static_cast<std::uint32_t>(framed.offset);
-      req.length = static_cast<std::uint32_t>(framed.length);
       req.segmentStride = req.length;
     }
     // The rings hold more slots than the pool has buffers: this never falls short.
@@ -365,6 +548,8 @@ class BrokerRig {
   const crypto::WorkerCounters& workerCounters() const noexcept { return worker_->counters(); }
 
  private:
+  Op op_;
+  std::vector<Prepared> prepared_;
   ring::Region region_;
   ring::BufferPool pool_;
   ring::RequestProducer requests_;
@@ -378,10 +563,10 @@ class BrokerRig {
   std::uint64_t inFlight_ = 0, completed_ = 0, failed_ = 0, sleeps_ = 0, wakeups_ = 0;
 };
 
-void brokerSeal(benchmark::State& state, const Algorithm& alg, int payload) {
+void brokerRun(benchmark::State& state, const Algorithm& alg, Op op, int payload) {
   std::optional<BrokerRig> rig;
   try {
-    rig.emplace(alg);
+    rig.emplace(alg, op, static_cast<std::size_t>(payload));
   } catch (const std::exception& e) {
     state.SkipWithError(e.what());
     return;
@@ -398,7 +583,7 @@ void brokerSeal(benchmark::State& state, const Algorithm& alg, int payload) {
   timedCompletions = rig->completed();
   rig->drain();
   if (rig->failed() != 0) {
-    state.SkipWithError("the worker failed a seal");
+    state.SkipWithError("the worker failed an op");
     return;
   }
   const double bursts = static_cast<double>(state.iterations());
@@ -413,24 +598,46 @@ void brokerSeal(benchmark::State& state, const Algorithm& alg, int payload) {
 
 // ---- registration and the ratio table ----------------------------------------
 
-std::string benchName(const Algorithm& alg, const char* path, int payload) {
-  return std::string("seal/") + alg.name + "/" + path + "/" + std::to_string(payload);
+std::string benchName(Op op, const Algorithm& alg, const char* path, int payload) {
+  return std::string(opName(op)) + "/" + alg.name + "/" + path + "/" + std::to_string(payload);
+}
+
+// --quick leaves out the middle size: the matrix of four ops stays under 90 s.
+bool quickRun = false;
+std::vector<int> payloadSizes() {
+  if (quickRun) return {kPayloadSizes[0], kPayloadSizes[2]};
+  return {std::begin(kPayloadSizes), std::end(kPayloadSizes)};
+}
+
+void registerRow(Op op, const Algorithm& alg, int payload) {
+  if (op == Op::kSeal) {
+    benchmark::RegisterBenchmark(benchName(op, alg, "in-process", payload).c_str(),
+                                 [&alg, payload](benchmark::State& s) { inProcessSeal(s, alg, payload, false); })
+        ->UseRealTime();
+    if (alg.name == kRandPerIvRow) {
+      benchmark::RegisterBenchmark(benchName(op, alg, "in-process-rand-per-iv", payload).c_str(),
+                                   [&alg, payload](benchmark::State& s) { inProcessSeal(s, alg, payload, true); })
+          ->UseRealTime();
+    }
+  } else {
+    benchmark::RegisterBenchmark(benchName(op, alg, "in-process", payload).c_str(),
+                                 [&alg, op, payload](benchmark::State& s) { inProcessOther(s, alg, op, payload); })
+        ->UseRealTime();
+  }
+  benchmark::RegisterBenchmark(benchName(op, alg, "broker", payload).c_str(),
+                               [&alg, op, payload](benchmark::State& s) { brokerRun(s, alg, op, payload); })
+      ->UseRealTime();
 }
 
 void registerAll() {
   for (const Algorithm& alg : algorithms()) {
-    for (int payload : kPayloadSizes) {
-      benchmark::RegisterBenchmark(benchName(alg, "in-process", payload).c_str(),
-                                   [&alg, payload](benchmark::State& s) { inProcessSeal(s, alg, payload, false); })
-          ->UseRealTime();
-      if (alg.name == kRandPerIvRow) {
-        benchmark::RegisterBenchmark(benchName(alg, "in-process-rand-per-iv", payload).c_str(),
-                                     [&alg, payload](benchmark::State& s) { inProcessSeal(s, alg, payload, true); })
-            ->UseRealTime();
-      }
-      benchmark::RegisterBenchmark(benchName(alg, "broker", payload).c_str(),
-                                   [&alg, payload](benchmark::State& s) { brokerSeal(s, alg, payload); })
-          ->UseRealTime();
+    for (int payload : payloadSizes()) {
+      for (Op op : kEspOps) registerRow(op, alg, payload);
+    }
+  }
+  for (const Algorithm& alg : ahAlgorithms()) {
+    for (int payload : payloadSizes()) {
+      for (Op op : kAhOps) registerRow(op, alg, payload);
     }
   }
 }
@@ -455,35 +662,48 @@ class RatioReporter : public benchmark::ConsoleReporter {
   // One row per algorithm and size that has both figures, sorted by name,
   // then size.
   void printRatios() const {
-    std::vector<const Algorithm*> sorted;
-    for (const Algorithm& alg : algorithms()) sorted.push_back(&alg);
-    std::sort(sorted.begin(), sorted.end(), [](const Algorithm* a, const Algorithm* b) { return a->name < b->name; });
+    // scripts/bench prints from this line on.
     std::printf("\nbroker / in-process, packets per second (1.00: the hop costs nothing; L: legacy)\n");
-    std::printf("%-28s %6s %14s %14s %7s %9s %9s\n", "algorithm", "bytes", "in-process", "broker", "ratio",
-                "in Gb/s", "brk Gb/s");
-    for (const Algorithm* alg : sorted) {
-      for (int payload : kPayloadSizes) {
-        const double base = rate(benchName(*alg, "in-process", payload));
-        const double broker = rate(benchName(*alg, "broker", payload));
-        if (base <= 0 || broker <= 0) continue;
-        std::printf("%-26s %1s %6d %12.0f/s %12.0f/s %7.2f %9.2f %9.2f\n", alg->name.c_str(), alg->legacy ? "L" : "",
-                    payload, base, broker, broker / base, base * payload * 8 / 1e9, broker * payload * 8 / 1e9);
-      }
-    }
-    for (const Algorithm* alg : sorted) {
-      if (alg->name != kRandPerIvRow) continue;
+    printTable("ESP (seal: kSeal vs Transform::sealWithIv; open: kOpen vs Transform::open)", algorithms(),
+               kEspOps);
+    printTable("AH (ah-sign: kAhSign vs AhTransform::sign; ah-verify: kAhVerify vs AhTransform::verify)", ahAlgorithms(),
+               kAhOps);
+    for (const Algorithm& alg : algorithms()) {
+      if (alg.name != kRandPerIvRow) continue;
       std::printf("\n%s against the old baseline (RAND_bytes per IV; the broker draws from a pool):\n",
-                  alg->name.c_str());
-      for (int payload : kPayloadSizes) {
-        const double old = rate(benchName(*alg, "in-process-rand-per-iv", payload));
-        const double broker = rate(benchName(*alg, "broker", payload));
+                  alg.name.c_str());
+      for (int payload : payloadSizes()) {
+        const double old = rate(benchName(Op::kSeal, alg, "in-process-rand-per-iv", payload));
+        const double broker = rate(benchName(Op::kSeal, alg, "broker", payload));
         if (old <= 0 || broker <= 0) continue;
-        std::printf("%-26s   %6d %12.0f/s %12.0f/s %7.2f\n", alg->name.c_str(), payload, old, broker, broker / old);
+        std::printf("%-26s   %6d %12.0f/s %12.0f/s %7.2f\n", alg.name.c_str(), payload, old, broker, broker / old);
       }
     }
   }
 
  private:
+  template <std::size_t N>
+  void printTable(const char* title, const std::vector<Algorithm>& algs, const Op (&ops)[N]) const {
+    std::vector<const Algorithm*> sorted;
+    for (const Algorithm& alg : algs) sorted.push_back(&alg);
+    std::sort(sorted.begin(), sorted.end(), [](const Algorithm* a, const Algorithm* b) { return a->name < b->name; });
+    std::printf("\n%s\n", title);
+    std::printf("%-9s %-28s %6s %14s %14s %7s %9s %9s\n", "op", "algorithm", "bytes", "in-process", "broker", "ratio",
+                "in Gb/s", "brk Gb/s");
+    for (const Algorithm* alg : sorted) {
+      for (Op op : ops) {
+        for (int payload : payloadSizes()) {
+          const double base = rate(benchName(op, *alg, "in-process", payload));
+          const double broker = rate(benchName(op, *alg, "broker", payload));
+          if (base <= 0 || broker <= 0) continue;
+          std::printf("%-9s %-26s %1s %6d %12.0f/s %12.0f/s %7.2f %9.2f %9.2f\n", opName(op), alg->name.c_str(),
+                      alg->legacy ? "L" : "", payload, base, broker, broker / base, base * payload * 8 / 1e9,
+                      broker * payload * 8 / 1e9);
+        }
+      }
+    }
+  }
+
   double rate(const std::string& name) const {
     const auto it = rates_.find(name);
     return it == rates_.end() ? 0 : it->second;
@@ -495,16 +715,18 @@ class RatioReporter : public benchmark::ConsoleReporter {
 }  // namespace
 }  // namespace ipsec::bench
 
-// --quick: two short repetitions of each run (the summary keeps the better),
-// so that the whole matrix (about 280 runs) stays under two minutes; an
-// explicit --benchmark_min_time or _repetitions given after it still wins.
+// --quick: one short run of each benchmark at 64 and 1420 bytes, so that the
+// whole matrix (seal and open of every ESP algorithm, AH sign and verify:
+// about 400 runs) stays under 90 s; an explicit --benchmark_min_time or
+// _repetitions given after it still wins.
 int main(int argc, char** argv) {
   std::vector<char*> args;
   static char quickMinTime[] = "--benchmark_min_time=0.05";
-  static char quickRepetitions[] = "--benchmark_repetitions=2";
+  static char quickRepetitions[] = "--benchmark_repetitions=1";
   for (int i = 0; i < argc; ++i) {
     if (i > 0 && std::strcmp(argv[i], "--quick") == 0) {
       args.insert(args.begin() + 1, {quickMinTime, quickRepetitions});
+      ipsec::bench::quickRun = true;
       continue;
     }
     args.push_back(argv[i]);
