@@ -129,7 +129,7 @@ inline constexpr StatCounter kStatCounters[] = {
     {"transport_in_packets", "esp", "", "transport-mode packet%s delivered"},
     {"transport_out_drop_fragment", "esp", "",
      "transport-mode packet%s dropped; a local fragment (ESP transport wants whole datagrams)"},
-    {"transport_in_drop_natt", "esp", "", "transport-mode packet%s in UDP dropped; NAT-OA fix-up impossible"},
+    {"transport_in_drop_natt", "esp", "", "transport-mode packet%s in UDP dropped; TCP/UDP header cut (NAT-OA)"},
     // ah
     {"ah_out_packets", "ah", "ahs_output", "packet%s out"},
     {"ah_out_bytes", "ah", "ahs_obytes", "byte%s out, IP header included"},
