@@ -206,8 +206,8 @@ bool Forwarder::outboundAh(Worker& w, std::uint32_t buf, std::uint32_t len, cons
   return frameAh(w, buf, kHeadroom, len, *sa, tunnel);
 }
 
-bool Forwarder::frameAh(Worker& w, std::uint32_t buf, std::uint32_t off, std::uint32_t len, Sa& sa,
-                        bool tunnel) noexcept {
+bool Forwarder::frameAh(Worker& w, std::uint32_t buf, std::uint32_t off, std::uint32_t len, Sa& sa, bool tunnel,
+                        std::optional<std::uint8_t> aroundEspTos) noexcept {
   std::uint8_t* data = bufferData(w, buf);
   const std::span<std::uint8_t> whole{data, w.bufferSize};
   const std::size_t icv = sa.layout.icvLength;
@@ -215,9 +215,11 @@ bool Forwarder::frameAh(Worker& w, std::uint32_t buf, std::uint32_t off, std::ui
   ahframe::Framed f;
   if (tunnel) {
     if (++ahIpId_ == 0) ahIpId_ = 1;  // 0 would let the kernel choose it
-    const ahframe::Outer outer{sa.src, sa.dst, esp::outerTrafficClass(esp::trafficClass({data + off, len})),
-                               ahIpId_, kOuterHopLimit};
-    f = ahframe::frameTunnel(whole, off, len, outer, sa.spi, static_cast<std::uint32_t>(seq), icv);
+    const std::uint8_t tos =
+        aroundEspTos ? *aroundEspTos : esp::outerTrafficClass(esp::trafficClass({data + off, len}));
+    const ahframe::Outer outer{sa.src, sa.dst, tos, ahIpId_, kOuterHopLimit};
+    f = ahframe::frameTunnel(whole, off, len, outer, sa.spi, static_cast<std::uint32_t>(seq), icv,
+                             aroundEspTos ? ah::kProtoEsp : 0);
   } else {
     f = ahframe::frameTransport(whole, off, len, sa.spi, static_cast<std::uint32_t>(seq), icv);
   }

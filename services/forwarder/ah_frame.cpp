@@ -27,7 +27,7 @@ void fixIpv4Checksum(std::uint8_t* ip) noexcept {
 }
 
 Framed frameTunnel(std::span<std::uint8_t> buf, std::size_t innerOffset, std::size_t innerLength, const Outer& outer,
-                   std::uint32_t spi, std::uint32_t seqLow, std::size_t icvLength) noexcept {
+                   std::uint32_t spi, std::uint32_t seqLow, std::size_t icvLength, std::uint8_t nextHeader) noexcept {
   Framed f;
   const bool v6 = outer.dst.isV6();
   const std::size_t ipLen = v6 ? 40 : 20;
@@ -67,7 +67,8 @@ Framed frameTunnel(std::span<std::uint8_t> buf, std::size_t innerOffset, std::si
     std::memcpy(ip + 24, outer.dst.bytes().data(), 16);
   }
   std::size_t written = 0;
-  const std::uint8_t next = innerVersion == 4 ? IPPROTO_IPIP : IPPROTO_IPV6;
+  std::uint8_t next = nextHeader;
+  if (next == 0) next = innerVersion == 4 ? IPPROTO_IPIP : IPPROTO_IPV6;
   f.error = ah::writeHeader({ip + ipLen, ahLen}, next, spi, seqLow, icvLength, v6, &written);
   return f;
 }

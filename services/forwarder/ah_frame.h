@@ -37,9 +37,12 @@ struct Outer {
 // Tunnel mode: outer IPv4/IPv6 header and AH (ICV zero) written in front of
 // the inner packet at buf[innerOffset, innerOffset + innerLength).
 // kNoHeadroom if they do not fit before it, kBadLength if the result exceeds
-// the IP length field.
+// the IP length field. nextHeader 0: IP in IP (4 or 41, from the inner
+// version); otherwise AH's next header as given (50: a sealed ESP packet of an
+// ESP tunnel, AH in transport mode between the tunnel's ends).
 Framed frameTunnel(std::span<std::uint8_t> buf, std::size_t innerOffset, std::size_t innerLength, const Outer& outer,
-                   std::uint32_t spi, std::uint32_t seqLow, std::size_t icvLength) noexcept;
+                   std::uint32_t spi, std::uint32_t seqLow, std::size_t icvLength,
+                   std::uint8_t nextHeader = 0) noexcept;
 
 // Transport mode: AH inserted into the host's packet at buf[offset, offset +
 // length) where ah::findInsertionPoint says, the headers before it moved

@@ -19,6 +19,10 @@
 // ESP inside AH (`esp/transport//require ah/transport//require`, KAME order:
 // the first request is applied first, innermost):
 //   IP | AH (next header 50) | ESP | payload
+// and an ESP tunnel inside AH (`esp/tunnel/A-B/require ah/transport//require`,
+// AH between the tunnel's ends, the outer header written by us):
+//   outer IP | AH (next header 50) | ESP | inner IP packet
+// IPComp may come first in the transport shape (ipcomp, esp, ah).
 // Outbound both SAs are chosen before anything is done; ESP is sealed, and
 // the seal's completion (the buffer's context says `thenAh`, with the AH
 // SA's ref) frames AH around the sealed packet and asks the broker to sign:
@@ -38,6 +42,7 @@
 
 #include <cstring>
 
+#include "esp/ecn.h"
 #include "esp/esp.h"
 #include "esp/transport.h"
 #include "forwarder.h"
@@ -244,12 +249,17 @@ std::uint64_t monotonicMs() noexcept {
 
 bool Forwarder::isEspAhBundle(const Policy& p) noexcept {
   // KAME order: the first request is the innermost. IPComp may come first
-  // (compressed inside ESP); then ESP, then AH, all transport mode.
+  // (compressed inside transport-mode ESP); then ESP (transport, or a tunnel
+  // with its ends), then AH in transport mode (around the tunnel's packet,
+  // between its ends).
   std::size_t i = 0;
   if (i < p.requests.size() && p.requests[i].proto == IPPROTO_COMP && p.requests[i].mode == IPSEC_MODE_TRANSPORT) ++i;
-  return p.requests.size() == i + 2 && p.requests[i].proto == IPPROTO_ESP &&
-         p.requests[i].mode == IPSEC_MODE_TRANSPORT && p.requests[i + 1].proto == IPPROTO_AH &&
-         p.requests[i + 1].mode == IPSEC_MODE_TRANSPORT;
+  if (p.requests.size() != i + 2 || p.requests[i].proto != IPPROTO_ESP || p.requests[i + 1].proto != IPPROTO_AH ||
+      p.requests[i + 1].mode != IPSEC_MODE_TRANSPORT) {
+    return false;
+  }
+  const Request& e = p.requests[i];
+  return e.mode == IPSEC_MODE_TRANSPORT || (i == 0 && e.mode == IPSEC_MODE_TUNNEL && e.tunnelSrc && e.tunnelDst);
 }
 
 bool Forwarder::outboundEspAh(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p,
@@ -260,11 +270,14 @@ bool Forwarder::outboundEspAh(Worker& w, std::uint32_t buf, std::uint32_t len, c
   }
   const Request& espReq = p.requests[p.requests.size() - 2];
   const Request& ahReq = p.requests.back();
-  // Both SAs first: better wait for a missing one than seal with ESP and
-  // find no AH afterwards.
-  Sa* esp = sas_.selectOutbound(SADB_SATYPE_ESP, flow.src, flow.dst,
-                                espReq.level == IPSEC_LEVEL_UNIQUE ? espReq.reqid : 0);
-  Sa* ah = sas_.selectOutbound(SADB_SATYPE_AH, flow.src, flow.dst, ahReq.level == IPSEC_LEVEL_UNIQUE ? ahReq.reqid : 0);
+  const bool tunnel = espReq.mode == IPSEC_MODE_TUNNEL;
+  // Both SAs between the same ends (the tunnel's, or the hosts'), both
+  // chosen first: better wait for a missing one than seal with ESP and find
+  // no AH afterwards.
+  const esp::IpAddress& src = tunnel ? *espReq.tunnelSrc : flow.src;
+  const esp::IpAddress& dst = tunnel ? *espReq.tunnelDst : flow.dst;
+  Sa* esp = sas_.selectOutbound(SADB_SATYPE_ESP, src, dst, espReq.level == IPSEC_LEVEL_UNIQUE ? espReq.reqid : 0);
+  Sa* ah = sas_.selectOutbound(SADB_SATYPE_AH, src, dst, ahReq.level == IPSEC_LEVEL_UNIQUE ? ahReq.reqid : 0);
   if (!esp || !ah) {
     requestAcquire(p, esp ? ahReq : espReq, flow);
     return holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : monotonicMs());
@@ -275,15 +288,54 @@ bool Forwarder::outboundEspAh(Worker& w, std::uint32_t buf, std::uint32_t len, c
       maybeRequestSeq(*sa);
       return false;
     }
-    if (sa->mode != IPSEC_MODE_ANY && sa->mode != IPSEC_MODE_TRANSPORT) {
+    if (sa->mode != IPSEC_MODE_ANY && sa->mode != (sa == esp ? espReq.mode : std::uint8_t{IPSEC_MODE_TRANSPORT})) {
       ++counters_.out_drop_sa_mode;
       return false;
     }
   }
-  if (!outboundTransport(w, buf, len, *esp, &p)) return false;
+  if (!tunnel) {
+    if (!outboundTransport(w, buf, len, *esp, &p)) return false;
+  } else if (!sealTunnelForAh(w, buf, len, *esp, flow)) {
+    return false;
+  }
   BufferContext& ctx = w.contexts[buf];
   ctx.thenAh = true;
   ctx.ahSa = ah->ref;
+  return true;
+}
+
+// The ESP tunnel of `esp/tunnel/A-B/require ah/transport//require`: the
+// inner packet in ESP, sealed; the outer header is written with AH's
+// (signAfterSeal), so the tunnel path's own sending (and its path MTU, DF
+// and TFC options) is not used.
+bool Forwarder::sealTunnelForAh(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& esp,
+                                const esp::FlowKey& flow) noexcept {
+  if (natTOf(esp)) {  // AH does not pass a NAT (RFC 3948 is ESP's)
+    ++counters_.out_drop_sa_mode;
+    return false;
+  }
+  std::uint8_t* data = bufferData(w, buf);
+  const std::uint8_t outerTos = esp::outerTrafficClass(esp::trafficClass({data + kHeadroom, len}));
+  const std::uint64_t seq = esp.seqNext;
+  auto r = esp::encapsulate({data, w.bufferSize}, kHeadroom, len, esp.spi, static_cast<std::uint32_t>(seq), esp.layout,
+                            flow.version == 4 ? esp::kNextHeaderIpv4 : esp::kNextHeaderIpv6);
+  if (!r.ok()) {
+    ++counters_.out_drop_no_room;
+    return false;
+  }
+  ++esp.seqNext;
+  maybeRequestSeq(esp);
+  if (esp.firstUse == 0) esp.firstUse = static_cast<std::uint64_t>(::time(nullptr));
+  w.pending.push_back(cryptoRequest(buf, esp, proto::CryptoOp::kSeal, static_cast<std::uint32_t>(r.offset),
+                                    static_cast<std::uint32_t>(r.length), seq));
+  BufferContext ctx;
+  ctx.use = Use::kOutbound;
+  ctx.sa = esp.ref;
+  ctx.seq = seq;
+  ctx.tos = outerTos;
+  w.contexts[buf] = ctx;
+  esp.counters.out_packets++;
+  esp.counters.out_bytes += len;
   return true;
 }
 
@@ -310,7 +362,11 @@ void Forwarder::signAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexc
     return;
   }
   const std::uint32_t start = c.offset - ctx.transportHeader;
-  if (!frameAh(w, c.bufferIndex, start, c.length + ctx.transportHeader, *ah, false)) {
+  // Transport: AH into the host's packet in front of ESP. Tunnel (no kept
+  // header): AH and our outer header in front of the ESP packet.
+  const bool tunnel = ctx.transportHeader == 0;
+  if (!frameAh(w, c.bufferIndex, start, c.length + ctx.transportHeader, *ah, tunnel,
+               tunnel ? std::optional<std::uint8_t>(ctx.tos) : std::nullopt)) {
     freeBuffer(w, c.bufferIndex);  // counted by frameAh
     return;
   }
@@ -355,8 +411,8 @@ void Forwarder::openAfterVerify(Worker& w, std::uint32_t buf, Sa& ah, std::uint3
   ah.counters.in_bytes += length;
 }
 
-// The last inbound check of a transport-mode packet, after the SPD found p:
-// every SA the policy asks for was used.
+// The last inbound check of a packet ESP opened (transport or tunnel), after
+// the SPD found p: every SA the policy asks for was used.
 bool Forwarder::bundleAllows(const Policy& p, const BufferContext& ctx, bool compressed) noexcept {
   bool wantsIpcomp = false;
   const Request* wantsAh = nullptr;
@@ -379,6 +435,7 @@ bool Forwarder::bundleAllows(const Policy& p, const BufferContext& ctx, bool com
     ++counters_.bundle_in_drop_ah_policy;
     return false;
   }
+  ++counters_.bundle_in_packets;
   return true;
 }
 

@@ -562,6 +562,7 @@ void Forwarder::onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept {
     freeBuffer(w, c.bufferIndex);
     return;
   }
+  if (ctx.thenAh) return signAfterSeal(w, c);  // a bundle: AH next (bundle.cpp)
   if (ctx.transportHeader != 0) return queueTransportSend(w, c, *sa);
   // A NAT-T SA sends ESP as the payload of UDP to (dst, natTDport).
   const NatT* nat = natTOf(*sa);
@@ -710,6 +711,11 @@ void Forwarder::onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept {
     log::debug("in: {} -> {} via SPI {:#x} not allowed by the SPD", flow->src.toString(), flow->dst.toString(),
                sa->spi);
     return drop(counters_.esp_in_drop_policy);
+  }
+  if (!bundleAllows(*p, ctx, false)) {  // bundle.cpp: ESP inside AH asks for both
+    sa->counters.in_drop_other++;
+    freeBuffer(w, c.bufferIndex);
+    return;
   }
   if (sa->firstUse == 0) sa->firstUse = nowSeconds();
   ssize_t n = ::write(fds_.tun.get(), inner, d.length);

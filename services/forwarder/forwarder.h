@@ -262,6 +262,7 @@ class Forwarder {
   static bool isEspAhBundle(const Policy& p) noexcept;
   bool outboundEspAh(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p, const esp::FlowKey& flow,
                      std::uint64_t heldSinceMs) noexcept;
+  bool sealTunnelForAh(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& esp, const esp::FlowKey& flow) noexcept;
   void signAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexcept;
   void openAfterVerify(Worker& w, std::uint32_t buf, Sa& ah, std::uint32_t start, std::uint32_t length,
                        std::size_t headerLength, std::uint8_t tos) noexcept;
@@ -284,7 +285,9 @@ class Forwarder {
   bool outboundAh(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p, const esp::FlowKey& flow,
                   std::uint64_t heldSinceMs) noexcept;
   // The packet to frame is buf[off, off+len) (a TUN packet at kHeadroom, or ESP's sealed packet in a bundle).
-  bool frameAh(Worker& w, std::uint32_t buf, std::uint32_t off, std::uint32_t len, Sa& sa, bool tunnel) noexcept;
+  // aroundEspTos: a sealed ESP tunnel packet (a bundle): our outer header with this TOS, AH next header 50.
+  bool frameAh(Worker& w, std::uint32_t buf, std::uint32_t off, std::uint32_t len, Sa& sa, bool tunnel,
+               std::optional<std::uint8_t> aroundEspTos = std::nullopt) noexcept;
   void inboundAh(Worker& w, std::uint32_t buf, std::uint32_t start, std::uint32_t length, std::uint8_t tos) noexcept;
   void onAhDone(Worker& w, const proto::CryptoCompletion& c) noexcept;
   void onAhSigned(Worker& w, const proto::CryptoCompletion& c) noexcept;

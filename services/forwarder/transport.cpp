@@ -129,7 +129,6 @@ bool Forwarder::outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t le
 
 void Forwarder::queueTransportSend(Worker& w, const proto::CryptoCompletion& c, const Sa& sa) noexcept {
   const BufferContext& ctx = w.contexts[c.bufferIndex];
-  if (ctx.thenAh) return signAfterSeal(w, c);  // a bundle: AH next (bundle.cpp)
   std::uint8_t* packet = bufferData(w, c.bufferIndex) + c.offset - ctx.transportHeader;
   const bool v4 = (packet[0] >> 4) == 4;
   SendBatch& b = v4 ? sendHdr4_ : sendHdr6_;
@@ -222,7 +221,6 @@ bool Forwarder::openedTransport(Worker& w, const proto::CryptoCompletion& c, Sa&
   } else {
     ++counters_.esp_in_packets;
     ++counters_.transport_in_packets;
-    if (ctx.afterAh) ++counters_.bundle_in_packets;
     counters_.esp_in_bytes += r.length;
     sa.counters.in_packets++;
     sa.counters.in_bytes += r.length;

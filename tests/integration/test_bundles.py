@@ -8,7 +8,12 @@
 - ESP inside AH in transport mode (`esp/transport//require
   ah/transport//require`), IPv4 and IPv6: on the wire IP | AH | ESP, each
   SA's own counters move, ping and TCP both ways; a receiver whose policy
-  asks for both drops ESP that came without AH and counts it.
+  asks for both drops ESP that came without AH and counts it (and AH
+  without ESP);
+- IPComp, ESP and AH in transport mode, all three;
+- an ESP tunnel inside AH (`esp/tunnel/A-B/require ah/transport//require`),
+  IPv4 and IPv6 outer, IPv4 and IPv6 inner: outer IP | AH | ESP | inner IP;
+  ESP alone for that policy is dropped and counted.
 """
 
 import subprocess
@@ -85,8 +90,26 @@ BOTH = "esp/transport//require ah/transport//require"
 def esp_ah_setkey(side, out_request=BOTH, in_request=BOTH):
     out = ["flush;", "spdflush;"]
     for fam in (4, 6):
-        out += esp_sas(fam) + ah_sas(fam)
+        out += esp_sas(fam) + ah_sas(fam) + ipcomp_sas(fam)
         out += host_policies(side, fam, out_request, in_request)
+    return "\n".join(out) + "\n"
+
+
+def esp_tunnel_ah_setkey(side, outer, with_ah=True):
+    """The ESP tunnel between the outer addresses, AH in transport mode around its packets
+    (with_ah False: this side sends and asks for the ESP tunnel alone)."""
+    a, b = OUTER[outer]
+    d = 0x10 * outer
+    out = ["flush;", "spdflush;",
+           f"add {a} {b} esp {SPI_AB + d:#x} -m tunnel -r 64 -E aes-gcm-16 0x{GCM_KEY_AB.hex()};",
+           f"add {b} {a} esp {SPI_BA + d:#x} -m tunnel -r 64 -E aes-gcm-16 0x{GCM_KEY_BA.hex()};"] + ah_sas(outer)
+    local, remote = (a, b) if side == "a" else (b, a)
+    for fam in (4, 6):
+        na, nb = INNER_NETS[fam]
+        lnet, rnet = (na, nb) if side == "a" else (nb, na)
+        ah = " ah/transport//require" if with_ah else ""
+        out.append(f"spdadd {lnet} {rnet} any -P out ipsec esp/tunnel/{local}-{remote}/require{ah};")
+        out.append(f"spdadd {rnet} {lnet} any -P in ipsec esp/tunnel/{remote}-{local}/require{ah};")
     return "\n".join(out) + "\n"
 
 
@@ -194,6 +217,67 @@ class BundleTest(unittest.TestCase):
             self.assert_no_drops(tb)
             for h in tb.hosts():
                 self.assertEqual(tb.stop(h), 0, tb.log_text(h))
+
+    def esp_tunnel_inside_ah(self, outer):
+        with Testbed() as tb:
+            # With an IPv6 outer header, AH and ESP around a 1400-byte inner
+            # packet exceed the veth's 1500 bytes, and our header-included
+            # sends are not fragmented: a smaller TUN MTU (path MTU for
+            # bundles is not done yet).
+            extra = {"tun_mtu": "1360"} if outer == 6 else {}
+            for h in tb.hosts():
+                tb.start(h, esp_tunnel_ah_setkey(h.side, outer), **extra)
+            cap = capture(tb.b, 2)
+            time.sleep(0.5)
+            for fam in (4, 6):
+                self.ping_both_ways(tb, fam, INNER[fam])
+            seen, _ = cap.communicate(timeout=20)
+            d = 0x10 * outer
+            a, b = OUTER[outer]
+            # Outer header between the tunnel's ends, AH, then the tunnel's ESP.
+            self.assertRegex(seen, rf"{a} > {b}: AH\([^\n]*spi=0x{AH_AB + d:08x}[^\n]*\): ESP\(spi=0x{SPI_AB + d:08x}")
+            tcp_transfer(tb.a, tb.b, INNER[4][1], nbytes=1 << 20)
+            tcp_transfer(tb.b, tb.a, INNER[6][0], nbytes=1 << 20, port=5002)
+            for h in tb.hosts():
+                c = counters(h)
+                self.assertGreater(c["bundle_out_packets"], 100, c)
+                self.assertGreater(c["bundle_in_packets"], 100, c)
+                self.assertEqual(c["esp_out_packets"], 0, c)
+            for spi in (SPI_AB + d, AH_AB + d):
+                self.assertGreater(sa_counters(tb.a, spi)["out_packets"], 0, hex(spi))
+                self.assertGreater(sa_counters(tb.b, spi)["in_packets"], 0, hex(spi))
+            self.assert_no_drops(tb)
+
+    def test_esp_tunnel_inside_ah_over_ipv4_outer(self):
+        self.esp_tunnel_inside_ah(4)
+
+    def test_esp_tunnel_inside_ah_over_ipv6_outer(self):
+        self.esp_tunnel_inside_ah(6)
+
+    def test_an_esp_tunnel_without_its_ah_is_dropped_and_counted(self):
+        with Testbed() as tb:
+            tb.start(tb.a, esp_tunnel_ah_setkey("a", 4, with_ah=False))
+            tb.start(tb.b, esp_tunnel_ah_setkey("b", 4))
+            r = ping(tb.a, INNER[4][1], count=3, extra=("-w", "3"))
+            self.assertNotEqual(r.returncode, 0, r.stdout)
+            c = counters(tb.b)
+            self.assertGreaterEqual(c["bundle_in_drop_missing_ah"], 3, c)
+            self.assertEqual(c["esp_in_packets"], 0, c)
+
+    def test_ipcomp_esp_and_ah_in_transport_mode(self):
+        three = "ipcomp/transport//use " + BOTH
+        with Testbed() as tb:
+            for h in tb.hosts():
+                tb.start(h, esp_ah_setkey(h.side, three, three), **transport_config(h.side))
+            for fam in (4, 6):
+                self.ping_both_ways(tb, fam, OUTER[fam], extra=("-s", "1000", "-p", "61"))
+            tcp_transfer(tb.a, tb.b, OUTER[6][1], nbytes=1 << 20)
+            for h in tb.hosts():
+                c = counters(h)
+                self.assertGreaterEqual(c["ipcomp_out_compressed"], 6, c)
+                self.assertGreaterEqual(c["ipcomp_in_decompressed"], 6, c)
+                self.assertGreaterEqual(c["bundle_in_packets"], 6, c)
+            self.assert_no_drops(tb)
 
     def test_esp_without_its_ah_is_dropped_and_counted(self):
         with Testbed() as tb:
