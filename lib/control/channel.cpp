@@ -6,6 +6,7 @@
 #include <boost/asio/post.hpp>
 #include <kj/exception.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -15,13 +16,40 @@ namespace ipsec::control {
 namespace {
 
 // Datagrams handled per readiness event before yielding to other channels.
-constexpr int kReadBurst = 64;
+constexpr std::size_t kReadBurst = 64;
+// Receive buffers, so datagrams per recvmmsg. Each is maxMessageBytes of
+// address space; only the pages datagrams reach are ever touched.
+constexpr std::size_t kReceiveSlots = 16;
 
 std::string errnoText(const char* what, int error) { return std::string(what) + ": " + std::strerror(error); }
 
 bool transientSendError(int error) { return error == EAGAIN || error == ENOBUFS; }
 
+// This thread's open SendBatches and the channels with sends held back.
+struct BatchState {
+  int depth = 0;
+  std::vector<std::pair<Channel*, std::weak_ptr<int>>> channels;
+};
+thread_local BatchState tBatch;
+
 }  // namespace
+
+SendBatch::SendBatch() noexcept { ++tBatch.depth; }
+
+SendBatch::~SendBatch() {
+  if (--tBatch.depth > 0) return;
+  // A flush may fail a channel (onClose is posted, never run here) but
+  // sends nothing new, so the list does not grow while it is walked.
+  auto channels = std::move(tBatch.channels);
+  tBatch.channels.clear();
+  for (auto& [channel, alive] : channels) {
+    if (alive.expired() || !channel->inBatch_) continue;
+    channel->inBatch_ = false;
+    if (channel->isOpen()) channel->flush();
+  }
+  if (tBatch.channels.capacity() < channels.capacity()) tBatch.channels = std::move(channels);
+  tBatch.channels.clear();
+}
 
 Channel::Channel(boost::asio::io_context& io, UniqueFd fd, std::string peerName)
     : Channel(io, std::move(fd), std::move(peerName), Options{}) {}
@@ -31,7 +59,11 @@ Channel::Channel(boost::asio::io_context& io, UniqueFd fd, std::string peerName,
       peerName_(std::move(peerName)),
       options_(options),
       maxSendBytes_(sizeSocketBuffers(fd.get(), options.maxMessageBytes)),
-      receiveBuffer_(kj::heapArray<capnp::word>((options.maxMessageBytes + 7) / sizeof(capnp::word))) {
+      slotWords_((options.maxMessageBytes + 7) / sizeof(capnp::word)),
+      receiveBuffer_(kj::heapArray<capnp::word>(slotWords_ * kReceiveSlots)),
+      received_(kReceiveSlots),
+      slotBytes_(kReceiveSlots, 0) {
+  for (std::size_t i = 0; i < kReceiveSlots; ++i) slots_.push_back(receiveBuffer_.slice(i * slotWords_, (i + 1) * slotWords_));
   const int flags = ::fcntl(fd.get(), F_GETFL);
   if (flags >= 0) ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK);
   socket_.assign(fd.release());
@@ -40,7 +72,15 @@ Channel::Channel(boost::asio::io_context& io, UniqueFd fd, std::string peerName,
 Channel::~Channel() {
   alive_.reset();
   close();
-  explicit_bzero(receiveBuffer_.begin(), receiveBuffer_.size() * sizeof(capnp::word));
+  wipeSlots();
+}
+
+void Channel::wipeSlots() noexcept {
+  for (std::size_t i = 0; i < slots_.size(); ++i) {
+    if (slotBytes_[i] != 0) explicit_bzero(slots_[i].begin(), slotBytes_[i]);
+    slotBytes_[i] = 0;
+    received_[i].fds.clear();
+  }
 }
 
 void Channel::start(MessageHandler onMessage, CloseHandler onClose) {
@@ -50,6 +90,14 @@ void Channel::start(MessageHandler onMessage, CloseHandler onClose) {
 }
 
 void Channel::close() noexcept {
+  // Without the batch these would already be in the kernel: send what fits.
+  if (inBatch_ && socket_.is_open()) {
+    try {
+      sendQueued();
+    } catch (...) {
+    }
+  }
+  inBatch_ = false;
   boost::system::error_code ignored;
   socket_.close(ignored);  // cancels pending waits
   queue_.clear();
@@ -76,7 +124,8 @@ Channel::SendResult Channel::send(capnp::MessageBuilder& message, std::span<cons
   const std::size_t bytes = words.size() * sizeof(capnp::word);
   if (bytes > maxSendBytes_ || fds.size() > kMaxFdsPerMessage) return SendResult::kTooLarge;
 
-  if (queue_.empty()) {
+  const bool batching = tBatch.depth > 0;
+  if (queue_.empty() && !batching) {
     const int error = sendDatagram(socket_.native_handle(), words, fds);
     if (error == 0) return SendResult::kSent;
     if (error == EMSGSIZE) return SendResult::kTooLarge;
@@ -101,6 +150,14 @@ Channel::SendResult Channel::send(capnp::MessageBuilder& message, std::span<cons
   }
   queuedBytes_ += bytes;
   queue_.push_back(std::move(pending));
+  if (batching && !writeArmed_) {
+    // The batch's end sends it (or arms the write wait if the socket is full).
+    if (!inBatch_) {
+      inBatch_ = true;
+      tBatch.channels.emplace_back(this, alive_);
+    }
+    return SendResult::kQueued;
+  }
   armWrite();
   return SendResult::kQueued;
 }
@@ -120,17 +177,32 @@ void Channel::armWrite() {
 }
 
 void Channel::flush() {
+  const int error = sendQueued();
+  if (error == 0) return;
+  if (transientSendError(error)) return armWrite();
+  fail(errnoText("sendmsg", error));
+}
+
+int Channel::sendQueued() {
+  std::array<OutDatagram, kMaxBatch> batch;
+  std::array<std::array<int, kMaxFdsPerMessage>, kMaxBatch> raw{};
   while (!queue_.empty()) {
-    Pending& front = queue_.front();
-    std::array<int, kMaxFdsPerMessage> raw{};
-    for (std::size_t i = 0; i < front.fds.size(); ++i) raw[i] = front.fds[i].get();
-    const int error =
-        sendDatagram(socket_.native_handle(), front.words, std::span<const int>(raw.data(), front.fds.size()));
-    if (transientSendError(error)) return armWrite();
-    if (error != 0) return fail(errnoText("sendmsg", error));
-    queuedBytes_ -= front.words.size() * sizeof(capnp::word);
-    queue_.pop_front();
+    const std::size_t count = std::min(queue_.size(), kMaxBatch);
+    for (std::size_t i = 0; i < count; ++i) {
+      Pending& p = queue_[i];
+      for (std::size_t f = 0; f < p.fds.size(); ++f) raw[i][f] = p.fds[f].get();
+      batch[i] = OutDatagram{p.words, std::span<const int>(raw[i].data(), p.fds.size())};
+    }
+    int error = 0;
+    const std::size_t sent =
+        sendDatagrams(socket_.native_handle(), std::span<const OutDatagram>(batch.data(), count), error);
+    for (std::size_t i = 0; i < sent; ++i) {
+      queuedBytes_ -= queue_.front().words.size() * sizeof(capnp::word);
+      queue_.pop_front();  // the words wipe themselves (serialize's disposer)
+    }
+    if (error != 0) return error;
   }
+  return 0;
 }
 
 void Channel::armRead() {
@@ -158,23 +230,39 @@ bool Channel::dispatch(capnp::MessageReader& reader, std::vector<UniqueFd>& fds,
 
 void Channel::onReadable() {
   std::weak_ptr<int> alive = alive_;
-  for (int i = 0; i < kReadBurst; ++i) {
-    Datagram datagram;
+  SendBatch batch;  // the answers to this burst leave together, per channel
+  for (std::size_t handled = 0; handled < kReadBurst;) {
+    ReceiveStatus status = ReceiveStatus::kDatagram;
     std::string reason;
-    switch (receiveDatagram(socket_.native_handle(), receiveBuffer_, datagram, reason)) {
+    const std::size_t got = receiveDatagrams(socket_.native_handle(), slots_, received_, status, reason);
+    for (std::size_t i = 0; i < got; ++i) slotBytes_[i] = received_[i].bytes;
+    for (std::size_t i = 0; i < got; ++i) {
+      std::string why;
+      auto reader = decodeDatagram(slots_[i], received_[i].bytes, why);
+      if (!reader) {
+        wipeSlots();  // nothing after a bad message is handled
+        return fail("from " + peerName_ + ": " + why);
+      }
+      const bool ok = dispatch(*reader, received_[i].fds, why);
+      if (alive.expired()) return;  // the handler destroyed us (the destructor wiped the slots)
+      // Key material crosses some channels: leave no copy in the receive buffer.
+      reader.reset();
+      received_[i].fds.clear();
+      explicit_bzero(slots_[i].begin(), slotBytes_[i]);
+      slotBytes_[i] = 0;
+      if (!isOpen()) return wipeSlots();  // the handler closed us
+      if (!ok) {
+        wipeSlots();
+        return fail(std::move(why));
+      }
+    }
+    handled += got;
+    switch (status) {
       case ReceiveStatus::kWouldBlock: return armRead();
       case ReceiveStatus::kPeerClosed:
       case ReceiveStatus::kError: return fail(std::move(reason));
       case ReceiveStatus::kDatagram: break;
     }
-    auto reader = decodeDatagram(receiveBuffer_, datagram.bytes, reason);
-    if (!reader) return fail("from " + peerName_ + ": " + reason);
-    const bool ok = dispatch(*reader, datagram.fds, reason);
-    if (alive.expired()) return;  // the handler destroyed us (the destructor wiped the buffer)
-    // Key material crosses some channels: leave no copy in the receive buffer.
-    explicit_bzero(receiveBuffer_.begin(), datagram.bytes);
-    if (!isOpen()) return;  // the handler closed us
-    if (!ok) return fail(std::move(reason));
   }
   armRead();  // more may be waiting; let other channels run first
 }

@@ -11,6 +11,14 @@
 // Single-threaded: all calls and callbacks happen on the io_context's thread.
 // onClose runs from the io_context, never inside send() or close(), so an
 // owner may destroy the Channel from any callback.
+//
+// Batching (fewer system calls per message, same framing): a readable channel
+// takes up to kMaxBatch datagrams per recvmmsg and handles a burst of them
+// before yielding to the loop; while a SendBatch is alive on the thread (one
+// is, around every such burst) send() queues, and the batch's end hands each
+// channel's queue to the kernel with sendmmsg. Order per channel is kept,
+// descriptors travel with their own message, and a message queued by a batch
+// is still sent if its channel is close()d before the batch ends.
 #pragma once
 
 #include <utility>  // before asio: Boost 1.74 with GCC 12 in C++20 misses it
@@ -33,6 +41,20 @@
 #include "control/wire.h"
 
 namespace ipsec::control {
+
+class Channel;
+
+// Holds back the sends of this thread's channels until the outermost
+// SendBatch ends, then sends each channel's queue in sendmmsg batches, in the
+// order the channels were first sent to. For loops that handle a burst of
+// requests (a read burst on a channel, on PF_KEY sockets) and answer each.
+class SendBatch {
+ public:
+  SendBatch() noexcept;
+  ~SendBatch();
+  SendBatch(const SendBatch&) = delete;
+  SendBatch& operator=(const SendBatch&) = delete;
+};
 
 class Channel {
  public:
@@ -67,6 +89,7 @@ class Channel {
   ~Channel();
 
   // `fds` stay owned by the caller (they are duplicated if the message queues).
+  // While a SendBatch is alive the message queues (kQueued) for the batch's end.
   SendResult send(capnp::MessageBuilder& message, std::span<const int> fds = {});
 
   // Begins reading. onClose runs once, for a close this end did not ask for.
@@ -82,6 +105,8 @@ class Channel {
   std::size_t maxSendBytes() const noexcept { return maxSendBytes_; }
 
  private:
+  friend class SendBatch;
+
   struct Pending {
     kj::Array<capnp::word> words;
     std::vector<UniqueFd> fds;
@@ -91,6 +116,10 @@ class Channel {
   void onReadable();
   void armWrite();
   void flush();
+  // Sends what the queue holds, in batches, until it is empty or the socket
+  // refuses one. Returns 0, EAGAIN (the rest waits) or the errno that failed.
+  int sendQueued();
+  void wipeSlots() noexcept;
   void fail(std::string reason);
   bool dispatch(capnp::MessageReader& reader, std::vector<UniqueFd>& fds, std::string& reason);
 
@@ -98,10 +127,17 @@ class Channel {
   std::string peerName_;
   Options options_;
   std::size_t maxSendBytes_;
+  // kReceiveSlots receive buffers of maxMessageBytes each, one per datagram
+  // of a recvmmsg (malloc'ed, untouched: pages only count once used).
+  std::size_t slotWords_;
   kj::Array<capnp::word> receiveBuffer_;
+  std::vector<kj::ArrayPtr<capnp::word>> slots_;
+  std::vector<Datagram> received_;
+  std::vector<std::size_t> slotBytes_;  // bytes in each slot not yet wiped
   std::deque<Pending> queue_;
   std::size_t queuedBytes_ = 0;
   bool writeArmed_ = false;
+  bool inBatch_ = false;  // listed in this thread's SendBatch with queued sends
   MessageHandler onMessage_;
   CloseHandler onClose_;
   // Handlers hold a weak_ptr to this: a callback that destroyed the Channel

@@ -9,6 +9,7 @@
 #include <kj/io.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <system_error>
@@ -120,29 +121,13 @@ int sendDatagram(int fd, kj::ArrayPtr<const capnp::word> words, std::span<const 
   return 0;  // SOCK_SEQPACKET sends a datagram whole or not at all
 }
 
-ReceiveStatus receiveDatagram(int fd, kj::ArrayPtr<capnp::word> buffer, Datagram& out, std::string& reason,
-                              bool blocking) noexcept {
-  out.bytes = 0;
-  out.fds.clear();
-  auto bytes = buffer.asBytes();
-  iovec iov{bytes.begin(), bytes.size()};
-  alignas(cmsghdr) char control[kControlBytes + CMSG_SPACE(sizeof(int))];
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  const int flags = MSG_CMSG_CLOEXEC | (blocking ? 0 : MSG_DONTWAIT);
-  ssize_t n;
-  do {
-    n = ::recvmsg(fd, &msg, flags);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return ReceiveStatus::kWouldBlock;
-    reason = std::string("recvmsg: ") + std::strerror(errno);
-    return ReceiveStatus::kError;
-  }
+namespace {
 
+// Judges one datagram recvmsg/recvmmsg put in `msg` (`n` bytes of a buffer of
+// `capacity`): owns its descriptors first, then checks truncation and the
+// control messages. Shared by the single and the batched receive.
+ReceiveStatus classifyReceived(msghdr& msg, ssize_t n, std::size_t capacity, Datagram& out,
+                               std::string& reason) noexcept {
   // Own every descriptor that arrived before judging the datagram, so that
   // each rejection path closes them.
   bool unexpectedControl = false;
@@ -168,7 +153,7 @@ ReceiveStatus receiveDatagram(int fd, kj::ArrayPtr<capnp::word> buffer, Datagram
     reason = "peer closed the channel";
   } else if (msg.msg_flags & MSG_TRUNC) {
     status = ReceiveStatus::kError;
-    reason = "datagram truncated: larger than " + std::to_string(bytes.size()) + " bytes";
+    reason = "datagram truncated: larger than " + std::to_string(capacity) + " bytes";
   } else if (msg.msg_flags & MSG_CTRUNC) {
     status = ReceiveStatus::kError;
     reason = "descriptors truncated: more than " + std::to_string(kMaxFdsPerMessage) + " per message";
@@ -185,6 +170,148 @@ ReceiveStatus receiveDatagram(int fd, kj::ArrayPtr<capnp::word> buffer, Datagram
   }
   out.bytes = static_cast<std::size_t>(n);
   return status;
+}
+
+}  // namespace
+
+ReceiveStatus receiveDatagram(int fd, kj::ArrayPtr<capnp::word> buffer, Datagram& out, std::string& reason,
+                              bool blocking) noexcept {
+  out.bytes = 0;
+  out.fds.clear();
+  auto bytes = buffer.asBytes();
+  iovec iov{bytes.begin(), bytes.size()};
+  alignas(cmsghdr) char control[kControlBytes + CMSG_SPACE(sizeof(int))];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  const int flags = MSG_CMSG_CLOEXEC | (blocking ? 0 : MSG_DONTWAIT);
+  ssize_t n;
+  do {
+    n = ::recvmsg(fd, &msg, flags);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return ReceiveStatus::kWouldBlock;
+    reason = std::string("recvmsg: ") + std::strerror(errno);
+    return ReceiveStatus::kError;
+  }
+
+  return classifyReceived(msg, n, bytes.size(), out, reason);
+}
+
+
+std::size_t sendDatagrams(int fd, std::span<const OutDatagram> batch, int& error) noexcept {
+  error = 0;
+  std::size_t count = std::min(batch.size(), kMaxBatch);
+  bool tooManyFds = false;
+  for (std::size_t i = 0; i < count; ++i) {
+    if (batch[i].fds.size() > kMaxFdsPerMessage) {
+      count = i;  // send the ones before it, refuse it as sendDatagram does
+      tooManyFds = true;
+    }
+  }
+  std::array<mmsghdr, kMaxBatch> msgs{};
+  std::array<iovec, kMaxBatch> iovs{};
+  struct alignas(cmsghdr) Control {
+    char bytes[kControlBytes];
+  };
+  std::array<Control, kMaxBatch> controls;
+  for (std::size_t i = 0; i < count; ++i) {
+    const OutDatagram& d = batch[i];
+    auto bytes = d.words.asBytes();
+    iovs[i] = iovec{const_cast<kj::byte*>(bytes.begin()), bytes.size()};
+    msghdr& m = msgs[i].msg_hdr;
+    m.msg_iov = &iovs[i];
+    m.msg_iovlen = 1;
+    if (!d.fds.empty()) {
+      std::memset(controls[i].bytes, 0, sizeof controls[i].bytes);
+      m.msg_control = controls[i].bytes;
+      m.msg_controllen = CMSG_SPACE(sizeof(int) * d.fds.size());
+      cmsghdr* cmsg = CMSG_FIRSTHDR(&m);
+      cmsg->cmsg_level = SOL_SOCKET;
+      cmsg->cmsg_type = SCM_RIGHTS;
+      cmsg->cmsg_len = CMSG_LEN(sizeof(int) * d.fds.size());
+      std::memcpy(CMSG_DATA(cmsg), d.fds.data(), sizeof(int) * d.fds.size());
+    }
+  }
+  // sendmmsg stops at the first datagram that fails and reports the ones
+  // before it; only a call that sends none gives the errno. Retry the rest
+  // until all are sent or one fails first in its call.
+  std::size_t sent = 0;
+  while (sent < count) {
+    const int n = ::sendmmsg(fd, msgs.data() + sent, static_cast<unsigned>(count - sent), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      error = errno == EWOULDBLOCK ? EAGAIN : errno;
+      break;
+    }
+    sent += static_cast<std::size_t>(n);
+  }
+  if (error == 0 && tooManyFds) error = EINVAL;
+  return sent;
+}
+
+std::size_t receiveDatagrams(int fd, std::span<kj::ArrayPtr<capnp::word>> buffers, std::span<Datagram> out,
+                             ReceiveStatus& status, std::string& reason) noexcept {
+  const std::size_t count = std::min({buffers.size(), out.size(), kMaxBatch});
+  std::array<mmsghdr, kMaxBatch> msgs{};
+  std::array<iovec, kMaxBatch> iovs{};
+  struct alignas(cmsghdr) Control {
+    char bytes[kControlBytes + CMSG_SPACE(sizeof(int))];
+  };
+  std::array<Control, kMaxBatch> controls;
+  for (std::size_t i = 0; i < count; ++i) {
+    out[i].bytes = 0;
+    out[i].fds.clear();
+    auto bytes = buffers[i].asBytes();
+    iovs[i] = iovec{bytes.begin(), bytes.size()};
+    msghdr& m = msgs[i].msg_hdr;
+    m.msg_iov = &iovs[i];
+    m.msg_iovlen = 1;
+    m.msg_control = controls[i].bytes;
+    m.msg_controllen = sizeof controls[i].bytes;
+  }
+  int n;
+  do {
+    n = ::recvmmsg(fd, msgs.data(), static_cast<unsigned>(count), MSG_CMSG_CLOEXEC | MSG_DONTWAIT, nullptr);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      status = ReceiveStatus::kWouldBlock;
+    } else {
+      status = ReceiveStatus::kError;
+      reason = std::string("recvmmsg: ") + std::strerror(errno);
+    }
+    return 0;
+  }
+  const auto got = static_cast<std::size_t>(n);
+  status = got < count ? ReceiveStatus::kWouldBlock : ReceiveStatus::kDatagram;
+  std::size_t good = 0;
+  for (std::size_t i = 0; i < got; ++i) {
+    const ReceiveStatus s =
+        classifyReceived(msgs[i].msg_hdr, static_cast<ssize_t>(msgs[i].msg_len), buffers[i].asBytes().size(), out[i],
+                         reason);
+    if (s == ReceiveStatus::kDatagram) {
+      ++good;
+      continue;
+    }
+    status = s;
+    // Nothing past a bad datagram is handed out: close what came after it
+    // and wipe its bytes (they may hold keys).
+    for (std::size_t j = i; j < got; ++j) {
+      if (j > i) {  // own its descriptors (classifyReceived does), then close them
+        std::string ignored;
+        classifyReceived(msgs[j].msg_hdr, static_cast<ssize_t>(msgs[j].msg_len), buffers[j].asBytes().size(), out[j],
+                         ignored);
+      }
+      out[j].fds.clear();
+      out[j].bytes = 0;
+      explicit_bzero(buffers[j].asBytes().begin(), std::min<std::size_t>(msgs[j].msg_len, buffers[j].asBytes().size()));
+    }
+    break;
+  }
+  return good;
 }
 
 std::unique_ptr<capnp::FlatArrayMessageReader> decodeDatagram(kj::ArrayPtr<const capnp::word> words,

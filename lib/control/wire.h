@@ -57,6 +57,21 @@ void wipeMessage(capnp::MallocMessageBuilder& message) noexcept;
 int sendDatagram(int fd, kj::ArrayPtr<const capnp::word> words, std::span<const int> fds,
                  bool blocking = false) noexcept;
 
+// One datagram of a batch for sendDatagrams.
+struct OutDatagram {
+  kj::ArrayPtr<const capnp::word> words;
+  std::span<const int> fds;  // at most kMaxFdsPerMessage
+};
+
+// Datagrams one sendDatagrams or receiveDatagrams call hands to the kernel.
+inline constexpr std::size_t kMaxBatch = 64;
+
+// sendmmsg of `batch` (at most kMaxBatch) in order, each with its own
+// descriptors, without blocking. Returns how many datagrams the kernel took;
+// they are always a prefix of `batch`. `error` is 0 when all were taken, else
+// the errno that stopped the next one (EAGAIN when the socket buffer is full).
+std::size_t sendDatagrams(int fd, std::span<const OutDatagram> batch, int& error) noexcept;
+
 enum class ReceiveStatus { kDatagram, kWouldBlock, kPeerClosed, kError };
 
 struct Datagram {
@@ -70,6 +85,17 @@ struct Datagram {
 // closed in every error case. `blocking` waits for a datagram.
 ReceiveStatus receiveDatagram(int fd, kj::ArrayPtr<capnp::word> buffer, Datagram& out, std::string& reason,
                               bool blocking = false) noexcept;
+
+// recvmmsg of up to `buffers.size()` datagrams (at most kMaxBatch), datagram
+// i into buffers[i] and out[i] (out.size() >= buffers.size()), without
+// blocking. Returns how many good datagrams arrived, in order; `status` says
+// what ended the batch: kDatagram (every buffer was filled: more may wait),
+// kWouldBlock (the socket is drained), or kPeerClosed / kError with `reason`
+// for the datagram right after the good ones (as receiveDatagram). Datagrams
+// after a bad one are dropped with their descriptors closed, and their bytes
+// wiped: nothing past a bad datagram is ever handed out.
+std::size_t receiveDatagrams(int fd, std::span<kj::ArrayPtr<capnp::word>> buffers, std::span<Datagram> out,
+                             ReceiveStatus& status, std::string& reason) noexcept;
 
 // Checks one received datagram of `bytes` bytes held at the start of
 // `words` and returns a reader over it, or nullptr with `reason` set. The

@@ -223,6 +223,75 @@ TEST(Wire, SendRefusesMoreDescriptorsThanTheLimit) {
   EXPECT_EQ(sendDatagram(a.get(), kj::ArrayPtr<const capnp::word>(words.data(), 2), raw), EINVAL);
 }
 
+TEST(Wire, SendDatagramsSendsThoseBeforeADatagramWithTooManyDescriptors) {
+  auto [a, b] = makeSeqpacketPair();
+  std::vector<capnp::word> words(2);
+  std::vector<int> tooMany(kMaxFdsPerMessage + 1, a.get());
+  const OutDatagram batch[] = {{kj::ArrayPtr<const capnp::word>(words.data(), 1), {}},
+                               {kj::ArrayPtr<const capnp::word>(words.data(), 2), {}},
+                               {kj::ArrayPtr<const capnp::word>(words.data(), 2), tooMany}};
+  int error = 0;
+  EXPECT_EQ(sendDatagrams(a.get(), batch, error), 2u);
+  EXPECT_EQ(error, EINVAL);
+  char buf[64];
+  EXPECT_EQ(::recv(b.get(), buf, sizeof buf, MSG_DONTWAIT), 8);
+  EXPECT_EQ(::recv(b.get(), buf, sizeof buf, MSG_DONTWAIT), 16);
+  EXPECT_EQ(::recv(b.get(), buf, sizeof buf, MSG_DONTWAIT), -1);
+}
+
+TEST(Wire, SendDatagramsStopsWithEagainWhenTheBufferIsFull) {
+  auto [a, b] = makeSeqpacketPair();
+  std::vector<capnp::word> words(64 * 1024 / 8);
+  std::vector<OutDatagram> batch(kMaxBatch, OutDatagram{kj::ArrayPtr<const capnp::word>(words.data(), words.size()), {}});
+  int error = 0;
+  const std::size_t sent = sendDatagrams(a.get(), batch, error);
+  EXPECT_LT(sent, kMaxBatch);  // 4 MiB does not fit a ~2 MiB buffer
+  EXPECT_EQ(error, EAGAIN);
+}
+
+TEST(Wire, ReceiveDatagramsTakesSeveralAndReportsTheEndOfStreamAfterThem) {
+  auto [a, b] = makeSeqpacketPair();
+  for (std::uint64_t i = 1; i <= 3; ++i) {
+    std::vector<capnp::word> words(i);
+    ASSERT_EQ(sendDatagram(a.get(), kj::ArrayPtr<const capnp::word>(words.data(), words.size()), {}), 0);
+  }
+  a.reset();
+  auto storage = kj::heapArray<capnp::word>(8 * 64);
+  std::vector<kj::ArrayPtr<capnp::word>> buffers;
+  for (int i = 0; i < 8; ++i) buffers.push_back(storage.slice(i * 64, (i + 1) * 64));
+  std::vector<Datagram> out(8);
+  ReceiveStatus status = ReceiveStatus::kDatagram;
+  std::string reason;
+  EXPECT_EQ(receiveDatagrams(b.get(), buffers, out, status, reason), 3u);
+  EXPECT_EQ(status, ReceiveStatus::kPeerClosed);
+  EXPECT_EQ(out[0].bytes, 8u);
+  EXPECT_EQ(out[1].bytes, 16u);
+  EXPECT_EQ(out[2].bytes, 24u);
+}
+
+TEST(Wire, ReceiveDatagramsClosesTheDescriptorsOfEverythingAfterATruncatedOne) {
+  auto [a, b] = makeSeqpacketPair();
+  UniqueFd event(::eventfd(0, EFD_CLOEXEC));
+  const int fd = event.get();
+  std::vector<capnp::word> small(1), big(128);
+  ASSERT_EQ(sendDatagram(a.get(), kj::ArrayPtr<const capnp::word>(small.data(), 1), std::span<const int>(&fd, 1)), 0);
+  ASSERT_EQ(sendDatagram(a.get(), kj::ArrayPtr<const capnp::word>(big.data(), big.size()), {}), 0);
+  ASSERT_EQ(sendDatagram(a.get(), kj::ArrayPtr<const capnp::word>(small.data(), 1), std::span<const int>(&fd, 1)), 0);
+  const int before = countOpenFds();
+  auto storage = kj::heapArray<capnp::word>(4 * 16);
+  std::vector<kj::ArrayPtr<capnp::word>> buffers;
+  for (int i = 0; i < 4; ++i) buffers.push_back(storage.slice(i * 16, (i + 1) * 16));
+  std::vector<Datagram> out(4);
+  ReceiveStatus status = ReceiveStatus::kDatagram;
+  std::string reason;
+  EXPECT_EQ(receiveDatagrams(b.get(), buffers, out, status, reason), 1u);
+  EXPECT_EQ(status, ReceiveStatus::kError);
+  EXPECT_NE(reason.find("truncated"), std::string::npos) << reason;
+  EXPECT_EQ(out[0].fds.size(), 1u);  // the good one keeps its descriptor
+  EXPECT_TRUE(out[2].fds.empty());   // the one after the bad one is closed
+  EXPECT_EQ(countOpenFds(), before + 1);
+}
+
 TEST(Wire, SocketBuffersHoldAMebibyteMessage) {
   auto [a, b] = makeSeqpacketPair();
   EXPECT_EQ(sizeSocketBuffers(a.get(), kMaxMessageBytes), kMaxMessageBytes);
