@@ -152,6 +152,9 @@ void Server::armRead(Client& c) {
 void Server::onReadable(std::uint64_t id) {
   auto* buf = reinterpret_cast<std::uint8_t*>(rx_.get());
   const std::size_t capacity = kRxWords * sizeof(std::uint64_t);
+  // The requests of this burst go to keydb in sendmmsg batches, not one
+  // sendmsg each.
+  control::SendBatch batch;
   for (int i = 0; i < kReadBurst; ++i) {
     Client* c = findClient(id);
     if (!c) return;
