@@ -77,6 +77,7 @@ def add_many(c, n, window, satype=SATYPE_ESP, max_rate=0, first_spi=0x10000):
                                 c.pid) + body)
     sent = answered = errors = 0
     start = time.perf_counter()
+    cpu = time.process_time()
     while answered < n:
         while sent < n and sent - answered < window:
             if max_rate and sent > (time.perf_counter() - start) * max_rate:
@@ -98,6 +99,7 @@ def add_many(c, n, window, satype=SATYPE_ESP, max_rate=0, first_spi=0x10000):
             if m[1] == SADB_ADD:
                 answered += 1
                 errors += m[2] != 0
+    add_many.client_cpu = time.process_time() - cpu  # the client's own share (one core at most)
     return time.perf_counter() - start, errors
 
 
@@ -197,7 +199,8 @@ def main():
         time.sleep(0.5)
         after = {s: rss_kib(p) for s, p in pids.items()}
         print(f"SA ADD through PF_KEY: {args.sas} {args.satype.upper()} SAs in {secs:.2f} s = {rate:,.0f} SA/s "
-              f"(target {ADD_TARGET:,}: ratio {rate / ADD_TARGET:.2f}), {errors} errors, window {args.window}")
+              f"(target {ADD_TARGET:,}: ratio {rate / ADD_TARGET:.2f}), {errors} errors, window {args.window}; "
+              f"client CPU {add_many.client_cpu:.2f} s")
         for s in services:
             per = (after[s] - before[s]) * 1024 / args.sas
             print(f"RSS {s}: {before[s]:,} KiB -> {after[s]:,} KiB = {per:,.0f} B per SA; "

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -329,18 +330,27 @@ void Server::deliverDump(Client* c, std::vector<std::uint8_t> bytes) {
   for (auto& [id, other] : clients_) {
     if (other.get() != c && other->promiscuous) enqueue(*other, m);
   }
+  // Entries are queued, not sent one send() each: onWritable hands them to
+  // the kernel in sendmmsg batches (a dump is a burst of small datagrams).
   if (c->dumpBacklog.empty() && c->queue.size() < options_.maxQueuedMessages / 2) {
-    enqueue(*c, m);
+    appendToQueue(*c, std::move(m));
   } else {
     c->dumpBacklog.push_back(std::move(m));
   }
+}
+
+void Server::appendToQueue(Client& c, OutPtr m) {
+  c.queuedBytes += m->bytes().size();
+  c.queue.push_back(std::move(m));
+  armWrite(c);
 }
 
 void Server::refillFromBacklog(Client& c) {
   while (!c.dumpBacklog.empty() && c.queue.size() < options_.maxQueuedMessages / 2) {
     OutPtr m = std::move(c.dumpBacklog.front());
     c.dumpBacklog.pop_front();
-    enqueue(c, m);
+    c.queuedBytes += m->bytes().size();
+    c.queue.push_back(std::move(m));
   }
 }
 
@@ -356,19 +366,38 @@ void Server::armWrite(Client& c) {
                       });
 }
 
+bool Server::sendQueued(Client& c) {
+  constexpr std::size_t kBatch = 64;
+  std::array<mmsghdr, kBatch> msgs;
+  std::array<iovec, kBatch> iovs;
+  while (!c.queue.empty()) {
+    const std::size_t n = std::min(c.queue.size(), kBatch);
+    for (std::size_t i = 0; i < n; ++i) {
+      auto bytes = c.queue[i]->bytes();
+      iovs[i] = iovec{const_cast<std::uint8_t*>(bytes.data()), bytes.size()};
+      msgs[i] = mmsghdr{};
+      msgs[i].msg_hdr.msg_iov = &iovs[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    const int sent = ::sendmmsg(c.socket.native_handle(), msgs.data(), static_cast<unsigned>(n),
+                                MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (sent < 0 && (errno == EAGAIN || errno == ENOBUFS || errno == EINTR)) return false;
+    // A hard error is the first datagram's: count it and drop it, as send() did.
+    const std::size_t done = sent < 0 ? 1 : static_cast<std::size_t>(sent);
+    if (sent < 0) ++counters_.sendFailed;
+    for (std::size_t i = 0; i < done; ++i) {
+      c.queuedBytes -= c.queue.front()->bytes().size();
+      c.queue.pop_front();
+    }
+  }
+  return true;
+}
+
 void Server::onWritable(std::uint64_t id) {
   Client* c = findClient(id);
   if (!c) return;
   c->writeArmed = false;
-  while (!c->queue.empty()) {
-    auto bytes = c->queue.front()->bytes();
-    const ssize_t n = ::send(c->socket.native_handle(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n < 0 && (errno == EAGAIN || errno == ENOBUFS || errno == EINTR)) break;
-    if (n < 0) ++counters_.sendFailed;
-    c->queuedBytes -= bytes.size();
-    c->queue.pop_front();
-  }
-  refillFromBacklog(*c);
+  while (sendQueued(*c) && !c->dumpBacklog.empty()) refillFromBacklog(*c);
   if (!c->queue.empty()) armWrite(*c);
 }
 

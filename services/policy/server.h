@@ -217,6 +217,10 @@ class Server {
   // One message of a dump to `c` (may be null), paced by its reading.
   void deliverDump(Client* c, std::vector<std::uint8_t> bytes);
   void refillFromBacklog(Client& c);
+  // Appends to c's queue without sending: onWritable sends it in sendmmsg batches.
+  void appendToQueue(Client& c, OutPtr m);
+  // Sends c's queue in sendmmsg batches; false if the socket is full.
+  bool sendQueued(Client& c);
   bool dumping(const Client* c) const noexcept { return c && (!c->dumpBacklog.empty() || c->sadDumpRunning); }
   void dispatch(Client* c, const pfkey::ParsedMessage& m);
 
