@@ -1,5 +1,6 @@
 // ipsec-forwarder: SA bundles. IPComp (RFC 3173) with ESP in tunnel and in
-// transport mode, and ESP inside AH in transport mode.
+// transport mode, ESP inside AH in transport mode, and ESP transport inside
+// an ESP tunnel (at the end of this file).
 //
 // A policy such as `ipcomp/tunnel/A-B/use esp/transport//require` (KAME
 // order: requests apply innermost first outbound) puts on the wire
@@ -424,6 +425,25 @@ bool Forwarder::bundleAllows(const Policy& p, const BufferContext& ctx, bool com
     ++counters_.bundle_in_drop_ipcomp_policy;
     return false;
   }
+  // ESP transport inside an ESP tunnel: the tunnel must have carried it, and
+  // a tunnel may only carry transport ESP the policy asks it to.
+  const bool wantsTunnel = isEspInEspBundle(p);
+  if (wantsTunnel && !ctx.afterTunnel) {
+    ++counters_.bundle_in_drop_missing_tunnel;
+    return false;
+  }
+  if (ctx.afterTunnel) {
+    const Sa* tunnel = sas_.find(ctx.tunnelSa);
+    const Request* r = wantsTunnel ? &p.requests[1] : nullptr;
+    if (!r || !tunnel || tunnel->src != *r->tunnelSrc || tunnel->dst != *r->tunnelDst ||
+        (tunnel->mode != IPSEC_MODE_ANY && tunnel->mode != IPSEC_MODE_TUNNEL) ||
+        (r->level == IPSEC_LEVEL_UNIQUE && r->reqid != 0 && r->reqid != tunnel->reqid)) {
+      ++counters_.bundle_in_drop_tunnel_policy;
+      return false;
+    }
+    ++counters_.bundle_in_packets;
+    return true;
+  }
   if (!wantsAh) return true;
   if (!ctx.afterAh) {
     ++counters_.bundle_in_drop_missing_ah;
@@ -436,6 +456,177 @@ bool Forwarder::bundleAllows(const Policy& p, const BufferContext& ctx, bool com
     return false;
   }
   ++counters_.bundle_in_packets;
+  return true;
+}
+
+}  // namespace ipsec::forwarder
+
+namespace ipsec::forwarder {
+
+// ---- ESP transport inside an ESP tunnel ---------------------------------------
+//
+// `esp/transport//require esp/tunnel/A-B/require` (KAME order: the transport
+// request is the innermost) puts on the wire
+//   outer IP (A → B) | ESP (tunnel SA) | inner IP | ESP (transport SA) | payload
+// the inner hosts' ESP kept intact inside the tunnel. Outbound the transport
+// SA seals the host's packet as transport mode does (transport.cpp); the
+// seal's completion (the context says `thenTunnel`) frames the result in the
+// tunnel SA's ESP and asks the broker to seal again, on the same buffer; that
+// completion is an ordinary tunnel packet (path MTU, DF, NAT-T as usual).
+// Inbound the tunnel SA opens the packet; when the inner packet is ESP for
+// one of our transport SAs it goes, in the same buffer, to ESP's inbound path
+// as if it had come so, marked `afterTunnel`; once it has opened, the SPD
+// wants both SAs: the transport SA alone, or the tunnel without ESP inside,
+// is dropped and counted.
+
+bool Forwarder::isEspInEspBundle(const Policy& p) noexcept {
+  return p.requests.size() == 2 && p.requests[0].proto == IPPROTO_ESP &&
+         p.requests[0].mode == IPSEC_MODE_TRANSPORT && p.requests[1].proto == IPPROTO_ESP &&
+         p.requests[1].mode == IPSEC_MODE_TUNNEL && p.requests[1].tunnelSrc && p.requests[1].tunnelDst;
+}
+
+bool Forwarder::outboundEspInEsp(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p,
+                                 const esp::FlowKey& flow, std::uint64_t heldSinceMs) noexcept {
+  const Request& inner = p.requests[0];
+  const Request& outer = p.requests[1];
+  // Both chosen first: better wait for the tunnel's SA than seal with the
+  // transport SA and find no tunnel afterwards.
+  Sa* transport = sas_.selectOutbound(SADB_SATYPE_ESP, flow.src, flow.dst,
+                                      inner.level == IPSEC_LEVEL_UNIQUE ? inner.reqid : 0);
+  Sa* tunnel = sas_.selectOutbound(SADB_SATYPE_ESP, *outer.tunnelSrc, *outer.tunnelDst,
+                                   outer.level == IPSEC_LEVEL_UNIQUE ? outer.reqid : 0);
+  if (!transport || !tunnel) {
+    requestAcquire(p, transport ? outer : inner, flow);
+    return holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : monotonicMs());
+  }
+  for (Sa* sa : {transport, tunnel}) {
+    if (sa->seqNext >= sa->seqLimit) {
+      ++counters_.out_drop_seq_wait;
+      maybeRequestSeq(*sa);
+      return false;
+    }
+  }
+  if ((transport->mode != IPSEC_MODE_ANY && transport->mode != IPSEC_MODE_TRANSPORT) ||
+      (tunnel->mode != IPSEC_MODE_ANY && tunnel->mode != IPSEC_MODE_TUNNEL)) {
+    ++counters_.out_drop_sa_mode;
+    return false;
+  }
+  std::uint8_t* data = bufferData(w, buf);
+  // The tunnel's MTU judged on the packet as it came (an ICMP must quote it,
+  // not the ESP it becomes), with room kept for the transport SA's ESP.
+  TunnelFit fit;
+  const std::size_t transportGrowth =
+      esp::kEspHeaderLength + transport->layout.ivLength + transport->layout.maxTailroom();
+  if (!fitTunnel(*tunnel, {data + kHeadroom, len}, fit, transportGrowth)) return false;
+  const std::uint8_t outerTos = esp::outerTrafficClass(esp::trafficClass({data + kHeadroom, len}));
+  if (!outboundTransport(w, buf, len, *transport, &p)) return false;
+  BufferContext& ctx = w.contexts[buf];
+  ctx.thenTunnel = true;
+  ctx.tunnelSa = tunnel->ref;
+  ctx.tos = outerTos;
+  ctx.outerDf = fit.outerDf;
+  return true;
+}
+
+// The transport SA has sealed buf: the host's packet, now ESP, goes into the
+// tunnel SA's ESP; the seal request is sent when the completion burst ends
+// (drainCompletions).
+void Forwarder::sealTunnelAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexcept {
+  const BufferContext ctx = w.contexts[c.bufferIndex];
+  Sa* tunnel = sas_.find(ctx.tunnelSa);
+  if (!tunnel) {
+    ++counters_.bundle_out_drop_sa_gone;
+    freeBuffer(w, c.bufferIndex);
+    return;
+  }
+  if (tunnel->seqNext >= tunnel->seqLimit) {
+    ++counters_.bundle_out_drop_seq_wait;
+    maybeRequestSeq(*tunnel);
+    freeBuffer(w, c.bufferIndex);
+    return;
+  }
+  // The broker echoes our descriptor: it must still lie inside the buffer.
+  if (ctx.transportHeader == 0 || c.offset < ctx.transportHeader || c.offset > w.bufferSize ||
+      c.length > w.bufferSize - c.offset) {
+    ++counters_.out_drop_crypto;
+    freeBuffer(w, c.bufferIndex);
+    return;
+  }
+  std::uint8_t* data = bufferData(w, c.bufferIndex);
+  const std::uint32_t start = c.offset - ctx.transportHeader;
+  const std::uint32_t len = c.length + ctx.transportHeader;
+  const std::uint8_t nextHeader = (data[start] >> 4) == 4 ? esp::kNextHeaderIpv4 : esp::kNextHeaderIpv6;
+  const std::uint64_t seq = tunnel->seqNext;
+  auto r = esp::encapsulate({data, w.bufferSize}, start, len, tunnel->spi, static_cast<std::uint32_t>(seq),
+                            tunnel->layout, nextHeader);
+  if (!r.ok()) {
+    ++counters_.out_drop_no_room;
+    freeBuffer(w, c.bufferIndex);
+    return;
+  }
+  ++tunnel->seqNext;
+  maybeRequestSeq(*tunnel);
+  if (tunnel->firstUse == 0) tunnel->firstUse = static_cast<std::uint64_t>(::time(nullptr));
+  if (NatT* nat = natTOf(*tunnel)) nat->outbound = true;
+  if (TunnelOptions* t = tunnelOf(*tunnel)) {
+    t->outbound = true;
+    t->lastOutMs = monotonicMs();
+  }
+  w.pending.push_back(cryptoRequest(c.bufferIndex, *tunnel, proto::CryptoOp::kSeal,
+                                    static_cast<std::uint32_t>(r.offset), static_cast<std::uint32_t>(r.length), seq));
+  BufferContext next;
+  next.use = Use::kOutbound;
+  next.sa = tunnel->ref;
+  next.seq = seq;
+  next.tos = ctx.tos;
+  next.outerDf = ctx.outerDf;
+  w.contexts[c.bufferIndex] = next;
+  tunnel->counters.out_packets++;
+  tunnel->counters.out_bytes += len;
+  ++counters_.bundle_out_packets;
+}
+
+bool Forwarder::openInnerTransport(Worker& w, std::uint32_t buf, Sa& tunnel, std::uint32_t start,
+                                   std::uint32_t length) noexcept {
+  std::uint8_t* data = bufferData(w, buf);
+  const std::uint8_t* ip = data + start;
+  Outer o;
+  std::uint32_t headerLength = 0;
+  if (length >= 20 && (ip[0] >> 4) == 4) {
+    headerLength = (ip[0] & 0x0fu) * 4u;
+    if (headerLength < 20 || ip[9] != IPPROTO_ESP) return false;
+    o.dst = esp::IpAddress::v4(std::span<const std::uint8_t, 4>(ip + 16, 4));
+    o.tos = ip[1];
+  } else if (length >= 40 && (ip[0] >> 4) == 6) {
+    headerLength = 40;
+    if (ip[6] != IPPROTO_ESP) return false;  // ESP behind extension headers: the tunnel's payload as any other
+    o.src = esp::IpAddress::v6(std::span<const std::uint8_t, 16>(ip + 8, 16));
+    o.dst = esp::IpAddress::v6(std::span<const std::uint8_t, 16>(ip + 24, 16));
+    o.tos = static_cast<std::uint8_t>(((ip[0] & 0x0fu) << 4) | (ip[1] >> 4));
+    o.hopLimit = ip[7];
+  } else {
+    return false;
+  }
+  if (length < headerLength + esp::kEspHeaderLength) return false;
+  const std::uint32_t spi = (std::uint32_t{ip[headerLength]} << 24) | (std::uint32_t{ip[headerLength + 1]} << 16) |
+                            (std::uint32_t{ip[headerLength + 2]} << 8) | ip[headerLength + 3];
+  // Someone else's ESP through our tunnel (no transport SA of ours): delivered as any tunnel payload.
+  if (!sas_.findInbound(SADB_SATYPE_ESP, spi, o.dst)) return false;
+  o.espOffset = start + headerLength;
+  // The tunnel's part is done: counted as the tunnel SA's, whatever the
+  // transport SA decides.
+  if (tunnel.firstUse == 0) tunnel.firstUse = static_cast<std::uint64_t>(::time(nullptr));
+  tunnel.counters.in_packets++;
+  tunnel.counters.in_bytes += length;
+  // ESP transport rebuilds IPv4 from the header at the buffer's start, as
+  // the raw ESP socket leaves it.
+  if (o.dst.isV4()) std::memmove(data, ip, headerLength);
+  const SaRef tunnelRef = tunnel.ref;
+  inboundPacket(w, buf, start + length, o);  // frees and counts on failure
+  BufferContext& ctx = w.contexts[buf];
+  if (ctx.use != Use::kInbound) return true;
+  ctx.afterTunnel = true;
+  ctx.tunnelSa = tunnelRef;
   return true;
 }
 

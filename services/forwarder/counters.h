@@ -104,15 +104,18 @@ namespace ipsec::forwarder {
   X(ah_in_drop_bad_inner)     /* inner packet malformed */                         \
   X(ah_in_drop_ecn)           /* outer CE on a Not-ECT inner packet (RFC 6040) */  \
   X(ah_in_drop_policy)        /* not allowed by the inbound SPD */              \
-  X(bundle_out_packets)       /* ESP sealed, then AH signed (bundle.cpp) */        \
+  X(bundle_out_packets)       /* ESP sealed, then AH signed or tunnel ESP sealed (bundle.cpp) */ \
   X(bundle_out_drop_sa_gone)  /* the second SA went away between the stages */    \
   X(bundle_out_drop_seq_wait) /* the second SA's sequence grant ran out */        \
-  X(bundle_in_packets)        /* AH verified, then ESP opened and delivered */    \
+  X(bundle_in_packets)        /* AH or tunnel ESP, then ESP opened and delivered */ \
   X(bundle_in_drop_missing_ah)  /* policy asks ESP inside AH: came without AH */  \
   X(bundle_in_drop_missing_esp) /* policy asks ESP inside AH: AH without ESP */   \
   X(bundle_in_drop_ah_policy)   /* the AH SA used does not match the policy */    \
   X(bundle_in_drop_bad_inner)   /* ESP after AH could not be located */           \
   X(bundle_in_drop_ipcomp_policy) /* compressed, and the policy has no IPComp */ \
+  X(bundle_in_drop_missing_tunnel) /* policy asks ESP inside an ESP tunnel: came without the tunnel */ \
+  X(bundle_in_drop_missing_transport) /* ... the tunnel's inner packet was not ESP for us */ \
+  X(bundle_in_drop_tunnel_policy) /* the tunnel SA around transport ESP does not match the policy */ \
   /* tunnel details (pmtu.cpp): path MTU, outer fragments, TFC, dummy packets */   \
   X(pmtu_out_drop_too_big)    /* beyond the SA MTU, DF (or IPv6 > 1280): ICMP instead */ \
   X(pmtu_icmp_sent)           /* ICMP frag needed / ICMPv6 too big to the TUN */   \

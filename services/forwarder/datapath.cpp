@@ -139,6 +139,7 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
     ++counters_.esp_out_drop_disabled;
     return false;
   }
+  if (isEspInEspBundle(*p)) return outboundEspInEsp(w, buf, len, *p, *flow, heldSinceMs);  // bundle.cpp
   Sa* sa = nullptr;
   const Request* wanted = nullptr;
   for (const auto& r : p->requests) {
@@ -563,6 +564,7 @@ void Forwarder::onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept {
     return;
   }
   if (ctx.thenAh) return signAfterSeal(w, c);  // a bundle: AH next (bundle.cpp)
+  if (ctx.thenTunnel) return sealTunnelAfterSeal(w, c);  // a bundle: the tunnel's ESP next (bundle.cpp)
   if (ctx.transportHeader != 0) return queueTransportSend(w, c, *sa);
   // A NAT-T SA sends ESP as the payload of UDP to (dst, natTDport).
   const NatT* nat = natTOf(*sa);
@@ -705,8 +707,16 @@ void Forwarder::onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept {
     case esp::EcnAction::kSetCe: esp::markCe({inner, d.length}); break;
     case esp::EcnAction::kDrop: return drop(counters_.esp_in_drop_ecn);
   }
+  // ESP for one of our transport SAs inside the tunnel: opened again, the
+  // SPD asked once that has (bundle.cpp).
+  if (flow->proto == IPPROTO_ESP &&
+      openInnerTransport(w, c.bufferIndex, *sa, static_cast<std::uint32_t>(inner - bufferData(w, c.bufferIndex)),
+                         static_cast<std::uint32_t>(d.length))) {
+    return;
+  }
   const Policy* p = spd_.lookup(IPSEC_DIR_INBOUND, *flow);
   if (!p) p = spd_.lookup(IPSEC_DIR_FWD, *flow);
+  if (p && isEspInEspBundle(*p)) return drop(counters_.bundle_in_drop_missing_transport);
   if (!p || p->action != IPSEC_POLICY_IPSEC || !requestAllows(*p, *sa)) {
     log::debug("in: {} -> {} via SPI {:#x} not allowed by the SPD", flow->src.toString(), flow->dst.toString(),
                sa->spi);

@@ -114,6 +114,11 @@ class Forwarder {
     // sealed; inbound, the AH SA that verified the packet before ESP opens it.
     bool thenAh = false, afterAh = false;
     SaRef ahSa{};
+    // ESP transport inside an ESP tunnel: outbound, the tunnel SA that seals
+    // once the transport SA has; inbound, the tunnel SA that opened the
+    // packet before the transport SA opens what was inside.
+    bool thenTunnel = false, afterTunnel = false;
+    SaRef tunnelSa{};
     bool outerDf = false;  // outbound tunnel, IPv4 outer: the DF bit (pmtu.cpp decided it)
   };
   // What an inbound packet's outer headers said, however it arrived.
@@ -267,6 +272,18 @@ class Forwarder {
   void openAfterVerify(Worker& w, std::uint32_t buf, Sa& ah, std::uint32_t start, std::uint32_t length,
                        std::size_t headerLength, std::uint8_t tos) noexcept;
   bool bundleAllows(const Policy& p, const BufferContext& ctx, bool compressed) noexcept;
+  // ESP transport inside an ESP tunnel (`esp/transport//require
+  // esp/tunnel/A-B/require`): both SAs chosen, the transport SA seals the
+  // host's packet, the seal's completion wraps the result in the tunnel SA's
+  // ESP (sealTunnelAfterSeal). Inbound, a tunnel packet whose inner packet is
+  // ESP for one of our transport SAs is opened again in the same buffer
+  // (openInnerTransport), and the SPD then wants both SAs (bundleAllows).
+  static bool isEspInEspBundle(const Policy& p) noexcept;
+  bool outboundEspInEsp(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p, const esp::FlowKey& flow,
+                        std::uint64_t heldSinceMs) noexcept;
+  void sealTunnelAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexcept;
+  // True when it took the buffer: the inner packet at buf[start, start+length) is ESP for a transport SA here.
+  bool openInnerTransport(Worker& w, std::uint32_t buf, Sa& tunnel, std::uint32_t start, std::uint32_t length) noexcept;
   std::vector<IpcompSa> ipcompSas_;
   std::uint64_t nextIpcompOrder_ = 1;
   std::unique_ptr<ipcomp::Compressor> compressor_;
@@ -325,7 +342,9 @@ class Forwarder {
   // does not and may not be fragmented (IPv4 DF, IPv6 above 1280) the sender
   // gets ICMP and the packet is dropped (false); otherwise the outer packet
   // will be fragmented. Also decides the outer DF bit and TFC padding.
-  bool fitTunnel(const Sa& sa, std::span<const std::uint8_t> inner, TunnelFit& fit) noexcept;
+  // reserve: bytes the packet will still grow by before the tunnel's ESP
+  // (an ESP transport SA inside the tunnel, bundle.cpp).
+  bool fitTunnel(const Sa& sa, std::span<const std::uint8_t> inner, TunnelFit& fit, std::size_t reserve = 0) noexcept;
   void sendTooBig(std::span<const std::uint8_t> inner, std::size_t mtu) noexcept;
   // After sealing: IPv4 outer (and IPv6 outer beyond the MTU) with our own
   // header on the header-included sockets, whole or in fragments. False when

@@ -72,9 +72,11 @@ std::size_t Forwarder::outerOverhead(const Sa& sa) noexcept {
   return (sa.dst.isV4() ? 20u : 40u) + (natTOf(sa) ? 8u : 0u);
 }
 
-bool Forwarder::fitTunnel(const Sa& sa, std::span<const std::uint8_t> inner, TunnelFit& fit) noexcept {
+bool Forwarder::fitTunnel(const Sa& sa, std::span<const std::uint8_t> inner, TunnelFit& fit,
+                          std::size_t reserve) noexcept {
   const TunnelOptions* t = tunnelOf(sa);
-  const std::size_t limit = esp::maxInnerLength(sa.layout, pathMtu(sa, t), outerOverhead(sa));
+  const std::size_t most = esp::maxInnerLength(sa.layout, pathMtu(sa, t), outerOverhead(sa));
+  const std::size_t limit = most > reserve ? most - reserve : 0;
   const esp::DfPolicy policy = esp::effectiveDfPolicy(t ? t->dfPolicy : 0, dfbit_);
   fit.outerDf = sa.dst.isV4() && esp::outerDontFragment(policy, inner);
   fit.padTo = 0;

@@ -13,7 +13,12 @@
 - IPComp, ESP and AH in transport mode, all three;
 - an ESP tunnel inside AH (`esp/tunnel/A-B/require ah/transport//require`),
   IPv4 and IPv6 outer, IPv4 and IPv6 inner: outer IP | AH | ESP | inner IP;
-  ESP alone for that policy is dropped and counted.
+  ESP alone for that policy is dropped and counted;
+- ESP transport inside an ESP tunnel (`esp/transport//require
+  esp/tunnel/A-B/require`), IPv4 and IPv6 outer, IPv4 and IPv6 inner: on the
+  wire outer IP | ESP (the tunnel SA's SPI) | inner IP | ESP (the inner hosts'
+  transport SA); both SAs' counters move on both ends, ping and TCP both ways;
+  a tunnel without the transport ESP inside is dropped and counted.
 """
 
 import subprocess
@@ -29,6 +34,8 @@ AH_AB = 0x6201
 AH_BA = 0x6202
 CPI_AB = 0x6301
 CPI_BA = 0x6302
+INNER_SPI_AB = 0x6401  # ESP transport between the inner hosts, inside the tunnel
+INNER_SPI_BA = 0x6402
 
 
 def transport_config(side):
@@ -110,6 +117,29 @@ def esp_tunnel_ah_setkey(side, outer, with_ah=True):
         ah = " ah/transport//require" if with_ah else ""
         out.append(f"spdadd {lnet} {rnet} any -P out ipsec esp/tunnel/{local}-{remote}/require{ah};")
         out.append(f"spdadd {rnet} {lnet} any -P in ipsec esp/tunnel/{remote}-{local}/require{ah};")
+    return "\n".join(out) + "\n"
+
+
+def esp_in_esp_setkey(side, outer, with_transport=True):
+    """The ESP tunnel between the outer addresses; ESP transport between the inner hosts inside it
+    (with_transport False: this side sends and asks for the tunnel alone)."""
+    a, b = OUTER[outer]
+    d = 0x10 * outer
+    out = ["flush;", "spdflush;",
+           f"add {a} {b} esp {SPI_AB + d:#x} -m tunnel -r 64 -E aes-gcm-16 0x{GCM_KEY_AB.hex()};",
+           f"add {b} {a} esp {SPI_BA + d:#x} -m tunnel -r 64 -E aes-gcm-16 0x{GCM_KEY_BA.hex()};"]
+    local, remote = (a, b) if side == "a" else (b, a)
+    for fam in (4, 6):
+        ia, ib = INNER[fam]
+        e = 0x10 * fam
+        # Keys of the other direction: the two layers do not share one.
+        out += [f"add {ia} {ib} esp {INNER_SPI_AB + e:#x} -m transport -r 64 -E aes-gcm-16 0x{GCM_KEY_BA.hex()};",
+                f"add {ib} {ia} esp {INNER_SPI_BA + e:#x} -m transport -r 64 -E aes-gcm-16 0x{GCM_KEY_AB.hex()};"]
+        na, nb = INNER_NETS[fam]
+        lnet, rnet = (na, nb) if side == "a" else (nb, na)
+        inner = "esp/transport//require " if with_transport else ""
+        out.append(f"spdadd {lnet} {rnet} any -P out ipsec {inner}esp/tunnel/{local}-{remote}/require;")
+        out.append(f"spdadd {rnet} {lnet} any -P in ipsec {inner}esp/tunnel/{remote}-{local}/require;")
     return "\n".join(out) + "\n"
 
 
@@ -262,6 +292,67 @@ class BundleTest(unittest.TestCase):
             self.assertNotEqual(r.returncode, 0, r.stdout)
             c = counters(tb.b)
             self.assertGreaterEqual(c["bundle_in_drop_missing_ah"], 3, c)
+            self.assertEqual(c["esp_in_packets"], 0, c)
+
+    def esp_transport_inside_esp_tunnel(self, outer):
+        with Testbed() as tb:
+            # Two ESP layers and an IPv6 outer header around a 1400-byte inner
+            # packet exceed the veth's 1500 bytes: a smaller TUN MTU keeps
+            # this test about the bundle, not about path MTU discovery.
+            for h in tb.hosts():
+                tb.start(h, esp_in_esp_setkey(h.side, outer), tun_mtu="1360")
+            cap = capture(tb.b, 2)
+            time.sleep(0.5)
+            for fam in (4, 6):
+                self.ping_both_ways(tb, fam, INNER[fam])
+            seen, _ = cap.communicate(timeout=20)
+            d = 0x10 * outer
+            a, b = OUTER[outer]
+            # Between the tunnel's ends, the tunnel SA's ESP outside.
+            self.assertRegex(seen, rf"{a} > {b}: ESP\(spi=0x{SPI_AB + d:08x}")
+            self.assertNotRegex(seen, rf"spi=0x{INNER_SPI_AB + 0x40:08x}|spi=0x{INNER_SPI_AB + 0x60:08x}")
+            tcp_transfer(tb.a, tb.b, INNER[4][1], nbytes=1 << 20)
+            tcp_transfer(tb.b, tb.a, INNER[4][0], nbytes=1 << 20, port=5002)
+            tcp_transfer(tb.a, tb.b, INNER[6][1], nbytes=1 << 20, port=5003)
+            tcp_transfer(tb.b, tb.a, INNER[6][0], nbytes=1 << 20, port=5004)
+            for h in tb.hosts():
+                c = counters(h)
+                self.assertGreater(c["bundle_out_packets"], 100, c)
+                self.assertGreater(c["bundle_in_packets"], 100, c)
+                self.assertGreater(c["transport_in_packets"], 100, c)
+            # Both layers' SAs used, both directions, both inner families:
+            # the tunnel SA's and the transport SA's in-counters rise on the receiver.
+            for fam in (4, 6):
+                e = 0x10 * fam
+                for spi in (SPI_AB + d, INNER_SPI_AB + e):
+                    self.assertGreater(sa_counters(tb.a, spi)["out_packets"], 0, hex(spi))
+                    self.assertGreater(sa_counters(tb.b, spi)["in_packets"], 0, hex(spi))
+                for spi in (SPI_BA + d, INNER_SPI_BA + e):
+                    self.assertGreater(sa_counters(tb.b, spi)["out_packets"], 0, hex(spi))
+                    self.assertGreater(sa_counters(tb.a, spi)["in_packets"], 0, hex(spi))
+            # Every tunnel packet carried one transport packet.
+            tunnel_in = sa_counters(tb.b, SPI_AB + d)["in_packets"]
+            transport_in = sum(sa_counters(tb.b, INNER_SPI_AB + 0x10 * fam)["in_packets"] for fam in (4, 6))
+            self.assertEqual(tunnel_in, transport_in)
+            self.assert_no_drops(tb)
+            for h in tb.hosts():
+                self.assertEqual(tb.stop(h), 0, tb.log_text(h))
+
+    def test_esp_transport_inside_esp_tunnel_over_ipv4_outer(self):
+        self.esp_transport_inside_esp_tunnel(4)
+
+    def test_esp_transport_inside_esp_tunnel_over_ipv6_outer(self):
+        self.esp_transport_inside_esp_tunnel(6)
+
+    def test_a_tunnel_without_the_esp_inside_is_dropped_and_counted(self):
+        with Testbed() as tb:
+            # A sends the tunnel alone; B's policy asks for ESP inside it.
+            tb.start(tb.a, esp_in_esp_setkey("a", 4, with_transport=False))
+            tb.start(tb.b, esp_in_esp_setkey("b", 4))
+            r = ping(tb.a, INNER[4][1], count=3, extra=("-w", "3"))
+            self.assertNotEqual(r.returncode, 0, r.stdout)
+            c = counters(tb.b)
+            self.assertGreaterEqual(c["bundle_in_drop_missing_transport"], 3, c)
             self.assertEqual(c["esp_in_packets"], 0, c)
 
     def test_ipcomp_esp_and_ah_in_transport_mode(self):
