@@ -85,6 +85,10 @@ bool Client::awaitReplies(uint8_t type,
     bool alive = receiveAny([&](const pfkey::ParsedMessage& m) {
       // Other clients' changes are broadcast to us too: only our own count.
       if (m.msg().sadb_msg_type != type || m.msg().sadb_msg_pid != pid_) return;
+      // The timeout bounds silence, not the whole reply: a dump of 100 000
+      // SAs takes longer than a second to arrive and print, but never
+      // pauses that long between two of its messages.
+      deadline = std::chrono::steady_clock::now() + timeout;
       onReply(m);
       // The last message of a reply (or of a dump) has seq 0. ipsec-tools
       // also waits through error replies; ours end the wait at once.

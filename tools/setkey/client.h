@@ -26,7 +26,8 @@ class Client {
   // Reads replies to the last request of `type`, calling onReply for each,
   // until the final one (sadb_msg_seq == 0) or the timeout. Messages of other
   // types or pids (broadcasts of other clients' changes) are skipped.
-  // Returns false on timeout.
+  // Returns false when `timeout` passes with no message of the reply (the
+  // wait restarts at each one, so a long dump is not cut short).
   bool awaitReplies(uint8_t type, const std::function<void(const pfkey::ParsedMessage&)>& onReply,
                     std::chrono::milliseconds timeout = std::chrono::seconds(1));
   // Reads any message (for -x); false on error/EOF.
