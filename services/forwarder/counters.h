@@ -59,6 +59,8 @@ namespace ipsec::forwarder {
   X(transport_in_packets)     /* transport-mode packets delivered to the TUN */    \
   X(transport_out_drop_fragment) /* a local fragment: ESP transport wants whole datagrams */ \
   X(transport_in_drop_natt)   /* transport mode in UDP: TCP/UDP header cut (NAT-OA) */ \
+  X(transport_out_natt)       /* transport-mode packets sent as ESP in UDP (NAT-T) */ \
+  X(transport_out_drop_natt)  /* ... not sent: NAT-T SA without ports, or no room for IPv4+UDP */ \
   X(out_drop_sa_mode)         /* the SA's mode is not the policy request's */     \
   X(ipcomp_out_compressed)    /* inner packets compressed (RFC 3173) */            \
   X(ipcomp_out_uncompressed)  /* below the threshold or incompressible: sent as is */ \

@@ -228,6 +228,9 @@ class Forwarder {
   // p: the policy, for an IPComp request in transport mode (bundle.cpp).
   bool outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, const Policy* p = nullptr) noexcept;
   void queueTransportSend(Worker& w, const proto::CryptoCompletion& c, const Sa& sa) noexcept;
+  // ... for an SA with NAT-T: ESP in UDP (transport.cpp).
+  void queueTransportUdp(Worker& w, const proto::CryptoCompletion& c, const Sa& sa, NatT& nat,
+                         const std::uint8_t* packet, bool v4) noexcept;
   // True when it took the packet (delivered or dropped); false for a tunnel-mode payload.
   bool openedTransport(Worker& w, const proto::CryptoCompletion& c, Sa& sa, const BufferContext& ctx) noexcept;
   // NAT-OA (nat_oa.cpp): the TCP/UDP checksum of a transport packet that came in UDP; false: malformed.

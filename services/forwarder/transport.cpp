@@ -7,6 +7,7 @@
 //             the packet's own addresses → the host's header moved in front
 //             of ESP (IPv6: with hop-by-hop/routing/fragment headers) → seal →
 //             sent as it is on the header-included socket of its family
+//             (an SA with NAT-T: as ESP in UDP, queueTransportUdp)
 //   inbound:  raw ESP socket → SPI lookup → open → trailer checks → the IP
 //             header rebuilt around the payload (IPv4: the received header;
 //             IPv6: source from msg_name, destination from pktinfo, hop limit
@@ -21,6 +22,7 @@
 
 #include <cstring>
 
+#include "esp/pmtu.h"
 #include "esp/transport.h"
 #include "forwarder.h"
 #include "log/log.h"
@@ -131,6 +133,7 @@ void Forwarder::queueTransportSend(Worker& w, const proto::CryptoCompletion& c, 
   const BufferContext& ctx = w.contexts[c.bufferIndex];
   std::uint8_t* packet = bufferData(w, c.bufferIndex) + c.offset - ctx.transportHeader;
   const bool v4 = (packet[0] >> 4) == 4;
+  if (NatT* nat = natTOf(sa)) return queueTransportUdp(w, c, sa, *nat, packet, v4);
   SendBatch& b = v4 ? sendHdr4_ : sendHdr6_;
   if (b.fd < 0) b.fd = v4 ? fds_.hdr4.get() : fds_.hdr6.get();
   if (b.count == kBurst) flushSendBatch(b);
@@ -146,6 +149,68 @@ void Forwarder::queueTransportSend(Worker& w, const proto::CryptoCompletion& c, 
   b.msgs[i].msg_hdr.msg_iovlen = 1;
   b.buffers[i] = {&w, c.bufferIndex};
   (void)sa;
+}
+
+// Transport mode behind a NAT (RFC 3948 §3.1.1): the ESP packet goes as the
+// payload of UDP from natTSport to natTDport. IPv4: our header with UDP in
+// place of the host's (its TOS, TTL, Identification and DF kept; IP options
+// are not carried), on the header-included socket as the tunnel path does.
+// IPv6: the ESP alone on the NAT-T UDP socket, the kernel writing IPv6 and
+// UDP (the traffic class by cmsg; extension headers are not carried).
+void Forwarder::queueTransportUdp(Worker& w, const proto::CryptoCompletion& c, const Sa& sa, NatT& nat,
+                                  const std::uint8_t* packet, bool v4) noexcept {
+  nat.outbound = true;  // keepalives go to this peer
+  std::uint8_t* data = bufferData(w, c.bufferIndex);
+  std::uint32_t start = c.offset, length = c.length;
+  std::uint8_t tos = 0;
+  if (v4) {
+    esp::OuterHeader h;
+    h.src = sa.src;
+    h.dst = sa.dst;
+    h.tos = packet[1];
+    h.id = static_cast<std::uint16_t>((packet[4] << 8) | packet[5]);
+    h.dontFragment = (packet[6] & 0x40) != 0;
+    h.ttl = packet[8];
+    h.udpSport = nat.sport;
+    h.udpDport = nat.dport;
+    const auto at = h.udp() ? esp::writeOuterHeader({data, w.bufferSize}, c.offset, c.length, h) : std::nullopt;
+    if (!at) {
+      ++counters_.transport_out_drop_natt;
+      freeBuffer(w, c.bufferIndex);
+      return;
+    }
+    start = static_cast<std::uint32_t>(*at);
+    length = c.length + static_cast<std::uint32_t>(esp::outerHeaderLength(h));
+  } else {
+    if (nat.dport == 0) {
+      ++counters_.transport_out_drop_natt;
+      freeBuffer(w, c.bufferIndex);
+      return;
+    }
+    tos = static_cast<std::uint8_t>(((packet[0] & 0x0fu) << 4) | (packet[1] >> 4));
+  }
+  SendBatch& b = v4 ? sendUdp4_ : sendUdp6_;
+  if (b.count == kBurst) flushSendBatch(b);
+  const std::size_t i = b.count++;
+  const socklen_t alen = esp::toSockaddr({sa.dst, v4 ? std::uint16_t{0} : nat.dport}, b.addrs[i]);
+  b.iovs[i] = {data + start, length};
+  b.msgs[i] = {};
+  b.msgs[i].msg_hdr.msg_name = &b.addrs[i];
+  b.msgs[i].msg_hdr.msg_namelen = alen;
+  b.msgs[i].msg_hdr.msg_iov = &b.iovs[i];
+  b.msgs[i].msg_hdr.msg_iovlen = 1;
+  if (!v4) {
+    b.msgs[i].msg_hdr.msg_control = b.cmsgs[i].data();
+    b.msgs[i].msg_hdr.msg_controllen = b.cmsgs[i].size();
+    cmsghdr* cm = CMSG_FIRSTHDR(&b.msgs[i].msg_hdr);
+    cm->cmsg_level = IPPROTO_IPV6;
+    cm->cmsg_type = IPV6_TCLASS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    const int tclass = tos;
+    std::memcpy(CMSG_DATA(cm), &tclass, sizeof tclass);
+  }
+  b.buffers[i] = {&w, c.bufferIndex};
+  ++counters_.transport_out_natt;
 }
 
 bool Forwarder::openedTransport(Worker& w, const proto::CryptoCompletion& c, Sa& sa,

@@ -16,8 +16,10 @@ seals it in transport mode and sends the ESP from B's UDP port 4500.
     is what made the right one pass;
   - UDP, no OA: received (IPv4: checksum cleared; IPv6: recomputed);
   - TCP, right OA: A's listening socket answers the SYN with a SYN-ACK (sent
-    back in plain transport ESP, opened here by scapy), our ACK completes the
-    handshake and accept() returns; wrong OA: no SYN-ACK, Tcp InCsumErrors up.
+    back over A's own NAT-T transport SA as ESP in UDP from port 4500 to 4500,
+    RFC 3948 §3.1.1, never as plain ESP; opened here by scapy), our ACK
+    completes the handshake and accept() returns; wrong OA: no SYN-ACK, Tcp
+    InCsumErrors up.
 Run as root with /usr/bin/python3; needs ipsecd built (IPSEC_BUILD_DIR).
 """
 
@@ -134,14 +136,17 @@ class NatOaPeer:
         cls.tb.__enter__()
         cls.addClassCleanup(cls.tb.close)
         a, b = OUTER[cls.FAM]
-        # Outbound (A → B): plain transport ESP, for the SYN-ACK; inbound: the NAT-T SAs.
-        text = (f"flush;\nspdflush;\nadd {a} {b} esp {SPI_AB:#x} -m transport -r 64 "
-                f"-E aes-gcm-16 0x{GCM_KEY_AB.hex()};\n"
+        # Outbound (A → B): transport ESP in UDP, for the SYN-ACK; inbound: the NAT-T SAs.
+        text = (f"flush;\nspdflush;\n"
                 f"spdadd {a} {b} any -P out ipsec esp/transport//require;\n"
                 f"spdadd {b} {a} any -P in ipsec esp/transport//require;\n")
         cls.tb.start(cls.tb.a, text, transport_peers=b, local_addresses=a)
         c = natt_pfkey.Client(cls.tb.a.runtime)
         try:
+            reply = c.request(add_transport_natt_sa(SPI_AB, a, b, GCM_KEY_AB, None, 10))
+            err = natt_pfkey.header(reply)[2]
+            if err:
+                raise OSError(err, f"PF_KEY ADD (outbound) refused: {os.strerror(err)}")
             for i, (case, oa) in enumerate((("right", PRIVATE[cls.FAM]), ("wrong", WRONG[cls.FAM]), ("none", None)), 1):
                 reply = c.request(add_transport_natt_sa(spi_of(case, cls.FAM), b, a, GCM_KEY_BA, oa, i))
                 err = natt_pfkey.header(reply)[2]
@@ -208,14 +213,23 @@ class NatOaPeer:
         self.assertEqual(csum_errors, 0)
 
     def syn_acks(self, pkts, sport):
-        """TCP segments A sent back to B (plain transport ESP, opened by scapy with the A → B key)."""
-        a, _ = OUTER[self.FAM]
+        """TCP segments A sent back to B (transport ESP in UDP 4500 → 4500, opened by scapy with
+        the A → B key); A's plain ESP is collected in self.plain_esp."""
+        a, b = OUTER[self.FAM]
         sa = scapy_sa("aes-gcm", "ab")
         out = []
+        self.plain_esp = []
         for p in pkts:
-            if outer_of(p)[1] != a or ESP not in p:
+            if outer_of(p)[1] != a:
                 continue
-            inner = sa.decrypt((p[IP] if self.FAM == 4 else p[IPv6]).copy())
+            if UDP not in p:
+                self.plain_esp.append(p)
+                continue
+            if (p[UDP].sport, p[UDP].dport) != (PORT, PORT) or len(p[UDP].payload) <= 8:
+                continue
+            L3 = IP if self.FAM == 4 else IPv6
+            header = L3(src=a, dst=b, proto=50) if self.FAM == 4 else L3(src=a, dst=b, nh=50)
+            inner = sa.decrypt(L3(bytes(header / Raw(bytes(p[UDP].payload)))))
             if TCP in inner and inner[TCP].dport == sport:
                 out.append(inner[TCP])
         return out
@@ -226,7 +240,8 @@ class NatOaPeer:
         self.assertEqual(srv.stdout.readline().strip(), "listening")
         errs = snmp(self.tb.a, "Tcp", "InCsumErrors")
         isn = 0x01020304
-        cap = Capture(self.tb.b, os.path.join(self.tb.b.workdir, f"tcp-{case}.pcap"))
+        cap = Capture(self.tb.b, os.path.join(self.tb.b.workdir, f"tcp-{case}.pcap"),
+                      bpf="udp port 4500 or ip proto 50 or ip6 proto 50")
         with cap:
             syn = TCP(sport=sport, dport=port, flags="S", seq=isn, window=65535)
             self.seal_and_send(case, [self.natted(syn, PRIVATE[self.FAM])])
@@ -246,6 +261,8 @@ class NatOaPeer:
         self.assertEqual(answers[0].ack, isn + 1)
         self.assertIn(f"accepted {OUTER[self.FAM][1]} 41001", out)
         self.assertEqual(csum_errors, 0)
+        self.assertEqual(self.plain_esp, [], "A sent plain ESP over a NAT-T SA")
+        self.assertGreaterEqual(self.counters()["transport_out_natt"], 1)
 
     def test_tcp_syn_with_a_wrong_oa_is_dropped_by_the_kernel_checksum(self):
         answers, out, csum_errors, _ = self.tcp_case("wrong", 7102, 41002)

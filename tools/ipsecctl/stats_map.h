@@ -130,6 +130,8 @@ inline constexpr StatCounter kStatCounters[] = {
     {"transport_out_drop_fragment", "esp", "",
      "transport-mode packet%s dropped; a local fragment (ESP transport wants whole datagrams)"},
     {"transport_in_drop_natt", "esp", "", "transport-mode packet%s in UDP dropped; TCP/UDP header cut (NAT-OA)"},
+    {"transport_out_natt", "esp", "", "transport-mode packet%s sent as ESP in UDP (NAT-T)"},
+    {"transport_out_drop_natt", "esp", "", "transport-mode packet%s in UDP not sent; SA without ports or no room"},
     // ah
     {"ah_out_packets", "ah", "ahs_output", "packet%s out"},
     {"ah_out_bytes", "ah", "ahs_obytes", "byte%s out, IP header included"},
