@@ -340,28 +340,36 @@ bool Forwarder::sealTunnelForAh(Worker& w, std::uint32_t buf, std::uint32_t len,
   return true;
 }
 
+// The first stage of an outbound bundle has sealed c's buffer: the second
+// stage's SA must still be there with a sequence number to give, and the
+// descriptor the broker echoed must lie inside the buffer behind the kept
+// header (which a transport-in-tunnel bundle always has). Otherwise the
+// buffer is freed, the drop counted, and nullptr returned.
+Sa* Forwarder::secondStage(Worker& w, const proto::CryptoCompletion& c, SaRef ref,
+                           bool needsKeptHeader) noexcept {
+  const BufferContext& ctx = w.contexts[c.bufferIndex];
+  Sa* sa = sas_.find(ref);
+  if (!sa) {
+    ++counters_.bundle_out_drop_sa_gone;
+  } else if (sa->seqNext >= sa->seqLimit) {
+    ++counters_.bundle_out_drop_seq_wait;
+    maybeRequestSeq(*sa);
+  } else if ((needsKeptHeader && ctx.transportHeader == 0) || c.offset < ctx.transportHeader ||
+             c.offset > w.bufferSize || c.length > w.bufferSize - c.offset) {
+    ++counters_.out_drop_crypto;
+  } else {
+    return sa;
+  }
+  freeBuffer(w, c.bufferIndex);
+  return nullptr;
+}
+
 // ESP has sealed buf: frame AH around the sealed packet and queue the sign
 // request (sent when the completion burst ends, drainCompletions).
 void Forwarder::signAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexcept {
   const BufferContext ctx = w.contexts[c.bufferIndex];
-  Sa* ah = sas_.find(ctx.ahSa);
-  if (!ah) {
-    ++counters_.bundle_out_drop_sa_gone;
-    freeBuffer(w, c.bufferIndex);
-    return;
-  }
-  if (ah->seqNext >= ah->seqLimit) {
-    ++counters_.bundle_out_drop_seq_wait;
-    maybeRequestSeq(*ah);
-    freeBuffer(w, c.bufferIndex);
-    return;
-  }
-  // The broker echoes our descriptor: it must still lie inside the buffer.
-  if (c.offset < ctx.transportHeader || c.offset > w.bufferSize || c.length > w.bufferSize - c.offset) {
-    ++counters_.out_drop_crypto;
-    freeBuffer(w, c.bufferIndex);
-    return;
-  }
+  Sa* ah = secondStage(w, c, ctx.ahSa, false);
+  if (!ah) return;
   const std::uint32_t start = c.offset - ctx.transportHeader;
   // Transport: AH into the host's packet in front of ESP. Tunnel (no kept
   // header): AH and our outer header in front of the ESP packet.
@@ -533,25 +541,8 @@ bool Forwarder::outboundEspInEsp(Worker& w, std::uint32_t buf, std::uint32_t len
 // (drainCompletions).
 void Forwarder::sealTunnelAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexcept {
   const BufferContext ctx = w.contexts[c.bufferIndex];
-  Sa* tunnel = sas_.find(ctx.tunnelSa);
-  if (!tunnel) {
-    ++counters_.bundle_out_drop_sa_gone;
-    freeBuffer(w, c.bufferIndex);
-    return;
-  }
-  if (tunnel->seqNext >= tunnel->seqLimit) {
-    ++counters_.bundle_out_drop_seq_wait;
-    maybeRequestSeq(*tunnel);
-    freeBuffer(w, c.bufferIndex);
-    return;
-  }
-  // The broker echoes our descriptor: it must still lie inside the buffer.
-  if (ctx.transportHeader == 0 || c.offset < ctx.transportHeader || c.offset > w.bufferSize ||
-      c.length > w.bufferSize - c.offset) {
-    ++counters_.out_drop_crypto;
-    freeBuffer(w, c.bufferIndex);
-    return;
-  }
+  Sa* tunnel = secondStage(w, c, ctx.tunnelSa, true);
+  if (!tunnel) return;
   std::uint8_t* data = bufferData(w, c.bufferIndex);
   const std::uint32_t start = c.offset - ctx.transportHeader;
   const std::uint32_t len = c.length + ctx.transportHeader;

@@ -272,6 +272,7 @@ class Forwarder {
                      std::uint64_t heldSinceMs) noexcept;
   bool sealTunnelForAh(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& esp, const esp::FlowKey& flow) noexcept;
   void signAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexcept;
+  Sa* secondStage(Worker& w, const proto::CryptoCompletion& c, SaRef ref, bool needsKeptHeader) noexcept;
   void openAfterVerify(Worker& w, std::uint32_t buf, Sa& ah, std::uint32_t start, std::uint32_t length,
                        std::size_t headerLength, std::uint8_t tos) noexcept;
   bool bundleAllows(const Policy& p, const BufferContext& ctx, bool compressed) noexcept;
