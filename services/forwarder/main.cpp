@@ -6,7 +6,7 @@
 //   4  keydb       SA metadata without keys, sequence grants  ← / usage, seq requests →
 //   5  policy      SPD entries ←
 //   6  TUN         inner packets, both ways
-//   7  raw ESP/v4  outer packets, both ways
+//   7  raw ESP/v4  outer packets in (out: our own IPv4 header, below)
 //   8  raw ESP/v6  outer packets, both ways
 //   9  raw AH/v4, 10 raw AH/v6  AH in (ah.cpp; IPv6 with the extension
 //                  headers before AH as control messages); AH goes out on the
@@ -16,8 +16,10 @@
 //                  out, keepalives in; IKE only when no IKE daemon shares the port
 //   15+3i, 16+3i, 17+3i  crypto worker i: ring memfd, request bell, completion bell
 //   then 2: header-included raw IPv4, IPv6 (send only): transport-mode ESP
-//                  with the host's own header (and IPv6 extension headers), and
-//                  AH in both modes (the ICV covers the header: we write it all)
+//                  with the host's own header (and IPv6 extension headers),
+//                  AH in both modes (the ICV covers the header: we write it all),
+//                  and every IPv4 tunnel packet, plain or in UDP (DF per SA and
+//                  our own outer fragments need our own header: pmtu.cpp)
 //
 // Sandbox: its own uid, an empty root, no capabilities, no_new_privs, and an
 // allow-list without open/openat, socket, connect or execve: a compromised
@@ -63,8 +65,8 @@ int main(int argc, char** argv) {
                              service::takeFd(base + 2, "completion bell")});
     }
     const int afterWorkers = 15 + 3 * static_cast<int>(args.workers);
-    fds.hdr4 = service::takeFd(afterWorkers, "header-included IPv4 socket (transport mode)");
-    fds.hdr6 = service::takeFd(afterWorkers + 1, "header-included IPv6 socket (transport mode)");
+    fds.hdr4 = service::takeFd(afterWorkers, "header-included IPv4 socket");
+    fds.hdr6 = service::takeFd(afterWorkers + 1, "header-included IPv6 socket");
     forwarder::Forwarder fwd(svc.io(), std::move(fds));
 
     fwd.start();
