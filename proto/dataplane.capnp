@@ -15,6 +15,10 @@ struct SaInstall {
   params @1 :Common.SaParams;
   seqNext @2 :UInt64;
   seqLimit @3 :UInt64;
+  # UPDATE of a live SA: the entry this one replaces (generation 0: none). It
+  # kept working until now; the new entry takes over its replay window (what
+  # was accepted stays accepted) and the old one goes.
+  replaces @4 :Common.SaRef;
 }
 
 struct SeqGrant {

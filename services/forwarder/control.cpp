@@ -160,6 +160,13 @@ void Forwarder::serviceCompletions(Worker& w) {
   }
 }
 
+// An ESP or AH SA's entry and its side tables (NAT-T, tunnel options).
+void Forwarder::removeSaEntry(SaRef ref) {
+  sas_.remove(ref);
+  if (ref.index < natT_.size() && natT_[ref.index].generation == ref.generation) natT_[ref.index] = NatT{};
+  removeTunnelOptions(ref);
+}
+
 bool Forwarder::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
   if (!fds.empty()) return false;
   auto msg = m.getRoot<proto::KeydbToForwarder>();
@@ -173,12 +180,24 @@ bool Forwarder::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
         releaseHeld();
         return true;
       }
+      auto p = msg.getInstall().getParams();
+      const SaRef ref{msg.getInstall().getSa().getIndex(), msg.getInstall().getSa().getGeneration()};
+      const SaRef replaced{msg.getInstall().getReplaces().getIndex(), msg.getInstall().getReplaces().getGeneration()};
+      // An UPDATE's new entry inherits what the old one accepted (read
+      // before the install, which may reuse the old one's slot).
+      std::optional<esp::ReplayWindow> inherited;
+      if (const Sa* old = replaced.generation != 0 ? sas_.find(replaced) : nullptr;
+          old && old->replay && old->spi == p.getSpi() && old->satype == p.getSatype()) {
+        inherited = old->replay;
+      }
       if (auto err = isAhInstall(msg.getInstall()) ? installAh(msg.getInstall()) : sas_.install(msg.getInstall())) {
         log::error("keydb sent a bad SA: {}", *err);
         return false;
       }
-      auto p = msg.getInstall().getParams();
-      const SaRef ref{msg.getInstall().getSa().getIndex(), msg.getInstall().getSa().getGeneration()};
+      if (replaced.generation != 0 && replaced != ref) {
+        if (Sa* sa = sas_.find(ref); sa && sa->replay && inherited) SaTable::carryReplayHistory(*inherited, *sa->replay);
+        removeSaEntry(replaced);
+      }
       if (p.getNatTType() != 0 && p.getNatTType() != UDP_ENCAP_ESPINUDP) {
         // Only RFC 3948 encapsulation; the old draft's (non-IKE marker) is not run.
         log::error("SA SPI {:#x}: NAT-T type {} not supported, SA not installed", p.getSpi(), p.getNatTType());
@@ -200,9 +219,7 @@ bool Forwarder::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
     case proto::KeydbToForwarder::REMOVE: {
       const SaRef ref{msg.getRemove().getIndex(), msg.getRemove().getGeneration()};
       if (removeIpcomp(ref)) return true;
-      sas_.remove(ref);
-      if (ref.index < natT_.size() && natT_[ref.index].generation == ref.generation) natT_[ref.index] = NatT{};
-      removeTunnelOptions(ref);
+      removeSaEntry(ref);
       return true;
     }
     case proto::KeydbToForwarder::SEQ_GRANT: {

@@ -374,6 +374,7 @@ class Forwarder {
 
   // Control (control.cpp).
   bool onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
+  void removeSaEntry(SaRef ref);
   bool onPolicy(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
   void sendUsage();
 

@@ -52,6 +52,8 @@ class SaTable {
   // Adds or replaces; returns an error text for a bad install (channel-fatal).
   // Installing the same SaRef again (new addresses) keeps its replay history.
   std::optional<std::string> install(proto::SaInstall::Reader msg);
+  // Moves a window's history into a fresh one (X_MIGRATE, UPDATE).
+  static void carryReplayHistory(const esp::ReplayWindow& from, esp::ReplayWindow& to);
   void remove(SaRef ref);
   void clear();
 
@@ -73,7 +75,6 @@ class SaTable {
   std::uint64_t version() const noexcept { return version_; }
 
  private:
-  static void carryReplayHistory(const esp::ReplayWindow& from, esp::ReplayWindow& to);
   std::vector<std::optional<Sa>> slots_;  // by keydb slot index
   std::unordered_multimap<std::uint32_t, std::uint32_t> bySpi_;
   std::uint64_t nextOrder_ = 1;

@@ -169,6 +169,8 @@ bool Keydb::onDataPlaneRestarted(std::vector<UniqueFd>& fds) {
   // their sessions come up, with sequence numbers above every old grant.
   for (Sa* sa : sad_.all()) {
     sa->sessionReady = false;
+    if (sa->replaces) sad_.releaseSlot(sa->replaces->index);  // the old entry and session died
+    sa->replaces.reset();                                       // with the old data plane
     sa->usageBase.bytes += sa->usageReported.bytes;  // the new forwarder counts from zero
     sa->usageBase.packets += sa->usageReported.packets;
     sa->usageReported = {};
@@ -275,15 +277,27 @@ void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
     log::warn("SA SPI {:#x}: no locked memory left for its keys ({} SAs): ENOMEM", p.getSpi(), sad_.size());
     return replyError(id, ENOMEM);
   }
+  // A live ESP/AH SA keeps working (forwarder entry and broker session)
+  // until its successor is installed, which inherits its replay window: an
+  // UPDATE never opens a window in which packets it accepted are accepted
+  // again, and drops nothing. Its sequence numbers and IVs stay inside the
+  // grants it has; the successor starts above them.
+  std::optional<SaRef> replaced;
   if (old) {
     if (!old->larval()) {
       history = History{old->addTime, old->firstUse, old->seqGranted, old->ivGranted,
                         {old->usageBase.bytes + old->usageReported.bytes,
                          old->usageBase.packets + old->usageReported.packets}};
     }
-    removeSa(*old);
+    if (!old->larval() && needsSession(*old) && old->sessionReady && !old->replaces && !old->pendingAdd) {
+      replaced = old->ref;
+      sad_.erase(old->ref, /*reserveSlot=*/true);  // its session and entry live on under the ref
+    } else {
+      removeSa(*old);
+    }
   }
   Sa& sa = sad_.create(p);
+  sa.replaces = replaced;
   sa.pb().setState(SADB_SASTATE_MATURE);
   sa.encKey = std::move(encKey);
   sa.authKey = std::move(authKey);
@@ -335,6 +349,7 @@ void Keydb::getSpi(std::uint64_t id, proto::GetSpi::Reader req) {
 }
 
 void Keydb::removeSa(Sa& sa) {
+  if (sa.replaces) dropReplaced(sa, false);
   if (!sa.larval() && hasDataPath(sa)) {
     if (needsSession(sa) && crypto_ && crypto_->isOpen()) {
       capnp::MallocMessageBuilder b;
@@ -349,6 +364,22 @@ void Keydb::removeSa(Sa& sa) {
   }
   if (sa.pendingAdd) replyError(*sa.pendingAdd, EINTR);
   sad_.erase(sa.ref);
+}
+
+void Keydb::dropReplaced(Sa& sa, bool installed) {
+  const SaRef old = *sa.replaces;
+  sa.replaces.reset();
+  sad_.releaseSlot(old.index);
+  if (crypto_ && crypto_->isOpen()) {
+    capnp::MallocMessageBuilder b;
+    setRef(b.initRoot<proto::KeydbToCrypto>().initDestroySession(), old);
+    crypto_->send(b);
+  }
+  if (!installed && forwarder_ && forwarder_->isOpen()) {
+    capnp::MallocMessageBuilder b;
+    setRef(b.initRoot<proto::KeydbToForwarder>().initRemove(), old);
+    forwarder_->send(b);
+  }
 }
 
 void Keydb::startDump(std::uint64_t id, std::uint8_t satype) {
@@ -492,7 +523,9 @@ void Keydb::installInForwarder(Sa& sa) {
   in.setParams(sa.p());  // no keys: SaParams has none
   in.setSeqNext(next);
   in.setSeqLimit(limit);
+  if (sa.replaces) setRef(in.initReplaces(), *sa.replaces);
   forwarder_->send(b);
+  if (sa.replaces) dropReplaced(sa, true);
 }
 
 bool Keydb::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {

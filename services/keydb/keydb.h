@@ -63,6 +63,9 @@ class Keydb {
   // X_MIGRATE's SA part (end of keydb.cpp): moves SAs to new addresses.
   void migrate(std::uint64_t id, capnp::List<proto::SaMigration>::Reader moves);
   void removeSa(Sa& sa);
+  // Ends the wait of an UPDATE's SA for its replacement: the old broker
+  // session goes, and the old forwarder entry too unless the install replaced it.
+  void dropReplaced(Sa& sa, bool installed);
   void createSession(Sa& sa);
   void installInForwarder(Sa& sa);
   void reply(std::uint64_t id, int err, const std::vector<Sa*>& sas = {}, bool withKeys = false,

@@ -51,12 +51,16 @@ Sa& Sad::create(proto::SaParams::Reader params) {
   return *slots_[index];
 }
 
-void Sad::erase(SaRef ref) {
+void Sad::erase(SaRef ref, bool reserveSlot) {
   Sa* sa = find(ref);
   if (!sa) return;
   byKey_.erase(sa->key());
   slots_[ref.index].reset();
-  freeSlots_.push_back(ref.index);
+  if (!reserveSlot) freeSlots_.push_back(ref.index);
+}
+
+void Sad::releaseSlot(std::uint32_t index) {
+  if (index < slots_.size() && !slots_[index]) freeSlots_.push_back(index);
 }
 
 bool Sad::move(const std::vector<Move>& moves) {

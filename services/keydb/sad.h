@@ -53,6 +53,10 @@ struct Sa {
   std::uint64_t ivGranted = 0;   // exclusive bound of every counter IV ever granted
   bool sessionReady = false;     // the current broker has a session for it
   std::optional<std::uint64_t> pendingAdd;  // policy request awaiting the session
+  // UPDATE of a live ESP/AH SA: the old SA's forwarder entry and broker
+  // session, kept working until this SA is installed (which then takes over
+  // the old entry's replay window), gone with it if this SA fails.
+  std::optional<SaRef> replaces;
 
   proto::SaParams::Reader p() const { return params->getRoot<proto::SaParams>().asReader(); }
   proto::SaParams::Builder pb() { return params->getRoot<proto::SaParams>(); }
@@ -69,7 +73,10 @@ class Sad {
   Sa* find(SaRef ref);
   // Creates an SA in a fresh slot (or a reused one with a new generation).
   Sa& create(proto::SaParams::Reader params);
-  void erase(SaRef ref);
+  // reserveSlot: the slot index is not reused until releaseSlot (an UPDATE's
+  // old SA still has a forwarder entry and a broker session under it).
+  void erase(SaRef ref, bool reserveSlot = false);
+  void releaseSlot(std::uint32_t index);
   // X_MIGRATE: new addresses (raw bytes) for SAs, under their refs (crypto
   // sessions and grants stay). All or none: false, nothing changed, if a new
   // (satype, SPI, dst) is held by an SA that is not moving or taken twice.

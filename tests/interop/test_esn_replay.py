@@ -55,6 +55,7 @@ SPI_REORDER = 0x3001   # B → A, -r 4096 -esn
 SPI_WRAP_ESN = 0x3002  # B → A, -r 4096 -esn
 SPI_WRAP_32 = 0x3003   # B → A, -r 4096, 32-bit sequence numbers
 SPI_OUT = 0x3000       # A → B, carries whatever A's kernel answers
+SPI_UPDATE = 0x3004    # B → A, -r 64, replaced by an UPDATE mid-stream
 KEY_BYTES = 20         # AES-128 key || 4-byte salt (RFC 4106)
 MAX_WINDOW = 65536     # lib/pfkey/message.h kMaxReplayWindow
 UDP_PORT = 9           # discard: nothing listens, A's kernel answers rarely (rate-limited ICMP)
@@ -372,6 +373,33 @@ class EsnAndLargeWindow(unittest.TestCase):
         r = self.a.setkey(f"add {b} {a} esp 0x3103 -m tunnel -r {MAX_WINDOW} -esn -E aes-gcm-16 0x{key};\n")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(self.dump_entry(0x3103), (MAX_WINDOW, 0x400))
+
+    def test_6_an_update_keeps_what_the_sa_had_accepted(self):
+        """UPDATE of a live SA (same SPI and key, as a key manager refreshing
+        lifetimes does): packets captured before it are replays after it."""
+        a, b = OUTER[4]
+        spi = SPI_UPDATE
+        line = f"{b} {a} esp {spi:#x} -m tunnel -r 64 -E aes-gcm-16 0x{key_of(spi).hex()};\n"
+        r = self.a.setkey("add " + line)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        espeer.wait_until(lambda: self.sa_counters(spi) is not None, timeout=10)
+        zero = {"in_packets": 0, "in_drop_replay": 0, "in_drop_bad_icv": 0, "in_drop_other": 0}
+        sa = self.scapy_sa(spi)
+        captured = [self.seal(sa, seq, "before the update") for seq in range(1, 11)]
+        self.sent[spi] = 0
+        self.send(spi, captured)
+        self.assert_sa(spi, zero, {**zero, "in_packets": 10})
+
+        r = self.a.setkey("update " + line)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # The successor's entry counts from zero (keydb carries the usage).
+        self.assertTrue(espeer.wait_until(
+            lambda: (c := self.sa_counters(spi)) is not None and c.get("in_packets", 0) == 0, timeout=10))
+        self.sent[spi] = 0
+        self.send(spi, captured)
+        self.assert_sa(spi, zero, {**zero, "in_drop_replay": 10})
+        self.send(spi, [self.seal(sa, 11, "after the update")])
+        self.assert_sa(spi, zero, {**zero, "in_packets": 1, "in_drop_replay": 10})
 
 
 if __name__ == "__main__":

@@ -269,6 +269,95 @@ TEST(KeydbService, AnUpdateWithANewSourceReinstallsAboveEveryEarlierGrant) {
   EXPECT_EQ(r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), 0);
 }
 
+// UPDATE of a live SA: the old forwarder entry and broker session keep
+// working until the successor's install, which names the old entry (the
+// forwarder moves its replay window over); then the old session goes. No
+// REMOVE: the install replaces it.
+TEST(KeydbService, AnUpdateKeepsTheOldSaWorkingUntilItsSuccessorReplacesIt) {
+  KeydbHarness h;
+  capnp::MallocMessageBuilder b;
+  addRequest(b, 1, SADB_SATYPE_ESP, 0x1001, SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, false);
+  h.fromPolicy(b);
+  auto s1 = h.toCrypto();
+  ASSERT_TRUE(s1.reader);
+  auto c1 = s1.reader->getRoot<proto::KeydbToCrypto>().getCreateSession();
+  const std::uint32_t oldIndex = c1.getSa().getIndex(), oldGeneration = c1.getSa().getGeneration();
+  sessionResult(h, c1.getSa(), true);
+  ASSERT_TRUE(h.toForwarder().reader);
+  ASSERT_TRUE(h.toPolicy().reader);
+
+  capnp::MallocMessageBuilder u;
+  addRequest(u, 2, SADB_SATYPE_ESP, 0x1001, SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, false);
+  u.getRoot<proto::PolicyToKeydb>().getAdd().setUpdate(true);
+  h.fromPolicy(u);
+  auto s2 = h.toCrypto();
+  ASSERT_TRUE(s2.reader);
+  auto k2 = s2.reader->getRoot<proto::KeydbToCrypto>();
+  ASSERT_EQ(k2.which(), proto::KeydbToCrypto::CREATE_SESSION);  // no DESTROY_SESSION before it
+  EXPECT_FALSE(h.toForwarder(100).reader);                       // and no REMOVE: the old entry works on
+  sessionResult(h, k2.getCreateSession().getSa(), true);
+  auto f = h.toForwarder();
+  ASSERT_TRUE(f.reader);
+  auto in = f.reader->getRoot<proto::KeydbToForwarder>();
+  ASSERT_EQ(in.which(), proto::KeydbToForwarder::INSTALL);
+  EXPECT_EQ(in.getInstall().getReplaces().getIndex(), oldIndex);
+  EXPECT_EQ(in.getInstall().getReplaces().getGeneration(), oldGeneration);
+  auto d = h.toCrypto();
+  ASSERT_TRUE(d.reader);
+  auto destroy = d.reader->getRoot<proto::KeydbToCrypto>();
+  ASSERT_EQ(destroy.which(), proto::KeydbToCrypto::DESTROY_SESSION);
+  EXPECT_EQ(destroy.getDestroySession().getGeneration(), oldGeneration);
+  EXPECT_FALSE(h.toForwarder(100).reader);
+  auto r = h.toPolicy();
+  ASSERT_TRUE(r.reader);
+  EXPECT_EQ(r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), 0);
+}
+
+// If the successor's session is refused, the UPDATE fails and the old SA is
+// gone from the forwarder and the broker as well (as before: an UPDATE
+// replaces the SA), never left running unnamed.
+TEST(KeydbService, AnUpdateWhoseSessionIsRefusedRemovesTheOldEntryToo) {
+  KeydbHarness h;
+  capnp::MallocMessageBuilder b;
+  addRequest(b, 1, SADB_SATYPE_ESP, 0x1001, SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, false);
+  h.fromPolicy(b);
+  auto s1 = h.toCrypto();
+  ASSERT_TRUE(s1.reader);
+  auto c1 = s1.reader->getRoot<proto::KeydbToCrypto>().getCreateSession();
+  const std::uint32_t oldGeneration = c1.getSa().getGeneration();
+  sessionResult(h, c1.getSa(), true);
+  ASSERT_TRUE(h.toForwarder().reader);
+  ASSERT_TRUE(h.toPolicy().reader);
+
+  capnp::MallocMessageBuilder u;
+  addRequest(u, 2, SADB_SATYPE_ESP, 0x1001, SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, false);
+  u.getRoot<proto::PolicyToKeydb>().getAdd().setUpdate(true);
+  h.fromPolicy(u);
+  auto s2 = h.toCrypto();
+  ASSERT_TRUE(s2.reader);
+  sessionResult(h, s2.reader->getRoot<proto::KeydbToCrypto>().getCreateSession().getSa(), false);
+  bool oldRemoved = false, oldDestroyed = false;
+  for (int i = 0; i < 4; ++i) {
+    auto m = h.toForwarder(100);
+    if (!m.reader) break;
+    auto f = m.reader->getRoot<proto::KeydbToForwarder>();
+    if (f.which() == proto::KeydbToForwarder::REMOVE && f.getRemove().getGeneration() == oldGeneration) oldRemoved = true;
+  }
+  for (int i = 0; i < 4; ++i) {
+    auto m = h.toCrypto(100);
+    if (!m.reader) break;
+    auto k = m.reader->getRoot<proto::KeydbToCrypto>();
+    if (k.which() == proto::KeydbToCrypto::DESTROY_SESSION && k.getDestroySession().getGeneration() == oldGeneration) {
+      oldDestroyed = true;
+    }
+  }
+  EXPECT_TRUE(oldRemoved);
+  EXPECT_TRUE(oldDestroyed);
+  auto r = h.toPolicy();
+  ASSERT_TRUE(r.reader);
+  EXPECT_EQ(r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), EINVAL);
+}
+
 // A dump goes out in chunks of at most Keydb::kDumpChunk SAs, each one
 // control message, all but the last with `more`; together they hold every
 // SA once. (1200 IPComp SAs: installed without a broker session.)

@@ -46,6 +46,18 @@ TEST_F(SadTest, AReusedSlotGetsANewGeneration) {
   EXPECT_EQ(sad_.find(old), nullptr);
 }
 
+TEST_F(SadTest, AReservedSlotIsNotReusedUntilReleased) {
+  const SaRef old = add(0x1001).ref;
+  sad_.erase(old, /*reserveSlot=*/true);
+  EXPECT_EQ(sad_.find(old), nullptr);
+  Sa& b = add(0x1001);
+  EXPECT_NE(b.ref.index, old.index);  // the old SA's session and entry still live there
+  sad_.releaseSlot(old.index);
+  Sa& c = add(0x1002);
+  EXPECT_EQ(c.ref.index, old.index);
+  EXPECT_NE(c.ref.generation, old.generation);
+}
+
 TEST_F(SadTest, SequenceGrantsNeverOverlapAcrossRestarts) {
   Sa& sa = add(0x1001);
   auto [n1, l1] = sad_.grantSeqFromScratch(sa);
