@@ -97,6 +97,28 @@ void sessionResult(KeydbHarness& h, proto::SaRef::Reader ref, bool ok) {
   h.fromCrypto(b);
 }
 
+// An AES-GCM ESP SA added and made live (session accepted, installed,
+// answered), as an UPDATE finds it.
+struct LiveSa {
+  std::uint32_t index = 0, generation = 0;
+  std::uint64_t ivLimit = 0, seqLimit = 0;
+};
+
+void addLiveEspSa(KeydbHarness& h, std::uint32_t spi, LiveSa& out) {
+  capnp::MallocMessageBuilder b;
+  addRequest(b, 1, SADB_SATYPE_ESP, spi, SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, false);
+  h.fromPolicy(b);
+  auto s = h.toCrypto();
+  ASSERT_TRUE(s.reader);
+  auto c = s.reader->getRoot<proto::KeydbToCrypto>().getCreateSession();
+  out = {c.getSa().getIndex(), c.getSa().getGeneration(), c.getIvLimit(), 0};
+  sessionResult(h, c.getSa(), true);
+  auto i = h.toForwarder();
+  ASSERT_TRUE(i.reader);
+  out.seqLimit = i.reader->getRoot<proto::KeydbToForwarder>().getInstall().getSeqLimit();
+  ASSERT_TRUE(h.toPolicy().reader);
+}
+
 TEST(KeydbService, AnAhSaGetsACryptoSessionWithItsKeyAndThenAForwarderInstall) {
   KeydbHarness h;
   capnp::MallocMessageBuilder b;
@@ -222,18 +244,9 @@ TEST(KeydbService, IpcompWithKeysAnotherAlgorithmOrAWideCpiIsEinval) {
 // the new session and install start above everything granted before.
 TEST(KeydbService, AnUpdateWithANewSourceReinstallsAboveEveryEarlierGrant) {
   KeydbHarness h;
-  capnp::MallocMessageBuilder b;
-  addRequest(b, 1, SADB_SATYPE_ESP, 0x1001, SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, false);
-  h.fromPolicy(b);
-  auto s1 = h.toCrypto();
-  ASSERT_TRUE(s1.reader);
-  auto c1 = s1.reader->getRoot<proto::KeydbToCrypto>().getCreateSession();
-  const std::uint64_t ivLimit1 = c1.getIvLimit();
-  sessionResult(h, c1.getSa(), true);
-  auto i1 = h.toForwarder();
-  ASSERT_TRUE(i1.reader);
-  const std::uint64_t seqLimit1 = i1.reader->getRoot<proto::KeydbToForwarder>().getInstall().getSeqLimit();
-  ASSERT_TRUE(h.toPolicy().reader);
+  LiveSa old;
+  ASSERT_NO_FATAL_FAILURE(addLiveEspSa(h, 0x1001, old));
+  const std::uint64_t ivLimit1 = old.ivLimit, seqLimit1 = old.seqLimit;
 
   capnp::MallocMessageBuilder u;
   addRequest(u, 2, SADB_SATYPE_ESP, 0x1001, SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, false);
@@ -275,16 +288,9 @@ TEST(KeydbService, AnUpdateWithANewSourceReinstallsAboveEveryEarlierGrant) {
 // REMOVE: the install replaces it.
 TEST(KeydbService, AnUpdateKeepsTheOldSaWorkingUntilItsSuccessorReplacesIt) {
   KeydbHarness h;
-  capnp::MallocMessageBuilder b;
-  addRequest(b, 1, SADB_SATYPE_ESP, 0x1001, SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, false);
-  h.fromPolicy(b);
-  auto s1 = h.toCrypto();
-  ASSERT_TRUE(s1.reader);
-  auto c1 = s1.reader->getRoot<proto::KeydbToCrypto>().getCreateSession();
-  const std::uint32_t oldIndex = c1.getSa().getIndex(), oldGeneration = c1.getSa().getGeneration();
-  sessionResult(h, c1.getSa(), true);
-  ASSERT_TRUE(h.toForwarder().reader);
-  ASSERT_TRUE(h.toPolicy().reader);
+  LiveSa old;
+  ASSERT_NO_FATAL_FAILURE(addLiveEspSa(h, 0x1001, old));
+  const std::uint32_t oldIndex = old.index, oldGeneration = old.generation;
 
   capnp::MallocMessageBuilder u;
   addRequest(u, 2, SADB_SATYPE_ESP, 0x1001, SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, false);
@@ -318,16 +324,9 @@ TEST(KeydbService, AnUpdateKeepsTheOldSaWorkingUntilItsSuccessorReplacesIt) {
 // replaces the SA), never left running unnamed.
 TEST(KeydbService, AnUpdateWhoseSessionIsRefusedRemovesTheOldEntryToo) {
   KeydbHarness h;
-  capnp::MallocMessageBuilder b;
-  addRequest(b, 1, SADB_SATYPE_ESP, 0x1001, SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, false);
-  h.fromPolicy(b);
-  auto s1 = h.toCrypto();
-  ASSERT_TRUE(s1.reader);
-  auto c1 = s1.reader->getRoot<proto::KeydbToCrypto>().getCreateSession();
-  const std::uint32_t oldGeneration = c1.getSa().getGeneration();
-  sessionResult(h, c1.getSa(), true);
-  ASSERT_TRUE(h.toForwarder().reader);
-  ASSERT_TRUE(h.toPolicy().reader);
+  LiveSa old;
+  ASSERT_NO_FATAL_FAILURE(addLiveEspSa(h, 0x1001, old));
+  const std::uint32_t oldGeneration = old.generation;
 
   capnp::MallocMessageBuilder u;
   addRequest(u, 2, SADB_SATYPE_ESP, 0x1001, SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, false);
