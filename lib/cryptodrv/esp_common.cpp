@@ -30,15 +30,18 @@ size_t buildAad(const uint8_t* header, bool esn, uint32_t seqHigh, uint8_t* aad)
 const EVP_CIPHER* fetchedCipher(const EVP_CIPHER* legacy) noexcept {
   if (legacy == nullptr) return nullptr;
   static std::mutex mutex;
-  // Fetched once, kept for the process's life (a handful of algorithms).
-  static std::vector<std::pair<const EVP_CIPHER*, EVP_CIPHER*>> cache;
+  // Fetched once, kept for the process's life (a handful of algorithms). The
+  // cache itself is never destroyed: contexts may still be freed after static
+  // destructors ran, and a destroyed vector would leave the fetched ciphers
+  // unreachable (LeakSanitizer reports them) though OpenSSL still holds them.
+  static auto* const cache = new std::vector<std::pair<const EVP_CIPHER*, EVP_CIPHER*>>();
   std::lock_guard lock(mutex);
-  for (const auto& [l, f] : cache)
+  for (const auto& [l, f] : *cache)
     if (l == legacy || f == legacy) return f;  // also when handed one fetched here
   EVP_CIPHER* f = EVP_CIPHER_fetch(nullptr, EVP_CIPHER_get0_name(legacy), nullptr);
   if (f == nullptr) return legacy;  // the implicit fetch at init still works
   try {
-    cache.emplace_back(legacy, f);
+    cache->emplace_back(legacy, f);
   } catch (...) {
     EVP_CIPHER_free(f);
     return legacy;

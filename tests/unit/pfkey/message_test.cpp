@@ -281,7 +281,8 @@ TEST(PfkeySaReplay, RoundTripsAThirtyTwoBitWindowAndTheEsnFlag) {
 }
 
 TEST(PfkeySaReplay, AbsentWhenNotSent) {
-  auto r = parse(Builder(SADB_GET, SADB_SATYPE_ESP, 0, 1).sa({0x1001}).finish());
+  const Bytes plain = Builder(SADB_GET, SADB_SATYPE_ESP, 0, 1).sa({0x1001}).finish();
+  auto r = parse(plain);
   EXPECT_FALSE(ok(r).saReplay());
   EXPECT_FALSE(ok(r).has(kExtSaReplay));
 }
@@ -333,11 +334,14 @@ TEST(PfkeySaOptions, RoundTripsEveryField) {
 }
 
 TEST(PfkeySaOptions, AbsentWhenNotSentAndAllZeroMeansDefaults) {
-  auto r = parse(Builder(SADB_GET, SADB_SATYPE_ESP, 0, 1).sa({0x1001}).finish());
+  // A ParsedMessage points into its bytes: they must outlive it.
+  const Bytes plain = Builder(SADB_GET, SADB_SATYPE_ESP, 0, 1).sa({0x1001}).finish();
+  auto r = parse(plain);
   EXPECT_FALSE(ok(r).saOptions());
   EXPECT_FALSE(SaOptions{}.any());
   EXPECT_TRUE((SaOptions{0, 0, 0, 1}.any()));
-  auto z = parse(withOptions(SaOptions{}));
+  const Bytes zeros = withOptions(SaOptions{});
+  auto z = parse(zeros);
   ASSERT_TRUE(ok(z).saOptions());
   EXPECT_FALSE(ok(z).saOptions()->any());
 }
