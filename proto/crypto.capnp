@@ -39,6 +39,9 @@ struct SessionResult {
   ivLength @3 :UInt8;
   icvLength @4 :UInt8;
   padAlign @5 :UInt8;
+  # Why a session was refused, as an errno value for the PF_KEY reply:
+  # ENOMEM when no locked key memory is left, 0 (read as EINVAL) otherwise.
+  errorCode @6 :UInt16;
 }
 
 struct IvRequest {
