@@ -5,6 +5,7 @@
 #include <sodium.h>
 
 #include <boost/asio/post.hpp>
+#include <cerrno>
 #include <stdexcept>
 
 #include "log/log.h"
@@ -77,17 +78,19 @@ bool Broker::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       spec.allowLegacy = allowLegacy_;
       std::uint8_t layout[3] = {0, 0, 0};
       std::string err;
+      int code = 0;  // the errno keydb answers a refused ADD with
       switch (p.getSatype()) {
         case SADB_SATYPE_UNSPEC:  // senders from before AH sessions existed
         case SADB_SATYPE_ESP:
           err = sessions_->create(c.getSa().getIndex(), c.getSa().getGeneration(), spec, c.getIvNext(),
-                                  c.getIvLimit(), layout);
+                                  c.getIvLimit(), layout, &code);
           break;
         case SADB_SATYPE_AH:  // integrity only; no IVs, so the IV grant is unused
-          err = sessions_->createAh(c.getSa().getIndex(), c.getSa().getGeneration(), spec, layout);
+          err = sessions_->createAh(c.getSa().getIndex(), c.getSa().getGeneration(), spec, layout, &code);
           break;
         default:  // IPComp needs no key: the forwarder compresses without a session
           err = "satype " + std::to_string(p.getSatype()) + " has no crypto session";
+          code = EINVAL;
           break;
       }
       // The transforms copied the keys into locked memory; the channel wipes
@@ -97,11 +100,13 @@ bool Broker::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       r.setSa(c.getSa());
       r.setOk(err.empty());
       r.setError(err);
+      r.setErrorCode(static_cast<std::uint16_t>(err.empty() ? 0 : code));
       r.setIvLength(layout[0]);  // AH: 0; icvLength is the AH ICV; padAlign 0
       r.setIcvLength(layout[1]);
       r.setPadAlign(layout[2]);
       keydb_->send(b);
       (err.empty() ? sessionsCreated_ : sessionsRefused_)++;
+      if (!err.empty() && code == ENOMEM) ++sessionsNoKeyMemory_;
       if (!err.empty()) log::warn("session for SPI {:#x} refused: {}", p.getSpi(), err);
       return true;
     }
@@ -146,7 +151,8 @@ void Broker::fillStats(proto::Stats::Builder out) {
   });
   const std::pair<const char*, std::uint64_t> rows[] = {
       {"sessions", sessions},           {"sessions_created", sessionsCreated_},
-      {"sessions_refused", sessionsRefused_}, {"requests", requests},
+      {"sessions_refused", sessionsRefused_}, {"sessions_refused_no_key_memory", sessionsNoKeyMemory_},
+      {"requests", requests},
       {"bursts", bursts},               {"worker_sleeps", sleeps},
       {"sealed", sealed},               {"opened", opened},
       {"open_bad_icv", badIcv},         {"seal_iv_exhausted", ivExhausted},

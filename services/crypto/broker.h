@@ -42,6 +42,7 @@ class Broker {
   std::unique_ptr<SessionTable> sessions_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::uint64_t sessionsCreated_ = 0, sessionsRefused_ = 0;
+  std::uint64_t sessionsNoKeyMemory_ = 0;  // refusals for lack of locked key memory (ENOMEM)
   bool stopped_ = false;
   bool allowLegacy_ = false;
 };

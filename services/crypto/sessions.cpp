@@ -4,53 +4,97 @@
 #include <openssl/rand.h>
 
 #include <array>
+#include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <new>
+
+#include "securemem/key_slab.h"
 
 namespace ipsec::crypto {
 
 SessionTable::SessionTable(const cryptodrv::DriverRegistry& drivers, unsigned workers)
     : drivers_(drivers), workers_(workers) {}
 
-std::string SessionTable::create(std::uint32_t index, std::uint32_t generation, const cryptodrv::TransformSpec& spec,
-                                 std::uint64_t ivNext, std::uint64_t ivLimit, std::uint8_t layout[3]) {
-  if (index >= kMaxSessions) return "session index out of range";
-  auto s = std::make_unique<Session>();
-  s->generation = generation;
-  for (unsigned w = 0; w < workers_; ++w) {
-    std::string error;
-    auto t = drivers_.makeTransform(spec, &error);
-    if (!t) return error.empty() ? "no driver runs this algorithm" : error;
-    s->perWorker.push_back(std::move(t));
+namespace {
+
+// Whether lib/securemem's process slab can hand out no more key memory. The
+// drivers turn a failed key allocation (SecureBytes throws std::bad_alloc)
+// into an error text like any other refusal, so after a refusal the slab is
+// asked directly: one slot of each size class, given back at once. A class
+// with no free slot grows by a chunk, which fails for every class alike once
+// RLIMIT_MEMLOCK (or the mapping) is exhausted; if it succeeds the chunk
+// stays for later keys (at most one per class, never a leak).
+bool keyMemoryExhausted() noexcept {
+  auto& slab = securemem::KeySlab::process();
+  for (std::size_t size = securemem::KeySlab::kMinSlot; size <= securemem::KeySlab::kMaxSlot; size <<= 1) {
+    std::uint8_t* p = slab.allocate(size);
+    if (p == nullptr) return true;
+    slab.deallocate(p, size);
   }
-  const auto& t = *s->perWorker.front();
-  s->ivIsCounter = t.ivIsCounter();
-  s->ivLength = t.ivLength();
-  s->ivNext = ivNext;
-  s->ivLimit = ivLimit;
-  layout[0] = t.ivLength();
-  layout[1] = t.icvLength();
-  layout[2] = t.padAlign();
-  install(index, std::move(s));
+  return false;
+}
+
+// A refusal's text, with its errno in *errorCode: `code`, or (0) ENOMEM if
+// the key memory is exhausted (the likeliest reason a driver failed then),
+// else EINVAL.
+std::string refuse(std::string text, int* errorCode, int code = 0) {
+  if (errorCode) *errorCode = code != 0 ? code : keyMemoryExhausted() ? ENOMEM : EINVAL;
+  return text;
+}
+
+}  // namespace
+
+std::string SessionTable::create(std::uint32_t index, std::uint32_t generation, const cryptodrv::TransformSpec& spec,
+                                 std::uint64_t ivNext, std::uint64_t ivLimit, std::uint8_t layout[3],
+                                 int* errorCode) {
+  if (errorCode) *errorCode = 0;
+  if (index >= kMaxSessions) return refuse("session index out of range", errorCode, EINVAL);
+  try {
+    auto s = std::make_unique<Session>();
+    s->generation = generation;
+    for (unsigned w = 0; w < workers_; ++w) {
+      std::string error;
+      auto t = drivers_.makeTransform(spec, &error);
+      if (!t) return refuse(error.empty() ? "no driver runs this algorithm" : error, errorCode);
+      s->perWorker.push_back(std::move(t));
+    }
+    const auto& t = *s->perWorker.front();
+    s->ivIsCounter = t.ivIsCounter();
+    s->ivLength = t.ivLength();
+    s->ivNext = ivNext;
+    s->ivLimit = ivLimit;
+    layout[0] = t.ivLength();
+    layout[1] = t.icvLength();
+    layout[2] = t.padAlign();
+    install(index, std::move(s));
+  } catch (const std::bad_alloc&) {
+    return refuse("out of memory", errorCode, ENOMEM);
+  }
   return "";
 }
 
 std::string SessionTable::createAh(std::uint32_t index, std::uint32_t generation, const cryptodrv::TransformSpec& spec,
-                                   std::uint8_t layout[3]) {
-  if (index >= kMaxSessions) return "session index out of range";
-  auto s = std::make_unique<Session>();
-  s->generation = generation;
-  s->ah = true;
-  for (unsigned w = 0; w < workers_; ++w) {
-    std::string error;
-    auto t = cryptodrv::AhTransform::create(spec, &error);
-    if (!t) return error;
-    s->ahPerWorker.push_back(std::move(t));
+                                   std::uint8_t layout[3], int* errorCode) {
+  if (errorCode) *errorCode = 0;
+  if (index >= kMaxSessions) return refuse("session index out of range", errorCode, EINVAL);
+  try {
+    auto s = std::make_unique<Session>();
+    s->generation = generation;
+    s->ah = true;
+    for (unsigned w = 0; w < workers_; ++w) {
+      std::string error;
+      auto t = cryptodrv::AhTransform::create(spec, &error);
+      if (!t) return refuse(error, errorCode);
+      s->ahPerWorker.push_back(std::move(t));
+    }
+    layout[0] = 0;
+    layout[1] = workers_ > 0 ? s->ahPerWorker.front()->icvLength() : 0;
+    layout[2] = 0;
+    install(index, std::move(s));
+  } catch (const std::bad_alloc&) {
+    return refuse("out of memory", errorCode, ENOMEM);
   }
-  layout[0] = 0;
-  layout[1] = workers_ > 0 ? s->ahPerWorker.front()->icvLength() : 0;
-  layout[2] = 0;
-  install(index, std::move(s));
   return "";
 }
 

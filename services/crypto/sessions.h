@@ -48,13 +48,17 @@ class SessionTable {
 
   SessionTable(const cryptodrv::DriverRegistry& drivers, unsigned workers);
 
-  // Control thread. Returns an error text, or "" on success.
+  // Control thread. Returns an error text, or "" on success. On a refusal
+  // *errorCode (when given) is the errno keydb answers the PF_KEY client
+  // with: ENOMEM when the process's locked key memory (lib/securemem's
+  // KeySlab) or the heap is exhausted, EINVAL otherwise (a key or algorithm
+  // no driver runs, a legacy algorithm refused, an index out of range).
   std::string create(std::uint32_t index, std::uint32_t generation, const cryptodrv::TransformSpec& spec,
-                     std::uint64_t ivNext, std::uint64_t ivLimit, std::uint8_t layout[3]);
+                     std::uint64_t ivNext, std::uint64_t ivLimit, std::uint8_t layout[3], int* errorCode = nullptr);
   // An AH session: spec carries authAlg/authKey/esn/allowLegacy only.
   // layout = {ivLength 0, icvLength, padAlign 0}.
   std::string createAh(std::uint32_t index, std::uint32_t generation, const cryptodrv::TransformSpec& spec,
-                       std::uint8_t layout[3]);
+                       std::uint8_t layout[3], int* errorCode = nullptr);
   void destroy(std::uint32_t index, std::uint32_t generation);
   void grantIv(std::uint32_t index, std::uint32_t generation, std::uint64_t ivLimit);
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <optional>
 
 #include "log/log.h"
@@ -317,8 +318,9 @@ void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
     return reply(id, 0, {&sa});
   }
   // ESP and AH: the reply waits for the broker's verdict. A refused session
-  // (an algorithm or key the broker does not run) fails the ADD with EINVAL
-  // and the SA is gone, whatever its type (onCrypto).
+  // fails the ADD with the broker's errno (EINVAL for an algorithm or key it
+  // does not run, ENOMEM when its locked key memory is exhausted) and the SA
+  // is gone, whatever its type (onCrypto).
   sa.pendingAdd = id;
   createSession(sa);
 }
@@ -473,12 +475,19 @@ bool Keydb::onCrypto(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       Sa* sa = sad_.find(SaRef{r.getSa().getIndex(), r.getSa().getGeneration()});
       if (!sa) return true;  // deleted meanwhile
       if (!r.getOk()) {
+        // The broker's errno (ENOMEM: no locked key memory left there); 0,
+        // or anything a PF_KEY reply cannot carry (sadb_msg_errno is a u8),
+        // is EINVAL. An UPDATE's old SA goes with the refused one (removeSa
+        // drops what it replaces) and the client hears the same errno.
+        const int err = r.getErrorCode() != 0 && r.getErrorCode() <= 255 ? r.getErrorCode() : EINVAL;
         ++sessionsFailed_;
-        log::warn("SA SPI {:#x} refused by the broker: {}", sa->p().getSpi(), std::string(r.getError()));
+        if (err == ENOMEM) ++sessionsNoKeyMemory_;
+        log::warn("SA SPI {:#x} refused by the broker ({}): {}", sa->p().getSpi(), std::strerror(err),
+                  std::string(r.getError()));
         if (sa->pendingAdd) {
           auto id = *sa->pendingAdd;
           sa->pendingAdd.reset();
-          replyError(id, EINVAL);
+          replyError(id, err);
         }
         removeSa(*sa);
         return true;
@@ -566,7 +575,7 @@ void Keydb::setSysctl(std::string_view name, std::int64_t value) {
 void Keydb::fillStats(proto::Stats::Builder out) {
   std::uint64_t larval = 0;
   for (Sa* sa : sad_.all()) larval += sa->larval() ? 1 : 0;
-  auto list = out.initCounters(10);
+  auto list = out.initCounters(11);
   list[0].setName("sas");
   list[0].setValue(sad_.size());
   list[1].setName("sas_larval");
@@ -587,6 +596,8 @@ void Keydb::fillStats(proto::Stats::Builder out) {
   list[8].setValue(addsOverMax_);
   list[9].setName("add_no_key_memory");
   list[9].setValue(keyMemoryExhausted_);
+  list[10].setName("sessions_refused_no_key_memory");
+  list[10].setValue(sessionsNoKeyMemory_);
 }
 
 // ---- X_MIGRATE ----------------------------------------------------------------

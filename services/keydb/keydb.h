@@ -103,6 +103,7 @@ class Keydb {
   bool debug_ = false;
   bool stopped_ = false;
   std::uint64_t sessionsFailed_ = 0;
+  std::uint64_t sessionsNoKeyMemory_ = 0;  // of those, the broker had no locked key memory (ENOMEM)
   std::uint64_t seqGrants_ = 0;
   std::uint64_t ivGrants_ = 0;
   std::uint64_t softExpires_ = 0, hardExpires_ = 0, larvalExpired_ = 0;

@@ -12,6 +12,7 @@
 #include <boost/asio/io_context.hpp>
 #include <cerrno>
 #include <memory>
+#include <optional>
 #include <set>
 #include <stdexcept>
 
@@ -51,17 +52,23 @@ class KeydbHarness {
   }
   void fromPolicy(capnp::MallocMessageBuilder& b) { send(policy_.get(), b); }
   void fromCrypto(capnp::MallocMessageBuilder& b) { send(crypto_.get(), b); }
-  ReceivedMessage toPolicy(int ms = 1000) { return control::receiveMessage(policy_.get(), ms); }
-  ReceivedMessage toCrypto(int ms = 1000) { return control::receiveMessage(crypto_.get(), ms); }
-  ReceivedMessage toForwarder(int ms = 1000) { return control::receiveMessage(forwarder_.get(), ms); }
+  // Keydb's channels coalesce a burst of messages into shared datagrams.
+  ReceivedMessage toPolicy(int ms = 1000) { return inbox(policyIn_, policy_).receive(ms); }
+  ReceivedMessage toCrypto(int ms = 1000) { return inbox(cryptoIn_, crypto_).receive(ms); }
+  ReceivedMessage toForwarder(int ms = 1000) { return inbox(forwarderIn_, forwarder_).receive(ms); }
 
  private:
   void send(int fd, capnp::MallocMessageBuilder& b) {
     ASSERT_EQ(control::sendMessage(fd, b), 0);
     pump();
   }
+  static control::Inbox& inbox(std::optional<control::Inbox>& in, const control::UniqueFd& fd) {
+    if (!in) in.emplace(fd.get());
+    return *in;
+  }
   boost::asio::io_context io_;
   control::UniqueFd policy_, crypto_, forwarder_;
+  std::optional<control::Inbox> policyIn_, cryptoIn_, forwarderIn_;
   std::unique_ptr<Keydb> keydb_;
 };
 
@@ -87,12 +94,14 @@ void addRequest(capnp::MallocMessageBuilder& b, std::uint64_t id, std::uint8_t s
   if (keys) k.setAuth(capnp::Data::Reader(kKey, 20));
 }
 
-void sessionResult(KeydbHarness& h, proto::SaRef::Reader ref, bool ok) {
+// errorCode: the broker's errno for a refusal (0: none given, read as EINVAL).
+void sessionResult(KeydbHarness& h, proto::SaRef::Reader ref, bool ok, std::uint16_t errorCode = 0) {
   capnp::MallocMessageBuilder b;
   auto r = b.initRoot<proto::CryptoToKeydb>().initSessionResult();
   r.setSa(ref);
   r.setOk(ok);
   r.setError(ok ? "" : "no such transform");
+  r.setErrorCode(errorCode);
   r.setIcvLength(12);
   h.fromCrypto(b);
 }
@@ -319,10 +328,10 @@ TEST(KeydbService, AnUpdateKeepsTheOldSaWorkingUntilItsSuccessorReplacesIt) {
   EXPECT_EQ(r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), 0);
 }
 
-// If the successor's session is refused, the UPDATE fails and the old SA is
-// gone from the forwarder and the broker as well (as before: an UPDATE
-// replaces the SA), never left running unnamed.
-TEST(KeydbService, AnUpdateWhoseSessionIsRefusedRemovesTheOldEntryToo) {
+// If the successor's session is refused, the UPDATE fails with the broker's
+// errno and the old SA is gone from the forwarder and the broker as well (as
+// before: an UPDATE replaces the SA), never left running unnamed.
+void expectRefusedUpdateRemovesTheOldEntry(std::uint16_t errorCode, int expectedErrno) {
   KeydbHarness h;
   LiveSa old;
   ASSERT_NO_FATAL_FAILURE(addLiveEspSa(h, 0x1001, old));
@@ -334,7 +343,7 @@ TEST(KeydbService, AnUpdateWhoseSessionIsRefusedRemovesTheOldEntryToo) {
   h.fromPolicy(u);
   auto s2 = h.toCrypto();
   ASSERT_TRUE(s2.reader);
-  sessionResult(h, s2.reader->getRoot<proto::KeydbToCrypto>().getCreateSession().getSa(), false);
+  sessionResult(h, s2.reader->getRoot<proto::KeydbToCrypto>().getCreateSession().getSa(), false, errorCode);
   bool oldRemoved = false, oldDestroyed = false;
   for (int i = 0; i < 4; ++i) {
     auto m = h.toForwarder(100);
@@ -354,7 +363,51 @@ TEST(KeydbService, AnUpdateWhoseSessionIsRefusedRemovesTheOldEntryToo) {
   EXPECT_TRUE(oldDestroyed);
   auto r = h.toPolicy();
   ASSERT_TRUE(r.reader);
-  EXPECT_EQ(r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), EINVAL);
+  EXPECT_EQ(r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), expectedErrno);
+}
+
+TEST(KeydbService, AnUpdateWhoseSessionIsRefusedRemovesTheOldEntryToo) {
+  expectRefusedUpdateRemovesTheOldEntry(0, EINVAL);
+}
+
+TEST(KeydbService, AnUpdateRefusedForLackOfBrokerKeyMemoryIsEnomemAndRemovesTheOldEntryToo) {
+  expectRefusedUpdateRemovesTheOldEntry(ENOMEM, ENOMEM);
+}
+
+// The broker's errno reaches the client: ENOMEM (no locked key memory left
+// in the broker) as ENOMEM; none given, or one a PF_KEY reply cannot carry
+// (sadb_msg_errno is a u8), as EINVAL. The SA is gone either way.
+TEST(KeydbService, ARefusedSessionAnswersTheAddWithTheBrokersErrno) {
+  struct Case {
+    std::uint16_t errorCode;
+    int expected;
+  } cases[] = {{ENOMEM, ENOMEM}, {0, EINVAL}, {EINVAL, EINVAL}, {300, EINVAL}};
+  for (const auto& c : cases) {
+    KeydbHarness h;
+    capnp::MallocMessageBuilder b;
+    addRequest(b, 1, SADB_SATYPE_ESP, 0x1001, SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, false);
+    h.fromPolicy(b);
+    auto s = h.toCrypto();
+    ASSERT_TRUE(s.reader);
+    sessionResult(h, s.reader->getRoot<proto::KeydbToCrypto>().getCreateSession().getSa(), false, c.errorCode);
+    auto r = h.toPolicy();
+    ASSERT_TRUE(r.reader);
+    EXPECT_EQ(r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), c.expected) << c.errorCode;
+    for (auto m = h.toForwarder(50); m.reader; m = h.toForwarder(50)) {  // at most a REMOVE
+      EXPECT_NE(m.reader->getRoot<proto::KeydbToForwarder>().which(), proto::KeydbToForwarder::INSTALL);
+    }
+    capnp::MallocMessageBuilder get;
+    auto g = get.initRoot<proto::PolicyToKeydb>();
+    g.setRequestId(2);
+    auto n = g.initGet();
+    n.setSatype(SADB_SATYPE_ESP);
+    n.setSpi(0x1001);
+    n.setDst(capnp::Data::Reader(kDst, 4));
+    h.fromPolicy(get);
+    auto gr = h.toPolicy();
+    ASSERT_TRUE(gr.reader);
+    EXPECT_EQ(gr.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), ESRCH);
+  }
 }
 
 // A dump goes out in chunks of at most Keydb::kDumpChunk SAs, each one

@@ -193,6 +193,26 @@ TEST(SaRequests, KeydbErrorsReachOnlyTheRequester) {
   EXPECT_EQ(other.drain().size(), 0u);
 }
 
+// An ADD the broker refused for lack of locked key memory: keydb answers
+// ENOMEM, which reaches the requester as such (not EINVAL), and no one else
+// hears of an SA that does not exist.
+TEST(SaRequests, AnAddKeydbAnswersEnomemIsEnomemForTheRequesterOnly) {
+  Harness h;
+  auto c = h.connect();
+  auto other = h.connect();
+  c.send(addRequest());
+  h.pump();
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader);
+  answer(h, req.reader->getRoot<proto::PolicyToKeydb>().getRequestId(), ENOMEM, 0, false);
+  auto r = c.drain();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(parsed(r[0]).msg().sadb_msg_type, SADB_ADD);
+  EXPECT_EQ(parsed(r[0]).msg().sadb_msg_errno, ENOMEM);
+  EXPECT_EQ(parsed(r[0]).msg().sadb_msg_seq, 1u);
+  EXPECT_EQ(other.drain().size(), 0u);
+}
+
 TEST(SaRequests, GetRepliesToTheRequesterWithKeysAndCurrentLifetime) {
   Harness h;
   auto c = h.connect();

@@ -1,0 +1,135 @@
+// The broker's session table refuses a session with the errno the PF_KEY
+// client should hear: ENOMEM when lib/securemem's process key slab can give
+// no more locked memory, EINVAL for what no driver runs. The slab is
+// exhausted for real: a forked child drops CAP_IPC_LOCK (root ignores
+// RLIMIT_MEMLOCK otherwise), sets RLIMIT_MEMLOCK to 0 and takes every free
+// slot, so the next key allocation has nowhere to go.
+#include <gtest/gtest.h>
+#include <linux/pfkeyv2.h>
+#include <sys/capability.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <utility>
+#include <vector>
+
+#include "cryptodrv/driver.h"
+#include "securemem/key_slab.h"
+#include "sessions.h"
+
+namespace ipsec::crypto {
+namespace {
+
+using cryptodrv::TransformSpec;
+using securemem::KeySlab;
+
+const std::vector<std::uint8_t> kGcmKey(20, 7);    // AES-128 key || 4-byte salt
+const std::vector<std::uint8_t> kHmacKey(32, 9);   // HMAC-SHA-256
+
+struct Table {
+  cryptodrv::DriverRegistry drivers = cryptodrv::DriverRegistry::withDefaultDrivers();
+  SessionTable table{drivers, 2};
+};
+
+TransformSpec gcm(const std::vector<std::uint8_t>& key) {
+  TransformSpec s;
+  s.encAlg = SADB_X_EALG_AES_GCM_ICV16;
+  s.encKey = key;
+  return s;
+}
+
+TransformSpec hmac(const std::vector<std::uint8_t>& key) {
+  TransformSpec s;
+  s.authAlg = SADB_X_AALG_SHA2_256HMAC;
+  s.authKey = key;
+  return s;
+}
+
+TEST(BrokerSessions, AGoodSessionHasNoErrorCode) {
+  Table t;
+  std::uint8_t layout[3];
+  int code = -1;
+  EXPECT_EQ(t.table.create(1, 1, gcm(kGcmKey), 0, 1000, layout, &code), "");
+  EXPECT_EQ(code, 0);
+  code = -1;
+  EXPECT_EQ(t.table.createAh(2, 1, hmac(kHmacKey), layout, &code), "");
+  EXPECT_EQ(code, 0);
+}
+
+TEST(BrokerSessions, AKeyOrAlgorithmNoDriverRunsIsEinval) {
+  Table t;
+  std::uint8_t layout[3];
+  int code = 0;
+  const std::vector<std::uint8_t> shortKey(7, 1);
+  EXPECT_NE(t.table.create(1, 1, gcm(shortKey), 0, 1000, layout, &code), "");
+  EXPECT_EQ(code, EINVAL);
+  code = 0;
+  EXPECT_NE(t.table.createAh(1, 1, hmac(shortKey), layout, &code), "");
+  EXPECT_EQ(code, EINVAL);
+  code = 0;
+  TransformSpec unknown;
+  unknown.encAlg = 250;
+  EXPECT_NE(t.table.create(1, 1, unknown, 0, 1000, layout, &code), "");
+  EXPECT_EQ(code, EINVAL);
+  code = 0;
+  EXPECT_NE(t.table.create(SessionTable::kMaxSessions, 1, gcm(kGcmKey), 0, 1000, layout, &code), "");
+  EXPECT_EQ(code, EINVAL);
+}
+
+// Exit codes of the child below: 0 as expected, others name the step that failed.
+enum ChildResult : int {
+  kOk = 0, kCapability = 10, kRlimit, kNotExhausted, kEspCreated, kEspNotEnomem, kNotCreatedAfterRelease,
+};
+
+int exhaustAndCreate() {
+  cap_t caps = cap_get_proc();
+  const cap_value_t lock = CAP_IPC_LOCK;
+  if (!caps || cap_set_flag(caps, CAP_EFFECTIVE, 1, &lock, CAP_CLEAR) != 0 || cap_set_proc(caps) != 0)
+    return kCapability;
+  cap_free(caps);
+  rlimit limit{};
+  if (getrlimit(RLIMIT_MEMLOCK, &limit) != 0) return kRlimit;
+  limit.rlim_cur = 0;
+  if (setrlimit(RLIMIT_MEMLOCK, &limit) != 0) return kRlimit;
+  // Every free slot of every size class taken: the slab must grow for the
+  // next key, and cannot.
+  auto& slab = KeySlab::process();
+  std::vector<std::pair<std::uint8_t*, std::size_t>> taken;
+  taken.reserve(1 << 16);
+  for (std::size_t size = KeySlab::kMinSlot; size <= KeySlab::kMaxSlot; size <<= 1) {
+    while (std::uint8_t* p = slab.allocate(size)) taken.emplace_back(p, size);
+    if (taken.size() >= (1 << 16)) return kNotExhausted;  // the limit does not bind
+  }
+  Table t;
+  std::uint8_t layout[3];
+  int code = 0;
+  if (t.table.create(1, 1, gcm(kGcmKey), 0, 1000, layout, &code).empty()) return kEspCreated;
+  if (code != ENOMEM) {
+    std::fprintf(stderr, "ESP refusal code %d\n", code);
+    return kEspNotEnomem;
+  }
+  // (AH needs no slot: its HMAC keys live in OpenSSL's MAC contexts.)
+  // Memory given back: the same session is created.
+  for (auto [p, size] : taken) slab.deallocate(p, size);
+  code = -1;
+  if (!t.table.create(1, 1, gcm(kGcmKey), 0, 1000, layout, &code).empty() || code != 0)
+    return kNotCreatedAfterRelease;
+  return kOk;
+}
+
+TEST(BrokerSessions, ASessionRefusedForLackOfLockedKeyMemoryIsEnomem) {
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) _exit(exhaustAndCreate());
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "child killed by signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), kOk);
+}
+
+}  // namespace
+}  // namespace ipsec::crypto
