@@ -10,11 +10,14 @@
 #include <sodium.h>
 
 #include <boost/asio/io_context.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <memory>
 #include <optional>
 #include <set>
 #include <stdexcept>
+#include <utility>
+#include <vector>
 
 #include "control/wire.h"
 #include "keydb.h"
@@ -113,9 +116,12 @@ struct LiveSa {
   std::uint64_t ivLimit = 0, seqLimit = 0;
 };
 
-void addLiveEspSa(KeydbHarness& h, std::uint32_t spi, LiveSa& out) {
+void addLiveEspSa(KeydbHarness& h, std::uint32_t spi, LiveSa& out, std::uint32_t reqid = 0,
+                  capnp::Data::Reader dst = capnp::Data::Reader(kDst, 4)) {
   capnp::MallocMessageBuilder b;
   addRequest(b, 1, SADB_SATYPE_ESP, spi, SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, false);
+  b.getRoot<proto::PolicyToKeydb>().getAdd().getParams().setReqid(reqid);
+  b.getRoot<proto::PolicyToKeydb>().getAdd().getParams().setDst(dst);
   h.fromPolicy(b);
   auto s = h.toCrypto();
   ASSERT_TRUE(s.reader);
@@ -408,6 +414,125 @@ TEST(KeydbService, ARefusedSessionAnswersTheAddWithTheBrokersErrno) {
     ASSERT_TRUE(gr.reader);
     EXPECT_EQ(gr.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), ESRCH);
   }
+}
+
+// ---- X_MIGRATE --------------------------------------------------------------
+
+const std::uint8_t kNewSrc[] = {198, 51, 100, 1}, kNewDst[] = {198, 51, 100, 2}, kOtherDst[] = {192, 0, 2, 9};
+
+// Policy's MIGRATE of the tunnel-mode ESP SAs between kSrc and kDst (of
+// `reqid`, any when 0) to kNewSrc/kNewDst.
+void migrate(KeydbHarness& h, std::uint64_t id, std::uint32_t reqid) {
+  capnp::MallocMessageBuilder b;
+  auto req = b.initRoot<proto::PolicyToKeydb>();
+  req.setRequestId(id);
+  auto m = req.initMigrate(1)[0];
+  m.setSatype(SADB_SATYPE_ESP);
+  m.setMode(IPSEC_MODE_TUNNEL);
+  m.setReqid(reqid);
+  m.setOldSrc(capnp::Data::Reader(kSrc, 4));
+  m.setOldDst(capnp::Data::Reader(kDst, 4));
+  m.setNewSrc(capnp::Data::Reader(kNewSrc, 4));
+  m.setNewDst(capnp::Data::Reader(kNewDst, 4));
+  h.fromPolicy(b);
+}
+
+// keydb's answer to a GET of (esp, spi, dst).
+int getErrno(KeydbHarness& h, std::uint32_t spi, const std::uint8_t* dst) {
+  capnp::MallocMessageBuilder b;
+  auto req = b.initRoot<proto::PolicyToKeydb>();
+  req.setRequestId(99);
+  auto n = req.initGet();
+  n.setSatype(SADB_SATYPE_ESP);
+  n.setSpi(spi);
+  n.setDst(capnp::Data::Reader(dst, 4));
+  h.fromPolicy(b);
+  auto r = h.toPolicy();
+  return r.reader ? r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno() : -1;
+}
+
+// The forwarder's INSTALLs (refs) until it is quiet; fails on anything else
+// (a REMOVE first would drop the replay window the reinstall keeps).
+std::vector<std::pair<std::uint32_t, std::uint32_t>> installs(KeydbHarness& h) {
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> out;
+  for (auto m = h.toForwarder(100); m.reader; m = h.toForwarder(100)) {
+    auto f = m.reader->getRoot<proto::KeydbToForwarder>();
+    EXPECT_EQ(f.which(), proto::KeydbToForwarder::INSTALL);
+    if (f.which() != proto::KeydbToForwarder::INSTALL) continue;
+    auto in = f.getInstall();
+    EXPECT_EQ(in.getParams().getDst(), capnp::Data::Reader(kNewDst, 4));
+    EXPECT_EQ(in.getParams().getSrc(), capnp::Data::Reader(kNewSrc, 4));
+    EXPECT_EQ(in.getReplaces().getGeneration(), 0u);  // the same entry, not a successor
+    out.emplace_back(in.getSa().getIndex(), in.getSa().getGeneration());
+  }
+  return out;
+}
+
+TEST(KeydbService, AMigrateMovesEveryMatchingSaUnderItsRefAndReinstallsIt) {
+  KeydbHarness h;
+  LiveSa a, b, elsewhere;
+  ASSERT_NO_FATAL_FAILURE(addLiveEspSa(h, 0x1001, a, 5));
+  ASSERT_NO_FATAL_FAILURE(addLiveEspSa(h, 0x1002, b, 6));
+  ASSERT_NO_FATAL_FAILURE(addLiveEspSa(h, 0x1003, elsewhere, 5, capnp::Data::Reader(kOtherDst, 4)));
+
+  migrate(h, 2, 0);  // reqid 0: any
+  auto r = h.toPolicy();
+  ASSERT_TRUE(r.reader);
+  auto reply = r.reader->getRoot<proto::KeydbToPolicy>().getReply();
+  EXPECT_EQ(reply.getRequestId(), 2u);
+  EXPECT_EQ(reply.getErrno(), 0);
+  ASSERT_EQ(reply.getSas().size(), 2u);
+  for (auto rec : reply.getSas()) {
+    EXPECT_EQ(rec.getParams().getDst(), capnp::Data::Reader(kNewDst, 4));
+    EXPECT_NE(rec.getParams().getSpi(), 0x1003u);
+  }
+  auto in = installs(h);
+  std::sort(in.begin(), in.end());
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> expected{{a.index, a.generation}, {b.index, b.generation}};
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(in, expected);
+  EXPECT_FALSE(h.toCrypto(50).reader) << "the broker sessions stay: they do not depend on addresses";
+
+  EXPECT_EQ(getErrno(h, 0x1001, kNewDst), 0);
+  EXPECT_EQ(getErrno(h, 0x1002, kNewDst), 0);
+  EXPECT_EQ(getErrno(h, 0x1001, kDst), ESRCH);
+  EXPECT_EQ(getErrno(h, 0x1003, kOtherDst), 0);  // not between the old addresses: stays
+}
+
+TEST(KeydbService, AMigrateWithAReqidMovesOnlyThatReqidsSas) {
+  KeydbHarness h;
+  LiveSa a, b;
+  ASSERT_NO_FATAL_FAILURE(addLiveEspSa(h, 0x1001, a, 5));
+  ASSERT_NO_FATAL_FAILURE(addLiveEspSa(h, 0x1002, b, 6));
+  migrate(h, 2, 6);
+  auto r = h.toPolicy();
+  ASSERT_TRUE(r.reader);
+  auto reply = r.reader->getRoot<proto::KeydbToPolicy>().getReply();
+  EXPECT_EQ(reply.getErrno(), 0);
+  ASSERT_EQ(reply.getSas().size(), 1u);
+  EXPECT_EQ(reply.getSas()[0].getParams().getSpi(), 0x1002u);
+  auto in = installs(h);
+  ASSERT_EQ(in.size(), 1u);
+  EXPECT_EQ(in[0], std::make_pair(b.index, b.generation));
+  EXPECT_EQ(getErrno(h, 0x1001, kDst), 0);
+  EXPECT_EQ(getErrno(h, 0x1002, kNewDst), 0);
+}
+
+TEST(KeydbService, AMigrateOntoATakenNameIsEexistAndMovesNothing) {
+  KeydbHarness h;
+  LiveSa a, b, holder;
+  ASSERT_NO_FATAL_FAILURE(addLiveEspSa(h, 0x1001, a));
+  ASSERT_NO_FATAL_FAILURE(addLiveEspSa(h, 0x1002, b));
+  ASSERT_NO_FATAL_FAILURE(addLiveEspSa(h, 0x1001, holder, 0, capnp::Data::Reader(kNewDst, 4)));
+  migrate(h, 2, 0);
+  auto r = h.toPolicy();
+  ASSERT_TRUE(r.reader);
+  EXPECT_EQ(r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), EEXIST);
+  EXPECT_FALSE(h.toForwarder(100).reader) << "nothing reinstalled";
+  EXPECT_FALSE(h.toCrypto(50).reader);
+  EXPECT_EQ(getErrno(h, 0x1001, kDst), 0);
+  EXPECT_EQ(getErrno(h, 0x1002, kDst), 0);  // could have moved, but all or nothing
+  EXPECT_EQ(getErrno(h, 0x1002, kNewDst), ESRCH);
 }
 
 // A dump goes out in chunks of at most Keydb::kDumpChunk SAs, each one

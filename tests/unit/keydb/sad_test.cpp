@@ -6,22 +6,30 @@
 #include <sodium.h>
 
 #include <set>
+#include <string>
+#include <tuple>
 
 namespace ipsec::keydb {
 namespace {
+
+const std::string kDst("\xc0\x00\x02\x02", 4);        // 192.0.2.2
+const std::string kNewSrc("\xc6\x33\x64\x01", 4);     // 198.51.100.1
+const std::string kNewDst("\xc6\x33\x64\x02", 4);     // 198.51.100.2
+
+std::string raw(capnp::Data::Reader d) { return std::string(d.asChars().begin(), d.size()); }
 
 class SadTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_GE(sodium_init(), 0); }
 
-  Sa& add(std::uint32_t spi, bool esn = false) {
+  Sa& add(std::uint32_t spi, bool esn = false, const std::string& dst = kDst) {
     capnp::MallocMessageBuilder b;
     auto p = b.initRoot<proto::SaParams>();
     p.setSatype(SADB_SATYPE_ESP);
     p.setSpi(spi);
-    const capnp::byte src[4] = {192, 0, 2, 1}, dst[4] = {192, 0, 2, 2};
+    const capnp::byte src[4] = {192, 0, 2, 1};
     p.setSrc(capnp::Data::Reader(src, 4));
-    p.setDst(capnp::Data::Reader(dst, 4));
+    p.setDst(capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(dst.data()), dst.size()));
     p.setEsn(esn);
     p.setState(SADB_SASTATE_MATURE);
     return sad_.create(p.asReader());
@@ -119,6 +127,58 @@ TEST_F(SadTest, SpiAllocationFailsWhenTheRangeIsFull) {
   add(0x1000);
   EXPECT_FALSE(sad_.allocateSpi(SADB_SATYPE_ESP, dst, 0x1000, 0x1000));
   EXPECT_FALSE(sad_.allocateSpi(SADB_SATYPE_ESP, dst, 1, 255)) << "0-255 are reserved";
+}
+
+// X_MIGRATE's SAD part: the moved SAs take their new addresses under their
+// refs (sessions, grants and forwarder entries are named by ref), and are
+// found by their new names only.
+TEST_F(SadTest, AMoveRenamesEverySaUnderItsRef) {
+  Sa& a = add(0x1001);
+  Sa& b = add(0x1002);
+  const SaRef refA = a.ref, refB = b.ref;
+  a.seqGranted = 5000;
+  ASSERT_TRUE(sad_.move({{&a, kNewSrc, kNewDst}, {&b, kNewSrc, kNewDst}}));
+  for (auto [sa, ref, spi] : {std::tuple{&a, refA, 0x1001u}, std::tuple{&b, refB, 0x1002u}}) {
+    EXPECT_EQ(sad_.find(ref), sa);
+    EXPECT_EQ(sad_.find(SaKey{SADB_SATYPE_ESP, spi, kNewDst}), sa);
+    EXPECT_EQ(sad_.find(SaKey{SADB_SATYPE_ESP, spi, kDst}), nullptr);
+    EXPECT_EQ(raw(sa->p().getSrc()), kNewSrc);
+    EXPECT_EQ(raw(sa->p().getDst()), kNewDst);
+  }
+  EXPECT_EQ(a.seqGranted, 5000u);  // grants stay with the SA
+  EXPECT_EQ(sad_.size(), 2u);
+}
+
+TEST_F(SadTest, AMoveOntoANameHeldByAnSaThatStaysChangesNothing) {
+  Sa& moving = add(0x1001);
+  Sa& other = add(0x1002);
+  Sa& holder = add(0x1001, false, kNewDst);  // already (esp, 0x1001, new dst)
+  EXPECT_FALSE(sad_.move({{&other, kNewSrc, kNewDst}, {&moving, kNewSrc, kNewDst}}));
+  // All or nothing: the SA that could move did not either.
+  EXPECT_EQ(sad_.find(SaKey{SADB_SATYPE_ESP, 0x1002, kDst}), &other);
+  EXPECT_EQ(sad_.find(SaKey{SADB_SATYPE_ESP, 0x1002, kNewDst}), nullptr);
+  EXPECT_EQ(raw(other.p().getDst()), kDst);
+  EXPECT_EQ(sad_.find(SaKey{SADB_SATYPE_ESP, 0x1001, kDst}), &moving);
+  EXPECT_EQ(sad_.find(SaKey{SADB_SATYPE_ESP, 0x1001, kNewDst}), &holder);
+}
+
+TEST_F(SadTest, TwoSasMovedOntoOneNameIsRefused) {
+  Sa& a = add(0x1001);
+  Sa& b = add(0x1001, false, std::string("\xc0\x00\x02\x09", 4));
+  EXPECT_FALSE(sad_.move({{&a, kNewSrc, kNewDst}, {&b, kNewSrc, kNewDst}}));
+  EXPECT_EQ(sad_.find(SaKey{SADB_SATYPE_ESP, 0x1001, kDst}), &a);
+  EXPECT_EQ(sad_.find(SaKey{SADB_SATYPE_ESP, 0x1001, kNewDst}), nullptr);
+}
+
+TEST_F(SadTest, ANameFreedByAnSaMovingAwayMayBeTakenInTheSameMove) {
+  // a moves onto b's name while b moves elsewhere: a swap of names is fine.
+  Sa& a = add(0x1001);
+  Sa& b = add(0x1001, false, kNewDst);
+  const std::string third("\xcb\x00\x71\x01", 4);  // 203.0.113.1
+  ASSERT_TRUE(sad_.move({{&a, kNewSrc, kNewDst}, {&b, kNewSrc, third}}));
+  EXPECT_EQ(sad_.find(SaKey{SADB_SATYPE_ESP, 0x1001, kNewDst}), &a);
+  EXPECT_EQ(sad_.find(SaKey{SADB_SATYPE_ESP, 0x1001, third}), &b);
+  EXPECT_EQ(sad_.find(SaKey{SADB_SATYPE_ESP, 0x1001, kDst}), nullptr);
 }
 
 }  // namespace
