@@ -135,7 +135,15 @@ namespace ipsec::forwarder {
   X(natt_in_oa_adjusted)      /* updated from the SA's original addresses */       \
   X(natt_in_oa_zeroed)        /* UDP/IPv4, no original address: checksum 0 */      \
   X(natt_in_oa_recomputed)    /* TCP or UDP/IPv6, no original address */           \
-  X(natt_in_oa_not_needed)    /* not TCP/UDP, or a UDP checksum of 0 */
+  X(natt_in_oa_not_needed)    /* not TCP/UDP, or a UDP checksum of 0 */          \
+  /* UDP GRO/GSO on the NAT-T sockets (gro.cpp): net.inet.ipsec.udp_gro, udp_gso */ \
+  X(natt_in_gro_datagrams)    /* coalesced datagrams received (UDP_GRO) */          \
+  X(natt_in_gro_segments)     /* ... the datagrams split out of them */             \
+  X(natt_in_gro_drop_bad)     /* GRO size 0, above the datagram, too many segments, cut control */ \
+  X(natt_in_gro_drop_no_buffer) /* segments lost: no free buffer to split into */   \
+  X(natt_out_gso_datagrams)   /* UDP_SEGMENT sends of several ESP packets (IPv6) */ \
+  X(natt_out_gso_segments)    /* ... the ESP packets in them */                     \
+  X(natt_out_gso_fallback)    /* a GSO send refused: its packets sent one by one */
 
 struct Counters {
 #define IPSEC_DECLARE(name) std::uint64_t name = 0;

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "esp/ecn.h"
@@ -319,10 +320,10 @@ std::optional<esp::IpAddress> Forwarder::RecvBurst::source6(std::size_t i) const
   return esp::IpAddress::v6(std::span<const uint8_t, 16>(sin6->sin6_addr.s6_addr, 16));
 }
 
-bool Forwarder::receiveBurst(Worker& w, int fd, std::uint32_t at, RecvBurst& r) noexcept {
+bool Forwarder::receiveBurst(Worker& w, int fd, std::uint32_t at, RecvBurst& r, std::size_t max) noexcept {
   r.have = 0;
   r.got = 0;
-  for (; r.have < kBurst; ++r.have) {
+  for (; r.have < std::min(max, kBurst); ++r.have) {
     auto b = allocBuffer(w);
     if (!b) break;
     const std::size_t i = r.have;
@@ -404,12 +405,19 @@ void Forwarder::readRaw(int family) noexcept {
 // ESP in UDP (RFC 3948) on the NAT-T sockets: the kernel hands us the UDP
 // payload, the peer in msg_name, our address and the outer TOS as control
 // messages. IKE packets reach us only when no IKE daemon shares the port
-// (the reuseport program sends them to index 1).
+// (the reuseport program sends them to index 1). With net.inet.ipsec.udp_gro
+// a datagram may hold several payloads of one flow (gro.cpp splits it); a
+// burst then takes fewer datagrams, as each may need up to 64 buffers.
 void Forwarder::readUdp(int family) noexcept {
   Worker& w = nextWorker();
   const int fd = family == AF_INET ? fds_.udp4.get() : fds_.udp6.get();
   RecvBurst& r = recv_;
-  if (!receiveBurst(w, fd, 0, r)) {
+  // A coalesced datagram needs a buffer per segment (up to 64 from a GRO
+  // or a GSO sender): without that many free, wait for completions (as for
+  // an empty pool) rather than receive and lose the rest.
+  const std::size_t perDatagram = std::clamp<std::size_t>(w.pool->count() / 2, 1, kGroBuffers);
+  const std::size_t max = udpGro_ ? w.pool->available() / perDatagram : kBurst;
+  if (max == 0 || !receiveBurst(w, fd, 0, r, max)) {
     ++counters_.esp_in_stall_no_buffer;
     (family == AF_INET ? udp4Stalled_ : udp6Stalled_) = true;
     return;
@@ -418,34 +426,49 @@ void Forwarder::readUdp(int family) noexcept {
   auto& bufs = r.bufs;
   for (std::size_t i = 0; i < r.got; ++i) {
     const std::uint32_t len = msgs[i].msg_len;
-    auto drop = [&](std::uint64_t& counter) {
-      ++counter;
-      freeBuffer(w, bufs[i]);
-    };
     if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
-      drop(counters_.esp_in_drop_truncated);
+      ++counters_.esp_in_drop_truncated;
+      freeBuffer(w, bufs[i]);
       continue;
     }
-    switch (esp::classifyUdpPayload({bufferData(w, bufs[i]), len})) {
-      case esp::UdpPayloadKind::kKeepalive: drop(counters_.natt_in_keepalives); continue;
-      case esp::UdpPayloadKind::kIke: drop(counters_.natt_in_ike_no_listener); continue;
-      case esp::UdpPayloadKind::kBad: drop(counters_.natt_in_drop_bad); continue;
-      case esp::UdpPayloadKind::kEsp: break;
-    }
-    ++counters_.natt_in_esp_packets;
     const esp::UdpControl ctl = esp::parseUdpControl(msgs[i].msg_hdr);
     const auto peer = esp::endpointFrom(r.names[i], msgs[i].msg_hdr.msg_namelen);
-    if (!ctl.dst || !peer) {
-      drop(counters_.esp_in_drop_bad_ip);
-      continue;
+    const esp::GroSplit split = esp::splitGro(len, esp::parseGroControl(msgs[i].msg_hdr));
+    if (!split.ok()) {
+      ++counters_.natt_in_gro_drop_bad;
+      freeBuffer(w, bufs[i]);
+    } else if (split.count > 1) {
+      udpCoalesced(w, bufs[i], split, ctl, peer);  // gro.cpp
+    } else {
+      udpSegment(w, bufs[i], len, ctl, peer);
     }
-    inboundPacket(w, bufs[i], len, Outer{0, *ctl.dst, ctl.tos, true, *peer, {}, 64});
   }
-  if (finishBurst(w, r)) {
+  const bool more = finishBurst(w, r) || (r.have == max && r.got == max);
+  if (more) {
     boost::asio::post(io_, [this, family] { readUdp(family); });
   } else {
     armUdp(family);
   }
+}
+
+void Forwarder::udpSegment(Worker& w, std::uint32_t buf, std::uint32_t len, const esp::UdpControl& ctl,
+                           const std::optional<esp::UdpEndpoint>& peer) noexcept {
+  auto drop = [&](std::uint64_t& counter) {
+    ++counter;
+    freeBuffer(w, buf);
+  };
+  switch (esp::classifyUdpPayload({bufferData(w, buf), len})) {
+    case esp::UdpPayloadKind::kKeepalive: return drop(counters_.natt_in_keepalives);
+    case esp::UdpPayloadKind::kIke: return drop(counters_.natt_in_ike_no_listener);
+    case esp::UdpPayloadKind::kBad: return drop(counters_.natt_in_drop_bad);
+    case esp::UdpPayloadKind::kEsp: break;
+  }
+  ++counters_.natt_in_esp_packets;
+  if (!ctl.dst || !peer) return drop(counters_.esp_in_drop_bad_ip);
+  // A split datagram queues more requests than a burst: hand them over
+  // rather than grow the pending list.
+  if (w.pending.size() >= kBurst) flushRequests(w, false);
+  inboundPacket(w, buf, len, Outer{0, *ctl.dst, ctl.tos, true, *peer, {}, 64});
 }
 
 Forwarder::NatT* Forwarder::natTOf(const Sa& sa) noexcept {
@@ -603,9 +626,20 @@ void Forwarder::flushSends() noexcept {
 }
 
 void Forwarder::flushSendBatch(SendBatch& b) noexcept {
-  std::size_t sent = 0;
-  while (sent < b.count) {
-    int n = sendmmsg(b.fd, b.msgs.data() + sent, static_cast<unsigned>(b.count - sent), MSG_DONTWAIT);
+  if (&b == &sendUdp6_ && udpGso_) {
+    flushGso(b);  // gro.cpp
+  } else {
+    sendEach(b, 0, b.count);
+  }
+  for (std::size_t i = 0; i < b.count; ++i) freeBuffer(*b.buffers[i].first, b.buffers[i].second);
+  b.count = 0;
+}
+
+void Forwarder::sendEach(SendBatch& b, std::size_t first, std::size_t count) noexcept {
+  std::size_t sent = first;
+  const std::size_t end = first + count;
+  while (sent < end) {
+    int n = sendmmsg(b.fd, b.msgs.data() + sent, static_cast<unsigned>(end - sent), MSG_DONTWAIT);
     if (n <= 0) {
       // Refused (EAGAIN, unreachable, ...): drop this one and go on with the rest.
       ++counters_.out_drop_send;
@@ -619,8 +653,6 @@ void Forwarder::flushSendBatch(SendBatch& b) noexcept {
     if (b.udp) counters_.natt_out_esp_packets += static_cast<std::uint64_t>(n);
     sent += static_cast<std::size_t>(n);
   }
-  for (std::size_t i = 0; i < b.count; ++i) freeBuffer(*b.buffers[i].first, b.buffers[i].second);
-  b.count = 0;
 }
 
 Sa* Forwarder::acceptVerified(Worker& w, const proto::CryptoCompletion& c, const BufferContext& ctx, bool sane,

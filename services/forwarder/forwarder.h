@@ -39,6 +39,7 @@
 #include "esp/pmtu.h"
 #include "esp/nat_oa.h"
 #include "esp/udp_encap.h"
+#include "esp/udp_gro.h"
 #include "ipcomp/ipcomp.h"
 #include "proto/ring_abi.h"
 #include "ring/doorbell.h"
@@ -178,7 +179,8 @@ class Forwarder {
   // Takes up to kBurst buffers from w's pool and receives into them at
   // offset `at`. False when the pool had no buffer: the caller counts the
   // stall and pauses that socket.
-  bool receiveBurst(Worker& w, int fd, std::uint32_t at, RecvBurst& r) noexcept;
+  // max: fewer than kBurst (UDP GRO: each datagram may need many buffers, gro.cpp).
+  bool receiveBurst(Worker& w, int fd, std::uint32_t at, RecvBurst& r, std::size_t max = kBurst) noexcept;
   // Returns the unfilled buffers, sends the burst's requests; true when the
   // burst was full (more may be queued).
   bool finishBurst(Worker& w, RecvBurst& r) noexcept;
@@ -434,6 +436,30 @@ class Forwarder {
   SendBatch sendHdr4_, sendHdr6_;  // transport mode, header included
   SendBatch sendAh4_, sendAh6_;    // AH, header included (ah.cpp)
   void flushSendBatch(SendBatch& b) noexcept;
+  // Sends b's datagrams [first, first + count) one each (refused ones counted in out_drop_send).
+  void sendEach(SendBatch& b, std::size_t first, std::size_t count) noexcept;
+
+  // UDP GRO/GSO on the NAT-T sockets (gro.cpp; net.inet.ipsec.udp_gro, udp_gso).
+  // One datagram of the UDP sockets, or one segment of a coalesced one: what
+  // readUdp did for every datagram before GRO.
+  void udpSegment(Worker& w, std::uint32_t buf, std::uint32_t len, const esp::UdpControl& ctl,
+                  const std::optional<esp::UdpEndpoint>& peer) noexcept;
+  // A coalesced datagram in buf: segment 0 stays there, the others are
+  // copied into buffers of their own first, then all are handled in order.
+  void udpCoalesced(Worker& w, std::uint32_t buf, const esp::GroSplit& split, const esp::UdpControl& ctl,
+                    const std::optional<esp::UdpEndpoint>& peer) noexcept;
+  void setUdpGro(bool on) noexcept;
+  // sendUdp6_ with udp_gso on: runs of same-size packets to one peer leave as one UDP_SEGMENT send.
+  void flushGso(SendBatch& b) noexcept;
+  bool udpGro_ = false, udpGso_ = false;
+  static constexpr std::size_t kGroBuffers = 65;  // free buffers a GRO datagram may need: its own + 64 segments
+  std::array<std::uint32_t, esp::kMaxGroSegments> groBufs_{};
+  struct GsoBatch {
+    std::array<mmsghdr, kBurst> msgs{};
+    std::array<std::array<char, CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(std::uint16_t))>, kBurst> cmsgs{};
+    std::array<std::uint8_t, kBurst> first{}, count{};  // the batch's datagrams in each message
+  };
+  GsoBatch gso_;
 };
 
 }  // namespace ipsec::forwarder

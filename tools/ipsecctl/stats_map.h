@@ -230,6 +230,13 @@ inline constexpr StatCounter kStatCounters[] = {
     {"natt_in_oa_zeroed", "natt", "", "transport-mode UDP/IPv4 checksum%s cleared (no original address)"},
     {"natt_in_oa_recomputed", "natt", "", "transport-mode checksum%s recomputed (no original address)"},
     {"natt_in_oa_not_needed", "natt", "", "transport-mode packet%s needing no checksum fix-up"},
+    {"natt_in_gro_datagrams", "natt", "", "coalesced datagram%s received (UDP GRO)"},
+    {"natt_in_gro_segments", "natt", "", "ESP-in-UDP datagram%s split out of them"},
+    {"natt_in_gro_drop_bad", "natt", "", "coalesced datagram%s with a bad segment size, dropped"},
+    {"natt_in_gro_drop_no_buffer", "natt", "", "segment%s lost for want of a buffer to split into"},
+    {"natt_out_gso_datagrams", "natt", "", "UDP GSO send%s of several ESP packets"},
+    {"natt_out_gso_segments", "natt", "", "ESP packet%s sent in them"},
+    {"natt_out_gso_fallback", "natt", "", "GSO send%s refused and sent one by one"},
 };
 
 // Per-SA counters (SaCounters), shown under each SA.

@@ -1,0 +1,119 @@
+// ipsec-forwarder: UDP GRO and GSO on the NAT-T sockets (RFC 3948 ESP in UDP),
+// each behind its sysctl (net.inet.ipsec.udp_gro, net.inet.ipsec.udp_gso).
+//
+// Receive: with UDP_GRO on, the kernel may coalesce several datagrams of one
+// flow (same peer, ports and TOS) into one, with the segment size in a control
+// message; lib/esp/udp_gro checks that size (untrusted: from the wire's
+// lengths) and gives the split. Each segment is then handled exactly as a
+// datagram on its own (keepalive, non-ESP marker, ESP, per-segment counters):
+// a bad one is counted and dropped, the others go on.
+// Send: the IPv6 NAT-T socket takes a run of same-size ESP packets to one
+// peer as one UDP_SEGMENT send (IPv4 leaves on the header-included socket
+// with our own header, which GSO cannot cut).
+// Same thread as the rest of the data path; noexcept, no allocation.
+#include <netinet/in.h>
+#include <netinet/udp.h>
+
+#include <cstring>
+
+#include "forwarder.h"
+#include "log/log.h"
+
+namespace ipsec::forwarder {
+
+void Forwarder::udpCoalesced(Worker& w, std::uint32_t buf, const esp::GroSplit& split, const esp::UdpControl& ctl,
+                             const std::optional<esp::UdpEndpoint>& peer) noexcept {
+  ++counters_.natt_in_gro_datagrams;
+  counters_.natt_in_gro_segments += split.count;
+  // Segment 0 stays at the start of buf. The others are copied out before
+  // any segment is handled: handling may free buf (a drop), and the order of
+  // the segments is the order of their requests on the ring.
+  const std::uint8_t* data = bufferData(w, buf);
+  std::size_t have = 1;
+  groBufs_[0] = buf;
+  for (; have < split.count; ++have) {
+    const auto b = allocBuffer(w);
+    if (!b) break;
+    std::memcpy(bufferData(w, *b), data + split.offset(have), split.segmentLength(have));
+    groBufs_[have] = *b;
+  }
+  counters_.natt_in_gro_drop_no_buffer += split.count - have;
+  for (std::size_t k = 0; k < have; ++k) udpSegment(w, groBufs_[k], split.segmentLength(k), ctl, peer);
+}
+
+void Forwarder::setUdpGro(bool on) noexcept {
+  const int value = on ? 1 : 0;
+  bool ok = true;
+  for (const int fd : {fds_.udp4.get(), fds_.udp6.get()}) {
+    if (fd >= 0 && setsockopt(fd, SOL_UDP, UDP_GRO, &value, sizeof value) != 0) ok = false;
+  }
+  if (!ok) log::warn("net.inet.ipsec.udp_gro={}: UDP_GRO refused by the kernel", value);
+  udpGro_ = on;
+}
+
+void Forwarder::flushGso(SendBatch& b) noexcept {
+  // Runs of datagrams with the same destination and traffic class (the
+  // first control message: IPV6_TCLASS, as onSealed and transport.cpp write it).
+  auto sameAs = [&b](std::size_t first) {
+    return [&b, first](std::size_t i) {
+      return b.msgs[i].msg_hdr.msg_namelen == b.msgs[first].msg_hdr.msg_namelen &&
+             std::memcmp(&b.addrs[i], &b.addrs[first], b.msgs[first].msg_hdr.msg_namelen) == 0 &&
+             b.msgs[i].msg_hdr.msg_controllen == b.msgs[first].msg_hdr.msg_controllen &&
+             std::memcmp(b.cmsgs[i].data(), b.cmsgs[first].data(), b.msgs[first].msg_hdr.msg_controllen) == 0;
+    };
+  };
+  const std::span<const iovec> iovs(b.iovs.data(), b.count);
+  std::size_t messages = 0;
+  for (std::size_t i = 0; i < b.count;) {
+    const std::size_t run = esp::gsoRun(iovs, i, sameAs(i));
+    mmsghdr& m = gso_.msgs[messages];
+    m = b.msgs[i];
+    if (run > 1) {
+      // Its own control space: the traffic class, then the segment size.
+      auto& space = gso_.cmsgs[messages];
+      std::memcpy(space.data(), b.cmsgs[i].data(), b.msgs[i].msg_hdr.msg_controllen);
+      m.msg_hdr.msg_iovlen = run;  // the batch's iovecs are contiguous
+      m.msg_hdr.msg_control = space.data();
+      m.msg_hdr.msg_controllen = b.msgs[i].msg_hdr.msg_controllen + CMSG_SPACE(sizeof(std::uint16_t));
+      cmsghdr* c = reinterpret_cast<cmsghdr*>(space.data() + b.msgs[i].msg_hdr.msg_controllen);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
+      const auto size = static_cast<std::uint16_t>(b.iovs[i].iov_len);
+      std::memcpy(CMSG_DATA(c), &size, sizeof size);
+    }
+    gso_.first[messages] = static_cast<std::uint8_t>(i);
+    gso_.count[messages] = static_cast<std::uint8_t>(run);
+    ++messages;
+    i += run;
+  }
+  std::size_t sent = 0;
+  while (sent < messages) {
+    const int n = sendmmsg(b.fd, gso_.msgs.data() + sent, static_cast<unsigned>(messages - sent), MSG_DONTWAIT);
+    if (n <= 0) {
+      // Refused: a GSO send (a route or device that cannot take it, a
+      // segment above the path MTU) is retried one datagram at a time.
+      if (gso_.count[sent] > 1) {
+        ++counters_.natt_out_gso_fallback;
+        sendEach(b, gso_.first[sent], gso_.count[sent]);
+      } else {
+        ++counters_.out_drop_send;
+      }
+      ++sent;
+      continue;
+    }
+    for (std::size_t k = sent; k < sent + static_cast<std::size_t>(n); ++k) {
+      const std::size_t segments = gso_.count[k];
+      counters_.esp_out_packets += segments;
+      counters_.esp_out_bytes += gso_.msgs[k].msg_len;
+      counters_.natt_out_esp_packets += segments;
+      if (segments > 1) {
+        ++counters_.natt_out_gso_datagrams;
+        counters_.natt_out_gso_segments += segments;
+      }
+    }
+    sent += static_cast<std::size_t>(n);
+  }
+}
+
+}  // namespace ipsec::forwarder
