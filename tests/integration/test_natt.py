@@ -2,10 +2,14 @@
 (RFC 3948), IPv4 and IPv6 outer, IPv4 and IPv6 inner. The SAs are added over
 PF_KEY with NAT_T_TYPE/SPORT/DPORT (tests/interop/natt_pfkey.py). A listens
 on natt_port 4500 and B on 4501, so each SA's ports are exercised as given,
-not assumed; every ESP packet must travel in UDP (none on the raw socket)."""
+not assumed; every ESP packet must travel in UDP (none on the raw socket).
+UDP GRO/GSO (net.inet.ipsec.udp_gro, udp_gso): IPv6 ESP leaves in UDP_SEGMENT
+sends and is received coalesced and split; a coalesced datagram's segments
+are each counted as datagrams of their own would be (IPv4 and IPv6)."""
 
 import os
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
@@ -16,16 +20,25 @@ from harness import (GCM_KEY_AB, GCM_KEY_BA, INNER, OUTER, SPI_AB, SPI_BA, Testb
 
 PORT_A, PORT_B = 4500, 4501
 
+# One UDP_SEGMENT send from an ordinary socket in a namespace: argv dst, port,
+# segment size, then the segments' payloads in hex (all of the segment size
+# but the last). The kernel computes the checksum, so the datagram reaches a
+# UDP_GRO socket across the veth whole.
+GSO_SEND = r"""
+import socket, struct, sys
+dst, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+data = b"".join(bytes.fromhex(x) for x in sys.argv[4:])
+fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+n = s.sendmsg([data], [(socket.SOL_UDP, 103, struct.pack("H", size))], 0, (dst, port))
+assert n == len(data), n
+"""
+
 
 class NattTunnelTest(unittest.TestCase):
     def check_pair(self, outer):
         with Testbed() as tb:
-            aout, bout = OUTER[outer]
-            sas = [(SPI_AB, aout, bout, GCM_KEY_AB, PORT_A, PORT_B),
-                   (SPI_BA, bout, aout, GCM_KEY_BA, PORT_B, PORT_A)]
-            for h, port in ((tb.a, PORT_A), (tb.b, PORT_B)):
-                tb.start(h, "flush;\nspdflush;\n" + spd_lines(h.side, outer), natt_port=port)
-                natt_pfkey.install(h.runtime, sas)
+            self.start_natt(tb, outer)
             for fam in (4, 6):
                 a_in, b_in = INNER[fam]
                 r = ping(tb.a, b_in, count=3)
@@ -47,6 +60,81 @@ class NattTunnelTest(unittest.TestCase):
                         self.assertEqual(v, 0, f"{h.side}: {k} = {v}")
                 self.assertEqual(c["natt_in_new_mapping"], 0)
             self.assertEqual(tb.stop(tb.a), 0, tb.log_text(tb.a))
+
+    def start_natt(self, tb, outer):
+        aout, bout = OUTER[outer]
+        sas = [(SPI_AB, aout, bout, GCM_KEY_AB, PORT_A, PORT_B),
+               (SPI_BA, bout, aout, GCM_KEY_BA, PORT_B, PORT_A)]
+        for h, port in ((tb.a, PORT_A), (tb.b, PORT_B)):
+            tb.start(h, "flush;\nspdflush;\n" + spd_lines(h.side, outer), natt_port=port)
+            natt_pfkey.install(h.runtime, sas)
+
+    def test_gso_sends_reach_a_gro_receiver_and_open(self):
+        """IPv6 outer, udp_gro and udp_gso on (the defaults): A's ESP leaves
+        in UDP_SEGMENT sends, B receives them coalesced, splits them and
+        every segment opens: 4 MiB of TCP arrive intact both ways. With B's
+        GRO off the kernel cuts the same sends into datagrams and nothing is
+        coalesced, the transfer as good."""
+        with Testbed() as tb:
+            self.start_natt(tb, 6)
+            r = ping(tb.a, INNER[4][1], count=2)
+            self.assertEqual(r.returncode, 0, f"{r.stdout}{r.stderr}\n{tb.log_text(tb.a)}")
+            for h in tb.hosts():
+                self.assertIn("net.inet.ipsec.udp_gro: 1", h.ipsecctl("sysctl", "net.inet.ipsec.udp_gro"))
+                self.assertIn("net.inet.ipsec.udp_gso: 1", h.ipsecctl("sysctl", "net.inet.ipsec.udp_gso"))
+            tcp_transfer(tb.a, tb.b, INNER[4][1], nbytes=4 << 20)
+            tcp_transfer(tb.b, tb.a, INNER[6][0], nbytes=4 << 20, port=5002)
+            for h in tb.hosts():
+                c = h.stats()["ipsec-forwarder"]["counters"]
+                self.assertGreater(c["natt_out_gso_datagrams"], 10, h.side)
+                self.assertGreater(c["natt_out_gso_segments"], 2 * c["natt_out_gso_datagrams"], h.side)
+                self.assertGreater(c["natt_in_gro_datagrams"], 10, h.side)
+                self.assertGreater(c["natt_in_gro_segments"], 2 * c["natt_in_gro_datagrams"], h.side)
+                self.assertEqual(c["natt_out_esp_packets"], c["esp_out_packets"])
+                self.assertGreaterEqual(c["natt_in_esp_packets"], c["esp_in_packets"])
+                self.assertGreater(c["esp_in_packets"], c["natt_in_gro_datagrams"])
+                for k, v in c.items():
+                    if "drop" in k and k != "out_drop_no_policy" or k == "natt_out_gso_fallback":
+                        self.assertEqual(v, 0, f"{h.side}: {k} = {v}")
+            b0 = tb.b.stats()["ipsec-forwarder"]["counters"]
+            tb.b.ipsecctl("sysctl", "net.inet.ipsec.udp_gro=0")
+            tcp_transfer(tb.a, tb.b, INNER[4][1], nbytes=2 << 20, port=5003)
+            b1 = tb.b.stats()["ipsec-forwarder"]["counters"]
+            self.assertEqual(b1["natt_in_gro_datagrams"], b0["natt_in_gro_datagrams"])
+            self.assertGreater(b1["esp_in_packets"] - b0["esp_in_packets"], 1000)
+            self.assertEqual(tb.stop(tb.a), 0, tb.log_text(tb.a))
+
+    def check_segments_each_counted(self, outer):
+        """A coalesced datagram whose segments are an ESP packet of no SA, a
+        non-ESP marker, a keepalive-sized run and a cut last one: each segment
+        is counted as a datagram of its own would be; the forwarder goes on."""
+        with Testbed() as tb:
+            self.start_natt(tb, outer)
+            b_addr = OUTER[outer][1]
+            esp = "00009999" "00000001"    # SPI 0x9999: no such SA
+            marker = "00000000" "01020304"  # non-ESP marker: IKE, no daemon
+            cut = "0000"                    # shorter than an ESP header
+            before = tb.b.stats()["ipsec-forwarder"]["counters"]
+            tb.a.exec(["/usr/bin/python3", "-c", GSO_SEND, b_addr, str(PORT_B), "8", esp, marker, esp, cut])
+            tb.a.exec(["/usr/bin/python3", "-c", GSO_SEND, b_addr, str(PORT_B), "1", "ff", "ff", "ff"])
+            time.sleep(0.3)
+            c = tb.b.stats()["ipsec-forwarder"]["counters"]
+            d = {k: c[k] - before[k] for k in c}
+            self.assertEqual(d["natt_in_gro_datagrams"], 2, d)
+            self.assertEqual(d["natt_in_gro_segments"], 7, d)
+            self.assertEqual(d["esp_in_drop_no_sa"], 2, d)
+            self.assertEqual(d["natt_in_ike_no_listener"], 1, d)
+            self.assertEqual(d["natt_in_drop_bad"], 1, d)
+            self.assertEqual(d["natt_in_keepalives"], 3, d)
+            self.assertEqual(d["natt_in_gro_drop_bad"], 0, d)
+            r = ping(tb.a, INNER[4][1], count=2)
+            self.assertEqual(r.returncode, 0, f"{r.stdout}{r.stderr}")
+
+    def test_coalesced_segments_each_counted_ipv4(self):
+        self.check_segments_each_counted(4)
+
+    def test_coalesced_segments_each_counted_ipv6(self):
+        self.check_segments_each_counted(6)
 
     def test_natt_over_ipv4(self):
         self.check_pair(4)
