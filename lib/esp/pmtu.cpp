@@ -71,6 +71,15 @@ uint16_t checksumFinish(uint32_t sum) noexcept {
   return static_cast<uint16_t>(~sum);
 }
 
+bool IcmpRateLimit::available(uint64_t nowMs) noexcept {
+  const uint64_t second = nowMs / 1000;
+  if (second != second_) {
+    second_ = second;
+    thisSecond_ = 0;
+  }
+  return thisSecond_ < perSecond_;
+}
+
 DfPolicy dfPolicyFromSysctl(int64_t value) noexcept {
   switch (value) {
     case 0: return DfPolicy::kClear;

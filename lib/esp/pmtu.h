@@ -115,6 +115,25 @@ size_t buildFragmentationNeeded(std::span<const uint8_t> inner, uint16_t mtu, st
 // as fits in 1280 bytes (RFC 4443 §2.4 (c), §3.2).
 size_t buildPacketTooBig(std::span<const uint8_t> inner, uint32_t mtu, std::span<uint8_t> out) noexcept;
 
+// The ICMP error rate limit (a router's icmp_ratelimit, RFC 1812 §4.3.2.8):
+// at most `perSecond` messages in each second of a monotonic clock, so that a
+// flood of oversized DF packets costs the tunnel a counter each, not an ICMP
+// each. A message that turns out not to be due (buildFragmentationNeeded
+// returned 0) takes nothing: available() then take() only for one that goes.
+class IcmpRateLimit {
+ public:
+  explicit constexpr IcmpRateLimit(uint32_t perSecond) noexcept : perSecond_(perSecond) {}
+  // True when one more message may go at `nowMs`; a new second starts afresh.
+  bool available(uint64_t nowMs) noexcept;
+  // Counts one message against the current second.
+  void take() noexcept { ++thisSecond_; }
+
+ private:
+  uint32_t perSecond_;
+  uint64_t second_ = 0;
+  uint32_t thisSecond_ = 0;
+};
+
 // The Internet checksum (RFC 1071) of `data`, folded, not complemented, added to `sum`.
 uint32_t checksumAdd(uint32_t sum, std::span<const uint8_t> data) noexcept;
 uint16_t checksumFinish(uint32_t sum) noexcept;

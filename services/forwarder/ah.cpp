@@ -19,6 +19,12 @@
 //             canonicalise → kAhVerify → replay update → restore → tunnel:
 //             the inner packet; transport: AH removed, lengths fixed → SPD(in)
 //             check → TUN write
+// Tunnel mode has ESP tunnels' details (pmtu.cpp): the SA's path MTU (an
+// inner packet that may not be fragmented gets ICMP with the MTU AH leaves,
+// otherwise the signed packet is cut into fragments as it leaves) and the
+// outer DF bit by the SA's policy or net.inet.ipsec.dfbit. DF and the
+// fragment fields are mutable for AH (RFC 4302 §3.3.3.1.1.1): written before
+// the MAC, zeroed for it, put back; fragments keep the signed Identification.
 // Every drop has its named counter (ah_in_drop_<lib/ah error or check>).
 // noexcept and allocation-free on the packet paths.
 #include <linux/ipsec.h>
@@ -203,11 +209,16 @@ bool Forwarder::outboundAh(Worker& w, std::uint32_t buf, std::uint32_t len, cons
     ++counters_.out_drop_sa_mode;
     return false;
   }
-  return frameAh(w, buf, kHeadroom, len, *sa, tunnel);
+  if (!tunnel) return frameAh(w, buf, kHeadroom, len, *sa, false);
+  // The SA's path MTU and DF policy as ESP tunnels have them (pmtu.cpp):
+  // ICMP to the sender, or fragments of the signed packet.
+  TunnelFit fit;
+  if (!fitAhTunnel(*sa, {bufferData(w, buf) + kHeadroom, len}, fit)) return false;
+  return frameAh(w, buf, kHeadroom, len, *sa, true, std::nullopt, &fit);
 }
 
 bool Forwarder::frameAh(Worker& w, std::uint32_t buf, std::uint32_t off, std::uint32_t len, Sa& sa, bool tunnel,
-                        std::optional<std::uint8_t> aroundEspTos) noexcept {
+                        std::optional<std::uint8_t> aroundEspTos, const TunnelFit* fit) noexcept {
   std::uint8_t* data = bufferData(w, buf);
   const std::span<std::uint8_t> whole{data, w.bufferSize};
   const std::size_t icv = sa.layout.icvLength;
@@ -217,7 +228,8 @@ bool Forwarder::frameAh(Worker& w, std::uint32_t buf, std::uint32_t off, std::ui
     if (++ahIpId_ == 0) ahIpId_ = 1;  // 0 would let the kernel choose it
     const std::uint8_t tos =
         aroundEspTos ? *aroundEspTos : esp::outerTrafficClass(esp::trafficClass({data + off, len}));
-    const ahframe::Outer outer{sa.src, sa.dst, tos, ahIpId_, kOuterHopLimit};
+    // DF is mutable for AH (zeroed for the ICV, put back by restore).
+    const ahframe::Outer outer{sa.src, sa.dst, tos, ahIpId_, kOuterHopLimit, fit && fit->outerDf};
     f = ahframe::frameTunnel(whole, off, len, outer, sa.spi, static_cast<std::uint32_t>(seq), icv,
                              aroundEspTos ? ah::kProtoEsp : 0);
   } else {
@@ -248,6 +260,7 @@ bool Forwarder::frameAh(Worker& w, std::uint32_t buf, std::uint32_t off, std::ui
   st.start = start;
   st.ahOffset = static_cast<std::uint16_t>(canon.ahOffset);
   st.nextHeaderOffset = static_cast<std::uint16_t>(canon.nextHeaderOffset);
+  st.mtu = tunnel && fit ? fit->mtu : 0;
   ++sa.seqNext;
   maybeRequestSeq(sa);
   if (sa.firstUse == 0) sa.firstUse = unixNow();
@@ -288,6 +301,16 @@ void Forwarder::onAhSigned(Worker& w, const proto::CryptoCompletion& c) noexcept
   std::uint8_t* ip = bufferData(w, c.bufferIndex) + st.start;
   st.saved.restore({ip, c.length});
   const bool v4 = (ip[0] >> 4) == 4;
+  if (st.mtu != 0 && c.length > st.mtu) {
+    // Fragments are cut from the signed packet (RFC 4302 §3.3.3): the
+    // receiver reassembles before it verifies, and the fields fragmenting
+    // changes are the mutable ones the ICV was computed without.
+    const esp::IpAddress dst = v4 ? esp::IpAddress::v4(std::span<const std::uint8_t, 4>(ip + 16, 4))
+                                  : esp::IpAddress::v6(std::span<const std::uint8_t, 16>(ip + 24, 16));
+    sendFragments({ip, c.length}, st.mtu, dst, true);
+    freeBuffer(w, c.bufferIndex);
+    return;
+  }
   SendBatch& b = v4 ? sendAh4_ : sendAh6_;
   if (b.count == kBurst) flushSendBatch(b);
   const std::size_t i = b.count++;

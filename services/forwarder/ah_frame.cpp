@@ -50,7 +50,7 @@ Framed frameTunnel(std::span<std::uint8_t> buf, std::size_t innerOffset, std::si
     ip[1] = outer.tos;
     store16(ip + 2, static_cast<std::uint16_t>(total));
     store16(ip + 4, outer.ipv4Id);
-    store16(ip + 6, 0);
+    store16(ip + 6, outer.dontFragment ? 0x4000 : 0);
     ip[8] = outer.hopLimit;
     ip[9] = ah::kProtoAh;
     std::memcpy(ip + 12, outer.src.bytes().data(), 4);

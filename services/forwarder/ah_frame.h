@@ -32,6 +32,7 @@ struct Outer {
   std::uint8_t tos = 0;
   std::uint16_t ipv4Id = 1;
   std::uint8_t hopLimit = 64;
+  bool dontFragment = false;  // IPv4: DF (mutable for AH: outside the ICV, RFC 4302 §3.3.3.1.1.1)
 };
 
 // Tunnel mode: outer IPv4/IPv6 header and AH (ICV zero) written in front of

@@ -248,6 +248,44 @@ std::uint64_t monotonicMs() noexcept {
 
 }  // namespace
 
+// Both SAs of a two-SA bundle chosen before anything is done: better wait
+// for a missing one than seal with the first and find no second afterwards.
+// The missing one (the inner if both are) gets the ACQUIRE, the packet is
+// held for it. Each must then have a sequence number to give (or the packet
+// is dropped while keydb grants more) and the mode its request names.
+Forwarder::BundlePair Forwarder::selectBundlePair(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p,
+                                                  const esp::FlowKey& flow, std::uint64_t heldSinceMs,
+                                                  const BundleLeg& inner, const BundleLeg& outer) noexcept {
+  auto select = [&](const BundleLeg& leg) {
+    const Request& r = leg.request;
+    return sas_.selectOutbound(leg.satype, leg.src, leg.dst, r.level == IPSEC_LEVEL_UNIQUE ? r.reqid : 0);
+  };
+  BundlePair pair;
+  Sa* first = select(inner);
+  Sa* second = select(outer);
+  if (!first || !second) {
+    requestAcquire(p, first ? outer.request : inner.request, flow);
+    pair.took = holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : monotonicMs());
+    return pair;
+  }
+  for (Sa* sa : {first, second}) {
+    if (sa->seqNext >= sa->seqLimit) {
+      ++counters_.out_drop_seq_wait;
+      maybeRequestSeq(*sa);
+      return pair;
+    }
+  }
+  for (const auto& [sa, leg] : {std::pair{first, &inner}, std::pair{second, &outer}}) {
+    if (sa->mode != IPSEC_MODE_ANY && sa->mode != leg->request.mode) {
+      ++counters_.out_drop_sa_mode;
+      return pair;
+    }
+  }
+  pair.inner = first;
+  pair.outer = second;
+  return pair;
+}
+
 bool Forwarder::isEspAhBundle(const Policy& p) noexcept {
   // KAME order: the first request is the innermost. IPComp may come first
   // (compressed inside transport-mode ESP); then ESP (transport, or a tunnel
@@ -277,26 +315,14 @@ bool Forwarder::outboundEspAh(Worker& w, std::uint32_t buf, std::uint32_t len, c
   // no AH afterwards.
   const esp::IpAddress& src = tunnel ? *espReq.tunnelSrc : flow.src;
   const esp::IpAddress& dst = tunnel ? *espReq.tunnelDst : flow.dst;
-  Sa* esp = sas_.selectOutbound(SADB_SATYPE_ESP, src, dst, espReq.level == IPSEC_LEVEL_UNIQUE ? espReq.reqid : 0);
-  Sa* ah = sas_.selectOutbound(SADB_SATYPE_AH, src, dst, ahReq.level == IPSEC_LEVEL_UNIQUE ? ahReq.reqid : 0);
-  if (!esp || !ah) {
-    requestAcquire(p, esp ? ahReq : espReq, flow);
-    return holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : monotonicMs());
-  }
-  for (Sa* sa : {esp, ah}) {
-    if (sa->seqNext >= sa->seqLimit) {
-      ++counters_.out_drop_seq_wait;
-      maybeRequestSeq(*sa);
-      return false;
-    }
-    if (sa->mode != IPSEC_MODE_ANY && sa->mode != (sa == esp ? espReq.mode : std::uint8_t{IPSEC_MODE_TRANSPORT})) {
-      ++counters_.out_drop_sa_mode;
-      return false;
-    }
-  }
+  const BundlePair pair = selectBundlePair(w, buf, len, p, flow, heldSinceMs, {SADB_SATYPE_ESP, espReq, src, dst},
+                                           {SADB_SATYPE_AH, ahReq, src, dst});
+  if (!pair.inner) return pair.took;
+  Sa* esp = pair.inner;
+  Sa* ah = pair.outer;
   if (!tunnel) {
     if (!outboundTransport(w, buf, len, *esp, &p)) return false;
-  } else if (!sealTunnelForAh(w, buf, len, *esp, flow)) {
+  } else if (!sealTunnelForAh(w, buf, len, *esp, *ah, flow)) {
     return false;
   }
   BufferContext& ctx = w.contexts[buf];
@@ -307,19 +333,30 @@ bool Forwarder::outboundEspAh(Worker& w, std::uint32_t buf, std::uint32_t len, c
 
 // The ESP tunnel of `esp/tunnel/A-B/require ah/transport//require`: the
 // inner packet in ESP, sealed; the outer header is written with AH's
-// (signAfterSeal), so the tunnel path's own sending (and its path MTU, DF
-// and TFC options) is not used.
-bool Forwarder::sealTunnelForAh(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& esp,
+// (signAfterSeal). The tunnel SA's path MTU, DF policy and TFC padding apply
+// (pmtu.cpp) with AH counted in the outer overhead: an inner packet that does
+// not fit gets ICMP, or the signed packet is fragmented (onAhSigned).
+bool Forwarder::sealTunnelForAh(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& esp, Sa& ah,
                                 const esp::FlowKey& flow) noexcept {
   if (natTOf(esp)) {  // AH does not pass a NAT (RFC 3948 is ESP's)
     ++counters_.out_drop_sa_mode;
     return false;
   }
   std::uint8_t* data = bufferData(w, buf);
+  TunnelFit fit;
+  if (!fitTunnel(esp, {data + kHeadroom, len}, fit, 0, ah::headerLength(ah.layout.icvLength, esp.dst.isV6()))) {
+    return false;
+  }
   const std::uint8_t outerTos = esp::outerTrafficClass(esp::trafficClass({data + kHeadroom, len}));
+  std::uint32_t payloadLen = len;
+  if (fit.padTo > len && kHeadroom + fit.padTo + esp.layout.maxTailroom() <= w.bufferSize) {
+    std::memset(data + kHeadroom + len, 0, fit.padTo - len);  // TFC, as a plain ESP tunnel pads
+    payloadLen = fit.padTo;
+    ++counters_.esp_out_tfc_padded;
+  }
   const std::uint64_t seq = esp.seqNext;
-  auto r = esp::encapsulate({data, w.bufferSize}, kHeadroom, len, esp.spi, static_cast<std::uint32_t>(seq), esp.layout,
-                            flow.version == 4 ? esp::kNextHeaderIpv4 : esp::kNextHeaderIpv6);
+  auto r = esp::encapsulate({data, w.bufferSize}, kHeadroom, payloadLen, esp.spi, static_cast<std::uint32_t>(seq),
+                            esp.layout, flow.version == 4 ? esp::kNextHeaderIpv4 : esp::kNextHeaderIpv6);
   if (!r.ok()) {
     ++counters_.out_drop_no_room;
     return false;
@@ -334,6 +371,7 @@ bool Forwarder::sealTunnelForAh(Worker& w, std::uint32_t buf, std::uint32_t len,
   ctx.sa = esp.ref;
   ctx.seq = seq;
   ctx.tos = outerTos;
+  ctx.outerDf = fit.outerDf;
   w.contexts[buf] = ctx;
   esp.counters.out_packets++;
   esp.counters.out_bytes += len;
@@ -374,8 +412,14 @@ void Forwarder::signAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexc
   // Transport: AH into the host's packet in front of ESP. Tunnel (no kept
   // header): AH and our outer header in front of the ESP packet.
   const bool tunnel = ctx.transportHeader == 0;
+  // The tunnel's DF bit (decided before sealing) and its SA's path MTU.
+  TunnelFit fit;
+  fit.outerDf = ctx.outerDf;
+  if (const Sa* esp = tunnel ? sas_.find(ctx.sa) : nullptr) {
+    fit.mtu = static_cast<std::uint32_t>(pathMtu(*esp, tunnelOf(*esp)));
+  }
   if (!frameAh(w, c.bufferIndex, start, c.length + ctx.transportHeader, *ah, tunnel,
-               tunnel ? std::optional<std::uint8_t>(ctx.tos) : std::nullopt)) {
+               tunnel ? std::optional<std::uint8_t>(ctx.tos) : std::nullopt, tunnel ? &fit : nullptr)) {
     freeBuffer(w, c.bufferIndex);  // counted by frameAh
     return;
   }
@@ -499,26 +543,12 @@ bool Forwarder::outboundEspInEsp(Worker& w, std::uint32_t buf, std::uint32_t len
   const Request& outer = p.requests[1];
   // Both chosen first: better wait for the tunnel's SA than seal with the
   // transport SA and find no tunnel afterwards.
-  Sa* transport = sas_.selectOutbound(SADB_SATYPE_ESP, flow.src, flow.dst,
-                                      inner.level == IPSEC_LEVEL_UNIQUE ? inner.reqid : 0);
-  Sa* tunnel = sas_.selectOutbound(SADB_SATYPE_ESP, *outer.tunnelSrc, *outer.tunnelDst,
-                                   outer.level == IPSEC_LEVEL_UNIQUE ? outer.reqid : 0);
-  if (!transport || !tunnel) {
-    requestAcquire(p, transport ? outer : inner, flow);
-    return holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : monotonicMs());
-  }
-  for (Sa* sa : {transport, tunnel}) {
-    if (sa->seqNext >= sa->seqLimit) {
-      ++counters_.out_drop_seq_wait;
-      maybeRequestSeq(*sa);
-      return false;
-    }
-  }
-  if ((transport->mode != IPSEC_MODE_ANY && transport->mode != IPSEC_MODE_TRANSPORT) ||
-      (tunnel->mode != IPSEC_MODE_ANY && tunnel->mode != IPSEC_MODE_TUNNEL)) {
-    ++counters_.out_drop_sa_mode;
-    return false;
-  }
+  const BundlePair pair =
+      selectBundlePair(w, buf, len, p, flow, heldSinceMs, {SADB_SATYPE_ESP, inner, flow.src, flow.dst},
+                       {SADB_SATYPE_ESP, outer, *outer.tunnelSrc, *outer.tunnelDst});
+  if (!pair.inner) return pair.took;
+  Sa* transport = pair.inner;
+  Sa* tunnel = pair.outer;
   std::uint8_t* data = bufferData(w, buf);
   // The tunnel's MTU judged on the packet as it came (an ICMP must quote it,
   // not the ESP it becomes), with room kept for the transport SA's ESP.
@@ -547,8 +577,18 @@ void Forwarder::sealTunnelAfterSeal(Worker& w, const proto::CryptoCompletion& c)
   const std::uint32_t start = c.offset - ctx.transportHeader;
   const std::uint32_t len = c.length + ctx.transportHeader;
   const std::uint8_t nextHeader = (data[start] >> 4) == 4 ? esp::kNextHeaderIpv4 : esp::kNextHeaderIpv6;
+  // TFC padding of the tunnel SA (RFC 4303 §2.7), on the inner packet as the
+  // tunnel carries it (the host's packet in its transport ESP): the receiver
+  // cuts at that packet's IP length before it opens the transport ESP.
+  std::uint32_t payloadLen = len;
+  if (const std::uint32_t padTo = tfcPadTo(*tunnel, len);
+      padTo > len && start + padTo + tunnel->layout.maxTailroom() <= w.bufferSize) {
+    std::memset(data + start + len, 0, padTo - len);
+    payloadLen = padTo;
+    ++counters_.esp_out_tfc_padded;
+  }
   const std::uint64_t seq = tunnel->seqNext;
-  auto r = esp::encapsulate({data, w.bufferSize}, start, len, tunnel->spi, static_cast<std::uint32_t>(seq),
+  auto r = esp::encapsulate({data, w.bufferSize}, start, payloadLen, tunnel->spi, static_cast<std::uint32_t>(seq),
                             tunnel->layout, nextHeader);
   if (!r.ok()) {
     ++counters_.out_drop_no_room;

@@ -73,6 +73,7 @@ struct AhBuffer {
   std::uint32_t start = 0;        // the IP packet's start in the buffer
   std::uint16_t ahOffset = 0;     // headers before AH
   std::uint16_t nextHeaderOffset = 0;  // the byte that says 51
+  std::uint32_t mtu = 0;  // outbound tunnel: fragment the signed packet beyond this (0: never)
 };
 
 // One crypto request for a single segment of buffer buf, for the SA's
@@ -272,7 +273,24 @@ class Forwarder {
   static bool isEspAhBundle(const Policy& p) noexcept;
   bool outboundEspAh(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p, const esp::FlowKey& flow,
                      std::uint64_t heldSinceMs) noexcept;
-  bool sealTunnelForAh(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& esp, const esp::FlowKey& flow) noexcept;
+  bool sealTunnelForAh(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& esp, Sa& ah,
+                       const esp::FlowKey& flow) noexcept;
+  // Both SAs of an outbound two-SA bundle, chosen before anything is done:
+  // one missing sends an ACQUIRE for it and holds the packet; each must have
+  // a sequence number to give and the mode its request asks for.
+  struct BundleLeg {
+    std::uint8_t satype;
+    const Request& request;
+    const esp::IpAddress &src, &dst;
+  };
+  struct BundlePair {
+    Sa* inner = nullptr;  // both set, or neither
+    Sa* outer = nullptr;
+    bool took = false;    // neither: the packet was held (true) or is to be dropped (false, counted)
+  };
+  BundlePair selectBundlePair(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p,
+                              const esp::FlowKey& flow, std::uint64_t heldSinceMs, const BundleLeg& inner,
+                              const BundleLeg& outer) noexcept;
   void signAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexcept;
   Sa* secondStage(Worker& w, const proto::CryptoCompletion& c, SaRef ref, bool needsKeptHeader) noexcept;
   void openAfterVerify(Worker& w, std::uint32_t buf, Sa& ah, std::uint32_t start, std::uint32_t length,
@@ -309,8 +327,10 @@ class Forwarder {
                   std::uint64_t heldSinceMs) noexcept;
   // The packet to frame is buf[off, off+len) (a TUN packet at kHeadroom, or ESP's sealed packet in a bundle).
   // aroundEspTos: a sealed ESP tunnel packet (a bundle): our outer header with this TOS, AH next header 50.
+  // fit: tunnel mode, the outer DF bit and the MTU beyond which the signed packet is fragmented (pmtu.cpp).
+  struct TunnelFit;
   bool frameAh(Worker& w, std::uint32_t buf, std::uint32_t off, std::uint32_t len, Sa& sa, bool tunnel,
-               std::optional<std::uint8_t> aroundEspTos = std::nullopt) noexcept;
+               std::optional<std::uint8_t> aroundEspTos = std::nullopt, const TunnelFit* fit = nullptr) noexcept;
   void inboundAh(Worker& w, std::uint32_t buf, std::uint32_t start, std::uint32_t length, std::uint8_t tos) noexcept;
   void onAhDone(Worker& w, const proto::CryptoCompletion& c) noexcept;
   void onAhSigned(Worker& w, const proto::CryptoCompletion& c) noexcept;
@@ -338,6 +358,7 @@ class Forwarder {
   struct TunnelFit {
     std::uint32_t padTo = 0;  // TFC: pad the inner packet with zeros to this length (0 = none)
     bool outerDf = false;
+    std::uint32_t mtu = 0;  // the SA path MTU the packet was judged by
   };
   TunnelOptions* tunnelOf(const Sa& sa) noexcept;
   void installTunnelOptions(SaRef ref, proto::SaInstall::Reader msg);
@@ -350,13 +371,23 @@ class Forwarder {
   // will be fragmented. Also decides the outer DF bit and TFC padding.
   // reserve: bytes the packet will still grow by before the tunnel's ESP
   // (an ESP transport SA inside the tunnel, bundle.cpp).
-  bool fitTunnel(const Sa& sa, std::span<const std::uint8_t> inner, TunnelFit& fit, std::size_t reserve = 0) noexcept;
+  // outerExtra: headers outside the tunnel's ESP (AH around an ESP tunnel, bundle.cpp).
+  bool fitTunnel(const Sa& sa, std::span<const std::uint8_t> inner, TunnelFit& fit, std::size_t reserve = 0,
+                 std::size_t outerExtra = 0) noexcept;
+  // The same for an AH tunnel SA: outer IP + AH in front of the inner packet (no TFC: AH hides nothing).
+  bool fitAhTunnel(const Sa& sa, std::span<const std::uint8_t> inner, TunnelFit& fit) noexcept;
+  bool fitInner(const Sa& sa, const TunnelOptions* t, std::span<const std::uint8_t> inner, TunnelFit& fit,
+                std::size_t limit) noexcept;
+  // TFC: the length an ESP tunnel SA pads an inner packet of innerLength to (0 = none).
+  std::uint32_t tfcPadTo(const Sa& sa, std::size_t innerLength) noexcept;
   void sendTooBig(std::span<const std::uint8_t> inner, std::size_t mtu) noexcept;
   // After sealing: IPv4 outer (and IPv6 outer beyond the MTU) with our own
   // header on the header-included sockets, whole or in fragments. False when
   // the kernel's raw ESP/UDP socket should send it (IPv6 that fits).
   bool queueTunnelSend(Worker& w, const proto::CryptoCompletion& c, const Sa& sa, const NatT* nat) noexcept;
-  bool sendFragments(std::span<const std::uint8_t> packet, std::size_t mtu, const esp::IpAddress& dst) noexcept;
+  // ah: counted as AH (its packet signed before it was cut, ah.cpp).
+  bool sendFragments(std::span<const std::uint8_t> packet, std::size_t mtu, const esp::IpAddress& dst,
+                     bool ah = false) noexcept;
   void sendDummies() noexcept;
   std::vector<TunnelOptions> tunnel_;
   esp::DfPolicy dfbit_ = esp::DfPolicy::kCopy;  // net.inet.ipsec.dfbit
@@ -364,8 +395,7 @@ class Forwarder {
   std::uint16_t outerIpId_ = 1;
   std::uint32_t fragmentId_ = 1;
   static constexpr std::uint32_t kIcmpPerSecond = 100;
-  std::uint64_t icmpSecond_ = 0;
-  std::uint32_t icmpThisSecond_ = 0;
+  esp::IcmpRateLimit icmpLimit_{kIcmpPerSecond};
   std::array<std::uint8_t, 1280> icmpScratch_{};
   // One packet's fragments, sent with one sendmmsg (two iovecs each: the
   // fragment's header, then its slice of the packet in the pool buffer).

@@ -1,7 +1,10 @@
 // ipsec-forwarder: tunnel details of ESP (issue 3 §7) — the outer DF bit per
 // SA, the SA's path MTU with ICMP back to the inner sender or fragmentation
 // of the outer packet, TFC padding and dummy packets (RFC 4303 §2.7). The
-// byte work is lib/esp/pmtu; this file decides and sends.
+// byte work is lib/esp/pmtu; this file decides and sends. AH tunnel mode and
+// the ESP tunnel inside AH use the same DF policy, MTU rule, ICMP and
+// fragments (ah.cpp, bundle.cpp): AH signs first, the fragments are cut from
+// the signed packet.
 //
 // Why our own outer header for IPv4: the raw ESP socket decides DF per
 // socket (IP_MTU_DISCOVER), not per packet, and refuses nothing below the
@@ -73,13 +76,30 @@ std::size_t Forwarder::outerOverhead(const Sa& sa) noexcept {
 }
 
 bool Forwarder::fitTunnel(const Sa& sa, std::span<const std::uint8_t> inner, TunnelFit& fit,
-                          std::size_t reserve) noexcept {
+                          std::size_t reserve, std::size_t outerExtra) noexcept {
   const TunnelOptions* t = tunnelOf(sa);
-  const std::size_t most = esp::maxInnerLength(sa.layout, pathMtu(sa, t), outerOverhead(sa));
-  const std::size_t limit = most > reserve ? most - reserve : 0;
+  const std::size_t most = esp::maxInnerLength(sa.layout, pathMtu(sa, t), outerOverhead(sa) + outerExtra);
+  return fitInner(sa, t, inner, fit, most > reserve ? most - reserve : 0);
+}
+
+// AH in tunnel mode (RFC 4302 §3.1): outer IP, AH, then the inner packet
+// as it is; no padding, no alignment but AH's own (ah::headerLength).
+bool Forwarder::fitAhTunnel(const Sa& sa, std::span<const std::uint8_t> inner, TunnelFit& fit) noexcept {
+  const TunnelOptions* t = tunnelOf(sa);
+  const std::size_t mtu = pathMtu(sa, t);
+  const std::size_t fixed = outerOverhead(sa) + ah::headerLength(sa.layout.icvLength, sa.dst.isV6());
+  const bool fits = fitInner(sa, t, inner, fit, mtu > fixed ? mtu - fixed : 0);
+  fit.padTo = 0;  // TFC is ESP's (RFC 4303 §2.7): AH would only make the padding visible
+  return fits;
+}
+
+// The decision, once the largest inner packet the tunnel carries whole is known.
+bool Forwarder::fitInner(const Sa& sa, const TunnelOptions* t, std::span<const std::uint8_t> inner, TunnelFit& fit,
+                         std::size_t limit) noexcept {
   const esp::DfPolicy policy = esp::effectiveDfPolicy(t ? t->dfPolicy : 0, dfbit_);
   fit.outerDf = sa.dst.isV4() && esp::outerDontFragment(policy, inner);
   fit.padTo = 0;
+  fit.mtu = static_cast<std::uint32_t>(pathMtu(sa, t));
   if (inner.size() > limit) {
     // The ICMP decision is the inner packet's: an IPv4 sender that set DF
     // asked for PMTU discovery, whatever our outer DF policy; an IPv6 sender
@@ -99,16 +119,21 @@ bool Forwarder::fitTunnel(const Sa& sa, std::span<const std::uint8_t> inner, Tun
   return true;
 }
 
+// For a packet whose size is only known at the second stage of a bundle
+// (ESP transport inside the tunnel): pads up to the SA's tfcPad, never beyond
+// what fits the MTU, never a packet that is to be fragmented anyway.
+std::uint32_t Forwarder::tfcPadTo(const Sa& sa, std::size_t innerLength) noexcept {
+  const TunnelOptions* t = tunnelOf(sa);
+  if (!t || t->tfcPad <= innerLength) return 0;
+  const std::size_t most = esp::maxInnerLength(sa.layout, pathMtu(sa, t), outerOverhead(sa));
+  return innerLength < most ? static_cast<std::uint32_t>(std::min<std::size_t>(t->tfcPad, most)) : 0;
+}
+
 // Rate-limited to kIcmpPerSecond for the whole forwarder, as a router's
 // icmp_ratelimit: a flood of big DF packets costs us a counter each, not an
 // ICMP each.
 void Forwarder::sendTooBig(std::span<const std::uint8_t> inner, std::size_t mtu) noexcept {
-  const std::uint64_t second = monotonicMs() / 1000;
-  if (second != icmpSecond_) {
-    icmpSecond_ = second;
-    icmpThisSecond_ = 0;
-  }
-  if (icmpThisSecond_ >= kIcmpPerSecond) {
+  if (!icmpLimit_.available(monotonicMs())) {
     ++counters_.pmtu_icmp_rate_limited;
     return;
   }
@@ -119,7 +144,7 @@ void Forwarder::sendTooBig(std::span<const std::uint8_t> inner, std::size_t mtu)
     ++counters_.pmtu_icmp_not_due;
     return;
   }
-  ++icmpThisSecond_;
+  icmpLimit_.take();
   if (::write(fds_.tun.get(), icmpScratch_.data(), n) != static_cast<ssize_t>(n)) {
     ++counters_.tun_write_errors;
     return;
@@ -175,15 +200,25 @@ bool Forwarder::queueTunnelSend(Worker& w, const proto::CryptoCompletion& c, con
   return true;
 }
 
-bool Forwarder::sendFragments(std::span<const std::uint8_t> packet, std::size_t mtu, const esp::IpAddress& dst) noexcept {
-  const std::size_t n = esp::fragmentPacket(packet, mtu, dst.isV4() ? outerIpId_++ : fragmentId_++, fragments_);
+// IPv4 fragments keep the packet's own Identification: AH's ICV covers it
+// (only flags, offset, TTL and checksum are mutable, RFC 4302 §3.3.3.1.1.1),
+// and the receiver reassembles before it verifies.
+bool Forwarder::sendFragments(std::span<const std::uint8_t> packet, std::size_t mtu, const esp::IpAddress& dst,
+                              bool ah) noexcept {
+  const std::uint32_t id =
+      dst.isV4() ? (packet.size() >= 20 ? static_cast<std::uint32_t>(packet[4] << 8 | packet[5]) : 0) : fragmentId_++;
+  const std::size_t n = esp::fragmentPacket(packet, mtu, id, fragments_);
   if (n == 0) {
     ++counters_.pmtu_out_drop_fragment;
     return false;
   }
   // Whatever is batched for the same socket leaves first, to keep the SA's order.
-  flushSendBatch(dst.isV4() ? send4_ : send6_);
-  flushSendBatch(dst.isV4() ? sendUdp4_ : sendUdp6_);
+  if (ah) {
+    flushSendBatch(dst.isV4() ? sendAh4_ : sendAh6_);
+  } else {
+    flushSendBatch(dst.isV4() ? send4_ : send6_);
+    flushSendBatch(dst.isV4() ? sendUdp4_ : sendUdp6_);
+  }
   sockaddr_storage addr{};
   const socklen_t alen = esp::toSockaddr({dst, 0}, addr);
   for (std::size_t i = 0; i < n; ++i) {
@@ -204,8 +239,8 @@ bool Forwarder::sendFragments(std::span<const std::uint8_t> packet, std::size_t 
   }
   ++counters_.pmtu_out_fragmented;
   counters_.pmtu_out_fragments += n;
-  ++counters_.esp_out_packets;
-  counters_.esp_out_bytes += packet.size();
+  ++(ah ? counters_.ah_out_packets : counters_.esp_out_packets);
+  (ah ? counters_.ah_out_bytes : counters_.esp_out_bytes) += packet.size();
   return true;
 }
 

@@ -251,9 +251,8 @@ class BundleTest(unittest.TestCase):
     def esp_tunnel_inside_ah(self, outer):
         with Testbed() as tb:
             # With an IPv6 outer header, AH and ESP around a 1400-byte inner
-            # packet exceed the veth's 1500 bytes, and our header-included
-            # sends are not fragmented: a smaller TUN MTU (path MTU for
-            # bundles is not done yet).
+            # packet exceed the veth's 1500 bytes: a smaller TUN MTU keeps
+            # this test about the bundle (its path MTU is test_pmtu.py's).
             extra = {"tun_mtu": "1360"} if outer == 6 else {}
             for h in tb.hosts():
                 tb.start(h, esp_tunnel_ah_setkey(h.side, outer), **extra)

@@ -6,6 +6,12 @@ SA_OPTIONS extension); the defaults come from net.inet.ipsec.default_mtu and
 net.inet.ipsec.dfbit. Outer packets are captured on B's veth with tcpdump
 and read with scapy. The harness's TUN MTU is 1400, so 1300-byte pings pass
 the TUN and meet the SA's 1280.
+
+AH tunnel mode has the same details (captured as `ip proto 51`): ICMP with
+the MTU AH leaves (no padding: outer IP + AH), fragments cut after signing
+that B reassembles and verifies, the per-SA DF policy; so does the ESP
+tunnel inside AH (the tunnel SA's -mtu with AH counted), and the tunnel SA of
+ESP transport inside an ESP tunnel pads the inner ESP packet for TFC.
 """
 
 import os
@@ -21,7 +27,8 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment  # noqa: E402
 
 import espeer  # noqa: E402
 from espeer import Capture  # noqa: E402
-from harness import INNER, OUTER, Testbed, ping, sa_lines, spd_lines  # noqa: E402
+from harness import HMAC_KEY_AB, HMAC_KEY_BA, INNER, INNER_NETS, OUTER, Testbed, ping, sa_lines, spd_lines  # noqa: E402
+import test_bundles  # noqa: E402
 
 ALG = "aes-gcm"
 # The largest inner packet an AES-GCM SA (IV 8, ICV 16, 4-byte alignment)
@@ -182,6 +189,170 @@ class TfcAndDummies(unittest.TestCase):
             self.assertGreaterEqual(len(dummies), 2)
             self.assertTrue(all(len(espeer.esp_payload(p)) >= 1000 for p in dummies), "dummies are TFC-padded")
             self.assertEqual(b1["esp_out_dummy"], 0, "B's SA has no dummy interval")
+
+
+AH_SPI_AB = 0x5301
+AH_SPI_BA = 0x5302
+AH_BPF = "ip proto 51"  # IPv4 outer: every fragment too
+AH_BPF6 = "ip6"  # fragments have next header 44
+# AH with HMAC-SHA-256-128 is 12 + 16 = 28 bytes over IPv4 (32 over IPv6):
+# behind an outer IPv4 header an AH tunnel carries 1280 - 20 - 28 bytes.
+AH_INNER_LIMIT_4 = 1280 - 20 - 28
+# The ESP tunnel inside AH: AES-GCM's ESP and AH in 1280 bytes.
+BUNDLE_INNER_LIMIT_4 = (1280 - 20 - 28 - 8 - 8 - 16) // 4 * 4 - 2
+
+
+def ah_text(outer, ab="", ba=""):
+    """AH tunnel SAs (HMAC-SHA-256) with extra options, and both sides' policies."""
+    a, b = OUTER[outer]
+    sas = (f"add {a} {b} ah {AH_SPI_AB:#x} -m tunnel -r 64 {ab} -A hmac-sha256 0x{HMAC_KEY_AB.hex()};\n"
+           f"add {b} {a} ah {AH_SPI_BA:#x} -m tunnel -r 64 {ba} -A hmac-sha256 0x{HMAC_KEY_BA.hex()};\n")
+    return sas
+
+
+def ah_policies(side, outer):
+    a, b = OUTER[outer]
+    local, remote = (a, b) if side == "a" else (b, a)
+    out = []
+    for fam in (4, 6):
+        na, nb = INNER_NETS[fam]
+        lnet, rnet = (na, nb) if side == "a" else (nb, na)
+        out.append(f"spdadd {lnet} {rnet} any -P out ipsec ah/tunnel/{local}-{remote}/require;")
+        out.append(f"spdadd {rnet} {lnet} any -P in ipsec ah/tunnel/{remote}-{local}/require;")
+    return "\n".join(out) + "\n"
+
+
+def start_ah(tb, outer, ab="", ba=""):
+    for h in tb.hosts():
+        tb.start(h, "flush;\nspdflush;\n" + ah_text(outer, ab, ba) + ah_policies(h.side, outer))
+
+
+def is_fragment(p):
+    return (IP in p and (p[IP].flags.MF or p[IP].frag > 0)) or IPv6ExtHdrFragment in p
+
+
+class AhTunnel(unittest.TestCase):
+    def test_ipv4_outer_icmp_with_the_mtu_ah_leaves_or_fragments_after_signing(self):
+        with Testbed() as tb:
+            start_ah(tb, 4, "-mtu 1280", "-mtu 1280")
+            # Without DF: fragments both ways, reassembled by the kernel and verified by the forwarder.
+            with Capture(tb.b, os.path.join(tb.b.workdir, "ah-dont.pcap"), AH_BPF) as cap:
+                r = ping(tb.a, INNER[4][1], count=3, extra=("-M", "dont", "-s", "1300"))
+                pkts = cap.wait_for(lambda p: len(p) >= 12, timeout=3)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr + tb.log_text(tb.a))
+            mine = from_a(pkts, 4)
+            frags = [p for p in mine if is_fragment(p)]
+            self.assertGreaterEqual(len(frags), 6, [p.summary() for p in mine])
+            self.assertTrue(all(p[IP].proto == 51 for p in frags))
+            self.assertTrue(all(p[IP].len <= 1280 for p in pkts))
+            self.assertFalse(any(p[IP].flags.DF for p in frags), "a fragment with DF")
+            ca, cb = counters(tb.a), counters(tb.b)
+            self.assertGreaterEqual(ca["pmtu_out_fragmented"], 3)
+            self.assertGreaterEqual(cb["pmtu_out_fragmented"], 3)
+            self.assertGreaterEqual(cb["ah_in_packets"], 3)
+            self.assertGreaterEqual(ca["ah_in_packets"], 3)
+            for c in (ca, cb):
+                self.assertEqual(c["ah_in_drop_bad_icv"], 0, c)
+                self.assertEqual(c["esp_out_packets"], 0, c)
+
+            # With DF the sender hears "fragmentation needed" with the MTU AH leaves.
+            before = counters(tb.a)
+            r = ping(tb.a, INNER[4][1], count=2, extra=("-M", "do", "-s", "1300"))
+            self.assertNotEqual(r.returncode, 0)
+            m = re.search(r"Frag needed and DF set \(mtu = (\d+)\)", r.stdout)
+            self.assertIsNotNone(m, r.stdout + r.stderr)
+            self.assertEqual(int(m.group(1)), AH_INNER_LIMIT_4)
+            d = espeer.delta(before, counters(tb.a))
+            self.assertGreaterEqual(d.get("pmtu_out_drop_too_big", 0), 1, d)
+            self.assertGreaterEqual(d.get("pmtu_icmp_sent", 0), 1, d)
+            # The largest packet that fits goes whole, with DF copied outside (the default policy).
+            with Capture(tb.b, os.path.join(tb.b.workdir, "ah-do.pcap"), AH_BPF) as cap:
+                r = ping(tb.a, INNER[4][1], count=2, extra=("-M", "do", "-s", str(AH_INNER_LIMIT_4 - 28)))
+                pkts = cap.wait_for(lambda p: len(from_a(p, 4)) >= 2, timeout=3)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            whole = from_a(pkts, 4)
+            self.assertTrue(all(p[IP].len == 1280 and p[IP].flags.DF and not is_fragment(p) for p in whole),
+                            [(p[IP].len, p[IP].flags) for p in whole])
+
+    def test_ipv6_outer_fragments_carry_ah_behind_the_fragment_header(self):
+        with Testbed() as tb:
+            start_ah(tb, 6, "-mtu 1280", "-mtu 1280")
+            with Capture(tb.b, os.path.join(tb.b.workdir, "ah-v6.pcap"), AH_BPF6) as cap:
+                r = ping(tb.a, INNER[4][1], count=3, extra=("-M", "dont", "-s", "1300"))
+                pkts = cap.wait_for(lambda p: len(p) >= 12, timeout=3)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr + tb.log_text(tb.a))
+            frags = [p for p in from_a(pkts, 6) if IPv6ExtHdrFragment in p]
+            self.assertGreaterEqual(len(frags), 6, [p.summary() for p in pkts])
+            self.assertTrue(all(p[IPv6ExtHdrFragment].nh == 51 for p in frags))
+            self.assertTrue(all(len(p[IPv6]) <= 1280 for p in frags))
+            self.assertGreaterEqual(counters(tb.b)["ah_in_packets"], 3)
+            self.assertEqual(counters(tb.b)["ah_in_drop_bad_icv"], 0)
+
+    def test_per_sa_df_policy_on_an_ah_sa_wins_over_the_sysctl(self):
+        with Testbed() as tb:
+            start_ah(tb, 4, "-df clear", "-df set")
+            tb.a.ipsecctl("sysctl", "net.inet.ipsec.dfbit=1")
+            tb.b.ipsecctl("sysctl", "net.inet.ipsec.dfbit=0")
+            with Capture(tb.b, os.path.join(tb.b.workdir, "ah-df.pcap"), AH_BPF) as cap:
+                r = ping(tb.a, INNER[4][1], count=2, extra=("-M", "do", "-s", "100"))
+                pkts = cap.wait_for(lambda p: len(p) >= 4, timeout=3)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            from_a_ = from_a(pkts, 4)
+            from_b = [p for p in pkts if p[IP].src == OUTER[4][1]]
+            self.assertTrue(from_a_ and from_b)
+            self.assertFalse(any(p[IP].flags.DF for p in from_a_), "A's SA says clear")
+            self.assertTrue(all(p[IP].flags.DF for p in from_b), "B's SA says set")
+            self.assertEqual(counters(tb.b)["ah_in_drop_bad_icv"], 0)
+
+
+class Bundles(unittest.TestCase):
+    def test_esp_tunnel_inside_ah_takes_the_tunnel_sas_mtu_with_ah_counted(self):
+        with Testbed() as tb:
+            for h in tb.hosts():
+                text = test_bundles.esp_tunnel_ah_setkey(h.side, 4)
+                tb.start(h, text.replace("-m tunnel -r 64", "-m tunnel -r 64 -mtu 1280"))
+            # First without DF (before A's kernel learns an MTU for the route
+            # and fragments the inner packet itself): our fragments of the signed packet.
+            with Capture(tb.b, os.path.join(tb.b.workdir, "bundle.pcap"), AH_BPF) as cap:
+                r = ping(tb.a, INNER[4][1], count=3, extra=("-M", "dont", "-s", "1300"))
+                pkts = cap.wait_for(lambda p: len(p) >= 12, timeout=3)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr + tb.log_text(tb.a))
+            frags = [p for p in from_a(pkts, 4) if is_fragment(p)]
+            self.assertGreaterEqual(len(frags), 6, [p.summary() for p in pkts])
+            self.assertTrue(all(p[IP].len <= 1280 for p in pkts))
+            cb = counters(tb.b)
+            self.assertGreaterEqual(cb["bundle_in_packets"], 3, cb)
+            self.assertEqual(cb["ah_in_drop_bad_icv"], 0, cb)
+            before = counters(tb.a)
+            r = ping(tb.a, INNER[4][1], count=2, extra=("-M", "do", "-s", "1300"))
+            m = re.search(r"Frag needed and DF set \(mtu = (\d+)\)", r.stdout)
+            self.assertIsNotNone(m, r.stdout + r.stderr)
+            self.assertEqual(int(m.group(1)), BUNDLE_INNER_LIMIT_4)
+            self.assertGreaterEqual(espeer.delta(before, counters(tb.a)).get("pmtu_icmp_sent", 0), 1)
+            r = ping(tb.a, INNER[4][1], count=2, extra=("-M", "do", "-s", str(BUNDLE_INNER_LIMIT_4 - 28)))
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_tfc_padding_on_esp_transport_inside_an_esp_tunnel(self):
+        with Testbed() as tb:
+            for h in tb.hosts():
+                text = test_bundles.esp_in_esp_setkey(h.side, 4)
+                tb.start(h, text.replace("-m tunnel -r 64", "-m tunnel -r 64 -tfc 1000"), tun_mtu="1360")
+            with Capture(tb.b, os.path.join(tb.b.workdir, "tfc-esp-in-esp.pcap"), "ip proto 50") as cap:
+                r = ping(tb.a, INNER[4][1], count=3)
+                pkts = cap.wait_for(lambda p: len(p) >= 6, timeout=3)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr + tb.log_text(tb.a))
+            a_out = from_a(pkts, 4)
+            b_out = [p for p in pkts if p[IP].src == OUTER[4][1]]
+            self.assertTrue(a_out and b_out)
+            # A ping is ~100 bytes in its transport ESP: the tunnel's ESP carries at least 1000.
+            for p in a_out + b_out:
+                self.assertGreaterEqual(len(espeer.esp_payload(p)), 1000, p.summary())
+            for h in tb.hosts():
+                c = counters(h)
+                self.assertGreaterEqual(c["esp_out_tfc_padded"], 3, c)
+                self.assertGreaterEqual(c["esp_in_tfc_stripped"], 3, c)
+                self.assertGreaterEqual(c["bundle_in_packets"], 3, c)
+                self.assertGreaterEqual(c["transport_in_packets"], 3, c)
 
 
 if __name__ == "__main__":
