@@ -140,6 +140,9 @@ class StatementParser {
   void spdAddress(const Token& t, pfkey::SockAddress& addr, uint8_t& prefix) const;
   std::vector<uint8_t> keyBytes(const Token& t) const;
   void saOptions(Command& c);
+  void freeBsdNatT(Command& c, const Token& opt);
+  pfkey::SockAddress natTEnd(const char* what);
+  void mtu(SaSpec& s, const Token& t);
   void checkSaAlgorithms(const Command& c, const Token& at) const;
   uint8_t upperProtocol(const Token& t) const;
   uint8_t direction(const Token& t) const;
@@ -235,6 +238,7 @@ std::vector<uint8_t> StatementParser::keyBytes(const Token& t) const {
 
 void StatementParser::saOptions(Command& c) {
   SaSpec& s = c.sa;
+  std::optional<Token> natTMtuAt;
   while (!atEnd()) {
     const Token& opt = take("option");
     auto algorithm = [&](AlgKind kind, const char* what) {
@@ -305,13 +309,15 @@ void StatementParser::saOptions(Command& c) {
       else if (d.text == "inherit") s.options.df = pfkey::kSaDfInherit;
       else failAt(d, "unknown -df policy '" + d.text + "' (copy, set, clear, inherit)");
     } else if (opt.text == "-mtu") {
-      // The service refuses what no path carries: below 576 (IPv4) or 1280 (IPv6).
-      const Token& t = take("MTU");
-      const uint64_t mtu = number(t, 65535, "MTU");
-      const uint16_t floor = s.src.isV6() ? pfkey::kMinMtuV6 : pfkey::kMinMtuV4;
-      if (mtu != 0 && mtu < floor)
-        failAt(t, "MTU " + t.text + " is below " + std::to_string(floor) + " for this address family");
-      s.options.mtu = static_cast<uint16_t>(mtu);
+      mtu(s, take("MTU"));
+    } else if (opt.text == "-natt") {
+      freeBsdNatT(c, opt);
+    } else if (opt.text == "-natt_mtu") {
+      // FreeBSD's NAT_T_FRAG (racoon's esp_frag): how large an ESP-in-UDP
+      // packet may be before it is fragmented, which is our SA's outer path
+      // MTU (-mtu), so it travels as that.
+      natTMtuAt = opt;
+      mtu(s, take("NAT-T MTU"));
     } else if (opt.text == "-tfc") {
       s.options.tfcPad = static_cast<uint16_t>(number(take("TFC pad size"), 65535, "TFC pad size"));
     } else if (opt.text == "-dummy") {
@@ -323,6 +329,64 @@ void StatementParser::saOptions(Command& c) {
       failAt(opt, "unknown option '" + opt.text + "'");
     }
   }
+  if (natTMtuAt && !s.natT) failAt(*natTMtuAt, "-natt_mtu needs NAT-T (-natt, or esp-udp)");
+}
+
+// The service refuses what no path carries: below 576 (IPv4) or 1280 (IPv6).
+void StatementParser::mtu(SaSpec& s, const Token& t) {
+  const uint64_t mtu = number(t, 65535, "MTU");
+  const uint16_t floor = s.src.isV6() ? pfkey::kMinMtuV6 : pfkey::kMinMtuV4;
+  if (mtu != 0 && mtu < floor)
+    failAt(t, "MTU " + t.text + " is below " + std::to_string(floor) + " for this address family");
+  if (s.options.mtu != 0 && s.options.mtu != mtu)
+    failAt(t, "a second, different MTU (-mtu and -natt_mtu both set the outer path MTU)");
+  s.options.mtu = static_cast<uint16_t>(mtu);
+}
+
+// "ADDR[PORT]", "ADDR [PORT]" or "ADDR [ PORT ]": FreeBSD's lexer makes the
+// brackets tokens of their own, so any spacing around them is the same.
+pfkey::SockAddress StatementParser::natTEnd(const char* what) {
+  Token t = take(what);
+  if (!t.quoted && !t.text.empty() && t.text[0] == '-')
+    failAt(t, std::string("expected ") + what + ", not '" + t.text + "'");
+  if (t.text.find('[') == std::string::npos && !atEnd() && !peek().text.empty() && peek().text[0] == '[') {
+    while (t.text.back() != ']' && !atEnd()) t.text += take("]").text;
+  }
+  if (t.text.find('[') == std::string::npos)
+    failAt(t, std::string(what) + " needs its port in brackets: -natt OAI [SPORT] OAR [DPORT]");
+  pfkey::SockAddress a = saAddress(t);
+  if (a.port == 0) failAt(t, "a NAT-T port is 1 to 65535");
+  return a;
+}
+
+// FreeBSD's setkey(8): "-natt OAI [SPORT] OAR [DPORT]" on an esp SA is ESP in
+// UDP from SPORT to DPORT (NAT_T_TYPE, SPORT, DPORT), OAI and OAR the
+// original (pre-NAT) addresses of the SA's source and destination (FreeBSD
+// sends them as NAT_T_OAI and NAT_T_OAR). The request is the one ipsec-tools'
+// "SRC[SPORT] DST[DPORT] esp-udp OAI" gives: our PF_KEY has Linux's single
+// NAT_T_OA (type 21, FreeBSD's OAI number), the source's original address
+// that transport mode's checksum fix-up needs. OAR has no extension there,
+// so it must be the SA's destination itself (nothing to fix up then).
+void StatementParser::freeBsdNatT(Command& c, const Token& opt) {
+  SaSpec& s = c.sa;
+  if (c.kind != CommandKind::kAdd && c.kind != CommandKind::kUpdate) failAt(opt, "-natt is for add and update");
+  if (c.satype != SADB_SATYPE_ESP) failAt(opt, "-natt is for esp");
+  if (s.natT) failAt(opt, "NAT-T given twice (-natt, or esp-udp and -natt)");
+  const pfkey::SockAddress oai = natTEnd("original initiator address");
+  const size_t oarAt = next_;
+  const pfkey::SockAddress oar = natTEnd("original responder address");
+  if (oai.family != s.src.family || oar.family != s.src.family)
+    failAt(opt, "-natt addresses of another family than the SA's");
+  pfkey::SockAddress dstNoPort = s.dst, oarNoPort = oar;
+  dstNoPort.port = oarNoPort.port = 0;
+  if (!(oarNoPort == dstNoPort))
+    failAt(tokens_[oarAt], "an original responder address other than the SA's destination cannot be sent: "
+                  "our PF_KEY (Linux's) has one original address, NAT_T_OA, for the source");
+  s.natT = true;
+  s.src.port = oai.port;
+  s.dst.port = oar.port;
+  s.natOa = oai;
+  s.natOa->port = 0;
 }
 
 void StatementParser::checkSaAlgorithms(const Command& c, const Token& at) const {

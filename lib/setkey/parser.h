@@ -5,6 +5,7 @@
 // Statements end with ';' and may span lines; '#' starts a comment.
 //   add|update SRC DST PROTO SPI [-m mode] [-r size] [-u reqid] [-f padopt]...
 //       [-lh secs] [-ls secs] [-bh bytes] [-bs bytes]
+//       [-natt OAI [SPORT] OAR [DPORT]] [-natt_mtu N]   (FreeBSD's NAT-T form)
 //       (-E ealgo key [-A aalgo key] | -A aalgo key | -C calgo [-R]) ;
 //   get|delete SRC DST PROTO SPI ;     getspi SRC DST PROTO SPI [-m mode] [-u reqid] ;
 //   deleteall SRC DST PROTO ;          flush [PROTO] ;     dump [PROTO] ;

@@ -102,6 +102,12 @@ STATEMENTS
                                     1280.. for IPv6; 0 = default)
           -tfc N                    pad inner packets to N bytes (ESP tunnel)
           -dummy MS                 a dummy packet every MS ms on an idle SA
+        NAT-T as FreeBSD's setkey writes it (esp; the same request as
+        "SRC[SPORT] DST[DPORT] esp-udp OAI"):
+          -natt OAI [SPORT] OAR [DPORT]   ESP in UDP from SPORT to DPORT; OAI is
+                                    the source's original address (NAT_T_OA),
+                                    OAR must be the SA's destination
+          -natt_mtu N               the NAT-T MTU, sent as -mtu N
         ALGORITHMS:
           -E EALGO KEY [-A AALGO KEY]   esp
           -A AALGO KEY                  ah

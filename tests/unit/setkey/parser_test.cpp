@@ -179,6 +179,80 @@ TEST(SetkeyParser, EspUdpWithAnOriginalAddressSendsNatOaAndDumpShowsIt) {
   EXPECT_EQ(errorOf("add 192.0.2.1 192.0.2.2 esp 10.9.8.7 1" + gcm), "t.conf:1:29: invalid SPI '10.9.8.7'");
 }
 
+// FreeBSD's setkey(8) form of NAT-T, "-natt OAI [SPORT] OAR [DPORT]" on an
+// esp SA, sends what ipsec-tools' "SRC[SPORT] DST[DPORT] esp-udp OAI" sends:
+// the same bytes, so -D shows it the same way (ipsec-tools' format).
+TEST(SetkeyParser, FreeBsdNatTSendsWhatTheIpsecToolsFormSends) {
+  const std::string gcm = " -E aes-gcm-16 0x000102030405060708090a0b0c0d0e0f10111213;";
+  auto cmds = parseOk("add 192.0.2.1[4501] 192.0.2.2[4500] esp-udp 10.9.8.7 0x1001 -m transport" + gcm +
+                      "add 192.0.2.1 192.0.2.2 esp 0x1001 -m transport -natt 10.9.8.7 [4501] 192.0.2.2 [4500]" +
+                      gcm +
+                      "add 192.0.2.1 192.0.2.2 esp 0x1001 -natt 10.9.8.7[4501] 192.0.2.2[4500] -m transport" + gcm +
+                      "update 192.0.2.1 192.0.2.2 esp 0x1001 -m transport -natt 10.9.8.7 [ 4501 ] 192.0.2.2 [ 4500 ]" +
+                      gcm);
+  ASSERT_EQ(cmds.size(), 4u);
+  const auto ipsecTools = cmds[0].requests(1);
+  ASSERT_EQ(ipsecTools.size(), 1u);
+  for (std::size_t i = 1; i < 3; ++i) EXPECT_EQ(cmds[i].requests(1), ipsecTools) << "statement " << i;
+  EXPECT_EQ(cmds[3].kind, CommandKind::kUpdate);
+  EXPECT_TRUE(cmds[3].sa.natT);
+
+  const auto r = pfkey::parse(cmds[1].requests(1)[0]);
+  const auto& m = std::get<pfkey::ParsedMessage>(r);
+  ASSERT_TRUE(m.natTType());
+  EXPECT_EQ(*m.natTType(), kNatTEspInUdp);
+  EXPECT_EQ(*m.natTPort(SADB_X_EXT_NAT_T_SPORT), 4501);
+  EXPECT_EQ(*m.natTPort(SADB_X_EXT_NAT_T_DPORT), 4500);
+  ASSERT_TRUE(m.address(SADB_X_EXT_NAT_T_OA));
+  EXPECT_EQ(m.address(SADB_X_EXT_NAT_T_OA)->addr.toString(), "10.9.8.7");
+  EXPECT_EQ(formatSa(m, 0), formatSa(std::get<pfkey::ParsedMessage>(pfkey::parse(ipsecTools[0])), 0));
+  const std::string text = formatSa(m, 0);
+  EXPECT_NE(text.find("\tesp-udp mode=transport"), std::string::npos) << text;
+  EXPECT_NE(text.find("\tnat-oa=10.9.8.7 \n"), std::string::npos) << text;
+}
+
+// -natt_mtu (FreeBSD's NAT_T_FRAG) is the outer path MTU, sent as -mtu is.
+TEST(SetkeyParser, FreeBsdNatTMtuIsTheOuterPathMtu) {
+  const std::string gcm = " -E aes-gcm-16 0x000102030405060708090a0b0c0d0e0f10111213;";
+  auto cmds = parseOk("add 192.0.2.1 192.0.2.2 esp 1 -natt 192.0.2.1 [4500] 192.0.2.2 [4500] -natt_mtu 1400" + gcm +
+                      "add 192.0.2.1 192.0.2.2 esp 1 -natt_mtu 1400 -natt 192.0.2.1 [4500] 192.0.2.2 [4500]" + gcm +
+                      "add 192.0.2.1 192.0.2.2 esp-udp 1 -natt_mtu 1400 -mtu 1400" + gcm);
+  ASSERT_EQ(cmds.size(), 3u);
+  for (const auto& c : cmds) EXPECT_EQ(c.sa.options.mtu, 1400);
+  const auto r = pfkey::parse(cmds[0].requests(1)[0]);
+  ASSERT_TRUE(std::get<pfkey::ParsedMessage>(r).saOptions());
+  EXPECT_EQ(std::get<pfkey::ParsedMessage>(r).saOptions()->mtu, 1400);
+
+  EXPECT_EQ(errorOf("add 192.0.2.1 192.0.2.2 esp 1 -natt_mtu 1400" + gcm),
+            "t.conf:1:31: -natt_mtu needs NAT-T (-natt, or esp-udp)");
+  EXPECT_EQ(errorOf("add 192.0.2.1 192.0.2.2 esp-udp 1 -natt_mtu 1400 -mtu 1300" + gcm),
+            "t.conf:1:55: a second, different MTU (-mtu and -natt_mtu both set the outer path MTU)");
+  EXPECT_EQ(errorOf("add 192.0.2.1 192.0.2.2 esp-udp 1 -natt_mtu 552" + gcm),
+            "t.conf:1:45: MTU 552 is below 576 for this address family");
+}
+
+TEST(SetkeyParser, FreeBsdNatTMistakesAreReportedWhereTheyAre) {
+  const std::string gcm = " -E aes-gcm-16 0x000102030405060708090a0b0c0d0e0f10111213;";
+  EXPECT_EQ(errorOf("add 192.0.2.1 192.0.2.2 esp 1 -natt 192.0.2.1 192.0.2.2 [4500]" + gcm),
+            "t.conf:1:37: original initiator address needs its port in brackets: -natt OAI [SPORT] OAR [DPORT]");
+  EXPECT_EQ(errorOf("add 192.0.2.1 192.0.2.2 esp 1 -natt 192.0.2.1 [0] 192.0.2.2 [4500]" + gcm),
+            "t.conf:1:37: a NAT-T port is 1 to 65535");
+  EXPECT_EQ(errorOf("add 192.0.2.1 192.0.2.2 esp 1 -natt 192.0.2.1 [4500] 10.0.0.2 [4500]" + gcm),
+            "t.conf:1:54: an original responder address other than the SA's destination cannot be sent: "
+            "our PF_KEY (Linux's) has one original address, NAT_T_OA, for the source");
+  EXPECT_EQ(errorOf("add 192.0.2.1 192.0.2.2 esp 1 -natt 2001:db8::1 [4500] 192.0.2.2 [4500]" + gcm),
+            "t.conf:1:31: -natt addresses of another family than the SA's");
+  EXPECT_EQ(errorOf("add 192.0.2.1 192.0.2.2 esp-udp 1 -natt 192.0.2.1 [4500] 192.0.2.2 [4500]" + gcm),
+            "t.conf:1:35: NAT-T given twice (-natt, or esp-udp and -natt)");
+  EXPECT_EQ(errorOf("add 192.0.2.1 192.0.2.2 ah 1 -natt 192.0.2.1 [4500] 192.0.2.2 [4500] -A hmac-sha1 "
+                    "0x0102030405060708090a0b0c0d0e0f1011121314;"),
+            "t.conf:1:30: -natt is for esp");
+  EXPECT_EQ(errorOf("getspi 192.0.2.1 192.0.2.2 esp 1 -natt 192.0.2.1 [4500] 192.0.2.2 [4500];"),
+            "t.conf:1:34: -natt is for add and update");
+  EXPECT_EQ(errorOf("add 192.0.2.1 192.0.2.2 esp 1 -natt 192.0.2.1 [4500]" + gcm),
+            "t.conf:1:54: expected original responder address, not '-E'");
+}
+
 TEST(SetkeyParser, InboundPolicyAlsoInstallsForward) {
   auto cmds = parseOk("spdadd 10.0.0.0/24[500] 10.0.1.0/24 udp -P in prio high - 5 none;");
   auto reqs = cmds.at(0).requests(1);
