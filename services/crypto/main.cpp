@@ -30,7 +30,7 @@ sandbox::SandboxProfile profile(const service::Args& args) {
   p.lockMemory = {true, "keys live in mlock'ed slab chunks"};
   // One key copy (up to 64 bytes) per worker per session: kMaxSessions
   // (2^20) sessions at four workers. Beyond it a session is refused (the ADD
-  // fails with EINVAL), the broker stays up.
+  // fails with ENOMEM), the broker stays up.
   p.memlockBytes = 256u << 20;
   p.allow(sandbox::lockedMemorySyscalls());
   p.allow(sandbox::threadSyscalls());
