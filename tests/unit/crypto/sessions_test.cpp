@@ -90,13 +90,20 @@ int exhaustAndCreate() {
   if (!caps || cap_set_flag(caps, CAP_EFFECTIVE, 1, &lock, CAP_CLEAR) != 0 || cap_set_proc(caps) != 0)
     return kCapability;
   cap_free(caps);
+  // A chunk for each size class while memory may still be locked, so that
+  // giving slots back below makes room again.
+  auto& slab = KeySlab::process();
+  for (std::size_t size = KeySlab::kMinSlot; size <= KeySlab::kMaxSlot; size <<= 1) {
+    std::uint8_t* p = slab.allocate(size);
+    if (p == nullptr) return kRlimit;
+    slab.deallocate(p, size);
+  }
   rlimit limit{};
   if (getrlimit(RLIMIT_MEMLOCK, &limit) != 0) return kRlimit;
   limit.rlim_cur = 0;
   if (setrlimit(RLIMIT_MEMLOCK, &limit) != 0) return kRlimit;
   // Every free slot of every size class taken: the slab must grow for the
   // next key, and cannot.
-  auto& slab = KeySlab::process();
   std::vector<std::pair<std::uint8_t*, std::size_t>> taken;
   taken.reserve(1 << 16);
   for (std::size_t size = KeySlab::kMinSlot; size <= KeySlab::kMaxSlot; size <<= 1) {
