@@ -42,7 +42,7 @@ fcntl.ioctl(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), SIOCETHTOOL, ifr)
 """
 
 COUNTERS = ("natt_in_esp_packets", "natt_in_gro_datagrams", "natt_in_gro_segments", "natt_out_gso_datagrams",
-            "natt_out_gso_segments", "natt_out_gso_fallback", "natt_in_gro_drop_bad", "natt_in_gro_drop_no_buffer")
+            "natt_out_gso_segments", "natt_out_gso_fallback", "natt_in_gro_drop_bad", "natt_in_gro_drop_no_buffer", "natt_in_gro_parked")
 
 
 def counters(host):
@@ -131,7 +131,7 @@ def main():
                           f" (fallback {da['natt_out_gso_fallback']}), "
                           f"B gro {db['natt_in_gro_datagrams']} dgrams / {db['natt_in_gro_segments']} segs "
                           f"of {db['natt_in_esp_packets']} ESP in, drops {db['natt_in_gro_drop_bad']}"
-                          f"+{db['natt_in_gro_drop_no_buffer']}{', other drops ' + str(drops) if drops else ''}",
+                          f"+{db['natt_in_gro_drop_no_buffer']}, parked {db['natt_in_gro_parked']}{', other drops ' + str(drops) if drops else ''}",
                           flush=True)
             set_mode(tb, "on")
 

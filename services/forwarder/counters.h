@@ -141,6 +141,7 @@ namespace ipsec::forwarder {
   X(natt_in_gro_segments)     /* ... the datagrams split out of them */             \
   X(natt_in_gro_drop_bad)     /* GRO size 0, above the datagram, too many segments, cut control */ \
   X(natt_in_gro_drop_no_buffer) /* segments lost: no free buffer to split into */   \
+  X(natt_in_gro_parked)       /* datagrams that waited for free buffers (then handled) */ \
   X(natt_out_gso_datagrams)   /* UDP_SEGMENT sends of several ESP packets (IPv6) */ \
   X(natt_out_gso_segments)    /* ... the ESP packets in them */                     \
   X(natt_out_gso_fallback)    /* a GSO send refused: its packets sent one by one */

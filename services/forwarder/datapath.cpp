@@ -12,7 +12,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstring>
 
 #include "esp/ecn.h"
@@ -320,10 +319,10 @@ std::optional<esp::IpAddress> Forwarder::RecvBurst::source6(std::size_t i) const
   return esp::IpAddress::v6(std::span<const uint8_t, 16>(sin6->sin6_addr.s6_addr, 16));
 }
 
-bool Forwarder::receiveBurst(Worker& w, int fd, std::uint32_t at, RecvBurst& r, std::size_t max) noexcept {
+bool Forwarder::receiveBurst(Worker& w, int fd, std::uint32_t at, RecvBurst& r) noexcept {
   r.have = 0;
   r.got = 0;
-  for (; r.have < std::min(max, kBurst); ++r.have) {
+  for (; r.have < kBurst; ++r.have) {
     auto b = allocBuffer(w);
     if (!b) break;
     const std::size_t i = r.have;
@@ -406,20 +405,21 @@ void Forwarder::readRaw(int family) noexcept {
 // payload, the peer in msg_name, our address and the outer TOS as control
 // messages. IKE packets reach us only when no IKE daemon shares the port
 // (the reuseport program sends them to index 1). With net.inet.ipsec.udp_gro
-// a datagram may hold several payloads of one flow (gro.cpp splits it); a
-// burst then takes fewer datagrams, as each may need up to 64 buffers.
+// a datagram may hold several payloads of one flow: gro.cpp splits it, or
+// parks it and the rest of the burst until completions free enough buffers.
 void Forwarder::readUdp(int family) noexcept {
+  bool& stalled = family == AF_INET ? udp4Stalled_ : udp6Stalled_;
+  ParkedUdp& parked = family == AF_INET ? parked4_ : parked6_;
+  if (!resumeParked(parked)) {
+    stalled = true;  // still short of buffers: the next completion retries
+    return;
+  }
   Worker& w = nextWorker();
   const int fd = family == AF_INET ? fds_.udp4.get() : fds_.udp6.get();
   RecvBurst& r = recv_;
-  // A coalesced datagram needs a buffer per segment (up to 64 from a GRO
-  // or a GSO sender): without that many free, wait for completions (as for
-  // an empty pool) rather than receive and lose the rest.
-  const std::size_t perDatagram = std::clamp<std::size_t>(w.pool->count() / 2, 1, kGroBuffers);
-  const std::size_t max = udpGro_ ? w.pool->available() / perDatagram : kBurst;
-  if (max == 0 || !receiveBurst(w, fd, 0, r, max)) {
+  if (!receiveBurst(w, fd, 0, r)) {
     ++counters_.esp_in_stall_no_buffer;
-    (family == AF_INET ? udp4Stalled_ : udp6Stalled_) = true;
+    stalled = true;
     return;
   }
   auto& msgs = r.msgs;
@@ -431,20 +431,24 @@ void Forwarder::readUdp(int family) noexcept {
       freeBuffer(w, bufs[i]);
       continue;
     }
-    const esp::UdpControl ctl = esp::parseUdpControl(msgs[i].msg_hdr);
-    const auto peer = esp::endpointFrom(r.names[i], msgs[i].msg_hdr.msg_namelen);
     const esp::GroSplit split = esp::splitGro(len, esp::parseGroControl(msgs[i].msg_hdr));
     if (!split.ok()) {
       ++counters_.natt_in_gro_drop_bad;
       freeBuffer(w, bufs[i]);
-    } else if (split.count > 1) {
-      udpCoalesced(w, bufs[i], split, ctl, peer);  // gro.cpp
-    } else {
-      udpSegment(w, bufs[i], len, ctl, peer);
+      continue;
+    }
+    const UdpDatagram d{&w, bufs[i], split, esp::parseUdpControl(msgs[i].msg_hdr),
+                        esp::endpointFrom(r.names[i], msgs[i].msg_hdr.msg_namelen)};
+    // Once one is parked, those behind it wait too: the SA's order is kept.
+    if (parked.count != 0 || !udpDatagram(d)) {
+      parked.items[parked.count++] = d;
+      ++counters_.natt_in_gro_parked;
     }
   }
-  const bool more = finishBurst(w, r) || (r.have == max && r.got == max);
-  if (more) {
+  const bool full = finishBurst(w, r);
+  if (parked.count != 0) {
+    stalled = true;
+  } else if (full) {
     boost::asio::post(io_, [this, family] { readUdp(family); });
   } else {
     armUdp(family);

@@ -180,8 +180,7 @@ class Forwarder {
   // Takes up to kBurst buffers from w's pool and receives into them at
   // offset `at`. False when the pool had no buffer: the caller counts the
   // stall and pauses that socket.
-  // max: fewer than kBurst (UDP GRO: each datagram may need many buffers, gro.cpp).
-  bool receiveBurst(Worker& w, int fd, std::uint32_t at, RecvBurst& r, std::size_t max = kBurst) noexcept;
+  bool receiveBurst(Worker& w, int fd, std::uint32_t at, RecvBurst& r) noexcept;
   // Returns the unfilled buffers, sends the burst's requests; true when the
   // burst was full (more may be queued).
   bool finishBurst(Worker& w, RecvBurst& r) noexcept;
@@ -474,15 +473,31 @@ class Forwarder {
   // readUdp did for every datagram before GRO.
   void udpSegment(Worker& w, std::uint32_t buf, std::uint32_t len, const esp::UdpControl& ctl,
                   const std::optional<esp::UdpEndpoint>& peer) noexcept;
-  // A coalesced datagram in buf: segment 0 stays there, the others are
+  // A received datagram, whole (split.count 1) or coalesced, in buf of w's pool.
+  struct UdpDatagram {
+    Worker* w = nullptr;
+    std::uint32_t buf = 0;
+    esp::GroSplit split;
+    esp::UdpControl ctl;
+    std::optional<esp::UdpEndpoint> peer;
+  };
+  // Handles d; false (nothing done) when a coalesced d needs more free
+  // buffers than there are now. Segment 0 stays in d.buf, the others are
   // copied into buffers of their own first, then all are handled in order.
-  void udpCoalesced(Worker& w, std::uint32_t buf, const esp::GroSplit& split, const esp::UdpControl& ctl,
-                    const std::optional<esp::UdpEndpoint>& peer) noexcept;
+  bool udpDatagram(const UdpDatagram& d) noexcept;
+  // Datagrams received but waiting for buffers, in order, per NAT-T socket;
+  // the socket is not read again until they are all handled.
+  struct ParkedUdp {
+    std::array<UdpDatagram, kBurst> items{};
+    std::size_t head = 0, count = 0;
+  };
+  ParkedUdp parked4_, parked6_;
+  // True once nothing is parked.
+  bool resumeParked(ParkedUdp& parked) noexcept;
   void setUdpGro(bool on) noexcept;
   // sendUdp6_ with udp_gso on: runs of same-size packets to one peer leave as one UDP_SEGMENT send.
   void flushGso(SendBatch& b) noexcept;
   bool udpGro_ = false, udpGso_ = false;
-  static constexpr std::size_t kGroBuffers = 65;  // free buffers a GRO datagram may need: its own + 64 segments
   std::array<std::uint32_t, esp::kMaxGroSegments> groBufs_{};
   struct GsoBatch {
     std::array<mmsghdr, kBurst> msgs{};

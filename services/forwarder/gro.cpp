@@ -6,7 +6,9 @@
 // message; lib/esp/udp_gro checks that size (untrusted: from the wire's
 // lengths) and gives the split. Each segment is then handled exactly as a
 // datagram on its own (keepalive, non-ESP marker, ESP, per-segment counters):
-// a bad one is counted and dropped, the others go on.
+// a bad one is counted and dropped, the others go on. A datagram that needs
+// more buffers than are free waits, with the rest of its burst, for
+// completions to free them (the socket is not read meanwhile).
 // Send: the IPv6 NAT-T socket takes a run of same-size ESP packets to one
 // peer as one UDP_SEGMENT send (IPv4 leaves on the header-included socket
 // with our own header, which GSO cannot cut).
@@ -21,16 +23,24 @@
 
 namespace ipsec::forwarder {
 
-void Forwarder::udpCoalesced(Worker& w, std::uint32_t buf, const esp::GroSplit& split, const esp::UdpControl& ctl,
-                             const std::optional<esp::UdpEndpoint>& peer) noexcept {
+bool Forwarder::udpDatagram(const UdpDatagram& d) noexcept {
+  Worker& w = *d.w;
+  const esp::GroSplit& split = d.split;
+  if (split.count == 1) {
+    udpSegment(w, d.buf, split.length, d.ctl, d.peer);
+    return true;
+  }
+  // Wait for buffers rather than lose segments; but never for more than
+  // half the pool (all the rest may be parked or held: it might never come).
+  if (w.pool->available() < split.count - 1 && split.count - 1 <= w.pool->count() / 2) return false;
   ++counters_.natt_in_gro_datagrams;
   counters_.natt_in_gro_segments += split.count;
   // Segment 0 stays at the start of buf. The others are copied out before
   // any segment is handled: handling may free buf (a drop), and the order of
   // the segments is the order of their requests on the ring.
-  const std::uint8_t* data = bufferData(w, buf);
+  const std::uint8_t* data = bufferData(w, d.buf);
   std::size_t have = 1;
-  groBufs_[0] = buf;
+  groBufs_[0] = d.buf;
   for (; have < split.count; ++have) {
     const auto b = allocBuffer(w);
     if (!b) break;
@@ -38,7 +48,20 @@ void Forwarder::udpCoalesced(Worker& w, std::uint32_t buf, const esp::GroSplit& 
     groBufs_[have] = *b;
   }
   counters_.natt_in_gro_drop_no_buffer += split.count - have;
-  for (std::size_t k = 0; k < have; ++k) udpSegment(w, groBufs_[k], split.segmentLength(k), ctl, peer);
+  for (std::size_t k = 0; k < have; ++k) udpSegment(w, groBufs_[k], split.segmentLength(k), d.ctl, d.peer);
+  return true;
+}
+
+bool Forwarder::resumeParked(ParkedUdp& parked) noexcept {
+  while (parked.head < parked.count) {
+    const UdpDatagram& d = parked.items[parked.head];
+    const bool done = udpDatagram(d);
+    flushRequests(*d.w, false);
+    if (!done) return false;
+    ++parked.head;
+  }
+  parked.head = parked.count = 0;
+  return true;
 }
 
 void Forwarder::setUdpGro(bool on) noexcept {

@@ -573,10 +573,11 @@ class Supervisor {
                   // forwarder cannot ask the kernel for the route's).
                   {"net.inet.ipsec.dfbit", 2},
                   {"net.inet.ipsec.default_mtu", 1500},
-                  // ESP in UDP (forwarder gro.cpp): UDP GSO sends on the
-                  // IPv6 NAT-T socket (less forwarder CPU per byte); UDP GRO
-                  // off: splitting costs more than it saves (bench/natt).
-                  {"net.inet.ipsec.udp_gro", 0},
+                  // ESP in UDP (forwarder gro.cpp): UDP GRO on the NAT-T
+                  // sockets, UDP GSO sends on the IPv6 one: less forwarder
+                  // CPU per byte, nothing lost when nothing coalesces
+                  // (bench/natt).
+                  {"net.inet.ipsec.udp_gro", 1},
                   {"net.inet.ipsec.udp_gso", 1},
                   // PF_KEY (policy and keydb): larval/ACQUIRE lifetime, ACQUIRE
                   // rate limit, GETSPI range clamp, message tracing.

@@ -3,8 +3,8 @@
 PF_KEY with NAT_T_TYPE/SPORT/DPORT (tests/interop/natt_pfkey.py). A listens
 on natt_port 4500 and B on 4501, so each SA's ports are exercised as given,
 not assumed; every ESP packet must travel in UDP (none on the raw socket).
-UDP GRO/GSO (net.inet.ipsec.udp_gro, off by default; udp_gso): IPv6 ESP
-leaves in UDP_SEGMENT sends and, with GRO on, is received coalesced and split; a coalesced datagram's segments
+UDP GRO/GSO (net.inet.ipsec.udp_gro, udp_gso): IPv6 ESP leaves in UDP_SEGMENT
+sends and is received coalesced and split; a coalesced datagram's segments
 are each counted as datagrams of their own would be (IPv4 and IPv6)."""
 
 import os
@@ -70,19 +70,17 @@ class NattTunnelTest(unittest.TestCase):
             natt_pfkey.install(h.runtime, sas)
 
     def test_gso_sends_reach_a_gro_receiver_and_open(self):
-        """IPv6 outer, udp_gso on (the default) and udp_gro turned on (off by
-        default): A's ESP leaves in UDP_SEGMENT sends, B receives them
-        coalesced, splits them and every segment opens: 4 MiB of TCP arrive
-        intact both ways. With B's GRO off the kernel cuts the same sends into
+        """IPv6 outer, udp_gso and udp_gro on (the defaults): A's ESP leaves
+        in UDP_SEGMENT sends, B receives them coalesced, splits them and
+        every segment opens: 4 MiB of TCP arrive intact both ways. With B's GRO off the kernel cuts the same sends into
         datagrams and nothing is coalesced, the transfer as good."""
         with Testbed() as tb:
             self.start_natt(tb, 6)
             r = ping(tb.a, INNER[4][1], count=2)
             self.assertEqual(r.returncode, 0, f"{r.stdout}{r.stderr}\n{tb.log_text(tb.a)}")
             for h in tb.hosts():
-                self.assertIn("net.inet.ipsec.udp_gro: 0", h.ipsecctl("sysctl", "net.inet.ipsec.udp_gro"))
+                self.assertIn("net.inet.ipsec.udp_gro: 1", h.ipsecctl("sysctl", "net.inet.ipsec.udp_gro"))
                 self.assertIn("net.inet.ipsec.udp_gso: 1", h.ipsecctl("sysctl", "net.inet.ipsec.udp_gso"))
-                h.ipsecctl("sysctl", "net.inet.ipsec.udp_gro=1")
             tcp_transfer(tb.a, tb.b, INNER[4][1], nbytes=4 << 20)
             tcp_transfer(tb.b, tb.a, INNER[6][0], nbytes=4 << 20, port=5002)
             for h in tb.hosts():
@@ -111,7 +109,6 @@ class NattTunnelTest(unittest.TestCase):
         is counted as a datagram of its own would be; the forwarder goes on."""
         with Testbed() as tb:
             self.start_natt(tb, outer)
-            tb.b.ipsecctl("sysctl", "net.inet.ipsec.udp_gro=1")
             b_addr = OUTER[outer][1]
             esp = "00009999" "00000001"    # SPI 0x9999: no such SA
             marker = "00000000" "01020304"  # non-ESP marker: IKE, no daemon

@@ -234,6 +234,7 @@ inline constexpr StatCounter kStatCounters[] = {
     {"natt_in_gro_segments", "natt", "", "ESP-in-UDP datagram%s split out of them"},
     {"natt_in_gro_drop_bad", "natt", "", "coalesced datagram%s with a bad segment size, dropped"},
     {"natt_in_gro_drop_no_buffer", "natt", "", "segment%s lost for want of a buffer to split into"},
+    {"natt_in_gro_parked", "natt", "", "datagram%s kept until buffers were free to split into"},
     {"natt_out_gso_datagrams", "natt", "", "UDP GSO send%s of several ESP packets"},
     {"natt_out_gso_segments", "natt", "", "ESP packet%s sent in them"},
     {"natt_out_gso_fallback", "natt", "", "GSO send%s refused and sent one by one"},
