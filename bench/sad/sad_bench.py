@@ -47,6 +47,13 @@ def rss_kib(pid):
     return 0
 
 
+def cpu_seconds(pid):
+    """User + system CPU time the process has used (a figure the machine's load does not inflate)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def locked_kib(pid):
     """Locked (mlock'ed) KiB of the process: its key memory."""
     try:
@@ -194,13 +201,21 @@ def main():
         c = PfkeyClient(path)
         c.call(SADB_FLUSH, 0)
 
+        cpu_before = {s: cpu_seconds(p) for s, p in pids.items()}
         secs, errors = add_many(c, args.sas, args.window, satype, args.max_rate)
         rate = args.sas / secs
         time.sleep(0.5)
+        cpu = {s: cpu_seconds(p) - cpu_before[s] for s, p in pids.items()}
         after = {s: rss_kib(p) for s, p in pids.items()}
         print(f"SA ADD through PF_KEY: {args.sas} {args.satype.upper()} SAs in {secs:.2f} s = {rate:,.0f} SA/s "
               f"(target {ADD_TARGET:,}: ratio {rate / ADD_TARGET:.2f}), {errors} errors, window {args.window}; "
               f"client CPU {add_many.client_cpu:.2f} s")
+        total = sum(cpu.values())
+        # CPU per SA does not depend on what else the machine runs, as the rate does:
+        # 1e6 / (µs per SA) is the rate the services' work alone would allow on one core.
+        print(f"CPU per SA: {total * 1e6 / args.sas:.1f} µs in all (one core's worth: "
+              f"{args.sas / max(total, 1e-9):,.0f} SA/s) = "
+              + ", ".join(f"{s.removeprefix('ipsec-')} {v * 1e6 / args.sas:.1f}" for s, v in cpu.items()))
         for s in services:
             per = (after[s] - before[s]) * 1024 / args.sas
             print(f"RSS {s}: {before[s]:,} KiB -> {after[s]:,} KiB = {per:,.0f} B per SA; "

@@ -186,19 +186,49 @@ void Channel::flush() {
 int Channel::sendQueued() {
   std::array<OutDatagram, kMaxBatch> batch;
   std::array<std::array<int, kMaxFdsPerMessage>, kMaxBatch> raw{};
+  std::array<std::size_t, kMaxBatch> messagesIn{};  // queue entries each datagram carries
+  std::array<std::size_t, kMaxBatch> moreAt{};       // where its `more` starts in moreWords_
+  const std::size_t coalesceBytes = std::min(kCoalescedDatagramBytes, maxSendBytes_);
   while (!queue_.empty()) {
-    const std::size_t count = std::min(queue_.size(), kMaxBatch);
+    // Consecutive messages without descriptors share a datagram, up to
+    // coalesceBytes; a message with descriptors, or a large one, goes alone.
+    moreWords_.clear();
+    std::size_t count = 0;
+    std::size_t next = 0;
+    while (count < kMaxBatch && next < queue_.size()) {
+      Pending& first = queue_[next];
+      for (std::size_t f = 0; f < first.fds.size(); ++f) raw[count][f] = first.fds[f].get();
+      std::size_t taken = 1;
+      std::size_t bytes = first.words.size() * sizeof(capnp::word);
+      const std::size_t moreStart = moreWords_.size();
+      if (options_.coalesce && first.fds.empty()) {
+        while (next + taken < queue_.size() && taken < kMaxMessagesPerDatagram) {
+          const Pending& p = queue_[next + taken];
+          const std::size_t add = p.words.size() * sizeof(capnp::word);
+          if (!p.fds.empty() || bytes + add > coalesceBytes) break;
+          moreWords_.push_back(p.words);
+          bytes += add;
+          ++taken;
+        }
+      }
+      batch[count] = OutDatagram{first.words, std::span<const int>(raw[count].data(), first.fds.size())};
+      messagesIn[count] = taken;
+      moreAt[count] = moreStart;
+      next += taken;
+      ++count;
+    }
+    // moreWords_ has stopped growing: its elements no longer move.
     for (std::size_t i = 0; i < count; ++i) {
-      Pending& p = queue_[i];
-      for (std::size_t f = 0; f < p.fds.size(); ++f) raw[i][f] = p.fds[f].get();
-      batch[i] = OutDatagram{p.words, std::span<const int>(raw[i].data(), p.fds.size())};
+      batch[i].more = std::span<const kj::ArrayPtr<const capnp::word>>(moreWords_.data() + moreAt[i], messagesIn[i] - 1);
     }
     int error = 0;
     const std::size_t sent =
         sendDatagrams(socket_.native_handle(), std::span<const OutDatagram>(batch.data(), count), error);
     for (std::size_t i = 0; i < sent; ++i) {
-      queuedBytes_ -= queue_.front().words.size() * sizeof(capnp::word);
-      queue_.pop_front();  // the words wipe themselves (serialize's disposer)
+      for (std::size_t m = 0; m < messagesIn[i]; ++m) {
+        queuedBytes_ -= queue_.front().words.size() * sizeof(capnp::word);
+        queue_.pop_front();  // the words wipe themselves (serialize's disposer)
+      }
     }
     if (error != 0) return error;
   }
@@ -238,23 +268,27 @@ void Channel::onReadable() {
     for (std::size_t i = 0; i < got; ++i) slotBytes_[i] = received_[i].bytes;
     for (std::size_t i = 0; i < got; ++i) {
       std::string why;
-      auto reader = decodeDatagram(slots_[i], received_[i].bytes, why);
-      if (!reader) {
-        wipeSlots();  // nothing after a bad message is handled
-        return fail("from " + peerName_ + ": " + why);
+      DatagramMessages messages(slots_[i], received_[i].bytes, received_[i].fds.size());
+      for (;;) {
+        auto reader = messages.next(why);
+        if (!reader) {
+          if (why.empty()) break;  // the datagram's last message was handled
+          wipeSlots();  // nothing after a bad message is handled
+          return fail("from " + peerName_ + ": " + why);
+        }
+        const bool ok = dispatch(*reader, received_[i].fds, why);
+        if (alive.expired()) return;  // the handler destroyed us (the destructor wiped the slots)
+        reader.reset();
+        if (!isOpen()) return wipeSlots();  // the handler closed us
+        if (!ok) {
+          wipeSlots();
+          return fail(std::move(why));
+        }
       }
-      const bool ok = dispatch(*reader, received_[i].fds, why);
-      if (alive.expired()) return;  // the handler destroyed us (the destructor wiped the slots)
       // Key material crosses some channels: leave no copy in the receive buffer.
-      reader.reset();
       received_[i].fds.clear();
       explicit_bzero(slots_[i].begin(), slotBytes_[i]);
       slotBytes_[i] = 0;
-      if (!isOpen()) return wipeSlots();  // the handler closed us
-      if (!ok) {
-        wipeSlots();
-        return fail(std::move(why));
-      }
     }
     handled += got;
     switch (status) {

@@ -2,8 +2,8 @@
 //
 // Every process talks to its peers through Channels (DESIGN.md §2; the peer
 // table in services/<name>/main.cpp says which). A message is a Cap'n Proto
-// message in one SOCK_SEQPACKET datagram, with optional descriptors in
-// SCM_RIGHTS (wire.h). The peer is not trusted to be well-formed: any framing
+// message in a SOCK_SEQPACKET datagram (several share one when a burst is
+// sent), with optional descriptors in SCM_RIGHTS (wire.h). The peer is not trusted to be well-formed: any framing
 // error, malformed message, or message the handler refuses (unknown union
 // member, wrong sender) closes the channel and reports why; the owner then
 // fails closed (STYLE.md §3, §6).
@@ -12,11 +12,12 @@
 // onClose runs from the io_context, never inside send() or close(), so an
 // owner may destroy the Channel from any callback.
 //
-// Batching (fewer system calls per message, same framing): a readable channel
+// Batching (fewer system calls and datagrams per message): a readable channel
 // takes up to kMaxBatch datagrams per recvmmsg and handles a burst of them
 // before yielding to the loop; while a SendBatch is alive on the thread (one
 // is, around every such burst) send() queues, and the batch's end hands each
-// channel's queue to the kernel with sendmmsg. Order per channel is kept,
+// channel's queue to the kernel with sendmmsg, consecutive messages without
+// descriptors sharing datagrams (wire.h). Order per channel is kept,
 // descriptors travel with their own message, and a message queued by a batch
 // is still sent if its channel is close()d before the batch ends.
 #pragma once
@@ -73,6 +74,9 @@ class Channel {
     // million entries, not for a burst.
     std::size_t maxQueuedMessages = std::size_t{1} << 20;
     std::size_t maxQueuedBytes = std::size_t{1} << 30;
+    // Queued messages without descriptors share datagrams (wire.h). Off for
+    // a peer that reads one message per datagram (ipsecctl's receiveMessage).
+    bool coalesce = true;
   };
 
   enum class SendResult {
@@ -135,6 +139,7 @@ class Channel {
   std::vector<Datagram> received_;
   std::vector<std::size_t> slotBytes_;  // bytes in each slot not yet wiped
   std::deque<Pending> queue_;
+  std::vector<kj::ArrayPtr<const capnp::word>> moreWords_;  // sendQueued's coalesced messages
   std::size_t queuedBytes_ = 0;
   bool writeArmed_ = false;
   bool inBatch_ = false;  // listed in this thread's SendBatch with queued sends

@@ -204,26 +204,34 @@ ReceiveStatus receiveDatagram(int fd, kj::ArrayPtr<capnp::word> buffer, Datagram
 std::size_t sendDatagrams(int fd, std::span<const OutDatagram> batch, int& error) noexcept {
   error = 0;
   std::size_t count = std::min(batch.size(), kMaxBatch);
-  bool tooManyFds = false;
+  bool refused = false;
   for (std::size_t i = 0; i < count; ++i) {
-    if (batch[i].fds.size() > kMaxFdsPerMessage) {
+    const OutDatagram& d = batch[i];
+    if (d.fds.size() > kMaxFdsPerMessage || (!d.fds.empty() && !d.more.empty()) ||
+        d.more.size() + 1 > kMaxMessagesPerDatagram) {
       count = i;  // send the ones before it, refuse it as sendDatagram does
-      tooManyFds = true;
+      refused = true;
     }
   }
   std::array<mmsghdr, kMaxBatch> msgs{};
-  std::array<iovec, kMaxBatch> iovs{};
+  // Every message of a coalesced datagram is one iovec of it.
+  static thread_local std::array<iovec, kMaxBatch * kMaxMessagesPerDatagram> iovs;
   struct alignas(cmsghdr) Control {
     char bytes[kControlBytes];
   };
   std::array<Control, kMaxBatch> controls;
+  std::size_t iov = 0;
   for (std::size_t i = 0; i < count; ++i) {
     const OutDatagram& d = batch[i];
-    auto bytes = d.words.asBytes();
-    iovs[i] = iovec{const_cast<kj::byte*>(bytes.begin()), bytes.size()};
     msghdr& m = msgs[i].msg_hdr;
-    m.msg_iov = &iovs[i];
-    m.msg_iovlen = 1;
+    m.msg_iov = &iovs[iov];
+    m.msg_iovlen = 1 + d.more.size();
+    auto bytes = d.words.asBytes();
+    iovs[iov++] = iovec{const_cast<kj::byte*>(bytes.begin()), bytes.size()};
+    for (const auto& words : d.more) {
+      auto more = words.asBytes();
+      iovs[iov++] = iovec{const_cast<kj::byte*>(more.begin()), more.size()};
+    }
     if (!d.fds.empty()) {
       std::memset(controls[i].bytes, 0, sizeof controls[i].bytes);
       m.msg_control = controls[i].bytes;
@@ -248,7 +256,7 @@ std::size_t sendDatagrams(int fd, std::span<const OutDatagram> batch, int& error
     }
     sent += static_cast<std::size_t>(n);
   }
-  if (error == 0 && tooManyFds) error = EINVAL;
+  if (error == 0 && refused) error = EINVAL;
   return sent;
 }
 
@@ -314,36 +322,91 @@ std::size_t receiveDatagrams(int fd, std::span<kj::ArrayPtr<capnp::word>> buffer
   return good;
 }
 
-std::unique_ptr<capnp::FlatArrayMessageReader> decodeDatagram(kj::ArrayPtr<const capnp::word> words,
-                                                              std::size_t bytes, std::string& reason,
-                                                              const capnp::ReaderOptions& options) {
+namespace {
+
+// Checks the size of a received datagram against its buffer; returns its
+// words, or an empty array with `reason` set.
+kj::ArrayPtr<const capnp::word> datagramWords(kj::ArrayPtr<const capnp::word> words, std::size_t bytes,
+                                              std::string& reason) {
   if (bytes == 0) {
     reason = "empty datagram";
-    return nullptr;
+    return {};
   }
   if (bytes % sizeof(capnp::word) != 0) {
     reason = "datagram of " + std::to_string(bytes) + " bytes is not a whole number of words";
-    return nullptr;
+    return {};
   }
   if (bytes / sizeof(capnp::word) > words.size()) {
     reason = "datagram larger than its buffer";
-    return nullptr;
+    return {};
   }
-  auto message = words.slice(0, bytes / sizeof(capnp::word));
+  return words.slice(0, bytes / sizeof(capnp::word));
+}
+
+// A reader over the message at the start of `rest`, fully traversed once (bounds, nesting and
+// traversal limits are checked on every pointer now rather than in the middle of a handler);
+// `rest` then starts after it.
+std::unique_ptr<capnp::FlatArrayMessageReader> decodeFirst(kj::ArrayPtr<const capnp::word>& rest,
+                                                           std::string& reason,
+                                                           const capnp::ReaderOptions& options) {
   try {
-    auto reader = std::make_unique<capnp::FlatArrayMessageReader>(message, options);
-    if (reader->getEnd() != message.end()) {
-      reason = "trailing bytes after the message";
-      return nullptr;
-    }
-    // One full traversal: bounds, nesting and traversal limits are checked
-    // on every pointer now rather than in the middle of a handler.
+    auto reader = std::make_unique<capnp::FlatArrayMessageReader>(rest, options);
     reader->getRoot<capnp::AnyPointer>().targetSize();
+    rest = kj::arrayPtr(reader->getEnd(), rest.end());
     return reader;
   } catch (const kj::Exception& e) {
     reason = std::string("malformed message: ") + e.getDescription().cStr();
     return nullptr;
   }
+}
+
+}  // namespace
+
+std::unique_ptr<capnp::FlatArrayMessageReader> decodeDatagram(kj::ArrayPtr<const capnp::word> words,
+                                                              std::size_t bytes, std::string& reason,
+                                                              const capnp::ReaderOptions& options) {
+  auto rest = datagramWords(words, bytes, reason);
+  if (rest.size() == 0) return nullptr;
+  auto reader = decodeFirst(rest, reason, options);
+  if (reader && rest.size() != 0) {
+    reason = "trailing bytes after the message";
+    return nullptr;
+  }
+  return reader;
+}
+
+DatagramMessages::DatagramMessages(kj::ArrayPtr<const capnp::word> words, std::size_t bytes, std::size_t fdCount,
+                                   const capnp::ReaderOptions& options)
+    : rest_(datagramWords(words, bytes, error_)), fdCount_(fdCount), options_(options) {}
+
+std::unique_ptr<capnp::FlatArrayMessageReader> DatagramMessages::next(std::string& reason,
+                                                                     kj::ArrayPtr<const capnp::word>* words) {
+  if (!error_.empty()) {
+    reason = std::move(error_);
+    error_.clear();
+    rest_ = {};
+    return nullptr;
+  }
+  if (rest_.size() == 0) return nullptr;
+  if (taken_ == kMaxMessagesPerDatagram) {
+    reason = "more than " + std::to_string(kMaxMessagesPerDatagram) + " messages in one datagram";
+    rest_ = {};
+    return nullptr;
+  }
+  const capnp::word* start = rest_.begin();
+  auto reader = decodeFirst(rest_, reason, options_);
+  if (!reader) {
+    rest_ = {};
+    return nullptr;
+  }
+  if (words != nullptr) *words = kj::arrayPtr(start, rest_.begin());
+  ++taken_;
+  if (fdCount_ != 0 && rest_.size() != 0) {
+    reason = "descriptors with more than one message in a datagram";
+    rest_ = {};
+    return nullptr;
+  }
+  return reader;
 }
 
 int sendMessage(int fd, capnp::MessageBuilder& message, std::span<const int> fds) {
@@ -376,6 +439,53 @@ ReceivedMessage receiveMessage(int fd, int timeoutMs, std::size_t maxBytes) {
     if (result.reader) result.fds = std::move(datagram.fds);
     return result;
   }
+}
+
+}  // namespace ipsec::control
+
+namespace ipsec::control {
+
+ReceivedMessage Inbox::receive(int timeoutMs) {
+  if (pending_.empty()) {
+    ReceivedMessage datagram;
+    auto storage = kj::heapArray<capnp::word>((maxBytes_ + sizeof(capnp::word) - 1) / sizeof(capnp::word));
+    Datagram got;
+    for (;;) {
+      const int ready = retryPoll(fd_, POLLIN, timeoutMs);
+      if (ready <= 0) {
+        datagram.error = ready == 0 ? "timed out" : std::string("poll: ") + std::strerror(errno);
+        return datagram;
+      }
+      const ReceiveStatus status = receiveDatagram(fd_, storage, got, datagram.error);
+      if (status == ReceiveStatus::kWouldBlock) continue;
+      if (status != ReceiveStatus::kDatagram) return datagram;
+      break;
+    }
+    // Each message gets words of its own, so that each result stands alone.
+    DatagramMessages messages(storage, got.bytes, got.fds.size());
+    std::vector<ReceivedMessage> all;
+    std::string reason;
+    kj::ArrayPtr<const capnp::word> words;
+    while (messages.next(reason, &words)) {
+      ReceivedMessage one;
+      one.storage = kj::heapArray<capnp::word>(words);
+      one.reader = std::make_unique<capnp::FlatArrayMessageReader>(one.storage, readerOptions());
+      all.push_back(std::move(one));
+    }
+    if (!reason.empty()) {
+      datagram.error = std::move(reason);
+      return datagram;
+    }
+    if (all.empty()) {
+      datagram.error = "empty datagram";
+      return datagram;
+    }
+    all.front().fds = std::move(got.fds);
+    pending_.assign(std::make_move_iterator(all.rbegin()), std::make_move_iterator(all.rend()));
+  }
+  ReceivedMessage next = std::move(pending_.back());
+  pending_.pop_back();
+  return next;
 }
 
 }  // namespace ipsec::control

@@ -1,12 +1,16 @@
-// One control message per SOCK_SEQPACKET datagram, with descriptors in
-// SCM_RIGHTS: the framing every process uses on its control channels.
+// Control messages in SOCK_SEQPACKET datagrams, with descriptors in
+// SCM_RIGHTS: the framing every process uses on its control channels. A
+// datagram holds one message, or several back to back when none of them
+// carries descriptors (a Channel coalesces a burst of sends that way: the
+// kernel's work is per datagram, and a burst of SA installs is thousands).
 //
 // Runs in every process. The peer is another process of ours but is not
 // trusted to be well-formed (DESIGN.md §2): a received datagram is checked
 // for truncation (data or descriptors), for being a whole number of words and
-// exactly one message, and is traversed once under capnp::ReaderOptions
-// limits before any handler reads it. Received descriptors are owned by
-// UniqueFd from the first moment, so a rejected message leaks none.
+// whole messages (descriptors only beside a single one), and each message is
+// traversed once under capnp::ReaderOptions limits before any handler reads
+// it. Received descriptors are owned by UniqueFd from the first moment, so a
+// rejected message leaks none.
 #pragma once
 
 #include <capnp/message.h>
@@ -57,17 +61,26 @@ void wipeMessage(capnp::MallocMessageBuilder& message) noexcept;
 int sendDatagram(int fd, kj::ArrayPtr<const capnp::word> words, std::span<const int> fds,
                  bool blocking = false) noexcept;
 
-// One datagram of a batch for sendDatagrams.
+// One datagram of a batch for sendDatagrams: `words`, then each of `more`
+// back to back. Descriptors only with a single message (`more` empty).
 struct OutDatagram {
   kj::ArrayPtr<const capnp::word> words;
   std::span<const int> fds;  // at most kMaxFdsPerMessage
+  std::span<const kj::ArrayPtr<const capnp::word>> more = {};
 };
+
+// Messages one coalesced datagram may hold, and its size: small enough that
+// the kernel's copy stays cheap, large enough for a burst of SA messages.
+inline constexpr std::size_t kMaxMessagesPerDatagram = 64;
+inline constexpr std::size_t kCoalescedDatagramBytes = 64 * 1024;
 
 // Datagrams one sendDatagrams or receiveDatagrams call hands to the kernel.
 inline constexpr std::size_t kMaxBatch = 64;
 
 // sendmmsg of `batch` (at most kMaxBatch) in order, each with its own
-// descriptors, without blocking. Returns how many datagrams the kernel took;
+// descriptors, without blocking. A datagram with descriptors and `more`
+// messages, or more than kMaxMessagesPerDatagram in all, is refused (EINVAL)
+// as one with too many descriptors is. Returns how many datagrams the kernel took;
 // they are always a prefix of `batch`. `error` is 0 when all were taken, else
 // the errno that stopped the next one (EAGAIN when the socket buffer is full).
 std::size_t sendDatagrams(int fd, std::span<const OutDatagram> batch, int& error) noexcept;
@@ -102,10 +115,32 @@ std::size_t receiveDatagrams(int fd, std::span<kj::ArrayPtr<capnp::word>> buffer
 // whole message is traversed once here under `options`, so a message that is
 // empty, not a whole number of words, followed by trailing bytes, out of
 // bounds, too deep or too large to traverse never reaches a handler. `words`
-// must outlive the reader. This is the step the fuzz target drives.
+// must outlive the reader. For peers that send one message per datagram.
 std::unique_ptr<capnp::FlatArrayMessageReader> decodeDatagram(kj::ArrayPtr<const capnp::word> words,
                                                               std::size_t bytes, std::string& reason,
                                                               const capnp::ReaderOptions& options = readerOptions());
+
+// The messages of one received datagram, in order, each checked as
+// decodeDatagram checks a single one. next() returns nullptr at the end (with
+// `reason` empty) or on a bad message (with `reason` set: the rest of the
+// datagram must not be used). A datagram with descriptors must hold exactly
+// one message. `words`, when given, is set to the message's own words. The
+// datagram's words must outlive the readers. This is the step the fuzz
+// target drives.
+class DatagramMessages {
+ public:
+  DatagramMessages(kj::ArrayPtr<const capnp::word> words, std::size_t bytes, std::size_t fdCount,
+                   const capnp::ReaderOptions& options = readerOptions());
+  std::unique_ptr<capnp::FlatArrayMessageReader> next(std::string& reason,
+                                                      kj::ArrayPtr<const capnp::word>* words = nullptr);
+
+ private:
+  std::string error_;  // a framing error found before the first message (set while rest_ is)
+  kj::ArrayPtr<const capnp::word> rest_;
+  std::size_t fdCount_;
+  std::size_t taken_ = 0;
+  capnp::ReaderOptions options_;
+};
 
 // A message received with the blocking helper: storage, reader, descriptors.
 struct ReceivedMessage {
@@ -116,10 +151,29 @@ struct ReceivedMessage {
 };
 
 // Blocking helpers for simple tools (ipsecctl) and tests: one message out,
-// one message in, on a blocking or non-blocking socket.
+// one message in, on a blocking or non-blocking socket. receiveMessage takes
+// one datagram and wants one message in it; read what a Channel sends (it
+// may coalesce) with an Inbox.
 // sendMessage returns 0 or an errno value.
 int sendMessage(int fd, capnp::MessageBuilder& message, std::span<const int> fds = {});
 // timeoutMs < 0 waits forever.
 ReceivedMessage receiveMessage(int fd, int timeoutMs, std::size_t maxBytes = kMaxMessageBytes);
+
+// Reads the messages of a socket one at a time, however the sender grouped
+// them into datagrams: for tests and tools that play a Channel's peer.
+class Inbox {
+ public:
+  explicit Inbox(int fd, std::size_t maxBytes = kMaxMessageBytes) : fd_(fd), maxBytes_(maxBytes) {}
+  // The next message (waiting up to timeoutMs for a datagram when none is
+  // left); reader null with `error` set on a timeout or a bad datagram.
+  ReceivedMessage receive(int timeoutMs);
+  // Messages of the last datagram not yet returned.
+  std::size_t pending() const noexcept { return pending_.size(); }
+
+ private:
+  int fd_;
+  std::size_t maxBytes_;
+  std::vector<ReceivedMessage> pending_;  // in reverse order
+};
 
 }  // namespace ipsec::control

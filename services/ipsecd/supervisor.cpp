@@ -517,7 +517,9 @@ class Supervisor {
     socklen_t len = sizeof cred;
     if (getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.uid != 0) return;
     auto id = nextAdmin_++;
-    auto ch = std::make_unique<Channel>(io_, std::move(fd), "ipsecctl");
+    Channel::Options oneMessagePerDatagram;
+    oneMessagePerDatagram.coalesce = false;  // ipsecctl reads with receiveMessage
+    auto ch = std::make_unique<Channel>(io_, std::move(fd), "ipsecctl", oneMessagePerDatagram);
     Channel* raw = ch.get();
     admins_[id] = std::move(ch);
     raw->start([this, id](capnp::MessageReader& m, std::vector<UniqueFd>& fds) { return onAdmin(id, m, fds); },

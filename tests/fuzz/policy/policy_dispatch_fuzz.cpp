@@ -35,8 +35,9 @@ void drain(int fd) {
 }
 
 void answerKeydb(int fd) {
+  control::Inbox inbox(fd, 64 * 1024);  // policy's channel coalesces a burst
   for (;;) {
-    auto m = control::receiveMessage(fd, 0, 64 * 1024);
+    auto m = inbox.receive(0);
     if (!m.reader) return;
     capnp::MallocMessageBuilder b;
     auto r = b.initRoot<proto::KeydbToPolicy>().initReply();

@@ -303,5 +303,113 @@ TEST(Wire, SocketBuffersHoldAMebibyteMessage) {
   EXPECT_EQ(received.reader->getRoot<TestMessage>().getBlob().size(), kMaxMessageBytes - 1024);
 }
 
+kj::Array<capnp::word> pingWords(std::uint64_t value) {
+  capnp::MallocMessageBuilder message;
+  message.initRoot<test::TestMessage>().setPing(value);
+  return serialize(message);
+}
+
+TEST(Wire, SendDatagramsSendsSeveralMessagesBackToBackInOneDatagram) {
+  auto [a, b] = makeSeqpacketPair();
+  auto one = pingWords(1), two = pingWords(2), three = pingWords(3);
+  const kj::ArrayPtr<const capnp::word> more[] = {two, three};
+  const OutDatagram batch[] = {{one, {}, more}};
+  int error = 0;
+  ASSERT_EQ(sendDatagrams(a.get(), batch, error), 1u);
+  EXPECT_EQ(error, 0);
+  Inbox inbox(b.get());
+  for (std::uint64_t i = 1; i <= 3; ++i) {
+    auto got = inbox.receive(1000);
+    ASSERT_TRUE(got.reader) << got.error;
+    EXPECT_EQ(got.reader->getRoot<test::TestMessage>().getPing(), i);
+    EXPECT_EQ(inbox.pending(), 3 - i);
+  }
+  EXPECT_FALSE(inbox.receive(0).reader);  // one datagram, all taken
+}
+
+TEST(Wire, SendDatagramsRefusesDescriptorsBesideSeveralMessages) {
+  auto [a, b] = makeSeqpacketPair();
+  auto one = pingWords(1), two = pingWords(2);
+  const kj::ArrayPtr<const capnp::word> more[] = {two};
+  const int fd = a.get();
+  const OutDatagram batch[] = {{one, {}}, {one, std::span<const int>(&fd, 1), more}};
+  int error = 0;
+  EXPECT_EQ(sendDatagrams(a.get(), batch, error), 1u);
+  EXPECT_EQ(error, EINVAL);
+}
+
+TEST(Wire, ReceiveMessageWantsOneMessagePerDatagram) {
+  auto [a, b] = makeSeqpacketPair();
+  auto one = pingWords(1), two = pingWords(2);
+  const kj::ArrayPtr<const capnp::word> more[] = {two};
+  const OutDatagram batch[] = {{one, {}, more}};
+  int error = 0;
+  ASSERT_EQ(sendDatagrams(a.get(), batch, error), 1u);
+  auto got = receiveMessage(b.get(), 1000);
+  EXPECT_FALSE(got.reader);
+  EXPECT_EQ(got.error, "trailing bytes after the message");
+}
+
+TEST(DatagramMessages, SplitsADatagramIntoItsMessages) {
+  auto one = pingWords(1), two = pingWords(2);
+  std::vector<capnp::word> words(one.begin(), one.end());
+  words.insert(words.end(), two.begin(), two.end());
+  const std::size_t bytes = words.size() * sizeof(capnp::word);
+  DatagramMessages messages(kj::ArrayPtr<const capnp::word>(words.data(), words.size()), bytes, 0);
+  std::string reason;
+  auto first = messages.next(reason);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->getRoot<test::TestMessage>().getPing(), 1u);
+  auto second = messages.next(reason);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->getRoot<test::TestMessage>().getPing(), 2u);
+  EXPECT_FALSE(messages.next(reason));
+  EXPECT_EQ(reason, "");
+}
+
+TEST(DatagramMessages, ATruncatedLastMessageIsABadDatagram) {
+  auto one = pingWords(1), two = pingWords(2);
+  std::vector<capnp::word> words(one.begin(), one.end());
+  words.insert(words.end(), two.begin(), two.end() - 1);
+  DatagramMessages messages(kj::ArrayPtr<const capnp::word>(words.data(), words.size()),
+                            words.size() * sizeof(capnp::word), 0);
+  std::string reason;
+  EXPECT_TRUE(messages.next(reason));
+  EXPECT_FALSE(messages.next(reason));
+  EXPECT_NE(reason.find("malformed message"), std::string::npos) << reason;
+  EXPECT_FALSE(messages.next(reason));  // and nothing after it
+}
+
+TEST(DatagramMessages, DescriptorsMayOnlyComeWithASingleMessage) {
+  auto one = pingWords(1), two = pingWords(2);
+  std::vector<capnp::word> words(one.begin(), one.end());
+  DatagramMessages single(kj::ArrayPtr<const capnp::word>(words.data(), words.size()),
+                          words.size() * sizeof(capnp::word), 1);
+  std::string reason;
+  EXPECT_TRUE(single.next(reason));
+  EXPECT_FALSE(single.next(reason));
+  EXPECT_EQ(reason, "");
+  words.insert(words.end(), two.begin(), two.end());
+  DatagramMessages several(kj::ArrayPtr<const capnp::word>(words.data(), words.size()),
+                           words.size() * sizeof(capnp::word), 1);
+  EXPECT_FALSE(several.next(reason));
+  EXPECT_EQ(reason, "descriptors with more than one message in a datagram");
+}
+
+TEST(DatagramMessages, AtMostKMaxMessagesPerDatagram) {
+  std::vector<capnp::word> words;
+  for (std::size_t i = 0; i <= kMaxMessagesPerDatagram; ++i) {
+    auto w = pingWords(i);
+    words.insert(words.end(), w.begin(), w.end());
+  }
+  DatagramMessages messages(kj::ArrayPtr<const capnp::word>(words.data(), words.size()),
+                            words.size() * sizeof(capnp::word), 0);
+  std::string reason;
+  std::size_t count = 0;
+  while (messages.next(reason)) ++count;
+  EXPECT_EQ(count, kMaxMessagesPerDatagram);
+  EXPECT_NE(reason.find("more than 64 messages"), std::string::npos) << reason;
+}
+
 }  // namespace
 }  // namespace ipsec::control

@@ -84,11 +84,13 @@ TestClient Harness::adopt(int serverSndbuf) {
 }
 
 control::ReceivedMessage Harness::keydbRequest(int timeoutMs) {
-  return control::receiveMessage(keydbPeer_.get(), timeoutMs);
+  if (!keydbInbox_) keydbInbox_.emplace(keydbPeer_.get());  // policy's channels coalesce bursts
+  return keydbInbox_->receive(timeoutMs);
 }
 
 control::ReceivedMessage Harness::forwarderMessage(int timeoutMs) {
-  return control::receiveMessage(forwarderPeer_.get(), timeoutMs);
+  if (!forwarderInbox_) forwarderInbox_.emplace(forwarderPeer_.get());
+  return forwarderInbox_->receive(timeoutMs);
 }
 
 void Harness::answerKeydb(capnp::MallocMessageBuilder& b) {
@@ -114,6 +116,7 @@ std::uint64_t Harness::stat(const std::string& name) {
 void Harness::restartDataPlane() {
   auto [serverEnd, peer] = control::makeSeqpacketPair();
   forwarderPeer_ = std::move(peer);
+  forwarderInbox_.reset();
   std::vector<control::UniqueFd> fds;
   fds.push_back(std::move(serverEnd));
   ASSERT_TRUE(server_->onDataPlaneRestarted(fds));

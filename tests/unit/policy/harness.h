@@ -78,6 +78,7 @@ class Harness {
   std::string path_;
   control::UniqueFd keydbPeer_;
   control::UniqueFd forwarderPeer_;
+  std::optional<control::Inbox> keydbInbox_, forwarderInbox_;
   std::unique_ptr<Server> server_;
 };
 
