@@ -106,27 +106,73 @@ bool goodIpcomp(proto::SaParams::Reader p, proto::SaKeys::Reader k) {
 
 void Keydb::checkLifetimes() {
   const std::uint64_t t = now();
+  while (!lifetimeDue_.empty() && lifetimeDue_.top().at <= t) {
+    const LifetimeDue due = lifetimeDue_.top();
+    lifetimeDue_.pop();
+    Sa* sa = sad_.find(due.ref);
+    if (sa == nullptr || sa->lifetimeDue != due.at) continue;  // gone, or rescheduled since
+    sa->lifetimeDue = 0;
+    checkLifetime(*sa, t);
+  }
+}
+
+bool Keydb::checkLifetime(Sa& sa, std::uint64_t t) {
+  if (sa.larval()) {
+    if (t - sa.addTime >= larvalLifetime_) {
+      ++larvalExpired_;
+      removeSa(sa);
+      return false;
+    }
+  } else if (!sa.pendingAdd) {  // a pending SA is not live yet: look again later
+    const std::uint64_t bytes = sa.usageBase.bytes + sa.usageReported.bytes;
+    const std::uint64_t packets = sa.usageBase.packets + sa.usageReported.packets;
+    auto p = sa.p();
+    if (exceeded(p.getHard(), bytes, packets, sa.addTime, sa.firstUse, t)) {
+      sa.pb().setState(SADB_SASTATE_DEAD);
+      sendExpire(sa, true);
+      removeSa(sa);
+      return false;
+    }
+    if (p.getState() == SADB_SASTATE_MATURE && exceeded(p.getSoft(), bytes, packets, sa.addTime, sa.firstUse, t)) {
+      sa.pb().setState(SADB_SASTATE_DYING);
+      sendExpire(sa, false);
+    }
+  }
+  scheduleLifetime(sa, t);
+  return true;
+}
+
+void Keydb::scheduleLifetime(Sa& sa, std::uint64_t t) {
+  std::uint64_t at = 0;
+  auto earliest = [&at](std::uint64_t when) {
+    if (at == 0 || when < at) at = when;
+  };
+  if (sa.larval()) {
+    earliest(sa.addTime + larvalLifetime_);
+  } else if (sa.pendingAdd) {
+    earliest(t + 1);
+  } else {
+    auto p = sa.p();
+    auto timeLimits = [&](proto::Lifetime::Reader l) {
+      if (l.getAddTime() != 0) earliest(sa.addTime + l.getAddTime());
+      // Until the first use is known (a usage report) there is no use-time
+      // deadline; the report that brings it judges the SA again.
+      if (l.getUseTime() != 0 && sa.firstUse != 0) earliest(sa.firstUse + l.getUseTime());
+    };
+    timeLimits(p.getHard());
+    if (p.getState() == SADB_SASTATE_MATURE) timeLimits(p.getSoft());
+  }
+  if (at == 0 || (sa.lifetimeDue != 0 && sa.lifetimeDue <= at)) return;
+  sa.lifetimeDue = at;
+  lifetimeDue_.push(LifetimeDue{at, sa.ref});
+}
+
+void Keydb::rescheduleAllLifetimes() {
+  lifetimeDue_ = {};
+  const std::uint64_t t = now();
   for (Sa* sa : sad_.all()) {
-    if (sa->larval()) {
-      if (t - sa->addTime >= larvalLifetime_) {
-        ++larvalExpired_;
-        removeSa(*sa);
-      }
-      continue;
-    }
-    if (sa->pendingAdd) continue;  // not live yet
-    const std::uint64_t bytes = sa->usageBase.bytes + sa->usageReported.bytes;
-    const std::uint64_t packets = sa->usageBase.packets + sa->usageReported.packets;
-    auto p = sa->p();
-    if (exceeded(p.getHard(), bytes, packets, sa->addTime, sa->firstUse, t)) {
-      sa->pb().setState(SADB_SASTATE_DEAD);
-      sendExpire(*sa, true);
-      removeSa(*sa);
-    } else if (p.getState() == SADB_SASTATE_MATURE &&
-               exceeded(p.getSoft(), bytes, packets, sa->addTime, sa->firstUse, t)) {
-      sa->pb().setState(SADB_SASTATE_DYING);
-      sendExpire(*sa, false);
-    }
+    sa->lifetimeDue = 0;
+    scheduleLifetime(*sa, t);
   }
 }
 
@@ -314,6 +360,7 @@ void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
     // IPComp: installed at once; the reply does not wait for the forwarder
     // (nothing can fail there that PF_KEY would report).
     sa.sessionReady = true;
+    scheduleLifetime(sa, now());
     installInForwarder(sa);
     return reply(id, 0, {&sa});
   }
@@ -322,6 +369,7 @@ void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
   // does not run, ENOMEM when its locked key memory is exhausted) and the SA
   // is gone, whatever its type (onCrypto).
   sa.pendingAdd = id;
+  scheduleLifetime(sa, now());
   createSession(sa);
 }
 
@@ -347,6 +395,7 @@ void Keydb::getSpi(std::uint64_t id, proto::GetSpi::Reader req) {
   }
   Sa& sa = sad_.create(p.asReader());
   sa.addTime = now();
+  scheduleLifetime(sa, sa.addTime);
   reply(id, 0, {&sa});
 }
 
@@ -553,21 +602,28 @@ bool Keydb::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       forwarder_->send(b);
       return true;
     }
-    case proto::ForwarderToKeydb::USAGE:
+    case proto::ForwarderToKeydb::USAGE: {
+      // Byte and packet limits act on fresh counts, and a first use starts
+      // the use-time clock: judge each SA the report names.
+      const std::uint64_t t = now();
       for (auto u : msg.getUsage()) {
         Sa* sa = sad_.find(SaRef{u.getSa().getIndex(), u.getSa().getGeneration()});
         if (!sa) continue;
         sa->usageReported = {u.getBytes(), u.getPackets()};
         if (sa->firstUse == 0) sa->firstUse = u.getFirstUse();
+        checkLifetime(*sa, t);
       }
-      checkLifetimes();  // byte and packet limits act on fresh counts
       return true;
+    }
   }
   return false;
 }
 
 void Keydb::setSysctl(std::string_view name, std::int64_t value) {
-  if (name == "net.key.larval_lifetime") larvalLifetime_ = static_cast<std::uint64_t>(std::clamp<std::int64_t>(value, 1, 86400));
+  if (name == "net.key.larval_lifetime") {
+    larvalLifetime_ = static_cast<std::uint64_t>(std::clamp<std::int64_t>(value, 1, 86400));
+    rescheduleAllLifetimes();
+  }
   else if (name == "net.key.debug") debug_ = value != 0;
   else if (name == "net.key.max_sas") maxSas_ = static_cast<std::size_t>(std::clamp<std::int64_t>(value, 1, kMaxSasCeiling));
 }

@@ -57,6 +57,9 @@ struct Sa {
   // session, kept working until this SA is installed (which then takes over
   // the old entry's replay window), gone with it if this SA fails.
   std::optional<SaRef> replaces;
+  // The due time keydb's lifetime heap holds for this SA (0: none); older
+  // heap entries for it are stale and skipped.
+  std::uint64_t lifetimeDue = 0;
 
   proto::SaParams::Reader p() const { return params->getRoot<proto::SaParams>().asReader(); }
   proto::SaParams::Builder pb() { return params->getRoot<proto::SaParams>(); }

@@ -12,6 +12,8 @@
 #include <boost/asio/io_context.hpp>
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -55,6 +57,17 @@ class KeydbHarness {
   }
   void fromPolicy(capnp::MallocMessageBuilder& b) { send(policy_.get(), b); }
   void fromCrypto(capnp::MallocMessageBuilder& b) { send(crypto_.get(), b); }
+  void fromForwarder(capnp::MallocMessageBuilder& b) { send(forwarder_.get(), b); }
+  // Runs keydb's loop (its 1 s lifetime tick included) until it sends policy
+  // a message or `ms` pass.
+  ReceivedMessage waitForPolicy(int ms) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    for (;;) {
+      pump();
+      auto m = toPolicy(50);
+      if (m.reader || std::chrono::steady_clock::now() >= until) return m;
+    }
+  }
   // Keydb's channels coalesce a burst of messages into shared datagrams.
   ReceivedMessage toPolicy(int ms = 1000) { return inbox(policyIn_, policy_).receive(ms); }
   ReceivedMessage toCrypto(int ms = 1000) { return inbox(cryptoIn_, crypto_).receive(ms); }
@@ -117,11 +130,13 @@ struct LiveSa {
 };
 
 void addLiveEspSa(KeydbHarness& h, std::uint32_t spi, LiveSa& out, std::uint32_t reqid = 0,
-                  capnp::Data::Reader dst = capnp::Data::Reader(kDst, 4)) {
+                  capnp::Data::Reader dst = capnp::Data::Reader(kDst, 4),
+                  const std::function<void(proto::SaParams::Builder)>& tweak = {}) {
   capnp::MallocMessageBuilder b;
   addRequest(b, 1, SADB_SATYPE_ESP, spi, SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, false);
   b.getRoot<proto::PolicyToKeydb>().getAdd().getParams().setReqid(reqid);
   b.getRoot<proto::PolicyToKeydb>().getAdd().getParams().setDst(dst);
+  if (tweak) tweak(b.getRoot<proto::PolicyToKeydb>().getAdd().getParams());
   h.fromPolicy(b);
   auto s = h.toCrypto();
   ASSERT_TRUE(s.reader);
@@ -641,6 +656,96 @@ TEST(KeydbService, ADumpOfAnEmptySadIsEnoent) {
   auto reply = r.reader->getRoot<proto::KeydbToPolicy>().getReply();
   EXPECT_EQ(reply.getErrno(), ENOENT);
   EXPECT_FALSE(reply.getMore());
+}
+
+// ---- lifetimes -----------------------------------------------------------
+
+void usageReport(KeydbHarness& h, const LiveSa& sa, std::uint64_t bytes, std::uint64_t packets,
+                 std::uint64_t firstUse) {
+  capnp::MallocMessageBuilder b;
+  auto u = b.initRoot<proto::ForwarderToKeydb>().initUsage(1)[0];
+  u.initSa().setIndex(sa.index);
+  u.getSa().setGeneration(sa.generation);
+  u.setBytes(bytes);
+  u.setPackets(packets);
+  u.setFirstUse(firstUse);
+  h.fromForwarder(b);
+}
+
+// The expire policy is sent: hard or soft, or nullopt for another message or none.
+std::optional<bool> expireOf(const ReceivedMessage& m) {
+  if (!m.reader) return std::nullopt;
+  auto msg = m.reader->getRoot<proto::KeydbToPolicy>();
+  if (msg.which() != proto::KeydbToPolicy::EXPIRE) return std::nullopt;
+  return msg.getExpire().getHard();
+}
+
+std::uint64_t unixNow() {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
+TEST(KeydbLifetimes, AHardAddTimeEndsTheSaWithAnExpireAndARemove) {
+  KeydbHarness h;
+  LiveSa sa;
+  addLiveEspSa(h, 0x4001, sa, 0, capnp::Data::Reader(kDst, 4),
+               [](proto::SaParams::Builder p) { p.initHard().setAddTime(1); });
+  EXPECT_FALSE(expireOf(h.toPolicy(0)));
+  auto e = h.waitForPolicy(3500);
+  ASSERT_EQ(expireOf(e), std::optional<bool>(true)) << e.error;
+  auto r = h.toForwarder();
+  ASSERT_TRUE(r.reader) << r.error;
+  EXPECT_EQ(r.reader->getRoot<proto::KeydbToForwarder>().which(), proto::KeydbToForwarder::REMOVE);
+}
+
+TEST(KeydbLifetimes, ByteLimitsActWhenTheUsageReportArrivesSoftThenHard) {
+  KeydbHarness h;
+  LiveSa sa;
+  addLiveEspSa(h, 0x4002, sa, 0, capnp::Data::Reader(kDst, 4), [](proto::SaParams::Builder p) {
+    p.initSoft().setBytes(1000);
+    p.initHard().setBytes(2000);
+  });
+  usageReport(h, sa, 999, 5, unixNow());
+  EXPECT_FALSE(h.toPolicy(50).reader);  // below the soft limit: nothing
+  usageReport(h, sa, 1500, 9, unixNow());
+  EXPECT_EQ(expireOf(h.toPolicy(200)), std::optional<bool>(false));  // at once, not at the next tick
+  usageReport(h, sa, 1600, 10, unixNow());
+  EXPECT_FALSE(h.toPolicy(50).reader);  // soft is said once
+  usageReport(h, sa, 2000, 12, unixNow());
+  EXPECT_EQ(expireOf(h.toPolicy(200)), std::optional<bool>(true));
+}
+
+TEST(KeydbLifetimes, UseTimeCountsFromTheFirstUseAUsageReportBrings) {
+  KeydbHarness h;
+  LiveSa sa;
+  addLiveEspSa(h, 0x4003, sa, 0, capnp::Data::Reader(kDst, 4),
+               [](proto::SaParams::Builder p) { p.initHard().setUseTime(1); });
+  EXPECT_FALSE(h.waitForPolicy(2200).reader);  // never used: the clock has not started
+  usageReport(h, sa, 100, 1, unixNow());
+  EXPECT_EQ(expireOf(h.waitForPolicy(3500)), std::optional<bool>(true));
+}
+
+TEST(KeydbLifetimes, AnSaWithoutLimitsIsNeverExpiredAndALarvalOneEndsAfterLarvalLifetime) {
+  KeydbHarness h;
+  h.keydb().setSysctl("net.key.larval_lifetime", 1);
+  LiveSa sa;
+  addLiveEspSa(h, 0x4004, sa);
+  capnp::MallocMessageBuilder g;
+  auto req = g.initRoot<proto::PolicyToKeydb>();
+  req.setRequestId(9);
+  auto spi = req.initGetSpi();
+  spi.setSatype(SADB_SATYPE_ESP);
+  spi.setSrc(capnp::Data::Reader(kSrc, 4));
+  spi.setDst(capnp::Data::Reader(kDst, 4));
+  spi.setMin(0x5000);
+  spi.setMax(0x5000);
+  h.fromPolicy(g);
+  ASSERT_TRUE(h.toPolicy().reader);
+  EXPECT_EQ(h.keydb().sadSize(), 2u);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(3500);
+  while (h.keydb().sadSize() > 1 && std::chrono::steady_clock::now() < until) h.waitForPolicy(100);
+  EXPECT_EQ(h.keydb().sadSize(), 1u);  // the larval SA went, the mature one without limits stays
+  EXPECT_FALSE(h.toPolicy(0).reader);  // and no EXPIRE for either
 }
 
 }  // namespace
