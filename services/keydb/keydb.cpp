@@ -9,6 +9,7 @@
 #include <cstring>
 #include <optional>
 
+#include "control/scratch_builder.h"
 #include "log/log.h"
 
 namespace ipsec::keydb {
@@ -90,8 +91,9 @@ bool needsSession(const Sa& sa) {
 bool hasDataPath(const Sa& sa) { return needsSession(sa) || sa.p().getSatype() == SADB_X_SATYPE_IPCOMP; }
 
 // A message about one SA (its parameters, at most its keys) fits in 128
-// words; capnp's default first segment (1024 words, 8 KiB, zeroed) was a
-// third of keydb's time per ADD, three messages each.
+// words, on the stack (control/scratch_builder.h): capnp's default first
+// segment (1024 words, 8 KiB, zeroed, on the heap) was a third of keydb's
+// time per ADD, three messages each.
 constexpr unsigned kOneSaMessageWords = 128;
 
 // IPComp (RFC 3173): a 16-bit CPI in the SPI field, DEFLATE (RFC 2394) the
@@ -179,7 +181,7 @@ void Keydb::rescheduleAllLifetimes() {
 void Keydb::sendExpire(Sa& sa, bool hard) {
   (hard ? hardExpires_ : softExpires_)++;
   log::info("SA SPI {:#x}: {} lifetime reached", sa.p().getSpi(), hard ? "hard" : "soft");
-  capnp::MallocMessageBuilder b;
+  control::ScratchMessageBuilder<> b;
   auto e = b.initRoot<proto::KeydbToPolicy>().initExpire();
   e.setHard(hard);
   auto r = e.initRecord();
@@ -380,7 +382,7 @@ void Keydb::getSpi(std::uint64_t id, proto::GetSpi::Reader req) {
   std::string dst(req.getDst().asChars().begin(), req.getDst().size());
   auto spi = sad_.allocateSpi(req.getSatype(), dst, req.getMin(), req.getMax());
   if (!spi) return replyError(id, ENOENT);
-  capnp::MallocMessageBuilder b;
+  control::ScratchMessageBuilder<> b;
   auto p = b.initRoot<proto::SaParams>();
   p.setSatype(req.getSatype());
   p.setSpi(*spi);
@@ -403,12 +405,12 @@ void Keydb::removeSa(Sa& sa) {
   if (sa.replaces) dropReplaced(sa, false);
   if (!sa.larval() && hasDataPath(sa)) {
     if (needsSession(sa) && crypto_ && crypto_->isOpen()) {
-      capnp::MallocMessageBuilder b;
+      control::ScratchMessageBuilder<> b;
       setRef(b.initRoot<proto::KeydbToCrypto>().initDestroySession(), sa.ref);
       crypto_->send(b);
     }
     if (forwarder_ && forwarder_->isOpen()) {
-      capnp::MallocMessageBuilder b;
+      control::ScratchMessageBuilder<> b;
       setRef(b.initRoot<proto::KeydbToForwarder>().initRemove(), sa.ref);
       forwarder_->send(b);
     }
@@ -422,12 +424,12 @@ void Keydb::dropReplaced(Sa& sa, bool installed) {
   sa.replaces.reset();
   sad_.releaseSlot(old.index);
   if (crypto_ && crypto_->isOpen()) {
-    capnp::MallocMessageBuilder b;
+    control::ScratchMessageBuilder<> b;
     setRef(b.initRoot<proto::KeydbToCrypto>().initDestroySession(), old);
     crypto_->send(b);
   }
   if (!installed && forwarder_ && forwarder_->isOpen()) {
-    capnp::MallocMessageBuilder b;
+    control::ScratchMessageBuilder<> b;
     setRef(b.initRoot<proto::KeydbToForwarder>().initRemove(), old);
     forwarder_->send(b);
   }
@@ -466,7 +468,7 @@ void Keydb::continueDumps() {
 }
 
 void Keydb::reply(std::uint64_t id, int err, const std::vector<Sa*>& sas, bool withKeys, bool more) {
-  capnp::MallocMessageBuilder b(sas.size() > 1 ? capnp::SUGGESTED_FIRST_SEGMENT_WORDS : kOneSaMessageWords);
+  control::ScratchMessageBuilder<kOneSaMessageWords> b;  // a dump's chunk goes on in heap segments
   auto r = b.initRoot<proto::KeydbToPolicy>().initReply();
   r.setRequestId(id);
   r.setErrno(static_cast<std::uint16_t>(err));
@@ -502,7 +504,7 @@ void Keydb::createSession(Sa& sa) {
   if (!crypto_ || !crypto_->isOpen()) return;  // sent when the data plane comes back
   auto [ivNext, ivLimit] = sad_.grantIvFromScratch(sa);
   ++ivGrants_;
-  capnp::MallocMessageBuilder b(kOneSaMessageWords);
+  control::ScratchMessageBuilder<kOneSaMessageWords> b;
   auto c = b.initRoot<proto::KeydbToCrypto>().initCreateSession();
   setRef(c.initSa(), sa.ref);
   c.setParams(sa.p());
@@ -557,7 +559,7 @@ bool Keydb::onCrypto(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       auto r = msg.getIvRequest();
       Sa* sa = sad_.find(SaRef{r.getSa().getIndex(), r.getSa().getGeneration()});
       if (!sa || !sa->sessionReady) return true;
-      capnp::MallocMessageBuilder b;
+      control::ScratchMessageBuilder<> b;
       auto g = b.initRoot<proto::KeydbToCrypto>().initIvGrant();
       setRef(g.initSa(), sa->ref);
       g.setIvLimit(sad_.extendIv(*sa));
@@ -575,7 +577,7 @@ void Keydb::installInForwarder(Sa& sa) {
   if (!forwarder_ || !forwarder_->isOpen()) return;
   auto [next, limit] = sad_.grantSeqFromScratch(sa);
   ++seqGrants_;
-  capnp::MallocMessageBuilder b(kOneSaMessageWords);
+  control::ScratchMessageBuilder<kOneSaMessageWords> b;
   auto in = b.initRoot<proto::KeydbToForwarder>().initInstall();
   setRef(in.initSa(), sa.ref);
   in.setParams(sa.p());  // no keys: SaParams has none
@@ -594,7 +596,7 @@ bool Keydb::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       auto r = msg.getSeqRequest();
       Sa* sa = sad_.find(SaRef{r.getSa().getIndex(), r.getSa().getGeneration()});
       if (!sa || !sa->sessionReady) return true;
-      capnp::MallocMessageBuilder b;
+      control::ScratchMessageBuilder<> b;
       auto g = b.initRoot<proto::KeydbToForwarder>().initSeqGrant();
       setRef(g.initSa(), sa->ref);
       g.setSeqLimit(sad_.extendSeq(*sa));

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "algorithms.h"
+#include "control/scratch_builder.h"
 #include "log/log.h"
 #include "pfkey/builder.h"
 #include "server.h"
@@ -23,9 +24,9 @@ namespace {
 // that setkey sends are not echoed (the corpus shows flags=0x0).
 constexpr std::uint32_t kReturnedSaFlags = SADB_SAFLAGS_NOPMTUDISC | SADB_SAFLAGS_DECAP_DSCP | SADB_SAFLAGS_NOECN;
 // Linux's default SPI range for GETSPI without SPIRANGE.
-// Requests to keydb name or carry one SA: a 1 KiB first segment holds any
-// of them (keys included), instead of capnp's default 8 KiB, which is
-// calloc'ed and, for an ADD, wiped again after the send.
+// Requests to keydb name or carry one SA: a 1 KiB first segment on the
+// stack holds any of them (keys included), instead of capnp's default 8 KiB,
+// which is calloc'ed and, for an ADD, wiped again after the send.
 constexpr unsigned kOneSaMessageWords = 128;
 
 constexpr std::uint32_t kDefaultSpiMin = 0x100;
@@ -283,7 +284,7 @@ int Server::onAddOrUpdate(Client* c, const pfkey::ParsedMessage& m) {
   const auto encKey = m.key(SADB_EXT_KEY_ENCRYPT);
   const auto authKey = m.key(SADB_EXT_KEY_AUTH);
 
-  capnp::MallocMessageBuilder b(kOneSaMessageWords);
+  control::ScratchMessageBuilder<kOneSaMessageWords> b;
   const std::uint64_t id = newRequestId();
   auto req = b.initRoot<proto::PolicyToKeydb>();
   req.setRequestId(id);
@@ -334,7 +335,7 @@ int Server::onDeleteOrGet(Client* c, const pfkey::ParsedMessage& m) {
   const auto src = m.address(SADB_EXT_ADDRESS_SRC);
   const auto dst = m.address(SADB_EXT_ADDRESS_DST);
   if (!sa || !src || !dst || src->addr.family != dst->addr.family) return EINVAL;
-  capnp::MallocMessageBuilder b(kOneSaMessageWords);
+  control::ScratchMessageBuilder<kOneSaMessageWords> b;
   const std::uint64_t id = newRequestId();
   auto req = b.initRoot<proto::PolicyToKeydb>();
   req.setRequestId(id);
@@ -349,7 +350,7 @@ int Server::onDeleteOrGet(Client* c, const pfkey::ParsedMessage& m) {
 int Server::onFlush(Client* c, const pfkey::ParsedMessage& m) {
   const std::uint8_t satype = m.msg().sadb_msg_satype;
   if (satype != SADB_SATYPE_UNSPEC && !ipsecSatype(satype)) return EINVAL;
-  capnp::MallocMessageBuilder b(kOneSaMessageWords);
+  control::ScratchMessageBuilder<kOneSaMessageWords> b;
   const std::uint64_t id = newRequestId();
   auto req = b.initRoot<proto::PolicyToKeydb>();
   req.setRequestId(id);
@@ -396,7 +397,7 @@ int Server::onGetSpi(Client* c, const pfkey::ParsedMessage& m) {
       }
     }
   }
-  capnp::MallocMessageBuilder b(kOneSaMessageWords);
+  control::ScratchMessageBuilder<kOneSaMessageWords> b;
   const std::uint64_t id = newRequestId();
   auto req = b.initRoot<proto::PolicyToKeydb>();
   req.setRequestId(id);
