@@ -249,16 +249,21 @@ TEST(BatchedReceive, BadDatagramInABatchClosesTheChannelAndNothingAfterItIsHandl
   EXPECT_EQ(::read(readEnd.get(), &byte, 1), 0);  // every copy of the write end is closed
 }
 
+// Starts the channel with a handler that records each ping and refuses `refused`.
+void startRefusing(ChannelAndRaw& t, std::vector<std::uint64_t>& handled, std::uint64_t refused) {
+  t.channel->start(
+      [&handled, refused](capnp::MessageReader& reader, std::vector<UniqueFd>&) {
+        const auto ping = reader.getRoot<TestMessage>().getPing();
+        handled.push_back(ping);
+        return ping != refused;
+      },
+      [&t](std::string_view reason) { t.closed = reason; });
+}
+
 TEST(BatchedReceive, RefusedMessageInABatchStopsTheRestOfIt) {
   ChannelAndRaw t;
   std::vector<std::uint64_t> handled;
-  t.channel->start(
-      [&](capnp::MessageReader& reader, std::vector<UniqueFd>&) {
-        const auto ping = reader.getRoot<TestMessage>().getPing();
-        handled.push_back(ping);
-        return ping != 5;  // the handler refuses the sixth
-      },
-      [&](std::string_view reason) { t.closed = reason; });
+  startRefusing(t, handled, 5);  // the sixth
   for (std::uint64_t i = 0; i < 12; ++i) ASSERT_EQ(sendRawPing(t.raw.get(), i), 0);
   t.runUntil([&] { return !t.closed.empty(); });
   EXPECT_NE(t.closed.find("unexpected message from raw"), std::string::npos) << t.closed;
@@ -415,13 +420,7 @@ TEST(Coalescing, DescriptorsBesideSeveralMessagesCloseTheChannel) {
 TEST(Coalescing, RefusedMessageInsideADatagramStopsTheRestOfIt) {
   ChannelAndRaw t;
   std::vector<std::uint64_t> handled;
-  t.channel->start(
-      [&](capnp::MessageReader& reader, std::vector<UniqueFd>&) {
-        const auto ping = reader.getRoot<TestMessage>().getPing();
-        handled.push_back(ping);
-        return ping != 2;
-      },
-      [&](std::string_view reason) { t.closed = reason; });
+  startRefusing(t, handled, 2);
   sendCoalescedPings(t.raw.get(), 0, 6);
   t.runUntil([&] { return !t.closed.empty(); });
   EXPECT_EQ(handled, (std::vector<std::uint64_t>{0, 1, 2}));
