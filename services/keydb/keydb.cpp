@@ -217,12 +217,16 @@ bool Keydb::onDataPlaneRestarted(std::vector<UniqueFd>& fds) {
   // above everything granted to the old one; SAs reach the new forwarder as
   // their sessions come up, with sequence numbers above every old grant.
   for (Sa* sa : sad_.all()) {
-    sa->sessionReady = false;
-    if (sa->replaces) sad_.releaseSlot(sa->replaces->index);  // the old entry and session died
-    sa->replaces.reset();                                       // with the old data plane
-    sa->usageBase.bytes += sa->usageReported.bytes;  // the new forwarder counts from zero
-    sa->usageBase.packets += sa->usageReported.packets;
-    sa->usageReported = {};
+    auto restart = [](Sa& s) {
+      s.sessionReady = false;
+      s.usageBase.bytes += s.usageReported.bytes;  // the new forwarder counts from zero
+      s.usageBase.packets += s.usageReported.packets;
+      s.usageReported = {};
+    };
+    restart(*sa);
+    // An UPDATE's old SA lost its entry and session with the old data plane:
+    // if it comes back (the successor refused) it gets a new session then.
+    if (sa->replaced) restart(*sa->replaced);
     if (sa->larval() || !hasDataPath(*sa)) continue;
     if (needsSession(*sa)) {
       createSession(*sa);
@@ -330,23 +334,30 @@ void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
   // until its successor is installed, which inherits its replay window: an
   // UPDATE never opens a window in which packets it accepted are accepted
   // again, and drops nothing. Its sequence numbers and IVs stay inside the
-  // grants it has; the successor starts above them.
-  std::optional<SaRef> replaced;
+  // grants it has; the successor starts above them. The old SA is held
+  // whole, live or larval: if the successor's session is refused, it is
+  // back as it was (Linux checks the new state, keys and algorithms, before
+  // xfrm_state_update touches the old one, larval or not).
+  std::unique_ptr<Sa> replaced;
   if (old) {
     if (!old->larval()) {
       history = History{old->addTime, old->firstUse, old->seqGranted, old->ivGranted,
                         {old->usageBase.bytes + old->usageReported.bytes,
                          old->usageBase.packets + old->usageReported.packets}};
     }
-    if (!old->larval() && needsSession(*old) && old->sessionReady && !old->replaces && !old->pendingAdd) {
-      replaced = old->ref;
-      sad_.erase(old->ref, /*reserveSlot=*/true);  // its session and entry live on under the ref
+    if (needsSession(*old) && (old->larval() || (old->sessionReady && !old->pendingAdd))) {
+      replaced = sad_.detach(old->ref);  // a live one's session and entry live on under its ref
+    } else if (old->pendingAdd && old->replaced) {
+      // An earlier UPDATE still waits for its session: it ends (EINTR, its
+      // pending session destroyed) and this one replaces what it replaced.
+      replaced = std::move(old->replaced);
+      removeSa(*old);
     } else {
       removeSa(*old);
     }
   }
   Sa& sa = sad_.create(p);
-  sa.replaces = replaced;
+  sa.replaced = std::move(replaced);
   sa.pb().setState(SADB_SASTATE_MATURE);
   sa.encKey = std::move(encKey);
   sa.authKey = std::move(authKey);
@@ -369,7 +380,7 @@ void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
   // ESP and AH: the reply waits for the broker's verdict. A refused session
   // fails the ADD with the broker's errno (EINVAL for an algorithm or key it
   // does not run, ENOMEM when its locked key memory is exhausted) and the SA
-  // is gone, whatever its type (onCrypto).
+  // is gone, whatever its type; a refused UPDATE leaves the old SA (onCrypto).
   sa.pendingAdd = id;
   scheduleLifetime(sa, now());
   createSession(sa);
@@ -402,7 +413,7 @@ void Keydb::getSpi(std::uint64_t id, proto::GetSpi::Reader req) {
 }
 
 void Keydb::removeSa(Sa& sa) {
-  if (sa.replaces) dropReplaced(sa, false);
+  if (sa.replaced) dropReplaced(std::move(sa.replaced), false);
   if (!sa.larval() && hasDataPath(sa)) {
     if (needsSession(sa) && crypto_ && crypto_->isOpen()) {
       control::ScratchMessageBuilder<> b;
@@ -419,20 +430,71 @@ void Keydb::removeSa(Sa& sa) {
   sad_.erase(sa.ref);
 }
 
-void Keydb::dropReplaced(Sa& sa, bool installed) {
-  const SaRef old = *sa.replaces;
-  sa.replaces.reset();
-  sad_.releaseSlot(old.index);
+void Keydb::dropReplaced(std::unique_ptr<Sa> old, bool installed) {  // its keys are wiped as it goes
+  sad_.releaseSlot(old->ref.index);
+  // A larval SA, or one whose data plane restarted while it waited, has no
+  // session or entry to end.
+  if (old->larval() || !old->sessionReady) return;
   if (crypto_ && crypto_->isOpen()) {
     control::ScratchMessageBuilder<> b;
-    setRef(b.initRoot<proto::KeydbToCrypto>().initDestroySession(), old);
+    setRef(b.initRoot<proto::KeydbToCrypto>().initDestroySession(), old->ref);
     crypto_->send(b);
   }
   if (!installed && forwarder_ && forwarder_->isOpen()) {
     control::ScratchMessageBuilder<> b;
-    setRef(b.initRoot<proto::KeydbToForwarder>().initRemove(), old);
+    setRef(b.initRoot<proto::KeydbToForwarder>().initRemove(), old->ref);
     forwarder_->send(b);
   }
+}
+
+void Keydb::restoreReplaced(Sa& successor) {
+  std::unique_ptr<Sa> old = std::move(successor.replaced);
+  // The refused successor's IV block was never used, but nothing granted
+  // under these keys is granted again.
+  old->ivGranted = std::max(old->ivGranted, successor.ivGranted);
+  old->seqGranted = std::max(old->seqGranted, successor.seqGranted);
+  // No DESTROY or REMOVE: the broker refused its session and the forwarder
+  // never had it.
+  sad_.erase(successor.ref);
+  const SaRef ref = old->ref;
+  if (!sad_.reattach(old)) {
+    // Its name was taken while it waited (the successor migrated away and
+    // another SA added there): it cannot come back, so it ends.
+    log::warn("SA SPI {:#x}: its name was taken during a refused UPDATE; removed", old->p().getSpi());
+    dropReplaced(std::move(old), false);
+    return;
+  }
+  Sa& sa = *sad_.find(ref);
+  log::info("SA SPI {:#x}: UPDATE refused, the SA stays as it was", sa.p().getSpi());
+  if (!sa.larval() && hasDataPath(sa)) {
+    if (!sa.sessionReady) {
+      createSession(sa);  // the data plane restarted meanwhile: installed when its session is
+    } else {
+      // Requests for more sequence numbers or IVs that came while it waited
+      // went unanswered (it had no name, and the successor's blocks started
+      // at its grants), and the forwarder and broker ask only once: grant now.
+      if (forwarder_ && forwarder_->isOpen()) {
+        control::ScratchMessageBuilder<> b;
+        auto g = b.initRoot<proto::KeydbToForwarder>().initSeqGrant();
+        setRef(g.initSa(), sa.ref);
+        g.setSeqLimit(sad_.extendSeq(sa));
+        ++seqGrants_;
+        forwarder_->send(b);
+      }
+      if (crypto_ && crypto_->isOpen()) {
+        control::ScratchMessageBuilder<> b;
+        auto g = b.initRoot<proto::KeydbToCrypto>().initIvGrant();
+        setRef(g.initSa(), sa.ref);
+        g.setIvLimit(sad_.extendIv(sa));
+        ++ivGrants_;
+        crypto_->send(b);
+      }
+    }
+  }
+  // Its heap entry may have been passed over while it had no name: judge it
+  // now (a time limit reached meanwhile acts at once) and schedule it again.
+  sa.lifetimeDue = 0;
+  checkLifetime(sa, now());
 }
 
 void Keydb::startDump(std::uint64_t id, std::uint8_t satype) {
@@ -528,8 +590,8 @@ bool Keydb::onCrypto(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       if (!r.getOk()) {
         // The broker's errno (ENOMEM: no locked key memory left there); 0,
         // or anything a PF_KEY reply cannot carry (sadb_msg_errno is a u8),
-        // is EINVAL. An UPDATE's old SA goes with the refused one (removeSa
-        // drops what it replaces) and the client hears the same errno.
+        // is EINVAL. An UPDATE's old SA is back as it was, and the client
+        // hears the errno.
         const int err = r.getErrorCode() != 0 && r.getErrorCode() <= 255 ? r.getErrorCode() : EINVAL;
         ++sessionsFailed_;
         if (err == ENOMEM) ++sessionsNoKeyMemory_;
@@ -540,6 +602,7 @@ bool Keydb::onCrypto(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
           sa->pendingAdd.reset();
           replyError(id, err);
         }
+        if (sa->replaced) return restoreReplaced(*sa), true;
         removeSa(*sa);
         return true;
       }
@@ -583,9 +646,12 @@ void Keydb::installInForwarder(Sa& sa) {
   in.setParams(sa.p());  // no keys: SaParams has none
   in.setSeqNext(next);
   in.setSeqLimit(limit);
-  if (sa.replaces) setRef(in.initReplaces(), *sa.replaces);
+  // Only an entry the forwarder has is named (not a larval SA's, not one
+  // lost with a restarted data plane).
+  const Sa* old = sa.replaced.get();
+  if (old && !old->larval() && old->sessionReady) setRef(in.initReplaces(), old->ref);
   forwarder_->send(b);
-  if (sa.replaces) dropReplaced(sa, true);
+  if (sa.replaced) dropReplaced(std::move(sa.replaced), true);
 }
 
 bool Keydb::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {

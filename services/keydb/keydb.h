@@ -67,9 +67,12 @@ class Keydb {
   // X_MIGRATE's SA part (end of keydb.cpp): moves SAs to new addresses.
   void migrate(std::uint64_t id, capnp::List<proto::SaMigration>::Reader moves);
   void removeSa(Sa& sa);
-  // Ends the wait of an UPDATE's SA for its replacement: the old broker
-  // session goes, and the old forwarder entry too unless the install replaced it.
-  void dropReplaced(Sa& sa, bool installed);
+  // Ends an UPDATE's old SA (Sa::replaced) for good: its broker session
+  // goes, and its forwarder entry too unless the successor's install replaced it.
+  void dropReplaced(std::unique_ptr<Sa> old, bool installed);
+  // The UPDATE's SA was refused: it goes (it has no session or entry) and the
+  // SA it replaces is back in the SAD as it was, still scheduled.
+  void restoreReplaced(Sa& successor);
   void createSession(Sa& sa);
   void installInForwarder(Sa& sa);
   void reply(std::uint64_t id, int err, const std::vector<Sa*>& sas = {}, bool withKeys = false,

@@ -53,12 +53,30 @@ Sa& Sad::create(proto::SaParams::Reader params) {
   return *slots_[index];
 }
 
-void Sad::erase(SaRef ref, bool reserveSlot) {
+void Sad::erase(SaRef ref) {
   Sa* sa = find(ref);
   if (!sa) return;
   byKey_.erase(sa->key());
   slots_[ref.index].reset();
-  if (!reserveSlot) freeSlots_.push_back(ref.index);
+  freeSlots_.push_back(ref.index);
+}
+
+std::unique_ptr<Sa> Sad::detach(SaRef ref) {
+  Sa* sa = find(ref);
+  if (!sa) return nullptr;
+  byKey_.erase(sa->key());
+  return std::move(slots_[ref.index]);  // the slot stays out of freeSlots_
+}
+
+bool Sad::reattach(std::unique_ptr<Sa>& sa) {
+  const std::uint32_t index = sa->ref.index;
+  if (index >= slots_.size() || slots_[index] || generations_[index] != sa->ref.generation ||
+      byKey_.contains(sa->key())) {
+    return false;
+  }
+  byKey_[sa->key()] = index;
+  slots_[index] = std::move(sa);
+  return true;
 }
 
 void Sad::releaseSlot(std::uint32_t index) {

@@ -53,10 +53,13 @@ struct Sa {
   std::uint64_t ivGranted = 0;   // exclusive bound of every counter IV ever granted
   bool sessionReady = false;     // the current broker has a session for it
   std::optional<std::uint64_t> pendingAdd;  // policy request awaiting the session
-  // UPDATE of a live ESP/AH SA: the old SA's forwarder entry and broker
-  // session, kept working until this SA is installed (which then takes over
-  // the old entry's replay window), gone with it if this SA fails.
-  std::optional<SaRef> replaces;
+  // UPDATE of an ESP/AH SA (live, or larval after GETSPI): the old SA, out
+  // of the SAD's names but whole (keys, lifetimes, usage, grants) and, if
+  // live, still working in the forwarder and the broker under its ref until
+  // this SA is installed (which then takes over the old entry's replay
+  // window). If this SA's session is refused the old one goes back in
+  // place as it was, as Linux and FreeBSD leave an SA a failed UPDATE names.
+  std::unique_ptr<Sa> replaced;
   // The due time keydb's lifetime heap holds for this SA (0: none); older
   // heap entries for it are stale and skipped.
   std::uint64_t lifetimeDue = 0;
@@ -76,9 +79,14 @@ class Sad {
   Sa* find(SaRef ref);
   // Creates an SA in a fresh slot (or a reused one with a new generation).
   Sa& create(proto::SaParams::Reader params);
-  // reserveSlot: the slot index is not reused until releaseSlot (an UPDATE's
-  // old SA still has a forwarder entry and a broker session under it).
-  void erase(SaRef ref, bool reserveSlot = false);
+  void erase(SaRef ref);
+  // An UPDATE's old SA: taken out of the SAD (no name, find(ref) misses it)
+  // with its slot reserved, so its ref stays its own: the forwarder entry and
+  // broker session under it live on. reattach puts it back under its ref
+  // and name (false, and it stays with the caller, if the name is taken);
+  // releaseSlot frees the slot once the SA is gone for good.
+  std::unique_ptr<Sa> detach(SaRef ref);
+  bool reattach(std::unique_ptr<Sa>& sa);
   void releaseSlot(std::uint32_t index);
   // X_MIGRATE: new addresses (raw bytes) for SAs, under their refs (crypto
   // sessions and grants stay). All or none: false, nothing changed, if a new

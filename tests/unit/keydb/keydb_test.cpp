@@ -349,50 +349,294 @@ TEST(KeydbService, AnUpdateKeepsTheOldSaWorkingUntilItsSuccessorReplacesIt) {
   EXPECT_EQ(r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), 0);
 }
 
+void usageReport(KeydbHarness& h, const LiveSa& sa, std::uint64_t bytes, std::uint64_t packets,
+                 std::uint64_t firstUse);
+std::uint64_t unixNow();
+
+// An UPDATE of SPI 0x1001 as policy sends it: the same key, a new source and
+// new soft byte limit, so the old SA's parameters can be told from the new.
+const std::uint8_t kUpdatedSrc[] = {198, 51, 100, 9};
+void sendUpdate(KeydbHarness& h, std::uint64_t id, std::uint32_t spi = 0x1001) {
+  capnp::MallocMessageBuilder u;
+  addRequest(u, id, SADB_SATYPE_ESP, spi, SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, false);
+  u.getRoot<proto::PolicyToKeydb>().getAdd().setUpdate(true);
+  u.getRoot<proto::PolicyToKeydb>().getAdd().getParams().setSrc(capnp::Data::Reader(kUpdatedSrc, 4));
+  u.getRoot<proto::PolicyToKeydb>().getAdd().getParams().initSoft().setBytes(5000);
+  h.fromPolicy(u);
+}
+
+// GET of (ESP, spi, kDst) as policy sends it; the reply.
+ReceivedMessage getSa(KeydbHarness& h, std::uint64_t id, std::uint32_t spi = 0x1001) {
+  capnp::MallocMessageBuilder get;
+  auto g = get.initRoot<proto::PolicyToKeydb>();
+  g.setRequestId(id);
+  auto n = g.initGet();
+  n.setSatype(SADB_SATYPE_ESP);
+  n.setSpi(spi);
+  n.setDst(capnp::Data::Reader(kDst, 4));
+  h.fromPolicy(get);
+  return h.toPolicy();
+}
+
+// Every message keydb sent the forwarder or the broker until they go quiet:
+// their kinds.
+std::vector<proto::KeydbToForwarder::Which> drainForwarder(KeydbHarness& h) {
+  std::vector<proto::KeydbToForwarder::Which> out;
+  for (auto m = h.toForwarder(100); m.reader; m = h.toForwarder(100)) {
+    out.push_back(m.reader->getRoot<proto::KeydbToForwarder>().which());
+  }
+  return out;
+}
+std::vector<proto::KeydbToCrypto::Which> drainCrypto(KeydbHarness& h) {
+  std::vector<proto::KeydbToCrypto::Which> out;
+  for (auto m = h.toCrypto(100); m.reader; m = h.toCrypto(100)) {
+    out.push_back(m.reader->getRoot<proto::KeydbToCrypto>().which());
+  }
+  return out;
+}
+
+// The forwarder asking for more sequence numbers, the broker for more IVs.
+void seqRequest(KeydbHarness& h, const LiveSa& sa) {
+  capnp::MallocMessageBuilder b;
+  auto r = b.initRoot<proto::ForwarderToKeydb>().initSeqRequest();
+  r.initSa().setIndex(sa.index);
+  r.getSa().setGeneration(sa.generation);
+  h.fromForwarder(b);
+}
+void ivRequest(KeydbHarness& h, const LiveSa& sa) {
+  capnp::MallocMessageBuilder b;
+  auto r = b.initRoot<proto::CryptoToKeydb>().initIvRequest();
+  r.initSa().setIndex(sa.index);
+  r.getSa().setGeneration(sa.generation);
+  h.fromCrypto(b);
+}
+
 // If the successor's session is refused, the UPDATE fails with the broker's
-// errno and the old SA is gone from the forwarder and the broker as well (as
-// before: an UPDATE replaces the SA), never left running unnamed.
-void expectRefusedUpdateRemovesTheOldEntry(std::uint16_t errorCode, int expectedErrno) {
+// errno and the old SA is back as it was (Linux's xfrm_state_update and
+// FreeBSD's key_update leave the SA a failed UPDATE names): GET shows its
+// parameters, usage and add time, its forwarder entry (and replay window)
+// and broker session were never touched, it still gets sequence number and
+// IV grants under its ref, and a later UPDATE replaces it.
+void expectRefusedUpdateLeavesTheOldSa(std::uint16_t errorCode, int expectedErrno) {
   KeydbHarness h;
   LiveSa old;
-  ASSERT_NO_FATAL_FAILURE(addLiveEspSa(h, 0x1001, old));
-  const std::uint32_t oldGeneration = old.generation;
+  ASSERT_NO_FATAL_FAILURE(addLiveEspSa(h, 0x1001, old, 0, capnp::Data::Reader(kDst, 4),
+                                       [](proto::SaParams::Builder p) { p.initSoft().setBytes(1000); }));
+  usageReport(h, old, 700, 7, unixNow());
+  auto before = getSa(h, 10);
+  ASSERT_TRUE(before.reader);
+  const auto beforeRecord = before.reader->getRoot<proto::KeydbToPolicy>().getReply().getSas()[0];
+  const std::uint64_t addTime = beforeRecord.getCurrent().getAddTime();
 
-  capnp::MallocMessageBuilder u;
-  addRequest(u, 2, SADB_SATYPE_ESP, 0x1001, SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, false);
-  u.getRoot<proto::PolicyToKeydb>().getAdd().setUpdate(true);
-  h.fromPolicy(u);
+  sendUpdate(h, 2);
   auto s2 = h.toCrypto();
   ASSERT_TRUE(s2.reader);
-  sessionResult(h, s2.reader->getRoot<proto::KeydbToCrypto>().getCreateSession().getSa(), false, errorCode);
-  bool oldRemoved = false, oldDestroyed = false;
-  for (int i = 0; i < 4; ++i) {
-    auto m = h.toForwarder(100);
-    if (!m.reader) break;
-    auto f = m.reader->getRoot<proto::KeydbToForwarder>();
-    if (f.which() == proto::KeydbToForwarder::REMOVE && f.getRemove().getGeneration() == oldGeneration) oldRemoved = true;
-  }
-  for (int i = 0; i < 4; ++i) {
-    auto m = h.toCrypto(100);
-    if (!m.reader) break;
-    auto k = m.reader->getRoot<proto::KeydbToCrypto>();
-    if (k.which() == proto::KeydbToCrypto::DESTROY_SESSION && k.getDestroySession().getGeneration() == oldGeneration) {
-      oldDestroyed = true;
-    }
-  }
-  EXPECT_TRUE(oldRemoved);
-  EXPECT_TRUE(oldDestroyed);
+  auto create = s2.reader->getRoot<proto::KeydbToCrypto>();
+  ASSERT_EQ(create.which(), proto::KeydbToCrypto::CREATE_SESSION);
+  // The old SA asks for more while it waits: no answer yet (the successor's
+  // blocks start where its grants end), and they ask only once.
+  seqRequest(h, old);
+  ivRequest(h, old);
+  EXPECT_TRUE(drainForwarder(h).empty());
+  sessionResult(h, create.getCreateSession().getSa(), false, errorCode);
   auto r = h.toPolicy();
   ASSERT_TRUE(r.reader);
   EXPECT_EQ(r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), expectedErrno);
+
+  // Nothing removed or destroyed; the unanswered requests answered.
+  EXPECT_EQ(drainForwarder(h), std::vector{proto::KeydbToForwarder::SEQ_GRANT});
+  EXPECT_EQ(drainCrypto(h), std::vector{proto::KeydbToCrypto::IV_GRANT});
+
+  auto after = getSa(h, 11);
+  ASSERT_TRUE(after.reader);
+  auto reply = after.reader->getRoot<proto::KeydbToPolicy>().getReply();
+  ASSERT_EQ(reply.getErrno(), 0);
+  ASSERT_EQ(reply.getSas().size(), 1u);
+  auto p = reply.getSas()[0].getParams();
+  EXPECT_EQ(p.getSrc(), capnp::Data::Reader(kSrc, 4));
+  EXPECT_EQ(p.getSoft().getBytes(), 1000u);
+  EXPECT_EQ(p.getState(), SADB_SASTATE_MATURE);
+  EXPECT_EQ(reply.getSas()[0].getCurrent().getBytes(), 700u);
+  EXPECT_EQ(reply.getSas()[0].getCurrent().getAddTime(), addTime);
+
+  // Grants still go to the old ref, above everything granted before.
+  seqRequest(h, old);
+  auto g = h.toForwarder();
+  ASSERT_TRUE(g.reader);
+  auto grant = g.reader->getRoot<proto::KeydbToForwarder>();
+  ASSERT_EQ(grant.which(), proto::KeydbToForwarder::SEQ_GRANT);
+  EXPECT_EQ(grant.getSeqGrant().getSa().getIndex(), old.index);
+  EXPECT_EQ(grant.getSeqGrant().getSa().getGeneration(), old.generation);
+  EXPECT_GT(grant.getSeqGrant().getSeqLimit(), old.seqLimit);
+  ivRequest(h, old);
+  auto ig = h.toCrypto();
+  ASSERT_TRUE(ig.reader);
+  auto ivGrant = ig.reader->getRoot<proto::KeydbToCrypto>();
+  ASSERT_EQ(ivGrant.which(), proto::KeydbToCrypto::IV_GRANT);
+  EXPECT_EQ(ivGrant.getIvGrant().getSa().getIndex(), old.index);
+  EXPECT_EQ(ivGrant.getIvGrant().getSa().getGeneration(), old.generation);
+  EXPECT_GT(ivGrant.getIvGrant().getIvLimit(), old.ivLimit);
+
+  // A second UPDATE replaces it as any would: the install names the old
+  // entry, then the old session goes.
+  sendUpdate(h, 3);
+  auto s3 = h.toCrypto();
+  ASSERT_TRUE(s3.reader);
+  auto create3 = s3.reader->getRoot<proto::KeydbToCrypto>();
+  ASSERT_EQ(create3.which(), proto::KeydbToCrypto::CREATE_SESSION);
+  EXPECT_GE(create3.getCreateSession().getIvNext(), ivGrant.getIvGrant().getIvLimit());
+  sessionResult(h, create3.getCreateSession().getSa(), true);
+  auto f = h.toForwarder();
+  ASSERT_TRUE(f.reader);
+  auto in = f.reader->getRoot<proto::KeydbToForwarder>();
+  ASSERT_EQ(in.which(), proto::KeydbToForwarder::INSTALL);
+  EXPECT_EQ(in.getInstall().getReplaces().getIndex(), old.index);
+  EXPECT_EQ(in.getInstall().getReplaces().getGeneration(), old.generation);
+  EXPECT_GE(in.getInstall().getSeqNext(), grant.getSeqGrant().getSeqLimit());
+  auto d = h.toCrypto();
+  ASSERT_TRUE(d.reader);
+  ASSERT_EQ(d.reader->getRoot<proto::KeydbToCrypto>().which(), proto::KeydbToCrypto::DESTROY_SESSION);
+  EXPECT_EQ(d.reader->getRoot<proto::KeydbToCrypto>().getDestroySession().getIndex(), old.index);
+  auto ok = h.toPolicy();
+  ASSERT_TRUE(ok.reader);
+  EXPECT_EQ(ok.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), 0);
+  auto now = getSa(h, 12);
+  ASSERT_TRUE(now.reader);
+  EXPECT_EQ(now.reader->getRoot<proto::KeydbToPolicy>().getReply().getSas()[0].getParams().getSrc(),
+            capnp::Data::Reader(kUpdatedSrc, 4));
 }
 
-TEST(KeydbService, AnUpdateWhoseSessionIsRefusedRemovesTheOldEntryToo) {
-  expectRefusedUpdateRemovesTheOldEntry(0, EINVAL);
+TEST(KeydbService, AnUpdateWhoseSessionIsRefusedLeavesTheOldSaAsItWas) {
+  expectRefusedUpdateLeavesTheOldSa(0, EINVAL);
 }
 
-TEST(KeydbService, AnUpdateRefusedForLackOfBrokerKeyMemoryIsEnomemAndRemovesTheOldEntryToo) {
-  expectRefusedUpdateRemovesTheOldEntry(ENOMEM, ENOMEM);
+TEST(KeydbService, AnUpdateRefusedForLackOfBrokerKeyMemoryIsEnomemAndLeavesTheOldSa) {
+  expectRefusedUpdateLeavesTheOldSa(ENOMEM, ENOMEM);
+}
+
+// GETSPI then an UPDATE the broker refuses: the larval SA stays (Linux checks
+// the new state before xfrm_state_update looks at the larval one) and a
+// corrected UPDATE then completes it.
+TEST(KeydbService, ARefusedUpdateOfALarvalSaLeavesItLarval) {
+  KeydbHarness h;
+  capnp::MallocMessageBuilder gs;
+  auto req = gs.initRoot<proto::PolicyToKeydb>();
+  req.setRequestId(1);
+  auto spi = req.initGetSpi();
+  spi.setSatype(SADB_SATYPE_ESP);
+  spi.setSrc(capnp::Data::Reader(kSrc, 4));
+  spi.setDst(capnp::Data::Reader(kDst, 4));
+  spi.setMin(0x6000);
+  spi.setMax(0x6000);
+  h.fromPolicy(gs);
+  ASSERT_TRUE(h.toPolicy().reader);
+
+  sendUpdate(h, 2, 0x6000);
+  auto s = h.toCrypto();
+  ASSERT_TRUE(s.reader);
+  sessionResult(h, s.reader->getRoot<proto::KeydbToCrypto>().getCreateSession().getSa(), false, EINVAL);
+  auto r = h.toPolicy();
+  ASSERT_TRUE(r.reader);
+  EXPECT_EQ(r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), EINVAL);
+  EXPECT_TRUE(drainForwarder(h).empty());  // a larval SA has nothing in the data plane
+  EXPECT_TRUE(drainCrypto(h).empty());
+  auto g = getSa(h, 3, 0x6000);
+  ASSERT_TRUE(g.reader);
+  auto reply = g.reader->getRoot<proto::KeydbToPolicy>().getReply();
+  ASSERT_EQ(reply.getErrno(), 0);
+  EXPECT_EQ(reply.getSas()[0].getParams().getState(), SADB_SASTATE_LARVAL);
+  EXPECT_EQ(h.keydb().sadSize(), 1u);
+
+  sendUpdate(h, 4, 0x6000);
+  auto s2 = h.toCrypto();
+  ASSERT_TRUE(s2.reader);
+  sessionResult(h, s2.reader->getRoot<proto::KeydbToCrypto>().getCreateSession().getSa(), true);
+  auto f = h.toForwarder();
+  ASSERT_TRUE(f.reader);
+  auto in = f.reader->getRoot<proto::KeydbToForwarder>();
+  ASSERT_EQ(in.which(), proto::KeydbToForwarder::INSTALL);
+  EXPECT_FALSE(in.getInstall().hasReplaces());  // no entry of the larval SA to take over
+  auto ok = h.toPolicy();
+  ASSERT_TRUE(ok.reader);
+  EXPECT_EQ(ok.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), 0);
+  EXPECT_TRUE(drainCrypto(h).empty());  // no session of the larval SA to destroy
+}
+
+// While an UPDATE waits for its session the old SA has no name, and the 1 s
+// tick passes over its due time; once back it is judged and scheduled again:
+// a hard add time reached meanwhile ends it then.
+TEST(KeydbService, AnSaBackFromARefusedUpdateStillHasItsTimeLimits) {
+  KeydbHarness h;
+  LiveSa old;
+  ASSERT_NO_FATAL_FAILURE(addLiveEspSa(h, 0x1001, old, 0, capnp::Data::Reader(kDst, 4),
+                                       [](proto::SaParams::Builder p) { p.initHard().setAddTime(2); }));
+  sendUpdate(h, 2);
+  auto s = h.toCrypto();
+  ASSERT_TRUE(s.reader);
+  EXPECT_FALSE(h.waitForPolicy(2600).reader);  // its due time passes while it waits
+  sessionResult(h, s.reader->getRoot<proto::KeydbToCrypto>().getCreateSession().getSa(), false, EINVAL);
+  auto r = h.toPolicy();
+  ASSERT_TRUE(r.reader);
+  EXPECT_EQ(r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), EINVAL);
+  auto e = h.waitForPolicy(2500);
+  ASSERT_TRUE(e.reader) << e.error;
+  ASSERT_EQ(e.reader->getRoot<proto::KeydbToPolicy>().which(), proto::KeydbToPolicy::EXPIRE);
+  EXPECT_TRUE(e.reader->getRoot<proto::KeydbToPolicy>().getExpire().getHard());
+  bool removed = false;
+  for (auto m = h.toForwarder(200); m.reader; m = h.toForwarder(100)) {
+    auto f = m.reader->getRoot<proto::KeydbToForwarder>();
+    if (f.which() == proto::KeydbToForwarder::REMOVE && f.getRemove().getIndex() == old.index) removed = true;
+  }
+  EXPECT_TRUE(removed);
+  EXPECT_EQ(h.keydb().sadSize(), 0u);
+}
+
+// A second UPDATE while the first still waits: the first is answered EINTR,
+// and if the second is refused the SA both replaced is back.
+TEST(KeydbService, AnUpdateOverAWaitingUpdateStillLeavesTheOriginalSaIfRefused) {
+  KeydbHarness h;
+  LiveSa old;
+  ASSERT_NO_FATAL_FAILURE(addLiveEspSa(h, 0x1001, old));
+  sendUpdate(h, 2);
+  auto s2 = h.toCrypto();
+  ASSERT_TRUE(s2.reader);
+  sendUpdate(h, 3);
+  auto r2 = h.toPolicy();
+  ASSERT_TRUE(r2.reader);
+  EXPECT_EQ(r2.reader->getRoot<proto::KeydbToPolicy>().getReply().getRequestId(), 2u);
+  EXPECT_EQ(r2.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), EINTR);
+  // The broker hears that the first successor's session is to go, then the
+  // second's request; nothing about the original.
+  std::optional<std::pair<std::uint32_t, std::uint32_t>> second;  // index, generation
+  for (auto m = h.toCrypto(100); m.reader; m = h.toCrypto(100)) {
+    auto k = m.reader->getRoot<proto::KeydbToCrypto>();
+    if (k.which() == proto::KeydbToCrypto::DESTROY_SESSION) {
+      EXPECT_NE(k.getDestroySession().getIndex(), old.index);
+    } else if (k.which() == proto::KeydbToCrypto::CREATE_SESSION) {
+      second = {k.getCreateSession().getSa().getIndex(), k.getCreateSession().getSa().getGeneration()};
+    }
+  }
+  ASSERT_TRUE(second);
+  capnp::MallocMessageBuilder ref;
+  auto r = ref.initRoot<proto::SaRef>();
+  r.setIndex(second->first);
+  r.setGeneration(second->second);
+  sessionResult(h, r.asReader(), false, ENOMEM);
+  auto r3 = h.toPolicy();
+  ASSERT_TRUE(r3.reader);
+  EXPECT_EQ(r3.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), ENOMEM);
+  for (auto m = h.toForwarder(100); m.reader; m = h.toForwarder(100)) {
+    auto f = m.reader->getRoot<proto::KeydbToForwarder>();
+    EXPECT_NE(f.which(), proto::KeydbToForwarder::INSTALL);
+    if (f.which() == proto::KeydbToForwarder::REMOVE) {
+      EXPECT_NE(f.getRemove().getIndex(), old.index);
+    }
+  }
+  auto g = getSa(h, 4);
+  ASSERT_TRUE(g.reader);
+  auto reply = g.reader->getRoot<proto::KeydbToPolicy>().getReply();
+  ASSERT_EQ(reply.getErrno(), 0);
+  EXPECT_EQ(reply.getSas()[0].getParams().getSrc(), capnp::Data::Reader(kSrc, 4));
 }
 
 // The broker's errno reaches the client: ENOMEM (no locked key memory left

@@ -54,16 +54,38 @@ TEST_F(SadTest, AReusedSlotGetsANewGeneration) {
   EXPECT_EQ(sad_.find(old), nullptr);
 }
 
-TEST_F(SadTest, AReservedSlotIsNotReusedUntilReleased) {
+TEST_F(SadTest, ADetachedSaKeepsItsSlotUntilReleased) {
   const SaRef old = add(0x1001).ref;
-  sad_.erase(old, /*reserveSlot=*/true);
+  auto held = sad_.detach(old);
+  ASSERT_TRUE(held);
   EXPECT_EQ(sad_.find(old), nullptr);
   Sa& b = add(0x1001);
   EXPECT_NE(b.ref.index, old.index);  // the old SA's session and entry still live there
+  held.reset();
   sad_.releaseSlot(old.index);
   Sa& c = add(0x1002);
   EXPECT_EQ(c.ref.index, old.index);
   EXPECT_NE(c.ref.generation, old.generation);
+}
+
+TEST_F(SadTest, ADetachedSaComesBackUnderItsRefAndNameWithEverythingItHad) {
+  Sa& sa = add(0x1001);
+  sa.seqGranted = 77;
+  sa.usageBase = {1000, 10};
+  const SaRef ref = sa.ref;
+  auto held = sad_.detach(ref);
+  Sa& successor = add(0x1001);  // the UPDATE's SA takes the name meanwhile
+  EXPECT_FALSE(sad_.reattach(held));  // not while the name is held
+  ASSERT_TRUE(held);
+  sad_.erase(successor.ref);
+  ASSERT_TRUE(sad_.reattach(held));
+  EXPECT_FALSE(held);
+  Sa* back = sad_.find(ref);
+  ASSERT_NE(back, nullptr);
+  EXPECT_EQ(sad_.find(back->key()), back);
+  EXPECT_EQ(back->seqGranted, 77u);
+  EXPECT_EQ(back->usageBase.bytes, 1000u);
+  EXPECT_EQ(sad_.size(), 1u);
 }
 
 TEST_F(SadTest, SequenceGrantsNeverOverlapAcrossRestarts) {
