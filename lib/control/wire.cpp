@@ -468,7 +468,8 @@ ReceivedMessage Inbox::receive(int timeoutMs) {
     kj::ArrayPtr<const capnp::word> words;
     while (messages.next(reason, &words)) {
       ReceivedMessage one;
-      one.storage = kj::heapArray<capnp::word>(words);
+      one.storage = kj::heapArray<capnp::word>(words.size());
+      std::memcpy(static_cast<void*>(one.storage.begin()), words.begin(), words.asBytes().size());
       one.reader = std::make_unique<capnp::FlatArrayMessageReader>(one.storage, readerOptions());
       all.push_back(std::move(one));
     }
