@@ -142,6 +142,12 @@ size_t maxInnerLength(const EspLayout& layout, size_t mtu, size_t outerOverhead)
   return encrypted < kEspTrailerLength ? 0 : encrypted - kEspTrailerLength;
 }
 
+size_t maxTransportLength(const EspLayout* layout, size_t mtu, size_t headerLength, size_t extra) noexcept {
+  if (!layout) return mtu > headerLength + extra ? mtu - extra : 0;
+  const size_t payload = maxInnerLength(*layout, mtu, headerLength + extra);
+  return payload == 0 ? 0 : headerLength + payload;
+}
+
 size_t outerHeaderLength(const OuterHeader& h) noexcept {
   return (h.dst.isV4() ? kIpv4Header : kIpv6Header) + (h.udp() ? kUdpHeader : 0);
 }
@@ -198,7 +204,8 @@ size_t fragmentPacket(std::span<const uint8_t> packet, size_t mtu, uint32_t id, 
   const size_t total = ipPacketLength(packet);
   if (total == 0) return 0;
   const bool v4 = versionOf(packet) == 4;
-  if (v4 && (packet[0] & 0x0fu) != 5) return 0;  // we only fragment headers we wrote
+  if (v4 && (packet[0] & 0x0fu) != 5) return 0;  // no IPv4 options to sort into copied or not
+  if (!v4 && (packet[6] == 0 || packet[6] == 43 || packet[6] == kProtoFragment || packet[6] == 60)) return 0;
   const size_t unfragmentable = v4 ? kIpv4Header : kIpv6Header;
   const size_t fragHeader = v4 ? kIpv4Header : kIpv6Header + kFragmentHeader;
   if (mtu < fragHeader + 8) return 0;

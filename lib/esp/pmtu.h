@@ -56,6 +56,14 @@ size_t espPacketLength(const EspLayout& layout, size_t innerLength) noexcept;
 // and UDP for ESP in UDP) fits in `mtu`, or 0 when none does.
 size_t maxInnerLength(const EspLayout& layout, size_t mtu, size_t outerOverhead) noexcept;
 
+// Transport mode (RFC 4303 §3.1.1, RFC 4302 §3.1.1): the largest host packet
+// (its header included) that still fits `mtu` once protected, when its first
+// `headerLength` bytes (IP header and the extension headers that stay in
+// front) are kept, ESP with `layout` goes around the rest (no ESP: nullptr)
+// and `extra` bytes more are added (an AH header, UDP for NAT-T). 0 when none
+// fits. The MTU a local sender must use: what its ICMP says.
+size_t maxTransportLength(const EspLayout* layout, size_t mtu, size_t headerLength, size_t extra) noexcept;
+
 // The outer header we write in front of an ESP packet.
 struct OuterHeader {
   IpAddress src, dst;   // same family: IPv4 or IPv6 outer
@@ -90,12 +98,17 @@ struct Fragment {
   uint32_t length = 0;
 };
 
-// Splits `packet` (one we built with writeOuterHeader: IPv4 with a 20-byte
-// header, or IPv6 with a 40-byte header and no extension header) into
+// Splits `packet` (IPv4 with a 20-byte header, or IPv6 with a 40-byte header
+// and no extension header in front of what follows it: one we built with
+// writeOuterHeader, or a transport-mode packet whose ESP or AH follows the
+// host's bare header) into
 // fragments of at most `mtu` bytes (RFC 791 §3.2; RFC 8200 §4.5), all with
 // Identification `id` (the low 16 bits for IPv4). IPv4 fragments have DF
 // clear. Returns how many were written into `out`, or 0 when the packet is
-// malformed, `mtu` leaves no room for 8 bytes of payload, or `out` is too short.
+// malformed, `mtu` leaves no room for 8 bytes of payload, `out` is too short,
+// or an IPv4 header has options / an IPv6 header is followed by a hop-by-hop,
+// routing, fragment or destination options header (those would have to stay
+// in front of the fragment header, RFC 8200 §4.5: not done here).
 size_t fragmentPacket(std::span<const uint8_t> packet, size_t mtu, uint32_t id, std::span<Fragment> out) noexcept;
 
 // The tunnel's answer to an inner packet it cannot carry whole, to be
