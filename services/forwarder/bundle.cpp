@@ -251,8 +251,12 @@ std::uint64_t monotonicMs() noexcept {
 // Both SAs of a two-SA bundle chosen before anything is done: better wait
 // for a missing one than seal with the first and find no second afterwards.
 // The missing one (the inner if both are) gets the ACQUIRE, the packet is
-// held for it. Each must then have a sequence number to give (or the packet
-// is dropped while keydb grants more) and the mode its request names.
+// held for it. A missing leg whose request is `use` (KAME's level use,
+// Linux's optional template) is not waited for: its ACQUIRE goes out and the
+// packet goes on with the other leg alone (pair.inner or pair.outer null);
+// both missing, the packet is held as a single `use` request's is. Each SA
+// then must have a sequence number to give (or the packet is dropped while
+// keydb grants more) and the mode its request names.
 Forwarder::BundlePair Forwarder::selectBundlePair(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p,
                                                   const esp::FlowKey& flow, std::uint64_t heldSinceMs,
                                                   const BundleLeg& inner, const BundleLeg& outer) noexcept {
@@ -260,15 +264,21 @@ Forwarder::BundlePair Forwarder::selectBundlePair(Worker& w, std::uint32_t buf, 
     const Request& r = leg.request;
     return sas_.selectOutbound(leg.satype, leg.src, leg.dst, r.level == IPSEC_LEVEL_UNIQUE ? r.reqid : 0);
   };
+  auto optional = [](const BundleLeg& leg) { return leg.request.level == IPSEC_LEVEL_USE; };
   BundlePair pair;
   Sa* first = select(inner);
   Sa* second = select(outer);
-  if (!first || !second) {
+  if (!first && second && optional(inner)) {
+    requestAcquire(p, inner.request, flow);
+  } else if (first && !second && optional(outer)) {
+    requestAcquire(p, outer.request, flow);
+  } else if (!first || !second) {
     requestAcquire(p, first ? outer.request : inner.request, flow);
     pair.took = holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : monotonicMs());
     return pair;
   }
   for (Sa* sa : {first, second}) {
+    if (!sa) continue;
     if (sa->seqNext >= sa->seqLimit) {
       ++counters_.out_drop_seq_wait;
       maybeRequestSeq(*sa);
@@ -276,7 +286,7 @@ Forwarder::BundlePair Forwarder::selectBundlePair(Worker& w, std::uint32_t buf, 
     }
   }
   for (const auto& [sa, leg] : {std::pair{first, &inner}, std::pair{second, &outer}}) {
-    if (sa->mode != IPSEC_MODE_ANY && sa->mode != leg->request.mode) {
+    if (sa && sa->mode != IPSEC_MODE_ANY && sa->mode != leg->request.mode) {
       ++counters_.out_drop_sa_mode;
       return pair;
     }
@@ -317,12 +327,28 @@ bool Forwarder::outboundEspAh(Worker& w, std::uint32_t buf, std::uint32_t len, c
   const esp::IpAddress& dst = tunnel ? *espReq.tunnelDst : flow.dst;
   const BundlePair pair = selectBundlePair(w, buf, len, p, flow, heldSinceMs, {SADB_SATYPE_ESP, espReq, src, dst},
                                            {SADB_SATYPE_AH, ahReq, src, dst});
-  if (!pair.inner) return pair.took;
   Sa* esp = pair.inner;
   Sa* ah = pair.outer;
+  if (!esp && !ah) return pair.took;
+  if (!esp && tunnel) {
+    // ESP is `use` and has no SA: an ESP tunnel's AH runs between the
+    // tunnel's ends, which the inner packet does not name; it waits for the
+    // tunnel's SA (ACQUIRE sent).
+    return holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : monotonicMs());
+  }
+  if (!esp || !ah) {
+    // A `use` leg without an SA: the other alone, as the single-SA paths send
+    // it (ESP transport or tunnel; AH on the host's packet as a single AH
+    // transport SA signs it).
+    const bool sent = !ah ? (tunnel ? sealTunnelForAh(w, buf, len, *esp, nullptr, flow)
+                                    : outboundTransport(w, buf, len, *esp, &p))
+                          : frameAh(w, buf, kHeadroom, len, *ah, false);
+    if (sent) ++counters_.bundle_out_without_optional;
+    return sent;
+  }
   if (!tunnel) {
     if (!outboundTransport(w, buf, len, *esp, &p)) return false;
-  } else if (!sealTunnelForAh(w, buf, len, *esp, *ah, flow)) {
+  } else if (!sealTunnelForAh(w, buf, len, *esp, ah, flow)) {
     return false;
   }
   BufferContext& ctx = w.contexts[buf];
@@ -336,15 +362,18 @@ bool Forwarder::outboundEspAh(Worker& w, std::uint32_t buf, std::uint32_t len, c
 // (signAfterSeal). The tunnel SA's path MTU, DF policy and TFC padding apply
 // (pmtu.cpp) with AH counted in the outer overhead: an inner packet that does
 // not fit gets ICMP, or the signed packet is fragmented (onAhSigned).
-bool Forwarder::sealTunnelForAh(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& esp, Sa& ah,
+//
+// Without ah (the bundle's other leg is `use` and has no SA) this is the
+// plain ESP tunnel: the completion sends it as outboundPacket's tunnel seal's.
+bool Forwarder::sealTunnelForAh(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& esp, const Sa* ah,
                                 const esp::FlowKey& flow) noexcept {
-  if (natTOf(esp)) {  // AH does not pass a NAT (RFC 3948 is ESP's)
+  if (ah && natTOf(esp)) {  // AH does not pass a NAT (RFC 3948 is ESP's)
     ++counters_.out_drop_sa_mode;
     return false;
   }
   std::uint8_t* data = bufferData(w, buf);
   TunnelFit fit;
-  if (!fitTunnel(esp, {data + kHeadroom, len}, fit, 0, ah::headerLength(ah.layout.icvLength, esp.dst.isV6()))) {
+  if (!fitTunnel(esp, {data + kHeadroom, len}, fit, 0, ah ? ah::headerLength(ah->layout.icvLength, esp.dst.isV6()) : 0)) {
     return false;
   }
   const std::uint8_t outerTos = esp::outerTrafficClass(esp::trafficClass({data + kHeadroom, len}));
@@ -364,6 +393,13 @@ bool Forwarder::sealTunnelForAh(Worker& w, std::uint32_t buf, std::uint32_t len,
   ++esp.seqNext;
   maybeRequestSeq(esp);
   if (esp.firstUse == 0) esp.firstUse = static_cast<std::uint64_t>(::time(nullptr));
+  if (!ah) {  // the tunnel's own packet: NAT-T and dummy packets see it go out
+    if (NatT* nat = natTOf(esp)) nat->outbound = true;
+    if (TunnelOptions* t = tunnelOf(esp)) {
+      t->outbound = true;
+      t->lastOutMs = monotonicMs();
+    }
+  }
   w.pending.push_back(cryptoRequest(buf, esp, proto::CryptoOp::kSeal, static_cast<std::uint32_t>(r.offset),
                                     static_cast<std::uint32_t>(r.length), seq));
   BufferContext ctx;
@@ -481,8 +517,11 @@ bool Forwarder::bundleAllows(const Policy& p, const BufferContext& ctx, bool com
   // a tunnel may only carry transport ESP the policy asks it to.
   const bool wantsTunnel = isEspInEspBundle(p);
   if (wantsTunnel && !ctx.afterTunnel) {
-    ++counters_.bundle_in_drop_missing_tunnel;
-    return false;
+    if (p.requests[1].level != IPSEC_LEVEL_USE) {
+      ++counters_.bundle_in_drop_missing_tunnel;
+      return false;
+    }
+    ++counters_.bundle_in_without_optional;  // optional: the transport SA alone is enough
   }
   if (ctx.afterTunnel) {
     const Sa* tunnel = sas_.find(ctx.tunnelSa);
@@ -498,6 +537,10 @@ bool Forwarder::bundleAllows(const Policy& p, const BufferContext& ctx, bool com
   }
   if (!wantsAh) return true;
   if (!ctx.afterAh) {
+    if (wantsAh->level == IPSEC_LEVEL_USE) {  // optional: ESP alone is enough
+      ++counters_.bundle_in_without_optional;
+      return true;
+    }
     ++counters_.bundle_in_drop_missing_ah;
     return false;
   }
@@ -546,9 +589,16 @@ bool Forwarder::outboundEspInEsp(Worker& w, std::uint32_t buf, std::uint32_t len
   const BundlePair pair =
       selectBundlePair(w, buf, len, p, flow, heldSinceMs, {SADB_SATYPE_ESP, inner, flow.src, flow.dst},
                        {SADB_SATYPE_ESP, outer, *outer.tunnelSrc, *outer.tunnelDst});
-  if (!pair.inner) return pair.took;
   Sa* transport = pair.inner;
   Sa* tunnel = pair.outer;
+  if (!transport && !tunnel) return pair.took;
+  if (!transport || !tunnel) {
+    // A `use` leg without an SA: the other alone, as its single-SA path sends it.
+    const bool sent = tunnel ? sealTunnelForAh(w, buf, len, *tunnel, nullptr, flow)
+                             : outboundTransport(w, buf, len, *transport);
+    if (sent) ++counters_.bundle_out_without_optional;
+    return sent;
+  }
   std::uint8_t* data = bufferData(w, buf);
   // The tunnel's MTU judged on the packet as it came (an ICMP must quote it,
   // not the ESP it becomes), with room kept for the transport SA's ESP.

@@ -109,6 +109,7 @@ namespace ipsec::forwarder {
   X(bundle_out_packets)       /* ESP sealed, then AH signed or tunnel ESP sealed (bundle.cpp) */ \
   X(bundle_out_drop_sa_gone)  /* the second SA went away between the stages */    \
   X(bundle_out_drop_seq_wait) /* the second SA's sequence grant ran out */        \
+  X(bundle_out_without_optional) /* a `use` leg had no SA: ACQUIRE, sent with the other alone */ \
   X(bundle_in_packets)        /* AH or tunnel ESP, then ESP opened and delivered */ \
   X(bundle_in_drop_missing_ah)  /* policy asks ESP inside AH: came without AH */  \
   X(bundle_in_drop_missing_esp) /* policy asks ESP inside AH: AH without ESP */   \
@@ -118,6 +119,7 @@ namespace ipsec::forwarder {
   X(bundle_in_drop_missing_tunnel) /* policy asks ESP inside an ESP tunnel: came without the tunnel */ \
   X(bundle_in_drop_missing_transport) /* ... the tunnel's inner packet was not ESP for us */ \
   X(bundle_in_drop_tunnel_policy) /* the tunnel SA around transport ESP does not match the policy */ \
+  X(bundle_in_without_optional) /* came without a leg the policy asks for at level use: accepted */ \
   /* tunnel details (pmtu.cpp): path MTU, outer fragments, TFC, dummy packets */   \
   X(pmtu_out_drop_too_big)    /* beyond the SA MTU, DF (or IPv6 > 1280): ICMP instead */ \
   X(pmtu_icmp_sent)           /* ICMP frag needed / ICMPv6 too big to the TUN */   \

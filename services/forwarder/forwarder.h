@@ -272,18 +272,21 @@ class Forwarder {
   static bool isEspAhBundle(const Policy& p) noexcept;
   bool outboundEspAh(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p, const esp::FlowKey& flow,
                      std::uint64_t heldSinceMs) noexcept;
-  bool sealTunnelForAh(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& esp, Sa& ah,
+  // ah nullptr: the ESP tunnel alone (its bundle's other leg is `use` and has no SA).
+  bool sealTunnelForAh(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& esp, const Sa* ah,
                        const esp::FlowKey& flow) noexcept;
   // Both SAs of an outbound two-SA bundle, chosen before anything is done:
-  // one missing sends an ACQUIRE for it and holds the packet; each must have
-  // a sequence number to give and the mode its request asks for.
+  // a required one missing sends an ACQUIRE for it and holds the packet; a
+  // `use` one missing sends its ACQUIRE and the packet goes with the other
+  // alone; each must have a sequence number to give and the mode its request
+  // asks for.
   struct BundleLeg {
     std::uint8_t satype;
     const Request& request;
     const esp::IpAddress &src, &dst;
   };
   struct BundlePair {
-    Sa* inner = nullptr;  // both set, or neither
+    Sa* inner = nullptr;  // both set, one (the other's request is `use`), or neither
     Sa* outer = nullptr;
     bool took = false;    // neither: the packet was held (true) or is to be dropped (false, counted)
   };

@@ -18,15 +18,25 @@
   esp/tunnel/A-B/require`), IPv4 and IPv6 outer, IPv4 and IPv6 inner: on the
   wire outer IP | ESP (the tunnel SA's SPI) | inner IP | ESP (the inner hosts'
   transport SA); both SAs' counters move on both ends, ping and TCP both ways;
-  a tunnel without the transport ESP inside is dropped and counted.
+  a tunnel without the transport ESP inside is dropped and counted;
+- a `use`-level AH in the bundle (`esp/transport//require ah/transport//use`,
+  issue 3 §4): without an AH SA the sender ACQUIREs it (seen by a registered
+  PF_KEY socket) and sends ESP alone, the receiver with the same levels
+  accepts ESP alone; once the AH SAs are added, traffic carries both; with AH
+  `require` and no AH SA the packet is held, not sent.
 """
 
+import ipaddress
+import os
 import subprocess
 import time
 import unittest
 
 from harness import (GCM_KEY_AB, GCM_KEY_BA, HMAC_KEY_AB, HMAC_KEY_BA, INNER, INNER_NETS, OUTER, Testbed, ping,
                      tcp_transfer)
+from test_pfkey_more import EXT_DST, SADB_ACQUIRE, SADB_REGISTER, PfkeyClient
+
+SATYPE_AH = 2
 
 SPI_AB = 0x6101
 SPI_BA = 0x6102
@@ -92,12 +102,13 @@ def ipcomp_tunnel6_setkey(side):
 
 
 BOTH = "esp/transport//require ah/transport//require"
+AH_USE = "esp/transport//require ah/transport//use"
 
 
-def esp_ah_setkey(side, out_request=BOTH, in_request=BOTH):
+def esp_ah_setkey(side, out_request=BOTH, in_request=BOTH, with_ah=True):
     out = ["flush;", "spdflush;"]
     for fam in (4, 6):
-        out += esp_sas(fam) + ah_sas(fam) + ipcomp_sas(fam)
+        out += esp_sas(fam) + (ah_sas(fam) if with_ah else []) + ipcomp_sas(fam)
         out += host_policies(side, fam, out_request, in_request)
     return "\n".join(out) + "\n"
 
@@ -390,6 +401,67 @@ class BundleTest(unittest.TestCase):
             c = counters(tb.b)
             self.assertGreaterEqual(c["bundle_in_drop_missing_esp"], 3, c)
             self.assertEqual(c["ah_in_packets"], 0, c)
+
+    def test_a_use_level_ah_without_its_sa_is_acquired_and_esp_goes_alone(self):
+        with Testbed() as tb:
+            for h in tb.hosts():
+                tb.start(h, esp_ah_setkey(h.side, AH_USE, AH_USE, with_ah=False), **transport_config(h.side))
+            key_manager = PfkeyClient(os.path.join(tb.a.runtime, "pfkey"))
+            try:
+                self.assertIsNotNone(key_manager.call(SADB_REGISTER, SATYPE_AH))
+                cap = capture(tb.b, 4)
+                time.sleep(0.5)
+                for fam in (4, 6):
+                    self.ping_both_ways(tb, fam, OUTER[fam])
+                seen, _ = cap.communicate(timeout=20)
+                # ESP alone between the hosts, no AH around it.
+                self.assertRegex(seen, rf"{OUTER[4][0]} > {OUTER[4][1]}: ESP\(spi=0x{SPI_AB + 0x40:08x}")
+                self.assertNotIn("AH(", seen)
+                acquire = key_manager.wait_for(SADB_ACQUIRE, timeout=5)
+                self.assertIsNotNone(acquire, "no ACQUIRE for the missing AH SA")
+                # Between the hosts (the policy service names the bundle by its first request's satype).
+                self.assertTrue(any(ipaddress.ip_address(OUTER[fam][1]).packed in acquire[1][EXT_DST]
+                                    for fam in (4, 6)), acquire)
+            finally:
+                key_manager.close()
+            for h in tb.hosts():
+                c = counters(h)
+                self.assertGreaterEqual(c["bundle_out_without_optional"], 6, c)
+                self.assertGreaterEqual(c["bundle_in_without_optional"], 6, c)
+                self.assertEqual(c["bundle_out_packets"], 0, c)
+                self.assertEqual(c["out_held_no_sa"], 0, c)
+            # The AH SAs arrive: the same policies now put AH around ESP.
+            for h in tb.hosts():
+                r = h.setkey("\n".join(ah_sas(4) + ah_sas(6)) + "\n")
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            cap = capture(tb.b, 2)
+            time.sleep(0.5)
+            for fam in (4, 6):
+                self.ping_both_ways(tb, fam, OUTER[fam])
+            seen, _ = cap.communicate(timeout=20)
+            self.assertRegex(seen, rf"{OUTER[4][0]} > {OUTER[4][1]}: AH\([^\n]*spi=0x{AH_AB + 0x40:08x}[^\n]*\): "
+                                   rf"ESP\(spi=0x{SPI_AB + 0x40:08x}")
+            tcp_transfer(tb.a, tb.b, OUTER[6][1], nbytes=1 << 20)
+            for h in tb.hosts():
+                self.assertGreater(counters(h)["bundle_out_packets"], 6, counters(h))
+                self.assertGreater(counters(h)["bundle_in_packets"], 6, counters(h))
+            self.assert_no_drops(tb)
+            for h in tb.hosts():
+                self.assertEqual(tb.stop(h), 0, tb.log_text(h))
+
+    def test_a_required_ah_without_its_sa_holds_the_packet(self):
+        with Testbed() as tb:
+            # Both ask for AH at level require; neither has an AH SA.
+            for h in tb.hosts():
+                tb.start(h, esp_ah_setkey(h.side, with_ah=False), **transport_config(h.side))
+            r = ping(tb.a, OUTER[4][1], count=3, extra=("-w", "3"))
+            self.assertNotEqual(r.returncode, 0, r.stdout)
+            c = counters(tb.a)
+            self.assertGreaterEqual(c["out_held_no_sa"], 3, c)
+            self.assertGreaterEqual(c["out_acquires"], 1, c)
+            self.assertEqual(c["bundle_out_without_optional"], 0, c)
+            self.assertEqual(c["transport_out_packets"], 0, c)
+            self.assertEqual(counters(tb.b)["transport_in_packets"], 0, counters(tb.b))
 
 
 if __name__ == "__main__":

@@ -197,6 +197,7 @@ inline constexpr StatCounter kStatCounters[] = {
     {"bundle_out_packets", "ipsec", "", "packet%s sealed by ESP, then signed by AH or sealed by an ESP tunnel"},
     {"bundle_out_drop_sa_gone", "ipsec", "ips_out_nosa", "bundle packet%s whose second SA went away"},
     {"bundle_out_drop_seq_wait", "ipsec", "", "bundle packet%s dropped; the second SA's sequence grant ran out"},
+    {"bundle_out_without_optional", "ipsec", "", "bundle packet%s sent without a `use` leg that had no SA"},
     {"bundle_in_packets", "ipsec", "", "packet%s opened by AH or an ESP tunnel, then by ESP, and delivered"},
     {"bundle_in_drop_missing_ah", "ipsec", "ips_in_polvio", "packet%s without the AH the policy asks for"},
     {"bundle_in_drop_missing_esp", "ipsec", "ips_in_polvio", "AH packet%s without the ESP the policy asks for"},
@@ -205,6 +206,7 @@ inline constexpr StatCounter kStatCounters[] = {
     {"bundle_in_drop_missing_tunnel", "ipsec", "ips_in_polvio", "ESP packet%s without the ESP tunnel the policy asks for"},
     {"bundle_in_drop_missing_transport", "ipsec", "ips_in_polvio", "tunnel packet%s without the ESP inside the policy asks for"},
     {"bundle_in_drop_tunnel_policy", "ipsec", "ips_in_polvio", "packet%s whose ESP tunnel SA does not match the policy"},
+    {"bundle_in_without_optional", "ipsec", "", "bundle packet%s accepted without a leg asked for at level use"},
     {"bundle_in_drop_bad_inner", "ipsec", "ips_in_inval", "packet%s whose ESP after AH could not be located"},
     // tunnel details (pmtu.cpp): path MTU, outer fragments
     {"pmtu_icmp_sent", "ipsec", "", "ICMP frag needed / ICMPv6 too big message%s sent to the TUN"},
