@@ -18,10 +18,10 @@ import subprocess
 import time
 import unittest
 
-from harness import INNER, INNER_NETS, OUTER, Testbed, binary, ping, spd_lines
+from harness import GCM_KEY_AB, INNER, INNER_NETS, OUTER, SPI_AB, SPI_BA, Testbed, binary, ping, spd_lines
 
 PF_KEY_V2 = 2
-SADB_GETSPI, SADB_ADD, SADB_GET, SADB_ACQUIRE, SADB_REGISTER, SADB_FLUSH, SADB_DUMP = 1, 3, 5, 6, 7, 9, 10
+SADB_GETSPI, SADB_UPDATE, SADB_ADD, SADB_GET, SADB_ACQUIRE, SADB_REGISTER, SADB_FLUSH, SADB_DUMP = 1, 2, 3, 5, 6, 7, 9, 10
 SADB_X_SPDADD, SADB_X_SPDDUMP, SADB_X_SPDFLUSH, SADB_X_SPDEXPIRE, SADB_X_MIGRATE = 14, 18, 19, 21, 24
 SATYPE_ESP = 3
 EXT_SA, EXT_LT_HARD, EXT_LT_SOFT, EXT_SRC, EXT_DST, EXT_KEY_ENC = 1, 3, 4, 5, 6, 9
@@ -385,6 +385,35 @@ class MigrateTrafficTest(unittest.TestCase):
                 h.exec(["ip", "addr", "del", f"{OUTER[4][idx]}/24", "dev", dev])
             r = ping(tb.a, INNER[4][1])
             self.assertEqual(r.returncode, 0, r.stdout + tb.log_text(tb.a) + tb.log_text(tb.b))
+
+
+class RefusedUpdateTrafficTest(unittest.TestCase):
+    def test_a_refused_update_leaves_both_sas_carrying_traffic(self):
+        """An UPDATE policy accepts but the broker refuses (AES-GCM with a
+        24-byte key: 20 bytes is no AES key size) is EINVAL and leaves the SA
+        as it was, as Linux does: GET shows the old key and ping still flows
+        over both SAs (before, the old SA went with the refused one)."""
+        with Testbed(tag=f"{os.getpid() % 100000}u") as tb:
+            tb.start_pair()
+            self.assertEqual(ping(tb.a, INNER[4][1]).returncode, 0, tb.log_text(tb.a))
+            c = PfkeyClient(os.path.join(tb.a.runtime, "pfkey"))
+            try:
+                for spi, src, dst in ((SPI_AB, OUTER[4][0], OUTER[4][1]), (SPI_BA, OUTER[4][1], OUTER[4][0])):
+                    r = c.call(SADB_UPDATE, SATYPE_ESP, key(EXT_KEY_ENC, bytes(range(24))),
+                               sa(spi, replay=64, enc=AES_GCM_16),
+                               ext(EXT_SA2, struct.pack("=BBHII", MODE_TUNNEL, 0, 0, 0, 0)),
+                               address(EXT_SRC, src), address(EXT_DST, dst))
+                    self.assertIsNotNone(r, f"no answer to the UPDATE of {spi:#x}")
+                    self.assertEqual(errno_of(r), EINVAL, f"{spi:#x}")
+                g = c.call(SADB_GET, SATYPE_ESP, sa(SPI_AB), address(EXT_SRC, OUTER[4][0]),
+                           address(EXT_DST, OUTER[4][1]))
+                self.assertEqual(errno_of(g), 0)
+                self.assertEqual(g[1][EXT_KEY_ENC][4:4 + len(GCM_KEY_AB)], GCM_KEY_AB)
+            finally:
+                c.close()
+            self.assertEqual(tb.a.counter("sessions_refused", "ipsec-keydb"), 2)
+            r = ping(tb.a, INNER[4][1])
+            self.assertEqual(r.returncode, 0, r.stdout + tb.log_text(tb.a))
 
 
 if __name__ == "__main__":
