@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <boost/asio/post.hpp>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -21,8 +22,13 @@ namespace ipsec::policy {
 namespace {
 
 // Datagrams handled per readiness event before other clients get a turn.
-constexpr int kReadBurst = 32;
+constexpr std::size_t kReadBurst = 32;
+// Datagrams per recvmmsg (a burst takes two calls at most).
+constexpr std::size_t kRxSlots = 16;
 constexpr std::size_t kRxWords = pfkey::kMaxMessageBytes / sizeof(std::uint64_t) + 1;
+// Datagrams per sendmmsg; also the most messages held for one client before
+// they are offered to its socket without waiting for the burst's end.
+constexpr std::size_t kSendBatch = 64;
 
 // A header to answer with even when the datagram is shorter than one.
 sadb_msg headerOf(std::span<const std::uint8_t> d) {
@@ -39,7 +45,7 @@ OutMessage::~OutMessage() {
 
 Server::Server(boost::asio::io_context& io, UniqueFd listener, UniqueFd keydb, UniqueFd forwarder,
                ServerOptions options)
-    : io_(io), options_(std::move(options)), tick_(io), rx_(new std::uint64_t[kRxWords]()) {
+    : io_(io), options_(std::move(options)), tick_(io), rx_(new std::uint64_t[kRxSlots * kRxWords]) {
   if (listener) {
     listener_.emplace(io_);
     listener_->assign(listener.release());
@@ -51,7 +57,7 @@ Server::Server(boost::asio::io_context& io, UniqueFd listener, UniqueFd keydb, U
 
 Server::~Server() {
   stopped_ = true;
-  explicit_bzero(rx_.get(), kRxWords * sizeof(std::uint64_t));
+  explicit_bzero(rx_.get(), rxSlotsUsed_ * kRxWords * sizeof(std::uint64_t));
 }
 
 void Server::start() {
@@ -87,7 +93,7 @@ void Server::armAccept() {
 }
 
 void Server::onAcceptable() {
-  for (int i = 0; i < kReadBurst; ++i) {
+  for (std::size_t i = 0; i < kReadBurst; ++i) {
     UniqueFd fd(::accept4(listener_->native_handle(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
     if (!fd) {
       if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
@@ -151,32 +157,51 @@ void Server::armRead(Client& c) {
 }
 
 void Server::onReadable(std::uint64_t id) {
-  auto* buf = reinterpret_cast<std::uint8_t*>(rx_.get());
-  const std::size_t capacity = kRxWords * sizeof(std::uint64_t);
+  auto* rx = reinterpret_cast<std::uint8_t*>(rx_.get());
+  constexpr std::size_t kSlotBytes = kRxWords * sizeof(std::uint64_t);
   // The requests of this burst go to keydb in sendmmsg batches, not one
-  // sendmsg each.
+  // sendmsg each; the replies to clients likewise (SendHold).
   control::SendBatch batch;
-  for (int i = 0; i < kReadBurst; ++i) {
+  SendHold hold(*this);
+  std::array<mmsghdr, kRxSlots> msgs;
+  std::array<iovec, kRxSlots> iovs;
+  for (std::size_t done = 0; done < kReadBurst;) {
     Client* c = findClient(id);
     if (!c) return;
-    iovec iov{buf, capacity};
-    msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    // MSG_TRUNC makes the kernel return the datagram's real length.
-    const ssize_t n = ::recvmsg(c->socket.native_handle(), &mh, MSG_DONTWAIT | MSG_TRUNC);
+    const std::size_t want = std::min(kRxSlots, kReadBurst - done);
+    for (std::size_t i = 0; i < want; ++i) {
+      iovs[i] = iovec{rx + i * kSlotBytes, kSlotBytes};
+      msgs[i] = mmsghdr{};
+      msgs[i].msg_hdr.msg_iov = &iovs[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    // MSG_TRUNC makes the kernel report each datagram's real length.
+    const int n = ::recvmmsg(c->socket.native_handle(), msgs.data(), static_cast<unsigned>(want),
+                             MSG_DONTWAIT | MSG_TRUNC, nullptr);
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) break;
       removeClient(id);
       return;
     }
-    if (n == 0) {  // end of stream (a zero-length datagram is no PF_KEY message either)
-      removeClient(id);
-      return;
+    const std::size_t got = static_cast<std::size_t>(n);
+    rxSlotsUsed_ = std::max(rxSlotsUsed_, got);
+    for (std::size_t i = 0; i < got; ++i) {
+      std::uint8_t* slot = rx + i * kSlotBytes;
+      const std::size_t len = msgs[i].msg_len;
+      // End of stream (a zero-length datagram is no PF_KEY message either),
+      // or the client went away while this burst was handled: wipe the rest.
+      if (len == 0 || !findClient(id)) {
+        for (std::size_t j = i; j < got; ++j) {
+          explicit_bzero(rx + j * kSlotBytes, std::min<std::size_t>(msgs[j].msg_len, kSlotBytes));
+        }
+        if (len == 0) removeClient(id);
+        return;
+      }
+      const bool truncated = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0 || len > pfkey::kMaxMessageBytes;
+      handleDatagram(id, std::span<std::uint8_t>(slot, std::min(len, kSlotBytes)), truncated);
     }
-    const bool truncated = (mh.msg_flags & MSG_TRUNC) != 0 || static_cast<std::size_t>(n) > pfkey::kMaxMessageBytes;
-    const std::size_t got = std::min(static_cast<std::size_t>(n), capacity);
-    handleDatagram(id, std::span<std::uint8_t>(buf, got), truncated);
+    done += got;
+    if (got < want) break;  // drained: no need for a call that says EAGAIN
   }
   if (Client* c = findClient(id)) armRead(*c);
 }
@@ -306,21 +331,63 @@ void Server::promiscuousCopy(const pfkey::ParsedMessage& m) {
 
 void Server::enqueue(Client& c, const OutPtr& m) {
   auto bytes = m->bytes();
+  // Held messages were never offered to the socket: offer them before the
+  // queue bounds could drop this one, and every kSendBatch messages.
+  if (c.held && (c.queue.size() >= kSendBatch || c.queue.size() >= options_.maxQueuedMessages ||
+                 c.queuedBytes + bytes.size() > options_.maxQueuedBytes)) {
+    releaseHeld(c);
+  }
   if (c.queue.empty()) {
-    const ssize_t n = ::send(c.socket.native_handle(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n >= 0) return;
-    if (errno != EAGAIN && errno != ENOBUFS && errno != EINTR) {
-      ++counters_.sendFailed;  // the client is going away; its read side notices
+    if (options_.maxQueuedMessages > 0 && bytes.size() <= options_.maxQueuedBytes) {
+      // Held until the burst ends (flushHeld), then sent with the rest.
+      c.held = true;
+      heldClients_.push_back(c.id);
+      if (holdDepth_ == 0 && !flushPosted_) {
+        flushPosted_ = true;
+        std::weak_ptr<int> alive = alive_;
+        boost::asio::post(io_, [this, alive] {
+          if (!alive.expired()) flushHeld();
+        });
+      }
+    } else {
+      // Could never be queued: offered now, dropped if refused (as always).
+      const ssize_t n = ::send(c.socket.native_handle(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n >= 0) return;
+      if (errno != EAGAIN && errno != ENOBUFS && errno != EINTR) {
+        ++counters_.sendFailed;  // the client is going away; its read side notices
+      } else {
+        ++counters_.enobufs;
+      }
+      return;
+    }
+  } else if (!c.held) {
+    // The socket refused earlier messages: the queue bounds apply.
+    if (c.queue.size() >= options_.maxQueuedMessages || c.queuedBytes + bytes.size() > options_.maxQueuedBytes) {
+      ++counters_.enobufs;
       return;
     }
   }
-  if (c.queue.size() >= options_.maxQueuedMessages || c.queuedBytes + bytes.size() > options_.maxQueuedBytes) {
-    ++counters_.enobufs;
-    return;
-  }
   c.queue.push_back(m);
   c.queuedBytes += bytes.size();
-  armWrite(c);
+  if (!c.held) armWrite(c);
+}
+
+Server::SendHold::~SendHold() {
+  if (--s_.holdDepth_ == 0) s_.flushHeld();
+}
+
+void Server::flushHeld() noexcept {
+  flushPosted_ = false;
+  // releaseHeld does not hold anything new, so the list is stable here.
+  for (std::size_t i = 0; i < heldClients_.size(); ++i) {
+    if (Client* c = findClient(heldClients_[i]); c && c->held) releaseHeld(*c);
+  }
+  heldClients_.clear();
+}
+
+void Server::releaseHeld(Client& c) noexcept {
+  c.held = false;
+  if (!sendQueued(c)) armWrite(c);
 }
 
 void Server::deliverDump(Client* c, std::vector<std::uint8_t> bytes) {
@@ -367,11 +434,10 @@ void Server::armWrite(Client& c) {
 }
 
 bool Server::sendQueued(Client& c) {
-  constexpr std::size_t kBatch = 64;
-  std::array<mmsghdr, kBatch> msgs;
-  std::array<iovec, kBatch> iovs;
+  std::array<mmsghdr, kSendBatch> msgs;
+  std::array<iovec, kSendBatch> iovs;
   while (!c.queue.empty()) {
-    const std::size_t n = std::min(c.queue.size(), kBatch);
+    const std::size_t n = std::min(c.queue.size(), kSendBatch);
     for (std::size_t i = 0; i < n; ++i) {
       auto bytes = c.queue[i]->bytes();
       iovs[i] = iovec{const_cast<std::uint8_t*>(bytes.data()), bytes.size()};
@@ -397,6 +463,7 @@ void Server::onWritable(std::uint64_t id) {
   Client* c = findClient(id);
   if (!c) return;
   c->writeArmed = false;
+  c->held = false;  // every queued message is offered below
   while (sendQueued(*c) && !c->dumpBacklog.empty()) refillFromBacklog(*c);
   if (!c->queue.empty()) armWrite(*c);
 }

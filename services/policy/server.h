@@ -22,6 +22,16 @@
 // pfkey_enobufs, as Linux drops to a full receive buffer), it never stalls
 // the service or other clients.
 //
+// Batching (the kernel's work is per system call): a client's readable
+// socket is read with recvmmsg, up to kReadBurst datagrams per readiness
+// event (then other clients get their turn). Messages for a client whose
+// queue is empty are held, not sent one send() each, until the end of the
+// burst that produced them (a PF_KEY read burst, or the handler that ran:
+// a keydb reply burst, a forwarder message, the tick) and then go to the
+// kernel with sendmmsg, in order. A held message has not been refused by
+// the socket yet: the queue bounds (pfkey_enobufs) apply only once the
+// socket refused, as before.
+//
 // Key material: keys arrive in ADD/UPDATE (KEY_AUTH, KEY_ENCRYPT) and leave
 // only in unicast GET and DUMP replies. A documented choice: unlike Linux we
 // do NOT copy keys into the ADD/UPDATE/DELETE broadcasts, nor into
@@ -176,6 +186,8 @@ class Server {
     std::deque<OutPtr> queue;
     std::size_t queuedBytes = 0;
     bool writeArmed = false;
+    // `queue` holds only messages not yet offered to the socket (see above).
+    bool held = false;
     bool promiscuous = false;
     std::uint32_t registered = 0;  // bit n: REGISTERed satype n
     // The rest of a dump, fed into `queue` as the client reads: Linux paces a
@@ -217,6 +229,21 @@ class Server {
   // One message of a dump to `c` (may be null), paced by its reading.
   void deliverDump(Client* c, std::vector<std::uint8_t> bytes);
   void refillFromBacklog(Client& c);
+  // Holds client sends until the outermost scope ends, then flushHeld().
+  class SendHold {
+   public:
+    explicit SendHold(Server& s) noexcept : s_(s) { ++s_.holdDepth_; }
+    ~SendHold();
+    SendHold(const SendHold&) = delete;
+    SendHold& operator=(const SendHold&) = delete;
+
+   private:
+    Server& s_;
+  };
+  // Offers every held queue to its socket (sendmmsg), in the order held.
+  void flushHeld() noexcept;
+  // Offers c's held queue now; what the socket refuses waits for writability.
+  void releaseHeld(Client& c) noexcept;
   // Appends to c's queue without sending: onWritable sends it in sendmmsg batches.
   void appendToQueue(Client& c, OutPtr m);
   // Sends c's queue in sendmmsg batches; false if the socket is full.
@@ -271,9 +298,16 @@ class Server {
   Spd spd_;
   boost::asio::steady_timer tick_;
   bool stopped_ = false;
-  // Datagrams land here: 8-byte aligned, one spare word so that a datagram
-  // larger than pfkey::kMaxMessageBytes is seen as too large.
+  // Datagrams land here, kRxSlots of them per recvmmsg: each slot 8-byte
+  // aligned, with one spare word so that a datagram larger than
+  // pfkey::kMaxMessageBytes is seen as too large. Not zeroed: pages are
+  // touched only by what arrives; rxSlotsUsed_ slots are wiped at the end.
   std::unique_ptr<std::uint64_t[]> rx_;
+  std::size_t rxSlotsUsed_ = 0;
+  // Clients with held messages (an id may repeat; `held` says if it still is).
+  std::vector<std::uint64_t> heldClients_;
+  int holdDepth_ = 0;
+  bool flushPosted_ = false;
   // Handlers hold a weak_ptr to this, so a callback after destruction is a no-op.
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 
