@@ -19,7 +19,9 @@
 //             canonicalise → kAhVerify → replay update → restore → tunnel:
 //             the inner packet; transport: AH removed, lengths fixed → SPD(in)
 //             check → TUN write
-// Tunnel mode has ESP tunnels' details (pmtu.cpp): the SA's path MTU (an
+// Transport mode has the same MTU rule behind the host's header (pmtu.cpp
+// fitTransport); its fragments keep the host's Identification, which the ICV
+// covers. Tunnel mode has ESP tunnels' details (pmtu.cpp): the SA's path MTU (an
 // inner packet that may not be fragmented gets ICMP with the MTU AH leaves,
 // otherwise the signed packet is cut into fragments as it leaves) and the
 // outer DF bit by the SA's policy or net.inet.ipsec.dfbit. DF and the
@@ -209,7 +211,18 @@ bool Forwarder::outboundAh(Worker& w, std::uint32_t buf, std::uint32_t len, cons
     ++counters_.out_drop_sa_mode;
     return false;
   }
-  if (!tunnel) return frameAh(w, buf, kHeadroom, len, *sa, false);
+  if (!tunnel) {
+    // Transport: the same MTU rule behind the host's header (pmtu.cpp
+    // fitTransport): ICMP to the sender, or fragments of the signed packet.
+    const std::span<const std::uint8_t> packet{bufferData(w, buf) + kHeadroom, len};
+    TunnelFit fit;
+    if (len == 0 || !fitTransport(*sa, packet, nullptr, 0,
+                                  ah::headerLength(sa->layout.icvLength, (packet[0] >> 4) == 6), fit)) {
+      if (len == 0) ++counters_.out_drop_bad_inner;
+      return false;
+    }
+    return frameAh(w, buf, kHeadroom, len, *sa, false, std::nullopt, &fit);
+  }
   // The SA's path MTU and DF policy as ESP tunnels have them (pmtu.cpp):
   // ICMP to the sender, or fragments of the signed packet.
   TunnelFit fit;
@@ -260,7 +273,7 @@ bool Forwarder::frameAh(Worker& w, std::uint32_t buf, std::uint32_t off, std::ui
   st.start = start;
   st.ahOffset = static_cast<std::uint16_t>(canon.ahOffset);
   st.nextHeaderOffset = static_cast<std::uint16_t>(canon.nextHeaderOffset);
-  st.mtu = tunnel && fit ? fit->mtu : 0;
+  st.mtu = fit ? fit->mtu : 0;
   ++sa.seqNext;
   maybeRequestSeq(sa);
   if (sa.firstUse == 0) sa.firstUse = unixNow();

@@ -347,7 +347,7 @@ bool Forwarder::outboundEspAh(Worker& w, std::uint32_t buf, std::uint32_t len, c
     return sent;
   }
   if (!tunnel) {
-    if (!outboundTransport(w, buf, len, *esp, &p)) return false;
+    if (!outboundTransport(w, buf, len, *esp, &p, ah)) return false;
   } else if (!sealTunnelForAh(w, buf, len, *esp, ah, flow)) {
     return false;
   }
@@ -448,14 +448,17 @@ void Forwarder::signAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexc
   // Transport: AH into the host's packet in front of ESP. Tunnel (no kept
   // header): AH and our outer header in front of the ESP packet.
   const bool tunnel = ctx.transportHeader == 0;
-  // The tunnel's DF bit (decided before sealing) and its SA's path MTU.
+  // The tunnel's DF bit (decided before sealing) and its SA's path MTU;
+  // transport: the AH SA's, which judged the host's packet (outboundTransport).
   TunnelFit fit;
   fit.outerDf = ctx.outerDf;
   if (const Sa* esp = tunnel ? sas_.find(ctx.sa) : nullptr) {
     fit.mtu = static_cast<std::uint32_t>(pathMtu(*esp, tunnelOf(*esp)));
+  } else if (!tunnel) {
+    fit.mtu = static_cast<std::uint32_t>(pathMtu(*ah, tunnelOf(*ah)));
   }
   if (!frameAh(w, c.bufferIndex, start, c.length + ctx.transportHeader, *ah, tunnel,
-               tunnel ? std::optional<std::uint8_t>(ctx.tos) : std::nullopt, tunnel ? &fit : nullptr)) {
+               tunnel ? std::optional<std::uint8_t>(ctx.tos) : std::nullopt, &fit)) {
     freeBuffer(w, c.bufferIndex);  // counted by frameAh
     return;
   }

@@ -228,7 +228,9 @@ class Forwarder {
 
   // Transport mode (transport.cpp).
   // p: the policy, for an IPComp request in transport mode (bundle.cpp).
-  bool outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, const Policy* p = nullptr) noexcept;
+  // signer: the AH SA that signs after ESP (an ESP+AH bundle): its MTU judges the packet.
+  bool outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, const Policy* p = nullptr,
+                         const Sa* signer = nullptr) noexcept;
   void queueTransportSend(Worker& w, const proto::CryptoCompletion& c, const Sa& sa) noexcept;
   // ... for an SA with NAT-T: ESP in UDP (transport.cpp).
   void queueTransportUdp(Worker& w, const proto::CryptoCompletion& c, const Sa& sa, NatT& nat,
@@ -380,6 +382,11 @@ class Forwarder {
   bool fitAhTunnel(const Sa& sa, std::span<const std::uint8_t> inner, TunnelFit& fit) noexcept;
   bool fitInner(const Sa& sa, const TunnelOptions* t, std::span<const std::uint8_t> inner, TunnelFit& fit,
                 std::size_t limit) noexcept;
+  // Transport mode (ESP, AH, ESP+AH): the host's packet judged by sa's MTU once
+  // `esp` (nullptr: none) goes behind its kept headerLength bytes and `extra`
+  // more are added; ICMP and false as fitInner, else fit.mtu to fragment at.
+  bool fitTransport(const Sa& sa, std::span<const std::uint8_t> packet, const esp::EspLayout* esp,
+                    std::size_t headerLength, std::size_t extra, TunnelFit& fit) noexcept;
   // TFC: the length an ESP tunnel SA pads an inner packet of innerLength to (0 = none).
   std::uint32_t tfcPadTo(const Sa& sa, std::size_t innerLength) noexcept;
   void sendTooBig(std::span<const std::uint8_t> inner, std::size_t mtu) noexcept;

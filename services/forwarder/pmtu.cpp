@@ -4,7 +4,9 @@
 // byte work is lib/esp/pmtu; this file decides and sends. AH tunnel mode and
 // the ESP tunnel inside AH use the same DF policy, MTU rule, ICMP and
 // fragments (ah.cpp, bundle.cpp): AH signs first, the fragments are cut from
-// the signed packet.
+// the signed packet. Transport mode (ESP, AH, ESP+AH, ESP in UDP) has the
+// same MTU rule behind the host's own header (fitTransport; transport.cpp
+// and ah.cpp cut the protected packet into fragments).
 //
 // Why our own outer header for IPv4: the raw ESP socket decides DF per
 // socket (IP_MTU_DISCOVER), not per packet, and refuses nothing below the
@@ -119,6 +121,23 @@ bool Forwarder::fitInner(const Sa& sa, const TunnelOptions* t, std::span<const s
   return true;
 }
 
+// Transport mode (RFC 4303 §3.1.1, RFC 4302 §3.1.1): nothing goes in front of
+// the host's header, so the MTU the sender must use is the SA's less what we
+// put behind it (ESP, AH, UDP). The same rule as a tunnel's inner packet
+// (fitInner): DF or IPv6 above 1280 gets ICMP, the rest is cut into fragments
+// once protected (fit.mtu). Judged on the packet as it came, before IPComp:
+// an ICMP must quote the sender's packet, and a packet IPComp would have
+// shrunk below the MTU is not known yet.
+bool Forwarder::fitTransport(const Sa& sa, std::span<const std::uint8_t> packet, const esp::EspLayout* esp,
+                             std::size_t headerLength, std::size_t extra, TunnelFit& fit) noexcept {
+  const TunnelOptions* t = tunnelOf(sa);
+  const bool fits =
+      fitInner(sa, t, packet, fit, esp::maxTransportLength(esp, pathMtu(sa, t), headerLength, extra));
+  fit.padTo = 0;  // TFC is a tunnel's (RFC 4303 §2.7)
+  fit.outerDf = false;  // the host's own DF bit stays as it is
+  return fits;
+}
+
 // For a packet whose size is only known at the second stage of a bundle
 // (ESP transport inside the tunnel): pads up to the SA's tfcPad, never beyond
 // what fits the MTU, never a packet that is to be fragmented anyway.
@@ -218,6 +237,7 @@ bool Forwarder::sendFragments(std::span<const std::uint8_t> packet, std::size_t 
   } else {
     flushSendBatch(dst.isV4() ? send4_ : send6_);
     flushSendBatch(dst.isV4() ? sendUdp4_ : sendUdp6_);
+    flushSendBatch(dst.isV4() ? sendHdr4_ : sendHdr6_);  // transport mode
   }
   sockaddr_storage addr{};
   const socklen_t alen = esp::toSockaddr({dst, 0}, addr);

@@ -73,7 +73,8 @@ std::uint8_t Forwarder::hopLimitOf(const msghdr& m) noexcept {
   return 64;
 }
 
-bool Forwarder::outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, const Policy* p) noexcept {
+bool Forwarder::outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, const Policy* p,
+                                  const Sa* signer) noexcept {
   std::uint8_t* data = bufferData(w, buf);
   auto split = esp::transportSplit({data + kHeadroom, len});
   if (!split) {
@@ -85,6 +86,17 @@ bool Forwarder::outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t le
   if (split->fragment) {
     ++counters_.transport_out_drop_fragment;
     return false;
+  }
+  // The SA's path MTU (pmtu.cpp): ICMP to the sender, or fragments once
+  // sealed. With AH after ESP, the AH SA's MTU and header; inside an ESP
+  // tunnel, the tunnel's MTU has judged the packet already (bundle.cpp).
+  if (!p || !isEspInEspBundle(*p)) {
+    const std::size_t extra = signer ? ah::headerLength(signer->layout.icvLength, split->version == 6)
+                                     : (natTOf(sa) ? std::size_t{8} : 0);
+    TunnelFit fit;
+    if (!fitTransport(signer ? *signer : sa, {data + kHeadroom, len}, &sa.layout, split->headerLength, extra, fit)) {
+      return false;
+    }
   }
   // IPComp in transport mode (bundle.cpp): the upper-layer payload compressed first.
   std::uint32_t off = kHeadroom;
@@ -134,6 +146,17 @@ void Forwarder::queueTransportSend(Worker& w, const proto::CryptoCompletion& c, 
   std::uint8_t* packet = bufferData(w, c.bufferIndex) + c.offset - ctx.transportHeader;
   const bool v4 = (packet[0] >> 4) == 4;
   if (NatT* nat = natTOf(sa)) return queueTransportUdp(w, c, sa, *nat, packet, v4);
+  // Beyond the SA's MTU (the sender was allowed to fragment, pmtu.cpp
+  // fitTransport): the sealed packet leaves in fragments with its own
+  // Identification (IPv4) or a fragment header (IPv6).
+  const std::size_t length = c.length + ctx.transportHeader;
+  if (const std::size_t mtu = pathMtu(sa, tunnelOf(sa)); length > mtu) {
+    const esp::IpAddress dst = v4 ? esp::IpAddress::v4(std::span<const std::uint8_t, 4>(packet + 16, 4))
+                                  : esp::IpAddress::v6(std::span<const std::uint8_t, 16>(packet + 24, 16));
+    sendFragments({packet, length}, mtu, dst);
+    freeBuffer(w, c.bufferIndex);
+    return;
+  }
   SendBatch& b = v4 ? sendHdr4_ : sendHdr6_;
   if (b.fd < 0) b.fd = v4 ? fds_.hdr4.get() : fds_.hdr6.get();
   if (b.count == kBurst) flushSendBatch(b);
@@ -141,14 +164,13 @@ void Forwarder::queueTransportSend(Worker& w, const proto::CryptoCompletion& c, 
   // The destination as the header names it (with a routing header, the next hop).
   const socklen_t alen = v4 ? sockaddrOf({packet + 16, 4}, AF_INET, b.addrs[i])
                             : sockaddrOf({packet + 24, 16}, AF_INET6, b.addrs[i]);
-  b.iovs[i] = {packet, c.length + ctx.transportHeader};
+  b.iovs[i] = {packet, length};
   b.msgs[i] = {};
   b.msgs[i].msg_hdr.msg_name = &b.addrs[i];
   b.msgs[i].msg_hdr.msg_namelen = alen;
   b.msgs[i].msg_hdr.msg_iov = &b.iovs[i];
   b.msgs[i].msg_hdr.msg_iovlen = 1;
   b.buffers[i] = {&w, c.bufferIndex};
-  (void)sa;
 }
 
 // Transport mode behind a NAT (RFC 3948 §3.1.1): the ESP packet goes as the
@@ -188,6 +210,35 @@ void Forwarder::queueTransportUdp(Worker& w, const proto::CryptoCompletion& c, c
       return;
     }
     tos = static_cast<std::uint8_t>(((packet[0] & 0x0fu) << 4) | (packet[1] >> 4));
+  }
+  // Beyond the SA's MTU: fragments of the UDP datagram, cut by us on the
+  // header-included socket (IPv6: with our IPv6 and UDP header written here,
+  // as the tunnel path does, pmtu.cpp).
+  const std::size_t mtu = pathMtu(sa, tunnelOf(sa));
+  if (length + (v4 ? 0u : 48u) > mtu) {
+    if (!v4) {
+      esp::OuterHeader h;
+      h.src = sa.src;
+      h.dst = sa.dst;
+      h.tos = tos;
+      h.ttl = packet[7];
+      h.udpSport = nat.sport;
+      h.udpDport = nat.dport;
+      const auto at = h.udp() ? esp::writeOuterHeader({data, w.bufferSize}, c.offset, c.length, h) : std::nullopt;
+      if (!at) {
+        ++counters_.transport_out_drop_natt;
+        freeBuffer(w, c.bufferIndex);
+        return;
+      }
+      start = static_cast<std::uint32_t>(*at);
+      length = c.length + static_cast<std::uint32_t>(esp::outerHeaderLength(h));
+    }
+    if (sendFragments({data + start, length}, mtu, sa.dst)) {
+      ++counters_.natt_out_esp_packets;
+      ++counters_.transport_out_natt;
+    }
+    freeBuffer(w, c.bufferIndex);
+    return;
   }
   SendBatch& b = v4 ? sendUdp4_ : sendUdp6_;
   if (b.count == kBurst) flushSendBatch(b);

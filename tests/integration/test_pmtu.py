@@ -12,6 +12,10 @@ the MTU AH leaves (no padding: outer IP + AH), fragments cut after signing
 that B reassembles and verifies, the per-SA DF policy; so does the ESP
 tunnel inside AH (the tunnel SA's -mtu with AH counted), and the tunnel SA of
 ESP transport inside an ESP tunnel pads the inner ESP packet for TFC.
+
+Transport mode (ESP, AH, ESP+AH between the veth addresses) has the same
+MTU rule behind the host's own header: ICMP with the MTU left once ESP/AH is
+added, otherwise the protected packet leaves in fragments.
 """
 
 import os
@@ -353,6 +357,122 @@ class Bundles(unittest.TestCase):
                 self.assertGreaterEqual(c["esp_in_tfc_stripped"], 3, c)
                 self.assertGreaterEqual(c["bundle_in_packets"], 3, c)
                 self.assertGreaterEqual(c["transport_in_packets"], 3, c)
+
+
+# Transport mode (ESP, AH, ESP+AH): the SA's MTU judged behind the host's own
+# header. AES-GCM's ESP behind a 20-byte IPv4 header (40 for IPv6) in 1280.
+TRANSPORT_LIMIT_4 = 20 + (1280 - 20 - 8 - 8 - 16) // 4 * 4 - 2
+TRANSPORT_LIMIT_6 = 40 + (1280 - 40 - 8 - 8 - 16) // 4 * 4 - 2
+AH_TRANSPORT_LIMIT_4 = 1280 - 28  # HMAC-SHA-256-128's AH: 28 bytes over IPv4
+# ESP then AH behind the host's IPv4 header.
+BUNDLE_TRANSPORT_LIMIT_4 = 20 + (1280 - 20 - 28 - 8 - 8 - 16) // 4 * 4 - 2
+
+
+def with_mtu(lines, mtu=1280):
+    return [line.replace("-r 64", f"-r 64 -mtu {mtu}") for line in lines]
+
+
+def start_transport(tb, sas, request):
+    """Host-to-host SAs (both families) with -mtu 1280 and the transport policies."""
+    for h in tb.hosts():
+        out = ["flush;", "spdflush;"]
+        for fam in (4, 6):
+            out += with_mtu(sas(fam)) + test_bundles.host_policies(h.side, fam, request)
+        tb.start(h, "\n".join(out) + "\n", **test_bundles.transport_config(h.side))
+
+
+def ipv4_frag(p):
+    return IP in p and (p[IP].flags.MF or p[IP].frag > 0)
+
+
+class Transport(unittest.TestCase):
+    def check_v4(self, tb, bpf, proto, limit, name):
+        """-M dont: fragments of the protected packet both ways; -M do: ICMP with `limit`."""
+        b = OUTER[4][1]
+        # First without DF (before A's kernel learns an MTU for B and cuts the
+        # packet itself: transport mode protects whole datagrams only).
+        with Capture(tb.b, os.path.join(tb.b.workdir, f"{name}-dont.pcap"), bpf) as cap:
+            r = ping(tb.a, b, count=3, extra=("-M", "dont", "-s", "1300"))
+            pkts = cap.wait_for(lambda p: len(p) >= 12, timeout=3)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr + tb.log_text(tb.a))
+        mine = from_a(pkts, 4)
+        frags = [p for p in mine if ipv4_frag(p)]
+        self.assertGreaterEqual(len(frags), 6, [p.summary() for p in mine])
+        self.assertTrue(all(p[IP].proto == proto for p in frags))
+        self.assertTrue(all(p[IP].len <= 1280 for p in pkts))
+        self.assertFalse(any(p[IP].flags.DF for p in frags), "a fragment with DF")
+        for h in tb.hosts():
+            self.assertGreaterEqual(counters(h)["pmtu_out_fragmented"], 3)
+
+        before = counters(tb.a)
+        r = ping(tb.a, b, count=2, extra=("-M", "do", "-s", "1300"))
+        self.assertNotEqual(r.returncode, 0)
+        m = re.search(r"Frag needed and DF set \(mtu = (\d+)\)", r.stdout)
+        self.assertIsNotNone(m, r.stdout + r.stderr)
+        self.assertEqual(int(m.group(1)), limit)
+        d = espeer.delta(before, counters(tb.a))
+        self.assertGreaterEqual(d.get("pmtu_out_drop_too_big", 0), 1, d)
+        self.assertGreaterEqual(d.get("pmtu_icmp_sent", 0), 1, d)
+        # The largest packet that fits goes whole, DF kept.
+        with Capture(tb.b, os.path.join(tb.b.workdir, f"{name}-do.pcap"), bpf) as cap:
+            r = ping(tb.a, b, count=2, extra=("-M", "do", "-s", str(limit - 28)))
+            pkts = cap.wait_for(lambda p: len(from_a(p, 4)) >= 2, timeout=3)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        whole = from_a(pkts, 4)
+        self.assertTrue(whole)
+        self.assertTrue(all(p[IP].len == 1280 and p[IP].flags.DF and not ipv4_frag(p) for p in whole),
+                        [(p[IP].len, p[IP].flags) for p in whole])
+
+    def test_esp_transport_ipv4_fragments_or_answers_with_icmp(self):
+        with Testbed() as tb:
+            start_transport(tb, test_bundles.esp_sas, "esp/transport//require")
+            self.check_v4(tb, "ip proto 50", 50, TRANSPORT_LIMIT_4, "esp")
+            for h in tb.hosts():
+                c = counters(h)
+                self.assertGreaterEqual(c["transport_in_packets"], 5, c)
+                self.assertEqual(c["out_drop_send"], 0, c)
+
+    def test_esp_transport_ipv6_packet_too_big_and_fragments(self):
+        with Testbed() as tb:
+            start_transport(tb, test_bundles.esp_sas, "esp/transport//require")
+            b = OUTER[6][1]
+            # 1248 bytes: within IPv6's 1280 but not within the SA's 1246: our fragment headers.
+            size = TRANSPORT_LIMIT_6 + 2 - 48
+            with Capture(tb.b, os.path.join(tb.b.workdir, "esp6.pcap"), "ip6") as cap:
+                r = ping(tb.a, b, count=3, extra=("-s", str(size)))
+                pkts = cap.wait_for(lambda p: len([q for q in p if IPv6ExtHdrFragment in q]) >= 12, timeout=3)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr + tb.log_text(tb.a))
+            frags = [p for p in from_a(pkts, 6) if IPv6ExtHdrFragment in p]
+            self.assertGreaterEqual(len(frags), 6, [p.summary() for p in pkts])
+            self.assertTrue(all(p[IPv6ExtHdrFragment].nh == 50 for p in frags))
+            self.assertTrue(all(len(p[IPv6]) <= 1280 for p in frags))
+            self.assertGreaterEqual(counters(tb.b)["transport_in_packets"], 3)
+            # Above 1280: "packet too big" with the IPv6 minimum.
+            before = counters(tb.a)
+            r = ping(tb.a, b, count=2, extra=("-s", "1300"))
+            self.assertRegex(r.stdout, r"Packet too big: mtu=1280", r.stdout + r.stderr)
+            d = espeer.delta(before, counters(tb.a))
+            self.assertGreaterEqual(d.get("pmtu_icmp_sent", 0), 1, d)
+            self.assertGreaterEqual(d.get("pmtu_out_drop_too_big", 0), 1, d)
+
+    def test_ah_transport_ipv4_fragments_the_signed_packet_or_answers_with_icmp(self):
+        with Testbed() as tb:
+            start_transport(tb, test_bundles.ah_sas, "ah/transport//require")
+            self.check_v4(tb, "ip proto 51", 51, AH_TRANSPORT_LIMIT_4, "ah")
+            for h in tb.hosts():
+                c = counters(h)
+                self.assertGreaterEqual(c["ah_in_packets"], 5, c)
+                self.assertEqual(c["ah_in_drop_bad_icv"], 0, c)
+                self.assertEqual(c["esp_out_packets"], 0, c)
+
+    def test_esp_and_ah_transport_bundle_takes_the_ah_sas_mtu(self):
+        with Testbed() as tb:
+            start_transport(tb, lambda fam: test_bundles.esp_sas(fam) + test_bundles.ah_sas(fam), test_bundles.BOTH)
+            self.check_v4(tb, "ip proto 51", 51, BUNDLE_TRANSPORT_LIMIT_4, "esp-ah")
+            for h in tb.hosts():
+                c = counters(h)
+                self.assertGreaterEqual(c["bundle_in_packets"], 5, c)
+                self.assertEqual(c["ah_in_drop_bad_icv"], 0, c)
 
 
 if __name__ == "__main__":
