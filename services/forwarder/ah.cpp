@@ -211,23 +211,27 @@ bool Forwarder::outboundAh(Worker& w, std::uint32_t buf, std::uint32_t len, cons
     ++counters_.out_drop_sa_mode;
     return false;
   }
-  if (!tunnel) {
-    // Transport: the same MTU rule behind the host's header (pmtu.cpp
-    // fitTransport): ICMP to the sender, or fragments of the signed packet.
-    const std::span<const std::uint8_t> packet{bufferData(w, buf) + kHeadroom, len};
-    TunnelFit fit;
-    if (len == 0 || !fitTransport(*sa, packet, nullptr, 0,
-                                  ah::headerLength(sa->layout.icvLength, (packet[0] >> 4) == 6), fit)) {
-      if (len == 0) ++counters_.out_drop_bad_inner;
-      return false;
-    }
-    return frameAh(w, buf, kHeadroom, len, *sa, false, std::nullopt, &fit);
-  }
+  if (!tunnel) return signAhTransport(w, buf, len, *sa);
   // The SA's path MTU and DF policy as ESP tunnels have them (pmtu.cpp):
   // ICMP to the sender, or fragments of the signed packet.
   TunnelFit fit;
   if (!fitAhTunnel(*sa, {bufferData(w, buf) + kHeadroom, len}, fit)) return false;
   return frameAh(w, buf, kHeadroom, len, *sa, true, std::nullopt, &fit);
+}
+
+// Transport: the same MTU rule behind the host's header (pmtu.cpp
+// fitTransport): ICMP to the sender, or fragments of the signed packet.
+bool Forwarder::signAhTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa) noexcept {
+  const std::span<const std::uint8_t> packet{bufferData(w, buf) + kHeadroom, len};
+  if (packet.empty()) {
+    ++counters_.out_drop_bad_inner;
+    return false;
+  }
+  TunnelFit fit;
+  if (!fitTransport(sa, packet, nullptr, 0, ah::headerLength(sa.layout.icvLength, (packet[0] >> 4) == 6), fit)) {
+    return false;
+  }
+  return frameAh(w, buf, kHeadroom, len, sa, false, std::nullopt, &fit);
 }
 
 bool Forwarder::frameAh(Worker& w, std::uint32_t buf, std::uint32_t off, std::uint32_t len, Sa& sa, bool tunnel,

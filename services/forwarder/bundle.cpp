@@ -342,7 +342,7 @@ bool Forwarder::outboundEspAh(Worker& w, std::uint32_t buf, std::uint32_t len, c
     // transport SA signs it).
     const bool sent = !ah ? (tunnel ? sealTunnelForAh(w, buf, len, *esp, nullptr, flow)
                                     : outboundTransport(w, buf, len, *esp, &p))
-                          : frameAh(w, buf, kHeadroom, len, *ah, false);
+                          : signAhTransport(w, buf, len, *ah);
     if (sent) ++counters_.bundle_out_without_optional;
     return sent;
   }

@@ -333,6 +333,8 @@ class Forwarder {
   // aroundEspTos: a sealed ESP tunnel packet (a bundle): our outer header with this TOS, AH next header 50.
   // fit: tunnel mode, the outer DF bit and the MTU beyond which the signed packet is fragmented (pmtu.cpp).
   struct TunnelFit;
+  // AH transport on the host's packet at kHeadroom, judged by the SA's MTU first (pmtu.cpp).
+  bool signAhTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa) noexcept;
   bool frameAh(Worker& w, std::uint32_t buf, std::uint32_t off, std::uint32_t len, Sa& sa, bool tunnel,
                std::optional<std::uint8_t> aroundEspTos = std::nullopt, const TunnelFit* fit = nullptr) noexcept;
   void inboundAh(Worker& w, std::uint32_t buf, std::uint32_t start, std::uint32_t length, std::uint8_t tos) noexcept;
