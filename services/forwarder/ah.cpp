@@ -542,9 +542,12 @@ void Forwarder::onAhVerified(Worker& w, const proto::CryptoCompletion& c) noexce
                sa->spi);
     return drop(counters_.ah_in_drop_policy);
   }
-  // The policy asks for ESP inside this AH: AH alone is not enough.
+  // The policy asks for ESP inside this AH: AH alone is not enough, unless
+  // the ESP is only `use` (what our outbound sends when that SA is missing).
   for (const auto& r : p->requests) {
-    if (r.proto == IPPROTO_ESP) return drop(counters_.bundle_in_drop_missing_esp);
+    if (r.proto != IPPROTO_ESP) continue;
+    if (r.level != IPSEC_LEVEL_USE) return drop(counters_.bundle_in_drop_missing_esp);
+    ++counters_.bundle_in_without_optional;
   }
   if (sa->firstUse == 0) sa->firstUse = unixNow();
   ssize_t n = ::write(fds_.tun.get(), inner, innerLen);

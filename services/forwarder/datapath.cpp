@@ -752,13 +752,19 @@ void Forwarder::onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept {
   }
   const Policy* p = spd_.lookup(IPSEC_DIR_INBOUND, *flow);
   if (!p) p = spd_.lookup(IPSEC_DIR_FWD, *flow);
-  if (p && isEspInEspBundle(*p)) return drop(counters_.bundle_in_drop_missing_transport);
+  const bool tunnelAlone = p && isEspInEspBundle(*p);
+  if (tunnelAlone) {
+    // The tunnel alone: enough only when the transport ESP inside is `use`
+    // (bundleAllows judges from inside the tunnel, so not asked below).
+    if (p->requests[0].level != IPSEC_LEVEL_USE) return drop(counters_.bundle_in_drop_missing_transport);
+    ++counters_.bundle_in_without_optional;
+  }
   if (!p || p->action != IPSEC_POLICY_IPSEC || !requestAllows(*p, *sa)) {
     log::debug("in: {} -> {} via SPI {:#x} not allowed by the SPD", flow->src.toString(), flow->dst.toString(),
                sa->spi);
     return drop(counters_.esp_in_drop_policy);
   }
-  if (!bundleAllows(*p, ctx, false)) {  // bundle.cpp: ESP inside AH asks for both
+  if (!tunnelAlone && !bundleAllows(*p, ctx, false)) {  // bundle.cpp: ESP inside AH asks for both
     sa->counters.in_drop_other++;
     freeBuffer(w, c.bufferIndex);
     return;

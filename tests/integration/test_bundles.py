@@ -131,9 +131,10 @@ def esp_tunnel_ah_setkey(side, outer, with_ah=True):
     return "\n".join(out) + "\n"
 
 
-def esp_in_esp_setkey(side, outer, with_transport=True):
+def esp_in_esp_setkey(side, outer, with_transport=True, transport_level="require", transport_sas=True):
     """The ESP tunnel between the outer addresses; ESP transport between the inner hosts inside it
-    (with_transport False: this side sends and asks for the tunnel alone)."""
+    (with_transport False: this side sends and asks for the tunnel alone; transport_level: that
+    request's level; transport_sas False: no SAs for it)."""
     a, b = OUTER[outer]
     d = 0x10 * outer
     out = ["flush;", "spdflush;",
@@ -144,11 +145,12 @@ def esp_in_esp_setkey(side, outer, with_transport=True):
         ia, ib = INNER[fam]
         e = 0x10 * fam
         # Keys of the other direction: the two layers do not share one.
-        out += [f"add {ia} {ib} esp {INNER_SPI_AB + e:#x} -m transport -r 64 -E aes-gcm-16 0x{GCM_KEY_BA.hex()};",
-                f"add {ib} {ia} esp {INNER_SPI_BA + e:#x} -m transport -r 64 -E aes-gcm-16 0x{GCM_KEY_AB.hex()};"]
+        if transport_sas:
+            out += [f"add {ia} {ib} esp {INNER_SPI_AB + e:#x} -m transport -r 64 -E aes-gcm-16 0x{GCM_KEY_BA.hex()};",
+                    f"add {ib} {ia} esp {INNER_SPI_BA + e:#x} -m transport -r 64 -E aes-gcm-16 0x{GCM_KEY_AB.hex()};"]
         na, nb = INNER_NETS[fam]
         lnet, rnet = (na, nb) if side == "a" else (nb, na)
-        inner = "esp/transport//require " if with_transport else ""
+        inner = f"esp/transport//{transport_level} " if with_transport else ""
         out.append(f"spdadd {lnet} {rnet} any -P out ipsec {inner}esp/tunnel/{local}-{remote}/require;")
         out.append(f"spdadd {rnet} {lnet} any -P in ipsec {inner}esp/tunnel/{remote}-{local}/require;")
     return "\n".join(out) + "\n"
@@ -365,6 +367,19 @@ class BundleTest(unittest.TestCase):
             self.assertGreaterEqual(c["bundle_in_drop_missing_transport"], 3, c)
             self.assertEqual(c["esp_in_packets"], 0, c)
 
+    def test_a_use_level_esp_transport_without_its_sa_leaves_the_tunnel_alone(self):
+        with Testbed() as tb:
+            # Both ask for ESP transport at level use inside the tunnel and have no SA for it:
+            # each sends the tunnel alone (and ACQUIREs), each accepts the tunnel alone.
+            for h in tb.hosts():
+                tb.start(h, esp_in_esp_setkey(h.side, 4, transport_level="use", transport_sas=False))
+            self.ping_both_ways(tb, 4, INNER[4])
+            for h in tb.hosts():
+                c = counters(h)
+                self.assertGreaterEqual(c["bundle_out_without_optional"], 3, c)
+                self.assertGreaterEqual(c["bundle_in_without_optional"], 3, c)
+                self.assertEqual(c["bundle_in_drop_missing_transport"], 0, c)
+
     def test_ipcomp_esp_and_ah_in_transport_mode(self):
         three = "ipcomp/transport//use " + BOTH
         with Testbed() as tb:
@@ -401,6 +416,17 @@ class BundleTest(unittest.TestCase):
             c = counters(tb.b)
             self.assertGreaterEqual(c["bundle_in_drop_missing_esp"], 3, c)
             self.assertEqual(c["ah_in_packets"], 0, c)
+
+    def test_ah_without_a_use_level_esp_is_accepted(self):
+        with Testbed() as tb:
+            # A sends AH only; B asks for ESP (use) inside AH (require) and answers with both.
+            tb.start(tb.a, esp_ah_setkey("a", out_request="ah/transport//require"), **transport_config("a"))
+            tb.start(tb.b, esp_ah_setkey("b", in_request="esp/transport//use ah/transport//require"),
+                     **transport_config("b"))
+            self.ping_both_ways(tb, 6, OUTER[6])
+            c = counters(tb.b)
+            self.assertGreaterEqual(c["bundle_in_without_optional"], 3, c)
+            self.assertEqual(c["bundle_in_drop_missing_esp"], 0, c)
 
     def test_a_use_level_ah_without_its_sa_is_acquired_and_esp_goes_alone(self):
         with Testbed() as tb:
