@@ -184,25 +184,30 @@ void Forwarder::queueTransportUdp(Worker& w, const proto::CryptoCompletion& c, c
   nat.outbound = true;  // keepalives go to this peer
   std::uint8_t* data = bufferData(w, c.bufferIndex);
   std::uint32_t start = c.offset, length = c.length;
-  std::uint8_t tos = 0;
-  if (v4) {
-    esp::OuterHeader h;
-    h.src = sa.src;
-    h.dst = sa.dst;
-    h.tos = packet[1];
-    h.id = static_cast<std::uint16_t>((packet[4] << 8) | packet[5]);
-    h.dontFragment = (packet[6] & 0x40) != 0;
-    h.ttl = packet[8];
-    h.udpSport = nat.sport;
-    h.udpDport = nat.dport;
+  // Our IP and UDP header in front of the ESP (the host's TOS/traffic class and TTL kept).
+  esp::OuterHeader h;
+  h.src = sa.src;
+  h.dst = sa.dst;
+  h.udpSport = nat.sport;
+  h.udpDport = nat.dport;
+  auto writeOuter = [&]() noexcept {
     const auto at = h.udp() ? esp::writeOuterHeader({data, w.bufferSize}, c.offset, c.length, h) : std::nullopt;
     if (!at) {
       ++counters_.transport_out_drop_natt;
       freeBuffer(w, c.bufferIndex);
-      return;
+      return false;
     }
     start = static_cast<std::uint32_t>(*at);
     length = c.length + static_cast<std::uint32_t>(esp::outerHeaderLength(h));
+    return true;
+  };
+  std::uint8_t tos = 0;
+  if (v4) {
+    h.tos = packet[1];
+    h.id = static_cast<std::uint16_t>((packet[4] << 8) | packet[5]);
+    h.dontFragment = (packet[6] & 0x40) != 0;
+    h.ttl = packet[8];
+    if (!writeOuter()) return;
   } else {
     if (nat.dport == 0) {
       ++counters_.transport_out_drop_natt;
@@ -217,21 +222,9 @@ void Forwarder::queueTransportUdp(Worker& w, const proto::CryptoCompletion& c, c
   const std::size_t mtu = pathMtu(sa, tunnelOf(sa));
   if (length + (v4 ? 0u : 48u) > mtu) {
     if (!v4) {
-      esp::OuterHeader h;
-      h.src = sa.src;
-      h.dst = sa.dst;
       h.tos = tos;
       h.ttl = packet[7];
-      h.udpSport = nat.sport;
-      h.udpDport = nat.dport;
-      const auto at = h.udp() ? esp::writeOuterHeader({data, w.bufferSize}, c.offset, c.length, h) : std::nullopt;
-      if (!at) {
-        ++counters_.transport_out_drop_natt;
-        freeBuffer(w, c.bufferIndex);
-        return;
-      }
-      start = static_cast<std::uint32_t>(*at);
-      length = c.length + static_cast<std::uint32_t>(esp::outerHeaderLength(h));
+      if (!writeOuter()) return;
     }
     if (sendFragments({data + start, length}, mtu, sa.dst)) {
       ++counters_.natt_out_esp_packets;
