@@ -66,6 +66,9 @@ struct Acquire {
   src @1 :Data;
   dst @2 :Data;
   proto @3 :UInt8;
+  # Which of the policy's requests has no SA (a bundle may miss its second):
+  # its protocol, mode and reqid are what the ACQUIRE asks for.
+  requestIndex @4 :UInt8;
 }
 
 # An authenticated ESP-in-UDP packet of an SA came from another address or

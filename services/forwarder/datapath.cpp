@@ -252,6 +252,9 @@ void Forwarder::requestAcquire(const Policy& p, const Request& r, const esp::Flo
     a.setSrc(capnp::Data::Reader(s.data(), s.size()));
     a.setDst(capnp::Data::Reader(d.data(), d.size()));
     a.setProto(flow.proto);
+    for (std::size_t i = 0; i < p.requests.size(); ++i) {
+      if (&p.requests[i] == &r) a.setRequestIndex(static_cast<std::uint8_t>(i));
+    }
     policy_->send(b);
     ++counters_.out_acquires;
   } catch (...) {

@@ -207,6 +207,7 @@ class Forwarder {
   // was first held (0 for a new packet).
   bool outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, std::uint64_t heldSinceMs = 0) noexcept;
   bool holdForSa(Worker& w, std::uint32_t buf, std::uint32_t len, std::uint64_t sinceMs) noexcept;
+  // `r` is one of p.requests: the one without an SA, which the ACQUIRE names.
   void requestAcquire(const Policy& p, const Request& r, const esp::FlowKey& flow) noexcept;
   void releaseHeld() noexcept;
   void expireHeld() noexcept;

@@ -414,13 +414,17 @@ bool Server::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       const Policy* p = spd_.findById(a.getPolicyId());
       // The policy may have been deleted while the packet waited: nothing to ask for.
       if (!p || p->type != IPSEC_POLICY_IPSEC || p->requests.empty()) return true;
-      const std::uint8_t satype = satypeOf(p->requests.front().proto);
+      // The request without an SA (the AH of an ESP+AH bundle whose ESP SA
+      // exists is AH's ACQUIRE, as Linux names the template's protocol).
+      const Request& rq = a.getRequestIndex() < p->requests.size() ? p->requests[a.getRequestIndex()]
+                                                                   : p->requests.front();
+      const std::uint8_t satype = satypeOf(rq.proto);
       // The larval ACQUIRE state of (policy, src, dst): a new one is sent at
       // once; while it lives, repeats are suppressed blockacq_count times or
       // until blockacq_lifetime has passed since the last one sent.
       const std::uint64_t t = now();
       auto st = std::find_if(acquires_.begin(), acquires_.end(), [&](const AcquireState& x) {
-        return x.policyId == p->id && x.src.sameAddress(*src) && x.dst.sameAddress(*dst);
+        return x.policyId == p->id && x.satype == satype && x.src.sameAddress(*src) && x.dst.sameAddress(*dst);
       });
       if (st != acquires_.end()) {
         if (st->suppressed < blockacqCount_ && t < st->lastSent + blockacqLifetime_) {
@@ -432,7 +436,6 @@ bool Server::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
         st->lastSent = t;
       } else {
         if (acquires_.size() >= kMaxAcquires) acquires_.erase(acquires_.begin());  // the oldest
-        const Request& rq = p->requests.front();
         acquires_.push_back({++acquireSeq_, satype, *src, *dst, rq.mode, rq.reqid, p->id, t, t, 0});
         st = acquires_.end() - 1;
       }

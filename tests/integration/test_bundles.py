@@ -445,7 +445,8 @@ class BundleTest(unittest.TestCase):
                 self.assertNotIn("AH(", seen)
                 acquire = key_manager.wait_for(SADB_ACQUIRE, timeout=5)
                 self.assertIsNotNone(acquire, "no ACQUIRE for the missing AH SA")
-                # Between the hosts (the policy service names the bundle by its first request's satype).
+                # Between the hosts, for the request without an SA: AH (not the bundle's first, ESP).
+                self.assertEqual(acquire[0][3], SATYPE_AH, acquire)
                 self.assertTrue(any(ipaddress.ip_address(OUTER[fam][1]).packed in acquire[1][EXT_DST]
                                     for fam in (4, 6)), acquire)
             finally:

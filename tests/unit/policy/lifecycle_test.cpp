@@ -84,10 +84,11 @@ TEST(Lifecycle, APolicyWhoseHardLifetimeRunsOutIsDeletedAndAnnouncedToRegistered
   EXPECT_EQ(h.stat("spd_expires"), 1u);
 }
 
-void acquireFromForwarder(Harness& h, std::uint32_t policyId) {
+void acquireFromForwarder(Harness& h, std::uint32_t policyId, std::uint8_t requestIndex = 0) {
   capnp::MallocMessageBuilder b;
   auto a = b.initRoot<proto::ForwarderToPolicy>().initAcquire();
   a.setPolicyId(policyId);
+  a.setRequestIndex(requestIndex);
   const std::uint8_t src[] = {10, 0, 0, 1}, dst[] = {10, 0, 0, 2};
   a.setSrc(capnp::Data::Reader(src, 4));
   a.setDst(capnp::Data::Reader(dst, 4));
@@ -119,6 +120,38 @@ TEST(Lifecycle, RepeatedAcquiresAreSuppressedBlockacqCountTimesThenSentAgain) {
   EXPECT_EQ(seqs[0], seqs[1]);  // the same pending acquire
   EXPECT_EQ(s.h.stat("pfkey_acquires_blocked"), 2u);
   EXPECT_EQ(s.h.server().pendingAcquires(), 1u);
+}
+
+TEST(Lifecycle, AnAcquireNamesTheBundleRequestWithoutAnSa) {
+  Harness h;
+  TestClient km = h.connect();
+  km.send(header(SADB_REGISTER, SADB_SATYPE_ESP));
+  km.send(header(SADB_REGISTER, SADB_SATYPE_AH));
+  // esp/transport//require ah/transport//unique:7 from 10.0.0.1 to 10.0.0.2.
+  pfkey::Builder add(SADB_X_SPDADD, SADB_SATYPE_UNSPEC, 0, 4242);
+  pfkey::PolicyFields p;
+  p.type = IPSEC_POLICY_IPSEC;
+  p.dir = IPSEC_DIR_OUTBOUND;
+  p.priority = 0x80000000u;
+  p.requests.push_back({IPPROTO_ESP, IPSEC_MODE_TRANSPORT, IPSEC_LEVEL_REQUIRE, 0, {}, {}});
+  p.requests.push_back({IPPROTO_AH, IPSEC_MODE_TRANSPORT, IPSEC_LEVEL_UNIQUE, 7, {}, {}});
+  add.policy(p);
+  add.address(SADB_EXT_ADDRESS_SRC, v4(10, 0, 0, 1), 32, IPSEC_ULPROTO_ANY);
+  add.address(SADB_EXT_ADDRESS_DST, v4(10, 0, 0, 2), 32, IPSEC_ULPROTO_ANY);
+  km.send(add.finish());
+  h.pump();
+  km.drain();
+  const std::uint32_t id = h.server().spd().all()[0].id;
+  acquireFromForwarder(h, id, 1);  // the ESP SA exists, the AH SA does not
+  auto ah = km.drain();
+  ASSERT_EQ(ah.size(), 1u);
+  EXPECT_EQ(parsed(ah[0]).msg().sadb_msg_satype, SADB_SATYPE_AH);
+  acquireFromForwarder(h, id, 0);  // another flow's ESP: not suppressed by AH's pending one
+  auto esp = km.drain();
+  ASSERT_EQ(esp.size(), 1u);
+  EXPECT_EQ(parsed(esp[0]).msg().sadb_msg_satype, SADB_SATYPE_ESP);
+  acquireFromForwarder(h, id, 9);  // out of range: the first request, as before
+  EXPECT_EQ(km.drain().size(), 0u);  // ESP's is pending: suppressed
 }
 
 TEST(Lifecycle, ALarvalAcquireStateDiesAfterTheLarvalLifetime) {
