@@ -356,6 +356,23 @@ std::uint64_t unixNow();
 // An UPDATE of SPI 0x1001 as policy sends it: the same key, a new source and
 // new soft byte limit, so the old SA's parameters can be told from the new.
 const std::uint8_t kUpdatedSrc[] = {198, 51, 100, 9};
+// A GETSPI of an ESP SPI in [min, max] from kSrc to kDst, as policy sends it;
+// returns keydb's errno (-1: no answer).
+int getSpi(KeydbHarness& h, std::uint64_t id, std::uint32_t min, std::uint32_t max) {
+  capnp::MallocMessageBuilder b;
+  auto req = b.initRoot<proto::PolicyToKeydb>();
+  req.setRequestId(id);
+  auto spi = req.initGetSpi();
+  spi.setSatype(SADB_SATYPE_ESP);
+  spi.setSrc(capnp::Data::Reader(kSrc, 4));
+  spi.setDst(capnp::Data::Reader(kDst, 4));
+  spi.setMin(min);
+  spi.setMax(max);
+  h.fromPolicy(b);
+  auto r = h.toPolicy();
+  return r.reader ? r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno() : -1;
+}
+
 void sendUpdate(KeydbHarness& h, std::uint64_t id, std::uint32_t spi = 0x1001) {
   capnp::MallocMessageBuilder u;
   addRequest(u, id, SADB_SATYPE_ESP, spi, SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, false);
@@ -519,17 +536,7 @@ TEST(KeydbService, AnUpdateRefusedForLackOfBrokerKeyMemoryIsEnomemAndLeavesTheOl
 // corrected UPDATE then completes it.
 TEST(KeydbService, ARefusedUpdateOfALarvalSaLeavesItLarval) {
   KeydbHarness h;
-  capnp::MallocMessageBuilder gs;
-  auto req = gs.initRoot<proto::PolicyToKeydb>();
-  req.setRequestId(1);
-  auto spi = req.initGetSpi();
-  spi.setSatype(SADB_SATYPE_ESP);
-  spi.setSrc(capnp::Data::Reader(kSrc, 4));
-  spi.setDst(capnp::Data::Reader(kDst, 4));
-  spi.setMin(0x6000);
-  spi.setMax(0x6000);
-  h.fromPolicy(gs);
-  ASSERT_TRUE(h.toPolicy().reader);
+  ASSERT_EQ(getSpi(h, 1, 0x6000, 0x6000), 0);
 
   sendUpdate(h, 2, 0x6000);
   auto s = h.toCrypto();
@@ -851,21 +858,7 @@ TEST(KeydbService, AnAddBeyondMaxSasIsEnobufsAndKeydbCarriesOn) {
   };
   for (std::uint32_t i = 0; i < 3; ++i) EXPECT_EQ(add(i + 1, 0x100 + i), 0);
   EXPECT_EQ(add(4, 0x200), ENOBUFS);
-  {
-    capnp::MallocMessageBuilder b;
-    auto g = b.initRoot<proto::PolicyToKeydb>();
-    g.setRequestId(5);
-    auto spi = g.initGetSpi();
-    spi.setSatype(SADB_SATYPE_ESP);
-    spi.setSrc(capnp::Data::Reader(kSrc, 4));
-    spi.setDst(capnp::Data::Reader(kDst, 4));
-    spi.setMin(0x1000);
-    spi.setMax(0x2000);
-    h.fromPolicy(b);
-    auto r = h.toPolicy();
-    ASSERT_TRUE(r.reader) << r.error;
-    EXPECT_EQ(r.reader->getRoot<proto::KeydbToPolicy>().getReply().getErrno(), ENOBUFS);
-  }
+  EXPECT_EQ(getSpi(h, 5, 0x1000, 0x2000), ENOBUFS);
   capnp::MallocMessageBuilder stats;
   h.keydb().fillStats(stats.initRoot<proto::Stats>());
   bool counted = false;
@@ -974,17 +967,7 @@ TEST(KeydbLifetimes, AnSaWithoutLimitsIsNeverExpiredAndALarvalOneEndsAfterLarval
   h.keydb().setSysctl("net.key.larval_lifetime", 1);
   LiveSa sa;
   addLiveEspSa(h, 0x4004, sa);
-  capnp::MallocMessageBuilder g;
-  auto req = g.initRoot<proto::PolicyToKeydb>();
-  req.setRequestId(9);
-  auto spi = req.initGetSpi();
-  spi.setSatype(SADB_SATYPE_ESP);
-  spi.setSrc(capnp::Data::Reader(kSrc, 4));
-  spi.setDst(capnp::Data::Reader(kDst, 4));
-  spi.setMin(0x5000);
-  spi.setMax(0x5000);
-  h.fromPolicy(g);
-  ASSERT_TRUE(h.toPolicy().reader);
+  ASSERT_EQ(getSpi(h, 9, 0x5000, 0x5000), 0);
   EXPECT_EQ(h.keydb().sadSize(), 2u);
   const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(3500);
   while (h.keydb().sadSize() > 1 && std::chrono::steady_clock::now() < until) h.waitForPolicy(100);
