@@ -190,6 +190,17 @@ class BundleTest(unittest.TestCase):
         r = ping(tb.b, a, count=3, extra=extra)
         self.assertEqual(r.returncode, 0, f"ping B→A v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.b)}")
 
+    def ping_with_ah_around_esp(self, tb, packets):
+        """Pings both ways over IPv4 and IPv6 while B captures `packets` packets: AH outside, ESP
+        inside it, between the hosts' own addresses."""
+        cap = capture(tb.b, packets)
+        time.sleep(0.5)
+        for fam in (4, 6):
+            self.ping_both_ways(tb, fam, OUTER[fam])
+        seen, _ = cap.communicate(timeout=20)
+        self.assertRegex(seen, rf"{OUTER[4][0]} > {OUTER[4][1]}: AH\([^\n]*spi=0x{AH_AB + 0x40:08x}[^\n]*\): "
+                               rf"ESP\(spi=0x{SPI_AB + 0x40:08x}")
+
     def test_ipcomp_and_esp_in_transport_mode_over_ipv4_and_ipv6(self):
         with Testbed() as tb:
             for h in tb.hosts():
@@ -230,14 +241,7 @@ class BundleTest(unittest.TestCase):
         with Testbed() as tb:
             for h in tb.hosts():
                 tb.start(h, esp_ah_setkey(h.side), **transport_config(h.side))
-            cap = capture(tb.b, 4)
-            time.sleep(0.5)
-            for fam in (4, 6):
-                self.ping_both_ways(tb, fam, OUTER[fam])
-            seen, _ = cap.communicate(timeout=20)
-            # AH outside, ESP inside it, between the hosts' own addresses.
-            self.assertRegex(seen, rf"{OUTER[4][0]} > {OUTER[4][1]}: AH\([^\n]*spi=0x{AH_AB + 0x40:08x}[^\n]*\): "
-                                   rf"ESP\(spi=0x{SPI_AB + 0x40:08x}")
+            self.ping_with_ah_around_esp(tb, 4)
             tcp_transfer(tb.a, tb.b, OUTER[4][1], nbytes=1 << 20)
             tcp_transfer(tb.b, tb.a, OUTER[4][0], nbytes=1 << 20, port=5002)
             tcp_transfer(tb.a, tb.b, OUTER[6][1], nbytes=1 << 20, port=5003)
@@ -461,13 +465,7 @@ class BundleTest(unittest.TestCase):
             for h in tb.hosts():
                 r = h.setkey("\n".join(ah_sas(4) + ah_sas(6)) + "\n")
                 self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-            cap = capture(tb.b, 2)
-            time.sleep(0.5)
-            for fam in (4, 6):
-                self.ping_both_ways(tb, fam, OUTER[fam])
-            seen, _ = cap.communicate(timeout=20)
-            self.assertRegex(seen, rf"{OUTER[4][0]} > {OUTER[4][1]}: AH\([^\n]*spi=0x{AH_AB + 0x40:08x}[^\n]*\): "
-                                   rf"ESP\(spi=0x{SPI_AB + 0x40:08x}")
+            self.ping_with_ah_around_esp(tb, 2)
             tcp_transfer(tb.a, tb.b, OUTER[6][1], nbytes=1 << 20)
             for h in tb.hosts():
                 self.assertGreater(counters(h)["bundle_out_packets"], 6, counters(h))
