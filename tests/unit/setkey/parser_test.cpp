@@ -197,7 +197,8 @@ TEST(SetkeyParser, FreeBsdNatTSendsWhatTheIpsecToolsFormSends) {
   EXPECT_EQ(cmds[3].kind, CommandKind::kUpdate);
   EXPECT_TRUE(cmds[3].sa.natT);
 
-  const auto r = pfkey::parse(cmds[1].requests(1)[0]);
+  const auto bytes = cmds[1].requests(1);  // alive while the parsed message points into it
+  const auto r = pfkey::parse(bytes[0]);
   const auto& m = std::get<pfkey::ParsedMessage>(r);
   ASSERT_TRUE(m.natTType());
   EXPECT_EQ(*m.natTType(), kNatTEspInUdp);
@@ -219,7 +220,8 @@ TEST(SetkeyParser, FreeBsdNatTMtuIsTheOuterPathMtu) {
                       "add 192.0.2.1 192.0.2.2 esp-udp 1 -natt_mtu 1400 -mtu 1400" + gcm);
   ASSERT_EQ(cmds.size(), 3u);
   for (const auto& c : cmds) EXPECT_EQ(c.sa.options.mtu, 1400);
-  const auto r = pfkey::parse(cmds[0].requests(1)[0]);
+  const auto bytes = cmds[0].requests(1);  // alive while the parsed message points into it
+  const auto r = pfkey::parse(bytes[0]);
   ASSERT_TRUE(std::get<pfkey::ParsedMessage>(r).saOptions());
   EXPECT_EQ(std::get<pfkey::ParsedMessage>(r).saOptions()->mtu, 1400);
 
