@@ -11,12 +11,31 @@ using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("ipsec::proto");
 using Common = import "common.capnp";
 
+# Which way this host uses an SA (DESIGN §3, nonce safety): an SA is sealed
+# only by the host that sends on it. keydb decides from the SPD's outbound
+# templates (policy tells it); the broker seals only under `outbound` sessions
+# and opens only under the others. `unknown` (no outbound policy names the SA
+# yet) opens and refuses to seal until keydb says `outbound`.
+enum Direction {
+  unknown @0;
+  outbound @1;
+  inbound @2;
+}
+
 struct CreateSession {
   sa @0 :Common.SaRef;
   params @1 :Common.SaParams;
   keys @2 :Common.SaKeys;
-  ivNext @3 :UInt64;
+  ivNext @3 :UInt64;        # counter IVs: first usable value (starts at a random
+                            # 64-bit offset per SA and host, then only grows)
   ivLimit @4 :UInt64;
+  direction @5 :Direction;
+}
+
+# A live session's direction changed (a policy now names the SA as outbound).
+struct SessionDirection {
+  sa @0 :Common.SaRef;
+  direction @1 :Direction;
 }
 
 struct IvGrant {
@@ -29,6 +48,7 @@ struct KeydbToCrypto {
     createSession @0 :CreateSession;
     destroySession @1 :Common.SaRef;
     ivGrant @2 :IvGrant;
+    setDirection @3 :SessionDirection;
   }
 }
 

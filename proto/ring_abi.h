@@ -33,7 +33,8 @@ namespace ipsec::proto {
 inline constexpr std::uint64_t kRegionMagic = 0x31474e4952535049ULL;
 // Bump on any change of layout or of a field's meaning.
 // 2: CryptoOp kAhSign/kAhVerify and CryptoRequest::icvOffset.
-inline constexpr std::uint32_t kRegionVersion = 2;
+// 3: CryptoStatus kBadLength and kWrongDirection.
+inline constexpr std::uint32_t kRegionVersion = 3;
 
 inline constexpr std::size_t kCacheLine = 64;
 // Producer and consumer indices sit this far apart: adjacent-line prefetch on
@@ -142,6 +143,12 @@ enum class CryptoStatus : std::uint8_t {
                        // (seal/open on an AH session, AH ops on an ESP one)
   kSeqExhausted = 6,   // seal: the SA's reserved IV/sequence space is used up
   kInternalError = 7,  // the driver failed; nothing was written to the buffer
+  kBadLength = 8,      // a segment too short for its session's header, IV, pad
+                       // and ICV, or an encrypted part that is not a multiple
+                       // of the cipher's alignment: a bad packet, not a fault
+  kWrongDirection = 9, // seal under a session this host opens with, or open
+                       // under one it seals with (keydb names each SA's
+                       // direction); nothing was written
 };
 
 // One descriptor, 64 bytes: one cache line. The request ring carries it with

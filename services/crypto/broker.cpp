@@ -119,6 +119,8 @@ bool Broker::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       sessions_->grantIv(g.getSa().getIndex(), g.getSa().getGeneration(), g.getIvLimit());
       return true;
     }
+    case proto::KeydbToCrypto::SET_DIRECTION:
+      return true;  // enforced by the session table (issue 10, in progress)
   }
   return false;
 }
