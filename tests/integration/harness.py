@@ -8,14 +8,23 @@ by a veth pair. Addresses are documentation ranges only:
 
 There is no default route anywhere. Everything started here is stopped by
 pid, and the namespaces are deleted, also when a test fails or is interrupted.
+Before that, the testbed checks itself for leaks (LeakCheck): once ipsecd is
+stopped, no process the test started (nor any child ipsecd had) may be alive,
+no process of the test may hold a data-plane memfd (`memfd:ipsec-ring`), the
+runtime directories must be empty and the namespaces gone.
+
+Tests wait for conditions with wait_for() and capture with Capture (tcpdump,
+known to be listening before traffic flows), never with a fixed sleep.
 Used by the integration and interop tests and by the demo (scripts/demo).
 """
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -48,6 +57,232 @@ def binary(name):
 
 def run(cmd, check=True, **kw):
     return subprocess.run(cmd, check=check, capture_output=True, text=True, **kw)
+
+
+# --- Processes, named by identity -------------------------------------------
+# Helpers run tests in parallel on this machine, so a pid alone could name
+# another helper's process once ours is gone: (pid, start time) names one
+# process for its whole life. A zombie has exited and holds nothing.
+
+RING_MEMFD = "memfd:ipsec-ring"  # the data-plane regions (lib/ring/region.cpp)
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    ppid: int
+    start: int   # clock ticks after boot (/proc/<pid>/stat field 22)
+    state: str
+    name: str
+
+    @property
+    def identity(self):
+        return (self.pid, self.start)
+
+
+def proc_info(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except OSError:
+        return None
+    rest = text[text.rindex(")") + 2:].split()
+    return ProcInfo(pid, int(rest[1]), int(rest[19]), rest[0], text[text.index("(") + 1:text.rindex(")")])
+
+
+def is_alive(identity):
+    info = proc_info(identity[0])
+    return info is not None and info.start == identity[1] and info.state not in ("Z", "X")
+
+
+def process_table():
+    """{pid: ProcInfo} of every live process on the machine."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            info = proc_info(int(entry))
+            if info and info.state not in ("Z", "X"):
+                table[info.pid] = info
+    return table
+
+
+def descendants(pids, table):
+    children = {}
+    for info in table.values():
+        children.setdefault(info.ppid, []).append(info)
+    found, todo = [], list(pids)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child.pid)
+    return found
+
+
+def ring_memfds(pid):
+    """The fd numbers and mappings of pid that are data-plane regions."""
+    held = []
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        fds = []
+    for fd in fds:
+        try:
+            if RING_MEMFD in os.readlink(f"/proc/{pid}/fd/{fd}"):
+                held.append(f"fd {fd}")
+        except OSError:
+            pass
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            if any(RING_MEMFD in line for line in f):
+                held.append("a mapping")
+    except OSError:
+        pass
+    return held
+
+
+def netns_of(pid):
+    try:
+        st = os.stat(f"/proc/{pid}/ns/net")
+        return (st.st_dev, st.st_ino)
+    except OSError:
+        return None
+
+
+def uid_of(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class LeakError(AssertionError):
+    """The testbed found something the test left behind after stopping it."""
+
+
+# --- Waiting and capturing -----------------------------------------------------
+
+def _what_text(what):
+    return what() if callable(what) else what
+
+
+def _short_repr(value, limit=400):
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[:limit] + "..."
+
+
+def wait_for(condition, timeout, what, step=0.05):
+    """Calls condition() until it returns something true, and returns that.
+
+    At the timeout, the exception condition() raised on its last call is raised
+    again (with a note naming `what`), or else an AssertionError naming `what` and
+    the last value. `what` may be a callable, evaluated only then (a log, say)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        error = None
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001  (kept to re-raise at the deadline)
+            error, value = e, None
+        if time.monotonic() >= deadline:
+            if error is not None:
+                error.add_note(f"wait_for: timed out after {timeout} s waiting for {_what_text(what)}")
+                raise error
+            raise AssertionError(f"timed out after {timeout} s waiting for {_what_text(what)}; "
+                                 f"last value: {_short_repr(value)}")
+        time.sleep(min(step, max(0.0, deadline - time.monotonic())))
+
+
+class Capture:
+    """tcpdump -w in a host's namespace: `with Capture(host, path, bpf, iface) as cap:`.
+
+    Entering returns once tcpdump says "listening on" (its filter is attached, so
+    whatever is sent afterwards is captured); leaving stops it by pid. packets()
+    reads the pcap with scapy, text() prints it the way tcpdump -n prints live."""
+
+    LISTEN_TIMEOUT = 10
+
+    def __init__(self, host, path, bpf, iface):
+        self.host, self.path, self.bpf, self.iface = host, path, bpf, iface
+        self.proc = None
+
+    def __enter__(self):
+        # -Z root: Debian's tcpdump otherwise drops to user tcpdump, which cannot
+        # write into the root-owned test directory. -U: one write per packet.
+        self.proc = self.host.popen(["tcpdump", "-i", self.iface, "-n", "-U", "-Z", "root", "-s", "0",
+                                     "-w", self.path, self.bpf],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            self._wait_until_listening()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _wait_until_listening(self):
+        said = b""
+
+        def listening_or_gone():
+            nonlocal said
+            readable, _, _ = select.select([self.proc.stderr], [], [], 0.1)
+            chunk = os.read(self.proc.stderr.fileno(), 4096) if readable else b""
+            said += chunk
+            return b"listening on" in said or (readable and not chunk) or self.proc.poll() is not None
+
+        wait_for(listening_or_gone, self.LISTEN_TIMEOUT,
+                 lambda: f"tcpdump on {self.iface} in {self.host.ns} to say 'listening on'; it said {said!r}")
+        if b"listening on" not in said:
+            raise RuntimeError(f"tcpdump on {self.iface} in {self.host.ns} did not start: {said!r}")
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc.stderr.close()
+
+    def packets(self):
+        """Everything captured so far, as scapy packets (a partly written last record is left out)."""
+        import scapy.layers.l2  # noqa: F401  (registers Ethernet, the link type of the capture)
+        from scapy.utils import PcapReader
+        out = []
+        try:
+            with PcapReader(self.path) as r:
+                for p in r:
+                    out.append(p)
+        except Exception:  # noqa: BLE001  (the last record may still be being written)
+            pass
+        return out
+
+    def text(self, *flags):
+        """The capture as tcpdump -n prints it (flags such as -v added)."""
+        return run(["tcpdump", "-r", self.path, "-n", *flags]).stdout
+
+    def wait_for(self, pred, timeout=5.0, what="the packets expected"):
+        """The packets captured once pred(packets) holds; AssertionError at the timeout."""
+        got = []
+
+        def holds():
+            nonlocal got
+            got = self.packets()
+            return pred(got)
+        wait_for(holds, timeout, lambda: f"{_what_text(what)} on {self.iface} in {self.host.ns} "
+                                         f"({len(got)} packets captured)")
+        return got
+
 
 
 def sa_lines(alg, outer):
@@ -87,6 +322,8 @@ class Host:
     log: object = None
     runtime: str = ""
     extra_pids: list = field(default_factory=list)
+    # Every process this host's test started or saw ipsecd start: identity → what it was.
+    started: dict = field(default_factory=dict)
 
     def exec(self, cmd, check=True, timeout=60, **kw):
         return run(["ip", "netns", "exec", self.ns] + cmd, check=check, timeout=timeout, **kw)
@@ -94,7 +331,21 @@ class Host:
     def popen(self, cmd, **kw):
         p = subprocess.Popen(["ip", "netns", "exec", self.ns] + cmd, **kw)
         self.extra_pids.append(p)
+        self.remember(p.pid, f"{os.path.basename(cmd[0])} started by the test in {self.ns}")
         return p
+
+    def remember(self, pid, what):
+        info = proc_info(pid)
+        if info:
+            self.started.setdefault(info.identity, what)
+
+    def remember_children(self, table=None):
+        """Records the descendants of every process started here (ipsecd's run under other uids)."""
+        table = table or process_table()
+        roots = [pid for (pid, start) in self.started if pid in table and table[pid].start == start]
+        for child in descendants(roots, table):
+            self.started.setdefault(child.identity, f"{child.name} (uid {uid_of(child.pid)}), "
+                                                    f"a child of pid {child.ppid} in {self.ns}")
 
     def ipsecctl(self, *args):
         r = self.exec([binary("ipsecctl"), "--runtime-dir", self.runtime] + list(args))
@@ -127,11 +378,16 @@ class Host:
 class Testbed:
     """Two namespaces joined by a veth; `with Testbed() as tb:` cleans up."""
 
+    # How long processes get to exit after ipsecd stopped before they count as leaked.
+    LEAK_GRACE = 5
+
     def __init__(self, tag=None):
         tag = tag or f"{os.getpid() % 100000}"
         self.tmp = tempfile.mkdtemp(prefix="ipsec-test-")
         self.a = Host("a", f"ipsec-{tag}-a", os.path.join(self.tmp, "a"))
         self.b = Host("b", f"ipsec-{tag}-b", os.path.join(self.tmp, "b"))
+        self.netns_ids = {}  # (st_dev, st_ino) of each namespace made here → its name
+        self.closed = False
 
     def __enter__(self):
         try:
@@ -141,8 +397,9 @@ class Testbed:
             raise
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *_):
+        # A test that already failed keeps its own error; its leaks are printed.
+        self.close(raise_leaks=exc_type is None)
 
     def hosts(self):
         return (self.a, self.b)
@@ -151,6 +408,8 @@ class Testbed:
         for h in self.hosts():
             os.makedirs(h.workdir)
             run(["ip", "netns", "add", h.ns])
+            st = os.stat(f"/run/netns/{h.ns}")
+            self.netns_ids[(st.st_dev, st.st_ino)] = h.ns
             h.exec(["ip", "link", "set", "lo", "up"])
         run(["ip", "link", "add", "veth-ipsec-a", "netns", self.a.ns, "type", "veth",
              "peer", "name", "veth-ipsec-b", "netns", self.b.ns])
@@ -189,15 +448,16 @@ class Testbed:
         if debug:
             cmd.append("--debug")
         h.proc = subprocess.Popen(cmd, stdout=h.log, stderr=subprocess.STDOUT)
+        h.remember(h.proc.pid, f"ipsecd in {h.ns}")
         pidfile = os.path.join(h.runtime, "ipsecd.pid")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if os.path.exists(pidfile):
-                return h
-            if h.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"ipsecd in {h.ns} did not become ready:\n{self.log_text(h)}")
+        # ipsecd writes its pid file once every service said it is ready.
+        wait_for(lambda: os.path.exists(pidfile) or h.proc.poll() is not None, 20,
+                 lambda: f"ipsecd in {h.ns} to become ready:\n{self.log_text(h)}")
+        if h.proc.poll() is not None:
+            raise RuntimeError(f"ipsecd in {h.ns} exited ({h.proc.returncode}) before it was ready:\n"
+                               f"{self.log_text(h)}")
+        h.remember_children()
+        return h
 
     def start_pair(self, alg="aes-gcm", outer=4, **extra):
         sas = sa_lines(alg, outer)
@@ -215,7 +475,9 @@ class Testbed:
         """SIGTERM ipsecd and wait; returns its exit status."""
         if not h.proc or h.proc.poll() is not None:
             return h.proc.returncode if h.proc else None
-        # `ip netns exec` execs ipsecd, so the Popen pid is ipsecd's own.
+        # `ip netns exec` execs ipsecd, so the Popen pid is ipsecd's own. Its
+        # children are recorded first: once it is gone they have no parent to find them by.
+        h.remember_children()
         h.proc.send_signal(signal.SIGTERM)
         try:
             return h.proc.wait(timeout)
@@ -223,8 +485,30 @@ class Testbed:
             h.proc.kill()
             return h.proc.wait(5)
 
-    def close(self):
+    def close(self, raise_leaks=True):
+        """Stops everything, checks for leaks, then removes what is left.
+
+        Raises LeakError (after the clean-up) if raise_leaks and something leaked;
+        otherwise prints the leaks. Returns the list of leaks."""
+        if self.closed:
+            return []
+        self.closed = True
+        leaks = []
+        try:
+            self._stop_everything()
+            leaks = self.leaks_after_stop()
+        finally:
+            self._remove_everything()
+        leaks += [f"namespace {h.ns} still exists" for h in self.hosts() if os.path.exists(f"/run/netns/{h.ns}")]
+        if leaks and raise_leaks:
+            raise LeakError("the testbed leaked:\n  " + "\n  ".join(leaks))
+        if leaks:
+            print("the testbed leaked:\n  " + "\n  ".join(leaks), file=sys.stderr)
+        return leaks
+
+    def _stop_everything(self):
         for h in self.hosts():
+            h.remember_children()
             for p in h.extra_pids:
                 if p.poll() is None:
                     p.kill()
@@ -237,10 +521,59 @@ class Testbed:
                         stream.close()
             try:
                 self.stop(h)
-            except Exception:
+            except Exception:  # noqa: BLE001  (the leak check says what is left)
                 pass
             if h.log:
                 h.log.close()
+
+    def leaks_after_stop(self):
+        """What is left once ipsecd is stopped and the test's own processes killed.
+
+        Ours are the processes recorded while they ran (ipsecd, its children, what the
+        test started) and anything in a namespace made here; other tests on this
+        machine may hold ring memfds of their own, and are none of these."""
+        leaks = []
+
+        def clean():
+            nonlocal leaks
+            leaks = self._find_leaks()
+            return not leaks
+        try:
+            wait_for(clean, self.LEAK_GRACE, "the testbed's processes to exit")
+        except AssertionError:
+            pass
+        return leaks
+
+    def _find_leaks(self):
+        table = process_table()
+        started = {ident: what for h in self.hosts() for ident, what in h.started.items()}
+        leaks = []
+        for info in table.values():
+            why = started.get(info.identity)
+            ns = self.netns_ids.get(netns_of(info.pid))
+            if why is None and ns is None:
+                continue
+            what = why or f"{info.name} (uid {uid_of(info.pid)}) in namespace {ns}"
+            leaks.append(f"pid {info.pid} still alive: {what}")
+            held = ring_memfds(info.pid)
+            if held:
+                leaks.append(f"pid {info.pid} ({info.name}) holds {RING_MEMFD} as {', '.join(held)}")
+        held = ring_memfds(os.getpid())
+        if held:
+            leaks.append(f"the test process holds {RING_MEMFD} as {', '.join(held)}")
+        for h in self.hosts():
+            if h.runtime and os.path.isdir(h.runtime) and os.listdir(h.runtime):
+                leaks.append(f"runtime directory {h.runtime} not empty: {sorted(os.listdir(h.runtime))}")
+        return leaks
+
+    def _remove_everything(self):
+        for h in self.hosts():
+            for ident in h.started:
+                if is_alive(ident):
+                    try:
+                        os.kill(ident[0], signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
         for h in self.hosts():
             # Anything still inside the namespace was started by us: by pid.
             r = run(["ip", "netns", "pids", h.ns], check=False)
