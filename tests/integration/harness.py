@@ -351,6 +351,15 @@ class Host:
         r = self.exec([binary("ipsecctl"), "--runtime-dir", self.runtime] + list(args))
         return r.stdout
 
+    def sysctl(self, assignment):
+        """Sets a sysctl (NAME=VALUE) and returns once every service applied it.
+
+        ipsecd replies before its services have read the new value; a stats request
+        goes down the same control channels after it, so its answer is the barrier."""
+        out = self.ipsecctl("sysctl", assignment)
+        self.stats()
+        return out
+
     def stats(self):
         """{service: {counter: value}} plus {service + '/sas': [...]}."""
         return json.loads(self.ipsecctl("stats", "--json"))

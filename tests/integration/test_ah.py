@@ -5,11 +5,10 @@ and through transport mode over both families; on the wire only AH (never
 ESP); a wrong key on one side is counted as a bad ICV and delivers nothing;
 net.inet.ah.enable = 0 drops and counts."""
 
-import subprocess
-import time
+import os
 import unittest
 
-from harness import HMAC_KEY_AB, HMAC_KEY_BA, INNER, INNER_NETS, OUTER, Testbed, ping, tcp_transfer
+from harness import HMAC_KEY_AB, HMAC_KEY_BA, INNER, INNER_NETS, OUTER, Capture, Testbed, ping, tcp_transfer
 
 SPI_AB = 0x5101
 SPI_BA = 0x5102
@@ -49,11 +48,10 @@ def transport_config(side):
     }
 
 
-def capture(host, count, seconds=15):
-    """tcpdump of AH and ESP on B's veth, started before traffic flows."""
-    return host.popen(["timeout", str(seconds), "tcpdump", "-n", "-l", "-i", "veth-ipsec-b", "-c", str(count),
-                       "ah or esp or ip6 proto 51 or ip6 proto 50"],
-                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def capture(host, name):
+    """AH and ESP on B's veth, listening before traffic flows."""
+    return Capture(host, os.path.join(host.workdir, f"{name}.pcap"), "ah or esp or ip6 proto 51 or ip6 proto 50",
+                   "veth-ipsec-b")
 
 
 def counters(h):
@@ -72,14 +70,14 @@ class AhTest(unittest.TestCase):
         with Testbed() as tb:
             for h in tb.hosts():
                 tb.start(h, ah_tunnel_setkey(h.side, outer))
-            cap = capture(tb.b, 4)
-            time.sleep(0.5)
-            for fam in (4, 6):
-                r = ping(tb.a, INNER[fam][1], count=3)
-                self.assertEqual(r.returncode, 0, f"ping A→B v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.a)}")
-                r = ping(tb.b, INNER[fam][0], count=3)
-                self.assertEqual(r.returncode, 0, f"ping B→A v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.b)}")
-            seen, _ = cap.communicate(timeout=20)
+            with capture(tb.b, f"tunnel{outer}") as cap:
+                for fam in (4, 6):
+                    r = ping(tb.a, INNER[fam][1], count=3)
+                    self.assertEqual(r.returncode, 0, f"ping A→B v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.a)}")
+                    r = ping(tb.b, INNER[fam][0], count=3)
+                    self.assertEqual(r.returncode, 0, f"ping B→A v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.b)}")
+                cap.wait_for(lambda p: len(p) >= 24, what="the 24 packets of 12 pings")
+            seen = cap.text()
             a, b = OUTER[outer]
             self.assertIn(f"{a} > {b}: AH(spi=0x{SPI_AB:08x}", seen)
             self.assertNotIn("ESP(", seen)
@@ -107,15 +105,15 @@ class AhTest(unittest.TestCase):
         with Testbed() as tb:
             for h in tb.hosts():
                 tb.start(h, ah_transport_setkey(h.side), **transport_config(h.side))
-            cap = capture(tb.b, 4)
-            time.sleep(0.5)
-            for fam in (4, 6):
-                a, b = OUTER[fam]
-                r = ping(tb.a, b, count=3)
-                self.assertEqual(r.returncode, 0, f"ping A→B v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.a)}")
-                r = ping(tb.b, a, count=3)
-                self.assertEqual(r.returncode, 0, f"ping B→A v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.b)}")
-            seen, _ = cap.communicate(timeout=20)
+            with capture(tb.b, "transport") as cap:
+                for fam in (4, 6):
+                    a, b = OUTER[fam]
+                    r = ping(tb.a, b, count=3)
+                    self.assertEqual(r.returncode, 0, f"ping A→B v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.a)}")
+                    r = ping(tb.b, a, count=3)
+                    self.assertEqual(r.returncode, 0, f"ping B→A v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.b)}")
+                cap.wait_for(lambda p: len(p) >= 24, what="the 24 packets of 12 pings")
+            seen = cap.text()
             self.assertIn(f"{OUTER[4][0]} > {OUTER[4][1]}: AH(spi=0x{SPI_AB + 0x40:08x}", seen)
             tcp_transfer(tb.a, tb.b, OUTER[4][1], nbytes=1 << 20)
             tcp_transfer(tb.b, tb.a, OUTER[6][0], nbytes=1 << 20, port=5002)
@@ -143,12 +141,12 @@ class AhTest(unittest.TestCase):
             for h in tb.hosts():
                 tb.start(h, ah_tunnel_setkey(h.side, 4))
             self.assertEqual(ping(tb.a, INNER[4][1], count=1).returncode, 0, tb.log_text(tb.a))
-            tb.b.ipsecctl("sysctl", "net.inet.ah.enable=0")
+            tb.b.sysctl("net.inet.ah.enable=0")
             self.assertNotEqual(ping(tb.a, INNER[4][1], count=2).returncode, 0)
             self.assertGreaterEqual(counters(tb.b)["ah_in_drop_disabled"], 2)
             self.assertNotEqual(ping(tb.b, INNER[4][0], count=2).returncode, 0)
             self.assertGreaterEqual(counters(tb.b)["ah_out_drop_disabled"], 2)
-            tb.b.ipsecctl("sysctl", "net.inet.ah.enable=1")
+            tb.b.sysctl("net.inet.ah.enable=1")
             self.assertEqual(ping(tb.a, INNER[4][1], count=1).returncode, 0)
 
 

@@ -28,12 +28,10 @@
 
 import ipaddress
 import os
-import subprocess
-import time
 import unittest
 
-from harness import (GCM_KEY_AB, GCM_KEY_BA, HMAC_KEY_AB, HMAC_KEY_BA, INNER, INNER_NETS, OUTER, Testbed, ping,
-                     tcp_transfer)
+from harness import (GCM_KEY_AB, GCM_KEY_BA, HMAC_KEY_AB, HMAC_KEY_BA, INNER, INNER_NETS, OUTER, Capture, Testbed,
+                     ping, tcp_transfer)
 from test_pfkey_more import EXT_DST, SADB_ACQUIRE, SADB_REGISTER, PfkeyClient
 
 SATYPE_AH = 2
@@ -156,11 +154,10 @@ def esp_in_esp_setkey(side, outer, with_transport=True, transport_level="require
     return "\n".join(out) + "\n"
 
 
-def capture(host, count, seconds=15):
-    """tcpdump of AH/ESP on B's veth, started before traffic flows."""
-    return host.popen(["timeout", str(seconds), "tcpdump", "-n", "-l", "-v", "-i", "veth-ipsec-b", "-c", str(count),
-                       "ah or esp or ip6 proto 51 or ip6 proto 50"],
-                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def capture(host, name):
+    """AH and ESP on B's veth, listening before traffic flows."""
+    return Capture(host, os.path.join(host.workdir, f"{name}.pcap"), "ah or esp or ip6 proto 51 or ip6 proto 50",
+                   "veth-ipsec-b")
 
 
 def counters(h):
@@ -190,14 +187,18 @@ class BundleTest(unittest.TestCase):
         r = ping(tb.b, a, count=3, extra=extra)
         self.assertEqual(r.returncode, 0, f"ping B→A v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.b)}")
 
-    def ping_with_ah_around_esp(self, tb, packets):
-        """Pings both ways over IPv4 and IPv6 while B captures `packets` packets: AH outside, ESP
-        inside it, between the hosts' own addresses."""
-        cap = capture(tb.b, packets)
-        time.sleep(0.5)
-        for fam in (4, 6):
-            self.ping_both_ways(tb, fam, OUTER[fam])
-        seen, _ = cap.communicate(timeout=20)
+    def captured_pings(self, tb, name, addresses):
+        """What tcpdump -v prints of B's veth (AH and ESP) while pings cross both ways between
+        `addresses` (OUTER or INNER), IPv4 and IPv6."""
+        with capture(tb.b, name) as cap:
+            for fam in (4, 6):
+                self.ping_both_ways(tb, fam, addresses[fam])
+            cap.wait_for(lambda p: len(p) >= 24, what="the 24 packets of 12 pings")
+        return cap.text("-v")
+
+    def ping_with_ah_around_esp(self, tb, name):
+        """Pings both ways over IPv4 and IPv6: AH outside, ESP inside it, between the hosts' own addresses."""
+        seen = self.captured_pings(tb, name, OUTER)
         self.assertRegex(seen, rf"{OUTER[4][0]} > {OUTER[4][1]}: AH\([^\n]*spi=0x{AH_AB + 0x40:08x}[^\n]*\): "
                                rf"ESP\(spi=0x{SPI_AB + 0x40:08x}")
 
@@ -241,7 +242,7 @@ class BundleTest(unittest.TestCase):
         with Testbed() as tb:
             for h in tb.hosts():
                 tb.start(h, esp_ah_setkey(h.side), **transport_config(h.side))
-            self.ping_with_ah_around_esp(tb, 4)
+            self.ping_with_ah_around_esp(tb, "esp-in-ah")
             tcp_transfer(tb.a, tb.b, OUTER[4][1], nbytes=1 << 20)
             tcp_transfer(tb.b, tb.a, OUTER[4][0], nbytes=1 << 20, port=5002)
             tcp_transfer(tb.a, tb.b, OUTER[6][1], nbytes=1 << 20, port=5003)
@@ -273,11 +274,7 @@ class BundleTest(unittest.TestCase):
             extra = {"tun_mtu": "1360"} if outer == 6 else {}
             for h in tb.hosts():
                 tb.start(h, esp_tunnel_ah_setkey(h.side, outer), **extra)
-            cap = capture(tb.b, 2)
-            time.sleep(0.5)
-            for fam in (4, 6):
-                self.ping_both_ways(tb, fam, INNER[fam])
-            seen, _ = cap.communicate(timeout=20)
+            seen = self.captured_pings(tb, f"tunnel{outer}", INNER)
             d = 0x10 * outer
             a, b = OUTER[outer]
             # Outer header between the tunnel's ends, AH, then the tunnel's ESP.
@@ -317,11 +314,7 @@ class BundleTest(unittest.TestCase):
             # this test about the bundle, not about path MTU discovery.
             for h in tb.hosts():
                 tb.start(h, esp_in_esp_setkey(h.side, outer), tun_mtu="1360")
-            cap = capture(tb.b, 2)
-            time.sleep(0.5)
-            for fam in (4, 6):
-                self.ping_both_ways(tb, fam, INNER[fam])
-            seen, _ = cap.communicate(timeout=20)
+            seen = self.captured_pings(tb, f"tunnel{outer}", INNER)
             d = 0x10 * outer
             a, b = OUTER[outer]
             # Between the tunnel's ends, the tunnel SA's ESP outside.
@@ -439,11 +432,7 @@ class BundleTest(unittest.TestCase):
             key_manager = PfkeyClient(os.path.join(tb.a.runtime, "pfkey"))
             try:
                 self.assertIsNotNone(key_manager.call(SADB_REGISTER, SATYPE_AH))
-                cap = capture(tb.b, 4)
-                time.sleep(0.5)
-                for fam in (4, 6):
-                    self.ping_both_ways(tb, fam, OUTER[fam])
-                seen, _ = cap.communicate(timeout=20)
+                seen = self.captured_pings(tb, "esp-alone", OUTER)
                 # ESP alone between the hosts, no AH around it.
                 self.assertRegex(seen, rf"{OUTER[4][0]} > {OUTER[4][1]}: ESP\(spi=0x{SPI_AB + 0x40:08x}")
                 self.assertNotIn("AH(", seen)
@@ -465,7 +454,7 @@ class BundleTest(unittest.TestCase):
             for h in tb.hosts():
                 r = h.setkey("\n".join(ah_sas(4) + ah_sas(6)) + "\n")
                 self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-            self.ping_with_ah_around_esp(tb, 2)
+            self.ping_with_ah_around_esp(tb, "ah-added")
             tcp_transfer(tb.a, tb.b, OUTER[6][1], nbytes=1 << 20)
             for h in tb.hosts():
                 self.assertGreater(counters(h)["bundle_out_packets"], 6, counters(h))

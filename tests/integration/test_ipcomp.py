@@ -88,7 +88,7 @@ class IpcompBundleTest(unittest.TestCase):
                         self.assertEqual(v, 0, f"{h.side}: {k} = {v}")
 
             # net.inet.ipcomp.enable = 0: dropped and counted.
-            tb.a.ipsecctl("sysctl", "net.inet.ipcomp.enable=0")
+            tb.a.sysctl("net.inet.ipcomp.enable=0")
             r = ping(tb.a, b_in, count=2, extra=("-s", "1000", "-p", "61", "-w", "2"))
             self.assertNotEqual(r.returncode, 0)
             self.assertGreaterEqual(tb.a.counter("ipcomp_out_drop_disabled"), 2)

@@ -9,14 +9,13 @@ are each counted as datagrams of their own would be (IPv4 and IPv6)."""
 
 import os
 import sys
-import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
 
 import natt_pfkey  # noqa: E402
 from harness import (GCM_KEY_AB, GCM_KEY_BA, INNER, OUTER, SPI_AB, SPI_BA, Testbed, ping,  # noqa: E402
-                     spd_lines, tcp_transfer)
+                     spd_lines, tcp_transfer, wait_for)
 
 PORT_A, PORT_B = 4500, 4501
 
@@ -96,7 +95,7 @@ class NattTunnelTest(unittest.TestCase):
                     if "drop" in k and k != "out_drop_no_policy" or k == "natt_out_gso_fallback":
                         self.assertEqual(v, 0, f"{h.side}: {k} = {v}")
             b0 = tb.b.stats()["ipsec-forwarder"]["counters"]
-            tb.b.ipsecctl("sysctl", "net.inet.ipsec.udp_gro=0")
+            tb.b.sysctl("net.inet.ipsec.udp_gro=0")
             tcp_transfer(tb.a, tb.b, INNER[4][1], nbytes=2 << 20, port=5003)
             b1 = tb.b.stats()["ipsec-forwarder"]["counters"]
             self.assertEqual(b1["natt_in_gro_datagrams"], b0["natt_in_gro_datagrams"])
@@ -120,13 +119,13 @@ class NattTunnelTest(unittest.TestCase):
             before = tb.b.stats()["ipsec-forwarder"]["counters"]
             tb.a.exec(["/usr/bin/python3", "-c", GSO_SEND, b_addr, str(PORT_B), "8", esp, marker, esp, cut])
             tb.a.exec(["/usr/bin/python3", "-c", GSO_SEND, b_addr, str(PORT_B), "1", "ff", "ff", "ff"])
-            deadline = time.monotonic() + 3
-            while True:
+
+            def deltas():
                 c = tb.b.stats()["ipsec-forwarder"]["counters"]
-                d = {k: c[k] - before[k] for k in c}
-                if d["natt_in_gro_datagrams"] >= 2 or time.monotonic() > deadline:
-                    break
-                time.sleep(0.1)
+                return {k: c[k] - before[k] for k in c}
+            wait_for(lambda: deltas()["natt_in_gro_datagrams"] >= 2, 3,
+                     lambda: f"the two coalesced datagrams counted: {deltas()}")
+            d = deltas()
             self.assertEqual(d["natt_in_gro_datagrams"], 2, d)
             self.assertEqual(d["natt_in_gro_segments"], 7, d)
             self.assertEqual(d["esp_in_drop_no_sa"], 2, d)

@@ -21,7 +21,6 @@ added, otherwise the protected packet leaves in fragments.
 import os
 import re
 import sys
-import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
@@ -120,10 +119,10 @@ class PathMtu(unittest.TestCase):
     def test_default_mtu_sysctl_applies_to_sas_without_their_own(self):
         with Testbed() as tb:
             start(tb, 4)
-            tb.a.ipsecctl("sysctl", "net.inet.ipsec.default_mtu=1280")
+            tb.a.sysctl("net.inet.ipsec.default_mtu=1280")
             r = ping(tb.a, INNER[4][1], count=2, extra=("-M", "do", "-s", "1300"))
             self.assertIn(f"mtu = {INNER_LIMIT_4}", r.stdout, r.stdout + r.stderr)
-            tb.a.ipsecctl("sysctl", "net.inet.ipsec.default_mtu=1500")
+            tb.a.sysctl("net.inet.ipsec.default_mtu=1500")
             r = ping(tb.a, INNER[4][1], count=2, extra=("-M", "dont", "-s", "1300"))
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
@@ -143,17 +142,17 @@ class DfBit(unittest.TestCase):
             start(tb, 4)
             self.assertEqual(outer_df(tb, True, "copy-do"), {True}, "default: copy")
             self.assertEqual(outer_df(tb, False, "copy-dont"), {False}, "default: copy")
-            tb.a.ipsecctl("sysctl", "net.inet.ipsec.dfbit=0")
+            tb.a.sysctl("net.inet.ipsec.dfbit=0")
             self.assertEqual(outer_df(tb, True, "clear"), {False})
-            tb.a.ipsecctl("sysctl", "net.inet.ipsec.dfbit=1")
+            tb.a.sysctl("net.inet.ipsec.dfbit=1")
             self.assertEqual(outer_df(tb, False, "set"), {True})
 
     def test_per_sa_policy_wins_over_the_sysctl(self):
         with Testbed() as tb:
             start(tb, 4, "-df clear", "-df set")
-            tb.a.ipsecctl("sysctl", "net.inet.ipsec.dfbit=1")
+            tb.a.sysctl("net.inet.ipsec.dfbit=1")
             self.assertEqual(outer_df(tb, True, "sa-clear"), {False})
-            tb.b.ipsecctl("sysctl", "net.inet.ipsec.dfbit=0")
+            tb.b.sysctl("net.inet.ipsec.dfbit=0")
             with Capture(tb.b, os.path.join(tb.b.workdir, "sa-set.pcap"), "ip proto 50") as cap:
                 r = ping(tb.a, INNER[4][1], count=2, extra=("-M", "dont", "-s", "100"))
                 pkts = cap.wait_for(lambda p: len(p) >= 4, timeout=3)
@@ -183,8 +182,9 @@ class TfcAndDummies(unittest.TestCase):
             # Idle: A's SA sends a dummy each second, B discards them, nothing is delivered.
             a0, b0 = counters(tb.a), counters(tb.b)
             with Capture(tb.b, os.path.join(tb.b.workdir, "dummy.pcap"), "ip proto 50") as cap:
-                time.sleep(3.5)
-                pkts = cap.packets()
+                pkts = cap.wait_for(lambda p: len(from_a(p, 4)) >= 2
+                                    and counters(tb.b)["esp_in_dummy"] - b0["esp_in_dummy"] >= 2,
+                                    timeout=5, what="two dummies from A, discarded by B")
             a1, b1 = counters(tb.a), counters(tb.b)
             self.assertGreaterEqual(a1["esp_out_dummy"] - a0["esp_out_dummy"], 2)
             self.assertGreaterEqual(b1["esp_in_dummy"] - b0["esp_in_dummy"], 2)
@@ -295,8 +295,8 @@ class AhTunnel(unittest.TestCase):
     def test_per_sa_df_policy_on_an_ah_sa_wins_over_the_sysctl(self):
         with Testbed() as tb:
             start_ah(tb, 4, "-df clear", "-df set")
-            tb.a.ipsecctl("sysctl", "net.inet.ipsec.dfbit=1")
-            tb.b.ipsecctl("sysctl", "net.inet.ipsec.dfbit=0")
+            tb.a.sysctl("net.inet.ipsec.dfbit=1")
+            tb.b.sysctl("net.inet.ipsec.dfbit=0")
             with Capture(tb.b, os.path.join(tb.b.workdir, "ah-df.pcap"), AH_BPF) as cap:
                 r = ping(tb.a, INNER[4][1], count=2, extra=("-M", "do", "-s", "100"))
                 pkts = cap.wait_for(lambda p: len(p) >= 4, timeout=3)

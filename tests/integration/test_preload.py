@@ -13,13 +13,14 @@ with and without the preload.
 
 import errno
 import os
+import re
 import select
 import socket
 import subprocess
 import time
 import unittest
 
-from harness import BUILD, GCM_KEY_AB, GCM_KEY_BA, INNER, INNER_NETS, OUTER, Testbed, binary, ping, run
+from harness import BUILD, GCM_KEY_AB, GCM_KEY_BA, INNER, INNER_NETS, OUTER, Testbed, binary, ping, run, wait_for
 
 PRELOAD = os.path.join(BUILD, "lib", "libipsec-pfkey-preload.so")
 STEPS = ["socket-events", "socket-requests", "REGISTER-ESP", "REGISTER-AH", "GETSPI", "DELETE-larval",
@@ -43,6 +44,7 @@ class Client:
         self.proc = subprocess.Popen(preloaded(h) + [binary("pfkey_client"), *args],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         h.extra_pids.append(self.proc)
+        h.remember(self.proc.pid, f"pfkey_client (preloaded) in {h.ns}")
         self.buf = b""
         self.lines = []
 
@@ -184,7 +186,11 @@ class PreloadTest(unittest.TestCase):
             # Closing the child as charon does removes everything it installed;
             # first GET shows the traffic counted in LIFETIME_CURRENT (the
             # forwarder reports usage to keydb every second).
-            time.sleep(1.5)
+            def usage_reported(h):
+                used = [int(n) for n in re.findall(r"current: (\d+)\(bytes\)", self.setkey(h, "-D"))]
+                return len(used) >= 2 and all(used)
+            wait_for(lambda: all(usage_reported(h) for h in tb.hosts()), 5,
+                     "both SAs of each host to show bytes in setkey -D")
             for c in (ca, cb):
                 c.say("used")
                 self.assertEqual(c.finish(), 0, "\n".join(c.lines))

@@ -5,25 +5,12 @@ no repeated (SPI, sequence number) and no repeated (SPI, IV)."""
 import os
 import signal
 import subprocess
-import time
 import unittest
 
-from harness import INNER, Testbed, ping
+from harness import INNER, Capture, Testbed, ping, wait_for
 
 from scapy.all import IP, rdpcap  # noqa: E402  (Debian's python3-scapy)
 from scapy.layers.ipsec import ESP  # noqa: E402
-
-
-def wait_for(pred, timeout=15, step=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if pred():
-                return True
-        except Exception:
-            pass
-        time.sleep(step)
-    return False
 
 
 class ResilienceTest(unittest.TestCase):
@@ -31,26 +18,28 @@ class ResilienceTest(unittest.TestCase):
         with Testbed() as tb:
             tb.start_pair("aes-gcm", 4)
             pcap = os.path.join(tb.tmp, "wire.pcap")
-            cap = tb.b.popen(["tcpdump", "-i", "veth-ipsec-b", "-n", "-U", "-w", pcap, "ip proto 50"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            self.assertTrue(wait_for(lambda: os.path.exists(pcap)), "tcpdump did not start")
-            time.sleep(0.5)
-            flood = tb.a.popen(["ping", "-n", "-q", "-i", "0.005", "-w", "14", INNER[4][1]],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            time.sleep(2)
-            for victim in ("ipsec-forwarder", "ipsec-crypto"):
-                old = tb.a.pid_of(victim)
-                os.kill(old, signal.SIGKILL)
-                self.assertTrue(wait_for(lambda: tb.a.pid_of(victim) != old, timeout=15),
-                                f"{victim} was not restarted:\n{tb.log_text(tb.a)}")
-                # Traffic resumes through the new data plane.
-                self.assertTrue(wait_for(lambda: ping(tb.a, INNER[4][1], count=1).returncode == 0, timeout=15),
-                                f"no traffic after restarting {victim}:\n{tb.log_text(tb.a)}")
-                time.sleep(2)
-            out, _ = flood.communicate(timeout=30)
+
+            def flows(packets=100):
+                """Waits until `packets` more ESP packets left A (so the capture spans them)."""
+                start = tb.a.counter("esp_out_packets")
+                wait_for(lambda: tb.a.counter("esp_out_packets") - start >= packets, 15,
+                         lambda: f"{packets} ESP packets from A:\n{tb.log_text(tb.a)}")
+
+            with Capture(tb.b, pcap, "ip proto 50", "veth-ipsec-b"):
+                flood = tb.a.popen(["ping", "-n", "-q", "-i", "0.005", "-w", "14", INNER[4][1]],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                flows()
+                for victim in ("ipsec-forwarder", "ipsec-crypto"):
+                    old = tb.a.pid_of(victim)
+                    os.kill(old, signal.SIGKILL)
+                    wait_for(lambda: tb.a.pid_of(victim) != old, 15,
+                             lambda: f"{victim} to be restarted:\n{tb.log_text(tb.a)}")
+                    # Traffic resumes through the new data plane.
+                    wait_for(lambda: ping(tb.a, INNER[4][1], count=1).returncode == 0, 15,
+                             lambda: f"traffic after restarting {victim}:\n{tb.log_text(tb.a)}")
+                    flows()
+                out, _ = flood.communicate(timeout=30)
             self.assertEqual(ping(tb.a, INNER[4][1], count=3).returncode, 0)
-            cap.send_signal(signal.SIGINT)
-            cap.wait(10)
             self.assertIn("restarting the data plane", tb.log_text(tb.a))
 
             seen_seq, seen_iv = set(), set()

@@ -4,10 +4,9 @@ per-packet tracing in the log; unknown names are refused."""
 
 import json
 import subprocess
-import time
 import unittest
 
-from harness import INNER, Testbed, binary, ping
+from harness import INNER, Testbed, binary, ping, wait_for
 
 
 class SysctlTest(unittest.TestCase):
@@ -20,17 +19,17 @@ class SysctlTest(unittest.TestCase):
                 self.assertIn(name, all_)
             self.assertEqual(all_["net.inet.esp.enable"], 1)
 
-            self.assertIn("net.inet.esp.enable: 0", tb.a.ipsecctl("sysctl", "net.inet.esp.enable=0"))
+            self.assertIn("net.inet.esp.enable: 0", tb.a.sysctl("net.inet.esp.enable=0"))
             self.assertNotEqual(ping(tb.a, INNER[4][1], count=2, extra=("-W", "1")).returncode, 0)
             self.assertGreaterEqual(tb.a.counter("esp_out_drop_disabled"), 2)
-            tb.a.ipsecctl("sysctl", "net.inet.esp.enable=1")
+            tb.a.sysctl("net.inet.esp.enable=1")
             self.assertEqual(ping(tb.a, INNER[4][1], count=2).returncode, 0)
 
             self.assertNotIn(" D out ", tb.log_text(tb.a))
-            tb.a.ipsecctl("sysctl", "net.inet.ipsec.debug=1")
+            tb.a.sysctl("net.inet.ipsec.debug=1")
             self.assertEqual(ping(tb.a, INNER[4][1], count=1).returncode, 0)
-            time.sleep(0.2)
-            self.assertIn(" D out 198.51.100.1 -> 203.0.113.1", tb.log_text(tb.a))
+            wait_for(lambda: " D out 198.51.100.1 -> 203.0.113.1" in tb.log_text(tb.a), 5,
+                     lambda: f"the forwarder's trace of the ping in A's log:\n{tb.log_text(tb.a)}")
 
             r = tb.a.exec([binary("ipsecctl"), "--runtime-dir", tb.a.runtime, "sysctl", "net.inet.no.such=1"],
                           check=False)

@@ -3,16 +3,14 @@ the inner TOS into the outer header; decapsulation passes congestion (outer CE)
 on to an ECN-capable inner packet and drops a Not-ECT one, counted."""
 
 import os
-import subprocess
 import sys
-import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
 
 import espeer  # noqa: E402
-from harness import INNER, OUTER, Testbed, ping  # noqa: E402
-from scapy.all import ICMP, IP, IPv6, rdpcap  # noqa: E402
+from harness import INNER, OUTER, Capture, Testbed, ping, wait_for  # noqa: E402
+from scapy.all import ICMP, IP, IPv6  # noqa: E402
 
 SEND_WITH_TOS = r"""
 import socket, sys
@@ -41,7 +39,7 @@ class TosTest(unittest.TestCase):
                 with espeer.Capture(tb.b, pcap) as cap:
                     r = ping(tb.a, INNER[4][1], count=3, extra=("-Q", "0xba"))
                     self.assertEqual(r.returncode, 0, r.stdout)
-                    pkts = from_a(cap.wait_for(lambda got: len(from_a(got)) >= 3))
+                    pkts = from_a(cap.wait_for(lambda got: len(from_a(got)) >= 3, what="3 echo requests from A"))
                 seen = []
                 for pkt in pkts:
                     if pkt.haslayer(IP) and pkt[IP].src == OUTER[4][0]:
@@ -60,26 +58,18 @@ class TosTest(unittest.TestCase):
         with Testbed() as tb:
             espeer.start_host(tb, tb.a, "aes-gcm", 4)
             pcap = os.path.join(tb.tmp, "tun.pcap")
-            cap = tb.a.popen(["tcpdump", "-i", "ipsec0", "-n", "-U", "-Z", "root", "-w", pcap, "icmp"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            line = cap.stderr.readline()
-            self.assertIn("listening", line)
-            before = tb.a.stats()["ipsec-forwarder"]["counters"]
-            self.send_ce(tb, 1, 0x02)  # ECT(0) inside, CE outside → CE inside
-            self.send_ce(tb, 2, 0x00)  # Not-ECT inside → dropped
 
-            def requests():
-                try:
-                    return [p for p in rdpcap(pcap) if p.haslayer(ICMP) and p[ICMP].type == 8]
-                except Exception:  # the last record may be half written
-                    return []
-            self.assertTrue(espeer.wait_until(lambda: tb.a.counter("esp_in_drop_ecn") == before["esp_in_drop_ecn"] + 1,
-                                              timeout=5))
-            self.assertEqual(tb.a.counter("esp_in_packets"), before["esp_in_packets"] + 1)
-            espeer.wait_until(lambda: len(requests()) >= 1, timeout=5)
-            cap.send_signal(2)
-            cap.wait(5)
-            requests = requests()
+            def requests(pkts):
+                return [p for p in pkts if p.haslayer(ICMP) and p[ICMP].type == 8]
+            with Capture(tb.a, pcap, "icmp", "ipsec0") as cap:
+                before = tb.a.stats()["ipsec-forwarder"]["counters"]
+                self.send_ce(tb, 1, 0x02)  # ECT(0) inside, CE outside → CE inside
+                self.send_ce(tb, 2, 0x00)  # Not-ECT inside → dropped
+                wait_for(lambda: tb.a.counter("esp_in_drop_ecn") == before["esp_in_drop_ecn"] + 1, 5,
+                         "the Not-ECT packet counted in esp_in_drop_ecn")
+                self.assertEqual(tb.a.counter("esp_in_packets"), before["esp_in_packets"] + 1)
+                cap.wait_for(requests, timeout=5, what="the ECT echo request on A's TUN")
+            requests = requests(cap.packets())
             self.assertEqual(len(requests), 1, requests)
             self.assertEqual(requests[0][IP].tos & 3, 3)
             self.assertEqual(requests[0][ICMP].seq, 1)

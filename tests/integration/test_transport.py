@@ -4,11 +4,11 @@ both ways over IPv4 and IPv6 travel as ESP between the hosts' own addresses
 (no outer tunnel header); after shutdown no routing rule or route of the
 transport table is left behind."""
 
-import subprocess
-import time
+import os
+import signal
 import unittest
 
-from harness import GCM_KEY_AB, GCM_KEY_BA, OUTER, Testbed, ping, tcp_transfer
+from harness import GCM_KEY_AB, GCM_KEY_BA, OUTER, Capture, Testbed, ping, tcp_transfer, wait_for
 
 SPI_AB = 0x2001
 SPI_BA = 0x2002
@@ -35,10 +35,9 @@ def transport_config(side):
     }
 
 
-def capture_esp(host, dev, count, seconds=15):
-    """tcpdump of ESP on the veth, started before traffic flows."""
-    return host.popen(["timeout", str(seconds), "tcpdump", "-n", "-l", "-i", dev, "-c", str(count), "esp or ip6 proto 50"],
-                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def capture_esp(host, dev):
+    """ESP on the veth, listening before traffic flows."""
+    return Capture(host, os.path.join(host.workdir, f"esp-{dev}.pcap"), "esp or ip6 proto 50", dev)
 
 
 class TransportTest(unittest.TestCase):
@@ -51,15 +50,15 @@ class TransportTest(unittest.TestCase):
             self.assertIn(f"lookup {TABLE}", tb.a.exec(["ip", "-6", "rule"]).stdout)
             self.assertIn("dev ipsec0", tb.a.exec(["ip", "route", "show", "table", str(TABLE)]).stdout)
 
-            cap = capture_esp(tb.b, "veth-ipsec-b", 4)
-            time.sleep(0.5)
-            for fam in (4, 6):
-                a, b = OUTER[fam]
-                r = ping(tb.a, b, count=3)
-                self.assertEqual(r.returncode, 0, f"ping A→B v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.a)}")
-                r = ping(tb.b, a, count=3)
-                self.assertEqual(r.returncode, 0, f"ping B→A v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.b)}")
-            seen, _ = cap.communicate(timeout=20)
+            with capture_esp(tb.b, "veth-ipsec-b") as cap:
+                for fam in (4, 6):
+                    a, b = OUTER[fam]
+                    r = ping(tb.a, b, count=3)
+                    self.assertEqual(r.returncode, 0, f"ping A→B v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.a)}")
+                    r = ping(tb.b, a, count=3)
+                    self.assertEqual(r.returncode, 0, f"ping B→A v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.b)}")
+                cap.wait_for(lambda p: len(p) >= 24, what="the 24 packets of 12 pings")
+            seen = cap.text()
             # Transport mode: ESP between the hosts' own addresses, no inner header.
             self.assertIn(f"{OUTER[4][0]} > {OUTER[4][1]}: ESP(spi=0x{SPI_AB + 0x40:08x}", seen)
 
@@ -90,10 +89,10 @@ class TransportTest(unittest.TestCase):
                 tb.start(h, transport_setkey(h.side), **transport_config(h.side))
             r = ping(tb.a, OUTER[4][1], count=2)
             self.assertEqual(r.returncode, 0, r.stdout + tb.log_text(tb.a))
-            import os
-            import signal
             os.kill(tb.a.pid_of("ipsec-forwarder"), signal.SIGKILL)
-            time.sleep(1.0)
+            # Stopped once ipsecd has seen the death (and set about restarting).
+            wait_for(lambda: "restarting the data plane" in tb.log_text(tb.a), 10,
+                     lambda: f"ipsecd to notice the forwarder's death:\n{tb.log_text(tb.a)}")
             tb.stop(tb.a)
             self.assertNotIn(f"lookup {TABLE}", tb.a.exec(["ip", "rule"]).stdout, tb.log_text(tb.a))
             self.assertNotIn(f"lookup {TABLE}", tb.a.exec(["ip", "-6", "rule"]).stdout)

@@ -1,12 +1,11 @@
 """Two ipsecd instances carry ping and TCP both ways through an ESP tunnel:
 both algorithms, IPv4 and IPv6 outer, IPv4 and IPv6 inner; after shutdown no
-process, TUN device, socket file or shared memory is left."""
+process, TUN device, socket file or shared memory is left (the TUN device
+checked here, the rest by the testbed's leak check)."""
 
-import os
-import subprocess
 import unittest
 
-from harness import INNER, Testbed, ping, run, tcp_transfer
+from harness import INNER, Testbed, ping, tcp_transfer
 
 
 class TunnelTest(unittest.TestCase):
@@ -31,17 +30,11 @@ class TunnelTest(unittest.TestCase):
                 # MLD) on the TUN matches no policy: that drop is expected.
                 if "drop" in k and k != "out_drop_no_policy":
                     self.assertEqual(v, 0, f"{k} = {v}")
-            # Shut down and look for leftovers.
-            pids = [p["pid"] for p in tb.a.audit()]
-            runtime = tb.a.runtime
+            # Shut down: the TUN device goes with ipsecd. Processes, ring memfds
+            # and the runtime directory are the testbed's leak check, at close.
             self.assertEqual(tb.stop(tb.a), 0, tb.log_text(tb.a))
-            for pid in pids:
-                self.assertFalse(os.path.exists(f"/proc/{pid}"), f"process {pid} left behind")
             links = tb.a.exec(["ip", "-o", "link"]).stdout
             self.assertNotIn("ipsec0", links)
-            self.assertEqual([f for f in os.listdir(runtime)], [])
-            shm = [f for f in os.listdir("/dev/shm")]
-            self.assertFalse([f for f in shm if "ipsec" in f], shm)
 
     def test_gcm_over_ipv4(self):
         self.check_pair("aes-gcm", 4)

@@ -10,10 +10,7 @@ Used by tests/interop and by tests/integration/test_bad_input.py.
 
 import hashlib
 import os
-import signal
 import struct
-import subprocess
-import time
 from dataclasses import dataclass
 from hmac import compare_digest
 
@@ -37,13 +34,20 @@ BLOCK = {"aes-gcm": 4, "aes-cbc": 16}  # what the payload must align to
 
 
 def wait_until(fn, timeout=5.0, step=0.05):
-    """Polls fn() until it returns something true or timeout passes; returns the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(step)
+    """harness.wait_for that returns fn()'s last value at the timeout instead of raising.
+
+    Kept for tests written against it; new code calls harness.wait_for, which says
+    what it waited for."""
+    last = None
+
+    def remembered():
+        nonlocal last
+        last = fn()
+        return last
+    try:
+        return harness.wait_for(remembered, timeout, "a condition", step)
+    except AssertionError:
+        return last
 
 
 def keys(alg, direction):
@@ -164,66 +168,11 @@ def outer_of(pkt):
     return 6, pkt[IPv6].src, pkt[IPv6].dst
 
 
-class Capture:
-    """tcpdump -w on a host's veth, ESP only; `with Capture(host, path) as cap:`."""
+class Capture(harness.Capture):
+    """tcpdump -w on a host's veth, ESP only unless told; `with Capture(host, path) as cap:`."""
 
     def __init__(self, host, path, bpf="ip proto 50 or ip6 proto 50"):
-        self.host, self.path, self.bpf = host, path, bpf
-        self.proc = None
-
-    def __enter__(self):
-        # -Z root: Debian's tcpdump otherwise drops to user tcpdump, which cannot
-        # write into the root-owned test directory. -U: one write per packet.
-        self.proc = self.host.popen(["tcpdump", "-i", VETH[self.host.side], "-n", "-U", "-Z", "root",
-                                     "-s", "0", "-w", self.path, self.bpf],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        # tcpdump says "listening on ..." once the filter is attached.
-        line = ""
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and "listening" not in line:
-            line = self.proc.stderr.readline()
-            if not line and self.proc.poll() is not None:
-                break
-        if "listening" not in line:
-            self.stop()
-            raise RuntimeError(f"tcpdump did not start: {line}")
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def packets(self):
-        """Everything captured so far (a partly written last record is left out)."""
-        import scapy.layers.l2  # noqa: F401  (registers Ethernet, the link type of the capture)
-        from scapy.utils import PcapReader
-        out = []
-        try:
-            with PcapReader(self.path) as r:
-                for p in r:
-                    out.append(p)
-        except Exception:  # the last record may still be being written
-            pass
-        return out
-
-    def wait_for(self, pred, timeout=5.0):
-        """Packets captured once pred(packets) holds, or at the timeout."""
-        got = []
-
-        def check():
-            nonlocal got
-            got = self.packets()
-            return pred(got)
-        wait_until(check, timeout)
-        return got
+        super().__init__(host, path, bpf, VETH[host.side])
 
 
 SENDER = r"""
@@ -381,7 +330,7 @@ def load_matrix(host, cases, outer):
     """Installs the matrix's SAs and this host's policies through setkey on a running
     ipsecd, allowing legacy algorithms first when a case needs them."""
     if any(c.legacy for c in cases):
-        host.ipsecctl("sysctl", "net.inet.ipsec.allow_legacy=1")
+        host.sysctl("net.inet.ipsec.allow_legacy=1")
     text = ("flush;\nspdflush;\n" + matrix_sa_lines(cases, outer)
             + matrix_spd_lines(cases, host.side, outer))
     r = host.setkey(text)

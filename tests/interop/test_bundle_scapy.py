@@ -26,7 +26,8 @@ from scapy.packet import Raw  # noqa: E402
 
 import espeer  # noqa: E402
 from espeer import Capture  # noqa: E402
-from harness import GCM_KEY_AB, GCM_KEY_BA, HMAC_KEY_AB, HMAC_KEY_BA, OUTER, Testbed, ping  # noqa: E402
+from harness import (GCM_KEY_AB, GCM_KEY_BA, HMAC_KEY_AB, HMAC_KEY_BA, OUTER, Testbed, ping,  # noqa: E402
+                     wait_for)
 
 ESP_AB, ESP_BA = 0x6401, 0x6402
 AH_AB, AH_BA = 0x6501, 0x6502
@@ -204,8 +205,10 @@ class EspInsideAhTransport(unittest.TestCase):
         sealed = reparse(self.sas_ba[4][0].encrypt(pkt))
         before = self.counters()
         self.tb.b.exec(["/usr/bin/python3", "-c", SENDER, "4", a, bytes(sealed).hex()], timeout=20)
-        d = espeer.wait_until(lambda: espeer.delta(before, self.counters()).get("bundle_in_drop_missing_ah"), 3)
-        self.assertEqual(d, 1, espeer.delta(before, self.counters()))
+        wait_for(lambda: espeer.delta(before, self.counters()).get("bundle_in_drop_missing_ah"), 3,
+                 lambda: f"bundle_in_drop_missing_ah to count: {espeer.delta(before, self.counters())}")
+        d = espeer.delta(before, self.counters())
+        self.assertEqual(d.get("bundle_in_drop_missing_ah"), 1, d)
 
 
 if __name__ == "__main__":

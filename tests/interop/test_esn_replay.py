@@ -47,7 +47,7 @@ from scapy.layers.ipsec import ESP, SecurityAssociation, _ESPPlain  # noqa: E402
 from scapy.packet import Raw  # noqa: E402
 
 import espeer  # noqa: E402
-from harness import INNER, OUTER, Testbed, spd_lines  # noqa: E402
+from harness import INNER, OUTER, Testbed, spd_lines, wait_for  # noqa: E402
 
 WINDOW = 4096
 N_REORDER = 6000
@@ -137,7 +137,7 @@ class EsnAndLargeWindow(unittest.TestCase):
             raise RuntimeError(f"setkey refused the SAs:\n{r.stdout}\n{r.stderr}")
         cls.sent = {SPI_REORDER: 0, SPI_WRAP_ESN: 0, SPI_WRAP_32: 0}
         cls.batch = 0
-        espeer.wait_until(lambda: cls.sa_counters(SPI_WRAP_32) is not None, timeout=10)
+        wait_for(lambda: cls.sa_counters(SPI_WRAP_32) is not None, 10, "the wrap SA in A's forwarder")
 
     @classmethod
     def tearDownClass(cls):
@@ -187,7 +187,8 @@ class EsnAndLargeWindow(unittest.TestCase):
         cls.b.exec(["/usr/bin/python3", "-c", SENDER, path, OUTER[4][0], str(burst), str(gap)], timeout=60)
         cls.sent[spi] += len(payloads)
         want = cls.sent[spi]
-        espeer.wait_until(lambda: cls.handled(spi) >= want, timeout=20, step=0.1)
+        wait_for(lambda: cls.handled(spi) >= want, 20,
+                 lambda: f"A to handle the {want} packets sent to SPI {spi:#x}: {cls.sa_counters(spi)}", step=0.1)
 
     # -- A's counters -----------------------------------------------------
 
@@ -382,7 +383,7 @@ class EsnAndLargeWindow(unittest.TestCase):
         line = f"{b} {a} esp {spi:#x} -m tunnel -r 64 -E aes-gcm-16 0x{key_of(spi).hex()};\n"
         r = self.a.setkey("add " + line)
         self.assertEqual(r.returncode, 0, r.stderr)
-        espeer.wait_until(lambda: self.sa_counters(spi) is not None, timeout=10)
+        wait_for(lambda: self.sa_counters(spi) is not None, 10, f"SA {spi:#x} in A's forwarder")
         zero = {"in_packets": 0, "in_drop_replay": 0, "in_drop_bad_icv": 0, "in_drop_other": 0}
         sa = self.scapy_sa(spi)
         captured = [self.seal(sa, seq, "before the update") for seq in range(1, 11)]
@@ -393,8 +394,8 @@ class EsnAndLargeWindow(unittest.TestCase):
         r = self.a.setkey("update " + line)
         self.assertEqual(r.returncode, 0, r.stderr)
         # The successor's entry counts from zero (keydb carries the usage).
-        self.assertTrue(espeer.wait_until(
-            lambda: (c := self.sa_counters(spi)) is not None and c.get("in_packets", 0) == 0, timeout=10))
+        wait_for(lambda: (c := self.sa_counters(spi)) is not None and c.get("in_packets", 0) == 0, 10,
+                 lambda: f"the successor of SA {spi:#x} counting from zero: {self.sa_counters(spi)}")
         self.sent[spi] = 0
         self.send(spi, captured)
         self.assert_sa(spi, zero, {**zero, "in_drop_replay": 10})

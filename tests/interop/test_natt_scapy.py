@@ -31,8 +31,9 @@ from scapy.packet import Raw  # noqa: E402
 
 import espeer  # noqa: E402
 import natt_pfkey  # noqa: E402
-from espeer import Capture, wait_until  # noqa: E402
-from harness import GCM_KEY_AB, GCM_KEY_BA, INNER, OUTER, SPI_AB, SPI_BA, Testbed, ping, spd_lines  # noqa: E402
+from espeer import Capture  # noqa: E402
+from harness import (GCM_KEY_AB, GCM_KEY_BA, INNER, OUTER, SPI_AB, SPI_BA, Testbed, ping, spd_lines,  # noqa: E402
+                     wait_for)
 
 PORT = 4500
 
@@ -235,7 +236,8 @@ class NattPeer:
         aout, _ = OUTER[self.FAM]
         before = self.counters()
         send_udp(self.tb.b, aout, [bytes(4) + b"no IKE daemon here"])
-        wait_until(lambda: espeer.delta(before, self.counters()).get("natt_in_ike_no_listener"))
+        wait_for(lambda: espeer.delta(before, self.counters()).get("natt_in_ike_no_listener"), 5,
+                 lambda: f"natt_in_ike_no_listener to count: {espeer.delta(before, self.counters())}")
         d = espeer.delta(before, self.counters())
         self.assertEqual(d.get("natt_in_ike_no_listener"), 1, d)
 
@@ -245,7 +247,8 @@ class NattPeer:
         aout, _ = OUTER[self.FAM]
         before = self.counters()
         send_udp(self.tb.b, aout, [b"\xff", b"\xff"], gap=0.05)
-        wait_until(lambda: espeer.delta(before, self.counters()).get("natt_in_keepalives", 0) >= 2)
+        wait_for(lambda: espeer.delta(before, self.counters()).get("natt_in_keepalives", 0) >= 2, 5,
+                 lambda: f"natt_in_keepalives to count: {espeer.delta(before, self.counters())}")
         d = espeer.delta(before, self.counters())
         self.assertEqual(d.get("natt_in_keepalives"), 2, d)
         self.assertEqual(inbound_drops(d), {}, d)
@@ -255,7 +258,7 @@ class NattPeer:
         aout, bout = OUTER[self.FAM]
         # The outbound SA must have carried traffic to count as outbound.
         self.exchange([21])
-        a.ipsecctl("sysctl", "net.inet.ipsec.natt_keepalive_interval=1")
+        a.sysctl("net.inet.ipsec.natt_keepalive_interval=1")
         try:
             with self.capture("keepalive") as cap:
                 def keepalives(pkts):
@@ -268,7 +271,7 @@ class NattPeer:
                 self.assertEqual((udp_of(p).sport, udp_of(p).dport), (PORT, PORT))
             self.assertGreaterEqual(self.counters()["natt_out_keepalives"], 2)
         finally:
-            a.ipsecctl("sysctl", "net.inet.ipsec.natt_keepalive_interval=20")
+            a.sysctl("net.inet.ipsec.natt_keepalive_interval=20")
 
     # ---- encapsulation must agree ----------------------------------------------
 
@@ -277,7 +280,8 @@ class NattPeer:
         before = self.counters()
         esp = self.sealed_requests([31])[0]
         espeer.send_esp(self.tb.b, aout, [esp])
-        wait_until(lambda: espeer.delta(before, self.counters()).get("esp_in_drop_encap_mismatch"))
+        wait_for(lambda: espeer.delta(before, self.counters()).get("esp_in_drop_encap_mismatch"), 5,
+                 lambda: f"esp_in_drop_encap_mismatch to count: {espeer.delta(before, self.counters())}")
         d = espeer.delta(before, self.counters())
         self.assertEqual(d.get("esp_in_drop_encap_mismatch"), 1, d)
         self.assertNotIn("esp_in_packets", d, d)

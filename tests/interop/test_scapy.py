@@ -26,7 +26,7 @@ from scapy.packet import Raw  # noqa: E402
 
 import espeer  # noqa: E402
 from espeer import Capture, esp_payload, outer_of, scapy_sa, send_esp  # noqa: E402
-from harness import INNER, OUTER, Testbed, ping, sa_lines, spd_lines  # noqa: E402
+from harness import INNER, INNER_NETS, OUTER, Testbed, binary, ping, sa_lines, spd_lines, wait_for  # noqa: E402
 
 
 def decrypt_inner(sa, pkt):
@@ -170,8 +170,14 @@ class SetkeyFileWithPolicies(unittest.TestCase):
     def test_ipsecd_loads_a_setkey_file_with_policies(self):
         with Testbed() as tb:
             tb.start(tb.a, "flush;\nspdflush;\n" + sa_lines("aes-gcm", 4) + spd_lines("a", 4))
-            # ipsecd fails closed (exits) when its setkey_file does not load.
-            self.assertIsNone(espeer.wait_until(lambda: tb.a.proc.poll(), timeout=8), tb.log_text(tb.a))
+            # ipsecd fails closed (exits) when its setkey_file does not load: once
+            # its policies are in the SPD, it loaded and ipsecd is still there.
+            def policies():
+                return tb.a.exec([binary("setkey"), "--socket", os.path.join(tb.a.runtime, "pfkey"), "-DP"],
+                                 check=False).stdout
+            wait_for(lambda: INNER_NETS[4][0] in policies() and INNER_NETS[4][1] in policies(), 8,
+                     lambda: f"the setkey_file's policies in A's SPD:\n{tb.log_text(tb.a)}")
+            self.assertIsNone(tb.a.proc.poll(), tb.log_text(tb.a))
             self.assertIn("ipsec-forwarder", tb.a.stats())
 
 
