@@ -8,7 +8,7 @@ by a veth pair. Addresses are documentation ranges only:
 
 There is no default route anywhere. Everything started here is stopped by
 pid, and the namespaces are deleted, also when a test fails or is interrupted.
-Before that, the testbed checks itself for leaks (LeakCheck): once ipsecd is
+Before that, the testbed checks itself for leaks (Testbed.close): once ipsecd is
 stopped, no process the test started (nor any child ipsecd had) may be alive,
 no process of the test may hold a data-plane memfd (`memfd:ipsec-ring`), the
 runtime directories must be empty and the namespaces gone.
@@ -284,7 +284,6 @@ class Capture:
         return got
 
 
-
 def sa_lines(alg, outer):
     """setkey SA statements for both directions (the same on both hosts)."""
     a, b = OUTER[outer]
@@ -385,7 +384,7 @@ class Host:
 
 
 class Testbed:
-    """Two namespaces joined by a veth; `with Testbed() as tb:` cleans up."""
+    """Two namespaces joined by a veth; `with Testbed() as tb:` cleans up and checks for leaks."""
 
     # How long processes get to exit after ipsecd stopped before they count as leaked.
     LEAK_GRACE = 5
@@ -402,7 +401,7 @@ class Testbed:
         try:
             self._create()
         except BaseException:
-            self.close()
+            self.close(raise_leaks=False)
             raise
         return self
 

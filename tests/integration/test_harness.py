@@ -16,24 +16,25 @@ import unittest
 import harness
 from harness import INNER, LeakError, Testbed, ping, wait_for
 
-# Forks a child that holds a memfd named like a ring region and sleeps; the
-# parent says the child's pid and sleeps too. The harness kills the parent (a
-# process the test started), which leaves the child behind.
-# Given a namespace path, the child first joins that network namespace (the
-# test's own), so only the parent-pid records can tie it to the test.
+# Forks a child that holds a memfd named like a ring region and sleeps. With
+# "orphan" the parent says the child's pid and exits at once, so only the
+# child's namespace ties it to the test. Given a namespace path instead, the
+# child first joins that network namespace (the test's own) and the parent
+# stays, so only the parent-pid records tie the child to the test.
 RING_HOLDER = r"""
 import ctypes, os, sys, time
 fd = os.memfd_create("ipsec-ring")
 child = os.fork()
 if child == 0:
-    if sys.argv[1] != "stay":
+    if sys.argv[1] != "orphan":
         ns = os.open(sys.argv[1], os.O_RDONLY)
         if ctypes.CDLL(None, use_errno=True).setns(ns, 0x40000000) != 0:
             sys.exit(1)
     time.sleep(60)
     sys.exit(0)
 print(child, flush=True)
-time.sleep(60)
+if sys.argv[1] != "orphan":
+    time.sleep(60)
 """
 
 
@@ -52,9 +53,10 @@ class LeakCheckTest(unittest.TestCase):
     def test_a_process_left_in_the_namespace_holding_a_ring_memfd_is_a_leak(self):
         with self.assertRaises(LeakError) as caught:
             with Testbed() as tb:
-                _, child = self.start_holder(tb, "stay")
+                parent, child = self.start_holder(tb, "orphan")
+                parent.wait(5)
         text = str(caught.exception)
-        self.assertIn(f"pid {child} still alive", text)
+        self.assertIn(f"pid {child} still alive: python3 (uid 0) in namespace {tb.a.ns}", text)
         self.assertIn(f"pid {child} (python3) holds memfd:ipsec-ring as fd", text)
         # The check raised after cleaning up: holder killed, namespaces gone.
         wait_for(lambda: not holds_ring(child), 5, f"pid {child} to be gone")
@@ -73,7 +75,7 @@ class LeakCheckTest(unittest.TestCase):
 
     def test_a_ring_memfd_held_by_a_process_of_someone_else_is_not_ours(self):
         # Another test on this machine (not started by this testbed, outside its namespaces).
-        other = subprocess.Popen([sys.executable, "-c", RING_HOLDER, "stay"], stdout=subprocess.PIPE, text=True)
+        other = subprocess.Popen([sys.executable, "-c", RING_HOLDER, "orphan"], stdout=subprocess.PIPE, text=True)
         other_child = int(other.stdout.readline())
         try:
             wait_for(lambda: holds_ring(other_child), 5, "the other holder")
@@ -82,12 +84,11 @@ class LeakCheckTest(unittest.TestCase):
                 self.assertEqual(ping(tb.a, INNER[4][1], count=1).returncode, 0, tb.log_text(tb.a))
             self.assertTrue(holds_ring(other_child))
         finally:
-            for pid in (other_child, other.pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             other.wait(5)
+            try:
+                os.kill(other_child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             other.stdout.close()
 
     def test_ipsecd_and_its_children_are_recorded_and_gone_after_a_clean_stop(self):

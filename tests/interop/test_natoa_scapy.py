@@ -245,7 +245,9 @@ class NatOaPeer:
         with cap:
             syn = TCP(sport=sport, dport=port, flags="S", seq=isn, window=65535)
             self.seal_and_send(case, [self.natted(syn, PRIVATE[self.FAM])])
-            pkts = cap.wait_for(lambda p: self.syn_acks(p, sport), timeout=3)
+            # Either A answers, or its kernel counts the bad checksum (and nothing can follow).
+            pkts = cap.wait_for(lambda p: self.syn_acks(p, sport) or snmp(self.tb.a, "Tcp", "InCsumErrors") > errs,
+                                timeout=3, what="A's SYN-ACK or a TCP checksum error on A")
             answers = self.syn_acks(pkts, sport)
             if answers:
                 sa_ = answers[0]
