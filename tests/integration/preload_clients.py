@@ -154,8 +154,9 @@ def racoon():
         ("X_SPDFLUSH", SADB_X_SPDFLUSH, 0, (), 0),
         ("DELETE", SADB_DELETE, SATYPE_ESP, (sa(0x2001), address(EXT_SRC, SRC4), address(EXT_DST, DST4)), 0),
         ("FLUSH", SADB_FLUSH, SATYPE_ESP, (), 0),
-        ("X_PROMISC", SADB_X_PROMISC, 1, (), 0),  # broadcast to all, the sender too
         ("malformed", SADB_GET, SATYPE_ESP, (), errno.EINVAL),
+        # Last: a promiscuous socket also gets copies of its own requests.
+        ("X_PROMISC", SADB_X_PROMISC, 1, (), 0),  # broadcast to all, the sender too
     ]
     for step, mtype, satype, exts, want in steps:
         _, got = ask_at_once(s, step, mtype, satype, *exts, want_errno=want)

@@ -39,8 +39,8 @@ TEARDOWN = ["GET-in-used", "GET-out-used", "X_SPDDELETE-out", "X_SPDDELETE-in", 
 IDENTITY = f"SO_TYPE={socket.SOCK_RAW} SO_DOMAIN={socket.AF_KEY} SO_PROTOCOL=2"
 CLIENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preload_clients.py")
 RACOON_STEPS = ["REGISTER-ESP", "REGISTER-AH", "REGISTER-IPCOMP", "GETSPI", "UPDATE", "ADD", "GET", "GET-missing",
-                "DUMP", "X_SPDADD", "X_SPDDUMP", "X_SPDDELETE", "X_SPDFLUSH", "DELETE", "FLUSH", "X_PROMISC",
-                "malformed"]
+                "DUMP", "X_SPDADD", "X_SPDDUMP", "X_SPDDELETE", "X_SPDFLUSH", "DELETE", "FLUSH", "malformed",
+                "X_PROMISC"]
 
 
 def preloaded(h, sock=None, debug=False):
