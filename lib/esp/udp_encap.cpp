@@ -92,14 +92,19 @@ UdpControl parseUdpControl(const msghdr& msg) noexcept {
   return out;
 }
 
-std::array<sock_filter, 4> natTSteeringProgram() noexcept {
+std::array<sock_filter, 7> natTSteeringProgram(uint32_t ikeIndex) noexcept {
+  const uint32_t espIndex = ikeIndex == 0 ? 1 : 0;
   return {{
-      // A = the first 32-bit word of the UDP payload (fails, answering 0, if shorter)
+      // A = the payload's length: shorter than a marker (a keepalive) → ours
+      BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),
+      BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, kNonEspMarkerLength, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, espIndex),
+      // A = the first 32-bit word of the UDP payload
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0),
       // zero: the non-ESP marker → IKE's socket; else → ours
       BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, kReuseportIndexIke),
-      BPF_STMT(BPF_RET | BPF_K, kReuseportIndexEsp),
+      BPF_STMT(BPF_RET | BPF_K, ikeIndex),
+      BPF_STMT(BPF_RET | BPF_K, espIndex),
   }};
 }
 

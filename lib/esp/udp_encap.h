@@ -68,14 +68,17 @@ UdpControl parseUdpControl(const msghdr& msg) noexcept;
 // The classic BPF program for SO_ATTACH_REUSEPORT_CBPF on the NAT-T port:
 // the kernel runs it with the UDP payload at offset 0 (sock_reuseport.c
 // run_bpf_filter pulls the UDP header first) and takes the result as an
-// index into the port's reuseport group. It answers 1 (the IKE daemon's
-// socket, bound after ours) for a non-ESP marker and 0 (ours) for anything
-// else; a payload shorter than 4 bytes makes the load fail, which classic BPF
-// answers with 0: keepalives stay ours. An index with no socket behind it
-// (no IKE daemon) makes the kernel fall back to its hash: our socket, the
-// only one.
+// index into the port's reuseport group. It answers `ikeIndex` (the IKE
+// daemon's socket) for a payload of at least 4 bytes starting with the
+// non-ESP marker and the other index (ours) for anything else, keepalives
+// included. An index with no socket behind it makes the kernel fall back to
+// its hash: the only member left gets everything.
+// Index order is join order, and either party may come first: the one that
+// finds the port free binds alone (index 0) and the one that joins it is
+// index 1 and attaches the program for its role (ipsecd's openNatTSocket,
+// tools/preload/udp_preload.c, which carries a C copy of this program).
 inline constexpr uint32_t kReuseportIndexEsp = 0;
 inline constexpr uint32_t kReuseportIndexIke = 1;
-std::array<sock_filter, 4> natTSteeringProgram() noexcept;
+std::array<sock_filter, 7> natTSteeringProgram(uint32_t ikeIndex = kReuseportIndexIke) noexcept;
 
 }  // namespace ipsec::esp

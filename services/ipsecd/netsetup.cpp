@@ -84,13 +84,40 @@ UniqueFd openRawSocket(int family, int protocol) {
   return fd;
 }
 
+// The port is shared with the IKE daemon (udp_encap.h natTSteeringProgram):
+// alone if it is free (index 0; SO_REUSEPORT on afterwards so that the IKE
+// daemon's preload can join), else joined as index 1 with the program that
+// sends ESP to us. Retried while an IKE daemon is between its own two steps.
+static void bindNatTShared(int fd, const sockaddr* addr, socklen_t len, const std::string& what) {
+  int off = 0, on = 1;
+  for (int attempt = 0; attempt < 40; ++attempt) {
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &off, sizeof off) < 0) fail(what + "SO_REUSEPORT");
+    if (bind(fd, addr, len) == 0) {
+      if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) fail(what + "SO_REUSEPORT");
+      return;
+    }
+    if (errno != EADDRINUSE) fail(what + "bind");
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) fail(what + "SO_REUSEPORT");
+    if (bind(fd, addr, len) == 0) {
+      auto prog = esp::natTSteeringProgram(/*ikeIndex=*/0);  // the IKE daemon came first
+      sock_fprog fprog{static_cast<unsigned short>(prog.size()), prog.data()};
+      if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &fprog, sizeof fprog) < 0) {
+        fail(what + "SO_ATTACH_REUSEPORT_CBPF");
+      }
+      return;
+    }
+    if (errno != EADDRINUSE) fail(what + "bind");
+    usleep(5000);
+  }
+  fail(what + "bind (the port is held by a socket outside the reuseport group)");
+}
+
 UniqueFd openNatTSocket(int family, unsigned port) {
   const std::string what = std::string(family == AF_INET ? "NAT-T UDP/IPv4" : "NAT-T UDP/IPv6") + " port " +
                            std::to_string(port) + ": ";
   UniqueFd fd(socket(family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_UDP));
   if (!fd) fail(what + "socket");
   int on = 1;
-  if (setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) fail(what + "SO_REUSEPORT");
   int size = 4 << 20;
   setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size);
   setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size);
@@ -113,14 +140,7 @@ UniqueFd openNatTSocket(int family, unsigned port) {
     sin6->sin6_port = htons(static_cast<uint16_t>(port));
     len = sizeof *sin6;
   }
-  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) < 0) fail(what + "bind");
-  // The program belongs to the port's reuseport group; attached by its first
-  // member, before anyone else can join.
-  auto prog = esp::natTSteeringProgram();
-  sock_fprog fprog{static_cast<unsigned short>(prog.size()), prog.data()};
-  if (setsockopt(fd.get(), SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &fprog, sizeof fprog) < 0) {
-    fail(what + "SO_ATTACH_REUSEPORT_CBPF");
-  }
+  bindNatTShared(fd.get(), reinterpret_cast<sockaddr*>(&ss), len, what);
   return fd;
 }
 

@@ -131,8 +131,8 @@ class Supervisor {
     // IPComp has no data path of its own yet; the forwarder already takes it.
     rawComp4_ = openRawSocket(AF_INET, IPPROTO_COMP);
     rawComp6_ = openRawSocket(AF_INET6, IPPROTO_COMP);
-    // Bound before any IKE daemon can join the port: we are index 0 of its
-    // reuseport group for as long as ipsecd runs.
+    // Shared with the IKE daemon's socket, which may have bound first
+    // (openNatTSocket: one reuseport group, ESP to us, IKE to it).
     udp4_ = openNatTSocket(AF_INET, cfg_.nattPort);
     udp6_ = openNatTSocket(AF_INET6, cfg_.nattPort);
     log::info("NAT-T on UDP port {} (IPv4 and IPv6)", cfg_.nattPort);

@@ -17,6 +17,7 @@
 
 #include "log/log.h"
 #include "pfkey/builder.h"
+#include "proto/pfkey_ack.h"
 
 namespace ipsec::policy {
 namespace {
@@ -29,12 +30,44 @@ constexpr std::size_t kRxWords = pfkey::kMaxMessageBytes / sizeof(std::uint64_t)
 // Datagrams per sendmmsg; also the most messages held for one client before
 // they are offered to its socket without waiting for the burst's end.
 constexpr std::size_t kSendBatch = 64;
+// Room for the descriptors a datagram may carry: the preload's hello has one;
+// more are closed (the kernel closes what does not fit).
+constexpr std::size_t kRxControlBytes = CMSG_SPACE(sizeof(int) * 4);
 
 // A header to answer with even when the datagram is shorter than one.
 sadb_msg headerOf(std::span<const std::uint8_t> d) {
   sadb_msg h{};
   std::memcpy(&h, d.data(), std::min(d.size(), sizeof h));
   return h;
+}
+
+// The descriptors that came with one datagram (SCM_RIGHTS), owned.
+std::vector<UniqueFd> takeDescriptors(msghdr& mh) {
+  std::vector<UniqueFd> fds;
+  for (cmsghdr* cm = CMSG_FIRSTHDR(&mh); cm != nullptr; cm = CMSG_NXTHDR(&mh, cm)) {
+    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+    const std::size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < n; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
+      fds.emplace_back(fd);
+    }
+  }
+  return fds;
+}
+
+// The preload's hello (proto/pfkey_ack.h): exactly the header, one descriptor,
+// a Unix socket.
+bool isAckHello(std::span<const std::uint8_t> d, const std::vector<UniqueFd>& fds) {
+  if (d.size() != kPfkeyAckHelloLen || fds.size() != 1) return false;
+  const sadb_msg h = headerOf(d);
+  if (h.sadb_msg_version != PF_KEY_V2 || h.sadb_msg_type != SADB_RESERVED || h.sadb_msg_len != 2 ||
+      h.sadb_msg_reserved != kPfkeyAckHelloMagic) {
+    return false;
+  }
+  int domain = 0;
+  socklen_t len = sizeof domain;
+  return ::getsockopt(fds[0].get(), SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_UNIX;
 }
 
 }  // namespace
@@ -165,6 +198,7 @@ void Server::onReadable(std::uint64_t id) {
   SendHold hold(*this);
   std::array<mmsghdr, kRxSlots> msgs;
   std::array<iovec, kRxSlots> iovs;
+  alignas(cmsghdr) std::array<std::array<char, kRxControlBytes>, kRxSlots> controls;
   for (std::size_t done = 0; done < kReadBurst;) {
     Client* c = findClient(id);
     if (!c) return;
@@ -174,10 +208,12 @@ void Server::onReadable(std::uint64_t id) {
       msgs[i] = mmsghdr{};
       msgs[i].msg_hdr.msg_iov = &iovs[i];
       msgs[i].msg_hdr.msg_iovlen = 1;
+      msgs[i].msg_hdr.msg_control = controls[i].data();
+      msgs[i].msg_hdr.msg_controllen = controls[i].size();
     }
     // MSG_TRUNC makes the kernel report each datagram's real length.
     const int n = ::recvmmsg(c->socket.native_handle(), msgs.data(), static_cast<unsigned>(want),
-                             MSG_DONTWAIT | MSG_TRUNC, nullptr);
+                             MSG_DONTWAIT | MSG_TRUNC | MSG_CMSG_CLOEXEC, nullptr);
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) break;
       removeClient(id);
@@ -198,7 +234,16 @@ void Server::onReadable(std::uint64_t id) {
         return;
       }
       const bool truncated = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0 || len > pfkey::kMaxMessageBytes;
-      handleDatagram(id, std::span<std::uint8_t>(slot, std::min(len, kSlotBytes)), truncated);
+      const std::span<std::uint8_t> datagram(slot, std::min(len, kSlotBytes));
+      // Descriptors are only welcome in the preload's hello; others are closed here.
+      std::vector<UniqueFd> fds = takeDescriptors(msgs[i].msg_hdr);
+      Client* from = findClient(id);
+      if (!from->ack && !truncated && isAckHello(datagram, fds)) {
+        from->ack = std::move(fds[0]);
+        continue;
+      }
+      ++from->requests;
+      handleDatagram(id, datagram, truncated);
     }
     done += got;
     if (got < want) break;  // drained: no need for a call that says EAGAIN
@@ -383,6 +428,32 @@ void Server::flushHeld() noexcept {
     if (Client* c = findClient(heldClients_[i]); c && c->held) releaseHeld(*c);
   }
   heldClients_.clear();
+  sendAcks();
+}
+
+void Server::sendAcks() noexcept {
+  for (auto& [id, cp] : clients_) {
+    Client& c = *cp;
+    if (!c.ack || c.acked == c.requests) continue;
+    // A SAD request still with keydb: its answer is not there yet.
+    if (std::any_of(pending_.begin(), pending_.end(), [&](const auto& p) { return p.second.clientId == c.id; })) {
+      continue;
+    }
+    // Queued answers (a dump's first entries, a socket that was full) are
+    // offered now, not at the next writability event, so that they are on
+    // the socket before the acknowledgement says so.
+    if (!c.queue.empty() && !c.held) {
+      while (sendQueued(c) && !c.dumpBacklog.empty()) refillFromBacklog(c);
+      if (!c.queue.empty()) armWrite(c);
+    }
+    const PfkeyAck ack = c.requests;
+    const ssize_t n = ::send(c.ack.get(), &ack, sizeof ack, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n == static_cast<ssize_t>(sizeof ack)) {
+      c.acked = ack;
+    } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+      c.ack.reset();  // the client closed its end: it no longer waits
+    }
+  }
 }
 
 void Server::releaseHeld(Client& c) noexcept {

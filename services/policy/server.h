@@ -197,6 +197,11 @@ class Server {
     // A SADB_DUMP whose chunks keydb is still sending (its backlog may be
     // empty between two chunks): a second dump meanwhile is EBUSY too.
     bool sadDumpRunning = false;
+    // The preload's acknowledgement channel (proto/pfkey_ack.h), if it said
+    // hello: requests received, and the count last acknowledged on `ack`.
+    UniqueFd ack;
+    std::uint64_t requests = 0;
+    std::uint64_t acked = 0;
   };
 
   // A SAD request waiting for keydb.
@@ -240,8 +245,10 @@ class Server {
    private:
     Server& s_;
   };
-  // Offers every held queue to its socket (sendmmsg), in the order held.
+  // Offers every held queue to its socket (sendmmsg), in the order held,
+  // then acknowledges to preloaded clients whose answers are all there.
   void flushHeld() noexcept;
+  void sendAcks() noexcept;
   // Offers c's held queue now; what the socket refuses waits for writability.
   void releaseHeld(Client& c) noexcept;
   // Appends to c's queue without sending: onWritable sends it in sendmmsg batches.

@@ -9,6 +9,16 @@ getsockopt as AF_KEY would and keeps working through dup/poll/MSG_PEEK/
 MSG_TRUNC/SO_RCVTIMEO; an unreachable service gives EAFNOSUPPORT; our own
 setkey (which speaks to the Unix socket directly) keeps working beside it,
 with and without the preload.
+
+The daemons' own habits, each with a small client of ours that does exactly
+what the daemon does (preload_clients.py, /usr/bin/python3 under the
+preload): racoon's non-blocking REGISTER-then-read and every other request
+type (the answer is queued when send() returns); charon's NAT-T sockets bound
+without SO_REUSEPORT before and after ipsecd starts (IKE reaches them, ESP
+reaches ipsecd, both ways, IPv4 and IPv6); a bypass IP_IPSEC_POLICY whose
+socket's traffic leaves clear while a transport policy covers the peer;
+ipsecd stopped and restarted under connected clients that read in charon's
+and racoon's loops (no end-of-file, no spinning, a lost socket for good).
 """
 
 import errno
@@ -20,13 +30,18 @@ import subprocess
 import time
 import unittest
 
-from harness import BUILD, GCM_KEY_AB, GCM_KEY_BA, INNER, INNER_NETS, OUTER, Testbed, binary, ping, run, wait_for
+from harness import BUILD, GCM_KEY_AB, GCM_KEY_BA, INNER, INNER_NETS, OUTER, Capture, Testbed, binary, ping, run, wait_for
+from test_transport import transport_config, transport_setkey
 
 PRELOAD = os.path.join(BUILD, "lib", "libipsec-pfkey-preload.so")
 STEPS = ["socket-events", "socket-requests", "REGISTER-ESP", "REGISTER-AH", "GETSPI", "DELETE-larval",
          "ADD-in", "ADD-out", "X_SPDADD-in", "X_SPDADD-fwd", "X_SPDADD-out", "GET-in", "GET-out", "events"]
 TEARDOWN = ["GET-in-used", "GET-out-used", "X_SPDDELETE-out", "X_SPDDELETE-in", "X_SPDDELETE-fwd", "DELETE-in", "DELETE-out"]
 IDENTITY = f"SO_TYPE={socket.SOCK_RAW} SO_DOMAIN={socket.AF_KEY} SO_PROTOCOL=2"
+CLIENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preload_clients.py")
+RACOON_STEPS = ["REGISTER-ESP", "REGISTER-AH", "REGISTER-IPCOMP", "GETSPI", "UPDATE", "ADD", "GET", "GET-missing",
+                "DUMP", "X_SPDADD", "X_SPDDUMP", "X_SPDDELETE", "X_SPDFLUSH", "DELETE", "FLUSH", "malformed",
+                "X_PROMISC"]
 
 
 def preloaded(h, sock=None, debug=False):
@@ -40,8 +55,9 @@ def preloaded(h, sock=None, debug=False):
 class Client:
     """A running pfkey_client whose stdout is read line by line with a deadline."""
 
-    def __init__(self, h, args):
-        self.proc = subprocess.Popen(preloaded(h) + [binary("pfkey_client"), *args],
+    def __init__(self, h, args, program=None):
+        program = program or [binary("pfkey_client")]
+        self.proc = subprocess.Popen(preloaded(h) + program + list(args),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         h.extra_pids.append(self.proc)
         h.remember(self.proc.pid, f"pfkey_client (preloaded) in {h.ns}")
@@ -81,6 +97,18 @@ class Client:
 
     def steps(self):
         return [line.split()[1] for line in self.lines if line.startswith("ok ")]
+
+
+def py_client(h, *args):
+    """A preload_clients.py stand-in running in h's namespace under the preload."""
+    return Client(h, args, program=["/usr/bin/python3", CLIENTS])
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of `pid` so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def client_args(side):
@@ -199,6 +227,106 @@ class PreloadTest(unittest.TestCase):
             self.assertIn("No SPD entries.", self.setkey(tb.a, "-DP"))
             r = ping(tb.a, INNER[4][1], count=1)
             self.assertNotEqual(r.returncode, 0, "ping crossed after the tunnel was torn down")
+
+
+    def test_answers_are_queued_before_send_returns_as_racoon_reads_them(self):
+        # racoon: non-blocking socket, REGISTER, read at once ("failed to
+        # register" on EAGAIN, 10 of 10 starts before); the same for every
+        # other request type, an error reply and a broadcast to the sender.
+        with Testbed() as tb:
+            tb.start(tb.a, "")
+            c = py_client(tb.a, "racoon")
+            self.assertEqual(c.finish(timeout=60), 0, "\n".join(c.lines))
+            self.assertEqual(c.steps(), RACOON_STEPS, "\n".join(c.lines))
+
+    def test_natt_port_is_shared_with_an_ike_daemon_bound_before_or_after_ipsecd(self):
+        with Testbed() as tb:
+            # A: the IKE daemon binds 4500 first, then ipsecd starts;
+            # B: ipsecd first, then the IKE daemon. Neither sets SO_REUSEPORT.
+            ike_a = py_client(tb.a, "natt")
+            ike_a.read_until("ok bound")
+            tb.start(tb.a, "")
+            tb.start(tb.b, "")
+            ike_b = py_client(tb.b, "natt")
+            ike_b.read_until("ok bound")
+            ends = {"a": (tb.a, ike_a), "b": (tb.b, ike_b)}
+            for fam in (4, 6):
+                for src, dst in (("a", "b"), ("b", "a")):
+                    (src_host, src_ike), (dst_host, dst_ike) = ends[src], ends[dst]
+                    to = OUTER[fam][0 if dst == "a" else 1]
+                    frm = OUTER[fam][0 if src == "a" else 1]
+                    before = dst_host.counter("natt_in_esp_packets")
+                    keepalives = dst_host.counter("natt_in_keepalives")
+                    # ESP (SPI 0x1234) and a keepalive go to ipsecd, then IKE
+                    # (the non-ESP marker) to the daemon: it must see only that.
+                    ike = "00000000" + f"ike{fam}{src}{dst}".encode().hex()
+                    for payload in ("00001234000000010102030405060708", "ff", ike):
+                        src_ike.say(f"send {fam} {to} {payload}")
+                        src_ike.read_until(f"ok sent v{fam}")
+                    line = dst_ike.read_until("recv ")
+                    self.assertEqual(line.split()[1:], [frm, "4500", ike],
+                                     f"v{fam} {src}→{dst}: {line}")
+                    wait_for(lambda: dst_host.counter("natt_in_esp_packets") != before, 3,
+                             f"v{fam} {src}→{dst}: the ESP datagram counted")
+                    self.assertEqual(dst_host.counter("natt_in_esp_packets"), before + 1, f"v{fam} {src}→{dst}")
+                    self.assertEqual(dst_host.counter("natt_in_keepalives"), keepalives + 1, f"v{fam} {src}→{dst}")
+            self.assertEqual(tb.a.counter("natt_in_ike_no_listener"), 0)
+            for c in (ike_a, ike_b):
+                c.say("stop")
+                self.assertEqual(c.finish(), 0, "\n".join(c.lines))
+                self.assertFalse([line for line in c.lines if line.startswith("recv ")][2:],
+                                 "the IKE daemon received more than its 2 IKE datagrams")
+
+    def test_bypass_policy_socket_leaves_clear_while_a_transport_policy_covers_the_peer(self):
+        with Testbed() as tb:
+            for h in tb.hosts():
+                tb.start(h, transport_setkey(h.side), **transport_config(h.side))
+            with Capture(tb.b, os.path.join(tb.tmp, "bypass.pcap"),
+                         "udp port 500 or udp port 501 or esp or ip6 proto 50", "veth-ipsec-b") as cap:
+                c = py_client(tb.a, "bypass", OUTER[4][1], OUTER[6][1])
+                self.assertEqual(c.finish(timeout=30), 0, "\n".join(c.lines))
+                self.assertEqual(c.steps(),
+                                 ["bypass-v4", "refused-v4", "sent-v4", "bypass-v6", "refused-v6", "sent-v6"],
+                                 "\n".join(c.lines))
+                clear_to = [f"{OUTER[fam][1]}.500:" for fam in (4, 6)]
+                out = wait_for(lambda: (lambda t: t if all(c in t for c in clear_to) and
+                                        t.count("ESP(spi=") >= 2 else None)(cap.text()),
+                               10, "both clear datagrams and two ESP packets on B's veth")
+            for fam in (4, 6):
+                a, b = OUTER[fam]
+                clear = [line for line in out.splitlines() if f"{a}." in line and f"{b}.500:" in line]
+                self.assertEqual(len(clear), 1, f"v{fam}: the bypass socket's datagram, clear:\n{out}")
+                self.assertFalse([line for line in out.splitlines() if f"{b}.501:" in line],
+                                 f"v{fam}: the plain socket's datagram left clear:\n{out}")
+            self.assertGreaterEqual(out.count("ESP(spi="), 2, f"the plain sockets' datagrams as ESP:\n{out}")
+
+    def test_a_stopped_service_is_a_lost_socket_no_end_of_file_and_no_spinning(self):
+        with Testbed() as tb:
+            tb.start(tb.a, "")
+            clients = {style: py_client(tb.a, "loop", style) for style in ("charon", "racoon")}
+            for c in clients.values():
+                c.read_until("ready")
+            self.assertEqual(tb.stop(tb.a), 0, tb.log_text(tb.a))
+            time.sleep(0.5)
+            used = {style: cpu_seconds(c.proc.pid) for style, c in clients.items()}
+            time.sleep(3)
+            for style, c in clients.items():
+                spent = cpu_seconds(c.proc.pid) - used[style]
+                self.assertLess(spent, 0.3, f"{style}'s loop spun for {spent:.2f} s of CPU in 3 s")
+            # ipsecd back: the old socket stays lost (its SAD is gone), sends
+            # fail with EPIPE; a new socket reaches the new service.
+            tb.start(tb.a, "")
+            for style, c in clients.items():
+                c.say("send")
+                self.assertEqual(c.read_until("ok send"), f"ok send errno={errno.EPIPE}", style)
+                c.say("reopen")
+                self.assertEqual(c.read_until("ok reopen"), "ok reopen answers=1 errno=0", style)
+                c.say("stop")
+                # REGISTER answers before; one ECONNRESET, never an end-of-file.
+                words = c.read_until("ok stop").split(" ", 4)
+                self.assertGreaterEqual(int(words[2].split("=")[1]), 1, c.lines)
+                self.assertEqual(words[3:], ["eof=0", f"errors={{{errno.ECONNRESET}: 1}}"], style)
+                self.assertEqual(c.finish(), 0, "\n".join(c.lines))
 
 
 if __name__ == "__main__":

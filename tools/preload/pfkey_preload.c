@@ -10,25 +10,37 @@
  * unreachable). The service authenticates us by SO_PEERCRED, not by
  * anything this library says.
  *
- * Why so little is intercepted: the service speaks PF_KEY one message per
- * datagram on a Unix SOCK_SEQPACKET socket, which already behaves like an
- * AF_KEY socket for everything a client does with it: send/sendto/sendmsg/
- * write each carry one message; recv/read return one message, MSG_PEEK
- * peeks, MSG_TRUNC reports the full length (as af_key.c's recvmsg does);
- * SO_RCVBUF, SO_SNDBUF, SO_RCVTIMEO, poll, select and epoll are native; and
- * a send after ipsecd has gone fails with EPIPE without raising SIGPIPE
- * (unlike a stream socket), so a client is not killed where AF_KEY would
- * never have a peer to lose. Sends and receives are therefore not
- * interposed at all: no cost on any process's write path.
+ * The service speaks PF_KEY one message per datagram on a Unix SOCK_SEQPACKET
+ * socket, which already behaves like an AF_KEY socket for most of what a
+ * client does with it: one message per send or recv, MSG_PEEK, MSG_TRUNC (as
+ * af_key.c's recvmsg), SO_RCVBUF, SO_SNDBUF, SO_RCVTIMEO, poll, select, epoll.
  * What differs and is fixed up here:
+ *   - answers are queued before send() returns, as AF_KEY's are (racoon
+ *     sends REGISTER on a non-blocking socket and reads at once): after each
+ *     datagram sent with send/sendto/sendmsg/write the call waits, bounded by
+ *     SO_SNDTIMEO or kAnswerWaitMs, until the service acknowledges on a
+ *     channel of our own that every answer so far is on the socket
+ *     (proto/pfkey_ack.h). The service decides what has an answer: a request
+ *     Linux does not answer is acknowledged at once;
+ *   - the service going away (ipsecd stopped) is no end-of-file, which AF_KEY
+ *     never gives and which key managers read in a loop: the first receive
+ *     that would see it (or a send that finds the peer gone) turns the
+ *     descriptor into a lost PF_KEY socket for good: never readable again,
+ *     every receive fails with ECONNRESET, every send with EPIPE (README:
+ *     "When ipsecd stops");
  *   - getsockopt SO_TYPE / SO_DOMAIN / SO_PROTOCOL answer SOCK_RAW / PF_KEY /
  *     PF_KEY_V2, and getsockname / getpeername fail with EOPNOTSUPP, as
  *     AF_KEY's sock_no_getname does;
  *   - an unreachable service looks like a kernel without AF_KEY:
  *     EAFNOSUPPORT.
+ * Processes without a PF_KEY socket pay one atomic load per interposed call.
+ * udp_preload.c does the rest of what an IKE daemon needs from the kernel
+ * (the NAT-T port, per-socket bypass policies).
  *
  * PF_KEY descriptors are kept in a small fixed table (no allocation, lock-free
- * atomics, safe from any thread); dup, dup2, dup3, fcntl(F_DUPFD*), close,
+ * atomics, safe from any thread), each pointing at its connection's state
+ * (shared by duplicates: the acknowledgement channel, the lock that orders a
+ * send with its acknowledgement, whether the service was lost); dup, dup2, dup3, fcntl(F_DUPFD*), close,
  * close_range and closefrom keep it right. Each entry records the socket's
  * inode, so an entry left stale by a close we did not see (a raw syscall,
  * fclose of an fdopen'd stream) is recognised before it is believed.
@@ -42,6 +54,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/pfkeyv2.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -50,8 +64,13 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
+
+#include "preload.h"
+#include "proto/pfkey_ack.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -69,21 +88,27 @@ typedef int (*Dup3Fn)(int, int, int);
 typedef int (*FcntlFn)(int, int, ...);
 typedef int (*GetSockOptFn)(int, int, int, void *, socklen_t *);
 typedef int (*GetNameFn)(int, struct sockaddr *, socklen_t *);
+typedef ssize_t (*SendFn)(int, const void *, size_t, int);
+typedef ssize_t (*SendToFn)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+typedef ssize_t (*SendMsgFn)(int, const struct msghdr *, int);
+typedef ssize_t (*WriteFn)(int, const void *, size_t);
+typedef ssize_t (*RecvFn)(int, void *, size_t, int);
+typedef ssize_t (*RecvFromFn)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+typedef ssize_t (*RecvMsgFn)(int, struct msghdr *, int);
+typedef ssize_t (*ReadFn)(int, void *, size_t);
 
-enum NextId {
-  kSocket, kClose, kCloseRange, kCloseFrom, kDup, kDup2, kDup3, kFcntl, kFcntl64,
-  kGetSockOpt, kGetSockName, kGetPeerName, kNextCount
-};
 static const char *const kNextNames[kNextCount] = {
     "socket", "close", "close_range", "closefrom", "dup", "dup2", "dup3", "fcntl", "fcntl64",
     "getsockopt", "getsockname", "getpeername",
+    "send", "sendto", "sendmsg", "write", "recv", "recvfrom", "recvmsg", "read",
+    "bind", "setsockopt",
 };
 static _Atomic(void *) g_next[kNextCount];
 
 /* Resolved once in the constructor (dlsym may allocate: not on the hot path);
  * lazily as well, for calls made by other libraries' constructors before ours.
  * Two threads resolving at once store the same value. */
-static void *next(enum NextId id) {
+void *preloadNext(enum NextId id) {
   void *p = atomic_load_explicit(&g_next[id], memory_order_acquire);
   if (!p) {
     p = dlsym(RTLD_NEXT, kNextNames[id]);
@@ -93,15 +118,8 @@ static void *next(enum NextId id) {
 }
 
 __attribute__((constructor)) static void resolveAll(void) {
-  for (int i = 0; i < kNextCount; ++i) next((enum NextId)i);
+  for (int i = 0; i < kNextCount; ++i) preloadNext((enum NextId)i);
 }
-
-#define NEXT_OR_ENOSYS(type, id, var, fail) \
-  type var = (type)next(id);                \
-  if (!var) {                               \
-    errno = ENOSYS;                         \
-    return fail;                            \
-  }
 
 /* ---- the table of PF_KEY descriptors ---------------------------------------- */
 
@@ -110,15 +128,56 @@ enum { kSlots = 64 };
 /* key: 0 = free, kBusy = being filled, else fd + 1 (published last). */
 enum { kBusy = -1 };
 
+/* One connection to the service, shared by the descriptors that dup'ed it. */
+struct Conn {
+  atomic_int refs; /* descriptors pointing here; 0 = free */
+  int ackFd;       /* our end of the acknowledgement channel, or -1 */
+  /* Orders a send with its ticket and the wait for its acknowledgement:
+   * acknowledgements count datagrams in the order the socket took them. */
+  pthread_mutex_t lock;
+  uint64_t sent, acked; /* under lock */
+  atomic_int lost;      /* the service went away: see markLost */
+};
+static struct Conn g_conns[kSlots];
+
 struct Slot {
   atomic_int key;
   dev_t dev;
   ino_t ino;
+  int conn; /* index into g_conns */
 };
 static struct Slot g_slots[kSlots];
 /* How many slots are in use: lets every wrapper skip the scan in processes
  * that have no PF_KEY socket (all of them but the key manager). */
 static atomic_int g_used;
+
+__attribute__((constructor)) static void initConns(void) {
+  for (int i = 0; i < kSlots; ++i) {
+    pthread_mutex_init(&g_conns[i].lock, NULL);
+    g_conns[i].ackFd = -1;
+  }
+}
+
+/* A free connection entry with one reference, or -1 when all are taken. */
+static int newConn(int ackFd) {
+  for (int i = 0; i < kSlots; ++i) {
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&g_conns[i].refs, &expected, 1)) continue;
+    g_conns[i].ackFd = ackFd;
+    g_conns[i].sent = g_conns[i].acked = 0;
+    atomic_store(&g_conns[i].lost, 0);
+    return i;
+  }
+  return -1;
+}
+
+static void releaseConn(int i) {
+  if (atomic_fetch_sub(&g_conns[i].refs, 1) != 1) return;
+  const int ackFd = g_conns[i].ackFd;
+  g_conns[i].ackFd = -1;
+  CloseFn realClose = (CloseFn)preloadNext(kClose);
+  if (ackFd >= 0 && realClose) realClose(ackFd);
+}
 
 static int findSlot(int fd) {
   if (fd < 0 || atomic_load_explicit(&g_used, memory_order_acquire) == 0) return -1;
@@ -131,18 +190,24 @@ static int findSlot(int fd) {
 static void forget(int fd) {
   int i = findSlot(fd);
   if (i < 0) return;
+  const int conn = g_slots[i].conn; /* read first: a freed slot may be refilled at once */
   int expected = fd + 1;
-  if (atomic_compare_exchange_strong(&g_slots[i].key, &expected, 0)) atomic_fetch_sub(&g_used, 1);
+  if (atomic_compare_exchange_strong(&g_slots[i].key, &expected, 0)) {
+    atomic_fetch_sub(&g_used, 1);
+    releaseConn(conn);
+  }
 }
 
-/* Returns 0, or -1 when the table is full. */
-static int remember(int fd, dev_t dev, ino_t ino) {
+/* Takes a new reference to `conn`. Returns 0, or -1 when the table is full. */
+static int remember(int fd, dev_t dev, ino_t ino, int conn) {
   forget(fd);
   for (int i = 0; i < kSlots; ++i) {
     int expected = 0;
     if (!atomic_compare_exchange_strong(&g_slots[i].key, &expected, kBusy)) continue;
     g_slots[i].dev = dev;
     g_slots[i].ino = ino;
+    g_slots[i].conn = conn;
+    atomic_fetch_add(&g_conns[conn].refs, 1);
     atomic_fetch_add(&g_used, 1);
     atomic_store_explicit(&g_slots[i].key, fd + 1, memory_order_release);
     return 0;
@@ -150,18 +215,21 @@ static int remember(int fd, dev_t dev, ino_t ino) {
   return -1;
 }
 
-/* `fd` is a tracked PF_KEY socket, checked against its inode (the answer
- * would otherwise be believed on a reused descriptor number). */
-static int isPfKey(int fd) {
+/* The slot of tracked PF_KEY socket `fd`, checked against its inode (the
+ * answer would otherwise be believed on a reused descriptor number); -1 if
+ * `fd` is none. */
+static int pfKeySlot(int fd) {
   int i = findSlot(fd);
-  if (i < 0) return 0;
+  if (i < 0) return -1;
   struct stat st;
   if (fstat(fd, &st) != 0 || st.st_dev != g_slots[i].dev || st.st_ino != g_slots[i].ino) {
     forget(fd);
-    return 0;
+    return -1;
   }
-  return 1;
+  return i;
 }
+
+static int isPfKey(int fd) { return pfKeySlot(fd) >= 0; }
 
 /* After a successful dup of `from` onto `to`: `to` is PF_KEY iff `from` is. */
 static void copyTracking(int from, int to) {
@@ -171,7 +239,7 @@ static void copyTracking(int from, int to) {
     forget(to);
     return;
   }
-  if (remember(to, g_slots[i].dev, g_slots[i].ino) != 0) {
+  if (remember(to, g_slots[i].dev, g_slots[i].ino, g_slots[i].conn) != 0) {
     /* Table full: the duplicate still works, it just answers getsockopt as
      * the Unix socket it is. Nothing better to do without allocating. */
   }
@@ -187,6 +255,50 @@ static void debugNote(const char *what, const char *path, int err) {
   if (n < 0) return;
   if ((size_t)n >= sizeof line) n = (int)sizeof line - 1;
   (void)!write(STDERR_FILENO, line, (size_t)n);
+}
+
+/* Hands the service one end of a new socketpair (proto/pfkey_ack.h); returns
+ * our end, or -1 with errno set. */
+static int sayHello(int fd) {
+  NEXT_OR_ENOSYS(CloseFn, kClose, realClose, -1);
+  NEXT_OR_ENOSYS(SendMsgFn, kSendMsg, realSendMsg, -1);
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) return -1;
+  struct sadb_msg hello;
+  memset(&hello, 0, sizeof hello);
+  hello.sadb_msg_version = PF_KEY_V2;
+  hello.sadb_msg_type = SADB_RESERVED;
+  hello.sadb_msg_len = 2;
+  hello.sadb_msg_reserved = kPfkeyAckHelloMagic;
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } control;
+  memset(&control, 0, sizeof control);
+  struct iovec iov = {&hello, sizeof hello};
+  struct msghdr mh;
+  memset(&mh, 0, sizeof mh);
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = control.buf;
+  mh.msg_controllen = sizeof control.buf;
+  struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(cm), &pair[1], sizeof(int));
+  ssize_t n;
+  do {
+    n = realSendMsg(fd, &mh, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  const int err = errno;
+  realClose(pair[1]);
+  if (n != (ssize_t)sizeof hello) {
+    realClose(pair[0]);
+    errno = n < 0 ? err : EIO;
+    return -1;
+  }
+  return pair[0];
 }
 
 static int openPfKey(int type, int protocol) {
@@ -233,19 +345,31 @@ static int openPfKey(int type, int protocol) {
     errno = EAFNOSUPPORT;
     return -1;
   }
+  const int ackFd = sayHello(fd);
+  if (ackFd < 0) {
+    const int err = errno;
+    realClose(fd);
+    errno = err == EMFILE || err == ENFILE || err == ENOMEM ? err : ENOBUFS;
+    return -1;
+  }
   struct stat st;
   if (fstat(fd, &st) != 0 || (flags & SOCK_NONBLOCK && realFcntl(fd, F_SETFL, O_NONBLOCK) != 0) ||
       (!(flags & SOCK_CLOEXEC) && realFcntl(fd, F_SETFD, 0) != 0)) {
     const int err = errno;
+    realClose(ackFd);
     realClose(fd);
     errno = err;
     return -1;
   }
-  if (remember(fd, st.st_dev, st.st_ino) != 0) {
+  const int conn = newConn(ackFd);
+  if (conn < 0 || remember(fd, st.st_dev, st.st_ino, conn) != 0) {
+    if (conn >= 0) releaseConn(conn); /* closes ackFd */
+    else realClose(ackFd);
     realClose(fd);
     errno = ENOBUFS; /* as a kernel out of socket memory */
     return -1;
   }
+  releaseConn(conn); /* the slot holds the reference now */
   return fd;
 }
 
@@ -255,6 +379,207 @@ EXPORT int socket(int domain, int type, int protocol) {
   const int fd = realSocket(domain, type, protocol);
   if (fd >= 0) forget(fd); /* a stale entry for a number the kernel calls free */
   return fd;
+}
+
+/* ---- answers queued before send() returns ----------------------------------- */
+
+/* Bound on the wait for an acknowledgement when the socket has no SO_SNDTIMEO. */
+enum { kAnswerWaitMs = 5000 };
+
+static int64_t monotonicMs(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int answerWaitMs(int fd) {
+  GetSockOptFn realGetSockOpt = (GetSockOptFn)preloadNext(kGetSockOpt);
+  struct timeval tv;
+  socklen_t len = sizeof tv;
+  if (realGetSockOpt && realGetSockOpt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &len) == 0 && (tv.tv_sec || tv.tv_usec)) {
+    return (int)(tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000);
+  }
+  return kAnswerWaitMs;
+}
+
+/* Under c->lock: reads acknowledgements until `ticket` is covered, the wait
+ * runs out, or the service is gone (then the socket itself says so). */
+static void awaitAnswers(struct Conn *c, uint64_t ticket, int fd) {
+  RecvFn realRecv = (RecvFn)preloadNext(kRecv);
+  if (!realRecv || c->ackFd < 0) return;
+  const int64_t deadline = monotonicMs() + answerWaitMs(fd);
+  while (c->acked < ticket) {
+    const int64_t left = deadline - monotonicMs();
+    if (left <= 0) return;
+    struct pollfd p = {c->ackFd, POLLIN, 0};
+    const int r = poll(&p, 1, (int)left);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return;
+    PfkeyAck ack;
+    const ssize_t n = realRecv(c->ackFd, &ack, sizeof ack, MSG_DONTWAIT);
+    if (n == (ssize_t)sizeof ack) {
+      if (ack > c->acked) c->acked = ack;
+    } else if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+      return;
+    }
+  }
+}
+
+/* ---- when the service goes away ---------------------------------------------- */
+
+/* The connection broke: every descriptor of it becomes a Unix datagram
+ * socket that nobody will ever write to, so that poll, select and epoll stay
+ * silent (a key manager that reads in a loop would otherwise spin on an
+ * end-of-file AF_KEY never gives); the wrappers answer for it from now on. */
+static void markLost(int conn) {
+  struct Conn *c = &g_conns[conn];
+  if (atomic_exchange(&c->lost, 1)) return;
+  SocketFn realSocket = (SocketFn)preloadNext(kSocket);
+  CloseFn realClose = (CloseFn)preloadNext(kClose);
+  Dup3Fn realDup3 = (Dup3Fn)preloadNext(kDup3);
+  FcntlFn realFcntl = (FcntlFn)preloadNext(kFcntl);
+  if (!realSocket || !realClose || !realDup3 || !realFcntl) return;
+  for (int i = 0; i < kSlots; ++i) {
+    const int key = atomic_load(&g_slots[i].key);
+    if (key <= 0 || g_slots[i].conn != conn) continue;
+    const int fd = key - 1;
+    const int quiet = realSocket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (quiet < 0) continue;
+    const int cloexec = realFcntl(fd, F_GETFD) & FD_CLOEXEC;
+    struct stat st;
+    if (fstat(quiet, &st) == 0 && realDup3(quiet, fd, cloexec ? O_CLOEXEC : 0) == fd) {
+      g_slots[i].dev = st.st_dev;
+      g_slots[i].ino = st.st_ino;
+    }
+    realClose(quiet);
+  }
+}
+
+static int isGone(int err) { return err == EPIPE || err == ECONNRESET || err == ENOTCONN; }
+
+/* ---- sending and receiving --------------------------------------------------- */
+
+/* One interposed send call, so that the four share the PF_KEY path. */
+struct SendCall {
+  enum NextId id;
+  const void *buf;
+  size_t len;
+  int flags;
+  const struct sockaddr *to;
+  socklen_t toLen;
+  const struct msghdr *msg;
+};
+
+static ssize_t sendNext(int fd, const struct SendCall *s) {
+  void *f = preloadNext(s->id);
+  if (!f) {
+    errno = ENOSYS;
+    return -1;
+  }
+  switch (s->id) {
+    case kSend: return ((SendFn)f)(fd, s->buf, s->len, s->flags);
+    case kSendTo: return ((SendToFn)f)(fd, s->buf, s->len, s->flags, s->to, s->toLen);
+    case kSendMsg: return ((SendMsgFn)f)(fd, s->msg, s->flags);
+    default: return ((WriteFn)f)(fd, s->buf, s->len);
+  }
+}
+
+/* On a PF_KEY socket: the datagram goes out and, as with AF_KEY, its answers
+ * are on the socket when this returns (bounded wait, see awaitAnswers). */
+static ssize_t sendVia(int fd, const struct SendCall *s) {
+  const int slot = pfKeySlot(fd);
+  if (slot < 0) return sendNext(fd, s);
+  const int conn = g_slots[slot].conn;
+  struct Conn *c = &g_conns[conn];
+  if (atomic_load(&c->lost)) {
+    errno = EPIPE;
+    return -1;
+  }
+  pthread_mutex_lock(&c->lock);
+  const ssize_t n = sendNext(fd, s);
+  const int err = errno;
+  if (n >= 0) awaitAnswers(c, ++c->sent, fd);
+  pthread_mutex_unlock(&c->lock);
+  if (n < 0 && isGone(err)) {
+    markLost(conn);
+    errno = EPIPE;
+    return -1;
+  }
+  errno = err;
+  return n;
+}
+
+EXPORT ssize_t send(int fd, const void *buf, size_t len, int flags) {
+  const struct SendCall s = {kSend, buf, len, flags, NULL, 0, NULL};
+  return sendVia(fd, &s);
+}
+
+EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to, socklen_t toLen) {
+  const struct SendCall s = {kSendTo, buf, len, flags, to, toLen, NULL};
+  return sendVia(fd, &s);
+}
+
+EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
+  const struct SendCall s = {kSendMsg, NULL, 0, flags, NULL, 0, msg};
+  return sendVia(fd, &s);
+}
+
+EXPORT ssize_t write(int fd, const void *buf, size_t len) {
+  const struct SendCall s = {kWrite, buf, len, 0, NULL, 0, NULL};
+  return sendVia(fd, &s);
+}
+
+/* Before a receive on `fd`: -1 with ECONNRESET if it is a lost PF_KEY
+ * socket, else its slot (or -1 with errno 0 for any other descriptor). */
+static int receiveSlot(int fd, int *lost) {
+  *lost = 0;
+  const int slot = pfKeySlot(fd);
+  if (slot >= 0 && atomic_load(&g_conns[g_slots[slot].conn].lost)) *lost = 1;
+  return slot;
+}
+
+/* After a receive of `want` bytes on PF_KEY slot `slot`: an end-of-file (no
+ * PF_KEY message is empty) or a reset means the service has gone. */
+static ssize_t afterReceive(int slot, ssize_t n, size_t want) {
+  if (slot < 0 || !((n == 0 && want > 0) || (n < 0 && isGone(errno)))) return n;
+  markLost(g_slots[slot].conn);
+  errno = ECONNRESET;
+  return -1;
+}
+
+#define RECEIVE(call, want)                        \
+  int lost;                                        \
+  const int slot = receiveSlot(fd, &lost);         \
+  if (lost) {                                      \
+    errno = ECONNRESET;                            \
+    return -1;                                     \
+  }                                                \
+  return afterReceive(slot, call, want)
+
+EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags) {
+  NEXT_OR_ENOSYS(RecvFn, kRecv, realRecv, -1);
+  RECEIVE(realRecv(fd, buf, len, flags), len);
+}
+
+EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromLen) {
+  NEXT_OR_ENOSYS(RecvFromFn, kRecvFrom, realRecvFrom, -1);
+  RECEIVE(realRecvFrom(fd, buf, len, flags, from, fromLen), len);
+}
+
+static size_t iovBytes(const struct msghdr *msg) {
+  size_t n = 0;
+  for (size_t i = 0; msg && msg->msg_iov && i < (size_t)msg->msg_iovlen; ++i) n += msg->msg_iov[i].iov_len;
+  return n;
+}
+
+EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
+  NEXT_OR_ENOSYS(RecvMsgFn, kRecvMsg, realRecvMsg, -1);
+  RECEIVE(realRecvMsg(fd, msg, flags), iovBytes(msg));
+}
+
+EXPORT ssize_t read(int fd, void *buf, size_t len) {
+  NEXT_OR_ENOSYS(ReadFn, kRead, realRead, -1);
+  RECEIVE(realRead(fd, buf, len), len);
 }
 
 /* ---- descriptor bookkeeping ------------------------------------------------- */
@@ -278,7 +603,7 @@ EXPORT int close_range(unsigned first, unsigned last, int flags) {
 }
 
 EXPORT void closefrom(int lowfd) {
-  CloseFromFn realCloseFrom = (CloseFromFn)next(kCloseFrom);
+  CloseFromFn realCloseFrom = (CloseFromFn)preloadNext(kCloseFrom);
   if (!realCloseFrom) return;
   if (lowfd >= 0 && atomic_load(&g_used) != 0) {
     for (int i = 0; i < kSlots; ++i) {

@@ -195,8 +195,8 @@ uint16_t portOf(int fd) {
   return ntohs(sin.sin_port);
 }
 
-void attachSteering(int fd) {
-  auto prog = natTSteeringProgram();
+void attachSteering(int fd, uint32_t ikeIndex = kReuseportIndexIke) {
+  auto prog = natTSteeringProgram(ikeIndex);
   sock_fprog fprog{static_cast<unsigned short>(prog.size()), prog.data()};
   ASSERT_EQ(setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &fprog, sizeof fprog), 0) << strerror(errno);
 }
@@ -284,6 +284,40 @@ TEST(NatTSteering, ManyEspPacketsNeverReachTheIkeSocket) {
   while (receive(ours.fd(), 200)) ++n;
   EXPECT_EQ(n, 16);
   EXPECT_FALSE(receive(ike.fd(), 50));
+}
+
+TEST(NatTSteering, AnIkeSocketBoundFirstGetsIkeAndTheJoinerWithTheReversedProgramGetsEspAndKeepalives) {
+  // The IKE daemon's preload found the port free: bound alone, SO_REUSEPORT
+  // turned on afterwards (index 0 once ipsecd joins as index 1).
+  Socket ike(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(ike.fd(), reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0);
+  int on = 1;
+  ASSERT_EQ(setsockopt(ike.fd(), SOL_SOCKET, SO_REUSEPORT, &on, sizeof on), 0);
+  const uint16_t port = portOf(ike.fd());
+  Socket ours(reuseportSocket(port));
+  ASSERT_GE(ours.fd(), 0) << "joining a socket that turned SO_REUSEPORT on after bind: " << strerror(errno);
+  attachSteering(ours.fd(), /*ikeIndex=*/0);
+  for (int i = 0; i < 8; ++i) {
+    Socket peer(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    sendTo(peer.fd(), port, kEsp);
+    sendTo(peer.fd(), port, kKeepalive);
+    sendTo(peer.fd(), port, kIke);
+  }
+  int esp = 0, keepalives = 0, ikes = 0;
+  while (auto got = receive(ours.fd(), 200)) {
+    if (got->first == kEsp) ++esp;
+    if (got->first == kKeepalive) ++keepalives;
+  }
+  while (auto got = receive(ike.fd(), 200)) {
+    EXPECT_EQ(got->first, kIke);
+    ++ikes;
+  }
+  EXPECT_EQ(esp, 8);
+  EXPECT_EQ(keepalives, 8);
+  EXPECT_EQ(ikes, 8);
 }
 
 }  // namespace
