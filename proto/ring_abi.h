@@ -146,9 +146,10 @@ enum class CryptoStatus : std::uint8_t {
   kBadLength = 8,      // a segment too short for its session's header, IV, pad
                        // and ICV, or an encrypted part that is not a multiple
                        // of the cipher's alignment: a bad packet, not a fault
-  kWrongDirection = 9, // seal under a session this host opens with, or open
-                       // under one it seals with (keydb names each SA's
-                       // direction); nothing was written
+  kWrongDirection = 9, // seal or AH sign under a session keydb did not name
+                       // outbound, or open or AH verify under an outbound
+                       // one (an SA is sealed only by the host that sends on
+                       // it; services/crypto/sessions.h); nothing was written
 };
 
 // One descriptor, 64 bytes: one cache line. The request ring carries it with

@@ -449,8 +449,12 @@ class BrokerRig {
     std::uint8_t layout[3] = {};
     // Generation 1 at index 0; an IV grant no benchmark can exhaust.
     const bool ah = op == Op::kAhSign || op == Op::kAhVerify;
-    std::string error = ah ? sessions_.createAh(0, 1, alg.spec(), layout)
-                           : sessions_.create(0, 1, alg.spec(), 1, std::uint64_t{1} << 62, layout);
+    // The op's own direction: seal and sign need an outbound session, open
+    // and verify an inbound one (a session runs only one way).
+    const auto direction = op == Op::kSeal || op == Op::kAhSign ? crypto::SessionDirection::kOutbound
+                                                                : crypto::SessionDirection::kInbound;
+    std::string error = ah ? sessions_.createAh(0, 1, alg.spec(), direction, layout)
+                           : sessions_.create(0, 1, alg.spec(), direction, 1, std::uint64_t{1} << 62, layout);
     if (!error.empty()) throw std::runtime_error(error);
     if (op != Op::kSeal) {
       prepared_ = prepare(alg, op, payload, &error);
@@ -519,6 +523,9 @@ class BrokerRig {
         pool_.free(done[i].bufferIndex);
       }
       inFlight_ -= n;
+      // As ipsec-forwarder: a worker waiting for completion slots sleeps on
+      // its request bell until we free some.
+      if (n != 0) ring::notifyPeer(completions_, requestBell_);
       if (n < done.size()) return;
     }
   }

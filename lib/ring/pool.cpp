@@ -45,6 +45,18 @@ const char* toString(DescriptorError error) noexcept {
   return "unknown";
 }
 
+const char* counterName(DescriptorError error) noexcept {
+  switch (error) {
+    case DescriptorError::kNone: return "none";
+    case DescriptorError::kBadOp: return "bad_op";
+    case DescriptorError::kBadBufferIndex: return "bad_buffer_index";
+    case DescriptorError::kBadSegmentCount: return "bad_segment_count";
+    case DescriptorError::kBadSegmentLayout: return "bad_segment_layout";
+    case DescriptorError::kOutOfBuffer: return "out_of_buffer";
+  }
+  return "unknown";
+}
+
 DescriptorError checkDescriptor(const proto::CryptoRequest& r, std::uint32_t bufferCount,
                                 std::uint32_t bufferSize) noexcept {
   switch (r.op) {

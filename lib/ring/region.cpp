@@ -66,6 +66,24 @@ RegionHeader makeHeader(const RegionConfig& config, const RegionLayout& layout) 
 
 [[noreturn]] void throwErrno(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
 
+// Maps the memfd shared and read-write; with guards, inside a PROT_NONE
+// reservation one page larger on each side (the fixed mapping replaces the
+// middle of the reservation, the two ends stay inaccessible). nullptr on failure.
+std::byte* mapShared(int fd, std::size_t size, std::size_t guard) noexcept {
+  if (guard == 0) {
+    void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    return base == MAP_FAILED ? nullptr : static_cast<std::byte*>(base);
+  }
+  void* reserved = ::mmap(nullptr, size + 2 * guard, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (reserved == MAP_FAILED) return nullptr;
+  auto* middle = static_cast<std::byte*>(reserved) + guard;
+  if (::mmap(middle, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) {
+    ::munmap(reserved, size + 2 * guard);
+    return nullptr;
+  }
+  return middle;
+}
+
 }  // namespace
 
 const char* toString(RegionError error) noexcept {
@@ -131,13 +149,15 @@ RegionError validateHeader(const RegionHeader& h, std::uint64_t fileSize) noexce
   return RegionError::kNone;
 }
 
-Region::Region(control::UniqueFd fd, std::byte* base, std::size_t size, const RegionHeader& header) noexcept
-    : fd_(std::move(fd)), base_(base), size_(size), header_(header) {}
+Region::Region(control::UniqueFd fd, std::byte* base, std::size_t size, std::size_t guard,
+               const RegionHeader& header) noexcept
+    : fd_(std::move(fd)), base_(base), size_(size), guard_(guard), header_(header) {}
 
 Region::Region(Region&& other) noexcept
     : fd_(std::move(other.fd_)),
       base_(std::exchange(other.base_, nullptr)),
       size_(std::exchange(other.size_, 0)),
+      guard_(std::exchange(other.guard_, 0)),
       header_(other.header_) {}
 
 Region& Region::operator=(Region&& other) noexcept {
@@ -146,6 +166,7 @@ Region& Region::operator=(Region&& other) noexcept {
     fd_ = std::move(other.fd_);
     base_ = std::exchange(other.base_, nullptr);
     size_ = std::exchange(other.size_, 0);
+    guard_ = std::exchange(other.guard_, 0);
     header_ = other.header_;
   }
   return *this;
@@ -154,9 +175,11 @@ Region& Region::operator=(Region&& other) noexcept {
 Region::~Region() { unmap(); }
 
 void Region::unmap() noexcept {
-  if (base_ != nullptr) ::munmap(base_, size_);
+  // With guards this also releases them: they are the ends of one reservation.
+  if (base_ != nullptr) ::munmap(base_ - guard_, size_ + 2 * guard_);
   base_ = nullptr;
   size_ = 0;
+  guard_ = 0;
 }
 
 Region Region::create(const RegionConfig& config) {
@@ -175,10 +198,10 @@ Region Region::create(const RegionConfig& config) {
   const RegionHeader header = makeHeader(config, *layout);
   std::memcpy(base, &header, sizeof header);
   // Ring controls are zero already: ftruncate gives zero-filled pages.
-  return Region(std::move(fd), static_cast<std::byte*>(base), layout->regionSize, header);
+  return Region(std::move(fd), static_cast<std::byte*>(base), layout->regionSize, 0, header);
 }
 
-AttachResult Region::attach(control::UniqueFd fd, const RegionConfig* expected) noexcept {
+AttachResult Region::attach(control::UniqueFd fd, const RegionConfig* expected, GuardPages guard) noexcept {
   AttachResult result;
   const int seals = ::fcntl(fd.get(), F_GET_SEALS);
   if (seals < 0 || (static_cast<unsigned>(seals) & kRequiredSeals) != kRequiredSeals) {
@@ -195,15 +218,16 @@ AttachResult Region::attach(control::UniqueFd fd, const RegionConfig* expected) 
     result.error = RegionError::kTooSmall;
     return result;
   }
-  void* base = ::mmap(nullptr, fileSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
-  if (base == MAP_FAILED) {
+  const std::size_t guardBytes = guard == GuardPages::kSurround ? proto::kPageSize : 0;
+  std::byte* base = mapShared(fd.get(), fileSize, guardBytes);
+  if (base == nullptr) {
     result.error = RegionError::kMapFailed;
     return result;
   }
   // Validate a private copy: the shared page can change under us.
   RegionHeader header;
   std::memcpy(&header, base, sizeof header);
-  Region region(std::move(fd), static_cast<std::byte*>(base), fileSize, header);
+  Region region(std::move(fd), base, fileSize, guardBytes, header);
   result.error = validateHeader(header, fileSize);
   if (result.error == RegionError::kNone && expected != nullptr && region.config() != *expected) {
     result.error = RegionError::kConfigMismatch;

@@ -60,6 +60,14 @@ std::optional<RegionLayout> computeLayout(const RegionConfig& config) noexcept;
 
 struct AttachResult;
 
+// Whether attach surrounds the mapping with inaccessible pages. With
+// kSurround, one PROT_NONE page sits right before the region and one right
+// after it, so a bounds check that ever lets an access run off either end
+// faults at once instead of reading or writing whatever mapping lies next
+// (the crypto worker maps its ring this way: it writes where a peer it does
+// not trust points it).
+enum class GuardPages : std::uint8_t { kNone, kSurround };
+
 // Non-copyable owner of the mapping and the memfd.
 class Region {
  public:
@@ -71,7 +79,8 @@ class Region {
   // (the config ipsecd announced on the control channel) the header must
   // match it exactly, so a peer that rewrote a valid-looking header before
   // we attached is caught too.
-  static AttachResult attach(control::UniqueFd fd, const RegionConfig* expected = nullptr) noexcept;
+  static AttachResult attach(control::UniqueFd fd, const RegionConfig* expected = nullptr,
+                             GuardPages guard = GuardPages::kNone) noexcept;
 
   Region(Region&& other) noexcept;
   Region& operator=(Region&& other) noexcept;
@@ -85,6 +94,8 @@ class Region {
   int fd() const noexcept { return fd_.get(); }
   std::byte* base() const noexcept { return base_; }
   std::size_t size() const noexcept { return size_; }
+  // Bytes of PROT_NONE before base() and after base() + size(); 0 without guards.
+  std::size_t guardSize() const noexcept { return guard_; }
 
   proto::RingControl* requestControl() const noexcept;
   proto::CryptoRequest* requestSlots() const noexcept;
@@ -94,12 +105,14 @@ class Region {
   std::byte* buffer(std::uint32_t index) const noexcept;
 
  private:
-  Region(control::UniqueFd fd, std::byte* base, std::size_t size, const proto::RegionHeader& header) noexcept;
+  Region(control::UniqueFd fd, std::byte* base, std::size_t size, std::size_t guard,
+         const proto::RegionHeader& header) noexcept;
   void unmap() noexcept;
 
   control::UniqueFd fd_;
   std::byte* base_ = nullptr;
   std::size_t size_ = 0;
+  std::size_t guard_ = 0;  // the reservation is [base_ - guard_, base_ + size_ + guard_)
   proto::RegionHeader header_{};
 };
 

@@ -4,6 +4,7 @@
 #include <linux/pfkeyv2.h>
 #include <sodium.h>
 
+#include <array>
 #include <boost/asio/post.hpp>
 #include <cerrno>
 #include <stdexcept>
@@ -13,6 +14,19 @@
 #include "proto/crypto.capnp.h"
 
 namespace ipsec::crypto {
+namespace {
+
+SessionDirection fromProto(proto::Direction d) noexcept {
+  switch (d) {
+    case proto::Direction::OUTBOUND: return SessionDirection::kOutbound;
+    case proto::Direction::INBOUND: return SessionDirection::kInbound;
+    case proto::Direction::UNKNOWN: break;
+  }
+  return SessionDirection::kUnknown;  // unknown, or a value newer than this build: opens only
+}
+
+}  // namespace
+
 Broker::Broker(boost::asio::io_context& io, UniqueFd keydb, std::vector<RingFds> rings)
     : io_(io), drivers_(cryptodrv::DriverRegistry::withDefaultDrivers()) {
   keydb_ = std::make_unique<control::Channel>(io_, std::move(keydb), "ipsec-keydb");
@@ -30,7 +44,9 @@ Broker::Broker(boost::asio::io_context& io, UniqueFd keydb, std::vector<RingFds>
     });
   };
   for (unsigned i = 0; i < rings.size(); ++i) {
-    auto attached = ring::Region::attach(std::move(rings[i].region));
+    // Guard pages around the mapping: the worker writes where the forwarder
+    // points it, so a bounds check that ever failed would fault, not corrupt.
+    auto attached = ring::Region::attach(std::move(rings[i].region), nullptr, ring::GuardPages::kSurround);
     if (!attached.region) {
       throw std::runtime_error(std::string("ring region rejected: ") + ring::toString(attached.error));
     }
@@ -83,11 +99,12 @@ bool Broker::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       switch (p.getSatype()) {
         case SADB_SATYPE_UNSPEC:  // senders from before AH sessions existed
         case SADB_SATYPE_ESP:
-          err = sessions_->create(c.getSa().getIndex(), c.getSa().getGeneration(), spec, c.getIvNext(),
-                                  c.getIvLimit(), layout, &code);
+          err = sessions_->create(c.getSa().getIndex(), c.getSa().getGeneration(), spec,
+                                  fromProto(c.getDirection()), c.getIvNext(), c.getIvLimit(), layout, &code);
           break;
         case SADB_SATYPE_AH:  // integrity only; no IVs, so the IV grant is unused
-          err = sessions_->createAh(c.getSa().getIndex(), c.getSa().getGeneration(), spec, layout, &code);
+          err = sessions_->createAh(c.getSa().getIndex(), c.getSa().getGeneration(), spec,
+                                    fromProto(c.getDirection()), layout, &code);
           break;
         default:  // IPComp needs no key: the forwarder compresses without a session
           err = "satype " + std::to_string(p.getSatype()) + " has no crypto session";
@@ -119,8 +136,11 @@ bool Broker::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       sessions_->grantIv(g.getSa().getIndex(), g.getSa().getGeneration(), g.getIvLimit());
       return true;
     }
-    case proto::KeydbToCrypto::SET_DIRECTION:
-      return true;  // enforced by the session table (issue 10, in progress)
+    case proto::KeydbToCrypto::SET_DIRECTION: {
+      auto d = msg.getSetDirection();
+      sessions_->setDirection(d.getSa().getIndex(), d.getSa().getGeneration(), fromProto(d.getDirection()));
+      return true;
+    }
   }
   return false;
 }
@@ -130,7 +150,8 @@ void Broker::setSysctl(std::string_view name, std::int64_t value) {
 }
 
 void Broker::fillStats(proto::Stats::Builder out) {
-  std::uint64_t requests = 0, bursts = 0, sleeps = 0, badDesc = 0, badSession = 0, corrupt = 0;
+  std::uint64_t requests = 0, bursts = 0, sleeps = 0, badDesc = 0, badSession = 0, corrupt = 0, fullSleeps = 0;
+  std::array<std::uint64_t, ring::kDescriptorErrorCount> descriptor{};
   for (auto& w : workers_) {
     const auto& c = w->counters();
     requests += c.requests;
@@ -139,6 +160,8 @@ void Broker::fillStats(proto::Stats::Builder out) {
     badDesc += c.badDescriptor;
     badSession += c.badSession;
     corrupt += c.ringCorrupt;
+    fullSleeps += c.completionFullSleeps;
+    for (std::size_t i = 0; i < descriptor.size(); ++i) descriptor[i] += c.descriptorRefused[i];
   }
   std::uint64_t sealed = 0, opened = 0, badIcv = 0, ivExhausted = 0, sessions = 0;
   std::uint64_t ahSigned = 0, ahVerified = 0, badOp = 0;
@@ -152,14 +175,33 @@ void Broker::fillStats(proto::Stats::Builder out) {
     ahVerified += s.ahVerified;
     badOp += s.badOp;
   });
+  const RefusalCounters& refused = sessions_->refusals();
+  auto layout = [&](LayoutError e) { return refused.layout[static_cast<std::size_t>(e)].load(); };
+  auto desc = [&](ring::DescriptorError e) { return descriptor[static_cast<std::size_t>(e)]; };
   const std::pair<const char*, std::uint64_t> rows[] = {
       {"sessions", sessions},           {"sessions_created", sessionsCreated_},
       {"sessions_refused", sessionsRefused_}, {"sessions_refused_no_key_memory", sessionsNoKeyMemory_},
       {"requests", requests},
       {"bursts", bursts},               {"worker_sleeps", sleeps},
+      {"worker_sleeps_completion_full", fullSleeps},
       {"sealed", sealed},               {"opened", opened},
       {"open_bad_icv", badIcv},         {"seal_iv_exhausted", ivExhausted},
       {"drop_bad_descriptor", badDesc}, {"drop_bad_session", badSession},
+      {"drop_descriptor_bad_op", desc(ring::DescriptorError::kBadOp)},
+      {"drop_descriptor_bad_buffer_index", desc(ring::DescriptorError::kBadBufferIndex)},
+      {"drop_descriptor_bad_segment_count", desc(ring::DescriptorError::kBadSegmentCount)},
+      {"drop_descriptor_bad_segment_layout", desc(ring::DescriptorError::kBadSegmentLayout)},
+      {"drop_descriptor_out_of_buffer", desc(ring::DescriptorError::kOutOfBuffer)},
+      {"drop_segment_too_short", layout(LayoutError::kSegmentTooShort)},
+      {"drop_segment_too_long", layout(LayoutError::kSegmentTooLong)},
+      {"drop_segment_misaligned", layout(LayoutError::kSegmentMisaligned)},
+      {"drop_ah_icv_offset_low", layout(LayoutError::kAhIcvOffsetLow)},
+      {"drop_ah_icv_outside_segment", layout(LayoutError::kAhIcvOutside)},
+      {"drop_driver_bad_length", refused.driverBadLength},
+      {"seal_refused_direction", refused.sealRefusedDirection},
+      {"open_refused_direction", refused.openRefusedDirection},
+      {"ah_sign_refused_direction", refused.ahSignRefusedDirection},
+      {"ah_verify_refused_direction", refused.ahVerifyRefusedDirection},
       {"ring_corrupt", corrupt},        {"ah_signed", ahSigned},
       {"ah_verified", ahVerified},      {"drop_bad_op", badOp}};
   auto list = out.initCounters(sizeof rows / sizeof rows[0]);

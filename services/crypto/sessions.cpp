@@ -9,6 +9,7 @@
 #include <mutex>
 #include <new>
 
+#include "ring/pool.h"
 #include "securemem/key_slab.h"
 
 namespace ipsec::crypto {
@@ -46,13 +47,14 @@ std::string refuse(std::string text, int* errorCode, int code = 0) {
 }  // namespace
 
 std::string SessionTable::create(std::uint32_t index, std::uint32_t generation, const cryptodrv::TransformSpec& spec,
-                                 std::uint64_t ivNext, std::uint64_t ivLimit, std::uint8_t layout[3],
-                                 int* errorCode) {
+                                 SessionDirection direction, std::uint64_t ivNext, std::uint64_t ivLimit,
+                                 std::uint8_t layout[3], int* errorCode) {
   if (errorCode) *errorCode = 0;
   if (index >= kMaxSessions) return refuse("session index out of range", errorCode, EINVAL);
   try {
     auto s = std::make_unique<Session>();
     s->generation = generation;
+    s->direction = direction;
     for (unsigned w = 0; w < workers_; ++w) {
       std::string error;
       auto t = drivers_.makeTransform(spec, &error);
@@ -61,7 +63,7 @@ std::string SessionTable::create(std::uint32_t index, std::uint32_t generation, 
     }
     const auto& t = *s->perWorker.front();
     s->ivIsCounter = t.ivIsCounter();
-    s->ivLength = t.ivLength();
+    s->layout = {false, t.ivLength(), t.icvLength(), t.padAlign()};
     s->ivNext = ivNext;
     s->ivLimit = ivLimit;
     layout[0] = t.ivLength();
@@ -75,13 +77,13 @@ std::string SessionTable::create(std::uint32_t index, std::uint32_t generation, 
 }
 
 std::string SessionTable::createAh(std::uint32_t index, std::uint32_t generation, const cryptodrv::TransformSpec& spec,
-                                   std::uint8_t layout[3], int* errorCode) {
+                                   SessionDirection direction, std::uint8_t layout[3], int* errorCode) {
   if (errorCode) *errorCode = 0;
   if (index >= kMaxSessions) return refuse("session index out of range", errorCode, EINVAL);
   try {
     auto s = std::make_unique<Session>();
     s->generation = generation;
-    s->ah = true;
+    s->direction = direction;
     for (unsigned w = 0; w < workers_; ++w) {
       std::string error;
       auto t = cryptodrv::AhTransform::create(spec, &error);
@@ -91,6 +93,7 @@ std::string SessionTable::createAh(std::uint32_t index, std::uint32_t generation
     layout[0] = 0;
     layout[1] = workers_ > 0 ? s->ahPerWorker.front()->icvLength() : 0;
     layout[2] = 0;
+    s->layout = {true, 0, layout[1], 0};
     install(index, std::move(s));
   } catch (const std::bad_alloc&) {
     return refuse("out of memory", errorCode, ENOMEM);
@@ -117,6 +120,11 @@ void SessionTable::grantIv(std::uint32_t index, std::uint32_t generation, std::u
     if (ivLimit > s->ivLimit.load()) s->ivLimit.store(ivLimit);
     s->ivRequested.store(false);
   }
+}
+
+void SessionTable::setDirection(std::uint32_t index, std::uint32_t generation, SessionDirection direction) {
+  std::shared_lock lock(mutex_);
+  if (Session* s = find(index, generation)) s->direction.store(direction, std::memory_order_release);
 }
 
 Session* SessionTable::find(std::uint32_t index, std::uint32_t generation) noexcept {
@@ -147,7 +155,8 @@ bool randomIv(std::uint8_t* iv, std::size_t len) noexcept {
 // Counter IVs come from keydb's grant, so they never repeat under one key,
 // across restarts too; other IVs (CBC) must be unpredictable: random.
 bool SessionTable::makeIv(Session& s, std::uint32_t index, std::uint8_t* iv) noexcept {
-  if (!s.ivIsCounter) return randomIv(iv, s.ivLength);
+  const std::uint8_t ivLength = s.layout.ivLength;
+  if (!s.ivIsCounter) return randomIv(iv, ivLength);
   const std::uint64_t n = s.ivNext.fetch_add(1, std::memory_order_relaxed);
   const std::uint64_t limit = s.ivLimit.load(std::memory_order_acquire);
   if (n >= limit) {
@@ -155,8 +164,8 @@ bool SessionTable::makeIv(Session& s, std::uint32_t index, std::uint8_t* iv) noe
     return false;
   }
   if (limit - n < kIvLowWater && !s.ivRequested.exchange(true) && onIvLow) onIvLow(index, s.generation, n);
-  std::memset(iv, 0, s.ivLength);
-  for (int i = 0; i < 8 && i < s.ivLength; ++i) iv[s.ivLength - 1 - i] = static_cast<std::uint8_t>(n >> (8 * i));
+  std::memset(iv, 0, ivLength);
+  for (int i = 0; i < 8 && i < ivLength; ++i) iv[ivLength - 1 - i] = static_cast<std::uint8_t>(n >> (8 * i));
   return true;
 }
 
@@ -172,11 +181,10 @@ proto::CryptoStatus SessionTable::processAh(Session& s, unsigned worker, std::ui
   proto::CryptoStatus worst = proto::CryptoStatus::kOk;
   std::uint32_t firstSeq = 0;
   for (std::uint16_t i = 0; i < req.segmentCount; ++i) {
-    const std::uint32_t start = req.offset + i * req.segmentStride;
-    const std::uint32_t len = (i + 1 == req.segmentCount) ? req.offset + req.length - start : req.segmentStride;
+    const auto [start, len] = ring::segmentOf(req, i);
     std::uint8_t* packet = buffer + start;
     std::uint32_t seqHigh = req.seqHigh;
-    if (t.esn() && req.icvOffset >= 4 && req.icvOffset <= len) {
+    if (t.esn()) {  // checkLayout: the sequence number field lies inside the segment
       const std::uint8_t* q = packet + req.icvOffset - 4;  // the AH sequence number field
       const std::uint32_t seq = std::uint32_t{q[0]} << 24 | std::uint32_t{q[1]} << 16 | std::uint32_t{q[2]} << 8 | q[3];
       if (i == 0) firstSeq = seq;
@@ -203,48 +211,80 @@ proto::CryptoStatus SessionTable::processAh(Session& s, unsigned worker, std::ui
   return worst;
 }
 
-proto::CryptoStatus SessionTable::process(unsigned worker, std::uint8_t* buffer, proto::CryptoRequest& req) noexcept {
-  Session* s = find(req.session, req.sessionGeneration);
-  if (!s) return proto::CryptoStatus::kBadSession;
+// The refusals that need only the session: a wrong kind of op, a direction
+// that forbids it, segments that do not fit the layout. kOk lets it run.
+proto::CryptoStatus SessionTable::refuseEarly(Session& s, const proto::CryptoRequest& req) noexcept {
   const bool ahOp = req.op == proto::CryptoOp::kAhSign || req.op == proto::CryptoOp::kAhVerify;
   const bool espOp = req.op == proto::CryptoOp::kSeal || req.op == proto::CryptoOp::kOpen;
-  if (s->ah ? !ahOp : !espOp) {
-    s->badOp.fetch_add(1, std::memory_order_relaxed);
+  if (s.layout.ah ? !ahOp : !espOp) {
+    s.badOp.fetch_add(1, std::memory_order_relaxed);
     return proto::CryptoStatus::kBadOp;
   }
-  if (s->ah) return processAh(*s, worker, buffer, req);
-  if (worker >= s->perWorker.size()) return proto::CryptoStatus::kBadSession;
-  cryptodrv::Transform& t = *s->perWorker[worker];
+  if (!directionAllows(s.direction.load(std::memory_order_acquire), req.op)) {
+    const bool sends = req.op == proto::CryptoOp::kSeal || req.op == proto::CryptoOp::kAhSign;
+    (sends ? s.sealRefusedDirection : s.openRefusedDirection).fetch_add(1, std::memory_order_relaxed);
+    std::atomic<std::uint64_t>& total = req.op == proto::CryptoOp::kSeal     ? refusals_.sealRefusedDirection
+                                        : req.op == proto::CryptoOp::kOpen   ? refusals_.openRefusedDirection
+                                        : req.op == proto::CryptoOp::kAhSign ? refusals_.ahSignRefusedDirection
+                                                                             : refusals_.ahVerifyRefusedDirection;
+    total.fetch_add(1, std::memory_order_relaxed);
+    return proto::CryptoStatus::kWrongDirection;
+  }
+  if (const LayoutError e = checkLayout(req, s.layout); e != LayoutError::kNone) {
+    refusals_.layout[static_cast<std::size_t>(e)].fetch_add(1, std::memory_order_relaxed);
+    // ESP: a packet too short or misaligned for its SA is a bad packet; AH:
+    // the forwarder framed the ICV field where no packet has it.
+    return s.layout.ah ? proto::CryptoStatus::kBadDescriptor : proto::CryptoStatus::kBadLength;
+  }
+  return proto::CryptoStatus::kOk;
+}
+
+proto::CryptoStatus SessionTable::process(unsigned worker, std::uint8_t* buffer, proto::CryptoRequest& req) noexcept {
+  Session* s = find(req.session, req.sessionGeneration);
+  proto::CryptoStatus refused = s ? refuseEarly(*s, req) : proto::CryptoStatus::kBadSession;
+  if (refused != proto::CryptoStatus::kOk) {
+    req.segmentFailMask = ring::allSegments(req.segmentCount);  // none was run
+    return refused;
+  }
+  return s->layout.ah ? processAh(*s, worker, buffer, req) : processEsp(*s, worker, buffer, req);
+}
+
+// One ESP request: each segment is one ESP packet, header..ICV, that
+// refuseEarly found long enough for the IV written at header + 8.
+proto::CryptoStatus SessionTable::processEsp(Session& s, unsigned worker, std::uint8_t* buffer,
+                                             proto::CryptoRequest& req) noexcept {
+  if (worker >= s.perWorker.size()) return proto::CryptoStatus::kBadSession;
+  cryptodrv::Transform& t = *s.perWorker[worker];
   std::uint64_t failMask = 0;
   proto::CryptoStatus worst = proto::CryptoStatus::kOk;
   for (std::uint16_t i = 0; i < req.segmentCount; ++i) {
-    const std::uint32_t start = req.offset + i * req.segmentStride;
-    const std::uint32_t len = (i + 1 == req.segmentCount) ? req.offset + req.length - start : req.segmentStride;
+    const auto [start, len] = ring::segmentOf(req, i);
     std::uint8_t* esp = buffer + start;
     cryptodrv::Status st;
     if (req.op == proto::CryptoOp::kSeal) {
       std::uint8_t iv[cryptodrv::Transform::kMaxIvLength];
-      if (!makeIv(*s, req.session, iv)) {
+      if (!makeIv(s, req.session, iv)) {
         failMask |= std::uint64_t{1} << i;
         worst = proto::CryptoStatus::kSeqExhausted;
         continue;
       }
-      // Write the IV for the wire, but seal with our private copy.
-      std::memcpy(esp + 8, iv, s->ivLength);
+      // sealWithIv writes the IV for the wire and seals with our private copy.
       st = t.sealWithIv(esp, len, req.seqHigh, iv);
-      if (st == cryptodrv::Status::kOk) s->sealed.fetch_add(1, std::memory_order_relaxed);
+      if (st == cryptodrv::Status::kOk) s.sealed.fetch_add(1, std::memory_order_relaxed);
     } else {
       st = t.open(esp, len, req.seqHigh);
-      if (st == cryptodrv::Status::kOk) s->opened.fetch_add(1, std::memory_order_relaxed);
+      if (st == cryptodrv::Status::kOk) s.opened.fetch_add(1, std::memory_order_relaxed);
     }
-    if (st != cryptodrv::Status::kOk) {
-      failMask |= std::uint64_t{1} << i;
-      if (st == cryptodrv::Status::kBadIcv) {
-        s->badIcv.fetch_add(1, std::memory_order_relaxed);
-        if (worst == proto::CryptoStatus::kOk) worst = proto::CryptoStatus::kBadIcv;
-      } else {
-        worst = proto::CryptoStatus::kInternalError;
-      }
+    if (st == cryptodrv::Status::kOk) continue;
+    failMask |= std::uint64_t{1} << i;
+    if (st == cryptodrv::Status::kBadIcv) {
+      s.badIcv.fetch_add(1, std::memory_order_relaxed);
+      if (worst == proto::CryptoStatus::kOk) worst = proto::CryptoStatus::kBadIcv;
+    } else if (st == cryptodrv::Status::kBadLength) {
+      refusals_.driverBadLength.fetch_add(1, std::memory_order_relaxed);
+      if (worst != proto::CryptoStatus::kInternalError) worst = proto::CryptoStatus::kBadLength;
+    } else {
+      worst = proto::CryptoStatus::kInternalError;
     }
   }
   req.segmentFailMask = failMask;

@@ -22,12 +22,31 @@ std::uint64_t monotonicNs() noexcept {
 // TCP through the tunnel, 100 µs → 1.1 Gbit/s (bench/tunnel_bench.py).
 constexpr std::uint64_t kSpinNs = 100000;
 
-bool knownOp(proto::CryptoOp op) noexcept {
-  return op == proto::CryptoOp::kSeal || op == proto::CryptoOp::kOpen || op == proto::CryptoOp::kAhSign ||
-         op == proto::CryptoOp::kAhVerify;
-}
+// How long a worker sleeps on a full completion ring before it looks again
+// by itself (the forwarder's ring normally wakes it first; stop() always does).
+constexpr int kCompletionWaitMs = 100;
 
 }  // namespace
+
+void handleRequest(proto::CryptoRequest& r, const ring::Region& region, SessionTable& sessions, unsigned workerId,
+                   WorkerCounters& counters) noexcept {
+  const auto& h = region.header();  // our validated private copy
+  const ring::DescriptorError error = ring::checkDescriptor(r, h.bufferCount, h.bufferSize);
+  if (error != ring::DescriptorError::kNone) {
+    r.segmentFailMask = ring::allSegments(r.segmentCount);
+    counters.descriptorRefused[static_cast<std::size_t>(error)].fetch_add(1, std::memory_order_relaxed);
+    if (error == ring::DescriptorError::kBadOp) {
+      r.status = proto::CryptoStatus::kBadOp;
+      return;
+    }
+    counters.badDescriptor.fetch_add(1, std::memory_order_relaxed);
+    r.status = proto::CryptoStatus::kBadDescriptor;
+    return;
+  }
+  auto* buffer = reinterpret_cast<std::uint8_t*>(region.buffer(r.bufferIndex));
+  r.status = sessions.process(workerId, buffer, r);
+  if (r.status == proto::CryptoStatus::kBadSession) counters.badSession.fetch_add(1, std::memory_order_relaxed);
+}
 
 Worker::Worker(unsigned id, ring::Region region, ring::Doorbell requestBell, ring::Doorbell completionBell,
                SessionTable& sessions)
@@ -73,37 +92,29 @@ std::size_t Worker::serviceBurst() noexcept {
   const std::size_t n = requests_.dequeue(burst);
   if (requests_.peerCorrupt()) counters_.ringCorrupt.fetch_add(1, std::memory_order_relaxed);
   if (n == 0) return 0;
-  const auto& h = region_.header();  // our validated private copy
   {
     std::shared_lock lock(sessions_.mutex());
-    for (std::size_t i = 0; i < n; ++i) {
-      auto& r = burst[i];
-      if (!knownOp(r.op)) {
-        r.status = proto::CryptoStatus::kBadOp;
-        continue;
-      }
-      if (!ring::validate(r, h)) {
-        r.status = proto::CryptoStatus::kBadDescriptor;
-        counters_.badDescriptor.fetch_add(1, std::memory_order_relaxed);
-        continue;
-      }
-      auto* buffer = reinterpret_cast<std::uint8_t*>(region_.buffer(r.bufferIndex));
-      r.status = sessions_.process(id_, buffer, r);
-      if (r.status == proto::CryptoStatus::kBadSession) counters_.badSession.fetch_add(1, std::memory_order_relaxed);
-    }
+    for (std::size_t i = 0; i < n; ++i) handleRequest(burst[i], region_, sessions_, id_, counters_);
   }
   counters_.requests.fetch_add(n, std::memory_order_relaxed);
   counters_.bursts.fetch_add(1, std::memory_order_relaxed);
-  // Every request gets its completion, in order: the forwarder's buffers
-  // come back only this way. The completion ring is as large as the pool,
-  // so this waits only while the forwarder is busy elsewhere.
-  std::size_t done = 0;
-  while (done < n && !stop_.load(std::memory_order_relaxed)) {
-    done += completions_.enqueue(std::span<const proto::CryptoCompletion>(burst.data() + done, n - done));
-    ring::notifyPeer(completions_, completionBell_);
-    if (done < n) sched_yield();
-  }
+  complete(std::span<const proto::CryptoCompletion>(burst.data(), n));
   return n;
+}
+
+// Every request gets its completion, in order: the forwarder's buffers come
+// back only this way. While the completion ring is full (the forwarder is
+// busy, or stopped reading) the worker sleeps on its doorbell instead of
+// spinning; the forwarder rings it after it dequeues, and stop() rings it.
+void Worker::complete(std::span<const proto::CryptoCompletion> done) noexcept {
+  std::size_t sent = 0;
+  while (sent < done.size() && !stop_.load(std::memory_order_relaxed)) {
+    sent += completions_.enqueue(done.subspan(sent));
+    ring::notifyPeer(completions_, completionBell_);
+    if (sent == done.size()) break;
+    counters_.completionFullSleeps.fetch_add(1, std::memory_order_relaxed);
+    ring::sleepUntilReady(completions_, requestBell_, kCompletionWaitMs);
+  }
 }
 
 }  // namespace ipsec::crypto

@@ -3,9 +3,13 @@
 // bounds-checked against this ring's pool and its session looked up by
 // (index, generation) before any byte is touched. Requests are processed in
 // ring order and completed in the same order, in bursts; the worker spins
-// briefly when idle, then sleeps on its doorbell.
+// briefly when idle, then sleeps on its doorbell. When the completion ring
+// is full (the forwarder stopped reading) it sleeps too, on the same
+// doorbell: it sets the completion ring's producerSleeping flag and the
+// forwarder, after it dequeues completions, rings the request bell.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -22,7 +26,18 @@ namespace ipsec::crypto {
 
 struct WorkerCounters {
   std::atomic<std::uint64_t> requests{0}, bursts{0}, sleeps{0}, badDescriptor{0}, badSession{0}, ringCorrupt{0};
+  // Sleeps while the completion ring stayed full.
+  std::atomic<std::uint64_t> completionFullSleeps{0};
+  // badDescriptor by reason, indexed by ring::DescriptorError (kNone unused).
+  std::array<std::atomic<std::uint64_t>, ring::kDescriptorErrorCount> descriptorRefused{};
 };
+
+// One request, already copied out of the ring: judged against this ring's
+// pool (ring::checkDescriptor, counted per reason in `counters`), then handed
+// to the session table, which judges it against its session and processes it
+// in place. Sets request.status. The caller holds sessions.mutex() shared.
+void handleRequest(proto::CryptoRequest& request, const ring::Region& region, SessionTable& sessions,
+                   unsigned workerId, WorkerCounters& counters) noexcept;
 
 class Worker {
  public:
@@ -38,6 +53,7 @@ class Worker {
  private:
   void run() noexcept;
   std::size_t serviceBurst() noexcept;
+  void complete(std::span<const proto::CryptoCompletion> done) noexcept;
 
   unsigned id_;
   ring::Region region_;

@@ -311,7 +311,8 @@ void Forwarder::onAhSigned(Worker& w, const proto::CryptoCompletion& c) noexcept
   // Only our own record says where the packet is; the completion's offset
   // and length must agree with it.
   if (c.status != proto::CryptoStatus::kOk || !sa || c.offset != st.start) {
-    ++counters_.out_drop_crypto;
+    ++(c.status == proto::CryptoStatus::kWrongDirection ? counters_.out_drop_wrong_direction
+                                                          : counters_.out_drop_crypto);
     freeBuffer(w, c.bufferIndex);
     return;
   }
@@ -489,7 +490,9 @@ void Forwarder::onAhVerified(Worker& w, const proto::CryptoCompletion& c) noexce
   const AhBuffer& st = w.ah[c.bufferIndex];
   Sa* sa = acceptVerified(w, c, ctx, c.offset == st.start,
                           {&counters_.ah_in_drop_no_sa, &counters_.ah_in_drop_bad_icv,
-                           &counters_.ah_in_drop_crypto, &counters_.ah_in_drop_replay});
+                           &counters_.ah_in_drop_crypto, &counters_.ah_in_drop_replay,
+                           &counters_.ah_in_drop_crypto,  // AH verify never answers kBadLength
+                           &counters_.ah_in_drop_wrong_direction});
   if (!sa) return;
   auto drop = [&](std::uint64_t& counter) {
     ++counter;

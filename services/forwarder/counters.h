@@ -25,6 +25,7 @@ namespace ipsec::forwarder {
   X(out_stall_no_buffer)      /* pool empty: TUN reading paused, nothing lost */  \
   X(out_drop_ring_full)       /* crypto request ring full */                       \
   X(out_drop_crypto)          /* the broker failed to seal */                      \
+  X(out_drop_wrong_direction) /* the broker refused: seal/sign on an SA not outbound */ \
   X(out_drop_send)            /* sendmmsg refused the packet */                    \
   X(esp_out_drop_disabled)    /* net.inet.esp.enable = 0 */                        \
   X(esp_in_drop_disabled)     /* net.inet.esp.enable = 0 */                        \
@@ -42,6 +43,7 @@ namespace ipsec::forwarder {
   X(esp_in_stall_no_buffer)   /* pool empty: socket reading paused, nothing lost */ \
   X(esp_in_drop_ring_full)    /* crypto request ring full */                       \
   X(esp_in_drop_crypto)       /* the broker failed for another reason */           \
+  X(esp_in_drop_wrong_direction) /* the broker refused: open on an outbound SA */   \
   X(esp_in_dummy)             /* TFC dummy packets (next header 59) discarded */   \
   X(esp_in_drop_ecn)          /* outer CE on a Not-ECT inner packet (RFC 6040) */  \
   X(esp_in_drop_encap_mismatch) /* ESP-in-UDP for a plain SA, or plain ESP for a NAT-T SA */ \
@@ -102,6 +104,7 @@ namespace ipsec::forwarder {
   X(ah_in_drop_replay)        /* duplicate or left of the replay window */         \
   X(ah_in_drop_bad_icv)       /* integrity check failed */                         \
   X(ah_in_drop_crypto)        /* the broker failed for another reason */           \
+  X(ah_in_drop_wrong_direction) /* the broker refused: verify on an outbound SA */  \
   X(ah_in_drop_bad_next_header) /* tunnel SA without an IP packet inside */        \
   X(ah_in_drop_bad_inner)     /* inner packet malformed */                         \
   X(ah_in_drop_ecn)           /* outer CE on a Not-ECT inner packet (RFC 6040) */  \

@@ -521,6 +521,15 @@ void Forwarder::inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, c
     freeBuffer(w, buf);
     return;
   }
+  // The encrypted part must be whole cipher blocks (RFC 4303 §2.4): judged
+  // here so that such a packet costs no ring slot (the broker judges it again).
+  if (l.padAlign == 0 ||
+      (esp.size() - esp::kEspHeaderLength - l.ivLength - l.icvLength) % l.padAlign != 0) {
+    ++counters_.esp_in_drop_bad_length;
+    sa->counters.in_drop_other++;
+    freeBuffer(w, buf);
+    return;
+  }
   std::uint64_t seq = h.header.seqLow;
   if (sa->replay) {
     auto full = sa->replay->check(h.header.seqLow);
@@ -564,6 +573,9 @@ void Forwarder::drainCompletions(Worker& w) noexcept {
     }
     if (n < done.size()) break;
   }
+  // Slots freed: a worker that found the completion ring full sleeps on its
+  // request bell until we say so (services/crypto/worker.cpp).
+  ring::notifyPeer(w.completions, w.requestBell);
   flushRequests(w, true);  // a bundle's second stage (bundle.cpp) queued from a completion
   flushSends();
   restartStalledAh();
@@ -589,7 +601,8 @@ void Forwarder::onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept {
   const BufferContext& ctx = w.contexts[c.bufferIndex];
   Sa* sa = sas_.find(ctx.sa);
   if (c.status != proto::CryptoStatus::kOk || !sa) {
-    ++counters_.out_drop_crypto;
+    ++(c.status == proto::CryptoStatus::kWrongDirection ? counters_.out_drop_wrong_direction
+                                                          : counters_.out_drop_crypto);
     freeBuffer(w, c.bufferIndex);
     return;
   }
@@ -676,6 +689,14 @@ Sa* Forwarder::acceptVerified(Worker& w, const proto::CryptoCompletion& c, const
     freeBuffer(w, c.bufferIndex);
     return nullptr;
   }
+  // The broker judged the packet too short or misaligned for the SA (a bad
+  // packet, issue 10 item 8), or refused to open under an outbound SA.
+  if (c.status == proto::CryptoStatus::kBadLength || c.status == proto::CryptoStatus::kWrongDirection) {
+    ++*(c.status == proto::CryptoStatus::kBadLength ? d.badLength : d.wrongDirection);
+    sa->counters.in_drop_other++;
+    freeBuffer(w, c.bufferIndex);
+    return nullptr;
+  }
   if (c.status != proto::CryptoStatus::kOk || !sane) {
     ++*d.crypto;
     sa->counters.in_drop_other++;
@@ -697,7 +718,8 @@ void Forwarder::onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept {
   const BufferContext ctx = w.contexts[c.bufferIndex];
   Sa* sa = acceptVerified(w, c, ctx, true,
                           {&counters_.esp_in_drop_no_sa, &counters_.esp_in_drop_bad_icv,
-                           &counters_.esp_in_drop_crypto, &counters_.esp_in_drop_replay});
+                           &counters_.esp_in_drop_crypto, &counters_.esp_in_drop_replay,
+                           &counters_.esp_in_drop_bad_length, &counters_.esp_in_drop_wrong_direction});
   if (!sa) return;
   auto drop = [&](std::uint64_t& counter) {
     ++counter;

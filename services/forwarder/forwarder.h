@@ -196,7 +196,7 @@ class Forwarder {
   // descriptor is `sane`, then the replay window moves. The SA, or nullptr
   // when the buffer was counted under its protocol's drop and freed.
   struct VerifyDrops {
-    std::uint64_t *noSa, *badIcv, *crypto, *replay;
+    std::uint64_t *noSa, *badIcv, *crypto, *replay, *badLength, *wrongDirection;
   };
   Sa* acceptVerified(Worker& w, const proto::CryptoCompletion& c, const BufferContext& ctx, bool sane,
                      const VerifyDrops& d) noexcept;

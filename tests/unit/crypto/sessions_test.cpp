@@ -1,5 +1,7 @@
-// The broker's session table refuses a session with the errno the PF_KEY
-// client should hear: ENOMEM when lib/securemem's process key slab can give
+// The broker's session table runs an op only in the session's direction
+// (seal and AH sign only outbound, open and AH verify never outbound; keydb
+// names it at creation and may change it), and refuses a session with the
+// errno the PF_KEY client should hear: ENOMEM when lib/securemem's process key slab can give
 // no more locked memory, EINVAL for what no driver runs. The slab is
 // exhausted for real: a forked child drops CAP_IPC_LOCK (root ignores
 // RLIMIT_MEMLOCK otherwise), sets RLIMIT_MEMLOCK to 0 and takes every free
@@ -13,6 +15,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -52,10 +55,10 @@ TEST(BrokerSessions, AGoodSessionHasNoErrorCode) {
   Table t;
   std::uint8_t layout[3];
   int code = -1;
-  EXPECT_EQ(t.table.create(1, 1, gcm(kGcmKey), 0, 1000, layout, &code), "");
+  EXPECT_EQ(t.table.create(1, 1, gcm(kGcmKey), SessionDirection::kInbound, 0, 1000, layout, &code), "");
   EXPECT_EQ(code, 0);
   code = -1;
-  EXPECT_EQ(t.table.createAh(2, 1, hmac(kHmacKey), layout, &code), "");
+  EXPECT_EQ(t.table.createAh(2, 1, hmac(kHmacKey), SessionDirection::kInbound, layout, &code), "");
   EXPECT_EQ(code, 0);
 }
 
@@ -64,19 +67,117 @@ TEST(BrokerSessions, AKeyOrAlgorithmNoDriverRunsIsEinval) {
   std::uint8_t layout[3];
   int code = 0;
   const std::vector<std::uint8_t> shortKey(7, 1);
-  EXPECT_NE(t.table.create(1, 1, gcm(shortKey), 0, 1000, layout, &code), "");
+  EXPECT_NE(t.table.create(1, 1, gcm(shortKey), SessionDirection::kInbound, 0, 1000, layout, &code), "");
   EXPECT_EQ(code, EINVAL);
   code = 0;
-  EXPECT_NE(t.table.createAh(1, 1, hmac(shortKey), layout, &code), "");
+  EXPECT_NE(t.table.createAh(1, 1, hmac(shortKey), SessionDirection::kInbound, layout, &code), "");
   EXPECT_EQ(code, EINVAL);
   code = 0;
   TransformSpec unknown;
   unknown.encAlg = 250;
-  EXPECT_NE(t.table.create(1, 1, unknown, 0, 1000, layout, &code), "");
+  EXPECT_NE(t.table.create(1, 1, unknown, SessionDirection::kInbound, 0, 1000, layout, &code), "");
   EXPECT_EQ(code, EINVAL);
   code = 0;
-  EXPECT_NE(t.table.create(SessionTable::kMaxSessions, 1, gcm(kGcmKey), 0, 1000, layout, &code), "");
+  EXPECT_NE(t.table.create(SessionTable::kMaxSessions, 1, gcm(kGcmKey), SessionDirection::kInbound, 0, 1000, layout, &code), "");
   EXPECT_EQ(code, EINVAL);
+}
+
+// One ESP packet in a buffer: header, 8-byte IV gap, 64 bytes of payload
+// with its trailer, 16-byte ICV (AES-GCM-16): 96 bytes.
+constexpr std::uint32_t kPacket = 8 + 8 + 64 + 16;
+
+proto::CryptoRequest espRequest(std::uint32_t session, proto::CryptoOp op) {
+  proto::CryptoRequest r{};
+  r.session = session;
+  r.sessionGeneration = 1;
+  r.op = op;
+  r.segmentCount = 1;
+  r.length = kPacket;
+  return r;
+}
+
+TEST(BrokerSessions, SealsOnlyUnderAnOutboundSessionAndOpensOnlyUnderTheOthers) {
+  Table t;
+  std::uint8_t layout[3];
+  ASSERT_EQ(t.table.create(1, 1, gcm(kGcmKey), SessionDirection::kOutbound, 0, 1000, layout), "");
+  ASSERT_EQ(t.table.create(2, 1, gcm(kGcmKey), SessionDirection::kInbound, 0, 1000, layout), "");
+  ASSERT_EQ(t.table.create(3, 1, gcm(kGcmKey), SessionDirection::kUnknown, 0, 1000, layout), "");
+  std::vector<std::uint8_t> packet(kPacket, 0);
+  packet[3] = 0x42;  // SPI
+  packet[7] = 1;     // sequence number
+  const std::vector<std::uint8_t> plain = packet;
+  for (std::uint32_t session : {2u, 3u}) {
+    auto seal = espRequest(session, proto::CryptoOp::kSeal);
+    EXPECT_EQ(t.table.process(0, packet.data(), seal), proto::CryptoStatus::kWrongDirection) << session;
+    EXPECT_EQ(seal.segmentFailMask, 1u);
+    EXPECT_EQ(packet, plain) << "a refused seal wrote to the buffer";
+  }
+  EXPECT_EQ(t.table.refusals().sealRefusedDirection, 2u);
+  auto seal = espRequest(1, proto::CryptoOp::kSeal);
+  ASSERT_EQ(t.table.process(0, packet.data(), seal), proto::CryptoStatus::kOk);
+  const std::vector<std::uint8_t> sealed = packet;
+  auto openOut = espRequest(1, proto::CryptoOp::kOpen);
+  EXPECT_EQ(t.table.process(0, packet.data(), openOut), proto::CryptoStatus::kWrongDirection);
+  EXPECT_EQ(packet, sealed) << "a refused open wrote to the buffer";
+  EXPECT_EQ(t.table.refusals().openRefusedDirection, 1u);
+  // Inbound and unknown both open what the outbound session sealed.
+  for (std::uint32_t session : {2u, 3u}) {
+    packet = sealed;
+    auto open = espRequest(session, proto::CryptoOp::kOpen);
+    EXPECT_EQ(t.table.process(0, packet.data(), open), proto::CryptoStatus::kOk) << session;
+    EXPECT_EQ(0, std::memcmp(packet.data() + 16, plain.data() + 16, 64));
+  }
+  std::uint64_t sealRefused = 0, openRefused = 0;
+  t.table.forEach([&](std::uint32_t, Session& s) {
+    sealRefused += s.sealRefusedDirection;
+    openRefused += s.openRefusedDirection;
+  });
+  EXPECT_EQ(sealRefused, 2u);
+  EXPECT_EQ(openRefused, 1u);
+}
+
+TEST(BrokerSessions, SetDirectionTurnsAnUnknownSessionOutboundAndIgnoresAStaleGeneration) {
+  Table t;
+  std::uint8_t layout[3];
+  ASSERT_EQ(t.table.create(3, 1, gcm(kGcmKey), SessionDirection::kUnknown, 0, 1000, layout), "");
+  std::vector<std::uint8_t> packet(kPacket, 0);
+  auto seal = espRequest(3, proto::CryptoOp::kSeal);
+  EXPECT_EQ(t.table.process(0, packet.data(), seal), proto::CryptoStatus::kWrongDirection);
+  t.table.setDirection(3, 2, SessionDirection::kOutbound);  // another SA's generation
+  EXPECT_EQ(t.table.process(0, packet.data(), seal), proto::CryptoStatus::kWrongDirection);
+  t.table.setDirection(3, 1, SessionDirection::kOutbound);
+  EXPECT_EQ(t.table.process(0, packet.data(), seal), proto::CryptoStatus::kOk);
+  auto open = espRequest(3, proto::CryptoOp::kOpen);
+  EXPECT_EQ(t.table.process(0, packet.data(), open), proto::CryptoStatus::kWrongDirection);
+}
+
+TEST(BrokerSessions, SignsAhOnlyOutboundAndVerifiesOnlyOtherwise) {
+  Table t;
+  std::uint8_t layout[3];
+  ASSERT_EQ(t.table.createAh(1, 1, hmac(kHmacKey), SessionDirection::kOutbound, layout), "");
+  ASSERT_EQ(t.table.createAh(2, 1, hmac(kHmacKey), SessionDirection::kInbound, layout), "");
+  std::vector<std::uint8_t> packet(100, 0);
+  auto ah = [](std::uint32_t session, proto::CryptoOp op) {
+    proto::CryptoRequest r{};
+    r.session = session;
+    r.sessionGeneration = 1;
+    r.op = op;
+    r.segmentCount = 1;
+    r.length = 100;
+    r.icvOffset = 32;
+    return r;
+  };
+  auto signIn = ah(2, proto::CryptoOp::kAhSign);
+  EXPECT_EQ(t.table.process(0, packet.data(), signIn), proto::CryptoStatus::kWrongDirection);
+  EXPECT_EQ(packet, std::vector<std::uint8_t>(100, 0));
+  auto sign = ah(1, proto::CryptoOp::kAhSign);
+  ASSERT_EQ(t.table.process(0, packet.data(), sign), proto::CryptoStatus::kOk);
+  auto verifyOut = ah(1, proto::CryptoOp::kAhVerify);
+  EXPECT_EQ(t.table.process(0, packet.data(), verifyOut), proto::CryptoStatus::kWrongDirection);
+  auto verify = ah(2, proto::CryptoOp::kAhVerify);
+  EXPECT_EQ(t.table.process(0, packet.data(), verify), proto::CryptoStatus::kOk);
+  EXPECT_EQ(t.table.refusals().ahSignRefusedDirection, 1u);
+  EXPECT_EQ(t.table.refusals().ahVerifyRefusedDirection, 1u);
 }
 
 // Exit codes of the child below: 0 as expected, others name the step that failed.
@@ -115,7 +216,7 @@ int exhaustAndCreate() {
   Table t;
   std::uint8_t layout[3];
   int code = 0;
-  if (t.table.create(1, 1, gcm(kGcmKey), 0, 1000, layout, &code).empty()) return kEspCreated;
+  if (t.table.create(1, 1, gcm(kGcmKey), SessionDirection::kInbound, 0, 1000, layout, &code).empty()) return kEspCreated;
   if (code != ENOMEM) {
     std::fprintf(stderr, "ESP refusal code %d\n", code);
     return kEspNotEnomem;
@@ -124,7 +225,7 @@ int exhaustAndCreate() {
   // Memory given back: the same session is created.
   for (auto [p, size] : taken) slab.deallocate(p, size);
   code = -1;
-  if (!t.table.create(1, 1, gcm(kGcmKey), 0, 1000, layout, &code).empty() || code != 0)
+  if (!t.table.create(1, 1, gcm(kGcmKey), SessionDirection::kInbound, 0, 1000, layout, &code).empty() || code != 0)
     return kNotCreatedAfterRelease;
   return kOk;
 }

@@ -193,9 +193,12 @@ TEST(BrokerAh, SignsAndVerifiesScapyVectorsThroughTheSessionTable) {
     Broker b;
     Case c = load(v);
     uint8_t layout[3] = {9, 9, 9};
-    ASSERT_EQ(b.table.createAh(3, 7, ahSpec(v, c.key), layout), "");
+    // This host signs under one session and verifies under another: a
+    // session runs only its own direction (sessions.h).
+    ASSERT_EQ(b.table.createAh(3, 7, ahSpec(v, c.key), crypto::SessionDirection::kOutbound, layout), "");
     EXPECT_EQ(layout[0], 0);
     EXPECT_EQ(layout[1], v.icvLength);
+    ASSERT_EQ(b.table.createAh(4, 7, ahSpec(v, c.key), crypto::SessionDirection::kInbound, layout), "");
     std::vector<uint8_t> buffer(4096, 0);
     const uint32_t off = 128;
     std::memcpy(buffer.data() + off, c.canonical.data(), c.canonical.size());
@@ -205,6 +208,7 @@ TEST(BrokerAh, SignsAndVerifiesScapyVectorsThroughTheSessionTable) {
     EXPECT_EQ(0, std::memcmp(buffer.data() + off + c.icvOffset, c.icv.data(), c.icv.size()));
     auto verify = sign;
     verify.op = proto::CryptoOp::kAhVerify;
+    verify.session = 4;
     EXPECT_EQ(b.table.process(0, buffer.data(), verify), proto::CryptoStatus::kOk);
     buffer[off + c.canonical.size() - 1] ^= 4;
     EXPECT_EQ(b.table.process(0, buffer.data(), verify), proto::CryptoStatus::kBadIcv);
@@ -222,7 +226,7 @@ TEST(BrokerAh, AppliesSeqHighPlusOneToASegmentWhoseSequenceNumberWrapped) {
   Broker b;
   Case c = load(*esn);
   uint8_t layout[3];
-  ASSERT_EQ(b.table.createAh(3, 7, ahSpec(*esn, c.key), layout), "");
+  ASSERT_EQ(b.table.createAh(3, 7, ahSpec(*esn, c.key), crypto::SessionDirection::kOutbound, layout), "");
   const uint32_t stride = static_cast<uint32_t>(c.canonical.size());  // all but the last segment are stride long
   std::vector<uint8_t> buffer(4096, 0);
   std::memcpy(buffer.data(), c.canonical.data(), c.canonical.size());
@@ -247,7 +251,7 @@ TEST(BrokerAh, RefusesOpsThatDoNotFitTheSessionKind) {
   const auto& v = kScapyAh[0];
   Case c = load(v);
   uint8_t layout[3];
-  ASSERT_EQ(b.table.createAh(3, 7, ahSpec(v, c.key), layout), "");
+  ASSERT_EQ(b.table.createAh(3, 7, ahSpec(v, c.key), crypto::SessionDirection::kOutbound, layout), "");
   std::vector<uint8_t> buffer(4096, 0);
   auto seal = request(proto::CryptoOp::kSeal, 0, 200, 0, 0);
   EXPECT_EQ(b.table.process(0, buffer.data(), seal), proto::CryptoStatus::kBadOp);
@@ -256,7 +260,7 @@ TEST(BrokerAh, RefusesOpsThatDoNotFitTheSessionKind) {
   TransformSpec esp;
   esp.encAlg = SADB_X_EALG_AES_GCM_ICV16;
   esp.encKey = key;
-  ASSERT_EQ(b.table.create(3, 8, esp, 0, 1000, layout), "");
+  ASSERT_EQ(b.table.create(3, 8, esp, crypto::SessionDirection::kOutbound, 0, 1000, layout), "");
   auto sign = request(proto::CryptoOp::kAhSign, 0, 200, 40, 0);
   sign.sessionGeneration = 8;
   EXPECT_EQ(b.table.process(0, buffer.data(), sign), proto::CryptoStatus::kBadOp);
@@ -270,7 +274,7 @@ TEST(BrokerAh, ReportsAnIcvOffsetOutsideTheSegmentAsABadDescriptor) {
   const auto& v = kScapyAh[0];
   Case c = load(v);
   uint8_t layout[3];
-  ASSERT_EQ(b.table.createAh(3, 7, ahSpec(v, c.key), layout), "");
+  ASSERT_EQ(b.table.createAh(3, 7, ahSpec(v, c.key), crypto::SessionDirection::kOutbound, layout), "");
   std::vector<uint8_t> buffer(4096, 0);
   auto r = request(proto::CryptoOp::kAhSign, 0, 100, 95, 0);
   EXPECT_EQ(b.table.process(0, buffer.data(), r), proto::CryptoStatus::kBadDescriptor);
@@ -284,7 +288,7 @@ TEST(BrokerAh, CreateAhRefusesWhatAhTransformRefuses) {
   s.authAlg = SADB_X_AALG_SHA2_512HMAC;
   s.authKey = key;
   uint8_t layout[3];
-  EXPECT_NE(b.table.createAh(1, 1, s, layout), "");
+  EXPECT_NE(b.table.createAh(1, 1, s, crypto::SessionDirection::kOutbound, layout), "");
 }
 
 }  // namespace

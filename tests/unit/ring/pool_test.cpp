@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <set>
+#include <string>
 
 namespace ipsec::ring {
 namespace {
@@ -143,6 +144,39 @@ TEST(DescriptorCheck, ValidateUsesTheHeaderBounds) {
   CryptoRequest r = valid();
   r.bufferIndex = kCount;
   EXPECT_FALSE(validate(r, region.header()));
+}
+
+TEST(DescriptorSegments, SegmentOfAndShortestSegmentFollowTheStride) {
+  CryptoRequest r = valid();
+  r.offset = 100;
+  r.segmentCount = 3;
+  r.segmentStride = 1000;
+  r.length = 2500;
+  ASSERT_EQ(checkDescriptor(r, kCount, kSize), DescriptorError::kNone);
+  EXPECT_EQ(segmentOf(r, 0).start, 100u);
+  EXPECT_EQ(segmentOf(r, 0).length, 1000u);
+  EXPECT_EQ(segmentOf(r, 2).start, 2100u);
+  EXPECT_EQ(segmentOf(r, 2).length, 500u);
+  EXPECT_EQ(shortestSegment(r), 500u);
+  r.length = 2000 + 1500;  // the last one longer than the stride
+  EXPECT_EQ(shortestSegment(r), 1000u);
+  r.segmentCount = 1;  // the stride of a single segment is ignored
+  r.segmentStride = 1;
+  EXPECT_EQ(shortestSegment(r), 3500u);
+}
+
+TEST(DescriptorSegments, AllSegmentsMasksExactlyTheCount) {
+  EXPECT_EQ(allSegments(0), 0u);
+  EXPECT_EQ(allSegments(1), 1u);
+  EXPECT_EQ(allSegments(3), 7u);
+  EXPECT_EQ(allSegments(64), ~std::uint64_t{0});
+  EXPECT_EQ(allSegments(65535), ~std::uint64_t{0});
+}
+
+TEST(DescriptorCheck, EachReasonHasItsOwnCounterName) {
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < kDescriptorErrorCount; ++i) names.insert(counterName(static_cast<DescriptorError>(i)));
+  EXPECT_EQ(names.size(), kDescriptorErrorCount);
 }
 
 }  // namespace

@@ -5,8 +5,10 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstring>
 #include <functional>
 
@@ -166,6 +168,65 @@ TEST(Region, MoveTransfersOwnership) {
   EXPECT_EQ(b.base(), base);
   EXPECT_EQ(a.base(), nullptr);  // NOLINT(bugprone-use-after-move): moved-from is empty by contract
   EXPECT_EQ(a.fd(), -1);
+}
+
+// Touches one byte at `at` in a forked child; returns the signal that ended
+// it (0 when the child exited normally). The child restores the default
+// SIGSEGV action first, as a sanitizer runtime may have installed its own.
+int touchInChild(volatile std::byte* at) {
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    std::signal(SIGSEGV, SIG_DFL);
+    std::signal(SIGBUS, SIG_DFL);
+    *at = std::byte{1};
+    _exit(0);
+  }
+  int status = 0;
+  if (pid < 0 || waitpid(pid, &status, 0) != pid) return -1;
+  return WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+}
+
+TEST(RegionGuardPages, AnAccessJustPastEitherEndFaults) {
+  Region owner = Region::create(RegionConfig{8, 8, 2, proto::kMinBufferSize});
+  auto a = Region::attach(UniqueFd(::dup(owner.fd())), nullptr, GuardPages::kSurround);
+  ASSERT_TRUE(a.region) << toString(a.error);
+  Region& r = *a.region;
+  EXPECT_EQ(r.guardSize(), proto::kPageSize);
+  // The first and last bytes are the region's and writable; one byte
+  // outside, either way, is a guard page.
+  EXPECT_EQ(touchInChild(r.base()), 0);
+  EXPECT_EQ(touchInChild(r.base() + r.size() - 1), 0);
+  EXPECT_EQ(touchInChild(r.base() + r.size()), SIGSEGV);
+  EXPECT_EQ(touchInChild(r.base() - 1), SIGSEGV);
+  // The mapping is the shared memfd: the owner sees what the guarded side writes.
+  r.buffer(1)[5] = std::byte{0x5a};
+  EXPECT_EQ(owner.buffer(1)[5], std::byte{0x5a});
+}
+
+TEST(RegionGuardPages, MovedAndDestroyedReleaseTheWholeReservation) {
+  Region owner = Region::create(RegionConfig{8, 8, 2, proto::kMinBufferSize});
+  auto a = Region::attach(UniqueFd(::dup(owner.fd())), nullptr, GuardPages::kSurround);
+  ASSERT_TRUE(a.region);
+  std::byte* start = a.region->base() - proto::kPageSize;
+  const std::size_t total = a.region->size() + 2 * proto::kPageSize;
+  {
+    Region moved = std::move(*a.region);
+    EXPECT_EQ(moved.guardSize(), proto::kPageSize);
+    EXPECT_EQ(a.region->guardSize(), 0u);
+  }
+  // Every page of the reservation is unmapped now: msync answers ENOMEM.
+  for (std::size_t off = 0; off < total; off += proto::kPageSize) {
+    EXPECT_NE(::msync(start + off, proto::kPageSize, MS_ASYNC), 0) << off;
+    EXPECT_EQ(errno, ENOMEM);
+  }
+}
+
+TEST(RegionGuardPages, WithoutTheOptionThereAreNone) {
+  Region owner = Region::create(RegionConfig{8, 8, 2, proto::kMinBufferSize});
+  auto a = Region::attach(UniqueFd(::dup(owner.fd())));
+  ASSERT_TRUE(a.region);
+  EXPECT_EQ(a.region->guardSize(), 0u);
 }
 
 }  // namespace
