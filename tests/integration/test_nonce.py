@@ -125,7 +125,7 @@ class NonceTest(unittest.TestCase):
             ab, ba = sent["a"], sent["b"]
             self.assertGreater(len(ab), 100)
             self.assertGreater(len(ba), 100)
-            self.assertFalse(ab & ba, f"{len(ab & ba)} IVs emitted under both directions, e.g. {sorted(ab & ba)[:5]}")
+            self.assertEqual(len(ab & ba), 0, f"{len(ab & ba)} IVs emitted under both directions, e.g. {sorted(ab & ba)[:5]}")
             self.assertGreaterEqual(min(ab), RANDOM_FLOOR, f"A→B's IVs start at {min(ab)}: not a random offset")
             self.assertGreaterEqual(min(ba), RANDOM_FLOOR, f"B→A's IVs start at {min(ba)}: not a random offset")
             for h in tb.hosts():
