@@ -140,12 +140,14 @@ Planned Adversary::faulty(Fault fault, bool quiet, std::uint32_t buffer) {
       static constexpr std::uint8_t kOps[] = {0, 5, 6, 9, 0x80, 0xff};
       r.op = static_cast<CryptoOp>(kOps[pick(6)]);
       p.allowed = {CryptoStatus::kBadOp};
+      p.counters = {"drop_descriptor_bad_op"};
       break;
     }
     case Fault::kBufferIndex: {
       const std::uint32_t bad[] = {bufferCount_, bufferCount_ + 1, 0x7fffffffu, 0xffffffffu};
       r.bufferIndex = bad[pick(4)];
       p.allowed = {CryptoStatus::kBadDescriptor};
+      p.counters = {"drop_bad_descriptor", "drop_descriptor_bad_buffer_index"};
       break;
     }
     case Fault::kSegmentCount: {
@@ -153,11 +155,13 @@ Planned Adversary::faulty(Fault fault, bool quiet, std::uint32_t buffer) {
       r.segmentCount = kCounts[pick(4)];
       if (r.segmentCount > 1 && r.segmentStride == 0) r.segmentStride = 1;
       p.allowed = {CryptoStatus::kBadDescriptor};
+      p.counters = {"drop_bad_descriptor", "drop_descriptor_bad_segment_count"};
       break;
     }
     case Fault::kZeroLength:
       r.length = 0;
       p.allowed = {CryptoStatus::kBadDescriptor};
+      p.counters = {"drop_bad_descriptor", "drop_descriptor_bad_segment_layout"};
       break;
     case Fault::kOutOfBuffer: {
       // Past the end by one byte, one byte from the end, offsets whose 32-bit
@@ -170,6 +174,7 @@ Planned Adversary::faulty(Fault fault, bool quiet, std::uint32_t buffer) {
         default: r.length = 0xffffffffu; break;
       }
       p.allowed = {CryptoStatus::kBadDescriptor};
+      p.counters = {"drop_bad_descriptor", "drop_descriptor_out_of_buffer"};
       break;
     }
     case Fault::kStride: {
@@ -181,12 +186,14 @@ Planned Adversary::faulty(Fault fault, bool quiet, std::uint32_t buffer) {
         default: r.segmentStride = (r.length + n - 1) / n; break;        // last segment empty
       }
       p.allowed = {CryptoStatus::kBadDescriptor};
+      p.counters = {"drop_bad_descriptor", "drop_descriptor_bad_segment_layout"};
       break;
     }
     case Fault::kSessionIndex: {
       static constexpr std::uint32_t kIndices[] = {0, 9, 4096, 1u << 20, 0xffffffffu};
       r.session = kIndices[pick(5)];
       p.allowed = {CryptoStatus::kBadSession};
+      p.counters = {"drop_bad_session"};
       break;
     }
     case Fault::kGeneration:
@@ -196,6 +203,7 @@ Planned Adversary::faulty(Fault fault, bool quiet, std::uint32_t buffer) {
         r.sessionGeneration ^= 1u << pick(32);
       }
       p.allowed = {CryptoStatus::kBadSession};
+      p.counters = {"drop_bad_session"};
       break;
     case Fault::kWrongKind:
       if (ahOp) {
@@ -205,16 +213,41 @@ Planned Adversary::faulty(Fault fault, bool quiet, std::uint32_t buffer) {
         r.icvOffset = kAhIcvOffset;
       }
       p.allowed = {CryptoStatus::kBadOp};
+      p.counters = {"drop_bad_op"};
       break;
     case Fault::kWrongDirection: {
-      // Seal under every session this host opens with; open under its sealers.
+      // Seal or sign under every session this host opens with; open or
+      // verify under its sealers and signers.
       static constexpr int kOpeners[] = {kIn, kUnknown, kLoop};
       static constexpr int kSealers[] = {kOut, kOut2, kReborn};
-      const bool seal = pick(2);
-      p.role = seal ? kOpeners[pick(3)] : kSealers[pick(3)];
-      name(r, p.role, seal ? CryptoOp::kSeal : CryptoOp::kOpen);
-      espLayout(r, pick(3) == 0);
+      switch (pick(4)) {
+        case 0:
+          p.role = kOpeners[pick(3)];
+          p.counters = {"seal_refused_direction"};
+          name(r, p.role, CryptoOp::kSeal);
+          break;
+        case 1:
+          p.role = kSealers[pick(3)];
+          p.counters = {"open_refused_direction"};
+          name(r, p.role, CryptoOp::kOpen);
+          break;
+        case 2:
+          p.role = kAhIn;
+          p.counters = {"ah_sign_refused_direction"};
+          name(r, p.role, CryptoOp::kAhSign);
+          break;
+        default:
+          p.role = kAhOut;
+          p.counters = {"ah_verify_refused_direction"};
+          name(r, p.role, CryptoOp::kAhVerify);
+          break;
+      }
       r.icvOffset = 0;
+      if (p.role == kAhIn || p.role == kAhOut) {
+        ahLayout(r);
+      } else {
+        espLayout(r, pick(3) == 0);
+      }
       p.allowed = {CryptoStatus::kWrongDirection};
       break;
     }
@@ -227,9 +260,11 @@ Planned Adversary::faulty(Fault fault, bool quiet, std::uint32_t buffer) {
       r.segmentCount = 1;
       r.segmentStride = 0;
       r.icvOffset = 0;
-      r.length = pick(2) ? 1 + pick(kEspMinLength - 1) : kEspMinLength + 4 * pick(300) + 1 + pick(3);
+      const bool tooShort = pick(2);
+      r.length = tooShort ? 1 + pick(kEspMinLength - 1) : kEspMinLength + 4 * pick(300) + 1 + pick(3);
       r.offset = pick(2) ? bufferSize_ - r.length : pick(bufferSize_ - r.length + 1);
       p.allowed = {CryptoStatus::kBadLength};
+      p.counters = {tooShort ? "drop_segment_too_short" : "drop_segment_misaligned"};
       break;
     }
     case Fault::kIcvOffset: {
@@ -239,14 +274,18 @@ Planned Adversary::faulty(Fault fault, bool quiet, std::uint32_t buffer) {
       r.segmentCount = 1;
       r.segmentStride = 0;
       r.length = std::min<std::uint32_t>(r.length, 1500);
-      switch (pick(3)) {
+      // The ICV field running past the segment by a byte or more, or inside
+      // the smallest IP header and AH's fixed part.
+      switch (pick(4)) {
         case 0: r.icvOffset = static_cast<std::uint16_t>(r.length - kAhIcvLength + 1); break;
         case 1: r.icvOffset = static_cast<std::uint16_t>(r.length); break;
-        default: r.icvOffset = 0xffff; break;
+        case 2: r.icvOffset = 0xffff; break;
+        default: r.icvOffset = static_cast<std::uint16_t>(pick(kAhIcvOffset)); break;
       }
-      // An ICV field outside its segment: ring_abi.h names no single status
-      // for it (a bad length or a bad descriptor); either refuses it.
-      p.allowed = {CryptoStatus::kBadLength, CryptoStatus::kBadDescriptor};
+      // An AH request with its ICV field misplaced is a forwarder's framing
+      // error (services/crypto/sessions.h): a bad descriptor.
+      p.allowed = {CryptoStatus::kBadDescriptor};
+      p.counters = {r.icvOffset < kAhIcvOffset ? "drop_ah_icv_offset_low" : "drop_ah_icv_outside_segment"};
       break;
     }
     case Fault::kNone:

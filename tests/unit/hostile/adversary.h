@@ -55,6 +55,7 @@ struct Planned {
   proto::CryptoRequest request{};
   Fault fault = Fault::kNone;
   std::vector<proto::CryptoStatus> allowed;  // the statuses it deserves
+  std::vector<const char*> counters;          // the broker counters its refusal adds one to
   int role = -1;                              // which session it names (or was based on)
   bool quiet = false;        // its buffer is not hammered: contents are checked
   bool genuineOpen = false;  // opens what kOut sealed in that buffer: keep its bytes
