@@ -178,7 +178,8 @@ Planned Adversary::faulty(Fault fault, bool quiet, std::uint32_t buffer) {
       break;
     }
     case Fault::kStride: {
-      if (r.segmentCount < 2) r.segmentCount = static_cast<std::uint16_t>(2 + pick(proto::kMaxSegments - 1));
+      // At least three segments: with two, no stride makes n * stride wrap.
+      if (r.segmentCount < 3) r.segmentCount = static_cast<std::uint16_t>(3 + pick(proto::kMaxSegments - 2));
       const std::uint32_t n = r.segmentCount - 1u;
       switch (pick(3)) {
         case 0: r.segmentStride = 0; break;
