@@ -230,10 +230,10 @@ int exhaustAndCreate() {
   return kOk;
 }
 
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 constexpr bool kMlockIsIntercepted = true;
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
 constexpr bool kMlockIsIntercepted = true;
 #else
 constexpr bool kMlockIsIntercepted = false;
@@ -245,7 +245,7 @@ constexpr bool kMlockIsIntercepted = false;
 TEST(BrokerSessions, ASessionRefusedForLackOfLockedKeyMemoryIsEnomem) {
   // The sanitizer runtimes replace mlock with a no-op that succeeds, so
   // RLIMIT_MEMLOCK cannot bind there (the slab would grow for ever).
-  if (kMlockIsIntercepted) GTEST_SKIP() << "mlock is a no-op under AddressSanitizer";
+  if (kMlockIsIntercepted) GTEST_SKIP() << "mlock is a no-op under Address- and ThreadSanitizer";
   std::fflush(nullptr);
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
