@@ -145,6 +145,10 @@ class Server {
   std::size_t pendingAcquires() const noexcept { return acquires_.size(); }
   const Spd& spd() const noexcept { return spd_; }
 
+  // NAT mapping reports the forwarder may have checked (nat_mapping.cpp):
+  static constexpr std::uint64_t kNatMappingIntervalMs = 1000;  // per SA, as the forwarder's own limit
+  static constexpr std::size_t kNatMappingsPerSecond = 32;     // overall, reports that reach keydb
+
  private:
   bool allowLegacy_ = false;
   std::uint64_t larvalLifetime_ = 30;
@@ -279,8 +283,6 @@ class Server {
     pfkey::SockAddress oldSrc, dst, newSrc;
     std::uint16_t sport = 0, dport = 0, newSport = 0;
   };
-  static constexpr std::uint64_t kNatMappingIntervalMs = 1000;  // per SA, as the forwarder's own limit
-  static constexpr std::size_t kNatMappingsPerSecond = 32;     // overall, reports that reach keydb
   bool onNatMapping(proto::NatMapping::Reader n);
   bool natMappingAdmitted(const NatReport& r);
   bool onNatMappingChecked(const NatReport& r, proto::SadReply::Reader reply);
