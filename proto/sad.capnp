@@ -5,6 +5,12 @@
 # a reply carrying the same requestId. Keys travel policy→keydb in `add` and
 # keydb→policy only in replies to `get` (key managers move SAs with GET).
 # Senders: PolicyToKeydb only from policy; KeydbToPolicy only from keydb.
+#
+# Direction (DESIGN §3, nonce safety): an SA is `outbound` on this host when an
+# outbound IPsec policy has a request it satisfies (OutboundTemplate says how);
+# policy judges each ADD/UPDATE against its SPD (SaAdd.outbound) and tells
+# keydb of every outbound policy it stores (markOutbound), so the order of SA
+# and policy does not matter. keydb tells the broker (crypto.capnp Direction).
 using Cxx = import "/capnp/c++.capnp";
 $Cxx.namespace("ipsec::proto");
 using Common = import "common.capnp";
@@ -21,6 +27,24 @@ struct SaAdd {
   params @0 :Common.SaParams;
   keys @1 :Common.SaKeys;
   update @2 :Bool;          # SADB_UPDATE: the SA must exist (larval or mature)
+  outbound @3 :Bool;        # an outbound policy of the SPD has a request this SA
+                            # satisfies (OutboundTemplate's rule) as the SPD is now
+}
+
+# What an SA must be to satisfy one request of an outbound IPsec policy (the
+# way Linux's xfrm_state_find picks an SA for a template): the same satype,
+# the same mode (an SA of mode any satisfies either), the reqid when it is
+# nonzero (level unique), and its src and dst inside these prefixes. Tunnel
+# mode: the request's endpoints at full length; transport mode: the policy's
+# selector (the SA carries the packet's own addresses).
+struct OutboundTemplate {
+  satype @0 :UInt8;
+  mode @1 :UInt8;           # IPSEC_MODE_TRANSPORT or IPSEC_MODE_TUNNEL
+  reqid @2 :UInt32;         # 0: any
+  src @3 :Data;             # 4 or 16 bytes, the same family as dst
+  srcPrefix @4 :UInt8;
+  dst @5 :Data;
+  dstPrefix @6 :UInt8;
 }
 
 struct GetSpi {
@@ -56,6 +80,14 @@ struct PolicyToKeydb {
     dump @5 :UInt8;         # satype; 0 = all
     getSpi @6 :GetSpi;
     migrate @7 :List(SaMigration);  # reply: sas moved (new addresses); errno if none could move
+    # An outbound IPsec policy was stored (X_SPDADD, X_SPDUPDATE, X_SPDSETIDX,
+    # X_MIGRATE): every SA one of its templates covers becomes outbound for
+    # good (keydb sends the broker setDirection for each live session). The
+    # one request keydb does not answer: nothing in it can fail (requestId 0).
+    markOutbound @8 :List(OutboundTemplate);
+    # The SA without its keys (reply: it, or ESRCH): policy checks the
+    # forwarder's NAT mapping reports against it before telling key managers.
+    lookup @9 :SaName;
   }
 }
 

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <optional>
 
+#include <sodium.h>
+
 #include "control/scratch_builder.h"
 #include "log/log.h"
 
@@ -29,6 +31,12 @@ SaKey keyOf(std::uint8_t satype, std::uint32_t spi, capnp::Data::Reader dst) {
 }
 
 bool goodAddress(capnp::Data::Reader a) { return a.size() == 4 || a.size() == 16; }
+
+// The same key bytes (a lifetime refresh or an address change, not a rekey),
+// compared in constant time.
+bool sameKey(const SecureBytes& a, const SecureBytes& b) {
+  return a.size() == b.size() && (a.size() == 0 || sodium_memcmp(a.bytes().data(), b.bytes().data(), a.size()) == 0);
+}
 
 void setRef(proto::SaRef::Builder b, SaRef r) {
   b.setIndex(r.index);
@@ -283,6 +291,16 @@ bool Keydb::onPolicy(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
     case proto::PolicyToKeydb::MIGRATE:
       migrate(id, req.getMigrate());
       return true;
+    case proto::PolicyToKeydb::MARK_OUTBOUND:
+      markOutbound(req.getMarkOutbound());  // no reply (sad.capnp)
+      return true;
+    case proto::PolicyToKeydb::LOOKUP: {
+      auto n = req.getLookup();
+      Sa* sa = sad_.find(keyOf(n.getSatype(), n.getSpi(), n.getDst()));
+      if (!sa) return replyError(id, ESRCH), true;
+      reply(id, 0, {sa});  // without keys
+      return true;
+    }
   }
   return false;
 }
@@ -303,10 +321,13 @@ void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
   // and forwarder entry start above every sequence number and counter IV
   // granted before (the key may well be the same: restarting from zero would
   // reuse nonces), and usage and add time carry on as Linux keeps them. A
-  // larval SA (GETSPI) has no history: it starts afresh.
+  // larval SA (GETSPI) has no history: it starts afresh. An UPDATE with
+  // new keys is a new key's nonce space: its counter IVs start at their own
+  // random point (Sad::create), the old grants matter only under the old key.
   struct History {
     std::uint64_t addTime, firstUse, seqGranted, ivGranted;
     Sa::Usage usage;
+    bool sameKeys;
   };
   std::optional<History> history;
   Sa* old = sad_.find(key);
@@ -339,12 +360,17 @@ void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
   // back as it was (Linux checks the new state, keys and algorithms, before
   // xfrm_state_update touches the old one, larval or not).
   std::unique_ptr<Sa> replaced;
+  proto::Direction direction = req.getOutbound() ? proto::Direction::OUTBOUND : proto::Direction::UNKNOWN;
   if (old) {
     if (!old->larval()) {
       history = History{old->addTime, old->firstUse, old->seqGranted, old->ivGranted,
                         {old->usageBase.bytes + old->usageReported.bytes,
-                         old->usageBase.packets + old->usageReported.packets}};
+                         old->usageBase.packets + old->usageReported.packets},
+                        sameKey(old->encKey, encKey) && sameKey(old->authKey, authKey)};
     }
+    // Neither direction is taken back: a GETSPI SA was asked for to receive
+    // on, and an outbound one may have sealed already.
+    if (old->direction != proto::Direction::UNKNOWN) direction = old->direction;
     if (needsSession(*old) && (old->larval() || (old->sessionReady && !old->pendingAdd))) {
       replaced = sad_.detach(old->ref);  // a live one's session and entry live on under its ref
     } else if (old->pendingAdd && old->replaced) {
@@ -358,6 +384,7 @@ void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
   }
   Sa& sa = sad_.create(p);
   sa.replaced = std::move(replaced);
+  sa.direction = direction;
   sa.pb().setState(SADB_SASTATE_MATURE);
   sa.encKey = std::move(encKey);
   sa.authKey = std::move(authKey);
@@ -366,7 +393,7 @@ void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
     sa.addTime = history->addTime;
     sa.firstUse = history->firstUse;
     sa.seqGranted = history->seqGranted;
-    sa.ivGranted = history->ivGranted;
+    if (history->sameKeys) sa.ivGranted = history->ivGranted;
     sa.usageBase = history->usage;
   }
   if (!needsSession(sa)) {
@@ -407,6 +434,7 @@ void Keydb::getSpi(std::uint64_t id, proto::GetSpi::Reader req) {
     return replyError(id, ENOBUFS);
   }
   Sa& sa = sad_.create(p.asReader());
+  sa.direction = proto::Direction::INBOUND;  // its SPI was asked for to receive on
   sa.addTime = now();
   scheduleLifetime(sa, sa.addTime);
   reply(id, 0, {&sa});
@@ -575,6 +603,7 @@ void Keydb::createSession(Sa& sa) {
   k.setAuth(capnp::Data::Reader(sa.authKey.bytes().data(), sa.authKey.size()));
   c.setIvNext(ivNext);
   c.setIvLimit(ivLimit);
+  c.setDirection(sa.direction);
   crypto_->send(b);
   control::wipeMessage(b);
 }
@@ -699,7 +728,7 @@ void Keydb::setSysctl(std::string_view name, std::int64_t value) {
 void Keydb::fillStats(proto::Stats::Builder out) {
   std::uint64_t larval = 0;
   for (Sa* sa : sad_.all()) larval += sa->larval() ? 1 : 0;
-  auto list = out.initCounters(11);
+  auto list = out.initCounters(12);
   list[0].setName("sas");
   list[0].setValue(sad_.size());
   list[1].setName("sas_larval");
@@ -722,6 +751,8 @@ void Keydb::fillStats(proto::Stats::Builder out) {
   list[9].setValue(keyMemoryExhausted_);
   list[10].setName("sessions_refused_no_key_memory");
   list[10].setValue(sessionsNoKeyMemory_);
+  list[11].setName("sas_marked_outbound");
+  list[11].setValue(markedOutbound_);
 }
 
 // ---- X_MIGRATE ----------------------------------------------------------------

@@ -1,6 +1,6 @@
 // ipsec-keydb: the service around the SAD (sad.h). Peers:
 //   policy     SAD requests (add/update/delete/get/flush/dump/getspi) → replies
-//   crypto     sessions with keys → ; ← session results, IV block requests
+//   crypto     sessions with keys and directions → ; ← session results, IV block requests
 //   forwarder  SA metadata without keys, sequence grants → ; ← seq requests, usage
 // The crypto and forwarder channels are replaced when ipsecd restarts the data
 // plane; their loss alone is not fatal here.
@@ -27,6 +27,10 @@
 namespace ipsec::keydb {
 
 using control::UniqueFd;
+
+// Does this SA satisfy the outbound policy request `t` (proto/sad.capnp
+// OutboundTemplate's rule)? direction.cpp.
+bool templateCovers(proto::OutboundTemplate::Reader t, proto::SaParams::Reader p);
 
 class Keydb {
  public:
@@ -66,6 +70,10 @@ class Keydb {
   void getSpi(std::uint64_t id, proto::GetSpi::Reader req);
   // X_MIGRATE's SA part (end of keydb.cpp): moves SAs to new addresses.
   void migrate(std::uint64_t id, capnp::List<proto::SaMigration>::Reader moves);
+  // An outbound policy was stored (direction.cpp): the SAs its templates
+  // cover become outbound, and their live sessions hear so.
+  void markOutbound(capnp::List<proto::OutboundTemplate>::Reader templates);
+  void setOutbound(Sa& sa);
   void removeSa(Sa& sa);
   // Ends an UPDATE's old SA (Sa::replaced) for good: its broker session
   // goes, and its forwarder entry too unless the successor's install replaced it.
@@ -132,6 +140,7 @@ class Keydb {
   std::uint64_t seqGrants_ = 0;
   std::uint64_t ivGrants_ = 0;
   std::uint64_t softExpires_ = 0, hardExpires_ = 0, larvalExpired_ = 0;
+  std::uint64_t markedOutbound_ = 0;  // SAs a policy made outbound after their ADD
 };
 
 }  // namespace ipsec::keydb

@@ -6,7 +6,10 @@
 //
 // Nonce safety (DESIGN §3): every grant is recorded here before it is sent,
 // and a restarted forwarder or broker is given a base above everything
-// granted before. Without ESN no grant reaches past 2^32 - 1.
+// granted before. Without ESN no grant reaches past 2^32 - 1. Counter IVs of
+// each SA start at a random point below 2^63 (drawn here, per SA and host),
+// so the two hosts of one key do not both count from 0: even an SA sealed on
+// the wrong side by mistake would not meet the peer's (key, IV) pairs.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +23,7 @@
 #include <capnp/message.h>
 
 #include "proto/common.capnp.h"
+#include "proto/crypto.capnp.h"
 #include "secure_bytes.h"
 
 namespace ipsec::keydb {
@@ -51,6 +55,11 @@ struct Sa {
   Usage usageReported;  // what the current forwarder reports (it counts from zero)
   std::uint64_t seqGranted = 1;  // exclusive bound of every sequence number ever granted
   std::uint64_t ivGranted = 0;   // exclusive bound of every counter IV ever granted
+                                 // (Sad::create starts it at randomIvBase())
+  // Which way this host uses the SA (proto/sad.capnp, OutboundTemplate):
+  // inbound if GETSPI made it, outbound once a policy names it, and neither
+  // ever changes back; unknown until then. The broker seals only outbound.
+  proto::Direction direction = proto::Direction::UNKNOWN;
   bool sessionReady = false;     // the current broker has a session for it
   std::optional<std::uint64_t> pendingAdd;  // policy request awaiting the session
   // UPDATE of an ESP/AH SA (live, or larval after GETSPI): the old SA, out
@@ -74,10 +83,14 @@ class Sad {
  public:
   static constexpr std::uint64_t kSeqBlock = 1u << 16;
   static constexpr std::uint64_t kIvBlock = 1u << 20;
+  // A random start for an SA's counter IVs in [0, 2^63): uniform over 63
+  // bits, and 2^63 IVs of headroom so that grants never wrap a u64.
+  static std::uint64_t randomIvBase();
 
   Sa* find(const SaKey& k);
   Sa* find(SaRef ref);
-  // Creates an SA in a fresh slot (or a reused one with a new generation).
+  // Creates an SA in a fresh slot (or a reused one with a new generation),
+  // its counter IVs from a fresh randomIvBase().
   Sa& create(proto::SaParams::Reader params);
   void erase(SaRef ref);
   // An UPDATE's old SA: taken out of the SAD (no name, find(ref) misses it)

@@ -15,6 +15,7 @@
 #include "control/scratch_builder.h"
 #include "log/log.h"
 #include "pfkey/builder.h"
+#include "sa_direction.h"
 #include "server.h"
 
 namespace ipsec::policy {
@@ -297,6 +298,9 @@ int Server::onAddOrUpdate(Client* c, const pfkey::ParsedMessage& m) {
   p.setDst(raw(dst->addr));
   p.setMode(sa2 ? sa2->sadb_x_sa2_mode : std::uint8_t{IPSEC_MODE_ANY});
   p.setReqid(sa2 ? sa2->sadb_x_sa2_reqid : 0);
+  // Whether this host sends on it, by the SPD as it is now; a policy stored
+  // later marks it then (markOutbound).
+  add.setOutbound(saIsOutbound(spd_, satype, p.getMode(), p.getReqid(), src->addr, dst->addr));
   p.setEncAlg(sa->sadb_sa_encrypt);
   p.setAuthAlg(sa->sadb_sa_auth);
   p.setEncKeyBits(encKey ? encKey->bits : 0);
@@ -435,6 +439,7 @@ bool Server::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
 }
 
 bool Server::onKeydbReply(proto::SadReply::Reader r) {
+  if (auto nat = natChecks_.extract(r.getRequestId())) return onNatMappingChecked(nat.mapped(), r);
   auto it = pending_.find(r.getRequestId());
   if (it == pending_.end()) {
     log::error("keydb answered request {}, which was never asked", r.getRequestId());

@@ -145,6 +145,10 @@ class Server {
   std::size_t pendingAcquires() const noexcept { return acquires_.size(); }
   const Spd& spd() const noexcept { return spd_; }
 
+  // NAT mapping reports the forwarder may have checked (nat_mapping.cpp):
+  static constexpr std::uint64_t kNatMappingIntervalMs = 1000;  // per SA, as the forwarder's own limit
+  static constexpr std::size_t kNatMappingsPerSecond = 32;     // overall, reports that reach keydb
+
  private:
   bool allowLegacy_ = false;
   std::uint64_t larvalLifetime_ = 30;
@@ -272,6 +276,27 @@ class Server {
   bool onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
   bool onKeydbReply(proto::SadReply::Reader r);
   bool onKeydbExpire(proto::Expire::Reader e);
+  // An outbound IPsec policy was stored: keydb marks the SAs it covers
+  // outbound (sa_direction.cpp).
+  void markOutbound(const Policy& p);
+
+  // ---- NAT mapping reports from the forwarder (nat_mapping.cpp)
+  // The forwarder faces the network: a report is a claim to check, not news
+  // to pass on. It is rate-limited (per SA and overall), then checked against
+  // keydb's SA (it exists, is UDP-encapsulated, and the old endpoint is the
+  // SA's), and only then broadcast as SADB_X_NAT_T_NEW_MAPPING.
+  struct NatReport {
+    std::uint32_t spi = 0;
+    pfkey::SockAddress oldSrc, dst, newSrc;
+    std::uint16_t sport = 0, dport = 0, newSport = 0;
+  };
+  bool onNatMapping(proto::NatMapping::Reader n);
+  bool natMappingAdmitted(const NatReport& r);
+  bool onNatMappingChecked(const NatReport& r, proto::SadReply::Reader reply);
+  std::unordered_map<std::uint64_t, NatReport> natChecks_;  // by keydb request id
+  std::map<std::pair<std::uint32_t, std::array<std::uint8_t, 16>>, std::uint64_t> natLastMs_;  // (spi, dst)
+  std::uint64_t natWindowStartMs_ = 0;
+  std::size_t natInWindow_ = 0;
 
   // ---- SPD messages and the forwarder (spd_requests.cpp)
   int onSpdAddOrUpdate(Client* c, const pfkey::ParsedMessage& m);
@@ -331,6 +356,11 @@ class Server {
     std::uint64_t acquires = 0;
     std::uint64_t expires = 0;
     std::uint64_t natMappings = 0;    // SADB_X_NAT_T_NEW_MAPPING broadcasts
+    std::uint64_t natRefusedNoSa = 0;         // the report names no SA keydb has
+    std::uint64_t natRefusedNotEncap = 0;     // the SA is not UDP-encapsulated
+    std::uint64_t natRefusedWrongEndpoint = 0;  // the old endpoint is not the SA's
+    std::uint64_t natRefusedRateSa = 0;       // within kNatMappingIntervalMs of the SA's last
+    std::uint64_t natRefusedRateGlobal = 0;   // beyond kNatMappingsPerSecond
     std::uint64_t migrations = 0;     // SADB_X_MIGRATE requests that moved a policy
     std::uint64_t acquiresBlocked = 0;  // ACQUIREs suppressed while one was pending
     std::uint64_t spdExpires = 0;     // policies deleted when their hard lifetime ran out

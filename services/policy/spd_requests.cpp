@@ -94,6 +94,7 @@ int Server::onSpdAddOrUpdate(Client* c, const pfkey::ParsedMessage& m) {
   if (auto* err = std::get_if<int>(&stored)) return *err;
   const Policy& p = *std::get<const Policy*>(stored);
   pushPolicy(p);
+  markOutbound(p);
   sadb_msg h = m.msg();
   if (h.sadb_msg_type == SADB_X_SPDSETIDX) h.sadb_msg_type = SADB_X_SPDADD;  // Linux's event2poltype
   deliver(encodePolicy(p, h), Audience::kAll, nullptr);
@@ -312,6 +313,7 @@ int Server::migratePolicy(const pfkey::ParsedMessage& m, bool commit) {
   if (!commit) return 0;
   *p = std::move(moved);
   pushPolicy(*p);
+  markOutbound(*p);  // its new endpoints name the moved SAs
   ++counters_.migrations;
 
   // km_migrate's message: KMADDRESS (if given), the selector, then X_POLICY
@@ -387,25 +389,7 @@ bool Server::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
   auto msg = m.getRoot<proto::ForwarderToPolicy>();
   switch (msg.which()) {
     case proto::ForwarderToPolicy::NONE: return true;
-    case proto::ForwarderToPolicy::NAT_MAPPING: {
-      // Linux's pfkey_send_new_mapping: HDR | SA (SPI only) | ADDRESS_SRC (the
-      // SA's peer as installed) | NAT_T_SPORT (its port) | ADDRESS_DST (where
-      // the packet really came from) | NAT_T_DPORT (that port), a fresh
-      // acquire seq, pid 0, to registered sockets. Only ESP is encapsulated.
-      auto n = msg.getNatMapping();
-      auto oldSrc = addressFrom(n.getSrc());
-      auto newSrc = addressFrom(n.getNewSrc());
-      if (n.getSatype() != SADB_SATYPE_ESP || !oldSrc || !newSrc || oldSrc->family != newSrc->family) return false;
-      ++counters_.natMappings;
-      pfkey::Builder b(SADB_X_NAT_T_NEW_MAPPING, SADB_SATYPE_ESP, ++acquireSeq_, 0);
-      b.sa(pfkey::SaFields{n.getSpi(), 0, 0, 0, 0, 0});
-      b.address(SADB_EXT_ADDRESS_SRC, *oldSrc, oldSrc->fullPrefix(), 0);
-      b.natTPort(SADB_X_EXT_NAT_T_SPORT, n.getSport());
-      b.address(SADB_EXT_ADDRESS_DST, *newSrc, newSrc->fullPrefix(), 0);
-      b.natTPort(SADB_X_EXT_NAT_T_DPORT, n.getNewSport());
-      deliver(b.finish(), Audience::kRegistered, nullptr);
-      return true;
-    }
+    case proto::ForwarderToPolicy::NAT_MAPPING: return onNatMapping(msg.getNatMapping());
     case proto::ForwarderToPolicy::ACQUIRE: {
       auto a = msg.getAcquire();
       auto src = addressFrom(a.getSrc());

@@ -39,6 +39,9 @@ void answerKeydb(int fd) {
   for (;;) {
     auto m = inbox.receive(0);
     if (!m.reader) return;
+    // markOutbound (an outbound policy's templates) is the one request keydb
+    // does not answer: an answer would close the channel as a stray reply.
+    if (m.reader->getRoot<proto::PolicyToKeydb>().which() == proto::PolicyToKeydb::MARK_OUTBOUND) continue;
     capnp::MallocMessageBuilder b;
     auto r = b.initRoot<proto::KeydbToPolicy>().initReply();
     r.setRequestId(m.reader->getRoot<proto::PolicyToKeydb>().getRequestId());

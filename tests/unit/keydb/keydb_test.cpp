@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -72,6 +73,20 @@ class KeydbHarness {
   ReceivedMessage toPolicy(int ms = 1000) { return inbox(policyIn_, policy_).receive(ms); }
   ReceivedMessage toCrypto(int ms = 1000) { return inbox(cryptoIn_, crypto_).receive(ms); }
   ReceivedMessage toForwarder(int ms = 1000) { return inbox(forwarderIn_, forwarder_).receive(ms); }
+  // ipsecd restarted the data plane: new crypto and forwarder channels.
+  void restartDataPlane() {
+    auto [cryptoEnd, cryptoPeer] = control::makeSeqpacketPair();
+    auto [fwdEnd, fwdPeer] = control::makeSeqpacketPair();
+    crypto_ = std::move(cryptoPeer);
+    forwarder_ = std::move(fwdPeer);
+    cryptoIn_.reset();
+    forwarderIn_.reset();
+    std::vector<control::UniqueFd> fds;
+    fds.push_back(std::move(cryptoEnd));
+    fds.push_back(std::move(fwdEnd));
+    ASSERT_TRUE(keydb_->onDataPlaneRestarted(fds));
+    pump();
+  }
 
  private:
   void send(int fd, capnp::MallocMessageBuilder& b) {
@@ -893,6 +908,251 @@ TEST(KeydbService, ADumpOfAnEmptySadIsEnoent) {
   auto reply = r.reader->getRoot<proto::KeydbToPolicy>().getReply();
   EXPECT_EQ(reply.getErrno(), ENOENT);
   EXPECT_FALSE(reply.getMore());
+}
+
+// ---- directions and IV offsets (DESIGN §3) -------------------------------------
+
+// An ESP SA as policy sends it, judged outbound or not by policy's SPD.
+struct SaSpec {
+  std::uint32_t spi = 0x1001;
+  const std::uint8_t* src = kSrc;
+  const std::uint8_t* dst = kDst;
+  std::uint8_t mode = IPSEC_MODE_TUNNEL;
+  std::uint32_t reqid = 0;
+  bool outbound = false;
+  bool update = false;
+  std::uint8_t satype = SADB_SATYPE_ESP;
+};
+
+// Sends the ADD/UPDATE and returns the CreateSession keydb sends for it
+// (after any DESTROY_SESSION), accepting the session unless told not to.
+struct Created {
+  std::uint32_t index = 0, generation = 0;
+  proto::Direction direction = proto::Direction::UNKNOWN;
+  std::uint64_t ivNext = 0, ivLimit = 0;
+};
+Created addSa(KeydbHarness& h, const SaSpec& spec, bool accept = true, capnp::Data::Reader encKey = {}) {
+  capnp::MallocMessageBuilder b;
+  auto req = b.initRoot<proto::PolicyToKeydb>();
+  req.setRequestId(spec.spi);
+  auto add = req.initAdd();
+  add.setUpdate(spec.update);
+  add.setOutbound(spec.outbound);
+  auto p = add.initParams();
+  p.setSatype(spec.satype);
+  p.setSpi(spec.spi);
+  p.setSrc(capnp::Data::Reader(spec.src, 4));
+  p.setDst(capnp::Data::Reader(spec.dst, 4));
+  p.setMode(spec.mode);
+  p.setReqid(spec.reqid);
+  p.setEncAlg(spec.satype == SADB_SATYPE_ESP ? SADB_X_EALG_AES_GCM_ICV16 : SADB_EALG_NONE);
+  p.setAuthAlg(spec.satype == SADB_SATYPE_AH ? SADB_X_AALG_SHA2_256HMAC : SADB_AALG_NONE);
+  p.setState(SADB_SASTATE_MATURE);
+  auto k = add.initKeys();
+  k.setEncrypt(encKey);
+  h.fromPolicy(b);
+  Created out;
+  for (int i = 0; i < 4; ++i) {
+    auto m = h.toCrypto(500);
+    if (!m.reader) break;
+    auto msg = m.reader->getRoot<proto::KeydbToCrypto>();
+    if (msg.which() != proto::KeydbToCrypto::CREATE_SESSION) continue;
+    auto c = msg.getCreateSession();
+    out = {c.getSa().getIndex(), c.getSa().getGeneration(), c.getDirection(), c.getIvNext(), c.getIvLimit()};
+    if (accept) {
+      sessionResult(h, c.getSa(), true);
+      drainForwarder(h);
+      h.toPolicy();
+    }
+    return out;
+  }
+  ADD_FAILURE() << "no CreateSession for SPI " << spec.spi;
+  return out;
+}
+
+struct Template {
+  std::uint8_t satype = SADB_SATYPE_ESP;
+  std::uint8_t mode = IPSEC_MODE_TUNNEL;
+  std::uint32_t reqid = 0;
+  const std::uint8_t* src = kSrc;
+  std::uint8_t srcPrefix = 32;
+  const std::uint8_t* dst = kDst;
+  std::uint8_t dstPrefix = 32;
+};
+
+void markOutbound(KeydbHarness& h, const std::vector<Template>& templates) {
+  capnp::MallocMessageBuilder b;
+  auto req = b.initRoot<proto::PolicyToKeydb>();
+  auto list = req.initMarkOutbound(static_cast<unsigned>(templates.size()));
+  for (unsigned i = 0; i < templates.size(); ++i) {
+    const auto& t = templates[i];
+    list[i].setSatype(t.satype);
+    list[i].setMode(t.mode);
+    list[i].setReqid(t.reqid);
+    list[i].setSrc(capnp::Data::Reader(t.src, 4));
+    list[i].setSrcPrefix(t.srcPrefix);
+    list[i].setDst(capnp::Data::Reader(t.dst, 4));
+    list[i].setDstPrefix(t.dstPrefix);
+  }
+  h.fromPolicy(b);
+}
+
+// The sessions (by slot index) the broker was told are now outbound; fails
+// the test on any other message to the broker.
+std::multiset<std::uint32_t> setDirections(KeydbHarness& h) {
+  std::multiset<std::uint32_t> out;
+  for (;;) {
+    auto m = h.toCrypto(100);
+    if (!m.reader) return out;
+    auto msg = m.reader->getRoot<proto::KeydbToCrypto>();
+    if (msg.which() != proto::KeydbToCrypto::SET_DIRECTION) {
+      ADD_FAILURE() << "unexpected message to the broker: " << static_cast<int>(msg.which());
+      continue;
+    }
+    EXPECT_EQ(msg.getSetDirection().getDirection(), proto::Direction::OUTBOUND);
+    out.insert(msg.getSetDirection().getSa().getIndex());
+  }
+}
+
+const std::uint8_t kPeer[] = {198, 51, 100, 7};
+
+TEST(KeydbDirection, AnSaPolicyJudgedOutboundGetsAnOutboundSessionAnyOtherAnUnknownOne) {
+  KeydbHarness h;
+  EXPECT_EQ(addSa(h, {.spi = 0x1001, .outbound = true}).direction, proto::Direction::OUTBOUND);
+  EXPECT_EQ(addSa(h, {.spi = 0x1002, .src = kDst, .dst = kSrc}).direction, proto::Direction::UNKNOWN);
+}
+
+TEST(KeydbDirection, AnSaFromGetSpiIsInboundThroughItsUpdateAndStaysSo) {
+  KeydbHarness h;
+  ASSERT_EQ(getSpi(h, 1, 0x6000, 0x6000), 0);
+  // Even judged outbound (a transport policy wide enough to hold both
+  // directions), the SPI this host asked for is the one it receives on.
+  auto c = addSa(h, {.spi = 0x6000, .mode = IPSEC_MODE_ANY, .outbound = true, .update = true});
+  EXPECT_EQ(c.direction, proto::Direction::INBOUND);
+  markOutbound(h, {{.mode = IPSEC_MODE_TRANSPORT, .srcPrefix = 0, .dstPrefix = 0}});
+  EXPECT_TRUE(setDirections(h).empty());
+  // A later UPDATE (a lifetime refresh) keeps it inbound.
+  auto again = addSa(h, {.spi = 0x6000, .mode = IPSEC_MODE_ANY, .outbound = true, .update = true});
+  EXPECT_EQ(again.direction, proto::Direction::INBOUND);
+}
+
+TEST(KeydbDirection, AnOutboundTunnelPolicyMarksTheSasItsEndpointsAndReqidNameOnceEach) {
+  KeydbHarness h;
+  auto out = addSa(h, {.spi = 0x1001});
+  auto outReqid = addSa(h, {.spi = 0x1002, .reqid = 7});
+  auto otherReqid = addSa(h, {.spi = 0x1003, .reqid = 8});
+  auto back = addSa(h, {.spi = 0x1004, .src = kDst, .dst = kSrc});          // the peer's direction
+  auto transport = addSa(h, {.spi = 0x1005, .mode = IPSEC_MODE_TRANSPORT});  // serves no tunnel
+  auto ah = addSa(h, {.spi = 0x1006, .satype = SADB_SATYPE_AH});
+  auto pending = addSa(h, {.spi = 0x1007, .reqid = 7}, /*accept=*/false);   // session not answered yet
+  for (auto* c : {&out, &outReqid, &otherReqid, &back, &transport, &ah, &pending}) {
+    EXPECT_EQ(c->direction, proto::Direction::UNKNOWN);
+  }
+  markOutbound(h, {{.reqid = 7}});
+  EXPECT_EQ(setDirections(h), (std::multiset{outReqid.index, pending.index}));
+  // Level require (reqid 0) takes any reqid; each SA hears it once only.
+  markOutbound(h, {{}});
+  EXPECT_EQ(setDirections(h), (std::multiset{out.index, otherReqid.index}));
+  markOutbound(h, {{}, {.reqid = 7}});
+  EXPECT_TRUE(setDirections(h).empty());
+  EXPECT_EQ(h.keydb().sadSize(), 7u);
+}
+
+TEST(KeydbDirection, TransportAndBundleTemplatesMarkTheSasInsideTheSelector) {
+  KeydbHarness h;
+  auto esp = addSa(h, {.spi = 0x2001, .mode = IPSEC_MODE_TRANSPORT});
+  auto ah = addSa(h, {.spi = 0x2002, .mode = IPSEC_MODE_TRANSPORT, .satype = SADB_SATYPE_AH});
+  auto any = addSa(h, {.spi = 0x2003, .mode = IPSEC_MODE_ANY});
+  auto outside = addSa(h, {.spi = 0x2004, .dst = kPeer, .mode = IPSEC_MODE_TRANSPORT});
+  auto tunnel = addSa(h, {.spi = 0x2005, .mode = IPSEC_MODE_TUNNEL});
+  // ESP then AH in transport mode for 192.0.2.0/24 -> 192.0.2.0/24.
+  const std::uint8_t net[] = {192, 0, 2, 0};
+  markOutbound(h, {{.mode = IPSEC_MODE_TRANSPORT, .src = net, .srcPrefix = 24, .dst = net, .dstPrefix = 24},
+                   {.satype = SADB_SATYPE_AH, .mode = IPSEC_MODE_TRANSPORT, .src = net, .srcPrefix = 24,
+                    .dst = net, .dstPrefix = 24}});
+  EXPECT_EQ(setDirections(h), (std::multiset{esp.index, ah.index, any.index}));
+  (void)outside;
+  (void)tunnel;
+}
+
+TEST(KeydbDirection, ARestartedDataPlaneGetsEverySessionWithItsDirection) {
+  KeydbHarness h;
+  auto marked = addSa(h, {.spi = 0x1001});
+  auto judged = addSa(h, {.spi = 0x1002, .reqid = 3, .outbound = true});
+  auto unknown = addSa(h, {.spi = 0x1003, .src = kDst, .dst = kSrc});
+  ASSERT_EQ(getSpi(h, 9, 0x6000, 0x6000), 0);
+  auto inbound = addSa(h, {.spi = 0x6000, .update = true});
+  markOutbound(h, {{.reqid = 0}});
+  EXPECT_EQ(setDirections(h), (std::multiset{marked.index}));
+  h.restartDataPlane();
+  std::map<std::uint32_t, proto::Direction> sessions;
+  for (;;) {
+    auto m = h.toCrypto(200);
+    if (!m.reader) break;
+    auto c = m.reader->getRoot<proto::KeydbToCrypto>().getCreateSession();
+    sessions[c.getSa().getIndex()] = c.getDirection();
+  }
+  EXPECT_EQ(sessions, (std::map<std::uint32_t, proto::Direction>{{marked.index, proto::Direction::OUTBOUND},
+                                                                 {judged.index, proto::Direction::OUTBOUND},
+                                                                 {unknown.index, proto::Direction::UNKNOWN},
+                                                                 {inbound.index, proto::Direction::INBOUND}}));
+}
+
+TEST(KeydbDirection, CounterIvsStartAtARandomOffsetThatDiffersBetweenTwoKeydbs) {
+  KeydbHarness a, b;
+  auto x = addSa(a, {.spi = 0x1001});
+  auto y = addSa(b, {.spi = 0x1001});
+  auto z = addSa(a, {.spi = 0x1002});
+  EXPECT_NE(x.ivNext, 0u);
+  EXPECT_NE(y.ivNext, 0u);
+  EXPECT_NE(x.ivNext, y.ivNext);  // the two hosts of one SA
+  EXPECT_NE(x.ivNext, z.ivNext);  // two SAs of one host
+  for (auto* c : {&x, &y, &z}) EXPECT_LT(c->ivNext, std::uint64_t{1} << 63);
+}
+
+// A lifetime refresh (UPDATE with the same key) continues above every IV
+// granted under that key; an UPDATE with a new key starts its own offset.
+TEST(KeydbDirection, AnUpdateKeepingTheKeyNeverLowersTheIvBaseANewKeyDrawsANewOne) {
+  KeydbHarness h;
+  const std::uint8_t key1[20] = {1}, key2[20] = {2};
+  const capnp::Data::Reader k1(key1, 20), k2(key2, 20);
+  // Sixteen SAs: a fresh draw passes "not below" half the time, never sixteen times.
+  for (std::uint32_t spi = 0x1001; spi <= 0x1010; ++spi) {
+    auto first = addSa(h, {.spi = spi}, true, k1);
+    auto refreshed = addSa(h, {.spi = spi, .update = true}, true, k1);
+    EXPECT_GE(refreshed.ivNext, first.ivLimit) << std::hex << spi;
+    auto rekeyed = addSa(h, {.spi = spi, .update = true}, true, k2);
+    // Not where the old key's grants ended: a point of its own.
+    EXPECT_NE(rekeyed.ivNext, refreshed.ivLimit) << std::hex << spi;
+    EXPECT_LT(rekeyed.ivNext, std::uint64_t{1} << 63);
+  }
+}
+
+TEST(KeydbService, ALookupAnswersTheSaWithoutItsKeysOrEsrch) {
+  KeydbHarness h;
+  const std::uint8_t key[20] = {9};
+  addSa(h, {.spi = 0x1001}, true, capnp::Data::Reader(key, 20));
+  for (std::uint32_t spi : {0x1001u, 0x1002u}) {
+    capnp::MallocMessageBuilder b;
+    auto req = b.initRoot<proto::PolicyToKeydb>();
+    req.setRequestId(spi);
+    auto n = req.initLookup();
+    n.setSatype(SADB_SATYPE_ESP);
+    n.setSpi(spi);
+    n.setDst(capnp::Data::Reader(kDst, 4));
+    h.fromPolicy(b);
+    auto r = h.toPolicy();
+    ASSERT_TRUE(r.reader);
+    auto reply = r.reader->getRoot<proto::KeydbToPolicy>().getReply();
+    EXPECT_EQ(reply.getRequestId(), spi);
+    if (spi == 0x1002) {
+      EXPECT_EQ(reply.getErrno(), ESRCH);
+      continue;
+    }
+    ASSERT_EQ(reply.getSas().size(), 1u);
+    EXPECT_EQ(reply.getSas()[0].getParams().getSpi(), 0x1001u);
+    EXPECT_FALSE(reply.getSas()[0].hasKeys());
+  }
 }
 
 // ---- lifetimes -----------------------------------------------------------

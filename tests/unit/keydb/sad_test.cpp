@@ -125,10 +125,35 @@ TEST_F(SadTest, IvGrantsNeverOverlap) {
   auto [a, la] = sad_.grantIvFromScratch(sa);
   std::uint64_t lb = sad_.extendIv(sa);
   auto [c, lc] = sad_.grantIvFromScratch(sa);  // a restarted broker
-  EXPECT_EQ(a, 0u);
+  EXPECT_GT(la, a);
   EXPECT_GT(lb, la);
   EXPECT_EQ(c, lb);
   EXPECT_GT(lc, c);
+}
+
+// DESIGN §3: both hosts of an SA must not count IVs from the same point, so
+// each SA's counter IVs start at a random offset, below 2^63 so that grants
+// never wrap a u64.
+TEST_F(SadTest, CounterIvsOfEachSaStartAtTheirOwnRandomOffsetBelow2To63) {
+  std::set<std::uint64_t> starts;
+  Sad other;  // another host's keydb with the same SAs
+  for (std::uint32_t spi = 0x1001; spi < 0x1011; ++spi) {
+    for (Sad* sad : {&sad_, &other}) {
+      capnp::MallocMessageBuilder b;
+      auto p = b.initRoot<proto::SaParams>();
+      p.setSatype(SADB_SATYPE_ESP);
+      p.setSpi(spi);
+      p.setDst(capnp::Data::Reader(reinterpret_cast<const capnp::byte*>(kDst.data()), kDst.size()));
+      Sa& sa = sad->create(p.asReader());
+      auto [next, limit] = sad->grantIvFromScratch(sa);
+      EXPECT_LT(next, std::uint64_t{1} << 63);
+      EXPECT_GT(limit, next);
+      starts.insert(next);
+    }
+  }
+  // 32 draws of 63 bits: a repeat (or a zero) is a broken draw, not bad luck.
+  EXPECT_EQ(starts.size(), 32u);
+  EXPECT_FALSE(starts.contains(0));
 }
 
 TEST_F(SadTest, AllocatedSpisAreUniqueAndInRange) {

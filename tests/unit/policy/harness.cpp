@@ -83,9 +83,18 @@ TestClient Harness::adopt(int serverSndbuf) {
   return TestClient(control::UniqueFd(sv[1]));
 }
 
-control::ReceivedMessage Harness::keydbRequest(int timeoutMs) {
+control::ReceivedMessage Harness::keydbMessage(int timeoutMs) {
   if (!keydbInbox_) keydbInbox_.emplace(keydbPeer_.get());  // policy's channels coalesce bursts
   return keydbInbox_->receive(timeoutMs);
+}
+
+control::ReceivedMessage Harness::keydbRequest(int timeoutMs) {
+  for (;;) {
+    auto m = keydbMessage(timeoutMs);
+    if (!m.reader || m.reader->getRoot<proto::PolicyToKeydb>().which() != proto::PolicyToKeydb::MARK_OUTBOUND) {
+      return m;
+    }
+  }
 }
 
 control::ReceivedMessage Harness::forwarderMessage(int timeoutMs) {

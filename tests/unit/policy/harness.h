@@ -59,7 +59,10 @@ class Harness {
   TestClient adopt(int serverSndbuf = 0);
 
   // The next message the server sent keydb / the forwarder, or null.
+  // keydbRequest passes over markOutbound (an outbound policy's templates,
+  // which keydb does not answer); keydbMessage returns those too.
   control::ReceivedMessage keydbRequest(int timeoutMs = 1000);
+  control::ReceivedMessage keydbMessage(int timeoutMs = 1000);
   control::ReceivedMessage forwarderMessage(int timeoutMs = 0);
   void answerKeydb(capnp::MallocMessageBuilder& b);
   // Sends as the forwarder (ForwarderToPolicy) and pumps.

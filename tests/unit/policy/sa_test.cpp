@@ -756,42 +756,7 @@ TEST(SaRequests, BadNatTIsRefusedWithEinvalBeforeKeydbIsAsked) {
   EXPECT_FALSE(h.keydbRequest(50).reader);
 }
 
-TEST(SaRequests, ANatMappingFromTheForwarderIsBroadcastToRegisteredSocketsAsLinuxLaysItOut) {
-  Harness h;
-  auto km = h.connect();
-  auto other = h.connect();
-  km.send(header(SADB_REGISTER, SADB_SATYPE_ESP));
-  h.pump();
-  km.drain();
-  h.restartDataPlane();
-  capnp::MallocMessageBuilder b;
-  auto n = b.initRoot<proto::ForwarderToPolicy>().initNatMapping();
-  n.setSatype(SADB_SATYPE_ESP);
-  n.setSpi(0xc0001234);
-  const std::uint8_t oldSrc[] = {198, 51, 100, 7}, dst[] = {192, 0, 2, 2}, newSrc[] = {198, 51, 100, 8};
-  n.setSrc(capnp::Data::Reader(oldSrc, 4));
-  n.setDst(capnp::Data::Reader(dst, 4));
-  n.setSport(4500);
-  n.setDport(4500);
-  n.setNewSrc(capnp::Data::Reader(newSrc, 4));
-  n.setNewSport(1025);
-  h.fromForwarder(b);
-  auto r = km.drain();
-  ASSERT_EQ(r.size(), 1u);
-  auto m = parsed(r[0]);
-  EXPECT_EQ(m.msg().sadb_msg_type, SADB_X_NAT_T_NEW_MAPPING);
-  EXPECT_EQ(m.msg().sadb_msg_satype, SADB_SATYPE_ESP);
-  EXPECT_EQ(m.msg().sadb_msg_pid, 0u);
-  EXPECT_NE(m.msg().sadb_msg_seq, 0u);
-  ASSERT_TRUE(m.sa());
-  EXPECT_EQ(ntohl(m.sa()->sadb_sa_spi), 0xc0001234u);
-  EXPECT_EQ(m.address(SADB_EXT_ADDRESS_SRC)->addr, v4(198, 51, 100, 7));
-  EXPECT_EQ(*m.natTPort(SADB_X_EXT_NAT_T_SPORT), 4500);
-  EXPECT_EQ(m.address(SADB_EXT_ADDRESS_DST)->addr, v4(198, 51, 100, 8));
-  EXPECT_EQ(*m.natTPort(SADB_X_EXT_NAT_T_DPORT), 1025);
-  EXPECT_EQ(other.drain().size(), 0u);
-  EXPECT_EQ(h.stat("pfkey_nat_mappings"), 1u);
-}
+// NAT mapping reports from the forwarder: nat_mapping_test.cpp.
 
 TEST(SaRequests, AnAnswerToARequestNeverAskedClosesTheKeydbChannel) {
   bool lost = false;

@@ -1,0 +1,74 @@
+// ipsec-keydb: which way this host uses each SA (DESIGN §3, nonce safety; the
+// rule is proto/sad.capnp OutboundTemplate's). policy, which holds the SPD,
+// sends the templates of every outbound IPsec policy it stores; keydb marks
+// the SAs they cover outbound and tells the broker, which seals only under
+// outbound sessions. The templates come from policy (our process, trusted to
+// be well-formed only as far as capnp's limits go): a template of a bad
+// address size covers nothing.
+#include <linux/ipsec.h>
+#include <linux/pfkeyv2.h>
+
+#include "control/scratch_builder.h"
+#include "keydb.h"
+#include "log/log.h"
+
+namespace ipsec::keydb {
+namespace {
+
+// Are the first `prefix` bits of `a` those of `net`? (Both 4 or 16 bytes.)
+bool inPrefix(capnp::Data::Reader a, capnp::Data::Reader net, unsigned prefix) {
+  if (a.size() != net.size() || prefix > a.size() * 8) return false;
+  const unsigned whole = prefix / 8, rest = prefix % 8;
+  for (unsigned i = 0; i < whole; ++i) {
+    if (a[i] != net[i]) return false;
+  }
+  if (rest == 0) return true;
+  const auto mask = static_cast<std::uint8_t>(0xff << (8 - rest));
+  return (a[whole] & mask) == (net[whole] & mask);
+}
+
+}  // namespace
+
+bool templateCovers(proto::OutboundTemplate::Reader t, proto::SaParams::Reader p) {
+  if (t.getSatype() != p.getSatype()) return false;
+  if (p.getMode() != IPSEC_MODE_ANY && p.getMode() != t.getMode()) return false;
+  if (t.getReqid() != 0 && t.getReqid() != p.getReqid()) return false;
+  return inPrefix(p.getSrc(), t.getSrc(), t.getSrcPrefix()) && inPrefix(p.getDst(), t.getDst(), t.getDstPrefix());
+}
+
+void Keydb::markOutbound(capnp::List<proto::OutboundTemplate>::Reader templates) {
+  auto covered = [&](const Sa& sa) {
+    for (auto t : templates) {
+      if (templateCovers(t, sa.p())) return true;
+    }
+    return false;
+  };
+  for (Sa* sa : sad_.all()) {
+    // An UPDATE's old SA still seals in the broker under its own ref until
+    // its successor is installed.
+    if (sa->replaced && covered(*sa->replaced)) setOutbound(*sa->replaced);
+    if (covered(*sa)) setOutbound(*sa);
+  }
+}
+
+void Keydb::setOutbound(Sa& sa) {
+  // GETSPI's SAs stay inbound (the host asked for that SPI to receive on),
+  // outbound ones are so already: one setDirection per SA at most.
+  if (sa.direction != proto::Direction::UNKNOWN) return;
+  sa.direction = proto::Direction::OUTBOUND;
+  ++markedOutbound_;
+  if (debug_) log::info("SA SPI {:#x}: outbound", sa.p().getSpi());
+  // Only a session the broker has or is creating (CreateSession sent on this
+  // channel) hears of it; any later CreateSession carries the direction.
+  const bool brokerHasIt = !sa.larval() && (sa.sessionReady || sa.pendingAdd);
+  if (!brokerHasIt || sa.p().getSatype() == SADB_X_SATYPE_IPCOMP || !crypto_ || !crypto_->isOpen()) return;
+  control::ScratchMessageBuilder<> b;
+  auto d = b.initRoot<proto::KeydbToCrypto>().initSetDirection();
+  auto ref = d.initSa();
+  ref.setIndex(sa.ref.index);
+  ref.setGeneration(sa.ref.generation);
+  d.setDirection(proto::Direction::OUTBOUND);
+  crypto_->send(b);
+}
+
+}  // namespace ipsec::keydb

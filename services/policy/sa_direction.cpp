@@ -1,0 +1,124 @@
+// See sa_direction.h.
+#include "sa_direction.h"
+
+#include "server.h"
+
+#include <linux/ipsec.h>
+#include <linux/pfkeyv2.h>
+#include <netinet/in.h>
+
+namespace ipsec::policy {
+namespace {
+
+std::uint8_t satypeOf(std::uint16_t proto) {
+  switch (proto) {
+    case IPPROTO_ESP: return SADB_SATYPE_ESP;
+    case IPPROTO_AH: return SADB_SATYPE_AH;
+    case IPPROTO_COMP: return SADB_X_SATYPE_IPCOMP;
+  }
+  return SADB_SATYPE_UNSPEC;
+}
+
+// Are the first `prefix` bits of `a` those of `net`?
+bool inPrefix(const pfkey::SockAddress& a, const pfkey::SockAddress& net, unsigned prefix) {
+  if (a.family != net.family || prefix > a.fullPrefix()) return false;
+  const unsigned whole = prefix / 8, rest = prefix % 8;
+  for (unsigned i = 0; i < whole; ++i) {
+    if (a.bytes[i] != net.bytes[i]) return false;
+  }
+  if (rest == 0) return true;
+  const auto mask = static_cast<std::uint8_t>(0xff << (8 - rest));
+  return (a.bytes[whole] & mask) == (net.bytes[whole] & mask);
+}
+
+capnp::Data::Reader raw(const pfkey::SockAddress& a) { return capnp::Data::Reader(a.bytes.data(), a.isV6() ? 16 : 4); }
+
+}  // namespace
+
+namespace {
+
+bool outboundIpsec(const Policy& p) { return p.dir == IPSEC_DIR_OUTBOUND && p.type == IPSEC_POLICY_IPSEC; }
+
+OutboundTemplate templateOf(const Policy& p, const Request& r) {
+  OutboundTemplate t;
+  t.satype = satypeOf(r.proto);
+  t.mode = r.mode;
+  t.reqid = r.reqid;  // nonzero exactly for level unique (spd.h)
+  if (r.mode == IPSEC_MODE_TUNNEL && r.tunnelSrc && r.tunnelDst) {
+    // The SA carries the tunnel: its endpoints are the request's.
+    t.src = *r.tunnelSrc;
+    t.dst = *r.tunnelDst;
+    t.srcPrefix = t.src.fullPrefix();
+    t.dstPrefix = t.dst.fullPrefix();
+  } else {
+    // Transport: the SA carries the packet's own addresses, which the
+    // selector admits.
+    t.src = p.selector.src;
+    t.dst = p.selector.dst;
+    t.srcPrefix = p.selector.srcPrefix;
+    t.dstPrefix = p.selector.dstPrefix;
+  }
+  t.src.port = t.dst.port = 0;
+  return t;
+}
+
+}  // namespace
+
+std::vector<OutboundTemplate> outboundTemplates(const Policy& p) {
+  std::vector<OutboundTemplate> out;
+  if (!outboundIpsec(p)) return out;
+  for (const auto& r : p.requests) out.push_back(templateOf(p, r));
+  return out;
+}
+
+bool covers(const OutboundTemplate& t, std::uint8_t satype, std::uint8_t mode, std::uint32_t reqid,
+            const pfkey::SockAddress& src, const pfkey::SockAddress& dst) {
+  if (t.satype != satype) return false;
+  if (mode != IPSEC_MODE_ANY && mode != t.mode) return false;
+  if (t.reqid != 0 && t.reqid != reqid) return false;
+  return inPrefix(src, t.src, t.srcPrefix) && inPrefix(dst, t.dst, t.dstPrefix);
+}
+
+bool saIsOutbound(const Spd& spd, std::uint8_t satype, std::uint8_t mode, std::uint32_t reqid,
+                  const pfkey::SockAddress& src, const pfkey::SockAddress& dst) {
+  // Linear, as every SPD lookup here (spd.h), and without allocation: an
+  // ADD burst asks this once per SA.
+  for (const auto& p : spd.all()) {
+    if (!outboundIpsec(p)) continue;
+    for (const auto& r : p.requests) {
+      if (covers(templateOf(p, r), satype, mode, reqid, src, dst)) return true;
+    }
+  }
+  return false;
+}
+
+void toProto(const OutboundTemplate& t, proto::OutboundTemplate::Builder out) {
+  out.setSatype(t.satype);
+  out.setMode(t.mode);
+  out.setReqid(t.reqid);
+  out.setSrc(raw(t.src));
+  out.setSrcPrefix(t.srcPrefix);
+  out.setDst(raw(t.dst));
+  out.setDstPrefix(t.dstPrefix);
+}
+
+}  // namespace ipsec::policy
+
+// ---- Server: keydb hears of each outbound policy stored -----------------------
+
+namespace ipsec::policy {
+
+void Server::markOutbound(const Policy& p) {
+  const auto templates = outboundTemplates(p);
+  if (templates.empty()) return;
+  capnp::MallocMessageBuilder b;
+  auto req = b.initRoot<proto::PolicyToKeydb>();
+  req.setRequestId(0);  // keydb does not answer it (sad.capnp)
+  auto list = req.initMarkOutbound(static_cast<unsigned>(templates.size()));
+  for (unsigned i = 0; i < templates.size(); ++i) toProto(templates[i], list[i]);
+  // The channel is closed only when keydb is gone, which fails us closed
+  // (onPeerLost); a message too large cannot be: a policy's requests are few.
+  keydb_->send(b);
+}
+
+}  // namespace ipsec::policy
