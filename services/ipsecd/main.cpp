@@ -1,7 +1,7 @@
 // ipsecd — the supervisor of the five-process userspace IPsec service.
 //
 // Holds no key and parses no packet. It alone is privileged: it creates the
-// TUN device, the raw ESP/AH/IPComp sockets, the NAT-T UDP sockets, the PF_KEY and control sockets, the
+// TUN device, the raw ESP/AH sockets, the NAT-T UDP sockets, the PF_KEY and control sockets, the
 // shared-memory rings and every socketpair, then starts each child with
 // exactly its descriptors (fork+exec, renumbered from 3):
 //
@@ -10,8 +10,8 @@
 //   ipsec-policy     4 keydb, 5 forwarder, 6 PF_KEY listening socket
 //   ipsec-crypto     4 keydb, then per worker: ring memfd, request bell, completion bell
 //   ipsec-forwarder  4 keydb, 5 policy, 6 TUN, 7 raw ESP/IPv4, 8 raw ESP/IPv6,
-//                    9 raw AH/IPv4, 10 raw AH/IPv6, 11 raw IPComp/IPv4,
-//                    12 raw IPComp/IPv6, 13 NAT-T UDP/IPv4, 14 NAT-T UDP/IPv6,
+//                    9 raw AH/IPv4, 10 raw AH/IPv6, 11 NAT-T UDP/IPv4,
+//                    12 NAT-T UDP/IPv6,
 //                    then per worker: ring memfd, request bell, completion bell
 //                    then header-included raw IPv4, IPv6 (transport mode, send only)
 //

@@ -1,5 +1,5 @@
 // ipsecd: the privileged resources the supervisor opens for its children —
-// the TUN device with its addresses and routes, raw ESP/AH/IPComp sockets, the
+// the TUN device with its addresses and routes, raw ESP/AH sockets, the
 // NAT-T UDP sockets, and Unix listening sockets. Children never open these themselves (STYLE §2).
 #pragma once
 

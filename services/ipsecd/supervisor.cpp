@@ -128,9 +128,8 @@ class Supervisor {
         throw std::system_error(errno, std::generic_category(), "raw AH/IPv6 socket: extension header options");
       }
     }
-    // IPComp has no data path of its own yet; the forwarder already takes it.
-    rawComp4_ = openRawSocket(AF_INET, IPPROTO_COMP);
-    rawComp6_ = openRawSocket(AF_INET6, IPPROTO_COMP);
+    // No raw IPComp socket: IPComp runs only inside ESP (bundle.cpp), and a
+    // socket nobody reads would only be privilege the forwarder holds for nothing.
     // Bound before any IKE daemon can join the port: we are index 0 of its
     // reuseport group for as long as ipsecd runs.
     udp4_ = openNatTSocket(AF_INET, cfg_.nattPort);
@@ -141,8 +140,7 @@ class Supervisor {
     // skips, so that ESP itself never loops back into the TUN.
     hdr4_ = openHeaderIncludedSocket(AF_INET);
     hdr6_ = openHeaderIncludedSocket(AF_INET6);
-    for (const UniqueFd* fd : {&raw4_, &raw6_, &rawAh4_, &rawAh6_, &rawComp4_, &rawComp6_, &udp4_, &udp6_, &hdr4_,
-                               &hdr6_}) {
+    for (const UniqueFd* fd : {&raw4_, &raw6_, &rawAh4_, &rawAh6_, &udp4_, &udp6_, &hdr4_, &hdr6_}) {
       markSocket(fd->get(), cfg_.fwmark);
     }
     transportRouting_.install(cfg_, tun_.name);
@@ -261,8 +259,7 @@ class Supervisor {
   void spawnDataPlane(DataPlaneLinks& links) {
     std::vector<int> cryptoFds{links.keydbCrypto.second.get()};
     std::vector<int> fwdFds{links.keydbForwarder.second.get(), links.policyForwarder.second.get(), tun_.fd.get(),
-                            raw4_.get(), raw6_.get(), rawAh4_.get(), rawAh6_.get(), rawComp4_.get(),
-                            rawComp6_.get(), udp4_.get(), udp6_.get()};
+                            raw4_.get(), raw6_.get(), rawAh4_.get(), rawAh6_.get(), udp4_.get(), udp6_.get()};
     for (auto& w : links.rings) {
       for (auto* fds : {&cryptoFds, &fwdFds}) {
         fds->push_back(w.region.fd());
@@ -709,7 +706,7 @@ class Supervisor {
   asio::io_context io_;
   asio::signal_set signals_;
   Tun tun_;
-  UniqueFd raw4_, raw6_, rawAh4_, rawAh6_, rawComp4_, rawComp6_, udp4_, udp6_, pfkeyListen_, controlListen_;
+  UniqueFd raw4_, raw6_, rawAh4_, rawAh6_, udp4_, udp6_, pfkeyListen_, controlListen_;
   UniqueFd hdr4_, hdr6_;  // transport mode: header-included, send-only
   TransportRouting transportRouting_;
   std::unique_ptr<asio::posix::stream_descriptor> controlListener_;

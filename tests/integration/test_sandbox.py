@@ -2,6 +2,7 @@
 capabilities, no_new_privs, seccomp filter, empty root, not dumpable); and the
 forwarder's memory holds none of the keys."""
 
+import os
 import re
 import unittest
 
@@ -62,6 +63,29 @@ class SandboxTest(unittest.TestCase):
             table = tb.a.ipsecctl("audit")
             for name in CHILDREN:
                 self.assertIn(name[:15], table)
+
+    def test_forwarder_holds_raw_sockets_only_for_the_protocols_it_reads(self):
+        """ESP (50) and AH (51) raw sockets, and no IPComp (108) one: IPComp
+        travels only inside ESP, so such a socket would be unread privilege."""
+        with Testbed() as tb:
+            tb.start_pair("aes-gcm", 4)
+            fwd = tb.a.pid_of("ipsec-forwarder")
+            held = set()
+            for fd in os.listdir(f"/proc/{fwd}/fd"):
+                m = re.match(r"socket:\[(\d+)\]", os.readlink(f"/proc/{fwd}/fd/{fd}"))
+                if m:
+                    held.add(int(m.group(1)))
+            protocols = set()
+            for table in ("raw", "raw6"):
+                # The forwarder's network namespace, seen through its pid.
+                with open(f"/proc/{fwd}/net/{table}") as f:
+                    for line in f.readlines()[1:]:
+                        cols = line.split()
+                        if int(cols[9]) in held:
+                            protocols.add((table, int(cols[1].split(":")[1], 16)))
+            self.assertIn(("raw", 50), protocols)
+            self.assertIn(("raw6", 51), protocols)
+            self.assertEqual({p for p in protocols if p[1] == 108}, set(), f"forwarder raw sockets: {protocols}")
 
     def test_forwarder_memory_holds_no_key(self):
         with Testbed() as tb:
