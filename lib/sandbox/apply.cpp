@@ -18,6 +18,7 @@
 #include <memory>
 #include <stdexcept>
 #include <system_error>
+#include <vector>
 
 namespace ipsec::sandbox {
 
@@ -62,12 +63,11 @@ Filter buildFilter(const SandboxProfile& p, const std::string& who) {
     const std::uint32_t action = r.errnoValue ? SCMP_ACT_ERRNO(static_cast<std::uint16_t>(
                                                     *r.errnoValue))
                                               : SCMP_ACT_ALLOW;
-    if (r.argIndex) {
-      const scmp_arg_cmp cmp{*r.argIndex, SCMP_CMP_MASKED_EQ, r.argMask, r.argValue};
-      rc = seccomp_rule_add_array(filter.get(), action, nr, 1, &cmp);
-    } else {
-      rc = seccomp_rule_add(filter.get(), action, nr, 0);
-    }
+    // One rule with every condition: libseccomp ANDs the comparisons of a rule
+    // (and ORs the rules of a syscall).
+    std::vector<scmp_arg_cmp> cmps;
+    for (const auto& c : r.conditions) cmps.push_back({c.index, SCMP_CMP_MASKED_EQ, c.mask, c.value});
+    rc = seccomp_rule_add_array(filter.get(), action, nr, static_cast<unsigned>(cmps.size()), cmps.data());
     if (rc < 0) {
       throw std::system_error(-rc, std::generic_category(),
                               who + "seccomp rule for " + r.name);

@@ -23,6 +23,9 @@
 // Sandbox: its own uid, an empty root, no capabilities, no_new_privs, and an
 // allow-list without open/openat, socket, connect or execve: a compromised
 // forwarder can use only the descriptors above, and none of them leads to a key.
+#include <netinet/udp.h>
+#include <sys/socket.h>
+
 #include "forwarder.h"
 #include "log/log.h"
 #include "service/service.h"
@@ -34,8 +37,11 @@ namespace {
 sandbox::SandboxProfile profile(const service::Args& args) {
   auto p = service::baseProfile("ipsec-forwarder", args);
   p.nonDumpable = {true, "its memory holds other hosts' traffic"};
-  // The baseline and socket-I/O lists already hold what it needs: read/write
-  // on the TUN, recvmmsg/sendmmsg on the raw and UDP sockets, the channels' calls.
+  // The baseline and socket-I/O lists hold the rest: read/write on the TUN,
+  // recvmmsg/sendmmsg on the raw and UDP sockets, the channels' calls. Its
+  // channels are sized before the sandbox; the one option it sets afterwards:
+  p.allow({{"setsockopt", "net.inet.ipsec.udp_gro turns UDP GRO on the NAT-T sockets on or off (gro.cpp)",
+            {sandbox::argEquals(1, SOL_UDP, "SOL_UDP"), sandbox::argEquals(2, UDP_GRO, "UDP_GRO")}, std::nullopt}});
   return p;
 }
 

@@ -40,6 +40,23 @@ class SandboxTest(unittest.TestCase):
         for name in CHILDREN:
             self.assertEqual(run([binary(name), "--print-profile"]).returncode, 0, name)
 
+    def test_profiles_show_argument_conditions(self):
+        """No child may make memory executable; the forwarder sets one socket
+        option (UDP_GRO), keydb and policy only channel buffer sizes."""
+        for name in CHILDREN:
+            rules = [line.split(None, 1) for line in run([binary(name), "--print-profile"]).stdout.splitlines()
+                     if line.startswith("    ")]
+            for call, text in rules:
+                if call in ("mmap", "mprotect"):
+                    self.assertIn("[only if arg2 & 0x4 == 0x0 (prot without PROT_EXEC)]", text, name)
+                self.assertNotIn(call, ("pkey_mprotect", "mmap2"), name)
+            setsockopt = [text for call, text in rules if call == "setsockopt"]
+            if name == "ipsec-forwarder":
+                self.assertEqual(len(setsockopt), 1, setsockopt)
+                self.assertIn("[only if arg1 == 0x11 (SOL_UDP) and arg2 == 0x68 (UDP_GRO)]", setsockopt[0])
+            for text in setsockopt:
+                self.assertIn("[only if arg1 == ", text, name)
+
     def test_audit_shows_every_child_confined(self):
         with Testbed() as tb:
             tb.start_pair("aes-gcm", 4)
