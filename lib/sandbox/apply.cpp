@@ -181,11 +181,13 @@ void keepOnlyCapabilities(const SandboxProfile& p) {
   setCapabilities(p, who);
 }
 
-void ensureEmptyDir(const std::string& path) {
-  const std::string who = "empty directory " + path + ": ";
-  if (mkdir(path.c_str(), 0555) != 0 && errno != EEXIST) throwErrno(who + "mkdir");
+void ensureEmptyDir(const std::string& path) { ensureEmptyDirAt(AT_FDCWD, path, path); }
+
+void ensureEmptyDirAt(int dirFd, const std::string& name, const std::string& shown) {
+  const std::string who = "empty directory " + shown + ": ";
+  if (mkdirat(dirFd, name.c_str(), 0555) != 0 && errno != EEXIST) throwErrno(who + "mkdir");
   // O_NOFOLLOW|O_DIRECTORY: a symlink or a file in its place is refused.
-  const int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  const int fd = openat(dirFd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOTDIR || errno == ELOOP) throw std::runtime_error(who + "not a directory");
     throwErrno(who + "open");

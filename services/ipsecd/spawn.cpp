@@ -43,7 +43,7 @@ std::vector<std::string> childEnvironment() {
 }
 
 [[noreturn]] void execInChild(const std::string& binary, const std::vector<std::string>& args,
-                              const std::vector<int>& fds, const std::vector<char*>& envp) {
+                              const std::vector<int>& fds, int output, const std::vector<char*>& envp) {
   // Only async-signal-safe calls from here on: we are a forked copy.
   sigset_t none;
   sigemptyset(&none);
@@ -60,9 +60,12 @@ std::vector<std::string> childEnvironment() {
     if (moved < 0) _exit(126);
     high.push_back(moved);
   }
+  const int highOutput = output >= 0 ? fcntl(output, F_DUPFD_CLOEXEC, base) : -1;
+  if (output >= 0 && highOutput < 0) _exit(126);
   for (size_t i = 0; i < high.size(); ++i) {
     if (dup2(high[i], 3 + static_cast<int>(i)) < 0) _exit(126);  // dup2 clears CLOEXEC
   }
+  if (highOutput >= 0 && (dup2(highOutput, STDOUT_FILENO) < 0 || dup2(highOutput, STDERR_FILENO) < 0)) _exit(126);
   close_range(3 + static_cast<unsigned>(fds.size()), ~0U, 0);
 
   std::vector<char*> argv;
@@ -84,7 +87,7 @@ pid_t spawnChild(const ChildSpec& spec) {
   envp.push_back(nullptr);
   pid_t pid = fork();
   if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork " + spec.role);
-  if (pid == 0) execInChild(spec.binary, spec.args, spec.fds, envp);
+  if (pid == 0) execInChild(spec.binary, spec.args, spec.fds, spec.output, envp);
   return pid;
 }
 

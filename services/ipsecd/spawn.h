@@ -1,6 +1,7 @@
 // ipsecd: starting a child with fork+exec. The child gets a fresh address
 // space and exactly the descriptors listed, renumbered from 3 upward in the
-// order given (each service's main.cpp documents its numbering); every other
+// order given (each service's main.cpp documents its numbering); stdout and
+// stderr are the write end of its output pipe (child_output.h); every other
 // descriptor is closed before exec.
 #pragma once
 
@@ -16,6 +17,7 @@ struct ChildSpec {
   std::string binary;               // absolute path
   std::vector<std::string> args;    // argv[1..]
   std::vector<int> fds;             // fds[i] becomes descriptor 3 + i in the child
+  int output = -1;                  // becomes its stdout and stderr (-1: ipsecd's own)
 };
 
 // Returns the child's pid; throws std::system_error if fork fails. A failed exec
