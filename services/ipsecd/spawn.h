@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -27,5 +28,10 @@ pid_t spawnChild(const ChildSpec& spec);
 // Runs a helper command (ip, setkey) to completion; returns its exit status,
 // or -1 if it died by a signal.
 int runCommand(const std::vector<std::string>& argv);
+
+// Runs a command of ours to completion and returns what it wrote to stdout
+// (at most maxBytes; the rest is discarded), or an empty string if it did
+// not exit 0.
+std::string captureCommand(const std::vector<std::string>& argv, std::size_t maxBytes);
 
 }  // namespace ipsec::supervisor

@@ -586,11 +586,48 @@ class Supervisor {
     for (Role r : kRoles) {
       if (children_[r].pid > 0) procs.push_back(audit::auditProcess(children_[r].pid));
     }
+    auto json = audit::toJson(procs);
+    std::string table = audit::formatTable(procs);
+    table += "\nseccomp argument conditions (from each child's --print-profile; the kernel does not show them):\n";
+    for (Role r : kRoles) {
+      const pid_t pid = children_[r].pid;
+      if (pid <= 0) continue;
+      const auto& conditions = seccompConditions(r);
+      for (auto& p : json) {
+        if (p.at("pid") == pid) p["seccomp_conditions"] = conditions;
+      }
+      for (const auto& c : conditions) table += std::string("  ") + roleName(r) + "  " + c + "\n";
+    }
     capnp::MallocMessageBuilder b;
     auto rep = b.initRoot<proto::AdminReply>().initAudit();
-    rep.setJson(audit::toJson(procs).dump(2));
-    rep.setTable(audit::formatTable(procs));
+    rep.setJson(json.dump(2));
+    rep.setTable(table);
     sendAdmin(id, b);
+  }
+
+  // The allow-list entries with argument conditions, as "call: conditions",
+  // from the profile compiled into the child's binary (the kernel shows a
+  // process's filter only to CAP_SYS_ADMIN, which ipsecd does not keep).
+  // Read once per role: the conditions do not depend on the command line.
+  const std::vector<std::string>& seccompConditions(Role r) {
+    auto [it, added] = seccompConditions_.try_emplace(r);
+    if (!added) return it->second;
+    const std::string text = captureCommand({opt_.binDir + "/" + roleName(r), "--print-profile"}, 1 << 20);
+    constexpr std::string_view kOnlyIf = "[only if ";
+    std::size_t start = 0;
+    while (start < text.size()) {
+      std::size_t end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      const std::string_view line(text.data() + start, end - start);
+      start = end + 1;
+      const auto cond = line.find(kOnlyIf);
+      if (!line.starts_with("    ") || cond == std::string_view::npos) continue;
+      const auto close = line.find(']', cond);
+      const auto name = line.substr(4, line.find(' ', 4) - 4);
+      it->second.push_back(std::string(name) + ": " +
+                           std::string(line.substr(cond + kOnlyIf.size(), close - cond - kOnlyIf.size())));
+    }
+    return it->second;
   }
 
   // The FAST_IPSEC sysctl names this service knows, with their values.
@@ -779,6 +816,7 @@ class Supervisor {
   std::map<uint64_t, StatsGather> stats_;
   uint64_t nextStats_ = 1;
   std::map<std::string, int64_t> sysctls_;
+  std::map<Role, std::vector<std::string>> seccompConditions_;
   OutputCounters outputCounters_;
   std::map<pid_t, std::unique_ptr<ChildOutputPipe>> outputs_;  // by the child's pid; outlive the child until EOF
 };

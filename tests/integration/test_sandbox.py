@@ -74,12 +74,18 @@ class SandboxTest(unittest.TestCase):
                 self.assertEqual(p["seccomp"], 2, name)
                 self.assertIs(p["dumpable"], False, name)
                 self.assertTrue(p["root"].endswith("/empty"), f"{name} root {p['root']}")
+                # The argument conditions of its allow-list, which /proc does not show.
+                self.assertIn("mmap: arg2 & 0x4 == 0x0 (prot without PROT_EXEC)", p["seccomp_conditions"], name)
             fwd_fds = " ".join(f["target"] for f in procs["ipsec-forwarder"]["fds"])
             self.assertIn("tun", fwd_fds)
+            self.assertIn("setsockopt: arg1 == 0x11 (SOL_UDP) and arg2 == 0x68 (UDP_GRO)",
+                          procs["ipsec-forwarder"]["seccomp_conditions"])
+            self.assertNotIn("seccomp_conditions", procs["ipsecd"])
             # The table form names every process too.
             table = tb.a.ipsecctl("audit")
             for name in CHILDREN:
                 self.assertIn(name[:15], table)
+            self.assertIn("ipsec-forwarder  setsockopt: arg1 == 0x11 (SOL_UDP) and arg2 == 0x68 (UDP_GRO)", table)
 
     def test_forwarder_holds_raw_sockets_only_for_the_protocols_it_reads(self):
         """ESP (50) and AH (51) raw sockets, and no IPComp (108) one: IPComp
