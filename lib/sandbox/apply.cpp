@@ -18,6 +18,7 @@
 #include <memory>
 #include <stdexcept>
 #include <system_error>
+#include <vector>
 
 namespace ipsec::sandbox {
 
@@ -62,12 +63,11 @@ Filter buildFilter(const SandboxProfile& p, const std::string& who) {
     const std::uint32_t action = r.errnoValue ? SCMP_ACT_ERRNO(static_cast<std::uint16_t>(
                                                     *r.errnoValue))
                                               : SCMP_ACT_ALLOW;
-    if (r.argIndex) {
-      const scmp_arg_cmp cmp{*r.argIndex, SCMP_CMP_MASKED_EQ, r.argMask, r.argValue};
-      rc = seccomp_rule_add_array(filter.get(), action, nr, 1, &cmp);
-    } else {
-      rc = seccomp_rule_add(filter.get(), action, nr, 0);
-    }
+    // One rule with every condition: libseccomp ANDs the comparisons of a rule
+    // (and ORs the rules of a syscall).
+    std::vector<scmp_arg_cmp> cmps;
+    for (const auto& c : r.conditions) cmps.push_back({c.index, SCMP_CMP_MASKED_EQ, c.mask, c.value});
+    rc = seccomp_rule_add_array(filter.get(), action, nr, static_cast<unsigned>(cmps.size()), cmps.data());
     if (rc < 0) {
       throw std::system_error(-rc, std::generic_category(),
                               who + "seccomp rule for " + r.name);
@@ -181,11 +181,13 @@ void keepOnlyCapabilities(const SandboxProfile& p) {
   setCapabilities(p, who);
 }
 
-void ensureEmptyDir(const std::string& path) {
-  const std::string who = "empty directory " + path + ": ";
-  if (mkdir(path.c_str(), 0555) != 0 && errno != EEXIST) throwErrno(who + "mkdir");
+void ensureEmptyDir(const std::string& path) { ensureEmptyDirAt(AT_FDCWD, path, path); }
+
+void ensureEmptyDirAt(int dirFd, const std::string& name, const std::string& shown) {
+  const std::string who = "empty directory " + shown + ": ";
+  if (mkdirat(dirFd, name.c_str(), 0555) != 0 && errno != EEXIST) throwErrno(who + "mkdir");
   // O_NOFOLLOW|O_DIRECTORY: a symlink or a file in its place is refused.
-  const int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  const int fd = openat(dirFd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOTDIR || errno == ELOOP) throw std::runtime_error(who + "not a directory");
     throwErrno(who + "open");

@@ -36,6 +36,10 @@ void applySandbox(const SandboxProfile& profile);
 // exists and is not a directory (symlinks are not followed), is not empty,
 // or is not owned by root; the parent must exist.
 void ensureEmptyDir(const std::string& path);
+// The same for `name` inside the directory open as dirFd (mkdirat/openat:
+// nothing on the way to it is looked up by path again); `shown` names it in
+// errors.
+void ensureEmptyDirAt(int dirFd, const std::string& name, const std::string& shown);
 
 // For a process that stays root (the supervisor): drops every capability not
 // in p.capabilities from the bounding, ambient, permitted and effective sets.

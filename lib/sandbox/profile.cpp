@@ -8,8 +8,11 @@
 #include <sched.h>
 #include <seccomp.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -19,20 +22,39 @@ namespace ipsec::sandbox {
 namespace {
 
 SyscallRule rule(std::string name, std::string reason) {
-  return SyscallRule{std::move(name), std::move(reason), std::nullopt, ~std::uint64_t{0}, 0,
-                     std::nullopt};
+  return SyscallRule{std::move(name), std::move(reason), {}, std::nullopt};
 }
 
-SyscallRule ruleWithArg(std::string name, unsigned index, std::uint64_t mask, std::uint64_t value,
-                        std::string reason) {
-  return SyscallRule{std::move(name), std::move(reason), index, mask, value, std::nullopt};
+SyscallRule ruleWithArgs(std::string name, std::vector<ArgCondition> conditions, std::string reason) {
+  return SyscallRule{std::move(name), std::move(reason), std::move(conditions), std::nullopt};
 }
 
-// ioctl and fcntl take a 32-bit int command; compare only the low 32 bits so
-// that garbage in the upper half of the register cannot matter either way.
+// ioctl, fcntl and setsockopt take 32-bit int arguments; compare only the low
+// 32 bits so that garbage in the upper half of the register cannot matter
+// either way.
 constexpr std::uint64_t kLow32 = 0xffffffffu;
 
+// mmap(addr, len, prot, ...) and mprotect(addr, len, prot): prot is argument 2.
+// No new executable memory once sandboxed: code injected into a data buffer
+// cannot be made to run, whatever else an attacker controls.
+ArgCondition notExecutable() { return ArgCondition{2, PROT_EXEC, 0, "prot without PROT_EXEC"}; }
+
+SyscallRule ruleWithArg(std::string name, unsigned index, std::uint64_t value, std::string what,
+                        std::string reason) {
+  return ruleWithArgs(std::move(name), {argEquals(index, value, std::move(what))}, std::move(reason));
+}
+
+std::string hex(std::uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%#llx", static_cast<unsigned long long>(v));
+  return v == 0 ? "0x0" : buf;
+}
+
 }  // namespace
+
+ArgCondition argEquals(unsigned index, std::uint64_t value, std::string what) {
+  return ArgCondition{index, kLow32, value & kLow32, std::move(what)};
+}
 
 SandboxProfile& SandboxProfile::allow(const std::vector<SyscallRule>& rules) {
   syscalls.insert(syscalls.end(), rules.begin(), rules.end());
@@ -63,12 +85,12 @@ std::vector<SyscallRule> baselineSyscalls() {
       rule("timerfd_create", "Asio timer queue"),
       rule("timerfd_settime", "Asio timer queue"),
       rule("timerfd_gettime", "Asio timer queue"),
-      ruleWithArg("ioctl", 1, kLow32, FIONBIO, "Asio sets descriptors non-blocking"),
-      ruleWithArg("ioctl", 1, kLow32, FIONREAD, "Asio asks how many bytes are readable"),
-      ruleWithArg("fcntl", 1, kLow32, F_GETFL, "reading descriptor status flags"),
-      ruleWithArg("fcntl", 1, kLow32, F_SETFL, "setting O_NONBLOCK on received descriptors"),
-      ruleWithArg("fcntl", 1, kLow32, F_GETFD, "reading FD_CLOEXEC"),
-      ruleWithArg("fcntl", 1, kLow32, F_SETFD, "setting FD_CLOEXEC on received descriptors"),
+      ruleWithArg("ioctl", 1, FIONBIO, "FIONBIO", "Asio sets descriptors non-blocking"),
+      ruleWithArg("ioctl", 1, FIONREAD, "FIONREAD", "Asio asks how many bytes are readable"),
+      ruleWithArg("fcntl", 1, F_GETFL, "F_GETFL", "reading descriptor status flags"),
+      ruleWithArg("fcntl", 1, F_SETFL, "F_SETFL", "setting O_NONBLOCK on received descriptors"),
+      ruleWithArg("fcntl", 1, F_GETFD, "F_GETFD", "reading FD_CLOEXEC"),
+      ruleWithArg("fcntl", 1, F_SETFD, "F_SETFD", "setting FD_CLOEXEC on received descriptors"),
       rule("futex", "mutexes and condition variables"),
       rule("clock_gettime", "time when the vDSO cannot answer"),
       rule("clock_getres", "timer resolution"),
@@ -76,10 +98,10 @@ std::vector<SyscallRule> baselineSyscalls() {
       rule("nanosleep", "sleeping (backoff)"),
       rule("clock_nanosleep", "sleeping (std::this_thread::sleep_for)"),
       rule("sched_yield", "spin-then-yield polling of the rings"),
-      rule("mmap", "allocator, mapping received memfds"),
+      ruleWithArgs("mmap", {notExecutable()}, "allocator, mapping received memfds"),
       rule("munmap", "allocator"),
       rule("mremap", "allocator growing large blocks"),
-      rule("mprotect", "allocator, sodium guard pages"),
+      ruleWithArgs("mprotect", {notExecutable()}, "allocator, sodium guard pages"),
       rule("madvise", "allocator returning memory, MADV_DONTDUMP on key memory"),
       rule("brk", "allocator"),
       rule("rt_sigreturn", "returning from a signal handler"),
@@ -100,12 +122,12 @@ std::vector<SyscallRule> baselineSyscalls() {
 
 std::vector<SyscallRule> threadSyscalls() {
   return {
-      ruleWithArg("clone", 0, CLONE_THREAD, CLONE_THREAD,
-                  "std::thread creates threads; without CLONE_THREAD (a fork) it is refused"),
+      ruleWithArgs("clone", {ArgCondition{0, CLONE_THREAD, CLONE_THREAD, "flags with CLONE_THREAD"}},
+                   "std::thread creates threads; without CLONE_THREAD (a fork) it is refused"),
       SyscallRule{"clone3",
                   "answered ENOSYS: its flags sit in memory seccomp cannot read, so glibc "
                   "falls back to clone",
-                  std::nullopt, ~std::uint64_t{0}, 0, ENOSYS},
+                  {}, ENOSYS},
       rule("set_robust_list", "glibc registers a new thread's robust futex list"),
       rule("rseq", "glibc registers a new thread's restartable sequences"),
       rule("sched_getaffinity", "std::thread::hardware_concurrency"),
@@ -120,11 +142,20 @@ std::vector<SyscallRule> socketIoSyscalls() {
       rule("sendmmsg", "batched send (one syscall per burst)"),
       rule("accept4", "clients of a listening socket the supervisor created"),
       rule("getsockopt", "SO_PEERCRED of a client, socket state"),
-      rule("setsockopt", "buffer sizes, UDP_GRO/UDP_SEGMENT on received sockets"),
       rule("getsockname", "the address of a received socket"),
       rule("getpeername", "the peer of an accepted socket"),
       rule("shutdown", "closing a client connection cleanly"),
   };
+}
+
+std::vector<SyscallRule> channelBufferSyscalls() {
+  const char* why = "sizing the buffers of a data-plane channel received after a restart";
+  std::vector<SyscallRule> rules;
+  for (const auto& [option, name] : {std::pair{SO_SNDBUFFORCE, "SO_SNDBUFFORCE"}, {SO_SNDBUF, "SO_SNDBUF"},
+                                     {SO_RCVBUFFORCE, "SO_RCVBUFFORCE"}, {SO_RCVBUF, "SO_RCVBUF"}}) {
+    rules.push_back(ruleWithArgs("setsockopt", {argEquals(1, SOL_SOCKET, "SOL_SOCKET"), argEquals(2, option, name)}, why));
+  }
+  return rules;
 }
 
 std::vector<SyscallRule> lockedMemorySyscalls() {
@@ -146,6 +177,18 @@ SeccompDefault seccompDefaultFromEnvironment() {
                            ": expected 0, 1, log or trap");
 }
 
+std::string describeConditions(const SyscallRule& rule) {
+  std::string text;
+  for (const auto& c : rule.conditions) {
+    if (!text.empty()) text += " and ";
+    text += "arg" + std::to_string(c.index);
+    if (c.mask != ~std::uint64_t{0} && c.mask != kLow32) text += " & " + hex(c.mask);
+    text += " == " + hex(c.value);
+    if (!c.what.empty()) text += " (" + c.what + ")";
+  }
+  return text;
+}
+
 void checkProfile(const SandboxProfile& profile) {
   const std::string who = "sandbox profile " + profile.name + ": ";
   for (const auto& r : profile.syscalls) {
@@ -153,8 +196,11 @@ void checkProfile(const SandboxProfile& profile) {
       throw std::runtime_error(who + "unknown syscall name \"" + r.name + "\" in allow-list");
     }
     if (r.reason.empty()) throw std::runtime_error(who + "syscall " + r.name + " has no reason");
-    if (r.argIndex && *r.argIndex > 5) {
-      throw std::runtime_error(who + "syscall " + r.name + ": argument index out of range");
+    for (const auto& c : r.conditions) {
+      if (c.index > 5) throw std::runtime_error(who + "syscall " + r.name + ": argument index out of range");
+      if ((c.value & ~c.mask) != 0) {
+        throw std::runtime_error(who + "syscall " + r.name + ": a condition's value has bits outside its mask");
+      }
     }
   }
   if (profile.credentials) {

@@ -24,21 +24,37 @@
 
 namespace ipsec::sandbox {
 
+// A condition on one argument of a system call: the call matches only when
+// (argument & mask) == value. `what` says in words what it allows
+// ("prot without PROT_EXEC"); --print-profile and `ipsecctl audit` show it.
+struct ArgCondition {
+  unsigned index = 0;  // 0..5
+  std::uint64_t mask = ~std::uint64_t{0};
+  std::uint64_t value = 0;
+  std::string what;
+};
+
+// An int argument (ioctl/fcntl command, setsockopt level or option) equal to
+// value; only the low 32 bits are compared, as the kernel reads an int.
+ArgCondition argEquals(unsigned index, std::uint64_t value, std::string what);
+
 // One entry of the seccomp allow-list. The name is resolved with
 // seccomp_syscall_resolve_name; an unknown name is a startup error.
-// Several entries with one name are alternatives (any may match).
+// Several entries with one name are alternatives (any may match); the
+// conditions of one entry must all hold (e.g. setsockopt only with level
+// SOL_UDP and option UDP_GRO).
 struct SyscallRule {
   std::string name;
   std::string reason;
-  // Optional: allow only when argument argIndex, masked with argMask, equals
-  // argValue (e.g. ioctl only with FIONBIO, clone only with CLONE_THREAD).
-  std::optional<unsigned> argIndex;
-  std::uint64_t argMask = ~std::uint64_t{0};
-  std::uint64_t argValue = 0;
+  std::vector<ArgCondition> conditions;  // empty: any arguments
   // If set, the call is not allowed but answered with this errno (e.g. clone3
   // → ENOSYS so glibc falls back to clone, whose flags can be checked).
   std::optional<int> errnoValue;
 };
+
+// The conditions of a rule in words, e.g. "arg2 & 0x4 == 0x0 (prot without
+// PROT_EXEC)"; several joined by " and "; empty without conditions.
+std::string describeConditions(const SyscallRule& rule);
 
 struct Credentials {
   uid_t uid;
@@ -89,14 +105,20 @@ struct SandboxProfile {
 //
 // Every child: I/O on the descriptors it was given (channels, eventfds,
 // timerfds), an Asio/epoll event loop, the allocator, time, signals, exit.
-// Opens nothing by name and creates no socket.
+// Opens nothing by name and creates no socket; mmap and mprotect only
+// without PROT_EXEC (no new executable memory once sandboxed).
 std::vector<SyscallRule> baselineSyscalls();
 // Extra threads (crypto workers): clone restricted to CLONE_THREAD, so the
 // process cannot fork; clone3 answered ENOSYS.
 std::vector<SyscallRule> threadSyscalls();
 // Socket data I/O on sockets received from the supervisor (forwarder: ESP,
-// NAT-T, raw sockets; policy: the PF_KEY listener). Creates no socket.
+// NAT-T, raw sockets; policy: the PF_KEY listener). Creates no socket, and
+// sets no socket option: a process that needs one adds it by name below.
 std::vector<SyscallRule> socketIoSyscalls();
+// setsockopt for the socket buffer sizes of a control channel made after the
+// sandbox (keydb and policy get new data-plane channels on a restart:
+// lib/control/wire.cpp sizeSocketBuffers), and nothing else.
+std::vector<SyscallRule> channelBufferSyscalls();
 // Locked key memory (sodium_malloc/sodium_free: mlock, munlock, madvise).
 std::vector<SyscallRule> lockedMemorySyscalls();
 

@@ -85,7 +85,8 @@ void printProfile(const sandbox::SandboxProfile& p) {
   if (p.lockMemory.enabled) std::printf("  mlock       yes  (%s)\n", p.lockMemory.reason.c_str());
   std::printf("  seccomp     allow-list, anything else kills the process\n");
   for (const auto& r : p.syscalls) {
-    std::string cond = r.argIndex ? " [arg " + std::to_string(*r.argIndex) + " checked]" : "";
+    const std::string conditions = sandbox::describeConditions(r);
+    std::string cond = conditions.empty() ? "" : " [only if " + conditions + "]";
     if (r.errnoValue) cond += " [answered errno " + std::to_string(*r.errnoValue) + "]";
     std::printf("    %-18s %s%s\n", r.name.c_str(), r.reason.c_str(), cond.c_str());
   }

@@ -60,7 +60,6 @@ struct WorkerFds {
 struct Fds {
   UniqueFd keydb, policy, tun, raw4, raw6;
   UniqueFd ah4, ah6;      // raw AH, read by ah.cpp
-  UniqueFd comp4, comp6;  // kept for an IPComp data path; nothing reads them yet
   UniqueFd udp4, udp6;  // NAT-T: ESP in UDP on natt_port
   UniqueFd hdr4, hdr6;  // transport mode: header-included, send-only (transport.cpp)
   std::vector<WorkerFds> workers;

@@ -11,10 +11,9 @@
 //   9  raw AH/v4, 10 raw AH/v6  AH in (ah.cpp; IPv6 with the extension
 //                  headers before AH as control messages); AH goes out on the
 //                  header-included sockets below
-//   11 raw IPComp/v4, 12 raw IPComp/v6  taken and kept for the IPComp data path
-//   13 UDP/v4, 14 UDP/v6  NAT-T (RFC 3948): ESP in UDP both ways, keepalives
+//   11 UDP/v4, 12 UDP/v6  NAT-T (RFC 3948): ESP in UDP both ways, keepalives
 //                  out, keepalives in; IKE only when no IKE daemon shares the port
-//   15+3i, 16+3i, 17+3i  crypto worker i: ring memfd, request bell, completion bell
+//   13+3i, 14+3i, 15+3i  crypto worker i: ring memfd, request bell, completion bell
 //   then 2: header-included raw IPv4, IPv6 (send only): transport-mode ESP
 //                  with the host's own header (and IPv6 extension headers),
 //                  AH in both modes (the ICV covers the header: we write it all),
@@ -24,6 +23,9 @@
 // Sandbox: its own uid, an empty root, no capabilities, no_new_privs, and an
 // allow-list without open/openat, socket, connect or execve: a compromised
 // forwarder can use only the descriptors above, and none of them leads to a key.
+#include <netinet/udp.h>
+#include <sys/socket.h>
+
 #include "forwarder.h"
 #include "log/log.h"
 #include "service/service.h"
@@ -35,8 +37,11 @@ namespace {
 sandbox::SandboxProfile profile(const service::Args& args) {
   auto p = service::baseProfile("ipsec-forwarder", args);
   p.nonDumpable = {true, "its memory holds other hosts' traffic"};
-  // The baseline and socket-I/O lists already hold what it needs: read/write
-  // on the TUN, recvmmsg/sendmmsg on the raw and UDP sockets, the channels' calls.
+  // The baseline and socket-I/O lists hold the rest: read/write on the TUN,
+  // recvmmsg/sendmmsg on the raw and UDP sockets, the channels' calls. Its
+  // channels are sized before the sandbox; the one option it sets afterwards:
+  p.allow({{"setsockopt", "net.inet.ipsec.udp_gro turns UDP GRO on the NAT-T sockets on or off (gro.cpp)",
+            {sandbox::argEquals(1, SOL_UDP, "SOL_UDP"), sandbox::argEquals(2, UDP_GRO, "UDP_GRO")}, std::nullopt}});
   return p;
 }
 
@@ -55,16 +60,14 @@ int main(int argc, char** argv) {
     fds.raw6 = service::takeFd(8, "raw ESP/IPv6 socket");
     fds.ah4 = service::takeFd(9, "raw AH/IPv4 socket");
     fds.ah6 = service::takeFd(10, "raw AH/IPv6 socket");
-    fds.comp4 = service::takeFd(11, "raw IPComp/IPv4 socket");
-    fds.comp6 = service::takeFd(12, "raw IPComp/IPv6 socket");
-    fds.udp4 = service::takeFd(13, "NAT-T UDP/IPv4 socket");
-    fds.udp6 = service::takeFd(14, "NAT-T UDP/IPv6 socket");
+    fds.udp4 = service::takeFd(11, "NAT-T UDP/IPv4 socket");
+    fds.udp6 = service::takeFd(12, "NAT-T UDP/IPv6 socket");
     for (unsigned i = 0; i < args.workers; ++i) {
-      int base = 15 + 3 * static_cast<int>(i);
+      int base = 13 + 3 * static_cast<int>(i);
       fds.workers.push_back({service::takeFd(base, "ring memfd"), service::takeFd(base + 1, "request bell"),
                              service::takeFd(base + 2, "completion bell")});
     }
-    const int afterWorkers = 15 + 3 * static_cast<int>(args.workers);
+    const int afterWorkers = 13 + 3 * static_cast<int>(args.workers);
     fds.hdr4 = service::takeFd(afterWorkers, "header-included IPv4 socket");
     fds.hdr6 = service::takeFd(afterWorkers + 1, "header-included IPv6 socket");
     forwarder::Forwarder fwd(svc.io(), std::move(fds));

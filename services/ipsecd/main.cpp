@@ -1,7 +1,7 @@
 // ipsecd — the supervisor of the five-process userspace IPsec service.
 //
 // Holds no key and parses no packet. It alone is privileged: it creates the
-// TUN device, the raw ESP/AH/IPComp sockets, the NAT-T UDP sockets, the PF_KEY and control sockets, the
+// TUN device, the raw ESP/AH sockets, the NAT-T UDP sockets, the PF_KEY and control sockets, the
 // shared-memory rings and every socketpair, then starts each child with
 // exactly its descriptors (fork+exec, renumbered from 3):
 //
@@ -10,10 +10,15 @@
 //   ipsec-policy     4 keydb, 5 forwarder, 6 PF_KEY listening socket
 //   ipsec-crypto     4 keydb, then per worker: ring memfd, request bell, completion bell
 //   ipsec-forwarder  4 keydb, 5 policy, 6 TUN, 7 raw ESP/IPv4, 8 raw ESP/IPv6,
-//                    9 raw AH/IPv4, 10 raw AH/IPv6, 11 raw IPComp/IPv4,
-//                    12 raw IPComp/IPv6, 13 NAT-T UDP/IPv4, 14 NAT-T UDP/IPv6,
+//                    9 raw AH/IPv4, 10 raw AH/IPv6, 11 NAT-T UDP/IPv4,
+//                    12 NAT-T UDP/IPv6,
 //                    then per worker: ring memfd, request bell, completion bell
 //                    then header-included raw IPv4, IPv6 (transport mode, send only)
+//
+// A child's stdout and stderr are the write end of a pipe of its own, which
+// ipsecd reads and relays line by line, tagged (child_output.h). The runtime
+// directory is used only when root owns it and nobody else can write it
+// (runtime_dir.h).
 //
 // Each child drops to its own uid/gid, chroots into an empty directory, sheds
 // every capability, sets no_new_privs and loads its seccomp allow-list before
@@ -39,7 +44,8 @@ void usage(FILE* out) {
       "\n"
       "Runs the userspace IPsec service in the foreground: the supervisor and its four\n"
       "privilege-separated children (ipsec-keydb, ipsec-policy, ipsec-crypto,\n"
-      "ipsec-forwarder). Logs go to standard error. SIGTERM or SIGINT stops all\n"
+      "ipsec-forwarder). Logs go to standard error, the children's tagged by ipsecd\n"
+      "with their name and pid. SIGTERM or SIGINT stops all\n"
       "processes and removes the TUN device and the runtime sockets.\n"
       "\n"
       "Options:\n"
@@ -48,7 +54,8 @@ void usage(FILE* out) {
       "  -r, --runtime-dir DIR   overrides runtime_dir (default /run/ipsecd): holds the\n"
       "                          PF_KEY socket DIR/pfkey, the ipsecctl socket\n"
       "                          DIR/control and DIR/ipsecd.pid (written when ready);\n"
-      "                          one directory per instance, e.g. per network namespace\n"
+      "                          one directory per instance, e.g. per network namespace;\n"
+      "                          it must be root's and not writable by group or others\n"
       "  -d, --debug             per-packet tracing (as IPSEC_DEBUG; also the sysctl\n"
       "                          net.inet.ipsec.debug)\n"
       "  -h, --help              this text\n"

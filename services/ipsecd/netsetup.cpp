@@ -144,17 +144,26 @@ UniqueFd openNatTSocket(int family, unsigned port) {
   return fd;
 }
 
-UniqueFd listenUnix(const std::string& path, unsigned mode, int gid) {
+UniqueFd listenUnix(const RuntimeDir& dir, const std::string& name, unsigned mode, int gid) {
+  const std::string path = dir.pathOf(name);
+  const std::string bindPath = dir.pathViaFd(name);
   sockaddr_un sun{};
   sun.sun_family = AF_UNIX;
-  if (path.size() >= sizeof sun.sun_path) throw std::runtime_error("socket path too long: " + path);
-  std::memcpy(sun.sun_path, path.c_str(), path.size() + 1);
+  if (bindPath.size() >= sizeof sun.sun_path) throw std::runtime_error("socket path too long: " + bindPath);
+  std::memcpy(sun.sun_path, bindPath.c_str(), bindPath.size() + 1);
   UniqueFd fd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd) fail("socket");
-  unlink(path.c_str());
-  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun) < 0) fail("bind " + path);
-  if (chmod(path.c_str(), mode) < 0) fail("chmod " + path);
-  if (gid >= 0 && chown(path.c_str(), 0, static_cast<gid_t>(gid)) < 0) fail("chown " + path);
+  if (unlinkat(dir.fd(), name.c_str(), 0) != 0 && errno != ENOENT) fail("unlink " + path);
+  // bind creates the socket file with 0777 & ~umask: born with its mode.
+  const mode_t old = umask(~mode & 0777);
+  const int rc = bind(fd.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun);
+  const int saved = errno;
+  umask(old);
+  errno = saved;
+  if (rc < 0) fail("bind " + path);
+  if (gid >= 0 && fchownat(dir.fd(), name.c_str(), 0, static_cast<gid_t>(gid), AT_SYMLINK_NOFOLLOW) < 0) {
+    fail("chown " + path);
+  }
   if (listen(fd.get(), 64) < 0) fail("listen " + path);
   return fd;
 }

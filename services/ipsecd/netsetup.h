@@ -1,5 +1,5 @@
 // ipsecd: the privileged resources the supervisor opens for its children —
-// the TUN device with its addresses and routes, raw ESP/AH/IPComp sockets, the
+// the TUN device with its addresses and routes, raw ESP/AH sockets, the
 // NAT-T UDP sockets, and Unix listening sockets. Children never open these themselves (STYLE §2).
 #pragma once
 
@@ -9,6 +9,7 @@
 
 #include "config/config.h"
 #include "control/unique_fd.h"
+#include "runtime_dir.h"
 
 namespace ipsec::supervisor {
 
@@ -37,8 +38,10 @@ UniqueFd openRawSocket(int family, int protocol);
 // Kept for ipsecd's lifetime, across data-plane restarts, so the index holds.
 UniqueFd openNatTSocket(int family, unsigned port);
 
-// A SOCK_SEQPACKET Unix listening socket at path, mode and group as given.
-UniqueFd listenUnix(const std::string& path, unsigned mode, int gid);
+// A SOCK_SEQPACKET Unix listening socket `name` in dir, mode and group as
+// given: bound through the directory's descriptor, created with its mode
+// (no window with a wider one), a stale one replaced.
+UniqueFd listenUnix(const RuntimeDir& dir, const std::string& name, unsigned mode, int gid);
 
 // ---- transport mode (RFC 4303 §3.1.1): config transport_peers, fwmark, route_table
 

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string_view>
 #include <system_error>
@@ -43,7 +44,7 @@ std::vector<std::string> childEnvironment() {
 }
 
 [[noreturn]] void execInChild(const std::string& binary, const std::vector<std::string>& args,
-                              const std::vector<int>& fds, const std::vector<char*>& envp) {
+                              const std::vector<int>& fds, int output, const std::vector<char*>& envp) {
   // Only async-signal-safe calls from here on: we are a forked copy.
   sigset_t none;
   sigemptyset(&none);
@@ -60,9 +61,12 @@ std::vector<std::string> childEnvironment() {
     if (moved < 0) _exit(126);
     high.push_back(moved);
   }
+  const int highOutput = output >= 0 ? fcntl(output, F_DUPFD_CLOEXEC, base) : -1;
+  if (output >= 0 && highOutput < 0) _exit(126);
   for (size_t i = 0; i < high.size(); ++i) {
     if (dup2(high[i], 3 + static_cast<int>(i)) < 0) _exit(126);  // dup2 clears CLOEXEC
   }
+  if (highOutput >= 0 && (dup2(highOutput, STDOUT_FILENO) < 0 || dup2(highOutput, STDERR_FILENO) < 0)) _exit(126);
   close_range(3 + static_cast<unsigned>(fds.size()), ~0U, 0);
 
   std::vector<char*> argv;
@@ -84,7 +88,7 @@ pid_t spawnChild(const ChildSpec& spec) {
   envp.push_back(nullptr);
   pid_t pid = fork();
   if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork " + spec.role);
-  if (pid == 0) execInChild(spec.binary, spec.args, spec.fds, envp);
+  if (pid == 0) execInChild(spec.binary, spec.args, spec.fds, spec.output, envp);
   return pid;
 }
 
@@ -104,6 +108,41 @@ int runCommand(const std::vector<std::string>& argv) {
     if (errno != EINTR) throw std::system_error(errno, std::generic_category(), "waitpid");
   }
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string captureCommand(const std::vector<std::string>& argv, std::size_t maxBytes) {
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe2");
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(out[0]);
+    close(out[1]);
+    throw std::system_error(errno, std::generic_category(), "fork " + argv.at(0));
+  }
+  if (pid == 0) {
+    if (dup2(out[1], STDOUT_FILENO) < 0) _exit(126);
+    close_range(3, ~0U, 0);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  close(out[1]);
+  std::string text;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = read(out[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    text.append(buf, std::min(static_cast<std::size_t>(n), maxBytes - std::min(maxBytes, text.size())));
+  }
+  close(out[0]);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) throw std::system_error(errno, std::generic_category(), "waitpid");
+  }
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? text : std::string();
 }
 
 }  // namespace ipsec::supervisor

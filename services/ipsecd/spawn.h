@@ -1,11 +1,13 @@
 // ipsecd: starting a child with fork+exec. The child gets a fresh address
 // space and exactly the descriptors listed, renumbered from 3 upward in the
-// order given (each service's main.cpp documents its numbering); every other
+// order given (each service's main.cpp documents its numbering); stdout and
+// stderr are the write end of its output pipe (child_output.h); every other
 // descriptor is closed before exec.
 #pragma once
 
 #include <sys/types.h>
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -16,6 +18,7 @@ struct ChildSpec {
   std::string binary;               // absolute path
   std::vector<std::string> args;    // argv[1..]
   std::vector<int> fds;             // fds[i] becomes descriptor 3 + i in the child
+  int output = -1;                  // becomes its stdout and stderr (-1: ipsecd's own)
 };
 
 // Returns the child's pid; throws std::system_error if fork fails. A failed exec
@@ -25,5 +28,10 @@ pid_t spawnChild(const ChildSpec& spec);
 // Runs a helper command (ip, setkey) to completion; returns its exit status,
 // or -1 if it died by a signal.
 int runCommand(const std::vector<std::string>& argv);
+
+// Runs a command of ours to completion and returns what it wrote to stdout
+// (at most maxBytes; the rest is discarded), or an empty string if it did
+// not exit 0.
+std::string captureCommand(const std::vector<std::string>& argv, std::size_t maxBytes);
 
 }  // namespace ipsec::supervisor

@@ -23,9 +23,11 @@
 
 #include "proto/admin.capnp.h"
 #include "audit/audit.h"
+#include "child_output.h"
 #include "control/channel.h"
 #include "log/log.h"
 #include "netsetup.h"
+#include "runtime_dir.h"
 #include "proto/ring_abi.h"
 #include "ring/region.h"
 #include "sandbox/apply.h"
@@ -43,6 +45,12 @@ using Clock = std::chrono::steady_clock;
 constexpr auto kReadyTimeout = std::chrono::seconds(10);
 constexpr auto kStopGrace = std::chrono::seconds(3);
 constexpr auto kStatsTimeout = std::chrono::seconds(2);
+
+// Names in the runtime directory.
+constexpr const char* kPfkeyName = "pfkey";
+constexpr const char* kControlName = "control";
+constexpr const char* kPidFileName = "ipsecd.pid";
+constexpr const char* kEmptyDirName = "empty";  // the children's root
 
 enum class Role { kKeydb, kPolicy, kCrypto, kForwarder };
 constexpr Role kRoles[] = {Role::kKeydb, Role::kPolicy, Role::kCrypto, Role::kForwarder};
@@ -106,11 +114,9 @@ class Supervisor {
  private:
   // ---- set-up -------------------------------------------------------------
   void setUp() {
-    namespace fs = std::filesystem;
-    fs::create_directories(cfg_.runtimeDir);
-    chmod(cfg_.runtimeDir.c_str(), 0755);
-    emptyDir_ = cfg_.runtimeDir + "/empty";
-    sandbox::ensureEmptyDir(emptyDir_);
+    runtimeDir_ = RuntimeDir::open(cfg_.runtimeDir);
+    emptyDir_ = runtimeDir_.pathOf(kEmptyDirName);
+    sandbox::ensureEmptyDirAt(runtimeDir_.fd(), kEmptyDirName, emptyDir_);
     createdEmptyDir_ = true;
 
     tun_ = createTun(cfg_.tunName, static_cast<int>(cfg_.tunMtu));
@@ -128,9 +134,8 @@ class Supervisor {
         throw std::system_error(errno, std::generic_category(), "raw AH/IPv6 socket: extension header options");
       }
     }
-    // IPComp has no data path of its own yet; the forwarder already takes it.
-    rawComp4_ = openRawSocket(AF_INET, IPPROTO_COMP);
-    rawComp6_ = openRawSocket(AF_INET6, IPPROTO_COMP);
+    // No raw IPComp socket: IPComp runs only inside ESP (bundle.cpp), and a
+    // socket nobody reads would only be privilege the forwarder holds for nothing.
     // Shared with the IKE daemon's socket, which may have bound first
     // (openNatTSocket: one reuseport group, ESP to us, IKE to it).
     udp4_ = openNatTSocket(AF_INET, cfg_.nattPort);
@@ -141,8 +146,7 @@ class Supervisor {
     // skips, so that ESP itself never loops back into the TUN.
     hdr4_ = openHeaderIncludedSocket(AF_INET);
     hdr6_ = openHeaderIncludedSocket(AF_INET6);
-    for (const UniqueFd* fd : {&raw4_, &raw6_, &rawAh4_, &rawAh6_, &rawComp4_, &rawComp6_, &udp4_, &udp6_, &hdr4_,
-                               &hdr6_}) {
+    for (const UniqueFd* fd : {&raw4_, &raw6_, &rawAh4_, &rawAh6_, &udp4_, &udp6_, &hdr4_, &hdr6_}) {
       markSocket(fd->get(), cfg_.fwmark);
     }
     transportRouting_.install(cfg_, tun_.name);
@@ -157,13 +161,13 @@ class Supervisor {
     } else {
       unsetenv("IPSEC_PFKEY_GROUP");
     }
-    pfkeyPath_ = cfg_.runtimeDir + "/pfkey";
-    controlPath_ = cfg_.runtimeDir + "/control";
+    pfkeyPath_ = runtimeDir_.pathOf(kPfkeyName);
+    controlPath_ = runtimeDir_.pathOf(kControlName);
     // PF_KEY: root and, if configured, one group (SO_PEERCRED is checked again
     // by ipsec-policy for every client).
-    pfkeyListen_ = listenUnix(pfkeyPath_, cfg_.pfkeyGroup ? 0660 : 0600,
+    pfkeyListen_ = listenUnix(runtimeDir_, kPfkeyName, cfg_.pfkeyGroup ? 0660 : 0600,
                               cfg_.pfkeyGroup ? static_cast<int>(*cfg_.pfkeyGroup) : -1);
-    controlListen_ = listenUnix(controlPath_, 0600, -1);
+    controlListen_ = listenUnix(runtimeDir_, kControlName, 0600, -1);
     restrictSelf();
   }
 
@@ -205,19 +209,18 @@ class Supervisor {
     for (auto& [role, c] : children_) {
       if (c.channel) c.channel->close();
     }
+    drainOutputs();  // the children are gone: their last lines are in the pipes
     controlListener_.reset();
-    unlink(pfkeyPath_.c_str());
-    unlink(controlPath_.c_str());
-    unlink(pidFile().c_str());
-    if (createdEmptyDir_) rmdir(emptyDir_.c_str());
+    runtimeDir_.remove(kPfkeyName);
+    runtimeDir_.remove(kControlName);
+    runtimeDir_.remove(kPidFileName);
+    if (createdEmptyDir_) runtimeDir_.removeDir(kEmptyDirName);
     transportRouting_.remove();  // before the TUN goes: its routes name the device
     // Closing our TUN descriptor, the last one now that the children are
     // gone, removes the (non-persistent) device and its routes.
     tun_.fd.reset();
     log::info("stopped");
   }
-
-  std::string pidFile() const { return cfg_.runtimeDir + "/ipsecd.pid"; }
 
   DataPlaneLinks makeLinks() {
     DataPlaneLinks l;
@@ -261,8 +264,7 @@ class Supervisor {
   void spawnDataPlane(DataPlaneLinks& links) {
     std::vector<int> cryptoFds{links.keydbCrypto.second.get()};
     std::vector<int> fwdFds{links.keydbForwarder.second.get(), links.policyForwarder.second.get(), tun_.fd.get(),
-                            raw4_.get(), raw6_.get(), rawAh4_.get(), rawAh6_.get(), rawComp4_.get(),
-                            rawComp6_.get(), udp4_.get(), udp6_.get()};
+                            raw4_.get(), raw6_.get(), rawAh4_.get(), rawAh6_.get(), udp4_.get(), udp6_.get()};
     for (auto& w : links.rings) {
       for (auto* fds : {&cryptoFds, &fwdFds}) {
         fds->push_back(w.region.fd());
@@ -284,16 +286,47 @@ class Supervisor {
     const config::ServiceIds& ids = idsFor(role);
     args.insert(args.end(), {"--uid", std::to_string(ids.uid), "--gid", std::to_string(ids.gid), "--root", emptyDir_});
     if (cfg_.debug || debugSysctl_) args.push_back("--debug");
-    ChildSpec spec{roleName(role), opt_.binDir + "/" + roleName(role), args, fds};
+    auto [outRead, outWrite] = makeOutputPipe();
+    ChildSpec spec{roleName(role), opt_.binDir + "/" + roleName(role), args, fds, outWrite.get()};
     Child& c = children_[role];
     c.role = role;
     c.ready = false;
     c.pid = spawnChild(spec);
+    outWrite.reset();  // the child holds the only write end: its exit is the pipe's end
+    relayOutput(role, c.pid, std::move(outRead));
     log::info("started {} pid {}", roleName(role), c.pid);
     c.channel = std::make_unique<Channel>(io_, std::move(mine), roleName(role));
     c.channel->start(
         [this, role](capnp::MessageReader& m, std::vector<UniqueFd>& fds) { return onChildMessage(role, m, fds); },
         [this, role](std::string_view why) { onChildChannelClosed(role, why); });
+  }
+
+  // ---- children's output (child_output.h) -----------------------------------
+  // The read end non-blocking (ipsecd's loop reads it), the write end
+  // blocking as stderr was: a child waits for ipsecd rather than lose lines.
+  static std::pair<UniqueFd, UniqueFd> makeOutputPipe() {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe2");
+    std::pair<UniqueFd, UniqueFd> ends{UniqueFd(p[0]), UniqueFd(p[1])};
+    if (fcntl(p[0], F_SETFL, O_NONBLOCK) != 0) throw std::system_error(errno, std::generic_category(), "fcntl");
+    return ends;
+  }
+
+  void relayOutput(Role role, pid_t pid, UniqueFd readEnd) {
+    auto relay = std::make_unique<OutputRelay>(roleName(role), pid, outputCounters_, [](std::string_view line) {
+      const ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
+      (void)ignored;
+    });
+    auto pipe = std::make_unique<ChildOutputPipe>(io_, std::move(readEnd), std::move(relay));
+    ChildOutputPipe* raw = pipe.get();
+    outputs_[pid] = std::move(pipe);
+    // Erased from the loop, not from inside the pipe's own handler.
+    raw->start([this, pid] { asio::post(io_, [this, pid] { outputs_.erase(pid); }); });
+  }
+
+  void drainOutputs() {
+    for (auto& [pid, pipe] : outputs_) pipe->drain();
+    outputs_.clear();
   }
 
   const config::ServiceIds& idsFor(Role r) const {
@@ -344,6 +377,7 @@ class Supervisor {
       loadSetkeyFile();
       if (stopping_) return;
       writePidFile();
+      if (stopping_) return;
       log::info("ready: pfkey {}, control {}", pfkeyPath_, controlPath_);
       acceptAdmin();
     } else {
@@ -357,13 +391,13 @@ class Supervisor {
     if (rc != 0) failClosed("setkey_file " + *cfg_.setkeyFile + " failed to load (setkey exit " + std::to_string(rc) + ")");
   }
 
+  // Written last: it says "ready" to whoever waits for it.
   void writePidFile() {
-    std::string tmp = pidFile() + ".tmp";
-    FILE* f = fopen(tmp.c_str(), "w");
-    if (!f) return;
-    fprintf(f, "%d\n", getpid());
-    fclose(f);
-    rename(tmp.c_str(), pidFile().c_str());
+    try {
+      runtimeDir_.writeFileAtomically(kPidFileName, std::to_string(getpid()) + "\n");
+    } catch (const std::exception& e) {
+      failClosed(std::string("pid file: ") + e.what());
+    }
   }
 
   // ---- child exits ----------------------------------------------------------
@@ -552,11 +586,48 @@ class Supervisor {
     for (Role r : kRoles) {
       if (children_[r].pid > 0) procs.push_back(audit::auditProcess(children_[r].pid));
     }
+    auto json = audit::toJson(procs);
+    std::string table = audit::formatTable(procs);
+    table += "\nseccomp argument conditions (from each child's --print-profile; the kernel does not show them):\n";
+    for (Role r : kRoles) {
+      const pid_t pid = children_[r].pid;
+      if (pid <= 0) continue;
+      const auto& conditions = seccompConditions(r);
+      for (auto& p : json) {
+        if (p.at("pid") == pid) p["seccomp_conditions"] = conditions;
+      }
+      for (const auto& c : conditions) table += std::string("  ") + roleName(r) + "  " + c + "\n";
+    }
     capnp::MallocMessageBuilder b;
     auto rep = b.initRoot<proto::AdminReply>().initAudit();
-    rep.setJson(audit::toJson(procs).dump(2));
-    rep.setTable(audit::formatTable(procs));
+    rep.setJson(json.dump(2));
+    rep.setTable(table);
     sendAdmin(id, b);
+  }
+
+  // The allow-list entries with argument conditions, as "call: conditions",
+  // from the profile compiled into the child's binary (the kernel shows a
+  // process's filter only to CAP_SYS_ADMIN, which ipsecd does not keep).
+  // Read once per role: the conditions do not depend on the command line.
+  const std::vector<std::string>& seccompConditions(Role r) {
+    auto [it, added] = seccompConditions_.try_emplace(r);
+    if (!added) return it->second;
+    const std::string text = captureCommand({opt_.binDir + "/" + roleName(r), "--print-profile"}, 1 << 20);
+    constexpr std::string_view kOnlyIf = "[only if ";
+    std::size_t start = 0;
+    while (start < text.size()) {
+      std::size_t end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      const std::string_view line(text.data() + start, end - start);
+      start = end + 1;
+      const auto cond = line.find(kOnlyIf);
+      if (!line.starts_with("    ") || cond == std::string_view::npos) continue;
+      const auto close = line.find(']', cond);
+      const auto name = line.substr(4, line.find(' ', 4) - 4);
+      it->second.push_back(std::string(name) + ": " +
+                           std::string(line.substr(cond + kOnlyIf.size(), close - cond - kOnlyIf.size())));
+    }
+    return it->second;
   }
 
   // The FAST_IPSEC sysctl names this service knows, with their values.
@@ -681,15 +752,31 @@ class Supervisor {
     if (it == stats_.end()) return;
     auto& p = it->second;
     capnp::MallocMessageBuilder b;
-    auto list = b.initRoot<proto::AdminReply>().initStats(p.parts.size());
+    auto list = b.initRoot<proto::AdminReply>().initStats(p.parts.size() + 1);
     for (size_t i = 0; i < p.parts.size(); ++i) {
       auto s = p.parts[i].second->getRoot<proto::Stats>().asReader();
       list[i].setService(roleName(p.parts[i].first));
       list[i].setCounters(s.getCounters());
       list[i].setSas(s.getSas());
     }
+    fillOwnStats(list[p.parts.size()]);
     sendAdmin(p.adminId, b);
     stats_.erase(it);
+  }
+
+  // ipsecd's own counters: the children's output it relayed or cut.
+  void fillOwnStats(proto::ServiceStats::Builder s) {
+    s.setService("ipsecd");
+    const std::pair<const char*, uint64_t> counters[] = {
+        {"child_output_lines", outputCounters_.lines},
+        {"child_output_lines_truncated", outputCounters_.truncatedLines},
+        {"child_output_bytes_dropped", outputCounters_.droppedBytes},
+    };
+    auto list = s.initCounters(std::size(counters));
+    for (size_t i = 0; i < std::size(counters); ++i) {
+      list[i].setName(counters[i].first);
+      list[i].setValue(counters[i].second);
+    }
   }
 
   void sendAdmin(uint64_t id, capnp::MessageBuilder& b) {
@@ -708,8 +795,9 @@ class Supervisor {
   const config::Config& cfg_;
   asio::io_context io_;
   asio::signal_set signals_;
+  RuntimeDir runtimeDir_;
   Tun tun_;
-  UniqueFd raw4_, raw6_, rawAh4_, rawAh6_, rawComp4_, rawComp6_, udp4_, udp6_, pfkeyListen_, controlListen_;
+  UniqueFd raw4_, raw6_, rawAh4_, rawAh6_, udp4_, udp6_, pfkeyListen_, controlListen_;
   UniqueFd hdr4_, hdr6_;  // transport mode: header-included, send-only
   TransportRouting transportRouting_;
   std::unique_ptr<asio::posix::stream_descriptor> controlListener_;
@@ -728,6 +816,9 @@ class Supervisor {
   std::map<uint64_t, StatsGather> stats_;
   uint64_t nextStats_ = 1;
   std::map<std::string, int64_t> sysctls_;
+  std::map<Role, std::vector<std::string>> seccompConditions_;
+  OutputCounters outputCounters_;
+  std::map<pid_t, std::unique_ptr<ChildOutputPipe>> outputs_;  // by the child's pid; outlive the child until EOF
 };
 
 }  // namespace

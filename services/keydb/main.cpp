@@ -28,6 +28,7 @@ sandbox::SandboxProfile profile(const service::Args& args) {
   // limit, is what refuses an ADD.
   p.memlockBytes = 192u << 20;
   p.allow(sandbox::lockedMemorySyscalls());
+  p.allow(sandbox::channelBufferSyscalls());  // crypto and forwarder channels after a data-plane restart
   return p;
 }
 

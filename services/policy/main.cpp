@@ -47,7 +47,8 @@ sandbox::SandboxProfile profile(const service::Args& args) {
   p.nonDumpable = {true, "key material of PF_KEY ADD/UPDATE passes through its memory"};
   // baseProfile already carries socketIoSyscalls(): accept4 (PF_KEY clients),
   // getsockopt (SO_PEERCRED), sendto (replies: send(2) is sendto), recvmsg
-  // (requests, with MSG_TRUNC to see oversized ones). Nothing else is needed.
+  // (requests, with MSG_TRUNC to see oversized ones).
+  p.allow(sandbox::channelBufferSyscalls());  // the forwarder channel after a data-plane restart
   return p;
 }
 

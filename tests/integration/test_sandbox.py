@@ -2,6 +2,7 @@
 capabilities, no_new_privs, seccomp filter, empty root, not dumpable); and the
 forwarder's memory holds none of the keys."""
 
+import os
 import re
 import unittest
 
@@ -39,6 +40,23 @@ class SandboxTest(unittest.TestCase):
         for name in CHILDREN:
             self.assertEqual(run([binary(name), "--print-profile"]).returncode, 0, name)
 
+    def test_profiles_show_argument_conditions(self):
+        """No child may make memory executable; the forwarder sets one socket
+        option (UDP_GRO), keydb and policy only channel buffer sizes."""
+        for name in CHILDREN:
+            rules = [line.split(None, 1) for line in run([binary(name), "--print-profile"]).stdout.splitlines()
+                     if line.startswith("    ")]
+            for call, text in rules:
+                if call in ("mmap", "mprotect"):
+                    self.assertIn("[only if arg2 & 0x4 == 0x0 (prot without PROT_EXEC)]", text, name)
+                self.assertNotIn(call, ("pkey_mprotect", "mmap2"), name)
+            setsockopt = [text for call, text in rules if call == "setsockopt"]
+            if name == "ipsec-forwarder":
+                self.assertEqual(len(setsockopt), 1, setsockopt)
+                self.assertIn("[only if arg1 == 0x11 (SOL_UDP) and arg2 == 0x68 (UDP_GRO)]", setsockopt[0])
+            for text in setsockopt:
+                self.assertIn("[only if arg1 == ", text, name)
+
     def test_audit_shows_every_child_confined(self):
         with Testbed() as tb:
             tb.start_pair("aes-gcm", 4)
@@ -56,12 +74,41 @@ class SandboxTest(unittest.TestCase):
                 self.assertEqual(p["seccomp"], 2, name)
                 self.assertIs(p["dumpable"], False, name)
                 self.assertTrue(p["root"].endswith("/empty"), f"{name} root {p['root']}")
+                # The argument conditions of its allow-list, which /proc does not show.
+                self.assertIn("mmap: arg2 & 0x4 == 0x0 (prot without PROT_EXEC)", p["seccomp_conditions"], name)
             fwd_fds = " ".join(f["target"] for f in procs["ipsec-forwarder"]["fds"])
             self.assertIn("tun", fwd_fds)
+            self.assertIn("setsockopt: arg1 == 0x11 (SOL_UDP) and arg2 == 0x68 (UDP_GRO)",
+                          procs["ipsec-forwarder"]["seccomp_conditions"])
+            self.assertNotIn("seccomp_conditions", procs["ipsecd"])
             # The table form names every process too.
             table = tb.a.ipsecctl("audit")
             for name in CHILDREN:
                 self.assertIn(name[:15], table)
+            self.assertIn("ipsec-forwarder  setsockopt: arg1 == 0x11 (SOL_UDP) and arg2 == 0x68 (UDP_GRO)", table)
+
+    def test_forwarder_holds_raw_sockets_only_for_the_protocols_it_reads(self):
+        """ESP (50) and AH (51) raw sockets, and no IPComp (108) one: IPComp
+        travels only inside ESP, so such a socket would be unread privilege."""
+        with Testbed() as tb:
+            tb.start_pair("aes-gcm", 4)
+            fwd = tb.a.pid_of("ipsec-forwarder")
+            held = set()
+            for fd in os.listdir(f"/proc/{fwd}/fd"):
+                m = re.match(r"socket:\[(\d+)\]", os.readlink(f"/proc/{fwd}/fd/{fd}"))
+                if m:
+                    held.add(int(m.group(1)))
+            protocols = set()
+            for table in ("raw", "raw6"):
+                # The forwarder's network namespace, seen through its pid.
+                with open(f"/proc/{fwd}/net/{table}") as f:
+                    for line in f.readlines()[1:]:
+                        cols = line.split()
+                        if int(cols[9]) in held:
+                            protocols.add((table, int(cols[1].split(":")[1], 16)))
+            self.assertIn(("raw", 50), protocols)
+            self.assertIn(("raw6", 51), protocols)
+            self.assertEqual({p for p in protocols if p[1] == 108}, set(), f"forwarder raw sockets: {protocols}")
 
     def test_forwarder_memory_holds_no_key(self):
         with Testbed() as tb:

@@ -8,6 +8,9 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 
 #include <sodium.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -23,6 +26,7 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -200,6 +204,97 @@ TEST_F(Sandbox, AnIoctlOtherThanTheAllowedOnesKillsTheProcess) {
   EXPECT_EQ(WTERMSIG(status), SIGSYS);
 }
 
+// In the children below, every step before the last must work (exit 0 would
+// mean the last one was let through; 1, 2 an allowed step failed) and the
+// last must be refused (SIGSYS).
+int mapAnonymous(int prot) {
+  void* m = mmap(nullptr, 4096, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return m == MAP_FAILED ? -1 : 0;
+}
+
+TEST_F(Sandbox, MmapWithProtExecKillsTheProcessWhileDataMappingsWork) {
+  SandboxedChild child(profile(), [] {
+    if (mapAnonymous(PROT_READ | PROT_WRITE) != 0) return 1;
+    if (mapAnonymous(PROT_NONE) != 0) return 2;
+    (void)mapAnonymous(PROT_READ | PROT_EXEC);
+    return 0;
+  });
+  ASSERT_EQ(child.applyResult(), "ok");
+  const int status = child.finish();
+  ASSERT_TRUE(WIFSIGNALED(status)) << describeStatus(status);
+  EXPECT_EQ(WTERMSIG(status), SIGSYS);
+}
+
+TEST_F(Sandbox, MprotectToExecutableKillsTheProcessWhileGuardPagesWork) {
+  void* page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(page, MAP_FAILED);
+  SandboxedChild child(profile(), [page] {
+    if (mprotect(page, 4096, PROT_NONE) != 0) return 1;  // a guard page, as sodium_malloc makes
+    if (mprotect(page, 4096, PROT_READ | PROT_WRITE) != 0) return 2;
+    (void)mprotect(page, 4096, PROT_READ | PROT_EXEC);
+    return 0;
+  });
+  ASSERT_EQ(child.applyResult(), "ok");
+  const int status = child.finish();
+  munmap(page, 4096);
+  ASSERT_TRUE(WIFSIGNALED(status)) << describeStatus(status);
+  EXPECT_EQ(WTERMSIG(status), SIGSYS);
+}
+
+// Forks a sandboxed child that runs setsockopt(level, option) on a socket made
+// before the sandbox, after the allowed calls in `allowedFirst`; returns the
+// wait status.
+struct Option {
+  int level;
+  int name;
+};
+int setsockoptInChild(const SandboxProfile& p, int domain, int type, std::vector<Option> allowedFirst,
+                      Option last) {
+  const int fd = socket(domain, type | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  SandboxedChild child(p, [&] {
+    int value = 1;
+    for (const auto& o : allowedFirst) {
+      // Allowed calls may still fail in the kernel (EPERM for SO_SNDBUFFORCE
+      // without CAP_NET_ADMIN): only being killed would be wrong.
+      (void)setsockopt(fd, o.level, o.name, &value, sizeof value);
+    }
+    (void)setsockopt(fd, last.level, last.name, &value, sizeof value);
+    return 0;
+  });
+  close(fd);
+  if (child.applyResult() != "ok") return -1;
+  return child.finish();
+}
+
+TEST_F(Sandbox, SetsockoptOnlyForTheChannelBufferOptions) {
+  auto p = profile();
+  p.allow(socketIoSyscalls()).allow(channelBufferSyscalls());
+  const std::vector<Option> buffers{
+      {SOL_SOCKET, SO_SNDBUFFORCE}, {SOL_SOCKET, SO_SNDBUF}, {SOL_SOCKET, SO_RCVBUFFORCE}, {SOL_SOCKET, SO_RCVBUF}};
+  int status = setsockoptInChild(p, AF_UNIX, SOCK_SEQPACKET, buffers, {SOL_SOCKET, SO_RCVBUF});
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << describeStatus(status);
+  status = setsockoptInChild(p, AF_UNIX, SOCK_SEQPACKET, buffers, {SOL_SOCKET, SO_PASSCRED});
+  ASSERT_TRUE(WIFSIGNALED(status)) << describeStatus(status);
+  EXPECT_EQ(WTERMSIG(status), SIGSYS);
+}
+
+TEST_F(Sandbox, SetsockoptWithTwoConditionsNeedsBoth) {
+  // The forwarder's rule (services/forwarder/main.cpp): UDP_GRO at SOL_UDP only.
+  auto p = profile();
+  p.allow(socketIoSyscalls());
+  p.allow({{"setsockopt", "test: UDP GRO", {argEquals(1, SOL_UDP, "SOL_UDP"), argEquals(2, UDP_GRO, "UDP_GRO")}, std::nullopt}});
+  int status = setsockoptInChild(p, AF_INET, SOCK_DGRAM, {{SOL_UDP, UDP_GRO}}, {SOL_UDP, UDP_GRO});
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << describeStatus(status);
+  // The right option at another level (SOL_SOCKET's option 104), and another
+  // option at the right level: each condition alone is not enough.
+  for (const Option wrong : {Option{SOL_SOCKET, UDP_GRO}, Option{SOL_UDP, UDP_SEGMENT}}) {
+    status = setsockoptInChild(p, AF_INET, SOCK_DGRAM, {{SOL_UDP, UDP_GRO}}, wrong);
+    ASSERT_TRUE(WIFSIGNALED(status)) << wrong.level << "/" << wrong.name << ": " << describeStatus(status);
+    EXPECT_EQ(WTERMSIG(status), SIGSYS);
+  }
+}
+
 TEST_F(Sandbox, ThreadsRunWithTheThreadSet) {
   auto p = profile();
   p.allow(threadSyscalls());
@@ -360,6 +455,41 @@ TEST(SandboxProfile, TheBaselineHasReasonsAndKnownNamesOnly) {
       EXPECT_NE(r.name, forbidden);
     }
   }
+}
+
+TEST(SandboxProfile, NoSetOfTheBaselineAllowsExecutableMemoryOrAnySocketOption) {
+  SandboxProfile p;
+  p.allow(baselineSyscalls()).allow(threadSyscalls()).allow(socketIoSyscalls()).allow(lockedMemorySyscalls());
+  for (const auto& r : p.syscalls) {
+    if (r.name == "mmap" || r.name == "mprotect") {
+      ASSERT_EQ(r.conditions.size(), 1u) << r.name;
+      EXPECT_EQ(r.conditions[0].index, 2u);
+      EXPECT_EQ(r.conditions[0].mask, static_cast<std::uint64_t>(PROT_EXEC));
+      EXPECT_EQ(r.conditions[0].value, 0u);
+    }
+    EXPECT_NE(r.name, "setsockopt");
+    EXPECT_NE(r.name, "pkey_mprotect");
+  }
+}
+
+TEST(SandboxProfile, ConditionsAreDescribedInWords) {
+  const SyscallRule gro{"setsockopt", "why", {argEquals(1, SOL_UDP, "SOL_UDP"), argEquals(2, UDP_GRO, "UDP_GRO")}, std::nullopt};
+  EXPECT_EQ(describeConditions(gro), "arg1 == 0x11 (SOL_UDP) and arg2 == 0x68 (UDP_GRO)");
+  for (const auto& r : baselineSyscalls()) {
+    if (r.name == "mmap") {
+      EXPECT_EQ(describeConditions(r), "arg2 & 0x4 == 0x0 (prot without PROT_EXEC)");
+    }
+    if (r.name == "read") {
+      EXPECT_EQ(describeConditions(r), "");
+    }
+  }
+}
+
+TEST(SandboxProfile, AConditionValueOutsideItsMaskIsRefused) {
+  SandboxProfile p;
+  p.name = "bad";
+  p.allow({{"mmap", "why", {ArgCondition{2, PROT_EXEC, PROT_WRITE, "impossible"}}, std::nullopt}});
+  EXPECT_THROW(checkProfile(p), std::runtime_error);
 }
 
 TEST(SandboxProfile, TheEnvironmentSwitchesTheDefaultAction) {
