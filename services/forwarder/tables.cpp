@@ -51,7 +51,9 @@ std::optional<std::string> SaTable::install(proto::SaInstall::Reader msg) {
   sa.seqNext = msg.getSeqNext();
   sa.seqLimit = msg.getSeqLimit();
   if (sa.seqNext == 0 || sa.seqLimit < sa.seqNext) return "SA with a bad sequence grant";
-  if (uint32_t w = p.getReplayWindow(); w != 0) {
+  uint32_t w = p.getReplayWindow();
+  if (w == 0 && !sa.esn) w = defaultReplayWindow_;
+  if (w != 0) {
     // Windows below the minimum round up: a larger window never accepts a
     // replay, it only tolerates more reordering.
     uint32_t size = std::max<uint32_t>(esp::ReplayWindow::kMinSize, (w + 31) / 32 * 32);
@@ -76,6 +78,11 @@ std::optional<std::string> SaTable::install(proto::SaInstall::Reader msg) {
   slot = std::move(sa);
   ++version_;
   return std::nullopt;
+}
+
+void SaTable::setDefaultReplayWindow(std::int64_t packets) noexcept {
+  defaultReplayWindow_ = static_cast<std::uint32_t>(
+      std::clamp<std::int64_t>(packets, 0, esp::ReplayWindow::kMaxSize));
 }
 
 void SaTable::remove(SaRef ref) {

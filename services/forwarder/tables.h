@@ -41,7 +41,7 @@ struct Sa {
   std::uint64_t seqNext = 1;   // next sequence number to send
   std::uint64_t seqLimit = 1;  // exclusive; granted by keydb
   bool seqRequested = false;
-  std::optional<esp::ReplayWindow> replay;  // none when the SA's window is 0
+  std::optional<esp::ReplayWindow> replay;  // none when the window in force is 0
   std::uint64_t firstUse = 0;  // unix seconds
   std::uint64_t installOrder = 0;
   SaCounters counters;
@@ -49,9 +49,19 @@ struct Sa {
 
 class SaTable {
  public:
+  // lib/config's default for replay_window, until the sysctl says otherwise.
+  static constexpr std::uint32_t kDefaultReplayWindow = 64;
+
   // Adds or replaces; returns an error text for a bad install (channel-fatal).
   // Installing the same SaRef again (new addresses) keeps its replay history.
+  // An SA whose client gave no window (0, and no ESN: ESN needs a window)
+  // gets the default window in force at its install, as FreeBSD's
+  // net.inet.ipsec.replay_window; keydb keeps the 0 the client set.
   std::optional<std::string> install(proto::SaInstall::Reader msg);
+  // net.inet.ipsec.replay_window: for SAs installed from now on; 0 disables,
+  // negative is 0, above ReplayWindow::kMaxSize is that maximum.
+  void setDefaultReplayWindow(std::int64_t packets) noexcept;
+  std::uint32_t defaultReplayWindow() const noexcept { return defaultReplayWindow_; }
   // Moves a window's history into a fresh one (X_MIGRATE, UPDATE).
   static void carryReplayHistory(const esp::ReplayWindow& from, esp::ReplayWindow& to);
   void remove(SaRef ref);
@@ -79,6 +89,7 @@ class SaTable {
   std::unordered_multimap<std::uint32_t, std::uint32_t> bySpi_;
   std::uint64_t nextOrder_ = 1;
   std::uint64_t version_ = 0;
+  std::uint32_t defaultReplayWindow_ = kDefaultReplayWindow;
 };
 
 struct Selector {

@@ -4,7 +4,8 @@
 tunnel options set by setkey (our SA_OPTIONS extension, type 29), NAT-T
 type/ports/original address (also from setkey's "esp-udp ADDR"), X_MIGRATE
 moving policies and SAs, X_SPDEXPIRE, and the net.key sysctls
-through ipsecctl. The small client below packs <linux/pfkeyv2.h> structs by
+through ipsecctl; the default replay window (net.inet.ipsec.replay_window)
+against a resent captured packet. The small client below packs <linux/pfkeyv2.h> structs by
 hand and trusts nothing it receives beyond parsing it.
 """
 
@@ -15,10 +16,15 @@ import select
 import socket
 import struct
 import subprocess
+import sys
 import time
 import unittest
 
-from harness import GCM_KEY_AB, INNER, INNER_NETS, OUTER, SPI_AB, SPI_BA, Testbed, binary, ping, spd_lines
+from harness import (GCM_KEY_AB, INNER, INNER_NETS, OUTER, SPI_AB, SPI_BA, Testbed, binary, ping,
+                     sa_lines, spd_lines)
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
+import espeer  # noqa: E402
 
 PF_KEY_V2 = 2
 SADB_GETSPI, SADB_UPDATE, SADB_ADD, SADB_GET, SADB_ACQUIRE, SADB_REGISTER, SADB_FLUSH, SADB_DUMP = 1, 2, 3, 5, 6, 7, 9, 10
@@ -414,6 +420,68 @@ class RefusedUpdateTrafficTest(unittest.TestCase):
             self.assertEqual(tb.a.counter("sessions_refused", "ipsec-keydb"), 2)
             r = ping(tb.a, INNER[4][1])
             self.assertEqual(r.returncode, 0, r.stdout + tb.log_text(tb.a))
+
+
+class ReplayWindowSysctlTest(unittest.TestCase):
+    """An SA added by setkey without -r gets net.inet.ipsec.replay_window's
+    window (64) in the forwarder: a captured ESP packet of A's, sent again
+    into B's namespace, is counted esp_in_drop_replay and not delivered. With
+    the sysctl 0, an SA installed afterwards delivers it every time. GET still
+    shows the 0 the client set."""
+
+    def b_counters(self, tb):
+        return tb.b.stats()["ipsec-forwarder"]["counters"]
+
+    def resend(self, tb, esp, expected):
+        before = self.b_counters(tb)
+        espeer.send_esp(tb.a, OUTER[4][1], [esp])
+
+        def reached():
+            now = self.b_counters(tb)
+            return all(now[k] - before[k] >= v for k, v in expected.items())
+        espeer.wait_until(reached, timeout=5)
+        time.sleep(0.3)  # anything counted late shows up now
+        after = self.b_counters(tb)
+        got = {k: after[k] - before[k] for k in ("esp_in_packets", "esp_in_drop_replay", "esp_out_packets")}
+        self.assertEqual(got, expected)
+
+    def test_a_resent_packet_is_a_replay_under_the_default_window_and_delivered_with_0(self):
+        with Testbed(tag=f"{os.getpid() % 100000}r") as tb:
+            sas = sa_lines("aes-gcm", 4).replace("-r 64 ", "")
+            self.assertNotIn("-r", sas)
+            for h in (tb.a, tb.b):
+                tb.start(h, "flush;\nspdflush;\n" + sas + spd_lines(h.side, 4, (4,)))
+            self.assertEqual(json.loads(tb.b.ipsecctl("sysctl", "net.inet.ipsec.replay_window", "--json")),
+                             {"net.inet.ipsec.replay_window": 64})
+            from scapy.layers.inet import IP  # the capture's packets decode as IP once it is loaded
+
+            def from_a(ps):
+                return [p for p in ps if IP in p and p[IP].src == OUTER[4][0]]
+            with espeer.Capture(tb.b, os.path.join(tb.b.workdir, "a-to-b.pcap")) as cap:
+                r = ping(tb.a, INNER[4][1], count=1)
+                self.assertEqual(r.returncode, 0, r.stdout + tb.log_text(tb.a) + tb.log_text(tb.b))
+                pkts = from_a(cap.wait_for(from_a))
+            self.assertTrue(pkts, "A's ESP packet not captured")
+            esp = espeer.esp_payload(pkts[0])
+            self.assertEqual(struct.unpack("!I", esp[:4])[0], SPI_AB)
+            c = PfkeyClient(os.path.join(tb.b.runtime, "pfkey"))
+            try:
+                g = c.call(SADB_GET, SATYPE_ESP, sa(SPI_AB), address(EXT_SRC, OUTER[4][0]),
+                           address(EXT_DST, OUTER[4][1]))
+                self.assertEqual(errno_of(g), 0)
+                self.assertEqual(g[1][EXT_SA][4], 0, "GET shows the window the client set")
+            finally:
+                c.close()
+            self.resend(tb, esp, {"esp_in_packets": 0, "esp_in_drop_replay": 1, "esp_out_packets": 0})
+            # The sysctl applies to SAs installed afterwards, not to this one.
+            tb.b.ipsecctl("sysctl", "net.inet.ipsec.replay_window=0")
+            time.sleep(0.2)
+            self.resend(tb, esp, {"esp_in_packets": 0, "esp_in_drop_replay": 1, "esp_out_packets": 0})
+            add_ab = next(line for line in sas.splitlines() if f"{SPI_AB:#x}" in line)
+            r = tb.b.setkey(f"delete {OUTER[4][0]} {OUTER[4][1]} esp {SPI_AB:#x};\n{add_ab}\n")
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            for _ in range(2):  # delivered (and answered) each time: no window
+                self.resend(tb, esp, {"esp_in_packets": 1, "esp_in_drop_replay": 0, "esp_out_packets": 1})
 
 
 if __name__ == "__main__":

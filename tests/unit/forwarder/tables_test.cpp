@@ -150,6 +150,62 @@ TEST(SaTable, ANewSaInAReusedSlotStartsWithAnEmptyWindow) {
   EXPECT_TRUE(t.findInbound(SADB_SATYPE_ESP, 0x1001, ip("192.0.2.2"))->replay->check(50));
 }
 
+
+// net.inet.ipsec.replay_window: an SA added without a window (setkey without -r).
+Sa* installWithoutWindow(SaTable& t, std::uint32_t index, std::uint32_t spi) {
+  Install a(index, spi);
+  a.m.getParams().setReplayWindow(0);
+  if (t.install(a.m.asReader())) return nullptr;
+  return t.findInbound(SADB_SATYPE_ESP, spi, ip("192.0.2.2"));
+}
+
+TEST(SaTable, AnSaWithoutAWindowGetsTheDefaultWindowAndRefusesAReplay) {
+  SaTable t;
+  Sa* sa = installWithoutWindow(t, 0, 0x1001);
+  ASSERT_NE(sa, nullptr);
+  ASSERT_TRUE(sa->replay);
+  EXPECT_EQ(sa->replay->size(), SaTable::kDefaultReplayWindow);
+  ASSERT_TRUE(sa->replay->accept(5));
+  EXPECT_FALSE(sa->replay->check(5));  // the same packet again
+  EXPECT_TRUE(sa->replay->check(4));
+}
+
+TEST(SaTable, ReplayWindowSysctlZeroLeavesAnSaWithoutAWindowUnprotected) {
+  SaTable t;
+  t.setDefaultReplayWindow(0);
+  Sa* sa = installWithoutWindow(t, 0, 0x1001);
+  ASSERT_NE(sa, nullptr);
+  EXPECT_FALSE(sa->replay);
+}
+
+TEST(SaTable, AReplayWindowSysctlChangeAppliesToSasInstalledAfterwards) {
+  SaTable t;
+  ASSERT_NE(installWithoutWindow(t, 0, 0x1001), nullptr);
+  t.setDefaultReplayWindow(200);
+  Sa* later = installWithoutWindow(t, 1, 0x1002);
+  ASSERT_TRUE(later && later->replay);
+  EXPECT_EQ(later->replay->size(), 224u);  // rounded up to whole words of 32
+  Sa* earlier = t.findInbound(SADB_SATYPE_ESP, 0x1001, ip("192.0.2.2"));
+  ASSERT_TRUE(earlier && earlier->replay);
+  EXPECT_EQ(earlier->replay->size(), SaTable::kDefaultReplayWindow);
+  Install own(2, 0x1003);  // a window of its own (64) is never the default's
+  t.setDefaultReplayWindow(0);
+  ASSERT_FALSE(t.install(own.m.asReader()));
+  Sa* sa = t.findInbound(SADB_SATYPE_ESP, 0x1003, ip("192.0.2.2"));
+  ASSERT_TRUE(sa && sa->replay);
+  EXPECT_EQ(sa->replay->size(), 64u);
+}
+
+TEST(SaTable, AReplayWindowSysctlOutOfRangeIsClampedNotRefused) {
+  SaTable t;
+  t.setDefaultReplayWindow(-5);
+  EXPECT_EQ(t.defaultReplayWindow(), 0u);
+  t.setDefaultReplayWindow(std::int64_t{1} << 40);
+  EXPECT_EQ(t.defaultReplayWindow(), esp::ReplayWindow::kMaxSize);
+  Sa* sa = installWithoutWindow(t, 0, 0x1001);  // an install that fails would close keydb's channel
+  ASSERT_TRUE(sa && sa->replay);
+  EXPECT_EQ(sa->replay->size(), esp::ReplayWindow::kMaxSize);
+}
 struct PolicyMsg {
   capnp::MallocMessageBuilder b;
   proto::Policy::Builder m = b.initRoot<proto::Policy>();
