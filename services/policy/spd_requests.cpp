@@ -187,11 +187,18 @@ void Server::onTick(std::uint64_t t) {
   std::erase_if(acquires_, [&](const AcquireState& a) { return t >= a.created + larvalLifetime_; });
 }
 
+// Only an SA the forwarder would take for the acquire's request ends it
+// (Linux's xfrm_state_add finds the acquire state by its template's mode,
+// reqid and addresses): the same satype and endpoints, the request's mode
+// unless the SA's is any, and a unique request's reqid (policy keeps a reqid
+// only for those). Any other SA (the inbound one, one of another mode or
+// reqid) leaves it pending, so that it still rate-limits the forwarder's
+// repeats.
 void Server::completeAcquires(std::uint8_t satype, const pfkey::SockAddress& src, const pfkey::SockAddress& dst,
-                              std::uint32_t reqid) {
+                              std::uint8_t mode, std::uint32_t reqid) {
   std::erase_if(acquires_, [&](const AcquireState& a) {
     return a.satype == satype && a.src.sameAddress(src) && a.dst.sameAddress(dst) &&
-           (a.reqid == 0 || reqid == 0 || a.reqid == reqid);
+           (mode == IPSEC_MODE_ANY || mode == a.mode) && (a.reqid == 0 || a.reqid == reqid);
   });
 }
 

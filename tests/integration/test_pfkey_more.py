@@ -5,7 +5,7 @@ tunnel options set by setkey (our SA_OPTIONS extension, type 29), NAT-T
 type/ports/original address (also from setkey's "esp-udp ADDR"), X_MIGRATE
 moving policies and SAs, X_SPDEXPIRE, and the net.key sysctls
 through ipsecctl; the default replay window (net.inet.ipsec.replay_window)
-against a resent captured packet. The small client below packs <linux/pfkeyv2.h> structs by
+against a resent captured packet, and one ACQUIRE for racoon's sequence. The small client below packs <linux/pfkeyv2.h> structs by
 hand and trusts nothing it receives beyond parsing it.
 """
 
@@ -20,7 +20,7 @@ import sys
 import time
 import unittest
 
-from harness import (GCM_KEY_AB, INNER, INNER_NETS, OUTER, SPI_AB, SPI_BA, Testbed, binary, ping,
+from harness import (GCM_KEY_AB, GCM_KEY_BA, INNER, INNER_NETS, OUTER, SPI_AB, SPI_BA, Testbed, binary, ping,
                      sa_lines, spd_lines)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
@@ -482,6 +482,58 @@ class ReplayWindowSysctlTest(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             for _ in range(2):  # delivered (and answered) each time: no window
                 self.resend(tb, esp, {"esp_in_packets": 1, "esp_in_drop_replay": 0, "esp_out_packets": 1})
+
+
+class OneAcquireTest(unittest.TestCase):
+    """racoon's sequence answers one ACQUIRE: the held ping's, then about a
+    second later GETSPI for the inbound SA, UPDATE of it and ADD of the
+    outbound SA sent back to back. The inbound SA releases the held packet
+    into a forwarder that must not ask again (it used to, once its 1 s
+    interval had passed, and that ACQUIRE reached policy after the ADD had
+    ended the pending state: seq 2, a second negotiation)."""
+
+    def test_racoons_sequence_gets_exactly_one_acquire_and_the_ping_flows(self):
+        with Testbed(tag=f"{os.getpid() % 100000}q") as tb:
+            a_out, b_out = OUTER[4]
+            tb.start(tb.b, "flush;\nspdflush;\n" + sa_lines("aes-gcm", 4) + spd_lines("b", 4, (4,)))
+            tb.start(tb.a, "flush;\nspdflush;\n" + spd_lines("a", 4, (4,)))
+            c = PfkeyClient(os.path.join(tb.a.runtime, "pfkey"))
+            try:
+                self.assertEqual(errno_of(c.call(SADB_REGISTER, SATYPE_ESP)), 0)
+                pinger = tb.a.popen(["ping", "-n", "-c", "1", "-W", "8", INNER[4][1]],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                acq = c.wait_for(SADB_ACQUIRE, timeout=5)
+                self.assertIsNotNone(acq, "no ACQUIRE for the held ping")
+                acq_seq = acq[0][6]
+                time.sleep(1.2)  # the negotiation: longer than the forwarder's ACQUIRE interval
+                g = c.call(SADB_GETSPI, SATYPE_ESP, ext(EXT_SPIRANGE, struct.pack("=III", SPI_BA, SPI_BA, 0)),
+                           address(EXT_SRC, b_out), address(EXT_DST, a_out))
+                self.assertEqual(errno_of(g), 0)
+                sa2 = ext(EXT_SA2, struct.pack("=BBHII", MODE_TUNNEL, 0, 0, 0, 0))
+                c.seq = acq_seq - 1  # racoon sends its SA messages under the acquire's seq
+                upd = c.send(SADB_UPDATE, SATYPE_ESP, key(EXT_KEY_ENC, GCM_KEY_BA),
+                             sa(SPI_BA, replay=32, enc=AES_GCM_16), sa2, address(EXT_SRC, b_out),
+                             address(EXT_DST, a_out))
+                c.seq = acq_seq - 1
+                add = c.send(SADB_ADD, SATYPE_ESP, key(EXT_KEY_ENC, GCM_KEY_AB),
+                             sa(SPI_AB, replay=32, enc=AES_GCM_16), sa2, address(EXT_SRC, a_out),
+                             address(EXT_DST, b_out))
+                replies, acquires = {}, [acq]
+                deadline = time.monotonic() + 3
+                while time.monotonic() < deadline:
+                    m = c.recv(deadline - time.monotonic())
+                    if m is None:
+                        break
+                    if m[0][1] == SADB_ACQUIRE:
+                        acquires.append(m)
+                    elif m[0][1] in (SADB_UPDATE, SADB_ADD) and m[0][7] == c.pid:
+                        replies[m[0][1]] = errno_of(m)
+                self.assertEqual(replies, {SADB_UPDATE: 0, SADB_ADD: 0}, f"seq {upd} {add}")
+                self.assertEqual([m[0][6] for m in acquires], [acq_seq], "one ACQUIRE, and only one")
+                out, _ = pinger.communicate(timeout=15)
+                self.assertEqual(pinger.returncode, 0, out + tb.log_text(tb.a))
+            finally:
+                c.close()
 
 
 if __name__ == "__main__":

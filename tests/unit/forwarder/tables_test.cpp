@@ -206,6 +206,54 @@ TEST(SaTable, AReplayWindowSysctlOutOfRangeIsClampedNotRefused) {
   ASSERT_TRUE(sa && sa->replay);
   EXPECT_EQ(sa->replay->size(), esp::ReplayWindow::kMaxSize);
 }
+using Verdict = AcquireTimes::Verdict;
+AcquireKey acquireKey(std::uint8_t requestIndex = 0, const char* dst = "192.0.2.2") {
+  return {7, requestIndex, ip("192.0.2.1"), ip(dst)};
+}
+
+TEST(AcquireTimes, ANewPacketAsksAgainOnlyAfterTheInterval) {
+  AcquireTimes t;
+  EXPECT_EQ(t.ask(acquireKey(), 10'000, false), Verdict::kAsk);
+  EXPECT_EQ(t.ask(acquireKey(), 10'999, false), Verdict::kTooSoon);
+  EXPECT_EQ(t.ask(acquireKey(), 11'000, false), Verdict::kAsk);
+  EXPECT_EQ(t.ask(acquireKey(), 11'500, false), Verdict::kTooSoon);
+}
+
+// racoon adds the inbound SA first: it releases the held packet, which
+// still has no outbound SA, seconds after its ACQUIRE. Asking again then
+// crossed racoon's ADD and started a second negotiation.
+TEST(AcquireTimes, AHeldPacketReleasedByAnotherSaDoesNotAskAgain) {
+  AcquireTimes t;
+  ASSERT_EQ(t.ask(acquireKey(), 10'000, false), Verdict::kAsk);
+  EXPECT_EQ(t.ask(acquireKey(), 11'200, true), Verdict::kPending);
+  EXPECT_EQ(t.ask(acquireKey(), 14'000, true), Verdict::kPending);
+  EXPECT_EQ(t.ask(acquireKey(), 14'000, false), Verdict::kAsk);  // a new packet: policy judges
+}
+
+TEST(AcquireTimes, AReleasedPacketAsksForARequestNotAskedBefore) {
+  AcquireTimes t;
+  ASSERT_EQ(t.ask(acquireKey(0), 10'000, false), Verdict::kAsk);  // a bundle's inner leg
+  EXPECT_EQ(t.ask(acquireKey(1), 10'300, true), Verdict::kAsk);   // its SA came: now the outer
+  EXPECT_EQ(t.ask(acquireKey(0, "192.0.2.3"), 10'300, false), Verdict::kAsk);  // other endpoints
+}
+
+TEST(AcquireTimes, ForgottenKeysAreAskedForAgainAndTheTableIsBounded) {
+  AcquireTimes t;
+  ASSERT_EQ(t.ask(acquireKey(), 10'000, false), Verdict::kAsk);
+  t.forgetBefore(10'001);
+  EXPECT_EQ(t.size(), 0u);
+  EXPECT_EQ(t.ask(acquireKey(), 10'002, true), Verdict::kAsk);
+  t.forgetBefore(20'000);
+  for (std::size_t i = 0; i < AcquireTimes::kMaxKeys; ++i) {
+    AcquireKey k{static_cast<std::uint32_t>(1000 + i), 0, ip("192.0.2.1"), ip("192.0.2.2")};
+    ASSERT_EQ(t.ask(k, 20'000, false), Verdict::kAsk);
+  }
+  EXPECT_EQ(t.ask(acquireKey(0, "192.0.2.9"), 20'500, false), Verdict::kFull);
+  // Once the others are an interval old, the oldest make room.
+  EXPECT_EQ(t.ask(acquireKey(0, "192.0.2.9"), 21'001, false), Verdict::kAsk);
+  EXPECT_LE(t.size(), AcquireTimes::kMaxKeys);
+}
+
 struct PolicyMsg {
   capnp::MallocMessageBuilder b;
   proto::Policy::Builder m = b.initRoot<proto::Policy>();

@@ -209,6 +209,70 @@ TEST(Lifecycle, GetSpiWithTheAcquireSeqTakesItsReqidAndAnAddCompletesIt) {
   EXPECT_EQ(s.h.server().pendingAcquires(), 0u);
 }
 
+// A key manager's ADD of an ESP SA (SA2 mode and reqid), answered by keydb
+// with what policy asked it to store, as keydb does.
+void addSa(Harness& h, TestClient& km, const pfkey::SockAddress& src, const pfkey::SockAddress& dst,
+           std::uint8_t mode, std::uint32_t reqid, std::uint32_t spi) {
+  pfkey::Builder add(SADB_ADD, SADB_SATYPE_ESP, 3, 4242);
+  const std::uint8_t key[20] = {};
+  add.key(SADB_EXT_KEY_ENCRYPT, 160, key);
+  add.sa({spi, 0, SADB_SASTATE_MATURE, SADB_AALG_NONE, SADB_X_EALG_AES_GCM_ICV16, 0});
+  add.sa2(mode, reqid);
+  add.address(SADB_EXT_ADDRESS_SRC, src, 32, 255);
+  add.address(SADB_EXT_ADDRESS_DST, dst, 32, 255);
+  km.send(add.finish());
+  h.pump();
+  auto ar = h.keydbRequest();
+  ASSERT_TRUE(ar.reader) << ar.error;
+  auto addReq = ar.reader->getRoot<proto::PolicyToKeydb>();
+  ASSERT_EQ(addReq.which(), proto::PolicyToKeydb::ADD);
+  capnp::MallocMessageBuilder b;
+  auto r = b.initRoot<proto::KeydbToPolicy>().initReply();
+  r.setRequestId(addReq.getRequestId());
+  r.initSas(1)[0].setParams(addReq.getAdd().getParams());
+  h.answerKeydb(b);
+  km.drain();
+}
+
+// racoon adds the inbound SA before the outbound one; a forwarder that asks
+// again meanwhile must find the acquire still pending (blocked), not start a
+// second negotiation.
+TEST(Lifecycle, OnlyAnSaThatSatisfiesTheAcquireCompletesIt) {
+  AcquireSetup s;  // esp/transport//require from 10.0.0.1 to 10.0.0.2
+  acquireFromForwarder(s.h, 9);
+  ASSERT_EQ(s.km.drain().size(), 1u);
+  addSa(s.h, s.km, v4(10, 0, 0, 2), v4(10, 0, 0, 1), IPSEC_MODE_TRANSPORT, 0, 0x2001);  // inbound
+  EXPECT_EQ(s.h.server().pendingAcquires(), 1u);
+  addSa(s.h, s.km, v4(10, 0, 0, 1), v4(10, 0, 0, 2), IPSEC_MODE_TUNNEL, 0, 0x2002);  // not the request's mode
+  EXPECT_EQ(s.h.server().pendingAcquires(), 1u);
+  acquireFromForwarder(s.h, 9);
+  EXPECT_EQ(s.km.drain().size(), 0u);  // still pending: blocked
+  EXPECT_EQ(s.h.stat("pfkey_acquires_blocked"), 1u);
+  addSa(s.h, s.km, v4(10, 0, 0, 1), v4(10, 0, 0, 2), IPSEC_MODE_TRANSPORT, 0, 0x2003);
+  EXPECT_EQ(s.h.server().pendingAcquires(), 0u);
+}
+
+TEST(Lifecycle, AnSaOfAnyModeCompletesAnAcquireAndAUniqueRequestWantsItsReqid) {
+  Harness h;
+  TestClient km = h.connect();
+  km.send(header(SADB_REGISTER, SADB_SATYPE_ESP));
+  pfkey::Builder add(SADB_X_SPDADD, SADB_SATYPE_UNSPEC, 0, 4242);
+  pfkey::PolicyFields p{IPSEC_POLICY_IPSEC, IPSEC_DIR_OUTBOUND, 0, 0x80000000u, {}};
+  p.requests.push_back({IPPROTO_ESP, IPSEC_MODE_TRANSPORT, IPSEC_LEVEL_UNIQUE, 7, {}, {}});
+  add.policy(p);
+  add.address(SADB_EXT_ADDRESS_SRC, v4(10, 0, 0, 1), 32, IPSEC_ULPROTO_ANY);
+  add.address(SADB_EXT_ADDRESS_DST, v4(10, 0, 0, 2), 32, IPSEC_ULPROTO_ANY);
+  km.send(add.finish());
+  h.pump();
+  km.drain();
+  acquireFromForwarder(h, h.server().spd().all()[0].id);
+  ASSERT_EQ(km.drain().size(), 1u);
+  addSa(h, km, v4(10, 0, 0, 1), v4(10, 0, 0, 2), IPSEC_MODE_ANY, 0, 0x2001);  // the forwarder wants reqid 7
+  EXPECT_EQ(h.server().pendingAcquires(), 1u);
+  addSa(h, km, v4(10, 0, 0, 1), v4(10, 0, 0, 2), IPSEC_MODE_ANY, 7, 0x2002);
+  EXPECT_EQ(h.server().pendingAcquires(), 0u);
+}
+
 // keydb's answer to a DUMP: `err`, or one SA (SPI 0x1001) when err is 0.
 void answerDump(Harness& h, int err) {
   auto req = h.keydbRequest();
