@@ -448,9 +448,11 @@ bool Server::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       }
       ++counters_.acquires;
       pfkey::Builder b(SADB_ACQUIRE, satype, st->seq, 0);
-      const std::uint8_t proto = a.getProto() == 0 ? IPSEC_ULPROTO_ANY : a.getProto();
-      b.address(SADB_EXT_ADDRESS_SRC, *src, src->fullPrefix(), proto);
-      b.address(SADB_EXT_ADDRESS_DST, *dst, dst->fullPrefix(), proto);
+      // The SA's endpoints, not a selector: Linux's pfkey_send_acquire writes
+      // sadb_address_proto 0 and a full prefix (the packet's protocol, which
+      // the forwarder reports, is not in an ACQUIRE).
+      b.address(SADB_EXT_ADDRESS_SRC, *src, src->fullPrefix(), 0);
+      b.address(SADB_EXT_ADDRESS_DST, *dst, dst->fullPrefix(), 0);
       // As Linux: the policy's id and priority, dir out, no requests.
       b.policy(pfkey::PolicyFields{IPSEC_POLICY_IPSEC, IPSEC_DIR_OUTBOUND, p->id, p->priority, {}});
       b.raw(SADB_EXT_PROPOSAL, proposal(satype));
