@@ -506,8 +506,11 @@ class OneAcquireTest(unittest.TestCase):
                 self.assertIsNotNone(acq, "no ACQUIRE for the held ping")
                 acq_seq = acq[0][6]
                 time.sleep(1.2)  # the negotiation: longer than the forwarder's ACQUIRE interval
-                g = c.call(SADB_GETSPI, SATYPE_ESP, ext(EXT_SPIRANGE, struct.pack("=III", SPI_BA, SPI_BA, 0)),
-                           address(EXT_SRC, b_out), address(EXT_DST, a_out))
+                g_seq = c.send(SADB_GETSPI, SATYPE_ESP,
+                               ext(EXT_SPIRANGE, struct.pack("=III", SPI_BA, SPI_BA, 0)),
+                               address(EXT_SRC, b_out), address(EXT_DST, a_out))
+                g = c.wait_for(SADB_GETSPI, timeout=10, seq=g_seq)
+                self.assertIsNotNone(g, "no answer to GETSPI")
                 self.assertEqual(errno_of(g), 0)
                 sa2 = ext(EXT_SA2, struct.pack("=BBHII", MODE_TUNNEL, 0, 0, 0, 0))
                 c.seq = acq_seq - 1  # racoon sends its SA messages under the acquire's seq
@@ -518,8 +521,9 @@ class OneAcquireTest(unittest.TestCase):
                 add = c.send(SADB_ADD, SATYPE_ESP, key(EXT_KEY_ENC, GCM_KEY_AB),
                              sa(SPI_AB, replay=32, enc=AES_GCM_16), sa2, address(EXT_SRC, a_out),
                              address(EXT_DST, b_out))
+                # Both answers, then 2 s more for a second ACQUIRE to show up.
                 replies, acquires = {}, [acq]
-                deadline = time.monotonic() + 3
+                deadline = time.monotonic() + 10
                 while time.monotonic() < deadline:
                     m = c.recv(deadline - time.monotonic())
                     if m is None:
@@ -528,6 +532,8 @@ class OneAcquireTest(unittest.TestCase):
                         acquires.append(m)
                     elif m[0][1] in (SADB_UPDATE, SADB_ADD) and m[0][7] == c.pid:
                         replies[m[0][1]] = errno_of(m)
+                        if len(replies) == 2:
+                            deadline = min(deadline, time.monotonic() + 2)
                 self.assertEqual(replies, {SADB_UPDATE: 0, SADB_ADD: 0}, f"seq {upd} {add}")
                 self.assertEqual([m[0][6] for m in acquires], [acq_seq], "one ACQUIRE, and only one")
                 out, _ = pinger.communicate(timeout=15)
