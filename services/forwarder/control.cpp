@@ -321,6 +321,8 @@ void Forwarder::setSysctl(std::string_view name, std::int64_t value) {
   if (name == "net.inet.ah.enable") ahEnabled_ = value != 0;
   if (name == "net.inet.ipcomp.enable") ipcompEnabled_ = value != 0;
   if (name == "net.inet.ipsec.debug") log::setDebug(value != 0);
+  // The window of SAs installed from now on whose client gave none (tables.h).
+  if (name == "net.inet.ipsec.replay_window") sas_.setDefaultReplayWindow(value);
   if (name == "net.inet.ipsec.natt_keepalive_interval") keepaliveIntervalS_ = value < 0 ? 0 : value;
   // Tunnel details (pmtu.cpp): FreeBSD's dfbit (0 clear, 1 set, 2 copy) for
   // SAs without their own DF policy; the path MTU of SAs without their own.

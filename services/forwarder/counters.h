@@ -20,6 +20,8 @@ namespace ipsec::forwarder {
   X(out_drop_no_sa)           /* no SA came in time (or the hold queue was full) */ \
   X(out_held_no_sa)           /* held while an ACQUIRE asks for an SA */           \
   X(out_acquires)             /* ACQUIREs sent to ipsec-policy */                  \
+  X(out_acquire_pending)      /* held packet re-run: its ACQUIRE still pending */  \
+  X(out_acquire_table_full)   /* ACQUIRE not sent: too many distinct requests */   \
   X(out_drop_seq_wait)        /* sequence numbers exhausted, grant pending */      \
   X(out_drop_no_room)         /* packet too large for the buffer's tailroom */     \
   X(out_stall_no_buffer)      /* pool empty: TUN reading paused, nothing lost */  \

@@ -235,26 +235,32 @@ bool Forwarder::holdForSa(Worker& w, std::uint32_t buf, std::uint32_t len, std::
 
 // As the kernel does: an ACQUIRE names the SA's endpoints, the inner
 // protocol and the policy; ipsec-policy adds the proposal and tells the
-// registered key managers. One per policy per interval.
+// registered key managers. At most one per (policy, request, endpoints) per
+// interval, and none from a held packet's re-run for what it asked before
+// (AcquireTimes).
 void Forwarder::requestAcquire(const Policy& p, const Request& r, const esp::FlowKey& flow) noexcept {
-  const std::uint64_t now = nowMs();
-  auto [it, fresh] = lastAcquireMs_.try_emplace(p.id, now);
-  if (!fresh && now - it->second < kAcquireIntervalMs) return;
-  it->second = now;
   if (!policy_ || !policy_->isOpen()) return;
   try {
+    AcquireKey key{p.id, 0, r.tunnelSrc ? *r.tunnelSrc : flow.src,  // transport mode: the packet's own
+                   r.tunnelDst ? *r.tunnelDst : flow.dst};
+    for (std::size_t i = 0; i < p.requests.size(); ++i) {
+      if (&p.requests[i] == &r) key.requestIndex = static_cast<std::uint8_t>(i);
+    }
+    switch (acquireTimes_.ask(key, nowMs(), rerunningHeld_)) {
+      case AcquireTimes::Verdict::kAsk: break;
+      case AcquireTimes::Verdict::kTooSoon: return;
+      case AcquireTimes::Verdict::kPending: ++counters_.out_acquire_pending; return;
+      case AcquireTimes::Verdict::kFull: ++counters_.out_acquire_table_full; return;
+    }
     capnp::MallocMessageBuilder b;
     auto a = b.initRoot<proto::ForwarderToPolicy>().initAcquire();
     a.setPolicyId(p.id);
-    // Transport mode names the packet's own addresses.
-    auto s = (r.tunnelSrc ? *r.tunnelSrc : flow.src).bytes();
-    auto d = (r.tunnelDst ? *r.tunnelDst : flow.dst).bytes();
+    auto s = key.src.bytes();
+    auto d = key.dst.bytes();
     a.setSrc(capnp::Data::Reader(s.data(), s.size()));
     a.setDst(capnp::Data::Reader(d.data(), d.size()));
     a.setProto(flow.proto);
-    for (std::size_t i = 0; i < p.requests.size(); ++i) {
-      if (&p.requests[i] == &r) a.setRequestIndex(static_cast<std::uint8_t>(i));
-    }
+    a.setRequestIndex(key.requestIndex);
     policy_->send(b);
     ++counters_.out_acquires;
   } catch (...) {
@@ -262,20 +268,25 @@ void Forwarder::requestAcquire(const Policy& p, const Request& r, const esp::Flo
   }
 }
 
-// An SA arrived: give every held packet another pass.
+// An SA arrived: give every held packet another pass. One still without its
+// SA goes back to the queue without a new ACQUIRE for what it asked before.
 void Forwarder::releaseHeld() noexcept {
   if (held_.empty()) return;
   std::vector<HeldPacket> again;
   again.swap(held_);
   held_.reserve(kMaxHeld);
+  rerunningHeld_ = true;
   for (const auto& h : again) {
     if (!outboundPacket(*h.worker, h.buffer, h.length, h.sinceMs)) freeBuffer(*h.worker, h.buffer);
   }
+  rerunningHeld_ = false;
   for (auto& w : workers_) flushRequests(*w, true);
 }
 
 void Forwarder::expireHeld() noexcept {
   const std::uint64_t now = nowMs();
+  // A held packet may wait on a key asked for up to an interval before it was held.
+  if (now > kHoldMs + AcquireTimes::kIntervalMs) acquireTimes_.forgetBefore(now - kHoldMs - AcquireTimes::kIntervalMs);
   std::erase_if(held_, [&](const HeldPacket& h) {
     if (now - h.sinceMs <= kHoldMs) return false;
     ++counters_.out_drop_no_sa;

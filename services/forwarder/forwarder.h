@@ -455,9 +455,11 @@ class Forwarder {
   };
   static constexpr std::size_t kMaxHeld = 64;
   static constexpr std::uint64_t kHoldMs = 5000;
-  static constexpr std::uint64_t kAcquireIntervalMs = 1000;  // per policy
   std::vector<HeldPacket> held_;
-  std::unordered_map<std::uint32_t, std::uint64_t> lastAcquireMs_;
+  // Per (policy, request, addresses): when it was last asked for (tables.h).
+  AcquireTimes acquireTimes_;
+  // Set while releaseHeld() gives the held packets another pass.
+  bool rerunningHeld_ = false;
 
   // Outbound sends gathered per burst, per family.
   struct SendBatch {

@@ -51,7 +51,9 @@ std::optional<std::string> SaTable::install(proto::SaInstall::Reader msg) {
   sa.seqNext = msg.getSeqNext();
   sa.seqLimit = msg.getSeqLimit();
   if (sa.seqNext == 0 || sa.seqLimit < sa.seqNext) return "SA with a bad sequence grant";
-  if (uint32_t w = p.getReplayWindow(); w != 0) {
+  uint32_t w = p.getReplayWindow();
+  if (w == 0 && !sa.esn) w = defaultReplayWindow_;
+  if (w != 0) {
     // Windows below the minimum round up: a larger window never accepts a
     // replay, it only tolerates more reordering.
     uint32_t size = std::max<uint32_t>(esp::ReplayWindow::kMinSize, (w + 31) / 32 * 32);
@@ -76,6 +78,11 @@ std::optional<std::string> SaTable::install(proto::SaInstall::Reader msg) {
   slot = std::move(sa);
   ++version_;
   return std::nullopt;
+}
+
+void SaTable::setDefaultReplayWindow(std::int64_t packets) noexcept {
+  defaultReplayWindow_ = static_cast<std::uint32_t>(
+      std::clamp<std::int64_t>(packets, 0, esp::ReplayWindow::kMaxSize));
 }
 
 void SaTable::remove(SaRef ref) {
@@ -120,6 +127,31 @@ Sa* SaTable::selectOutbound(uint8_t satype, const esp::IpAddress& src, const esp
     if (!best || s->installOrder > best->installOrder) best = &*s;
   }
   return best;
+}
+
+std::size_t AcquireTimes::Hash::operator()(const AcquireKey& k) const noexcept {
+  std::uint64_t h = (std::uint64_t{k.policyId} << 8 | k.requestIndex) * 0x9e3779b97f4a7c15ull;
+  for (const esp::IpAddress* a : {&k.src, &k.dst}) {
+    for (std::uint8_t byte : a->bytes()) h = (h ^ byte) * 0x100000001b3ull;
+  }
+  return static_cast<std::size_t>(h ^ (h >> 32));
+}
+
+AcquireTimes::Verdict AcquireTimes::ask(const AcquireKey& key, std::uint64_t nowMs, bool heldRerun) {
+  if (auto it = lastMs_.find(key); it != lastMs_.end()) {
+    if (heldRerun) return Verdict::kPending;
+    if (nowMs - it->second < kIntervalMs) return Verdict::kTooSoon;
+    it->second = nowMs;
+    return Verdict::kAsk;
+  }
+  if (lastMs_.size() >= kMaxKeys) forgetBefore(nowMs - std::min(nowMs, kIntervalMs));
+  if (lastMs_.size() >= kMaxKeys) return Verdict::kFull;
+  lastMs_.emplace(key, nowMs);
+  return Verdict::kAsk;
+}
+
+void AcquireTimes::forgetBefore(std::uint64_t cutoffMs) noexcept {
+  std::erase_if(lastMs_, [cutoffMs](const auto& e) { return e.second < cutoffMs; });
 }
 
 bool Selector::matches(const esp::FlowKey& flow) const noexcept {

@@ -41,7 +41,7 @@ struct Sa {
   std::uint64_t seqNext = 1;   // next sequence number to send
   std::uint64_t seqLimit = 1;  // exclusive; granted by keydb
   bool seqRequested = false;
-  std::optional<esp::ReplayWindow> replay;  // none when the SA's window is 0
+  std::optional<esp::ReplayWindow> replay;  // none when the window in force is 0
   std::uint64_t firstUse = 0;  // unix seconds
   std::uint64_t installOrder = 0;
   SaCounters counters;
@@ -49,9 +49,19 @@ struct Sa {
 
 class SaTable {
  public:
+  // lib/config's default for replay_window, until the sysctl says otherwise.
+  static constexpr std::uint32_t kDefaultReplayWindow = 64;
+
   // Adds or replaces; returns an error text for a bad install (channel-fatal).
   // Installing the same SaRef again (new addresses) keeps its replay history.
+  // An SA whose client gave no window (0, and no ESN: ESN needs a window)
+  // gets the default window in force at its install, as FreeBSD's
+  // net.inet.ipsec.replay_window; keydb keeps the 0 the client set.
   std::optional<std::string> install(proto::SaInstall::Reader msg);
+  // net.inet.ipsec.replay_window: for SAs installed from now on; 0 disables,
+  // negative is 0, above ReplayWindow::kMaxSize is that maximum.
+  void setDefaultReplayWindow(std::int64_t packets) noexcept;
+  std::uint32_t defaultReplayWindow() const noexcept { return defaultReplayWindow_; }
   // Moves a window's history into a fresh one (X_MIGRATE, UPDATE).
   static void carryReplayHistory(const esp::ReplayWindow& from, esp::ReplayWindow& to);
   void remove(SaRef ref);
@@ -79,6 +89,7 @@ class SaTable {
   std::unordered_multimap<std::uint32_t, std::uint32_t> bySpi_;
   std::uint64_t nextOrder_ = 1;
   std::uint64_t version_ = 0;
+  std::uint32_t defaultReplayWindow_ = kDefaultReplayWindow;
 };
 
 struct Selector {
@@ -102,6 +113,48 @@ struct Policy {
   std::uint64_t order = 0;
   Selector selector;
   std::vector<Request> requests;
+};
+
+// What an ACQUIRE asks ipsec-policy for: one request of one policy between
+// two addresses (the tunnel's ends, or in transport mode the packet's own),
+// the identity policy gives its pending acquire state.
+struct AcquireKey {
+  std::uint32_t policyId = 0;
+  std::uint8_t requestIndex = 0;
+  esp::IpAddress src, dst;
+  bool operator==(const AcquireKey&) const = default;
+};
+
+// When the forwarder last asked for each AcquireKey, and so whether to ask
+// again. A new packet asks once kIntervalMs has passed since the last time:
+// policy's pending state and net.key.blockacq_* decide whether a key manager
+// hears of it. A held packet given another pass because an SA arrived does
+// not ask again for a key it was asked for: that SA was not the one it
+// waits for (it would have gone), so the acquire is still pending — Linux
+// keeps its acquire state until an SA satisfying it is added. Asking there
+// raced the key manager's next message (its outbound ADD) and, arriving
+// after it, started a second negotiation.
+class AcquireTimes {
+ public:
+  enum class Verdict : std::uint8_t {
+    kAsk,      // send it (recorded as asked now)
+    kTooSoon,  // asked less than kIntervalMs ago
+    kPending,  // a held packet's re-run: asked before, still pending
+    kFull,     // kMaxKeys distinct keys asked within kIntervalMs: not sent
+  };
+  static constexpr std::uint64_t kIntervalMs = 1000;
+  static constexpr std::size_t kMaxKeys = 4096;
+
+  Verdict ask(const AcquireKey& key, std::uint64_t nowMs, bool heldRerun);
+  // Forgets keys last asked before cutoffMs: no held packet still waits on them.
+  void forgetBefore(std::uint64_t cutoffMs) noexcept;
+  std::size_t size() const noexcept { return lastMs_.size(); }
+
+ private:
+  struct Hash {
+    std::size_t operator()(const AcquireKey& k) const noexcept;
+  };
+  std::unordered_map<AcquireKey, std::uint64_t, Hash> lastMs_;
 };
 
 // Ordered by (priority, insertion): the first match wins, as in the kernel.

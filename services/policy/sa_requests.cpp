@@ -496,7 +496,7 @@ bool Server::onKeydbReply(proto::SadReply::Reader r) {
         auto sp = sas[0].getParams();
         auto s = addressFrom(sp.getSrc());
         auto d = addressFrom(sp.getDst());
-        if (s && d) completeAcquires(sp.getSatype(), *s, *d, sp.getReqid());
+        if (s && d) completeAcquires(sp.getSatype(), *s, *d, sp.getMode(), sp.getReqid());
       }
       return one(SaMessage::kState, Audience::kAll, nullptr);
     case SADB_DELETE: return one(SaMessage::kState, Audience::kAll, nullptr);

@@ -162,7 +162,8 @@ class Server {
   // sent for this (policy, src, dst) and no SA answered it yet. While it
   // lives, further ACQUIREs are rate-limited (net.key.blockacq_*); a GETSPI
   // carrying its seq (and its destination) takes its mode and reqid; an
-  // ADD/UPDATE of an SA for (satype, src, dst[, reqid]) completes it; it dies
+  // ADD/UPDATE of an SA that satisfies it (satype, src, dst, mode unless the
+  // SA's is any, a unique request's reqid) completes it; it dies
   // after net.key.larval_lifetime. DUMP shows it after keydb's SAs as Linux
   // shows its acquire state: an SA with SPI 0 in state larval.
   struct AcquireState {
@@ -179,7 +180,7 @@ class Server {
   static constexpr std::size_t kMaxAcquires = 4096;
   std::vector<AcquireState> acquires_;
   void completeAcquires(std::uint8_t satype, const pfkey::SockAddress& src, const pfkey::SockAddress& dst,
-                        std::uint32_t reqid);
+                        std::uint8_t mode, std::uint32_t reqid);
   void armTick();
   struct Client {
     Client(boost::asio::io_context& io, int fd) : socket(io) { socket.assign(fd); }

@@ -188,11 +188,18 @@ void Server::onTick(std::uint64_t t) {
   std::erase_if(acquires_, [&](const AcquireState& a) { return t >= a.created + larvalLifetime_; });
 }
 
+// Only an SA the forwarder would take for the acquire's request ends it
+// (Linux's xfrm_state_add finds the acquire state by its template's mode,
+// reqid and addresses): the same satype and endpoints, the request's mode
+// unless the SA's is any, and a unique request's reqid (policy keeps a reqid
+// only for those). Any other SA (the inbound one, one of another mode or
+// reqid) leaves it pending, so that it still rate-limits the forwarder's
+// repeats.
 void Server::completeAcquires(std::uint8_t satype, const pfkey::SockAddress& src, const pfkey::SockAddress& dst,
-                              std::uint32_t reqid) {
+                              std::uint8_t mode, std::uint32_t reqid) {
   std::erase_if(acquires_, [&](const AcquireState& a) {
     return a.satype == satype && a.src.sameAddress(src) && a.dst.sameAddress(dst) &&
-           (a.reqid == 0 || reqid == 0 || a.reqid == reqid);
+           (mode == IPSEC_MODE_ANY || mode == a.mode) && (a.reqid == 0 || a.reqid == reqid);
   });
 }
 
@@ -425,9 +432,11 @@ bool Server::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       }
       ++counters_.acquires;
       pfkey::Builder b(SADB_ACQUIRE, satype, st->seq, 0);
-      const std::uint8_t proto = a.getProto() == 0 ? IPSEC_ULPROTO_ANY : a.getProto();
-      b.address(SADB_EXT_ADDRESS_SRC, *src, src->fullPrefix(), proto);
-      b.address(SADB_EXT_ADDRESS_DST, *dst, dst->fullPrefix(), proto);
+      // The SA's endpoints, not a selector: Linux's pfkey_send_acquire writes
+      // sadb_address_proto 0 and a full prefix (the packet's protocol, which
+      // the forwarder reports, is not in an ACQUIRE).
+      b.address(SADB_EXT_ADDRESS_SRC, *src, src->fullPrefix(), 0);
+      b.address(SADB_EXT_ADDRESS_DST, *dst, dst->fullPrefix(), 0);
       // As Linux: the policy's id and priority, dir out, no requests.
       b.policy(pfkey::PolicyFields{IPSEC_POLICY_IPSEC, IPSEC_DIR_OUTBOUND, p->id, p->priority, {}});
       b.raw(SADB_EXT_PROPOSAL, proposal(satype));

@@ -4,7 +4,8 @@
 tunnel options set by setkey (our SA_OPTIONS extension, type 29), NAT-T
 type/ports/original address (also from setkey's "esp-udp ADDR"), X_MIGRATE
 moving policies and SAs, X_SPDEXPIRE, and the net.key sysctls
-through ipsecctl. The small client below packs <linux/pfkeyv2.h> structs by
+through ipsecctl; the default replay window (net.inet.ipsec.replay_window)
+against a resent captured packet, and one ACQUIRE for racoon's sequence. The small client below packs <linux/pfkeyv2.h> structs by
 hand and trusts nothing it receives beyond parsing it.
 """
 
@@ -15,10 +16,15 @@ import select
 import socket
 import struct
 import subprocess
+import sys
 import time
 import unittest
 
-from harness import GCM_KEY_AB, INNER, INNER_NETS, OUTER, SPI_AB, SPI_BA, Testbed, binary, ping, spd_lines
+from harness import (GCM_KEY_AB, GCM_KEY_BA, INNER, INNER_NETS, OUTER, SPI_AB, SPI_BA, Testbed, binary, ping,
+                     sa_lines, spd_lines)
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
+import espeer  # noqa: E402
 
 PF_KEY_V2 = 2
 SADB_GETSPI, SADB_UPDATE, SADB_ADD, SADB_GET, SADB_ACQUIRE, SADB_REGISTER, SADB_FLUSH, SADB_DUMP = 1, 2, 3, 5, 6, 7, 9, 10
@@ -413,6 +419,126 @@ class RefusedUpdateTrafficTest(unittest.TestCase):
             self.assertEqual(tb.a.counter("sessions_refused", "ipsec-keydb"), 2)
             r = ping(tb.a, INNER[4][1])
             self.assertEqual(r.returncode, 0, r.stdout + tb.log_text(tb.a))
+
+
+class ReplayWindowSysctlTest(unittest.TestCase):
+    """An SA added by setkey without -r gets net.inet.ipsec.replay_window's
+    window (64) in the forwarder: a captured ESP packet of A's, sent again
+    into B's namespace, is counted esp_in_drop_replay and not delivered. With
+    the sysctl 0, an SA installed afterwards delivers it every time. GET still
+    shows the 0 the client set."""
+
+    def b_counters(self, tb):
+        return tb.b.stats()["ipsec-forwarder"]["counters"]
+
+    def resend(self, tb, esp, expected):
+        before = self.b_counters(tb)
+        espeer.send_esp(tb.a, OUTER[4][1], [esp])
+
+        def reached():
+            now = self.b_counters(tb)
+            return all(now[k] - before[k] >= v for k, v in expected.items())
+        espeer.wait_until(reached, timeout=5)
+        time.sleep(0.3)  # anything counted late shows up now
+        after = self.b_counters(tb)
+        got = {k: after[k] - before[k] for k in ("esp_in_packets", "esp_in_drop_replay", "esp_out_packets")}
+        self.assertEqual(got, expected)
+
+    def test_a_resent_packet_is_a_replay_under_the_default_window_and_delivered_with_0(self):
+        with Testbed(tag=f"{os.getpid() % 100000}r") as tb:
+            sas = sa_lines("aes-gcm", 4).replace("-r 64 ", "")
+            self.assertNotIn("-r", sas)
+            for h in (tb.a, tb.b):
+                tb.start(h, "flush;\nspdflush;\n" + sas + spd_lines(h.side, 4, (4,)))
+            self.assertEqual(json.loads(tb.b.ipsecctl("sysctl", "net.inet.ipsec.replay_window", "--json")),
+                             {"net.inet.ipsec.replay_window": 64})
+            from scapy.layers.inet import IP  # the capture's packets decode as IP once it is loaded
+
+            def from_a(ps):
+                return [p for p in ps if IP in p and p[IP].src == OUTER[4][0]]
+            with espeer.Capture(tb.b, os.path.join(tb.b.workdir, "a-to-b.pcap")) as cap:
+                r = ping(tb.a, INNER[4][1], count=1)
+                self.assertEqual(r.returncode, 0, r.stdout + tb.log_text(tb.a) + tb.log_text(tb.b))
+                pkts = from_a(cap.wait_for(from_a))
+            self.assertTrue(pkts, "A's ESP packet not captured")
+            esp = espeer.esp_payload(pkts[0])
+            self.assertEqual(struct.unpack("!I", esp[:4])[0], SPI_AB)
+            c = PfkeyClient(os.path.join(tb.b.runtime, "pfkey"))
+            try:
+                g = c.call(SADB_GET, SATYPE_ESP, sa(SPI_AB), address(EXT_SRC, OUTER[4][0]),
+                           address(EXT_DST, OUTER[4][1]))
+                self.assertEqual(errno_of(g), 0)
+                self.assertEqual(g[1][EXT_SA][4], 0, "GET shows the window the client set")
+            finally:
+                c.close()
+            self.resend(tb, esp, {"esp_in_packets": 0, "esp_in_drop_replay": 1, "esp_out_packets": 0})
+            # The sysctl applies to SAs installed afterwards, not to this one.
+            tb.b.ipsecctl("sysctl", "net.inet.ipsec.replay_window=0")
+            time.sleep(0.2)
+            self.resend(tb, esp, {"esp_in_packets": 0, "esp_in_drop_replay": 1, "esp_out_packets": 0})
+            add_ab = next(line for line in sas.splitlines() if f"{SPI_AB:#x}" in line)
+            r = tb.b.setkey(f"delete {OUTER[4][0]} {OUTER[4][1]} esp {SPI_AB:#x};\n{add_ab}\n")
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            for _ in range(2):  # delivered (and answered) each time: no window
+                self.resend(tb, esp, {"esp_in_packets": 1, "esp_in_drop_replay": 0, "esp_out_packets": 1})
+
+
+class OneAcquireTest(unittest.TestCase):
+    """racoon's sequence answers one ACQUIRE: the held ping's, then about a
+    second later GETSPI for the inbound SA, UPDATE of it and ADD of the
+    outbound SA sent back to back. The inbound SA releases the held packet
+    into a forwarder that must not ask again (it used to, once its 1 s
+    interval had passed, and that ACQUIRE reached policy after the ADD had
+    ended the pending state: seq 2, a second negotiation)."""
+
+    def test_racoons_sequence_gets_exactly_one_acquire_and_the_ping_flows(self):
+        with Testbed(tag=f"{os.getpid() % 100000}q") as tb:
+            a_out, b_out = OUTER[4]
+            tb.start(tb.b, "flush;\nspdflush;\n" + sa_lines("aes-gcm", 4) + spd_lines("b", 4, (4,)))
+            tb.start(tb.a, "flush;\nspdflush;\n" + spd_lines("a", 4, (4,)))
+            c = PfkeyClient(os.path.join(tb.a.runtime, "pfkey"))
+            try:
+                self.assertEqual(errno_of(c.call(SADB_REGISTER, SATYPE_ESP)), 0)
+                pinger = tb.a.popen(["ping", "-n", "-c", "1", "-W", "8", INNER[4][1]],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                acq = c.wait_for(SADB_ACQUIRE, timeout=5)
+                self.assertIsNotNone(acq, "no ACQUIRE for the held ping")
+                acq_seq = acq[0][6]
+                time.sleep(1.2)  # the negotiation: longer than the forwarder's ACQUIRE interval
+                g_seq = c.send(SADB_GETSPI, SATYPE_ESP,
+                               ext(EXT_SPIRANGE, struct.pack("=III", SPI_BA, SPI_BA, 0)),
+                               address(EXT_SRC, b_out), address(EXT_DST, a_out))
+                g = c.wait_for(SADB_GETSPI, timeout=10, seq=g_seq)
+                self.assertIsNotNone(g, "no answer to GETSPI")
+                self.assertEqual(errno_of(g), 0)
+                sa2 = ext(EXT_SA2, struct.pack("=BBHII", MODE_TUNNEL, 0, 0, 0, 0))
+                c.seq = acq_seq - 1  # racoon sends its SA messages under the acquire's seq
+                upd = c.send(SADB_UPDATE, SATYPE_ESP, key(EXT_KEY_ENC, GCM_KEY_BA),
+                             sa(SPI_BA, replay=32, enc=AES_GCM_16), sa2, address(EXT_SRC, b_out),
+                             address(EXT_DST, a_out))
+                c.seq = acq_seq - 1
+                add = c.send(SADB_ADD, SATYPE_ESP, key(EXT_KEY_ENC, GCM_KEY_AB),
+                             sa(SPI_AB, replay=32, enc=AES_GCM_16), sa2, address(EXT_SRC, a_out),
+                             address(EXT_DST, b_out))
+                # Both answers, then 2 s more for a second ACQUIRE to show up.
+                replies, acquires = {}, [acq]
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    m = c.recv(deadline - time.monotonic())
+                    if m is None:
+                        break
+                    if m[0][1] == SADB_ACQUIRE:
+                        acquires.append(m)
+                    elif m[0][1] in (SADB_UPDATE, SADB_ADD) and m[0][7] == c.pid:
+                        replies[m[0][1]] = errno_of(m)
+                        if len(replies) == 2:
+                            deadline = min(deadline, time.monotonic() + 2)
+                self.assertEqual(replies, {SADB_UPDATE: 0, SADB_ADD: 0}, f"seq {upd} {add}")
+                self.assertEqual([m[0][6] for m in acquires], [acq_seq], "one ACQUIRE, and only one")
+                out, _ = pinger.communicate(timeout=15)
+                self.assertEqual(pinger.returncode, 0, out + tb.log_text(tb.a))
+            finally:
+                c.close()
 
 
 if __name__ == "__main__":

@@ -150,6 +150,110 @@ TEST(SaTable, ANewSaInAReusedSlotStartsWithAnEmptyWindow) {
   EXPECT_TRUE(t.findInbound(SADB_SATYPE_ESP, 0x1001, ip("192.0.2.2"))->replay->check(50));
 }
 
+
+// net.inet.ipsec.replay_window: an SA added without a window (setkey without -r).
+Sa* installWithoutWindow(SaTable& t, std::uint32_t index, std::uint32_t spi) {
+  Install a(index, spi);
+  a.m.getParams().setReplayWindow(0);
+  if (t.install(a.m.asReader())) return nullptr;
+  return t.findInbound(SADB_SATYPE_ESP, spi, ip("192.0.2.2"));
+}
+
+TEST(SaTable, AnSaWithoutAWindowGetsTheDefaultWindowAndRefusesAReplay) {
+  SaTable t;
+  Sa* sa = installWithoutWindow(t, 0, 0x1001);
+  ASSERT_NE(sa, nullptr);
+  ASSERT_TRUE(sa->replay);
+  EXPECT_EQ(sa->replay->size(), SaTable::kDefaultReplayWindow);
+  ASSERT_TRUE(sa->replay->accept(5));
+  EXPECT_FALSE(sa->replay->check(5));  // the same packet again
+  EXPECT_TRUE(sa->replay->check(4));
+}
+
+TEST(SaTable, ReplayWindowSysctlZeroLeavesAnSaWithoutAWindowUnprotected) {
+  SaTable t;
+  t.setDefaultReplayWindow(0);
+  Sa* sa = installWithoutWindow(t, 0, 0x1001);
+  ASSERT_NE(sa, nullptr);
+  EXPECT_FALSE(sa->replay);
+}
+
+TEST(SaTable, AReplayWindowSysctlChangeAppliesToSasInstalledAfterwards) {
+  SaTable t;
+  ASSERT_NE(installWithoutWindow(t, 0, 0x1001), nullptr);
+  t.setDefaultReplayWindow(200);
+  Sa* later = installWithoutWindow(t, 1, 0x1002);
+  ASSERT_TRUE(later && later->replay);
+  EXPECT_EQ(later->replay->size(), 224u);  // rounded up to whole words of 32
+  Sa* earlier = t.findInbound(SADB_SATYPE_ESP, 0x1001, ip("192.0.2.2"));
+  ASSERT_TRUE(earlier && earlier->replay);
+  EXPECT_EQ(earlier->replay->size(), SaTable::kDefaultReplayWindow);
+  Install own(2, 0x1003);  // a window of its own (64) is never the default's
+  t.setDefaultReplayWindow(0);
+  ASSERT_FALSE(t.install(own.m.asReader()));
+  Sa* sa = t.findInbound(SADB_SATYPE_ESP, 0x1003, ip("192.0.2.2"));
+  ASSERT_TRUE(sa && sa->replay);
+  EXPECT_EQ(sa->replay->size(), 64u);
+}
+
+TEST(SaTable, AReplayWindowSysctlOutOfRangeIsClampedNotRefused) {
+  SaTable t;
+  t.setDefaultReplayWindow(-5);
+  EXPECT_EQ(t.defaultReplayWindow(), 0u);
+  t.setDefaultReplayWindow(std::int64_t{1} << 40);
+  EXPECT_EQ(t.defaultReplayWindow(), esp::ReplayWindow::kMaxSize);
+  Sa* sa = installWithoutWindow(t, 0, 0x1001);  // an install that fails would close keydb's channel
+  ASSERT_TRUE(sa && sa->replay);
+  EXPECT_EQ(sa->replay->size(), esp::ReplayWindow::kMaxSize);
+}
+using Verdict = AcquireTimes::Verdict;
+AcquireKey acquireKey(std::uint8_t requestIndex = 0, const char* dst = "192.0.2.2") {
+  return {7, requestIndex, ip("192.0.2.1"), ip(dst)};
+}
+
+TEST(AcquireTimes, ANewPacketAsksAgainOnlyAfterTheInterval) {
+  AcquireTimes t;
+  EXPECT_EQ(t.ask(acquireKey(), 10'000, false), Verdict::kAsk);
+  EXPECT_EQ(t.ask(acquireKey(), 10'999, false), Verdict::kTooSoon);
+  EXPECT_EQ(t.ask(acquireKey(), 11'000, false), Verdict::kAsk);
+  EXPECT_EQ(t.ask(acquireKey(), 11'500, false), Verdict::kTooSoon);
+}
+
+// racoon adds the inbound SA first: it releases the held packet, which
+// still has no outbound SA, seconds after its ACQUIRE. Asking again then
+// crossed racoon's ADD and started a second negotiation.
+TEST(AcquireTimes, AHeldPacketReleasedByAnotherSaDoesNotAskAgain) {
+  AcquireTimes t;
+  ASSERT_EQ(t.ask(acquireKey(), 10'000, false), Verdict::kAsk);
+  EXPECT_EQ(t.ask(acquireKey(), 11'200, true), Verdict::kPending);
+  EXPECT_EQ(t.ask(acquireKey(), 14'000, true), Verdict::kPending);
+  EXPECT_EQ(t.ask(acquireKey(), 14'000, false), Verdict::kAsk);  // a new packet: policy judges
+}
+
+TEST(AcquireTimes, AReleasedPacketAsksForARequestNotAskedBefore) {
+  AcquireTimes t;
+  ASSERT_EQ(t.ask(acquireKey(0), 10'000, false), Verdict::kAsk);  // a bundle's inner leg
+  EXPECT_EQ(t.ask(acquireKey(1), 10'300, true), Verdict::kAsk);   // its SA came: now the outer
+  EXPECT_EQ(t.ask(acquireKey(0, "192.0.2.3"), 10'300, false), Verdict::kAsk);  // other endpoints
+}
+
+TEST(AcquireTimes, ForgottenKeysAreAskedForAgainAndTheTableIsBounded) {
+  AcquireTimes t;
+  ASSERT_EQ(t.ask(acquireKey(), 10'000, false), Verdict::kAsk);
+  t.forgetBefore(10'001);
+  EXPECT_EQ(t.size(), 0u);
+  EXPECT_EQ(t.ask(acquireKey(), 10'002, true), Verdict::kAsk);
+  t.forgetBefore(20'000);
+  for (std::size_t i = 0; i < AcquireTimes::kMaxKeys; ++i) {
+    AcquireKey k{static_cast<std::uint32_t>(1000 + i), 0, ip("192.0.2.1"), ip("192.0.2.2")};
+    ASSERT_EQ(t.ask(k, 20'000, false), Verdict::kAsk);
+  }
+  EXPECT_EQ(t.ask(acquireKey(0, "192.0.2.9"), 20'500, false), Verdict::kFull);
+  // Once the others are an interval old, the oldest make room.
+  EXPECT_EQ(t.ask(acquireKey(0, "192.0.2.9"), 21'001, false), Verdict::kAsk);
+  EXPECT_LE(t.size(), AcquireTimes::kMaxKeys);
+}
+
 struct PolicyMsg {
   capnp::MallocMessageBuilder b;
   proto::Policy::Builder m = b.initRoot<proto::Policy>();

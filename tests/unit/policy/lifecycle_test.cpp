@@ -5,10 +5,14 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <linux/ipsec.h>
+#include <linux/pfkeyv2.h>
 #include <netinet/in.h>
 #include <time.h>
 
+#include <array>
 #include <cerrno>
+#include <cstring>
+#include <vector>
 
 #include "harness.h"
 
@@ -207,6 +211,147 @@ TEST(Lifecycle, GetSpiWithTheAcquireSeqTakesItsReqidAndAnAddCompletesIt) {
   rec.setParams(addReq.getAdd().getParams());
   s.h.answerKeydb(b);
   EXPECT_EQ(s.h.server().pendingAcquires(), 0u);
+}
+
+// A key manager's ADD of an ESP SA (SA2 mode and reqid), answered by keydb
+// with what policy asked it to store, as keydb does.
+void addSa(Harness& h, TestClient& km, const pfkey::SockAddress& src, const pfkey::SockAddress& dst,
+           std::uint8_t mode, std::uint32_t reqid, std::uint32_t spi) {
+  pfkey::Builder add(SADB_ADD, SADB_SATYPE_ESP, 3, 4242);
+  const std::uint8_t key[20] = {};
+  add.key(SADB_EXT_KEY_ENCRYPT, 160, key);
+  add.sa({spi, 0, SADB_SASTATE_MATURE, SADB_AALG_NONE, SADB_X_EALG_AES_GCM_ICV16, 0});
+  add.sa2(mode, reqid);
+  add.address(SADB_EXT_ADDRESS_SRC, src, 32, 255);
+  add.address(SADB_EXT_ADDRESS_DST, dst, 32, 255);
+  km.send(add.finish());
+  h.pump();
+  auto ar = h.keydbRequest();
+  ASSERT_TRUE(ar.reader) << ar.error;
+  auto addReq = ar.reader->getRoot<proto::PolicyToKeydb>();
+  ASSERT_EQ(addReq.which(), proto::PolicyToKeydb::ADD);
+  capnp::MallocMessageBuilder b;
+  auto r = b.initRoot<proto::KeydbToPolicy>().initReply();
+  r.setRequestId(addReq.getRequestId());
+  r.initSas(1)[0].setParams(addReq.getAdd().getParams());
+  h.answerKeydb(b);
+  km.drain();
+}
+
+// racoon adds the inbound SA before the outbound one; a forwarder that asks
+// again meanwhile must find the acquire still pending (blocked), not start a
+// second negotiation.
+TEST(Lifecycle, OnlyAnSaThatSatisfiesTheAcquireCompletesIt) {
+  AcquireSetup s;  // esp/transport//require from 10.0.0.1 to 10.0.0.2
+  acquireFromForwarder(s.h, 9);
+  ASSERT_EQ(s.km.drain().size(), 1u);
+  addSa(s.h, s.km, v4(10, 0, 0, 2), v4(10, 0, 0, 1), IPSEC_MODE_TRANSPORT, 0, 0x2001);  // inbound
+  EXPECT_EQ(s.h.server().pendingAcquires(), 1u);
+  addSa(s.h, s.km, v4(10, 0, 0, 1), v4(10, 0, 0, 2), IPSEC_MODE_TUNNEL, 0, 0x2002);  // not the request's mode
+  EXPECT_EQ(s.h.server().pendingAcquires(), 1u);
+  acquireFromForwarder(s.h, 9);
+  EXPECT_EQ(s.km.drain().size(), 0u);  // still pending: blocked
+  EXPECT_EQ(s.h.stat("pfkey_acquires_blocked"), 1u);
+  addSa(s.h, s.km, v4(10, 0, 0, 1), v4(10, 0, 0, 2), IPSEC_MODE_TRANSPORT, 0, 0x2003);
+  EXPECT_EQ(s.h.server().pendingAcquires(), 0u);
+}
+
+TEST(Lifecycle, AnSaOfAnyModeCompletesAnAcquireAndAUniqueRequestWantsItsReqid) {
+  Harness h;
+  TestClient km = h.connect();
+  km.send(header(SADB_REGISTER, SADB_SATYPE_ESP));
+  pfkey::Builder add(SADB_X_SPDADD, SADB_SATYPE_UNSPEC, 0, 4242);
+  pfkey::PolicyFields p{IPSEC_POLICY_IPSEC, IPSEC_DIR_OUTBOUND, 0, 0x80000000u, {}};
+  p.requests.push_back({IPPROTO_ESP, IPSEC_MODE_TRANSPORT, IPSEC_LEVEL_UNIQUE, 7, {}, {}});
+  add.policy(p);
+  add.address(SADB_EXT_ADDRESS_SRC, v4(10, 0, 0, 1), 32, IPSEC_ULPROTO_ANY);
+  add.address(SADB_EXT_ADDRESS_DST, v4(10, 0, 0, 2), 32, IPSEC_ULPROTO_ANY);
+  km.send(add.finish());
+  h.pump();
+  km.drain();
+  acquireFromForwarder(h, h.server().spd().all()[0].id);
+  ASSERT_EQ(km.drain().size(), 1u);
+  addSa(h, km, v4(10, 0, 0, 1), v4(10, 0, 0, 2), IPSEC_MODE_ANY, 0, 0x2001);  // the forwarder wants reqid 7
+  EXPECT_EQ(h.server().pendingAcquires(), 1u);
+  addSa(h, km, v4(10, 0, 0, 1), v4(10, 0, 0, 2), IPSEC_MODE_ANY, 7, 0x2002);
+  EXPECT_EQ(h.server().pendingAcquires(), 0u);
+}
+
+// Linux's pfkey_send_acquire, field by field: sadb_address_len in 8-byte
+// units, exttype, proto 0 (not the packet's), prefixlen the full length,
+// reserved 0, then the sockaddr as pfkey_sockaddr_fill writes it (port 0,
+// IPv6 flowinfo and scope 0) padded to 8 bytes.
+std::vector<std::uint8_t> linuxAcquireAddress(std::uint16_t extType, const std::vector<std::uint8_t>& addr) {
+  std::vector<std::uint8_t> sock;
+  if (addr.size() == 4) {
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    std::memcpy(&sin.sin_addr, addr.data(), 4);
+    sock.resize((sizeof sin + 7) / 8 * 8, 0);
+    std::memcpy(sock.data(), &sin, sizeof sin);
+  } else {
+    sockaddr_in6 sin6{};
+    sin6.sin6_family = AF_INET6;
+    std::memcpy(&sin6.sin6_addr, addr.data(), 16);
+    sock.resize((sizeof sin6 + 7) / 8 * 8, 0);
+    std::memcpy(sock.data(), &sin6, sizeof sin6);
+  }
+  sadb_address h{};
+  h.sadb_address_len = static_cast<std::uint16_t>((sizeof h + sock.size()) / 8);
+  h.sadb_address_exttype = extType;
+  h.sadb_address_proto = 0;
+  h.sadb_address_prefixlen = static_cast<std::uint8_t>(addr.size() * 8);
+  h.sadb_address_reserved = 0;
+  std::vector<std::uint8_t> out(sizeof h + sock.size());
+  std::memcpy(out.data(), &h, sizeof h);
+  std::memcpy(out.data() + sizeof h, sock.data(), sock.size());
+  return out;
+}
+
+void expectLinuxAcquireAddresses(const Bytes& acquire, const std::vector<std::uint8_t>& src,
+                                 const std::vector<std::uint8_t>& dst) {
+  auto m = parsed(acquire);  // `acquire` outlives m, which points into it
+  ASSERT_EQ(m.msg().sadb_msg_type, SADB_ACQUIRE);
+  auto s = m.extBytes(SADB_EXT_ADDRESS_SRC);
+  auto d = m.extBytes(SADB_EXT_ADDRESS_DST);
+  EXPECT_EQ(std::vector<std::uint8_t>(s.begin(), s.end()), linuxAcquireAddress(SADB_EXT_ADDRESS_SRC, src));
+  EXPECT_EQ(std::vector<std::uint8_t>(d.begin(), d.end()), linuxAcquireAddress(SADB_EXT_ADDRESS_DST, dst));
+}
+
+TEST(Lifecycle, AnAcquiresAddressesAreLinuxsByteForByteWithProtocolZero) {
+  AcquireSetup s;
+  acquireFromForwarder(s.h, 9);  // the packet was TCP
+  auto r = s.km.drain();
+  ASSERT_EQ(r.size(), 1u);
+  expectLinuxAcquireAddresses(r[0], {10, 0, 0, 1}, {10, 0, 0, 2});
+}
+
+TEST(Lifecycle, AnIpv6AcquiresAddressesAreLinuxsByteForByteWithProtocolZero) {
+  Harness h;
+  TestClient km = h.connect();
+  km.send(header(SADB_REGISTER, SADB_SATYPE_ESP));
+  std::array<std::uint8_t, 16> a{0x20, 0x01, 0x0d, 0xb8, 0, 1}, b{0x20, 0x01, 0x0d, 0xb8, 0, 2};
+  a[15] = 1;
+  b[15] = 2;
+  pfkey::Builder add(SADB_X_SPDADD, SADB_SATYPE_UNSPEC, 0, 4242);
+  pfkey::PolicyFields p{IPSEC_POLICY_IPSEC, IPSEC_DIR_OUTBOUND, 0, 0x80000000u, {}};
+  p.requests.push_back({IPPROTO_ESP, IPSEC_MODE_TRANSPORT, IPSEC_LEVEL_REQUIRE, 0, {}, {}});
+  add.policy(p);
+  add.address(SADB_EXT_ADDRESS_SRC, pfkey::SockAddress::v6(a), 128, IPSEC_ULPROTO_ANY);
+  add.address(SADB_EXT_ADDRESS_DST, pfkey::SockAddress::v6(b), 128, IPSEC_ULPROTO_ANY);
+  km.send(add.finish());
+  h.pump();
+  km.drain();
+  capnp::MallocMessageBuilder m;
+  auto acq = m.initRoot<proto::ForwarderToPolicy>().initAcquire();
+  acq.setPolicyId(h.server().spd().all()[0].id);
+  acq.setSrc(capnp::Data::Reader(a.data(), a.size()));
+  acq.setDst(capnp::Data::Reader(b.data(), b.size()));
+  acq.setProto(IPPROTO_ICMPV6);
+  h.fromForwarder(m);
+  auto r = km.drain();
+  ASSERT_EQ(r.size(), 1u);
+  expectLinuxAcquireAddresses(r[0], {a.begin(), a.end()}, {b.begin(), b.end()});
 }
 
 // keydb's answer to a DUMP: `err`, or one SA (SPI 0x1001) when err is 0.
