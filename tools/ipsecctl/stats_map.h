@@ -192,6 +192,8 @@ inline constexpr StatCounter kStatCounters[] = {
     {"tun_in_packets", "ipsec", "", "packet%s read from the TUN"},
     {"out_held_no_sa", "ipsec", "", "packet%s held while an ACQUIRE asks for an SA"},
     {"out_acquires", "ipsec", "", "ACQUIRE%s sent to ipsec-policy"},
+    {"out_acquire_pending", "ipsec", "", "held packet%s re-run with its ACQUIRE still pending (not asked again)"},
+    {"out_acquire_table_full", "ipsec", "", "ACQUIRE%s not sent: too many distinct requests pending"},
     {"out_stall_no_buffer", "ipsec", "", "TUN read stall%s; buffer pool empty, nothing lost"},
     {"out_drop_send", "ipsec", "", "packet%s refused by sendmmsg"},
     {"tun_write_errors", "ipsec", "", "decrypted packet%s refused by the TUN"},
