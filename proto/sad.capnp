@@ -35,8 +35,10 @@ struct SaAdd {
 # way Linux's xfrm_state_find picks an SA for a template): the same satype,
 # the same mode (an SA of mode any satisfies either), the reqid when it is
 # nonzero (level unique), and its src and dst inside these prefixes. Tunnel
-# mode: the request's endpoints at full length; transport mode: the policy's
-# selector (the SA carries the packet's own addresses).
+# mode: the request's endpoints at full length; transport mode: the endpoints
+# in force at that request — the policy's selector (the packet's own
+# addresses), or the endpoints of the last tunnel request before it (an ESP
+# transport SA around an IPComp tunnel), as Linux's xfrm_tmpl_resolve_one.
 struct OutboundTemplate {
   satype @0 :UInt8;
   mode @1 :UInt8;           # IPSEC_MODE_TRANSPORT or IPSEC_MODE_TUNNEL

@@ -88,18 +88,33 @@ UniqueFd openRawSocket(int family, int protocol) {
 // alone if it is free (index 0; SO_REUSEPORT on afterwards so that the IKE
 // daemon's preload can join), else joined as index 1 with the program that
 // sends ESP to us. Retried while an IKE daemon is between its own two steps.
+// Whether nothing is bound to the address: a throwaway socket without
+// SO_REUSEPORT binds only to a free port.
+static bool portIsFree(const sockaddr* addr, socklen_t len, const std::string& what) {
+  UniqueFd probe(socket(addr->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, IPPROTO_UDP));
+  if (!probe) fail(what + "socket");
+  int on = 1;
+  if (addr->sa_family == AF_INET6 && setsockopt(probe.get(), IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on) < 0) {
+    fail(what + "IPV6_V6ONLY");
+  }
+  if (bind(probe.get(), addr, len) == 0) return true;
+  if (errno != EADDRINUSE) fail(what + "bind");
+  return false;
+}
+
+// One reuseport group with the IKE daemon, whichever binds first (the
+// preload's bind follows the same rule, tools/preload/udp_preload.c): the
+// first socket is index 0, the second index 1, and the steering program
+// names the IKE daemon's index. ipsecd first: index 0, IKE at 1 — also for a
+// daemon that sets SO_REUSEPORT itself without the preload. IKE first: we
+// join as index 1 and steer IKE to 0.
 static void bindNatTShared(int fd, const sockaddr* addr, socklen_t len, const std::string& what) {
-  int off = 0, on = 1;
+  int on = 1;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) fail(what + "SO_REUSEPORT");
   for (int attempt = 0; attempt < 40; ++attempt) {
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &off, sizeof off) < 0) fail(what + "SO_REUSEPORT");
+    const bool first = portIsFree(addr, len, what);
     if (bind(fd, addr, len) == 0) {
-      if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) fail(what + "SO_REUSEPORT");
-      return;
-    }
-    if (errno != EADDRINUSE) fail(what + "bind");
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) fail(what + "SO_REUSEPORT");
-    if (bind(fd, addr, len) == 0) {
-      auto prog = esp::natTSteeringProgram(/*ikeIndex=*/0);  // the IKE daemon came first
+      auto prog = esp::natTSteeringProgram(/*ikeIndex=*/first ? 1 : 0);
       sock_fprog fprog{static_cast<unsigned short>(prog.size()), prog.data()};
       if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &fprog, sizeof fprog) < 0) {
         fail(what + "SO_ATTACH_REUSEPORT_CBPF");
@@ -107,7 +122,7 @@ static void bindNatTShared(int fd, const sockaddr* addr, socklen_t len, const st
       return;
     }
     if (errno != EADDRINUSE) fail(what + "bind");
-    usleep(5000);
+    usleep(5000);  // held by a socket outside the group, perhaps just closing
   }
   fail(what + "bind (the port is held by a socket outside the reuseport group)");
 }

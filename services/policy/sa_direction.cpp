@@ -39,35 +39,47 @@ namespace {
 
 bool outboundIpsec(const Policy& p) { return p.dir == IPSEC_DIR_OUTBOUND && p.type == IPSEC_POLICY_IPSEC; }
 
-OutboundTemplate templateOf(const Policy& p, const Request& r) {
-  OutboundTemplate t;
-  t.satype = satypeOf(r.proto);
-  t.mode = r.mode;
-  t.reqid = r.reqid;  // nonzero exactly for level unique (spd.h)
-  if (r.mode == IPSEC_MODE_TUNNEL && r.tunnelSrc && r.tunnelDst) {
-    // The SA carries the tunnel: its endpoints are the request's.
-    t.src = *r.tunnelSrc;
-    t.dst = *r.tunnelDst;
-    t.srcPrefix = t.src.fullPrefix();
-    t.dstPrefix = t.dst.fullPrefix();
-  } else {
-    // Transport: the SA carries the packet's own addresses, which the
-    // selector admits.
-    t.src = p.selector.src;
-    t.dst = p.selector.dst;
-    t.srcPrefix = p.selector.srcPrefix;
-    t.dstPrefix = p.selector.dstPrefix;
+// Calls f(template) for each request of an outbound IPsec policy, in order,
+// with the addresses that request's SA carries. As Linux's
+// xfrm_tmpl_resolve_one: a request in transport mode takes the current
+// endpoints — the selector's (the packet's own addresses) until a tunnel
+// request has been applied, that tunnel's endpoints after it (an ESP transport
+// SA around an IPComp tunnel, AH transport around an ESP tunnel). Returns true
+// as soon as f does.
+template <class F>
+bool forEachTemplate(const Policy& p, F&& f) {
+  if (!outboundIpsec(p)) return false;
+  pfkey::SockAddress src = p.selector.src, dst = p.selector.dst;
+  std::uint8_t srcPrefix = p.selector.srcPrefix, dstPrefix = p.selector.dstPrefix;
+  for (const auto& r : p.requests) {
+    OutboundTemplate t;
+    t.satype = satypeOf(r.proto);
+    t.mode = r.mode;
+    t.reqid = r.reqid;  // nonzero exactly for level unique (spd.h)
+    if (r.mode == IPSEC_MODE_TUNNEL && r.tunnelSrc && r.tunnelDst) {
+      src = *r.tunnelSrc;
+      dst = *r.tunnelDst;
+      srcPrefix = src.fullPrefix();
+      dstPrefix = dst.fullPrefix();
+    }
+    t.src = src;
+    t.dst = dst;
+    t.srcPrefix = srcPrefix;
+    t.dstPrefix = dstPrefix;
+    t.src.port = t.dst.port = 0;
+    if (f(t)) return true;
   }
-  t.src.port = t.dst.port = 0;
-  return t;
+  return false;
 }
 
 }  // namespace
 
 std::vector<OutboundTemplate> outboundTemplates(const Policy& p) {
   std::vector<OutboundTemplate> out;
-  if (!outboundIpsec(p)) return out;
-  for (const auto& r : p.requests) out.push_back(templateOf(p, r));
+  forEachTemplate(p, [&](const OutboundTemplate& t) {
+    out.push_back(t);
+    return false;
+  });
   return out;
 }
 
@@ -84,9 +96,8 @@ bool saIsOutbound(const Spd& spd, std::uint8_t satype, std::uint8_t mode, std::u
   // Linear, as every SPD lookup here (spd.h), and without allocation: an
   // ADD burst asks this once per SA.
   for (const auto& p : spd.all()) {
-    if (!outboundIpsec(p)) continue;
-    for (const auto& r : p.requests) {
-      if (covers(templateOf(p, r), satype, mode, reqid, src, dst)) return true;
+    if (forEachTemplate(p, [&](const OutboundTemplate& t) { return covers(t, satype, mode, reqid, src, dst); })) {
+      return true;
     }
   }
   return false;

@@ -14,6 +14,9 @@
  *   - bind alone (SO_REUSEPORT off). It works: nobody holds the port; we are
  *     the first member and turn SO_REUSEPORT on so that the other can join.
  *     No program yet (the kernel makes the group when the second joins).
+ *     (ipsecd, when first, binds with SO_REUSEPORT on and attaches the program
+ *     that sends IKE to index 1 at once, so that a daemon which sets
+ *     SO_REUSEPORT itself, without this library, is served too.)
  *   - EADDRINUSE: join (SO_REUSEPORT on, bind again). We are index 1, the one
  *     already there index 0: attach the program that sends IKE to our index.
  * When a member leaves, the kernel moves the last one into its index: the one

@@ -127,6 +127,27 @@ TEST(SaDirection, ABundlePolicyTellsKeydbOneTemplatePerRequestWithTheSelectorFor
                                                  {SADB_SATYPE_AH, IPSEC_MODE_TRANSPORT, 0, raw(net), 24, far, 24}}}));
 }
 
+// A transport request after a tunnel request protects the tunnel's packets:
+// its SA carries the tunnel endpoints (xfrm_tmpl_resolve_one), as ESP
+// transport around an IPComp tunnel and AH transport around an ESP tunnel.
+TEST(SaDirection, ATransportRequestAfterATunnelTakesTheTunnelEndpoints) {
+  Harness h;
+  auto c = h.connect();
+  const auto net1 = v4(198, 51, 100, 0), net2 = v4(203, 0, 113, 0);
+  c.send(policy(IPSEC_DIR_OUTBOUND, net1, 24, net2, 24, {tunnel(0, IPPROTO_COMP), transport()}));
+  h.pump();
+  const Bytes local = raw(kLocal), peer = raw(kPeer);
+  EXPECT_EQ(markedOutbound(h),
+            (std::vector<std::vector<Template>>{{{SADB_X_SATYPE_IPCOMP, IPSEC_MODE_TUNNEL, 0, local, 32, peer, 32},
+                                                 {SADB_SATYPE_ESP, IPSEC_MODE_TRANSPORT, 0, local, 32, peer, 32}}}));
+  EXPECT_TRUE(judgedOutbound(h, c, saAdd(SADB_SATYPE_ESP, 0x1001, kLocal, kPeer, IPSEC_MODE_TRANSPORT, 0)));
+  EXPECT_FALSE(judgedOutbound(h, c, saAdd(SADB_SATYPE_ESP, 0x2001, kPeer, kLocal, IPSEC_MODE_TRANSPORT, 0)));
+  c.send(policy(IPSEC_DIR_OUTBOUND, net2, 24, net1, 24, {tunnel(), transport(IPPROTO_AH)}));
+  h.pump();
+  markedOutbound(h);
+  EXPECT_TRUE(judgedOutbound(h, c, saAdd(SADB_SATYPE_AH, 0x3001, kLocal, kPeer, IPSEC_MODE_TRANSPORT, 0)));
+}
+
 // Policy first, SA after: policy judges the ADD itself.
 TEST(SaDirection, AnSaAddedAfterATunnelPolicyIsOutboundWhenItsTemplateFits) {
   Harness h;
