@@ -165,8 +165,14 @@ void Broker::fillStats(proto::Stats::Builder out) {
   }
   std::uint64_t sealed = 0, opened = 0, badIcv = 0, ivExhausted = 0, sessions = 0;
   std::uint64_t ahSigned = 0, ahVerified = 0, badOp = 0;
+  std::uint64_t outbound = 0, inbound = 0, unknown = 0;  // which way each session may run
   sessions_->forEach([&](std::uint32_t, Session& s) {
     ++sessions;
+    switch (s.direction.load(std::memory_order_relaxed)) {
+      case SessionDirection::kOutbound: ++outbound; break;
+      case SessionDirection::kInbound: ++inbound; break;
+      case SessionDirection::kUnknown: ++unknown; break;
+    }
     sealed += s.sealed;
     opened += s.opened;
     badIcv += s.badIcv;
@@ -179,7 +185,9 @@ void Broker::fillStats(proto::Stats::Builder out) {
   auto layout = [&](LayoutError e) { return refused.layout[static_cast<std::size_t>(e)].load(); };
   auto desc = [&](ring::DescriptorError e) { return descriptor[static_cast<std::size_t>(e)]; };
   const std::pair<const char*, std::uint64_t> rows[] = {
-      {"sessions", sessions},           {"sessions_created", sessionsCreated_},
+      {"sessions", sessions},           {"sessions_outbound", outbound},
+      {"sessions_inbound", inbound},    {"sessions_unknown_direction", unknown},
+      {"sessions_created", sessionsCreated_},
       {"sessions_refused", sessionsRefused_}, {"sessions_refused_no_key_memory", sessionsNoKeyMemory_},
       {"requests", requests},
       {"bursts", bursts},               {"worker_sleeps", sleeps},

@@ -116,6 +116,11 @@ class NonceTest(unittest.TestCase):
                     self.assertEqual(c[name], 0, f"{h.side}: {name}")
                 self.assertGreater(c["sealed"], 100)
                 self.assertGreater(c["opened"], 100)
+                # Two SAs on each host, added before the policies: the outbound
+                # policy made this host's sending SA outbound, the other one
+                # stays not-outbound (it may only open).
+                self.assertEqual((c["sessions"], c["sessions_outbound"]), (2, 1), f"{h.side}: {c}")
+                self.assertEqual(c["sessions_inbound"] + c["sessions_unknown_direction"], 1, f"{h.side}: {c}")
 
     def test_gcm_over_ipv4(self):
         self.check_pair(4)
