@@ -1,5 +1,5 @@
-// See log.h. Lines are written with a single write(2) so that lines from the
-// five processes sharing the supervisor's stderr do not interleave mid-line.
+// See log.h. Lines are written with a single write(2), so a line reaches the
+// pipe ipsecd reads (or a terminal, for a child run by hand) whole.
 #include "log/log.h"
 
 #include <time.h>

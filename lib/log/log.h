@@ -1,6 +1,8 @@
 // Logging for every process: one line per event on stderr, prefixed with the
-// role name (the same name as the binary) and pid, so the supervisor's merged
-// stderr reads like syslog. Per-packet tracing goes through debug(), which is off
+// role name (the same name as the binary) and pid. A child's stderr is a pipe
+// that ipsecd reads and re-tags with the role and pid it started the child
+// under (services/ipsecd/child_output.h), so ipsecd's stderr reads like syslog
+// and no child can write a line that passes for another process's. Per-packet tracing goes through debug(), which is off
 // unless ipsecd --debug or net.inet.ipsec.debug turned it on.
 #pragma once
 
