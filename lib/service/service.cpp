@@ -24,6 +24,7 @@ Args parseArgs(int argc, char** argv) {
                                     {"workers", required_argument, nullptr, 'w'},
                                     {"debug", no_argument, nullptr, 'd'},
                                     {"print-profile", no_argument, nullptr, 'p'},
+                                    {"local-address", required_argument, nullptr, 'l'},
                                     {nullptr, 0, nullptr, 0}};
   Args a;
   bool haveUid = false, haveGid = false;
@@ -36,6 +37,7 @@ Args parseArgs(int argc, char** argv) {
       case 'w': a.workers = static_cast<unsigned>(std::stoul(optarg)); break;
       case 'd': a.debug = true; break;
       case 'p': a.printProfile = true; break;
+      case 'l': a.localAddresses.emplace_back(optarg); break;
       default: throw std::runtime_error("unknown argument; this program is started by ipsecd");
     }
   }

@@ -37,6 +37,10 @@ struct Args {
   bool debug = false;
   unsigned workers = 1;  // crypto worker rings (crypto and forwarder only)
   bool printProfile = false;  // --print-profile: show the sandbox and exit
+  // --local-address ADDR (repeatable, policy only): this host's addresses
+  // from ipsecd.conf's local_addresses, to tell which way an SA goes when a
+  // policy's selector covers both ends (services/policy/sa_direction.h).
+  std::vector<std::string> localAddresses;
 };
 
 // Throws std::runtime_error naming the bad argument.

@@ -22,6 +22,13 @@ LayoutError checkEspLength(std::uint32_t length, const SessionLayout& l) noexcep
 
 LayoutError checkLayout(const proto::CryptoRequest& r, const SessionLayout& l) noexcept {
   if (l.ah) {
+    // No AH packet is longer than an IP packet; the transform would refuse it
+    // only after signing the segments before it (a refused request that wrote).
+    const std::uint32_t last = ring::segmentOf(r, static_cast<std::uint16_t>(r.segmentCount - 1)).length;
+    if (last > cryptodrv::Transform::kMaxPacketLength ||
+        (r.segmentCount > 1 && r.segmentStride > cryptodrv::Transform::kMaxPacketLength)) {
+      return LayoutError::kSegmentTooLong;
+    }
     if (r.icvOffset < kMinAhIcvOffset) return LayoutError::kAhIcvOffsetLow;
     if (std::uint32_t{r.icvOffset} + l.icvLength > ring::shortestSegment(r)) return LayoutError::kAhIcvOutside;
     return LayoutError::kNone;

@@ -32,7 +32,7 @@ struct SessionLayout {
 enum class LayoutError : std::uint8_t {
   kNone,
   kSegmentTooShort,    // ESP: a segment shorter than minEspSegment()
-  kSegmentTooLong,     // ESP: a segment longer than an IP payload can be
+  kSegmentTooLong,     // a segment longer than an IP packet or payload can be (ESP, AH)
   kSegmentMisaligned,  // ESP: payload..next header not a multiple of padAlign
   kAhIcvOffsetLow,     // AH: icvOffset inside the smallest IP header + AH fixed part
   kAhIcvOutside,       // AH: [icvOffset, + icvLength) runs past a segment

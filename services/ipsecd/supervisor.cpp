@@ -243,7 +243,9 @@ class Supervisor {
 
     spawn(Role::kKeydb, {policyKeydb.second.get(), links.keydbCrypto.first.get(), links.keydbForwarder.first.get()},
           {});
-    spawn(Role::kPolicy, {policyKeydb.first.get(), links.policyForwarder.first.get(), pfkeyListen_.get()}, {});
+    std::vector<std::string> local;  // policy judges SA directions with them (sa_direction.h)
+    for (const auto& a : cfg_.localAddresses) local.insert(local.end(), {"--local-address", a.addressString()});
+    spawn(Role::kPolicy, {policyKeydb.first.get(), links.policyForwarder.first.get(), pfkeyListen_.get()}, local);
     spawnDataPlane(links);
     startedAt_ = Clock::now();
 

@@ -58,10 +58,13 @@ void Keydb::setOutbound(Sa& sa) {
   sa.direction = proto::Direction::OUTBOUND;
   ++markedOutbound_;
   if (debug_) log::info("SA SPI {:#x}: outbound", sa.p().getSpi());
-  // Only a session the broker has or is creating (CreateSession sent on this
-  // channel) hears of it; any later CreateSession carries the direction.
-  const bool brokerHasIt = !sa.larval() && (sa.sessionReady || sa.pendingAdd);
-  if (!brokerHasIt || sa.p().getSatype() == SADB_X_SATYPE_IPCOMP || !crypto_ || !crypto_->isOpen()) return;
+  // Every keyed SA's session hears of it: one the broker has, or is creating
+  // (a CreateSession already sent on this channel, also after a data-plane
+  // restart), takes it in order behind that CreateSession; the broker ignores
+  // a ref it has no session for, and any later CreateSession carries the
+  // direction. (Judging by sessionReady/pendingAdd missed the sessions
+  // re-created for a restarted data plane: they sealed nothing until rekey.)
+  if (sa.larval() || sa.p().getSatype() == SADB_X_SATYPE_IPCOMP || !crypto_ || !crypto_->isOpen()) return;
   control::ScratchMessageBuilder<> b;
   auto d = b.initRoot<proto::KeydbToCrypto>().initSetDirection();
   auto ref = d.initSa();

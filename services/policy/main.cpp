@@ -61,6 +61,11 @@ int main(int argc, char** argv) {
     policy::ServerOptions options;
     options.pfkeyGroup = pfkeyGroupFromEnvironment();
     options.onPeerLost = [](std::string_view) { std::exit(1); };  // fail closed: ipsecd stops everything
+    for (const auto& text : args.localAddresses) {
+      auto a = pfkey::SockAddress::fromString(text);
+      if (!a) throw std::runtime_error("--local-address " + text + ": not an IP address");
+      options.localAddresses.push_back(*a);
+    }
     policy::Server server(svc.io(), service::takeFd(6, "PF_KEY listening socket"),
                           service::takeFd(4, "keydb channel"), service::takeFd(5, "forwarder channel"),
                           std::move(options));

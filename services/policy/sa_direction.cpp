@@ -3,6 +3,7 @@
 
 #include "server.h"
 
+#include <algorithm>
 #include <linux/ipsec.h>
 #include <linux/pfkeyv2.h>
 #include <netinet/in.h>
@@ -46,11 +47,21 @@ bool outboundIpsec(const Policy& p) { return p.dir == IPSEC_DIR_OUTBOUND && p.ty
 // request has been applied, that tunnel's endpoints after it (an ESP transport
 // SA around an IPComp tunnel, AH transport around an ESP tunnel). Returns true
 // as soon as f does.
+// Could an SA and its reverse both lie inside (src/srcPrefix, dst/dstPrefix)?
+// Exactly when both its ends lie in the two prefixes' intersection, which for
+// prefixes is the longer one when they overlap; a single host there only
+// admits an SA from the host to itself.
+bool bothWays(const pfkey::SockAddress& src, unsigned srcPrefix, const pfkey::SockAddress& dst, unsigned dstPrefix) {
+  if (src.family != dst.family || !inPrefix(src, dst, std::min(srcPrefix, dstPrefix))) return false;
+  return std::max(srcPrefix, dstPrefix) < src.fullPrefix();
+}
+
 template <class F>
-bool forEachTemplate(const Policy& p, F&& f) {
+bool forEachTemplate(const Policy& p, std::span<const pfkey::SockAddress> local, F&& f) {
   if (!outboundIpsec(p)) return false;
   pfkey::SockAddress src = p.selector.src, dst = p.selector.dst;
   std::uint8_t srcPrefix = p.selector.srcPrefix, dstPrefix = p.selector.dstPrefix;
+  bool tunnelled = false;
   for (const auto& r : p.requests) {
     OutboundTemplate t;
     t.satype = satypeOf(r.proto);
@@ -61,12 +72,26 @@ bool forEachTemplate(const Policy& p, F&& f) {
       dst = *r.tunnelDst;
       srcPrefix = src.fullPrefix();
       dstPrefix = dst.fullPrefix();
+      tunnelled = true;
     }
     t.src = src;
     t.dst = dst;
     t.srcPrefix = srcPrefix;
     t.dstPrefix = dstPrefix;
     t.src.port = t.dst.port = 0;
+    if (!tunnelled && bothWays(src, srcPrefix, dst, dstPrefix)) {
+      // Both ends inside both prefixes: only this host's own addresses tell
+      // its sending SA from the peer's (see outboundTemplates in the header).
+      for (const auto& a : local) {
+        if (!inPrefix(a, src, srcPrefix)) continue;
+        OutboundTemplate mine = t;
+        mine.src = a;
+        mine.src.port = 0;
+        mine.srcPrefix = a.fullPrefix();
+        if (f(mine)) return true;
+      }
+      continue;
+    }
     if (f(t)) return true;
   }
   return false;
@@ -74,9 +99,9 @@ bool forEachTemplate(const Policy& p, F&& f) {
 
 }  // namespace
 
-std::vector<OutboundTemplate> outboundTemplates(const Policy& p) {
+std::vector<OutboundTemplate> outboundTemplates(const Policy& p, std::span<const pfkey::SockAddress> local) {
   std::vector<OutboundTemplate> out;
-  forEachTemplate(p, [&](const OutboundTemplate& t) {
+  forEachTemplate(p, local, [&](const OutboundTemplate& t) {
     out.push_back(t);
     return false;
   });
@@ -91,12 +116,12 @@ bool covers(const OutboundTemplate& t, std::uint8_t satype, std::uint8_t mode, s
   return inPrefix(src, t.src, t.srcPrefix) && inPrefix(dst, t.dst, t.dstPrefix);
 }
 
-bool saIsOutbound(const Spd& spd, std::uint8_t satype, std::uint8_t mode, std::uint32_t reqid,
+bool saIsOutbound(const Spd& spd, std::span<const pfkey::SockAddress> local, std::uint8_t satype, std::uint8_t mode, std::uint32_t reqid,
                   const pfkey::SockAddress& src, const pfkey::SockAddress& dst) {
   // Linear, as every SPD lookup here (spd.h), and without allocation: an
   // ADD burst asks this once per SA.
   for (const auto& p : spd.all()) {
-    if (forEachTemplate(p, [&](const OutboundTemplate& t) { return covers(t, satype, mode, reqid, src, dst); })) {
+    if (forEachTemplate(p, local, [&](const OutboundTemplate& t) { return covers(t, satype, mode, reqid, src, dst); })) {
       return true;
     }
   }
@@ -120,7 +145,7 @@ void toProto(const OutboundTemplate& t, proto::OutboundTemplate::Builder out) {
 namespace ipsec::policy {
 
 void Server::markOutbound(const Policy& p) {
-  const auto templates = outboundTemplates(p);
+  const auto templates = outboundTemplates(p, options_.localAddresses);
   if (templates.empty()) return;
   capnp::MallocMessageBuilder b;
   auto req = b.initRoot<proto::PolicyToKeydb>();

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "pfkey/address.h"
@@ -25,14 +26,20 @@ struct OutboundTemplate {
 };
 
 // One template per request of an outbound IPsec policy; none for any other.
-std::vector<OutboundTemplate> outboundTemplates(const Policy& p);
+// A transport request judged by the selector whose source and destination
+// prefixes share more than one address (192.0.2.0/24 to 192.0.2.0/24, ::/0
+// to ::/0) would also admit the peer's SA to us: its template is narrowed to each of `local`
+// inside the source prefix as the SA's source, and with no such address it
+// has none (the SA stays unknown: it opens, and sealing waits for
+// local_addresses) — a receiving SA judged outbound could not open.
+std::vector<OutboundTemplate> outboundTemplates(const Policy& p, std::span<const pfkey::SockAddress> local);
 
 // Does an SA of these parameters satisfy `t`?
 bool covers(const OutboundTemplate& t, std::uint8_t satype, std::uint8_t mode, std::uint32_t reqid,
             const pfkey::SockAddress& src, const pfkey::SockAddress& dst);
 
 // Does any outbound policy of `spd` have a request this SA satisfies?
-bool saIsOutbound(const Spd& spd, std::uint8_t satype, std::uint8_t mode, std::uint32_t reqid,
+bool saIsOutbound(const Spd& spd, std::span<const pfkey::SockAddress> local, std::uint8_t satype, std::uint8_t mode, std::uint32_t reqid,
                   const pfkey::SockAddress& src, const pfkey::SockAddress& dst);
 
 void toProto(const OutboundTemplate& t, proto::OutboundTemplate::Builder out);

@@ -300,7 +300,8 @@ int Server::onAddOrUpdate(Client* c, const pfkey::ParsedMessage& m) {
   p.setReqid(sa2 ? sa2->sadb_x_sa2_reqid : 0);
   // Whether this host sends on it, by the SPD as it is now; a policy stored
   // later marks it then (markOutbound).
-  add.setOutbound(saIsOutbound(spd_, satype, p.getMode(), p.getReqid(), src->addr, dst->addr));
+  add.setOutbound(
+      saIsOutbound(spd_, options_.localAddresses, satype, p.getMode(), p.getReqid(), src->addr, dst->addr));
   p.setEncAlg(sa->sadb_sa_encrypt);
   p.setAuthAlg(sa->sadb_sa_auth);
   p.setEncKeyBits(encKey ? encKey->bits : 0);

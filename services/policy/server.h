@@ -85,6 +85,9 @@ struct ServerOptions {
   std::size_t maxPendingRequests = 4096;
   // The keydb channel broke: the SAD is unreachable, fail closed.
   std::function<void(std::string_view why)> onPeerLost;
+  // This host's addresses (ipsecd.conf local_addresses): which way an SA of
+  // a transport policy whose selector covers both ends goes (sa_direction.h).
+  std::vector<pfkey::SockAddress> localAddresses;
 };
 
 // Who receives a message (Linux's BROADCAST_* flags).

@@ -103,6 +103,24 @@ TEST(RequestCheck, AhIcvFieldLiesAfterTheSmallestHeaderAndInsideEverySegment) {
   EXPECT_EQ(checkLayout(r, kAh), LayoutError::kAhIcvOutside);
 }
 
+// The review's case: kAhSign, two segments, the second over 65535 bytes. The
+// transform refused it only after signing the first (a refused request that
+// wrote, counted nowhere): judged whole first now.
+TEST(RequestCheck, AhSegmentNoLongerThanAnIpPacket) {
+  CryptoRequest r = esp(65535, CryptoOp::kAhSign);
+  r.icvOffset = 32;
+  EXPECT_EQ(checkLayout(r, kAh), LayoutError::kNone);
+  r.length = 65536;
+  EXPECT_EQ(checkLayout(r, kAh), LayoutError::kSegmentTooLong);
+  r.segmentCount = 2;
+  r.segmentStride = 100;
+  r.length = 66000;  // the last segment 65900 bytes
+  EXPECT_EQ(checkLayout(r, kAh), LayoutError::kSegmentTooLong);
+  r.segmentStride = 65536;
+  r.length = 65636;
+  EXPECT_EQ(checkLayout(r, kAh), LayoutError::kSegmentTooLong);
+}
+
 // A worker's view of a real region: the last buffer ends where the mapping
 // ends (2 x 2048 bytes fill the pool's last page), and the page after it is
 // a guard page, so a write past the pool faults instead of passing unseen.

@@ -148,6 +148,38 @@ TEST(SaDirection, ATransportRequestAfterATunnelTakesTheTunnelEndpoints) {
   EXPECT_TRUE(judgedOutbound(h, c, saAdd(SADB_SATYPE_AH, 0x3001, kLocal, kPeer, IPSEC_MODE_TRANSPORT, 0)));
 }
 
+// A transport selector that covers both ends (a /24 to itself) would admit
+// the peer's SA to us too: without this host's addresses neither SA is
+// outbound (the receiving one must keep opening); with local_addresses the
+// template names this host as the source.
+TEST(SaDirection, ASelectorCoveringBothEndsNeedsThisHostsAddresses) {
+  const auto net = v4(192, 0, 2, 0);
+  {
+    Harness h;
+    auto c = h.connect();
+    c.send(policy(IPSEC_DIR_OUTBOUND, net, 24, net, 24, {transport()}));
+    h.pump();
+    EXPECT_TRUE(markedOutbound(h).empty());
+    EXPECT_FALSE(judgedOutbound(h, c, saAdd(SADB_SATYPE_ESP, 0x1001, kLocal, kPeer, IPSEC_MODE_ANY, 0)));
+    EXPECT_FALSE(judgedOutbound(h, c, saAdd(SADB_SATYPE_ESP, 0x2001, kPeer, kLocal, IPSEC_MODE_ANY, 0)));
+  }
+  ServerOptions options;
+  options.localAddresses = {kLocal, v4(198, 51, 100, 1)};  // the second is outside the selector
+  Harness h(std::move(options));
+  auto c = h.connect();
+  c.send(policy(IPSEC_DIR_OUTBOUND, net, 24, net, 24, {transport()}));
+  h.pump();
+  EXPECT_EQ(markedOutbound(h), (std::vector<std::vector<Template>>{
+                                   {{SADB_SATYPE_ESP, IPSEC_MODE_TRANSPORT, 0, raw(kLocal), 32, raw(net), 24}}}));
+  EXPECT_TRUE(judgedOutbound(h, c, saAdd(SADB_SATYPE_ESP, 0x1001, kLocal, kPeer, IPSEC_MODE_ANY, 0)));
+  EXPECT_FALSE(judgedOutbound(h, c, saAdd(SADB_SATYPE_ESP, 0x2001, kPeer, kLocal, IPSEC_MODE_ANY, 0)));
+  // A selector whose prefixes share one host only is not ambiguous.
+  c.send(policy(IPSEC_DIR_OUTBOUND, v4(0, 0, 0, 0), 0, v4(203, 0, 113, 9), 32, {transport(IPPROTO_AH)}));
+  h.pump();
+  EXPECT_EQ(markedOutbound(h).size(), 1u);
+  EXPECT_TRUE(judgedOutbound(h, c, saAdd(SADB_SATYPE_AH, 0x3001, kPeer, v4(203, 0, 113, 9), IPSEC_MODE_ANY, 0)));
+}
+
 // Policy first, SA after: policy judges the ADD itself.
 TEST(SaDirection, AnSaAddedAfterATunnelPolicyIsOutboundWhenItsTemplateFits) {
   Harness h;
