@@ -3,8 +3,9 @@ installed files, without the build tree, run the demo's tunnel.
 
 Layout: ipsecd, setkey and ipsecctl in sbin; the four children in
 libexec/ipsecd; the preload library in the lib directory; the example
-/etc/ipsecd/ipsecd.conf, the manual pages and the sysusers.d file; nothing
-else (no test program). Every installed file is writable by its owner only.
+/etc/ipsecd/ipsecd.conf, the manual pages, the systemd units and the
+sysusers.d file; nothing else (no test program). Every installed file is
+writable by its owner only.
 
 Running: the installed ipsecd is started with the installed example
 configuration, and two installed instances carry ping both ways. ipsecd must
@@ -35,6 +36,7 @@ def expected_files(t):
     files.add(target(t.libdir, "libipsec-pfkey-preload.so"))
     files.add(target(t.etc, "ipsecd.conf"))
     files |= {target(t.mandir, m) for m in MAN_PAGES}
+    files |= {target(t.unitdir, u) for u in ("ipsecd.service", "ipsecd@.service")}
     files.add(target(t.sysusersdir, "ipsecd.conf"))
     return files
 
@@ -56,7 +58,8 @@ class Layout(unittest.TestCase):
                 self.assertEqual(stat.S_IMODE(st.st_mode), 0o755, p)
                 self.assertEqual(st.st_uid, 0, p)
             # Debian's shared libraries are not executable (CMake's CMAKE_INSTALL_SO_NO_EXE there).
-            for f in (os.path.join(t.libdir, "libipsec-pfkey-preload.so"), os.path.join(t.etc, "ipsecd.conf")):
+            for f in (os.path.join(t.libdir, "libipsec-pfkey-preload.so"), os.path.join(t.etc, "ipsecd.conf"),
+                      os.path.join(t.unitdir, "ipsecd.service")):
                 self.assertEqual(stat.S_IMODE(os.stat(f).st_mode), 0o644, f)
 
 
