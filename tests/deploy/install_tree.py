@@ -1,9 +1,11 @@
 """An installed copy of the build for the deployment tests: `cmake --install`
-into a scratch root (DESTDIR) with prefix /usr, and where each piece landed.
+into a scratch root (DESTDIR) with the prefix the build was configured for,
+and where each piece landed.
 
-The build tree's cache says which directories GNUInstallDirs chose (a build
-configured with prefix /usr/local keeps etc and lib relative to the prefix;
-the Debian package passes /etc and the multiarch lib directory).
+The build tree's cache says which directories GNUInstallDirs chose (prefix
+/usr/local keeps etc and lib under the prefix; prefix /usr gives /etc and the
+multiarch lib directory, as the Debian package has). The units and drop-ins
+name the paths of that configuration.
 """
 
 import os
@@ -14,7 +16,6 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("IPSEC_BUILD_DIR", os.path.join(ROOT, "build"))
-PREFIX = "/usr"
 CHILDREN = ("ipsec-keydb", "ipsec-policy", "ipsec-crypto", "ipsec-forwarder")
 
 
@@ -27,8 +28,8 @@ def cache_value(name):
 
 
 def under_prefix(path):
-    """A GNUInstallDirs directory as an absolute path for prefix /usr."""
-    return path if path.startswith("/") else os.path.join(PREFIX, path)
+    """A GNUInstallDirs directory as an absolute path under the configured prefix."""
+    return path if path.startswith("/") else os.path.join(cache_value("CMAKE_INSTALL_PREFIX"), path)
 
 
 def full_sysconfdir():
@@ -46,7 +47,7 @@ class InstallTree:
     def __enter__(self):
         self.root = tempfile.mkdtemp(prefix="ipsec-install-")
         env = {**os.environ, "DESTDIR": self.root}
-        r = subprocess.run(["cmake", "--install", BUILD, "--prefix", PREFIX], env=env,
+        r = subprocess.run(["cmake", "--install", BUILD], env=env,
                            capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
             self.__exit__()

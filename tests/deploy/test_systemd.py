@@ -1,4 +1,4 @@
-"""The systemd units (dist/ipsecd.service, dist/ipsecd@.service), as installed,
+"""The systemd units (dist/ipsecd.service.in, dist/ipsecd@.service.in), as installed,
 and what they ask of ipsecd (issue 14 §2).
 
 - systemd-analyze verify passes on both units in the installed tree (the
@@ -25,9 +25,10 @@ import tempfile
 import unittest
 
 import harness
-from install_tree import ROOT, InstallTree
+from install_tree import InstallTree
 
-DIST = os.path.join(ROOT, "dist")
+# The units as this build configured them (dist/*.service.in with its paths).
+UNITS = os.path.join(harness.BUILD, "dist")
 
 
 def unit_lines(path):
@@ -68,8 +69,8 @@ class Verify(unittest.TestCase):
                 self.assertEqual((r.returncode, r.stdout + r.stderr), (0, ""), unit)
 
     def test_the_template_differs_only_in_the_instance(self):
-        plain = unit_lines(os.path.join(DIST, "ipsecd.service"))
-        template = unit_lines(os.path.join(DIST, "ipsecd@.service"))
+        plain = unit_lines(os.path.join(UNITS, "ipsecd.service"))
+        template = unit_lines(os.path.join(UNITS, "ipsecd@.service"))
         self.assertEqual(len(plain), len(template))
         differ = [(a, b) for a, b in zip(plain, template) if a != b]
         self.assertEqual({a.split("=", 1)[0] for a, _ in differ},
@@ -78,7 +79,7 @@ class Verify(unittest.TestCase):
             self.assertIn("%i", b, b)
 
     def test_the_sandbox_directives_are_there(self):
-        path = os.path.join(DIST, "ipsecd.service")
+        path = os.path.join(UNITS, "ipsecd.service")
         for key, value in (("Type", "notify"), ("ProtectSystem", "strict"), ("ProtectHome", "yes"),
                            ("PrivateTmp", "yes"), ("NoNewPrivileges", "yes"), ("RuntimeDirectory", "ipsecd"),
                            ("DeviceAllow", "/dev/net/tun rw"), ("LimitMEMLOCK", "infinity")):
@@ -112,7 +113,7 @@ def setpriv_wrapper(directory, bounding):
 
 class Capabilities(unittest.TestCase):
     def test_two_ends_run_under_the_units_bounding_set(self):
-        bounding = capability_names(unit_setting(os.path.join(DIST, "ipsecd.service"), "CapabilityBoundingSet"))
+        bounding = capability_names(unit_setting(os.path.join(UNITS, "ipsecd.service"), "CapabilityBoundingSet"))
         work = tempfile.mkdtemp(prefix="ipsec-caps-")
         original = harness.binary
         wrapper = setpriv_wrapper(work, bounding)
