@@ -2,7 +2,7 @@
 installed files, without the build tree, run the demo's tunnel.
 
 Layout: ipsecd, setkey and ipsecctl in sbin; the four children in
-libexec/ipsecd; the preload library in the lib directory; the example
+libexec/ipsecd; the preload library in the lib directory's ipsecd/; the example
 /etc/ipsecd/ipsecd.conf, the manual pages, the systemd units, the
 sysusers.d file, docs/ike.md and its drop-ins; nothing else (no test
 program). Every installed file is writable by its owner only.
@@ -33,7 +33,7 @@ def expected_files(t):
         return "/" + os.path.relpath(os.path.join(*parts), t.root)
     files = {target(t.sbin, p) for p in ("ipsecd", "setkey", "ipsecctl")}
     files |= {target(t.libexec, c) for c in CHILDREN}
-    files.add(target(t.libdir, "libipsec-pfkey-preload.so"))
+    files.add(target(t.libdir, "ipsecd", "libipsec-pfkey-preload.so"))
     files.add(target(t.etc, "ipsecd.conf"))
     files |= {target(t.mandir, m) for m in MAN_PAGES}
     files |= {target(t.unitdir, u) for u in ("ipsecd.service", "ipsecd@.service")}
@@ -59,7 +59,7 @@ class Layout(unittest.TestCase):
                 self.assertEqual(stat.S_IMODE(st.st_mode), 0o755, p)
                 self.assertEqual(st.st_uid, 0, p)
             # Debian's shared libraries are not executable (CMake's CMAKE_INSTALL_SO_NO_EXE there).
-            for f in (os.path.join(t.libdir, "libipsec-pfkey-preload.so"), os.path.join(t.etc, "ipsecd.conf"),
+            for f in (os.path.join(t.libdir, "ipsecd", "libipsec-pfkey-preload.so"), os.path.join(t.etc, "ipsecd.conf"),
                       os.path.join(t.unitdir, "ipsecd.service")):
                 self.assertEqual(stat.S_IMODE(os.stat(f).st_mode), 0o644, f)
 
