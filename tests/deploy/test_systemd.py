@@ -6,8 +6,8 @@ and what they ask of ipsecd (issue 14 §2).
 - The template is the plain unit with the instance's names, nothing else: the
   same sandbox for every instance.
 - CapabilityBoundingSet= is enough: two ipsecd ends started under exactly that
-  bounding set (setpriv) come up and carry ping, ipsecctl audit answers, and
-  they stop cleanly. The limits the unit sets (LimitMEMLOCK) are the ones
+  bounding set, with the unit's UMask= and NoNewPrivileges= (setpriv), come up
+  and carry ping, ipsecctl audit answers, and they stop cleanly. The limits the unit sets (LimitMEMLOCK) are the ones
   ipsecd's children rely on.
 - Type=notify: ipsecd run with a NOTIFY_SOCKET this test listens on sends
   READY=1 (once ready) and STATUS=, and STOPPING=1 on SIGTERM; its log lines
@@ -101,18 +101,19 @@ def names_of(mask):
 
 
 def setpriv_wrapper(directory, bounding):
-    """An `ipsecd` that execs the build's ipsecd with only the unit's capability bounding set."""
+    """An `ipsecd` that execs the build's ipsecd under the unit's bounding set, umask and no_new_privs."""
     path = os.path.join(directory, "ipsecd")
     caps = ",".join("+" + c for c in sorted(bounding))
     with open(path, "w") as f:
-        f.write(f"#!/bin/sh\nexec setpriv --bounding-set=-all,{caps} --inh-caps=-all "
+        # UMask=0077, NoNewPrivileges=yes and the bounding set, as the unit has them.
+        f.write(f"#!/bin/sh\numask 077\nexec setpriv --no-new-privs --bounding-set=-all,{caps} --inh-caps=-all "
                 f"{harness.BUILD}/bin/ipsecd \"$@\"\n")
     os.chmod(path, 0o755)
     return path
 
 
 class Capabilities(unittest.TestCase):
-    def test_two_ends_run_under_the_units_bounding_set(self):
+    def test_two_ends_run_under_the_units_bounding_set_umask_and_no_new_privs(self):
         bounding = capability_names(unit_setting(os.path.join(UNITS, "ipsecd.service"), "CapabilityBoundingSet"))
         work = tempfile.mkdtemp(prefix="ipsec-caps-")
         original = harness.binary
@@ -128,8 +129,10 @@ class Capabilities(unittest.TestCase):
                 # What ipsecd keeps once it restricted itself is the unit's set less what only
                 # its set-up needs (the TUN, raw sockets, the PF_KEY socket's group).
                 with open(f"/proc/{tb.a.proc.pid}/status") as f:
-                    kept = names_of(int(re.search(r"^CapBnd:\s+([0-9a-f]+)", f.read(), re.M).group(1), 16))
+                    status = f.read()
+                kept = names_of(int(re.search(r"^CapBnd:\s+([0-9a-f]+)", status, re.M).group(1), 16))
                 self.assertEqual(kept, bounding - SETUP_ONLY)
+                self.assertRegex(status, r"(?m)^NoNewPrivs:\s+1$")
                 self.assertEqual({p["name"] for p in tb.a.audit()} >= {"ipsec-keydb", "ipsec-forwarder"}, True)
                 for h in tb.hosts():
                     self.assertEqual(tb.stop(h), 0, tb.log_text(h))
