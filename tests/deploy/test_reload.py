@@ -9,10 +9,16 @@ give instead works.
   with a new SPI and key, on both ends) without a restart: ping keeps
   flowing over the new SA, the key manager's SA is still there, the old one
   is gone.
+- A stray SIGHUP (systemctl kill -s HUP, a closed terminal) is not a reload and
+  must not tear the service down half-way: ipsecd either keeps running or
+  stops cleanly (exit 0, nothing left behind). Today SIGHUP's default action
+  kills ipsecd and leaves its sockets and pid file; that case is skipped with
+  the reason until ipsecd handles SIGHUP (pending in services/ipsecd).
 """
 
 import os
 import re
+import signal
 import unittest
 
 import harness
@@ -54,6 +60,27 @@ class NoReload(unittest.TestCase):
             self.assertEqual(spis, {NEW_SPI, harness.SPI_BA, MANAGER_SPI}, dump)
             sas = {sa["spi"]: sa.get("counters", {}) for sa in tb.b.stats()["ipsec-forwarder"].get("sas", [])}
             self.assertGreaterEqual(max(sas[NEW_SPI].values()), 3, f"B received the pings on the new SA: {sas}")
+
+
+    def test_a_stray_sighup_does_not_tear_the_service_down_half_way(self):
+        with harness.Testbed() as tb:
+            tb.start_pair()
+            tb.a.remember_children()
+            tb.a.proc.send_signal(signal.SIGHUP)
+            try:
+                status = tb.a.proc.wait(3)
+            except harness.subprocess.TimeoutExpired:
+                status = None
+            if status == -signal.SIGHUP:
+                self.skipTest("SIGHUP's default action kills ipsecd, leaving its sockets and pid file: ipsecd "
+                              "should ignore SIGHUP or stop cleanly on it (issue 14 §7, pending in services/ipsecd)")
+            if status is None:
+                p = harness.ping(tb.a, harness.INNER[4][1])
+                self.assertEqual(p.returncode, 0, "still running after SIGHUP, and still carrying traffic")
+            else:
+                self.assertEqual(status, 0, tb.log_text(tb.a))
+                left = os.listdir(tb.a.runtime) if os.path.exists(tb.a.runtime) else []
+                self.assertEqual(left, [], "a clean stop leaves an empty runtime directory")
 
 
 if __name__ == "__main__":
