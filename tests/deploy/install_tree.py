@@ -32,6 +32,25 @@ def under_prefix(path):
     return path if path.startswith("/") else os.path.join(cache_value("CMAKE_INSTALL_PREFIX"), path)
 
 
+PENDING_LIBEXEC = ("the installed ipsecd does not look for its children in libexec/ipsecd (it looks "
+                   "beside itself, in sbin): issue 14 §1, pending in services/ipsecd")
+
+
+def finds_children_in_libexec():
+    """Whether ipsecd, as built from this tree, looks in libexec/ipsecd for its children.
+
+    Judged from its source, which must name that directory to look there (the
+    installed programs and the package are built from this tree; an optimised
+    binary need not keep the short literal, and a run of an ipsecd that looks
+    elsewhere only fails closed after its children's start-up timeout)."""
+    sources = os.path.join(ROOT, "services", "ipsecd")
+    for name in os.listdir(sources):
+        with open(os.path.join(sources, name), errors="replace") as f:
+            if "libexec" in f.read():
+                return True
+    return False
+
+
 def full_sysconfdir():
     """GNUInstallDirs' CMAKE_INSTALL_FULL_SYSCONFDIR, fixed when the build was configured."""
     etc = cache_value("CMAKE_INSTALL_SYSCONFDIR")
