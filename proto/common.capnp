@@ -108,6 +108,7 @@ struct SaCounters {
   spi @1 :UInt32;
   dst @2 :Data;
   counters @3 :List(Counter);
+  src @4 :Data;             # the SA's source address (empty from a forwarder that does not send it)
 }
 
 struct Sysctl {

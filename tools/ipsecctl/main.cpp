@@ -17,6 +17,7 @@
 #include "control/unique_fd.h"
 #include "control/wire.h"
 #include "proto/admin.capnp.h"
+#include "metrics.h"
 #include "stats_view.h"
 
 namespace {
@@ -26,7 +27,7 @@ using ipsec::control::UniqueFd;
 void usage(FILE* out) {
   std::fputs(
       "Usage: ipsecctl [--runtime-dir DIR | --socket PATH] COMMAND [--json]\n"
-      "       ipsecctl stats [-p esp|ah|ipcomp|ipsec|natt|all] [--raw | --json]\n"
+      "       ipsecctl stats [-p esp|ah|ipcomp|ipsec|natt|all] [--raw | --json | --prometheus]\n"
       "\n"
       "Commands:\n"
       "  stats                counters of every service, as FreeBSD's netstat -s -p esp|ah|\n"
@@ -47,6 +48,11 @@ void usage(FILE* out) {
       "                       \"<value> <name>\" per counter, then per SA; for scripts\n"
       "    --json             the same counters as a JSON object\n"
       "                       {service: {counters: {name: value}, sas: [...]}}\n"
+      "    --prometheus       the same counters in Prometheus' text format, for\n"
+      "                       node_exporter's textfile collector: ipsec_NAME_total\n"
+      "                       {service=...} (ipsec_NAME for a level such as sas),\n"
+      "                       per SA ipsec_sa_NAME_total{proto,spi,src,dst}; NAME is\n"
+      "                       the name --json gives\n"
       "  audit                the sandbox of each process: uid/gid, capabilities,\n"
       "                       no_new_privs, seccomp mode, root directory, namespaces,\n"
       "                       open descriptors, dumpable flag\n"
@@ -100,24 +106,7 @@ const char* satypeName(unsigned t) {
   return "?";
 }
 
-int printStats(ipsec::proto::AdminReply::Reader r, bool json, bool raw, const std::string& group) {
-  if (json) {
-    nlohmann::json out = nlohmann::json::object();
-    for (auto svc : r.getStats()) {
-      auto& j = out[std::string(svc.getService())];
-      for (auto c : svc.getCounters()) j["counters"][std::string(c.getName())] = c.getValue();
-      for (auto sa : svc.getSas()) {
-        nlohmann::json s;
-        s["satype"] = satypeName(sa.getSatype());
-        s["spi"] = sa.getSpi();
-        s["dst"] = addressText(sa.getDst());
-        for (auto c : sa.getCounters()) s["counters"][std::string(c.getName())] = c.getValue();
-        j["sas"].push_back(s);
-      }
-    }
-    std::printf("%s\n", out.dump(2).c_str());
-    return 0;
-  }
+int printStats(ipsec::proto::AdminReply::Reader r, const std::string& format, const std::string& group) {
   std::vector<ipsec::ipsecctl::ServiceStats> services;
   for (auto svc : r.getStats()) {
     auto& s = services.emplace_back();
@@ -127,12 +116,17 @@ int printStats(ipsec::proto::AdminReply::Reader r, bool json, bool raw, const st
       auto& e = s.sas.emplace_back();
       e.satype = satypeName(sa.getSatype());
       e.spi = sa.getSpi();
+      if (sa.hasSrc()) e.src = addressText(sa.getSrc());
       e.dst = addressText(sa.getDst());
       for (auto c : sa.getCounters()) e.counters.push_back({c.getName(), c.getValue()});
     }
   }
-  std::fputs((raw ? ipsec::ipsecctl::formatRaw(services) : ipsec::ipsecctl::formatGrouped(services, group)).c_str(),
-             stdout);
+  using namespace ipsec::ipsecctl;
+  const std::string text = format == "json"         ? formatJson(services)
+                           : format == "prometheus" ? formatPrometheus(services)
+                           : format == "raw"        ? formatRaw(services)
+                                                    : formatGrouped(services, group);
+  std::fputs(text.c_str(), stdout);
   return 0;
 }
 
@@ -168,14 +162,18 @@ int main(int argc, char** argv) {
   capnp::MallocMessageBuilder req;
   auto root = req.initRoot<ipsec::proto::AdminRequest>();
   const std::string cmd = words[0];
-  bool raw = false;
+  std::string format = json ? "json" : "grouped";
   std::string group = "all";
   if (cmd == "stats") {
-    // stats [-p GROUP] [--raw]: options after the command word.
+    // stats [-p GROUP] [--raw | --prometheus]: options after the command word.
     for (std::size_t i = 1; i < words.size(); ++i) {
       const std::string& w = words[i];
-      if (w == "--raw") {
-        raw = true;
+      if (w == "--raw" || w == "--prometheus") {
+        if (format != "grouped") {
+          std::fprintf(stderr, "ipsecctl: --raw, --json and --prometheus exclude one another\n");
+          return 2;
+        }
+        format = w.substr(2);
       } else if ((w == "-p" || w == "--protocol") && i + 1 < words.size()) {
         group = words[++i];
       } else if (w.starts_with("--protocol=")) {
@@ -231,7 +229,7 @@ int main(int argc, char** argv) {
   }
   auto rep = got.reader->getRoot<ipsec::proto::AdminReply>();
   switch (rep.which()) {
-    case ipsec::proto::AdminReply::STATS: return printStats(rep, json, raw, group);
+    case ipsec::proto::AdminReply::STATS: return printStats(rep, format, group);
     case ipsec::proto::AdminReply::AUDIT:
       std::fputs(json ? rep.getAudit().getJson().cStr() : rep.getAudit().getTable().cStr(), stdout);
       std::fputs("\n", stdout);

@@ -20,6 +20,7 @@ struct SaStats {
   std::uint32_t spi = 0;
   std::string dst;
   std::vector<CounterValue> counters;
+  std::string src;  // empty when the forwarder did not send it
 };
 
 struct ServiceStats {

@@ -81,8 +81,8 @@ TEST(StatsView, FieldFedByFinerCountersPrintsTheSumAndEachIndented) {
 
 TEST(StatsView, ProtocolGroupShowsOnlyItsCountersAndItsSas) {
   auto fwd = forwarderWith({{"ah_in_drop_bad_icv", 4}});
-  fwd.sas.push_back({"esp", 0x1000, "192.0.2.2", {{"in_packets", 9}}});
-  fwd.sas.push_back({"ah", 0x2000, "192.0.2.2", {{"in_drop_bad_icv", 4}}});
+  fwd.sas.push_back({"esp", 0x1000, "192.0.2.2", {{"in_packets", 9}}, ""});
+  fwd.sas.push_back({"ah", 0x2000, "192.0.2.2", {{"in_drop_bad_icv", 4}}, ""});
   std::string text = formatGrouped({fwd, {"ipsec-keydb", {{"sas", 2}}, {}}}, "ah");
   EXPECT_EQ(text.rfind("ah:\n", 0), 0u) << text;
   EXPECT_EQ(text.find("esp:"), std::string::npos) << text;
@@ -107,7 +107,7 @@ TEST(StatsView, AllShowsEveryGroupUnknownCountersAndOtherServices) {
 }
 
 TEST(StatsView, RawFormIsTheFlatListOfEarlierVersions) {
-  ServiceStats s{"ipsec-forwarder", {{"esp_in_packets", 3}}, {{"esp", 0x10, "192.0.2.1", {{"in_packets", 3}}}}};
+  ServiceStats s{"ipsec-forwarder", {{"esp_in_packets", 3}}, {{"esp", 0x10, "192.0.2.1", {{"in_packets", 3}}, ""}}};
   EXPECT_EQ(formatRaw({s}), "ipsec-forwarder:\n\t3 esp_in_packets\n  SA esp spi 0x00000010 dst 192.0.2.1:\n\t3 in_packets\n");
 }
 
