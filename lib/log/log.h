@@ -15,6 +15,14 @@ namespace ipsec::log {
 
 void setRole(std::string_view role);
 void setDebug(bool on);
+// Start every line with its syslog priority, "<3>" for errors, "<4>"
+// warnings, "<6>" information, "<7>" debug (sd-daemon(3)'s prefixes), so
+// that journald keeps the levels of what ipsecd writes to stderr. ipsecd
+// turns it on; its children write plain lines into the pipe it reads.
+void setSyslogPrefix(bool on);
+bool syslogPrefixEnabled();
+// The prefix for a level letter (D, I, W, E), "" when it is off.
+std::string_view syslogPrefix(char level);
 bool debugEnabled();
 
 void write(char level, std::string_view message);

@@ -305,6 +305,8 @@ void Forwarder::fillStats(proto::Stats::Builder out) {
     e.setSpi(sa.spi);
     auto d = sa.dst.bytes();
     e.setDst(capnp::Data::Reader(d.data(), d.size()));
+    auto src = sa.src.bytes();  // the src label of ipsecctl stats --prometheus
+    e.setSrc(capnp::Data::Reader(src.data(), src.size()));
     unsigned k = 0;
     sa.counters.forEach([&](const char*, std::uint64_t) { ++k; });
     auto cl = e.initCounters(k);

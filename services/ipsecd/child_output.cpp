@@ -1,6 +1,8 @@
 // See child_output.h.
 #include "child_output.h"
 
+#include "log/log.h"
+
 #include <time.h>
 #include <unistd.h>
 
@@ -113,7 +115,8 @@ std::string tagLine(std::string_view role, pid_t pid, std::string_view ownPrefix
     }
   }
   message += escapeOutput(rest);
-  std::string out = timeOfDay();
+  std::string out(log::syslogPrefix(level));
+  out += timeOfDay();
   out += ' ';
   out += role;
   out += '[' + std::to_string(pid) + "] ";

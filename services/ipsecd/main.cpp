@@ -24,6 +24,10 @@
 // every capability, sets no_new_privs and loads its seccomp allow-list before
 // it says ready (see services/<name>/main.cpp).
 #include <getopt.h>
+#include <stdexcept>
+#include <cerrno>
+#include <cstring>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <climits>
@@ -74,10 +78,30 @@ std::string binDir() {
   return std::filesystem::path(buf).parent_path().string();
 }
 
+// Where the four children are: <prefix>/libexec/ipsecd beside an installed
+// <prefix>/sbin/ipsecd, else beside ipsecd (a build tree). ipsecd runs them as
+// root before they confine themselves, so a binary anyone but root could have
+// written is refused: its writer would own the next start.
+std::string childDir(const std::string& bin) {
+  const auto installed = std::filesystem::path(bin).parent_path() / "libexec" / "ipsecd";
+  const std::string dir = std::filesystem::exists(installed / "ipsec-keydb") ? installed.string() : bin;
+  for (const char* name : {"ipsec-keydb", "ipsec-policy", "ipsec-crypto", "ipsec-forwarder"}) {
+    const std::string path = dir + "/" + name;
+    struct stat st{};
+    if (::stat(path.c_str(), &st) != 0) throw std::runtime_error(path + ": " + std::strerror(errno));
+    if (!S_ISREG(st.st_mode) || st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+      throw std::runtime_error(path + ": refused: a child binary must be a regular file owned by root that "
+                                      "neither group nor others can write");
+    }
+  }
+  return dir;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   ipsec::log::setRole("ipsecd");
+  ipsec::log::setSyslogPrefix(true);  // stderr is journald's under the units
   static const option kOptions[] = {{"config", required_argument, nullptr, 'c'},
                                     {"runtime-dir", required_argument, nullptr, 'r'},
                                     {"debug", no_argument, nullptr, 'd'},
@@ -115,6 +139,7 @@ int main(int argc, char** argv) {
   opt.configPath = configPath;
   opt.binDir = binDir();
   try {
+    opt.childDir = childDir(opt.binDir);
     return ipsec::supervisor::runSupervisor(opt);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ipsecd: %s\n", e.what());

@@ -2,6 +2,7 @@
 #include "spawn.h"
 
 #include <fcntl.h>
+#include <sys/personality.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -73,6 +74,9 @@ std::vector<std::string> childEnvironment() {
   argv.push_back(const_cast<char*>(binary.c_str()));
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
+  // An inherited READ_IMPLIES_EXEC would make the kernel add PROT_EXEC to
+  // mappings after seccomp's argument check saw none: plain Linux personality.
+  if (personality(PER_LINUX) < 0) _exit(126);
   execve(binary.c_str(), argv.data(), envp.data());
   _exit(127);
 }

@@ -9,6 +9,7 @@
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <boost/asio.hpp>
@@ -105,6 +106,9 @@ class Supervisor {
     signals_.add(SIGTERM);
     signals_.add(SIGINT);
     signals_.add(SIGCHLD);
+    // Not a reload signal (README: there is no reload), and its default
+    // action would end ipsecd without stopping the children or cleaning up.
+    ::signal(SIGHUP, SIG_IGN);
     waitSignal();
     io_.run();
     tearDown();
@@ -289,7 +293,7 @@ class Supervisor {
     args.insert(args.end(), {"--uid", std::to_string(ids.uid), "--gid", std::to_string(ids.gid), "--root", emptyDir_});
     if (cfg_.debug || debugSysctl_) args.push_back("--debug");
     auto [outRead, outWrite] = makeOutputPipe();
-    ChildSpec spec{roleName(role), opt_.binDir + "/" + roleName(role), args, fds, outWrite.get()};
+    ChildSpec spec{roleName(role), opt_.childDir + "/" + roleName(role), args, fds, outWrite.get()};
     Child& c = children_[role];
     c.role = role;
     c.ready = false;
@@ -382,9 +386,43 @@ class Supervisor {
       if (stopping_) return;
       log::info("ready: pfkey {}, control {}", pfkeyPath_, controlPath_);
       acceptAdmin();
+      notifySystemd("READY=1\nSTATUS=ready: 0 data-plane restarts, counting SAs and policies");
+      statusTimer_ = std::make_unique<asio::steady_timer>(io_);
+      refreshStatus();
     } else {
       log::info("data plane restarted and ready");
+      startStats(kStatusRequest);
     }
+  }
+
+  // systemd's Type=notify (sd_notify(3)); nothing without NOTIFY_SOCKET. The
+  // variable is kept from the children by unsetting it on the first call.
+  static void notifySystemd(const std::string& state) { sd_notify(1, state.c_str()); }
+
+  // STATUS= with the SAs, policies and recent restarts, every 30 s and after
+  // each data-plane restart, from the same stats requests ipsecctl makes.
+  void refreshStatus() {
+    if (stopping_ || !statusTimer_) return;
+    startStats(kStatusRequest);
+    statusTimer_->expires_after(std::chrono::seconds(30));
+    statusTimer_->async_wait([this](boost::system::error_code ec) {
+      if (!ec) refreshStatus();
+    });
+  }
+
+  void sendStatus(uint64_t reqId) {
+    const auto& p = stats_.at(reqId);
+    std::optional<uint64_t> sas, policies;
+    for (const auto& [role, part] : p.parts) {
+      for (auto c : part->getRoot<proto::Stats>().getCounters()) {
+        if (role == Role::kKeydb && c.getName() == "sas") sas = c.getValue();
+        if (role == Role::kPolicy && c.getName() == "spd_policies") policies = c.getValue();
+      }
+    }
+    auto count = [](const std::optional<uint64_t>& v) { return v ? std::to_string(*v) : std::string("?"); };
+    notifySystemd("STATUS=" + count(sas) + " SAs, " + count(policies) + " policies, " +
+                  std::to_string(restarts_.size()) + " data-plane restarts in the last " +
+                  std::to_string(cfg_.restartWindowSeconds) + " s");
   }
 
   void loadSetkeyFile() {
@@ -503,6 +541,8 @@ class Supervisor {
     if (stopping_) return;
     stopping_ = true;
     exitCode_ = code;
+    notifySystemd("STOPPING=1");
+    statusTimer_.reset();
     restartTimer_.reset();
     readyTimer_.reset();
     for (auto& [r, c] : children_) {
@@ -614,7 +654,7 @@ class Supervisor {
   const std::vector<std::string>& seccompConditions(Role r) {
     auto [it, added] = seccompConditions_.try_emplace(r);
     if (!added) return it->second;
-    const std::string text = captureCommand({opt_.binDir + "/" + roleName(r), "--print-profile"}, 1 << 20);
+    const std::string text = captureCommand({opt_.childDir + "/" + roleName(r), "--print-profile"}, 1 << 20);
     constexpr std::string_view kOnlyIf = "[only if ";
     std::size_t start = 0;
     while (start < text.size()) {
@@ -753,6 +793,11 @@ class Supervisor {
     auto it = stats_.find(reqId);
     if (it == stats_.end()) return;
     auto& p = it->second;
+    if (p.adminId == kStatusRequest) {
+      sendStatus(reqId);
+      stats_.erase(it);
+      return;
+    }
     capnp::MallocMessageBuilder b;
     auto list = b.initRoot<proto::AdminReply>().initStats(p.parts.size() + 1);
     for (size_t i = 0; i < p.parts.size(); ++i) {
@@ -808,6 +853,9 @@ class Supervisor {
   std::map<Role, Child> children_;
   std::unique_ptr<asio::steady_timer> readyTimer_, restartTimer_, stopTimer_;
   std::deque<Clock::time_point> restarts_;
+  std::unique_ptr<asio::steady_timer> statusTimer_;
+  // A stats gather for systemd's STATUS= line, not for an admin client.
+  static constexpr uint64_t kStatusRequest = ~uint64_t{0};
   Clock::time_point startedAt_;
   bool firstReadyDone_ = false;
   bool stopping_ = false;

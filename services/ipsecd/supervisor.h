@@ -20,7 +20,8 @@ namespace ipsec::supervisor {
 struct Options {
   config::Config config;
   std::string configPath;
-  std::string binDir;  // where ipsec-keydb & co. and setkey live
+  std::string binDir;    // where ipsecd and setkey live
+  std::string childDir;  // where ipsec-keydb & co. live: <prefix>/libexec/ipsecd, or binDir in a build tree
 };
 
 // Runs until SIGTERM/SIGINT (exit 0) or a fail-closed stop (exit 1).

@@ -431,6 +431,9 @@ int Server::onPromisc(Client* c, const pfkey::ParsedMessage& m) {
 
 bool Server::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
   if (!fds.empty()) return false;
+  // An answer queued behind a full socket is not held: without this scope no
+  // acknowledgement would follow it and the preload would wait its 5 s.
+  SendHold hold(*this);
   auto msg = m.getRoot<proto::KeydbToPolicy>();
   switch (msg.which()) {
     case proto::KeydbToPolicy::REPLY: return onKeydbReply(msg.getReply());

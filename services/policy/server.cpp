@@ -57,8 +57,12 @@ std::vector<UniqueFd> takeDescriptors(msghdr& mh) {
 }
 
 // The preload's hello (proto/pfkey_ack.h): exactly the header, one descriptor,
-// a Unix socket.
-bool isAckHello(std::span<const std::uint8_t> d, const std::vector<UniqueFd>& fds) {
+// a Unix socket the client itself made: one end of a socketpair, whose peer
+// credentials are the creator's, the client's pid at accept. Anything else
+// is refused — the client's own end of its PF_KEY connection (then every
+// acknowledgement would come back to us as a request, for ever), or a socket
+// connected to some other process.
+bool isAckHello(std::span<const std::uint8_t> d, const std::vector<UniqueFd>& fds, pid_t clientPid) {
   if (d.size() != kPfkeyAckHelloLen || fds.size() != 1) return false;
   const sadb_msg h = headerOf(d);
   if (h.sadb_msg_version != PF_KEY_V2 || h.sadb_msg_type != SADB_RESERVED || h.sadb_msg_len != 2 ||
@@ -67,7 +71,10 @@ bool isAckHello(std::span<const std::uint8_t> d, const std::vector<UniqueFd>& fd
   }
   int domain = 0;
   socklen_t len = sizeof domain;
-  return ::getsockopt(fds[0].get(), SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_UNIX;
+  if (::getsockopt(fds[0].get(), SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0 || domain != AF_UNIX) return false;
+  ucred peer{};
+  len = sizeof peer;
+  return ::getsockopt(fds[0].get(), SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0 && peer.pid == clientPid;
 }
 
 }  // namespace
@@ -238,7 +245,7 @@ void Server::onReadable(std::uint64_t id) {
       // Descriptors are only welcome in the preload's hello; others are closed here.
       std::vector<UniqueFd> fds = takeDescriptors(msgs[i].msg_hdr);
       Client* from = findClient(id);
-      if (!from->ack && !truncated && isAckHello(datagram, fds)) {
+      if (!from->ack && !truncated && isAckHello(datagram, fds, from->pid)) {
         from->ack = std::move(fds[0]);
         continue;
       }
@@ -531,6 +538,7 @@ bool Server::sendQueued(Client& c) {
 }
 
 void Server::onWritable(std::uint64_t id) {
+  SendHold hold(*this);  // what reaches the socket now may complete an acknowledgement
   Client* c = findClient(id);
   if (!c) return;
   c->writeArmed = false;
