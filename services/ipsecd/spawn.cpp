@@ -31,6 +31,8 @@ std::vector<std::string> childEnvironment() {
   bool tunables = false;
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
     std::string entry(*e);
+    // systemd's notification socket is ipsecd's alone (sd_notify(3)).
+    if (entry.starts_with("NOTIFY_SOCKET=")) continue;
     if (entry.starts_with(kName)) {
       tunables = true;
       if (entry.find("glibc.malloc.hugetlb=") == std::string::npos) {

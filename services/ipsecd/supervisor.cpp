@@ -396,8 +396,8 @@ class Supervisor {
   }
 
   // systemd's Type=notify (sd_notify(3)); nothing without NOTIFY_SOCKET. The
-  // variable is kept from the children by unsetting it on the first call.
-  static void notifySystemd(const std::string& state) { sd_notify(1, state.c_str()); }
+  // children's environment leaves the variable out (spawn.cpp).
+  static void notifySystemd(const std::string& state) { sd_notify(0, state.c_str()); }
 
   // STATUS= with the SAs, policies and recent restarts, every 30 s and after
   // each data-plane restart, from the same stats requests ipsecctl makes.
