@@ -443,9 +443,17 @@ static void markLost(int conn) {
     const int key = atomic_load(&g_slots[i].key);
     if (key <= 0 || g_slots[i].conn != conn) continue;
     const int fd = key - 1;
+    /* Only a descriptor that still is this PF_KEY socket: a slot left stale
+     * (the number closed behind our back and reused) must not be replaced. */
+    struct stat now;
+    if (fstat(fd, &now) != 0 || now.st_dev != g_slots[i].dev || now.st_ino != g_slots[i].ino) continue;
     const int quiet = realSocket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (quiet < 0) continue;
     const int cloexec = realFcntl(fd, F_GETFD) & FD_CLOEXEC;
+    /* The socket's status flags travel with it: racoon's non-blocking socket
+     * stays non-blocking (EAGAIN, not a read that never returns). */
+    const int flags = realFcntl(fd, F_GETFL);
+    if (flags >= 0 && (flags & O_NONBLOCK)) realFcntl(quiet, F_SETFL, O_NONBLOCK);
     struct stat st;
     if (fstat(quiet, &st) == 0 && realDup3(quiet, fd, cloexec ? O_CLOEXEC : 0) == fd) {
       g_slots[i].dev = st.st_dev;
@@ -547,13 +555,13 @@ static ssize_t afterReceive(int slot, ssize_t n, size_t want) {
   return -1;
 }
 
+/* Once the loss was reported (ECONNRESET, by afterReceive), receives reach
+ * the quiet socket that replaced the connection: a blocking read waits, a
+ * non-blocking one says EAGAIN — silent, so that no read loop spins. */
 #define RECEIVE(call, want)                        \
   int lost;                                        \
   const int slot = receiveSlot(fd, &lost);         \
-  if (lost) {                                      \
-    errno = ECONNRESET;                            \
-    return -1;                                     \
-  }                                                \
+  if (lost) return call;                           \
   return afterReceive(slot, call, want)
 
 EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags) {
