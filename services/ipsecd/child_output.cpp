@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 
@@ -167,6 +168,26 @@ void OutputRelay::finish() {
 }
 
 void OutputRelay::emitLine() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  const std::uint64_t now = static_cast<std::uint64_t>(ts.tv_sec) * 1000000000u + static_cast<std::uint64_t>(ts.tv_nsec);
+  if (refilledNs_ != 0) {
+    tokens_ = std::min(kBurstLines, tokens_ + static_cast<double>(now - refilledNs_) * 1e-9 * kLinesPerSecond);
+  }
+  refilledNs_ = now;
+  if (tokens_ < 1) {
+    ++counters_.droppedLines;
+    ++droppedSinceLast_;
+    line_.clear();
+    return;
+  }
+  tokens_ -= 1;
+  if (droppedSinceLast_ != 0) {
+    const std::string note = "ipsecd: " + std::to_string(droppedSinceLast_) + " lines of this child dropped (over " +
+                             std::to_string(static_cast<int>(kLinesPerSecond)) + " a second)";
+    droppedSinceLast_ = 0;
+    emit_(tagLine(role_, pid_, ownPrefix_, note));
+  }
   ++counters_.lines;
   emit_(tagLine(role_, pid_, ownPrefix_, line_));
   line_.clear();

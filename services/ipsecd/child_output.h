@@ -36,6 +36,7 @@ struct OutputCounters {
   std::uint64_t lines = 0;            // relayed
   std::uint64_t truncatedLines = 0;   // cut at kMaxLineBytes
   std::uint64_t droppedBytes = 0;     // what was cut off
+  std::uint64_t droppedLines = 0;     // over a child's rate (OutputRelay::kLinesPerSecond)
 };
 
 // The bytes of one child to lines; no I/O. Holds at most kMaxLineBytes of an
@@ -45,6 +46,13 @@ class OutputRelay {
   // emit gets each finished line, "\n" included.
   using Emit = std::function<void(std::string_view line)>;
   OutputRelay(std::string role, pid_t pid, OutputCounters& counters, Emit emit);
+
+  // A child may write this many lines a second, in bursts of up to
+  // kBurstLines: beyond it lines are dropped and counted, and the next one
+  // relayed says how many, so that a hostile child (the forwarder parses
+  // the network) cannot fill the disk or the journal through ipsecd.
+  static constexpr double kLinesPerSecond = 200;
+  static constexpr double kBurstLines = 2000;
 
   void feed(std::string_view bytes);
   // The child's end closed: an unfinished last line goes out as it is.
@@ -60,6 +68,9 @@ class OutputRelay {
   Emit emit_;
   std::string line_;
   bool discarding_ = false;  // the rest of a line that was cut
+  double tokens_ = kBurstLines;
+  std::uint64_t refilledNs_ = 0;
+  std::uint64_t droppedSinceLast_ = 0;
 };
 
 // The read end of one child's pipe on ipsecd's loop: reads what is there

@@ -818,6 +818,7 @@ class Supervisor {
         {"child_output_lines", outputCounters_.lines},
         {"child_output_lines_truncated", outputCounters_.truncatedLines},
         {"child_output_bytes_dropped", outputCounters_.droppedBytes},
+        {"child_output_lines_dropped", outputCounters_.droppedLines},
     };
     auto list = s.initCounters(std::size(counters));
     for (size_t i = 0; i < std::size(counters); ++i) {

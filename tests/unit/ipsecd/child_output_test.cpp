@@ -87,6 +87,28 @@ TEST(ChildOutput, AnOverlongLineIsCutAndTheRestCounted) {
   EXPECT_EQ(r.counters.droppedBytes, 150u);
 }
 
+// A child that floods (the forwarder is the hostile one) gets its burst,
+// then its rate; the rest is dropped, counted, and the next relayed line
+// says how many.
+TEST(ChildOutput, AFloodIsCutToTheRateAndTheDropIsSaid) {
+  Relayed r;
+  const auto burst = static_cast<std::size_t>(OutputRelay::kBurstLines);
+  std::string flood;
+  for (std::size_t i = 0; i < burst + 500; ++i) flood += "spam\n";
+  r.relay.feed(flood);
+  // The burst, and the few the rate refilled while the loop ran.
+  ASSERT_GE(r.lines.size(), burst);
+  EXPECT_LT(r.lines.size(), burst + 50);
+  EXPECT_GT(r.counters.droppedLines, 450u);
+  EXPECT_EQ(r.counters.lines + r.counters.droppedLines, burst + 500);
+  r.lines.clear();
+  usleep(20000);  // 20 ms at 200 a second: room for a few lines again
+  r.relay.feed("after\n");
+  ASSERT_EQ(r.lines.size(), 2u);
+  EXPECT_NE(r.lines[0].find("lines of this child dropped"), std::string::npos) << r.lines[0];
+  EXPECT_EQ(r.lines[1], "ipsec-forwarder[4242] I output: after\n");
+}
+
 TEST(ChildOutput, APipeIsReadWithoutBlockingAndClosedAtItsEnd) {
   int p[2];
   ASSERT_EQ(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
