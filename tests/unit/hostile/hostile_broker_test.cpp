@@ -276,6 +276,14 @@ void HostileRun::checkCounters(const std::map<std::string, std::uint64_t>& stats
     auto it = stats.find(zero);
     EXPECT_TRUE(it != stats.end() && it->second == 0) << zero;
   }
+  // A refusal the run did not expect — counted under another name, or a
+  // driver's own refusal after the checks — is a refusal nobody judged.
+  for (const auto& [name, value] : stats) {
+    const bool refusal = name.starts_with("drop_") || name.find("_refused_") != std::string::npos;
+    if (refusal && !expected_.contains(name)) {
+      EXPECT_EQ(value, 0u) << "unexpected refusals counted as " << name;
+    }
+  }
 }
 
 // Rewrites random stretches of the hammered buffers until told to stop.
