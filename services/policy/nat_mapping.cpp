@@ -19,6 +19,7 @@
 #include "log/log.h"
 #include "pfkey/builder.h"
 #include "server.h"
+#include "wire_address.h"
 
 namespace ipsec::policy {
 namespace {
@@ -28,18 +29,6 @@ std::uint64_t nowMs() {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
 }
-
-std::optional<pfkey::SockAddress> addressFrom(capnp::Data::Reader d, std::uint16_t port = 0) {
-  if (d.size() == 4) return pfkey::SockAddress::v4({d[0], d[1], d[2], d[3]}, port);
-  if (d.size() == 16) {
-    std::array<std::uint8_t, 16> b{};
-    std::memcpy(b.data(), d.begin(), 16);
-    return pfkey::SockAddress::v6(b, port);
-  }
-  return std::nullopt;
-}
-
-capnp::Data::Reader raw(const pfkey::SockAddress& a) { return capnp::Data::Reader(a.bytes.data(), a.isV6() ? 16 : 4); }
 
 }  // namespace
 

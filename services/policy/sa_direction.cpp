@@ -1,5 +1,6 @@
 // See sa_direction.h.
 #include "sa_direction.h"
+#include "wire_address.h"
 
 #include "server.h"
 
@@ -10,15 +11,6 @@
 
 namespace ipsec::policy {
 namespace {
-
-std::uint8_t satypeOf(std::uint16_t proto) {
-  switch (proto) {
-    case IPPROTO_ESP: return SADB_SATYPE_ESP;
-    case IPPROTO_AH: return SADB_SATYPE_AH;
-    case IPPROTO_COMP: return SADB_X_SATYPE_IPCOMP;
-  }
-  return SADB_SATYPE_UNSPEC;
-}
 
 // Are the first `prefix` bits of `a` those of `net`?
 bool inPrefix(const pfkey::SockAddress& a, const pfkey::SockAddress& net, unsigned prefix) {
@@ -31,8 +23,6 @@ bool inPrefix(const pfkey::SockAddress& a, const pfkey::SockAddress& net, unsign
   const auto mask = static_cast<std::uint8_t>(0xff << (8 - rest));
   return (a.bytes[whole] & mask) == (net.bytes[whole] & mask);
 }
-
-capnp::Data::Reader raw(const pfkey::SockAddress& a) { return capnp::Data::Reader(a.bytes.data(), a.isV6() ? 16 : 4); }
 
 }  // namespace
 

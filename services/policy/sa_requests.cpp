@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "algorithms.h"
+#include "wire_address.h"
 #include "control/scratch_builder.h"
 #include "log/log.h"
 #include "pfkey/builder.h"
@@ -42,18 +43,6 @@ sadb_msg replyHeader(const sadb_msg& request) {
   h.sadb_msg_errno = 0;
   h.sadb_msg_len = 2;
   return h;
-}
-
-capnp::Data::Reader raw(const pfkey::SockAddress& a) { return capnp::Data::Reader(a.bytes.data(), a.isV6() ? 16 : 4); }
-
-std::optional<pfkey::SockAddress> addressFrom(capnp::Data::Reader d) {
-  if (d.size() == 4) return pfkey::SockAddress::v4({d[0], d[1], d[2], d[3]});
-  if (d.size() == 16) {
-    std::array<std::uint8_t, 16> b{};
-    std::memcpy(b.data(), d.begin(), 16);
-    return pfkey::SockAddress::v6(b);
-  }
-  return std::nullopt;
 }
 
 // The reader sits on the control channel's own (mutable) receive buffer, so

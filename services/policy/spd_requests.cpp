@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "algorithms.h"
+#include "wire_address.h"
 #include "log/log.h"
 #include "pfkey/builder.h"
 #include "server.h"
@@ -24,25 +25,6 @@ std::uint64_t now() {
   timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
   return static_cast<std::uint64_t>(ts.tv_sec);
-}
-
-std::optional<pfkey::SockAddress> addressFrom(capnp::Data::Reader d, std::uint16_t port = 0) {
-  if (d.size() == 4) return pfkey::SockAddress::v4({d[0], d[1], d[2], d[3]}, port);
-  if (d.size() == 16) {
-    std::array<std::uint8_t, 16> b{};
-    std::memcpy(b.data(), d.begin(), 16);
-    return pfkey::SockAddress::v6(b, port);
-  }
-  return std::nullopt;
-}
-
-std::uint8_t satypeOf(std::uint16_t proto) {
-  switch (proto) {
-    case IPPROTO_ESP: return SADB_SATYPE_ESP;
-    case IPPROTO_AH: return SADB_SATYPE_AH;
-    case IPPROTO_COMP: return SADB_X_SATYPE_IPCOMP;
-  }
-  return SADB_SATYPE_UNSPEC;
 }
 
 // SADB_EXT_PROPOSAL body (after the 4-byte ext header): replay, 3 reserved
