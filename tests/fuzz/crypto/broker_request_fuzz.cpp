@@ -91,9 +91,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       std::memcpy(broker.region->buffer(r.bufferIndex) + offset, data + at, std::min(n, kBufferSize - offset));
     }
     at += n;
+    // A refusal writes nothing: the named buffer (when there is one) is
+    // compared whole before and after.
+    static std::vector<std::uint8_t> before(kBufferSize);
+    const bool named = r.bufferIndex < kBuffers;
+    if (named) std::memcpy(before.data(), broker.region->buffer(r.bufferIndex), kBufferSize);
     std::shared_lock lock(broker.table.mutex());
     crypto::handleRequest(r, *broker.region, broker.table, 0, broker.counters);
     if (r.status == proto::CryptoStatus::kPending) std::abort();  // every request gets a verdict
+    using S = proto::CryptoStatus;
+    const bool refused = r.status == S::kBadOp || r.status == S::kBadSession || r.status == S::kBadDescriptor ||
+                         r.status == S::kWrongDirection ||
+                         (r.status == S::kBadLength && r.segmentFailMask == ring::allSegments(r.segmentCount));
+    if (named && refused && std::memcmp(before.data(), broker.region->buffer(r.bufferIndex), kBufferSize) != 0) {
+      std::abort();
+    }
   }
   return 0;
 }
