@@ -336,6 +336,12 @@ def load_matrix(host, cases, outer):
     r = host.setkey(text)
     if r.returncode != 0:
         raise RuntimeError(f"setkey refused the matrix:\n{r.stdout}\n{r.stderr}")
+    # The SAs come before their policies, so each SA this host sends on becomes
+    # outbound when policy's markOutbound has gone through keydb to the broker,
+    # a moment after setkey's last reply: until then a seal is refused
+    # (out_drop_wrong_direction). One outbound ESP session per case.
+    harness.wait_for(lambda: host.stats()["ipsec-crypto"]["counters"]["sessions_outbound"] >= len(cases), 10,
+                     f"{len(cases)} outbound sessions in {host.side}'s broker")
 
 
 def _register_scapy_gcm_oldapi():
