@@ -75,8 +75,10 @@ int Server::onSpdAddOrUpdate(Client* c, const pfkey::ParsedMessage& m) {
   auto stored = spd_.insert(std::move(std::get<Policy>(decoded)), m.msg().sadb_msg_type == SADB_X_SPDUPDATE);
   if (auto* err = std::get_if<int>(&stored)) return *err;
   const Policy& p = *std::get<const Policy*>(stored);
-  pushPolicy(p);
+  // keydb first: the mark travels keydb → broker while the policy travels to
+  // the forwarder, and a seal before the mark lands is refused (README).
   markOutbound(p);
+  pushPolicy(p);
   sadb_msg h = m.msg();
   if (h.sadb_msg_type == SADB_X_SPDSETIDX) h.sadb_msg_type = SADB_X_SPDADD;  // Linux's event2poltype
   deliver(encodePolicy(p, h), Audience::kAll, nullptr);
@@ -301,8 +303,8 @@ int Server::migratePolicy(const pfkey::ParsedMessage& m, bool commit) {
   if (matched == 0) return ENODATA;  // as xfrm_policy_migrate: no template matched
   if (!commit) return 0;
   *p = std::move(moved);
+  markOutbound(*p);  // its new endpoints name the moved SAs (keydb first, as above)
   pushPolicy(*p);
-  markOutbound(*p);  // its new endpoints name the moved SAs
   ++counters_.migrations;
 
   // km_migrate's message: KMADDRESS (if given), the selector, then X_POLICY
