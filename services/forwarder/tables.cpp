@@ -144,8 +144,15 @@ AcquireTimes::Verdict AcquireTimes::ask(const AcquireKey& key, std::uint64_t now
     it->second = nowMs;
     return Verdict::kAsk;
   }
-  if (lastMs_.size() >= kMaxKeys) forgetBefore(nowMs - std::min(nowMs, kIntervalMs));
-  if (lastMs_.size() >= kMaxKeys) return Verdict::kFull;
+  if (lastMs_.size() >= kMaxKeys) {
+    // Full: a sweep every tenth of an interval at most, not one per packet
+    // that finds it full (each walks kMaxKeys entries).
+    if (nowMs - lastSweepMs_ >= kIntervalMs / 10) {
+      lastSweepMs_ = nowMs;
+      forgetBefore(nowMs - std::min(nowMs, kIntervalMs));
+    }
+    if (lastMs_.size() >= kMaxKeys) return Verdict::kFull;
+  }
   lastMs_.emplace(key, nowMs);
   return Verdict::kAsk;
 }

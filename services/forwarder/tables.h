@@ -155,6 +155,7 @@ class AcquireTimes {
     std::size_t operator()(const AcquireKey& k) const noexcept;
   };
   std::unordered_map<AcquireKey, std::uint64_t, Hash> lastMs_;
+  std::uint64_t lastSweepMs_ = 0;  // when ask() last swept a full table
 };
 
 // Ordered by (priority, insertion): the first match wins, as in the kernel.
