@@ -107,13 +107,6 @@ std::optional<std::string> Forwarder::installAh(proto::SaInstall::Reader msg) {
   return sas_.install(copy.asReader());
 }
 
-bool Forwarder::hasAhRequest(const Policy& p) noexcept {
-  for (const auto& r : p.requests) {
-    if (r.proto == IPPROTO_AH) return true;
-  }
-  return false;
-}
-
 void Forwarder::startAh() {
   for (auto& w : workers_) w->ah.resize(w->contexts.size());
   if (fds_.ah4) ah4Watch_ = std::make_unique<boost::asio::posix::stream_descriptor>(io_, fds_.ah4.get());
@@ -175,18 +168,14 @@ bool Forwarder::outboundAh(Worker& w, std::uint32_t buf, std::uint32_t len, cons
     ++counters_.ah_out_drop_disabled;
     return false;
   }
-  if (isEspAhBundle(p)) return outboundEspAh(w, buf, len, p, flow, heldSinceMs);  // bundle.cpp
-  const Request* wanted = nullptr;
-  for (const auto& r : p.requests) {
-    // Any other bundle with AH is not run: better no packet than one with
-    // less protection than the policy asks for.
-    if (r.proto != IPPROTO_AH) {
-      ++counters_.ah_out_drop_bundle;
-      return false;
-    }
-    wanted = &r;
+  if (p.plan.shape == Shape::kEspAh) return outboundEspAh(w, buf, len, p, flow, heldSinceMs);  // bundle.cpp
+  // Any other bundle with AH is not run: better no packet than one with
+  // less protection than the policy asks for.
+  if (p.plan.shape != Shape::kAh) {
+    ++counters_.ah_out_drop_bundle;
+    return false;
   }
-  if (!wanted) return false;
+  const Request* wanted = &p.requests[p.plan.ah];
   const bool tunnel = wanted->mode == IPSEC_MODE_TUNNEL;
   if (tunnel && (!wanted->tunnelSrc || !wanted->tunnelDst)) {
     ++counters_.out_drop_no_sa;

@@ -85,25 +85,12 @@ const Forwarder::IpcompSa* Forwarder::selectIpcomp(const esp::IpAddress& src, co
   return best;
 }
 
-const Request* Forwarder::bundleTunnel(const Policy& p) noexcept {
-  bool hasIpcomp = false;
-  const Request* tunnel = nullptr;
-  for (const auto& r : p.requests) {
-    if (r.proto == IPPROTO_COMP) hasIpcomp = true;
-    if (r.mode == IPSEC_MODE_TUNNEL && r.tunnelSrc && r.tunnelDst && !tunnel) tunnel = &r;
-  }
-  return hasIpcomp ? tunnel : nullptr;
-}
-
 // Outbound, before ESP: the inner packet at buf[off, off+len) may become an
 // IPComp packet at buf[off-4, ...). False: drop (counted).
 bool Forwarder::compressForBundle(const Policy& p, const Sa& esp, Worker& w, std::uint32_t buf, std::uint32_t& off,
                                   std::uint32_t& len, std::uint8_t& nextHeader) noexcept {
-  const Request* req = nullptr;
-  for (const auto& r : p.requests) {
-    if (r.proto == IPPROTO_COMP) req = &r;
-  }
-  if (!req) return true;
+  if (p.plan.ipcomp == Plan::kNoRequest) return true;
+  const Request* req = &p.requests[p.plan.ipcomp];
   if (!ipcompEnabled_) {
     ++counters_.ipcomp_out_drop_disabled;
     return false;
@@ -194,11 +181,8 @@ bool Forwarder::decompressForBundle(std::span<std::uint8_t> fromEsp, const Sa& e
 
 bool Forwarder::compressTransport(const Policy& p, const Sa& esp, Worker& w, std::uint32_t buf, std::uint32_t& off,
                                   std::uint32_t& len, esp::TransportSplit& split) noexcept {
-  const Request* req = nullptr;
-  for (const auto& r : p.requests) {
-    if (r.proto == IPPROTO_COMP && r.mode == IPSEC_MODE_TRANSPORT) req = &r;
-  }
-  if (!req) return true;
+  if (p.plan.ipcompTransport == Plan::kNoRequest) return true;
+  const Request* req = &p.requests[p.plan.ipcompTransport];
   if (!ipcompEnabled_) {
     ++counters_.ipcomp_out_drop_disabled;
     return false;
@@ -296,29 +280,14 @@ Forwarder::BundlePair Forwarder::selectBundlePair(Worker& w, std::uint32_t buf, 
   return pair;
 }
 
-bool Forwarder::isEspAhBundle(const Policy& p) noexcept {
-  // KAME order: the first request is the innermost. IPComp may come first
-  // (compressed inside transport-mode ESP); then ESP (transport, or a tunnel
-  // with its ends), then AH in transport mode (around the tunnel's packet,
-  // between its ends).
-  std::size_t i = 0;
-  if (i < p.requests.size() && p.requests[i].proto == IPPROTO_COMP && p.requests[i].mode == IPSEC_MODE_TRANSPORT) ++i;
-  if (p.requests.size() != i + 2 || p.requests[i].proto != IPPROTO_ESP || p.requests[i + 1].proto != IPPROTO_AH ||
-      p.requests[i + 1].mode != IPSEC_MODE_TRANSPORT) {
-    return false;
-  }
-  const Request& e = p.requests[i];
-  return e.mode == IPSEC_MODE_TRANSPORT || (i == 0 && e.mode == IPSEC_MODE_TUNNEL && e.tunnelSrc && e.tunnelDst);
-}
-
 bool Forwarder::outboundEspAh(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p,
                               const esp::FlowKey& flow, std::uint64_t heldSinceMs) noexcept {
   if (!espEnabled_) {
     ++counters_.esp_out_drop_disabled;
     return false;
   }
-  const Request& espReq = p.requests[p.requests.size() - 2];
-  const Request& ahReq = p.requests.back();
+  const Request& espReq = p.requests[p.plan.esp];
+  const Request& ahReq = p.requests[p.plan.ah];
   const bool tunnel = espReq.mode == IPSEC_MODE_TUNNEL;
   // Both SAs between the same ends (the tunnel's, or the hosts'), both
   // chosen first: better wait for a missing one than seal with ESP and find
@@ -506,19 +475,15 @@ void Forwarder::openAfterVerify(Worker& w, std::uint32_t buf, Sa& ah, std::uint3
 // The last inbound check of a packet ESP opened (transport or tunnel), after
 // the SPD found p: every SA the policy asks for was used.
 bool Forwarder::bundleAllows(const Policy& p, const BufferContext& ctx, bool compressed) noexcept {
-  bool wantsIpcomp = false;
-  const Request* wantsAh = nullptr;
-  for (const auto& r : p.requests) {
-    if (r.proto == IPPROTO_COMP) wantsIpcomp = true;
-    if (r.proto == IPPROTO_AH) wantsAh = &r;
-  }
+  const bool wantsIpcomp = p.plan.ipcomp != Plan::kNoRequest;
+  const Request* wantsAh = p.plan.ah != Plan::kNoRequest ? &p.requests[p.plan.ah] : nullptr;
   if (compressed && !wantsIpcomp) {
     ++counters_.bundle_in_drop_ipcomp_policy;
     return false;
   }
   // ESP transport inside an ESP tunnel: the tunnel must have carried it, and
   // a tunnel may only carry transport ESP the policy asks it to.
-  const bool wantsTunnel = isEspInEspBundle(p);
+  const bool wantsTunnel = p.plan.shape == Shape::kEspInEsp;
   if (wantsTunnel && !ctx.afterTunnel) {
     if (p.requests[1].level != IPSEC_LEVEL_USE) {
       ++counters_.bundle_in_drop_missing_tunnel;
@@ -577,16 +542,10 @@ namespace ipsec::forwarder {
 // wants both SAs: the transport SA alone, or the tunnel without ESP inside,
 // is dropped and counted.
 
-bool Forwarder::isEspInEspBundle(const Policy& p) noexcept {
-  return p.requests.size() == 2 && p.requests[0].proto == IPPROTO_ESP &&
-         p.requests[0].mode == IPSEC_MODE_TRANSPORT && p.requests[1].proto == IPPROTO_ESP &&
-         p.requests[1].mode == IPSEC_MODE_TUNNEL && p.requests[1].tunnelSrc && p.requests[1].tunnelDst;
-}
-
 bool Forwarder::outboundEspInEsp(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p,
                                  const esp::FlowKey& flow, std::uint64_t heldSinceMs) noexcept {
-  const Request& inner = p.requests[0];
-  const Request& outer = p.requests[1];
+  const Request& inner = p.requests[p.plan.esp];
+  const Request& outer = p.requests[p.plan.outer];
   // Both chosen first: better wait for the tunnel's SA than seal with the
   // transport SA and find no tunnel afterwards.
   const BundlePair pair =

@@ -134,19 +134,23 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
     ++counters_.out_drop_policy_bypass;
     return false;
   }
-  if (hasAhRequest(*p)) return outboundAh(w, buf, len, *p, *flow, heldSinceMs);  // ah.cpp
+  // The policy's shape was compiled when it was installed (plan.h).
+  const Plan& plan = p->plan;
+  if (plan.shape != Shape::kEsp && plan.shape != Shape::kEspInEsp) {
+    return outboundAh(w, buf, len, *p, *flow, heldSinceMs);  // ah.cpp
+  }
   if (!espEnabled_) {
     ++counters_.esp_out_drop_disabled;
     return false;
   }
-  if (isEspInEspBundle(*p)) return outboundEspInEsp(w, buf, len, *p, *flow, heldSinceMs);  // bundle.cpp
+  if (plan.shape == Shape::kEspInEsp) return outboundEspInEsp(w, buf, len, *p, *flow, heldSinceMs);  // bundle.cpp
+  // Transport mode: the SA between the packet's own addresses (transport.cpp);
+  // in a bundle with an IPComp tunnel, between the tunnel's ends (bundle.cpp).
+  const Request* ipcompTunnel = plan.ipcompTunnel != Plan::kNoRequest ? &p->requests[plan.ipcompTunnel] : nullptr;
   Sa* sa = nullptr;
   const Request* wanted = nullptr;
   for (const auto& r : p->requests) {
-    // Transport mode: the SA between the packet's own addresses (transport.cpp);
-    // in a bundle with an IPComp tunnel, between the tunnel's ends (bundle.cpp).
-    const Request* outer = bundleTunnel(*p);
-    const Request& ends = outer ? *outer : r;
+    const Request& ends = ipcompTunnel ? *ipcompTunnel : r;
     const bool transport = ends.mode == IPSEC_MODE_TRANSPORT;
     if (r.proto != IPPROTO_ESP || (!transport && (!ends.tunnelSrc || !ends.tunnelDst))) continue;
     wanted = &r;
@@ -173,7 +177,7 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
     ++counters_.out_drop_sa_mode;
     return false;
   }
-  if (wanted->mode == IPSEC_MODE_TRANSPORT && !bundleTunnel(*p)) return outboundTransport(w, buf, len, *sa, p);
+  if (wanted->mode == IPSEC_MODE_TRANSPORT && !ipcompTunnel) return outboundTransport(w, buf, len, *sa, p);
   // Path MTU, outer DF and TFC (pmtu.cpp), on the packet as it came: a packet
   // IPComp would shrink is still judged by its own size (it is the one an
   // ICMP must quote, and IPComp may send it uncompressed).
@@ -788,7 +792,7 @@ void Forwarder::onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept {
   }
   const Policy* p = spd_.lookup(IPSEC_DIR_INBOUND, *flow);
   if (!p) p = spd_.lookup(IPSEC_DIR_FWD, *flow);
-  const bool tunnelAlone = p && isEspInEspBundle(*p);
+  const bool tunnelAlone = p && p->plan.shape == Shape::kEspInEsp;
   if (tunnelAlone) {
     // The tunnel alone: enough only when the transport ESP inside is `use`
     // (bundleAllows judges from inside the tunnel, so not asked below).

@@ -255,8 +255,6 @@ class Forwarder {
   bool installIpcomp(proto::SaInstall::Reader msg);
   bool removeIpcomp(SaRef ref) noexcept;
   const IpcompSa* selectIpcomp(const esp::IpAddress& src, const esp::IpAddress& dst, std::uint32_t reqid) const noexcept;
-  // The tunnel request of a bundle with IPComp (ESP transport inside it runs between its ends), or nullptr.
-  static const Request* bundleTunnel(const Policy& p) noexcept;
   bool compressForBundle(const Policy& p, const Sa& esp, Worker& w, std::uint32_t buf, std::uint32_t& off,
                          std::uint32_t& len, std::uint8_t& nextHeader) noexcept;
   // tunnel: an IP packet must be inside; otherwise (transport mode) an upper-layer payload.
@@ -271,7 +269,6 @@ class Forwarder {
   // with ESP inside goes on to ESP in the same buffer (openAfterVerify), and
   // the final SPD check asks that every SA of the bundle was used
   // (bundleAllows).
-  static bool isEspAhBundle(const Policy& p) noexcept;
   bool outboundEspAh(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p, const esp::FlowKey& flow,
                      std::uint64_t heldSinceMs) noexcept;
   // ah nullptr: the ESP tunnel alone (its bundle's other leg is `use` and has no SA).
@@ -306,7 +303,6 @@ class Forwarder {
   // ESP (sealTunnelAfterSeal). Inbound, a tunnel packet whose inner packet is
   // ESP for one of our transport SAs is opened again in the same buffer
   // (openInnerTransport), and the SPD then wants both SAs (bundleAllows).
-  static bool isEspInEspBundle(const Policy& p) noexcept;
   bool outboundEspInEsp(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p, const esp::FlowKey& flow,
                         std::uint64_t heldSinceMs) noexcept;
   void sealTunnelAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexcept;
@@ -322,7 +318,6 @@ class Forwarder {
   // the raw AH sockets (in) and the header-included sockets (out).
   static bool isAhInstall(proto::SaInstall::Reader msg) noexcept;
   std::optional<std::string> installAh(proto::SaInstall::Reader msg);
-  static bool hasAhRequest(const Policy& p) noexcept;
   void startAh();
   void armAh(int family);
   void readAh(int family) noexcept;

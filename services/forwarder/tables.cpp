@@ -195,6 +195,7 @@ std::optional<std::string> Spd::add(proto::Policy::Reader msg) {
     }
     p.requests.push_back(q);
   }
+  p.plan = compilePlan(p.requests);
   remove(p.id);
   p.order = nextOrder_++;
 

@@ -16,6 +16,7 @@
 #include "esp/esp.h"
 #include "esp/ip.h"
 #include "esp/replay.h"
+#include "plan.h"
 
 namespace ipsec::forwarder {
 
@@ -99,12 +100,6 @@ struct Selector {
   bool matches(const esp::FlowKey& flow) const noexcept;
 };
 
-struct Request {
-  std::uint8_t proto = 0, mode = 0, level = 0;
-  std::uint32_t reqid = 0;
-  std::optional<esp::IpAddress> tunnelSrc, tunnelDst;
-};
-
 struct Policy {
   std::uint32_t id = 0;
   std::uint8_t dir = 0;
@@ -113,6 +108,7 @@ struct Policy {
   std::uint64_t order = 0;
   Selector selector;
   std::vector<Request> requests;
+  Plan plan;  // compiled from requests when the policy is installed (plan.h)
 };
 
 // What an ACQUIRE asks ipsec-policy for: one request of one policy between

@@ -90,7 +90,7 @@ bool Forwarder::outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t le
   // The SA's path MTU (pmtu.cpp): ICMP to the sender, or fragments once
   // sealed. With AH after ESP, the AH SA's MTU and header; inside an ESP
   // tunnel, the tunnel's MTU has judged the packet already (bundle.cpp).
-  if (!p || !isEspInEspBundle(*p)) {
+  if (!p || p->plan.shape != Shape::kEspInEsp) {
     const std::size_t extra = signer ? ah::headerLength(signer->layout.icvLength, split->version == 6)
                                      : (natTOf(sa) ? std::size_t{8} : 0);
     TunnelFit fit;
