@@ -25,11 +25,11 @@
 //   outer IP | AH (next header 50) | ESP | inner IP packet
 // IPComp may come first in the transport shape (ipcomp, esp, ah).
 // Outbound both SAs are chosen before anything is done; ESP is sealed, and
-// the seal's completion (the buffer's context says `thenAh`, with the AH
-// SA's ref) frames AH around the sealed packet and asks the broker to sign:
+// the seal's completion (the buffer's context says its next step is
+// kAhTransport, with the AH SA's ref) frames AH around the sealed packet and asks the broker to sign:
 // two broker operations on one buffer, in place, nothing allocated or
 // copied. Inbound, AH is verified first (ah.cpp); with ESP inside, the same
-// buffer goes to ESP's inbound path marked `afterAh`, and only once ESP has
+// buffer goes to ESP's inbound path marked as having peeled kAhTransport, and only once ESP has
 // opened it is the SPD asked, which then wants every SA of the bundle to
 // have been used: ESP without AH, or AH without ESP, is dropped and counted.
 //
@@ -321,8 +321,8 @@ bool Forwarder::outboundEspAh(Worker& w, std::uint32_t buf, std::uint32_t len, c
     return false;
   }
   BufferContext& ctx = w.contexts[buf];
-  ctx.thenAh = true;
-  ctx.ahSa = ah->ref;
+  ctx.next = p.plan.afterEspSeal();
+  ctx.nextSa = ah->ref;
   return true;
 }
 
@@ -383,6 +383,21 @@ bool Forwarder::sealTunnelForAh(Worker& w, std::uint32_t buf, std::uint32_t len,
   return true;
 }
 
+// The walk over an outbound bundle's steps: ESP has sealed c's buffer and the
+// plan's next step (copied into the buffer's context when the packet was
+// framed) runs on the same buffer; its own completion then sends. A new
+// two-stage shape is a Plan and a case here, not a new completion chain.
+void Forwarder::runNextStep(Worker& w, const proto::CryptoCompletion& c) noexcept {
+  switch (w.contexts[c.bufferIndex].next) {
+    case StepKind::kAhTransport: return signAfterSeal(w, c);
+    case StepKind::kEspTunnel: return sealTunnelAfterSeal(w, c);
+    default: break;
+  }
+  // No plan sets any other step after a seal.
+  ++counters_.out_drop_crypto;
+  freeBuffer(w, c.bufferIndex);
+}
+
 // The first stage of an outbound bundle has sealed c's buffer: the second
 // stage's SA must still be there with a sequence number to give, and the
 // descriptor the broker echoed must lie inside the buffer behind the kept
@@ -411,7 +426,7 @@ Sa* Forwarder::secondStage(Worker& w, const proto::CryptoCompletion& c, SaRef re
 // request (sent when the completion burst ends, drainCompletions).
 void Forwarder::signAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexcept {
   const BufferContext ctx = w.contexts[c.bufferIndex];
-  Sa* ah = secondStage(w, c, ctx.ahSa, false);
+  Sa* ah = secondStage(w, c, ctx.nextSa, false);
   if (!ah) return;
   const std::uint32_t start = c.offset - ctx.transportHeader;
   // Transport: AH into the host's packet in front of ESP. Tunnel (no kept
@@ -462,8 +477,8 @@ void Forwarder::openAfterVerify(Worker& w, std::uint32_t buf, Sa& ah, std::uint3
   inboundPacket(w, buf, start + length, o);  // frees and counts on failure
   BufferContext& ctx = w.contexts[buf];
   if (ctx.use != Use::kInbound) return;
-  ctx.afterAh = true;
-  ctx.ahSa = ah.ref;
+  ctx.peeled = StepKind::kAhTransport;
+  ctx.peeledSa = ah.ref;
   // AH's part is done: counted as AH's, whatever ESP decides.
   if (ah.firstUse == 0) ah.firstUse = static_cast<std::uint64_t>(::time(nullptr));
   ++counters_.ah_in_packets;
@@ -484,16 +499,17 @@ bool Forwarder::bundleAllows(const Policy& p, const BufferContext& ctx, bool com
   // ESP transport inside an ESP tunnel: the tunnel must have carried it, and
   // a tunnel may only carry transport ESP the policy asks it to.
   const bool wantsTunnel = p.plan.shape == Shape::kEspInEsp;
-  if (wantsTunnel && !ctx.afterTunnel) {
-    if (p.requests[1].level != IPSEC_LEVEL_USE) {
+  const bool afterTunnel = ctx.peeled == StepKind::kEspTunnel;
+  if (wantsTunnel && !afterTunnel) {
+    if (p.requests[p.plan.outer].level != IPSEC_LEVEL_USE) {
       ++counters_.bundle_in_drop_missing_tunnel;
       return false;
     }
     ++counters_.bundle_in_without_optional;  // optional: the transport SA alone is enough
   }
-  if (ctx.afterTunnel) {
-    const Sa* tunnel = sas_.find(ctx.tunnelSa);
-    const Request* r = wantsTunnel ? &p.requests[1] : nullptr;
+  if (afterTunnel) {
+    const Sa* tunnel = sas_.find(ctx.peeledSa);
+    const Request* r = wantsTunnel ? &p.requests[p.plan.outer] : nullptr;
     if (!r || !tunnel || tunnel->src != *r->tunnelSrc || tunnel->dst != *r->tunnelDst ||
         (tunnel->mode != IPSEC_MODE_ANY && tunnel->mode != IPSEC_MODE_TUNNEL) ||
         (r->level == IPSEC_LEVEL_UNIQUE && r->reqid != 0 && r->reqid != tunnel->reqid)) {
@@ -504,7 +520,7 @@ bool Forwarder::bundleAllows(const Policy& p, const BufferContext& ctx, bool com
     return true;
   }
   if (!wantsAh) return true;
-  if (!ctx.afterAh) {
+  if (ctx.peeled != StepKind::kAhTransport) {
     if (wantsAh->level == IPSEC_LEVEL_USE) {  // optional: ESP alone is enough
       ++counters_.bundle_in_without_optional;
       return true;
@@ -512,7 +528,7 @@ bool Forwarder::bundleAllows(const Policy& p, const BufferContext& ctx, bool com
     ++counters_.bundle_in_drop_missing_ah;
     return false;
   }
-  const Sa* ah = sas_.find(ctx.ahSa);
+  const Sa* ah = sas_.find(ctx.peeledSa);
   if (!ah || wantsAh->mode != IPSEC_MODE_TRANSPORT || (ah->mode != IPSEC_MODE_ANY && ah->mode != wantsAh->mode) ||
       (wantsAh->level == IPSEC_LEVEL_UNIQUE && wantsAh->reqid != 0 && wantsAh->reqid != ah->reqid)) {
     ++counters_.bundle_in_drop_ah_policy;
@@ -533,12 +549,12 @@ namespace ipsec::forwarder {
 //   outer IP (A → B) | ESP (tunnel SA) | inner IP | ESP (transport SA) | payload
 // the inner hosts' ESP kept intact inside the tunnel. Outbound the transport
 // SA seals the host's packet as transport mode does (transport.cpp); the
-// seal's completion (the context says `thenTunnel`) frames the result in the
+// seal's completion (the context's next step: kEspTunnel) frames the result in the
 // tunnel SA's ESP and asks the broker to seal again, on the same buffer; that
 // completion is an ordinary tunnel packet (path MTU, DF, NAT-T as usual).
 // Inbound the tunnel SA opens the packet; when the inner packet is ESP for
 // one of our transport SAs it goes, in the same buffer, to ESP's inbound path
-// as if it had come so, marked `afterTunnel`; once it has opened, the SPD
+// as if it had come so, marked as having peeled kEspTunnel; once it has opened, the SPD
 // wants both SAs: the transport SA alone, or the tunnel without ESP inside,
 // is dropped and counted.
 
@@ -571,8 +587,8 @@ bool Forwarder::outboundEspInEsp(Worker& w, std::uint32_t buf, std::uint32_t len
   const std::uint8_t outerTos = esp::outerTrafficClass(esp::trafficClass({data + kHeadroom, len}));
   if (!outboundTransport(w, buf, len, *transport, &p)) return false;
   BufferContext& ctx = w.contexts[buf];
-  ctx.thenTunnel = true;
-  ctx.tunnelSa = tunnel->ref;
+  ctx.next = p.plan.afterEspSeal();
+  ctx.nextSa = tunnel->ref;
   ctx.tos = outerTos;
   ctx.outerDf = fit.outerDf;
   return true;
@@ -583,7 +599,7 @@ bool Forwarder::outboundEspInEsp(Worker& w, std::uint32_t buf, std::uint32_t len
 // (drainCompletions).
 void Forwarder::sealTunnelAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexcept {
   const BufferContext ctx = w.contexts[c.bufferIndex];
-  Sa* tunnel = secondStage(w, c, ctx.tunnelSa, true);
+  Sa* tunnel = secondStage(w, c, ctx.nextSa, true);
   if (!tunnel) return;
   std::uint8_t* data = bufferData(w, c.bufferIndex);
   const std::uint32_t start = c.offset - ctx.transportHeader;
@@ -668,8 +684,8 @@ bool Forwarder::openInnerTransport(Worker& w, std::uint32_t buf, Sa& tunnel, std
   inboundPacket(w, buf, start + length, o);  // frees and counts on failure
   BufferContext& ctx = w.contexts[buf];
   if (ctx.use != Use::kInbound) return true;
-  ctx.afterTunnel = true;
-  ctx.tunnelSa = tunnelRef;
+  ctx.peeled = StepKind::kEspTunnel;
+  ctx.peeledSa = tunnelRef;
   return true;
 }
 

@@ -621,8 +621,7 @@ void Forwarder::onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept {
     freeBuffer(w, c.bufferIndex);
     return;
   }
-  if (ctx.thenAh) return signAfterSeal(w, c);  // a bundle: AH next (bundle.cpp)
-  if (ctx.thenTunnel) return sealTunnelAfterSeal(w, c);  // a bundle: the tunnel's ESP next (bundle.cpp)
+  if (ctx.next != StepKind::kNone) return runNextStep(w, c);  // a bundle: its next step (bundle.cpp)
   if (ctx.transportHeader != 0) return queueTransportSend(w, c, *sa);
   // A NAT-T SA sends ESP as the payload of UDP to (dst, natTDport).
   const NatT* nat = natTOf(*sa);

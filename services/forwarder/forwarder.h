@@ -111,15 +111,17 @@ class Forwarder {
     esp::UdpEndpoint peer;  // inbound IPv6 raw: the source address (transport mode rebuilds the header)
     std::uint16_t transportHeader = 0;  // outbound transport mode: the host's header in front of ESP
     std::uint8_t hopLimit = 64;         // inbound IPv6: the outer hop limit
-    // SA bundles (bundle.cpp): outbound, the AH SA that signs once ESP has
-    // sealed; inbound, the AH SA that verified the packet before ESP opens it.
-    bool thenAh = false, afterAh = false;
-    SaRef ahSa{};
-    // ESP transport inside an ESP tunnel: outbound, the tunnel SA that seals
-    // once the transport SA has; inbound, the tunnel SA that opened the
-    // packet before the transport SA opens what was inside.
-    bool thenTunnel = false, afterTunnel = false;
-    SaRef tunnelSa{};
+    // SA bundles (bundle.cpp), walked step by step (plan.h). Outbound: the
+    // step that follows this seal (the policy's Plan::afterEspSeal: AH signs,
+    // or the tunnel's ESP seals again) and its SA; kNone: send. Kept by value:
+    // the policy may change while the broker holds the buffer.
+    StepKind next = StepKind::kNone;
+    SaRef nextSa{};
+    // Inbound: the outer layer already peeled off in this buffer (AH
+    // transport verified, or an ESP tunnel opened) and its SA, before ESP
+    // opens what was inside; the policy's plan must ask for it (bundleAllows).
+    StepKind peeled = StepKind::kNone;
+    SaRef peeledSa{};
     bool outerDf = false;  // outbound tunnel, IPv4 outer: the DF bit (pmtu.cpp decided it)
   };
   // What an inbound packet's outer headers said, however it arrived.
@@ -292,6 +294,8 @@ class Forwarder {
   BundlePair selectBundlePair(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p,
                               const esp::FlowKey& flow, std::uint64_t heldSinceMs, const BundleLeg& inner,
                               const BundleLeg& outer) noexcept;
+  // The outbound walk: a seal completed, the buffer's next step runs (or it is sent).
+  void runNextStep(Worker& w, const proto::CryptoCompletion& c) noexcept;
   void signAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexcept;
   Sa* secondStage(Worker& w, const proto::CryptoCompletion& c, SaRef ref, bool needsKeptHeader) noexcept;
   void openAfterVerify(Worker& w, std::uint32_t buf, Sa& ah, std::uint32_t start, std::uint32_t length,
