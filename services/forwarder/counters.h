@@ -151,7 +151,9 @@ namespace ipsec::forwarder {
   X(natt_in_gro_parked)       /* datagrams that waited for free buffers (then handled) */ \
   X(natt_out_gso_datagrams)   /* UDP_SEGMENT sends of several ESP packets (IPv6) */ \
   X(natt_out_gso_segments)    /* ... the ESP packets in them */                     \
-  X(natt_out_gso_fallback)    /* a GSO send refused: its packets sent one by one */
+  X(natt_out_gso_fallback)    /* a GSO send refused: its packets sent one by one */ \
+  X(worker_pinned_copies)     /* packets copied into their SA's crypto worker's pool */ \
+  X(worker_pin_no_buffer)     /* left on the burst's worker: its SA's had no buffer */
 
 struct Counters {
 #define IPSEC_DECLARE(name) std::uint64_t name = 0;

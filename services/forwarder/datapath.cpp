@@ -94,7 +94,7 @@ void Forwarder::readTun() noexcept {
       // Leave the packets in the TUN queue; the next completion restarts us.
       ++counters_.out_stall_no_buffer;
       tunStalled_ = true;
-      flushRequests(w, true);
+      flushAllRequests(true);
       return;
     }
     std::uint8_t* data = bufferData(w, *buf);
@@ -104,9 +104,12 @@ void Forwarder::readTun() noexcept {
       break;
     }
     ++counters_.tun_in_packets;
-    if (!outboundPacket(w, *buf, static_cast<std::uint32_t>(len))) freeBuffer(w, *buf);
+    Worker* on = &w;
+    std::uint32_t b = *buf;
+    pinOutbound(on, b, static_cast<std::uint32_t>(len));  // worker_pin.cpp
+    if (!outboundPacket(*on, b, static_cast<std::uint32_t>(len))) freeBuffer(*on, b);
   }
-  flushRequests(w, true);
+  flushAllRequests(true);
   if (n == kBurst) {
     boost::asio::post(io_, [this] { readTun(); });  // more may be queued: yield, then go on
   } else {
@@ -362,7 +365,7 @@ bool Forwarder::receiveBurst(Worker& w, int fd, std::uint32_t at, RecvBurst& r) 
 
 bool Forwarder::finishBurst(Worker& w, RecvBurst& r) noexcept {
   for (std::size_t i = r.got; i < r.have; ++i) freeBuffer(w, r.bufs[i]);
-  flushRequests(w, false);
+  flushAllRequests(false);  // packets pinned to other workers (worker_pin.cpp) queued there
   return r.got == kBurst;
 }
 
@@ -410,7 +413,7 @@ void Forwarder::readRaw(int family) noexcept {
       if (auto src = r.source6(i)) outer.src = *src;
       outer.hopLimit = hopLimitOf(msgs[i].msg_hdr);
     }
-    inboundPacket(w, bufs[i], len, outer);
+    inboundPacket(w, bufs[i], len, outer, true);
   }
   if (finishBurst(w, r)) {
     boost::asio::post(io_, [this, family] { readRaw(family); });
@@ -490,7 +493,7 @@ void Forwarder::udpSegment(Worker& w, std::uint32_t buf, std::uint32_t len, cons
   // A split datagram queues more requests than a burst: hand them over
   // rather than grow the pending list.
   if (w.pending.size() >= kBurst) flushRequests(w, false);
-  inboundPacket(w, buf, len, Outer{0, *ctl.dst, ctl.tos, true, *peer, {}, 64});
+  inboundPacket(w, buf, len, Outer{0, *ctl.dst, ctl.tos, true, *peer, {}, 64}, true);
 }
 
 Forwarder::NatT* Forwarder::natTOf(const Sa& sa) noexcept {
@@ -499,7 +502,7 @@ Forwarder::NatT* Forwarder::natTOf(const Sa& sa) noexcept {
   return n.present && n.generation == sa.ref.generation && n.type != 0 ? &n : nullptr;
 }
 
-void Forwarder::inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, const Outer& outer) noexcept {
+void Forwarder::inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, const Outer& outer, bool pin) noexcept {
   std::uint8_t* data = bufferData(w, buf);
   const std::uint32_t off = outer.espOffset;
   const esp::IpAddress& dst = outer.dst;
@@ -521,6 +524,11 @@ void Forwarder::inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, c
     log::debug("in: no SA for SPI {:#x} dst {}", h.header.spi, dst.toString());
     freeBuffer(w, buf);
     return;
+  }
+  if (pin && workers_.size() > 1 && &workerFor(*sa) != &w) {
+    // Its SA's worker (worker_pin.cpp): the whole buffer as received (transport mode rebuilds from its start).
+    Worker& to = workerFor(*sa);
+    if (auto moved = moveToWorker(w, buf, 0, len, to, false)) return inboundPacket(to, *moved, len, outer, false);
   }
   // An SA is either ESP-in-UDP or plain ESP, never both (as Linux's x->encap).
   if ((natTOf(*sa) != nullptr) != outer.udp) {

@@ -212,7 +212,9 @@ class Forwarder {
   void requestAcquire(const Policy& p, const Request& r, const esp::FlowKey& flow) noexcept;
   void releaseHeld() noexcept;
   void expireHeld() noexcept;
-  void inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, const Outer& outer) noexcept;
+  // pin: the packet may move to its SA's worker (worker_pin.cpp); false for
+  // a bundle's inner layer, whose caller goes on with the same buffer.
+  void inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, const Outer& outer, bool pin = false) noexcept;
   NatT* natTOf(const Sa& sa) noexcept;
   void reportNatMapping(Sa& sa, NatT& nat, const esp::UdpEndpoint& from) noexcept;
   void sendKeepalives() noexcept;
@@ -220,6 +222,17 @@ class Forwarder {
   std::optional<std::uint32_t> allocBuffer(Worker& w) noexcept;
   void freeBuffer(Worker& w, std::uint32_t buf) noexcept;
   Worker& nextWorker() noexcept;
+  // SAs pinned to crypto workers (worker_pin.cpp).
+  Worker& workerFor(const Sa& sa) noexcept;
+  // The SA the packet's policy's first step would take now, or nullptr.
+  const Sa* firstStepSa(std::span<const std::uint8_t> packet) noexcept;
+  // buf[at, at+len) of `from` copied into a fresh buffer of `to`, the original
+  // freed; nullopt (counted, nothing freed) when `to` has no free buffer.
+  std::optional<std::uint32_t> moveToWorker(Worker& from, std::uint32_t buf, std::uint32_t at, std::uint32_t len,
+                                            Worker& to, bool outbound) noexcept;
+  // A TUN packet at kHeadroom moved to its first step's SA's worker (several workers only).
+  void pinOutbound(Worker*& w, std::uint32_t& buf, std::uint32_t len) noexcept;
+  void flushAllRequests(bool outbound) noexcept;
   void armTun();
   void armRaw(int family);
   void armUdp(int family);

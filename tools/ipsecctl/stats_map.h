@@ -198,6 +198,8 @@ inline constexpr StatCounter kStatCounters[] = {
     {"out_drop_send", "ipsec", "", "packet%s refused by sendmmsg"},
     {"tun_write_errors", "ipsec", "", "decrypted packet%s refused by the TUN"},
     {"crypto_bad_completion", "ipsec", "", "broker completion%s naming no in-flight buffer"},
+    {"worker_pinned_copies", "ipsec", "", "packet%s copied into their SA's crypto worker's pool"},
+    {"worker_pin_no_buffer", "ipsec", "", "packet%s left on the burst's worker (their SA's had no free buffer)"},
     // SA bundles (bundle.cpp)
     {"bundle_out_packets", "ipsec", "", "packet%s sealed by ESP, then signed by AH or sealed by an ESP tunnel"},
     {"bundle_out_drop_sa_gone", "ipsec", "ips_out_nosa", "bundle packet%s whose second SA went away"},

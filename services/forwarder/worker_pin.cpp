@@ -1,0 +1,82 @@
+// ipsec-forwarder: SAs pinned to crypto workers. A worker completes its ring
+// in order, so one SA's packets leave in sequence-number order only if they
+// all go through one worker; with several workers the burst's worker (round
+// robin) is not enough. The worker is fixed by the SA's slot index (stable for
+// the SA's life). A packet read into another worker's pool is copied into a
+// buffer of its SA's worker before anything is framed (the broker only sees
+// buffers of its own region). With one worker (the default) nothing here runs.
+//
+// Outbound the SA is the one the policy's first step will take (plan.h),
+// looked up ahead of outboundPacket: a placement choice only — if it differs
+// from the SA the packet then takes (an SA arrived in between), that packet's
+// order is all that suffers. Inbound the SA is the one the SPI names; an inner
+// layer of a bundle (bundle.cpp) stays on its outer layer's worker.
+#include <linux/ipsec.h>
+#include <linux/pfkeyv2.h>
+#include <netinet/in.h>
+
+#include <cstring>
+
+#include "forwarder.h"
+
+namespace ipsec::forwarder {
+
+Forwarder::Worker& Forwarder::workerFor(const Sa& sa) noexcept { return *workers_[sa.ref.index % workers_.size()]; }
+
+const Sa* Forwarder::firstStepSa(std::span<const std::uint8_t> packet) noexcept {
+  const auto flow = esp::parseInnerPacket(packet);
+  if (!flow) return nullptr;
+  const Policy* p = spd_.lookup(IPSEC_DIR_OUTBOUND, *flow);
+  if (!p || p->action != IPSEC_POLICY_IPSEC) return nullptr;
+  const Plan& plan = p->plan;
+  const Request* ends = plan.ipcompTunnel != Plan::kNoRequest ? &p->requests[plan.ipcompTunnel] : nullptr;
+  for (std::size_t i = 0; i < plan.stepCount; ++i) {
+    const StepKind kind = plan.steps[i];
+    if (kind == StepKind::kIpcomp) continue;
+    const Request& r = p->requests[plan.stepRequest[i]];
+    const Request& between = ends ? *ends : r;
+    const bool tunnel = between.mode == IPSEC_MODE_TUNNEL && between.tunnelSrc && between.tunnelDst;
+    const std::uint8_t satype =
+        kind == StepKind::kAhTransport || kind == StepKind::kAhTunnel ? SADB_SATYPE_AH : SADB_SATYPE_ESP;
+    return sas_.selectOutbound(satype, tunnel ? *between.tunnelSrc : flow->src, tunnel ? *between.tunnelDst : flow->dst,
+                               r.level == IPSEC_LEVEL_UNIQUE ? r.reqid : 0);
+  }
+  return nullptr;
+}
+
+std::optional<std::uint32_t> Forwarder::moveToWorker(Worker& from, std::uint32_t buf, std::uint32_t at,
+                                                     std::uint32_t len, Worker& to, bool outbound) noexcept {
+  if (at > to.bufferSize || len > to.bufferSize - at) {
+    ++counters_.worker_pin_no_buffer;
+    return std::nullopt;
+  }
+  auto moved = allocBuffer(to);
+  if (!moved) {
+    ++counters_.worker_pin_no_buffer;
+    return std::nullopt;
+  }
+  // Requests for `to` queued this burst: keep its pending list within what it reserved.
+  if (to.pending.size() >= kBurst) flushRequests(to, outbound);
+  std::memcpy(bufferData(to, *moved) + at, bufferData(from, buf) + at, len);
+  freeBuffer(from, buf);
+  ++counters_.worker_pinned_copies;
+  return moved;
+}
+
+void Forwarder::pinOutbound(Worker*& w, std::uint32_t& buf, std::uint32_t len) noexcept {
+  if (workers_.size() < 2) return;
+  const Sa* sa = firstStepSa({bufferData(*w, buf) + kHeadroom, len});
+  if (!sa) return;
+  Worker& to = workerFor(*sa);
+  if (&to == w) return;
+  if (auto moved = moveToWorker(*w, buf, kHeadroom, len, to, true)) {
+    w = &to;
+    buf = *moved;
+  }
+}
+
+void Forwarder::flushAllRequests(bool outbound) noexcept {
+  for (auto& w : workers_) flushRequests(*w, outbound);
+}
+
+}  // namespace ipsec::forwarder
