@@ -477,11 +477,7 @@ void Forwarder::inboundAh(Worker& w, std::uint32_t buf, std::uint32_t start, std
 void Forwarder::onAhVerified(Worker& w, const proto::CryptoCompletion& c) noexcept {
   const BufferContext ctx = w.contexts[c.bufferIndex];
   const AhBuffer& st = w.ah[c.bufferIndex];
-  Sa* sa = acceptVerified(w, c, ctx, c.offset == st.start,
-                          {&counters_.ah_in_drop_no_sa, &counters_.ah_in_drop_bad_icv,
-                           &counters_.ah_in_drop_crypto, &counters_.ah_in_drop_replay,
-                           &counters_.ah_in_drop_crypto,  // AH verify never answers kBadLength
-                           &counters_.ah_in_drop_wrong_direction});
+  Sa* sa = acceptVerified(w, c, ctx, c.offset == st.start, kAhVerifyDrops);
   if (!sa) return;
   auto drop = [&](std::uint64_t& counter) {
     ++counter;

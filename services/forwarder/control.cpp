@@ -163,7 +163,7 @@ void Forwarder::serviceCompletions(Worker& w) {
 // An ESP or AH SA's entry and its side tables (NAT-T, tunnel options).
 void Forwarder::removeSaEntry(SaRef ref) {
   sas_.remove(ref);
-  if (ref.index < natT_.size() && natT_[ref.index].generation == ref.generation) natT_[ref.index] = NatT{};
+  natt_.forget(ref);
   removeTunnelOptions(ref);
 }
 
@@ -204,9 +204,8 @@ bool Forwarder::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
         sas_.remove(ref);
         return true;
       }
-      if (ref.index >= natT_.size()) natT_.resize(ref.index + 1);
-      natT_[ref.index] = NatT{true, ref.generation, p.getNatTType(), p.getNatTSport(), p.getNatTDport(), 0, false,
-                              natOriginalAddresses(p)};
+      natt_.set(ref, NatT{true, ref.generation, p.getNatTType(), p.getNatTSport(), p.getNatTDport(), 0, false,
+                          natOriginalAddresses(p)});
       installTunnelOptions(ref, msg.getInstall());
       log::debug("SA installed: SPI {:#x} seq [{}, {}){}", p.getSpi(), msg.getInstall().getSeqNext(),
                 msg.getInstall().getSeqLimit(),

@@ -496,10 +496,8 @@ void Forwarder::udpSegment(Worker& w, std::uint32_t buf, std::uint32_t len, cons
   inboundPacket(w, buf, len, Outer{0, *ctl.dst, ctl.tos, true, *peer, {}, 64}, true);
 }
 
-Forwarder::NatT* Forwarder::natTOf(const Sa& sa) noexcept {
-  if (sa.ref.index >= natT_.size()) return nullptr;
-  NatT& n = natT_[sa.ref.index];
-  return n.present && n.generation == sa.ref.generation && n.type != 0 ? &n : nullptr;
+NatT* Forwarder::natTOf(const Sa& sa) noexcept {
+  return natt_.of(sa);
 }
 
 void Forwarder::inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, const Outer& outer, bool pin) noexcept {
@@ -511,58 +509,20 @@ void Forwarder::inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, c
     freeBuffer(w, buf);
     return;
   }
-  std::span<const std::uint8_t> esp{data + off, len - off};
-  auto h = esp::parseHeader(esp);
-  if (!h.ok()) {
-    ++counters_.esp_in_drop_truncated;
+  // The packet core decides (esp_in.cpp); this shell applies its verdict.
+  const InboundEsp v = checkInboundEsp(sas_, natt_, {data + off, len - off}, dst, outer.udp);
+  if (v.drop) {
+    countDrop(counters_, v.drop);
+    if (v.drop == &Counters::esp_in_drop_no_sa) log::debug("in: no SA for an ESP packet to {}", dst.toString());
     freeBuffer(w, buf);
     return;
   }
-  Sa* sa = sas_.findInbound(SADB_SATYPE_ESP, h.header.spi, dst);
-  if (!sa) {
-    ++counters_.esp_in_drop_no_sa;
-    log::debug("in: no SA for SPI {:#x} dst {}", h.header.spi, dst.toString());
-    freeBuffer(w, buf);
-    return;
-  }
+  Sa* sa = v.sa;
+  const std::uint64_t seq = v.seq;
   if (pin && workers_.size() > 1 && &workerFor(*sa) != &w) {
     // Its SA's worker (worker_pin.cpp): the whole buffer as received (transport mode rebuilds from its start).
     Worker& to = workerFor(*sa);
     if (auto moved = moveToWorker(w, buf, 0, len, to, false)) return inboundPacket(to, *moved, len, outer, false);
-  }
-  // An SA is either ESP-in-UDP or plain ESP, never both (as Linux's x->encap).
-  if ((natTOf(*sa) != nullptr) != outer.udp) {
-    ++counters_.esp_in_drop_encap_mismatch;
-    sa->counters.in_drop_other++;
-    freeBuffer(w, buf);
-    return;
-  }
-  const auto& l = sa->layout;
-  if (esp.size() < esp::kEspHeaderLength + l.ivLength + esp::kEspTrailerLength + l.icvLength) {
-    ++counters_.esp_in_drop_truncated;
-    sa->counters.in_drop_other++;
-    freeBuffer(w, buf);
-    return;
-  }
-  // The encrypted part must be whole cipher blocks (RFC 4303 §2.4): judged
-  // here so that such a packet costs no ring slot (the broker judges it again).
-  if (l.padAlign == 0 ||
-      (esp.size() - esp::kEspHeaderLength - l.ivLength - l.icvLength) % l.padAlign != 0) {
-    ++counters_.esp_in_drop_bad_length;
-    sa->counters.in_drop_other++;
-    freeBuffer(w, buf);
-    return;
-  }
-  std::uint64_t seq = h.header.seqLow;
-  if (sa->replay) {
-    auto full = sa->replay->check(h.header.seqLow);
-    if (!full) {
-      ++counters_.esp_in_drop_replay;
-      sa->counters.in_drop_replay++;
-      freeBuffer(w, buf);
-      return;
-    }
-    seq = *full;
   }
   w.pending.push_back(cryptoRequest(buf, *sa, proto::CryptoOp::kOpen, off, len - off, seq));
   w.contexts[buf] = {Use::kInbound, sa->ref, seq, outer.tos, outer.udp, outer.peer};
@@ -699,49 +659,18 @@ void Forwarder::sendEach(SendBatch& b, std::size_t first, std::size_t count) noe
 
 Sa* Forwarder::acceptVerified(Worker& w, const proto::CryptoCompletion& c, const BufferContext& ctx, bool sane,
                               const VerifyDrops& d) noexcept {
-  Sa* sa = sas_.find(ctx.sa);
-  if (!sa) {
-    ++*d.noSa;
+  const Verified v = forwarder::acceptVerified(sas_, ctx.sa, c.status, sane, ctx.seq, d);  // esp_in.cpp
+  if (v.drop) {
+    countDrop(counters_, v.drop);
     freeBuffer(w, c.bufferIndex);
     return nullptr;
   }
-  if (c.status == proto::CryptoStatus::kBadIcv) {
-    ++*d.badIcv;
-    sa->counters.in_drop_bad_icv++;
-    freeBuffer(w, c.bufferIndex);
-    return nullptr;
-  }
-  // The broker judged the packet too short or misaligned for the SA (a bad
-  // packet, issue 10 item 8), or refused to open under an outbound SA.
-  if (c.status == proto::CryptoStatus::kBadLength || c.status == proto::CryptoStatus::kWrongDirection) {
-    ++*(c.status == proto::CryptoStatus::kBadLength ? d.badLength : d.wrongDirection);
-    sa->counters.in_drop_other++;
-    freeBuffer(w, c.bufferIndex);
-    return nullptr;
-  }
-  if (c.status != proto::CryptoStatus::kOk || !sane) {
-    ++*d.crypto;
-    sa->counters.in_drop_other++;
-    freeBuffer(w, c.bufferIndex);
-    return nullptr;
-  }
-  // Only an authenticated packet may move the window (RFC 4303 §3.4.3,
-  // RFC 4302 §3.4.3).
-  if (sa->replay && !sa->replay->accept(ctx.seq)) {
-    ++*d.replay;
-    sa->counters.in_drop_replay++;
-    freeBuffer(w, c.bufferIndex);
-    return nullptr;
-  }
-  return sa;
+  return v.sa;
 }
 
 void Forwarder::onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept {
   const BufferContext ctx = w.contexts[c.bufferIndex];
-  Sa* sa = acceptVerified(w, c, ctx, true,
-                          {&counters_.esp_in_drop_no_sa, &counters_.esp_in_drop_bad_icv,
-                           &counters_.esp_in_drop_crypto, &counters_.esp_in_drop_replay,
-                           &counters_.esp_in_drop_bad_length, &counters_.esp_in_drop_wrong_direction});
+  Sa* sa = acceptVerified(w, c, ctx, true, kEspVerifyDrops);
   if (!sa) return;
   auto drop = [&](std::uint64_t& counter) {
     ++counter;

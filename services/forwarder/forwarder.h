@@ -47,6 +47,8 @@
 #include "ring/pool.h"
 #include "ring/region.h"
 #include "proto/supervisor.capnp.h"
+#include "esp_in.h"
+#include "natt_peers.h"
 #include "tables.h"
 
 namespace ipsec::forwarder {
@@ -134,17 +136,6 @@ class Forwarder {
     esp::IpAddress src;          // IPv6 raw: from msg_name (transport mode)
     std::uint8_t hopLimit = 64;  // IPv6 raw: IPV6_HOPLIMIT (transport mode)
   };
-  // NAT-T facts of an SA (SaParams natT*), by SA slot index: kept beside the
-  // SA table rather than in it.
-  struct NatT {
-    bool present = false;
-    std::uint32_t generation = 0;
-    std::uint8_t type = 0;  // 0 or UDP_ENCAP_ESPINUDP
-    std::uint16_t sport = 0, dport = 0;
-    std::uint64_t lastMappingMs = 0;  // NAT mapping reports, at most one per second
-    bool outbound = false;            // carried outbound traffic: keepalives go to its peer
-    esp::NatOriginalAddresses oa;     // SaParams natOaSrc/natOaDst: transport mode's checksum fix-up
-  };
   struct Worker {
     std::unique_ptr<ring::Region> region;
     ring::RequestProducer requests;
@@ -192,13 +183,9 @@ class Forwarder {
   void drainCompletions(Worker& w) noexcept;
   void onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept;
   void onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept;
-  // The checks every inbound completion (ESP open, AH verify) passes first:
-  // the SA still exists, the ICV verified, the broker succeeded and the
-  // descriptor is `sane`, then the replay window moves. The SA, or nullptr
-  // when the buffer was counted under its protocol's drop and freed.
-  struct VerifyDrops {
-    std::uint64_t *noSa, *badIcv, *crypto, *replay, *badLength, *wrongDirection;
-  };
+  // The checks every inbound completion (ESP open, AH verify) passes first
+  // (the packet core's acceptVerified, esp_in.h). The SA, or nullptr when the
+  // buffer was counted under its protocol's drop and freed.
   Sa* acceptVerified(Worker& w, const proto::CryptoCompletion& c, const BufferContext& ctx, bool sane,
                      const VerifyDrops& d) noexcept;
   void flushRequests(Worker& w, bool outbound) noexcept;
@@ -443,7 +430,7 @@ class Forwarder {
   boost::asio::steady_timer keepaliveTimer_;
   std::int64_t keepaliveIntervalS_ = 20;  // net.inet.ipsec.natt_keepalive_interval, 0 = off
   std::uint64_t lastKeepaliveMs_ = 0;
-  std::vector<NatT> natT_;
+  NattPeers natt_;  // NAT-T facts by SA slot (natt_peers.h)
 
   SaTable sas_;
   Spd spd_;
