@@ -318,18 +318,10 @@ void Forwarder::onAhSigned(Worker& w, const proto::CryptoCompletion& c) noexcept
     freeBuffer(w, c.bufferIndex);
     return;
   }
-  SendBatch& b = v4 ? sendAh4_ : sendAh6_;
-  if (b.count == kBurst) flushSendBatch(b);
-  const std::size_t i = b.count++;
   // The destination as the header names it (with a routing header, the next hop).
-  const socklen_t alen = sockaddrFor(v4 ? ip + 16 : ip + 24, v4, b.addrs[i]);
-  b.iovs[i] = {ip, c.length};
-  b.msgs[i] = {};
-  b.msgs[i].msg_hdr.msg_name = &b.addrs[i];
-  b.msgs[i].msg_hdr.msg_namelen = alen;
-  b.msgs[i].msg_hdr.msg_iov = &b.iovs[i];
-  b.msgs[i].msg_hdr.msg_iovlen = 1;
-  b.buffers[i] = {&w, c.bufferIndex};
+  queueSend(v4 ? sendAh4_ : sendAh6_).add(w, c.bufferIndex, {ip, c.length}, [&](sockaddr_storage& to) {
+    return sockaddrFor(v4 ? ip + 16 : ip + 24, v4, to);
+  });
 }
 
 // ---- inbound ----------------------------------------------------------------

@@ -595,25 +595,22 @@ void Forwarder::onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept {
   const NatT* nat = natTOf(*sa);
   // IPv4 outer, and IPv6 beyond the SA's MTU: our header (pmtu.cpp).
   if (queueTunnelSend(w, c, *sa, nat)) return;
-  SendBatch& b = nat ? (sa->dst.isV4() ? sendUdp4_ : sendUdp6_) : (sa->dst.isV4() ? send4_ : send6_);
-  if (b.count == kBurst) flushSendBatch(b);
-  const std::size_t i = b.count++;
-  const socklen_t alen = esp::toSockaddr({sa->dst, nat ? nat->dport : std::uint16_t{0}}, b.addrs[i]);
-  b.iovs[i] = {bufferData(w, c.bufferIndex) + c.offset, c.length};
-  b.msgs[i] = {};
-  b.msgs[i].msg_hdr.msg_name = &b.addrs[i];
-  b.msgs[i].msg_hdr.msg_namelen = alen;
-  b.msgs[i].msg_hdr.msg_iov = &b.iovs[i];
-  b.msgs[i].msg_hdr.msg_iovlen = 1;
-  b.msgs[i].msg_hdr.msg_control = b.cmsgs[i].data();
-  b.msgs[i].msg_hdr.msg_controllen = b.cmsgs[i].size();
-  cmsghdr* cm = CMSG_FIRSTHDR(&b.msgs[i].msg_hdr);
-  cm->cmsg_level = sa->dst.isV4() ? IPPROTO_IP : IPPROTO_IPV6;
-  cm->cmsg_type = sa->dst.isV4() ? IP_TOS : IPV6_TCLASS;
+  SendBatch& b = queueSend(nat ? (sa->dst.isV4() ? sendUdp4_ : sendUdp6_) : (sa->dst.isV4() ? send4_ : send6_));
+  const std::size_t i = b.add(w, c.bufferIndex, {bufferData(w, c.bufferIndex) + c.offset, c.length},
+                              [&](sockaddr_storage& to) {
+                                return esp::toSockaddr({sa->dst, nat ? nat->dport : std::uint16_t{0}}, to);
+                              });
+  b.setTrafficClass(i, sa->dst.isV4(), w.contexts[c.bufferIndex].tos);
+}
+
+void Forwarder::SendBatch::setTrafficClass(std::size_t i, bool v4, int tos) noexcept {
+  msgs[i].msg_hdr.msg_control = cmsgs[i].data();
+  msgs[i].msg_hdr.msg_controllen = cmsgs[i].size();
+  cmsghdr* cm = CMSG_FIRSTHDR(&msgs[i].msg_hdr);
+  cm->cmsg_level = v4 ? IPPROTO_IP : IPPROTO_IPV6;
+  cm->cmsg_type = v4 ? IP_TOS : IPV6_TCLASS;
   cm->cmsg_len = CMSG_LEN(sizeof(int));
-  const int tos = w.contexts[c.bufferIndex].tos;
   std::memcpy(CMSG_DATA(cm), &tos, sizeof tos);
-  b.buffers[i] = {&w, c.bufferIndex};
 }
 
 void Forwarder::flushSends() noexcept {

@@ -472,7 +472,29 @@ class Forwarder {
     int fd = -1;
     bool udp = false;
     bool ah = false;  // counted as AH, not ESP
+    // Takes one datagram, bytes of w's buffer buf (freed once sent), to the
+    // address fillAddress writes into the sockaddr_storage it is given (it
+    // returns the length). The batch must have room (queueSend sees to it).
+    template <class FillAddress>
+    std::size_t add(Worker& w, std::uint32_t buf, std::span<std::uint8_t> bytes, FillAddress&& fillAddress) noexcept {
+      const std::size_t i = count++;
+      iovs[i] = {bytes.data(), bytes.size()};
+      msgs[i] = {};
+      msgs[i].msg_hdr.msg_name = &addrs[i];
+      msgs[i].msg_hdr.msg_namelen = fillAddress(addrs[i]);
+      msgs[i].msg_hdr.msg_iov = &iovs[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+      buffers[i] = {&w, buf};
+      return i;
+    }
+    // Datagram i leaves with this IPv4 TOS / IPv6 traffic class (the outer header's DSCP and ECN).
+    void setTrafficClass(std::size_t i, bool v4, int tos) noexcept;
   };
+  // The batch, flushed first when full: room for one more datagram.
+  SendBatch& queueSend(SendBatch& b) noexcept {
+    if (b.count == kBurst) flushSendBatch(b);
+    return b;
+  }
   SendBatch send4_, send6_;        // raw ESP
   SendBatch sendUdp4_, sendUdp6_;  // ESP in UDP
   SendBatch sendHdr4_, sendHdr6_;  // transport mode, header included

@@ -205,17 +205,9 @@ bool Forwarder::queueTunnelSend(Worker& w, const proto::CryptoCompletion& c, con
     return true;
   }
   // IPv4 that fits: the header-included batch (counted as ESP, and as NAT-T in UDP).
-  SendBatch& b = nat ? sendUdp4_ : send4_;
-  if (b.count == kBurst) flushSendBatch(b);
-  const std::size_t i = b.count++;
-  const socklen_t alen = esp::toSockaddr({sa.dst, 0}, b.addrs[i]);
-  b.iovs[i] = {data + *start, length};
-  b.msgs[i] = {};
-  b.msgs[i].msg_hdr.msg_name = &b.addrs[i];
-  b.msgs[i].msg_hdr.msg_namelen = alen;
-  b.msgs[i].msg_hdr.msg_iov = &b.iovs[i];
-  b.msgs[i].msg_hdr.msg_iovlen = 1;
-  b.buffers[i] = {&w, c.bufferIndex};
+  queueSend(nat ? sendUdp4_ : send4_).add(w, c.bufferIndex, {data + *start, length}, [&](sockaddr_storage& to) {
+    return esp::toSockaddr({sa.dst, 0}, to);
+  });
   return true;
 }
 

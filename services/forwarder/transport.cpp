@@ -159,18 +159,10 @@ void Forwarder::queueTransportSend(Worker& w, const proto::CryptoCompletion& c, 
   }
   SendBatch& b = v4 ? sendHdr4_ : sendHdr6_;
   if (b.fd < 0) b.fd = v4 ? fds_.hdr4.get() : fds_.hdr6.get();
-  if (b.count == kBurst) flushSendBatch(b);
-  const std::size_t i = b.count++;
   // The destination as the header names it (with a routing header, the next hop).
-  const socklen_t alen = v4 ? sockaddrOf({packet + 16, 4}, AF_INET, b.addrs[i])
-                            : sockaddrOf({packet + 24, 16}, AF_INET6, b.addrs[i]);
-  b.iovs[i] = {packet, length};
-  b.msgs[i] = {};
-  b.msgs[i].msg_hdr.msg_name = &b.addrs[i];
-  b.msgs[i].msg_hdr.msg_namelen = alen;
-  b.msgs[i].msg_hdr.msg_iov = &b.iovs[i];
-  b.msgs[i].msg_hdr.msg_iovlen = 1;
-  b.buffers[i] = {&w, c.bufferIndex};
+  queueSend(b).add(w, c.bufferIndex, {packet, length}, [&](sockaddr_storage& to) {
+    return v4 ? sockaddrOf({packet + 16, 4}, AF_INET, to) : sockaddrOf({packet + 24, 16}, AF_INET6, to);
+  });
 }
 
 // Transport mode behind a NAT (RFC 3948 §3.1.1): the ESP packet goes as the
@@ -233,27 +225,11 @@ void Forwarder::queueTransportUdp(Worker& w, const proto::CryptoCompletion& c, c
     freeBuffer(w, c.bufferIndex);
     return;
   }
-  SendBatch& b = v4 ? sendUdp4_ : sendUdp6_;
-  if (b.count == kBurst) flushSendBatch(b);
-  const std::size_t i = b.count++;
-  const socklen_t alen = esp::toSockaddr({sa.dst, v4 ? std::uint16_t{0} : nat.dport}, b.addrs[i]);
-  b.iovs[i] = {data + start, length};
-  b.msgs[i] = {};
-  b.msgs[i].msg_hdr.msg_name = &b.addrs[i];
-  b.msgs[i].msg_hdr.msg_namelen = alen;
-  b.msgs[i].msg_hdr.msg_iov = &b.iovs[i];
-  b.msgs[i].msg_hdr.msg_iovlen = 1;
-  if (!v4) {
-    b.msgs[i].msg_hdr.msg_control = b.cmsgs[i].data();
-    b.msgs[i].msg_hdr.msg_controllen = b.cmsgs[i].size();
-    cmsghdr* cm = CMSG_FIRSTHDR(&b.msgs[i].msg_hdr);
-    cm->cmsg_level = IPPROTO_IPV6;
-    cm->cmsg_type = IPV6_TCLASS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    const int tclass = tos;
-    std::memcpy(CMSG_DATA(cm), &tclass, sizeof tclass);
-  }
-  b.buffers[i] = {&w, c.bufferIndex};
+  SendBatch& b = queueSend(v4 ? sendUdp4_ : sendUdp6_);
+  const std::size_t i = b.add(w, c.bufferIndex, {data + start, length}, [&](sockaddr_storage& to) {
+    return esp::toSockaddr({sa.dst, v4 ? std::uint16_t{0} : nat.dport}, to);
+  });
+  if (!v4) b.setTrafficClass(i, false, tos);
   ++counters_.transport_out_natt;
 }
 
