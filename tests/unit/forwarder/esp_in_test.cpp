@@ -38,7 +38,9 @@ std::vector<std::uint8_t> innerPacket(int version) {
   p[5] = 16;
   p[6] = 58;
   p[7] = 64;
-  const auto s = ip("2001:db8:a::1").bytes(), d = ip("2001:db8:b::1").bytes();
+  // The addresses outlive the views of their bytes.
+  const esp::IpAddress src = ip("2001:db8:a::1"), dst = ip("2001:db8:b::1");
+  const auto s = src.bytes(), d = dst.bytes();
   std::copy(s.begin(), s.end(), p.begin() + 8);
   std::copy(d.begin(), d.end(), p.begin() + 24);
   p[40] = 128;  // echo request
