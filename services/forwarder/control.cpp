@@ -53,7 +53,6 @@ Forwarder::Forwarder(asio::io_context& io, Fds fds)
     workers_.push_back(std::move(w));
   }
   if (workers_.empty()) throw std::runtime_error("no crypto worker rings");
-  held_.reserve(kMaxHeld);
 }
 
 Forwarder::~Forwarder() {

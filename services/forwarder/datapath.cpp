@@ -231,11 +231,10 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
 }
 
 bool Forwarder::holdForSa(Worker& w, std::uint32_t buf, std::uint32_t len, std::uint64_t sinceMs) noexcept {
-  if (held_.size() >= kMaxHeld || nowMs() - sinceMs > kHoldMs) {
+  if (!held_.hold({&w, buf, len, sinceMs}, nowMs())) {
     ++counters_.out_drop_no_sa;
     return false;
   }
-  held_.push_back({&w, buf, len, sinceMs});  // capacity reserved: no allocation
   ++counters_.out_held_no_sa;
   return true;
 }
@@ -279,13 +278,10 @@ void Forwarder::requestAcquire(const Policy& p, const Request& r, const esp::Flo
 // SA goes back to the queue without a new ACQUIRE for what it asked before.
 void Forwarder::releaseHeld() noexcept {
   if (held_.empty()) return;
-  std::vector<HeldPacket> again;
-  again.swap(held_);
-  held_.reserve(kMaxHeld);
   rerunningHeld_ = true;
-  for (const auto& h : again) {
-    if (!outboundPacket(*h.worker, h.buffer, h.length, h.sinceMs)) freeBuffer(*h.worker, h.buffer);
-  }
+  held_.rerun([this](const Held::Packet& h) {
+    if (!outboundPacket(*h.pool, h.buffer, h.length, h.sinceMs)) freeBuffer(*h.pool, h.buffer);
+  });
   rerunningHeld_ = false;
   for (auto& w : workers_) flushRequests(*w, true);
 }
@@ -294,11 +290,9 @@ void Forwarder::expireHeld() noexcept {
   const std::uint64_t now = nowMs();
   // A held packet may wait on a key asked for up to an interval before it was held.
   if (now > kHoldMs + AcquireTimes::kIntervalMs) acquireTimes_.forgetBefore(now - kHoldMs - AcquireTimes::kIntervalMs);
-  std::erase_if(held_, [&](const HeldPacket& h) {
-    if (now - h.sinceMs <= kHoldMs) return false;
+  held_.expire(now, [this](const Held::Packet& h) {
     ++counters_.out_drop_no_sa;
-    freeBuffer(*h.worker, h.buffer);
-    return true;
+    freeBuffer(*h.pool, h.buffer);
   });
 }
 

@@ -48,6 +48,7 @@
 #include "ring/region.h"
 #include "proto/supervisor.capnp.h"
 #include "esp_in.h"
+#include "held_packets.h"
 #include "natt_peers.h"
 #include "tables.h"
 
@@ -445,16 +446,10 @@ class Forwarder {
   bool udp6Stalled_ = false;
 
   // Packets that matched an ipsec policy before its SA existed (an ACQUIRE
-  // is out for them): held a few seconds, then dropped and counted.
-  struct HeldPacket {
-    Worker* worker;
-    std::uint32_t buffer;
-    std::uint32_t length;
-    std::uint64_t sinceMs;
-  };
-  static constexpr std::size_t kMaxHeld = 64;
-  static constexpr std::uint64_t kHoldMs = 5000;
-  std::vector<HeldPacket> held_;
+  // is out for them): held a few seconds, then dropped and counted (held_packets.h).
+  using Held = HeldPackets<Worker>;
+  static constexpr std::uint64_t kHoldMs = Held::kHoldMs;
+  Held held_;
   // Per (policy, request, addresses): when it was last asked for (tables.h).
   AcquireTimes acquireTimes_;
   // Set while releaseHeld() gives the held packets another pass.
