@@ -119,68 +119,25 @@ void Forwarder::readTun() noexcept {
 
 bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, std::uint64_t heldSinceMs) noexcept {
   std::uint8_t* data = bufferData(w, buf);
-  auto flow = esp::parseInnerPacket({data + kHeadroom, len});
-  if (!flow) {
-    ++counters_.out_drop_bad_inner;
-    return false;
-  }
-  const Policy* p = spd_.lookup(IPSEC_DIR_OUTBOUND, *flow);
-  if (!p) {
-    ++counters_.out_drop_no_policy;
-    return false;
-  }
-  if (p->action == IPSEC_POLICY_DISCARD) {
-    ++counters_.out_drop_policy_discard;
-    return false;
-  }
-  if (p->action != IPSEC_POLICY_IPSEC) {
-    ++counters_.out_drop_policy_bypass;
-    return false;
-  }
-  // The policy's shape was compiled when it was installed (plan.h).
-  const Plan& plan = p->plan;
-  if (plan.shape != Shape::kEsp && plan.shape != Shape::kEspInEsp) {
-    return outboundAh(w, buf, len, *p, *flow, heldSinceMs);  // ah.cpp
-  }
-  if (!espEnabled_) {
-    ++counters_.esp_out_drop_disabled;
-    return false;
-  }
-  if (plan.shape == Shape::kEspInEsp) return outboundEspInEsp(w, buf, len, *p, *flow, heldSinceMs);  // bundle.cpp
-  // Transport mode: the SA between the packet's own addresses (transport.cpp);
-  // in a bundle with an IPComp tunnel, between the tunnel's ends (bundle.cpp).
-  const Request* ipcompTunnel = plan.ipcompTunnel != Plan::kNoRequest ? &p->requests[plan.ipcompTunnel] : nullptr;
-  Sa* sa = nullptr;
-  const Request* wanted = nullptr;
-  for (const auto& r : p->requests) {
-    const Request& ends = ipcompTunnel ? *ipcompTunnel : r;
-    const bool transport = ends.mode == IPSEC_MODE_TRANSPORT;
-    if (r.proto != IPPROTO_ESP || (!transport && (!ends.tunnelSrc || !ends.tunnelDst))) continue;
-    wanted = &r;
-    sa = sas_.selectOutbound(SADB_SATYPE_ESP, transport ? flow->src : *ends.tunnelSrc, transport ? flow->dst : *ends.tunnelDst,
-                             r.level == IPSEC_LEVEL_UNIQUE ? r.reqid : 0);
-    if (sa) break;
-  }
-  if (!sa) {
-    if (!wanted) {
-      ++counters_.out_drop_no_sa;
+  // The packet core routes it (esp_out.cpp); this shell applies the route.
+  const OutboundRoute route = routeOutbound(spd_, sas_, {data + kHeadroom, len}, espEnabled_);
+  const Policy* p = route.policy;
+  const esp::FlowKey* flow = &route.flow;
+  switch (route.kind) {
+    case OutboundRoute::Kind::kDrop:
+      countDrop(counters_, route.drop);
+      if (route.sa) maybeRequestSeq(*route.sa);
       return false;
-    }
-    requestAcquire(*p, *wanted, *flow);
-    return holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : nowMs());
+    case OutboundRoute::Kind::kHold:
+      requestAcquire(*p, *route.request, *flow);
+      return holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : nowMs());
+    case OutboundRoute::Kind::kBundle:
+      if (p->plan.shape == Shape::kEspInEsp) return outboundEspInEsp(w, buf, len, *p, *flow, heldSinceMs);
+      return outboundAh(w, buf, len, *p, *flow, heldSinceMs);  // ah.cpp: AH alone, or ESP then AH
+    case OutboundRoute::Kind::kEsp: break;
   }
-  // Without ESN the counter must never wrap (RFC 4303 §3.3.3); keydb's grants
-  // stop at 2^32, so exhausting the grant covers both cases.
-  if (sa->seqNext >= sa->seqLimit) {
-    ++counters_.out_drop_seq_wait;
-    maybeRequestSeq(*sa);
-    return false;
-  }
-  if (sa->mode != IPSEC_MODE_ANY && sa->mode != wanted->mode) {
-    ++counters_.out_drop_sa_mode;
-    return false;
-  }
-  if (wanted->mode == IPSEC_MODE_TRANSPORT && !ipcompTunnel) return outboundTransport(w, buf, len, *sa, p);
+  Sa* sa = route.sa;
+  if (route.transport) return outboundTransport(w, buf, len, *sa, p);
   // Path MTU, outer DF and TFC (pmtu.cpp), on the packet as it came: a packet
   // IPComp would shrink is still judged by its own size (it is the one an
   // ICMP must quote, and IPComp may send it uncompressed).

@@ -48,6 +48,7 @@
 #include "ring/region.h"
 #include "proto/supervisor.capnp.h"
 #include "esp_in.h"
+#include "esp_out.h"
 #include "held_packets.h"
 #include "natt_peers.h"
 #include "tables.h"
