@@ -9,10 +9,9 @@ of its own, tagged by ipsecd."""
 import os
 import signal
 import subprocess
-import time
 import unittest
 
-from harness import INNER, OUTER, SPI_AB, Testbed, binary, sa_lines, spd_lines, wait_for
+from harness import OUTER, Testbed, binary, sa_lines, spd_lines, wait_for
 
 TABLE = 4977
 RESTART_LIMIT = 2
