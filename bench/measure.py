@@ -1,0 +1,118 @@
+"""The comparison benchmark's measurements (bench/compare.py), one function each.
+
+Every external process runs inside a Testbed host's namespace (harness.Host.exec
+or .popen, so the Testbed stops it by pid at the latest when it closes) and is
+bounded by a timeout. Figures are what the receiving end saw.
+"""
+
+import json
+import os
+import re
+import subprocess
+import time
+
+from tunnel_bench import wait_listening
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+RTT = re.compile(r"= [\d.]+/([\d.]+)/[\d.]+/[\d.]+ ms")
+MAX_LOSS = 0.01
+
+
+def cpu_seconds(pids):
+    """utime + stime of every process (all its threads) in pids, in seconds; a gone one counts 0."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+    return total / CLOCK_TICKS
+
+
+def ping_avg(host, dst, count, interval):
+    """Average RTT in ms of `count` pings `interval` s apart, None when every one was lost."""
+    r = host.exec(["ping", "-4", "-n", "-q", "-c", str(count), "-i", interval, "-W", "2", dst],
+                  check=False, timeout=count * float(interval) + 10)
+    m = RTT.search(r.stdout)
+    return float(m.group(1)) if m else None
+
+
+def iperf_tcp(client, server, addr, port, seconds, streams):
+    """One iperf3 TCP run client -> server: (Gbit/s received, bytes received, retransmits)."""
+    srv = server.popen(["iperf3", "-s", "-1", "-B", addr, "-p", str(port)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if not wait_listening(server, port):
+            raise RuntimeError(f"iperf3 server on {addr}:{port} did not start")
+        r = client.exec(["iperf3", "-c", addr, "-p", str(port), "-t", str(seconds), "-P", str(streams), "-J",
+                         "--connect-timeout", "5000"], check=False, timeout=seconds + 30)
+        try:
+            result = json.loads(r.stdout)
+        except json.JSONDecodeError:
+            raise RuntimeError(f"iperf3 to {addr}: no JSON (exit {r.returncode}): {r.stderr.strip()}")
+        if "error" in result:
+            raise RuntimeError(f"iperf3 to {addr}: {result['error']}")
+        got = result["end"]["sum_received"]
+        return got["bits_per_second"] / 1e9, got["bytes"], result["end"]["sum_sent"].get("retransmits", 0)
+    finally:
+        try:
+            srv.wait(5)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            srv.wait(5)
+
+
+def udp_step(sender, receiver, dst, udpgen, pps, seconds, run, port=9000):
+    """One offered rate: (datagrams sent, datagrams received, rate sent per s)."""
+    rcv = receiver.popen([udpgen, "recv", dst, str(port), "--seconds", str(seconds + 5), "--run", str(run),
+                          "--idle-ms", "400"], stdout=subprocess.PIPE, text=True)
+    try:
+        if rcv.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"udpgen receiver on {dst}:{port} did not start")
+        s = sender.exec([udpgen, "send", dst, str(port), "--pps", str(int(pps)), "--seconds", str(seconds),
+                         "--size", "64", "--run", str(run)], check=False, timeout=seconds + 10)
+        if s.returncode != 0:
+            raise RuntimeError(f"udpgen send: {s.stderr.strip()}")
+        sent = json.loads(s.stdout)
+        out, _ = rcv.communicate(timeout=seconds + 10)
+        got = json.loads(out.strip().splitlines()[-1])
+        return sent["sent"], got["received"], sent["pps"]
+    finally:
+        if rcv.poll() is None:
+            rcv.kill()
+            rcv.wait(5)
+        rcv.stdout.close()
+
+
+def udp_search(sender, receiver, dst, udpgen, seconds, steps, say, start_pps=10000):
+    """The highest received rate at <= 1 % loss over `steps` offered rates.
+
+    Doubles the offer from start_pps until the loss passes 1 % (or the
+    generator cannot offer more), then bisects between the last good and the
+    first bad offer. Returns (best received pps at <= 1 % loss, most received pps
+    at any offer, whether the generator was the limit)."""
+    good, bad = 0.0, None
+    best = top = 0.0
+    limited = False
+    offer = float(start_pps)
+    for run in range(1, steps + 1):
+        sent, received, sent_pps = udp_step(sender, receiver, dst, udpgen, offer, seconds, int(time.time()) * 100 + run)
+        loss = 1 - received / sent if sent else 1.0
+        rate = sent_pps * (1 - loss)  # received per second of sending
+        top = max(top, rate)
+        say(f"offered {offer / 1e3:.1f} kpps, sent {sent_pps / 1e3:.1f} kpps, received {rate / 1e3:.1f} kpps, "
+            f"loss {loss * 100:.2f} %")
+        if loss <= MAX_LOSS:
+            best = max(best, rate)
+            good = max(good, offer)
+            if sent_pps < 0.9 * offer:  # more offered than the generator sends: higher offers say nothing new
+                limited = True
+                break
+        else:
+            bad = offer if bad is None else min(bad, offer)
+        offer = offer * 2 if bad is None else (good + bad) / 2 if good else bad / 2
+        if bad is not None and good and bad - good < 0.05 * bad:
+            break
+    return best, top, limited
