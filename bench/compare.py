@@ -59,16 +59,17 @@ class Plan:
     """How long each measurement takes; --quick shortens every one of them."""
 
     def __init__(self, quick, seconds, udp_step):
-        self.tcp_seconds = seconds or (2 if quick else 8)
+        self.tcp_seconds = seconds or (2 if quick else 10)
         self.udp_step = udp_step or (0.5 if quick else 1.0)
         self.udp_steps = 6 if quick else 9
         self.pause_pings = 3 if quick else 5
         self.idle_seconds = 2 if quick else 5
 
     def path_seconds(self, tunnel=True):
-        udp = self.udp_steps * (self.udp_step + 0.6)
+        """At most this long: a search that ends early, and most do, takes less."""
+        udp = self.udp_steps * (self.udp_step + 0.5)
         pings = 0.3 + self.pause_pings + 0.5
-        return 2 * (self.tcp_seconds + 1.5) + udp + pings + self.idle_seconds + (6 if tunnel else 0)
+        return 2 * (self.tcp_seconds + 1) + udp + pings + self.idle_seconds + (3 if tunnel else 0)
 
 
 # --- The paths ------------------------------------------------------------------
@@ -199,6 +200,8 @@ def cell(fig, key, fmt, base=None):
     if v is None:
         return "n/a"
     text = fmt.format(v)
+    if key == "udp_kpps" and fig.get("udp_generator_limit"):
+        text += "g"
     if base is not None and base.get(key) and key in ("tcp1", "tcp4", "udp_kpps"):
         text += f" ({v / base[key]:.2f})"
     elif base is not None and base.get(key) is not None and key in ("ping", "ping_pause"):
@@ -217,8 +220,10 @@ def print_table(rows, errors):
         print("".join(c.ljust(w) for c, w in zip(cells, widths)))
     for name, why in errors.items():
         print(f"{name.ljust(20)}no figures: {why}")
+    if any(fig.get("udp_generator_limit") for fig in rows.values()):
+        print("g: udpgen could not offer more; the path carried all it sent (the generator's limit, not the path's)")
     peer_rows = [n for n in ("strongswan", "wireguard-go") if n in rows]
-    if not peer_rows:
+    if not peer_rows or not any(n.startswith("ipsecd") for n in rows):
         return
     print("\nipsecd / peer (> 1 is ipsecd ahead for throughput; < 1 is ipsecd ahead for ping and CPU)")
     keys = ["tcp1", "tcp4", "udp_kpps", "ping", "ping_pause", "cpu_per_gb"]
@@ -248,7 +253,7 @@ def make_paths(tb, wanted, tag):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short measurements: the whole run in about 2 minutes")
-    ap.add_argument("--seconds", type=float, help="iperf3 duration of each TCP run (default 8, --quick 2)")
+    ap.add_argument("--seconds", type=float, help="iperf3 duration of each TCP run (default 10, --quick 2)")
     ap.add_argument("--udp-step", type=float, help="seconds per offered rate of the UDP search (default 1, --quick 0.5)")
     ap.add_argument("--only", default="", help="comma-separated paths (veth, ipsecd, 'ipsecd esp gcm', strongswan, "
                     "wireguard-go); the veth is always measured")
@@ -264,7 +269,7 @@ def main():
     with Testbed(tag=tag) as tb:
         paths = make_paths(tb, wanted, tag)
         estimate = sum(plan.path_seconds(p.name != "veth") for p in paths)
-        print(f"comparison: {len(paths)} paths, about {estimate / 60:.1f} minutes "
+        print(f"comparison: {len(paths)} paths, at most about {estimate / 60:.1f} minutes "
               f"(TCP {plan.tcp_seconds} s x 2, UDP search {plan.udp_steps} x {plan.udp_step} s, "
               f"{plan.pause_pings} pings 1 s apart, idle {plan.idle_seconds} s)", flush=True)
         for path in paths:

@@ -90,12 +90,14 @@ def udp_search(sender, receiver, dst, udpgen, seconds, steps, say, start_pps=100
     """The highest received rate at <= 1 % loss over `steps` offered rates.
 
     Doubles the offer from start_pps until the loss passes 1 % (or the
-    generator cannot offer more), then bisects between the last good and the
-    first bad offer. Returns (best received pps at <= 1 % loss, most received pps
-    at any offer, whether the generator was the limit)."""
+    generator twice in a row sends less than 90 % of the offer: on a loaded
+    machine its rate moves, so one short step does not end the search), then
+    bisects between the last good and the first bad offer. Returns (best
+    received pps at <= 1 % loss, most received pps at any offer, whether the
+    generator was the limit)."""
     good, bad = 0.0, None
     best = top = 0.0
-    limited = False
+    limited = 0
     offer = float(start_pps)
     for run in range(1, steps + 1):
         sent, received, sent_pps = udp_step(sender, receiver, dst, udpgen, offer, seconds, int(time.time()) * 100 + run)
@@ -104,15 +106,16 @@ def udp_search(sender, receiver, dst, udpgen, seconds, steps, say, start_pps=100
         top = max(top, rate)
         say(f"offered {offer / 1e3:.1f} kpps, sent {sent_pps / 1e3:.1f} kpps, received {rate / 1e3:.1f} kpps, "
             f"loss {loss * 100:.2f} %")
+        short = sent_pps < 0.9 * offer  # more offered than the generator sent
+        limited = limited + 1 if short and loss <= MAX_LOSS else 0
         if loss <= MAX_LOSS:
             best = max(best, rate)
             good = max(good, offer)
-            if sent_pps < 0.9 * offer:  # more offered than the generator sends: higher offers say nothing new
-                limited = True
+            if limited >= 2:
                 break
         else:
             bad = offer if bad is None else min(bad, offer)
         offer = offer * 2 if bad is None else (good + bad) / 2 if good else bad / 2
         if bad is not None and good and bad - good < 0.05 * bad:
             break
-    return best, top, limited
+    return best, top, limited >= 2
