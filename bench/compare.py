@@ -47,7 +47,7 @@ sys.path.insert(0, HERE)
 from harness import (INNER, OUTER, SPI_AB, SPI_BA, Testbed, binary, descendants, ping,  # noqa: E402
                      process_table, spd_lines)
 import peers  # noqa: E402
-from measure import cpu_seconds, iperf_tcp, ping_avg, udp_search  # noqa: E402
+from measure import cpu_by_process, cpu_spent_by_name, iperf_tcp, ping_avg, sched_totals, udp_search  # noqa: E402
 
 CLAUSES = {  # setkey algorithm clause per direction (two different keys)
     "gcm": ("-E aes-gcm-16 0x" + "5a" * 20, "-E aes-gcm-16 0x" + "a5" * 20),
@@ -153,19 +153,25 @@ def measure(path, plan, udpgen):
     pids = path.pids()
     if pids:
         time.sleep(0.5)  # the last echo's completions and timers settle
-        before = cpu_seconds(pids)
+        ns0, runs0 = sched_totals(pids)
         time.sleep(plan.idle_seconds)
-        fig["idle_cpu_ms"] = (cpu_seconds(pids) - before) * 1000 / plan.idle_seconds
-        say(f"idle CPU {fig['idle_cpu_ms']:.2f} ms per s ({len(pids)} processes)")
-    cpu0, received = cpu_seconds(pids), 0
+        ns1, runs1 = sched_totals(pids)
+        fig["idle_cpu_ms"] = (ns1 - ns0) / 1e6 / plan.idle_seconds
+        fig["idle_wakeups"] = (runs1 - runs0) / plan.idle_seconds
+        say(f"idle: {fig['idle_cpu_ms']:.3f} ms of CPU and {fig['idle_wakeups']:.1f} wake-ups per s "
+            f"({len(pids)} processes, every thread)")
+    cpu0, received = cpu_by_process(pids), 0
     for streams in (1, 4):
         gbps, nbytes, retr = iperf_tcp(tb.a, tb.b, path.dst, 5201, plan.tcp_seconds, streams)
         fig[f"tcp{streams}"] = gbps
         received += nbytes
         say(f"TCP {streams} stream{'s' if streams > 1 else ''} {gbps:.2f} Gbit/s ({retr} retransmits)")
     if pids and received:
-        fig["cpu_per_gb"] = (cpu_seconds(pids) - cpu0) / (received / 1e9)
-        say(f"CPU {fig['cpu_per_gb']:.2f} s per GB received (both ends, {len(pids)} processes)")
+        cpu1 = cpu_by_process(pids)
+        spent = sum(secs for _, secs in cpu1.values()) - sum(secs for _, secs in cpu0.values())
+        fig["cpu_per_gb"] = spent / (received / 1e9)
+        say(f"CPU {fig['cpu_per_gb']:.2f} s per GB received (both ends, {len(pids)} processes: "
+            f"{cpu_spent_by_name(cpu0, cpu1)})")
     best, top, limited = udp_search(tb.a, tb.b, path.dst, udpgen, plan.udp_step, plan.udp_steps,
                                     lambda text: say("  " + text))
     fig["udp_kpps"], fig["udp_top_kpps"], fig["udp_generator_limit"] = best / 1e3, top / 1e3, limited
@@ -191,7 +197,7 @@ def run_path(path, plan, udpgen):
 COLUMNS = [("tcp1", "TCP 1 Gbit/s", "{:.2f}"), ("tcp4", "TCP 4 Gbit/s", "{:.2f}"),
            ("udp_kpps", "64 B kpps", "{:.1f}"), ("ping", "ping ms", "{:.3f}"),
            ("ping_pause", "ping 1 s ms", "{:.3f}"), ("cpu_per_gb", "CPU s/GB", "{:.2f}"),
-           ("idle_cpu_ms", "idle ms/s", "{:.2f}")]
+           ("idle_cpu_ms", "idle ms/s", "{:.3f}"), ("idle_wakeups", "idle wakeups/s", "{:.1f}")]
 HIGHER_IS_BETTER = {"tcp1", "tcp4", "udp_kpps"}
 
 

@@ -5,6 +5,7 @@ or .popen, so the Testbed stops it by pid at the latest when it closes) and is
 bounded by a timeout. Figures are what the receiving end saw.
 """
 
+import glob
 import json
 import os
 import re
@@ -18,17 +19,46 @@ RTT = re.compile(r"= [\d.]+/([\d.]+)/[\d.]+/[\d.]+ ms")
 MAX_LOSS = 0.01
 
 
-def cpu_seconds(pids):
-    """utime + stime of every process (all its threads) in pids, in seconds; a gone one counts 0."""
-    total = 0
+def cpu_by_process(pids):
+    """{pid: (name, utime + stime in seconds of all its threads)}; a process gone is left out."""
+    out = {}
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                text = f.read()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
-    return total / CLOCK_TICKS
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        out[pid] = (name, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)  # fields 14 and 15 of proc(5)
+    return out
+
+
+def sched_totals(pids):
+    """(ns on a CPU, times scheduled in) summed over every thread of pids (/proc/<pid>/task/*/schedstat).
+
+    For an idle tunnel: utime + stime count 10 ms ticks, too coarse to tell a few
+    wake-ups a second from none; schedstat counts nanoseconds and each run on a CPU."""
+    ns = runs = 0
+    for pid in pids:
+        for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+            try:
+                with open(path) as f:
+                    fields = f.read().split()
+            except OSError:
+                continue
+            ns += int(fields[0])
+            runs += int(fields[2])
+    return ns, runs
+
+
+def cpu_spent_by_name(before, after):
+    """'name s, ...': the CPU each process name spent between two cpu_by_process() readings
+    (summed over both ends), largest first."""
+    spent = {}
+    for pid, (name, secs) in after.items():
+        spent[name] = spent.get(name, 0.0) + secs - before.get(pid, (name, 0.0))[1]
+    return ", ".join(f"{n} {s:.2f} s" for n, s in sorted(spent.items(), key=lambda kv: -kv[1]))
 
 
 def ping_avg(host, dst, count, interval):
