@@ -47,7 +47,8 @@ sys.path.insert(0, HERE)
 from harness import (INNER, OUTER, SPI_AB, SPI_BA, Testbed, binary, descendants, ping,  # noqa: E402
                      process_table, spd_lines)
 import peers  # noqa: E402
-from measure import cpu_by_process, cpu_spent_by_name, iperf_tcp, ping_avg, sched_totals, udp_search  # noqa: E402
+from measure import (cpu_by_process, cpu_spent_by_name, idle_report, iperf_tcp, ping_avg,  # noqa: E402
+                     sched_by_process, udp_search)
 
 CLAUSES = {  # setkey algorithm clause per direction (two different keys)
     "gcm": ("-E aes-gcm-16 0x" + "5a" * 20, "-E aes-gcm-16 0x" + "a5" * 20),
@@ -153,13 +154,12 @@ def measure(path, plan, udpgen):
     pids = path.pids()
     if pids:
         time.sleep(0.5)  # the last echo's completions and timers settle
-        ns0, runs0 = sched_totals(pids)
+        before = sched_by_process(pids)
         time.sleep(plan.idle_seconds)
-        ns1, runs1 = sched_totals(pids)
-        fig["idle_cpu_ms"] = (ns1 - ns0) / 1e6 / plan.idle_seconds
-        fig["idle_wakeups"] = (runs1 - runs0) / plan.idle_seconds
+        fig["idle_cpu_ms"], fig["idle_wakeups"], split = idle_report(before, sched_by_process(pids),
+                                                                     plan.idle_seconds)
         say(f"idle: {fig['idle_cpu_ms']:.3f} ms of CPU and {fig['idle_wakeups']:.1f} wake-ups per s "
-            f"({len(pids)} processes, every thread)")
+            f"({len(pids)} processes, every thread; wake-ups/s by process: {split})")
     cpu0, received = cpu_by_process(pids), 0
     for streams in (1, 4):
         gbps, nbytes, retr = iperf_tcp(tb.a, tb.b, path.dst, 5201, plan.tcp_seconds, streams)
@@ -260,7 +260,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short measurements: the whole run in about 2 minutes")
     ap.add_argument("--seconds", type=float, help="iperf3 duration of each TCP run (default 10, --quick 2)")
-    ap.add_argument("--udp-step", type=float, help="seconds per offered rate of the UDP search (default 1, --quick 0.5)")
+    ap.add_argument("--udp-step", type=float,
+                    help="seconds per offered rate of the UDP search (default 1, --quick 0.5)")
     ap.add_argument("--only", default="", help="comma-separated paths (veth, ipsecd, 'ipsecd esp gcm', strongswan, "
                     "wireguard-go); the veth is always measured")
     args = ap.parse_args()

@@ -34,13 +34,20 @@ def cpu_by_process(pids):
     return out
 
 
-def sched_totals(pids):
-    """(ns on a CPU, times scheduled in) summed over every thread of pids (/proc/<pid>/task/*/schedstat).
+def sched_by_process(pids):
+    """{pid: (name, ns on a CPU, times scheduled in)}, summed over the process's threads
+    (/proc/<pid>/task/*/schedstat); a process gone is left out.
 
     For an idle tunnel: utime + stime count 10 ms ticks, too coarse to tell a few
     wake-ups a second from none; schedstat counts nanoseconds and each run on a CPU."""
-    ns = runs = 0
+    out = {}
     for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        ns = runs = 0
         for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
             try:
                 with open(path) as f:
@@ -49,7 +56,21 @@ def sched_totals(pids):
                 continue
             ns += int(fields[0])
             runs += int(fields[2])
-    return ns, runs
+        out[pid] = (name, ns, runs)
+    return out
+
+
+def idle_report(before, after, seconds):
+    """(CPU ms per s, wake-ups per s, 'name wake-ups/s, ...') between two sched_by_process() readings."""
+    ns = runs = 0
+    by_name = {}
+    for pid, (name, ns1, runs1) in after.items():
+        _, ns0, runs0 = before.get(pid, (name, ns1, runs1))
+        ns += ns1 - ns0
+        runs += runs1 - runs0
+        by_name[name] = by_name.get(name, 0) + runs1 - runs0
+    split = ", ".join(f"{n} {r / seconds:.1f}" for n, r in sorted(by_name.items(), key=lambda kv: -kv[1]))
+    return ns / 1e6 / seconds, runs / seconds, split
 
 
 def cpu_spent_by_name(before, after):

@@ -99,7 +99,8 @@ int openSocket(const Options& o) {
   if (getaddrinfo(o.addr.c_str(), o.port.c_str(), &hints, &found) != 0 || !found) usage("bad address or port");
   int fd = socket(found->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
-  int rc = o.mode == "send" ? connect(fd, found->ai_addr, found->ai_addrlen) : bind(fd, found->ai_addr, found->ai_addrlen);
+  int rc = o.mode == "send" ? connect(fd, found->ai_addr, found->ai_addrlen)
+                            : bind(fd, found->ai_addr, found->ai_addrlen);
   freeaddrinfo(found);
   if (rc != 0) throw std::runtime_error(std::string(o.mode == "send" ? "connect: " : "bind: ") + std::strerror(errno));
   // Big buffers, so that a short stall of the reader is not what the figure measures.
@@ -139,7 +140,8 @@ void send(const Options& o) {
     }
     int done = sendmmsg(fd, msgs.data(), n, 0);
     if (done > 0) sent += done;
-    else if (errno == ENOBUFS || errno == EAGAIN || errno == ECONNREFUSED) ++refused;  // full queue, or an ICMP error: go on
+    // A full queue, or an ICMP error from an earlier datagram: go on.
+    else if (errno == ENOBUFS || errno == EAGAIN || errno == ECONNREFUSED) ++refused;
     else throw std::runtime_error(std::string("sendmmsg: ") + std::strerror(errno));
   }
   double took = now() - start;
