@@ -120,7 +120,7 @@ def udp_step(sender, receiver, dst, udpgen, pps, seconds, run, port=9000):
     rcv = receiver.popen([udpgen, "recv", dst, str(port), "--seconds", str(seconds + 5), "--run", str(run),
                           "--idle-ms", "400"], stdout=subprocess.PIPE, text=True)
     try:
-        if rcv.stdout.readline().strip() != "ready":
+        if not rcv.stdout.readline().startswith("ready"):
             raise RuntimeError(f"udpgen receiver on {dst}:{port} did not start")
         s = sender.exec([udpgen, "send", dst, str(port), "--pps", str(int(pps)), "--seconds", str(seconds),
                          "--size", "64", "--run", str(run)], check=False, timeout=seconds + 10)

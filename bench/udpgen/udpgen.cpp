@@ -9,7 +9,7 @@
 //
 // Each prints one JSON line at the end. The sender paces to N datagrams/s
 // against the monotonic clock (bursts of up to 32, a sleep when ahead) and
-// reports what the kernel accepted; the receiver prints "ready" once bound,
+// reports what the kernel accepted; the receiver prints "ready PORT" once bound,
 // then counts datagrams carrying its run id (a late datagram of an earlier run
 // is not counted) until S seconds pass or MS ms pass without one after the
 // first. Trust: a benchmark tool run by root inside the test bed's namespaces;
@@ -153,7 +153,12 @@ void send(const Options& o) {
 
 void receive(const Options& o) {
   int fd = openSocket(o);
-  std::printf("ready\n");
+  sockaddr_storage bound{};
+  socklen_t len = sizeof bound;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+  uint16_t port = bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                              : reinterpret_cast<sockaddr_in*>(&bound)->sin_port;
+  std::printf("ready %u\n", ntohs(port));  // the port bound, for a receiver asked for port 0
   std::fflush(stdout);
   std::vector<std::array<unsigned char, kTagBytes>> heads(kBurst);
   std::array<iovec, kBurst> iov{};
