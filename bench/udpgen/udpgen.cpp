@@ -139,7 +139,7 @@ void send(const Options& o) {
       std::memcpy(payload[i].data() + 8, &seq, 8);
     }
     int done = sendmmsg(fd, msgs.data(), n, 0);
-    if (done > 0) sent += done;
+    if (done >= 0) sent += static_cast<uint64_t>(done);
     // A full queue, or an ICMP error from an earlier datagram: go on.
     else if (errno == ENOBUFS || errno == EAGAIN || errno == ECONNREFUSED) ++refused;
     else throw std::runtime_error(std::string("sendmmsg: ") + std::strerror(errno));
