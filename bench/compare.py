@@ -122,6 +122,8 @@ class Ipsecd(Veth):
     def stop(self):
         for h in self.tb.hosts():
             self.tb.stop(h)
+            if h.log:
+                h.log.close()  # the next ipsecd path opens its own
 
     def counters(self):
         """A's forwarder counters that tell a drop from a slow path (a bonus, not a figure)."""
@@ -130,7 +132,8 @@ class Ipsecd(Veth):
         except Exception as e:  # noqa: BLE001
             return f"no counters: {e}"
         drops = {k: v for k, v in c.items() if "drop" in k and v}
-        return f"A's forwarder: esp_out_packets {c.get('esp_out_packets')}, drops {drops or 'none'}"
+        return (f"A's forwarder: esp_out_packets {c.get('esp_out_packets')}, of which in UDP "
+                f"{c.get('natt_out_esp_packets')}, drops {drops or 'none'}")
 
 
 # --- Measuring one path ------------------------------------------------------------
