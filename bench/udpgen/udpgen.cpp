@@ -4,7 +4,7 @@
 // iperf3 sends one datagram per syscall and tops out below what a plain veth
 // carries here; this sends bursts with sendmmsg and receives with recvmmsg.
 //
-//   udpgen send DST PORT --pps N --seconds S [--size B] [--run ID]
+//   udpgen send DST PORT --pps N --seconds S [--size B] [--run ID] [--gso N]
 //   udpgen recv ADDR PORT --seconds S [--run ID] [--idle-ms MS]
 //
 // Each prints one JSON line at the end. The sender paces to N datagrams/s
@@ -12,10 +12,15 @@
 // reports what the kernel accepted; the receiver prints "ready PORT" once bound,
 // then counts datagrams carrying its run id (a late datagram of an earlier run
 // is not counted) until S seconds pass or MS ms pass without one after the
-// first. Trust: a benchmark tool run by root inside the test bed's namespaces;
+// first. --gso N sends N datagrams per message with UDP_SEGMENT: the kernel
+// cuts them apart (in software before a device without UDP GSO, such as a TUN;
+// at the receiving socket over a veth), so the sender's cost per datagram falls
+// and the path, not the generator, sets the rate. Trust: a benchmark tool run by root inside the test bed's namespaces;
 // it reads nothing but datagrams, and only their first 16 bytes.
 
 #include <arpa/inet.h>
+#include <linux/udp.h>  // UDP_SEGMENT
+#include <netinet/in.h>
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -46,12 +51,13 @@ struct Options {
   size_t size = 64;
   uint64_t run = 1;
   int idleMs = 300;
+  uint64_t gso = 1;  // datagrams per message (UDP_SEGMENT); 1: none
 };
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "udpgen: %s\n"
-               "usage: udpgen send DST PORT --pps N --seconds S [--size B] [--run ID]\n"
+               "usage: udpgen send DST PORT --pps N --seconds S [--size B] [--run ID] [--gso N]\n"
                "       udpgen recv ADDR PORT --seconds S [--run ID] [--idle-ms MS]\n",
                why);
   std::exit(2);
@@ -77,9 +83,11 @@ Options parse(int argc, char** argv) {
     else if (flag == "--size") o.size = static_cast<size_t>(number(v, "bad --size"));
     else if (flag == "--run") o.run = static_cast<uint64_t>(number(v, "bad --run"));
     else if (flag == "--idle-ms") o.idleMs = static_cast<int>(number(v, "bad --idle-ms"));
+    else if (flag == "--gso") o.gso = static_cast<uint64_t>(number(v, "bad --gso"));
     else usage("unknown option");
   }
   if (o.size < kTagBytes || o.size > kMaxPayload) usage("--size is 16..1472");
+  if (o.gso < 1 || o.gso > 64 || o.gso * o.size > 65000) usage("--gso is 1..64, and --gso x --size at most 65000");
   if (o.pps < 1 || o.seconds <= 0 || o.seconds > 600) usage("--pps >= 1, --seconds in (0, 600]");
   return o;
 }
@@ -109,19 +117,60 @@ int openSocket(const Options& o) {
   return fd;
 }
 
+// One call's worth of datagrams: kBurst messages of up to o.gso datagrams each
+// (UDP_SEGMENT cuts a message into datagrams of o.size bytes).
+class Burst {
+ public:
+  explicit Burst(const Options& o) : o_(o), bytes_(kBurst * o.gso * o.size) {}
+
+  // Frames datagrams sent .. sent+n-1 (n <= capacity()); returns the number of messages.
+  int frame(uint64_t sent, uint64_t n) {
+    int messages = 0;
+    for (uint64_t k = 0; k < n; ++k) {
+      unsigned char* at = bytes_.data() + k * o_.size;
+      uint64_t seq = sent + k;
+      std::memcpy(at, &o_.run, 8);
+      std::memcpy(at + 8, &seq, 8);
+    }
+    for (uint64_t first = 0; first < n; first += o_.gso, ++messages) {
+      uint64_t segments = std::min<uint64_t>(o_.gso, n - first);
+      iov_[messages] = {bytes_.data() + first * o_.size, segments * o_.size};
+      segments_[messages] = segments;
+      msgs_[messages] = {};
+      msgs_[messages].msg_hdr.msg_iov = &iov_[messages];
+      msgs_[messages].msg_hdr.msg_iovlen = 1;
+    }
+    return messages;
+  }
+
+  mmsghdr* messages() { return msgs_.data(); }
+  uint64_t capacity() const { return kBurst * o_.gso; }
+  // Datagrams in the first `messages` messages.
+  uint64_t datagrams(int messages) const {
+    uint64_t total = 0;
+    for (int i = 0; i < messages; ++i) total += segments_[i];
+    return total;
+  }
+
+ private:
+  const Options& o_;
+  std::vector<unsigned char> bytes_;
+  std::array<iovec, kBurst> iov_{};
+  std::array<mmsghdr, kBurst> msgs_{};
+  std::array<uint64_t, kBurst> segments_{};
+};
+
 void send(const Options& o) {
   int fd = openSocket(o);
-  std::array<std::array<unsigned char, kMaxPayload>, kBurst> payload{};
-  std::array<iovec, kBurst> iov{};
-  std::array<mmsghdr, kBurst> msgs{};
-  for (int i = 0; i < kBurst; ++i) {
-    iov[i] = {payload[i].data(), o.size};
-    msgs[i].msg_hdr.msg_iov = &iov[i];
-    msgs[i].msg_hdr.msg_iovlen = 1;
+  if (o.gso > 1) {
+    int size = static_cast<int>(o.size);
+    if (setsockopt(fd, IPPROTO_UDP, UDP_SEGMENT, &size, sizeof size) != 0)
+      throw std::runtime_error(std::string("UDP_SEGMENT: ") + std::strerror(errno));
   }
+  Burst burst(o);
   // Datagram k is due k/pps seconds after the start. A call waits until `batch`
   // are due (at most 1 ms of them), so a fast rate costs one syscall per burst.
-  const uint64_t batch = std::clamp<uint64_t>(static_cast<uint64_t>(o.pps / 1000), 1, kBurst);
+  const uint64_t batch = std::clamp<uint64_t>(static_cast<uint64_t>(o.pps / 1000), 1, burst.capacity());
   uint64_t sent = 0, refused = 0;
   const double start = now(), end = start + o.seconds;
   for (double t = start; t < end; t = now()) {
@@ -132,14 +181,9 @@ void send(const Options& o) {
       nanosleep(&ts, nullptr);
       continue;
     }
-    int n = static_cast<int>(std::min<uint64_t>(due - sent, kBurst));
-    for (int i = 0; i < n; ++i) {
-      uint64_t seq = sent + i;
-      std::memcpy(payload[i].data(), &o.run, 8);
-      std::memcpy(payload[i].data() + 8, &seq, 8);
-    }
-    int done = sendmmsg(fd, msgs.data(), n, 0);
-    if (done >= 0) sent += static_cast<uint64_t>(done);
+    int messages = burst.frame(sent, std::min(due - sent, burst.capacity()));
+    int done = sendmmsg(fd, burst.messages(), static_cast<unsigned>(messages), 0);
+    if (done >= 0) sent += burst.datagrams(done);
     // A full queue, or an ICMP error from an earlier datagram: go on.
     else if (errno == ENOBUFS || errno == EAGAIN || errno == ECONNREFUSED) ++refused;
     else throw std::runtime_error(std::string("sendmmsg: ") + std::strerror(errno));

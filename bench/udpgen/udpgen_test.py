@@ -1,7 +1,7 @@
 """bench.udpgen: the comparison benchmark's generator and receiver count right
 (bench/udpgen/udpgen.cpp). Not a timing test: on loopback, at low rates, the
 receiver counts exactly the datagrams of its own run that the sender says it
-sent, datagrams of another run are counted apart, the sender never offers more
+sent (also when they leave UDP_SEGMENT-cut, --gso), datagrams of another run are counted apart, the sender never offers more
 than its pace allows, and bad arguments are refused. Each process is bounded
 by a timeout; the receiver binds port 0 on 127.0.0.1, so parallel runs do not meet."""
 
@@ -24,9 +24,10 @@ def receiver(run, seconds=10, idle_ms=600):
     return p, ready[1]
 
 
-def send(port, run, pps, seconds):
+def send(port, run, pps, seconds, gso=1):
     r = subprocess.run([UDPGEN, "send", "127.0.0.1", port, "--pps", str(pps), "--seconds", str(seconds),
-                        "--size", "64", "--run", str(run)], capture_output=True, text=True, timeout=30)
+                        "--size", "64", "--run", str(run), "--gso", str(gso)], capture_output=True, text=True,
+                       timeout=30)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -51,6 +52,13 @@ class UdpgenTest(unittest.TestCase):
         self.assertEqual(got["received"], own["sent"], got)
         self.assertEqual(got["foreign"], other["sent"], got)
 
+    def test_datagrams_sent_with_udp_segment_are_counted_one_by_one(self):
+        p, port = receiver(run=6)
+        own = send(port, run=6, pps=16000, seconds=0.1, gso=16)
+        got = result(p)
+        self.assertGreater(own["sent"], 16)
+        self.assertEqual(got["received"], own["sent"], got)
+
     def test_the_sender_never_runs_ahead_of_its_pace(self):
         p, port = receiver(run=9)
         sent = send(port, run=9, pps=1000, seconds=0.5)
@@ -62,7 +70,8 @@ class UdpgenTest(unittest.TestCase):
     def test_bad_arguments_are_refused(self):
         for args in (["send", "127.0.0.1", "9", "--size", "8"], ["send", "127.0.0.1", "9", "--pps", "x"],
                      ["recv", "127.0.0.1", "9", "--bogus", "1"], ["flood", "127.0.0.1", "9"],
-                     ["send", "not-an-address", "9"]):
+                     ["send", "not-an-address", "9"], ["send", "127.0.0.1", "9", "--gso", "65"],
+                     ["send", "127.0.0.1", "9", "--gso", "64", "--size", "1472"]):
             r = subprocess.run([UDPGEN, *args], capture_output=True, text=True, timeout=10)
             self.assertEqual(r.returncode, 2, f"{args}: {r.stderr}")
             self.assertIn("usage:", r.stderr)
