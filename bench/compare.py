@@ -59,12 +59,13 @@ CLAUSES = {  # setkey algorithm clause per direction (two different keys)
 class Plan:
     """How long each measurement takes; --quick shortens every one of them."""
 
-    def __init__(self, quick, seconds, udp_step):
+    def __init__(self, quick, seconds, udp_step, udp_gso):
         self.tcp_seconds = seconds or (2 if quick else 10)
         self.udp_step = udp_step or (0.5 if quick else 1.0)
         self.udp_steps = 6 if quick else 9
         self.pause_pings = 3 if quick else 5
         self.idle_seconds = 2 if quick else 5
+        self.udp_gso = udp_gso
 
     def path_seconds(self, tunnel=True):
         """At most this long: a search that ends early, and most do, takes less."""
@@ -176,7 +177,7 @@ def measure(path, plan, udpgen):
         say(f"CPU {fig['cpu_per_gb']:.2f} s per GB received (both ends, {len(pids)} processes: "
             f"{cpu_spent_by_name(cpu0, cpu1)})")
     best, top, limited = udp_search(tb.a, tb.b, path.dst, udpgen, plan.udp_step, plan.udp_steps,
-                                    lambda text: say("  " + text))
+                                    lambda text: say("  " + text), plan.udp_gso)
     fig["udp_kpps"], fig["udp_top_kpps"], fig["udp_generator_limit"] = best / 1e3, top / 1e3, limited
     say(f"UDP 64 B: {best / 1e3:.1f} kpps at <= 1 % loss (most received at any rate {top / 1e3:.1f} kpps"
         f"{'; the generator could not offer more' if limited else ''})")
@@ -265,11 +266,14 @@ def main():
     ap.add_argument("--seconds", type=float, help="iperf3 duration of each TCP run (default 10, --quick 2)")
     ap.add_argument("--udp-step", type=float,
                     help="seconds per offered rate of the UDP search (default 1, --quick 0.5)")
+    ap.add_argument("--udp-gso", type=int, default=16, metavar="N",
+                    help="udpgen sends N datagrams per message with UDP_SEGMENT (default 16; 1: plain sendmmsg, "
+                    "about a third of the rate the veth then carries here)")
     ap.add_argument("--only", default="", help="comma-separated paths (veth, ipsecd, 'ipsecd esp gcm', strongswan, "
                     "wireguard-go); the veth is always measured")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    plan = Plan(args.quick, args.seconds, args.udp_step)
+    plan = Plan(args.quick, args.seconds, args.udp_step, args.udp_gso)
     wanted = {w.strip() for w in args.only.split(",") if w.strip()}
     wanted = wanted | {"veth"} if wanted else wanted
     udpgen = binary("udpgen")
@@ -281,7 +285,8 @@ def main():
         estimate = sum(plan.path_seconds(p.name != "veth") for p in paths)
         print(f"comparison: {len(paths)} paths, at most about {estimate / 60:.1f} minutes "
               f"(TCP {plan.tcp_seconds} s x 2, UDP search {plan.udp_steps} x {plan.udp_step} s, "
-              f"{plan.pause_pings} pings 1 s apart, idle {plan.idle_seconds} s)", flush=True)
+              f"{plan.pause_pings} pings 1 s apart, idle {plan.idle_seconds} s"
+              f", udpgen --gso {plan.udp_gso})", flush=True)
         for path in paths:
             missing = [n for n in path.needs if not shutil.which(n) and not os.path.exists(n)]
             if missing:

@@ -115,7 +115,7 @@ def iperf_tcp(client, server, addr, port, seconds, streams):
             srv.wait(5)
 
 
-def udp_step(sender, receiver, dst, udpgen, pps, seconds, run, port=9000):
+def udp_step(sender, receiver, dst, udpgen, pps, seconds, run, gso=1, port=9000):
     """One offered rate: (datagrams sent, datagrams received, rate sent per s)."""
     rcv = receiver.popen([udpgen, "recv", dst, str(port), "--seconds", str(seconds + 5), "--run", str(run),
                           "--idle-ms", "400"], stdout=subprocess.PIPE, text=True)
@@ -123,7 +123,7 @@ def udp_step(sender, receiver, dst, udpgen, pps, seconds, run, port=9000):
         if not rcv.stdout.readline().startswith("ready"):
             raise RuntimeError(f"udpgen receiver on {dst}:{port} did not start")
         s = sender.exec([udpgen, "send", dst, str(port), "--pps", str(int(pps)), "--seconds", str(seconds),
-                         "--size", "64", "--run", str(run)], check=False, timeout=seconds + 10)
+                         "--size", "64", "--run", str(run), "--gso", str(gso)], check=False, timeout=seconds + 10)
         if s.returncode != 0:
             raise RuntimeError(f"udpgen send: {s.stderr.strip()}")
         sent = json.loads(s.stdout)
@@ -137,7 +137,7 @@ def udp_step(sender, receiver, dst, udpgen, pps, seconds, run, port=9000):
         rcv.stdout.close()
 
 
-def udp_search(sender, receiver, dst, udpgen, seconds, steps, say, start_pps=10000):
+def udp_search(sender, receiver, dst, udpgen, seconds, steps, say, gso=1, start_pps=20000):
     """The highest received rate at <= 1 % loss over `steps` offered rates.
 
     Doubles the offer from start_pps until the loss passes 1 % (or the
@@ -151,7 +151,8 @@ def udp_search(sender, receiver, dst, udpgen, seconds, steps, say, start_pps=100
     limited = 0
     offer = float(start_pps)
     for run in range(1, steps + 1):
-        sent, received, sent_pps = udp_step(sender, receiver, dst, udpgen, offer, seconds, int(time.time()) * 100 + run)
+        run_id = int(time.time()) * 100 + run
+        sent, received, sent_pps = udp_step(sender, receiver, dst, udpgen, offer, seconds, run_id, gso)
         loss = 1 - received / sent if sent else 1.0
         rate = sent_pps * (1 - loss)  # received per second of sending
         top = max(top, rate)
