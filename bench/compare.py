@@ -18,8 +18,9 @@ and stopped before the next (only one runs at a time):
 Each path is measured with: ping (20 at 10 ms spacing; 5 one second apart), idle CPU
 of the tunnel's processes over a few seconds with nothing flowing, iperf3 TCP with
 1 and 4 streams A -> B, and the highest rate of 64-byte UDP datagrams B receives at
-<= 1 % loss, found by a search over offered rates with bench/udpgen (sendmmsg
-paced sender in A, recvmmsg counting receiver in B). CPU seconds per GB: utime +
+<= 1 % loss, found by a search over offered rates with bench/udpgen (a paced
+sendmmsg sender in A, 16 datagrams a message cut by UDP_SEGMENT unless
+--udp-gso says otherwise; a recvmmsg counting receiver in B). CPU seconds per GB: utime +
 stime (/proc/<pid>/stat) of every process of the tunnel at both ends (ipsecd and
 its four children per host; charon; wireguard-go) over the two TCP runs, divided
 by the bytes B received. At the end, one table of figures with each ratio to the
@@ -283,7 +284,7 @@ def main():
     with Testbed(tag=tag) as tb:
         paths = make_paths(tb, wanted, tag)
         estimate = sum(plan.path_seconds(p.name != "veth") for p in paths)
-        print(f"comparison: {len(paths)} paths, at most about {estimate / 60:.1f} minutes "
+        print(f"comparison: {len(paths)} path{'s' if len(paths) != 1 else ''}, at most about {estimate / 60:.1f} minutes "
               f"(TCP {plan.tcp_seconds} s x 2, UDP search {plan.udp_steps} x {plan.udp_step} s, "
               f"{plan.pause_pings} pings 1 s apart, idle {plan.idle_seconds} s"
               f", udpgen --gso {plan.udp_gso})", flush=True)
