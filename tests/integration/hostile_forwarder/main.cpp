@@ -14,6 +14,7 @@
 // Results go to $IPSEC_HOSTILE_REPORT as JSON once $IPSEC_HOSTILE_GO exists
 // (the test creates it when the broker has the A→B session outbound).
 // $IPSEC_HOSTILE_LOCAL is this host's outer address: an SA from it is outbound.
+// (ipsecd passes its environment on to its children: services/ipsecd/spawn.cpp.)
 //
 // Unlike ipsec-forwarder it applies no sandbox (service::Service::run applies
 // the forwarder's seccomp profile inside the child itself): the attacker
