@@ -3,9 +3,9 @@
 
 #include <linux/pfkeyv2.h>
 #include <sodium.h>
+#include <fcntl.h>
 
 #include <array>
-#include <boost/asio/post.hpp>
 #include <cerrno>
 #include <stdexcept>
 
@@ -31,18 +31,11 @@ Broker::Broker(boost::asio::io_context& io, UniqueFd keydb, std::vector<RingFds>
     : io_(io), drivers_(cryptodrv::DriverRegistry::withDefaultDrivers()) {
   keydb_ = std::make_unique<control::Channel>(io_, std::move(keydb), "ipsec-keydb");
   sessions_ = std::make_unique<SessionTable>(drivers_, static_cast<unsigned>(rings.size()));
-  // Workers call this from their threads: only post to the control thread.
-  sessions_->onIvLow = [this](std::uint32_t index, std::uint32_t generation, std::uint64_t ivNext) {
-    boost::asio::post(io_, [this, index, generation, ivNext] {
-      if (stopped_) return;
-      control::ScratchMessageBuilder<32> b;  // one per session: not 8 KiB of heap each
-      auto r = b.initRoot<proto::CryptoToKeydb>().initIvRequest();
-      r.initSa().setIndex(index);
-      r.getSa().setGeneration(generation);
-      r.setIvNext(ivNext);
-      keydb_->send(b);
-    });
-  };
+  // Workers ring this when a session's IV grant runs low (sessions.h); a dup,
+  // as asio closes what it watches.
+  const int ivLowFd = ::fcntl(sessions_->ivLowFd(), F_DUPFD_CLOEXEC, 0);
+  if (ivLowFd < 0) throw std::runtime_error("dup of the IV-low eventfd failed");
+  ivLowWatch_ = std::make_unique<boost::asio::posix::stream_descriptor>(io_, ivLowFd);
   for (unsigned i = 0; i < rings.size(); ++i) {
     // Guard pages around the mapping: the worker writes where the forwarder
     // points it, so a bounds check that ever failed would fault, not corrupt.
@@ -65,6 +58,24 @@ void Broker::start() {
                   log::error("channel to ipsec-keydb closed: {}", why);
                   std::exit(1);
                 });
+  armIvLow();
+}
+
+// keydb's answer (an IvGrant) clears the session's request; until then a
+// session is asked for at most once.
+void Broker::armIvLow() {
+  ivLowWatch_->async_wait(boost::asio::posix::stream_descriptor::wait_read, [this](boost::system::error_code ec) {
+    if (ec || stopped_) return;
+    for (const auto& low : sessions_->takeIvLow()) {
+      control::ScratchMessageBuilder<32> b;  // one per session: not 8 KiB of heap each
+      auto r = b.initRoot<proto::CryptoToKeydb>().initIvRequest();
+      r.initSa().setIndex(low.index);
+      r.getSa().setGeneration(low.generation);
+      r.setIvNext(low.ivNext);
+      keydb_->send(b);
+    }
+    armIvLow();
+  });
 }
 
 void Broker::startWorkers() {
@@ -75,6 +86,8 @@ void Broker::stop() {
   if (stopped_) return;
   stopped_ = true;
   for (auto& w : workers_) w->stop();
+  boost::system::error_code ignored;
+  ivLowWatch_->cancel(ignored);
   keydb_->close();
 }
 

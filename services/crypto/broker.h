@@ -5,6 +5,7 @@
 #include <utility>  // before asio (Boost 1.74 with GCC 12)
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <memory>
 #include <vector>
 
@@ -35,11 +36,13 @@ class Broker {
 
  private:
   bool onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
+  void armIvLow();  // asks keydb for more IVs for each session a worker found low
 
   boost::asio::io_context& io_;
   cryptodrv::DriverRegistry drivers_;
   std::unique_ptr<control::Channel> keydb_;
   std::unique_ptr<SessionTable> sessions_;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> ivLowWatch_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::uint64_t sessionsCreated_ = 0, sessionsRefused_ = 0;
   std::uint64_t sessionsNoKeyMemory_ = 0;  // refusals for lack of locked key memory (ENOMEM)

@@ -34,7 +34,8 @@ Forwarder::Forwarder(asio::io_context& io, Fds fds)
   sendUdp6_.fd = fds_.udp6.get();
   sendUdp4_.udp = sendUdp6_.udp = true;
   for (auto& wf : fds_.workers) {
-    auto attached = ring::Region::attach(std::move(wf.region));
+    // Guard pages as the broker maps it: a bounds slip here faults instead of touching the next mapping.
+    auto attached = ring::Region::attach(std::move(wf.region), nullptr, ring::GuardPages::kSurround);
     if (!attached.region) {
       throw std::runtime_error(std::string("crypto ring region rejected: ") + ring::toString(attached.error));
     }

@@ -449,13 +449,14 @@ class Testbed:
                 f.write(f"{k} = {v}\n")
         return path
 
-    def start(self, h, setkey_text="", debug=False, **extra):
+    def start(self, h, setkey_text="", debug=False, ipsecd=None, env=None, **extra):
+        """`ipsecd`: another ipsecd binary (its children are beside it); `env`: ipsecd's environment."""
         path = self.config(h, setkey_text, **extra)
         h.log = open(os.path.join(h.workdir, "ipsecd.log"), "w")
-        cmd = ["ip", "netns", "exec", h.ns, binary("ipsecd"), "--config", path]
+        cmd = ["ip", "netns", "exec", h.ns, ipsecd or binary("ipsecd"), "--config", path]
         if debug:
             cmd.append("--debug")
-        h.proc = subprocess.Popen(cmd, stdout=h.log, stderr=subprocess.STDOUT)
+        h.proc = subprocess.Popen(cmd, stdout=h.log, stderr=subprocess.STDOUT, env=env)
         h.remember(h.proc.pid, f"ipsecd in {h.ns}")
         pidfile = os.path.join(h.runtime, "ipsecd.pid")
         # ipsecd writes its pid file once every service said it is ready.
