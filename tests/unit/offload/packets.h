@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <span>
 #include <vector>
 
@@ -17,13 +18,19 @@
 
 namespace ipsec::offload::testing {
 
+// NOP NOP timestamps, as Linux sends them on an established connection.
+inline std::vector<std::uint8_t> timestampOptions() {
+  static const std::uint8_t kOptions[] = {1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2};
+  return std::vector<std::uint8_t>(std::begin(kOptions), std::end(kOptions));
+}
+
 struct SuperPacketSpec {
   int version = 4;
   std::uint8_t protocol = kProtoTcp;
   std::size_t payload = 4000;
   std::uint16_t mss = 1000;
   std::uint8_t tcpFlags = 0x18;  // PSH|ACK, as a send() of a whole buffer leaves it
-  std::vector<std::uint8_t> tcpOptions = {1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2};  // NOP NOP timestamps
+  std::vector<std::uint8_t> tcpOptions = timestampOptions();
   std::uint16_t ipId = 0xfffe;  // wraps within a few segments
   bool dontFragment = true;
   std::uint8_t tos = 0x02;  // ECT(0)

@@ -3,24 +3,10 @@
 // send of 3000 bytes with UDP_SEGMENT 1000 to an address behind the TUN
 // comes out as one USO super-packet that planSegments cuts into the three
 // datagrams the kernel would have sent.
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <linux/if_tun.h>
 #include <netinet/udp.h>
-#include <net/if.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sched.h>
-#include <sys/ioctl.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cerrno>
-#include <chrono>
-#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,6 +14,7 @@
 #include "offload/segment.h"
 #include "offload/tun_probe.h"
 #include "offload/vnet_header.h"
+#include "tun_netns.h"
 
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
@@ -36,46 +23,8 @@
 namespace ipsec::offload {
 namespace {
 
-// Closes the descriptors the test opened, whatever fails.
-struct Fd {
-  int fd = -1;
-  ~Fd() {
-    if (fd >= 0) close(fd);
-  }
-};
-
-int openTun(bool vnetHeader, std::string& name) {
-  const int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ifreq ifr{};
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (vnetHeader ? IFF_VNET_HDR : 0);
-  std::strncpy(ifr.ifr_name, "offload%d", IFNAMSIZ - 1);
-  if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
-    close(fd);
-    return -1;
-  }
-  name = ifr.ifr_name;
-  return fd;
-}
-
-// 198.51.100.1/24 on `name`, up: 198.51.100.2 is routed into the TUN.
-bool addressUp(const std::string& name) {
-  Fd s{socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)};
-  ifreq ifr{};
-  std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
-  auto* addr = reinterpret_cast<sockaddr_in*>(&ifr.ifr_addr);
-  addr->sin_family = AF_INET;
-  inet_pton(AF_INET, "198.51.100.1", &addr->sin_addr);
-  if (ioctl(s.fd, SIOCSIFADDR, &ifr) != 0) return false;
-  inet_pton(AF_INET, "255.255.255.0", &addr->sin_addr);
-  if (ioctl(s.fd, SIOCSIFNETMASK, &ifr) != 0) return false;
-  if (ioctl(s.fd, SIOCGIFFLAGS, &ifr) != 0) return false;
-  ifr.ifr_flags |= IFF_UP;
-  return ioctl(s.fd, SIOCSIFFLAGS, &ifr) == 0;
-}
-
 bool sendSegmentedUdp(std::size_t bytes, int segment) {
-  Fd s{socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)};
+  testing::Fd s(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (setsockopt(s.fd, SOL_UDP, UDP_SEGMENT, &segment, sizeof segment) != 0) return false;
   sockaddr_in to{};
   to.sin_family = AF_INET;
@@ -84,24 +33,6 @@ bool sendSegmentedUdp(std::size_t bytes, int segment) {
   const std::vector<std::uint8_t> data(bytes, 0x5a);
   return sendto(s.fd, data.data(), data.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to) ==
          static_cast<ssize_t>(bytes);
-}
-
-// The first IPv4 UDP packet read within 2 s (IPv6 router solicitations and
-// the like are read past), behind its virtio_net_hdr.
-std::vector<std::uint8_t> readUdp4(int fd) {
-  std::vector<std::uint8_t> buffer(kVnetHeaderSize + 65536);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-  while (std::chrono::steady_clock::now() < deadline) {
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, 200) <= 0) continue;
-    const ssize_t n = read(fd, buffer.data(), buffer.size());
-    if (n > static_cast<ssize_t>(kVnetHeaderSize + 20) && buffer[kVnetHeaderSize] == 0x45 &&
-        buffer[kVnetHeaderSize + 9] == IPPROTO_UDP) {
-      buffer.resize(static_cast<std::size_t>(n));
-      return buffer;
-    }
-  }
-  return {};
 }
 
 struct NamespaceRun {
@@ -122,8 +53,8 @@ void runInNamespace(NamespaceRun& run) {
     return;
   }
   std::string name;
-  Fd without{openTun(false, name)};
-  Fd tun{openTun(true, name)};
+  testing::Fd without(testing::openTun(false, name));
+  testing::Fd tun(testing::openTun(true, name));
   if (without.fd < 0 || tun.fd < 0) {
     run.skipped = true;
     run.why = std::string("no TUN: ") + std::strerror(errno);
@@ -131,9 +62,13 @@ void runInNamespace(NamespaceRun& run) {
   }
   run.plain = probeTunOffloads(without.fd);
   run.offloads = probeTunOffloads(tun.fd);
-  if (!run.offloads.uso4 || !addressUp(name)) return;
+  if (!run.offloads.uso4 || !testing::addressUp(name, "198.51.100.1", nullptr)) return;
   run.sent = sendSegmentedUdp(3000, 1000);
-  if (run.sent) run.read = readUdp4(tun.fd);
+  if (run.sent) {
+    run.read = testing::readUntil(tun.fd, [](const std::vector<std::uint8_t>& r) {
+      return r.size() > kVnetHeaderSize + 20 && r[kVnetHeaderSize] == 0x45 && r[kVnetHeaderSize + 9] == IPPROTO_UDP;
+    });
+  }
 }
 
 TEST(TunProbe, GrantsTsoOnAVnetHeaderTunAndUsoSuperPacketsComeOut) {
