@@ -73,6 +73,7 @@ SegmentPlan planSegments(const VnetHeader& header, std::span<const std::uint8_t>
   SegmentPlan plan;
   plan.header = header;
   plan.error = checkVnetHeader(header, packet);
+  if (plan.error == VnetError::kBadPacket) plan.layoutError = parseLayout(packet).error;
   if (!plan.ok()) return plan;
   plan.length = static_cast<std::uint32_t>(packet.size());
   if (!plan.gso()) {

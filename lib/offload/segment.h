@@ -29,6 +29,7 @@ namespace ipsec::offload {
 
 struct SegmentPlan {
   VnetError error = VnetError::kOk;
+  LayoutError layoutError = LayoutError::kOk;  // why, when error == kBadPacket
   VnetHeader header;
   PacketLayout layout;          // GSO only: the super-packet's headers
   std::uint32_t length = 0;     // the super-packet's length

@@ -109,6 +109,11 @@ TEST(Segment, RefusesAShortBufferAnIndexPastTheEndAndAnotherPacket) {
   const SegmentPlan refused = planSegments(VnetHeader{kVnetFlagNeedsChecksum, kGsoTcpV4, 0, 0, 20, 16}, packet);
   EXPECT_FALSE(refused.ok());
   EXPECT_EQ(writeSegment(refused, packet, 0, out), 0u);
+  auto fragment = packet;
+  fragment[7] = 1;  // a fragment offset
+  const SegmentPlan bad = planSegments(gsoHeaderFor(s), fragment);
+  EXPECT_EQ(bad.error, VnetError::kBadPacket);
+  EXPECT_EQ(bad.layoutError, LayoutError::kFragment) << "the finer reason, for its own counter";
 }
 
 TEST(Segment, CompletesAPartialChecksumWithoutGso) {
