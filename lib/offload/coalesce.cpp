@@ -17,23 +17,28 @@ constexpr std::uint8_t kTcpUrg = 0x20;
 constexpr std::uint8_t kTcpCwr = 0x80;
 constexpr std::uint16_t kIpv4Df = 0x4000;
 
-// One TCP packet that may take part in a merge, as far as its own bytes go.
+// One TCP (or UDP) packet that may take part in a merge, as far as its own
+// bytes go.
 struct TcpView {
   PacketLayout layout;
   std::size_t tcp = 0;  // = layout.l4Offset
-  std::uint32_t seq = 0;
-  std::uint8_t flags = 0;
+  std::uint32_t seq = 0;    // TCP only
+  std::uint8_t flags = 0;   // TCP only
   std::uint32_t payload = 0;
+  bool isTcp() const noexcept { return layout.protocol == kProtoTcp; }
 };
 
-// IPv4 without options, IPv6 without extension headers, TCP with a payload.
-bool viewTcp(std::span<const std::uint8_t> p, TcpView& v) noexcept {
+// IPv4 without options, IPv6 without extension headers, TCP (or UDP when
+// asked for) with a payload.
+bool viewTcp(std::span<const std::uint8_t> p, const CoalesceOptions& options, TcpView& v) noexcept {
   v.layout = parseLayout(p);
-  if (!v.layout.ok() || v.layout.protocol != kProtoTcp) return false;
+  if (!v.layout.ok() || (v.layout.protocol != kProtoTcp && !options.udp)) return false;
   if (v.layout.version == 4 && v.layout.l4Offset != kIpv4MinHeader) return false;
   v.tcp = v.layout.l4Offset;
-  v.seq = load32(&p[v.tcp + 4]);
-  v.flags = p[v.tcp + 13];
+  if (v.isTcp()) {
+    v.seq = load32(&p[v.tcp + 4]);
+    v.flags = p[v.tcp + 13];
+  }
   v.payload = v.layout.payloadLength();
   return v.payload > 0;
 }
@@ -46,7 +51,7 @@ bool checksumsValid(std::span<const std::uint8_t> p, const TcpView& v) noexcept 
 }
 
 bool mayStartGroup(const TcpView& v) noexcept {
-  return (v.flags & (kTcpSyn | kTcpRst | kTcpUrg | kTcpPsh | kTcpFin)) == 0;
+  return !v.isTcp() || (v.flags & (kTcpSyn | kTcpRst | kTcpUrg | kTcpPsh | kTcpFin)) == 0;
 }
 
 // inet_gro_receive / ipv6_gro_receive: same flow and nothing that flushes.
@@ -83,12 +88,24 @@ struct OpenGroup {
   bool ended = false;         // a short payload, PSH or FIN came
 };
 
+// udp_gro_receive_segment: the same ports (the IP flow is checked apart).
+bool sameUdpPorts(std::span<const std::uint8_t> h, const TcpView& hv, std::span<const std::uint8_t> c,
+                  const TcpView& cv) noexcept {
+  return std::memcmp(&h[hv.tcp], &c[cv.tcp], 4) == 0;
+}
+
 bool mayJoin(OpenGroup& g, std::span<const std::uint8_t> c, const TcpView& cv) noexcept {
   if (g.ended || g.count >= kMaxSegments || cv.payload > g.headView.payload) return false;
-  if (g.headView.layout.version != cv.layout.version) return false;
+  if (g.headView.layout.version != cv.layout.version || g.headView.layout.protocol != cv.layout.protocol) {
+    return false;
+  }
   if (std::size_t{g.headView.layout.headerLength} + g.payload + cv.payload > kMaxPacket) return false;
-  if (cv.seq != g.headView.seq + g.payload) return false;
-  if (!sameIpFlow(g.head, c, g.count) || !sameTcpHeader(g.head, g.headView, c, cv)) return false;
+  if (!sameIpFlow(g.head, c, g.count)) return false;
+  if (cv.isTcp()) {
+    if (cv.seq != g.headView.seq + g.payload || !sameTcpHeader(g.head, g.headView, c, cv)) return false;
+  } else if (!sameUdpPorts(g.head, g.headView, c, cv)) {
+    return false;
+  }
   if (!g.headChecked) {
     if (!checksumsValid(g.head, g.headView)) return false;
     g.headChecked = true;
@@ -99,12 +116,16 @@ bool mayJoin(OpenGroup& g, std::span<const std::uint8_t> c, const TcpView& cv) n
 VnetHeader mergedHeader(const TcpView& head) noexcept {
   VnetHeader h;
   h.flags = kVnetFlagNeedsChecksum;
-  h.gsoType = head.layout.version == 4 ? kGsoTcpV4 : kGsoTcpV6;
-  if ((head.flags & kTcpCwr) != 0) h.gsoType |= kGsoEcn;
+  if (head.isTcp()) {
+    h.gsoType = head.layout.version == 4 ? kGsoTcpV4 : kGsoTcpV6;
+    if ((head.flags & kTcpCwr) != 0) h.gsoType |= kGsoEcn;
+  } else {
+    h.gsoType = kGsoUdpL4;
+  }
   h.gsoSize = static_cast<std::uint16_t>(head.payload);
   h.headerLength = head.layout.headerLength;
   h.checksumStart = head.layout.l4Offset;
-  h.checksumOffset = kTcpChecksumOffset;
+  h.checksumOffset = head.isTcp() ? kTcpChecksumOffset : kUdpChecksumOffset;
   return h;
 }
 
@@ -116,33 +137,39 @@ CoalesceGroup alone(std::uint32_t index, std::size_t length) noexcept {
   return g;
 }
 
-// The IP lengths, PSH/FIN and the partial checksum of a merged packet in `out`.
-void finishMerged(std::span<std::uint8_t> out, const CoalesceGroup& group, std::uint8_t lastFlags) noexcept {
-  const std::size_t tcp = group.header.checksumStart;
-  if (group.header.gsoKind() == kGsoTcpV4) {
+// The IP lengths, PSH/FIN (TCP) or the UDP length, and the partial checksum
+// of a merged packet in `out`.
+void finishMerged(std::span<std::uint8_t> out, const CoalesceGroup& group, bool isTcp, bool isIpv4,
+                  std::uint8_t lastFlags) noexcept {
+  const std::size_t l4 = group.header.checksumStart;
+  const std::uint32_t l4Length = group.length - static_cast<std::uint32_t>(l4);
+  if (isIpv4) {
     store16(&out[2], static_cast<std::uint16_t>(group.length));
     store16(&out[10], ipv4HeaderChecksum(out));
   } else {
     store16(&out[4], static_cast<std::uint16_t>(group.length - kIpv6Header));
   }
-  out[tcp + 13] |= lastFlags & (kTcpFin | kTcpPsh);
+  if (isTcp) {
+    out[l4 + 13] |= lastFlags & (kTcpFin | kTcpPsh);
+  } else {
+    store16(&out[l4 + 4], static_cast<std::uint16_t>(l4Length));
+  }
   PacketLayout layout;
-  layout.version = group.header.gsoKind() == kGsoTcpV4 ? 4 : 6;
-  layout.protocol = kProtoTcp;
-  const std::uint32_t tcpLength = group.length - static_cast<std::uint32_t>(tcp);
-  store16(&out[tcp + kTcpChecksumOffset], checksumFold(pseudoHeaderSum(out, layout, tcpLength)));
+  layout.version = isIpv4 ? 4 : 6;
+  layout.protocol = isTcp ? kProtoTcp : kProtoUdp;
+  store16(&out[l4 + group.header.checksumOffset], checksumFold(pseudoHeaderSum(out, layout, l4Length)));
 }
 
 }  // namespace
 
-std::size_t planCoalesce(std::span<const std::span<const std::uint8_t>> burst,
-                         std::span<CoalesceGroup> groups) noexcept {
+std::size_t planCoalesce(std::span<const std::span<const std::uint8_t>> burst, std::span<CoalesceGroup> groups,
+                         const CoalesceOptions& options) noexcept {
   std::size_t filled = 0;
   std::size_t i = 0;
   while (i < burst.size() && filled < groups.size()) {
     OpenGroup g;
     g.head = burst[i];
-    if (!viewTcp(g.head, g.headView) || !mayStartGroup(g.headView)) {
+    if (!viewTcp(g.head, options, g.headView) || !mayStartGroup(g.headView)) {
       groups[filled++] = alone(static_cast<std::uint32_t>(i), burst[i].size());
       ++i;
       continue;
@@ -150,7 +177,8 @@ std::size_t planCoalesce(std::span<const std::span<const std::uint8_t>> burst,
     g.count = 1;
     g.payload = g.headView.payload;
     TcpView cv;
-    while (i + g.count < burst.size() && viewTcp(burst[i + g.count], cv) && mayJoin(g, burst[i + g.count], cv)) {
+    while (i + g.count < burst.size() && viewTcp(burst[i + g.count], options, cv) &&
+           mayJoin(g, burst[i + g.count], cv)) {
       ++g.count;
       g.payload += cv.payload;
       g.ended = cv.payload < g.headView.payload || (cv.flags & (kTcpPsh | kTcpFin)) != 0;
@@ -183,11 +211,17 @@ std::size_t writeCoalesced(const CoalesceGroup& group, std::span<const std::span
     if (burst[group.first + k].size() < headers) return 0;
     total += burst[group.first + k].size() - headers;
   }
-  if (total != group.length || head.size() < headers || headers < group.header.checksumStart + kTcpMinHeader) return 0;
-  const bool v4 = group.header.gsoKind() == kGsoTcpV4;
-  if (group.header.checksumStart != (v4 ? kIpv4MinHeader : kIpv6Header) || (v4 && head[0] != 0x45)) return 0;
+  const std::uint8_t kind = group.header.gsoKind();
+  const bool isTcp = kind == kGsoTcpV4 || kind == kGsoTcpV6;
+  if (!isTcp && kind != kGsoUdpL4) return 0;
+  const std::size_t l4 = group.header.checksumStart;
+  if (total != group.length || head.size() < headers || headers < l4 + (isTcp ? kTcpMinHeader : kUdpHeader)) return 0;
+  // The IP header must be the one the plan saw: without options or extensions.
+  const bool isIpv4 = head[0] == 0x45 && l4 == kIpv4MinHeader && kind != kGsoTcpV6;
+  const bool isIpv6 = (head[0] >> 4) == 6 && l4 == kIpv6Header && kind != kGsoTcpV4;
+  if (!isIpv4 && !isIpv6) return 0;
   // Read before any copy: in place, the copies may overwrite later packets.
-  const std::uint8_t lastFlags = burst[group.first + group.count - 1][group.header.checksumStart + 13];
+  const std::uint8_t lastFlags = isTcp ? burst[group.first + group.count - 1][l4 + 13] : 0;
   if (out.data() != head.data()) std::memmove(out.data(), head.data(), head.size());
   std::size_t at = head.size();
   for (std::uint32_t k = 1; k < group.count; ++k) {
@@ -195,7 +229,7 @@ std::size_t writeCoalesced(const CoalesceGroup& group, std::span<const std::span
     std::memmove(out.data() + at, p.data() + headers, p.size() - headers);
     at += p.size() - headers;
   }
-  finishMerged(out.first(total), group, lastFlags);
+  finishMerged(out.first(total), group, isTcp, isIpv4, lastFlags);
   return total;
 }
 

@@ -1,6 +1,7 @@
-// Coalescing of a burst of inner packets into TCP super-packets (GRO in
-// software) for one write() each to a TUN with TSO, following the rules of
-// the kernel's inet_gro_receive / ipv6_gro_receive / tcp_gro_receive. Runs in
+// Coalescing of a burst of inner packets into TCP (and UDP) super-packets
+// (GRO in software) for one write() each to a TUN with TSO/USO, following the
+// rules of the kernel's inet_gro_receive / ipv6_gro_receive / tcp_gro_receive
+// (udp_gro_receive_segment for UDP). Runs in
 // ipsec-forwarder on the inbound path: the packets are decrypted inner
 // packets (authenticated, but sent by the peer: any bytes); each is checked
 // before it is merged. Pure functions, no I/O, no allocation, noexcept.
@@ -25,7 +26,14 @@
 // TCPV6 (| ECN when the first packet has CWR, as tcp_gro_complete), gso_size
 // the first payload's length, hdr_len the headers' length.
 //
-// UDP is passed through alone (no USO coalescing yet).
+// UDP datagrams merge only when asked for (CoalesceOptions::udp: the TUN
+// granted USO, so the kernel takes UDP_L4 super-packets), by the rules of
+// udp_gro_receive_segment: the same addresses, ports and IP fields as for
+// TCP, every payload as long as the first's but a shorter last one (which
+// ends the group); the merged datagram gets the whole UDP length, the
+// pseudo-header sum in its checksum and gso_type UDP_L4. An IPv4 UDP
+// checksum of 0 (none) passes the check, and the merged packet gets a real
+// one from the kernel.
 #pragma once
 
 #include <cstddef>
@@ -48,8 +56,12 @@ struct CoalesceGroup {
 // Groups `burst` in order into `groups`; returns how many were filled. The
 // groups cover the burst from its start: with groups.size() >= burst.size()
 // all of it, else as much as fits (the caller plans the rest again).
-std::size_t planCoalesce(std::span<const std::span<const std::uint8_t>> burst,
-                         std::span<CoalesceGroup> groups) noexcept;
+struct CoalesceOptions {
+  bool udp = false;  // merge UDP too (TUN_F_USO4 and TUN_F_USO6 granted)
+};
+
+std::size_t planCoalesce(std::span<const std::span<const std::uint8_t>> burst, std::span<CoalesceGroup> groups,
+                         const CoalesceOptions& options = {}) noexcept;
 
 // Writes `group` of the same, unchanged `burst` into `out`; returns its
 // length, or 0 if `out` is shorter than group.length or the burst does not

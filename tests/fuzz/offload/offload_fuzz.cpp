@@ -4,9 +4,9 @@
 //    into a buffer of exactly its planned length (ASan sees any write past
 //    it), and the segments, then the packet itself, go through coalescing
 //    into buffers of exactly the planned group lengths.
-//  - odd: the bytes choose a valid TCP super-packet (IPv4/IPv6, sizes, MSS,
-//    flags, options, ids, sequence numbers); segmenting then coalescing it
-//    must give back the same bytes and the same virtio_net_hdr.
+//  - odd: the bytes choose a valid TCP or UDP super-packet (IPv4/IPv6, sizes,
+//    MSS, flags, options, ids, sequence numbers); segmenting then coalescing
+//    it must give back the same bytes and the same virtio_net_hdr.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -36,7 +36,7 @@ struct Reader {
 
 void coalesceAll(const std::vector<std::span<const std::uint8_t>>& burst) {
   std::vector<CoalesceGroup> groups(burst.size());
-  groups.resize(planCoalesce(burst, groups));
+  groups.resize(planCoalesce(burst, groups, CoalesceOptions{.udp = (burst.size() & 1) != 0}));
   std::uint32_t covered = 0;
   for (const auto& g : groups) {
     if (g.first != covered) std::abort();
@@ -70,11 +70,13 @@ void rawInput(Reader r) {
 
 void roundTrip(Reader r) {
   SuperPacketSpec s;
-  s.version = (r.byte() & 1) ? 6 : 4;
+  const std::uint8_t kind = r.byte();
+  s.version = (kind & 1) ? 6 : 4;
+  s.protocol = (kind & 2) ? kProtoUdp : kProtoTcp;
   const std::size_t ip = s.version == 4 ? kIpv4MinHeader : kIpv6Header;
-  s.tcpOptions.resize((r.byte() % 11) * 4);
+  s.tcpOptions.resize(s.protocol == kProtoTcp ? (r.byte() % 11) * 4 : 0);
   for (auto& b : s.tcpOptions) b = r.byte();
-  const std::size_t headers = ip + kTcpMinHeader + s.tcpOptions.size();
+  const std::size_t headers = ip + (s.protocol == kProtoTcp ? kTcpMinHeader + s.tcpOptions.size() : kUdpHeader);
   s.payload = 1 + r.u16() % (kMaxPacket - headers);
   s.mss = static_cast<std::uint16_t>(1 + r.u16() % 9000);
   if ((s.payload + s.mss - 1) / s.mss > kMaxSegments) s.mss = static_cast<std::uint16_t>(s.payload / 64 + 1);
@@ -94,7 +96,7 @@ void roundTrip(Reader r) {
   if (segments.empty()) std::abort();
   std::vector<std::span<const std::uint8_t>> burst(segments.begin(), segments.end());
   std::vector<CoalesceGroup> groups(burst.size());
-  if (planCoalesce(burst, groups) != 1 || groups[0].count != segments.size()) {
+  if (planCoalesce(burst, groups, CoalesceOptions{.udp = true}) != 1 || groups[0].count != segments.size()) {
     // One segment with PSH/FIN stays alone; so does any single segment.
     if (segments.size() != 1) std::abort();
     return;

@@ -23,11 +23,11 @@ struct Written {
 };
 
 // Plans and writes a whole burst; checks that the groups cover it in order.
-Written coalesce(const Packets& burst) {
+Written coalesce(const Packets& burst, const CoalesceOptions& options = {}) {
   std::vector<std::span<const std::uint8_t>> views(burst.begin(), burst.end());
   Written w;
   w.groups.resize(burst.size());
-  w.groups.resize(planCoalesce(views, w.groups));
+  w.groups.resize(planCoalesce(views, w.groups, options));
   std::uint32_t next = 0;
   for (const auto& g : w.groups) {
     EXPECT_EQ(g.first, next);
@@ -282,6 +282,46 @@ TEST(Coalesce, PlansAsMuchAsTheGroupsHold) {
   std::vector<CoalesceGroup> groups(2);
   ASSERT_EQ(planCoalesce(views, groups), 2u);
   EXPECT_EQ(groups[1].first, 1u);
+}
+
+class UdpRoundTrip : public ::testing::TestWithParam<std::tuple<int, std::size_t>> {};
+
+TEST_P(UdpRoundTrip, DatagramsMergeBackIntoTheUsoSuperPacket) {
+  SuperPacketSpec s;
+  s.protocol = kProtoUdp;
+  s.version = std::get<0>(GetParam());
+  s.payload = std::get<1>(GetParam());
+  const auto original = buildSuperPacket(s);
+  const Packets datagrams = segmentAll(gsoHeaderFor(s), original);
+  EXPECT_EQ(coalesce(datagrams).groups.size(), datagrams.size()) << "UDP stays alone unless asked for";
+  const Written w = coalesce(datagrams, CoalesceOptions{.udp = true});
+  ASSERT_EQ(w.groups.size(), 1u);
+  EXPECT_EQ(w.packets[0], original);
+  EXPECT_EQ(w.groups[0].header, gsoHeaderFor(s));
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, UdpRoundTrip,
+                         ::testing::Combine(::testing::Values(4, 6), ::testing::Values(1001, 3000, 4999)));
+
+TEST(CoalesceUdp, AShortDatagramEndsAGroupAndAnotherPortOrALongerOneStartsOne) {
+  SuperPacketSpec s;
+  s.protocol = kProtoUdp;
+  s.payload = 6000;
+  Packets burst = segmentAll(gsoHeaderFor(s), buildSuperPacket(s));
+  auto shorten = [](std::vector<std::uint8_t>& p) {  // one byte less, lengths and checksum fixed
+    p.pop_back();
+    store16(&p[2], static_cast<std::uint16_t>(p.size()));
+    store16(&p[10], 0);
+    store16(&p[10], ipv4HeaderChecksum(p));
+    store16(&p[20 + 4], static_cast<std::uint16_t>(p.size() - 20));
+    store16(&p[20 + 6], 0);  // no checksum (IPv4): still merges
+  };
+  shorten(burst[1]);
+  burst[3][20 + 1] ^= 1;  // another source port
+  store16(&burst[3][20 + 6], 0);
+  const Written w = coalesce(burst, CoalesceOptions{.udp = true});
+  EXPECT_EQ(counts(w), (std::vector<std::uint32_t>{2, 1, 1, 2}));
+  EXPECT_EQ(w.groups[0].header.gsoSize, 1000);
 }
 
 }  // namespace

@@ -3,7 +3,7 @@
 //   case <name> <version> <protocol> <mss>
 //   super <hex>         the super-packet as a TUN read returns it
 //   seg <hex>           each segment planSegments/writeSegment cut
-//   merged <hex>        planCoalesce/writeCoalesced of the segments (TCP)
+//   merged <hex>        planCoalesce/writeCoalesced of the segments
 //   mvnet <flags> <gso_type> <hdr_len> <gso_size> <csum_start> <csum_offset>
 #include <cstdio>
 #include <vector>
@@ -30,10 +30,9 @@ void dumpCase(const char* name, const SuperPacketSpec& s, bool gso) {
   printHex("super", packet);
   const auto segments = segmentAll(header, packet);
   for (const auto& seg : segments) printHex("seg", seg);
-  if (s.protocol != kProtoTcp) return;
   std::vector<std::span<const std::uint8_t>> views(segments.begin(), segments.end());
   std::vector<CoalesceGroup> groups(views.size());
-  groups.resize(planCoalesce(views, groups));
+  groups.resize(planCoalesce(views, groups, CoalesceOptions{.udp = true}));
   for (const auto& g : groups) {
     std::vector<std::uint8_t> out(g.length);
     writeCoalesced(g, views, out);

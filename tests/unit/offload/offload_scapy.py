@@ -6,10 +6,10 @@ and recomputes every checksum (IPv4 header, TCP, UDP: the fields deleted and
 rebuilt must give the same bytes), and the fields GSO rewrites are compared
 with what the kernel's tcp_gso_segment / __udp_gso_segment would write: IPv4
 id +1, lengths, TCP sequence numbers, FIN/PSH only on the last segment and
-CWR only on the first, the payload cut in order. A coalesced packet must be
-the super-packet again, with the pseudo-header sum (RFC 793 / RFC 8200 §8.1,
-computed by scapy's in4/in6_pseudoheader) in the TCP checksum field and a
-virtio_net_hdr naming it. No root, no network.
+CWR only on the first, the payload cut in order. A coalesced packet (TCP or
+UDP) must be the super-packet again, with the pseudo-header sum (RFC 793 /
+RFC 768 / RFC 8200 §8.1, computed by scapy's in4/in6_pseudoheader) in its
+checksum field and a virtio_net_hdr naming it. No root, no network.
 """
 
 import subprocess
@@ -102,30 +102,37 @@ class Segments(unittest.TestCase):
 
     def test_coalescing_gives_the_super_packet_back(self):
         for c in self.cases:
-            if c["proto"] != 6 or len(c["seg"]) < 2:
+            if len(c["seg"]) < 2:
                 continue
             with self.subTest(case=c["name"], size=len(c["super"])):
                 self.assertEqual(len(c["merged"]), 1)
                 merged = c["merged"][0]
                 self.assertEqual(merged, c["super"])
                 cls = IP if c["version"] == 4 else IPv6
+                l4cls = TCP if c["proto"] == 6 else UDP
                 p = cls(merged)
-                tcp_len = len(bytes(p[TCP]))
+                l4_len = len(bytes(p[l4cls]))
                 if cls is IP:
-                    pseudo = in4_pseudoheader(6, p, tcp_len)
+                    pseudo = in4_pseudoheader(c["proto"], p, l4_len)
                     self.assertEqual(IP(merged).chksum, IP(rebuilt(merged, IP)).chksum)
                 else:
-                    pseudo = in6_pseudoheader(6, p, tcp_len)
-                self.assertEqual(p[TCP].chksum, (~checksum(bytes(pseudo))) & 0xFFFF,
-                                 "the TCP field holds the pseudo-header sum (NEEDS_CSUM)")
+                    pseudo = in6_pseudoheader(c["proto"], p, l4_len)
+                self.assertEqual(p[l4cls].chksum, (~checksum(bytes(pseudo))) & 0xFFFF,
+                                 "the checksum field holds the pseudo-header sum (NEEDS_CSUM)")
                 flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = c["mvnet"][0]
                 ip_len = 20 if cls is IP else 40
                 self.assertEqual(flags, 1)
-                self.assertEqual(gso_type & 0x7F, 1 if cls is IP else 4)
-                self.assertEqual(gso_type & 0x80, 0x80, "CWR on the first: the ECN bit")
                 self.assertEqual(gso_size, c["mss"])
-                self.assertEqual(hdr_len, ip_len + p[TCP].dataofs * 4)
-                self.assertEqual((csum_start, csum_offset), (ip_len, 16))
+                if l4cls is TCP:
+                    self.assertEqual(gso_type & 0x7F, 1 if cls is IP else 4)
+                    self.assertEqual(gso_type & 0x80, 0x80, "CWR on the first: the ECN bit")
+                    self.assertEqual(hdr_len, ip_len + p[TCP].dataofs * 4)
+                    self.assertEqual((csum_start, csum_offset), (ip_len, 16))
+                else:
+                    self.assertEqual(p[UDP].len, l4_len)
+                    self.assertEqual(gso_type, 5, "UDP_L4")
+                    self.assertEqual(hdr_len, ip_len + 8)
+                    self.assertEqual((csum_start, csum_offset), (ip_len, 6))
 
 
 if __name__ == "__main__":
