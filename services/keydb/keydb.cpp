@@ -2,7 +2,6 @@
 #include "keydb.h"
 
 #include <linux/pfkeyv2.h>
-#include <time.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -11,17 +10,15 @@
 
 #include <sodium.h>
 
+#include "clock/clock.h"
 #include "control/scratch_builder.h"
 #include "log/log.h"
 
 namespace ipsec::keydb {
 namespace {
 
-std::uint64_t now() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec);
-}
+// Lifetimes and PF_KEY's addtime are wall-clock seconds.
+std::uint64_t now() { return clock::unixSeconds(); }
 
 std::span<const std::uint8_t> span(capnp::Data::Reader d) { return {d.begin(), d.size()}; }
 

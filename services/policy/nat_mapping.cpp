@@ -11,26 +11,17 @@
 // UDP-encapsulated and the old endpoint the report names is the SA's
 // (address and both ports). Each refusal is counted under its reason. A
 // report that is malformed (not ESP, bad addresses) closes the channel.
-#include <time.h>
 
 #include <cerrno>
 #include <cstring>
 
+#include "clock/clock.h"
 #include "log/log.h"
 #include "pfkey/builder.h"
 #include "server.h"
 #include "wire_address.h"
 
 namespace ipsec::policy {
-namespace {
-
-std::uint64_t nowMs() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
-}
-
-}  // namespace
 
 bool Server::onNatMapping(proto::NatMapping::Reader n) {
   auto oldSrc = addressFrom(n.getSrc());
@@ -57,7 +48,7 @@ bool Server::onNatMapping(proto::NatMapping::Reader n) {
 }
 
 bool Server::natMappingAdmitted(const NatReport& r) {
-  const std::uint64_t t = nowMs();
+  const std::uint64_t t = clock::monotonicMs();
   const auto sa = std::make_pair(r.spi, r.dst.bytes);
   auto last = natLastMs_.find(sa);
   if (last != natLastMs_.end() && t - last->second < kNatMappingIntervalMs) {

@@ -6,7 +6,6 @@
 // socket; SPDGET and SPDDUMP only to the requester; SPDFLUSH as FLUSH (a
 // header reply to the requester, a broadcast only if something was flushed).
 #include <netinet/in.h>
-#include <time.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -14,6 +13,7 @@
 
 #include "algorithms.h"
 #include "wire_address.h"
+#include "clock/clock.h"
 #include "log/log.h"
 #include "pfkey/builder.h"
 #include "server.h"
@@ -21,11 +21,8 @@
 namespace ipsec::policy {
 namespace {
 
-std::uint64_t now() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec);
-}
+// Policy lifetimes and PF_KEY's addtime are wall-clock seconds.
+std::uint64_t now() { return clock::unixSeconds(); }
 
 // SADB_EXT_PROPOSAL body (after the 4-byte ext header): replay, 3 reserved
 // bytes, then one sadb_comb per combination the broker runs, with Linux's
