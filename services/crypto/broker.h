@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "control/channel.h"
+#include "counters.h"
 #include "cryptodrv/driver.h"
 #include "proto/supervisor.capnp.h"
 #include "sessions.h"
@@ -37,6 +38,8 @@ class Broker {
  private:
   bool onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
   void armIvLow();  // asks keydb for more IVs for each session a worker found low
+  void addWorkerCounters(Counters& now) const;
+  void addSessionCounters(Counters& now) const;
 
   boost::asio::io_context& io_;
   cryptodrv::DriverRegistry drivers_;

@@ -137,13 +137,13 @@ void OutputRelay::feed(std::string_view bytes) {
     const std::size_t nl = bytes.find('\n');
     const std::string_view part = bytes.substr(0, nl);
     if (discarding_) {
-      counters_.droppedBytes += part.size();
+      counters_.child_output_bytes_dropped += part.size();
     } else {
       const std::size_t room = kMaxLineBytes - line_.size();
       line_.append(part.substr(0, room));
       if (part.size() > room) {
-        counters_.droppedBytes += part.size() - room;
-        ++counters_.truncatedLines;
+        counters_.child_output_bytes_dropped += part.size() - room;
+        ++counters_.child_output_lines_truncated;
         line_ += " [truncated]";
         emitLine();
         discarding_ = true;
@@ -171,7 +171,7 @@ void OutputRelay::emitLine() {
   }
   refilledNs_ = now;
   if (tokens_ < 1) {
-    ++counters_.droppedLines;
+    ++counters_.child_output_lines_dropped;
     ++droppedSinceLast_;
     line_.clear();
     return;
@@ -183,7 +183,7 @@ void OutputRelay::emitLine() {
     droppedSinceLast_ = 0;
     emit_(tagLine(role_, pid_, ownPrefix_, note));
   }
-  ++counters_.lines;
+  ++counters_.child_output_lines;
   emit_(tagLine(role_, pid_, ownPrefix_, line_));
   line_.clear();
 }

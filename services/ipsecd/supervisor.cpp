@@ -853,17 +853,7 @@ class Supervisor {
   // ipsecd's own counters: the children's output it relayed or cut.
   void fillOwnStats(proto::ServiceStats::Builder s) {
     s.setService("ipsecd");
-    const std::pair<const char*, uint64_t> counters[] = {
-        {"child_output_lines", outputCounters_.lines},
-        {"child_output_lines_truncated", outputCounters_.truncatedLines},
-        {"child_output_bytes_dropped", outputCounters_.droppedBytes},
-        {"child_output_lines_dropped", outputCounters_.droppedLines},
-    };
-    auto list = s.initCounters(std::size(counters));
-    for (size_t i = 0; i < std::size(counters); ++i) {
-      list[i].setName(counters[i].first);
-      list[i].setValue(counters[i].second);
-    }
+    stats::fillCounters(s, outputCounters_);
   }
 
   void sendAdmin(uint64_t id, capnp::MessageBuilder& b) {

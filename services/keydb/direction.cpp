@@ -56,7 +56,7 @@ void Keydb::setOutbound(Sa& sa) {
   // outbound ones are so already: one setDirection per SA at most.
   if (sa.direction != proto::Direction::UNKNOWN) return;
   sa.direction = proto::Direction::OUTBOUND;
-  ++markedOutbound_;
+  ++counters_.sas_marked_outbound;
   if (debug_) log::info("SA SPI {:#x}: outbound", sa.p().getSpi());
   // Every keyed SA's session hears of it: one the broker has, or is creating
   // (a CreateSession already sent on this channel, also after a data-plane

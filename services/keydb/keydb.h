@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "control/channel.h"
+#include "counters.h"
 #include "proto/crypto.capnp.h"
 #include "proto/dataplane.capnp.h"
 #include "proto/sad.capnp.h"
@@ -132,15 +133,9 @@ class Keydb {
   bool dumpTimerArmed_ = false;
   std::uint64_t larvalLifetime_ = 30;  // seconds, as Linux's acquire timeout
   std::size_t maxSas_ = kDefaultMaxSas;
-  std::uint64_t addsOverMax_ = 0, keyMemoryExhausted_ = 0;
   bool debug_ = false;
   bool stopped_ = false;
-  std::uint64_t sessionsFailed_ = 0;
-  std::uint64_t sessionsNoKeyMemory_ = 0;  // of those, the broker had no locked key memory (ENOMEM)
-  std::uint64_t seqGrants_ = 0;
-  std::uint64_t ivGrants_ = 0;
-  std::uint64_t softExpires_ = 0, hardExpires_ = 0, larvalExpired_ = 0;
-  std::uint64_t markedOutbound_ = 0;  // SAs a policy made outbound after their ADD
+  Counters counters_;  // the levels (sas, sas_larval) are set in fillStats
 };
 
 }  // namespace ipsec::keydb

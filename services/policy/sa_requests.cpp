@@ -547,7 +547,7 @@ bool Server::onKeydbReply(proto::SadReply::Reader r) {
 }
 
 bool Server::onKeydbExpire(proto::Expire::Reader e) {
-  ++counters_.expires;
+  ++counters_.pfkey_expires;
   sadb_msg h{};
   h.sadb_msg_version = PF_KEY_V2;
   h.sadb_msg_type = SADB_EXPIRE;

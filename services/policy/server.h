@@ -62,6 +62,7 @@
 
 #include "control/channel.h"
 #include "control/unique_fd.h"
+#include "counters.h"
 #include "pfkey/message.h"
 #include "proto/dataplane.capnp.h"
 #include "proto/sad.capnp.h"
@@ -347,30 +348,8 @@ class Server {
   // Handlers hold a weak_ptr to this, so a callback after destruction is a no-op.
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 
-  struct Counters {
-    std::uint64_t clientsAccepted = 0;
-    std::uint64_t clientsRefused = 0;  // SO_PEERCRED said no, or too many
-    std::uint64_t requests = 0;
-    std::uint64_t errors = 0;         // error replies of any kind
-    std::uint64_t malformed = 0;      // pfkey::parse refused it
-    std::uint64_t truncated = 0;      // larger than the receive buffer
-    std::uint64_t enobufs = 0;        // dropped: a client's queue was full
-    std::uint64_t sendFailed = 0;     // dropped: the client's socket failed
-    std::uint64_t broadcasts = 0;     // messages delivered to more than one socket
-    std::uint64_t acquires = 0;
-    std::uint64_t expires = 0;
-    std::uint64_t natMappings = 0;    // SADB_X_NAT_T_NEW_MAPPING broadcasts
-    std::uint64_t natRefusedNoSa = 0;         // the report names no SA keydb has
-    std::uint64_t natRefusedNotEncap = 0;     // the SA is not UDP-encapsulated
-    std::uint64_t natRefusedWrongEndpoint = 0;  // the old endpoint is not the SA's
-    std::uint64_t natRefusedRateSa = 0;       // within kNatMappingIntervalMs of the SA's last
-    std::uint64_t natRefusedRateGlobal = 0;   // beyond kNatMappingsPerSecond
-    std::uint64_t migrations = 0;     // SADB_X_MIGRATE requests that moved a policy
-    std::uint64_t acquiresBlocked = 0;  // ACQUIREs suppressed while one was pending
-    std::uint64_t spdExpires = 0;     // policies deleted when their hard lifetime ran out
-    std::uint64_t forwarderPushes = 0;
-    std::array<std::uint64_t, SADB_MAX + 1> byType{};
-  } counters_;
+  Counters counters_;  // the levels are set in fillStats
+  std::array<std::uint64_t, SADB_MAX + 1> pfkeyInByType_{};  // messages received, by type
 };
 
 }  // namespace ipsec::policy

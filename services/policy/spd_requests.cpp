@@ -159,7 +159,7 @@ void Server::onTick(std::uint64_t t) {
     auto removed = spd_.removeById(id);
     if (!removed) continue;
     pushDelete(id);
-    ++counters_.spdExpires;
+    ++counters_.spd_expires;
     sadb_msg h{};
     h.sadb_msg_version = PF_KEY_V2;
     h.sadb_msg_type = SADB_X_SPDEXPIRE;
@@ -302,7 +302,7 @@ int Server::migratePolicy(const pfkey::ParsedMessage& m, bool commit) {
   *p = std::move(moved);
   markOutbound(*p);  // its new endpoints name the moved SAs (keydb first, as above)
   pushPolicy(*p);
-  ++counters_.migrations;
+  ++counters_.pfkey_migrations;
 
   // km_migrate's message: KMADDRESS (if given), the selector, then X_POLICY
   // (ipsec, dir, id 0, priority 0) with the pairs as received, levels rebuilt.
@@ -348,7 +348,7 @@ void Server::pushPolicy(const Policy& p) {
   capnp::MallocMessageBuilder b;
   toProto(p, b.initRoot<proto::PolicyToForwarder>().initAdd());
   forwarder_->send(b);
-  ++counters_.forwarderPushes;
+  ++counters_.spd_forwarder_pushes;
 }
 
 void Server::pushDelete(std::uint32_t id) {
@@ -356,7 +356,7 @@ void Server::pushDelete(std::uint32_t id) {
   capnp::MallocMessageBuilder b;
   b.initRoot<proto::PolicyToForwarder>().setDelete(id);
   forwarder_->send(b);
-  ++counters_.forwarderPushes;
+  ++counters_.spd_forwarder_pushes;
 }
 
 void Server::pushFlush() {
@@ -364,7 +364,7 @@ void Server::pushFlush() {
   capnp::MallocMessageBuilder b;
   b.initRoot<proto::PolicyToForwarder>().setFlush();
   forwarder_->send(b);
-  ++counters_.forwarderPushes;
+  ++counters_.spd_forwarder_pushes;
 }
 
 void Server::pushAll() {
@@ -401,7 +401,7 @@ bool Server::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       if (st != acquires_.end()) {
         if (st->suppressed < blockacqCount_ && t < st->lastSent + blockacqLifetime_) {
           ++st->suppressed;
-          ++counters_.acquiresBlocked;
+          ++counters_.pfkey_acquires_blocked;
           return true;
         }
         st->suppressed = 0;
@@ -411,7 +411,7 @@ bool Server::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
         acquires_.push_back({++acquireSeq_, satype, *src, *dst, rq.mode, rq.reqid, p->id, t, t, 0});
         st = acquires_.end() - 1;
       }
-      ++counters_.acquires;
+      ++counters_.pfkey_acquires;
       pfkey::Builder b(SADB_ACQUIRE, satype, st->seq, 0);
       // The SA's endpoints, not a selector: Linux's pfkey_send_acquire writes
       // sadb_address_proto 0 and a full prefix (the packet's protocol, which
