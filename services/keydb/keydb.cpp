@@ -53,7 +53,10 @@ Keydb::Keydb(boost::asio::io_context& io, UniqueFd policy, UniqueFd crypto, Uniq
 
 void Keydb::startDataPlaneChannels() {
   crypto_->start([this](capnp::MessageReader& m, std::vector<UniqueFd>& f) { return onCrypto(m, f); },
-                 [](std::string_view why) { log::warn("channel to ipsec-crypto closed: {}", why); });
+                 [this](std::string_view why) {
+                   log::warn("channel to ipsec-crypto closed: {}", why);
+                   answerAwaitedMarks();  // no echo will come
+                 });
   forwarder_->start([this](capnp::MessageReader& m, std::vector<UniqueFd>& f) { return onForwarder(m, f); },
                     [](std::string_view why) { log::warn("channel to ipsec-forwarder closed: {}", why); });
 }
@@ -217,6 +220,9 @@ void Keydb::attachDataPlane(UniqueFd crypto, UniqueFd forwarder) {
 
 bool Keydb::onDataPlaneRestarted(std::vector<UniqueFd>& fds) {
   if (fds.size() != 2) return false;
+  // The old broker's echoes will not come; the new one gets every SA with
+  // its direction in CreateSession, before the forwarder gets the SA.
+  answerAwaitedMarks();
   if (crypto_) crypto_->close();
   if (forwarder_) forwarder_->close();
   attachDataPlane(std::move(fds[0]), std::move(fds[1]));
@@ -292,8 +298,7 @@ bool Keydb::onPolicy(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       migrate(id, req.getMigrate());
       return true;
     case proto::PolicyToKeydb::MARK_OUTBOUND:
-      markOutbound(req.getMarkOutbound());  // no reply (sad.capnp)
-      return true;
+      return markOutbound(id, req.getMarkOutbound());  // answered only with an id (sad.capnp)
     case proto::PolicyToKeydb::LOOKUP: {
       auto n = req.getLookup();
       Sa* sa = sad_.find(keyOf(n.getSatype(), n.getSpi(), n.getDst()));
@@ -647,6 +652,8 @@ bool Keydb::onCrypto(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       }
       return true;
     }
+    case proto::CryptoToKeydb::BARRIER:
+      return onBarrierEcho(msg.getBarrier());
     case proto::CryptoToKeydb::IV_REQUEST: {
       auto r = msg.getIvRequest();
       Sa* sa = sad_.find(SaRef{r.getSa().getIndex(), r.getSa().getGeneration()});
@@ -728,7 +735,7 @@ void Keydb::setSysctl(std::string_view name, std::int64_t value) {
 void Keydb::fillStats(proto::Stats::Builder out) {
   std::uint64_t larval = 0;
   for (Sa* sa : sad_.all()) larval += sa->larval() ? 1 : 0;
-  auto list = out.initCounters(12);
+  auto list = out.initCounters(13);
   list[0].setName("sas");
   list[0].setValue(sad_.size());
   list[1].setName("sas_larval");
@@ -753,6 +760,8 @@ void Keydb::fillStats(proto::Stats::Builder out) {
   list[10].setValue(sessionsNoKeyMemory_);
   list[11].setName("sas_marked_outbound");
   list[11].setValue(markedOutbound_);
+  list[12].setName("outbound_marks_awaited_broker");
+  list[12].setValue(marksAwaitedBroker_);
 }
 
 // ---- X_MIGRATE ----------------------------------------------------------------
