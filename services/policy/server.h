@@ -32,6 +32,14 @@
 // the socket yet: the queue bounds (pfkey_enobufs) apply only once the
 // socket refused, as before.
 //
+// Outbound marks (DESIGN §3, nonce safety): an SPDADD/SPDUPDATE/SPDSETIDX or
+// X_MIGRATE that leaves an outbound IPsec policy with templates is stored in
+// the SPD at once, but its forwarder push and its PF_KEY message wait until
+// keydb says the broker has the SAs' outbound marks (sad.capnp markOutbound);
+// forwarder pushes after it queue behind it (spd_requests.cpp states the
+// order rule), and the requesting client's later requests wait for it, so a
+// socket's requests are still answered in order as on Linux.
+//
 // Key material: keys arrive in ADD/UPDATE (KEY_AUTH, KEY_ENCRYPT) and leave
 // only in unicast GET and DUMP replies. A documented choice: unlike Linux we
 // do NOT copy keys into the ADD/UPDATE/DELETE broadcasts, nor into

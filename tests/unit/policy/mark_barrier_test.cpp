@@ -168,6 +168,47 @@ TEST(OutboundMarks, ARestartedForwarderGetsAWaitingPolicyOnlyAfterKeydbsAnswer) 
   EXPECT_EQ(forwarderPushes(h), std::vector<std::string>{"add 17"});
 }
 
+TEST(OutboundMarks, AMigratedPolicyReachesTheForwarderAndTheSocketsOnlyAfterKeydbsAnswer) {
+  Harness h;
+  h.holdMarks();
+  auto km = h.connect();
+  km.send(tunnelPolicy(SADB_X_SPDADD, IPSEC_DIR_OUTBOUND));
+  h.pump();
+  auto ids = marksAsked(h);
+  ASSERT_EQ(ids.size(), 1u);
+  h.answerMark(ids[0]);
+  km.drain();
+  forwarderPushes(h);
+
+  // X_MIGRATE of the tunnel's source: keydb moves the SAs, then marks them.
+  const pfkey::SockAddress moved = v4(192, 0, 2, 9);
+  pfkey::Builder b(SADB_X_MIGRATE, SADB_SATYPE_ESP, 9, 4242);
+  b.address(SADB_EXT_ADDRESS_SRC, kNet1, 24, IPSEC_ULPROTO_ANY);
+  b.address(SADB_EXT_ADDRESS_DST, kNet2, 24, IPSEC_ULPROTO_ANY);
+  pfkey::PolicyFields pf{IPSEC_POLICY_IPSEC, IPSEC_DIR_OUTBOUND, 0, 0, {}};
+  pf.requests.push_back({IPPROTO_ESP, IPSEC_MODE_TUNNEL, IPSEC_LEVEL_REQUIRE, 0, kLocal, kPeer});
+  pf.requests.push_back({IPPROTO_ESP, IPSEC_MODE_TUNNEL, IPSEC_LEVEL_REQUIRE, 0, moved, kPeer});
+  b.policy(pf);
+  km.send(b.finish());
+  h.pump();
+  auto req = h.keydbRequest();
+  ASSERT_TRUE(req.reader) << req.error;
+  ASSERT_EQ(req.reader->getRoot<proto::PolicyToKeydb>().which(), proto::PolicyToKeydb::MIGRATE);
+  capnp::MallocMessageBuilder reply;
+  auto r = reply.initRoot<proto::KeydbToPolicy>().initReply();
+  r.setRequestId(req.reader->getRoot<proto::PolicyToKeydb>().getRequestId());
+  h.answerKeydb(reply);
+  ids = marksAsked(h);
+  ASSERT_EQ(ids.size(), 1u);
+  EXPECT_TRUE(km.drain().empty());
+  EXPECT_TRUE(forwarderPushes(h).empty());
+  EXPECT_EQ(*h.server().spd().all().at(0).requests.at(0).tunnelSrc, moved);  // the SPD moved at once
+
+  h.answerMark(ids[0]);
+  EXPECT_EQ(typesOf(km.drain()), std::vector<std::uint8_t>{SADB_X_MIGRATE});
+  EXPECT_EQ(forwarderPushes(h), std::vector<std::string>{"add 9"});
+}
+
 TEST(OutboundMarks, AnAnswerToMarksNeverAskedClosesKeydbsChannel) {
   bool lost = false;
   ServerOptions options;
