@@ -150,8 +150,18 @@ bool Broker::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       return true;
     }
     case proto::KeydbToCrypto::SET_DIRECTION: {
+      // Applied here, on the control thread, before the next message: the
+      // workers read the session's direction on their next request.
       auto d = msg.getSetDirection();
       sessions_->setDirection(d.getSa().getIndex(), d.getSa().getGeneration(), fromProto(d.getDirection()));
+      return true;
+    }
+    case proto::KeydbToCrypto::BARRIER: {
+      // Every message before it was handled in order, synchronously (none is
+      // posted elsewhere): echoing on receipt says they are all applied.
+      control::ScratchMessageBuilder<16> b;
+      b.initRoot<proto::CryptoToKeydb>().setBarrier(msg.getBarrier());
+      keydb_->send(b);
       return true;
     }
   }

@@ -18,7 +18,8 @@ namespace ipsec::keydb {
   EVENT(add_over_max_sas, "ADD/GETSPI refused (ENOBUFS): net.key.max_sas reached") \
   EVENT(add_no_key_memory, "ADD refused (ENOMEM): no locked memory left for the keys") \
   EVENT(sessions_refused_no_key_memory, "of sessions_refused, the broker had no locked key memory") \
-  EVENT(sas_marked_outbound, "SAs a policy made outbound after their ADD")
+  EVENT(sas_marked_outbound, "SAs a policy made outbound after their ADD") \
+  EVENT(outbound_marks_awaited_broker, "markOutbound answers that waited for the broker's barrier echo")
 
 IPSEC_STATS_STRUCT(Counters, IPSEC_KEYDB_COUNTERS);
 

@@ -50,7 +50,10 @@ Keydb::Keydb(boost::asio::io_context& io, UniqueFd policy, UniqueFd crypto, Uniq
 
 void Keydb::startDataPlaneChannels() {
   crypto_->start([this](capnp::MessageReader& m, std::vector<UniqueFd>& f) { return onCrypto(m, f); },
-                 [](std::string_view why) { log::warn("channel to ipsec-crypto closed: {}", why); });
+                 [this](std::string_view why) {
+                   log::warn("channel to ipsec-crypto closed: {}", why);
+                   answerAwaitedMarks();  // no echo will come
+                 });
   forwarder_->start([this](capnp::MessageReader& m, std::vector<UniqueFd>& f) { return onForwarder(m, f); },
                     [](std::string_view why) { log::warn("channel to ipsec-forwarder closed: {}", why); });
 }
@@ -214,6 +217,9 @@ void Keydb::attachDataPlane(UniqueFd crypto, UniqueFd forwarder) {
 
 bool Keydb::onDataPlaneRestarted(std::vector<UniqueFd>& fds) {
   if (fds.size() != 2) return false;
+  // The old broker's echoes will not come; the new one gets every SA with
+  // its direction in CreateSession, before the forwarder gets the SA.
+  answerAwaitedMarks();
   if (crypto_) crypto_->close();
   if (forwarder_) forwarder_->close();
   attachDataPlane(std::move(fds[0]), std::move(fds[1]));
@@ -289,8 +295,7 @@ bool Keydb::onPolicy(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       migrate(id, req.getMigrate());
       return true;
     case proto::PolicyToKeydb::MARK_OUTBOUND:
-      markOutbound(req.getMarkOutbound());  // no reply (sad.capnp)
-      return true;
+      return markOutbound(id, req.getMarkOutbound());  // answered only with an id (sad.capnp)
     case proto::PolicyToKeydb::LOOKUP: {
       auto n = req.getLookup();
       Sa* sa = sad_.find(keyOf(n.getSatype(), n.getSpi(), n.getDst()));
@@ -644,6 +649,8 @@ bool Keydb::onCrypto(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       }
       return true;
     }
+    case proto::CryptoToKeydb::BARRIER:
+      return onBarrierEcho(msg.getBarrier());
     case proto::CryptoToKeydb::IV_REQUEST: {
       auto r = msg.getIvRequest();
       Sa* sa = sad_.find(SaRef{r.getSa().getIndex(), r.getSa().getGeneration()});

@@ -33,7 +33,8 @@ namespace ipsec::policy {
   EVENT(spd_expires, "policies deleted when their hard lifetime ran out") \
   LEVEL(sad_requests_pending, "requests to keydb awaiting its reply") \
   LEVEL(spd_policies, "policies in the SPD") \
-  EVENT(spd_forwarder_pushes, "SPD changes sent to the forwarder")
+  EVENT(spd_forwarder_pushes, "SPD changes sent to the forwarder") \
+  EVENT(spd_pushes_awaited_marks, "policies held until keydb said the broker had their outbound marks")
 
 IPSEC_STATS_STRUCT(Counters, IPSEC_POLICY_COUNTERS);
 

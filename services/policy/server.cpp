@@ -84,6 +84,10 @@ OutMessage::~OutMessage() {
   if (!bytes_.empty()) explicit_bzero(bytes_.data(), bytes_.size());
 }
 
+Server::Client::StalledDatagram::~StalledDatagram() {
+  if (!bytes.empty()) explicit_bzero(bytes.data(), bytes.size());
+}
+
 Server::Server(boost::asio::io_context& io, UniqueFd listener, UniqueFd keydb, UniqueFd forwarder,
                ServerOptions options)
     : io_(io), options_(std::move(options)), tick_(io), rx_(new std::uint64_t[kRxSlots * kRxWords]) {
@@ -210,6 +214,10 @@ void Server::onReadable(std::uint64_t id) {
   for (std::size_t done = 0; done < kReadBurst;) {
     Client* c = findClient(id);
     if (!c) return;
+    if (c->marksAwaited != 0) {  // resumeClient reads on
+      c->readPaused = true;
+      return;
+    }
     const std::size_t want = std::min(kRxSlots, kReadBurst - done);
     for (std::size_t i = 0; i < want; ++i) {
       iovs[i] = iovec{rx + i * kSlotBytes, kSlotBytes};
@@ -251,12 +259,33 @@ void Server::onReadable(std::uint64_t id) {
         continue;
       }
       ++from->requests;
+      if (from->marksAwaited != 0) {
+        from->stalled.emplace_back(std::vector<std::uint8_t>(datagram.begin(), datagram.end()), truncated);
+        explicit_bzero(datagram.data(), datagram.size());
+        continue;
+      }
       handleDatagram(id, datagram, truncated);
     }
     done += got;
     if (got < want) break;  // drained: no need for a call that says EAGAIN
   }
   if (Client* c = findClient(id)) armRead(*c);
+}
+
+void Server::resumeClient(std::uint64_t id) {
+  for (;;) {
+    Client* c = findClient(id);
+    if (!c || c->marksAwaited != 0) return;
+    if (c->stalled.empty()) break;
+    Client::StalledDatagram d = std::move(c->stalled.front());
+    c->stalled.pop_front();
+    handleDatagram(id, d.bytes, d.truncated);
+  }
+  Client* c = findClient(id);
+  if (c && c->readPaused) {
+    c->readPaused = false;
+    armRead(*c);
+  }
 }
 
 void Server::handleDatagram(std::uint64_t clientId, std::span<std::uint8_t> datagram, bool truncated) noexcept {
