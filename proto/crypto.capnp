@@ -49,6 +49,11 @@ struct KeydbToCrypto {
     destroySession @1 :Common.SaRef;
     ivGrant @2 :IvGrant;
     setDirection @3 :SessionDirection;
+    # A token the broker echoes (CryptoToKeydb.barrier) once it has applied
+    # every message keydb sent before it: keydb answers an outbound policy's
+    # markOutbound only then, so the forwarder never gets a policy whose SAs
+    # the broker would still refuse to seal under (sad.capnp markOutbound).
+    barrier @4 :UInt64;
   }
 }
 
@@ -73,5 +78,8 @@ struct CryptoToKeydb {
   union {
     sessionResult @0 :SessionResult;
     ivRequest @1 :IvRequest;
+    # The token of KeydbToCrypto.barrier, echoed in order: everything keydb
+    # sent before it is applied. A token keydb did not send is a protocol error.
+    barrier @2 :UInt64;
   }
 }

@@ -84,8 +84,13 @@ struct PolicyToKeydb {
     migrate @7 :List(SaMigration);  # reply: sas moved (new addresses); errno if none could move
     # An outbound IPsec policy was stored (X_SPDADD, X_SPDUPDATE, X_SPDSETIDX,
     # X_MIGRATE): every SA one of its templates covers becomes outbound for
-    # good (keydb sends the broker setDirection for each live session). The
-    # one request keydb does not answer: nothing in it can fail (requestId 0).
+    # good (keydb sends the broker setDirection for each live session).
+    # Nothing in it can fail. With requestId 0 keydb does not answer; with a
+    # nonzero requestId it answers KeydbToPolicy.outboundMarked once the
+    # broker has applied every mark (a crypto.capnp barrier echoed), or at
+    # once when no broker is attached (a new one gets each SA's direction
+    # with its session). policy holds the policy's forwarder push and its
+    # PF_KEY reply until then, so no packet meets a session not yet outbound.
     markOutbound @8 :List(OutboundTemplate);
     # The SA without its keys (reply: it, or ESRCH): policy checks the
     # forwarder's NAT mapping reports against it before telling key managers.
@@ -116,5 +121,8 @@ struct KeydbToPolicy {
   union {
     reply @0 :SadReply;
     expire @1 :Expire;      # unsolicited; policy broadcasts SADB_EXPIRE
+    # The requestId of a markOutbound that carried one: the broker has every
+    # mark it made (or no broker is attached). Answered in request order.
+    outboundMarked @2 :UInt64;
   }
 }

@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "cryptodrv/secure_bytes.h"
+#include "securemem/secure_bytes.h"
 
 namespace ipsec::cryptodrv {
 namespace {
@@ -92,7 +92,7 @@ class AesXcbcMac final : public Mac {
   }
 
   std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> chain_;  // AES-128-CBC under K1
-  SecureBytes k2k3_;                                      // K2 || K3
+  securemem::SecureBytes k2k3_;                                      // K2 || K3
   uint8_t pending_[kBlock] = {};
   size_t pendingLength_ = 0;
 };

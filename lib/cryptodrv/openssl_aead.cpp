@@ -21,7 +21,7 @@
 
 #include "cryptodrv/algorithms.h"
 #include "cryptodrv/esp_common.h"
-#include "cryptodrv/secure_bytes.h"
+#include "securemem/secure_bytes.h"
 
 namespace ipsec::cryptodrv::detail {
 namespace {
@@ -189,7 +189,7 @@ class OpenSslAeadTransform final : public Transform {
   }
 
   const AeadAlg& alg_;
-  SecureBytes keymat_;  // key || salt
+  securemem::SecureBytes keymat_;  // key || salt
   bool esn_;
   const EVP_CIPHER* cipher_;  // fetched once per process (esp_common.h)
   CipherCtx enc_;             // keyed on the first seal

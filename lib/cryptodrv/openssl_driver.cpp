@@ -25,7 +25,7 @@
 #include "cryptodrv/esp_common.h"
 #include "cryptodrv/hmac.h"
 #include "cryptodrv/mac.h"
-#include "cryptodrv/secure_bytes.h"
+#include "securemem/secure_bytes.h"
 
 namespace ipsec::cryptodrv {
 
@@ -236,7 +236,7 @@ class CipherMacTransform final : public Transform {
   }
 
   const CipherAlg& cipherAlg_;
-  SecureBytes encKey_;  // key || nonce for CTR
+  securemem::SecureBytes encKey_;  // key || nonce for CTR
   bool esn_;
   const MacAlg* auth_;
   const EVP_CIPHER* cipher_;  // fetched once per process; nullptr for NULL encryption

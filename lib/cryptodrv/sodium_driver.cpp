@@ -19,7 +19,7 @@
 
 #include "cryptodrv/driver.h"
 #include "cryptodrv/esp_common.h"
-#include "cryptodrv/secure_bytes.h"
+#include "securemem/secure_bytes.h"
 
 namespace ipsec::cryptodrv {
 namespace {
@@ -126,8 +126,8 @@ class SodiumTransform final : public Transform {
 
   static constexpr uint8_t zeroState_[sizeof(crypto_aead_aes256gcm_state)] = {};
   Cipher cipher_;
-  SecureBytes keymat_;  // key || salt
-  SecureBytes state_;   // crypto_aead_aes256gcm_state (AES-GCM only)
+  securemem::SecureBytes keymat_;  // key || salt
+  securemem::SecureBytes state_;   // crypto_aead_aes256gcm_state (AES-GCM only)
   bool esn_;
   std::string name_;
 };
@@ -135,7 +135,7 @@ class SodiumTransform final : public Transform {
 class SodiumDriver final : public Driver {
  public:
   SodiumDriver() {
-    ensureSodiumInitialized();
+    securemem::ensureSodiumInitialized();
     for (const auto& a : knownAlgorithms()) {
       if (a.kind != AlgorithmKind::kEncrypt) continue;
       if (a.id == kSadbXEalgChacha20Poly1305) algorithms_.push_back(a);

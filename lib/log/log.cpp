@@ -2,10 +2,11 @@
 // pipe ipsecd reads (or a terminal, for a child run by hand) whole.
 #include "log/log.h"
 
-#include <time.h>
 #include <unistd.h>
 
 #include <cstdio>
+
+#include "clock/clock.h"
 
 namespace ipsec::log {
 namespace {
@@ -32,13 +33,9 @@ void setDebug(bool on) { gDebug.store(on, std::memory_order_relaxed); }
 bool debugEnabled() { return gDebug.load(std::memory_order_relaxed); }
 
 void write(char level, std::string_view message) {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  // UTC time of day by arithmetic: gmtime_r would open /etc/localtime on
-  // first use, which a sandboxed process may not.
-  const long day = static_cast<long>(ts.tv_sec % 86400);
-  std::string line = fmt::format("{}{:02}:{:02}:{:02}.{:03} {}[{}] {} {}\n", syslogPrefix(level), day / 3600,
-                                 day / 60 % 60, day % 60, ts.tv_nsec / 1000000, gRole, getpid(), level, message);
+  const clock::TimeOfDay t = clock::utcTimeOfDay();
+  std::string line = fmt::format("{}{:02}:{:02}:{:02}.{:03} {}[{}] {} {}\n", syslogPrefix(level), t.hour, t.minute,
+                                 t.second, t.millisecond, gRole, getpid(), level, message);
   ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
   (void)ignored;
 }

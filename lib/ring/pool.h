@@ -74,12 +74,6 @@ const char* counterName(DescriptorError error) noexcept;
 DescriptorError checkDescriptor(const proto::CryptoRequest& request, std::uint32_t bufferCount,
                                 std::uint32_t bufferSize) noexcept;
 
-// True when every segment of `request` lies inside one buffer of the region
-// described by `header` (the validated private copy).
-inline bool validate(const proto::CryptoRequest& request, const proto::RegionHeader& header) noexcept {
-  return checkDescriptor(request, header.bufferCount, header.bufferSize) == DescriptorError::kNone;
-}
-
 // Segment i (< segmentCount) of a request that passed checkDescriptor:
 // buffer bytes [start, start + length). Every segment but the last is
 // segmentStride long, so segments never overlap; the last runs to the end.

@@ -3,9 +3,10 @@
 // announce readiness to ipsecd, run the loop. A service's main.cpp then reads
 // as its row of the privsep table: descriptors, peers, profile, one run call.
 //
-// The channel to ipsecd is always descriptor 3. ipsecd may send: stop, a stats
-// request, a sysctl, and (to keydb and policy) new data-plane channels. Any
-// other message, or descriptors where none are expected, is fatal.
+// Each service's descriptors are numbered in proto/fd_layout.h; the channel to
+// ipsecd is always the first (3). ipsecd may send: stop, a stats request, a
+// sysctl, and (to keydb and policy) new data-plane channels. Any other
+// message, or descriptors where none are expected, is fatal.
 #pragma once
 
 #include <utility>  // before asio (Boost 1.74 with GCC 12)
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "control/unique_fd.h"
+#include "proto/fd_layout.h"
 #include "sandbox/profile.h"
 #include "proto/supervisor.capnp.h"
 
@@ -27,7 +29,7 @@ namespace ipsec::service {
 
 using control::UniqueFd;
 
-inline constexpr int kSupervisorFd = 3;
+inline constexpr int kSupervisorFd = fdlayout::kFirstFd;  // every layout's first entry
 
 // What ipsecd passes on every child's command line.
 struct Args {
@@ -49,6 +51,18 @@ Args parseArgs(int argc, char** argv);
 // Takes ownership of a descriptor ipsecd placed at a known number; throws if
 // it is not open (ipsecd and the child disagree on the table).
 UniqueFd takeFd(int fd, std::string_view what);
+
+// The same by the process's table (proto/fd_layout.h): takeFd(KeydbFd::kPolicy,
+// args), takeFd(ForwarderFd::kRingMemfd, args, i) for crypto worker i. The
+// error names the entry as the table does.
+template <class Id>
+UniqueFd takeFd(Id which, const Args& args, unsigned worker = 0) {
+  const auto& layout = fdlayout::layoutOf(which);
+  const auto& entry = layout[which];
+  std::string what(entry.name);
+  if (entry.perWorker) what = "crypto worker " + std::to_string(worker) + " " + what;
+  return takeFd(layout.number(which, args.workers, worker), what);
+}
 
 // The profile every child starts from: its own uid/gid, the empty root, no
 // capabilities, not dumpable, and the baseline allow-list. Each main.cpp adds

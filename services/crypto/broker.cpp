@@ -3,9 +3,9 @@
 
 #include <linux/pfkeyv2.h>
 #include <sodium.h>
+#include <fcntl.h>
 
 #include <array>
-#include <boost/asio/post.hpp>
 #include <cerrno>
 #include <stdexcept>
 
@@ -31,18 +31,11 @@ Broker::Broker(boost::asio::io_context& io, UniqueFd keydb, std::vector<RingFds>
     : io_(io), drivers_(cryptodrv::DriverRegistry::withDefaultDrivers()) {
   keydb_ = std::make_unique<control::Channel>(io_, std::move(keydb), "ipsec-keydb");
   sessions_ = std::make_unique<SessionTable>(drivers_, static_cast<unsigned>(rings.size()));
-  // Workers call this from their threads: only post to the control thread.
-  sessions_->onIvLow = [this](std::uint32_t index, std::uint32_t generation, std::uint64_t ivNext) {
-    boost::asio::post(io_, [this, index, generation, ivNext] {
-      if (stopped_) return;
-      control::ScratchMessageBuilder<32> b;  // one per session: not 8 KiB of heap each
-      auto r = b.initRoot<proto::CryptoToKeydb>().initIvRequest();
-      r.initSa().setIndex(index);
-      r.getSa().setGeneration(generation);
-      r.setIvNext(ivNext);
-      keydb_->send(b);
-    });
-  };
+  // Workers ring this when a session's IV grant runs low (sessions.h); a dup,
+  // as asio closes what it watches.
+  const int ivLowFd = ::fcntl(sessions_->ivLowFd(), F_DUPFD_CLOEXEC, 0);
+  if (ivLowFd < 0) throw std::runtime_error("dup of the IV-low eventfd failed");
+  ivLowWatch_ = std::make_unique<boost::asio::posix::stream_descriptor>(io_, ivLowFd);
   for (unsigned i = 0; i < rings.size(); ++i) {
     // Guard pages around the mapping: the worker writes where the forwarder
     // points it, so a bounds check that ever failed would fault, not corrupt.
@@ -65,6 +58,24 @@ void Broker::start() {
                   log::error("channel to ipsec-keydb closed: {}", why);
                   std::exit(1);
                 });
+  armIvLow();
+}
+
+// keydb's answer (an IvGrant) clears the session's request; until then a
+// session is asked for at most once.
+void Broker::armIvLow() {
+  ivLowWatch_->async_wait(boost::asio::posix::stream_descriptor::wait_read, [this](boost::system::error_code ec) {
+    if (ec || stopped_) return;
+    for (const auto& low : sessions_->takeIvLow()) {
+      control::ScratchMessageBuilder<32> b;  // one per session: not 8 KiB of heap each
+      auto r = b.initRoot<proto::CryptoToKeydb>().initIvRequest();
+      r.initSa().setIndex(low.index);
+      r.getSa().setGeneration(low.generation);
+      r.setIvNext(low.ivNext);
+      keydb_->send(b);
+    }
+    armIvLow();
+  });
 }
 
 void Broker::startWorkers() {
@@ -75,6 +86,8 @@ void Broker::stop() {
   if (stopped_) return;
   stopped_ = true;
   for (auto& w : workers_) w->stop();
+  boost::system::error_code ignored;
+  ivLowWatch_->cancel(ignored);
   keydb_->close();
 }
 
@@ -137,8 +150,18 @@ bool Broker::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       return true;
     }
     case proto::KeydbToCrypto::SET_DIRECTION: {
+      // Applied here, on the control thread, before the next message: the
+      // workers read the session's direction on their next request.
       auto d = msg.getSetDirection();
       sessions_->setDirection(d.getSa().getIndex(), d.getSa().getGeneration(), fromProto(d.getDirection()));
+      return true;
+    }
+    case proto::KeydbToCrypto::BARRIER: {
+      // Every message before it was handled in order, synchronously (none is
+      // posted elsewhere): echoing on receipt says they are all applied.
+      control::ScratchMessageBuilder<16> b;
+      b.initRoot<proto::CryptoToKeydb>().setBarrier(msg.getBarrier());
+      keydb_->send(b);
       return true;
     }
   }
@@ -149,74 +172,66 @@ void Broker::setSysctl(std::string_view name, std::int64_t value) {
   if (name == "net.inet.ipsec.allow_legacy") allowLegacy_ = value != 0;
 }
 
+// The workers' and sessions' atomics, summed into one snapshot.
 void Broker::fillStats(proto::Stats::Builder out) {
-  std::uint64_t requests = 0, bursts = 0, sleeps = 0, badDesc = 0, badSession = 0, corrupt = 0, fullSleeps = 0;
-  std::array<std::uint64_t, ring::kDescriptorErrorCount> descriptor{};
-  for (auto& w : workers_) {
+  Counters now;
+  now.sessions_created = sessionsCreated_;
+  now.sessions_refused = sessionsRefused_;
+  now.sessions_refused_no_key_memory = sessionsNoKeyMemory_;
+  addWorkerCounters(now);
+  addSessionCounters(now);
+  stats::fillCounters(out, now);
+}
+
+void Broker::addWorkerCounters(Counters& now) const {
+  std::array<std::uint64_t, ring::kDescriptorErrorCount> refused{};
+  for (const auto& w : workers_) {
     const auto& c = w->counters();
-    requests += c.requests;
-    bursts += c.bursts;
-    sleeps += c.sleeps;
-    badDesc += c.badDescriptor;
-    badSession += c.badSession;
-    corrupt += c.ringCorrupt;
-    fullSleeps += c.completionFullSleeps;
-    for (std::size_t i = 0; i < descriptor.size(); ++i) descriptor[i] += c.descriptorRefused[i];
+    now.requests += c.requests;
+    now.bursts += c.bursts;
+    now.worker_sleeps += c.sleeps;
+    now.worker_sleeps_completion_full += c.completionFullSleeps;
+    now.drop_bad_descriptor += c.badDescriptor;
+    now.drop_bad_session += c.badSession;
+    now.ring_corrupt += c.ringCorrupt;
+    for (std::size_t i = 0; i < refused.size(); ++i) refused[i] += c.descriptorRefused[i];
   }
-  std::uint64_t sealed = 0, opened = 0, badIcv = 0, ivExhausted = 0, sessions = 0;
-  std::uint64_t ahSigned = 0, ahVerified = 0, badOp = 0;
-  std::uint64_t outbound = 0, inbound = 0, unknown = 0;  // which way each session may run
+  auto desc = [&](ring::DescriptorError e) { return refused[static_cast<std::size_t>(e)]; };
+  now.drop_descriptor_bad_op = desc(ring::DescriptorError::kBadOp);
+  now.drop_descriptor_bad_buffer_index = desc(ring::DescriptorError::kBadBufferIndex);
+  now.drop_descriptor_bad_segment_count = desc(ring::DescriptorError::kBadSegmentCount);
+  now.drop_descriptor_bad_segment_layout = desc(ring::DescriptorError::kBadSegmentLayout);
+  now.drop_descriptor_out_of_buffer = desc(ring::DescriptorError::kOutOfBuffer);
+}
+
+void Broker::addSessionCounters(Counters& now) const {
   sessions_->forEach([&](std::uint32_t, Session& s) {
-    ++sessions;
+    ++now.sessions;
     switch (s.direction.load(std::memory_order_relaxed)) {
-      case SessionDirection::kOutbound: ++outbound; break;
-      case SessionDirection::kInbound: ++inbound; break;
-      case SessionDirection::kUnknown: ++unknown; break;
+      case SessionDirection::kOutbound: ++now.sessions_outbound; break;
+      case SessionDirection::kInbound: ++now.sessions_inbound; break;
+      case SessionDirection::kUnknown: ++now.sessions_unknown_direction; break;
     }
-    sealed += s.sealed;
-    opened += s.opened;
-    badIcv += s.badIcv;
-    ivExhausted += s.ivExhausted;
-    ahSigned += s.ahSigned;
-    ahVerified += s.ahVerified;
-    badOp += s.badOp;
+    now.sealed += s.sealed;
+    now.opened += s.opened;
+    now.open_bad_icv += s.badIcv;
+    now.seal_iv_exhausted += s.ivExhausted;
+    now.ah_signed += s.ahSigned;
+    now.ah_verified += s.ahVerified;
+    now.drop_bad_op += s.badOp;
   });
   const RefusalCounters& refused = sessions_->refusals();
   auto layout = [&](LayoutError e) { return refused.layout[static_cast<std::size_t>(e)].load(); };
-  auto desc = [&](ring::DescriptorError e) { return descriptor[static_cast<std::size_t>(e)]; };
-  const std::pair<const char*, std::uint64_t> rows[] = {
-      {"sessions", sessions},           {"sessions_outbound", outbound},
-      {"sessions_inbound", inbound},    {"sessions_unknown_direction", unknown},
-      {"sessions_created", sessionsCreated_},
-      {"sessions_refused", sessionsRefused_}, {"sessions_refused_no_key_memory", sessionsNoKeyMemory_},
-      {"requests", requests},
-      {"bursts", bursts},               {"worker_sleeps", sleeps},
-      {"worker_sleeps_completion_full", fullSleeps},
-      {"sealed", sealed},               {"opened", opened},
-      {"open_bad_icv", badIcv},         {"seal_iv_exhausted", ivExhausted},
-      {"drop_bad_descriptor", badDesc}, {"drop_bad_session", badSession},
-      {"drop_descriptor_bad_op", desc(ring::DescriptorError::kBadOp)},
-      {"drop_descriptor_bad_buffer_index", desc(ring::DescriptorError::kBadBufferIndex)},
-      {"drop_descriptor_bad_segment_count", desc(ring::DescriptorError::kBadSegmentCount)},
-      {"drop_descriptor_bad_segment_layout", desc(ring::DescriptorError::kBadSegmentLayout)},
-      {"drop_descriptor_out_of_buffer", desc(ring::DescriptorError::kOutOfBuffer)},
-      {"drop_segment_too_short", layout(LayoutError::kSegmentTooShort)},
-      {"drop_segment_too_long", layout(LayoutError::kSegmentTooLong)},
-      {"drop_segment_misaligned", layout(LayoutError::kSegmentMisaligned)},
-      {"drop_ah_icv_offset_low", layout(LayoutError::kAhIcvOffsetLow)},
-      {"drop_ah_icv_outside_segment", layout(LayoutError::kAhIcvOutside)},
-      {"drop_driver_bad_length", refused.driverBadLength},
-      {"seal_refused_direction", refused.sealRefusedDirection},
-      {"open_refused_direction", refused.openRefusedDirection},
-      {"ah_sign_refused_direction", refused.ahSignRefusedDirection},
-      {"ah_verify_refused_direction", refused.ahVerifyRefusedDirection},
-      {"ring_corrupt", corrupt},        {"ah_signed", ahSigned},
-      {"ah_verified", ahVerified},      {"drop_bad_op", badOp}};
-  auto list = out.initCounters(sizeof rows / sizeof rows[0]);
-  for (unsigned i = 0; i < list.size(); ++i) {
-    list[i].setName(rows[i].first);
-    list[i].setValue(rows[i].second);
-  }
+  now.drop_segment_too_short = layout(LayoutError::kSegmentTooShort);
+  now.drop_segment_too_long = layout(LayoutError::kSegmentTooLong);
+  now.drop_segment_misaligned = layout(LayoutError::kSegmentMisaligned);
+  now.drop_ah_icv_offset_low = layout(LayoutError::kAhIcvOffsetLow);
+  now.drop_ah_icv_outside_segment = layout(LayoutError::kAhIcvOutside);
+  now.drop_driver_bad_length = refused.driverBadLength;
+  now.seal_refused_direction = refused.sealRefusedDirection;
+  now.open_refused_direction = refused.openRefusedDirection;
+  now.ah_sign_refused_direction = refused.ahSignRefusedDirection;
+  now.ah_verify_refused_direction = refused.ahVerifyRefusedDirection;
 }
 
 }  // namespace ipsec::crypto

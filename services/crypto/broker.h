@@ -5,10 +5,12 @@
 #include <utility>  // before asio (Boost 1.74 with GCC 12)
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <memory>
 #include <vector>
 
 #include "control/channel.h"
+#include "counters.h"
 #include "cryptodrv/driver.h"
 #include "proto/supervisor.capnp.h"
 #include "sessions.h"
@@ -35,11 +37,15 @@ class Broker {
 
  private:
   bool onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
+  void armIvLow();  // asks keydb for more IVs for each session a worker found low
+  void addWorkerCounters(Counters& now) const;
+  void addSessionCounters(Counters& now) const;
 
   boost::asio::io_context& io_;
   cryptodrv::DriverRegistry drivers_;
   std::unique_ptr<control::Channel> keydb_;
   std::unique_ptr<SessionTable> sessions_;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> ivLowWatch_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::uint64_t sessionsCreated_ = 0, sessionsRefused_ = 0;
   std::uint64_t sessionsNoKeyMemory_ = 0;  // refusals for lack of locked key memory (ENOMEM)

@@ -1,10 +1,9 @@
 // ipsec-crypto — the crypto offload broker: owns the drivers ("devices") and
 // the sessions keyed from keydb; workers serve the forwarder's rings in place.
 //
-// Descriptors from ipsecd (fixed numbers):
-//   3  ipsecd   stop, stats
-//   4  keydb    sessions with keys, IV grants ← / session results, IV requests →
-//   5+3i, 6+3i, 7+3i  worker i: ring memfd, request bell (it waits on), completion bell (it rings)
+// Descriptors from ipsecd: proto/fd_layout.h's kCrypto (ipsecd and keydb
+// channels, then per worker its ring memfd, request bell and completion bell;
+// losing any peer ends the process and ipsecd restarts the data plane).
 //
 // Sandbox: its own uid, an empty root, no capabilities, no_new_privs, not
 // dumpable, locked memory for keys, the baseline allow-list plus threads. It
@@ -49,13 +48,13 @@ int main(int argc, char** argv) {
                         nullptr);
     service::Service svc("ipsec-crypto", args);
 
+    using fdlayout::CryptoFd;
     std::vector<crypto::RingFds> rings;
     for (unsigned i = 0; i < args.workers; ++i) {
-      int base = 5 + 3 * static_cast<int>(i);
-      rings.push_back({service::takeFd(base, "ring memfd"), service::takeFd(base + 1, "request bell"),
-                       service::takeFd(base + 2, "completion bell")});
+      rings.push_back({service::takeFd(CryptoFd::kRingMemfd, args, i), service::takeFd(CryptoFd::kRequestBell, args, i),
+                       service::takeFd(CryptoFd::kCompletionBell, args, i)});
     }
-    crypto::Broker broker(svc.io(), service::takeFd(4, "keydb channel"), std::move(rings));
+    crypto::Broker broker(svc.io(), service::takeFd(CryptoFd::kKeydb, args), std::move(rings));
 
     broker.start();
     return svc.run(profile(args), {

@@ -4,6 +4,7 @@
 #include <openssl/rand.h>
 
 #include <array>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
@@ -15,7 +16,10 @@
 namespace ipsec::crypto {
 
 SessionTable::SessionTable(const cryptodrv::DriverRegistry& drivers, unsigned workers)
-    : drivers_(drivers), workers_(workers) {}
+    : drivers_(drivers),
+      workers_(workers),
+      ivLowBits_(std::make_unique<std::atomic<std::uint64_t>[]>(kMaxSessions / 64)),
+      ivLowBell_(ring::Doorbell::create()) {}
 
 namespace {
 
@@ -163,10 +167,35 @@ bool SessionTable::makeIv(Session& s, std::uint32_t index, std::uint8_t* iv) noe
     s.ivExhausted.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
-  if (limit - n < kIvLowWater && !s.ivRequested.exchange(true) && onIvLow) onIvLow(index, s.generation, n);
+  if (limit - n < kIvLowWater && !s.ivRequested.exchange(true)) noteIvLow(index);
   std::memset(iv, 0, ivLength);
   for (int i = 0; i < 8 && i < ivLength; ++i) iv[ivLength - 1 - i] = static_cast<std::uint8_t>(n >> (8 * i));
   return true;
+}
+
+// Data path: no allocation, no lock; one eventfd write per grant at most.
+void SessionTable::noteIvLow(std::uint32_t index) noexcept {
+  ivLowBits_[index / 64].fetch_or(std::uint64_t{1} << (index % 64), std::memory_order_release);
+  ivLowBell_.ring();
+}
+
+// The bell is drained before the bits are read: a bit set after the scan
+// rings again and is taken on the next wake-up. A bit whose slot now holds
+// another session that did not run low (ivRequested clear) asks nothing.
+std::vector<SessionTable::IvLow> SessionTable::takeIvLow() {
+  ivLowBell_.drain();
+  std::vector<IvLow> out;
+  std::shared_lock lock(mutex_);
+  const std::size_t words = (sessions_.size() + 63) / 64;
+  for (std::size_t w = 0; w < words; ++w) {
+    std::uint64_t bits = ivLowBits_[w].exchange(0, std::memory_order_acquire);
+    for (; bits != 0; bits &= bits - 1) {
+      const auto index = static_cast<std::uint32_t>(w * 64 + static_cast<unsigned>(std::countr_zero(bits)));
+      const Session* s = index < sessions_.size() ? sessions_[index].get() : nullptr;
+      if (s && s->ivRequested.load()) out.push_back({index, s->generation, s->ivNext.load()});
+    }
+  }
+  return out;
 }
 
 // One AH request: each segment is a whole canonicalised IP packet with its

@@ -21,12 +21,14 @@
 //
 // Threads: the control thread creates and destroys sessions under the
 // exclusive lock; workers look sessions up under the shared lock, held for a
-// whole burst.
+// whole burst. A worker that finds a session's IV grant running low
+// allocates nothing and posts nothing: it sets the session's bit in a bitmap
+// made with the table and rings an eventfd; the control thread, woken by it,
+// takes the bits (takeIvLow) and asks keydb for more.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <shared_mutex>
 #include <string>
@@ -36,6 +38,7 @@
 #include "cryptodrv/driver.h"
 #include "cryptodrv/transform.h"
 #include "proto/ring_abi.h"
+#include "ring/doorbell.h"
 #include "request_check.h"
 
 namespace ipsec::crypto {
@@ -58,7 +61,7 @@ struct Session {
   std::atomic<SessionDirection> direction{SessionDirection::kUnknown};
   std::atomic<std::uint64_t> ivNext{0};
   std::atomic<std::uint64_t> ivLimit{0};
-  std::atomic<bool> ivRequested{false};
+  std::atomic<bool> ivRequested{false};  // set by the worker that found it low, cleared by a grant
   std::atomic<std::uint64_t> sealed{0}, opened{0}, badIcv{0}, ivExhausted{0};
   std::atomic<std::uint64_t> ahSigned{0}, ahVerified{0}, badOp{0};
   // Refused for the direction: seal or AH sign on a session that is not
@@ -108,13 +111,22 @@ class SessionTable {
   // the session's kind does not run (kBadOp), an op its direction forbids
   // (kWrongDirection), and segments that do not fit the session's layout
   // (ESP: kBadLength, AH: kBadDescriptor), each counted in refusals().
-  // onIvLow(index, generation, ivNext) is called once when a session's IV
-  // grant runs low (it must only post work to the control thread).
+  // A seal that finds its session's IV grant low marks it for takeIvLow
+  // (once per grant) and rings ivLowFd().
   proto::CryptoStatus process(unsigned worker, std::uint8_t* buffer, proto::CryptoRequest& req) noexcept;
   const RefusalCounters& refusals() const noexcept { return refusals_; }
 
+  // Control thread: readable when a session ran low since the last takeIvLow.
+  int ivLowFd() const noexcept { return ivLowBell_.fd(); }
+  // Control thread: the sessions that ran low since the last call, each once,
+  // with where their counter is now (what keydb's IvRequest carries).
+  struct IvLow {
+    std::uint32_t index, generation;
+    std::uint64_t ivNext;
+  };
+  std::vector<IvLow> takeIvLow();
+
   std::shared_mutex& mutex() { return mutex_; }
-  std::function<void(std::uint32_t, std::uint32_t, std::uint64_t)> onIvLow;
 
   template <class F>
   void forEach(F&& f) {
@@ -127,6 +139,7 @@ class SessionTable {
  private:
   Session* find(std::uint32_t index, std::uint32_t generation) noexcept;
   bool makeIv(Session& s, std::uint32_t index, std::uint8_t* iv) noexcept;
+  void noteIvLow(std::uint32_t index) noexcept;
   proto::CryptoStatus refuseEarly(Session& s, const proto::CryptoRequest& req) noexcept;
   proto::CryptoStatus processAh(Session& s, unsigned worker, std::uint8_t* buffer, proto::CryptoRequest& req) noexcept;
   proto::CryptoStatus processEsp(Session& s, unsigned worker, std::uint8_t* buffer, proto::CryptoRequest& req) noexcept;
@@ -137,6 +150,10 @@ class SessionTable {
   std::shared_mutex mutex_;
   std::vector<std::unique_ptr<Session>> sessions_;
   RefusalCounters refusals_;
+  // Bit i: session i ran low (set by workers, taken by the control thread).
+  // Sized for kMaxSessions up front (128 KiB) so that setting one never allocates.
+  std::unique_ptr<std::atomic<std::uint64_t>[]> ivLowBits_;
+  ring::Doorbell ivLowBell_;
 };
 
 }  // namespace ipsec::crypto

@@ -2,19 +2,14 @@
 #include "worker.h"
 
 #include <sched.h>
-#include <time.h>
 
 #include <array>
 #include <mutex>
 
+#include "clock/clock.h"
+
 namespace ipsec::crypto {
 namespace {
-
-std::uint64_t monotonicNs() noexcept {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000u + static_cast<std::uint64_t>(ts.tv_nsec);
-}
 
 // How long an idle worker polls (yielding the core each round) before it
 // sleeps on its doorbell: long enough to catch the next burst of a busy flow
@@ -71,9 +66,9 @@ void Worker::stop() {
 void Worker::run() noexcept {
   while (!stop_.load(std::memory_order_relaxed)) {
     if (serviceBurst() != 0) continue;
-    const std::uint64_t until = monotonicNs() + kSpinNs;
+    const std::uint64_t until = clock::monotonicNs() + kSpinNs;
     bool work = false;
-    while (monotonicNs() < until) {
+    while (clock::monotonicNs() < until) {
       if (requests_.available() != 0) {
         work = true;
         break;

@@ -34,7 +34,8 @@ Forwarder::Forwarder(asio::io_context& io, Fds fds)
   sendUdp6_.fd = fds_.udp6.get();
   sendUdp4_.udp = sendUdp6_.udp = true;
   for (auto& wf : fds_.workers) {
-    auto attached = ring::Region::attach(std::move(wf.region));
+    // Guard pages as the broker maps it: a bounds slip here faults instead of touching the next mapping.
+    auto attached = ring::Region::attach(std::move(wf.region), nullptr, ring::GuardPages::kSurround);
     if (!attached.region) {
       throw std::runtime_error(std::string("crypto ring region rejected: ") + ring::toString(attached.error));
     }
@@ -280,22 +281,12 @@ void Forwarder::sendUsage() {
 }
 
 void Forwarder::fillStats(proto::Stats::Builder out) {
-  unsigned n = 0;
-  counters_.forEach([&](const char*, std::uint64_t) { ++n; });
-  auto list = out.initCounters(n + 2);
-  unsigned i = 0;
-  counters_.forEach([&](const char* name, std::uint64_t v) {
-    list[i].setName(name);
-    list[i++].setValue(v);
-  });
-  list[i].setName("sas");
-  std::uint64_t sas = 0;
-  sas_.forEach([&](Sa&) { ++sas; });
-  list[i++].setValue(sas);
-  list[i].setName("policies");
-  list[i++].setValue(spd_.size());
+  Counters now = counters_;
+  sas_.forEach([&](Sa&) { ++now.sas; });
+  now.policies = spd_.size();
+  stats::fillCounters(out, now);
 
-  auto saList = out.initSas(static_cast<unsigned>(sas));
+  auto saList = out.initSas(static_cast<unsigned>(now.sas));
   unsigned j = 0;
   sas_.forEach([&](Sa& sa) {
     auto e = saList[j++];
@@ -305,14 +296,7 @@ void Forwarder::fillStats(proto::Stats::Builder out) {
     e.setDst(capnp::Data::Reader(d.data(), d.size()));
     auto src = sa.src.bytes();  // the src label of ipsecctl stats --prometheus
     e.setSrc(capnp::Data::Reader(src.data(), src.size()));
-    unsigned k = 0;
-    sa.counters.forEach([&](const char*, std::uint64_t) { ++k; });
-    auto cl = e.initCounters(k);
-    k = 0;
-    sa.counters.forEach([&](const char* name, std::uint64_t v) {
-      cl[k].setName(name);
-      cl[k++].setValue(v);
-    });
+    stats::fillCounters(e, sa.counters);
   });
 }
 

@@ -61,6 +61,7 @@ struct WorkerFds {
   UniqueFd region, requestBell, completionBell;
 };
 
+// One member per entry of proto/fd_layout.h's kForwarder (main.cpp takes them by entry).
 struct Fds {
   UniqueFd keydb, policy, tun, raw4, raw6;
   UniqueFd ah4, ah6;      // raw AH, read by ah.cpp

@@ -1,9 +1,9 @@
 // See child_output.h.
 #include "child_output.h"
 
+#include "clock/clock.h"
 #include "log/log.h"
 
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -51,12 +51,9 @@ std::size_t utf8Length(std::string_view s, std::size_t i) {
 }
 
 std::string timeOfDay() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  const long day = static_cast<long>(ts.tv_sec % 86400);
+  const clock::TimeOfDay t = clock::utcTimeOfDay();
   char buf[48];
-  std::snprintf(buf, sizeof buf, "%02ld:%02ld:%02ld.%03ld", day / 3600, day / 60 % 60, day % 60,
-                static_cast<long>(ts.tv_nsec / 1000000));
+  std::snprintf(buf, sizeof buf, "%02u:%02u:%02u.%03u", t.hour, t.minute, t.second, t.millisecond);
   return buf;
 }
 
@@ -140,13 +137,13 @@ void OutputRelay::feed(std::string_view bytes) {
     const std::size_t nl = bytes.find('\n');
     const std::string_view part = bytes.substr(0, nl);
     if (discarding_) {
-      counters_.droppedBytes += part.size();
+      counters_.child_output_bytes_dropped += part.size();
     } else {
       const std::size_t room = kMaxLineBytes - line_.size();
       line_.append(part.substr(0, room));
       if (part.size() > room) {
-        counters_.droppedBytes += part.size() - room;
-        ++counters_.truncatedLines;
+        counters_.child_output_bytes_dropped += part.size() - room;
+        ++counters_.child_output_lines_truncated;
         line_ += " [truncated]";
         emitLine();
         discarding_ = true;
@@ -168,15 +165,13 @@ void OutputRelay::finish() {
 }
 
 void OutputRelay::emitLine() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  const std::uint64_t now = static_cast<std::uint64_t>(ts.tv_sec) * 1000000000u + static_cast<std::uint64_t>(ts.tv_nsec);
+  const std::uint64_t now = clock::monotonicNs();
   if (refilledNs_ != 0) {
     tokens_ = std::min(kBurstLines, tokens_ + static_cast<double>(now - refilledNs_) * 1e-9 * kLinesPerSecond);
   }
   refilledNs_ = now;
   if (tokens_ < 1) {
-    ++counters_.droppedLines;
+    ++counters_.child_output_lines_dropped;
     ++droppedSinceLast_;
     line_.clear();
     return;
@@ -188,7 +183,7 @@ void OutputRelay::emitLine() {
     droppedSinceLast_ = 0;
     emit_(tagLine(role_, pid_, ownPrefix_, note));
   }
-  ++counters_.lines;
+  ++counters_.child_output_lines;
   emit_(tagLine(role_, pid_, ownPrefix_, line_));
   line_.clear();
 }

@@ -27,17 +27,12 @@
 #include <string_view>
 
 #include "control/unique_fd.h"
+#include "counters.h"  // OutputCounters
 
 namespace ipsec::supervisor {
 
 inline constexpr std::size_t kMaxLineBytes = 2048;
 
-struct OutputCounters {
-  std::uint64_t lines = 0;            // relayed
-  std::uint64_t truncatedLines = 0;   // cut at kMaxLineBytes
-  std::uint64_t droppedBytes = 0;     // what was cut off
-  std::uint64_t droppedLines = 0;     // over a child's rate (OutputRelay::kLinesPerSecond)
-};
 
 // The bytes of one child to lines; no I/O. Holds at most kMaxLineBytes of an
 // unfinished line.

@@ -3,17 +3,10 @@
 // Holds no key and parses no packet. It alone is privileged: it creates the
 // TUN device, the raw ESP/AH sockets, the NAT-T UDP sockets, the PF_KEY and control sockets, the
 // shared-memory rings and every socketpair, then starts each child with
-// exactly its descriptors (fork+exec, renumbered from 3):
-//
-//   child            descriptors (3 is always the channel to ipsecd)
-//   ipsec-keydb      4 policy, 5 crypto, 6 forwarder
-//   ipsec-policy     4 keydb, 5 forwarder, 6 PF_KEY listening socket
-//   ipsec-crypto     4 keydb, then per worker: ring memfd, request bell, completion bell
-//   ipsec-forwarder  4 keydb, 5 policy, 6 TUN, 7 raw ESP/IPv4, 8 raw ESP/IPv6,
-//                    9 raw AH/IPv4, 10 raw AH/IPv6, 11 NAT-T UDP/IPv4,
-//                    12 NAT-T UDP/IPv6,
-//                    then per worker: ring memfd, request bell, completion bell
-//                    then header-included raw IPv4, IPv6 (transport mode, send only)
+// exactly its descriptors (fork+exec, renumbered from 3). Which descriptor
+// each child finds at which number, who is on its other end and what losing
+// that peer means is the privilege-separation table, proto/fd_layout.h;
+// child_fds.h builds each child's vector from it.
 //
 // A child's stdout and stderr are the write end of a pipe of its own, which
 // ipsecd reads and relays line by line, tagged (child_output.h). The runtime

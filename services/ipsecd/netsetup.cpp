@@ -11,11 +11,17 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstddef>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
 
 #include "esp/udp_encap.h"
+#include "log/log.h"
+#include "proto/natt_lock.h"
 #include "spawn.h"
 
 namespace ipsec::supervisor {
@@ -108,7 +114,29 @@ static bool portIsFree(const sockaddr* addr, socklen_t len, const std::string& w
 // names the IKE daemon's index. ipsecd first: index 0, IKE at 1 — also for a
 // daemon that sets SO_REUSEPORT itself without the preload. IKE first: we
 // join as index 1 and steer IKE to 0.
-static void bindNatTShared(int fd, const sockaddr* addr, socklen_t len, const std::string& what) {
+// proto/natt_lock.h: held across the probe, the bind and the attach. An
+// empty descriptor when the name stayed taken (we go on without it).
+static UniqueFd takeNatTJoinLock(unsigned port) {
+  UniqueFd lock(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!lock) return lock;
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  const int n = std::snprintf(sun.sun_path + 1, sizeof sun.sun_path - 1, kNatTLockNameFormat, port);
+  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + n);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kNatTLockWaitMs);
+  while (bind(lock.get(), reinterpret_cast<sockaddr*>(&sun), len) != 0) {
+    if (errno != EADDRINUSE || std::chrono::steady_clock::now() > deadline) {
+      log::warn("NAT-T port {}: join lock not taken ({}); joining the IKE daemon's reuseport group without it", port,
+                std::strerror(errno));
+      return UniqueFd();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return lock;
+}
+
+static void bindNatTShared(int fd, const sockaddr* addr, socklen_t len, unsigned port, const std::string& what) {
+  const UniqueFd lock = takeNatTJoinLock(port);
   int on = 1;
   if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) fail(what + "SO_REUSEPORT");
   for (int attempt = 0; attempt < 40; ++attempt) {
@@ -155,7 +183,7 @@ UniqueFd openNatTSocket(int family, unsigned port) {
     sin6->sin6_port = htons(static_cast<uint16_t>(port));
     len = sizeof *sin6;
   }
-  bindNatTShared(fd.get(), reinterpret_cast<sockaddr*>(&ss), len, what);
+  bindNatTShared(fd.get(), reinterpret_cast<sockaddr*>(&ss), len, port, what);
   return fd;
 }
 

@@ -33,18 +33,67 @@ void checkOwnerAndMode(const struct stat& st, const std::string& path) {
   }
 }
 
+// An ancestor of the runtime directory: whoever may rename entries in it may
+// swap the directory below for one of their own, so it must be root's and
+// writable by nobody else; a world-writable one is fine only when sticky
+// (/tmp: others may add names but not replace ours).
+void checkAncestor(const struct stat& st, const std::string& path, const std::string& runtime) {
+  const std::string what = "runtime directory " + runtime + ": its parent " + path;
+  if (!S_ISDIR(st.st_mode)) throw std::runtime_error(what + " is not a directory");
+  if (st.st_uid != 0) {
+    throw std::runtime_error(what + " is owned by uid " + std::to_string(st.st_uid) +
+                             ", not root; refusing to use it");
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    throw std::runtime_error(what + " has mode " + mode +
+                             " (writable by group or others, not sticky); refusing to use it");
+  }
+}
+
+// Walks the parent's real path from / one component at a time without
+// following a symlink (O_NOFOLLOW), checking each directory on the way, and
+// returns the parent's descriptor: the runtime directory is then created and
+// opened relative to it, so no name on the path can be swapped in between.
+control::UniqueFd openCheckedParent(const std::filesystem::path& parent, const std::string& runtime) {
+  std::error_code ec;
+  const std::filesystem::path real = std::filesystem::canonical(parent, ec);
+  if (ec) throw std::runtime_error("runtime directory " + runtime + ": its parent " + parent.string() + ": " + ec.message());
+  control::UniqueFd dir(::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) fail("open /");
+  std::filesystem::path walked("/");
+  for (const auto& part : real.relative_path()) {
+    struct stat st {};
+    if (fstat(dir.get(), &st) != 0) fail("runtime directory " + runtime + ": fstat " + walked.string());
+    checkAncestor(st, walked.string(), runtime);
+    walked /= part;
+    control::UniqueFd next(::openat(dir.get(), part.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!next) fail("runtime directory " + runtime + ": open " + walked.string());
+    dir = std::move(next);
+  }
+  struct stat st {};
+  if (fstat(dir.get(), &st) != 0) fail("runtime directory " + runtime + ": fstat " + walked.string());
+  checkAncestor(st, walked.string(), runtime);
+  return dir;
+}
+
 }  // namespace
 
 RuntimeDir RuntimeDir::open(const std::string& path) {
   if (path.empty() || path.front() != '/') throw std::runtime_error("runtime directory must be an absolute path: " + path);
-  const std::filesystem::path p(path);
+  std::filesystem::path p(path);
+  if (!p.has_filename()) p = p.parent_path();  // "/run/ipsecd/"
   std::error_code ec;
-  std::filesystem::create_directories(p.parent_path(), ec);  // as before; a failure shows in mkdir below
-  if (mkdir(path.c_str(), kMode) != 0 && errno != EEXIST) fail("runtime directory " + path + ": mkdir");
+  std::filesystem::create_directories(p.parent_path(), ec);  // a failure shows in the walk below
+  const control::UniqueFd parent = openCheckedParent(p.parent_path(), path);
+  const std::string name = p.filename().string();
+  if (name.empty() || name == "." || name == "..") throw std::runtime_error("runtime directory " + path + ": names no directory");
+  if (mkdirat(parent.get(), name.c_str(), kMode) != 0 && errno != EEXIST) fail("runtime directory " + path + ": mkdir");
   RuntimeDir dir;
   dir.path_ = path;
   // O_NOFOLLOW: a symlink in its place (to a directory someone else chose) is refused.
-  dir.fd_.reset(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  dir.fd_.reset(::openat(parent.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!dir.fd_) {
     if (errno == ELOOP || errno == ENOTDIR) {
       throw std::runtime_error("runtime directory " + path + ": not a directory (a symlink or a file)");

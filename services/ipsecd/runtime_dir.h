@@ -2,7 +2,8 @@
 // holds the PF_KEY and control sockets, the pid file and the children's empty
 // root. Trusts the directory only after checking it: a directory (not a
 // symlink), owned by root, writable by nobody else, so no other user can
-// plant a name in it. Everything in it is then created and removed relative
+// plant a name in it; and every directory above it root's and writable by
+// nobody else either (or sticky, as /tmp), so no other user can swap it. Everything in it is then created and removed relative
 // to the directory's descriptor (openat/O_NOFOLLOW/O_EXCL, renameat,
 // unlinkat), never through a path that could have been swapped meanwhile.
 #pragma once

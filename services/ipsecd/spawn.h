@@ -1,6 +1,6 @@
 // ipsecd: starting a child with fork+exec. The child gets a fresh address
 // space and exactly the descriptors listed, renumbered from 3 upward in the
-// order given (each service's main.cpp documents its numbering); stdout and
+// order given (child_fds.h, from proto/fd_layout.h); stdout and
 // stderr are the write end of its output pipe (child_output.h); every other
 // descriptor is closed before exec.
 #pragma once

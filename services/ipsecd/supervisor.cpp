@@ -24,11 +24,13 @@
 
 #include "proto/admin.capnp.h"
 #include "audit/audit.h"
+#include "child_fds.h"
 #include "child_output.h"
 #include "control/channel.h"
 #include "log/log.h"
 #include "netsetup.h"
 #include "runtime_dir.h"
+#include "proto/fd_layout.h"
 #include "proto/ring_abi.h"
 #include "ring/region.h"
 #include "sandbox/apply.h"
@@ -66,7 +68,19 @@ const char* roleName(Role r) {
   return "?";
 }
 
-bool isDataPlane(Role r) { return r == Role::kCrypto || r == Role::kForwarder; }
+// What the child's loss means, as its table says of its channel to ipsecd:
+// keydb and policy fail closed, crypto and the forwarder restart the data plane.
+fdlayout::OnClose onLoss(Role r) {
+  switch (r) {
+    case Role::kKeydb: return fdlayout::kKeydb[fdlayout::KeydbFd::kIpsecd].onClose;
+    case Role::kPolicy: return fdlayout::kPolicy[fdlayout::PolicyFd::kIpsecd].onClose;
+    case Role::kCrypto: return fdlayout::kCrypto[fdlayout::CryptoFd::kIpsecd].onClose;
+    case Role::kForwarder: return fdlayout::kForwarder[fdlayout::ForwarderFd::kIpsecd].onClose;
+  }
+  return fdlayout::OnClose::kFailClosed;
+}
+
+bool isDataPlane(Role r) { return onLoss(r) == fdlayout::OnClose::kRestartDataPlane; }
 
 // One crypto worker's shared region and its two doorbells.
 struct WorkerRing {
@@ -241,16 +255,42 @@ class Supervisor {
   }
 
   // ---- starting children --------------------------------------------------
+  // The descriptors ipsecd holds for the children, by what they are; the
+  // links' ends are made anew for every data-plane start.
+  ChildEnds endsOf(DataPlaneLinks& links) const {
+    ChildEnds e;
+    e.keydbOfCrypto = links.keydbCrypto.first.get();
+    e.cryptoOfKeydb = links.keydbCrypto.second.get();
+    e.keydbOfForwarder = links.keydbForwarder.first.get();
+    e.forwarderOfKeydb = links.keydbForwarder.second.get();
+    e.policyOfForwarder = links.policyForwarder.first.get();
+    e.forwarderOfPolicy = links.policyForwarder.second.get();
+    e.pfkeyListen = pfkeyListen_.get();
+    e.tun = tun_.fd.get();
+    e.esp4 = raw4_.get();
+    e.esp6 = raw6_.get();
+    e.ah4 = rawAh4_.get();
+    e.ah6 = rawAh6_.get();
+    e.udp4 = udp4_.get();
+    e.udp6 = udp6_.get();
+    e.headerIncluded4 = hdr4_.get();
+    e.headerIncluded6 = hdr6_.get();
+    for (auto& w : links.rings) e.workers.push_back({w.region.fd(), w.requestBell.get(), w.completionBell.get()});
+    return e;
+  }
+
   void startAll() {
     auto links = makeLinks();
     auto policyKeydb = control::makeSeqpacketPair();  // first: policy's end
+    ChildEnds ends = endsOf(links);
+    ends.policyOfKeydb = policyKeydb.first.get();
+    ends.keydbOfPolicy = policyKeydb.second.get();
 
-    spawn(Role::kKeydb, {policyKeydb.second.get(), links.keydbCrypto.first.get(), links.keydbForwarder.first.get()},
-          {});
+    spawn(Role::kKeydb, ends, {});
     std::vector<std::string> local;  // policy judges SA directions with them (sa_direction.h)
     for (const auto& a : cfg_.localAddresses) local.insert(local.end(), {"--local-address", a.addressString()});
-    spawn(Role::kPolicy, {policyKeydb.first.get(), links.policyForwarder.first.get(), pfkeyListen_.get()}, local);
-    spawnDataPlane(links);
+    spawn(Role::kPolicy, ends, local);
+    spawnDataPlane(ends);
     startedAt_ = Clock::now();
 
     armReadyTimer("");
@@ -267,28 +307,26 @@ class Supervisor {
     });
   }
 
-  void spawnDataPlane(DataPlaneLinks& links) {
-    std::vector<int> cryptoFds{links.keydbCrypto.second.get()};
-    std::vector<int> fwdFds{links.keydbForwarder.second.get(), links.policyForwarder.second.get(), tun_.fd.get(),
-                            raw4_.get(), raw6_.get(), rawAh4_.get(), rawAh6_.get(), udp4_.get(), udp6_.get()};
-    for (auto& w : links.rings) {
-      for (auto* fds : {&cryptoFds, &fwdFds}) {
-        fds->push_back(w.region.fd());
-        fds->push_back(w.requestBell.get());
-        fds->push_back(w.completionBell.get());
-      }
-    }
-    // After the rings: the header-included sockets for transport mode.
-    fwdFds.push_back(hdr4_.get());
-    fwdFds.push_back(hdr6_.get());
+  void spawnDataPlane(const ChildEnds& ends) {
     std::vector<std::string> workers{"--workers", std::to_string(cfg_.cryptoWorkers)};
-    spawn(Role::kCrypto, cryptoFds, workers);
-    spawn(Role::kForwarder, fwdFds, workers);
+    spawn(Role::kCrypto, ends, workers);
+    spawn(Role::kForwarder, ends, workers);
   }
 
-  void spawn(Role role, std::vector<int> fds, std::vector<std::string> args) {
+  static std::vector<int> fdsFor(Role role, const ChildEnds& ends) {
+    switch (role) {
+      case Role::kKeydb: return keydbFds(ends);
+      case Role::kPolicy: return policyFds(ends);
+      case Role::kCrypto: return cryptoFds(ends);
+      case Role::kForwarder: return forwarderFds(ends);
+    }
+    return {};
+  }
+
+  void spawn(Role role, ChildEnds ends, std::vector<std::string> args) {
     auto [mine, theirs] = control::makeSeqpacketPair();
-    fds.insert(fds.begin(), theirs.get());
+    ends.ipsecd = theirs.get();
+    const std::vector<int> fds = fdsFor(role, ends);
     const config::ServiceIds& ids = idsFor(role);
     args.insert(args.end(), {"--uid", std::to_string(ids.uid), "--gid", std::to_string(ids.gid), "--root", emptyDir_});
     if (cfg_.debug || debugSysctl_) args.push_back("--debug");
@@ -516,9 +554,10 @@ class Supervisor {
   void restartDataPlane() {
     try {
       auto links = makeLinks();
-      sendRestarted(Role::kKeydb, {links.keydbCrypto.first.get(), links.keydbForwarder.first.get()});
-      sendRestarted(Role::kPolicy, {links.policyForwarder.first.get()});
-      spawnDataPlane(links);
+      const ChildEnds ends = endsOf(links);
+      sendRestarted(Role::kKeydb, keydbReplacementFds(ends));
+      sendRestarted(Role::kPolicy, policyReplacementFds(ends));
+      spawnDataPlane(ends);
       armReadyTimer(" after restart");
     } catch (const std::exception& e) {
       failClosed(std::string("data plane restart failed: ") + e.what());
@@ -814,17 +853,7 @@ class Supervisor {
   // ipsecd's own counters: the children's output it relayed or cut.
   void fillOwnStats(proto::ServiceStats::Builder s) {
     s.setService("ipsecd");
-    const std::pair<const char*, uint64_t> counters[] = {
-        {"child_output_lines", outputCounters_.lines},
-        {"child_output_lines_truncated", outputCounters_.truncatedLines},
-        {"child_output_bytes_dropped", outputCounters_.droppedBytes},
-        {"child_output_lines_dropped", outputCounters_.droppedLines},
-    };
-    auto list = s.initCounters(std::size(counters));
-    for (size_t i = 0; i < std::size(counters); ++i) {
-      list[i].setName(counters[i].first);
-      list[i].setValue(counters[i].second);
-    }
+    stats::fillCounters(s, outputCounters_);
   }
 
   void sendAdmin(uint64_t id, capnp::MessageBuilder& b) {

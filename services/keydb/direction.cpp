@@ -2,7 +2,10 @@
 // rule is proto/sad.capnp OutboundTemplate's). policy, which holds the SPD,
 // sends the templates of every outbound IPsec policy it stores; keydb marks
 // the SAs they cover outbound and tells the broker, which seals only under
-// outbound sessions. The templates come from policy (our process, trusted to
+// outbound sessions. When policy asks for an answer, keydb follows the marks
+// with a barrier on the broker's channel and answers once the broker echoes
+// it: the broker handles its channel in order, so the echo means every mark
+// is applied, and only then does policy give the forwarder the policy. The templates come from policy (our process, trusted to
 // be well-formed only as far as capnp's limits go): a template of a bad
 // address size covers nothing.
 #include <linux/ipsec.h>
@@ -36,7 +39,7 @@ bool templateCovers(proto::OutboundTemplate::Reader t, proto::SaParams::Reader p
   return inPrefix(p.getSrc(), t.getSrc(), t.getSrcPrefix()) && inPrefix(p.getDst(), t.getDst(), t.getDstPrefix());
 }
 
-void Keydb::markOutbound(capnp::List<proto::OutboundTemplate>::Reader templates) {
+bool Keydb::markOutbound(std::uint64_t requestId, capnp::List<proto::OutboundTemplate>::Reader templates) {
   auto covered = [&](const Sa& sa) {
     for (auto t : templates) {
       if (templateCovers(t, sa.p())) return true;
@@ -49,6 +52,47 @@ void Keydb::markOutbound(capnp::List<proto::OutboundTemplate>::Reader templates)
     if (sa->replaced && covered(*sa->replaced)) setOutbound(*sa->replaced);
     if (covered(*sa)) setOutbound(*sa);
   }
+  if (requestId == 0) return true;  // policy does not wait (sad.capnp)
+  // The barrier goes even when this request marked nothing new: a mark an
+  // earlier request made may still be on its way to the broker, and this
+  // policy may name the same SA.
+  if (!crypto_ || !crypto_->isOpen()) return answerMark(requestId), true;
+  if (awaitedMarks_.size() >= kMaxAwaitedMarks) {
+    log::error("ipsec-policy has more than {} outbound marks awaiting the broker", kMaxAwaitedMarks);
+    return false;
+  }
+  const std::uint64_t token = nextBarrierToken_++;
+  control::ScratchMessageBuilder<16> b;
+  b.initRoot<proto::KeydbToCrypto>().setBarrier(token);
+  if (crypto_->send(b) == control::Channel::SendResult::kClosed) return answerMark(requestId), true;
+  awaitedMarks_.push_back({token, requestId});
+  ++counters_.outbound_marks_awaited_broker;
+  return true;
+}
+
+bool Keydb::onBarrierEcho(std::uint64_t token) {
+  if (awaitedMarks_.empty() || awaitedMarks_.front().token != token) {
+    log::error("ipsec-crypto echoed barrier {}, which is not the one awaited", token);
+    return false;
+  }
+  const std::uint64_t requestId = awaitedMarks_.front().requestId;
+  awaitedMarks_.pop_front();
+  answerMark(requestId);
+  return true;
+}
+
+void Keydb::answerAwaitedMarks() {
+  while (!awaitedMarks_.empty()) {
+    const std::uint64_t requestId = awaitedMarks_.front().requestId;
+    awaitedMarks_.pop_front();
+    answerMark(requestId);
+  }
+}
+
+void Keydb::answerMark(std::uint64_t requestId) {
+  control::ScratchMessageBuilder<16> b;
+  b.initRoot<proto::KeydbToPolicy>().setOutboundMarked(requestId);
+  policy_->send(b);
 }
 
 void Keydb::setOutbound(Sa& sa) {
@@ -56,7 +100,7 @@ void Keydb::setOutbound(Sa& sa) {
   // outbound ones are so already: one setDirection per SA at most.
   if (sa.direction != proto::Direction::UNKNOWN) return;
   sa.direction = proto::Direction::OUTBOUND;
-  ++markedOutbound_;
+  ++counters_.sas_marked_outbound;
   if (debug_) log::info("SA SPI {:#x}: outbound", sa.p().getSpi());
   // Every keyed SA's session hears of it: one the broker has, or is creating
   // (a CreateSession already sent on this channel, also after a data-plane

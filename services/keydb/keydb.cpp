@@ -2,7 +2,6 @@
 #include "keydb.h"
 
 #include <linux/pfkeyv2.h>
-#include <time.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -11,17 +10,15 @@
 
 #include <sodium.h>
 
+#include "clock/clock.h"
 #include "control/scratch_builder.h"
 #include "log/log.h"
 
 namespace ipsec::keydb {
 namespace {
 
-std::uint64_t now() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec);
-}
+// Lifetimes and PF_KEY's addtime are wall-clock seconds.
+std::uint64_t now() { return clock::unixSeconds(); }
 
 std::span<const std::uint8_t> span(capnp::Data::Reader d) { return {d.begin(), d.size()}; }
 
@@ -53,7 +50,10 @@ Keydb::Keydb(boost::asio::io_context& io, UniqueFd policy, UniqueFd crypto, Uniq
 
 void Keydb::startDataPlaneChannels() {
   crypto_->start([this](capnp::MessageReader& m, std::vector<UniqueFd>& f) { return onCrypto(m, f); },
-                 [](std::string_view why) { log::warn("channel to ipsec-crypto closed: {}", why); });
+                 [this](std::string_view why) {
+                   log::warn("channel to ipsec-crypto closed: {}", why);
+                   answerAwaitedMarks();  // no echo will come
+                 });
   forwarder_->start([this](capnp::MessageReader& m, std::vector<UniqueFd>& f) { return onForwarder(m, f); },
                     [](std::string_view why) { log::warn("channel to ipsec-forwarder closed: {}", why); });
 }
@@ -129,7 +129,7 @@ void Keydb::checkLifetimes() {
 bool Keydb::checkLifetime(Sa& sa, std::uint64_t t) {
   if (sa.larval()) {
     if (t - sa.addTime >= larvalLifetime_) {
-      ++larvalExpired_;
+      ++counters_.larval_expired;
       removeSa(sa);
       return false;
     }
@@ -187,7 +187,7 @@ void Keydb::rescheduleAllLifetimes() {
 }
 
 void Keydb::sendExpire(Sa& sa, bool hard) {
-  (hard ? hardExpires_ : softExpires_)++;
+  (hard ? counters_.expires_hard : counters_.expires_soft)++;
   log::info("SA SPI {:#x}: {} lifetime reached", sa.p().getSpi(), hard ? "hard" : "soft");
   control::ScratchMessageBuilder<> b;
   auto e = b.initRoot<proto::KeydbToPolicy>().initExpire();
@@ -217,6 +217,9 @@ void Keydb::attachDataPlane(UniqueFd crypto, UniqueFd forwarder) {
 
 bool Keydb::onDataPlaneRestarted(std::vector<UniqueFd>& fds) {
   if (fds.size() != 2) return false;
+  // The old broker's echoes will not come; the new one gets every SA with
+  // its direction in CreateSession, before the forwarder gets the SA.
+  answerAwaitedMarks();
   if (crypto_) crypto_->close();
   if (forwarder_) forwarder_->close();
   attachDataPlane(std::move(fds[0]), std::move(fds[1]));
@@ -292,8 +295,7 @@ bool Keydb::onPolicy(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       migrate(id, req.getMigrate());
       return true;
     case proto::PolicyToKeydb::MARK_OUTBOUND:
-      markOutbound(req.getMarkOutbound());  // no reply (sad.capnp)
-      return true;
+      return markOutbound(id, req.getMarkOutbound());  // answered only with an id (sad.capnp)
     case proto::PolicyToKeydb::LOOKUP: {
       auto n = req.getLookup();
       Sa* sa = sad_.find(keyOf(n.getSatype(), n.getSpi(), n.getDst()));
@@ -337,7 +339,7 @@ void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
   // has no memory for, and the SAD (and its locked key memory, sized for the
   // maximum) stays as it is.
   if (!old && sad_.size() >= maxSas_) {
-    ++addsOverMax_;
+    ++counters_.add_over_max_sas;
     return replyError(id, ENOBUFS);
   }
   // Keys first: if the locked key memory cannot grow, the ADD is ENOMEM and
@@ -347,7 +349,7 @@ void Keydb::add(std::uint64_t id, proto::SaAdd::Reader req) {
     encKey = SecureBytes(span(req.getKeys().getEncrypt()));
     authKey = SecureBytes(span(req.getKeys().getAuth()));
   } catch (const std::bad_alloc&) {
-    ++keyMemoryExhausted_;
+    ++counters_.add_no_key_memory;
     log::warn("SA SPI {:#x}: no locked memory left for its keys ({} SAs): ENOMEM", p.getSpi(), sad_.size());
     return replyError(id, ENOMEM);
   }
@@ -430,7 +432,7 @@ void Keydb::getSpi(std::uint64_t id, proto::GetSpi::Reader req) {
   p.setReqid(req.getReqid());
   p.setState(SADB_SASTATE_LARVAL);
   if (sad_.size() >= maxSas_) {  // a larval SA takes a slot too
-    ++addsOverMax_;
+    ++counters_.add_over_max_sas;
     return replyError(id, ENOBUFS);
   }
   Sa& sa = sad_.create(p.asReader());
@@ -506,7 +508,7 @@ void Keydb::restoreReplaced(Sa& successor) {
         auto g = b.initRoot<proto::KeydbToForwarder>().initSeqGrant();
         setRef(g.initSa(), sa.ref);
         g.setSeqLimit(sad_.extendSeq(sa));
-        ++seqGrants_;
+        ++counters_.seq_grants;
         forwarder_->send(b);
       }
       if (crypto_ && crypto_->isOpen()) {
@@ -514,7 +516,7 @@ void Keydb::restoreReplaced(Sa& successor) {
         auto g = b.initRoot<proto::KeydbToCrypto>().initIvGrant();
         setRef(g.initSa(), sa.ref);
         g.setIvLimit(sad_.extendIv(sa));
-        ++ivGrants_;
+        ++counters_.iv_grants;
         crypto_->send(b);
       }
     }
@@ -593,7 +595,7 @@ void Keydb::reply(std::uint64_t id, int err, const std::vector<Sa*>& sas, bool w
 void Keydb::createSession(Sa& sa) {
   if (!crypto_ || !crypto_->isOpen()) return;  // sent when the data plane comes back
   auto [ivNext, ivLimit] = sad_.grantIvFromScratch(sa);
-  ++ivGrants_;
+  ++counters_.iv_grants;
   control::ScratchMessageBuilder<kOneSaMessageWords> b;
   auto c = b.initRoot<proto::KeydbToCrypto>().initCreateSession();
   setRef(c.initSa(), sa.ref);
@@ -622,8 +624,8 @@ bool Keydb::onCrypto(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
         // is EINVAL. An UPDATE's old SA is back as it was, and the client
         // hears the errno.
         const int err = r.getErrorCode() != 0 && r.getErrorCode() <= 255 ? r.getErrorCode() : EINVAL;
-        ++sessionsFailed_;
-        if (err == ENOMEM) ++sessionsNoKeyMemory_;
+        ++counters_.sessions_refused;
+        if (err == ENOMEM) ++counters_.sessions_refused_no_key_memory;
         log::warn("SA SPI {:#x} refused by the broker ({}): {}", sa->p().getSpi(), std::strerror(err),
                   std::string(r.getError()));
         if (sa->pendingAdd) {
@@ -647,6 +649,8 @@ bool Keydb::onCrypto(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       }
       return true;
     }
+    case proto::CryptoToKeydb::BARRIER:
+      return onBarrierEcho(msg.getBarrier());
     case proto::CryptoToKeydb::IV_REQUEST: {
       auto r = msg.getIvRequest();
       Sa* sa = sad_.find(SaRef{r.getSa().getIndex(), r.getSa().getGeneration()});
@@ -655,7 +659,7 @@ bool Keydb::onCrypto(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       auto g = b.initRoot<proto::KeydbToCrypto>().initIvGrant();
       setRef(g.initSa(), sa->ref);
       g.setIvLimit(sad_.extendIv(*sa));
-      ++ivGrants_;
+      ++counters_.iv_grants;
       crypto_->send(b);
       return true;
     }
@@ -668,7 +672,7 @@ bool Keydb::onCrypto(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
 void Keydb::installInForwarder(Sa& sa) {
   if (!forwarder_ || !forwarder_->isOpen()) return;
   auto [next, limit] = sad_.grantSeqFromScratch(sa);
-  ++seqGrants_;
+  ++counters_.seq_grants;
   control::ScratchMessageBuilder<kOneSaMessageWords> b;
   auto in = b.initRoot<proto::KeydbToForwarder>().initInstall();
   setRef(in.initSa(), sa.ref);
@@ -695,7 +699,7 @@ bool Keydb::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       auto g = b.initRoot<proto::KeydbToForwarder>().initSeqGrant();
       setRef(g.initSa(), sa->ref);
       g.setSeqLimit(sad_.extendSeq(*sa));
-      ++seqGrants_;
+      ++counters_.seq_grants;
       forwarder_->send(b);
       return true;
     }
@@ -726,33 +730,10 @@ void Keydb::setSysctl(std::string_view name, std::int64_t value) {
 }
 
 void Keydb::fillStats(proto::Stats::Builder out) {
-  std::uint64_t larval = 0;
-  for (Sa* sa : sad_.all()) larval += sa->larval() ? 1 : 0;
-  auto list = out.initCounters(12);
-  list[0].setName("sas");
-  list[0].setValue(sad_.size());
-  list[1].setName("sas_larval");
-  list[1].setValue(larval);
-  list[2].setName("sessions_refused");
-  list[2].setValue(sessionsFailed_);
-  list[3].setName("seq_grants");
-  list[3].setValue(seqGrants_);
-  list[4].setName("iv_grants");
-  list[4].setValue(ivGrants_);
-  list[5].setName("expires_soft");
-  list[5].setValue(softExpires_);
-  list[6].setName("expires_hard");
-  list[6].setValue(hardExpires_);
-  list[7].setName("larval_expired");
-  list[7].setValue(larvalExpired_);
-  list[8].setName("add_over_max_sas");
-  list[8].setValue(addsOverMax_);
-  list[9].setName("add_no_key_memory");
-  list[9].setValue(keyMemoryExhausted_);
-  list[10].setName("sessions_refused_no_key_memory");
-  list[10].setValue(sessionsNoKeyMemory_);
-  list[11].setName("sas_marked_outbound");
-  list[11].setValue(markedOutbound_);
+  Counters now = counters_;
+  now.sas = sad_.size();
+  for (Sa* sa : sad_.all()) now.sas_larval += sa->larval() ? 1 : 0;
+  stats::fillCounters(out, now);
 }
 
 // ---- X_MIGRATE ----------------------------------------------------------------

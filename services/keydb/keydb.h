@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "control/channel.h"
+#include "counters.h"
 #include "proto/crypto.capnp.h"
 #include "proto/dataplane.capnp.h"
 #include "proto/sad.capnp.h"
@@ -71,9 +72,18 @@ class Keydb {
   // X_MIGRATE's SA part (end of keydb.cpp): moves SAs to new addresses.
   void migrate(std::uint64_t id, capnp::List<proto::SaMigration>::Reader moves);
   // An outbound policy was stored (direction.cpp): the SAs its templates
-  // cover become outbound, and their live sessions hear so.
-  void markOutbound(capnp::List<proto::OutboundTemplate>::Reader templates);
+  // cover become outbound, and their live sessions hear so. A nonzero
+  // requestId is answered (outboundMarked) once the broker has the marks:
+  // a barrier follows them, and the answer waits for its echo.
+  bool markOutbound(std::uint64_t requestId, capnp::List<proto::OutboundTemplate>::Reader templates);
   void setOutbound(Sa& sa);
+  // The broker echoed a barrier (direction.cpp): false for a token that is
+  // not the oldest one awaited (a protocol error: the channel closes).
+  bool onBarrierEcho(std::uint64_t token);
+  // No broker will echo (its channel closed or was replaced): every mark
+  // awaited is answered now, in order; a new broker's sessions carry them.
+  void answerAwaitedMarks();
+  void answerMark(std::uint64_t requestId);
   void removeSa(Sa& sa);
   // Ends an UPDATE's old SA (Sa::replaced) for good: its broker session
   // goes, and its forwarder entry too unless the successor's install replaced it.
@@ -132,15 +142,19 @@ class Keydb {
   bool dumpTimerArmed_ = false;
   std::uint64_t larvalLifetime_ = 30;  // seconds, as Linux's acquire timeout
   std::size_t maxSas_ = kDefaultMaxSas;
-  std::uint64_t addsOverMax_ = 0, keyMemoryExhausted_ = 0;
   bool debug_ = false;
   bool stopped_ = false;
-  std::uint64_t sessionsFailed_ = 0;
-  std::uint64_t sessionsNoKeyMemory_ = 0;  // of those, the broker had no locked key memory (ENOMEM)
-  std::uint64_t seqGrants_ = 0;
-  std::uint64_t ivGrants_ = 0;
-  std::uint64_t softExpires_ = 0, hardExpires_ = 0, larvalExpired_ = 0;
-  std::uint64_t markedOutbound_ = 0;  // SAs a policy made outbound after their ADD
+  Counters counters_;  // the levels (sas, sas_larval) are set in fillStats
+  // markOutbound requests waiting for the broker's barrier echo, oldest
+  // first (the broker echoes in order). policy holds at most its
+  // maxPendingRequests (4096 by default) requests at once; more than
+  // kMaxAwaitedMarks from it is a protocol error.
+  struct AwaitedMark {
+    std::uint64_t token = 0, requestId = 0;
+  };
+  static constexpr std::size_t kMaxAwaitedMarks = 65536;
+  std::deque<AwaitedMark> awaitedMarks_;
+  std::uint64_t nextBarrierToken_ = 1;
 };
 
 }  // namespace ipsec::keydb

@@ -1,10 +1,8 @@
 // ipsec-keydb — the SAD: every SA's keys, lifetimes and nonce grants.
 //
-// Descriptors from ipsecd (fixed numbers):
-//   3  ipsecd     stop, stats, new data-plane channels after a restart
-//   4  policy     SAD requests ← / replies, expires →
-//   5  crypto     sessions with keys → / session results, IV requests ←
-//   6  forwarder  SA metadata without keys, sequence grants → / seq requests, usage ←
+// Descriptors from ipsecd: proto/fd_layout.h's kKeydb (ipsecd, policy,
+// crypto, forwarder channels; losing policy fails closed, losing crypto or the
+// forwarder waits for the restarted data plane's new channels).
 //
 // Sandbox: its own uid, an empty root, no capabilities, no_new_privs, not
 // dumpable, locked memory for keys (lib/securemem's slab), the baseline allow-list.
@@ -39,8 +37,9 @@ int main(int argc, char** argv) {
     if (args.printProfile) return service::printProfile(profile(args)), 0;
     if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
     service::Service svc("ipsec-keydb", args);
-    keydb::Keydb db(svc.io(), service::takeFd(4, "policy channel"), service::takeFd(5, "crypto channel"),
-                    service::takeFd(6, "forwarder channel"));
+    using fdlayout::KeydbFd;
+    keydb::Keydb db(svc.io(), service::takeFd(KeydbFd::kPolicy, args), service::takeFd(KeydbFd::kCrypto, args),
+                    service::takeFd(KeydbFd::kForwarder, args));
 
     db.start();
     return svc.run(profile(args), {

@@ -24,9 +24,11 @@
 
 #include "proto/common.capnp.h"
 #include "proto/crypto.capnp.h"
-#include "secure_bytes.h"
+#include "securemem/secure_bytes.h"
 
 namespace ipsec::keydb {
+
+using securemem::SecureBytes;  // keys in locked, wiped memory
 
 struct SaRef {
   std::uint32_t index = 0;

@@ -1,11 +1,8 @@
 // ipsec-policy — the SPD and the PF_KEY v2 front end (DESIGN.md §5).
 //
-// Descriptors from ipsecd (fixed numbers):
-//   3  ipsecd     stop, stats, sysctl, a new forwarder channel after a data-plane restart
-//   4  keydb      SAD requests (PolicyToKeydb) → / replies, expires (KeydbToPolicy) ←
-//   5  forwarder  the SPD (PolicyToForwarder) → / ACQUIREs (ForwarderToPolicy) ←
-//   6  PF_KEY     the listening SOCK_SEQPACKET socket at <runtime_dir>/pfkey,
-//                 bound by ipsecd; clients are accept4'ed from it
+// Descriptors from ipsecd: proto/fd_layout.h's kPolicy (ipsecd, keydb and
+// forwarder channels, the PF_KEY listening socket at <runtime_dir>/pfkey;
+// losing keydb fails closed, losing the forwarder waits for its successor).
 //
 // Who may use PF_KEY: SO_PEERCRED uid 0, or a client whose (primary) gid is
 // the one in the environment variable IPSEC_PFKEY_GROUP, which ipsecd sets
@@ -66,8 +63,9 @@ int main(int argc, char** argv) {
       if (!a) throw std::runtime_error("--local-address " + text + ": not an IP address");
       options.localAddresses.push_back(*a);
     }
-    policy::Server server(svc.io(), service::takeFd(6, "PF_KEY listening socket"),
-                          service::takeFd(4, "keydb channel"), service::takeFd(5, "forwarder channel"),
+    using fdlayout::PolicyFd;
+    policy::Server server(svc.io(), service::takeFd(PolicyFd::kPfkeyListen, args),
+                          service::takeFd(PolicyFd::kKeydb, args), service::takeFd(PolicyFd::kForwarder, args),
                           std::move(options));
 
     server.start();

@@ -11,26 +11,18 @@
 // UDP-encapsulated and the old endpoint the report names is the SA's
 // (address and both ports). Each refusal is counted under its reason. A
 // report that is malformed (not ESP, bad addresses) closes the channel.
-#include <time.h>
 
 #include <cerrno>
 #include <cstring>
 
+#include "clock/clock.h"
 #include "log/log.h"
 #include "pfkey/builder.h"
 #include "server.h"
+#include "stats/drop.h"
 #include "wire_address.h"
 
 namespace ipsec::policy {
-namespace {
-
-std::uint64_t nowMs() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
-}
-
-}  // namespace
 
 bool Server::onNatMapping(proto::NatMapping::Reader n) {
   auto oldSrc = addressFrom(n.getSrc());
@@ -57,11 +49,11 @@ bool Server::onNatMapping(proto::NatMapping::Reader n) {
 }
 
 bool Server::natMappingAdmitted(const NatReport& r) {
-  const std::uint64_t t = nowMs();
+  const std::uint64_t t = clock::monotonicMs();
   const auto sa = std::make_pair(r.spi, r.dst.bytes);
   auto last = natLastMs_.find(sa);
   if (last != natLastMs_.end() && t - last->second < kNatMappingIntervalMs) {
-    ++counters_.natRefusedRateSa;
+    ++counters_.pfkey_nat_mapping_refused_rate_limited_sa;
     return false;
   }
   if (t - natWindowStartMs_ >= 1000) {
@@ -73,7 +65,7 @@ bool Server::natMappingAdmitted(const NatReport& r) {
   }
   // natChecks_ stays below a second's worth too, whatever keydb's pace.
   if (natInWindow_ >= kNatMappingsPerSecond || natChecks_.size() >= kNatMappingsPerSecond) {
-    ++counters_.natRefusedRateGlobal;
+    ++counters_.pfkey_nat_mapping_refused_rate_limited;
     return false;
   }
   ++natInWindow_;
@@ -84,28 +76,25 @@ bool Server::natMappingAdmitted(const NatReport& r) {
 bool Server::onNatMappingChecked(const NatReport& r, proto::SadReply::Reader reply) {
   if (reply.getMore()) return false;  // a lookup is answered in one message
   if (reply.getErrno() != 0) {
-    ++counters_.natRefusedNoSa;
-    log::debug("NAT mapping for SPI {:#x}: no such SA", r.spi);
+    stats::drop(counters_.pfkey_nat_mapping_refused_no_sa, "NAT mapping for SPI {:#x}: no such SA", r.spi);
     return true;
   }
   if (reply.getSas().size() != 1) return false;
   auto p = reply.getSas()[0].getParams();
   if (p.getNatTType() == 0) {
-    ++counters_.natRefusedNotEncap;
-    log::debug("NAT mapping for SPI {:#x}: the SA is not UDP-encapsulated", r.spi);
+    stats::drop(counters_.pfkey_nat_mapping_refused_not_encap, "NAT mapping for SPI {:#x}: the SA is not UDP-encapsulated", r.spi);
     return true;
   }
   auto saSrc = addressFrom(p.getSrc());
   if (!saSrc || !saSrc->sameAddress(r.oldSrc) || p.getNatTSport() != r.sport || p.getNatTDport() != r.dport) {
-    ++counters_.natRefusedWrongEndpoint;
-    log::debug("NAT mapping for SPI {:#x}: the old endpoint is not the SA's", r.spi);
+    stats::drop(counters_.pfkey_nat_mapping_refused_wrong_endpoint, "NAT mapping for SPI {:#x}: the old endpoint is not the SA's", r.spi);
     return true;
   }
   // Linux's pfkey_send_new_mapping: HDR | SA (SPI only) | ADDRESS_SRC (the
   // SA's peer as installed) | NAT_T_SPORT (its port) | ADDRESS_DST (where
   // the packet really came from) | NAT_T_DPORT (that port), a fresh
   // acquire seq, pid 0, to registered sockets.
-  ++counters_.natMappings;
+  ++counters_.pfkey_nat_mappings;
   pfkey::Builder b(SADB_X_NAT_T_NEW_MAPPING, SADB_SATYPE_ESP, ++acquireSeq_, 0);
   b.sa(pfkey::SaFields{r.spi, 0, 0, 0, 0, 0});
   b.address(SADB_EXT_ADDRESS_SRC, r.oldSrc, r.oldSrc.fullPrefix(), 0);

@@ -2,6 +2,7 @@
 #include "sa_direction.h"
 #include "wire_address.h"
 
+#include "log/log.h"
 #include "server.h"
 
 #include <algorithm>
@@ -134,17 +135,50 @@ void toProto(const OutboundTemplate& t, proto::OutboundTemplate::Builder out) {
 
 namespace ipsec::policy {
 
-void Server::markOutbound(const Policy& p) {
+bool Server::needsMarks(const Policy& p) const { return !outboundTemplates(p, options_.localAddresses).empty(); }
+
+bool Server::announceWhenMarked(Client* c, const sadb_msg& request, const Policy& p,
+                                std::vector<std::uint8_t> announce) {
   const auto templates = outboundTemplates(p, options_.localAddresses);
-  if (templates.empty()) return;
+  if (templates.empty()) return false;
   capnp::MallocMessageBuilder b;
+  const std::uint64_t id = newRequestId();
   auto req = b.initRoot<proto::PolicyToKeydb>();
-  req.setRequestId(0);  // keydb does not answer it (sad.capnp)
+  req.setRequestId(id);  // keydb answers once the broker has the marks (sad.capnp)
   auto list = req.initMarkOutbound(static_cast<unsigned>(templates.size()));
   for (unsigned i = 0; i < templates.size(); ++i) toProto(templates[i], list[i]);
-  // The channel is closed only when keydb is gone, which fails us closed
-  // (onPeerLost); a message too large cannot be: a policy's requests are few.
-  keydb_->send(b);
+  // Callers check pending_'s room before they change the SPD; the channel is
+  // closed only when keydb is gone, which fails us closed (onPeerLost); a
+  // message too large cannot be: a policy's requests are few. Either way the
+  // policy goes out at once, as before there was an answer to wait for.
+  if (sendToKeydb(c, request, b, id) != 0) return false;
+  Pending& pending = pending_.at(id);
+  pending.awaitsMark = true;
+  pending.announce = std::move(announce);
+  ++counters_.spd_pushes_awaited_marks;
+  if (c) ++c->marksAwaited;
+  pushPolicy(p, id);
+  return true;
+}
+
+bool Server::onOutboundMarked(std::uint64_t id) {
+  auto it = pending_.find(id);
+  if (it == pending_.end() || !it->second.awaitsMark) {
+    log::error("keydb answered outbound marks {}, which were never asked", id);
+    return false;
+  }
+  Pending p = std::move(it->second);
+  pending_.erase(it);
+  for (auto& f : forwarderQueue_) {
+    if (f.awaitsMark == id) f.awaitsMark = 0;
+  }
+  releaseForwarderPushes();
+  deliver(std::move(p.announce), Audience::kAll, nullptr);
+  if (Client* c = findClient(p.clientId)) {
+    --c->marksAwaited;
+    resumeClient(c->id);
+  }
+  return true;
 }
 
 }  // namespace ipsec::policy

@@ -233,7 +233,10 @@ int Server::sendToKeydb(Client* c, const sadb_msg& request, capnp::MallocMessage
     case control::Channel::SendResult::kTooLarge: return EMSGSIZE;
     case control::Channel::SendResult::kClosed: return EIO;  // the SAD is gone; onPeerLost fails closed
   }
-  pending_.emplace(id, Pending{c ? c->id : 0, request, 0, {}, {}});
+  Pending pending;
+  pending.clientId = c ? c->id : 0;
+  pending.request = request;
+  pending_.emplace(id, std::move(pending));
   return 0;
 }
 
@@ -427,6 +430,7 @@ bool Server::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
   switch (msg.which()) {
     case proto::KeydbToPolicy::REPLY: return onKeydbReply(msg.getReply());
     case proto::KeydbToPolicy::EXPIRE: return onKeydbExpire(msg.getExpire());
+    case proto::KeydbToPolicy::OUTBOUND_MARKED: return onOutboundMarked(msg.getOutboundMarked());
   }
   return false;
 }
@@ -436,6 +440,10 @@ bool Server::onKeydbReply(proto::SadReply::Reader r) {
   auto it = pending_.find(r.getRequestId());
   if (it == pending_.end()) {
     log::error("keydb answered request {}, which was never asked", r.getRequestId());
+    return false;
+  }
+  if (it->second.awaitsMark) {
+    log::error("keydb answered outbound marks {} with a SAD reply", r.getRequestId());
     return false;
   }
   const bool isDump = it->second.request.sadb_msg_type == SADB_DUMP;
@@ -547,7 +555,7 @@ bool Server::onKeydbReply(proto::SadReply::Reader r) {
 }
 
 bool Server::onKeydbExpire(proto::Expire::Reader e) {
-  ++counters_.expires;
+  ++counters_.pfkey_expires;
   sadb_msg h{};
   h.sadb_msg_version = PF_KEY_V2;
   h.sadb_msg_type = SADB_EXPIRE;

@@ -18,6 +18,7 @@
 #include "log/log.h"
 #include "pfkey/builder.h"
 #include "proto/pfkey_ack.h"
+#include "stats/drop.h"
 
 namespace ipsec::policy {
 namespace {
@@ -83,6 +84,10 @@ OutMessage::~OutMessage() {
   if (!bytes_.empty()) explicit_bzero(bytes_.data(), bytes_.size());
 }
 
+Server::Client::StalledDatagram::~StalledDatagram() {
+  if (!bytes.empty()) explicit_bzero(bytes.data(), bytes.size());
+}
+
 Server::Server(boost::asio::io_context& io, UniqueFd listener, UniqueFd keydb, UniqueFd forwarder,
                ServerOptions options)
     : io_(io), options_(std::move(options)), tick_(io), rx_(new std::uint64_t[kRxSlots * kRxWords]) {
@@ -144,12 +149,12 @@ void Server::onAcceptable() {
     ucred cred{};
     socklen_t len = sizeof cred;
     if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof cred) {
-      ++counters_.clientsRefused;
+      ++counters_.pfkey_clients_refused;
       continue;
     }
     const bool allowed = cred.uid == 0 || (options_.pfkeyGroup && cred.gid == *options_.pfkeyGroup);
     if (!allowed || clients_.size() >= options_.maxClients) {
-      ++counters_.clientsRefused;
+      ++counters_.pfkey_clients_refused;
       log::warn("PF_KEY client pid {} uid {} gid {} refused: {}", cred.pid, cred.uid, cred.gid,
                 allowed ? "too many clients" : "neither root nor in the PF_KEY group");
       continue;
@@ -168,7 +173,7 @@ std::uint64_t Server::adoptClient(UniqueFd fd, uid_t uid, pid_t pid) {
   c->socket.non_blocking(true);
   Client& ref = *c;
   clients_.emplace(id, std::move(c));
-  ++counters_.clientsAccepted;
+  ++counters_.pfkey_clients_accepted;
   log::debug("PF_KEY client {} connected (pid {}, uid {})", id, pid, uid);
   armRead(ref);
   return id;
@@ -209,6 +214,10 @@ void Server::onReadable(std::uint64_t id) {
   for (std::size_t done = 0; done < kReadBurst;) {
     Client* c = findClient(id);
     if (!c) return;
+    if (c->marksAwaited != 0) {  // resumeClient reads on
+      c->readPaused = true;
+      return;
+    }
     const std::size_t want = std::min(kRxSlots, kReadBurst - done);
     for (std::size_t i = 0; i < want; ++i) {
       iovs[i] = iovec{rx + i * kSlotBytes, kSlotBytes};
@@ -250,6 +259,11 @@ void Server::onReadable(std::uint64_t id) {
         continue;
       }
       ++from->requests;
+      if (from->marksAwaited != 0) {
+        from->stalled.emplace_back(std::vector<std::uint8_t>(datagram.begin(), datagram.end()), truncated);
+        explicit_bzero(datagram.data(), datagram.size());
+        continue;
+      }
       handleDatagram(id, datagram, truncated);
     }
     done += got;
@@ -258,24 +272,39 @@ void Server::onReadable(std::uint64_t id) {
   if (Client* c = findClient(id)) armRead(*c);
 }
 
+void Server::resumeClient(std::uint64_t id) {
+  for (;;) {
+    Client* c = findClient(id);
+    if (!c || c->marksAwaited != 0) return;
+    if (c->stalled.empty()) break;
+    Client::StalledDatagram d = std::move(c->stalled.front());
+    c->stalled.pop_front();
+    handleDatagram(id, d.bytes, d.truncated);
+  }
+  Client* c = findClient(id);
+  if (c && c->readPaused) {
+    c->readPaused = false;
+    armRead(*c);
+  }
+}
+
 void Server::handleDatagram(std::uint64_t clientId, std::span<std::uint8_t> datagram, bool truncated) noexcept {
   Client* c = findClient(clientId);
-  ++counters_.requests;
+  ++counters_.pfkey_requests;
   const sadb_msg header = headerOf(datagram);
   try {
     if (truncated) {
-      ++counters_.truncated;
+      ++counters_.pfkey_truncated;
       replyError(c, header, EMSGSIZE);
     } else {
       auto parsed = pfkey::parse(datagram);
       if (auto* err = std::get_if<pfkey::ParseError>(&parsed)) {
-        ++counters_.malformed;
-        log::debug("malformed PF_KEY message from client {}: {} (ext {}, offset {})", clientId, err->reason,
-                   err->extType, err->offset);
+        stats::drop(counters_.pfkey_malformed, "malformed PF_KEY message from client {}: {} (ext {}, offset {})",
+                    clientId, err->reason, err->extType, err->offset);
         replyError(c, header, err->errnum);
       } else {
         const auto& m = std::get<pfkey::ParsedMessage>(parsed);
-        ++counters_.byType[m.msg().sadb_msg_type];
+        ++pfkeyInByType_[m.msg().sadb_msg_type];
         promiscuousCopy(m);
         dispatch(c, m);
       }
@@ -327,7 +356,7 @@ void Server::dispatch(Client* c, const pfkey::ParsedMessage& m) {
 // ---- sending --------------------------------------------------------------------
 
 void Server::replyError(Client* c, const sadb_msg& request, int errnum) {
-  ++counters_.errors;
+  ++counters_.pfkey_errors;
   deliver(pfkey::Builder::errorReply(request, static_cast<std::uint8_t>(errnum)), Audience::kOne, c);
 }
 
@@ -352,7 +381,7 @@ void Server::deliver(const OutPtr& m, Audience to, Client* one) {
     enqueue(*one, m);
     ++receivers;
   }
-  if (receivers > 1) ++counters_.broadcasts;
+  if (receivers > 1) ++counters_.pfkey_broadcasts;
 }
 
 void Server::promiscuousCopy(const pfkey::ParsedMessage& m) {
@@ -406,16 +435,16 @@ void Server::enqueue(Client& c, const OutPtr& m) {
       const ssize_t n = ::send(c.socket.native_handle(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
       if (n >= 0) return;
       if (errno != EAGAIN && errno != ENOBUFS && errno != EINTR) {
-        ++counters_.sendFailed;  // the client is going away; its read side notices
+        ++counters_.pfkey_send_failed;  // the client is going away; its read side notices
       } else {
-        ++counters_.enobufs;
+        ++counters_.pfkey_enobufs;
       }
       return;
     }
   } else if (!c.held) {
     // The socket refused earlier messages: the queue bounds apply.
     if (c.queue.size() >= options_.maxQueuedMessages || c.queuedBytes + bytes.size() > options_.maxQueuedBytes) {
-      ++counters_.enobufs;
+      ++counters_.pfkey_enobufs;
       return;
     }
   }
@@ -528,7 +557,7 @@ bool Server::sendQueued(Client& c) {
     if (sent < 0 && (errno == EAGAIN || errno == ENOBUFS || errno == EINTR)) return false;
     // A hard error is the first datagram's: count it and drop it, as send() did.
     const std::size_t done = sent < 0 ? 1 : static_cast<std::size_t>(sent);
-    if (sent < 0) ++counters_.sendFailed;
+    if (sent < 0) ++counters_.pfkey_send_failed;
     for (std::size_t i = 0; i < done; ++i) {
       c.queuedBytes -= c.queue.front()->bytes().size();
       c.queue.pop_front();
@@ -563,43 +592,24 @@ void Server::setSysctl(std::string_view name, std::int64_t value) {
 // ---- stats -----------------------------------------------------------------------
 
 void Server::fillStats(proto::Stats::Builder out) const {
-  std::vector<std::pair<std::string, std::uint64_t>> v = {
-      {"pfkey_clients", clients_.size()},
-      {"pfkey_clients_accepted", counters_.clientsAccepted},
-      {"pfkey_clients_refused", counters_.clientsRefused},
-      {"pfkey_requests", counters_.requests},
-      {"pfkey_errors", counters_.errors},
-      {"pfkey_malformed", counters_.malformed},
-      {"pfkey_truncated", counters_.truncated},
-      {"pfkey_enobufs", counters_.enobufs},
-      {"pfkey_send_failed", counters_.sendFailed},
-      {"pfkey_broadcasts", counters_.broadcasts},
-      {"pfkey_acquires", counters_.acquires},
-      {"pfkey_expires", counters_.expires},
-      {"pfkey_nat_mappings", counters_.natMappings},
-      {"pfkey_nat_mapping_refused_no_sa", counters_.natRefusedNoSa},
-      {"pfkey_nat_mapping_refused_not_encap", counters_.natRefusedNotEncap},
-      {"pfkey_nat_mapping_refused_wrong_endpoint", counters_.natRefusedWrongEndpoint},
-      {"pfkey_nat_mapping_refused_rate_limited_sa", counters_.natRefusedRateSa},
-      {"pfkey_nat_mapping_refused_rate_limited", counters_.natRefusedRateGlobal},
-      {"pfkey_migrations", counters_.migrations},
-      {"pfkey_acquires_blocked", counters_.acquiresBlocked},
-      {"pfkey_acquires_pending", acquires_.size()},
-      {"spd_expires", counters_.spdExpires},
-      {"sad_requests_pending", pending_.size()},
-      {"spd_policies", spd_.size()},
-      {"spd_forwarder_pushes", counters_.forwarderPushes},
-  };
-  for (std::size_t t = 1; t < counters_.byType.size(); ++t) {
-    if (counters_.byType[t] == 0) continue;
+  Counters now = counters_;
+  now.pfkey_clients = clients_.size();
+  now.pfkey_acquires_pending = acquires_.size();
+  now.sad_requests_pending = pending_.size();
+  now.spd_policies = spd_.size();
+  // After the list: pfkey_in_<message type>, for each type received.
+  std::vector<std::pair<std::string, std::uint64_t>> received;
+  for (std::size_t t = 1; t < pfkeyInByType_.size(); ++t) {
+    if (pfkeyInByType_[t] == 0) continue;
     std::string name = std::string("pfkey_in_") + pfkey::messageTypeName(static_cast<std::uint8_t>(t));
     std::transform(name.begin(), name.end(), name.begin(), [](unsigned char ch) { return std::tolower(ch); });
-    v.emplace_back(std::move(name), counters_.byType[t]);
+    received.emplace_back(std::move(name), pfkeyInByType_[t]);
   }
-  auto list = out.initCounters(static_cast<unsigned>(v.size()));
-  for (unsigned i = 0; i < v.size(); ++i) {
-    list[i].setName(v[i].first);
-    list[i].setValue(v[i].second);
+  auto list = stats::fillCounters(out, now, static_cast<unsigned>(received.size()));
+  unsigned i = static_cast<unsigned>(std::size(Counters::kInfo));
+  for (const auto& [name, value] : received) {
+    list[i].setName(name);
+    list[i++].setValue(value);
   }
 }
 

@@ -32,6 +32,14 @@
 // the socket yet: the queue bounds (pfkey_enobufs) apply only once the
 // socket refused, as before.
 //
+// Outbound marks (DESIGN §3, nonce safety): an SPDADD/SPDUPDATE/SPDSETIDX or
+// X_MIGRATE that leaves an outbound IPsec policy with templates is stored in
+// the SPD at once, but its forwarder push and its PF_KEY message wait until
+// keydb says the broker has the SAs' outbound marks (sad.capnp markOutbound);
+// forwarder pushes after it queue behind it (spd_requests.cpp states the
+// order rule), and the requesting client's later requests wait for it, so a
+// socket's requests are still answered in order as on Linux.
+//
 // Key material: keys arrive in ADD/UPDATE (KEY_AUTH, KEY_ENCRYPT) and leave
 // only in unicast GET and DUMP replies. A documented choice: unlike Linux we
 // do NOT copy keys into the ADD/UPDATE/DELETE broadcasts, nor into
@@ -62,6 +70,7 @@
 
 #include "control/channel.h"
 #include "control/unique_fd.h"
+#include "counters.h"
 #include "pfkey/message.h"
 #include "proto/dataplane.capnp.h"
 #include "proto/sad.capnp.h"
@@ -210,6 +219,21 @@ class Server {
     UniqueFd ack;
     std::uint64_t requests = 0;
     std::uint64_t acked = 0;
+    // Its SPD requests whose answer waits for keydb's outbound marks. Until
+    // they are answered its later requests wait too (Linux answers a
+    // socket's requests in order): the rest of the read burst in `stalled`
+    // (wiped when dropped: an ADD holds keys), the rest in its socket.
+    std::size_t marksAwaited = 0;
+    bool readPaused = false;
+    struct StalledDatagram {
+      std::vector<std::uint8_t> bytes;
+      bool truncated = false;
+      StalledDatagram(std::vector<std::uint8_t> b, bool t) : bytes(std::move(b)), truncated(t) {}
+      StalledDatagram(StalledDatagram&&) = default;
+      StalledDatagram& operator=(StalledDatagram&&) = default;
+      ~StalledDatagram();
+    };
+    std::deque<StalledDatagram> stalled;
   };
 
   // A SAD request waiting for keydb.
@@ -222,6 +246,11 @@ class Server {
     std::vector<std::uint8_t> heldBack;
     // X_MIGRATE: the request itself, applied to the SPD once keydb has moved the SAs.
     std::vector<std::uint8_t> migrate;
+    // A markOutbound (spd_requests.cpp, "outbound marks"): answered by
+    // keydb's outboundMarked, never by a SadReply; `announce` is the PF_KEY
+    // message that goes to every socket then.
+    bool awaitsMark = false;
+    std::vector<std::uint8_t> announce;
   };
 
   // ---- clients (server.cpp)
@@ -232,6 +261,8 @@ class Server {
   void armWrite(Client& c);
   void onWritable(std::uint64_t id);
   void removeClient(std::uint64_t id);
+  // Its outbound marks are answered: its stalled requests run, then reading resumes.
+  void resumeClient(std::uint64_t id);
   Client* findClient(std::uint64_t id) noexcept;
   void enqueue(Client& c, const OutPtr& m);
   // Linux's pfkey_broadcast: `one` (may be null) always receives; others by `to`.
@@ -280,9 +311,14 @@ class Server {
   bool onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
   bool onKeydbReply(proto::SadReply::Reader r);
   bool onKeydbExpire(proto::Expire::Reader e);
-  // An outbound IPsec policy was stored: keydb marks the SAs it covers
-  // outbound (sa_direction.cpp).
-  void markOutbound(const Policy& p);
+  // An outbound IPsec policy was stored (sa_direction.cpp): keydb marks the
+  // SAs it covers outbound and answers once the broker has the marks; the
+  // policy's forwarder push waits behind that answer, and so does `announce`
+  // (its PF_KEY message to every socket). False when it has nothing to mark
+  // (not an outbound IPsec policy, or no template): push and announce now.
+  bool announceWhenMarked(Client* c, const sadb_msg& request, const Policy& p, std::vector<std::uint8_t> announce);
+  bool needsMarks(const Policy& p) const;
+  bool onOutboundMarked(std::uint64_t id);
 
   // ---- NAT mapping reports from the forwarder (nat_mapping.cpp)
   // The forwarder faces the network: a report is a claim to check, not news
@@ -312,14 +348,26 @@ class Server {
   // X_MIGRATE's policy part: checks the request and finds the policy
   // templates it moves (ENOENT, ENODATA as Linux); with commit, moves them
   // and echoes the request to every socket.
-  int migratePolicy(const pfkey::ParsedMessage& m, bool commit);
+  int migratePolicy(Client* c, const sadb_msg& request, const pfkey::ParsedMessage& m, bool commit);
   bool onMigrateDone(Pending& p);
   void startForwarder();
   bool onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
-  void pushPolicy(const Policy& p);
+  // The forwarder's replica changes in SPD order (spd_requests.cpp): a push
+  // goes out at once unless pushes wait in forwarderQueue_, then behind them.
+  // `awaitsMark`: the keydb request whose answer lets this one go.
+  void pushPolicy(const Policy& p, std::uint64_t awaitsMark = 0);
   void pushDelete(std::uint32_t id);
   void pushFlush();
   void pushAll();
+  struct ForwarderPush {
+    std::uint64_t awaitsMark = 0;  // 0: goes as soon as it is at the head
+    std::uint32_t policyId = 0;    // of an add; 0 for a delete or a flush
+    std::unique_ptr<capnp::MallocMessageBuilder> message;
+  };
+  void push(std::unique_ptr<capnp::MallocMessageBuilder> m, std::uint32_t policyId, std::uint64_t awaitsMark);
+  void sendToForwarder(capnp::MallocMessageBuilder& m);
+  void releaseForwarderPushes();
+  std::deque<ForwarderPush> forwarderQueue_;
 
   boost::asio::io_context& io_;
   ServerOptions options_;
@@ -347,30 +395,8 @@ class Server {
   // Handlers hold a weak_ptr to this, so a callback after destruction is a no-op.
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 
-  struct Counters {
-    std::uint64_t clientsAccepted = 0;
-    std::uint64_t clientsRefused = 0;  // SO_PEERCRED said no, or too many
-    std::uint64_t requests = 0;
-    std::uint64_t errors = 0;         // error replies of any kind
-    std::uint64_t malformed = 0;      // pfkey::parse refused it
-    std::uint64_t truncated = 0;      // larger than the receive buffer
-    std::uint64_t enobufs = 0;        // dropped: a client's queue was full
-    std::uint64_t sendFailed = 0;     // dropped: the client's socket failed
-    std::uint64_t broadcasts = 0;     // messages delivered to more than one socket
-    std::uint64_t acquires = 0;
-    std::uint64_t expires = 0;
-    std::uint64_t natMappings = 0;    // SADB_X_NAT_T_NEW_MAPPING broadcasts
-    std::uint64_t natRefusedNoSa = 0;         // the report names no SA keydb has
-    std::uint64_t natRefusedNotEncap = 0;     // the SA is not UDP-encapsulated
-    std::uint64_t natRefusedWrongEndpoint = 0;  // the old endpoint is not the SA's
-    std::uint64_t natRefusedRateSa = 0;       // within kNatMappingIntervalMs of the SA's last
-    std::uint64_t natRefusedRateGlobal = 0;   // beyond kNatMappingsPerSecond
-    std::uint64_t migrations = 0;     // SADB_X_MIGRATE requests that moved a policy
-    std::uint64_t acquiresBlocked = 0;  // ACQUIREs suppressed while one was pending
-    std::uint64_t spdExpires = 0;     // policies deleted when their hard lifetime ran out
-    std::uint64_t forwarderPushes = 0;
-    std::array<std::uint64_t, SADB_MAX + 1> byType{};
-  } counters_;
+  Counters counters_;  // the levels are set in fillStats
+  std::array<std::uint64_t, SADB_MAX + 1> pfkeyInByType_{};  // messages received, by type
 };
 
 }  // namespace ipsec::policy

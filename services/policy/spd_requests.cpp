@@ -6,7 +6,6 @@
 // socket; SPDGET and SPDDUMP only to the requester; SPDFLUSH as FLUSH (a
 // header reply to the requester, a broadcast only if something was flushed).
 #include <netinet/in.h>
-#include <time.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -14,6 +13,7 @@
 
 #include "algorithms.h"
 #include "wire_address.h"
+#include "clock/clock.h"
 #include "log/log.h"
 #include "pfkey/builder.h"
 #include "server.h"
@@ -21,11 +21,8 @@
 namespace ipsec::policy {
 namespace {
 
-std::uint64_t now() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec);
-}
+// Policy lifetimes and PF_KEY's addtime are wall-clock seconds.
+std::uint64_t now() { return clock::unixSeconds(); }
 
 // SADB_EXT_PROPOSAL body (after the 4-byte ext header): replay, 3 reserved
 // bytes, then one sadb_comb per combination the broker runs, with Linux's
@@ -69,19 +66,25 @@ std::vector<std::uint8_t> proposal(std::uint8_t satype) {
 
 }  // namespace
 
+// An outbound policy whose SAs keydb must mark is stored in the SPD at once
+// (SPDGET and SPDDUMP show it from now on, and a second SPDADD of it is
+// EEXIST), but the forwarder gets it, and every socket hears of it, only
+// once keydb says the broker has the marks: until then a packet the policy
+// sends would be sealed under a session still refused for sealing.
 int Server::onSpdAddOrUpdate(Client* c, const pfkey::ParsedMessage& m) {
   auto decoded = decodePolicy(m, spd_, now());
   if (auto* err = std::get_if<int>(&decoded)) return *err;
+  // Room to wait for keydb is checked before the SPD changes.
+  if (needsMarks(std::get<Policy>(decoded)) && pending_.size() >= options_.maxPendingRequests) return ENOBUFS;
   auto stored = spd_.insert(std::move(std::get<Policy>(decoded)), m.msg().sadb_msg_type == SADB_X_SPDUPDATE);
   if (auto* err = std::get_if<int>(&stored)) return *err;
   const Policy& p = *std::get<const Policy*>(stored);
-  // keydb first: the mark travels keydb → broker while the policy travels to
-  // the forwarder, and a seal before the mark lands is refused (README).
-  markOutbound(p);
-  pushPolicy(p);
   sadb_msg h = m.msg();
   if (h.sadb_msg_type == SADB_X_SPDSETIDX) h.sadb_msg_type = SADB_X_SPDADD;  // Linux's event2poltype
-  deliver(encodePolicy(p, h), Audience::kAll, nullptr);
+  auto announce = encodePolicy(p, h);
+  if (announceWhenMarked(c, m.msg(), p, announce)) return 0;
+  pushPolicy(p);
+  deliver(std::move(announce), Audience::kAll, nullptr);
   return 0;
 }
 
@@ -162,7 +165,7 @@ void Server::onTick(std::uint64_t t) {
     auto removed = spd_.removeById(id);
     if (!removed) continue;
     pushDelete(id);
-    ++counters_.spdExpires;
+    ++counters_.spd_expires;
     sadb_msg h{};
     h.sadb_msg_version = PF_KEY_V2;
     h.sadb_msg_type = SADB_X_SPDEXPIRE;
@@ -226,7 +229,7 @@ bool goodKmaddress(std::span<const std::uint8_t> e) {
 // policy move. No separate reply: on success the request is echoed as
 // Linux's km_migrate does (pid 0, seq 0, to every socket).
 int Server::onMigrate(Client* c, const pfkey::ParsedMessage& m) {
-  if (int err = migratePolicy(m, false)) return err;
+  if (int err = migratePolicy(c, m.msg(), m, false)) return err;
   capnp::MallocMessageBuilder b;
   const std::uint64_t id = newRequestId();
   auto req = b.initRoot<proto::PolicyToKeydb>();
@@ -257,11 +260,11 @@ bool Server::onMigrateDone(Pending& p) {
   const auto* m = std::get_if<pfkey::ParsedMessage>(&parsed);
   if (!m) return false;  // it parsed when it came in
   // The policy may have changed while keydb worked; the SAs stay moved then.
-  if (int err = migratePolicy(*m, true)) replyError(c, p.request, err);
+  if (int err = migratePolicy(c, p.request, *m, true)) replyError(c, p.request, err);
   return true;
 }
 
-int Server::migratePolicy(const pfkey::ParsedMessage& m, bool commit) {
+int Server::migratePolicy(Client* c, const sadb_msg& request, const pfkey::ParsedMessage& m, bool commit) {
   const auto& pol = m.policy();
   if (!pol || pol->dir < IPSEC_DIR_INBOUND || pol->dir > IPSEC_DIR_FWD) return EINVAL;
   auto decoded = decodeSelector(m);
@@ -303,9 +306,7 @@ int Server::migratePolicy(const pfkey::ParsedMessage& m, bool commit) {
   if (matched == 0) return ENODATA;  // as xfrm_policy_migrate: no template matched
   if (!commit) return 0;
   *p = std::move(moved);
-  markOutbound(*p);  // its new endpoints name the moved SAs (keydb first, as above)
-  pushPolicy(*p);
-  ++counters_.migrations;
+  ++counters_.pfkey_migrations;
 
   // km_migrate's message: KMADDRESS (if given), the selector, then X_POLICY
   // (ipsec, dir, id 0, priority 0) with the pairs as received, levels rebuilt.
@@ -321,7 +322,12 @@ int Server::migratePolicy(const pfkey::ParsedMessage& m, bool commit) {
     pf.requests.push_back({mv.to.proto, mv.to.mode, level, mv.from.reqid, mv.to.tunnelSrc, mv.to.tunnelDst});
   }
   b.policy(pf);
-  deliver(b.finish(), Audience::kAll, nullptr);
+  // Its new endpoints name the moved SAs: as SPDADD, the forwarder and the
+  // sockets hear of it once the broker has their marks.
+  auto announce = b.finish();
+  if (announceWhenMarked(c, request, *p, announce)) return 0;
+  pushPolicy(*p);
+  deliver(std::move(announce), Audience::kAll, nullptr);
   return 0;
 }
 
@@ -346,33 +352,66 @@ bool Server::onDataPlaneRestarted(std::vector<UniqueFd>& fds) {
   return true;
 }
 
-void Server::pushPolicy(const Policy& p) {
+// The order rule: the forwarder's replica changes in the order the SPD did.
+// A policy that waits for its outbound marks (announceWhenMarked) waits in
+// forwarderQueue_, and every push after it (adds, deletes, flushes, of any
+// policy) queues behind it, even one that waits for nothing: a SPDDELETE
+// must not overtake the add it deletes. When keydb answers, the queue goes
+// out from its head up to the next push still waiting. keydb answers in
+// request order, so in practice the queue empties at each answer.
+void Server::push(std::unique_ptr<capnp::MallocMessageBuilder> m, std::uint32_t policyId, std::uint64_t awaitsMark) {
+  if (awaitsMark == 0 && forwarderQueue_.empty()) return sendToForwarder(*m);
+  forwarderQueue_.push_back({awaitsMark, policyId, std::move(m)});
+}
+
+void Server::sendToForwarder(capnp::MallocMessageBuilder& m) {
   if (!forwarder_ || !forwarder_->isOpen()) return;  // pushAll() catches up on reattach
-  capnp::MallocMessageBuilder b;
-  toProto(p, b.initRoot<proto::PolicyToForwarder>().initAdd());
-  forwarder_->send(b);
-  ++counters_.forwarderPushes;
+  forwarder_->send(m);
+  ++counters_.spd_forwarder_pushes;
+}
+
+void Server::releaseForwarderPushes() {
+  while (!forwarderQueue_.empty() && forwarderQueue_.front().awaitsMark == 0) {
+    sendToForwarder(*forwarderQueue_.front().message);
+    forwarderQueue_.pop_front();
+  }
+}
+
+void Server::pushPolicy(const Policy& p, std::uint64_t awaitsMark) {
+  auto b = std::make_unique<capnp::MallocMessageBuilder>();
+  toProto(p, b->initRoot<proto::PolicyToForwarder>().initAdd());
+  push(std::move(b), p.id, awaitsMark);
 }
 
 void Server::pushDelete(std::uint32_t id) {
-  if (!forwarder_ || !forwarder_->isOpen()) return;
-  capnp::MallocMessageBuilder b;
-  b.initRoot<proto::PolicyToForwarder>().setDelete(id);
-  forwarder_->send(b);
-  ++counters_.forwarderPushes;
+  auto b = std::make_unique<capnp::MallocMessageBuilder>();
+  b->initRoot<proto::PolicyToForwarder>().setDelete(id);
+  push(std::move(b), 0, 0);
 }
 
 void Server::pushFlush() {
-  if (!forwarder_ || !forwarder_->isOpen()) return;
-  capnp::MallocMessageBuilder b;
-  b.initRoot<proto::PolicyToForwarder>().setFlush();
-  forwarder_->send(b);
-  ++counters_.forwarderPushes;
+  auto b = std::make_unique<capnp::MallocMessageBuilder>();
+  b->initRoot<proto::PolicyToForwarder>().setFlush();
+  push(std::move(b), 0, 0);
 }
 
+// A new forwarder gets the whole SPD at once, but for the policies with a
+// push still waiting for marks: the queue brings those (and every change
+// after them) when keydb answers, in order, after this flush.
 void Server::pushAll() {
-  pushFlush();
-  for (const auto& p : spd_.all()) pushPolicy(p);
+  capnp::MallocMessageBuilder flush;
+  flush.initRoot<proto::PolicyToForwarder>().setFlush();
+  sendToForwarder(flush);
+  auto waiting = [&](std::uint32_t id) {
+    return std::any_of(forwarderQueue_.begin(), forwarderQueue_.end(),
+                       [&](const ForwarderPush& f) { return f.awaitsMark != 0 && f.policyId == id; });
+  };
+  for (const auto& p : spd_.all()) {
+    if (waiting(p.id)) continue;
+    capnp::MallocMessageBuilder b;
+    toProto(p, b.initRoot<proto::PolicyToForwarder>().initAdd());
+    sendToForwarder(b);
+  }
 }
 
 bool Server::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
@@ -404,7 +443,7 @@ bool Server::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       if (st != acquires_.end()) {
         if (st->suppressed < blockacqCount_ && t < st->lastSent + blockacqLifetime_) {
           ++st->suppressed;
-          ++counters_.acquiresBlocked;
+          ++counters_.pfkey_acquires_blocked;
           return true;
         }
         st->suppressed = 0;
@@ -414,7 +453,7 @@ bool Server::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
         acquires_.push_back({++acquireSeq_, satype, *src, *dst, rq.mode, rq.reqid, p->id, t, t, 0});
         st = acquires_.end() - 1;
       }
-      ++counters_.acquires;
+      ++counters_.pfkey_acquires;
       pfkey::Builder b(SADB_ACQUIRE, satype, st->seq, 0);
       // The SA's endpoints, not a selector: Linux's pfkey_send_acquire writes
       // sadb_address_proto 0 and a full prefix (the packet's protocol, which

@@ -449,13 +449,14 @@ class Testbed:
                 f.write(f"{k} = {v}\n")
         return path
 
-    def start(self, h, setkey_text="", debug=False, **extra):
+    def start(self, h, setkey_text="", debug=False, ipsecd=None, env=None, **extra):
+        """`ipsecd`: another ipsecd binary (its children are beside it); `env`: ipsecd's environment."""
         path = self.config(h, setkey_text, **extra)
         h.log = open(os.path.join(h.workdir, "ipsecd.log"), "w")
-        cmd = ["ip", "netns", "exec", h.ns, binary("ipsecd"), "--config", path]
+        cmd = ["ip", "netns", "exec", h.ns, ipsecd or binary("ipsecd"), "--config", path]
         if debug:
             cmd.append("--debug")
-        h.proc = subprocess.Popen(cmd, stdout=h.log, stderr=subprocess.STDOUT)
+        h.proc = subprocess.Popen(cmd, stdout=h.log, stderr=subprocess.STDOUT, env=env)
         h.remember(h.proc.pid, f"ipsecd in {h.ns}")
         pidfile = os.path.join(h.runtime, "ipsecd.pid")
         # ipsecd writes its pid file once every service said it is ready.
@@ -630,6 +631,45 @@ t = time.monotonic(); s.sendall(data); s.shutdown(socket.SHUT_WR)
 reply = s.recv(200).decode(); dt = time.monotonic() - t
 print(reply, hashlib.sha256(data).hexdigest(), n, f"{dt:.3f}")
 """
+
+
+def transport_config(side):
+    """ipsecd settings for transport mode between the veth ends: the peer's
+    addresses are transport peers, our own are local addresses."""
+    idx = 0 if side == "a" else 1
+    return {
+        "transport_peers": f"{OUTER[4][1 - idx]}, {OUTER[6][1 - idx]}",
+        "local_addresses": f"{OUTER[4][idx]}, {OUTER[6][idx]}",
+    }
+
+
+def transport_setkey(side, proto, spi_ab, spi_ba, keys_ab, keys_ba):
+    """setkey text for one transport-mode SA pair per family between the veth
+    ends (SPI + 0x10 * family) and the policies that require them; keys_ab and
+    keys_ba are the SAs' algorithm arguments, e.g. "-E aes-gcm-16 0x..."."""
+    out = ["flush;", "spdflush;"]
+    for fam in (4, 6):
+        a, b = OUTER[fam]
+        out.append(f"add {a} {b} {proto} {spi_ab + 0x10 * fam:#x} -m transport -r 64 {keys_ab};")
+        out.append(f"add {b} {a} {proto} {spi_ba + 0x10 * fam:#x} -m transport -r 64 {keys_ba};")
+        local, remote = (a, b) if side == "a" else (b, a)
+        out.append(f"spdadd {local} {remote} any -P out ipsec {proto}/transport//require;")
+        out.append(f"spdadd {remote} {local} any -P in ipsec {proto}/transport//require;")
+    return "\n".join(out) + "\n"
+
+
+def check_inner_traffic(test, tb):
+    """Ping both ways over both inner families, then TCP both ways (IPv4) and
+    A to B (IPv6), contents checked: what every tunnel pair must carry."""
+    for fam in (4, 6):
+        a_in, b_in = INNER[fam]
+        r = ping(tb.a, b_in, count=3)
+        test.assertEqual(r.returncode, 0, f"ping A→B inner v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.a)}")
+        r = ping(tb.b, a_in, count=3)
+        test.assertEqual(r.returncode, 0, f"ping B→A inner v{fam}: {r.stdout}{r.stderr}")
+    tcp_transfer(tb.a, tb.b, INNER[4][1], nbytes=2 << 20)
+    tcp_transfer(tb.b, tb.a, INNER[4][0], nbytes=2 << 20, port=5002)
+    tcp_transfer(tb.a, tb.b, INNER[6][1], nbytes=1 << 20, port=5003)
 
 
 def tcp_transfer(client, server, server_addr, nbytes=4 << 20, port=5001):

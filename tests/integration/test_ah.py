@@ -8,7 +8,8 @@ net.inet.ah.enable = 0 drops and counts."""
 import os
 import unittest
 
-from harness import HMAC_KEY_AB, HMAC_KEY_BA, INNER, INNER_NETS, OUTER, Capture, Testbed, ping, tcp_transfer
+from harness import (HMAC_KEY_AB, HMAC_KEY_BA, INNER, INNER_NETS, OUTER, Capture, Testbed, ping, tcp_transfer,
+                     transport_config, transport_setkey)
 
 SPI_AB = 0x5101
 SPI_BA = 0x5102
@@ -29,23 +30,8 @@ def ah_tunnel_setkey(side, outer, key_ab=HMAC_KEY_AB):
 
 
 def ah_transport_setkey(side):
-    out = ["flush;", "spdflush;"]
-    for fam in (4, 6):
-        a, b = OUTER[fam]
-        out.append(f"add {a} {b} ah {SPI_AB + 0x10 * fam:#x} -m transport -r 64 -A hmac-sha1 0x{HMAC_KEY_AB[:20].hex()};")
-        out.append(f"add {b} {a} ah {SPI_BA + 0x10 * fam:#x} -m transport -r 64 -A hmac-sha1 0x{HMAC_KEY_BA[:20].hex()};")
-        local, remote = (a, b) if side == "a" else (b, a)
-        out.append(f"spdadd {local} {remote} any -P out ipsec ah/transport//require;")
-        out.append(f"spdadd {remote} {local} any -P in ipsec ah/transport//require;")
-    return "\n".join(out) + "\n"
-
-
-def transport_config(side):
-    idx = 0 if side == "a" else 1
-    return {
-        "transport_peers": f"{OUTER[4][1 - idx]}, {OUTER[6][1 - idx]}",
-        "local_addresses": f"{OUTER[4][idx]}, {OUTER[6][idx]}",
-    }
+    return transport_setkey(side, "ah", SPI_AB, SPI_BA, f"-A hmac-sha1 0x{HMAC_KEY_AB[:20].hex()}",
+                            f"-A hmac-sha1 0x{HMAC_KEY_BA[:20].hex()}")
 
 
 def capture(host, name):

@@ -31,7 +31,7 @@ import os
 import unittest
 
 from harness import (GCM_KEY_AB, GCM_KEY_BA, HMAC_KEY_AB, HMAC_KEY_BA, INNER, INNER_NETS, OUTER, Capture, Testbed,
-                     ping, tcp_transfer)
+                     ping, tcp_transfer, transport_config)
 from test_pfkey_more import EXT_DST, SADB_ACQUIRE, SADB_REGISTER, PfkeyClient
 
 SATYPE_AH = 2
@@ -44,14 +44,6 @@ CPI_AB = 0x6301
 CPI_BA = 0x6302
 INNER_SPI_AB = 0x6401  # ESP transport between the inner hosts, inside the tunnel
 INNER_SPI_BA = 0x6402
-
-
-def transport_config(side):
-    idx = 0 if side == "a" else 1
-    return {
-        "transport_peers": f"{OUTER[4][1 - idx]}, {OUTER[6][1 - idx]}",
-        "local_addresses": f"{OUTER[4][idx]}, {OUTER[6][idx]}",
-    }
 
 
 def esp_sas(fam, mode="transport"):

@@ -2,7 +2,6 @@
 and a non-zero exit, and leaves nothing behind: no TUN, no process, no socket."""
 
 import os
-import subprocess
 import unittest
 
 from harness import Testbed, binary, run

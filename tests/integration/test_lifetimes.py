@@ -10,7 +10,7 @@ import subprocess
 import threading
 import unittest
 
-from harness import INNER, OUTER, SPI_AB, SPI_BA, Testbed, binary, sa_lines, spd_lines, wait_for
+from harness import INNER, OUTER, SPI_AB, Testbed, binary, sa_lines, spd_lines, wait_for
 
 SADB_REGISTER, SADB_ACQUIRE, SADB_EXPIRE = 7, 6, 8
 SADB_SATYPE_ESP = 3

@@ -14,7 +14,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
 
 import natt_pfkey  # noqa: E402
-from harness import (GCM_KEY_AB, GCM_KEY_BA, INNER, OUTER, SPI_AB, SPI_BA, Testbed, ping,  # noqa: E402
+from harness import (GCM_KEY_AB, GCM_KEY_BA, INNER, OUTER, SPI_AB, SPI_BA, Testbed, check_inner_traffic, ping,  # noqa: E402
                      spd_lines, tcp_transfer, wait_for)
 
 PORT_A, PORT_B = 4500, 4501
@@ -38,15 +38,7 @@ class NattTunnelTest(unittest.TestCase):
     def check_pair(self, outer):
         with Testbed() as tb:
             self.start_natt(tb, outer)
-            for fam in (4, 6):
-                a_in, b_in = INNER[fam]
-                r = ping(tb.a, b_in, count=3)
-                self.assertEqual(r.returncode, 0, f"ping A→B inner v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.a)}")
-                r = ping(tb.b, a_in, count=3)
-                self.assertEqual(r.returncode, 0, f"ping B→A inner v{fam}: {r.stdout}{r.stderr}")
-            tcp_transfer(tb.a, tb.b, INNER[4][1], nbytes=2 << 20)
-            tcp_transfer(tb.b, tb.a, INNER[4][0], nbytes=2 << 20, port=5002)
-            tcp_transfer(tb.a, tb.b, INNER[6][1], nbytes=1 << 20, port=5003)
+            check_inner_traffic(self, tb)
             for h in tb.hosts():
                 c = h.stats()["ipsec-forwarder"]["counters"]
                 self.assertGreater(c["natt_out_esp_packets"], 100)

@@ -16,10 +16,9 @@ veths. From the wire (plain bytes: SPI at 0, sequence at 4, IV at 8..16):
 A forwarder that asks its broker to seal under the peer's SA is refused;
 tests/unit/hostile (ctest hostile.broker) proves that against a real
 ipsec-crypto process, with the directions set through the same keydb
-channel message (CreateSession.direction) that ipsecd's keydb sends. Doing it
-here would need a stand-in forwarder that speaks keydb's and policy's
-forwarder protocol to learn the session indices; the hostile test drives the
-ring directly instead.
+channel message (CreateSession.direction) that ipsecd's keydb sends, and
+integration.hostile_forwarder proves it inside a real ipsecd, with a hostile
+program in the forwarder's place that learns the sessions from keydb.
 """
 
 import os

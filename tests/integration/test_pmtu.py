@@ -30,7 +30,8 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment  # noqa: E402
 
 import espeer  # noqa: E402
 from espeer import Capture  # noqa: E402
-from harness import HMAC_KEY_AB, HMAC_KEY_BA, INNER, INNER_NETS, OUTER, Testbed, ping, sa_lines, spd_lines  # noqa: E402
+from harness import (HMAC_KEY_AB, HMAC_KEY_BA, INNER, INNER_NETS, OUTER, Testbed, ping, sa_lines, spd_lines,  # noqa: E402
+                     transport_config)
 import test_bundles  # noqa: E402
 
 ALG = "aes-gcm"
@@ -378,7 +379,7 @@ def start_transport(tb, sas, request):
         out = ["flush;", "spdflush;"]
         for fam in (4, 6):
             out += with_mtu(sas(fam)) + test_bundles.host_policies(h.side, fam, request)
-        tb.start(h, "\n".join(out) + "\n", **test_bundles.transport_config(h.side))
+        tb.start(h, "\n".join(out) + "\n", **transport_config(h.side))
 
 
 def ipv4_frag(p):

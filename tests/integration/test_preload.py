@@ -44,6 +44,17 @@ RACOON_STEPS = ["REGISTER-ESP", "REGISTER-AH", "REGISTER-IPCOMP", "GETSPI", "UPD
                 "X_PROMISC"]
 
 
+# Holds the NAT-T join lock of port 4500 (proto/natt_lock.h: the abstract
+# Unix name "ipsecd-natt-join-4500") until killed.
+JOIN_LOCK_HOLDER = r"""
+import socket, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(b"\0ipsecd-natt-join-4500")
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
 def preloaded(h, sock=None, debug=False):
     """The command prefix that runs a client in h's namespace through the preload."""
     env = [f"LD_PRELOAD={PRELOAD}", f"IPSEC_PFKEY_SOCKET={sock or os.path.join(h.runtime, 'pfkey')}"]
@@ -276,6 +287,43 @@ class PreloadTest(unittest.TestCase):
                 self.assertEqual(c.finish(), 0, "\n".join(c.lines))
                 self.assertFalse([line for line in c.lines if line.startswith("recv ")][2:],
                                  "the IKE daemon received more than its 2 IKE datagrams")
+
+    def hold_join_lock(self, h):
+        """A process in h's namespace holding proto/natt_lock.h's lock for
+        port 4500 until it is killed."""
+        holder = h.popen(["/usr/bin/python3", "-c", JOIN_LOCK_HOLDER], stdout=subprocess.PIPE, text=True)
+        self.assertEqual(holder.stdout.readline().strip(), "held")
+        return holder
+
+    def test_the_ike_daemons_natt_bind_waits_for_the_join_lock(self):
+        # ipsecd holds the lock across its probe, bind and attach: an IKE
+        # daemon binding meanwhile must wait, or both think they came first.
+        with Testbed() as tb:
+            holder = self.hold_join_lock(tb.a)
+            ike = py_client(tb.a, "natt")
+            with self.assertRaises(AssertionError):
+                ike.read_until("ok bound", timeout=0.4)
+            holder.kill()
+            holder.wait(5)
+            holder.stdout.close()
+            ike.read_until("ok bound")
+            ike.say("stop")
+            self.assertEqual(ike.finish(), 0, "\n".join(ike.lines))
+
+    def test_ipsecd_takes_the_join_lock_and_goes_on_without_it_when_it_stays_taken(self):
+        with Testbed() as tb:
+            holder = self.hold_join_lock(tb.a)
+            try:
+                tb.start(tb.a, "")
+            finally:
+                holder.kill()
+                holder.wait(5)
+                holder.stdout.close()
+            self.assertIn("NAT-T port 4500: join lock not taken", tb.log_text(tb.a))
+            ike = py_client(tb.a, "natt")
+            ike.read_until("ok bound")
+            ike.say("stop")
+            self.assertEqual(ike.finish(), 0, "\n".join(ike.lines))
 
     def test_bypass_policy_socket_leaves_clear_while_a_transport_policy_covers_the_peer(self):
         with Testbed() as tb:

@@ -9,10 +9,9 @@ of its own, tagged by ipsecd."""
 import os
 import signal
 import subprocess
-import time
 import unittest
 
-from harness import INNER, OUTER, SPI_AB, Testbed, binary, sa_lines, spd_lines, wait_for
+from harness import OUTER, Testbed, binary, sa_lines, spd_lines, wait_for
 
 TABLE = 4977
 RESTART_LIMIT = 2
@@ -110,9 +109,9 @@ class FailClosedTest(unittest.TestCase):
 
 
 class RuntimeDirTest(unittest.TestCase):
-    def run_ipsecd(self, tb, timeout=10):
+    def run_ipsecd(self, tb, timeout=10, **extra):
         """Runs ipsecd on host A until it exits (or timeout: then stops it)."""
-        path = tb.config(tb.a)
+        path = tb.config(tb.a, **extra)
         p = subprocess.Popen(["ip", "netns", "exec", tb.a.ns, binary("ipsecd"), "--config", path],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
@@ -145,6 +144,38 @@ class RuntimeDirTest(unittest.TestCase):
             self.assertEqual(rc, 2, out)
             self.assertIn("mode 0777 is writable by group or others", out)
             self.assertEqual(os.stat(tb.a.runtime).st_mode & 0o7777, 0o777, "its mode was changed")
+
+    def parent_with(self, tb, uid, mode):
+        parent = os.path.join(tb.a.workdir, "shared")
+        os.makedirs(parent)
+        os.chown(parent, uid, 0)
+        os.chmod(parent, mode)
+        return parent, os.path.join(parent, "run")
+
+    def test_a_runtime_dir_under_another_users_directory_is_refused(self):
+        # Its owner could rename run/ away and put a directory of theirs in its place.
+        with Testbed() as tb:
+            parent, runtime = self.parent_with(tb, 64123, 0o755)
+            rc, out = self.run_ipsecd(tb, runtime_dir=runtime)
+            self.assertEqual(rc, 2, out)
+            self.assertIn(f"its parent {parent} is owned by uid 64123, not root", out)
+            self.assertEqual(os.listdir(parent), [], "it was used anyway")
+
+    def test_a_runtime_dir_under_a_directory_others_can_write_is_refused(self):
+        with Testbed() as tb:
+            parent, runtime = self.parent_with(tb, 0, 0o777)
+            rc, out = self.run_ipsecd(tb, runtime_dir=runtime)
+            self.assertEqual(rc, 2, out)
+            self.assertIn(f"its parent {parent} has mode 0777 (writable by group or others, not sticky)", out)
+            self.assertEqual(os.listdir(parent), [], "it was used anyway")
+
+    def test_a_runtime_dir_under_a_sticky_world_writable_directory_is_used(self):
+        # As /tmp: others may add names there but not replace ours.
+        with Testbed() as tb:
+            parent, runtime = self.parent_with(tb, 0, 0o1777)
+            rc, out = self.run_ipsecd(tb, timeout=5, runtime_dir=runtime)
+            self.assertIsNone(rc, out)  # still running after 5 s: it was stopped, not refused
+            self.assertNotIn("refusing", out)
 
     def test_a_symlink_planted_for_the_pid_file_is_not_followed(self):
         with Testbed() as tb:

@@ -3,7 +3,6 @@ net.inet.esp.enable=0 drops ESP and counts it; net.inet.ipsec.debug=1 turns on
 per-packet tracing in the log; unknown names are refused."""
 
 import json
-import subprocess
 import unittest
 
 from harness import INNER, Testbed, binary, ping, wait_for

@@ -8,7 +8,8 @@ import os
 import signal
 import unittest
 
-from harness import GCM_KEY_AB, GCM_KEY_BA, OUTER, Capture, Testbed, ping, tcp_transfer, wait_for
+import harness
+from harness import GCM_KEY_AB, GCM_KEY_BA, OUTER, Capture, Testbed, ping, tcp_transfer, transport_config, wait_for
 
 SPI_AB = 0x2001
 SPI_BA = 0x2002
@@ -16,23 +17,8 @@ TABLE = 4950
 
 
 def transport_setkey(side):
-    out = ["flush;", "spdflush;"]
-    for fam in (4, 6):
-        a, b = OUTER[fam]
-        out.append(f"add {a} {b} esp {SPI_AB + 0x10 * fam:#x} -m transport -r 64 -E aes-gcm-16 0x{GCM_KEY_AB.hex()};")
-        out.append(f"add {b} {a} esp {SPI_BA + 0x10 * fam:#x} -m transport -r 64 -E aes-gcm-16 0x{GCM_KEY_BA.hex()};")
-        local, remote = (a, b) if side == "a" else (b, a)
-        out.append(f"spdadd {local} {remote} any -P out ipsec esp/transport//require;")
-        out.append(f"spdadd {remote} {local} any -P in ipsec esp/transport//require;")
-    return "\n".join(out) + "\n"
-
-
-def transport_config(side):
-    idx = 0 if side == "a" else 1
-    return {
-        "transport_peers": f"{OUTER[4][1 - idx]}, {OUTER[6][1 - idx]}",
-        "local_addresses": f"{OUTER[4][idx]}, {OUTER[6][idx]}",
-    }
+    return harness.transport_setkey(side, "esp", SPI_AB, SPI_BA, f"-E aes-gcm-16 0x{GCM_KEY_AB.hex()}",
+                                    f"-E aes-gcm-16 0x{GCM_KEY_BA.hex()}")
 
 
 def capture_esp(host, dev):

@@ -5,22 +5,14 @@ checked here, the rest by the testbed's leak check)."""
 
 import unittest
 
-from harness import INNER, Testbed, ping, tcp_transfer
+from harness import Testbed, check_inner_traffic
 
 
 class TunnelTest(unittest.TestCase):
     def check_pair(self, alg, outer):
         with Testbed() as tb:
             tb.start_pair(alg, outer)
-            for fam in (4, 6):
-                a_in, b_in = INNER[fam]
-                r = ping(tb.a, b_in, count=3)
-                self.assertEqual(r.returncode, 0, f"ping A→B inner v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.a)}")
-                r = ping(tb.b, a_in, count=3)
-                self.assertEqual(r.returncode, 0, f"ping B→A inner v{fam}: {r.stdout}{r.stderr}")
-            tcp_transfer(tb.a, tb.b, INNER[4][1], nbytes=2 << 20)
-            tcp_transfer(tb.b, tb.a, INNER[4][0], nbytes=2 << 20, port=5002)
-            tcp_transfer(tb.a, tb.b, INNER[6][1], nbytes=1 << 20, port=5003)
+            check_inner_traffic(self, tb)
             sa = tb.a.stats()["ipsec-forwarder"]
             c = sa["counters"]
             self.assertGreater(c["esp_out_packets"], 100)

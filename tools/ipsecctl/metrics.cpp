@@ -8,14 +8,10 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "counter_catalog.h"
+
 namespace ipsec::ipsecctl {
 namespace {
-
-// Current levels, by the names the services give them (keydb, policy,
-// crypto, forwarder); everything else only ever grows.
-constexpr std::string_view kGauges[] = {"sas",          "sas_larval",           "policies",
-                                        "spd_policies", "pfkey_clients",        "pfkey_acquires_pending",
-                                        "sessions",     "sad_requests_pending"};
 
 std::string sanitized(std::string_view name) {
   std::string out(name);
@@ -36,6 +32,18 @@ std::string escaped(std::string_view value) {
       continue;
     }
     out += c;
+  }
+  return out;
+}
+
+// HELP text: backslash and newline escaped (text format 0.0.4); a counter's
+// name comes from a service and is not trusted to be tidy.
+std::string escapedHelp(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '\n') out += "\\n";
+    else out += c;
   }
   return out;
 }
@@ -63,11 +71,26 @@ void forEachSample(const std::vector<ServiceStats>& services, const std::functio
   }
 }
 
+// By name alone, so that a name is one metric family whichever service
+// sends it: a level if some process declares it one.
 bool isGauge(std::string_view counter) noexcept {
-  for (auto g : kGauges) {
-    if (g == counter) return true;
+  for (const auto& s : kServiceCounters) {
+    for (const auto& table : {s.counters, s.saCounters}) {
+      for (const auto& c : table) {
+        if (c.name == counter && c.kind == stats::Kind::kLevel) return true;
+      }
+    }
   }
   return false;
+}
+
+std::string helpText(const Sample& s) {
+  const bool gauge = isGauge(s.counter.name);
+  if (const auto* c = findCounter(s.service.service, s.counter.name, s.sa != nullptr)) {
+    return std::string(s.sa ? "per SA: " : "") + std::string(c->help) + " (" + s.counter.name + ")";
+  }
+  return std::string(s.sa ? "per-SA " : "") + (gauge ? "level " : "counter ") + s.counter.name +
+         " (as ipsecctl stats --json names it)";
 }
 
 std::string metricName(const Sample& s) {
@@ -122,8 +145,7 @@ std::string formatPrometheus(const std::vector<ServiceStats>& services) {
     if (fresh) {
       order.push_back(name);
       it->second.gauge = isGauge(s.counter.name);
-      it->second.help = std::string(s.sa ? "per-SA " : "") + (it->second.gauge ? "level " : "counter ") +
-                        s.counter.name + " (as ipsecctl stats --json names it)";
+      it->second.help = helpText(s);
     }
     char value[32];
     std::snprintf(value, sizeof value, "%" PRIu64, s.counter.value);
@@ -132,7 +154,7 @@ std::string formatPrometheus(const std::vector<ServiceStats>& services) {
   std::string out;
   for (const auto& name : order) {
     const Family& f = families[name];
-    out += "# HELP " + name + " " + f.help + "\n";
+    out += "# HELP " + name + " " + escapedHelp(f.help) + "\n";
     out += "# TYPE " + name + (f.gauge ? " gauge\n" : " counter\n");
     out += f.samples;
   }

@@ -28,7 +28,13 @@ void forEachSample(const std::vector<ServiceStats>& services, const std::functio
 
 // Counters that say how many of something exist now (SAs, policies, clients,
 // sessions) rather than how often something happened: Prometheus gauges.
+// The processes' tables say which (LEVEL in services/<name>/counters.h).
 bool isGauge(std::string_view counter) noexcept;
+
+// A metric's HELP text: what the counter counts, from the table of the
+// service that sent it (counter_catalog.h), then its --json name; a name no
+// table has is still described by its name.
+std::string helpText(const Sample& sample);
 
 // "ipsec_" + the JSON name (+ "_total" for a counter); SA counters
 // "ipsec_sa_" + the name. Characters outside [a-zA-Z0-9_] become '_'.

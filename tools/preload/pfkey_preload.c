@@ -130,8 +130,9 @@ enum { kBusy = -1 };
 
 /* One connection to the service, shared by the descriptors that dup'ed it. */
 struct Conn {
-  atomic_int refs; /* descriptors pointing here; 0 = free */
-  int ackFd;       /* our end of the acknowledgement channel, or -1 */
+  atomic_int inUse; /* 1 from newConn until releaseConn has closed ackFd */
+  atomic_int refs;  /* descriptors pointing here */
+  int ackFd;        /* our end of the acknowledgement channel, or -1; under lock */
   /* Orders a send with its ticket and the wait for its acknowledgement:
    * acknowledgements count datagrams in the order the socket took them. */
   pthread_mutex_t lock;
@@ -151,32 +152,52 @@ static struct Slot g_slots[kSlots];
  * that have no PF_KEY socket (all of them but the key manager). */
 static atomic_int g_used;
 
+/* A fork taken while another thread waited for an acknowledgement leaves
+ * that lock held in the child, by a thread the child does not have: the
+ * child's only thread starts with every lock free. */
+static void unlockAllInChild(void) {
+  for (int i = 0; i < kSlots; ++i) pthread_mutex_init(&g_conns[i].lock, NULL);
+}
+
 __attribute__((constructor)) static void initConns(void) {
   for (int i = 0; i < kSlots; ++i) {
     pthread_mutex_init(&g_conns[i].lock, NULL);
     g_conns[i].ackFd = -1;
   }
+  pthread_atfork(NULL, NULL, unlockAllInChild);
 }
 
 /* A free connection entry with one reference, or -1 when all are taken. */
 static int newConn(int ackFd) {
   for (int i = 0; i < kSlots; ++i) {
+    struct Conn *c = &g_conns[i];
     int expected = 0;
-    if (!atomic_compare_exchange_strong(&g_conns[i].refs, &expected, 1)) continue;
-    g_conns[i].ackFd = ackFd;
-    g_conns[i].sent = g_conns[i].acked = 0;
-    atomic_store(&g_conns[i].lost, 0);
+    if (!atomic_compare_exchange_strong(&c->inUse, &expected, 1)) continue;
+    pthread_mutex_lock(&c->lock);
+    c->ackFd = ackFd;
+    c->sent = c->acked = 0;
+    atomic_store(&c->lost, 0);
+    atomic_store(&c->refs, 1);
+    pthread_mutex_unlock(&c->lock);
     return i;
   }
   return -1;
 }
 
+/* The last reference closes the acknowledgement channel under the lock, so
+ * that a send in another thread (which holds the lock while it waits on the
+ * channel) never polls a number that was closed and perhaps reused; the
+ * entry is free again only after that. */
 static void releaseConn(int i) {
-  if (atomic_fetch_sub(&g_conns[i].refs, 1) != 1) return;
-  const int ackFd = g_conns[i].ackFd;
-  g_conns[i].ackFd = -1;
+  struct Conn *c = &g_conns[i];
+  if (atomic_fetch_sub(&c->refs, 1) != 1) return;
+  pthread_mutex_lock(&c->lock);
+  const int ackFd = c->ackFd;
+  c->ackFd = -1;
+  pthread_mutex_unlock(&c->lock);
   CloseFn realClose = (CloseFn)preloadNext(kClose);
   if (ackFd >= 0 && realClose) realClose(ackFd);
+  atomic_store(&c->inUse, 0);
 }
 
 static int findSlot(int fd) {
@@ -504,9 +525,13 @@ static ssize_t sendVia(int fd, const struct SendCall *s) {
     return -1;
   }
   pthread_mutex_lock(&c->lock);
+  /* Under the lock the slot is checked again: closed meanwhile by another
+   * thread, its connection may already serve another socket (whose tickets
+   * this send must not take). */
+  const int still = atomic_load(&g_slots[slot].key) == fd + 1 && g_slots[slot].conn == conn;
   const ssize_t n = sendNext(fd, s);
   const int err = errno;
-  if (n >= 0) awaitAnswers(c, ++c->sent, fd);
+  if (n >= 0 && still) awaitAnswers(c, ++c->sent, fd);
   pthread_mutex_unlock(&c->lock);
   if (n < 0 && isGone(err)) {
     markLost(conn);

@@ -22,7 +22,9 @@
  * When a member leaves, the kernel moves the last one into its index: the one
  * left is then alone and gets everything (the program's other index has no
  * socket behind it, so the kernel falls back to its hash), and whoever joins
- * next is index 1 again and attaches the program again. Port 500 and every
+ * next is index 1 again and attaches the program again. Each party holds
+ * the join lock of proto/natt_lock.h across its steps, so that the two never
+ * interleave (both would otherwise think they came first). Port 500 and every
  * other port are bound untouched. Joining a group needs the same uid: the IKE
  * daemon runs as root, as ipsecd's supervisor does.
  *
@@ -47,16 +49,30 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "preload.h"
+#include "proto/natt_lock.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
 typedef int (*BindFn)(int, const struct sockaddr *, socklen_t);
 typedef int (*SetSockOptFn)(int, int, int, const void *, socklen_t);
 typedef int (*GetSockOptFn)(int, int, int, void *, socklen_t *);
+typedef int (*SocketFnU)(int, int, int);
+typedef int (*CloseFnU)(int);
+
+/* The lock socket goes straight to the next close: ours (pfkey_preload.c)
+ * would only look it up in the PF_KEY table. */
+static void closeLock(int fd) {
+  CloseFnU realClose = (CloseFnU)preloadNext(kClose);
+  if (realClose) realClose(fd);
+}
 
 static unsigned long envNumber(const char *name, unsigned long fallback, unsigned long max) {
   const char *v = getenv(name);
@@ -114,6 +130,30 @@ static int setReusePort(int fd, int on) {
   return realSetSockOpt ? realSetSockOpt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) : -1;
 }
 
+/* proto/natt_lock.h: ipsecd holds the same lock across its own two steps.
+ * Returns the lock's descriptor, or -1 when it stayed taken (then we go on
+ * without it). */
+static int takeJoinLock(unsigned port, BindFn realBind) {
+  SocketFnU realSocket = (SocketFnU)preloadNext(kSocket);
+  if (!realSocket) return -1;
+  const int lock = realSocket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (lock < 0) return -1;
+  struct sockaddr_un sun;
+  memset(&sun, 0, sizeof sun);
+  sun.sun_family = AF_UNIX;
+  const int n = snprintf(sun.sun_path + 1, sizeof sun.sun_path - 1, kNatTLockNameFormat, port);
+  const socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+  for (int waited = 0; realBind(lock, (const struct sockaddr *)&sun, len) != 0; ++waited) {
+    if (errno != EADDRINUSE || waited >= kNatTLockWaitMs) {
+      closeLock(lock);
+      return -1;
+    }
+    const struct timespec ms = {0, 1000 * 1000};
+    nanosleep(&ms, NULL);
+  }
+  return lock;
+}
+
 /* The two binds of the rule above, retried while the other party is between
  * its two steps (bounded: about 200 ms). */
 static int bindNatT(int fd, const struct sockaddr *addr, socklen_t len, BindFn realBind) {
@@ -135,7 +175,12 @@ static int bindNatT(int fd, const struct sockaddr *addr, socklen_t len, BindFn r
 EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len) {
   NEXT_OR_ENOSYS(BindFn, kBind, realBind, -1);
   if (!natTPortOf(addr, len) || !isUdp(fd)) return realBind(fd, addr, len);
-  return bindNatT(fd, addr, len, realBind);
+  const int lock = takeJoinLock((unsigned)envNumber("IPSEC_NATT_PORT", 4500, 65535), realBind);
+  const int rc = bindNatT(fd, addr, len, realBind);
+  const int err = errno;
+  if (lock >= 0) closeLock(lock);
+  errno = err;
+  return rc;
 }
 
 /* ---- per-socket policies ------------------------------------------------------ */

@@ -39,10 +39,16 @@ void answerKeydb(int fd) {
   for (;;) {
     auto m = inbox.receive(0);
     if (!m.reader) return;
-    // markOutbound (an outbound policy's templates) is the one request keydb
-    // does not answer: an answer would close the channel as a stray reply.
-    if (m.reader->getRoot<proto::PolicyToKeydb>().which() == proto::PolicyToKeydb::MARK_OUTBOUND) continue;
     capnp::MallocMessageBuilder b;
+    // markOutbound (an outbound policy's templates) is answered as keydb
+    // does once the broker has the marks; a SadReply would close the channel.
+    if (m.reader->getRoot<proto::PolicyToKeydb>().which() == proto::PolicyToKeydb::MARK_OUTBOUND) {
+      const std::uint64_t id = m.reader->getRoot<proto::PolicyToKeydb>().getRequestId();
+      if (id == 0) continue;  // keydb answers none without an id
+      b.initRoot<proto::KeydbToPolicy>().setOutboundMarked(id);
+      control::sendMessage(fd, b);
+      continue;
+    }
     auto r = b.initRoot<proto::KeydbToPolicy>().initReply();
     r.setRequestId(m.reader->getRoot<proto::PolicyToKeydb>().getRequestId());
     r.setErrno(ESRCH);

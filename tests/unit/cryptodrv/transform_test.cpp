@@ -15,7 +15,6 @@
 
 #include "cryptodrv/driver.h"
 #include "cryptodrv/hmac.h"
-#include "cryptodrv/secure_bytes.h"
 
 namespace ipsec::cryptodrv {
 namespace {
@@ -392,19 +391,6 @@ TEST(Status, HasCounterNames) {
   EXPECT_EQ(toString(Status::kBadIcv), "bad_icv");
   EXPECT_EQ(toString(Status::kBadLength), "bad_length");
   EXPECT_EQ(toString(Status::kInternal), "internal");
-}
-
-TEST(SecureBytes, CopiesKeyIntoItsOwnMemory) {
-  Bytes key = pattern(36, 9);
-  SecureBytes secure(key);
-  ASSERT_EQ(secure.size(), 36u);
-  EXPECT_NE(secure.data(), key.data());
-  EXPECT_TRUE(std::equal(key.begin(), key.end(), secure.data()));
-  SecureBytes moved(std::move(secure));
-  EXPECT_EQ(secure.data(), nullptr);
-  EXPECT_EQ(moved.size(), 36u);
-  SecureBytes empty(std::span<const uint8_t>{});
-  EXPECT_EQ(empty.size(), 0u);
 }
 
 TEST(Hmac, RefusesUnknownDigestAndEmptyKey) {

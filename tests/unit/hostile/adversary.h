@@ -17,6 +17,7 @@
 
 #include "broker_child.h"
 #include "proto/ring_abi.h"
+#include "ring_client.h"
 
 namespace ipsec::hostile {
 
@@ -105,8 +106,6 @@ class Adversary {
 // 20 + 12, HMAC-SHA-256-128 makes it 16 bytes.
 inline constexpr std::uint16_t kAhIcvOffset = 32;
 inline constexpr std::uint32_t kAhIcvLength = 16;
-// ESP AES-GCM-16: 8-byte header, 8-byte IV, at least a 4-byte aligned
-// trailer, 16-byte ICV.
-inline constexpr std::uint32_t kEspMinLength = 8 + 8 + 4 + 16;
+// kEspMinLength (ESP AES-GCM-16's shortest segment): ring_client.h.
 
 }  // namespace ipsec::hostile

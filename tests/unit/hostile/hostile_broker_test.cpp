@@ -34,6 +34,7 @@
 
 #include "adversary.h"
 #include "broker_child.h"
+#include "ring_client.h"
 #include "ring/endpoints.h"
 
 namespace ipsec::hostile {
@@ -105,8 +106,8 @@ class HostileRun {
   Adversary& adv_;
   ring::Region& region_;
   // One of each for the whole run: each keeps its index privately.
-  ring::RequestProducer producer_ = ring::requestProducer(region_);
-  ring::CompletionConsumer consumer_ = ring::completionConsumer(region_);
+  RingClient ring_{ring::requestProducer(region_), ring::completionConsumer(region_), child_.requestBell(),
+                   child_.completionBell()};
   std::uint32_t size_;
   std::vector<std::vector<std::uint8_t>> shadow_;  // quiet buffers: what they must hold
   std::uint64_t x_;
@@ -123,25 +124,9 @@ class HostileRun {
 // Enqueues a burst, rings the broker if it sleeps, and waits (bounded) for
 // as many completions. False if they did not all come.
 bool HostileRun::submit(const std::vector<Planned>& plan, std::vector<proto::CryptoCompletion>& done) {
-  auto& producer = producer_;
-  auto& consumer = consumer_;
   std::vector<proto::CryptoRequest> requests;
   for (const auto& p : plan) requests.push_back(p.request);
-  done.assign(plan.size(), {});
-  std::size_t sent = 0, got = 0;
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (got < plan.size()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    if (sent < requests.size()) {
-      sent += producer.enqueue(std::span<const proto::CryptoRequest>(requests.data() + sent, requests.size() - sent));
-      ring::notifyPeer(producer, child_.requestBell());
-    }
-    const std::size_t n = consumer.dequeue(std::span<proto::CryptoCompletion>(done.data() + got, done.size() - got));
-    got += n;
-    if (n == 0 && got < plan.size()) ring::sleepUntilReady(consumer, child_.completionBell(), 20);
-    child_.completionBell().drain();
-  }
-  return true;
+  return ring_.submit(requests, done);
 }
 
 void HostileRun::run(std::chrono::steady_clock::time_point until) {

@@ -115,6 +115,37 @@ TEST(Metrics, LabelValuesAndNamesAreEscaped) {
   EXPECT_NE(text.find("ipsec_a_b_c_total{service=\"odd \\\"svc\\\"\\\\\\n\"} 1\n"), std::string::npos) << text;
 }
 
+// HELP says what the counter counts, from the table of the process that sent
+// it (services/<name>/counters.h); a name no table has is still described.
+TEST(Metrics, HelpComesFromTheSendingProcesssTable) {
+  const std::string text = formatPrometheus(sampleStats());
+  EXPECT_NE(text.find("# HELP ipsec_esp_in_drop_replay_total duplicate or left of the replay window "
+                      "(esp_in_drop_replay)\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("# HELP ipsec_seq_grants_total blocks of sequence numbers granted to the forwarder "
+                      "(seq_grants)\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("# HELP ipsec_sa_esp_in_drop_replay_total per-SA counter esp_in_drop_replay"), std::string::npos)
+      << "an SA counter the forwarder's SA table lacks keeps the generic text: " << text;
+  std::vector<ServiceStats> s(2);
+  s[0].service = "ipsec-forwarder";
+  s[0].sas = {SaStats{"esp", 1, "192.0.2.2", {{"in_drop_replay", 1}}, "192.0.2.1"}};
+  s[1].service = "ipsec-policy";
+  s[1].counters = {{"pfkey_in_add", 2}, {"odd\nname\\", 1}};
+  const std::string more = formatPrometheus(s);
+  EXPECT_NE(more.find("# HELP ipsec_sa_in_drop_replay_total per SA: packets dropped: duplicate or left of the replay "
+                      "window (in_drop_replay)\n"),
+            std::string::npos)
+      << more;
+  EXPECT_NE(more.find("# HELP ipsec_pfkey_in_add_total counter pfkey_in_add (as ipsecctl stats --json names it)\n"),
+            std::string::npos)
+      << more;
+  EXPECT_NE(more.find("# HELP ipsec_odd_name__total counter odd\\nname\\\\ (as"), std::string::npos)
+      << "a newline or backslash in a name is escaped in HELP: " << more;
+}
+
 TEST(Metrics, JsonKeepsItsShapeAndOmitsAnUnknownSource) {
   auto stats = sampleStats();
   stats[0].sas[1].src.clear();

@@ -36,7 +36,7 @@ TEST(ChildOutput, ItsOwnLogLineKeepsItsLevelAndMessage) {
   r.relay.feed("10:11:12.345 ipsec-forwarder[4242] W replay window full\n");
   ASSERT_EQ(r.lines.size(), 1u);
   EXPECT_EQ(r.lines[0], "ipsec-forwarder[4242] W replay window full\n");
-  EXPECT_EQ(r.counters.lines, 1u);
+  EXPECT_EQ(r.counters.child_output_lines, 1u);
 }
 
 TEST(ChildOutput, ALineNamingAnotherProcessIsRelayedAsThisChildsOutput) {
@@ -83,8 +83,8 @@ TEST(ChildOutput, AnOverlongLineIsCutAndTheRestCounted) {
   ASSERT_EQ(r.lines.size(), 2u);
   EXPECT_EQ(r.lines[0], "ipsec-forwarder[4242] I output: " + std::string(kMaxLineBytes, 'x') + " [truncated]\n");
   EXPECT_EQ(r.lines[1], "ipsec-forwarder[4242] I output: next\n");
-  EXPECT_EQ(r.counters.truncatedLines, 1u);
-  EXPECT_EQ(r.counters.droppedBytes, 150u);
+  EXPECT_EQ(r.counters.child_output_lines_truncated, 1u);
+  EXPECT_EQ(r.counters.child_output_bytes_dropped, 150u);
 }
 
 // A child that floods (the forwarder is the hostile one) gets its burst,
@@ -99,8 +99,8 @@ TEST(ChildOutput, AFloodIsCutToTheRateAndTheDropIsSaid) {
   // The burst, and the few the rate refilled while the loop ran.
   ASSERT_GE(r.lines.size(), burst);
   EXPECT_LT(r.lines.size(), burst + 50);
-  EXPECT_GT(r.counters.droppedLines, 450u);
-  EXPECT_EQ(r.counters.lines + r.counters.droppedLines, burst + 500);
+  EXPECT_GT(r.counters.child_output_lines_dropped, 450u);
+  EXPECT_EQ(r.counters.child_output_lines + r.counters.child_output_lines_dropped, burst + 500);
   r.lines.clear();
   usleep(20000);  // 20 ms at 200 a second: room for a few lines again
   r.relay.feed("after\n");

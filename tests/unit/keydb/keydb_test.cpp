@@ -73,6 +73,19 @@ class KeydbHarness {
   ReceivedMessage toPolicy(int ms = 1000) { return inbox(policyIn_, policy_).receive(ms); }
   ReceivedMessage toCrypto(int ms = 1000) { return inbox(cryptoIn_, crypto_).receive(ms); }
   ReceivedMessage toForwarder(int ms = 1000) { return inbox(forwarderIn_, forwarder_).receive(ms); }
+  // The broker went away (its end of the channel closed).
+  void loseBroker() {
+    crypto_.reset();
+    cryptoIn_.reset();
+    pump();
+  }
+  // Has keydb closed its end of the broker's channel? (Reads what is left.)
+  bool brokerChannelClosedByKeydb() {
+    while (toCrypto(0).reader) {
+    }
+    char byte;
+    return ::recv(crypto_.get(), &byte, 1, MSG_DONTWAIT) == 0;
+  }
   // ipsecd restarted the data plane: new crypto and forwarder channels.
   void restartDataPlane() {
     auto [cryptoEnd, cryptoPeer] = control::makeSeqpacketPair();
@@ -980,9 +993,10 @@ struct Template {
   std::uint8_t dstPrefix = 32;
 };
 
-void markOutbound(KeydbHarness& h, const std::vector<Template>& templates) {
+void markOutbound(KeydbHarness& h, const std::vector<Template>& templates, std::uint64_t requestId = 0) {
   capnp::MallocMessageBuilder b;
   auto req = b.initRoot<proto::PolicyToKeydb>();
+  req.setRequestId(requestId);
   auto list = req.initMarkOutbound(static_cast<unsigned>(templates.size()));
   for (unsigned i = 0; i < templates.size(); ++i) {
     const auto& t = templates[i];
@@ -1233,6 +1247,117 @@ TEST(KeydbLifetimes, AnSaWithoutLimitsIsNeverExpiredAndALarvalOneEndsAfterLarval
   while (h.keydb().sadSize() > 1 && std::chrono::steady_clock::now() < until) h.waitForPolicy(100);
   EXPECT_EQ(h.keydb().sadSize(), 1u);  // the larval SA went, the mature one without limits stays
   EXPECT_FALSE(h.toPolicy(0).reader);  // and no EXPIRE for either
+}
+
+}  // namespace
+}  // namespace ipsec::keydb
+
+namespace ipsec::keydb {
+namespace {
+
+// ---- the direction barrier: markOutbound with a request id (sad.capnp) ------
+
+// What keydb sent the broker since the last call: setDirection slot indices,
+// and the barrier tokens in order.
+struct ToBroker {
+  std::multiset<std::uint32_t> outbound;
+  std::vector<std::uint64_t> barriers;
+  bool barrierLast = false;  // the last message was a barrier (it follows the marks)
+};
+ToBroker toBroker(KeydbHarness& h) {
+  ToBroker out;
+  for (;;) {
+    auto m = h.toCrypto(100);
+    if (!m.reader) return out;
+    auto msg = m.reader->getRoot<proto::KeydbToCrypto>();
+    out.barrierLast = msg.which() == proto::KeydbToCrypto::BARRIER;
+    if (msg.which() == proto::KeydbToCrypto::BARRIER) {
+      out.barriers.push_back(msg.getBarrier());
+    } else if (msg.which() == proto::KeydbToCrypto::SET_DIRECTION) {
+      out.outbound.insert(msg.getSetDirection().getSa().getIndex());
+    } else {
+      ADD_FAILURE() << "unexpected message to the broker: " << static_cast<int>(msg.which());
+    }
+  }
+}
+
+void echoBarrier(KeydbHarness& h, std::uint64_t token) {
+  capnp::MallocMessageBuilder b;
+  b.initRoot<proto::CryptoToKeydb>().setBarrier(token);
+  h.fromCrypto(b);
+}
+
+// The requestIds policy was told are marked (outboundMarked), in order.
+std::vector<std::uint64_t> marksAnswered(KeydbHarness& h) {
+  std::vector<std::uint64_t> ids;
+  for (;;) {
+    auto m = h.toPolicy(100);
+    if (!m.reader) return ids;
+    auto msg = m.reader->getRoot<proto::KeydbToPolicy>();
+    if (msg.which() != proto::KeydbToPolicy::OUTBOUND_MARKED) {
+      ADD_FAILURE() << "unexpected message to policy: " << static_cast<int>(msg.which());
+      continue;
+    }
+    ids.push_back(msg.getOutboundMarked());
+  }
+}
+
+TEST(KeydbMarkBarrier, AMarkWithARequestIdIsAnsweredOnlyOnceTheBrokerEchoesTheBarrierAfterIt) {
+  KeydbHarness h;
+  auto sa = addSa(h, {.spi = 0x1001});
+  markOutbound(h, {{}}, 55);
+  const ToBroker first = toBroker(h);
+  EXPECT_EQ(first.outbound, std::multiset{sa.index});
+  ASSERT_EQ(first.barriers.size(), 1u);
+  EXPECT_TRUE(first.barrierLast);
+  EXPECT_TRUE(marksAnswered(h).empty());  // not before the broker has the mark
+  // A second request that marks nothing new still waits for its own barrier
+  // (the first mark may be on its way yet), answered in order.
+  markOutbound(h, {{}}, 56);
+  const ToBroker second = toBroker(h);
+  EXPECT_TRUE(second.outbound.empty());
+  ASSERT_EQ(second.barriers.size(), 1u);
+  echoBarrier(h, first.barriers[0]);
+  EXPECT_EQ(marksAnswered(h), std::vector<std::uint64_t>{55});
+  echoBarrier(h, second.barriers[0]);
+  EXPECT_EQ(marksAnswered(h), std::vector<std::uint64_t>{56});
+  // Without a request id nothing is answered, and no barrier goes.
+  markOutbound(h, {{}});
+  EXPECT_TRUE(toBroker(h).barriers.empty());
+  EXPECT_TRUE(marksAnswered(h).empty());
+}
+
+TEST(KeydbMarkBarrier, WithoutABrokerAMarkIsAnsweredAtOnceAndAwaitedOnesWhenItGoes) {
+  KeydbHarness h;
+  addSa(h, {.spi = 0x1001});
+  markOutbound(h, {{}}, 60);
+  ASSERT_EQ(toBroker(h).barriers.size(), 1u);
+  EXPECT_TRUE(marksAnswered(h).empty());
+  h.loseBroker();  // no echo will come: the next broker gets the direction with the session
+  EXPECT_EQ(marksAnswered(h), std::vector<std::uint64_t>{60});
+  markOutbound(h, {{}}, 61);
+  EXPECT_EQ(marksAnswered(h), std::vector<std::uint64_t>{61});
+}
+
+TEST(KeydbMarkBarrier, ARestartedDataPlaneAnswersTheMarksTheOldBrokerDidNotEcho) {
+  KeydbHarness h;
+  addSa(h, {.spi = 0x1001});
+  markOutbound(h, {{}}, 70);
+  ASSERT_EQ(toBroker(h).barriers.size(), 1u);
+  h.restartDataPlane();
+  EXPECT_EQ(marksAnswered(h), std::vector<std::uint64_t>{70});
+}
+
+TEST(KeydbMarkBarrier, AnEchoOfABarrierNotAwaitedClosesTheBrokersChannel) {
+  KeydbHarness h;
+  addSa(h, {.spi = 0x1001});
+  markOutbound(h, {{}}, 80);
+  const ToBroker sent = toBroker(h);
+  ASSERT_EQ(sent.barriers.size(), 1u);
+  echoBarrier(h, sent.barriers[0] + 1000);
+  EXPECT_TRUE(h.brokerChannelClosedByKeydb());
+  // That broker will echo nothing more: the mark is answered as without one.
+  EXPECT_EQ(marksAnswered(h), std::vector<std::uint64_t>{80});
 }
 
 }  // namespace

@@ -62,7 +62,31 @@ void Harness::pump() {
   for (int idle = 0, rounds = 0; idle < 2 && rounds < 1000; ++rounds) {
     io_.restart();
     idle = io_.poll() == 0 ? idle + 1 : 0;
+    if (answerMarks_ && answerPendingMarks() != 0) idle = 0;
   }
+}
+
+std::size_t Harness::answerPendingMarks() {
+  if (!keydbInbox_) keydbInbox_.emplace(keydbPeer_.get());
+  std::size_t answered = 0;
+  for (;;) {
+    auto m = keydbInbox_->receive(0);
+    if (!m.reader) return answered;
+    auto req = m.reader->getRoot<proto::PolicyToKeydb>();
+    if (req.which() == proto::PolicyToKeydb::MARK_OUTBOUND && req.getRequestId() != 0) {
+      capnp::MallocMessageBuilder b;
+      b.initRoot<proto::KeydbToPolicy>().setOutboundMarked(req.getRequestId());
+      EXPECT_EQ(control::sendMessage(keydbPeer_.get(), b), 0);
+      ++answered;
+    }
+    keydbBacklog_.push_back(std::move(m));
+  }
+}
+
+void Harness::answerMark(std::uint64_t requestId) {
+  capnp::MallocMessageBuilder b;
+  b.initRoot<proto::KeydbToPolicy>().setOutboundMarked(requestId);
+  answerKeydb(b);
 }
 
 TestClient Harness::connect() {
@@ -84,6 +108,11 @@ TestClient Harness::adopt(int serverSndbuf) {
 }
 
 control::ReceivedMessage Harness::keydbMessage(int timeoutMs) {
+  if (!keydbBacklog_.empty()) {
+    auto m = std::move(keydbBacklog_.front());
+    keydbBacklog_.pop_front();
+    return m;
+  }
   if (!keydbInbox_) keydbInbox_.emplace(keydbPeer_.get());  // policy's channels coalesce bursts
   return keydbInbox_->receive(timeoutMs);
 }

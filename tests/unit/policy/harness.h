@@ -15,6 +15,7 @@
 #include <boost/asio/io_context.hpp>
 #include <capnp/message.h>
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -59,14 +60,20 @@ class Harness {
   TestClient adopt(int serverSndbuf = 0);
 
   // The next message the server sent keydb / the forwarder, or null.
-  // keydbRequest passes over markOutbound (an outbound policy's templates,
-  // which keydb does not answer); keydbMessage returns those too.
+  // keydbRequest passes over markOutbound (an outbound policy's templates);
+  // keydbMessage returns those too.
   control::ReceivedMessage keydbRequest(int timeoutMs = 1000);
   control::ReceivedMessage keydbMessage(int timeoutMs = 1000);
   control::ReceivedMessage forwarderMessage(int timeoutMs = 0);
   void answerKeydb(capnp::MallocMessageBuilder& b);
   // Sends as the forwarder (ForwarderToPolicy) and pumps.
   void fromForwarder(capnp::MallocMessageBuilder& b);
+
+  // keydb's answer to a markOutbound with a request id (outboundMarked): by
+  // default pump() gives it as keydb would once the broker has the marks;
+  // after holdMarks() the test gives it with answerMark().
+  void holdMarks() { answerMarks_ = false; }
+  void answerMark(std::uint64_t requestId);
 
   Server& server() { return *server_; }
   boost::asio::io_context& io() { return io_; }
@@ -82,6 +89,12 @@ class Harness {
   control::UniqueFd keydbPeer_;
   control::UniqueFd forwarderPeer_;
   std::optional<control::Inbox> keydbInbox_, forwarderInbox_;
+  // keydb messages pump() read (to answer marks) that the test has not yet.
+  std::deque<control::ReceivedMessage> keydbBacklog_;
+  bool answerMarks_ = true;
+  // Reads what keydb was sent into keydbBacklog_ and answers the marks;
+  // returns how many it answered.
+  std::size_t answerPendingMarks();
   std::unique_ptr<Server> server_;
 };
 

@@ -138,14 +138,6 @@ TEST(DescriptorCheck, AcceptsTheAhOpsWithTheSameBounds) {
   }
 }
 
-TEST(DescriptorCheck, ValidateUsesTheHeaderBounds) {
-  Region region = Region::create(RegionConfig{8, 8, kCount, kSize});
-  EXPECT_TRUE(validate(valid(), region.header()));
-  CryptoRequest r = valid();
-  r.bufferIndex = kCount;
-  EXPECT_FALSE(validate(r, region.header()));
-}
-
 TEST(DescriptorSegments, SegmentOfAndShortestSegmentFollowTheStride) {
   CryptoRequest r = valid();
   r.offset = 100;
