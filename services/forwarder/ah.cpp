@@ -32,11 +32,11 @@
 #include <linux/ipsec.h>
 #include <linux/pfkeyv2.h>
 #include <netinet/in.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cstring>
 
+#include "clock/clock.h"
 #include "esp/ecn.h"
 #include "ah_frame.h"
 #include "forwarder.h"
@@ -49,12 +49,6 @@ namespace {
 // buffer, room for the rebuilt IPv6 header and extension headers in front.
 constexpr std::uint32_t kAhInHeadroom = ah::kMaxSavedHeaders;
 constexpr std::uint8_t kOuterHopLimit = 64;
-
-std::uint64_t unixNow() noexcept {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec);
-}
 
 socklen_t sockaddrFor(const std::uint8_t* address, bool v4, sockaddr_storage& ss) noexcept {
   std::memset(&ss, 0, sizeof ss);
@@ -115,9 +109,7 @@ void Forwarder::startAh() {
   sendAh6_.fd = fds_.hdr6.get();
   sendAh4_.ah = sendAh6_.ah = true;
   // Start the IPv4 Identification somewhere unpredictable-enough per run.
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  ahIpId_ = static_cast<std::uint16_t>(ts.tv_nsec | 1);
+  ahIpId_ = static_cast<std::uint16_t>(clock::monotonicNs() | 1);
   armAh(AF_INET);
   armAh(AF_INET6);
 }
@@ -186,9 +178,7 @@ bool Forwarder::outboundAh(Worker& w, std::uint32_t buf, std::uint32_t len, cons
                                 wanted->level == IPSEC_LEVEL_UNIQUE ? wanted->reqid : 0);
   if (!sa) {
     requestAcquire(p, *wanted, flow);
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    const std::uint64_t now = static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+    const std::uint64_t now = clock::monotonicMs();
     return holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : now);
   }
   if (sa->seqNext >= sa->seqLimit) {
@@ -269,7 +259,7 @@ bool Forwarder::frameAh(Worker& w, std::uint32_t buf, std::uint32_t off, std::ui
   st.mtu = fit ? fit->mtu : 0;
   ++sa.seqNext;
   maybeRequestSeq(sa);
-  if (sa.firstUse == 0) sa.firstUse = unixNow();
+  if (sa.firstUse == 0) sa.firstUse = clock::unixSeconds();
   w.pending.push_back(cryptoRequest(buf, sa, proto::CryptoOp::kAhSign, start, total, seq,
                                     static_cast<std::uint16_t>(canon.icvOffset)));
   BufferContext ctx;
@@ -529,7 +519,7 @@ void Forwarder::onAhVerified(Worker& w, const proto::CryptoCompletion& c) noexce
     if (r.level != IPSEC_LEVEL_USE) return drop(counters_.bundle_in_drop_missing_esp);
     ++counters_.bundle_in_without_optional;
   }
-  if (sa->firstUse == 0) sa->firstUse = unixNow();
+  if (sa->firstUse == 0) sa->firstUse = clock::unixSeconds();
   ssize_t n = ::write(fds_.tun.get(), inner, innerLen);
   if (n != static_cast<ssize_t>(innerLen)) {
     ++counters_.tun_write_errors;

@@ -39,10 +39,10 @@
 #include <linux/ipsec.h>
 #include <linux/pfkeyv2.h>
 #include <netinet/in.h>
-#include <time.h>
 
 #include <cstring>
 
+#include "clock/clock.h"
 #include "esp/ecn.h"
 #include "esp/esp.h"
 #include "esp/transport.h"
@@ -222,16 +222,6 @@ bool Forwarder::compressTransport(const Policy& p, const Sa& esp, Worker& w, std
 
 // ---- ESP inside AH ----------------------------------------------------------
 
-namespace {
-
-std::uint64_t monotonicMs() noexcept {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
-}
-
-}  // namespace
-
 // Both SAs of a two-SA bundle chosen before anything is done: better wait
 // for a missing one than seal with the first and find no second afterwards.
 // The missing one (the inner if both are) gets the ACQUIRE, the packet is
@@ -258,7 +248,7 @@ Forwarder::BundlePair Forwarder::selectBundlePair(Worker& w, std::uint32_t buf, 
     requestAcquire(p, outer.request, flow);
   } else if (!first || !second) {
     requestAcquire(p, first ? outer.request : inner.request, flow);
-    pair.took = holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : monotonicMs());
+    pair.took = holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : clock::monotonicMs());
     return pair;
   }
   for (Sa* sa : {first, second}) {
@@ -303,7 +293,7 @@ bool Forwarder::outboundEspAh(Worker& w, std::uint32_t buf, std::uint32_t len, c
     // ESP is `use` and has no SA: an ESP tunnel's AH runs between the
     // tunnel's ends, which the inner packet does not name; it waits for the
     // tunnel's SA (ACQUIRE sent).
-    return holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : monotonicMs());
+    return holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : clock::monotonicMs());
   }
   if (!esp || !ah) {
     // A `use` leg without an SA: the other alone, as the single-SA paths send
@@ -361,12 +351,12 @@ bool Forwarder::sealTunnelForAh(Worker& w, std::uint32_t buf, std::uint32_t len,
   }
   ++esp.seqNext;
   maybeRequestSeq(esp);
-  if (esp.firstUse == 0) esp.firstUse = static_cast<std::uint64_t>(::time(nullptr));
+  if (esp.firstUse == 0) esp.firstUse = clock::unixSeconds();
   if (!ah) {  // the tunnel's own packet: NAT-T and dummy packets see it go out
     if (NatT* nat = natTOf(esp)) nat->outbound = true;
     if (TunnelOptions* t = tunnelOf(esp)) {
       t->outbound = true;
-      t->lastOutMs = monotonicMs();
+      t->lastOutMs = clock::monotonicMs();
     }
   }
   w.pending.push_back(cryptoRequest(buf, esp, proto::CryptoOp::kSeal, static_cast<std::uint32_t>(r.offset),
@@ -480,7 +470,7 @@ void Forwarder::openAfterVerify(Worker& w, std::uint32_t buf, Sa& ah, std::uint3
   ctx.peeled = StepKind::kAhTransport;
   ctx.peeledSa = ah.ref;
   // AH's part is done: counted as AH's, whatever ESP decides.
-  if (ah.firstUse == 0) ah.firstUse = static_cast<std::uint64_t>(::time(nullptr));
+  if (ah.firstUse == 0) ah.firstUse = clock::unixSeconds();
   ++counters_.ah_in_packets;
   counters_.ah_in_bytes += length;
   ah.counters.in_packets++;
@@ -625,11 +615,11 @@ void Forwarder::sealTunnelAfterSeal(Worker& w, const proto::CryptoCompletion& c)
   }
   ++tunnel->seqNext;
   maybeRequestSeq(*tunnel);
-  if (tunnel->firstUse == 0) tunnel->firstUse = static_cast<std::uint64_t>(::time(nullptr));
+  if (tunnel->firstUse == 0) tunnel->firstUse = clock::unixSeconds();
   if (NatT* nat = natTOf(*tunnel)) nat->outbound = true;
   if (TunnelOptions* t = tunnelOf(*tunnel)) {
     t->outbound = true;
-    t->lastOutMs = monotonicMs();
+    t->lastOutMs = clock::monotonicMs();
   }
   w.pending.push_back(cryptoRequest(c.bufferIndex, *tunnel, proto::CryptoOp::kSeal,
                                     static_cast<std::uint32_t>(r.offset), static_cast<std::uint32_t>(r.length), seq));
@@ -674,7 +664,7 @@ bool Forwarder::openInnerTransport(Worker& w, std::uint32_t buf, Sa& tunnel, std
   o.espOffset = start + headerLength;
   // The tunnel's part is done: counted as the tunnel SA's, whatever the
   // transport SA decides.
-  if (tunnel.firstUse == 0) tunnel.firstUse = static_cast<std::uint64_t>(::time(nullptr));
+  if (tunnel.firstUse == 0) tunnel.firstUse = clock::unixSeconds();
   tunnel.counters.in_packets++;
   tunnel.counters.in_bytes += length;
   // ESP transport rebuilds IPv4 from the header at the buffer's start, as

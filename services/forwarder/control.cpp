@@ -5,10 +5,11 @@
 
 #include <linux/ipsec.h>
 #include <linux/udp.h>
-#include <time.h>
 
+#include <algorithm>
 #include <stdexcept>
 
+#include "clock/clock.h"
 #include "proto/dataplane.capnp.h"
 #include "log/log.h"
 
@@ -127,9 +128,7 @@ void Forwarder::armKeepalives() {
   keepaliveTimer_.expires_after(std::chrono::seconds(1));
   keepaliveTimer_.async_wait([this](boost::system::error_code ec) {
     if (ec || stopped_) return;
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    const std::uint64_t now = static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
+    const std::uint64_t now = clock::monotonicMs();
     if (lastKeepaliveMs_ == 0) lastKeepaliveMs_ = now;
     if (keepaliveIntervalS_ > 0 && now - lastKeepaliveMs_ >= static_cast<std::uint64_t>(keepaliveIntervalS_) * 1000) {
       lastKeepaliveMs_ = now;
@@ -284,11 +283,17 @@ void Forwarder::fillStats(proto::Stats::Builder out) {
   Counters now = counters_;
   sas_.forEach([&](Sa&) { ++now.sas; });
   now.policies = spd_.size();
+  // Each listed SA costs about 350 bytes of the answer, which must fit one
+  // control message (lib/control kMaxMessageBytes, 1 MiB): beyond the cap the
+  // answer says how many it left out instead of not arriving at all.
+  const std::uint64_t listed = std::min<std::uint64_t>(now.sas, kMaxListedSas);
+  now.sas_not_listed = now.sas - listed;
   stats::fillCounters(out, now);
 
-  auto saList = out.initSas(static_cast<unsigned>(now.sas));
+  auto saList = out.initSas(static_cast<unsigned>(listed));
   unsigned j = 0;
   sas_.forEach([&](Sa& sa) {
+    if (j == listed) return;
     auto e = saList[j++];
     e.setSatype(sa.satype);
     e.setSpi(sa.spi);

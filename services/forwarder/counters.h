@@ -157,7 +157,8 @@ namespace ipsec::forwarder {
   EVENT(worker_pinned_copies, "packets copied into their SA's crypto worker's pool") \
   EVENT(worker_pin_no_buffer, "left on the burst's worker: its SA's had no free buffer") \
   LEVEL(sas, "SAs installed in the forwarder") \
-  LEVEL(policies, "policies installed in the forwarder")
+  LEVEL(policies, "policies installed in the forwarder") \
+  LEVEL(sas_not_listed, "SAs whose own counters the stats answer leaves out: it lists the first kMaxListedSas (one control message holds no more)")
 
 IPSEC_STATS_STRUCT(Counters, IPSEC_FORWARDER_COUNTERS);
 

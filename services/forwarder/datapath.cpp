@@ -9,11 +9,11 @@
 #include <linux/pfkeyv2.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cstring>
 
+#include "clock/clock.h"
 #include "esp/ecn.h"
 #include "esp/esp.h"
 #include "esp/ip.h"
@@ -21,18 +21,6 @@
 
 namespace ipsec::forwarder {
 namespace {
-
-std::uint64_t nowMs() noexcept {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
-}
-
-std::uint64_t nowSeconds() noexcept {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec);
-}
 
 // Does this inbound SA satisfy one of the policy's requests?
 bool requestAllows(const Policy& p, const Sa& sa) noexcept {
@@ -130,7 +118,7 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
       return false;
     case OutboundRoute::Kind::kHold:
       requestAcquire(*p, *route.request, *flow);
-      return holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : nowMs());
+      return holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : clock::monotonicMs());
     case OutboundRoute::Kind::kBundle:
       if (p->plan.shape == Shape::kEspInEsp) return outboundEspInEsp(w, buf, len, *p, *flow, heldSinceMs);
       return outboundAh(w, buf, len, *p, *flow, heldSinceMs);  // ah.cpp: AH alone, or ESP then AH
@@ -167,7 +155,7 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
   ++sa->seqNext;
   maybeRequestSeq(*sa);
   if (NatT* nat = natTOf(*sa)) nat->outbound = true;
-  if (sa->firstUse == 0) sa->firstUse = nowSeconds();
+  if (sa->firstUse == 0) sa->firstUse = clock::unixSeconds();
 
   w.pending.push_back(cryptoRequest(buf, *sa, proto::CryptoOp::kSeal, static_cast<std::uint32_t>(r.offset),
                                     static_cast<std::uint32_t>(r.length), seq));
@@ -176,7 +164,7 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
   w.contexts[buf].outerDf = fit.outerDf;
   if (TunnelOptions* t = tunnelOf(*sa)) {
     t->outbound = true;
-    t->lastOutMs = nowMs();
+    t->lastOutMs = clock::monotonicMs();
   }
   sa->counters.out_packets++;
   sa->counters.out_bytes += len;
@@ -188,7 +176,7 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
 }
 
 bool Forwarder::holdForSa(Worker& w, std::uint32_t buf, std::uint32_t len, std::uint64_t sinceMs) noexcept {
-  if (!held_.hold({&w, buf, len, sinceMs}, nowMs())) {
+  if (!held_.hold({&w, buf, len, sinceMs}, clock::monotonicMs())) {
     ++counters_.out_drop_no_sa;
     return false;
   }
@@ -209,7 +197,7 @@ void Forwarder::requestAcquire(const Policy& p, const Request& r, const esp::Flo
     for (std::size_t i = 0; i < p.requests.size(); ++i) {
       if (&p.requests[i] == &r) key.requestIndex = static_cast<std::uint8_t>(i);
     }
-    switch (acquireTimes_.ask(key, nowMs(), rerunningHeld_)) {
+    switch (acquireTimes_.ask(key, clock::monotonicMs(), rerunningHeld_)) {
       case AcquireTimes::Verdict::kAsk: break;
       case AcquireTimes::Verdict::kTooSoon: return;
       case AcquireTimes::Verdict::kPending: ++counters_.out_acquire_pending; return;
@@ -244,7 +232,7 @@ void Forwarder::releaseHeld() noexcept {
 }
 
 void Forwarder::expireHeld() noexcept {
-  const std::uint64_t now = nowMs();
+  const std::uint64_t now = clock::monotonicMs();
   // A held packet may wait on a key asked for up to an interval before it was held.
   if (now > kHoldMs + AcquireTimes::kIntervalMs) acquireTimes_.forgetBefore(now - kHoldMs - AcquireTimes::kIntervalMs);
   held_.expire(now, [this](const Held::Packet& h) {
@@ -693,7 +681,7 @@ void Forwarder::onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept {
     freeBuffer(w, c.bufferIndex);
     return;
   }
-  if (sa->firstUse == 0) sa->firstUse = nowSeconds();
+  if (sa->firstUse == 0) sa->firstUse = clock::unixSeconds();
   ssize_t n = ::write(fds_.tun.get(), inner, d.length);
   if (n != static_cast<ssize_t>(d.length)) {
     ++counters_.tun_write_errors;
@@ -711,7 +699,7 @@ void Forwarder::onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept {
 namespace ipsec::forwarder {
 
 void Forwarder::reportNatMapping(Sa& sa, NatT& nat, const esp::UdpEndpoint& from) noexcept {
-  const std::uint64_t now = nowMs();
+  const std::uint64_t now = clock::monotonicMs();
   if (nat.lastMappingMs != 0 && now - nat.lastMappingMs < 1000) return;
   nat.lastMappingMs = now;
   if (!policy_ || !policy_->isOpen()) return;

@@ -91,6 +91,9 @@ proto::CryptoRequest cryptoRequest(std::uint32_t buf, const Sa& sa, proto::Crypt
 class Forwarder {
  public:
   static constexpr std::size_t kBurst = 32;
+  // SAs whose own counters one stats answer lists (fillStats): ipsecctl's
+  // phrase for sas_not_listed names this number too.
+  static constexpr std::uint64_t kMaxListedSas = 2048;
   // Room before an inner packet for the largest ESP header + IV; the kernel
   // builds the outer IP header for raw sockets.
   static constexpr std::uint32_t kHeadroom = 128;

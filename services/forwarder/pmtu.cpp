@@ -27,24 +27,18 @@
 // Data path: noexcept, no allocation (ICMP is built in a fixed scratch
 // array, fragments in fixed arrays).
 #include <linux/ipsec.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 
+#include "clock/clock.h"
 #include "esp/esp.h"
 #include "forwarder.h"
 #include "log/log.h"
 
 namespace ipsec::forwarder {
 namespace {
-
-std::uint64_t monotonicMs() noexcept {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000 + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000;
-}
 
 constexpr std::size_t kIpv4MinMtu = 576;   // what every IPv4 host accepts (RFC 791)
 constexpr std::size_t kIpv6MinMtu = 1280;  // RFC 8200 §5
@@ -152,7 +146,7 @@ std::uint32_t Forwarder::tfcPadTo(const Sa& sa, std::size_t innerLength) noexcep
 // icmp_ratelimit: a flood of big DF packets costs us a counter each, not an
 // ICMP each.
 void Forwarder::sendTooBig(std::span<const std::uint8_t> inner, std::size_t mtu) noexcept {
-  if (!icmpLimit_.available(monotonicMs())) {
+  if (!icmpLimit_.available(clock::monotonicMs())) {
     ++counters_.pmtu_icmp_rate_limited;
     return;
   }
@@ -265,7 +259,7 @@ bool Forwarder::sendFragments(std::span<const std::uint8_t> packet, std::size_t 
 // from the one-second tick: intervals below a second are rounded up to it.
 void Forwarder::sendDummies() noexcept {
   if (!espEnabled_) return;
-  const std::uint64_t now = monotonicMs();
+  const std::uint64_t now = clock::monotonicMs();
   bool queued = false;
   sas_.forEach([&](Sa& sa) {
     TunnelOptions* t = tunnelOf(sa);

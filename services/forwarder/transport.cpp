@@ -17,11 +17,11 @@
 // Like datapath.cpp: noexcept, allocation-free, every drop counted by reason.
 #include <linux/ipsec.h>
 #include <netinet/in.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cstring>
 
+#include "clock/clock.h"
 #include "esp/pmtu.h"
 #include "esp/transport.h"
 #include "forwarder.h"
@@ -29,12 +29,6 @@
 
 namespace ipsec::forwarder {
 namespace {
-
-std::uint64_t unixSeconds() noexcept {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec);
-}
 
 socklen_t sockaddrOf(std::span<const std::uint8_t> address, int family, sockaddr_storage& ss) noexcept {
   std::memset(&ss, 0, sizeof ss);
@@ -111,7 +105,7 @@ bool Forwarder::outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t le
   }
   ++sa.seqNext;
   maybeRequestSeq(sa);
-  if (sa.firstUse == 0) sa.firstUse = unixSeconds();
+  if (sa.firstUse == 0) sa.firstUse = clock::unixSeconds();
 
   proto::CryptoRequest req{};
   req.cookie = buf;
@@ -299,7 +293,7 @@ bool Forwarder::openedTransport(Worker& w, const proto::CryptoCompletion& c, Sa&
     freeBuffer(w, c.bufferIndex);
     return true;
   }
-  if (sa.firstUse == 0) sa.firstUse = unixSeconds();
+  if (sa.firstUse == 0) sa.firstUse = clock::unixSeconds();
   ssize_t n = ::write(fds_.tun.get(), inner, r.length);
   if (n != static_cast<ssize_t>(r.length)) {
     ++counters_.tun_write_errors;

@@ -226,6 +226,7 @@ inline constexpr StatCounter kStatCounters[] = {
     // not in counters.h: the forwarder adds its table sizes to the list
     {"sas", "ipsec", "", "SAs installed"},
     {"policies", "ipsec", "", "policies installed"},
+    {"sas_not_listed", "ipsec", "", "SA%s not listed one by one (the stats answer holds the first 2048)"},
     // natt (RFC 3948): no FreeBSD counterpart
     {"natt_in_esp_packets", "natt", "", "ESP packet%s received in UDP"},
     {"natt_in_keepalives", "natt", "", "NAT keepalive%s received"},
