@@ -17,6 +17,13 @@ namespace {
 // TCP through the tunnel, 100 µs → 1.1 Gbit/s (bench/tunnel_bench.py).
 constexpr std::uint64_t kSpinNs = 100000;
 
+// How long an idle worker sleeps on its doorbell before it looks again by
+// itself. The forwarder rings it for every burst that finds it asleep and
+// stop() always does (an eventfd keeps a ring that comes before the wait), so
+// this is only a safety net; at the former 100 ms an idle tunnel's brokers
+// made 20 of its 28 wake-ups a second (bench/compare.py, idle).
+constexpr int kIdleSleepMs = 5000;
+
 // How long a worker sleeps on a full completion ring before it looks again
 // by itself (the forwarder's ring normally wakes it first; stop() always does).
 constexpr int kCompletionWaitMs = 100;
@@ -77,7 +84,7 @@ void Worker::run() noexcept {
     }
     if (work) continue;
     counters_.sleeps.fetch_add(1, std::memory_order_relaxed);
-    ring::sleepUntilReady(requests_, requestBell_, 100);
+    ring::sleepUntilReady(requests_, requestBell_, kIdleSleepMs);
     requestBell_.drain();
   }
 }
