@@ -520,10 +520,7 @@ void Forwarder::onAhVerified(Worker& w, const proto::CryptoCompletion& c) noexce
     ++counters_.bundle_in_without_optional;
   }
   if (sa->firstUse == 0) sa->firstUse = clock::unixSeconds();
-  ssize_t n = ::write(fds_.tun.get(), inner, innerLen);
-  if (n != static_cast<ssize_t>(innerLen)) {
-    ++counters_.tun_write_errors;
-  } else {
+  if (writeTun({inner, innerLen})) {
     ++counters_.ah_in_packets;
     counters_.ah_in_bytes += innerLen;
     sa->counters.in_packets++;

@@ -105,6 +105,14 @@ void Forwarder::readTun() noexcept {
   }
 }
 
+bool Forwarder::writeTun(std::span<const std::uint8_t> packet) noexcept {
+  if (::write(fds_.tun.get(), packet.data(), packet.size()) != static_cast<ssize_t>(packet.size())) {
+    ++counters_.tun_write_errors;
+    return false;
+  }
+  return true;
+}
+
 bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, std::uint64_t heldSinceMs) noexcept {
   std::uint8_t* data = bufferData(w, buf);
   // The packet core routes it (esp_out.cpp); this shell applies the route.
@@ -682,10 +690,7 @@ void Forwarder::onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept {
     return;
   }
   if (sa->firstUse == 0) sa->firstUse = clock::unixSeconds();
-  ssize_t n = ::write(fds_.tun.get(), inner, d.length);
-  if (n != static_cast<ssize_t>(d.length)) {
-    ++counters_.tun_write_errors;
-  } else {
+  if (writeTun({inner, d.length})) {
     ++counters_.esp_in_packets;
     counters_.esp_in_bytes += d.length;
     sa->counters.in_packets++;

@@ -157,6 +157,9 @@ class Forwarder {
 
   // Data path (datapath.cpp).
   void readTun() noexcept;
+  // Every packet for the TUN (decapsulated inner packets, our own ICMP) goes
+  // through here; false (counted in tun_write_errors) when it was not taken.
+  bool writeTun(std::span<const std::uint8_t> packet) noexcept;
   // One recvmmsg burst straight into pool buffers, shared by every reading
   // socket (raw ESP, ESP in UDP, raw AH). Kept as a member: its control
   // space is large and a burst must not pay for zeroing it.

@@ -158,10 +158,7 @@ void Forwarder::sendTooBig(std::span<const std::uint8_t> inner, std::size_t mtu)
     return;
   }
   icmpLimit_.take();
-  if (::write(fds_.tun.get(), icmpScratch_.data(), n) != static_cast<ssize_t>(n)) {
-    ++counters_.tun_write_errors;
-    return;
-  }
+  if (!writeTun({icmpScratch_.data(), n})) return;
   ++counters_.pmtu_icmp_sent;
 }
 

@@ -294,10 +294,7 @@ bool Forwarder::openedTransport(Worker& w, const proto::CryptoCompletion& c, Sa&
     return true;
   }
   if (sa.firstUse == 0) sa.firstUse = clock::unixSeconds();
-  ssize_t n = ::write(fds_.tun.get(), inner, r.length);
-  if (n != static_cast<ssize_t>(r.length)) {
-    ++counters_.tun_write_errors;
-  } else {
+  if (writeTun({inner, r.length})) {
     ++counters_.esp_in_packets;
     ++counters_.transport_in_packets;
     counters_.esp_in_bytes += r.length;
