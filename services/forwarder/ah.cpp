@@ -64,21 +64,6 @@ socklen_t sockaddrFor(const std::uint8_t* address, bool v4, sockaddr_storage& ss
   return sizeof(sockaddr_in6);
 }
 
-// Does an inbound AH SA satisfy one of the policy's requests? (As
-// datapath.cpp's requestAllows for ESP.)
-bool ahRequestAllows(const Policy& p, const Sa& sa, bool tunnel) noexcept {
-  for (const auto& r : p.requests) {
-    if (r.proto != IPPROTO_AH) continue;
-    if (r.mode != (tunnel ? IPSEC_MODE_TUNNEL : IPSEC_MODE_TRANSPORT)) continue;
-    if (sa.mode != IPSEC_MODE_ANY && r.mode != sa.mode) continue;
-    if (tunnel && (r.tunnelSrc != sa.src || r.tunnelDst != sa.dst)) continue;
-    if (r.level == IPSEC_LEVEL_UNIQUE && r.reqid != 0 && r.reqid != sa.reqid) continue;
-    return true;
-  }
-  return false;
-}
-
-
 }  // namespace
 
 // ---- control ----------------------------------------------------------------
@@ -461,12 +446,13 @@ void Forwarder::onAhVerified(Worker& w, const proto::CryptoCompletion& c) noexce
   const AhBuffer& st = w.ah[c.bufferIndex];
   Sa* sa = acceptVerified(w, c, ctx, c.offset == st.start, kAhVerifyDrops);
   if (!sa) return;
-  auto drop = [&](std::uint64_t& counter) {
-    ++counter;
-    sa->counters.in_drop_other++;
+  auto drop = [&](DropReason reason, bool saDropOther = true) {
+    countDrop(counters_, reason);
+    if (saDropOther) sa->counters.in_drop_other++;
     freeBuffer(w, c.bufferIndex);
   };
-  std::uint8_t* ip = bufferData(w, c.bufferIndex) + st.start;
+  const std::span<std::uint8_t> buffer{bufferData(w, c.bufferIndex), w.bufferSize};
+  std::uint8_t* ip = buffer.data() + st.start;
   const std::uint32_t length = c.length;
   st.saved.restore({ip, length});
   const std::uint8_t* ahHeader = ip + st.ahOffset;
@@ -474,57 +460,51 @@ void Forwarder::onAhVerified(Worker& w, const proto::CryptoCompletion& c) noexce
   const std::size_t ahLen = (std::size_t{ahHeader[1]} + 2) * 4;
   const bool innerIp = next == IPPROTO_IPIP || next == IPPROTO_IPV6;
   const bool tunnel = innerIp && sa->mode != IPSEC_MODE_TRANSPORT;
-  if (!tunnel && sa->mode == IPSEC_MODE_TUNNEL) return drop(counters_.ah_in_drop_bad_next_header);
-  std::uint8_t* inner = nullptr;
-  std::uint32_t innerLen = 0;
+  if (!tunnel && sa->mode == IPSEC_MODE_TUNNEL) return drop(&Counters::ah_in_drop_bad_next_header);
+  std::uint32_t innerStart = 0, innerLen = 0;
   if (tunnel) {
-    inner = ip + st.ahOffset + ahLen;
+    innerStart = static_cast<std::uint32_t>(st.start + st.ahOffset + ahLen);
     innerLen = static_cast<std::uint32_t>(length - st.ahOffset - ahLen);
-    if (innerLen == 0 || (inner[0] >> 4) != (next == IPPROTO_IPIP ? 4 : 6)) return drop(counters_.ah_in_drop_bad_inner);
+    if (innerLen == 0 || (buffer[innerStart] >> 4) != (next == IPPROTO_IPIP ? 4 : 6)) {
+      return drop(&Counters::ah_in_drop_bad_inner);
+    }
   } else {
     // Transport: AH out, the headers before it moved up to close the gap.
-    const auto f = ahframe::stripTransport({bufferData(w, c.bufferIndex), w.bufferSize}, st.start, length, st.ahOffset,
-                                           st.nextHeaderOffset);
-    if (!f.ok()) return drop(counters_.ah_in_drop_bad_inner);
-    inner = bufferData(w, c.bufferIndex) + f.start;
+    const auto f = ahframe::stripTransport(buffer, st.start, length, st.ahOffset, st.nextHeaderOffset);
+    if (!f.ok()) return drop(&Counters::ah_in_drop_bad_inner);
+    innerStart = static_cast<std::uint32_t>(f.start);
     innerLen = static_cast<std::uint32_t>(f.length);
-    // ESP inside AH (`esp/transport// ah/transport//`): ESP opens next, in
-    // this buffer; the SPD check waits for the packet ESP protects (bundle.cpp).
-    const auto split = esp::transportSplit({inner, innerLen});
-    if (split && split->protocol == esp::kProtoEsp && !split->fragment) {
-      return openAfterVerify(w, c.bufferIndex, *sa, static_cast<std::uint32_t>(f.start), innerLen,
-                             split->headerLength, ctx.tos);
+  }
+  // The packet core decides (inbound_open.cpp): ECN, the SPD, or ESP inside
+  // (`esp/transport// ah/transport//`) to open next in this buffer.
+  const OpenedVerdict v = judgeAhVerified(inboundTables(), buffer, innerStart, innerLen, *sa, tunnel, ctx.tos);
+  switch (v.kind) {
+    case OpenedVerdict::Kind::kDrop:
+    case OpenedVerdict::Kind::kDummy:  // not from AH's core: a drop all the same
+      if (v.drop == &Counters::ah_in_drop_policy) {
+        log::debug("in AH: {} -> {} via SPI {:#x} not allowed by the SPD", v.flow.src.toString(),
+                   v.flow.dst.toString(), sa->spi);
+      }
+      return drop(v.drop, v.saDropOther);
+    case OpenedVerdict::Kind::kOpenAgain: {
+      const SaRef ref = sa->ref;
+      if (!openInner(w, c.bufferIndex, v.again, StepKind::kAhTransport, ref)) return;
+      // AH's part is done: counted as AH's, whatever ESP decides.
+      if (sa->firstUse == 0) sa->firstUse = clock::unixSeconds();
+      ++counters_.ah_in_packets;
+      counters_.ah_in_bytes += v.length;
+      sa->counters.in_packets++;
+      sa->counters.in_bytes += v.length;
+      return;
     }
-  }
-  auto flow = esp::parseInnerPacket({inner, innerLen});
-  if (!flow) return drop(counters_.ah_in_drop_bad_inner);
-  if (tunnel) {
-    switch (esp::ecnDecapsulate(ctx.tos, esp::trafficClass({inner, innerLen}))) {
-      case esp::EcnAction::kKeep: break;
-      case esp::EcnAction::kSetCe: esp::markCe({inner, innerLen}); break;
-      case esp::EcnAction::kDrop: return drop(counters_.ah_in_drop_ecn);
-    }
-  }
-  const Policy* p = spd_.lookup(IPSEC_DIR_INBOUND, *flow);
-  if (!p && tunnel) p = spd_.lookup(IPSEC_DIR_FWD, *flow);
-  if (!p || p->action != IPSEC_POLICY_IPSEC || !ahRequestAllows(*p, *sa, tunnel)) {
-    log::debug("in AH: {} -> {} via SPI {:#x} not allowed by the SPD", flow->src.toString(), flow->dst.toString(),
-               sa->spi);
-    return drop(counters_.ah_in_drop_policy);
-  }
-  // The policy asks for ESP inside this AH: AH alone is not enough, unless
-  // the ESP is only `use` (what our outbound sends when that SA is missing).
-  for (const auto& r : p->requests) {
-    if (r.proto != IPPROTO_ESP) continue;
-    if (r.level != IPSEC_LEVEL_USE) return drop(counters_.bundle_in_drop_missing_esp);
-    ++counters_.bundle_in_without_optional;
+    case OpenedVerdict::Kind::kDeliver: break;
   }
   if (sa->firstUse == 0) sa->firstUse = clock::unixSeconds();
-  if (writeTun({inner, innerLen})) {
+  if (writeTun({buffer.data() + v.offset, v.length})) {
     ++counters_.ah_in_packets;
-    counters_.ah_in_bytes += innerLen;
+    counters_.ah_in_bytes += v.length;
     sa->counters.in_packets++;
-    sa->counters.in_bytes += innerLen;
+    sa->counters.in_bytes += v.length;
   }
   freeBuffer(w, c.bufferIndex);
 }

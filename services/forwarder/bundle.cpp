@@ -33,9 +33,12 @@
 // opened it is the SPD asked, which then wants every SA of the bundle to
 // have been used: ESP without AH, or AH without ESP, is dropped and counted.
 //
-// IPComp SAs carry no key and have no crypto session: they live in a small
-// table here, beside the ESP SA table. Data path functions are noexcept and
-// allocation-free (the z_streams are allocated once, at start).
+// This file holds the outbound side; the inbound side (decompression, the
+// inner ESP opened again, the SPD's check that every SA of the bundle was
+// used) is the packet core's (inbound_open.cpp). IPComp SAs carry no key and
+// have no crypto session: they live in their own table (ipcomp_sas.h).
+// Data path functions are noexcept and allocation-free (the z_streams are
+// allocated once, at the first IPComp SA).
 #include <linux/ipsec.h>
 #include <linux/pfkeyv2.h>
 #include <netinet/in.h>
@@ -52,39 +55,6 @@
 
 namespace ipsec::forwarder {
 
-bool Forwarder::isIpcompInstall(proto::SaInstall::Reader msg) noexcept {
-  return msg.getParams().getSatype() == SADB_X_SATYPE_IPCOMP;
-}
-
-bool Forwarder::installIpcomp(proto::SaInstall::Reader msg) {
-  auto p = msg.getParams();
-  auto src = addressFrom(p.getSrc());
-  auto dst = addressFrom(p.getDst());
-  if (!src || !dst || src->family() != dst->family() || p.getSpi() > 0xffff) return false;
-  const SaRef ref{msg.getSa().getIndex(), msg.getSa().getGeneration()};
-  removeIpcomp(ref);
-  ipcompSas_.push_back({ref, static_cast<std::uint16_t>(p.getSpi()), p.getMode(), p.getReqid(), *src, *dst,
-                        nextIpcompOrder_++});
-  if (!compressor_) compressor_ = std::make_unique<ipcomp::Compressor>();
-  if (!decompressor_) decompressor_ = std::make_unique<ipcomp::Decompressor>();
-  log::debug("IPComp SA installed: CPI {:#x} {} -> {}", p.getSpi(), src->toString(), dst->toString());
-  return true;
-}
-
-bool Forwarder::removeIpcomp(SaRef ref) noexcept {
-  return std::erase_if(ipcompSas_, [&](const IpcompSa& s) { return s.ref == ref; }) != 0;
-}
-
-const Forwarder::IpcompSa* Forwarder::selectIpcomp(const esp::IpAddress& src, const esp::IpAddress& dst,
-                                                   std::uint32_t reqid) const noexcept {
-  const IpcompSa* best = nullptr;
-  for (const auto& s : ipcompSas_) {
-    if (s.src != src || s.dst != dst || (reqid != 0 && s.reqid != reqid)) continue;
-    if (!best || s.order > best->order) best = &s;
-  }
-  return best;
-}
-
 // Outbound, before ESP: the inner packet at buf[off, off+len) may become an
 // IPComp packet at buf[off-4, ...). False: drop (counted).
 bool Forwarder::compressForBundle(const Policy& p, const Sa& esp, Worker& w, std::uint32_t buf, std::uint32_t& off,
@@ -95,13 +65,14 @@ bool Forwarder::compressForBundle(const Policy& p, const Sa& esp, Worker& w, std
     ++counters_.ipcomp_out_drop_disabled;
     return false;
   }
-  const IpcompSa* sa = selectIpcomp(esp.src, esp.dst, req->level == IPSEC_LEVEL_UNIQUE ? req->reqid : 0);
-  if (!sa || !compressor_) {
+  const IpcompSa* sa = ipcompSas_.select(esp.src, esp.dst, req->level == IPSEC_LEVEL_UNIQUE ? req->reqid : 0);
+  ipcomp::Compressor* compressor = ipcompSas_.compressor();
+  if (!sa || !compressor) {
     if (req->level == IPSEC_LEVEL_USE) return true;  // optional: send it without IPComp
     ++counters_.ipcomp_out_drop_no_sa;
     return false;
   }
-  auto r = compressor_->compress({bufferData(w, buf), w.bufferSize}, off, len, nextHeader, sa->cpi);
+  auto r = compressor->compress({bufferData(w, buf), w.bufferSize}, off, len, nextHeader, sa->cpi);
   if (r.sendUncompressed()) {
     ++counters_.ipcomp_out_uncompressed;
     return true;
@@ -117,66 +88,6 @@ bool Forwarder::compressForBundle(const Policy& p, const Sa& esp, Worker& w, std
   return true;
 }
 
-// Inbound, after ESP opened a packet whose next header is 108: decompress in
-// place and describe the inner packet in `d` (offsets from the ESP header).
-// False: dropped and counted, the caller frees the buffer.
-bool Forwarder::decompressForBundle(std::span<std::uint8_t> fromEsp, const Sa& esp, esp::DecapResult& d,
-                                    bool tunnel) noexcept {
-  if (!ipcompEnabled_) {
-    ++counters_.ipcomp_in_drop_disabled;
-    return false;
-  }
-  ipcomp::Header h;
-  if (!ipcomp::parseHeader(fromEsp.subspan(d.offset, d.length), h)) {
-    ++counters_.ipcomp_in_drop_truncated;
-    return false;
-  }
-  bool known = false;
-  for (const auto& s : ipcompSas_) {
-    if (s.cpi == h.cpi && s.src == esp.src && s.dst == esp.dst) known = true;
-  }
-  if (!known) {
-    ++counters_.ipcomp_in_drop_no_sa;
-    return false;
-  }
-  if (!decompressor_) {
-    ++counters_.ipcomp_in_drop_error;
-    return false;
-  }
-  auto r = decompressor_->decompressInPlace(fromEsp, d.offset, d.length);
-  if (!r.ok()) {
-    switch (r.error) {
-      case ipcomp::IpcompError::kTooLarge: ++counters_.ipcomp_in_drop_too_large; break;
-      case ipcomp::IpcompError::kBadData:
-      case ipcomp::IpcompError::kTrailingData: ++counters_.ipcomp_in_drop_bad_data; break;
-      case ipcomp::IpcompError::kTruncated: ++counters_.ipcomp_in_drop_truncated; break;
-      default: ++counters_.ipcomp_in_drop_error; break;
-    }
-    return false;
-  }
-  const bool innerIp = r.header.nextHeader == esp::kNextHeaderIpv4 || r.header.nextHeader == esp::kNextHeaderIpv6;
-  if (!tunnel && innerIp) {
-    // Transport mode carries an upper-layer payload; an IP packet here is a tunnel's.
-    ++counters_.ipcomp_in_drop_bad_next_header;
-    return false;
-  }
-  const std::uint8_t version = r.length ? fromEsp[r.offset] >> 4 : 0;
-  if (!tunnel) {
-    // nothing more to check: the upper layer's own checks follow
-  } else if ((r.header.nextHeader == esp::kNextHeaderIpv4 && version != 4) ||
-      (r.header.nextHeader == esp::kNextHeaderIpv6 && version != 6) ||
-      (r.header.nextHeader != esp::kNextHeaderIpv4 && r.header.nextHeader != esp::kNextHeaderIpv6)) {
-    ++counters_.ipcomp_in_drop_bad_next_header;
-    return false;
-  }
-  ++counters_.ipcomp_in_decompressed;
-  d.offset = r.offset;
-  d.length = r.length;
-  d.nextHeader = r.header.nextHeader;
-  d.error = esp::EspError::kOk;
-  return true;
-}
-
 // ---- IPComp in transport mode -----------------------------------------------
 
 bool Forwarder::compressTransport(const Policy& p, const Sa& esp, Worker& w, std::uint32_t buf, std::uint32_t& off,
@@ -187,8 +98,9 @@ bool Forwarder::compressTransport(const Policy& p, const Sa& esp, Worker& w, std
     ++counters_.ipcomp_out_drop_disabled;
     return false;
   }
-  const IpcompSa* sa = selectIpcomp(esp.src, esp.dst, req->level == IPSEC_LEVEL_UNIQUE ? req->reqid : 0);
-  if (!sa || !compressor_) {
+  const IpcompSa* sa = ipcompSas_.select(esp.src, esp.dst, req->level == IPSEC_LEVEL_UNIQUE ? req->reqid : 0);
+  ipcomp::Compressor* compressor = ipcompSas_.compressor();
+  if (!sa || !compressor) {
     if (req->level == IPSEC_LEVEL_USE) return true;
     ++counters_.ipcomp_out_drop_no_sa;
     return false;
@@ -202,7 +114,7 @@ bool Forwarder::compressTransport(const Policy& p, const Sa& esp, Worker& w, std
   // The IPComp header goes where the kept headers end: they move 4 bytes
   // forward first (at most a few dozen bytes; the payload stays put).
   std::memmove(data + off - ipcomp::kHeaderLength, data + off, h);
-  auto r = compressor_->compress({data, w.bufferSize}, off + h, split.totalLength - h, split.protocol, sa->cpi);
+  auto r = compressor->compress({data, w.bufferSize}, off + h, split.totalLength - h, split.protocol, sa->cpi);
   if (!r.compressed()) {
     std::memmove(data + off, data + off - ipcomp::kHeaderLength, h);  // back where they were
     if (r.sendUncompressed()) {
@@ -439,95 +351,6 @@ void Forwarder::signAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexc
   ++counters_.bundle_out_packets;
 }
 
-// AH verified the packet at buf[start, start+length) (AH already removed)
-// and ESP follows its kept headers: hand it to ESP's inbound path as if it
-// had come so, marked as having passed AH.
-void Forwarder::openAfterVerify(Worker& w, std::uint32_t buf, Sa& ah, std::uint32_t start,
-                                std::uint32_t length, std::size_t headerLength, std::uint8_t tos) noexcept {
-  std::uint8_t* data = bufferData(w, buf);
-  const std::uint8_t* ip = data + start;
-  Outer o;
-  o.tos = tos;
-  o.espOffset = start + static_cast<std::uint32_t>(headerLength);
-  if ((ip[0] >> 4) == 4) {
-    o.dst = esp::IpAddress::v4(std::span<const std::uint8_t, 4>(ip + 16, 4));
-    // ESP transport rebuilds IPv4 from the header at the buffer's start, as
-    // the raw ESP socket leaves it.
-    std::memmove(data, ip, headerLength);
-  } else {
-    o.src = esp::IpAddress::v6(std::span<const std::uint8_t, 16>(ip + 8, 16));
-    o.dst = esp::IpAddress::v6(std::span<const std::uint8_t, 16>(ip + 24, 16));
-    o.hopLimit = ip[7];
-  }
-  if (o.dst != ah.dst) {
-    ++counters_.bundle_in_drop_bad_inner;
-    freeBuffer(w, buf);
-    return;
-  }
-  inboundPacket(w, buf, start + length, o);  // frees and counts on failure
-  BufferContext& ctx = w.contexts[buf];
-  if (ctx.use != Use::kInbound) return;
-  ctx.peeled = StepKind::kAhTransport;
-  ctx.peeledSa = ah.ref;
-  // AH's part is done: counted as AH's, whatever ESP decides.
-  if (ah.firstUse == 0) ah.firstUse = clock::unixSeconds();
-  ++counters_.ah_in_packets;
-  counters_.ah_in_bytes += length;
-  ah.counters.in_packets++;
-  ah.counters.in_bytes += length;
-}
-
-// The last inbound check of a packet ESP opened (transport or tunnel), after
-// the SPD found p: every SA the policy asks for was used.
-bool Forwarder::bundleAllows(const Policy& p, const BufferContext& ctx, bool compressed) noexcept {
-  const bool wantsIpcomp = p.plan.ipcomp != Plan::kNoRequest;
-  const Request* wantsAh = p.plan.ah != Plan::kNoRequest ? &p.requests[p.plan.ah] : nullptr;
-  if (compressed && !wantsIpcomp) {
-    ++counters_.bundle_in_drop_ipcomp_policy;
-    return false;
-  }
-  // ESP transport inside an ESP tunnel: the tunnel must have carried it, and
-  // a tunnel may only carry transport ESP the policy asks it to.
-  const bool wantsTunnel = p.plan.shape == Shape::kEspInEsp;
-  const bool afterTunnel = ctx.peeled == StepKind::kEspTunnel;
-  if (wantsTunnel && !afterTunnel) {
-    if (p.requests[p.plan.outer].level != IPSEC_LEVEL_USE) {
-      ++counters_.bundle_in_drop_missing_tunnel;
-      return false;
-    }
-    ++counters_.bundle_in_without_optional;  // optional: the transport SA alone is enough
-  }
-  if (afterTunnel) {
-    const Sa* tunnel = sas_.find(ctx.peeledSa);
-    const Request* r = wantsTunnel ? &p.requests[p.plan.outer] : nullptr;
-    if (!r || !tunnel || tunnel->src != *r->tunnelSrc || tunnel->dst != *r->tunnelDst ||
-        (tunnel->mode != IPSEC_MODE_ANY && tunnel->mode != IPSEC_MODE_TUNNEL) ||
-        (r->level == IPSEC_LEVEL_UNIQUE && r->reqid != 0 && r->reqid != tunnel->reqid)) {
-      ++counters_.bundle_in_drop_tunnel_policy;
-      return false;
-    }
-    ++counters_.bundle_in_packets;
-    return true;
-  }
-  if (!wantsAh) return true;
-  if (ctx.peeled != StepKind::kAhTransport) {
-    if (wantsAh->level == IPSEC_LEVEL_USE) {  // optional: ESP alone is enough
-      ++counters_.bundle_in_without_optional;
-      return true;
-    }
-    ++counters_.bundle_in_drop_missing_ah;
-    return false;
-  }
-  const Sa* ah = sas_.find(ctx.peeledSa);
-  if (!ah || wantsAh->mode != IPSEC_MODE_TRANSPORT || (ah->mode != IPSEC_MODE_ANY && ah->mode != wantsAh->mode) ||
-      (wantsAh->level == IPSEC_LEVEL_UNIQUE && wantsAh->reqid != 0 && wantsAh->reqid != ah->reqid)) {
-    ++counters_.bundle_in_drop_ah_policy;
-    return false;
-  }
-  ++counters_.bundle_in_packets;
-  return true;
-}
-
 }  // namespace ipsec::forwarder
 
 namespace ipsec::forwarder {
@@ -633,50 +456,6 @@ void Forwarder::sealTunnelAfterSeal(Worker& w, const proto::CryptoCompletion& c)
   tunnel->counters.out_packets++;
   tunnel->counters.out_bytes += len;
   ++counters_.bundle_out_packets;
-}
-
-bool Forwarder::openInnerTransport(Worker& w, std::uint32_t buf, Sa& tunnel, std::uint32_t start,
-                                   std::uint32_t length) noexcept {
-  std::uint8_t* data = bufferData(w, buf);
-  const std::uint8_t* ip = data + start;
-  Outer o;
-  std::uint32_t headerLength = 0;
-  if (length >= 20 && (ip[0] >> 4) == 4) {
-    headerLength = (ip[0] & 0x0fu) * 4u;
-    if (headerLength < 20 || ip[9] != IPPROTO_ESP) return false;
-    o.dst = esp::IpAddress::v4(std::span<const std::uint8_t, 4>(ip + 16, 4));
-    o.tos = ip[1];
-  } else if (length >= 40 && (ip[0] >> 4) == 6) {
-    headerLength = 40;
-    if (ip[6] != IPPROTO_ESP) return false;  // ESP behind extension headers: the tunnel's payload as any other
-    o.src = esp::IpAddress::v6(std::span<const std::uint8_t, 16>(ip + 8, 16));
-    o.dst = esp::IpAddress::v6(std::span<const std::uint8_t, 16>(ip + 24, 16));
-    o.tos = static_cast<std::uint8_t>(((ip[0] & 0x0fu) << 4) | (ip[1] >> 4));
-    o.hopLimit = ip[7];
-  } else {
-    return false;
-  }
-  if (length < headerLength + esp::kEspHeaderLength) return false;
-  const std::uint32_t spi = (std::uint32_t{ip[headerLength]} << 24) | (std::uint32_t{ip[headerLength + 1]} << 16) |
-                            (std::uint32_t{ip[headerLength + 2]} << 8) | ip[headerLength + 3];
-  // Someone else's ESP through our tunnel (no transport SA of ours): delivered as any tunnel payload.
-  if (!sas_.findInbound(SADB_SATYPE_ESP, spi, o.dst)) return false;
-  o.espOffset = start + headerLength;
-  // The tunnel's part is done: counted as the tunnel SA's, whatever the
-  // transport SA decides.
-  if (tunnel.firstUse == 0) tunnel.firstUse = clock::unixSeconds();
-  tunnel.counters.in_packets++;
-  tunnel.counters.in_bytes += length;
-  // ESP transport rebuilds IPv4 from the header at the buffer's start, as
-  // the raw ESP socket leaves it.
-  if (o.dst.isV4()) std::memmove(data, ip, headerLength);
-  const SaRef tunnelRef = tunnel.ref;
-  inboundPacket(w, buf, start + length, o);  // frees and counts on failure
-  BufferContext& ctx = w.contexts[buf];
-  if (ctx.use != Use::kInbound) return true;
-  ctx.peeled = StepKind::kEspTunnel;
-  ctx.peeledSa = tunnelRef;
-  return true;
 }
 
 }  // namespace ipsec::forwarder

@@ -20,22 +20,6 @@
 #include "log/log.h"
 
 namespace ipsec::forwarder {
-namespace {
-
-// Does this inbound SA satisfy one of the policy's requests?
-bool requestAllows(const Policy& p, const Sa& sa) noexcept {
-  for (const auto& r : p.requests) {
-    if (r.proto != IPPROTO_ESP) continue;
-    if (sa.mode != IPSEC_MODE_ANY && r.mode != sa.mode) continue;  // a transport SA serves no tunnel
-    if (r.mode == IPSEC_MODE_TUNNEL && (r.tunnelSrc != sa.src || r.tunnelDst != sa.dst)) continue;
-    if (r.level == IPSEC_LEVEL_UNIQUE && r.reqid != 0 && r.reqid != sa.reqid) continue;
-    return true;
-  }
-  return false;
-}
-
-}  // namespace
-
 proto::CryptoRequest cryptoRequest(std::uint32_t buf, const Sa& sa, proto::CryptoOp op, std::uint32_t offset,
                                    std::uint32_t length, std::uint64_t seq, std::uint16_t icvOffset) noexcept {
   proto::CryptoRequest req{};
@@ -616,11 +600,6 @@ void Forwarder::onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept {
   const BufferContext ctx = w.contexts[c.bufferIndex];
   Sa* sa = acceptVerified(w, c, ctx, true, kEspVerifyDrops);
   if (!sa) return;
-  auto drop = [&](std::uint64_t& counter) {
-    ++counter;
-    sa->counters.in_drop_other++;
-    freeBuffer(w, c.bufferIndex);
-  };
   // Authenticated and fresh: a peer that now comes from elsewhere is behind
   // a NAT that rebound (RFC 3948 §5). Only reported (a replayed copy sent from
   // another address cannot get this far); the key manager decides.
@@ -628,75 +607,59 @@ void Forwarder::onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept {
     NatT* nat = natTOf(*sa);
     if (nat && (ctx.peer.address != sa->src || ctx.peer.port != nat->sport)) reportNatMapping(*sa, *nat, ctx.peer);
   }
-  if (openedTransport(w, c, *sa, ctx)) return;
-  std::uint8_t* esp = bufferData(w, c.bufferIndex) + c.offset;
-  auto d = esp::decapsulate({esp, c.length}, sa->layout);
-  if (d.error == esp::EspError::kBadNextHeader && d.nextHeader == ipcomp::kProtoIpcomp &&
-      !decompressForBundle({esp, w.bufferSize - c.offset}, *sa, d)) {
-    sa->counters.in_drop_other++;
-    freeBuffer(w, c.bufferIndex);
-    return;
-  }
-  switch (d.error) {
-    case esp::EspError::kOk: break;
-    case esp::EspError::kDummyPacket:
-      ++counters_.esp_in_dummy;
-      freeBuffer(w, c.bufferIndex);
+  // The packet core decides (inbound_open.cpp); this shell applies its verdict.
+  const OpenedFrom from{ctx.tos, ctx.udp, ctx.peer, ctx.hopLimit, ctx.peeled, ctx.peeledSa};
+  const OpenedVerdict v = judgeOpened(inboundTables(), {bufferData(w, c.bufferIndex), w.bufferSize}, c.offset,
+                                      c.length, *sa, from);
+  applyOpened(w, c.bufferIndex, *sa, v);
+}
+
+void Forwarder::applyOpened(Worker& w, std::uint32_t buf, Sa& sa, const OpenedVerdict& v) noexcept {
+  switch (v.kind) {
+    case OpenedVerdict::Kind::kDrop:
+      countDrop(counters_, v.drop);
+      if (v.saDropOther) sa.counters.in_drop_other++;
+      if (v.drop == &Counters::esp_in_drop_policy) {
+        log::debug("in: {} -> {} via SPI {:#x} not allowed by the SPD", v.flow.src.toString(), v.flow.dst.toString(),
+                   sa.spi);
+      }
+      break;
+    case OpenedVerdict::Kind::kDummy: countDrop(counters_, v.drop); break;
+    case OpenedVerdict::Kind::kOpenAgain:
+      // The tunnel's part is done: counted as the tunnel SA's, whatever the
+      // transport SA inside decides.
+      if (sa.firstUse == 0) sa.firstUse = clock::unixSeconds();
+      sa.counters.in_packets++;
+      sa.counters.in_bytes += v.length;
+      openInner(w, buf, v.again, StepKind::kEspTunnel, sa.ref);
       return;
-    case esp::EspError::kBadLength: return drop(counters_.esp_in_drop_bad_length);
-    case esp::EspError::kBadPadding: return drop(counters_.esp_in_drop_bad_padding);
-    case esp::EspError::kBadNextHeader: return drop(counters_.esp_in_drop_bad_next_header);
-    case esp::EspError::kInnerMismatch: return drop(counters_.esp_in_drop_inner_mismatch);
-    default: return drop(counters_.esp_in_drop_truncated);
+    case OpenedVerdict::Kind::kDeliver:
+      if (sa.firstUse == 0) sa.firstUse = clock::unixSeconds();
+      if (writeTun({bufferData(w, buf) + v.offset, v.length})) {
+        ++counters_.esp_in_packets;
+        if (v.transport) ++counters_.transport_in_packets;
+        counters_.esp_in_bytes += v.length;
+        sa.counters.in_packets++;
+        sa.counters.in_bytes += v.length;
+      }
+      break;
   }
-  std::uint8_t* inner = esp + d.offset;
-  // TFC padding (RFC 4303 §2.7) follows the inner packet: cut at the length
-  // its own header gives (a malformed header is parseInnerPacket's to drop).
-  if (const std::size_t ipLength = esp::ipPacketLength({inner, d.length}); ipLength != 0 && ipLength < d.length) {
-    d.length = ipLength;
-    ++counters_.esp_in_tfc_stripped;
-  }
-  auto flow = esp::parseInnerPacket({inner, d.length});
-  if (!flow) return drop(counters_.esp_in_drop_bad_inner);
-  switch (esp::ecnDecapsulate(ctx.tos, esp::trafficClass({inner, d.length}))) {
-    case esp::EcnAction::kKeep: break;
-    case esp::EcnAction::kSetCe: esp::markCe({inner, d.length}); break;
-    case esp::EcnAction::kDrop: return drop(counters_.esp_in_drop_ecn);
-  }
-  // ESP for one of our transport SAs inside the tunnel: opened again, the
-  // SPD asked once that has (bundle.cpp).
-  if (flow->proto == IPPROTO_ESP &&
-      openInnerTransport(w, c.bufferIndex, *sa, static_cast<std::uint32_t>(inner - bufferData(w, c.bufferIndex)),
-                         static_cast<std::uint32_t>(d.length))) {
-    return;
-  }
-  const Policy* p = spd_.lookup(IPSEC_DIR_INBOUND, *flow);
-  if (!p) p = spd_.lookup(IPSEC_DIR_FWD, *flow);
-  const bool tunnelAlone = p && p->plan.shape == Shape::kEspInEsp;
-  if (tunnelAlone) {
-    // The tunnel alone: enough only when the transport ESP inside is `use`
-    // (bundleAllows judges from inside the tunnel, so not asked below).
-    if (p->requests[0].level != IPSEC_LEVEL_USE) return drop(counters_.bundle_in_drop_missing_transport);
-    ++counters_.bundle_in_without_optional;
-  }
-  if (!p || p->action != IPSEC_POLICY_IPSEC || !requestAllows(*p, *sa)) {
-    log::debug("in: {} -> {} via SPI {:#x} not allowed by the SPD", flow->src.toString(), flow->dst.toString(),
-               sa->spi);
-    return drop(counters_.esp_in_drop_policy);
-  }
-  if (!tunnelAlone && !bundleAllows(*p, ctx, false)) {  // bundle.cpp: ESP inside AH asks for both
-    sa->counters.in_drop_other++;
-    freeBuffer(w, c.bufferIndex);
-    return;
-  }
-  if (sa->firstUse == 0) sa->firstUse = clock::unixSeconds();
-  if (writeTun({inner, d.length})) {
-    ++counters_.esp_in_packets;
-    counters_.esp_in_bytes += d.length;
-    sa->counters.in_packets++;
-    sa->counters.in_bytes += d.length;
-  }
-  freeBuffer(w, c.bufferIndex);
+  freeBuffer(w, buf);
+}
+
+bool Forwarder::openInner(Worker& w, std::uint32_t buf, const InnerEsp& inner, StepKind peeled, SaRef outer) noexcept {
+  Outer o;
+  o.espOffset = inner.espOffset;
+  o.dst = inner.dst;
+  o.src = inner.src;
+  o.tos = inner.tos;
+  o.hopLimit = inner.hopLimit;
+  inboundPacket(w, buf, inner.end, o);  // frees and counts on failure
+  BufferContext& ctx = w.contexts[buf];
+  if (ctx.use != Use::kInbound) return false;
+  ctx.peeled = peeled;
+  ctx.peeledSa = outer;
+  return true;
 }
 
 }  // namespace ipsec::forwarder

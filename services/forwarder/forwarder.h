@@ -50,6 +50,8 @@
 #include "esp_in.h"
 #include "esp_out.h"
 #include "held_packets.h"
+#include "inbound_open.h"
+#include "ipcomp_sas.h"
 #include "natt_peers.h"
 #include "tables.h"
 
@@ -192,6 +194,17 @@ class Forwarder {
   void drainCompletions(Worker& w) noexcept;
   void onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept;
   void onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept;
+  // The tables the inbound core after the broker borrows (inbound_open.h).
+  InboundTables inboundTables() noexcept {
+    return {sas_, spd_, ipcompSas_, natt_, counters_, ipcompEnabled_};
+  }
+  // onOpened's shell: applies the core's verdict on an opened ESP packet
+  // (judgeOpened) and frees or hands on the buffer.
+  void applyOpened(Worker& w, std::uint32_t buf, Sa& sa, const OpenedVerdict& v) noexcept;
+  // The ESP packet inside buf (a verdict's kOpenAgain) goes to the inbound
+  // path again, marked as having passed the outer layer `peeled` under
+  // `outer`. False when it was dropped there (counted, buffer freed).
+  bool openInner(Worker& w, std::uint32_t buf, const InnerEsp& inner, StepKind peeled, SaRef outer) noexcept;
   // The checks every inbound completion (ESP open, AH verify) passes first
   // (the packet core's acceptVerified, esp_in.h). The SA, or nullptr when the
   // buffer was counted under its protocol's drop and freed.
@@ -246,40 +259,23 @@ class Forwarder {
   // ... for an SA with NAT-T: ESP in UDP (transport.cpp).
   void queueTransportUdp(Worker& w, const proto::CryptoCompletion& c, const Sa& sa, NatT& nat,
                          const std::uint8_t* packet, bool v4) noexcept;
-  // True when it took the packet (delivered or dropped); false for a tunnel-mode payload.
-  bool openedTransport(Worker& w, const proto::CryptoCompletion& c, Sa& sa, const BufferContext& ctx) noexcept;
-  // NAT-OA (nat_oa.cpp): the TCP/UDP checksum of a transport packet that came in UDP; false: malformed.
-  bool fixNatOa(const Sa& sa, std::span<std::uint8_t> packet) noexcept;
   static esp::NatOriginalAddresses natOriginalAddresses(proto::SaParams::Reader p);
   static std::uint8_t hopLimitOf(const msghdr& m) noexcept;
 
-  // IPComp + ESP bundles (bundle.cpp). IPComp SAs have no session: kept here.
-  struct IpcompSa {
-    SaRef ref;
-    std::uint16_t cpi = 0;
-    std::uint8_t mode = 0;
-    std::uint32_t reqid = 0;
-    esp::IpAddress src, dst;
-    std::uint64_t order = 0;
-  };
-  static bool isIpcompInstall(proto::SaInstall::Reader msg) noexcept;
-  bool installIpcomp(proto::SaInstall::Reader msg);
-  bool removeIpcomp(SaRef ref) noexcept;
-  const IpcompSa* selectIpcomp(const esp::IpAddress& src, const esp::IpAddress& dst, std::uint32_t reqid) const noexcept;
+  // IPComp + ESP bundles (bundle.cpp). IPComp SAs have no session: their own table (ipcomp_sas.h).
+  static bool isIpcompInstall(proto::SaInstall::Reader msg) noexcept { return IpcompSas::isInstall(msg); }
+  bool installIpcomp(proto::SaInstall::Reader msg) { return ipcompSas_.install(msg); }
+  bool removeIpcomp(SaRef ref) noexcept { return ipcompSas_.remove(ref); }
   bool compressForBundle(const Policy& p, const Sa& esp, Worker& w, std::uint32_t buf, std::uint32_t& off,
                          std::uint32_t& len, std::uint8_t& nextHeader) noexcept;
-  // tunnel: an IP packet must be inside; otherwise (transport mode) an upper-layer payload.
-  bool decompressForBundle(std::span<std::uint8_t> fromEsp, const Sa& esp, esp::DecapResult& d,
-                           bool tunnel = true) noexcept;
   // Transport mode: the upper-layer payload of the packet at buf[off, off+len)
   // compressed behind its kept headers (`split` updated to describe the result).
   bool compressTransport(const Policy& p, const Sa& esp, Worker& w, std::uint32_t buf, std::uint32_t& off,
                          std::uint32_t& len, esp::TransportSplit& split) noexcept;
   // ESP then AH (`esp/... ah/...`): both SAs chosen, ESP sealed first, AH
   // signed from the seal's completion (signAfterSeal). Inbound, AH verified
-  // with ESP inside goes on to ESP in the same buffer (openAfterVerify), and
-  // the final SPD check asks that every SA of the bundle was used
-  // (bundleAllows).
+  // with ESP inside goes on to ESP in the same buffer, and the final SPD
+  // check asks that every SA of the bundle was used (inbound_open.cpp).
   bool outboundEspAh(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p, const esp::FlowKey& flow,
                      std::uint64_t heldSinceMs) noexcept;
   // ah nullptr: the ESP tunnel alone (its bundle's other leg is `use` and has no SA).
@@ -307,24 +303,16 @@ class Forwarder {
   void runNextStep(Worker& w, const proto::CryptoCompletion& c) noexcept;
   void signAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexcept;
   Sa* secondStage(Worker& w, const proto::CryptoCompletion& c, SaRef ref, bool needsKeptHeader) noexcept;
-  void openAfterVerify(Worker& w, std::uint32_t buf, Sa& ah, std::uint32_t start, std::uint32_t length,
-                       std::size_t headerLength, std::uint8_t tos) noexcept;
-  bool bundleAllows(const Policy& p, const BufferContext& ctx, bool compressed) noexcept;
   // ESP transport inside an ESP tunnel (`esp/transport//require
   // esp/tunnel/A-B/require`): both SAs chosen, the transport SA seals the
   // host's packet, the seal's completion wraps the result in the tunnel SA's
   // ESP (sealTunnelAfterSeal). Inbound, a tunnel packet whose inner packet is
   // ESP for one of our transport SAs is opened again in the same buffer
-  // (openInnerTransport), and the SPD then wants both SAs (bundleAllows).
+  // (inbound_open.cpp), and the SPD then wants both SAs.
   bool outboundEspInEsp(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p, const esp::FlowKey& flow,
                         std::uint64_t heldSinceMs) noexcept;
   void sealTunnelAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexcept;
-  // True when it took the buffer: the inner packet at buf[start, start+length) is ESP for a transport SA here.
-  bool openInnerTransport(Worker& w, std::uint32_t buf, Sa& tunnel, std::uint32_t start, std::uint32_t length) noexcept;
-  std::vector<IpcompSa> ipcompSas_;
-  std::uint64_t nextIpcompOrder_ = 1;
-  std::unique_ptr<ipcomp::Compressor> compressor_;
-  std::unique_ptr<ipcomp::Decompressor> decompressor_;
+  IpcompSas ipcompSas_;
   bool ipcompEnabled_ = true;
 
   // AH, RFC 4302 (ah.cpp): tunnel and transport mode, IPv4 and IPv6, on

@@ -1,9 +1,8 @@
-// ipsec-forwarder: NAT-OA for transport mode in UDP (RFC 3948 §3.1.2). After
-// the broker opened the packet and transport.cpp rebuilt its IP header from
-// the outer (NATed) addresses, the TCP/UDP checksum is made to verify against
-// them: from the SA's original addresses when the key manager gave them,
-// otherwise cleared or recomputed (lib/esp/nat_oa.h says why). Runs on the
-// data-path thread: noexcept, no allocation; every outcome counted.
+// ipsec-forwarder: NAT-OA for transport mode in UDP (RFC 3948 §3.1.2): the
+// SA's original addresses as keydb's install gives them (control.cpp). After
+// the broker opened a packet and its IP header was rebuilt from the outer
+// (NATed) addresses, the packet core (inbound_open.cpp) makes the TCP/UDP
+// checksum verify against them with these (lib/esp/nat_oa.h says how).
 #include "forwarder.h"
 
 namespace ipsec::forwarder {
@@ -19,18 +18,6 @@ std::optional<esp::IpAddress> addressOf(capnp::Data::Reader d) {
 
 esp::NatOriginalAddresses Forwarder::natOriginalAddresses(proto::SaParams::Reader p) {
   return {addressOf(p.getNatOaSrc()), addressOf(p.getNatOaDst())};
-}
-
-bool Forwarder::fixNatOa(const Sa& sa, std::span<std::uint8_t> packet) noexcept {
-  const NatT* nat = natTOf(sa);
-  switch (esp::fixNatOaChecksum(packet, nat ? nat->oa : esp::NatOriginalAddresses{})) {
-    case esp::NatOaFixup::kNotNeeded: ++counters_.natt_in_oa_not_needed; return true;
-    case esp::NatOaFixup::kAdjusted: ++counters_.natt_in_oa_adjusted; return true;
-    case esp::NatOaFixup::kZeroed: ++counters_.natt_in_oa_zeroed; return true;
-    case esp::NatOaFixup::kRecomputed: ++counters_.natt_in_oa_recomputed; return true;
-    case esp::NatOaFixup::kMalformed: return false;
-  }
-  return false;
 }
 
 }  // namespace ipsec::forwarder

@@ -13,6 +13,7 @@
 //             IPv6: source from msg_name, destination from pktinfo, hop limit
 //             and traffic class from control messages) → SPD(in) check of the
 //             rebuilt packet, whose addresses are the outer ones → TUN write
+//             (everything after the open is the packet core's: inbound_open.cpp)
 //
 // Like datapath.cpp: noexcept, allocation-free, every drop counted by reason.
 #include <linux/ipsec.h>
@@ -42,16 +43,6 @@ socklen_t sockaddrOf(std::span<const std::uint8_t> address, int family, sockaddr
   sin6->sin6_family = AF_INET6;
   std::memcpy(&sin6->sin6_addr, address.data(), 16);
   return sizeof(sockaddr_in6);
-}
-
-// Does an inbound transport-mode SA satisfy one of the policy's requests?
-bool transportRequestAllows(const Policy& p, const Sa& sa) noexcept {
-  for (const auto& r : p.requests) {
-    if (r.proto != IPPROTO_ESP || r.mode != IPSEC_MODE_TRANSPORT) continue;
-    if (r.level == IPSEC_LEVEL_UNIQUE && r.reqid != 0 && r.reqid != sa.reqid) continue;
-    return true;
-  }
-  return false;
 }
 
 }  // namespace
@@ -225,84 +216,6 @@ void Forwarder::queueTransportUdp(Worker& w, const proto::CryptoCompletion& c, c
   });
   if (!v4) b.setTrafficClass(i, false, tos);
   ++counters_.transport_out_natt;
-}
-
-bool Forwarder::openedTransport(Worker& w, const proto::CryptoCompletion& c, Sa& sa,
-                                const BufferContext& ctx) noexcept {
-  std::uint8_t* esp = bufferData(w, c.bufferIndex) + c.offset;
-  if (sa.mode != IPSEC_MODE_TRANSPORT && sa.mode != IPSEC_MODE_ANY) return false;
-  if (c.length < 1u + sa.layout.icvLength) return false;  // the tunnel path counts it
-  const std::uint8_t next = esp[c.length - sa.layout.icvLength - 1];
-  // An IP packet inside is a tunnel: the ESP of an IPComp-tunnel bundle
-  // (bundle.cpp; uncompressed packets carry 4/41) or a mode "any" SA
-  // (setkey's default) used for a tunnel. The tunnel path takes them, and
-  // IPComp with an IP packet inside. IPComp around an upper-layer payload is
-  // a transport-mode bundle: ours.
-  if (next == esp::kNextHeaderIpv4 || next == esp::kNextHeaderIpv6) return false;
-  if (next == esp::kProtoIpcomp) {
-    const std::size_t at = esp::kEspHeaderLength + sa.layout.ivLength;
-    if (c.length < at + ipcomp::kHeaderLength + 2u + sa.layout.icvLength) return false;
-    if (esp[at] == esp::kNextHeaderIpv4 || esp[at] == esp::kNextHeaderIpv6) return false;
-  }
-  auto drop = [&](std::uint64_t& counter) {
-    ++counter;
-    sa.counters.in_drop_other++;
-    freeBuffer(w, c.bufferIndex);
-    return true;
-  };
-  auto d = esp::decapsulateTransport({esp, c.length}, sa.layout);
-  switch (d.error) {
-    case esp::EspError::kOk: break;
-    case esp::EspError::kDummyPacket:
-      ++counters_.esp_in_dummy;
-      freeBuffer(w, c.bufferIndex);
-      return true;
-    case esp::EspError::kBadLength: return drop(counters_.esp_in_drop_bad_length);
-    case esp::EspError::kBadPadding: return drop(counters_.esp_in_drop_bad_padding);
-    case esp::EspError::kInnerMismatch: return drop(counters_.esp_in_drop_inner_mismatch);
-    default: return drop(counters_.esp_in_drop_truncated);
-  }
-  const bool compressed = d.nextHeader == esp::kProtoIpcomp;
-  if (compressed && !decompressForBundle({esp, w.bufferSize - c.offset}, sa, d, false)) {
-    sa.counters.in_drop_other++;
-    freeBuffer(w, c.bufferIndex);
-    return true;
-  }
-  const std::span<std::uint8_t> whole{bufferData(w, c.bufferIndex), w.bufferSize};
-  esp::RestoreResult r;
-  if (sa.dst.isV4()) {
-    // In UDP (NAT-T) the socket kept no IP header: a fresh one from the outer addresses.
-    r = ctx.udp ? esp::restoreIpv4FromUdp(whole, c.offset, d, {ctx.peer.address, sa.dst, ctx.tos, 64})
-                : esp::restoreIpv4(whole, c.offset, d);
-  } else {
-    r = esp::restoreIpv6(whole, c.offset, d, {ctx.peer.address, sa.dst, ctx.tos, ctx.hopLimit});
-  }
-  if (!r.ok()) return drop(counters_.esp_in_drop_bad_inner);
-  std::uint8_t* inner = whole.data() + r.offset;
-  if (ctx.udp && !fixNatOa(sa, {inner, r.length})) return drop(counters_.transport_in_drop_natt);
-  auto flow = esp::parseInnerPacket({inner, r.length});
-  if (!flow) return drop(counters_.esp_in_drop_bad_inner);
-  const Policy* p = spd_.lookup(IPSEC_DIR_INBOUND, *flow);
-  if (!p || p->action != IPSEC_POLICY_IPSEC || !transportRequestAllows(*p, sa)) {
-    log::debug("in transport: {} -> {} via SPI {:#x} not allowed by the SPD", flow->src.toString(),
-               flow->dst.toString(), sa.spi);
-    return drop(counters_.esp_in_drop_policy);
-  }
-  if (!bundleAllows(*p, ctx, compressed)) {
-    sa.counters.in_drop_other++;
-    freeBuffer(w, c.bufferIndex);
-    return true;
-  }
-  if (sa.firstUse == 0) sa.firstUse = clock::unixSeconds();
-  if (writeTun({inner, r.length})) {
-    ++counters_.esp_in_packets;
-    ++counters_.transport_in_packets;
-    counters_.esp_in_bytes += r.length;
-    sa.counters.in_packets++;
-    sa.counters.in_bytes += r.length;
-  }
-  freeBuffer(w, c.bufferIndex);
-  return true;
 }
 
 }  // namespace ipsec::forwarder
