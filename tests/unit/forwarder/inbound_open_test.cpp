@@ -523,6 +523,13 @@ TEST_F(InboundOpen, AnInnerPacketNoPolicyAsksForIsAPolicyRefusal) {
   EXPECT_EQ(v.flow.dst, ip(kHostB4));
 }
 
+TEST_F(InboundOpen, ATransportPacketWhosePolicyAsksOnlyForATunnelIsAPolicyRefusal) {
+  Sa& sa = install(0, 0x200, IPSEC_MODE_TRANSPORT, ip(kHostA4), ip(kHostB4));
+  inboundPolicy(1, kHostA4, kHostB4, {espTunnel4_});
+  Buffer b = transportPacket(0x200, 1, innerPacket(4, 40));
+  EXPECT_EQ(judge(b, sa).drop, &Counters::esp_in_drop_policy);
+}
+
 TEST_F(InboundOpen, ADescriptorOutsideTheBufferIsTheBrokersFault) {
   Sa& sa = install(0, 0x100, IPSEC_MODE_TUNNEL, a4_, b4_);
   std::vector<std::uint8_t> buffer(256);
