@@ -9,7 +9,8 @@
 // The opened bytes are taken as the broker left them: no key is needed to
 // reach every branch after the open.
 // Input: byte 0 picks the SA (tunnel v4, transport v4, mode "any" v4, tunnel
-// v6, transport v6 in UDP, AH transport v4, transport v4 to a second host) and bit 3 whether IPComp SAs
+// v6, transport v6 in UDP, AH transport v4, transport v4 to a second host,
+// tunnel v4 with NULL encryption) and bit 3 whether IPComp SAs
 // exist; byte 1 the broker's status; byte 2 the outer TOS and the layer
 // already peeled; byte 3 where the ESP packet starts in the buffer; the rest
 // is the buffer's content from 0 (an IPv4 transport packet's header sits
@@ -43,11 +44,14 @@ const esp::IpAddress kA4 = ip("192.0.2.1"), kB4 = ip("192.0.2.2");
 const esp::IpAddress kA6 = ip("2001:db8:1::1"), kB6 = ip("2001:db8:1::2");
 const esp::IpAddress kHostA4 = ip("198.51.100.1"), kHostB4 = ip("203.0.113.1"), kHostC4 = ip("203.0.113.2");
 
-// Slots 0..6, SPIs 0x100..0x106 (the seed corpus names them).
+// Slots 0..7, SPIs 0x100..0x107 (the seed corpus names them). Layouts: GCM's
+// (IV 8, ICV 16), AH's, and NULL with a 16-byte HMAC (slot 7: scapy's seeds).
+constexpr esp::EspLayout kGcm{8, 16, 4}, kAh{0, 16, 4}, kNullHmac{0, 16, 4};
 struct SaSpec {
   std::uint8_t satype, mode;
   const esp::IpAddress *src, *dst;
   bool natt;
+  esp::EspLayout layout = kGcm;
 };
 const SaSpec kSas[] = {
     {SADB_SATYPE_ESP, IPSEC_MODE_TUNNEL, &kA4, &kB4, false},
@@ -55,8 +59,9 @@ const SaSpec kSas[] = {
     {SADB_SATYPE_ESP, IPSEC_MODE_ANY, &kA4, &kB4, false},
     {SADB_SATYPE_ESP, IPSEC_MODE_TUNNEL, &kA6, &kB6, false},
     {SADB_SATYPE_ESP, IPSEC_MODE_TRANSPORT, &kA6, &kB6, true},
-    {SADB_SATYPE_AH, IPSEC_MODE_TRANSPORT, &kHostA4, &kHostC4, false},
+    {SADB_SATYPE_AH, IPSEC_MODE_TRANSPORT, &kHostA4, &kHostC4, false, kAh},
     {SADB_SATYPE_ESP, IPSEC_MODE_TRANSPORT, &kHostA4, &kHostC4, false},
+    {SADB_SATYPE_ESP, IPSEC_MODE_TUNNEL, &kA4, &kB4, false, kNullHmac},
 };
 constexpr std::size_t kSaCount = sizeof kSas / sizeof kSas[0];
 
@@ -123,7 +128,7 @@ struct Tables {
       v.mode = kSas[i].mode;
       v.src = *kSas[i].src;
       v.dst = *kSas[i].dst;
-      v.layout = kSas[i].satype == SADB_SATYPE_AH ? esp::EspLayout{0, 16, 4} : esp::EspLayout{8, 16, 4};
+      v.layout = kSas[i].layout;
       if (installSa(sas, v)) __builtin_trap();  // the fixture itself is wrong
       if (kSas[i].natt) natt.set({i, 1}, NatT{true, 1, UDP_ENCAP_ESPINUDP, 4500, 4500, 0, false, {}});
     }
