@@ -17,8 +17,9 @@
 //             extension headers before AH rebuilt from control messages) →
 //             locate AH → SPI lookup → length and replay checks → save,
 //             canonicalise → kAhVerify → replay update → restore → tunnel:
-//             the inner packet; transport: AH removed, lengths fixed → SPD(in)
-//             check → TUN write
+//             the inner packet; transport: AH removed, lengths fixed → the
+//             packet core's verdict (inbound_open.cpp judgeAhVerified: ECN,
+//             SPD(in) check, or ESP inside opened next) → TUN write
 // Transport mode has the same MTU rule behind the host's header (pmtu.cpp
 // fitTransport); its fragments keep the host's Identification, which the ICV
 // covers. Tunnel mode has ESP tunnels' details (pmtu.cpp): the SA's path MTU (an

@@ -243,6 +243,73 @@ TEST_F(InboundOpen, ATransportPacketGetsItsHeaderBackAndIsDeliveredAsTransport) 
   EXPECT_EQ(b.at(v), innerPacket(4, 40));  // protocol, length and checksum restored
 }
 
+TEST_F(InboundOpen, AnIpv6TransportPacketGetsAHeaderFromTheSocketsAddressesAndHopLimit) {
+  Sa& sa = install(0, 0x200, IPSEC_MODE_TRANSPORT, ip("2001:db8:a::1"), ip("2001:db8:b::1"));
+  inboundPolicy(1, "2001:db8:a::1", "2001:db8:b::1", {{IPPROTO_ESP, IPSEC_MODE_TRANSPORT, IPSEC_LEVEL_REQUIRE, 0, {}, {}}});
+  const auto packet = innerPacket(6, 16);
+  const Buffer framed = transportPacket(0x200, 1, packet);
+  // The raw IPv6 socket hands over ESP alone: the header comes from msg_name, pktinfo and the hop limit.
+  Buffer b;
+  std::copy(framed.bytes.begin() + framed.espOffset, framed.bytes.begin() + framed.espOffset + framed.espLength,
+            b.bytes.begin());
+  b.espLength = framed.espLength;
+  OpenedFrom from;
+  from.peer.address = ip("2001:db8:a::1");
+  from.hopLimit = 64;
+  const OpenedVerdict v = judge(b, sa, from);
+  ASSERT_EQ(v.kind, Kind::kDeliver);
+  EXPECT_TRUE(v.transport);
+  EXPECT_EQ(b.at(v), packet);
+}
+
+TEST_F(InboundOpen, ATransportPacketInUdpGetsAFreshHeaderAndItsUdpChecksumFixed) {
+  Sa& sa = install(0, 0x200, IPSEC_MODE_TRANSPORT, a4_, b4_);
+  natt_.set(sa.ref, NatT{true, sa.ref.generation, 1 /* UDP_ENCAP_ESPINUDP */, 4500, 4500, 0, false, {}});
+  inboundPolicy(1, "192.0.2.1", "192.0.2.2", {{IPPROTO_ESP, IPSEC_MODE_TRANSPORT, IPSEC_LEVEL_REQUIRE, 0, {}, {}}});
+  // A UDP datagram between the SA's ends, its checksum as the peer computed it behind its NAT.
+  std::vector<std::uint8_t> udp{0x45, 0, 0, 40, 0, 1, 0, 0, 64, 17, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2,
+                                0x13, 0x88, 0, 53, 0, 20, 0xab, 0xcd, 'q', 'u', 'e', 'r', 'y', '-', 'd', 'n', 's', '!', '!', '!'};
+  const std::uint16_t sum = esp::ipv4HeaderChecksum({udp.data(), 20});
+  udp[10] = static_cast<std::uint8_t>(sum >> 8);
+  udp[11] = static_cast<std::uint8_t>(sum);
+  const Buffer framed = transportPacket(0x200, 1, udp);
+  auto inUdp = [&](const Buffer& f) {  // the UDP socket hands over the ESP packet alone
+    Buffer b;
+    std::copy(f.bytes.begin() + f.espOffset, f.bytes.begin() + f.espOffset + f.espLength, b.bytes.begin());
+    b.espLength = f.espLength;
+    return b;
+  };
+  Buffer b = inUdp(framed);
+  OpenedFrom from;
+  from.udp = true;
+  from.peer = {a4_, 4500};
+  const OpenedVerdict v = judge(b, sa, from);
+  ASSERT_EQ(v.kind, Kind::kDeliver);
+  const auto got = b.at(v);
+  ASSERT_EQ(got.size(), udp.size());
+  EXPECT_TRUE(std::equal(got.begin() + 28, got.end(), udp.begin() + 28));
+  EXPECT_EQ(got[26] | got[27], 0);  // no original addresses: UDP over IPv4 goes without a checksum
+  EXPECT_EQ(counters_.natt_in_oa_zeroed, 1u);
+  // A UDP header cut short cannot be fixed: dropped.
+  udp.resize(24);
+  udp[3] = 24;
+  const std::uint16_t sum2 = (udp[10] = udp[11] = 0, esp::ipv4HeaderChecksum({udp.data(), 20}));
+  udp[10] = static_cast<std::uint8_t>(sum2 >> 8);
+  udp[11] = static_cast<std::uint8_t>(sum2);
+  Buffer cut = inUdp(transportPacket(0x200, 2, udp));
+  EXPECT_EQ(judge(cut, sa, from).drop, &Counters::transport_in_drop_natt);
+}
+
+TEST_F(InboundOpen, AnSaOfModeAnyCarryingAnIpPacketTakesTheTunnelPath) {
+  Sa& sa = install(0, 0x100, IPSEC_MODE_ANY, a4_, b4_);
+  inboundPolicy(1, kHostA4, kHostB4, {espTunnel4_});
+  Buffer b = tunnelPacket(0x100, 1, innerPacket(4));
+  const OpenedVerdict v = judge(b, sa);
+  ASSERT_EQ(v.kind, Kind::kDeliver);
+  EXPECT_FALSE(v.transport);
+  EXPECT_EQ(b.at(v), innerPacket(4));
+}
+
 // RFC 3602 §4 case 5: AES-CBC transport mode, as the RFC prints the packet on
 // the wire (IPv4 header, ESP); the core must deliver the RFC's original packet.
 TEST_F(InboundOpen, Rfc3602TransportPacketIsDeliveredAsTheRfcsOriginal) {
