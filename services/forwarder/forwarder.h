@@ -129,7 +129,7 @@ class Forwarder {
     SaRef nextSa{};
     // Inbound: the outer layer already peeled off in this buffer (AH
     // transport verified, or an ESP tunnel opened) and its SA, before ESP
-    // opens what was inside; the policy's plan must ask for it (bundleAllows).
+    // opens what was inside; the policy's plan must ask for it (inbound_open.cpp).
     StepKind peeled = StepKind::kNone;
     SaRef peeledSa{};
     bool outerDf = false;  // outbound tunnel, IPv4 outer: the DF bit (pmtu.cpp decided it)
