@@ -113,8 +113,11 @@ class Ipsecd(Veth):
                 f"add {b} {a} esp {SPI_BA:#x} -m tunnel -r 64 {ba};\n")
 
     def start(self):
+        # IPSEC_BENCH_CONFIG="key=value,...": extra ipsecd.conf lines for both
+        # ends (e.g. tun_offload=no, crypto_workers=2), to compare settings.
+        extra = dict(kv.split("=", 1) for kv in os.environ.get("IPSEC_BENCH_CONFIG", "").split(",") if kv)
         for h in self.tb.hosts():
-            self.tb.start(h, "flush;\nspdflush;\n" + self.sa_text() + spd_lines(h.side, 4))
+            self.tb.start(h, "flush;\nspdflush;\n" + self.sa_text() + spd_lines(h.side, 4), **extra)
 
     def pids(self):
         table = process_table()

@@ -211,6 +211,9 @@ const std::map<std::string_view, Setter>& keyTable() {
       {"tun_mtu", [](Config& c, const Place& at, std::string_view v) {
          c.tunMtu = toUnsigned(parseNumber(at, v, 576, 65535));
        }},
+      {"tun_offload", [](Config& c, const Place& at, std::string_view v) {
+         c.tunOffload = parseBool(at, v);
+       }},
       {"tun_addresses", [](Config& c, const Place& at, std::string_view v) {
          c.tunAddresses = parsePrefixList(at, v, PrefixForm::kRequired);
        }},

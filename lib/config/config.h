@@ -43,6 +43,9 @@ struct ServiceIds {
 struct Config {
   std::string tunName = "ipsec0";
   unsigned tunMtu = 1400;
+  // The TUN with IFF_VNET_HDR and the kernel's offloads (TSO/USO, checksum):
+  // super-packets read and written (issue 13); off: one plain packet per syscall.
+  bool tunOffload = true;
   std::vector<IpPrefix> tunAddresses;    // assigned to the TUN device
   std::vector<IpPrefix> tunRoutes;       // routed into the TUN device (host bits zero)
   std::vector<IpPrefix> localAddresses;  // this host's tunnel endpoints (full-length prefixes)

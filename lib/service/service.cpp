@@ -25,6 +25,7 @@ Args parseArgs(int argc, char** argv) {
                                     {"debug", no_argument, nullptr, 'd'},
                                     {"print-profile", no_argument, nullptr, 'p'},
                                     {"local-address", required_argument, nullptr, 'l'},
+                                    {"tun-offloads", required_argument, nullptr, 't'},
                                     {nullptr, 0, nullptr, 0}};
   Args a;
   bool haveUid = false, haveGid = false;
@@ -38,6 +39,7 @@ Args parseArgs(int argc, char** argv) {
       case 'd': a.debug = true; break;
       case 'p': a.printProfile = true; break;
       case 'l': a.localAddresses.emplace_back(optarg); break;
+      case 't': a.tunOffloads = static_cast<unsigned>(std::stoul(optarg, nullptr, 0)); break;
       default: throw std::runtime_error("unknown argument; this program is started by ipsecd");
     }
   }

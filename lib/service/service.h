@@ -16,6 +16,7 @@
 #include <boost/asio/io_context.hpp>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -43,6 +44,11 @@ struct Args {
   // from ipsecd.conf's local_addresses, to tell which way an SA goes when a
   // policy's selector covers both ends (services/policy/sa_direction.h).
   std::vector<std::string> localAddresses;
+  // --tun-offloads FLAGS (forwarder only): its TUN was opened with
+  // IFF_VNET_HDR (header size 10) and the kernel granted these TUN_F_* bits;
+  // absent: a plain TUN. ipsecd probed the device once; a restarted data
+  // plane gets the same TUN and the same flags.
+  std::optional<unsigned> tunOffloads;
 };
 
 // Throws std::runtime_error naming the bad argument.

@@ -17,7 +17,7 @@ namespace ipsec::forwarder {
 
 namespace asio = boost::asio;
 
-Forwarder::Forwarder(asio::io_context& io, Fds fds)
+Forwarder::Forwarder(asio::io_context& io, Fds fds, std::optional<unsigned> tunOffloads)
     : io_(io),
       fds_(std::move(fds)),
       tunWatch_(io, fds_.tun.get()),
@@ -55,6 +55,7 @@ Forwarder::Forwarder(asio::io_context& io, Fds fds)
     workers_.push_back(std::move(w));
   }
   if (workers_.empty()) throw std::runtime_error("no crypto worker rings");
+  setUpTunOffload(tunOffloads);  // tun_reader.cpp
 }
 
 Forwarder::~Forwarder() {

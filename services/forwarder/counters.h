@@ -156,6 +156,26 @@ namespace ipsec::forwarder {
   /* SAs pinned to crypto workers (worker_pin.cpp) */ \
   EVENT(worker_pinned_copies, "packets copied into their SA's crypto worker's pool") \
   EVENT(worker_pin_no_buffer, "left on the burst's worker: its SA's had no free buffer") \
+  /* TUN super-packets (tun_reader.cpp, tun_writer.cpp; tun_offload, issue 13) */ \
+  EVENT(tun_in_super_packets, "GSO super-packets read from the TUN") \
+  EVENT(tun_in_segments, "packets cut from them (each also in tun_in_packets)") \
+  EVENT(tun_in_checksum_completed, "TUN packets without GSO whose checksum we completed (NEEDS_CSUM)") \
+  EVENT(tun_in_drop_no_buffer, "segments of a super-packet not placed: its worker's pool ran out") \
+  EVENT(tun_in_drop_short, "TUN read shorter than its virtio_net_hdr") \
+  EVENT(tun_in_drop_unknown_flags, "virtio_net_hdr: a flag other than NEEDS_CSUM and DATA_VALID") \
+  EVENT(tun_in_drop_unknown_gso_type, "virtio_net_hdr: UFO or an unknown GSO type") \
+  EVENT(tun_in_drop_ecn_without_tcp, "virtio_net_hdr: the ECN bit without TCP GSO") \
+  EVENT(tun_in_drop_gso_without_needs_checksum, "virtio_net_hdr: GSO with a complete checksum") \
+  EVENT(tun_in_drop_zero_gso_size, "virtio_net_hdr: GSO with gso_size 0") \
+  EVENT(tun_in_drop_checksum_outside_packet, "virtio_net_hdr: the checksum field lies beyond the packet") \
+  EVENT(tun_in_drop_bad_packet, "virtio_net_hdr: GSO on a packet that is not IPv4/IPv6 + TCP/UDP") \
+  EVENT(tun_in_drop_gso_protocol_mismatch, "virtio_net_hdr: the GSO type is not the packet's protocol") \
+  EVENT(tun_in_drop_checksum_not_at_transport, "virtio_net_hdr: GSO with the checksum elsewhere than TCP/UDP's") \
+  EVENT(tun_in_drop_too_many_segments, "virtio_net_hdr: more segments than kMaxSegments") \
+  EVENT(tun_out_super_packets, "coalesced super-packets written to the TUN") \
+  EVENT(tun_out_coalesced, "packets merged into them") \
+  EVENT(tun_out_coalesce_refused, "super-packets the TUN refused: their packets written alone") \
+  EVENT(tun_write_deferred_errors, "queued packets the TUN refused at the burst's end (counted delivered when queued)") \
   LEVEL(sas, "SAs installed in the forwarder") \
   LEVEL(policies, "policies installed in the forwarder") \
   LEVEL(sas_not_listed, "SAs whose own counters the stats answer leaves out: it lists the first kMaxListedSas (one control message holds no more)")

@@ -57,7 +57,11 @@ Forwarder::Worker& Forwarder::nextWorker() noexcept {
 
 // ---- outbound ---------------------------------------------------------------
 
+// One worker and a plain TUN: each packet read straight into a pool buffer.
+// Otherwise through a private scratch (tun_reader.cpp): super-packets to cut,
+// or a packet to place on its SA's worker.
 void Forwarder::readTun() noexcept {
+  if (!tunScratch_.empty()) return readTunScratch();
   Worker& w = nextWorker();
   std::size_t n = 0;
   for (; n < kBurst; ++n) {
@@ -76,10 +80,7 @@ void Forwarder::readTun() noexcept {
       break;
     }
     ++counters_.tun_in_packets;
-    Worker* on = &w;
-    std::uint32_t b = *buf;
-    pinOutbound(on, b, static_cast<std::uint32_t>(len));  // worker_pin.cpp
-    if (!outboundPacket(*on, b, static_cast<std::uint32_t>(len))) freeBuffer(*on, b);
+    if (!outboundPacket(w, *buf, static_cast<std::uint32_t>(len))) freeBuffer(w, *buf);
   }
   flushAllRequests(true);
   if (n == kBurst) {
@@ -90,6 +91,7 @@ void Forwarder::readTun() noexcept {
 }
 
 bool Forwarder::writeTun(std::span<const std::uint8_t> packet) noexcept {
+  if (tunOffload_.vnetHeader) return queueTunWrite(packet);  // tun_writer.cpp
   if (::write(fds_.tun.get(), packet.data(), packet.size()) != static_cast<ssize_t>(packet.size())) {
     ++counters_.tun_write_errors;
     return false;
@@ -221,6 +223,7 @@ void Forwarder::releaseHeld() noexcept {
   });
   rerunningHeld_ = false;
   for (auto& w : workers_) flushRequests(*w, true);
+  flushTunWrites();  // ICMP too-big for a re-run packet (pmtu.cpp)
 }
 
 void Forwarder::expireHeld() noexcept {
@@ -553,6 +556,7 @@ void Forwarder::flushSends() noexcept {
   flushSendBatch(sendHdr6_);
   flushSendBatch(sendAh4_);
   flushSendBatch(sendAh6_);
+  flushTunWrites();  // the burst's packets for the TUN, coalesced (tun_writer.cpp)
 }
 
 void Forwarder::flushSendBatch(SendBatch& b) noexcept {

@@ -28,6 +28,8 @@
 #include <boost/asio.hpp>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <span>
 #include <unordered_map>
 #include <vector>
 
@@ -53,6 +55,8 @@
 #include "inbound_open.h"
 #include "ipcomp_sas.h"
 #include "natt_peers.h"
+#include "offload/coalesce.h"
+#include "offload/segment.h"
 #include "tables.h"
 
 namespace ipsec::forwarder {
@@ -102,7 +106,9 @@ class Forwarder {
   static constexpr std::uint32_t kTailroom = 128;
   static constexpr std::uint64_t kSeqLowWater = 1u << 14;
 
-  Forwarder(boost::asio::io_context& io, Fds fds);
+  // tunOffloads: the TUN carries a virtio_net_hdr and the kernel granted
+  // these TUN_F_* bits (ipsecd's --tun-offloads); nullopt: a plain TUN.
+  Forwarder(boost::asio::io_context& io, Fds fds, std::optional<unsigned> tunOffloads = std::nullopt);
   ~Forwarder();
 
   void start();
@@ -161,7 +167,48 @@ class Forwarder {
   void readTun() noexcept;
   // Every packet for the TUN (decapsulated inner packets, our own ICMP) goes
   // through here; false (counted in tun_write_errors) when it was not taken.
+  // A plain TUN: written now. A TUN with offloads (tun_writer.cpp): copied
+  // into the burst's write queue, written at flushTunWrites, coalesced; a
+  // packet the TUN refuses then is counted in tun_write_errors and
+  // tun_write_deferred_errors (its caller already counted it delivered).
   bool writeTun(std::span<const std::uint8_t> packet) noexcept;
+
+  // TUN super-packets (issue 13 item 1; tun_reader.cpp, tun_writer.cpp).
+  struct TunOffload {
+    bool vnetHeader = false;  // every read and write carries a virtio_net_hdr
+    bool tso = false;         // TUN_F_TSO4 and TUN_F_TSO6: TCP super-packets may be written
+    bool uso = false;         // TUN_F_USO4 and TUN_F_USO6: UDP ones too
+  };
+  TunOffload tunOffload_;
+  void setUpTunOffload(std::optional<unsigned> flags);
+  // Reads through tunScratch_ (a TUN with offloads, or several workers):
+  // each read is placed, segment by segment, in pool buffers of the worker
+  // its first step's SA is pinned to, looked up once per read.
+  void readTunScratch() noexcept;
+  // False when some worker's pool could not take a whole super-packet now.
+  bool tunReadRoom() const noexcept;
+  void placeTunRead(std::span<std::uint8_t> read) noexcept;
+  Worker& outboundWorker(std::span<const std::uint8_t> packet) noexcept;
+  void countVnetRefusal(offload::VnetError error) noexcept;
+  // A read of the TUN: a 64 KiB super-packet behind its header, in private
+  // memory (not a pool buffer: its segments go to the SA's worker's pool).
+  std::vector<std::uint8_t> tunScratch_;
+  // Packets for the TUN gathered over one burst (tun_writer.cpp).
+  struct TunWriteQueue {
+    static constexpr std::size_t kPackets = 64;
+    static constexpr std::size_t kBytes = 4 * 65536;
+    std::vector<std::uint8_t> bytes;   // the packets back to back, kBytes
+    std::vector<std::uint8_t> merged;  // a coalesced packet behind its header
+    std::array<std::span<const std::uint8_t>, kPackets> packets{};
+    std::array<offload::CoalesceGroup, kPackets> groups{};
+    std::size_t count = 0, used = 0;
+  };
+  TunWriteQueue tunWrites_;
+  bool queueTunWrite(std::span<const std::uint8_t> packet) noexcept;
+  // Writes the queue: super-packets of what merges, the rest alone, in order.
+  void flushTunWrites() noexcept;
+  // One packet behind `header`; false when the TUN refused it.
+  bool writeTunWithHeader(const offload::VnetHeader& header, std::span<const std::uint8_t> packet) noexcept;
   // One recvmmsg burst straight into pool buffers, shared by every reading
   // socket (raw ESP, ESP in UDP, raw AH). Kept as a member: its control
   // space is large and a burst must not pay for zeroing it.
@@ -239,8 +286,6 @@ class Forwarder {
   // freed; nullopt (counted, nothing freed) when `to` has no free buffer.
   std::optional<std::uint32_t> moveToWorker(Worker& from, std::uint32_t buf, std::uint32_t at, std::uint32_t len,
                                             Worker& to, bool outbound) noexcept;
-  // A TUN packet at kHeadroom moved to its first step's SA's worker (several workers only).
-  void pinOutbound(Worker*& w, std::uint32_t& buf, std::uint32_t len) noexcept;
   void flushAllRequests(bool outbound) noexcept;
   void armTun();
   void armRaw(int family);

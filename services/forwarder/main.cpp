@@ -1,7 +1,8 @@
 // ipsec-forwarder — parses the network, holds no key, can open nothing.
 //
 // Descriptors from ipsecd: proto/fd_layout.h's kForwarder, one line of role
-// each: the ipsecd, keydb and policy channels; the TUN; raw ESP and AH, NAT-T
+// each: the ipsecd, keydb and policy channels; the TUN (with a virtio_net_hdr
+// and offloads when --tun-offloads says so); raw ESP and AH, NAT-T
 // UDP (IPv4, IPv6); per crypto worker its ring memfd and two bells; then the
 // two send-only header-included sockets. Losing any peer ends the process and
 // ipsecd restarts the data plane.
@@ -62,7 +63,7 @@ int main(int argc, char** argv) {
     service::Service svc("ipsec-forwarder", args);
 
     forwarder::Fds fds = takeFds(args);
-    forwarder::Forwarder fwd(svc.io(), std::move(fds));
+    forwarder::Forwarder fwd(svc.io(), std::move(fds), args.tunOffloads);
 
     fwd.start();
     return svc.run(profile(args), {

@@ -2,15 +2,18 @@
 // in order, so one SA's packets leave in sequence-number order only if they
 // all go through one worker; with several workers the burst's worker (round
 // robin) is not enough. The worker is fixed by the SA's slot index (stable for
-// the SA's life). A packet read into another worker's pool is copied into a
-// buffer of its SA's worker before anything is framed (the broker only sees
-// buffers of its own region). With one worker (the default) nothing here runs.
+// the SA's life). An inbound packet received into another worker's pool is
+// copied into a buffer of its SA's worker before anything is framed (the
+// broker only sees buffers of its own region). With one worker (the default)
+// nothing here runs.
 //
 // Outbound the SA is the one the policy's first step will take (plan.h),
-// looked up ahead of outboundPacket: a placement choice only — if it differs
-// from the SA the packet then takes (an SA arrived in between), that packet's
-// order is all that suffers. Inbound the SA is the one the SPI names; an inner
-// layer of a bundle (bundle.cpp) stays on its outer layer's worker.
+// looked up once per TUN read, before any pool buffer is taken, and the read
+// is placed in that worker's pool (tun_reader.cpp): no copy between pools.
+// A placement choice only — if it differs from the SA the packet then takes
+// (an SA arrived in between), that packet's order is all that suffers.
+// Inbound the SA is the one the SPI names; an inner layer of a bundle
+// (bundle.cpp) stays on its outer layer's worker.
 #include <linux/ipsec.h>
 #include <linux/pfkeyv2.h>
 #include <netinet/in.h>
@@ -61,18 +64,6 @@ std::optional<std::uint32_t> Forwarder::moveToWorker(Worker& from, std::uint32_t
   freeBuffer(from, buf);
   ++counters_.worker_pinned_copies;
   return moved;
-}
-
-void Forwarder::pinOutbound(Worker*& w, std::uint32_t& buf, std::uint32_t len) noexcept {
-  if (workers_.size() < 2) return;
-  const Sa* sa = firstStepSa({bufferData(*w, buf) + kHeadroom, len});
-  if (!sa) return;
-  Worker& to = workerFor(*sa);
-  if (&to == w) return;
-  if (auto moved = moveToWorker(*w, buf, kHeadroom, len, to, true)) {
-    w = &to;
-    buf = *moved;
-  }
 }
 
 void Forwarder::flushAllRequests(bool outbound) noexcept {

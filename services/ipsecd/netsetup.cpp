@@ -21,6 +21,7 @@
 
 #include "esp/udp_encap.h"
 #include "log/log.h"
+#include "offload/tun_probe.h"
 #include "proto/natt_lock.h"
 #include "spawn.h"
 
@@ -43,15 +44,46 @@ void ip(const std::vector<std::string>& args) {
 
 }  // namespace
 
-Tun createTun(const std::string& name, int mtu) {
-  if (name.empty() || name.size() >= IFNAMSIZ) throw std::runtime_error("bad TUN name: " + name);
+namespace {
+
+UniqueFd openTun(const std::string& name, short flags) {
   UniqueFd fd(open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK));
   if (!fd) fail("open /dev/net/tun");
   ifreq ifr{};
   std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
-  if (ioctl(fd.get(), TUNSETIFF, &ifr) < 0) fail("TUNSETIFF " + name);
+  ifr.ifr_flags = flags;
+  if (ioctl(fd.get(), TUNSETIFF, &ifr) < 0) return UniqueFd();
+  return fd;
+}
 
+}  // namespace
+
+Tun createTun(const std::string& name, int mtu, bool offload) {
+  if (name.empty() || name.size() >= IFNAMSIZ) throw std::runtime_error("bad TUN name: " + name);
+  Tun tun;
+  if (offload) {
+    tun.fd = openTun(name, IFF_TUN | IFF_NO_PI | IFF_VNET_HDR);
+    if (tun.fd) {
+      const offload::TunOffloads granted = offload::probeTunOffloads(tun.fd.get());
+      if (granted.vnetHeader) {
+        tun.offloads = granted.flags;
+        log::info("TUN {}: virtio_net_hdr on, offloads {:#x} (csum {}, tso4 {}, tso6 {}, uso4 {}, uso6 {})", name,
+                  granted.flags, granted.checksum, granted.tso4, granted.tso6, granted.uso4, granted.uso6);
+      } else {
+        log::warn("TUN {}: the kernel refused the virtio_net_hdr size ({}): a plain TUN instead", name,
+                  std::strerror(granted.error));
+        tun.fd.reset();
+      }
+    } else {
+      log::warn("TUN {}: IFF_VNET_HDR refused ({}): a plain TUN instead", name, std::strerror(errno));
+    }
+  }
+  if (!tun.fd) {
+    tun.fd = openTun(name, IFF_TUN | IFF_NO_PI);
+    if (!tun.fd) fail("TUNSETIFF " + name);
+  }
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);
   UniqueFd sock(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (!sock) fail("socket");
   ifr.ifr_mtu = mtu;
@@ -59,7 +91,8 @@ Tun createTun(const std::string& name, int mtu) {
   if (ioctl(sock.get(), SIOCGIFFLAGS, &ifr) < 0) fail("get flags of " + name);
   ifr.ifr_flags |= IFF_UP;
   if (ioctl(sock.get(), SIOCSIFFLAGS, &ifr) < 0) fail("bring up " + name);
-  return Tun{std::move(fd), ifr.ifr_name};
+  tun.name = ifr.ifr_name;
+  return tun;
 }
 
 void configureTun(const Tun& tun, const config::Config& cfg) {

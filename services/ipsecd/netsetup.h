@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,11 +19,17 @@ using control::UniqueFd;
 struct Tun {
   UniqueFd fd;
   std::string name;
+  // With IFF_VNET_HDR: the TUN_F_* offloads the kernel granted (issue 13);
+  // the forwarder is told them (--tun-offloads). Absent: a plain TUN.
+  std::optional<unsigned> offloads;
 };
 
 // Creates (or attaches to) a non-persistent TUN, so the device disappears when
-// the last descriptor to it closes — also when ipsecd is killed.
-Tun createTun(const std::string& name, int mtu);
+// the last descriptor to it closes — also when ipsecd is killed. offload:
+// with IFF_VNET_HDR and the largest set of offloads the kernel grants
+// (lib/offload's probe); a kernel that refuses the header gets a plain TUN,
+// logged once.
+Tun createTun(const std::string& name, int mtu, bool offload);
 void configureTun(const Tun& tun, const config::Config& cfg);
 
 // Raw IPPROTO_ESP sockets; the kernel builds outer IP headers on send and

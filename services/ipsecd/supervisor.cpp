@@ -137,7 +137,7 @@ class Supervisor {
     sandbox::ensureEmptyDirAt(runtimeDir_.fd(), kEmptyDirName, emptyDir_);
     createdEmptyDir_ = true;
 
-    tun_ = createTun(cfg_.tunName, static_cast<int>(cfg_.tunMtu));
+    tun_ = createTun(cfg_.tunName, static_cast<int>(cfg_.tunMtu), cfg_.tunOffload);
     configureTun(tun_, cfg_);
     log::info("TUN {} up, mtu {}", tun_.name, cfg_.tunMtu);
     raw4_ = openRawSocket(AF_INET, IPPROTO_ESP);
@@ -310,6 +310,9 @@ class Supervisor {
   void spawnDataPlane(const ChildEnds& ends) {
     std::vector<std::string> workers{"--workers", std::to_string(cfg_.cryptoWorkers)};
     spawn(Role::kCrypto, ends, workers);
+    // The forwarder is told what the TUN carries: the device outlives a
+    // data-plane restart, and so do its header and offloads.
+    if (tun_.offloads) workers.insert(workers.end(), {"--tun-offloads", std::to_string(*tun_.offloads)});
     spawn(Role::kForwarder, ends, workers);
   }
 

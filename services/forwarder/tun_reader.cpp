@@ -1,0 +1,158 @@
+// ipsec-forwarder: TUN reads through a private scratch buffer (issue 13 item
+// 1, outbound). Used when the TUN carries a virtio_net_hdr (tun_offload, the
+// default) or there are several crypto workers; one worker on a plain TUN
+// reads straight into pool buffers (datapath.cpp readTun).
+//
+// What is read is a local application's packet, untrusted like any: with a
+// header, checkVnetHeader (via planSegments) judges the header against the
+// packet first and a refusal is counted under its reason. A GSO super-packet
+// (up to 64 KiB) is cut by lib/offload's writeSegment, segment by segment,
+// straight into pool buffers at kHeadroom, each then framed by outboundPacket
+// exactly as a packet read alone (bundles, transport mode, PMTU, TFC, held
+// packets: per segment). Order: segments go to outboundPacket in order, and
+// all of one read to one worker, so one SA's sequence numbers follow TUN order.
+//
+// Placement: the worker is chosen once per read, as the SA the policy's
+// first step takes (worker_pin.cpp), so the packet is never copied from one
+// worker's pool into another's. A read is only made when every worker has
+// room for a whole super-packet of ordinary MSS (kSuperPacketBuffers); a
+// super-packet of tiny segments that still needs more has the segments that
+// fit placed and the rest counted (tun_in_drop_no_buffer), never silently lost.
+#include <unistd.h>
+
+#include <cstring>
+
+#include "forwarder.h"
+#include "offload/vnet_header.h"
+
+namespace ipsec::forwarder {
+namespace {
+
+// TUN_F_* (linux/if_tun.h; USO from Linux 6.2, as in lib/offload/tun_probe.cpp).
+constexpr unsigned kTunTso4 = 0x02, kTunTso6 = 0x04, kTunUso4 = 0x20, kTunUso6 = 0x40;
+
+// Free buffers every worker must have before the TUN is read: a 64 KiB TCP
+// super-packet at an MSS of 1024 or more, the segments of any read at the
+// common MTUs. Smaller segments beyond this are counted if the pool runs dry.
+constexpr std::uint32_t kSuperPacketBuffers = 64;
+
+// The longest read: a GSO skb is at most 64 KiB (the TUN's gso_max_size), behind its header.
+constexpr std::size_t kMaxTunRead = offload::kVnetHeaderSize + 65536;
+
+}  // namespace
+
+void Forwarder::setUpTunOffload(std::optional<unsigned> flags) {
+  if (flags) {
+    tunOffload_.vnetHeader = true;
+    tunOffload_.tso = (*flags & kTunTso4) && (*flags & kTunTso6);
+    tunOffload_.uso = (*flags & kTunUso4) && (*flags & kTunUso6);
+    tunWrites_.bytes.resize(TunWriteQueue::kBytes);
+    tunWrites_.merged.resize(offload::kVnetHeaderSize + offload::kMaxPacket);
+  }
+  if (tunOffload_.vnetHeader || workers_.size() > 1) tunScratch_.resize(kMaxTunRead);
+}
+
+bool Forwarder::tunReadRoom() const noexcept {
+  const std::uint32_t need = tunOffload_.vnetHeader ? kSuperPacketBuffers : 1;
+  for (const auto& w : workers_) {
+    if (w->pool->available() < need) return false;
+  }
+  return true;
+}
+
+void Forwarder::readTunScratch() noexcept {
+  std::size_t n = 0;
+  bool stalled = false;
+  for (; n < kBurst; ++n) {
+    if (!tunReadRoom()) {
+      // Leave the packets in the TUN queue; the next completion restarts us.
+      ++counters_.out_stall_no_buffer;
+      stalled = tunStalled_ = true;
+      break;
+    }
+    const ssize_t got = ::read(fds_.tun.get(), tunScratch_.data(), tunScratch_.size());
+    if (got <= 0) break;
+    placeTunRead({tunScratch_.data(), static_cast<std::size_t>(got)});
+  }
+  flushAllRequests(true);
+  flushTunWrites();  // ICMP too-big written while framing (pmtu.cpp)
+  if (stalled) return;
+  if (n == kBurst) {
+    boost::asio::post(io_, [this] { readTunScratch(); });  // more may be queued: yield, then go on
+  } else {
+    armTun();
+  }
+}
+
+Forwarder::Worker& Forwarder::outboundWorker(std::span<const std::uint8_t> packet) noexcept {
+  if (workers_.size() < 2) return *workers_[0];
+  if (const Sa* sa = firstStepSa(packet)) return workerFor(*sa);  // worker_pin.cpp
+  return nextWorker();
+}
+
+void Forwarder::placeTunRead(std::span<std::uint8_t> read) noexcept {
+  offload::SegmentPlan plan;
+  std::span<std::uint8_t> packet = read;
+  if (tunOffload_.vnetHeader) {
+    if (read.size() < offload::kVnetHeaderSize) {
+      ++counters_.tun_in_drop_short;
+      return;
+    }
+    const auto header = offload::readVnetHeader(read.first<offload::kVnetHeaderSize>());
+    packet = read.subspan(offload::kVnetHeaderSize);
+    plan = offload::planSegments(header, packet);
+    if (!plan.ok()) return countVnetRefusal(plan.error);
+    if (plan.gso()) {
+      ++counters_.tun_in_super_packets;
+    } else if (header.needsChecksum()) {
+      ++counters_.tun_in_checksum_completed;  // by writeSegment, as it copies
+    }
+  }
+  Worker& w = outboundWorker(packet);
+  const std::uint32_t count = tunOffload_.vnetHeader ? plan.count : 1;
+  const std::size_t room = w.bufferSize - kHeadroom - kTailroom;
+  for (std::uint32_t i = 0; i < count; ++i) {
+    // Keep the worker's pending list within what it reserved (kBurst).
+    if (w.pending.size() >= kBurst) flushRequests(w, true);
+    const auto buf = allocBuffer(w);
+    if (!buf) {
+      counters_.tun_in_drop_no_buffer += count - i;
+      return;
+    }
+    std::uint8_t* data = bufferData(w, *buf) + kHeadroom;
+    std::size_t len = 0;
+    if (tunOffload_.vnetHeader) {
+      len = offload::writeSegment(plan, packet, i, {data, room});
+    } else if (packet.size() <= room) {
+      std::memcpy(data, packet.data(), packet.size());
+      len = packet.size();
+    }
+    if (len == 0) {
+      ++counters_.out_drop_no_room;
+      freeBuffer(w, *buf);
+      continue;
+    }
+    ++counters_.tun_in_packets;
+    if (plan.gso()) ++counters_.tun_in_segments;
+    if (!outboundPacket(w, *buf, static_cast<std::uint32_t>(len))) freeBuffer(w, *buf);
+  }
+}
+
+void Forwarder::countVnetRefusal(offload::VnetError error) noexcept {
+  using offload::VnetError;
+  switch (error) {
+    case VnetError::kOk: return;
+    case VnetError::kUnknownFlags: ++counters_.tun_in_drop_unknown_flags; return;
+    case VnetError::kUnknownGsoType: ++counters_.tun_in_drop_unknown_gso_type; return;
+    case VnetError::kEcnWithoutTcp: ++counters_.tun_in_drop_ecn_without_tcp; return;
+    case VnetError::kGsoWithoutNeedsChecksum: ++counters_.tun_in_drop_gso_without_needs_checksum; return;
+    case VnetError::kZeroGsoSize: ++counters_.tun_in_drop_zero_gso_size; return;
+    case VnetError::kChecksumOutsidePacket: ++counters_.tun_in_drop_checksum_outside_packet; return;
+    case VnetError::kBadPacket: ++counters_.tun_in_drop_bad_packet; return;
+    case VnetError::kGsoProtocolMismatch: ++counters_.tun_in_drop_gso_protocol_mismatch; return;
+    case VnetError::kChecksumNotAtTransport: ++counters_.tun_in_drop_checksum_not_at_transport; return;
+    case VnetError::kTooManySegments: ++counters_.tun_in_drop_too_many_segments; return;
+  }
+}
+
+}  // namespace ipsec::forwarder
