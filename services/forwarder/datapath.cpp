@@ -11,6 +11,7 @@
 #include <netinet/ip.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "clock/clock.h"
@@ -551,13 +552,23 @@ void Forwarder::onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept {
 }
 
 void Forwarder::SendBatch::setTrafficClass(std::size_t i, bool v4, int tos) noexcept {
-  msgs[i].msg_hdr.msg_control = cmsgs[i].data();
-  msgs[i].msg_hdr.msg_controllen = cmsgs[i].size();
-  cmsghdr* cm = CMSG_FIRSTHDR(&msgs[i].msg_hdr);
-  cm->cmsg_level = v4 ? IPPROTO_IP : IPPROTO_IPV6;
-  cm->cmsg_type = v4 ? IP_TOS : IPV6_TCLASS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(cm), &tos, sizeof tos);
+  addControl(i, v4 ? IPPROTO_IP : IPPROTO_IPV6, v4 ? IP_TOS : IPV6_TCLASS, &tos, sizeof tos);
+}
+
+void Forwarder::SendBatch::addControl(std::size_t i, int level, int type, const void* data,
+                                      std::size_t length) noexcept {
+  msghdr& m = msgs[i].msg_hdr;
+  const std::size_t at = m.msg_control ? m.msg_controllen : 0;
+  if (at + CMSG_SPACE(length) > cmsgs[i].size()) std::abort();  // kControlSpace is sized for every caller
+  char* space = cmsgs[i].data() + at;
+  std::memset(space, 0, CMSG_SPACE(length));
+  auto* cm = reinterpret_cast<cmsghdr*>(space);
+  cm->cmsg_level = level;
+  cm->cmsg_type = type;
+  cm->cmsg_len = CMSG_LEN(length);
+  std::memcpy(CMSG_DATA(cm), data, length);
+  m.msg_control = cmsgs[i].data();
+  m.msg_controllen = at + CMSG_SPACE(length);
 }
 
 void Forwarder::flushSends() noexcept {
@@ -565,6 +576,7 @@ void Forwarder::flushSends() noexcept {
   flushSendBatch(send6_);
   flushSendBatch(sendUdp4_);
   flushSendBatch(sendUdp6_);
+  flushSendBatch(sendUdpOwnHeader4_);
   flushSendBatch(sendHdr4_);
   flushSendBatch(sendHdr6_);
   flushSendBatch(sendAh4_);
@@ -572,8 +584,10 @@ void Forwarder::flushSends() noexcept {
 }
 
 void Forwarder::flushSendBatch(SendBatch& b) noexcept {
-  if (&b == &sendUdp6_ && udpGso_) {
-    flushGso(b);  // gro.cpp
+  if (&b == &sendUdp4_) {
+    flushUdp4(b);  // gro.cpp
+  } else if (&b == &sendUdp6_ && udpGso_) {
+    flushGso(b, 0, b.count);
   } else {
     sendEach(b, 0, b.count);
   }
