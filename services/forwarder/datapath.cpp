@@ -747,13 +747,15 @@ void Forwarder::reportNatMapping(Sa& sa, NatT& nat, const esp::UdpEndpoint& from
 
 // NAT keepalives (RFC 3948 §2.3): one byte 0xFF to the peer of every NAT-T SA
 // that has carried outbound traffic, so the NAT keeps its mapping while the
-// tunnel is idle. Batched per family.
+// tunnel is idle. Batched per family; over IPv4 from the SA's source address,
+// as its ESP (queueUdp4), so that they keep the same mapping alive.
 void Forwarder::sendKeepalives() noexcept {
   static const std::uint8_t kByte = esp::kNatKeepalive;
   struct Batch {
     std::array<mmsghdr, kBurst> msgs{};
     std::array<iovec, kBurst> iovs{};
     std::array<sockaddr_storage, kBurst> addrs{};
+    std::array<std::array<char, CMSG_SPACE(sizeof(in_pktinfo))>, kBurst> cmsgs{};
     std::size_t count = 0;
   };
   Batch b4, b6;
@@ -784,6 +786,18 @@ void Forwarder::sendKeepalives() noexcept {
     b.msgs[i].msg_hdr.msg_namelen = esp::toSockaddr({sa.dst, nat->dport}, b.addrs[i]);
     b.msgs[i].msg_hdr.msg_iov = &b.iovs[i];
     b.msgs[i].msg_hdr.msg_iovlen = 1;
+    if (sa.dst.isV4()) {
+      msghdr& m = b.msgs[i].msg_hdr;
+      m.msg_control = b.cmsgs[i].data();
+      m.msg_controllen = b.cmsgs[i].size();
+      cmsghdr* c = CMSG_FIRSTHDR(&m);
+      c->cmsg_level = IPPROTO_IP;
+      c->cmsg_type = IP_PKTINFO;
+      c->cmsg_len = CMSG_LEN(sizeof(in_pktinfo));
+      in_pktinfo source{};
+      std::memcpy(&source.ipi_spec_dst, sa.src.bytes().data(), sizeof source.ipi_spec_dst);
+      std::memcpy(CMSG_DATA(c), &source, sizeof source);
+    }
   });
   flush(b4, fds_.udp4.get());
   flush(b6, fds_.udp6.get());
