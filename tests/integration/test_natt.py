@@ -114,7 +114,7 @@ class NattTunnelTest(unittest.TestCase):
         checksum the kernel computed rather than a partial one the device
         would complete) and GSO off, every ESP-in-UDP datagram captured on
         the wire has a non-zero UDP checksum that scapy verifies, A's with
-        DF, B's without."""
+        DF, B's without; a ping's DSCP and ECN are in its outer header."""
         from scapy.layers.inet import IP, UDP
         with Testbed() as tb:
             self.start_natt(tb, 4, df_ab=(natt_pfkey.SA_DF_SET,), df_ba=(natt_pfkey.SA_DF_CLEAR,))
@@ -139,12 +139,16 @@ class NattTunnelTest(unittest.TestCase):
             path = os.path.join(tb.a.workdir, "natt4.pcap")
             with Capture(tb.a, path, f"udp port {PORT_A} or udp port {PORT_B}", "veth-ipsec-a") as cap:
                 tcp_transfer(tb.a, tb.b, INNER[4][1], nbytes=256 << 10, port=5004)
+                # DSCP EF and ECT(1): the tunnel copies both into the outer header (RFC 6040).
+                r = ping(tb.a, INNER[4][1], count=2, extra=("-Q", "0xb9"))
+                self.assertEqual(r.returncode, 0, f"{r.stdout}{r.stderr}")
                 aout, bout = OUTER[4]
 
                 def esp_from(pkts, src):
                     return [p[IP] for p in pkts if IP in p and UDP in p and p[IP].src == src and len(p[UDP].payload) > 1]
-                pkts = cap.wait_for(lambda got: len(esp_from(got, aout)) > 50 and len(esp_from(got, bout)) > 10,
-                                    what="ESP in UDP both ways")
+                pkts = cap.wait_for(lambda got: len(esp_from(got, aout)) > 50 and len(esp_from(got, bout)) > 10 and
+                                    sum(p.tos == 0xb9 for p in esp_from(got, aout)) >= 2,
+                                    what="ESP in UDP both ways, two pings with TOS 0xb9")
             for src, df in ((aout, True), (bout, False)):
                 for p in esp_from(pkts, src):
                     self.assertEqual(p.flags.DF, df, f"{src}: {p.summary()}")
