@@ -159,6 +159,34 @@ class NattTunnelTest(unittest.TestCase):
                     self.assertEqual(IP(bytes(again))[UDP].chksum, sent, f"{src}: checksum does not verify")
             self.assertEqual(tb.stop(tb.a), 0, tb.log_text(tb.a))
 
+    def test_ipv4_df_clear_beyond_the_link_mtu_leaves_in_the_kernels_fragments(self):
+        """A→B's SA with DF clear and the SA's MTU (1500) above A's link
+        (1280): a ping whose ESP in UDP fits the SA but not the link leaves
+        in fragments the kernel cut (IP_PMTUDISC_DONT), which B reassembles
+        and answers (in fragments too); nothing is refused."""
+        from scapy.layers.inet import IP
+        with Testbed() as tb:
+            self.start_natt(tb, 4, df_ab=(natt_pfkey.SA_DF_CLEAR,))
+            r = ping(tb.a, INNER[4][1], count=2)
+            self.assertEqual(r.returncode, 0, f"{r.stdout}{r.stderr}")
+            # Both ends: a veth drops what exceeds the receiving end's MTU (B's reply copies the request's clear DF).
+            for h, dev in ((tb.a, "veth-ipsec-a"), (tb.b, "veth-ipsec-b")):
+                h.exec(["ip", "link", "set", dev, "mtu", "1280"])
+            path = os.path.join(tb.a.workdir, "frag4.pcap")
+            with Capture(tb.a, path, f"src {OUTER[4][0]} and (udp port {PORT_B} or ip[6:2] & 0x1fff != 0)",
+                         "veth-ipsec-a") as cap:
+                r = ping(tb.a, INNER[4][1], count=2, extra=("-s", "1300", "-M", "dont"))
+                self.assertEqual(r.returncode, 0, f"{r.stdout}{r.stderr}\n{tb.log_text(tb.a)}")
+                pkts = cap.wait_for(lambda got: sum(1 for p in got if IP in p and p[IP].flags.MF) >= 2,
+                                    what="two first fragments of ESP in UDP from A")
+            for p in pkts:
+                if IP in p and (p[IP].flags.MF or p[IP].frag):
+                    self.assertFalse(p[IP].flags.DF, p.summary())
+                    self.assertLessEqual(p[IP].len, 1280, p.summary())
+            c = tb.a.stats()["ipsec-forwarder"]["counters"]
+            self.assertEqual(c["out_drop_send"], 0)
+            self.assertEqual(c["pmtu_out_fragmented"], 0, "cut by the kernel, not by us")
+
     def check_segments_each_counted(self, outer):
         """A coalesced datagram whose segments are an ESP packet of no SA, a
         non-ESP marker, a keepalive-sized run and a cut last one: each segment
