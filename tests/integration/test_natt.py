@@ -7,7 +7,8 @@ UDP GRO/GSO (net.inet.ipsec.udp_gro, udp_gso): IPv6 ESP leaves in UDP_SEGMENT
 sends and is received coalesced and split; a coalesced datagram's segments
 are each counted as datagrams of their own would be (IPv4 and IPv6). IPv4
 ESP in UDP leaves on the NAT-T socket too: in UDP_SEGMENT sends, with the
-kernel's UDP checksum and each SA's DF bit (verified by scapy on a capture)."""
+kernel's UDP checksum and each SA's DF bit (verified by scapy on a capture);
+with DF clear the kernel fragments what exceeds the link."""
 
 import os
 import sys
