@@ -174,7 +174,8 @@ inline constexpr Layout<ForwarderFd, 15> kForwarder{
         {ForwarderFd::kAh6, "raw AH/IPv6 socket", Peer::kNetwork, OnClose::kHeldForLife, false,
          "AH in, the extension headers before AH as control messages"},
         {ForwarderFd::kUdp4, "NAT-T UDP/IPv4 socket", Peer::kNetwork, OnClose::kHeldForLife, false,
-         "ESP in UDP (RFC 3948) both ways, keepalives; IKE only when no IKE daemon shares the port"},
+         "ESP in UDP (RFC 3948) both ways (out: GSO runs, DF per run by IP_MTU_DISCOVER), keepalives; IKE only "
+         "when no IKE daemon shares the port"},
         {ForwarderFd::kUdp6, "NAT-T UDP/IPv6 socket", Peer::kNetwork, OnClose::kHeldForLife, false,
          "ESP in UDP (RFC 3948) both ways, keepalives; IKE only when no IKE daemon shares the port"},
         {ForwarderFd::kRingMemfd, "ring memfd", Peer::kCrypto, OnClose::kRestartDataPlane, true,
@@ -184,7 +185,7 @@ inline constexpr Layout<ForwarderFd, 15> kForwarder{
         {ForwarderFd::kCompletionBell, "completion bell", Peer::kCrypto, OnClose::kRestartDataPlane, true,
          "eventfd the forwarder waits on for completions"},
         {ForwarderFd::kHeaderIncluded4, "header-included IPv4 socket", Peer::kNetwork, OnClose::kHeldForLife, false,
-         "send only: transport-mode ESP with the host's header, AH, every IPv4 tunnel packet (DF, fragments)"},
+         "send only: transport-mode ESP with the host's header, AH, IPv4 tunnel ESP (DF), fragments (ESP in UDP too)"},
         {ForwarderFd::kHeaderIncluded6, "header-included IPv6 socket", Peer::kNetwork, OnClose::kHeldForLife, false,
          "send only: transport-mode ESP with the host's header and extension headers, AH"},
     }}};

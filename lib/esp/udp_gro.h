@@ -31,6 +31,8 @@ inline constexpr std::size_t kMaxGroSegments = 128;
 // UDP_MAX_SEGMENTS) and a UDP payload that an IPv6 payload length can carry.
 inline constexpr std::size_t kMaxGsoSegments = 64;
 inline constexpr std::size_t kMaxGsoBytes = 65535 - 8;
+// ... and one that an IPv4 total length can carry (its header counts).
+inline constexpr std::size_t kMaxGsoBytes4 = 65535 - 20 - 8;
 
 // The UDP_GRO control message of one received datagram.
 struct GroControl {
@@ -68,16 +70,17 @@ GroSplit splitGro(std::size_t length, const GroControl& control) noexcept;
 // send (at least 1): `sameAs(i)` says datagram i goes to datagram first's
 // peer with its traffic class; each is as long as the first except the last
 // of the run, which may be shorter (and ends it); at most kMaxGsoSegments and
-// kMaxGsoBytes together.
+// maxBytes (kMaxGsoBytes, or kMaxGsoBytes4 over IPv4) together.
 template <class SameAs>
-std::size_t gsoRun(std::span<const iovec> datagrams, std::size_t first, SameAs&& sameAs) noexcept {
+std::size_t gsoRun(std::span<const iovec> datagrams, std::size_t first, SameAs&& sameAs,
+                   std::size_t maxBytes = kMaxGsoBytes) noexcept {
   if (first >= datagrams.size()) return 0;
   const std::size_t size = datagrams[first].iov_len;
   std::size_t total = size;
   std::size_t n = 1;
   while (first + n < datagrams.size() && n < kMaxGsoSegments && size != 0) {
     const std::size_t next = datagrams[first + n].iov_len;
-    if (next == 0 || next > size || total + next > kMaxGsoBytes || !sameAs(first + n)) break;
+    if (next == 0 || next > size || total + next > maxBytes || !sameAs(first + n)) break;
     total += next;
     ++n;
     if (next < size) break;  // a shorter one ends the run

@@ -27,13 +27,23 @@ Forwarder::Forwarder(asio::io_context& io, Fds fds, std::optional<unsigned> tunO
       udp6Watch_(io, fds_.udp6.get()),
       usageTimer_(io),
       keepaliveTimer_(io) {
-  // IPv4 tunnel ESP, plain and in UDP, leaves with our own outer header
-  // (pmtu.cpp: DF per SA, fragments by us).
+  // IPv4 tunnel ESP leaves with our own outer header (pmtu.cpp: DF per SA,
+  // fragments by us); ESP in UDP on the NAT-T sockets, the kernel writing
+  // IP and UDP (IPv4: DF per run, gro.cpp), our own header only for
+  // fragments and for an SA whose source port is not the socket's.
   send4_.fd = fds_.hdr4.get();
   send6_.fd = fds_.raw6.get();
-  sendUdp4_.fd = fds_.hdr4.get();
+  sendUdp4_.fd = fds_.udp4.get();
   sendUdp6_.fd = fds_.udp6.get();
-  sendUdp4_.udp = sendUdp6_.udp = true;
+  sendUdpOwnHeader4_.fd = fds_.hdr4.get();
+  sendUdp4_.udp = sendUdp6_.udp = sendUdpOwnHeader4_.udp = true;
+  sockaddr_in bound{};
+  socklen_t boundLength = sizeof bound;
+  if (fds_.udp4.get() >= 0 &&
+      getsockname(fds_.udp4.get(), reinterpret_cast<sockaddr*>(&bound), &boundLength) == 0 &&
+      bound.sin_family == AF_INET) {
+    udp4Port_ = ntohs(bound.sin_port);
+  }
   for (auto& wf : fds_.workers) {
     // Guard pages as the broker maps it: a bounds slip here faults instead of touching the next mapping.
     auto attached = ring::Region::attach(std::move(wf.region), nullptr, ring::GuardPages::kSurround);

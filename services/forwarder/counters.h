@@ -150,9 +150,11 @@ namespace ipsec::forwarder {
   EVENT(natt_in_gro_drop_bad, "GRO size 0, above the datagram, too many segments, cut control") \
   EVENT(natt_in_gro_drop_no_buffer, "segments lost: no free buffer to split into") \
   EVENT(natt_in_gro_parked, "datagrams that waited for free buffers (then handled)") \
-  EVENT(natt_out_gso_datagrams, "UDP_SEGMENT sends of several ESP packets (IPv6)") \
+  EVENT(natt_out_gso_datagrams, "UDP_SEGMENT sends of several ESP packets") \
   EVENT(natt_out_gso_segments, "ESP packets in UDP_SEGMENT sends") \
   EVENT(natt_out_gso_fallback, "a GSO send refused: its packets sent one by one") \
+  EVENT(natt_out_df_switches, "IPv4 NAT-T socket's DF setting switched (IP_MTU_DISCOVER) for the next run of ESP") \
+  EVENT(natt_out_drop_df_refused, "IPv4 ESP in UDP dropped: the socket refused the SA's DF setting") \
   /* SAs pinned to crypto workers (worker_pin.cpp) */ \
   EVENT(worker_pinned_copies, "packets copied into their SA's crypto worker's pool") \
   EVENT(worker_pin_no_buffer, "left on the burst's worker: its SA's had no free buffer") \

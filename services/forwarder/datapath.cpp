@@ -11,6 +11,7 @@
 #include <netinet/ip.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "clock/clock.h"
@@ -538,13 +539,23 @@ void Forwarder::onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept {
 }
 
 void Forwarder::SendBatch::setTrafficClass(std::size_t i, bool v4, int tos) noexcept {
-  msgs[i].msg_hdr.msg_control = cmsgs[i].data();
-  msgs[i].msg_hdr.msg_controllen = cmsgs[i].size();
-  cmsghdr* cm = CMSG_FIRSTHDR(&msgs[i].msg_hdr);
-  cm->cmsg_level = v4 ? IPPROTO_IP : IPPROTO_IPV6;
-  cm->cmsg_type = v4 ? IP_TOS : IPV6_TCLASS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(cm), &tos, sizeof tos);
+  addControl(i, v4 ? IPPROTO_IP : IPPROTO_IPV6, v4 ? IP_TOS : IPV6_TCLASS, &tos, sizeof tos);
+}
+
+void Forwarder::SendBatch::addControl(std::size_t i, int level, int type, const void* data,
+                                      std::size_t length) noexcept {
+  msghdr& m = msgs[i].msg_hdr;
+  const std::size_t at = m.msg_control ? m.msg_controllen : 0;
+  if (at + CMSG_SPACE(length) > cmsgs[i].size()) std::abort();  // kControlSpace is sized for every caller
+  char* space = cmsgs[i].data() + at;
+  std::memset(space, 0, CMSG_SPACE(length));
+  auto* cm = reinterpret_cast<cmsghdr*>(space);
+  cm->cmsg_level = level;
+  cm->cmsg_type = type;
+  cm->cmsg_len = CMSG_LEN(length);
+  std::memcpy(CMSG_DATA(cm), data, length);
+  m.msg_control = cmsgs[i].data();
+  m.msg_controllen = at + CMSG_SPACE(length);
 }
 
 void Forwarder::flushSends() noexcept {
@@ -552,6 +563,7 @@ void Forwarder::flushSends() noexcept {
   flushSendBatch(send6_);
   flushSendBatch(sendUdp4_);
   flushSendBatch(sendUdp6_);
+  flushSendBatch(sendUdpOwnHeader4_);
   flushSendBatch(sendHdr4_);
   flushSendBatch(sendHdr6_);
   flushSendBatch(sendAh4_);
@@ -560,8 +572,10 @@ void Forwarder::flushSends() noexcept {
 }
 
 void Forwarder::flushSendBatch(SendBatch& b) noexcept {
-  if (&b == &sendUdp6_ && udpGso_) {
-    flushGso(b);  // gro.cpp
+  if (&b == &sendUdp4_) {
+    flushUdp4(b);  // gro.cpp
+  } else if (&b == &sendUdp6_ && udpGso_) {
+    flushGso(b, 0, b.count);
   } else {
     sendEach(b, 0, b.count);
   }
@@ -700,13 +714,15 @@ void Forwarder::reportNatMapping(Sa& sa, NatT& nat, const esp::UdpEndpoint& from
 
 // NAT keepalives (RFC 3948 §2.3): one byte 0xFF to the peer of every NAT-T SA
 // that has carried outbound traffic, so the NAT keeps its mapping while the
-// tunnel is idle. Batched per family.
+// tunnel is idle. Batched per family; over IPv4 from the SA's source address,
+// as its ESP (queueUdp4), so that they keep the same mapping alive.
 void Forwarder::sendKeepalives() noexcept {
   static const std::uint8_t kByte = esp::kNatKeepalive;
   struct Batch {
     std::array<mmsghdr, kBurst> msgs{};
     std::array<iovec, kBurst> iovs{};
     std::array<sockaddr_storage, kBurst> addrs{};
+    std::array<std::array<char, CMSG_SPACE(sizeof(in_pktinfo))>, kBurst> cmsgs{};
     std::size_t count = 0;
   };
   Batch b4, b6;
@@ -737,6 +753,18 @@ void Forwarder::sendKeepalives() noexcept {
     b.msgs[i].msg_hdr.msg_namelen = esp::toSockaddr({sa.dst, nat->dport}, b.addrs[i]);
     b.msgs[i].msg_hdr.msg_iov = &b.iovs[i];
     b.msgs[i].msg_hdr.msg_iovlen = 1;
+    if (sa.dst.isV4()) {
+      msghdr& m = b.msgs[i].msg_hdr;
+      m.msg_control = b.cmsgs[i].data();
+      m.msg_controllen = b.cmsgs[i].size();
+      cmsghdr* c = CMSG_FIRSTHDR(&m);
+      c->cmsg_level = IPPROTO_IP;
+      c->cmsg_type = IP_PKTINFO;
+      c->cmsg_len = CMSG_LEN(sizeof(in_pktinfo));
+      in_pktinfo source{};
+      std::memcpy(&source.ipi_spec_dst, sa.src.bytes().data(), sizeof source.ipi_spec_dst);
+      std::memcpy(CMSG_DATA(c), &source, sizeof source);
+    }
   });
   flush(b4, fds_.udp4.get());
   flush(b6, fds_.udp6.get());

@@ -71,8 +71,10 @@ struct WorkerFds {
 struct Fds {
   UniqueFd keydb, policy, tun, raw4, raw6;
   UniqueFd ah4, ah6;      // raw AH, read by ah.cpp
-  UniqueFd udp4, udp6;  // NAT-T: ESP in UDP on natt_port
-  UniqueFd hdr4, hdr6;  // transport mode: header-included, send-only (transport.cpp)
+  UniqueFd udp4, udp6;  // NAT-T: ESP in UDP on natt_port, received and sent (gro.cpp)
+  // Header-included, send-only: our own IPv4/IPv6 headers (plain ESP over
+  // IPv4 with its per-SA DF, fragments, transport mode, AH).
+  UniqueFd hdr4, hdr6;
   std::vector<WorkerFds> workers;
 };
 
@@ -501,8 +503,14 @@ class Forwarder {
     std::array<mmsghdr, kBurst> msgs{};
     std::array<iovec, kBurst> iovs{};
     std::array<sockaddr_storage, kBurst> addrs{};
-    // IP_TOS / IPV6_TCLASS per packet: the outer header's DSCP and ECN.
-    std::array<std::array<char, CMSG_SPACE(sizeof(int))>, kBurst> cmsgs{};
+    // Per packet: IP_TOS / IPV6_TCLASS (the outer header's DSCP and ECN);
+    // ESP in UDP over IPv4 also IP_PKTINFO (the SA's source address) and,
+    // in transport mode, IP_TTL (the host's).
+    static constexpr std::size_t kControlSpace = 2 * CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(in_pktinfo));
+    std::array<std::array<char, kControlSpace>, kBurst> cmsgs{};
+    // ESP in UDP over IPv4: the DF bit datagram i must leave with (a
+    // setting of the socket, not of the datagram: flushUdp4 in gro.cpp).
+    std::array<bool, kBurst> dontFragment{};
     std::array<std::pair<Worker*, std::uint32_t>, kBurst> buffers{};
     std::size_t count = 0;
     int fd = -1;
@@ -525,6 +533,8 @@ class Forwarder {
     }
     // Datagram i leaves with this IPv4 TOS / IPv6 traffic class (the outer header's DSCP and ECN).
     void setTrafficClass(std::size_t i, bool v4, int tos) noexcept;
+    // Appends one control message to datagram i's (its padding zeroed: flushGso compares them bytewise).
+    void addControl(std::size_t i, int level, int type, const void* data, std::size_t length) noexcept;
   };
   // The batch, flushed first when full: room for one more datagram.
   SendBatch& queueSend(SendBatch& b) noexcept {
@@ -532,7 +542,10 @@ class Forwarder {
     return b;
   }
   SendBatch send4_, send6_;        // raw ESP
-  SendBatch sendUdp4_, sendUdp6_;  // ESP in UDP
+  SendBatch sendUdp4_, sendUdp6_;  // ESP in UDP, on the NAT-T sockets
+  // ESP in UDP over IPv4 from a source port other than the NAT-T socket's:
+  // our own IPv4 and UDP header on the header-included socket (queueTunnelSend).
+  SendBatch sendUdpOwnHeader4_;
   SendBatch sendHdr4_, sendHdr6_;  // transport mode, header included
   SendBatch sendAh4_, sendAh6_;    // AH, header included (ah.cpp)
   void flushSendBatch(SendBatch& b) noexcept;
@@ -566,13 +579,32 @@ class Forwarder {
   // True once nothing is parked.
   bool resumeParked(ParkedUdp& parked) noexcept;
   void setUdpGro(bool on) noexcept;
-  // sendUdp6_ with udp_gso on: runs of same-size packets to one peer leave as one UDP_SEGMENT send.
-  void flushGso(SendBatch& b) noexcept;
+  // b's datagrams [first, first + count) with udp_gso on: runs of same-size
+  // packets to one peer (same control messages) leave as one UDP_SEGMENT send.
+  void flushGso(SendBatch& b, std::size_t first, std::size_t count) noexcept;
+  // ESP in UDP over IPv4 on the NAT-T socket (gro.cpp): ESP packet `esp` of
+  // w's buffer buf to the SA's peer, from the SA's source address, with this
+  // TOS, DF bit and (transport mode) TTL.
+  struct Udp4Send {
+    std::uint16_t dport = 0;
+    std::uint8_t tos = 0;
+    bool dontFragment = false;
+    std::uint8_t ttl = 0;  // 0: the socket's
+  };
+  void queueUdp4(Worker& w, std::uint32_t buf, std::span<std::uint8_t> esp, const Sa& sa, const Udp4Send& s) noexcept;
+  // Whether the NAT-T socket can send for this SA: its port is the SA's source port, and the SA has a peer port.
+  bool udp4Sends(const NatT& nat) const noexcept { return nat.sport == udp4Port_ && nat.dport != 0; }
+  // sendUdp4_ in runs of one DF bit, each after setting the socket's
+  // IP_MTU_DISCOVER (only when it changes); through flushGso with udp_gso on.
+  void flushUdp4(SendBatch& b) noexcept;
+  bool setUdp4DontFragment(bool on) noexcept;
+  std::uint16_t udp4Port_ = 0;           // the IPv4 NAT-T socket's port (natt_port)
+  std::optional<bool> udp4DontFragment_;  // its IP_MTU_DISCOVER as last set by us: DF or not
   bool udpGro_ = false, udpGso_ = false;
   std::array<std::uint32_t, esp::kMaxGroSegments> groBufs_{};
   struct GsoBatch {
     std::array<mmsghdr, kBurst> msgs{};
-    std::array<std::array<char, CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(std::uint16_t))>, kBurst> cmsgs{};
+    std::array<std::array<char, SendBatch::kControlSpace + CMSG_SPACE(sizeof(std::uint16_t))>, kBurst> cmsgs{};
     std::array<std::uint8_t, kBurst> first{}, count{};  // the batch's datagrams in each message
   };
   GsoBatch gso_;

@@ -9,9 +9,26 @@
 // a bad one is counted and dropped, the others go on. A datagram that needs
 // more buffers than are free waits, with the rest of its burst, for
 // completions to free them (the socket is not read meanwhile).
-// Send: the IPv6 NAT-T socket takes a run of same-size ESP packets to one
-// peer as one UDP_SEGMENT send (IPv4 leaves on the header-included socket
-// with our own header, which GSO cannot cut).
+// Send: each NAT-T socket takes a run of same-size ESP packets to one peer
+// (same control messages) as one UDP_SEGMENT send; the kernel cuts it and
+// writes the UDP checksum of each datagram (RFC 3948 §2.1 allows one), so a
+// peer's UDP GRO can coalesce them again.
+//
+// IPv4 and the DF bit. The outer DF bit is the SA's (pmtu.cpp, dfbit clear,
+// set or copy), but a UDP socket's DF is a setting of the socket
+// (IP_MTU_DISCOVER), not of the datagram. The batch is therefore sent in
+// runs of one DF bit on the NAT-T socket itself, switching its setting when
+// the next run wants the other one (a setsockopt per switch: none while every
+// SA says the same). Not a second socket per DF setting: to send from
+// natt_port it would have to join the port's SO_REUSEPORT group, and the
+// group would hand it a share of the peer's datagrams; the group's steering
+// program also names the IKE daemon's socket by its index in the group
+// (udp_encap.h, proto/natt_lock.h), which a third member would shift.
+// DF set is IP_PMTUDISC_PROBE: DF without the kernel's path MTU cache (the
+// SA's MTU is the one we judge by, as the header-included socket did); DF
+// clear is IP_PMTUDISC_DONT: a datagram beyond the link's MTU is fragmented
+// by the kernel. Beyond the SA's MTU we cut fragments ourselves on the
+// header-included socket (pmtu.cpp), as before.
 // Same thread as the rest of the data path; noexcept, no allocation.
 #include <netinet/in.h>
 #include <netinet/udp.h>
@@ -74,9 +91,53 @@ void Forwarder::setUdpGro(bool on) noexcept {
   udpGro_ = on;
 }
 
-void Forwarder::flushGso(SendBatch& b) noexcept {
-  // Runs of datagrams with the same destination and traffic class (the
-  // first control message: IPV6_TCLASS, as onSealed and transport.cpp write it).
+void Forwarder::queueUdp4(Worker& w, std::uint32_t buf, std::span<std::uint8_t> esp, const Sa& sa,
+                          const Udp4Send& s) noexcept {
+  SendBatch& b = queueSend(sendUdp4_);
+  const std::size_t i = b.add(w, buf, esp, [&](sockaddr_storage& to) { return esp::toSockaddr({sa.dst, s.dport}, to); });
+  b.setTrafficClass(i, true, s.tos);
+  // From the SA's source address: the peer (and its NAT) know the SA by it.
+  in_pktinfo source{};
+  std::memcpy(&source.ipi_spec_dst, sa.src.bytes().data(), sizeof source.ipi_spec_dst);
+  b.addControl(i, IPPROTO_IP, IP_PKTINFO, &source, sizeof source);
+  if (s.ttl != 0) {
+    const int ttl = s.ttl;
+    b.addControl(i, IPPROTO_IP, IP_TTL, &ttl, sizeof ttl);
+  }
+  b.dontFragment[i] = s.dontFragment;
+}
+
+bool Forwarder::setUdp4DontFragment(bool on) noexcept {
+  if (udp4DontFragment_ == on) return true;
+  const int mode = on ? IP_PMTUDISC_PROBE : IP_PMTUDISC_DONT;
+  if (setsockopt(fds_.udp4.get(), IPPROTO_IP, IP_MTU_DISCOVER, &mode, sizeof mode) != 0) {
+    udp4DontFragment_.reset();
+    return false;
+  }
+  udp4DontFragment_ = on;
+  ++counters_.natt_out_df_switches;
+  return true;
+}
+
+void Forwarder::flushUdp4(SendBatch& b) noexcept {
+  for (std::size_t first = 0; first < b.count;) {
+    std::size_t end = first + 1;
+    while (end < b.count && b.dontFragment[end] == b.dontFragment[first]) ++end;
+    if (!setUdp4DontFragment(b.dontFragment[first])) {
+      // Sent with the other DF bit they would break the SA's policy.
+      counters_.natt_out_drop_df_refused += end - first;
+    } else if (udpGso_) {
+      flushGso(b, first, end - first);
+    } else {
+      sendEach(b, first, end - first);
+    }
+    first = end;
+  }
+}
+
+void Forwarder::flushGso(SendBatch& b, std::size_t first, std::size_t count) noexcept {
+  // Runs of datagrams with the same destination and control messages
+  // (traffic class; IPv4: also source address and TTL).
   auto sameAs = [&b](std::size_t first) {
     return [&b, first](std::size_t i) {
       return b.msgs[i].msg_hdr.msg_namelen == b.msgs[first].msg_hdr.msg_namelen &&
@@ -85,10 +146,10 @@ void Forwarder::flushGso(SendBatch& b) noexcept {
              std::memcmp(b.cmsgs[i].data(), b.cmsgs[first].data(), b.msgs[first].msg_hdr.msg_controllen) == 0;
     };
   };
-  const std::span<const iovec> iovs(b.iovs.data(), b.count);
+  const std::span<const iovec> iovs(b.iovs.data(), first + count);
   std::size_t messages = 0;
-  for (std::size_t i = 0; i < b.count;) {
-    const std::size_t run = esp::gsoRun(iovs, i, sameAs(i));
+  for (std::size_t i = first; i < first + count;) {
+    const std::size_t run = esp::gsoRun(iovs, i, sameAs(i), &b == &sendUdp4_ ? esp::kMaxGsoBytes4 : esp::kMaxGsoBytes);
     mmsghdr& m = gso_.msgs[messages];
     m = b.msgs[i];
     if (run > 1) {

@@ -10,6 +10,7 @@
 // Sandbox: its own uid, an empty root, no capabilities, no_new_privs, and an
 // allow-list without open/openat, socket, connect or execve: a compromised
 // forwarder can use only the descriptors above, and none of them leads to a key.
+#include <netinet/in.h>
 #include <netinet/udp.h>
 #include <sys/socket.h>
 
@@ -26,9 +27,12 @@ sandbox::SandboxProfile profile(const service::Args& args) {
   p.nonDumpable = {true, "its memory holds other hosts' traffic"};
   // The baseline and socket-I/O lists hold the rest: read/write on the TUN,
   // recvmmsg/sendmmsg on the raw and UDP sockets, the channels' calls. Its
-  // channels are sized before the sandbox; the one option it sets afterwards:
+  // channels are sized before the sandbox; the two options it sets afterwards:
   p.allow({{"setsockopt", "net.inet.ipsec.udp_gro turns UDP GRO on the NAT-T sockets on or off (gro.cpp)",
-            {sandbox::argEquals(1, SOL_UDP, "SOL_UDP"), sandbox::argEquals(2, UDP_GRO, "UDP_GRO")}, std::nullopt}});
+            {sandbox::argEquals(1, SOL_UDP, "SOL_UDP"), sandbox::argEquals(2, UDP_GRO, "UDP_GRO")}, std::nullopt},
+           {"setsockopt", "the IPv4 NAT-T socket's DF setting follows each run of ESP in UDP (the SA's DF policy, gro.cpp)",
+            {sandbox::argEquals(1, IPPROTO_IP, "IPPROTO_IP"), sandbox::argEquals(2, IP_MTU_DISCOVER, "IP_MTU_DISCOVER")},
+            std::nullopt}});
   return p;
 }
 

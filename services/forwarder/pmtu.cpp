@@ -12,9 +12,12 @@
 // socket (IP_MTU_DISCOVER), not per packet, and refuses nothing below the
 // device MTU, so neither a DF policy per SA nor an SA MTU below the link's
 // can be had from it. The header-included socket (the one transport mode and
-// AH use) sends exactly what we write, so IPv4 tunnel ESP, plain and in UDP,
-// always leaves through it: DF as the policy says, and fragments cut by us
-// when the packet exceeds the SA MTU. IPv6 has no DF bit: a packet that fits
+// AH use) sends exactly what we write, so IPv4 tunnel ESP always leaves
+// through it: DF as the policy says, and fragments cut by us when the packet
+// exceeds the SA MTU. ESP in UDP over IPv4 that fits leaves on the NAT-T
+// socket instead, for UDP GSO and the peer's GRO (which want the kernel's
+// UDP checksum): the socket's DF setting is switched between runs of
+// packets with the other DF bit (gro.cpp). IPv6 has no DF bit: a packet that fits
 // keeps the kernel's raw ESP/UDP socket (traffic class by cmsg, as before);
 // one that does not is given our IPv6 header and a fragment header by the
 // source (RFC 8200 §4.5), on the header-included IPv6 socket.
@@ -167,6 +170,12 @@ bool Forwarder::queueTunnelSend(Worker& w, const proto::CryptoCompletion& c, con
   const std::size_t mtu = pathMtu(sa, tunnelOf(sa));
   const bool fits = c.length + outerOverhead(sa) <= mtu;
   if (sa.dst.isV6() && fits) return false;  // the kernel's socket writes the header
+  if (nat && fits && udp4Sends(*nat)) {
+    // IPv4 in UDP that fits: the NAT-T socket, DF per run (gro.cpp).
+    queueUdp4(w, c.bufferIndex, {bufferData(w, c.bufferIndex) + c.offset, c.length}, sa,
+              {.dport = nat->dport, .tos = ctx.tos, .dontFragment = ctx.outerDf});
+    return true;
+  }
   esp::OuterHeader h;
   h.src = sa.src;
   h.dst = sa.dst;
@@ -195,8 +204,9 @@ bool Forwarder::queueTunnelSend(Worker& w, const proto::CryptoCompletion& c, con
     freeBuffer(w, c.bufferIndex);
     return true;
   }
-  // IPv4 that fits: the header-included batch (counted as ESP, and as NAT-T in UDP).
-  queueSend(nat ? sendUdp4_ : send4_).add(w, c.bufferIndex, {data + *start, length}, [&](sockaddr_storage& to) {
+  // IPv4 that fits: the header-included batch (counted as ESP, and as NAT-T
+  // in UDP: an SA whose source port is not the NAT-T socket's).
+  queueSend(nat ? sendUdpOwnHeader4_ : send4_).add(w, c.bufferIndex, {data + *start, length}, [&](sockaddr_storage& to) {
     return esp::toSockaddr({sa.dst, 0}, to);
   });
   return true;
@@ -220,6 +230,7 @@ bool Forwarder::sendFragments(std::span<const std::uint8_t> packet, std::size_t 
   } else {
     flushSendBatch(dst.isV4() ? send4_ : send6_);
     flushSendBatch(dst.isV4() ? sendUdp4_ : sendUdp6_);
+    if (dst.isV4()) flushSendBatch(sendUdpOwnHeader4_);
     flushSendBatch(dst.isV4() ? sendHdr4_ : sendHdr6_);  // transport mode
   }
   sockaddr_storage addr{};

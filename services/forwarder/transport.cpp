@@ -151,11 +151,13 @@ void Forwarder::queueTransportSend(Worker& w, const proto::CryptoCompletion& c, 
 }
 
 // Transport mode behind a NAT (RFC 3948 §3.1.1): the ESP packet goes as the
-// payload of UDP from natTSport to natTDport. IPv4: our header with UDP in
-// place of the host's (its TOS, TTL, Identification and DF kept; IP options
-// are not carried), on the header-included socket as the tunnel path does.
-// IPv6: the ESP alone on the NAT-T UDP socket, the kernel writing IPv6 and
-// UDP (the traffic class by cmsg; extension headers are not carried).
+// payload of UDP from natTSport to natTDport, on the NAT-T UDP socket, the
+// kernel writing IP and UDP (extension headers and IP options are not
+// carried). IPv4: the host's TOS, TTL and DF bit by control message and the
+// socket's DF setting (gro.cpp), the kernel's Identification; fragments, or
+// a source port other than the socket's, get our header with UDP in place of
+// the host's on the header-included socket (the host's Identification kept).
+// IPv6: the traffic class by cmsg.
 void Forwarder::queueTransportUdp(Worker& w, const proto::CryptoCompletion& c, const Sa& sa, NatT& nat,
                                   const std::uint8_t* packet, bool v4) noexcept {
   nat.outbound = true;  // keepalives go to this peer
@@ -179,11 +181,19 @@ void Forwarder::queueTransportUdp(Worker& w, const proto::CryptoCompletion& c, c
     return true;
   };
   std::uint8_t tos = 0;
+  const std::size_t mtu = pathMtu(sa, tunnelOf(sa));
   if (v4) {
     h.tos = packet[1];
     h.id = static_cast<std::uint16_t>((packet[4] << 8) | packet[5]);
     h.dontFragment = (packet[6] & 0x40) != 0;
     h.ttl = packet[8];
+    if (c.length + esp::outerHeaderLength(h) <= mtu && udp4Sends(nat)) {
+      // The NAT-T socket (gro.cpp): the host's TOS, TTL and DF bit, the kernel's Identification.
+      queueUdp4(w, c.bufferIndex, {data + c.offset, c.length}, sa,
+                {.dport = nat.dport, .tos = h.tos, .dontFragment = h.dontFragment, .ttl = h.ttl});
+      ++counters_.transport_out_natt;
+      return;
+    }
     if (!writeOuter()) return;
   } else {
     if (nat.dport == 0) {
@@ -196,7 +206,6 @@ void Forwarder::queueTransportUdp(Worker& w, const proto::CryptoCompletion& c, c
   // Beyond the SA's MTU: fragments of the UDP datagram, cut by us on the
   // header-included socket (IPv6: with our IPv6 and UDP header written here,
   // as the tunnel path does, pmtu.cpp).
-  const std::size_t mtu = pathMtu(sa, tunnelOf(sa));
   if (length + (v4 ? 0u : 48u) > mtu) {
     if (!v4) {
       h.tos = tos;
@@ -210,7 +219,8 @@ void Forwarder::queueTransportUdp(Worker& w, const proto::CryptoCompletion& c, c
     freeBuffer(w, c.bufferIndex);
     return;
   }
-  SendBatch& b = queueSend(v4 ? sendUdp4_ : sendUdp6_);
+  // IPv4 here: our header, from a source port that is not the NAT-T socket's.
+  SendBatch& b = queueSend(v4 ? sendUdpOwnHeader4_ : sendUdp6_);
   const std::size_t i = b.add(w, c.bufferIndex, {data + start, length}, [&](sockaddr_storage& to) {
     return esp::toSockaddr({sa.dst, v4 ? std::uint16_t{0} : nat.dport}, to);
   });

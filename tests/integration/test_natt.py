@@ -5,7 +5,10 @@ on natt_port 4500 and B on 4501, so each SA's ports are exercised as given,
 not assumed; every ESP packet must travel in UDP (none on the raw socket).
 UDP GRO/GSO (net.inet.ipsec.udp_gro, udp_gso): IPv6 ESP leaves in UDP_SEGMENT
 sends and is received coalesced and split; a coalesced datagram's segments
-are each counted as datagrams of their own would be (IPv4 and IPv6)."""
+are each counted as datagrams of their own would be (IPv4 and IPv6). IPv4
+ESP in UDP leaves on the NAT-T socket too: in UDP_SEGMENT sends, with the
+kernel's UDP checksum and each SA's DF bit (verified by scapy on a capture);
+with DF clear the kernel fragments what exceeds the link."""
 
 import os
 import sys
@@ -14,8 +17,8 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
 
 import natt_pfkey  # noqa: E402
-from harness import (GCM_KEY_AB, GCM_KEY_BA, INNER, OUTER, SPI_AB, SPI_BA, Testbed, check_inner_traffic, ping,  # noqa: E402
-                     spd_lines, tcp_transfer, wait_for)
+from harness import (GCM_KEY_AB, GCM_KEY_BA, INNER, OUTER, SPI_AB, SPI_BA, Capture, Testbed,  # noqa: E402
+                     check_inner_traffic, ping, spd_lines, tcp_transfer, wait_for)
 
 PORT_A, PORT_B = 4500, 4501
 
@@ -31,6 +34,16 @@ fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
 s = socket.socket(fam, socket.SOCK_DGRAM)
 n = s.sendmsg([data], [(socket.SOL_UDP, 103, struct.pack("H", size))], 0, (dst, port))
 assert n == len(data), n
+"""
+
+# The veth's transmit checksum offload on or off (argv: device, 0|1), by the
+# ethtool ioctl inside the caller's namespace (no ethtool binary needed).
+VETH_TX_CSUM = r"""
+import ctypes, fcntl, socket, struct, sys
+SIOCETHTOOL, ETHTOOL_STXCSUM = 0x8946, 0x17
+value = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, int(sys.argv[2])))
+ifr = struct.pack("16sP", sys.argv[1].encode(), ctypes.addressof(value)).ljust(40, b"\0")
+fcntl.ioctl(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), SIOCETHTOOL, ifr)
 """
 
 
@@ -52,10 +65,10 @@ class NattTunnelTest(unittest.TestCase):
                 self.assertEqual(c["natt_in_new_mapping"], 0)
             self.assertEqual(tb.stop(tb.a), 0, tb.log_text(tb.a))
 
-    def start_natt(self, tb, outer):
+    def start_natt(self, tb, outer, df_ab=(), df_ba=()):
         aout, bout = OUTER[outer]
-        sas = [(SPI_AB, aout, bout, GCM_KEY_AB, PORT_A, PORT_B),
-               (SPI_BA, bout, aout, GCM_KEY_BA, PORT_B, PORT_A)]
+        sas = [(SPI_AB, aout, bout, GCM_KEY_AB, PORT_A, PORT_B, *df_ab),
+               (SPI_BA, bout, aout, GCM_KEY_BA, PORT_B, PORT_A, *df_ba)]
         for h, port in ((tb.a, PORT_A), (tb.b, PORT_B)):
             tb.start(h, "flush;\nspdflush;\n" + spd_lines(h.side, outer), natt_port=port)
             natt_pfkey.install(h.runtime, sas)
@@ -93,6 +106,87 @@ class NattTunnelTest(unittest.TestCase):
             self.assertEqual(b1["natt_in_gro_datagrams"], b0["natt_in_gro_datagrams"])
             self.assertGreater(b1["esp_in_packets"] - b0["esp_in_packets"], 1000)
             self.assertEqual(tb.stop(tb.a), 0, tb.log_text(tb.a))
+
+    def test_ipv4_leaves_in_gso_sends_with_a_checksum_and_each_sas_df_bit(self):
+        """IPv4 outer, A→B's SA with DF set, B→A's with DF clear (per SA,
+        though the inner TCP sets DF). With the veths' offloads on, A's ESP
+        leaves in UDP_SEGMENT sends and B's UDP_GRO socket receives them
+        whole. With the veths' checksum offload off (a capture then shows the
+        checksum the kernel computed rather than a partial one the device
+        would complete) and GSO off, every ESP-in-UDP datagram captured on
+        the wire has a non-zero UDP checksum that scapy verifies, A's with
+        DF, B's without; a ping's DSCP and ECN are in its outer header."""
+        from scapy.layers.inet import IP, UDP
+        with Testbed() as tb:
+            self.start_natt(tb, 4, df_ab=(natt_pfkey.SA_DF_SET,), df_ba=(natt_pfkey.SA_DF_CLEAR,))
+            r = ping(tb.a, INNER[4][1], count=2)
+            self.assertEqual(r.returncode, 0, f"{r.stdout}{r.stderr}\n{tb.log_text(tb.a)}")
+            tcp_transfer(tb.a, tb.b, INNER[4][1], nbytes=4 << 20)
+            a = tb.a.stats()["ipsec-forwarder"]["counters"]
+            b = tb.b.stats()["ipsec-forwarder"]["counters"]
+            self.assertGreater(a["natt_out_gso_datagrams"], 10)
+            self.assertGreater(a["natt_out_gso_segments"], 2 * a["natt_out_gso_datagrams"])
+            self.assertGreater(b["natt_in_gro_datagrams"], 10)
+            for side, c in (("A", a), ("B", b)):
+                self.assertEqual(c["natt_out_esp_packets"], c["esp_out_packets"], side)
+                self.assertGreaterEqual(c["natt_out_df_switches"], 1, side)
+                for k, v in c.items():
+                    if "drop" in k and k != "out_drop_no_policy" or k == "natt_out_gso_fallback":
+                        self.assertEqual(v, 0, f"{side}: {k} = {v}")
+
+            for h, dev in ((tb.a, "veth-ipsec-a"), (tb.b, "veth-ipsec-b")):
+                h.exec(["/usr/bin/python3", "-c", VETH_TX_CSUM, dev, "0"])
+                h.sysctl("net.inet.ipsec.udp_gso=0")
+            path = os.path.join(tb.a.workdir, "natt4.pcap")
+            with Capture(tb.a, path, f"udp port {PORT_A} or udp port {PORT_B}", "veth-ipsec-a") as cap:
+                tcp_transfer(tb.a, tb.b, INNER[4][1], nbytes=256 << 10, port=5004)
+                # DSCP EF and ECT(1): the tunnel copies both into the outer header (RFC 6040).
+                r = ping(tb.a, INNER[4][1], count=2, extra=("-Q", "0xb9"))
+                self.assertEqual(r.returncode, 0, f"{r.stdout}{r.stderr}")
+                aout, bout = OUTER[4]
+
+                def esp_from(pkts, src):
+                    return [p[IP] for p in pkts if IP in p and UDP in p and p[IP].src == src and len(p[UDP].payload) > 1]
+                pkts = cap.wait_for(lambda got: len(esp_from(got, aout)) > 50 and len(esp_from(got, bout)) > 10 and
+                                    sum(p.tos == 0xb9 for p in esp_from(got, aout)) >= 2,
+                                    what="ESP in UDP both ways, two pings with TOS 0xb9")
+            for src, df in ((aout, True), (bout, False)):
+                for p in esp_from(pkts, src):
+                    self.assertEqual(p.flags.DF, df, f"{src}: {p.summary()}")
+                    sent = p[UDP].chksum
+                    self.assertNotEqual(sent, 0, f"{src}: {p.summary()}")
+                    again = IP(bytes(p))
+                    del again[UDP].chksum
+                    self.assertEqual(IP(bytes(again))[UDP].chksum, sent, f"{src}: checksum does not verify")
+            self.assertEqual(tb.stop(tb.a), 0, tb.log_text(tb.a))
+
+    def test_ipv4_df_clear_beyond_the_link_mtu_leaves_in_the_kernels_fragments(self):
+        """A→B's SA with DF clear and the SA's MTU (1500) above A's link
+        (1280): a ping whose ESP in UDP fits the SA but not the link leaves
+        in fragments the kernel cut (IP_PMTUDISC_DONT), which B reassembles
+        and answers (in fragments too); nothing is refused."""
+        from scapy.layers.inet import IP
+        with Testbed() as tb:
+            self.start_natt(tb, 4, df_ab=(natt_pfkey.SA_DF_CLEAR,))
+            r = ping(tb.a, INNER[4][1], count=2)
+            self.assertEqual(r.returncode, 0, f"{r.stdout}{r.stderr}")
+            # Both ends: a veth drops what exceeds the receiving end's MTU (B's reply copies the request's clear DF).
+            for h, dev in ((tb.a, "veth-ipsec-a"), (tb.b, "veth-ipsec-b")):
+                h.exec(["ip", "link", "set", dev, "mtu", "1280"])
+            path = os.path.join(tb.a.workdir, "frag4.pcap")
+            with Capture(tb.a, path, f"src {OUTER[4][0]} and (udp port {PORT_B} or ip[6:2] & 0x1fff != 0)",
+                         "veth-ipsec-a") as cap:
+                r = ping(tb.a, INNER[4][1], count=2, extra=("-s", "1300", "-M", "dont"))
+                self.assertEqual(r.returncode, 0, f"{r.stdout}{r.stderr}\n{tb.log_text(tb.a)}")
+                pkts = cap.wait_for(lambda got: sum(1 for p in got if IP in p and p[IP].flags.MF) >= 2,
+                                    what="two first fragments of ESP in UDP from A")
+            for p in pkts:
+                if IP in p and (p[IP].flags.MF or p[IP].frag):
+                    self.assertFalse(p[IP].flags.DF, p.summary())
+                    self.assertLessEqual(p[IP].len, 1280, p.summary())
+            c = tb.a.stats()["ipsec-forwarder"]["counters"]
+            self.assertEqual(c["out_drop_send"], 0)
+            self.assertEqual(c["pmtu_out_fragmented"], 0, "cut by the kernel, not by us")
 
     def check_segments_each_counted(self, outer):
         """A coalesced datagram whose segments are an ESP packet of no SA, a

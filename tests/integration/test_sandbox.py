@@ -41,8 +41,9 @@ class SandboxTest(unittest.TestCase):
             self.assertEqual(run([binary(name), "--print-profile"]).returncode, 0, name)
 
     def test_profiles_show_argument_conditions(self):
-        """No child may make memory executable; the forwarder sets one socket
-        option (UDP_GRO), keydb and policy only channel buffer sizes."""
+        """No child may make memory executable; the forwarder sets two socket
+        options (UDP_GRO; IP_MTU_DISCOVER for the IPv4 NAT-T socket's DF),
+        keydb and policy only channel buffer sizes."""
         for name in CHILDREN:
             rules = [line.split(None, 1) for line in run([binary(name), "--print-profile"]).stdout.splitlines()
                      if line.startswith("    ")]
@@ -52,8 +53,9 @@ class SandboxTest(unittest.TestCase):
                 self.assertNotIn(call, ("pkey_mprotect", "mmap2"), name)
             setsockopt = [text for call, text in rules if call == "setsockopt"]
             if name == "ipsec-forwarder":
-                self.assertEqual(len(setsockopt), 1, setsockopt)
+                self.assertEqual(len(setsockopt), 2, setsockopt)
                 self.assertIn("[only if arg1 == 0x11 (SOL_UDP) and arg2 == 0x68 (UDP_GRO)]", setsockopt[0])
+                self.assertIn("[only if arg1 == 0x0 (IPPROTO_IP) and arg2 == 0xa (IP_MTU_DISCOVER)]", setsockopt[1])
             for text in setsockopt:
                 self.assertIn("[only if arg1 == ", text, name)
 

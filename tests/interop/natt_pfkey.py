@@ -17,6 +17,8 @@ SADB_ADD, SADB_REGISTER, SADB_X_NAT_T_NEW_MAPPING = 3, 7, 23
 SADB_SATYPE_ESP = 3
 EXT_SA, EXT_ADDRESS_SRC, EXT_ADDRESS_DST, EXT_KEY_ENCRYPT = 1, 5, 6, 9
 EXT_X_SA2, EXT_NAT_T_TYPE, EXT_NAT_T_SPORT, EXT_NAT_T_DPORT = 19, 20, 21, 22
+EXT_SA_OPTIONS = 29  # ours (lib/pfkey/message.h kExtSaOptions): df, mtu, tfc pad, dummy interval
+SA_DF_CLEAR, SA_DF_SET, SA_DF_COPY = 1, 2, 3
 SADB_X_EALG_AES_GCM_ICV16 = 20
 IPSEC_MODE_TUNNEL = 2
 UDP_ENCAP_ESPINUDP = 2
@@ -49,8 +51,9 @@ def _message(mtype, satype, seq, exts):
     return struct.pack("=BBBBHHII", PF_KEY_V2, mtype, 0, satype, (16 + len(body)) // 8, 0, seq, os.getpid()) + body
 
 
-def add_natt_sa(spi, src, dst, gcm_key_salt, sport, dport, seq=1, replay=64):
-    """SADB_ADD of an AES-GCM-16 tunnel-mode ESP SA encapsulated in UDP (RFC 3948)."""
+def add_natt_sa(spi, src, dst, gcm_key_salt, sport, dport, seq=1, replay=64, df=None):
+    """SADB_ADD of an AES-GCM-16 tunnel-mode ESP SA encapsulated in UDP (RFC 3948);
+    df (SA_DF_*): the SA's outer DF policy, else net.inet.ipsec.dfbit's."""
     exts = [
         _plain_ext(EXT_SA, struct.pack("!I", spi) + struct.pack("=BBBBI", replay, 0, 0, SADB_X_EALG_AES_GCM_ICV16, 0)),
         _plain_ext(EXT_X_SA2, struct.pack("=BBHII", IPSEC_MODE_TUNNEL, 0, 0, 0, 0)),
@@ -61,6 +64,8 @@ def add_natt_sa(spi, src, dst, gcm_key_salt, sport, dport, seq=1, replay=64):
         _plain_ext(EXT_NAT_T_SPORT, struct.pack("!H", sport) + bytes(2)),
         _plain_ext(EXT_NAT_T_DPORT, struct.pack("!H", dport) + bytes(2)),
     ]
+    if df is not None:
+        exts.append(_plain_ext(EXT_SA_OPTIONS, struct.pack("=BBHHHI", df, 0, 0, 0, 0, 0)))
     return _message(SADB_ADD, SADB_SATYPE_ESP, seq, exts)
 
 
@@ -142,11 +147,11 @@ class Client:
 
 
 def install(runtime, sas):
-    """ADDs each (spi, src, dst, key, sport, dport); raises if any reply carries an errno."""
+    """ADDs each (spi, src, dst, key, sport, dport[, df]); raises if any reply carries an errno."""
     c = Client(runtime)
     try:
-        for i, (spi, src, dst, key, sport, dport) in enumerate(sas, 1):
-            reply = c.request(add_natt_sa(spi, src, dst, key, sport, dport, seq=i))
+        for i, (spi, src, dst, key, sport, dport, *df) in enumerate(sas, 1):
+            reply = c.request(add_natt_sa(spi, src, dst, key, sport, dport, seq=i, df=df[0] if df else None))
             err = header(reply)[2]
             if err:
                 raise OSError(err, f"PF_KEY ADD of SPI {spi:#x} refused: {os.strerror(err)}")

@@ -268,6 +268,8 @@ inline constexpr StatCounter kStatCounters[] = {
     {"natt_out_gso_datagrams", "natt", "", "UDP GSO send%s of several ESP packets"},
     {"natt_out_gso_segments", "natt", "", "ESP packet%s sent in them"},
     {"natt_out_gso_fallback", "natt", "", "GSO send%s refused and sent one by one"},
+    {"natt_out_df_switches", "natt", "", "time%s the IPv4 NAT-T socket's DF setting was switched"},
+    {"natt_out_drop_df_refused", "natt", "", "IPv4 ESP-in-UDP packet%s dropped: the socket refused their DF setting"},
 };
 
 // Per-SA counters (SaCounters), shown under each SA.

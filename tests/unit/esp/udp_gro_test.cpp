@@ -170,6 +170,59 @@ TEST(GsoRun, StopsAtTheSegmentAndByteLimits) {
   EXPECT_EQ(gsoRun(big, 0, [](std::size_t) { return true; }), kMaxGsoBytes / 1400);
 }
 
+// 48 x 1365 = 65520 bytes: an IPv6 payload length carries them, an IPv4
+// total length (with its 20-byte header) does not; 47 fit both.
+TEST(GsoRun, OverIpv4TheIpHeaderCountsAgainstTheByteLimit) {
+  std::vector<iovec> v(60, iovec{nullptr, 1365});
+  EXPECT_EQ(gsoRun(v, 0, [](std::size_t) { return true; }), 48u);
+  EXPECT_EQ(gsoRun(v, 0, [](std::size_t) { return true; }, kMaxGsoBytes4), 47u);
+}
+
+// The kernel's side of that limit, on loopback: an IPv4 UDP_SEGMENT send of
+// 48 x 1365 bytes is refused, 47 x 1365 leaves.
+TEST(GsoKernel, Ipv4RefusesASendBeyondKMaxGsoBytes4) {
+  const int rx = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  const int tx = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(rx, 0);
+  ASSERT_GE(tx, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t alen = sizeof a;
+  ASSERT_EQ(bind(rx, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(getsockname(rx, reinterpret_cast<sockaddr*>(&a), &alen), 0);
+  auto send = [&](std::size_t segments) {
+    std::vector<std::uint8_t> payload(segments * 1365, 0xab);
+    iovec iov{payload.data(), payload.size()};
+    std::array<char, CMSG_SPACE(sizeof(std::uint16_t))> space{};
+    msghdr m{};
+    m.msg_name = &a;
+    m.msg_namelen = sizeof a;
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = space.data();
+    m.msg_controllen = space.size();
+    cmsghdr* c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_UDP;
+    c->cmsg_type = UDP_SEGMENT;
+    c->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
+    const std::uint16_t segment = 1365;
+    std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
+    return sendmsg(tx, &m, MSG_DONTWAIT);
+  };
+  const ssize_t fits = send(47);
+  const int fitsErrno = errno;
+  const ssize_t over = send(48);
+  const int overErrno = errno;
+  close(rx);
+  close(tx);
+  if (fits < 0 && fitsErrno == EIO) GTEST_SKIP() << "UDP_SEGMENT refused on loopback";
+  EXPECT_EQ(fits, static_cast<ssize_t>(47 * 1365)) << std::strerror(fitsErrno);
+  EXPECT_EQ(47 * 1365, static_cast<int>(kMaxGsoBytes4 / 1365 * 1365));
+  EXPECT_LT(over, 0);
+  EXPECT_EQ(overErrno, EMSGSIZE);
+}
+
 TEST(GsoRun, EmptyOrPastTheEnd) {
   std::vector<iovec> none;
   EXPECT_EQ(gsoRun(none, 0, [](std::size_t) { return true; }), 0u);
