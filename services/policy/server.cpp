@@ -260,10 +260,14 @@ void Server::onReadable(std::uint64_t id) {
       std::uint8_t* slot = rx + i * kSlotBytes;
       const std::size_t len = msgs[i].msg_len;
       // End of stream (a zero-length datagram is no PF_KEY message either),
-      // or the client went away while this burst was handled: wipe the rest.
+      // or the client went away while this burst was handled: wipe the rest,
+      // and close the descriptors the rest carried (ours: the kernel gave
+      // them to this process when recvmmsg returned).
       if (len == 0 || !findClient(id)) {
         for (std::size_t j = i; j < got; ++j) {
           explicit_bzero(rx + j * kSlotBytes, std::min<std::size_t>(msgs[j].msg_len, kSlotBytes));
+          pid_t ignored = 0;
+          (void)takeDescriptors(msgs[j].msg_hdr, ignored);
         }
         if (len == 0) removeClient(id);
         return;

@@ -3,8 +3,10 @@
 // once the answers to every request before it are on the client's socket;
 // each channel gets its own token (a forked child's and its parent's); a
 // sync without a channel of its sender's own is refused and counted, never
-// answered as a request.
+// answered as a request. Also: descriptors that arrive with datagrams the
+// server drops unread (after an end of stream) are closed, not leaked.
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -165,6 +167,26 @@ TEST(PfkeySync, ASyncWithoutExactlyOneChannelIsRefusedAndCountedNotAnswered) {
   c.send(header(SADB_REGISTER, SADB_SATYPE_ESP, 9));  // and the client is still served
   h.pump();
   EXPECT_EQ(c.drain().size(), 1u);
+}
+
+// A client that ends its stream with datagrams behind the end: the server
+// drops those unread, and must close the descriptors they brought (its own
+// copies), or a client could pin descriptors in ipsec-policy for ever.
+TEST(PfkeySync, DescriptorsOfDatagramsDroppedAfterTheEndOfStreamAreClosed) {
+  Harness h;
+  auto c = h.connect();
+  int pipeFds[2];
+  ASSERT_EQ(pipe(pipeFds), 0);
+  ASSERT_EQ(::send(c.fd(), "", 0, MSG_NOSIGNAL), 0);  // end of stream, as the server reads it
+  const Bytes extra = header(SADB_REGISTER, SADB_SATYPE_ESP, 1);
+  sendWithFds(c.fd(), extra.data(), extra.size(), {pipeFds[1]});
+  close(pipeFds[1]);  // the only other writer is the server's copy
+  h.pump();
+  pollfd p{pipeFds[0], POLLIN, 0};
+  ASSERT_EQ(poll(&p, 1, 1000), 1) << "the server still holds the pipe's write end";
+  char byte;
+  EXPECT_EQ(read(pipeFds[0], &byte, 1), 0);
+  close(pipeFds[0]);
 }
 
 }  // namespace
