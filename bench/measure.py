@@ -12,8 +12,6 @@ import re
 import subprocess
 import time
 
-from tunnel_bench import wait_listening
-
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 RTT = re.compile(r"= [\d.]+/([\d.]+)/[\d.]+/[\d.]+ ms")
 MAX_LOSS = 0.01
@@ -88,6 +86,17 @@ def ping_avg(host, dst, count, interval):
                   check=False, timeout=count * float(interval) + 10)
     m = RTT.search(r.stdout)
     return float(m.group(1)) if m else None
+
+
+def wait_listening(host, port, timeout=10.0):
+    """Waits until a TCP socket listens on `port` inside the host's namespace."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = host.exec(["ss", "-Hltn", f"sport = :{port}"], check=False)
+        if r.stdout.strip():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def iperf_tcp(client, server, addr, port, seconds, streams):

@@ -88,6 +88,17 @@ secrets {{
 """
 
 
+def start_daemon(h, argv, sock, what, timeout, log=lambda: "", **popen_kw):
+    """Starts a peer daemon in h's namespace and waits until `sock` exists;
+    raises with `log()` if it exits first or the socket never comes."""
+    p = h.popen(argv, **popen_kw)
+    wait_for(lambda: os.path.exists(sock) or p.poll() is not None, timeout,
+             lambda: f"{what} in {h.ns} to open {sock}:\n{log()}")
+    if p.poll() is not None:
+        raise RuntimeError(f"{what} in {h.ns} exited ({p.returncode}):\n{log()}")
+    return p
+
+
 def stop_process(p, timeout=5):
     """SIGTERM, then SIGKILL at the timeout, of a process the benchmark started."""
     if p.poll() is None:
@@ -99,13 +110,26 @@ def stop_process(p, timeout=5):
             p.wait(timeout)
 
 
-class StrongSwan:
-    name, needs = "strongswan", (CHARON, "swanctl")
+class Peer:
+    """What the two peers share: one process per host, by side, and the inner
+    addresses the benchmark measures between."""
 
     def __init__(self, tb, tag):
         self.tb, self.tag = tb, tag
         self.src, self.dst = INNER[4]
         self.procs = {}
+
+    def pids(self):
+        return [p.pid for p in self.procs.values() if p.poll() is None]
+
+    def stop_daemon(self, h):
+        p = self.procs.pop(h.side, None)
+        if p:
+            stop_process(p)
+
+
+class StrongSwan(Peer):
+    name, needs = "strongswan", (CHARON, "swanctl")
 
     def workdir(self, h):
         d = os.path.join(h.workdir, "strongswan")
@@ -146,43 +170,28 @@ class StrongSwan:
             h.exec(["ip", "addr", "add", f"{INNER[4][idx]}/32", "dev", "lo"])
             self.configure(h, psk)
             d = self.workdir(h)
-            log = open(os.path.join(d, "charon.log"), "w")
             # unshare and sh exec in turn: the Popen pid is charon's own.
             script = ('mount -t tmpfs -o mode=755 tmpfs /run && '
                       f'STRONGSWAN_CONF={d}/strongswan.conf exec {CHARON}')
-            self.procs[h.side] = h.popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                                         stdout=log, stderr=subprocess.STDOUT)
-            log.close()
-            vici = os.path.join(d, "charon.vici")
-            wait_for(lambda: os.path.exists(vici) or self.procs[h.side].poll() is not None, 20,
-                     lambda: f"charon in {h.ns} to open its vici socket:\n{self.log(h)}")
-            if self.procs[h.side].poll() is not None:
-                raise RuntimeError(f"charon in {h.ns} exited:\n{self.log(h)}")
+            with open(os.path.join(d, "charon.log"), "w") as log:
+                self.procs[h.side] = start_daemon(
+                    h, ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                    os.path.join(d, "charon.vici"), "charon", 20, log=lambda h=h: self.log(h),
+                    stdout=log, stderr=subprocess.STDOUT)
             h.remember_children()
             self.swanctl(h, "--load-all", "--noprompt", "--file", os.path.join(d, "swanctl.conf"))
         self.swanctl(self.tb.a, "--initiate", "--child", "bench", "--timeout", "15")
 
-    def pids(self):
-        return [p.pid for p in self.procs.values() if p.poll() is None]
-
     def stop(self):
         for h in self.tb.hosts():
-            p = self.procs.pop(h.side, None)
-            if p:
-                stop_process(p)
+            self.stop_daemon(h)
             idx = 0 if h.side == "a" else 1
             h.exec(["ip", "addr", "del", f"{INNER[4][idx]}/32", "dev", "lo"], check=False)
 
 
-class WireguardGo:
+class WireguardGo(Peer):
     name, needs = "wireguard-go", ("wireguard-go", "wg")
     PORT = 51820
-
-    def __init__(self, tb, tag):
-        self.tb = tb
-        self.src, self.dst = INNER[4]
-        self.tag = tag
-        self.procs = {}
 
     def keys(self, h):
         private = h.exec(["wg", "genkey"], timeout=10).stdout.strip()
@@ -203,14 +212,10 @@ class WireguardGo:
             idx = 0 if h.side == "a" else 1
             ifname = self.ifname(h)
             other = "b" if h.side == "a" else "a"
-            p = h.popen(["wireguard-go", "-f", ifname], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                        env={**os.environ, "WG_PROCESS_FOREGROUND": "1"})
-            self.procs[h.side] = p
-            sock = f"/var/run/wireguard/{ifname}.sock"
-            wait_for(lambda: os.path.exists(sock) or p.poll() is not None, 10,
-                     f"wireguard-go in {h.ns} to open {sock}")
-            if p.poll() is not None:
-                raise RuntimeError(f"wireguard-go in {h.ns} exited ({p.returncode})")
+            self.procs[h.side] = start_daemon(
+                h, ["wireguard-go", "-f", ifname], f"/var/run/wireguard/{ifname}.sock", "wireguard-go", 10,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env={**os.environ, "WG_PROCESS_FOREGROUND": "1"})
             h.exec(["wg", "set", ifname, "private-key", keys[h.side][0], "listen-port", str(self.PORT),
                     "peer", keys[other][1], "allowed-ips", f"{INNER[4][1 - idx]}/32",
                     "endpoint", f"{OUTER[4][1 - idx]}:{self.PORT}"], timeout=10)
@@ -218,14 +223,9 @@ class WireguardGo:
             h.exec(["ip", "link", "set", ifname, "up"])
             h.exec(["ip", "route", "add", f"{INNER[4][1 - idx]}/32", "dev", ifname])
 
-    def pids(self):
-        return [p.pid for p in self.procs.values() if p.poll() is None]
-
     def stop(self):
         for h in self.tb.hosts():
-            p = self.procs.pop(h.side, None)
-            if p:
-                stop_process(p)
+            self.stop_daemon(h)
             # wireguard-go removes its interface and socket when it exits; a killed one may not.
             h.exec(["ip", "link", "del", self.ifname(h)], check=False)
             try:

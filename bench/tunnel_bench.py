@@ -12,52 +12,21 @@ the exit status is non-zero only when a measurement could not be made.
 """
 
 import argparse
-import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "integration"))
 
 from harness import INNER, OUTER, Testbed, ping  # noqa: E402
-
-
-def wait_listening(host, port, timeout=10.0):
-    """Waits until a TCP socket listens on `port` inside the host's namespace."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = host.exec(["ss", "-Hltn", f"sport = :{port}"], check=False)
-        if r.stdout.strip():
-            return True
-        time.sleep(0.05)
-    return False
+from measure import iperf_tcp  # noqa: E402
 
 
 def iperf(client, server, addr, port, seconds):
     """One TCP run client -> server; returns (Gbit/s received, retransmits)."""
-    srv = server.popen(["iperf3", "-s", "-1", "-B", addr, "-p", str(port)],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        if not wait_listening(server, port):
-            raise RuntimeError(f"iperf3 server on {addr}:{port} did not start")
-        r = client.exec(["iperf3", "-c", addr, "-p", str(port), "-t", str(seconds), "-J", "--connect-timeout", "5000"],
-                        check=False, timeout=seconds + 30)
-        try:
-            result = json.loads(r.stdout)
-        except json.JSONDecodeError:
-            raise RuntimeError(f"iperf3 to {addr}: no JSON (exit {r.returncode}): {r.stderr.strip()}")
-        if "error" in result:
-            raise RuntimeError(f"iperf3 to {addr}: {result['error']}")
-        end = result["end"]
-        return end["sum_received"]["bits_per_second"] / 1e9, end["sum_sent"].get("retransmits", 0)
-    finally:
-        try:
-            srv.wait(5)
-        except subprocess.TimeoutExpired:
-            srv.kill()
-            srv.wait(5)
+    gbits, _, retransmits = iperf_tcp(client, server, addr, port, seconds, streams=1)
+    return gbits, retransmits
 
 
 def wait_tunnel(tb, addr, tries=10):

@@ -8,32 +8,45 @@
  * returns; racoon sends REGISTER on a non-blocking socket and reads at once.
  * ipsec-policy answers asynchronously (SAD requests go to keydb), so the
  * preload waits, bounded, after each send until the service says the answers
- * to every datagram so far are on the client's socket.
+ * to every datagram sent before it are on the client's socket.
  *
- * The channel: right after connecting, the preload sends one hello datagram on
- * the PF_KEY connection carrying, with SCM_RIGHTS, one end of a socketpair of
- * its own (SOCK_SEQPACKET). The hello is exactly a sadb_msg header of
- * kPfkeyAckHelloLen bytes with sadb_msg_version PF_KEY_V2, sadb_msg_type 0
- * (SADB_RESERVED), sadb_msg_len 2 and sadb_msg_reserved kPfkeyAckHelloMagic;
- * it is not a request: no answer, not counted. Any other datagram is a
- * request. On that end the service then writes acknowledgements: one
- * uint64_t each (host order, same machine), the number of requests received
- * on the connection since the hello whose answers are all offered to the
- * client's socket (sent, or queued behind messages the full socket refused,
- * which the client will read first). Numbers only grow. A service that sees
- * no hello sends nothing (our own setkey speaks to the socket directly).
+ * The synchronisation is per send, in band: right after each send on a PF_KEY
+ * connection the preload sends one sync datagram on the same connection,
+ * carrying with SCM_RIGHTS one end of a socketpair of the sending process
+ * (SOCK_SEQPACKET; a forked child makes its own). The sync is exactly a
+ * sadb_msg header of kPfkeyAckSyncLen bytes with sadb_msg_version PF_KEY_V2,
+ * sadb_msg_type 0 (SADB_RESERVED), sadb_msg_len 2, sadb_msg_reserved
+ * kPfkeyAckSyncMagic and sadb_msg_seq a token of the sender's choosing; it is
+ * not a request: no answer, not counted. Any other datagram is a request.
+ * Once the answers to every request received on the connection before the
+ * sync are offered to the client's socket (sent, or queued behind messages
+ * the full socket refused, which the client will read first), the service
+ * writes the sync's token back on the descriptor it carried: one PfkeyAck
+ * (host order, same machine), then closes that descriptor.
  *
- * Trust: the service takes the descriptor only if it is a Unix socket, at
- * most once per connection, and never blocks on it (MSG_DONTWAIT: an ack the
- * client does not read is lost, the client's wait is bounded).
+ * Because the stream itself orders a sync after everything sent before it,
+ * by whatever call and through whichever descriptor of the connection
+ * (writev, sendmmsg, a raw dup), and each token names its own send, nothing
+ * is counted on either side and nothing can drift: a send the preload did not
+ * see is simply not waited for. A service that gets no syncs sends nothing
+ * (our own setkey speaks to the socket directly).
+ *
+ * Trust: the service takes the descriptor only if it is a Unix socket whose
+ * peer (SO_PEERCRED: a socketpair's creator) is the process that sent the
+ * sync (SCM_CREDENTIALS, vouched for by the kernel) — never the connection
+ * itself, never a socket to a third process — holds at most
+ * kPfkeyAckMaxSyncs of them per connection, and never blocks on one
+ * (MSG_DONTWAIT: an ack the client does not read is lost, the client's wait
+ * is bounded and skips tokens not its own).
  */
 #ifndef IPSEC_PROTO_PFKEY_ACK_H
 #define IPSEC_PROTO_PFKEY_ACK_H
 
 #include <stdint.h>
 
-#define kPfkeyAckHelloMagic ((uint16_t)0x4b41) /* "AK" */
-#define kPfkeyAckHelloLen 16                  /* sizeof(struct sadb_msg) */
-typedef uint64_t PfkeyAck;
+#define kPfkeyAckSyncMagic ((uint16_t)0x5953) /* "SY" */
+#define kPfkeyAckSyncLen 16                  /* sizeof(struct sadb_msg) */
+#define kPfkeyAckMaxSyncs 64                 /* outstanding per connection */
+typedef uint32_t PfkeyAck;                   /* the sync's sadb_msg_seq */
 
 #endif

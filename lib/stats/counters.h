@@ -63,10 +63,14 @@ auto fillCounters(Out out, const Counters& c, unsigned extra = 0) {
 #define IPSEC_STATS_VISIT_(name, help) f(#name, name);
 #define IPSEC_STATS_EVENT_INFO_(name, help) ::ipsec::stats::CounterInfo{#name, help, ::ipsec::stats::Kind::kEvent},
 #define IPSEC_STATS_LEVEL_INFO_(name, help) ::ipsec::stats::CounterInfo{#name, help, ::ipsec::stats::Kind::kLevel},
+#define IPSEC_STATS_FIND_(name, help) \
+  if (wanted == #name) return &name;
 
 // struct Name: one std::uint64_t per counter of LIST (zero at first),
 // forEach(f) calling f(const char* name, std::uint64_t value) in list
-// order, and kInfo, the constexpr table of names, help texts and kinds.
+// order, kInfo, the constexpr table of names, help texts and kinds, and
+// find(name), the counter of that name or nullptr (for counters kept per
+// reason elsewhere and named by the reason's own name table).
 #define IPSEC_STATS_STRUCT(Name, LIST)                                                                  \
   struct Name {                                                                                         \
     LIST(IPSEC_STATS_FIELD_, IPSEC_STATS_FIELD_)                                                        \
@@ -75,5 +79,9 @@ auto fillCounters(Out out, const Counters& c, unsigned extra = 0) {
     template <class F>                                                                                  \
     void forEach(F&& f) const {                                                                         \
       LIST(IPSEC_STATS_VISIT_, IPSEC_STATS_VISIT_)                                                      \
+    }                                                                                                   \
+    std::uint64_t* find(std::string_view wanted) {                                                      \
+      LIST(IPSEC_STATS_FIND_, IPSEC_STATS_FIND_)                                                        \
+      return nullptr;                                                                                   \
     }                                                                                                   \
   }

@@ -7,7 +7,10 @@
 
 #include <array>
 #include <cerrno>
+#include <cstdlib>
 #include <stdexcept>
+#include <string>
+#include <string_view>
 
 #include "control/scratch_builder.h"
 #include "log/log.h"
@@ -183,6 +186,25 @@ void Broker::fillStats(proto::Stats::Builder out) {
   stats::fillCounters(out, now);
 }
 
+namespace {
+
+// A refusal kept per reason (ring::DescriptorError, LayoutError) goes to the
+// counter named by its prefix and the reason's counterName; counters.h has
+// one for each (tests/unit/crypto/broker_test.cpp), so a missing one is a
+// broken invariant.
+void setReasonCounter(Counters& now, std::string_view prefix, std::string_view reason, std::uint64_t value) {
+  std::string name(prefix);
+  name += reason;
+  std::uint64_t* counter = now.find(name);
+  if (counter == nullptr) {
+    log::error("ipsec-crypto: no counter {} in counters.h", name);
+    std::abort();
+  }
+  *counter = value;
+}
+
+}  // namespace
+
 void Broker::addWorkerCounters(Counters& now) const {
   std::array<std::uint64_t, ring::kDescriptorErrorCount> refused{};
   for (const auto& w : workers_) {
@@ -196,12 +218,9 @@ void Broker::addWorkerCounters(Counters& now) const {
     now.ring_corrupt += c.ringCorrupt;
     for (std::size_t i = 0; i < refused.size(); ++i) refused[i] += c.descriptorRefused[i];
   }
-  auto desc = [&](ring::DescriptorError e) { return refused[static_cast<std::size_t>(e)]; };
-  now.drop_descriptor_bad_op = desc(ring::DescriptorError::kBadOp);
-  now.drop_descriptor_bad_buffer_index = desc(ring::DescriptorError::kBadBufferIndex);
-  now.drop_descriptor_bad_segment_count = desc(ring::DescriptorError::kBadSegmentCount);
-  now.drop_descriptor_bad_segment_layout = desc(ring::DescriptorError::kBadSegmentLayout);
-  now.drop_descriptor_out_of_buffer = desc(ring::DescriptorError::kOutOfBuffer);
+  for (std::size_t i = 1; i < refused.size(); ++i) {  // 0 is kNone
+    setReasonCounter(now, "drop_descriptor_", ring::counterName(static_cast<ring::DescriptorError>(i)), refused[i]);
+  }
 }
 
 void Broker::addSessionCounters(Counters& now) const {
@@ -221,12 +240,9 @@ void Broker::addSessionCounters(Counters& now) const {
     now.drop_bad_op += s.badOp;
   });
   const RefusalCounters& refused = sessions_->refusals();
-  auto layout = [&](LayoutError e) { return refused.layout[static_cast<std::size_t>(e)].load(); };
-  now.drop_segment_too_short = layout(LayoutError::kSegmentTooShort);
-  now.drop_segment_too_long = layout(LayoutError::kSegmentTooLong);
-  now.drop_segment_misaligned = layout(LayoutError::kSegmentMisaligned);
-  now.drop_ah_icv_offset_low = layout(LayoutError::kAhIcvOffsetLow);
-  now.drop_ah_icv_outside_segment = layout(LayoutError::kAhIcvOutside);
+  for (std::size_t i = 1; i < kLayoutErrorCount; ++i) {  // 0 is kNone
+    setReasonCounter(now, "drop_", counterName(static_cast<LayoutError>(i)), refused.layout[i].load());
+  }
   now.drop_driver_bad_length = refused.driverBadLength;
   now.seal_refused_direction = refused.sealRefusedDirection;
   now.open_refused_direction = refused.openRefusedDirection;

@@ -11,9 +11,9 @@ namespace ipsec::crypto {
 
 #define IPSEC_CRYPTO_COUNTERS(EVENT, LEVEL) \
   LEVEL(sessions, "crypto sessions held") \
-  EVENT(sessions_outbound, "sessions keydb marked outbound: they may seal and sign (a level)") \
-  EVENT(sessions_inbound, "sessions that may only open and verify (a level)") \
-  EVENT(sessions_unknown_direction, "sessions whose direction keydb has not said yet (a level)") \
+  LEVEL(sessions_outbound, "sessions keydb marked outbound: they may seal and sign") \
+  LEVEL(sessions_inbound, "sessions that may only open and verify") \
+  LEVEL(sessions_unknown_direction, "sessions whose direction keydb has not said yet") \
   EVENT(sessions_created, "sessions created for keydb") \
   EVENT(sessions_refused, "sessions refused (bad key or algorithm, legacy algorithm, no memory)") \
   EVENT(sessions_refused_no_key_memory, "of sessions_refused, no locked key memory left (ENOMEM)") \

@@ -2,12 +2,14 @@
 #include "spawn.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/personality.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <string_view>
 #include <system_error>
@@ -116,7 +118,9 @@ int runCommand(const std::vector<std::string>& argv) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-std::string captureCommand(const std::vector<std::string>& argv, std::size_t maxBytes) {
+Captured captureCommand(const std::vector<std::string>& argv, std::size_t maxBytes,
+                        std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe2");
   std::vector<char*> args;
@@ -135,20 +139,59 @@ std::string captureCommand(const std::vector<std::string>& argv, std::size_t max
     _exit(127);
   }
   close(out[1]);
-  std::string text;
+  Captured result;
+  // Until end-of-file (the command, and anything it left holding its
+  // stdout, is done) or the deadline.
+  bool finished = false;
   char buf[4096];
   for (;;) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    pollfd p{out[0], POLLIN, 0};
+    const int r = poll(&p, 1, static_cast<int>(left.count()));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
     const ssize_t n = read(out[0], buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    text.append(buf, std::min(static_cast<std::size_t>(n), maxBytes - std::min(maxBytes, text.size())));
+    if (n <= 0) {
+      finished = n == 0;
+      break;
+    }
+    result.text.append(buf, std::min(static_cast<std::size_t>(n), maxBytes - std::min(maxBytes, result.text.size())));
   }
   close(out[0]);
+  // Its stdout is closed; it may still not exit (or exit slowly): the same
+  // deadline holds for that.
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) throw std::system_error(errno, std::generic_category(), "waitpid");
+  bool reaped = false;
+  while (finished && !reaped) {
+    const pid_t w = waitpid(pid, &status, WNOHANG);
+    if (w == pid) {
+      reaped = true;
+    } else if (w < 0 && errno != EINTR) {
+      throw std::system_error(errno, std::generic_category(), "waitpid");
+    } else if (std::chrono::steady_clock::now() >= deadline) {
+      break;
+    } else if (w == 0) {
+      usleep(1000);
+    }
   }
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? text : std::string();
+  if (!reaped) {
+    kill(pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    result.text.clear();
+    result.error = "did not finish within " + std::to_string(timeout.count()) + " ms (killed)";
+    return result;
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+    result.ok = true;
+    return result;
+  }
+  result.text.clear();
+  result.error = WIFEXITED(status) ? "exited with status " + std::to_string(WEXITSTATUS(status))
+                                   : "killed by signal " + std::to_string(WTERMSIG(status));
+  return result;
 }
 
 }  // namespace ipsec::supervisor

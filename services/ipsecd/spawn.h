@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstddef>
 #include <string>
 #include <vector>
@@ -29,9 +30,18 @@ pid_t spawnChild(const ChildSpec& spec);
 // or -1 if it died by a signal.
 int runCommand(const std::vector<std::string>& argv);
 
-// Runs a command of ours to completion and returns what it wrote to stdout
-// (at most maxBytes; the rest is discarded), or an empty string if it did
-// not exit 0.
-std::string captureCommand(const std::vector<std::string>& argv, std::size_t maxBytes);
+// What a captured command wrote, or why there is nothing to show.
+struct Captured {
+  bool ok = false;    // it exited 0 within the time allowed
+  std::string text;   // its stdout (at most maxBytes), when ok
+  std::string error;  // when not ok: "did not finish within 2000 ms", "exited with status 1", ...
+};
+
+// Runs a command of ours and returns what it wrote to stdout (at most
+// maxBytes; the rest is discarded). Bounded by `timeout`: a command that has
+// not exited and closed its stdout by then is killed (SIGKILL, by its pid)
+// and reaped, and the answer says so; the caller (ipsecd's event loop) never
+// waits longer than that.
+Captured captureCommand(const std::vector<std::string>& argv, std::size_t maxBytes, std::chrono::milliseconds timeout);
 
 }  // namespace ipsec::supervisor

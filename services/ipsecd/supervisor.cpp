@@ -676,7 +676,7 @@ class Supervisor {
     for (Role r : kRoles) {
       const pid_t pid = children_[r].pid;
       if (pid <= 0) continue;
-      const auto& conditions = seccompConditions(r);
+      const auto conditions = seccompConditions(r);
       for (auto& p : json) {
         if (p.at("pid") == pid) p["seccomp_conditions"] = conditions;
       }
@@ -693,10 +693,20 @@ class Supervisor {
   // from the profile compiled into the child's binary (the kernel shows a
   // process's filter only to CAP_SYS_ADMIN, which ipsecd does not keep).
   // Read once per role: the conditions do not depend on the command line.
-  const std::vector<std::string>& seccompConditions(Role r) {
-    auto [it, added] = seccompConditions_.try_emplace(r);
-    if (!added) return it->second;
-    const std::string text = captureCommand({opt_.childDir + "/" + roleName(r), "--print-profile"}, 1 << 20);
+  // Bounded in time (ipsecd's loop waits for it): a binary that hangs is
+  // killed, the audit says the conditions are unavailable and why, and the
+  // next audit asks again.
+  std::vector<std::string> seccompConditions(Role r) {
+    if (auto known = seccompConditions_.find(r); known != seccompConditions_.end()) return known->second;
+    constexpr std::chrono::milliseconds kPrintProfileTimeout{2000};
+    const Captured got =
+        captureCommand({opt_.childDir + "/" + roleName(r), "--print-profile"}, 1 << 20, kPrintProfileTimeout);
+    if (!got.ok) {
+      log::warn("{} --print-profile: {}", roleName(r), got.error);
+      return {"(unavailable: --print-profile " + got.error + ")"};
+    }
+    auto it = seccompConditions_.try_emplace(r).first;
+    const std::string& text = got.text;
     constexpr std::string_view kOnlyIf = "[only if ";
     std::size_t start = 0;
     while (start < text.size()) {

@@ -13,6 +13,7 @@
 #include "clock/clock.h"
 #include "control/scratch_builder.h"
 #include "log/log.h"
+#include "service/replacement.h"
 
 namespace ipsec::keydb {
 namespace {
@@ -216,13 +217,15 @@ void Keydb::attachDataPlane(UniqueFd crypto, UniqueFd forwarder) {
 }
 
 bool Keydb::onDataPlaneRestarted(std::vector<UniqueFd>& fds) {
-  if (fds.size() != 2) return false;
+  UniqueFd crypto = service::takeReplacement(fdlayout::KeydbFd::kCrypto, fds);
+  UniqueFd forwarder = service::takeReplacement(fdlayout::KeydbFd::kForwarder, fds);
+  if (!crypto || !forwarder) return false;
   // The old broker's echoes will not come; the new one gets every SA with
   // its direction in CreateSession, before the forwarder gets the SA.
   answerAwaitedMarks();
   if (crypto_) crypto_->close();
   if (forwarder_) forwarder_->close();
-  attachDataPlane(std::move(fds[0]), std::move(fds[1]));
+  attachDataPlane(std::move(crypto), std::move(forwarder));
   startDataPlaneChannels();
   // The new broker has no sessions: recreate them all, each with an IV base
   // above everything granted to the old one; SAs reach the new forwarder as

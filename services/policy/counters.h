@@ -13,6 +13,7 @@ namespace ipsec::policy {
   EVENT(pfkey_clients_accepted, "PF_KEY clients accepted") \
   EVENT(pfkey_clients_refused, "PF_KEY clients refused: SO_PEERCRED said no, or too many clients") \
   EVENT(pfkey_requests, "PF_KEY messages received from clients") \
+  EVENT(pfkey_syncs_refused, "preload syncs refused: no channel of the sender's own, or too many outstanding") \
   EVENT(pfkey_errors, "error replies sent to clients, of any kind") \
   EVENT(pfkey_malformed, "PF_KEY messages the parser refused") \
   EVENT(pfkey_truncated, "PF_KEY messages larger than the receive buffer") \

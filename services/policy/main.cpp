@@ -11,6 +11,8 @@
 // Sandbox: its own uid, an empty root, no capabilities, no_new_privs, not
 // dumpable (keys pass through on their way to keydb and are wiped), the
 // baseline allow-list plus socket I/O on the descriptors above.
+#include <sys/socket.h>
+
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -46,6 +48,11 @@ sandbox::SandboxProfile profile(const service::Args& args) {
   // getsockopt (SO_PEERCRED), sendto (replies: send(2) is sendto), recvmsg
   // (requests, with MSG_TRUNC to see oversized ones).
   p.allow(sandbox::channelBufferSyscalls());  // the forwarder channel after a data-plane restart
+  p.allow({sandbox::SyscallRule{
+      "setsockopt",
+      "SO_PASSCRED on each PF_KEY client: the kernel then says who sent a preload sync (proto/pfkey_ack.h)",
+      {sandbox::argEquals(1, SOL_SOCKET, "SOL_SOCKET"), sandbox::argEquals(2, SO_PASSCRED, "SO_PASSCRED")},
+      std::nullopt}});
   return p;
 }
 

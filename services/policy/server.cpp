@@ -31,9 +31,10 @@ constexpr std::size_t kRxWords = pfkey::kMaxMessageBytes / sizeof(std::uint64_t)
 // Datagrams per sendmmsg; also the most messages held for one client before
 // they are offered to its socket without waiting for the burst's end.
 constexpr std::size_t kSendBatch = 64;
-// Room for the descriptors a datagram may carry: the preload's hello has one;
-// more are closed (the kernel closes what does not fit).
-constexpr std::size_t kRxControlBytes = CMSG_SPACE(sizeof(int) * 4);
+// Room for the descriptors a datagram may carry (the preload's sync has one;
+// more are closed: the kernel closes what does not fit) and for the sender's
+// credentials (SO_PASSCRED), which vouch for a sync's channel.
+constexpr std::size_t kRxControlBytes = CMSG_SPACE(sizeof(int) * 4) + CMSG_SPACE(sizeof(ucred));
 
 // A header to answer with even when the datagram is shorter than one.
 sadb_msg headerOf(std::span<const std::uint8_t> d) {
@@ -42,11 +43,20 @@ sadb_msg headerOf(std::span<const std::uint8_t> d) {
   return h;
 }
 
-// The descriptors that came with one datagram (SCM_RIGHTS), owned.
-std::vector<UniqueFd> takeDescriptors(msghdr& mh) {
+// The descriptors that came with one datagram (SCM_RIGHTS), owned, and the
+// pid of the process that sent it (SCM_CREDENTIALS; 0 if absent).
+std::vector<UniqueFd> takeDescriptors(msghdr& mh, pid_t& sender) {
   std::vector<UniqueFd> fds;
+  sender = 0;
   for (cmsghdr* cm = CMSG_FIRSTHDR(&mh); cm != nullptr; cm = CMSG_NXTHDR(&mh, cm)) {
-    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+    if (cm->cmsg_level != SOL_SOCKET) continue;
+    if (cm->cmsg_type == SCM_CREDENTIALS && cm->cmsg_len >= CMSG_LEN(sizeof(ucred))) {
+      ucred cred{};
+      std::memcpy(&cred, CMSG_DATA(cm), sizeof cred);
+      sender = cred.pid;
+      continue;
+    }
+    if (cm->cmsg_type != SCM_RIGHTS) continue;
     const std::size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     for (std::size_t i = 0; i < n; ++i) {
       int fd;
@@ -57,25 +67,28 @@ std::vector<UniqueFd> takeDescriptors(msghdr& mh) {
   return fds;
 }
 
-// The preload's hello (proto/pfkey_ack.h): exactly the header, one descriptor,
-// a Unix socket the client itself made: one end of a socketpair, whose peer
-// credentials are the creator's, the client's pid at accept. Anything else
-// is refused — the client's own end of its PF_KEY connection (then every
+// Whether the datagram has the shape of the preload's sync (proto/pfkey_ack.h).
+bool isSync(std::span<const std::uint8_t> d) {
+  if (d.size() != kPfkeyAckSyncLen) return false;
+  const sadb_msg h = headerOf(d);
+  return h.sadb_msg_version == PF_KEY_V2 && h.sadb_msg_type == SADB_RESERVED && h.sadb_msg_len == 2 &&
+         h.sadb_msg_reserved == kPfkeyAckSyncMagic;
+}
+
+// A sync's channel is taken only if it is exactly one Unix socket the sender
+// made itself: one end of a socketpair, whose peer credentials are its
+// creator's, the pid the kernel gave for the sync's sender. Anything else is
+// refused — the client's own end of its PF_KEY connection (then every
 // acknowledgement would come back to us as a request, for ever), or a socket
 // connected to some other process.
-bool isAckHello(std::span<const std::uint8_t> d, const std::vector<UniqueFd>& fds, pid_t clientPid) {
-  if (d.size() != kPfkeyAckHelloLen || fds.size() != 1) return false;
-  const sadb_msg h = headerOf(d);
-  if (h.sadb_msg_version != PF_KEY_V2 || h.sadb_msg_type != SADB_RESERVED || h.sadb_msg_len != 2 ||
-      h.sadb_msg_reserved != kPfkeyAckHelloMagic) {
-    return false;
-  }
+bool isOwnChannel(const std::vector<UniqueFd>& fds, pid_t sender) {
+  if (fds.size() != 1 || sender <= 0) return false;
   int domain = 0;
   socklen_t len = sizeof domain;
   if (::getsockopt(fds[0].get(), SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0 || domain != AF_UNIX) return false;
   ucred peer{};
   len = sizeof peer;
-  return ::getsockopt(fds[0].get(), SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0 && peer.pid == clientPid;
+  return ::getsockopt(fds[0].get(), SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0 && peer.pid == sender;
 }
 
 }  // namespace
@@ -171,6 +184,12 @@ std::uint64_t Server::adoptClient(UniqueFd fd, uid_t uid, pid_t pid) {
   c->uid = uid;
   c->pid = pid;
   c->socket.non_blocking(true);
+  // Every datagram then says which process sent it: a sync's channel must be
+  // that process's own (isOwnChannel).
+  const int on = 1;
+  if (::setsockopt(c->socket.native_handle(), SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0) {
+    log::warn("PF_KEY client {}: SO_PASSCRED: {} (its syncs will be refused)", id, std::strerror(errno));
+  }
   Client& ref = *c;
   clients_.emplace(id, std::move(c));
   ++counters_.pfkey_clients_accepted;
@@ -241,21 +260,26 @@ void Server::onReadable(std::uint64_t id) {
       std::uint8_t* slot = rx + i * kSlotBytes;
       const std::size_t len = msgs[i].msg_len;
       // End of stream (a zero-length datagram is no PF_KEY message either),
-      // or the client went away while this burst was handled: wipe the rest.
+      // or the client went away while this burst was handled: wipe the rest,
+      // and close the descriptors the rest carried (ours: the kernel gave
+      // them to this process when recvmmsg returned).
       if (len == 0 || !findClient(id)) {
         for (std::size_t j = i; j < got; ++j) {
           explicit_bzero(rx + j * kSlotBytes, std::min<std::size_t>(msgs[j].msg_len, kSlotBytes));
+          pid_t ignored = 0;
+          (void)takeDescriptors(msgs[j].msg_hdr, ignored);
         }
         if (len == 0) removeClient(id);
         return;
       }
       const bool truncated = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0 || len > pfkey::kMaxMessageBytes;
       const std::span<std::uint8_t> datagram(slot, std::min(len, kSlotBytes));
-      // Descriptors are only welcome in the preload's hello; others are closed here.
-      std::vector<UniqueFd> fds = takeDescriptors(msgs[i].msg_hdr);
+      // Descriptors are only welcome in the preload's sync; others are closed here.
+      pid_t sender = 0;
+      std::vector<UniqueFd> fds = takeDescriptors(msgs[i].msg_hdr, sender);
       Client* from = findClient(id);
-      if (!from->ack && !truncated && isAckHello(datagram, fds, from->pid)) {
-        from->ack = std::move(fds[0]);
+      if (!truncated && isSync(datagram)) {
+        takeSync(*from, headerOf(datagram).sadb_msg_seq, std::move(fds), sender);
         continue;
       }
       ++from->requests;
@@ -288,8 +312,17 @@ void Server::resumeClient(std::uint64_t id) {
   }
 }
 
+void Server::takeSync(Client& c, PfkeyAck token, std::vector<UniqueFd> fds, pid_t sender) {
+  if (c.syncs.size() >= kPfkeyAckMaxSyncs || !isOwnChannel(fds, sender)) {
+    ++counters_.pfkey_syncs_refused;
+    return;  // closes what came with it; the sender's wait runs out
+  }
+  c.syncs.push_back(Client::Sync{token, std::move(fds[0]), c.requests});
+}
+
 void Server::handleDatagram(std::uint64_t clientId, std::span<std::uint8_t> datagram, bool truncated) noexcept {
   Client* c = findClient(clientId);
+  if (c) ++c->handled;
   ++counters_.pfkey_requests;
   const sadb_msg header = headerOf(datagram);
   try {
@@ -470,8 +503,8 @@ void Server::flushHeld() noexcept {
 void Server::sendAcks() noexcept {
   for (auto& [id, cp] : clients_) {
     Client& c = *cp;
-    if (!c.ack || c.acked == c.requests) continue;
-    // A SAD request still with keydb: its answer is not there yet.
+    if (c.syncs.empty() || c.syncs.front().after > c.handled) continue;
+    // A SAD request still with keydb: its answer may not be there yet.
     if (std::any_of(pending_.begin(), pending_.end(), [&](const auto& p) { return p.second.clientId == c.id; })) {
       continue;
     }
@@ -482,12 +515,12 @@ void Server::sendAcks() noexcept {
       while (sendQueued(c) && !c.dumpBacklog.empty()) refillFromBacklog(c);
       if (!c.queue.empty()) armWrite(c);
     }
-    const PfkeyAck ack = c.requests;
-    const ssize_t n = ::send(c.ack.get(), &ack, sizeof ack, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n == static_cast<ssize_t>(sizeof ack)) {
-      c.acked = ack;
-    } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
-      c.ack.reset();  // the client closed its end: it no longer waits
+    while (!c.syncs.empty() && c.syncs.front().after <= c.handled) {
+      const Client::Sync& sync = c.syncs.front();
+      // Never blocks; a channel that is full or whose reader is gone loses
+      // this acknowledgement (the sender's wait is bounded).
+      (void)::send(sync.channel.get(), &sync.token, sizeof sync.token, MSG_DONTWAIT | MSG_NOSIGNAL);
+      c.syncs.pop_front();  // closes the service's copy of the channel
     }
   }
 }

@@ -72,6 +72,7 @@
 #include "control/unique_fd.h"
 #include "counters.h"
 #include "pfkey/message.h"
+#include "proto/pfkey_ack.h"
 #include "proto/dataplane.capnp.h"
 #include "proto/sad.capnp.h"
 #include "proto/supervisor.capnp.h"
@@ -214,11 +215,19 @@ class Server {
     // A SADB_DUMP whose chunks keydb is still sending (its backlog may be
     // empty between two chunks): a second dump meanwhile is EBUSY too.
     bool sadDumpRunning = false;
-    // The preload's acknowledgement channel (proto/pfkey_ack.h), if it said
-    // hello: requests received, and the count last acknowledged on `ack`.
-    UniqueFd ack;
+    // The preload's syncs (proto/pfkey_ack.h), in the order received: each
+    // is acknowledged on its own channel once the requests received before
+    // it (`after`) are handled and none of this client's waits for keydb.
+    // `requests` counts the datagrams received that are not syncs, `handled`
+    // those handleDatagram has taken (stalled ones come later, in order).
+    struct Sync {
+      PfkeyAck token = 0;
+      UniqueFd channel;
+      std::uint64_t after = 0;
+    };
+    std::deque<Sync> syncs;
     std::uint64_t requests = 0;
-    std::uint64_t acked = 0;
+    std::uint64_t handled = 0;
     // Its SPD requests whose answer waits for keydb's outbound marks. Until
     // they are answered its later requests wait too (Linux answers a
     // socket's requests in order): the rest of the read burst in `stalled`
@@ -296,6 +305,9 @@ class Server {
   bool sendQueued(Client& c);
   bool dumping(const Client* c) const noexcept { return c && (!c->dumpBacklog.empty() || c->sadDumpRunning); }
   void dispatch(Client* c, const pfkey::ParsedMessage& m);
+  // The preload's sync (proto/pfkey_ack.h): kept until sendAcks answers it,
+  // or refused and counted.
+  void takeSync(Client& c, PfkeyAck token, std::vector<UniqueFd> fds, pid_t sender);
 
   // ---- SA messages and keydb (sa_requests.cpp)
   int onRegister(Client* c, const pfkey::ParsedMessage& m);

@@ -17,6 +17,7 @@
 #include "log/log.h"
 #include "pfkey/builder.h"
 #include "server.h"
+#include "service/replacement.h"
 
 namespace ipsec::policy {
 namespace {
@@ -343,9 +344,10 @@ void Server::startForwarder() {
 }
 
 bool Server::onDataPlaneRestarted(std::vector<UniqueFd>& fds) {
-  if (fds.size() != 1) return false;
+  UniqueFd forwarder = service::takeReplacement(fdlayout::PolicyFd::kForwarder, fds);
+  if (!forwarder) return false;
   if (forwarder_) forwarder_->close();
-  forwarder_ = std::make_unique<control::Channel>(io_, std::move(fds[0]), "ipsec-forwarder");
+  forwarder_ = std::make_unique<control::Channel>(io_, std::move(forwarder), "ipsec-forwarder");
   startForwarder();
   pushAll();
   log::info("data plane reattached; {} policies pushed", spd_.size());

@@ -250,6 +250,19 @@ class PreloadTest(unittest.TestCase):
             self.assertEqual(c.finish(timeout=60), 0, "\n".join(c.lines))
             self.assertEqual(c.steps(), RACOON_STEPS, "\n".join(c.lines))
 
+    def test_answers_are_queued_whatever_call_or_process_sends(self):
+        # writev, sendmmsg, a descriptor the preload never saw (a raw dup) and
+        # a fork sharing the connection: each send's answer is on the socket
+        # when it returns, and none waits out the 5 s bound (a count of sends
+        # on each side drifted on every one of these).
+        with Testbed() as tb:
+            tb.start(tb.a, "")
+            for case in ("writev", "sendmmsg", "rawdup", "fork"):
+                with self.subTest(case=case):
+                    c = Client(tb.a, [case], program=[binary("pfkey_sync_client")])
+                    self.assertEqual(c.finish(timeout=60), 0, "\n".join(c.lines))
+                    self.assertEqual(c.lines, [f"ok {case}"])
+
     def test_natt_port_is_shared_with_an_ike_daemon_bound_before_or_after_ipsecd(self):
         with Testbed() as tb:
             # A: the IKE daemon binds 4500 first, then ipsecd starts;

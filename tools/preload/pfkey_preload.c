@@ -17,11 +17,15 @@
  * What differs and is fixed up here:
  *   - answers are queued before send() returns, as AF_KEY's are (racoon
  *     sends REGISTER on a non-blocking socket and reads at once): after each
- *     datagram sent with send/sendto/sendmsg/write the call waits, bounded by
- *     SO_SNDTIMEO or kAnswerWaitMs, until the service acknowledges on a
- *     channel of our own that every answer so far is on the socket
+ *     send/sendto/sendmsg/write/writev/sendmmsg the call sends a sync on the
+ *     connection and waits, bounded by SO_SNDTIMEO or kAnswerWaitMs, until
+ *     the service hands that sync's token back on a channel of this process,
+ *     saying every answer to what came before it is on the socket
  *     (proto/pfkey_ack.h). The service decides what has an answer: a request
- *     Linux does not answer is acknowledged at once;
+ *     Linux does not answer is acknowledged at once. Nothing is counted, so a
+ *     send we did not see (a raw syscall, a descriptor duplicated behind our
+ *     back) is not waited for but cannot make a later send's wait end early
+ *     or never;
  *   - the service going away (ipsecd stopped) is no end-of-file, which AF_KEY
  *     never gives and which key managers read in a loop: the first receive
  *     that would see it (or a send that finds the peer gone) turns the
@@ -40,7 +44,10 @@
  * PF_KEY descriptors are kept in a small fixed table (no allocation, lock-free
  * atomics, safe from any thread), each pointing at its connection's state
  * (shared by duplicates: the acknowledgement channel, the lock that orders a
- * send with its acknowledgement, whether the service was lost); dup, dup2, dup3, fcntl(F_DUPFD*), close,
+ * send with its sync and the wait for it, whether the service was lost); a
+ * forked child closes the channels it inherited and makes its own on its
+ * first send (the parent's acknowledgements are not its to read); dup, dup2,
+ * dup3, fcntl(F_DUPFD*), close,
  * close_range and closefrom keep it right. Each entry records the socket's
  * inode, so an entry left stale by a close we did not see (a raw syscall,
  * fclose of an fdopen'd stream) is recognised before it is believed.
@@ -65,6 +72,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -96,12 +104,14 @@ typedef ssize_t (*RecvFn)(int, void *, size_t, int);
 typedef ssize_t (*RecvFromFn)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
 typedef ssize_t (*RecvMsgFn)(int, struct msghdr *, int);
 typedef ssize_t (*ReadFn)(int, void *, size_t);
+typedef ssize_t (*WritevFn)(int, const struct iovec *, int);
+typedef int (*SendMmsgFn)(int, struct mmsghdr *, unsigned, int);
 
 static const char *const kNextNames[kNextCount] = {
     "socket", "close", "close_range", "closefrom", "dup", "dup2", "dup3", "fcntl", "fcntl64",
     "getsockopt", "getsockname", "getpeername",
     "send", "sendto", "sendmsg", "write", "recv", "recvfrom", "recvmsg", "read",
-    "bind", "setsockopt",
+    "bind", "setsockopt", "writev", "sendmmsg",
 };
 static _Atomic(void *) g_next[kNextCount];
 
@@ -130,14 +140,15 @@ enum { kBusy = -1 };
 
 /* One connection to the service, shared by the descriptors that dup'ed it. */
 struct Conn {
-  atomic_int inUse; /* 1 from newConn until releaseConn has closed ackFd */
+  atomic_int inUse; /* 1 from newConn until releaseConn has closed the channel */
   atomic_int refs;  /* descriptors pointing here */
-  int ackFd;        /* our end of the acknowledgement channel, or -1; under lock */
-  /* Orders a send with its ticket and the wait for its acknowledgement:
-   * acknowledgements count datagrams in the order the socket took them. */
+  /* This process's acknowledgement channel, made on the first send (-1
+   * before): ackRead is ours, ackPass travels with every sync. Under lock. */
+  int ackRead, ackPass;
+  /* Orders a send with its sync and the wait for that sync's token. */
   pthread_mutex_t lock;
-  uint64_t sent, acked; /* under lock */
-  atomic_int lost;      /* the service went away: see markLost */
+  uint32_t lastToken; /* under lock */
+  atomic_int lost;    /* the service went away: see markLost */
 };
 static struct Conn g_conns[kSlots];
 
@@ -154,28 +165,37 @@ static atomic_int g_used;
 
 /* A fork taken while another thread waited for an acknowledgement leaves
  * that lock held in the child, by a thread the child does not have: the
- * child's only thread starts with every lock free. */
-static void unlockAllInChild(void) {
-  for (int i = 0; i < kSlots; ++i) pthread_mutex_init(&g_conns[i].lock, NULL);
+ * child's only thread starts with every lock free. The acknowledgement
+ * channels it inherited are the parent's (its tokens, read by whichever
+ * process polls first): the child closes them and makes its own. */
+static void freshStateInChild(void) {
+  CloseFn realClose = (CloseFn)preloadNext(kClose);
+  for (int i = 0; i < kSlots; ++i) {
+    struct Conn *c = &g_conns[i];
+    pthread_mutex_init(&c->lock, NULL);
+    if (realClose && c->ackRead >= 0) realClose(c->ackRead);
+    if (realClose && c->ackPass >= 0) realClose(c->ackPass);
+    c->ackRead = c->ackPass = -1;
+  }
 }
 
 __attribute__((constructor)) static void initConns(void) {
   for (int i = 0; i < kSlots; ++i) {
     pthread_mutex_init(&g_conns[i].lock, NULL);
-    g_conns[i].ackFd = -1;
+    g_conns[i].ackRead = g_conns[i].ackPass = -1;
   }
-  pthread_atfork(NULL, NULL, unlockAllInChild);
+  pthread_atfork(NULL, NULL, freshStateInChild);
 }
 
 /* A free connection entry with one reference, or -1 when all are taken. */
-static int newConn(int ackFd) {
+static int newConn(void) {
   for (int i = 0; i < kSlots; ++i) {
     struct Conn *c = &g_conns[i];
     int expected = 0;
     if (!atomic_compare_exchange_strong(&c->inUse, &expected, 1)) continue;
     pthread_mutex_lock(&c->lock);
-    c->ackFd = ackFd;
-    c->sent = c->acked = 0;
+    c->ackRead = c->ackPass = -1;
+    c->lastToken = 0;
     atomic_store(&c->lost, 0);
     atomic_store(&c->refs, 1);
     pthread_mutex_unlock(&c->lock);
@@ -192,11 +212,12 @@ static void releaseConn(int i) {
   struct Conn *c = &g_conns[i];
   if (atomic_fetch_sub(&c->refs, 1) != 1) return;
   pthread_mutex_lock(&c->lock);
-  const int ackFd = c->ackFd;
-  c->ackFd = -1;
+  const int ackRead = c->ackRead, ackPass = c->ackPass;
+  c->ackRead = c->ackPass = -1;
   pthread_mutex_unlock(&c->lock);
   CloseFn realClose = (CloseFn)preloadNext(kClose);
-  if (ackFd >= 0 && realClose) realClose(ackFd);
+  if (ackRead >= 0 && realClose) realClose(ackRead);
+  if (ackPass >= 0 && realClose) realClose(ackPass);
   atomic_store(&c->inUse, 0);
 }
 
@@ -278,50 +299,6 @@ static void debugNote(const char *what, const char *path, int err) {
   (void)!write(STDERR_FILENO, line, (size_t)n);
 }
 
-/* Hands the service one end of a new socketpair (proto/pfkey_ack.h); returns
- * our end, or -1 with errno set. */
-static int sayHello(int fd) {
-  NEXT_OR_ENOSYS(CloseFn, kClose, realClose, -1);
-  NEXT_OR_ENOSYS(SendMsgFn, kSendMsg, realSendMsg, -1);
-  int pair[2];
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) return -1;
-  struct sadb_msg hello;
-  memset(&hello, 0, sizeof hello);
-  hello.sadb_msg_version = PF_KEY_V2;
-  hello.sadb_msg_type = SADB_RESERVED;
-  hello.sadb_msg_len = 2;
-  hello.sadb_msg_reserved = kPfkeyAckHelloMagic;
-  union {
-    char buf[CMSG_SPACE(sizeof(int))];
-    struct cmsghdr align;
-  } control;
-  memset(&control, 0, sizeof control);
-  struct iovec iov = {&hello, sizeof hello};
-  struct msghdr mh;
-  memset(&mh, 0, sizeof mh);
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = control.buf;
-  mh.msg_controllen = sizeof control.buf;
-  struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(cm), &pair[1], sizeof(int));
-  ssize_t n;
-  do {
-    n = realSendMsg(fd, &mh, MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  const int err = errno;
-  realClose(pair[1]);
-  if (n != (ssize_t)sizeof hello) {
-    realClose(pair[0]);
-    errno = n < 0 ? err : EIO;
-    return -1;
-  }
-  return pair[0];
-}
-
 static int openPfKey(int type, int protocol) {
   const int flags = type & (SOCK_NONBLOCK | SOCK_CLOEXEC);
   const int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -366,26 +343,17 @@ static int openPfKey(int type, int protocol) {
     errno = EAFNOSUPPORT;
     return -1;
   }
-  const int ackFd = sayHello(fd);
-  if (ackFd < 0) {
-    const int err = errno;
-    realClose(fd);
-    errno = err == EMFILE || err == ENFILE || err == ENOMEM ? err : ENOBUFS;
-    return -1;
-  }
   struct stat st;
   if (fstat(fd, &st) != 0 || (flags & SOCK_NONBLOCK && realFcntl(fd, F_SETFL, O_NONBLOCK) != 0) ||
       (!(flags & SOCK_CLOEXEC) && realFcntl(fd, F_SETFD, 0) != 0)) {
     const int err = errno;
-    realClose(ackFd);
     realClose(fd);
     errno = err;
     return -1;
   }
-  const int conn = newConn(ackFd);
+  const int conn = newConn();
   if (conn < 0 || remember(fd, st.st_dev, st.st_ino, conn) != 0) {
-    if (conn >= 0) releaseConn(conn); /* closes ackFd */
-    else realClose(ackFd);
+    if (conn >= 0) releaseConn(conn);
     realClose(fd);
     errno = ENOBUFS; /* as a kernel out of socket memory */
     return -1;
@@ -423,27 +391,80 @@ static int answerWaitMs(int fd) {
   return kAnswerWaitMs;
 }
 
-/* Under c->lock: reads acknowledgements until `ticket` is covered, the wait
- * runs out, or the service is gone (then the socket itself says so). */
-static void awaitAnswers(struct Conn *c, uint64_t ticket, int fd) {
+/* Under c->lock: this process's acknowledgement channel, made on first use
+ * (a forked child's first send makes its own). 0, or -1 if none can be made. */
+static int ackChannel(struct Conn *c) {
+  if (c->ackRead >= 0) return 0;
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) return -1;
+  c->ackRead = pair[0];
+  c->ackPass = pair[1];
+  return 0;
+}
+
+/* Under c->lock: the sync that follows a send on `fd` (proto/pfkey_ack.h),
+ * carrying ackPass. Never blocks: a sync the full socket refuses is a send
+ * not waited for. 0, or -1 if it did not go. */
+static int sendSync(struct Conn *c, int fd, uint32_t token) {
+  SendMsgFn realSendMsg = (SendMsgFn)preloadNext(kSendMsg);
+  if (!realSendMsg) return -1;
+  struct sadb_msg sync;
+  memset(&sync, 0, sizeof sync);
+  sync.sadb_msg_version = PF_KEY_V2;
+  sync.sadb_msg_type = SADB_RESERVED;
+  sync.sadb_msg_len = 2;
+  sync.sadb_msg_reserved = kPfkeyAckSyncMagic;
+  sync.sadb_msg_seq = token;
+  sync.sadb_msg_pid = (uint32_t)getpid();
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } control;
+  memset(&control, 0, sizeof control);
+  struct iovec iov = {&sync, sizeof sync};
+  struct msghdr mh;
+  memset(&mh, 0, sizeof mh);
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = control.buf;
+  mh.msg_controllen = sizeof control.buf;
+  struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(cm), &c->ackPass, sizeof(int));
+  ssize_t n;
+  do {
+    n = realSendMsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+  } while (n < 0 && errno == EINTR);
+  return n == (ssize_t)sizeof sync ? 0 : -1;
+}
+
+/* Under c->lock, after a send on `fd`: syncs and reads acknowledgements until
+ * this sync's token comes back (an older token is from a wait that ran out),
+ * the wait runs out, or the channel fails. errno is left as it was. */
+static void awaitAnswers(struct Conn *c, int fd) {
+  const int savedErrno = errno;
   RecvFn realRecv = (RecvFn)preloadNext(kRecv);
-  if (!realRecv || c->ackFd < 0) return;
+  const uint32_t token = ++c->lastToken;
+  if (!realRecv || ackChannel(c) != 0 || sendSync(c, fd, token) != 0) {
+    errno = savedErrno;
+    return;
+  }
   const int64_t deadline = monotonicMs() + answerWaitMs(fd);
-  while (c->acked < ticket) {
+  for (;;) {
     const int64_t left = deadline - monotonicMs();
-    if (left <= 0) return;
-    struct pollfd p = {c->ackFd, POLLIN, 0};
+    if (left <= 0) break;
+    struct pollfd p = {c->ackRead, POLLIN, 0};
     const int r = poll(&p, 1, (int)left);
     if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return;
+    if (r <= 0) break;
     PfkeyAck ack;
-    const ssize_t n = realRecv(c->ackFd, &ack, sizeof ack, MSG_DONTWAIT);
-    if (n == (ssize_t)sizeof ack) {
-      if (ack > c->acked) c->acked = ack;
-    } else if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-      return;
-    }
+    const ssize_t n = realRecv(c->ackRead, &ack, sizeof ack, MSG_DONTWAIT);
+    if (n == (ssize_t)sizeof ack && ack == token) break;
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) break;
   }
+  errno = savedErrno;
 }
 
 /* ---- when the service goes away ---------------------------------------------- */
@@ -488,7 +509,7 @@ static int isGone(int err) { return err == EPIPE || err == ECONNRESET || err == 
 
 /* ---- sending and receiving --------------------------------------------------- */
 
-/* One interposed send call, so that the four share the PF_KEY path. */
+/* One interposed send call, so that the six share the PF_KEY path. */
 struct SendCall {
   enum NextId id;
   const void *buf;
@@ -497,6 +518,9 @@ struct SendCall {
   const struct sockaddr *to;
   socklen_t toLen;
   const struct msghdr *msg;
+  const struct iovec *iov; /* writev */
+  int iovCount;
+  struct mmsghdr *mmsg; /* sendmmsg: len is the count */
 };
 
 static ssize_t sendNext(int fd, const struct SendCall *s) {
@@ -509,6 +533,8 @@ static ssize_t sendNext(int fd, const struct SendCall *s) {
     case kSend: return ((SendFn)f)(fd, s->buf, s->len, s->flags);
     case kSendTo: return ((SendToFn)f)(fd, s->buf, s->len, s->flags, s->to, s->toLen);
     case kSendMsg: return ((SendMsgFn)f)(fd, s->msg, s->flags);
+    case kWritev: return ((WritevFn)f)(fd, s->iov, s->iovCount);
+    case kSendMmsg: return ((SendMmsgFn)f)(fd, s->mmsg, (unsigned)s->len, s->flags);
     default: return ((WriteFn)f)(fd, s->buf, s->len);
   }
 }
@@ -526,12 +552,12 @@ static ssize_t sendVia(int fd, const struct SendCall *s) {
   }
   pthread_mutex_lock(&c->lock);
   /* Under the lock the slot is checked again: closed meanwhile by another
-   * thread, its connection may already serve another socket (whose tickets
-   * this send must not take). */
+   * thread, its connection may already serve another socket (whose channel
+   * this send must not use). */
   const int still = atomic_load(&g_slots[slot].key) == fd + 1 && g_slots[slot].conn == conn;
   const ssize_t n = sendNext(fd, s);
   const int err = errno;
-  if (n >= 0 && still) awaitAnswers(c, ++c->sent, fd);
+  if (n >= 0 && still) awaitAnswers(c, fd);
   pthread_mutex_unlock(&c->lock);
   if (n < 0 && isGone(err)) {
     markLost(conn);
@@ -543,23 +569,34 @@ static ssize_t sendVia(int fd, const struct SendCall *s) {
 }
 
 EXPORT ssize_t send(int fd, const void *buf, size_t len, int flags) {
-  const struct SendCall s = {kSend, buf, len, flags, NULL, 0, NULL};
+  const struct SendCall s = {kSend, buf, len, flags, NULL, 0, NULL, NULL, 0, NULL};
   return sendVia(fd, &s);
 }
 
 EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to, socklen_t toLen) {
-  const struct SendCall s = {kSendTo, buf, len, flags, to, toLen, NULL};
+  const struct SendCall s = {kSendTo, buf, len, flags, to, toLen, NULL, NULL, 0, NULL};
   return sendVia(fd, &s);
 }
 
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
-  const struct SendCall s = {kSendMsg, NULL, 0, flags, NULL, 0, msg};
+  const struct SendCall s = {kSendMsg, NULL, 0, flags, NULL, 0, msg, NULL, 0, NULL};
   return sendVia(fd, &s);
 }
 
 EXPORT ssize_t write(int fd, const void *buf, size_t len) {
-  const struct SendCall s = {kWrite, buf, len, 0, NULL, 0, NULL};
+  const struct SendCall s = {kWrite, buf, len, 0, NULL, 0, NULL, NULL, 0, NULL};
   return sendVia(fd, &s);
+}
+
+EXPORT ssize_t writev(int fd, const struct iovec *iov, int iovCount) {
+  const struct SendCall s = {kWritev, NULL, 0, 0, NULL, 0, NULL, iov, iovCount, NULL};
+  return sendVia(fd, &s);
+}
+
+/* One sync after the lot: it follows every datagram the call sent. */
+EXPORT int sendmmsg(int fd, struct mmsghdr *msgs, unsigned count, int flags) {
+  const struct SendCall s = {kSendMmsg, NULL, count, flags, NULL, 0, NULL, NULL, 0, msgs};
+  return (int)sendVia(fd, &s);
 }
 
 /* Before a receive on `fd`: -1 with ECONNRESET if it is a lost PF_KEY

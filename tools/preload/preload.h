@@ -11,7 +11,7 @@ enum NextId {
   kSocket, kClose, kCloseRange, kCloseFrom, kDup, kDup2, kDup3, kFcntl, kFcntl64,
   kGetSockOpt, kGetSockName, kGetPeerName,
   kSend, kSendTo, kSendMsg, kWrite, kRecv, kRecvFrom, kRecvMsg, kRead,
-  kBind, kSetSockOpt, kNextCount
+  kBind, kSetSockOpt, kWritev, kSendMmsg, kNextCount
 };
 
 /* The next definition of `id`, resolved once; NULL if there is none. */

@@ -1,6 +1,8 @@
 // libFuzzer target: arbitrary datagrams from a PF_KEY client into
 // ipsec-policy's dispatcher (Server::handleDatagram), the one place where
-// untrusted local bytes enter the process that briefly holds keys.
+// untrusted local bytes enter the process that briefly holds keys, and
+// those of a preload sync's size through the client socket as well (the
+// sync is recognised on reading, Server::onReadable).
 //
 // Input format: a sequence of datagrams, each a 2-byte little-endian length
 // followed by that many bytes (a short tail is one last datagram). Each input
@@ -21,6 +23,7 @@
 
 #include "control/wire.h"
 #include "log/log.h"
+#include "proto/pfkey_ack.h"
 #include "proto/sad.capnp.h"
 #include "server.h"
 
@@ -92,6 +95,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   std::vector<std::uint8_t> datagram;
   auto feed = [&] {
+    // A datagram of the preload sync's size also goes through the client's
+    // socket: the sync is recognised there (Server::onReadable, isSync and
+    // takeSync), before handleDatagram; without a descriptor it is refused.
+    if (datagram.size() == kPfkeyAckSyncLen) {
+      (void)::send(client.get(), datagram.data(), datagram.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      poll(w.io);
+    }
     // handleDatagram wipes what it was given; libFuzzer's input is const, hence the copy.
     w.server->handleDatagram(id, datagram, false);
     poll(w.io);

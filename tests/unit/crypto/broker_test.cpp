@@ -19,6 +19,8 @@
 #include "control/wire.h"
 #include "proto/crypto.capnp.h"
 #include "ring/doorbell.h"
+#include "request_check.h"
+#include "ring/pool.h"
 #include "ring/region.h"
 
 namespace ipsec::crypto {
@@ -82,6 +84,20 @@ void createSession(BrokerOnASocketpair& t, std::uint32_t index) {
   c.setIvLimit(1000);
   c.setDirection(proto::Direction::UNKNOWN);
   t.fromKeydb(b);
+}
+
+// The refusals kept per reason reach the counters named by the reasons' own
+// tables (ring::counterName, crypto::counterName), every one of them.
+TEST(BrokerStats, EveryRefusalReasonHasItsCounter) {
+  BrokerOnASocketpair t;
+  for (std::size_t i = 1; i < ring::kDescriptorErrorCount; ++i) {
+    const std::string name = std::string("drop_descriptor_") + ring::counterName(static_cast<ring::DescriptorError>(i));
+    EXPECT_EQ(t.stat(name), 0u) << name;
+  }
+  for (std::size_t i = 1; i < kLayoutErrorCount; ++i) {
+    const std::string name = std::string("drop_") + counterName(static_cast<LayoutError>(i));
+    EXPECT_EQ(t.stat(name), 0u) << name;
+  }
 }
 
 TEST(BrokerBarrier, IsEchoedAfterTheSetDirectionsBeforeItAreApplied) {

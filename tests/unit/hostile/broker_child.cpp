@@ -15,6 +15,7 @@
 
 #include "control/wire.h"
 #include "proto/supervisor.capnp.h"
+#include "child_fds.h"
 #include "sandbox/apply.h"
 #include "spawn.h"
 
@@ -54,7 +55,13 @@ BrokerChild::BrokerChild(const std::string& binary, const ring::RegionConfig& co
   spec.role = "ipsec-crypto";
   spec.binary = binary;
   spec.args = {"--uid", kChildId, "--gid", kChildId, "--root", emptyRoot_, "--workers", "1"};
-  spec.fds = {supChild.get(), keydbChild.get(), region_->fd(), requestBell_.fd(), completionBell_.fd()};
+  // Placed by ipsecd's own table code (child_fds.cpp, proto/fd_layout.h), so
+  // the child is started exactly as ipsecd starts it.
+  supervisor::ChildEnds ends;
+  ends.ipsecd = supChild.get();
+  ends.cryptoOfKeydb = keydbChild.get();
+  ends.workers = {supervisor::WorkerEnds{region_->fd(), requestBell_.fd(), completionBell_.fd()}};
+  spec.fds = supervisor::cryptoFds(ends);
   pid_ = supervisor::spawnChild(spec);
 
   control::Inbox inbox(supervisor_.get());

@@ -107,6 +107,21 @@ TEST(Metrics, LevelsAreGaugesAndEventsCounters) {
   EXPECT_FALSE(isGauge("esp_in_drop_replay"));
 }
 
+// The broker's sessions by direction say how many there are now: gauges,
+// without _total, like its `sessions`.
+TEST(Metrics, TheBrokersSessionsByDirectionAreGauges) {
+  std::vector<ServiceStats> s(1);
+  s[0].service = "ipsec-crypto";
+  s[0].counters = {{"sessions_outbound", 2}, {"sessions_inbound", 3}, {"sessions_unknown_direction", 0}};
+  const std::string text = formatPrometheus(s);
+  for (const auto& [name, value] : s[0].counters) {
+    EXPECT_NE(text.find("# TYPE ipsec_" + name + " gauge\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("ipsec_" + name + "{service=\"ipsec-crypto\"} " + std::to_string(value) + "\n"),
+              std::string::npos)
+        << text;
+  }
+}
+
 TEST(Metrics, LabelValuesAndNamesAreEscaped) {
   std::vector<ServiceStats> s(1);
   s[0].service = "odd \"svc\"\\\n";
