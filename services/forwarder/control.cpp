@@ -5,6 +5,7 @@
 
 #include <linux/ipsec.h>
 #include <linux/udp.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <stdexcept>
@@ -142,21 +143,46 @@ void Forwarder::armKeepalives() {
 // Completion doorbell protocol: drain, then declare ourselves asleep and
 // re-check before waiting, so a completion published in between is not missed.
 void Forwarder::armBell(Worker& w) {
+  w.bellArmed = true;
   w.bellWatch->async_wait(asio::posix::stream_descriptor::wait_read, [this, &w](boost::system::error_code ec) {
+    w.bellArmed = false;
     if (ec || stopped_) return;
     w.completionBell.drain();
     serviceCompletions(w);
   });
 }
 
+// While requests are in flight and their poll window is open (flushRequests
+// opens it), look at the completion ring again in a posted step instead of
+// sleeping on the completion bell: a worker answers one packet within a few
+// µs when awake and within tens of µs when our ring woke it, and the bell's
+// wake-up costs us more than that (plus the worker's eventfd write, which
+// it skips while our sleeping flag is down). Each step returns to asio, which
+// looks at the other descriptors without blocking, so a busy TUN or socket
+// is read meanwhile; sched_yield lets a worker sharing our core run first.
 void Forwarder::serviceCompletions(Worker& w) {
   w.completions.finishSleep();
   drainCompletions(w);
-  if (w.completions.prepareToSleep()) {
-    armBell(w);
-  } else {
-    asio::post(io_, [this, &w] { serviceCompletions(w); });
+  if (w.inFlight != 0 && clock::monotonicNs() < w.pollUntilNs) {
+    sched_yield();
+    pollCompletions(w);
+    return;
   }
+  if (w.completions.prepareToSleep()) {
+    if (!w.bellArmed) armBell(w);
+  } else {
+    pollCompletions(w);
+  }
+}
+
+// Posts one serviceCompletions step for w unless one is posted already.
+void Forwarder::pollCompletions(Worker& w) {
+  if (w.pollPosted || stopped_) return;
+  w.pollPosted = true;
+  asio::post(io_, [this, &w] {
+    w.pollPosted = false;
+    if (!stopped_) serviceCompletions(w);
+  });
 }
 
 // An ESP or AH SA's entry and its side tables (NAT-T, tunnel options).

@@ -276,7 +276,12 @@ void Forwarder::flushRequests(Worker& w, bool outbound) noexcept {
     freeBuffer(w, w.pending[i].bufferIndex);
   }
   w.pending.clear();
-  if (n != 0) ring::notifyPeer(w.requests, w.requestBell);
+  if (n == 0) return;
+  ring::notifyPeer(w.requests, w.requestBell);
+  // Poll for their completions a while before sleeping (control.cpp).
+  w.inFlight += static_cast<std::uint32_t>(n);
+  w.pollUntilNs = clock::monotonicNs() + kCompletionPollNs;
+  pollCompletions(w);
 }
 
 // ---- inbound ----------------------------------------------------------------
@@ -483,6 +488,8 @@ void Forwarder::drainCompletions(Worker& w) noexcept {
   std::array<proto::CryptoCompletion, kBurst> done;
   for (;;) {
     std::size_t n = w.completions.dequeue(done);
+    // A broker that answers more than it was asked is caught per completion below.
+    w.inFlight -= static_cast<std::uint32_t>(std::min<std::size_t>(n, w.inFlight));
     for (std::size_t i = 0; i < n; ++i) {
       const auto& c = done[i];
       // The broker only echoes our descriptor; trust nothing it did not

@@ -98,6 +98,9 @@ class Forwarder {
   // builds the outer IP header for raw sockets.
   static constexpr std::uint32_t kHeadroom = 128;
   static constexpr std::uint32_t kTailroom = 128;
+  // How long after handing a worker requests we poll for their completions
+  // before sleeping on the completion bell (control.cpp serviceCompletions).
+  static constexpr std::uint64_t kCompletionPollNs = 50000;
   static constexpr std::uint64_t kSeqLowWater = 1u << 14;
 
   Forwarder(boost::asio::io_context& io, Fds fds);
@@ -153,6 +156,14 @@ class Forwarder {
     std::vector<proto::CryptoRequest> pending;  // built this burst, not yet enqueued
     std::uint32_t bufferSize = 0;
     std::vector<AhBuffer> ah{};  // by buffer: AH's saved headers (ah.cpp)
+    // Completion polling (control.cpp, pollCompletions): requests enqueued
+    // and not yet completed, until when to poll for them instead of sleeping
+    // on the completion bell, whether a poll step is posted, whether the
+    // bell's wait is armed.
+    std::uint32_t inFlight = 0;
+    std::uint64_t pollUntilNs = 0;
+    bool pollPosted = false;
+    bool bellArmed = false;
   };
 
   // Data path (datapath.cpp).
@@ -235,6 +246,7 @@ class Forwarder {
   void armKeepalives();
   void armBell(Worker& w);
   void serviceCompletions(Worker& w);
+  void pollCompletions(Worker& w);
   void maybeRequestSeq(Sa& sa) noexcept;
 
   // Transport mode (transport.cpp).
