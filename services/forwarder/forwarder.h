@@ -244,6 +244,8 @@ class Forwarder {
   void armRaw(int family);
   void armUdp(int family);
   void armKeepalives();
+  // Starts the usage tick if it is not running (control.cpp sendUsage).
+  void armUsage() noexcept;
   void armBell(Worker& w);
   void serviceCompletions(Worker& w);
   void pollCompletions(Worker& w);
@@ -451,6 +453,8 @@ class Forwarder {
   boost::asio::steady_timer keepaliveTimer_;
   std::int64_t keepaliveIntervalS_ = 20;  // net.inet.ipsec.natt_keepalive_interval, 0 = off
   std::uint64_t lastKeepaliveMs_ = 0;
+  bool usageArmed_ = false;          // usageTimer_ waits (control.cpp armUsage)
+  std::uint64_t lastUsageTotal_ = 0;  // what the last usage tick saw (sendUsage)
   NattPeers natt_;  // NAT-T facts by SA slot (natt_peers.h)
 
   SaTable sas_;
