@@ -15,11 +15,13 @@ namespace {
 // sleeps on its doorbell (ring/spin.h adapts it to the recent bursts): at
 // least long enough to catch the next burst of a busy flow without a
 // wake-up (measured on the 2-core machine: 20 µs → 0.85 Gbit/s of TCP
-// through the tunnel, 100 µs → 1.1 Gbit/s, bench/tunnel_bench.py), at most
-// long enough to catch a ping's echo reply after its request, so that a
-// round trip wakes this worker once instead of twice.
+// through the tunnel, 100 µs → 1.1 Gbit/s, bench/tunnel_bench.py), longer
+// for a flow whose bursts come up to 200 µs apart. Not longer: a ping's echo
+// reply comes back 300 µs or more after its request, and polling that long
+// doubled the brokers' CPU per ping without saving a wake-up (2 a round trip
+// either way; compare.py at load 5).
 constexpr std::uint64_t kMinSpinNs = 100000;
-constexpr std::uint64_t kMaxSpinNs = 300000;
+constexpr std::uint64_t kMaxSpinNs = 200000;
 
 // How long an idle worker sleeps on its doorbell before it looks again by
 // itself. The forwarder rings it for every burst that finds it asleep and

@@ -178,12 +178,21 @@ void Forwarder::armBell(Worker& w) {
 // wake-up costs us more than that (plus the worker's eventfd write, which
 // it skips while our sleeping flag is down). Each step returns to asio, which
 // looks at the other descriptors without blocking, so a busy TUN or socket
-// is read meanwhile; sched_yield lets a worker sharing our core run first.
+// is read meanwhile. While the worker has not taken our requests yet it may
+// be waiting for our core: sched_yield lets it run. Once it has, it runs
+// elsewhere and a pause instruction is all the wait needs; a sched_yield
+// then would only hand a busy core to other work for a whole time slice.
 void Forwarder::serviceCompletions(Worker& w) {
   w.completions.finishSleep();
   drainCompletions(w);
   if (w.inFlight != 0 && clock::monotonicNs() < w.pollUntilNs) {
-    sched_yield();
+    if (w.requests.freeSlots() != w.requests.capacity()) {
+      sched_yield();
+    } else {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
     pollCompletions(w);
     return;
   }
