@@ -39,7 +39,9 @@ TEST(MsUntilUnixSecond, ADeadlineDueOrPastWaitsTheFloor) {
 
 TEST(MsUntilUnixSecond, AFarDeadlineWaitsAtMostTheCap) {
   EXPECT_EQ(msUntilUnixSecond(100000, 100 * kS, 10, 60000), 60000u);
-  EXPECT_EQ(msUntilUnixSecond(UINT64_MAX, 100 * kS, 10, 60000), 60000u);  // no overflow
+  // No overflow: this second in ns would wrap to 0.29 s, a deadline long past.
+  EXPECT_EQ(msUntilUnixSecond(18446744074u, 100 * kS, 10, 60000), 60000u);
+  EXPECT_EQ(msUntilUnixSecond(UINT64_MAX, 100 * kS, 10, 60000), 60000u);
 }
 
 TEST(MsUntil, TheSameOnOneClockInMs) {
