@@ -9,9 +9,9 @@
 // says the next burst comes soon, and no longer:
 //   - a burst that came within maxNs of the one before is "near"; the
 //     window covers the largest near gap of the last kHistory bursts, with
-//     half again as margin (a ping's echo reply crosses a worker a few
-//     hundred µs after its request did; at line rate gaps are µs, so the
-//     side never sleeps);
+//     half again as margin (a flow whose bursts come a hundred µs or so
+//     apart keeps its worker awake; at line rate gaps are µs, so the side
+//     never sleeps);
 //   - with no near gap in that history (an idle tunnel, pings a second
 //     apart) the window is minNs: the side sleeps right after a short look.
 // Every window is bounded by maxNs, so an idle tunnel stays idle.
