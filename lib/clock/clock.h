@@ -29,6 +29,13 @@ inline std::uint64_t unixSeconds() noexcept {
   return static_cast<std::uint64_t>(ts.tv_sec);
 }
 
+// The wall clock in ns: for arming a timer at a whole second of unixSeconds().
+inline std::uint64_t unixNs() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000u + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
 struct TimeOfDay {
   unsigned hour = 0, minute = 0, second = 0, millisecond = 0;
 };

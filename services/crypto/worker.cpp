@@ -12,10 +12,16 @@ namespace ipsec::crypto {
 namespace {
 
 // How long an idle worker polls (yielding the core each round) before it
-// sleeps on its doorbell: long enough to catch the next burst of a busy flow
-// without a wake-up. Measured on the 2-core machine: 20 µs → 0.85 Gbit/s of
-// TCP through the tunnel, 100 µs → 1.1 Gbit/s (bench/tunnel_bench.py).
-constexpr std::uint64_t kSpinNs = 100000;
+// sleeps on its doorbell (ring/spin.h adapts it to the recent bursts): at
+// least long enough to catch the next burst of a busy flow without a
+// wake-up (measured on the 2-core machine: 20 µs → 0.85 Gbit/s of TCP
+// through the tunnel, 100 µs → 1.1 Gbit/s, bench/tunnel_bench.py), longer
+// for a flow whose bursts come up to 200 µs apart. Not longer: a ping's echo
+// reply comes back 300 µs or more after its request, and polling that long
+// doubled the brokers' CPU per ping without saving a wake-up (2 a round trip
+// either way; compare.py at load 5).
+constexpr std::uint64_t kMinSpinNs = 100000;
+constexpr std::uint64_t kMaxSpinNs = 200000;
 
 // How long an idle worker sleeps on its doorbell before it looks again by
 // itself. The forwarder rings it for every burst that finds it asleep and
@@ -58,7 +64,8 @@ Worker::Worker(unsigned id, ring::Region region, ring::Doorbell requestBell, rin
       completions_(ring::completionProducer(region_)),
       requestBell_(std::move(requestBell)),
       completionBell_(std::move(completionBell)),
-      sessions_(sessions) {}
+      sessions_(sessions),
+      spin_(kMinSpinNs, kMaxSpinNs) {}
 
 Worker::~Worker() { stop(); }
 
@@ -72,8 +79,11 @@ void Worker::stop() {
 
 void Worker::run() noexcept {
   while (!stop_.load(std::memory_order_relaxed)) {
-    if (serviceBurst() != 0) continue;
-    const std::uint64_t until = clock::monotonicNs() + kSpinNs;
+    if (serviceBurst() != 0) {
+      spin_.burstAt(clock::monotonicNs());
+      continue;
+    }
+    const std::uint64_t until = clock::monotonicNs() + spin_.windowNs();
     bool work = false;
     while (clock::monotonicNs() < until) {
       if (requests_.available() != 0) {

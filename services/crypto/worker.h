@@ -2,8 +2,9 @@
 // wrote: the region header was validated at attach, and every descriptor is
 // bounds-checked against this ring's pool and its session looked up by
 // (index, generation) before any byte is touched. Requests are processed in
-// ring order and completed in the same order, in bursts; the worker spins
-// briefly when idle, then sleeps on its doorbell. When the completion ring
+// ring order and completed in the same order, in bursts; the worker polls
+// for a while when idle (as long as recent bursts say the next one is near,
+// ring/spin.h), then sleeps on its doorbell. When the completion ring
 // is full (the forwarder stopped reading) it sleeps too, on the same
 // doorbell: it sets the completion ring's producerSleeping flag and the
 // forwarder, after it dequeues completions, rings the request bell.
@@ -20,6 +21,7 @@
 #include "ring/endpoints.h"
 #include "ring/pool.h"
 #include "ring/region.h"
+#include "ring/spin.h"
 #include "sessions.h"
 
 namespace ipsec::crypto {
@@ -61,6 +63,7 @@ class Worker {
   ring::CompletionProducer completions_;
   ring::Doorbell requestBell_, completionBell_;
   SessionTable& sessions_;
+  ring::SpinWindow spin_;  // the worker thread's own
   std::atomic<bool> stop_{false};
   std::thread thread_;
   WorkerCounters counters_;

@@ -5,11 +5,13 @@
 
 #include <linux/ipsec.h>
 #include <linux/udp.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <stdexcept>
 
 #include "clock/clock.h"
+#include "clock/deadline.h"
 #include "proto/dataplane.capnp.h"
 #include "log/log.h"
 
@@ -133,19 +135,37 @@ void Forwarder::armUdp(int family) {
   });
 }
 
-// Ticks once a second; keepalives go out every natt_keepalive_interval
-// seconds (the first one interval after start), none when it is 0.
+// Keepalives go out every natt_keepalive_interval seconds (the first one an
+// interval after the first arming), none when it is 0; TFC dummies on idle
+// SAs (pmtu.cpp). The timer sleeps until the next of them is due, never
+// less than a second (the fixed tick it replaces), and not at all when
+// neither is on: an idle tunnel's forwarder ticked once a second before.
+// An SA install and the keepalive sysctl re-arm it (their deadlines move).
 void Forwarder::armKeepalives() {
-  keepaliveTimer_.expires_after(std::chrono::seconds(1));
+  if (stopped_) return;
+  const std::uint64_t now = clock::monotonicMs();
+  if (lastKeepaliveMs_ == 0) lastKeepaliveMs_ = now;
+  clock::NextDeadline next;
+  if (keepaliveIntervalS_ > 0) next.consider(lastKeepaliveMs_ + static_cast<std::uint64_t>(keepaliveIntervalS_) * 1000);
+  // An SA with dummies that has not sent yet (not known outbound) is looked
+  // at every second, as before: its first packet gives no signal here.
+  sas_.forEach([&](Sa& sa) {
+    const TunnelOptions* t = tunnelOf(sa);
+    if (t && t->dummyIntervalMs != 0) next.consider(t->outbound ? t->lastOutMs + t->dummyIntervalMs : 0);
+  });
+  if (!next.at()) {
+    keepaliveTimer_.cancel();
+    return;
+  }
+  keepaliveTimer_.expires_after(std::chrono::milliseconds(clock::msUntil(*next.at(), now, 1000, 3600000)));
   keepaliveTimer_.async_wait([this](boost::system::error_code ec) {
-    if (ec || stopped_) return;
+    if (ec || stopped_) return;  // aborted: re-armed, or stopping
     const std::uint64_t now = clock::monotonicMs();
-    if (lastKeepaliveMs_ == 0) lastKeepaliveMs_ = now;
     if (keepaliveIntervalS_ > 0 && now - lastKeepaliveMs_ >= static_cast<std::uint64_t>(keepaliveIntervalS_) * 1000) {
       lastKeepaliveMs_ = now;
       sendKeepalives();
     }
-    sendDummies();  // pmtu.cpp: TFC dummy packets on idle SAs
+    sendDummies();
     armKeepalives();
   });
 }
@@ -153,21 +173,55 @@ void Forwarder::armKeepalives() {
 // Completion doorbell protocol: drain, then declare ourselves asleep and
 // re-check before waiting, so a completion published in between is not missed.
 void Forwarder::armBell(Worker& w) {
+  w.bellArmed = true;
   w.bellWatch->async_wait(asio::posix::stream_descriptor::wait_read, [this, &w](boost::system::error_code ec) {
+    w.bellArmed = false;
     if (ec || stopped_) return;
     w.completionBell.drain();
     serviceCompletions(w);
   });
 }
 
+// While requests are in flight and their poll window is open (flushRequests
+// opens it), look at the completion ring again in a posted step instead of
+// sleeping on the completion bell: a worker answers one packet within a few
+// µs when awake and within tens of µs when our ring woke it, and the bell's
+// wake-up costs us more than that (plus the worker's eventfd write, which
+// it skips while our sleeping flag is down). Each step returns to asio, which
+// looks at the other descriptors without blocking, so a busy TUN or socket
+// is read meanwhile. While the worker has not taken our requests yet it may
+// be waiting for our core: sched_yield lets it run. Once it has, it runs
+// elsewhere and a pause instruction is all the wait needs; a sched_yield
+// then would only hand a busy core to other work for a whole time slice.
 void Forwarder::serviceCompletions(Worker& w) {
   w.completions.finishSleep();
   drainCompletions(w);
-  if (w.completions.prepareToSleep()) {
-    armBell(w);
-  } else {
-    asio::post(io_, [this, &w] { serviceCompletions(w); });
+  if (w.inFlight != 0 && clock::monotonicNs() < w.pollUntilNs) {
+    if (w.requests.freeSlots() != w.requests.capacity()) {
+      sched_yield();
+    } else {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+    pollCompletions(w);
+    return;
   }
+  if (w.completions.prepareToSleep()) {
+    if (!w.bellArmed) armBell(w);
+  } else {
+    pollCompletions(w);
+  }
+}
+
+// Posts one serviceCompletions step for w unless one is posted already.
+void Forwarder::pollCompletions(Worker& w) {
+  if (w.pollPosted || stopped_) return;
+  w.pollPosted = true;
+  asio::post(io_, [this, &w] {
+    w.pollPosted = false;
+    if (!stopped_) serviceCompletions(w);
+  });
 }
 
 // An ESP or AH SA's entry and its side tables (NAT-T, tunnel options).
@@ -217,6 +271,7 @@ bool Forwarder::onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
       natt_.set(ref, NatT{true, ref.generation, p.getNatTType(), p.getNatTSport(), p.getNatTDport(), 0, false,
                           natOriginalAddresses(p)});
       installTunnelOptions(ref, msg.getInstall());
+      if (const Sa* sa = sas_.find(ref); sa && tunnelOf(*sa)) armKeepalives();  // its dummies may be due before the timer
       log::debug("SA installed: SPI {:#x} seq [{}, {}){}", p.getSpi(), msg.getInstall().getSeqNext(),
                 msg.getInstall().getSeqLimit(),
                 p.getNatTType() ? " in UDP, ports " + std::to_string(p.getNatTSport()) + "->" +
@@ -263,15 +318,25 @@ bool Forwarder::onPolicy(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
   return false;
 }
 
-// Usage for lifetimes (bytes, packets, first use) goes to keydb once a second.
+// Usage for lifetimes (bytes, packets, first use) goes to keydb once a
+// second while it changes; held packets expire on the same tick. The timer
+// runs only while there is something to report or expire: a completion or a
+// held packet starts it (armUsage), and a tick that finds no new usage, no
+// held packet and no ACQUIRE to age lets it stop, so an idle tunnel's
+// forwarder and keydb sleep (the report keydb has is still the latest).
 void Forwarder::sendUsage() {
   if (stopped_) return;
   expireHeld();
   std::vector<const Sa*> used;
+  std::uint64_t total = 0;  // changes with any SA's use, and with the set of SAs in use
   sas_.forEach([&](Sa& sa) {
-    if (sa.firstUse != 0) used.push_back(&sa);
+    if (sa.firstUse == 0) return;
+    used.push_back(&sa);
+    total += sa.counters.out_packets + sa.counters.in_packets + sa.counters.out_bytes + sa.counters.in_bytes + 1;
   });
-  if (!used.empty() && keydb_) {
+  const bool changed = total != lastUsageTotal_;
+  lastUsageTotal_ = total;
+  if (changed && !used.empty() && keydb_) {
     capnp::MallocMessageBuilder b;
     auto list = b.initRoot<proto::ForwarderToKeydb>().initUsage(static_cast<unsigned>(used.size()));
     for (unsigned i = 0; i < used.size(); ++i) {
@@ -284,8 +349,15 @@ void Forwarder::sendUsage() {
     }
     keydb_->send(b);
   }
+  if (changed || !held_.empty() || acquireTimes_.size() != 0) armUsage();
+}
+
+void Forwarder::armUsage() noexcept {
+  if (usageArmed_ || stopped_) return;
+  usageArmed_ = true;
   usageTimer_.expires_after(std::chrono::seconds(1));
   usageTimer_.async_wait([this](boost::system::error_code ec) {
+    usageArmed_ = false;
     if (!ec) sendUsage();
   });
 }
@@ -323,7 +395,10 @@ void Forwarder::setSysctl(std::string_view name, std::int64_t value) {
   if (name == "net.inet.ipsec.debug") log::setDebug(value != 0);
   // The window of SAs installed from now on whose client gave none (tables.h).
   if (name == "net.inet.ipsec.replay_window") sas_.setDefaultReplayWindow(value);
-  if (name == "net.inet.ipsec.natt_keepalive_interval") keepaliveIntervalS_ = value < 0 ? 0 : value;
+  if (name == "net.inet.ipsec.natt_keepalive_interval") {
+    keepaliveIntervalS_ = value < 0 ? 0 : value;
+    armKeepalives();  // the next keepalive moved
+  }
   // Tunnel details (pmtu.cpp): FreeBSD's dfbit (0 clear, 1 set, 2 copy) for
   // SAs without their own DF policy; the path MTU of SAs without their own.
   if (name == "net.inet.ipsec.dfbit") dfbit_ = esp::dfPolicyFromSysctl(value);

@@ -176,6 +176,7 @@ bool Forwarder::holdForSa(Worker& w, std::uint32_t buf, std::uint32_t len, std::
     return false;
   }
   ++counters_.out_held_no_sa;
+  armUsage();  // its expiry runs on the usage tick
   return true;
 }
 
@@ -264,7 +265,12 @@ void Forwarder::flushRequests(Worker& w, bool outbound) noexcept {
     freeBuffer(w, w.pending[i].bufferIndex);
   }
   w.pending.clear();
-  if (n != 0) ring::notifyPeer(w.requests, w.requestBell);
+  if (n == 0) return;
+  ring::notifyPeer(w.requests, w.requestBell);
+  // Poll for their completions a while before sleeping (control.cpp).
+  w.inFlight += static_cast<std::uint32_t>(n);
+  w.pollUntilNs = clock::monotonicNs() + kCompletionPollNs;
+  pollCompletions(w);
 }
 
 // ---- inbound ----------------------------------------------------------------
@@ -469,8 +475,12 @@ void Forwarder::inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, c
 
 void Forwarder::drainCompletions(Worker& w) noexcept {
   std::array<proto::CryptoCompletion, kBurst> done;
+  std::size_t completed = 0;
   for (;;) {
     std::size_t n = w.completions.dequeue(done);
+    completed += n;
+    // A broker that answers more than it was asked is caught per completion below.
+    w.inFlight -= static_cast<std::uint32_t>(std::min<std::size_t>(n, w.inFlight));
     for (std::size_t i = 0; i < n; ++i) {
       const auto& c = done[i];
       // The broker only echoes our descriptor; trust nothing it did not
@@ -491,6 +501,7 @@ void Forwarder::drainCompletions(Worker& w) noexcept {
     }
     if (n < done.size()) break;
   }
+  if (completed != 0) armUsage();  // an SA was used: keydb hears of it within a second
   // Slots freed: a worker that found the completion ring full sleeps on its
   // request bell until we say so (services/crypto/worker.cpp).
   ring::notifyPeer(w.completions, w.requestBell);

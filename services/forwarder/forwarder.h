@@ -106,6 +106,9 @@ class Forwarder {
   // builds the outer IP header for raw sockets.
   static constexpr std::uint32_t kHeadroom = 128;
   static constexpr std::uint32_t kTailroom = 128;
+  // How long after handing a worker requests we poll for their completions
+  // before sleeping on the completion bell (control.cpp serviceCompletions).
+  static constexpr std::uint64_t kCompletionPollNs = 50000;
   static constexpr std::uint64_t kSeqLowWater = 1u << 14;
 
   // tunOffloads: the TUN carries a virtio_net_hdr and the kernel granted
@@ -163,6 +166,14 @@ class Forwarder {
     std::vector<proto::CryptoRequest> pending;  // built this burst, not yet enqueued
     std::uint32_t bufferSize = 0;
     std::vector<AhBuffer> ah{};  // by buffer: AH's saved headers (ah.cpp)
+    // Completion polling (control.cpp, pollCompletions): requests enqueued
+    // and not yet completed, until when to poll for them instead of sleeping
+    // on the completion bell, whether a poll step is posted, whether the
+    // bell's wait is armed.
+    std::uint32_t inFlight = 0;
+    std::uint64_t pollUntilNs = 0;
+    bool pollPosted = false;
+    bool bellArmed = false;
   };
 
   // Data path (datapath.cpp).
@@ -293,8 +304,11 @@ class Forwarder {
   void armRaw(int family);
   void armUdp(int family);
   void armKeepalives();
+  // Starts the usage tick if it is not running (control.cpp sendUsage).
+  void armUsage() noexcept;
   void armBell(Worker& w);
   void serviceCompletions(Worker& w);
+  void pollCompletions(Worker& w);
   void maybeRequestSeq(Sa& sa) noexcept;
 
   // Transport mode (transport.cpp).
@@ -474,6 +488,8 @@ class Forwarder {
   boost::asio::steady_timer keepaliveTimer_;
   std::int64_t keepaliveIntervalS_ = 20;  // net.inet.ipsec.natt_keepalive_interval, 0 = off
   std::uint64_t lastKeepaliveMs_ = 0;
+  bool usageArmed_ = false;          // usageTimer_ waits (control.cpp armUsage)
+  std::uint64_t lastUsageTotal_ = 0;  // what the last usage tick saw (sendUsage)
   NattPeers natt_;  // NAT-T facts by SA slot (natt_peers.h)
 
   SaTable sas_;

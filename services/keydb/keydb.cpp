@@ -11,6 +11,7 @@
 #include <sodium.h>
 
 #include "clock/clock.h"
+#include "clock/deadline.h"
 #include "control/scratch_builder.h"
 #include "log/log.h"
 #include "service/replacement.h"
@@ -70,10 +71,25 @@ void Keydb::start() {
   armLifetimeTimer();
 }
 
+// The timer sleeps until the earliest due time in the heap, and not at all
+// while the heap is empty (an idle keydb wakes for nothing; it ticked once a
+// second before). scheduleLifetime re-arms it when an earlier time comes.
+// A stale heap entry (SA gone or rescheduled) costs one early look at most.
 void Keydb::armLifetimeTimer() {
-  lifetimeTimer_.expires_after(std::chrono::seconds(1));
+  if (stopped_) return;
+  if (lifetimeDue_.empty()) {
+    lifetimeTimerAt_ = 0;
+    lifetimeTimer_.cancel();
+    return;
+  }
+  lifetimeTimerAt_ = lifetimeDue_.top().at;
+  // Not before 10 ms (a due time now is judged then); at least once a minute,
+  // so that a wall clock set forward is noticed as the fixed tick noticed it.
+  const std::uint64_t waitMs = clock::msUntilUnixSecond(lifetimeTimerAt_, clock::unixNs(), 10, 60000);
+  lifetimeTimer_.expires_after(std::chrono::milliseconds(waitMs));  // cancels the wait armed before
   lifetimeTimer_.async_wait([this](boost::system::error_code ec) {
     if (ec || stopped_) return;
+    lifetimeTimerAt_ = 0;
     checkLifetimes();
     armLifetimeTimer();
   });
@@ -176,15 +192,18 @@ void Keydb::scheduleLifetime(Sa& sa, std::uint64_t t) {
   if (at == 0 || (sa.lifetimeDue != 0 && sa.lifetimeDue <= at)) return;
   sa.lifetimeDue = at;
   lifetimeDue_.push(LifetimeDue{at, sa.ref});
+  if (lifetimeTimerAt_ == 0 || at < lifetimeTimerAt_) armLifetimeTimer();
 }
 
 void Keydb::rescheduleAllLifetimes() {
   lifetimeDue_ = {};
+  lifetimeTimerAt_ = 0;
   const std::uint64_t t = now();
   for (Sa* sa : sad_.all()) {
     sa->lifetimeDue = 0;
     scheduleLifetime(*sa, t);
   }
+  armLifetimeTimer();  // also when no SA is left to schedule
 }
 
 void Keydb::sendExpire(Sa& sa, bool hard) {

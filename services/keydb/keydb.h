@@ -137,6 +137,7 @@ class Keydb {
   Sad sad_;
   boost::asio::steady_timer lifetimeTimer_;
   std::priority_queue<LifetimeDue, std::vector<LifetimeDue>, std::greater<>> lifetimeDue_;
+  std::uint64_t lifetimeTimerAt_ = 0;  // the due time (unix s) the timer waits for; 0: not armed
   boost::asio::steady_timer dumpTimer_;
   std::deque<DumpJob> dumps_;
   bool dumpTimerArmed_ = false;

@@ -614,7 +614,10 @@ void Server::onWritable(std::uint64_t id) {
 void Server::setSysctl(std::string_view name, std::int64_t value) {
   auto clamp = [&](std::int64_t lo, std::int64_t hi) { return std::clamp<std::int64_t>(value, lo, hi); };
   if (name == "net.inet.ipsec.allow_legacy") allowLegacy_ = value != 0;
-  else if (name == "net.key.larval_lifetime") larvalLifetime_ = static_cast<std::uint64_t>(clamp(1, 86400));
+  else if (name == "net.key.larval_lifetime") {
+    larvalLifetime_ = static_cast<std::uint64_t>(clamp(1, 86400));
+    armTick();  // every larval state's end moved
+  }
   else if (name == "net.key.blockacq_count") blockacqCount_ = static_cast<std::uint64_t>(clamp(0, 1 << 30));
   else if (name == "net.key.blockacq_lifetime") blockacqLifetime_ = static_cast<std::uint64_t>(clamp(1, 86400));
   else if (name == "net.key.spi_minval") spiMin_ = static_cast<std::uint32_t>(clamp(0, 0xffffffff));

@@ -195,6 +195,8 @@ class Server {
   void completeAcquires(std::uint8_t satype, const pfkey::SockAddress& src, const pfkey::SockAddress& dst,
                         std::uint8_t mode, std::uint32_t reqid);
   void armTick();
+  // A new deadline (unix s) for the tick: re-arms it if earlier than its own.
+  void noteDeadline(std::uint64_t atS);
   struct Client {
     Client(boost::asio::io_context& io, int fd) : socket(io) { socket.assign(fd); }
     std::uint64_t id = 0;
@@ -393,6 +395,7 @@ class Server {
   std::uint32_t acquireSeq_ = 0;
   Spd spd_;
   boost::asio::steady_timer tick_;
+  std::uint64_t tickAt_ = 0;  // the deadline (unix s) tick_ waits for; 0: not armed
   bool stopped_ = false;
   // Datagrams land here, kRxSlots of them per recvmmsg: each slot 8-byte
   // aligned, with one spare word so that a datagram larger than

@@ -14,6 +14,7 @@
 #include "algorithms.h"
 #include "wire_address.h"
 #include "clock/clock.h"
+#include "clock/deadline.h"
 #include "log/log.h"
 #include "pfkey/builder.h"
 #include "server.h"
@@ -80,6 +81,7 @@ int Server::onSpdAddOrUpdate(Client* c, const pfkey::ParsedMessage& m) {
   auto stored = spd_.insert(std::move(std::get<Policy>(decoded)), m.msg().sadb_msg_type == SADB_X_SPDUPDATE);
   if (auto* err = std::get_if<int>(&stored)) return *err;
   const Policy& p = *std::get<const Policy*>(stored);
+  if (p.hard.addTime != 0) noteDeadline(p.created + p.hard.addTime);
   sadb_msg h = m.msg();
   if (h.sadb_msg_type == SADB_X_SPDSETIDX) h.sadb_msg_type = SADB_X_SPDADD;  // Linux's event2poltype
   auto announce = encodePolicy(p, h);
@@ -142,14 +144,38 @@ int Server::onSpdFlush(Client* c, const pfkey::ParsedMessage& m) {
 
 // ---- time: X_SPDEXPIRE, larval ACQUIRE states ----------------------------------------
 
+// The tick sleeps until the earliest policy hard add-time or larval ACQUIRE
+// end, and not at all while there is none (an idle policy process wakes for
+// nothing; it ticked once a second before). noteDeadline re-arms it when an
+// earlier one comes.
 void Server::armTick() {
+  if (stopped_) return;
+  clock::NextDeadline next;
+  for (const auto& p : spd_.all()) {
+    if (p.hard.addTime != 0) next.consider(p.created + p.hard.addTime);
+  }
+  for (const auto& a : acquires_) next.consider(a.created + larvalLifetime_);
+  if (!next.at()) {
+    tickAt_ = 0;
+    tick_.cancel();
+    return;
+  }
+  tickAt_ = *next.at();
+  // Not before 10 ms; at least once a minute, so that a wall clock set
+  // forward is noticed as the fixed tick noticed it.
+  const std::uint64_t waitMs = clock::msUntilUnixSecond(tickAt_, clock::unixNs(), 10, 60000);
   std::weak_ptr<int> alive = alive_;
-  tick_.expires_after(std::chrono::seconds(1));
+  tick_.expires_after(std::chrono::milliseconds(waitMs));  // cancels the wait armed before
   tick_.async_wait([this, alive](const boost::system::error_code& ec) {
     if (alive.expired() || ec || stopped_) return;
+    tickAt_ = 0;
     onTick(now());
     armTick();
   });
+}
+
+void Server::noteDeadline(std::uint64_t atS) {
+  if (tickAt_ == 0 || atS < tickAt_) armTick();
 }
 
 // A policy's hard lifetime (LIFETIME_HARD of X_SPDADD) in add time ends it:
@@ -454,6 +480,7 @@ bool Server::onForwarder(capnp::MessageReader& m, std::vector<UniqueFd>& fds) {
         if (acquires_.size() >= kMaxAcquires) acquires_.erase(acquires_.begin());  // the oldest
         acquires_.push_back({++acquireSeq_, satype, *src, *dst, rq.mode, rq.reqid, p->id, t, t, 0});
         st = acquires_.end() - 1;
+        noteDeadline(t + larvalLifetime_);
       }
       ++counters_.pfkey_acquires;
       pfkey::Builder b(SADB_ACQUIRE, satype, st->seq, 0);
