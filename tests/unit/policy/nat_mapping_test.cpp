@@ -133,15 +133,20 @@ TEST(NatMapping, AFloodOfReportsIsRateLimitedPerSaAndOverallBeforeKeydbIsAsked) 
   EXPECT_NE(lookupFor(t.h, 0x1000), 0u);
   EXPECT_EQ(lookupFor(t.h, 0x1000), 0u);
   EXPECT_EQ(t.h.stat("pfkey_nat_mapping_refused_rate_limited_sa"), 1u);
-  // 100 SAs at once: at most a second's budget (two, if the test straddles
-  // a window) reaches keydb, the rest are counted.
+  // 100 SAs at once, sent before any is answered so that they all fall in
+  // one or two rate windows however slow the build (a loop that waited for
+  // each refused lookup spanned three windows under ASan): at most a
+  // second's budget per window (two, if the reports straddle one) reaches
+  // keydb, the rest are counted.
+  for (std::uint32_t spi = 0x2000; spi < 0x2000 + 100; ++spi) report(t.h, spi);
   std::uint64_t asked = 0;
-  for (std::uint32_t spi = 0x2000; spi < 0x2000 + 100; ++spi) {
-    report(t.h, spi);
-    if (auto id = lookupFor(t.h, spi)) {
-      ++asked;
-      answer(t.h, id, ESRCH);
-    }
+  for (;;) {
+    auto req = t.h.keydbRequest(300);
+    if (!req.reader) break;
+    auto msg = req.reader->getRoot<proto::PolicyToKeydb>();
+    ASSERT_EQ(msg.which(), proto::PolicyToKeydb::LOOKUP);
+    ++asked;
+    answer(t.h, msg.getRequestId(), ESRCH);
   }
   const std::uint64_t refused = t.h.stat("pfkey_nat_mapping_refused_rate_limited");
   EXPECT_EQ(asked + refused, 100u);
