@@ -13,7 +13,9 @@
  * The synchronisation is per send, in band: right after each send on a PF_KEY
  * connection the preload sends one sync datagram on the same connection,
  * carrying with SCM_RIGHTS one end of a socketpair of the sending process
- * (SOCK_SEQPACKET; a forked child makes its own). The sync is exactly a
+ * (SOCK_SEQPACKET; a forked child makes its own) and, explicitly, the
+ * sender's SCM_CREDENTIALS (a datagram sent before the service set
+ * SO_PASSCRED on the connection would otherwise carry none). The sync is exactly a
  * sadb_msg header of kPfkeyAckSyncLen bytes with sadb_msg_version PF_KEY_V2,
  * sadb_msg_type 0 (SADB_RESERVED), sadb_msg_len 2, sadb_msg_reserved
  * kPfkeyAckSyncMagic and sadb_msg_seq a token of the sender's choosing; it is

@@ -16,7 +16,8 @@ NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 SAMPLE = re.compile(rf"^({NAME})\{{((?:[a-zA-Z_][a-zA-Z0-9_]*=\"(?:[^\"\\\n]|\\.)*\",?)*)\}} ([0-9]+)$")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"')
 GAUGES = {"sas", "sas_larval", "policies", "spd_policies", "pfkey_clients", "pfkey_acquires_pending",
-          "sessions", "sad_requests_pending", "sas_not_listed"}
+          "sessions", "sessions_outbound", "sessions_inbound", "sessions_unknown_direction",
+          "sad_requests_pending", "sas_not_listed"}
 
 
 def parse_exposition(text):

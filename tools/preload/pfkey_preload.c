@@ -416,8 +416,12 @@ static int sendSync(struct Conn *c, int fd, uint32_t token) {
   sync.sadb_msg_reserved = kPfkeyAckSyncMagic;
   sync.sadb_msg_seq = token;
   sync.sadb_msg_pid = (uint32_t)getpid();
+  /* Our credentials ride along explicitly (the kernel checks them against
+   * this process): a connection the service has not yet set SO_PASSCRED on
+   * would otherwise carry none, and a sync without them is refused, leaving
+   * this send to wait out its bound. */
   union {
-    char buf[CMSG_SPACE(sizeof(int))];
+    char buf[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(struct ucred))];
     struct cmsghdr align;
   } control;
   memset(&control, 0, sizeof control);
@@ -433,6 +437,12 @@ static int sendSync(struct Conn *c, int fd, uint32_t token) {
   cm->cmsg_type = SCM_RIGHTS;
   cm->cmsg_len = CMSG_LEN(sizeof(int));
   memcpy(CMSG_DATA(cm), &c->ackPass, sizeof(int));
+  cm = CMSG_NXTHDR(&mh, cm);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_CREDENTIALS;
+  cm->cmsg_len = CMSG_LEN(sizeof(struct ucred));
+  const struct ucred self = {getpid(), geteuid(), getegid()};
+  memcpy(CMSG_DATA(cm), &self, sizeof self);
   ssize_t n;
   do {
     n = realSendMsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
