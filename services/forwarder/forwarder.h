@@ -176,7 +176,7 @@ class Forwarder {
     bool bellArmed = false;
   };
 
-  // Data path (datapath.cpp).
+  // Data path (outbound.cpp, inbound.cpp, completions.cpp, sends.cpp).
   void readTun() noexcept;
   // Every packet for the TUN (decapsulated inner packets, our own ICMP) goes
   // through here; false (counted in tun_write_errors) when it was not taken.
