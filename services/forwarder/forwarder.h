@@ -58,6 +58,7 @@
 #include "offload/coalesce.h"
 #include "offload/segment.h"
 #include "tables.h"
+#include "tunnel_frame.h"
 
 namespace ipsec::forwarder {
 
@@ -276,6 +277,9 @@ class Forwarder {
   // it went to a ring or is held for an SA. heldSinceMs: when a held packet
   // was first held (0 for a new packet).
   bool outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, std::uint64_t heldSinceMs = 0) noexcept;
+  // One ESP tunnel SA: the framing core's verdict (tunnel_frame.h) applied.
+  bool sealTunnel(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, const Policy& p,
+                  const esp::FlowKey& flow) noexcept;
   bool holdForSa(Worker& w, std::uint32_t buf, std::uint32_t len, std::uint64_t sinceMs) noexcept;
   // `r` is one of p.requests: the one without an SA, which the ACQUIRE names.
   void requestAcquire(const Policy& p, const Request& r, const esp::FlowKey& flow) noexcept;
@@ -389,7 +393,6 @@ class Forwarder {
   // The packet to frame is buf[off, off+len) (a TUN packet at kHeadroom, or ESP's sealed packet in a bundle).
   // aroundEspTos: a sealed ESP tunnel packet (a bundle): our outer header with this TOS, AH next header 50.
   // fit: tunnel mode, the outer DF bit and the MTU beyond which the signed packet is fragmented (pmtu.cpp).
-  struct TunnelFit;
   // AH transport on the host's packet at kHeadroom, judged by the SA's MTU first (pmtu.cpp).
   bool signAhTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa) noexcept;
   bool frameAh(Worker& w, std::uint32_t buf, std::uint32_t off, std::uint32_t len, Sa& sa, bool tunnel,
@@ -417,12 +420,8 @@ class Forwarder {
     bool outbound = false;       // has carried outbound tunnel traffic: dummies go on it
     std::uint64_t lastOutMs = 0;  // when it last sent a packet, real or dummy
   };
-  // What outboundPacket needs to frame a tunnel packet once the MTU allows it.
-  struct TunnelFit {
-    std::uint32_t padTo = 0;  // TFC: pad the inner packet with zeros to this length (0 = none)
-    bool outerDf = false;
-    std::uint32_t mtu = 0;  // the SA path MTU the packet was judged by
-  };
+  // What the framing core (tunnel_frame.h) is lent of an SA's tunnel.
+  TunnelFacts tunnelFacts(const Sa& sa, const TunnelOptions* t) noexcept;
   TunnelOptions* tunnelOf(const Sa& sa) noexcept;
   void installTunnelOptions(SaRef ref, proto::SaInstall::Reader msg);
   void removeTunnelOptions(SaRef ref) noexcept;

@@ -113,51 +113,45 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
   }
   Sa* sa = route.sa;
   if (route.transport) return outboundTransport(w, buf, len, *sa, p);
-  // Path MTU, outer DF and TFC (pmtu.cpp), on the packet as it came: a packet
-  // IPComp would shrink is still judged by its own size (it is the one an
-  // ICMP must quote, and IPComp may send it uncompressed).
-  TunnelFit fit;
-  if (!fitTunnel(*sa, {data + kHeadroom, len}, fit)) return false;
-  const std::uint64_t seq = sa->seqNext;
-  std::uint8_t nextHeader = flow->version == 4 ? esp::kNextHeaderIpv4 : esp::kNextHeaderIpv6;
-  std::uint32_t payloadOff = kHeadroom, payloadLen = len;
-  // Read before IPComp may overwrite the inner header.
-  const std::uint8_t outerTos = esp::outerTrafficClass(esp::trafficClass({data + kHeadroom, len}));
-  if (!compressForBundle(*p, *sa, w, buf, payloadOff, payloadLen, nextHeader)) return false;
-  // TFC padding (RFC 4303 §2.7): zeros after the inner packet, inside the
-  // encryption; the receiver cuts at the inner IP length. Not behind IPComp,
-  // whose payload has no length of its own to cut at.
-  if (fit.padTo > payloadLen && nextHeader != ipcomp::kProtoIpcomp &&
-      payloadOff + fit.padTo + sa->layout.maxTailroom() <= w.bufferSize) {
-    std::memset(data + payloadOff + payloadLen, 0, fit.padTo - payloadLen);
-    payloadLen = fit.padTo;
-    ++counters_.esp_out_tfc_padded;
-  }
-  auto r = esp::encapsulate({data, w.bufferSize}, payloadOff, payloadLen, sa->spi,
-                            static_cast<std::uint32_t>(seq), sa->layout, nextHeader);
-  if (!r.ok()) {
-    ++counters_.out_drop_no_room;
-    return false;
-  }
-  ++sa->seqNext;
-  maybeRequestSeq(*sa);
-  if (NatT* nat = natTOf(*sa)) nat->outbound = true;
-  if (sa->firstUse == 0) sa->firstUse = clock::unixSeconds();
+  return sealTunnel(w, buf, len, *sa, *p, *flow);
+}
 
-  w.pending.push_back(cryptoRequest(buf, *sa, proto::CryptoOp::kSeal, static_cast<std::uint32_t>(r.offset),
-                                    static_cast<std::uint32_t>(r.length), seq));
-  w.contexts[buf] = {Use::kOutbound, sa->ref, seq, outerTos,
-                     false, {}};
-  w.contexts[buf].outerDf = fit.outerDf;
-  if (TunnelOptions* t = tunnelOf(*sa)) {
+bool Forwarder::sealTunnel(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, const Policy& p,
+                           const esp::FlowKey& flow) noexcept {
+  std::uint8_t* data = bufferData(w, buf);
+  // The framing core decides (tunnel_frame.cpp); this shell applies its verdict.
+  TunnelOptions* t = tunnelOf(sa);
+  const TunnelFacts facts = tunnelFacts(sa, t);
+  const TunnelFrame f = frameTunnel({sa, p, facts, ipcompSas_, ipcompEnabled_}, {data, w.bufferSize}, kHeadroom, len);
+  // Events counted whatever follows (a later drop does not undo them).
+  if (f.ipcompEvent) countDrop(counters_, f.ipcompEvent);
+  if (f.tfcPadded) ++counters_.esp_out_tfc_padded;
+  switch (f.kind) {
+    case TunnelFrame::Kind::kDrop: countDrop(counters_, f.drop); return false;
+    case TunnelFrame::Kind::kTooBig:
+      countDrop(counters_, f.drop);
+      sendTooBig({data + kHeadroom, len}, f.mtu);
+      return false;
+    case TunnelFrame::Kind::kSeal: break;
+  }
+  const std::uint64_t seq = f.seq;
+  ++sa.seqNext;
+  maybeRequestSeq(sa);
+  if (NatT* nat = natTOf(sa)) nat->outbound = true;
+  if (sa.firstUse == 0) sa.firstUse = clock::unixSeconds();
+
+  w.pending.push_back(cryptoRequest(buf, sa, proto::CryptoOp::kSeal, f.offset, f.length, seq));
+  w.contexts[buf] = {Use::kOutbound, sa.ref, seq, f.outerTos, false, {}};
+  w.contexts[buf].outerDf = f.outerDf;
+  if (t) {
     t->outbound = true;
     t->lastOutMs = clock::monotonicMs();
   }
-  sa->counters.out_packets++;
-  sa->counters.out_bytes += len;
+  sa.counters.out_packets++;
+  sa.counters.out_bytes += len;
   if (log::debugEnabled()) {
-    log::debug("out {} -> {} proto {} len {}: SPI {:#x} seq {}", flow->src.toString(), flow->dst.toString(),
-               flow->proto, len, sa->spi, seq);
+    log::debug("out {} -> {} proto {} len {}: SPI {:#x} seq {}", flow.src.toString(), flow.dst.toString(),
+               flow.proto, len, sa.spi, seq);
   }
   return true;
 }
