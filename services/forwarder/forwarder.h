@@ -531,11 +531,19 @@ class Forwarder {
     int fd = -1;
     bool udp = false;
     bool ah = false;  // counted as AH, not ESP
+    bool keepalive = false;  // NAT keepalives: counted as such, no pool buffer behind them
     // Takes one datagram, bytes of w's buffer buf (freed once sent), to the
     // address fillAddress writes into the sockaddr_storage it is given (it
     // returns the length). The batch must have room (queueSend sees to it).
     template <class FillAddress>
     std::size_t add(Worker& w, std::uint32_t buf, std::span<std::uint8_t> bytes, FillAddress&& fillAddress) noexcept {
+      const std::size_t i = addBytes(bytes, fillAddress);
+      buffers[i] = {&w, buf};
+      return i;
+    }
+    // The same for bytes no pool buffer holds (they outlive the flush: a keepalive's one byte).
+    template <class FillAddress>
+    std::size_t addBytes(std::span<std::uint8_t> bytes, FillAddress&& fillAddress) noexcept {
       const std::size_t i = count++;
       iovs[i] = {bytes.data(), bytes.size()};
       msgs[i] = {};
@@ -543,7 +551,7 @@ class Forwarder {
       msgs[i].msg_hdr.msg_namelen = fillAddress(addrs[i]);
       msgs[i].msg_hdr.msg_iov = &iovs[i];
       msgs[i].msg_hdr.msg_iovlen = 1;
-      buffers[i] = {&w, buf};
+      buffers[i] = {nullptr, 0};
       return i;
     }
     // Datagram i leaves with this IPv4 TOS / IPv6 traffic class (the outer header's DSCP and ECN).
@@ -563,8 +571,10 @@ class Forwarder {
   SendBatch sendUdpOwnHeader4_;
   SendBatch sendHdr4_, sendHdr6_;  // transport mode, header included
   SendBatch sendAh4_, sendAh6_;    // AH, header included (ah.cpp)
+  SendBatch keepalive4_, keepalive6_;  // NAT keepalives, on the NAT-T sockets (sendKeepalives)
   void flushSendBatch(SendBatch& b) noexcept;
-  // Sends b's datagrams [first, first + count) one each (refused ones counted in out_drop_send).
+  // Sends b's datagrams [first, first + count) one each (refused ones counted in out_drop_send,
+  // or natt_out_keepalive_errors for keepalives).
   void sendEach(SendBatch& b, std::size_t first, std::size_t count) noexcept;
 
   // UDP GRO/GSO on the NAT-T sockets (gro.cpp; net.inet.ipsec.udp_gro, udp_gso).

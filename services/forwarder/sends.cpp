@@ -64,7 +64,9 @@ void Forwarder::flushSendBatch(SendBatch& b) noexcept {
   } else {
     sendEach(b, 0, b.count);
   }
-  for (std::size_t i = 0; i < b.count; ++i) freeBuffer(*b.buffers[i].first, b.buffers[i].second);
+  for (std::size_t i = 0; i < b.count; ++i) {
+    if (b.buffers[i].first) freeBuffer(*b.buffers[i].first, b.buffers[i].second);
+  }
   b.count = 0;
 }
 
@@ -75,8 +77,13 @@ void Forwarder::sendEach(SendBatch& b, std::size_t first, std::size_t count) noe
     int n = sendmmsg(b.fd, b.msgs.data() + sent, static_cast<unsigned>(end - sent), MSG_DONTWAIT);
     if (n <= 0) {
       // Refused (EAGAIN, unreachable, ...): drop this one and go on with the rest.
-      ++counters_.out_drop_send;
+      ++(b.keepalive ? counters_.natt_out_keepalive_errors : counters_.out_drop_send);
       ++sent;
+      continue;
+    }
+    if (b.keepalive) {
+      counters_.natt_out_keepalives += static_cast<std::uint64_t>(n);
+      sent += static_cast<std::size_t>(n);
       continue;
     }
     for (std::size_t i = sent; i < sent + static_cast<std::size_t>(n); ++i) {
@@ -90,59 +97,29 @@ void Forwarder::sendEach(SendBatch& b, std::size_t first, std::size_t count) noe
 
 // NAT keepalives (RFC 3948 §2.3): one byte 0xFF to the peer of every NAT-T SA
 // that has carried outbound traffic, so the NAT keeps its mapping while the
-// tunnel is idle. Batched per family; over IPv4 from the SA's source address,
-// as its ESP (queueUdp4), so that they keep the same mapping alive.
+// tunnel is idle. Batched per family in send batches as ESP is; over IPv4
+// from the SA's source address, as its ESP (queueUdp4), so that they keep the
+// same mapping alive.
 void Forwarder::sendKeepalives() noexcept {
-  static const std::uint8_t kByte = esp::kNatKeepalive;
-  struct Batch {
-    std::array<mmsghdr, kBurst> msgs{};
-    std::array<iovec, kBurst> iovs{};
-    std::array<sockaddr_storage, kBurst> addrs{};
-    std::array<std::array<char, CMSG_SPACE(sizeof(in_pktinfo))>, kBurst> cmsgs{};
-    std::size_t count = 0;
-  };
-  Batch b4, b6;
-  auto flush = [this](Batch& b, int fd) {
-    std::size_t sent = 0;
-    while (sent < b.count) {
-      int n = sendmmsg(fd, b.msgs.data() + sent, static_cast<unsigned>(b.count - sent), MSG_DONTWAIT);
-      if (n <= 0) {
-        ++counters_.natt_out_keepalive_errors;
-        ++sent;
-        continue;
-      }
-      counters_.natt_out_keepalives += static_cast<std::uint64_t>(n);
-      sent += static_cast<std::size_t>(n);
-    }
-    b.count = 0;
-  };
+  static std::uint8_t keepaliveByte = esp::kNatKeepalive;  // never written: only sent
+  keepalive4_.fd = fds_.udp4.get();
+  keepalive6_.fd = fds_.udp6.get();
+  keepalive4_.keepalive = keepalive6_.keepalive = true;
   sas_.forEach([&](Sa& sa) {
     const NatT* nat = natTOf(sa);
     if (!nat || !nat->outbound) return;
-    Batch& b = sa.dst.isV4() ? b4 : b6;
-    const int fd = sa.dst.isV4() ? fds_.udp4.get() : fds_.udp6.get();
-    if (b.count == kBurst) flush(b, fd);
-    const std::size_t i = b.count++;
-    b.iovs[i] = {const_cast<std::uint8_t*>(&kByte), 1};
-    b.msgs[i] = {};
-    b.msgs[i].msg_hdr.msg_name = &b.addrs[i];
-    b.msgs[i].msg_hdr.msg_namelen = esp::toSockaddr({sa.dst, nat->dport}, b.addrs[i]);
-    b.msgs[i].msg_hdr.msg_iov = &b.iovs[i];
-    b.msgs[i].msg_hdr.msg_iovlen = 1;
+    SendBatch& b = queueSend(sa.dst.isV4() ? keepalive4_ : keepalive6_);
+    const std::size_t i = b.addBytes({&keepaliveByte, 1}, [&](sockaddr_storage& to) {
+      return esp::toSockaddr({sa.dst, nat->dport}, to);
+    });
     if (sa.dst.isV4()) {
-      msghdr& m = b.msgs[i].msg_hdr;
-      m.msg_control = b.cmsgs[i].data();
-      m.msg_controllen = b.cmsgs[i].size();
-      cmsghdr* c = CMSG_FIRSTHDR(&m);
-      c->cmsg_level = IPPROTO_IP;
-      c->cmsg_type = IP_PKTINFO;
-      c->cmsg_len = CMSG_LEN(sizeof(in_pktinfo));
       in_pktinfo source{};
       std::memcpy(&source.ipi_spec_dst, sa.src.bytes().data(), sizeof source.ipi_spec_dst);
-      std::memcpy(CMSG_DATA(c), &source, sizeof source);
+      b.addControl(i, IPPROTO_IP, IP_PKTINFO, &source, sizeof source);
     }
   });
-  flush(b4, fds_.udp4.get());
-  flush(b6, fds_.udp6.get());
+  flushSendBatch(keepalive4_);
+  flushSendBatch(keepalive6_);
 }
+
 }  // namespace ipsec::forwarder
