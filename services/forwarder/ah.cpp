@@ -1,5 +1,5 @@
 // ipsec-forwarder: AH (RFC 4302), tunnel and transport mode, IPv4 and IPv6.
-// Runs on the data-path thread like datapath.cpp; trusts nothing it reads
+// Runs on the data-path thread like the shells (outbound.cpp, inbound.cpp); trusts nothing it reads
 // from the network or gets back from the broker beyond our own context.
 //
 // AH covers the IP header, so we write every header byte ourselves and send

@@ -1,7 +1,7 @@
 // ipsec-forwarder: the inbound packet core — what the forwarder decides about
 // an ESP packet from the network before and after the broker opens it, as
 // pure functions of the bytes and the tables they borrow (the SA table, the
-// NAT-T facts). No I/O, no buffers, no rings: the I/O shell (datapath.cpp)
+// NAT-T facts). No I/O, no buffers, no rings: the I/O shell (inbound.cpp)
 // applies the verdict — a drop counted under the named reason
 // (countDrop), or a crypto request — so these run in unit tests and fuzz
 // targets as they run in the forwarder (tests/unit/forwarder,

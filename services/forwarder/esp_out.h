@@ -2,7 +2,7 @@
 // forwarder decides about a packet read from the TUN before it frames
 // anything, as a pure function of the bytes and the tables it borrows (the
 // SPD with its compiled plans, the SA table). No I/O: the shell
-// (datapath.cpp) applies the route — a drop counted under its reason, a hold
+// (outbound.cpp) applies the route — a drop counted under its reason, a hold
 // with the ACQUIRE it names, a bundle handed to its shape's stages
 // (bundle.cpp, ah.cpp), or one ESP SA to seal with. The bytes come from local
 // hosts but are parsed as untrusted all the same (tests/fuzz/forwarder).

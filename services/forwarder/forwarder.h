@@ -58,6 +58,7 @@
 #include "offload/coalesce.h"
 #include "offload/segment.h"
 #include "tables.h"
+#include "tunnel_frame.h"
 
 namespace ipsec::forwarder {
 
@@ -176,7 +177,7 @@ class Forwarder {
     bool bellArmed = false;
   };
 
-  // Data path (datapath.cpp).
+  // Data path (outbound.cpp, inbound.cpp, completions.cpp, sends.cpp).
   void readTun() noexcept;
   // Every packet for the TUN (decapsulated inner packets, our own ICMP) goes
   // through here; false (counted in tun_write_errors) when it was not taken.
@@ -276,6 +277,9 @@ class Forwarder {
   // it went to a ring or is held for an SA. heldSinceMs: when a held packet
   // was first held (0 for a new packet).
   bool outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, std::uint64_t heldSinceMs = 0) noexcept;
+  // One ESP tunnel SA: the framing core's verdict (tunnel_frame.h) applied.
+  bool sealTunnel(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, const Policy& p,
+                  const esp::FlowKey& flow) noexcept;
   bool holdForSa(Worker& w, std::uint32_t buf, std::uint32_t len, std::uint64_t sinceMs) noexcept;
   // `r` is one of p.requests: the one without an SA, which the ACQUIRE names.
   void requestAcquire(const Policy& p, const Request& r, const esp::FlowKey& flow) noexcept;
@@ -389,7 +393,6 @@ class Forwarder {
   // The packet to frame is buf[off, off+len) (a TUN packet at kHeadroom, or ESP's sealed packet in a bundle).
   // aroundEspTos: a sealed ESP tunnel packet (a bundle): our outer header with this TOS, AH next header 50.
   // fit: tunnel mode, the outer DF bit and the MTU beyond which the signed packet is fragmented (pmtu.cpp).
-  struct TunnelFit;
   // AH transport on the host's packet at kHeadroom, judged by the SA's MTU first (pmtu.cpp).
   bool signAhTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa) noexcept;
   bool frameAh(Worker& w, std::uint32_t buf, std::uint32_t off, std::uint32_t len, Sa& sa, bool tunnel,
@@ -417,12 +420,8 @@ class Forwarder {
     bool outbound = false;       // has carried outbound tunnel traffic: dummies go on it
     std::uint64_t lastOutMs = 0;  // when it last sent a packet, real or dummy
   };
-  // What outboundPacket needs to frame a tunnel packet once the MTU allows it.
-  struct TunnelFit {
-    std::uint32_t padTo = 0;  // TFC: pad the inner packet with zeros to this length (0 = none)
-    bool outerDf = false;
-    std::uint32_t mtu = 0;  // the SA path MTU the packet was judged by
-  };
+  // What the framing core (tunnel_frame.h) is lent of an SA's tunnel.
+  TunnelFacts tunnelFacts(const Sa& sa, const TunnelOptions* t) noexcept;
   TunnelOptions* tunnelOf(const Sa& sa) noexcept;
   void installTunnelOptions(SaRef ref, proto::SaInstall::Reader msg);
   void removeTunnelOptions(SaRef ref) noexcept;
@@ -532,11 +531,19 @@ class Forwarder {
     int fd = -1;
     bool udp = false;
     bool ah = false;  // counted as AH, not ESP
+    bool keepalive = false;  // NAT keepalives: counted as such, no pool buffer behind them
     // Takes one datagram, bytes of w's buffer buf (freed once sent), to the
     // address fillAddress writes into the sockaddr_storage it is given (it
     // returns the length). The batch must have room (queueSend sees to it).
     template <class FillAddress>
     std::size_t add(Worker& w, std::uint32_t buf, std::span<std::uint8_t> bytes, FillAddress&& fillAddress) noexcept {
+      const std::size_t i = addBytes(bytes, fillAddress);
+      buffers[i] = {&w, buf};
+      return i;
+    }
+    // The same for bytes no pool buffer holds (they outlive the flush: a keepalive's one byte).
+    template <class FillAddress>
+    std::size_t addBytes(std::span<std::uint8_t> bytes, FillAddress&& fillAddress) noexcept {
       const std::size_t i = count++;
       iovs[i] = {bytes.data(), bytes.size()};
       msgs[i] = {};
@@ -544,7 +551,7 @@ class Forwarder {
       msgs[i].msg_hdr.msg_namelen = fillAddress(addrs[i]);
       msgs[i].msg_hdr.msg_iov = &iovs[i];
       msgs[i].msg_hdr.msg_iovlen = 1;
-      buffers[i] = {&w, buf};
+      buffers[i] = {nullptr, 0};
       return i;
     }
     // Datagram i leaves with this IPv4 TOS / IPv6 traffic class (the outer header's DSCP and ECN).
@@ -564,8 +571,10 @@ class Forwarder {
   SendBatch sendUdpOwnHeader4_;
   SendBatch sendHdr4_, sendHdr6_;  // transport mode, header included
   SendBatch sendAh4_, sendAh6_;    // AH, header included (ah.cpp)
+  SendBatch keepalive4_, keepalive6_;  // NAT keepalives, on the NAT-T sockets (sendKeepalives)
   void flushSendBatch(SendBatch& b) noexcept;
-  // Sends b's datagrams [first, first + count) one each (refused ones counted in out_drop_send).
+  // Sends b's datagrams [first, first + count) one each (refused ones counted in out_drop_send,
+  // or natt_out_keepalive_errors for keepalives).
   void sendEach(SendBatch& b, std::size_t first, std::size_t count) noexcept;
 
   // UDP GRO/GSO on the NAT-T sockets (gro.cpp; net.inet.ipsec.udp_gro, udp_gso).

@@ -2,7 +2,7 @@
 // forwarder does with a packet once its ESP has been opened (or its AH
 // verified) and the replay window moved (esp_in.h acceptVerified), as a pure
 // function of the buffer's bytes and the tables it borrows. No I/O, no rings,
-// no clock: the shell (datapath.cpp onOpened, ah.cpp onAhVerified) applies the
+// no clock: the shell (inbound.cpp onOpened, ah.cpp onAhVerified) applies the
 // verdict — a drop counted under its reason (and the SA's in_drop_other), a
 // TFC dummy counted, the packet at {offset, length} written to the TUN, or an
 // inner ESP packet opened again in the same buffer.

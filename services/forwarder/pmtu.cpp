@@ -92,30 +92,19 @@ bool Forwarder::fitAhTunnel(const Sa& sa, std::span<const std::uint8_t> inner, T
   return fits;
 }
 
-// The decision, once the largest inner packet the tunnel carries whole is known.
+TunnelFacts Forwarder::tunnelFacts(const Sa& sa, const TunnelOptions* t) noexcept {
+  return {pathMtu(sa, t), outerOverhead(sa), t ? t->dfPolicy : std::uint8_t{0}, dfbit_,
+          t ? std::uint32_t{t->tfcPad} : 0u};
+}
+
+// The decision, once the largest inner packet the tunnel carries whole is
+// known (tunnel_frame.cpp); a packet too big for it gets its ICMP here.
 bool Forwarder::fitInner(const Sa& sa, const TunnelOptions* t, std::span<const std::uint8_t> inner, TunnelFit& fit,
                          std::size_t limit) noexcept {
-  const esp::DfPolicy policy = esp::effectiveDfPolicy(t ? t->dfPolicy : 0, dfbit_);
-  fit.outerDf = sa.dst.isV4() && esp::outerDontFragment(policy, inner);
-  fit.padTo = 0;
-  fit.mtu = static_cast<std::uint32_t>(pathMtu(sa, t));
-  if (inner.size() > limit) {
-    // The ICMP decision is the inner packet's: an IPv4 sender that set DF
-    // asked for PMTU discovery, whatever our outer DF policy; an IPv6 sender
-    // always does, except that every link must carry 1280 bytes (RFC 8200 §5),
-    // so up to that the tunnel fragments instead (as RFC 4213 §3.2 does).
-    const bool v4 = (inner[0] >> 4) == 4;
-    if ((v4 && esp::ipv4DontFragment(inner)) || (!v4 && inner.size() > kIpv6MinMtu)) {
-      ++counters_.pmtu_out_drop_too_big;
-      sendTooBig(inner, limit);
-      return false;
-    }
-    fit.outerDf = false;  // fragments: DF would only make the path drop them
-    return true;
-  }
-  // TFC padding up to the SA's tfcPad, never beyond what fits the MTU.
-  if (t && t->tfcPad > inner.size()) fit.padTo = static_cast<std::uint32_t>(std::min<std::size_t>(t->tfcPad, limit));
-  return true;
+  if (fitInnerPacket(tunnelFacts(sa, t), sa.dst.isV4(), inner, limit, fit)) return true;
+  ++counters_.pmtu_out_drop_too_big;
+  sendTooBig(inner, limit);
+  return false;
 }
 
 // Transport mode (RFC 4303 §3.1.1, RFC 4302 §3.1.1): nothing goes in front of

@@ -15,7 +15,7 @@
 //             rebuilt packet, whose addresses are the outer ones → TUN write
 //             (everything after the open is the packet core's: inbound_open.cpp)
 //
-// Like datapath.cpp: noexcept, allocation-free, every drop counted by reason.
+// Like the shells (outbound.cpp, inbound.cpp): noexcept, allocation-free, every drop counted by reason.
 #include <linux/ipsec.h>
 #include <netinet/in.h>
 #include <unistd.h>

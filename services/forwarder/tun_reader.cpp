@@ -1,7 +1,7 @@
 // ipsec-forwarder: TUN reads through a private scratch buffer (issue 13 item
 // 1, outbound). Used when the TUN carries a virtio_net_hdr (tun_offload, the
 // default) or there are several crypto workers; one worker on a plain TUN
-// reads straight into pool buffers (datapath.cpp readTun).
+// reads straight into pool buffers (outbound.cpp readTun).
 //
 // What is read is a local application's packet, untrusted like any: with a
 // header, checkVnetHeader (via planSegments) judges the header against the

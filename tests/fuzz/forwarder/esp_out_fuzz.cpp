@@ -5,15 +5,23 @@
 // sequence numbers, one of the wrong mode, some missing). Byte 0 says whether
 // ESP is enabled; the rest is the packet. Every route must be coherent: a
 // drop names its counter, a hold names an ESP request of the matched policy,
-// an ESP route an SA with numbers left and the request's mode.
+// an ESP route an SA with numbers left and the request's mode. An ESP tunnel
+// route then goes through the framing core (tunnel_frame.cpp) with tunnel
+// facts taken from byte 0 (MTU, DF policy, TFC) and, for one policy, IPComp:
+// a too-big verdict must quote an MTU below the packet's size, a seal request
+// must lie inside the buffer, carry the SA's SPI and next number, and leave
+// the SA's state alone.
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
 #include "core_tables.h"
+#include "esp/esp.h"
 #include "esp_out.h"
+#include "tunnel_frame.h"
 
 namespace {
 
@@ -24,6 +32,7 @@ using namespace ipsec::forwarder::core_tables;
 struct Tables {
   Spd spd;
   SaTable sas;
+  IpcompSas ipcomp;
   Tables() {
     const auto a = *esp::IpAddress::parse("192.0.2.1"), b = *esp::IpAddress::parse("192.0.2.2");
     const auto a6 = *esp::IpAddress::parse("2001:db8:1::1"), b6 = *esp::IpAddress::parse("2001:db8:1::2");
@@ -46,6 +55,9 @@ struct Tables {
                .has_value();
     bad |= addPolicy(spd, {6, out, IPSEC_POLICY_IPSEC, p("0.0.0.0/0"), p("203.0.113.128/25"), {transport}})
                .has_value();
+    // An IPComp tunnel bundle in tunnel mode, framed by one ESP tunnel SA (policy 7's).
+    bad |= addPolicy(spd, {10, out, IPSEC_POLICY_IPSEC, p("0.0.0.0/0"), p("203.0.113.0/30"), {ipcomp, tunnel}})
+               .has_value();
     bad |= addPolicy(spd, {7, out, IPSEC_POLICY_IPSEC, p("0.0.0.0/0"), p("203.0.113.0/24"), {tunnel}}).has_value();
     bad |= addPolicy(spd, {8, out, IPSEC_POLICY_IPSEC, p("::/0"), p("2001:db8:b::/48"), {tunnel6}}).has_value();
     bad |= addPolicy(spd, {9, out, IPSEC_POLICY_IPSEC, p("::/0"), p("2001:db8:c::/48"), {espUse, tunnel6}})
@@ -59,11 +71,58 @@ struct Tables {
                            *esp::IpAddress::parse("203.0.113.131")})
                .has_value();
     bad |= installSa(sas, {3, SADB_SATYPE_ESP, 0x103, IPSEC_MODE_TUNNEL, a6, b6, {8, 16, 4}, 1, 1000, 7}).has_value();
+    bad |= !installIpcompSa(a, b);
     if (bad) __builtin_trap();  // the fixture itself is wrong
+  }
+  bool installIpcompSa(const esp::IpAddress& a, const esp::IpAddress& b) {
+    capnp::MallocMessageBuilder m;
+    auto i = m.initRoot<proto::SaInstall>();
+    i.initSa().setIndex(9);
+    i.getSa().setGeneration(1);
+    auto params = i.initParams();
+    params.setSatype(SADB_X_SATYPE_IPCOMP);
+    params.setSpi(0x4242);
+    params.setMode(IPSEC_MODE_TUNNEL);
+    params.setSrc(bytesOf(a));
+    params.setDst(bytesOf(b));
+    return ipcomp.install(i.asReader());
   }
 };
 
 }  // namespace
+
+// The framing core on an ESP tunnel route, in a pool-like buffer holding a copy of the packet.
+void frame(Tables& t, const OutboundRoute& r, std::span<const std::uint8_t> packet, std::uint8_t knobs) {
+  constexpr std::uint32_t kAt = 256;
+  static std::vector<std::uint8_t> buffer(4096);
+  if (packet.size() + kAt > buffer.size()) return;
+  std::copy(packet.begin(), packet.end(), buffer.begin() + kAt);
+  TunnelFacts facts;
+  facts.pathMtu = (knobs & 2) ? 1280 : 1500;
+  facts.outerOverhead = r.sa->dst.isV4() ? ((knobs & 4) ? 28 : 20) : 40;
+  facts.dfPolicy = static_cast<std::uint8_t>((knobs >> 3) & 3);
+  facts.tfcPad = (knobs & 0x20) ? 1400 : ((knobs & 0x40) ? 100 : 0);
+  const Sa before = *r.sa;
+  const TunnelFrame f = frameTunnel({*r.sa, *r.policy, facts, t.ipcomp, (knobs & 0x80) == 0}, buffer, kAt,
+                                    static_cast<std::uint32_t>(packet.size()));
+  if (r.sa->seqNext != before.seqNext) __builtin_trap();  // the shell moves the counter, not the core
+  switch (f.kind) {
+    case TunnelFrame::Kind::kDrop:
+      if (!f.drop) __builtin_trap();
+      break;
+    case TunnelFrame::Kind::kTooBig:
+      if (f.drop != &Counters::pmtu_out_drop_too_big || f.mtu >= packet.size()) __builtin_trap();
+      break;
+    case TunnelFrame::Kind::kSeal: {
+      if (std::size_t{f.offset} + f.length > buffer.size() || f.length < 8 + before.layout.ivLength) __builtin_trap();
+      const std::uint8_t* esp = buffer.data() + f.offset;
+      const std::uint32_t spi = static_cast<std::uint32_t>(esp[0]) << 24 | esp[1] << 16 | esp[2] << 8 | esp[3];
+      if (spi != before.spi || f.seq != before.seqNext) __builtin_trap();
+      if (f.outerDf && !r.sa->dst.isV4()) __builtin_trap();  // IPv6 has no DF bit
+      break;
+    }
+  }
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
@@ -90,6 +149,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           (r.sa->mode != IPSEC_MODE_ANY && r.sa->mode != r.request->mode) || !(data[0] & 1)) {
         __builtin_trap();
       }
+      if (!r.transport) frame(t, r, packet, data[0]);
       break;
   }
   return 0;
