@@ -75,17 +75,7 @@ struct Tables {
     if (bad) __builtin_trap();  // the fixture itself is wrong
   }
   bool installIpcompSa(const esp::IpAddress& a, const esp::IpAddress& b) {
-    capnp::MallocMessageBuilder m;
-    auto i = m.initRoot<proto::SaInstall>();
-    i.initSa().setIndex(9);
-    i.getSa().setGeneration(1);
-    auto params = i.initParams();
-    params.setSatype(SADB_X_SATYPE_IPCOMP);
-    params.setSpi(0x4242);
-    params.setMode(IPSEC_MODE_TUNNEL);
-    params.setSrc(bytesOf(a));
-    params.setDst(bytesOf(b));
-    return ipcomp.install(i.asReader());
+    return core_tables::installIpcompSa(ipcomp, 9, 0x4242, a, b);
   }
 };
 

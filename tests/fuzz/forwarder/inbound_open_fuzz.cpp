@@ -67,16 +67,7 @@ constexpr std::size_t kSaCount = sizeof kSas / sizeof kSas[0];
 
 void installIpcomp(IpcompSas& ipcomp, std::uint32_t index, std::uint16_t cpi, const esp::IpAddress& src,
                    const esp::IpAddress& dst) {
-  capnp::MallocMessageBuilder b;
-  auto m = b.initRoot<proto::SaInstall>();
-  m.initSa().setIndex(index);
-  m.getSa().setGeneration(1);
-  auto p = m.initParams();
-  p.setSatype(SADB_X_SATYPE_IPCOMP);
-  p.setSpi(cpi);
-  p.setSrc(core_tables::bytesOf(src));
-  p.setDst(core_tables::bytesOf(dst));
-  if (!ipcomp.install(m.asReader())) __builtin_trap();
+  if (!core_tables::installIpcompSa(ipcomp, index, cpi, src, dst, 0, IPSEC_MODE_ANY)) __builtin_trap();
 }
 
 // The policies every input meets — each bundle shape for the inner hosts

@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 
+#include "ipcomp_sas.h"
 #include "tables.h"
 
 namespace ipsec::forwarder::core_tables {
@@ -29,6 +30,25 @@ struct SaValues {
   std::uint64_t seqNext = 1, seqLimit = 1000;
   std::uint32_t reqid = 0;
 };
+
+// An IPComp SA between src and dst as keydb installs it (no session: the
+// forwarder keeps it, ipcomp_sas.h); false when the table refused it.
+inline bool installIpcompSa(IpcompSas& sas, std::uint32_t index, std::uint32_t cpi, const esp::IpAddress& src,
+                            const esp::IpAddress& dst, std::uint32_t reqid = 0,
+                            std::uint8_t mode = IPSEC_MODE_TUNNEL) {
+  capnp::MallocMessageBuilder b;
+  auto m = b.initRoot<proto::SaInstall>();
+  m.initSa().setIndex(index);
+  m.getSa().setGeneration(1);
+  auto p = m.initParams();
+  p.setSatype(SADB_X_SATYPE_IPCOMP);
+  p.setSpi(cpi);
+  p.setMode(mode);
+  p.setReqid(reqid);
+  p.setSrc(bytesOf(src));
+  p.setDst(bytesOf(dst));
+  return sas.install(m.asReader());
+}
 
 // nullopt, or keydb's install refused (a wrong fixture).
 inline std::optional<std::string> installSa(SaTable& sas, const SaValues& v) {

@@ -128,17 +128,7 @@ class InboundOpen : public testing::Test {
   }
 
   void installIpcomp(std::uint32_t index, std::uint16_t cpi, const esp::IpAddress& src, const esp::IpAddress& dst) {
-    capnp::MallocMessageBuilder b;
-    auto m = b.initRoot<proto::SaInstall>();
-    m.initSa().setIndex(index);
-    m.getSa().setGeneration(1);
-    auto p = m.initParams();
-    p.setSatype(SADB_X_SATYPE_IPCOMP);
-    p.setSpi(cpi);
-    p.setMode(IPSEC_MODE_TUNNEL);
-    p.setSrc(core_tables::bytesOf(src));
-    p.setDst(core_tables::bytesOf(dst));
-    ASSERT_TRUE(ipcomp_.install(m.asReader()));
+    ASSERT_TRUE(core_tables::installIpcompSa(ipcomp_, index, cpi, src, dst));
   }
 
   void inboundPolicy(std::uint32_t id, const char* src, const char* dst, std::initializer_list<Request> requests) {

@@ -18,18 +18,7 @@ esp::IpAddress ip(const char* s) { return *esp::IpAddress::parse(s); }
 
 bool install(IpcompSas& sas, std::uint32_t index, std::uint32_t cpi, const esp::IpAddress& src,
              const esp::IpAddress& dst, std::uint32_t reqid = 0) {
-  capnp::MallocMessageBuilder b;
-  auto m = b.initRoot<proto::SaInstall>();
-  m.initSa().setIndex(index);
-  m.getSa().setGeneration(1);
-  auto p = m.initParams();
-  p.setSatype(SADB_X_SATYPE_IPCOMP);
-  p.setSpi(cpi);
-  p.setMode(IPSEC_MODE_TUNNEL);
-  p.setReqid(reqid);
-  p.setSrc(core_tables::bytesOf(src));
-  p.setDst(core_tables::bytesOf(dst));
-  return sas.install(m.asReader());
+  return core_tables::installIpcompSa(sas, index, cpi, src, dst, reqid);
 }
 
 const esp::IpAddress kA = ip("192.0.2.1"), kB = ip("192.0.2.2"), kA6 = ip("2001:db8::1");

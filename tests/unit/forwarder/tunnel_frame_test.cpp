@@ -104,19 +104,7 @@ class TunnelFrameCore : public testing::Test {
     return *sas_.find({0, 1});
   }
 
-  void installIpcomp(const Sa& esp) {
-    capnp::MallocMessageBuilder b;
-    auto m = b.initRoot<proto::SaInstall>();
-    m.initSa().setIndex(1);
-    m.getSa().setGeneration(1);
-    auto p = m.initParams();
-    p.setSatype(SADB_X_SATYPE_IPCOMP);
-    p.setSpi(0x4242);
-    p.setMode(IPSEC_MODE_TUNNEL);
-    p.setSrc(core_tables::bytesOf(esp.src));
-    p.setDst(core_tables::bytesOf(esp.dst));
-    ASSERT_TRUE(ipcomp_.install(m.asReader()));
-  }
+  void installIpcomp(const Sa& esp) { ASSERT_TRUE(core_tables::installIpcompSa(ipcomp_, 1, 0x4242, esp.src, esp.dst)); }
 
   // The packet as the TUN read leaves it in a pool buffer, routed, then framed.
   TunnelFrame frame(const std::vector<std::uint8_t>& inner) {
