@@ -39,7 +39,9 @@ bool vnetHeaderOn(int fd, int& error) noexcept {
   return true;
 }
 
-TunOffloads granted(unsigned flags) noexcept {
+}  // namespace
+
+TunOffloads grantedOffloads(unsigned flags) noexcept {
   TunOffloads t;
   t.vnetHeader = true;
   t.flags = flags;
@@ -52,8 +54,6 @@ TunOffloads granted(unsigned flags) noexcept {
   return t;
 }
 
-}  // namespace
-
 TunOffloads probeTunOffloads(int fd) noexcept {
   TunOffloads none;
   if (!vnetHeaderOn(fd, none.error)) return none;
@@ -62,10 +62,10 @@ TunOffloads probeTunOffloads(int fd) noexcept {
   const unsigned attempts[] = {tso | TUN_F_USO4 | TUN_F_USO6, tso, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6, TUN_F_CSUM};
   int firstError = 0;
   for (const unsigned flags : attempts) {
-    if (ioctl(fd, TUNSETOFFLOAD, static_cast<unsigned long>(flags)) == 0) return granted(flags);
+    if (ioctl(fd, TUNSETOFFLOAD, static_cast<unsigned long>(flags)) == 0) return grantedOffloads(flags);
     if (firstError == 0) firstError = errno;
   }
-  TunOffloads plain = granted(0);
+  TunOffloads plain = grantedOffloads(0);
   plain.error = firstError;
   if (ioctl(fd, TUNSETOFFLOAD, 0UL) != 0) plain.vnetHeader = false;
   return plain;

@@ -28,4 +28,8 @@ struct TunOffloads {
 // reads and writes stay plain packets behind a zero header).
 TunOffloads probeTunOffloads(int tunFd) noexcept;
 
+// What the TUN_F_* bits `flags` grant a TUN that carries the header: the
+// forwarder decodes the flags ipsecd's probe was granted (--tun-offloads).
+TunOffloads grantedOffloads(unsigned flags) noexcept;
+
 }  // namespace ipsec::offload

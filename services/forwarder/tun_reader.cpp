@@ -23,13 +23,11 @@
 #include <cstring>
 
 #include "forwarder.h"
+#include "offload/tun_probe.h"
 #include "offload/vnet_header.h"
 
 namespace ipsec::forwarder {
 namespace {
-
-// TUN_F_* (linux/if_tun.h; USO from Linux 6.2, as in lib/offload/tun_probe.cpp).
-constexpr unsigned kTunTso4 = 0x02, kTunTso6 = 0x04, kTunUso4 = 0x20, kTunUso6 = 0x40;
 
 // Free buffers every worker must have before the TUN is read: a 64 KiB TCP
 // super-packet at an MSS of 1024 or more, the segments of any read at the
@@ -43,9 +41,10 @@ constexpr std::size_t kMaxTunRead = offload::kVnetHeaderSize + 65536;
 
 void Forwarder::setUpTunOffload(std::optional<unsigned> flags) {
   if (flags) {
+    const offload::TunOffloads g = offload::grantedOffloads(*flags);
     tunOffload_.vnetHeader = true;
-    tunOffload_.tso = (*flags & kTunTso4) && (*flags & kTunTso6);
-    tunOffload_.uso = (*flags & kTunUso4) && (*flags & kTunUso6);
+    tunOffload_.tso = g.tso4 && g.tso6;
+    tunOffload_.uso = g.uso4 && g.uso6;
     tunWrites_.bytes.resize(TunWriteQueue::kBytes);
     tunWrites_.merged.resize(offload::kVnetHeaderSize + offload::kMaxPacket);
   }
