@@ -14,6 +14,7 @@
 #include <memory>
 #include <vector>
 
+#include "core_packets.h"
 #include "cryptodrv/driver.h"
 #include "esp/esp.h"
 
@@ -24,7 +25,7 @@ capnp::Data::Reader bytes(const esp::IpAddress& a) { return {a.bytes().data(), a
 esp::IpAddress ip(const char* s) { return *esp::IpAddress::parse(s); }
 
 constexpr std::uint32_t kSpi = 0x1001;
-constexpr std::array<std::uint8_t, 20> kKey{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 0xa, 0xb, 0xc, 0xd};
+using core_packets::kKey;
 
 // An inner IPv4 packet (ICMP echo, 198.51.100.1 -> 203.0.113.1) or IPv6 (2001:db8:a::1 -> 2001:db8:b::1).
 std::vector<std::uint8_t> innerPacket(int version) {
@@ -47,17 +48,8 @@ std::vector<std::uint8_t> innerPacket(int version) {
   return p;
 }
 
-class InboundCore : public testing::Test {
+class InboundCore : public core_packets::GcmCore {
  protected:
-  void SetUp() override {
-    std::string error;
-    const cryptodrv::TransformSpec spec{SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, kKey, {}, false, false};
-    sealer_ = cryptodrv::makeTransform(spec, &error);
-    opener_ = cryptodrv::makeTransform(spec, &error);
-    ASSERT_TRUE(sealer_ && opener_) << error;
-    layout_ = {sealer_->ivLength(), sealer_->icvLength(), sealer_->padAlign()};
-  }
-
   // Installs the inbound SA (slot `index`) from src to dst, as keydb would.
   Sa& install(std::uint32_t index, const esp::IpAddress& src, const esp::IpAddress& dst, std::uint32_t window = 64) {
     capnp::MallocMessageBuilder b;
@@ -122,8 +114,6 @@ class InboundCore : public testing::Test {
                       packet.begin() + static_cast<std::ptrdiff_t>(d.offset + d.length)}};
   }
 
-  std::unique_ptr<cryptodrv::Transform> sealer_, opener_;
-  esp::EspLayout layout_;
   SaTable sas_;
   NattPeers natt_;
   const esp::IpAddress a4_ = ip("192.0.2.1"), b4_ = ip("192.0.2.2");

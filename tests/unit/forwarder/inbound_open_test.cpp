@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "core_tables.h"
+#include "core_packets.h"
 #include "cryptodrv/driver.h"
 #include "esp/esp.h"
 #include "esp/transport.h"
@@ -54,40 +55,9 @@ std::string dropName(DropReason reason) {
   return name;
 }
 
-constexpr std::array<std::uint8_t, 20> kKey{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 0xa, 0xb, 0xc, 0xd};
+using core_packets::kKey;
 
-// An inner IPv4 packet (ICMP echo, 198.51.100.1 -> 203.0.113.1, `payload`
-// bytes of data, TOS tos, a correct header checksum) or IPv6 (2001:db8:a::1 ->
-// 2001:db8:b::1, ICMPv6 echo).
-std::vector<std::uint8_t> innerPacket(int version, std::size_t payload = 8, std::uint8_t tos = 0) {
-  if (version == 4) {
-    const std::size_t total = 20 + 8 + payload;
-    std::vector<std::uint8_t> p{0x45, tos, static_cast<std::uint8_t>(total >> 8), static_cast<std::uint8_t>(total),
-                                0,    1,   0, 0, 64, 1, 0, 0, 198, 51, 100, 1, 203, 0, 113, 1, 8, 0, 0, 0, 0, 7, 0, 1};
-    p.resize(total, 'x');
-    const std::uint16_t sum = esp::ipv4HeaderChecksum({p.data(), 20});
-    p[10] = static_cast<std::uint8_t>(sum >> 8);
-    p[11] = static_cast<std::uint8_t>(sum);
-    return p;
-  }
-  std::vector<std::uint8_t> p(40 + 8 + payload, 'x');
-  p[0] = static_cast<std::uint8_t>(0x60 | tos >> 4);
-  p[1] = static_cast<std::uint8_t>((tos & 0x0f) << 4);
-  p[2] = 0;
-  p[3] = 0;
-  p[4] = static_cast<std::uint8_t>((8 + payload) >> 8);
-  p[5] = static_cast<std::uint8_t>(8 + payload);
-  p[6] = 58;
-  p[7] = 64;
-  // The addresses outlive the views of their bytes.
-  const esp::IpAddress src = ip("2001:db8:a::1"), dst = ip("2001:db8:b::1");
-  const auto s = src.bytes(), d = dst.bytes();
-  std::copy(s.begin(), s.end(), p.begin() + 8);
-  std::copy(d.begin(), d.end(), p.begin() + 24);
-  std::fill(p.begin() + 40, p.begin() + 48, 0);
-  p[40] = 128;  // echo request
-  return p;
-}
+using core_packets::innerPacket;
 
 // A pool buffer with an opened (or to-be-opened) ESP packet at espOffset.
 struct Buffer {
@@ -100,17 +70,8 @@ struct Buffer {
 
 constexpr std::uint32_t kInnerAt = 512;  // where a packet to frame is placed (room for headers in front)
 
-class InboundOpen : public testing::Test {
+class InboundOpen : public core_packets::GcmCore {
  protected:
-  void SetUp() override {
-    std::string error;
-    const cryptodrv::TransformSpec spec{SADB_X_EALG_AES_GCM_ICV16, SADB_AALG_NONE, kKey, {}, false, false};
-    sealer_ = cryptodrv::makeTransform(spec, &error);
-    opener_ = cryptodrv::makeTransform(spec, &error);
-    ASSERT_TRUE(sealer_ && opener_) << error;
-    layout_ = {sealer_->ivLength(), sealer_->icvLength(), sealer_->padAlign()};
-  }
-
   InboundTables tables() { return {sas_, spd_, ipcomp_, natt_, counters_, true}; }
 
   Sa& install(std::uint32_t index, std::uint32_t spi, std::uint8_t mode, const esp::IpAddress& src,
@@ -187,8 +148,6 @@ class InboundOpen : public testing::Test {
     return judgeOpened(tables(), b.bytes, b.espOffset, b.espLength, sa, from);
   }
 
-  std::unique_ptr<cryptodrv::Transform> sealer_, opener_;
-  esp::EspLayout layout_;
   SaTable sas_;
   Spd spd_;
   IpcompSas ipcomp_;
