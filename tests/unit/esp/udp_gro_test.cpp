@@ -18,6 +18,27 @@
 namespace ipsec::esp {
 namespace {
 
+// One sendmsg of `payload` to `to` with UDP_SEGMENT `segment`: the kernel
+// cuts it into datagrams of that size (the last one may be short).
+ssize_t sendSegmented(int fd, void* to, socklen_t toLength, std::vector<std::uint8_t>& payload,
+                      std::uint16_t segment, int flags) {
+  iovec iov{payload.data(), payload.size()};
+  std::array<char, CMSG_SPACE(sizeof(std::uint16_t))> space{};
+  msghdr m{};
+  m.msg_name = to;
+  m.msg_namelen = toLength;
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = space.data();
+  m.msg_controllen = space.size();
+  cmsghdr* c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_UDP;
+  c->cmsg_type = UDP_SEGMENT;
+  c->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
+  std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
+  return sendmsg(fd, &m, flags);
+}
+
 // A msghdr whose control space holds the given control messages.
 struct Control {
   std::array<char, 256> space{};
@@ -193,22 +214,7 @@ TEST(GsoKernel, Ipv4RefusesASendBeyondKMaxGsoBytes4) {
   ASSERT_EQ(getsockname(rx, reinterpret_cast<sockaddr*>(&a), &alen), 0);
   auto send = [&](std::size_t segments) {
     std::vector<std::uint8_t> payload(segments * 1365, 0xab);
-    iovec iov{payload.data(), payload.size()};
-    std::array<char, CMSG_SPACE(sizeof(std::uint16_t))> space{};
-    msghdr m{};
-    m.msg_name = &a;
-    m.msg_namelen = sizeof a;
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = space.data();
-    m.msg_controllen = space.size();
-    cmsghdr* c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_UDP;
-    c->cmsg_type = UDP_SEGMENT;
-    c->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
-    const std::uint16_t segment = 1365;
-    std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
-    return sendmsg(tx, &m, MSG_DONTWAIT);
+    return sendSegmented(tx, &a, sizeof a, payload, 1365, MSG_DONTWAIT);
   };
   const ssize_t fits = send(47);
   const int fitsErrno = errno;
@@ -253,22 +259,7 @@ TEST(GroKernel, UdpSegmentSendArrivesCoalescedAndSplitsBack) {
 
   std::vector<std::uint8_t> payload(2 * 1000 + 300);
   for (std::size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<std::uint8_t>(i / 1000 + 1);
-  iovec iov{payload.data(), payload.size()};
-  std::array<char, CMSG_SPACE(sizeof(std::uint16_t))> space{};
-  msghdr m{};
-  m.msg_name = &a;
-  m.msg_namelen = sizeof a;
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = space.data();
-  m.msg_controllen = space.size();
-  cmsghdr* c = CMSG_FIRSTHDR(&m);
-  c->cmsg_level = SOL_UDP;
-  c->cmsg_type = UDP_SEGMENT;
-  c->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
-  const std::uint16_t segment = 1000;
-  std::memcpy(CMSG_DATA(c), &segment, sizeof segment);
-  if (sendmsg(tx, &m, 0) != static_cast<ssize_t>(payload.size())) {
+  if (sendSegmented(tx, &a, sizeof a, payload, 1000, 0) != static_cast<ssize_t>(payload.size())) {
     close(rx);
     close(tx);
     GTEST_SKIP() << "UDP_SEGMENT refused on loopback: " << std::strerror(errno);
