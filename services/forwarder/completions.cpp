@@ -33,6 +33,8 @@ void Forwarder::drainCompletions(Worker& w) noexcept {
         onAhDone(w, c);  // ah.cpp
       } else if (use == Use::kOutbound) {
         onSealed(w, c);
+      } else if (use == Use::kInboundGro) {
+        onOpenedSegments(w, c);  // gro.cpp
       } else {
         onOpened(w, c);
       }

@@ -150,6 +150,15 @@ namespace ipsec::forwarder {
   EVENT(natt_in_gro_drop_bad, "GRO size 0, above the datagram, too many segments, cut control") \
   EVENT(natt_in_gro_drop_no_buffer, "segments lost: no free buffer to split into") \
   EVENT(natt_in_gro_parked, "datagrams that waited for free buffers (then handled)") \
+  /* A GRO datagram opened as one multi-segment request (gro_open.h), or split as before and why */ \
+  EVENT(esp_in_multi_segment_requests, "coalesced ESP-in-UDP datagrams opened in place as one request") \
+  EVENT(esp_in_multi_segment_segments, "ESP packets in those requests") \
+  EVENT(esp_in_multi_segment_copied, "of them, judged on a copy after opening (IPComp, upper-layer payload, inner ESP)") \
+  EVENT(esp_in_multi_drop_no_buffer, "of those, dropped: no free buffer to copy into") \
+  EVENT(esp_in_multi_split_mixed, "coalesced datagrams split: not all ESP under one SPI") \
+  EVENT(esp_in_multi_split_precheck, "coalesced datagrams split: a segment failed the pre-check (replay, length)") \
+  EVENT(esp_in_multi_split_sa, "coalesced datagrams split: a transport SA, or ESN high halves that differ") \
+  EVENT(esp_in_multi_split_too_many, "coalesced datagrams split: more segments than one request carries") \
   EVENT(natt_out_gso_datagrams, "UDP_SEGMENT sends of several ESP packets") \
   EVENT(natt_out_gso_segments, "ESP packets in UDP_SEGMENT sends") \
   EVENT(natt_out_gso_fallback, "a GSO send refused: its packets sent one by one") \

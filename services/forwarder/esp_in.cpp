@@ -16,37 +16,44 @@ const VerifyDrops kAhVerifyDrops{&Counters::ah_in_drop_no_sa,  &Counters::ah_in_
                                  &Counters::ah_in_drop_crypto,  // AH verify never answers kBadLength
                                  &Counters::ah_in_drop_wrong_direction};
 
-InboundEsp checkInboundEsp(SaTable& sas, const NattPeers& natt, std::span<const std::uint8_t> esp,
-                           const esp::IpAddress& dst, bool udp) noexcept {
+InboundEsp peekInboundEsp(SaTable& sas, const NattPeers& natt, std::span<const std::uint8_t> esp,
+                          const esp::IpAddress& dst, bool udp) noexcept {
   auto h = esp::parseHeader(esp);
   if (!h.ok()) return {&Counters::esp_in_drop_truncated};
   Sa* sa = sas.findInbound(SADB_SATYPE_ESP, h.header.spi, dst);
   if (!sa) return {&Counters::esp_in_drop_no_sa};
-  auto dropOther = [&](DropReason reason) {
-    sa->counters.in_drop_other++;
-    return InboundEsp{reason, sa};
-  };
   // An SA is either ESP-in-UDP or plain ESP, never both (as Linux's x->encap).
-  if ((natt.of(*sa) != nullptr) != udp) return dropOther(&Counters::esp_in_drop_encap_mismatch);
+  if ((natt.of(*sa) != nullptr) != udp) return {&Counters::esp_in_drop_encap_mismatch, sa};
   const auto& l = sa->layout;
   if (esp.size() < esp::kEspHeaderLength + l.ivLength + esp::kEspTrailerLength + l.icvLength) {
-    return dropOther(&Counters::esp_in_drop_truncated);
+    return {&Counters::esp_in_drop_truncated, sa};
   }
   // The encrypted part must be whole cipher blocks (RFC 4303 §2.4): judged
   // here so that such a packet costs no ring slot (the broker judges it again).
   if (l.padAlign == 0 || (esp.size() - esp::kEspHeaderLength - l.ivLength - l.icvLength) % l.padAlign != 0) {
-    return dropOther(&Counters::esp_in_drop_bad_length);
+    return {&Counters::esp_in_drop_bad_length, sa};
   }
   std::uint64_t seq = h.header.seqLow;
   if (sa->replay) {
     auto full = sa->replay->check(h.header.seqLow);
-    if (!full) {
-      sa->counters.in_drop_replay++;
-      return {&Counters::esp_in_drop_replay, sa};
-    }
+    if (!full) return {&Counters::esp_in_drop_replay, sa};
     seq = *full;
   }
   return {nullptr, sa, seq};
+}
+
+InboundEsp checkInboundEsp(SaTable& sas, const NattPeers& natt, std::span<const std::uint8_t> esp,
+                           const esp::IpAddress& dst, bool udp) noexcept {
+  const InboundEsp v = peekInboundEsp(sas, natt, esp, dst, udp);
+  // A drop after the SA was found is the SA's too: a replay as such, the rest as "other".
+  if (v.drop && v.sa) {
+    if (v.drop == &Counters::esp_in_drop_replay) {
+      v.sa->counters.in_drop_replay++;
+    } else {
+      v.sa->counters.in_drop_other++;
+    }
+  }
+  return v;
 }
 
 Verified acceptVerified(SaTable& sas, SaRef ref, proto::CryptoStatus status, bool sane, std::uint64_t seq,

@@ -35,6 +35,12 @@ struct InboundEsp {
 };
 InboundEsp checkInboundEsp(SaTable& sas, const NattPeers& natt, std::span<const std::uint8_t> esp,
                            const esp::IpAddress& dst, bool udp) noexcept;
+// The same judgement with no side effect (the SA's own drop counters do not
+// move): a UDP GRO datagram's segments are all asked before the shell decides
+// to open them as one request or split them (gro_open.h), and a split
+// segment is then asked again by checkInboundEsp, which counts.
+InboundEsp peekInboundEsp(SaTable& sas, const NattPeers& natt, std::span<const std::uint8_t> esp,
+                          const esp::IpAddress& dst, bool udp) noexcept;
 
 // After the broker (ESP open or AH verify): the counters each outcome goes
 // to, per protocol.

@@ -51,6 +51,7 @@
 #include "proto/supervisor.capnp.h"
 #include "esp_in.h"
 #include "esp_out.h"
+#include "gro_open.h"
 #include "held_packets.h"
 #include "inbound_open.h"
 #include "ipcomp_sas.h"
@@ -123,7 +124,8 @@ class Forwarder {
   void setSysctl(std::string_view name, std::int64_t value);
 
  private:
-  enum class Use : std::uint8_t { kFree, kOutbound, kInbound, kAhOutbound, kAhInbound };
+  // kInboundGro: a UDP GRO datagram opened as one request (gro_open.h), its segments in Worker::groSegments.
+  enum class Use : std::uint8_t { kFree, kOutbound, kInbound, kAhOutbound, kAhInbound, kInboundGro };
   struct BufferContext {
     Use use = Use::kFree;
     SaRef sa;
@@ -175,6 +177,9 @@ class Forwarder {
     std::uint64_t pollUntilNs = 0;
     bool pollPosted = false;
     bool bellArmed = false;
+    // By buffer, for Use::kInboundGro (gro.cpp): the layout sent and each
+    // segment's sequence number. Sized at the first such request.
+    std::vector<GroSegments> groSegments{};
   };
 
   // Data path (outbound.cpp, inbound.cpp, completions.cpp, sends.cpp).
@@ -262,6 +267,8 @@ class Forwarder {
   // onOpened's shell: applies the core's verdict on an opened ESP packet
   // (judgeOpened) and frees or hands on the buffer.
   void applyOpened(Worker& w, std::uint32_t buf, Sa& sa, const OpenedVerdict& v) noexcept;
+  // applyOpened but the buffer kept: true when a kOpenAgain verdict handed it on.
+  bool applyOpenedKeep(Worker& w, std::uint32_t buf, Sa& sa, const OpenedVerdict& v) noexcept;
   // The ESP packet inside buf (a verdict's kOpenAgain) goes to the inbound
   // path again, marked as having passed the outer layer `peeled` under
   // `outer`. False when it was dropped there (counted, buffer freed).
@@ -594,6 +601,15 @@ class Forwarder {
   // buffers than there are now. Segment 0 stays in d.buf, the others are
   // copied into buffers of their own first, then all are handled in order.
   bool udpDatagram(const UdpDatagram& d) noexcept;
+  // A GRO datagram opened in place as one multi-segment request (gro_open.h);
+  // false (nothing done, the split reason counted) when it must be split.
+  bool openGroAsOne(const UdpDatagram& d) noexcept;
+  GroSegments groPlan_{};  // planGroOpen's scratch, copied to the buffer's worker
+  // The completion of such a request: each segment judged in order, applied
+  // as onOpened applies one packet's verdict.
+  void onOpenedSegments(Worker& w, const proto::CryptoCompletion& c) noexcept;
+  // An opened segment judged in a buffer of its own (GroSegmentVerdict::kOnACopy).
+  void judgeOnACopy(Worker& w, std::span<const std::uint8_t> segment, Sa& sa, const OpenedFrom& from) noexcept;
   // Datagrams received but waiting for buffers, in order, per NAT-T socket;
   // the socket is not read again until they are all handled.
   struct ParkedUdp {

@@ -4,11 +4,15 @@
 // Receive: with UDP_GRO on, the kernel may coalesce several datagrams of one
 // flow (same peer, ports and TOS) into one, with the segment size in a control
 // message; lib/esp/udp_gro checks that size (untrusted: from the wire's
-// lengths) and gives the split. Each segment is then handled exactly as a
-// datagram on its own (keepalive, non-ESP marker, ESP, per-segment counters):
-// a bad one is counted and dropped, the others go on. A datagram that needs
-// more buffers than are free waits, with the rest of its burst, for
-// completions to free them (the socket is not read meanwhile).
+// lengths) and gives the split. A uniform datagram (every segment ESP for one
+// SA, each passing the pre-check: the common case) is opened in place as ONE
+// multi-segment request: no copy, one descriptor, one completion, whose
+// segments are then judged one by one in order (gro_open.h decides both;
+// onOpenedSegments applies). Any other is split: each segment handled exactly
+// as a datagram on its own (keepalive, non-ESP marker, ESP, per-segment
+// counters), a bad one counted and dropped, the others going on. A datagram
+// to split that needs more buffers than are free waits, with the rest of its
+// burst, for completions to free them (the socket is not read meanwhile).
 // Send: each NAT-T socket takes a run of same-size ESP packets to one peer
 // (same control messages) as one UDP_SEGMENT send; the kernel cuts it and
 // writes the UDP checksum of each datagram (RFC 3948 §2.1 allows one), so a
@@ -47,6 +51,7 @@ bool Forwarder::udpDatagram(const UdpDatagram& d) noexcept {
     udpSegment(w, d.buf, split.length, d.ctl, d.peer);
     return true;
   }
+  if (openGroAsOne(d)) return true;
   // Wait for buffers rather than lose segments; but never for more than
   // half the pool (all the rest may be parked or held: it might never come).
   if (w.pool->available() < split.count - 1 && split.count - 1 <= w.pool->count() / 2) return false;
@@ -67,6 +72,87 @@ bool Forwarder::udpDatagram(const UdpDatagram& d) noexcept {
   counters_.natt_in_gro_drop_no_buffer += split.count - have;
   for (std::size_t k = 0; k < have; ++k) udpSegment(w, groBufs_[k], split.segmentLength(k), d.ctl, d.peer);
   return true;
+}
+
+bool Forwarder::openGroAsOne(const UdpDatagram& d) noexcept {
+  // Disabled ESP or a datagram without its addresses: split, each counted as before.
+  if (!espEnabled_ || !d.ctl.dst || !d.peer) return false;
+  Worker* w = d.w;
+  std::uint32_t buf = d.buf;
+  const GroOpenPlan plan =
+      planGroOpen(sas_, natt_, {bufferData(*w, buf), d.split.length}, d.split, *d.ctl.dst, groPlan_);
+  if (!plan.sa) {
+    if (plan.splitWhy) countDrop(counters_, plan.splitWhy);
+    return false;
+  }
+  const std::uint32_t n = d.split.count;
+  ++counters_.natt_in_gro_datagrams;
+  counters_.natt_in_gro_segments += n;
+  counters_.natt_in_esp_packets += n;
+  ++counters_.esp_in_multi_segment_requests;
+  counters_.esp_in_multi_segment_segments += n;
+  Sa& sa = *plan.sa;
+  if (workers_.size() > 1 && &workerFor(sa) != w) {
+    // Its SA's worker (worker_pin.cpp): the whole datagram, one copy.
+    Worker& to = workerFor(sa);
+    if (auto moved = moveToWorker(*w, buf, 0, d.split.length, to, false)) {
+      w = &to;
+      buf = *moved;
+    }
+  }
+  if (w->groSegments.size() != w->contexts.size()) w->groSegments.resize(w->contexts.size());  // once per worker
+  if (w->pending.size() >= kBurst) flushRequests(*w, false);
+  proto::CryptoRequest req = cryptoRequest(buf, sa, proto::CryptoOp::kOpen, 0, d.split.length, groPlan_.seq[0]);
+  req.segmentCount = static_cast<std::uint16_t>(n);
+  req.segmentStride = d.split.segmentSize;
+  w->pending.push_back(req);
+  w->contexts[buf] = {Use::kInboundGro, sa.ref, 0, d.ctl.tos, true, *d.peer};
+  w->groSegments[buf] = groPlan_;
+  return true;
+}
+
+void Forwarder::onOpenedSegments(Worker& w, const proto::CryptoCompletion& c) noexcept {
+  const BufferContext ctx = w.contexts[c.bufferIndex];
+  const GroSegments& sent = w.groSegments[c.bufferIndex];  // untouched until the buffer is freed below
+  const bool sane = echoesLayout(c, sent);
+  const OpenedFrom from{ctx.tos, ctx.udp, ctx.peer, ctx.hopLimit, ctx.peeled, ctx.peeledSa};
+  const std::span<std::uint8_t> buffer{bufferData(w, c.bufferIndex), w.bufferSize};
+  bool mappingChecked = false;
+  for (std::uint16_t i = 0; i < sent.count; ++i) {
+    const GroSegmentVerdict s = judgeGroSegment(inboundTables(), buffer, c, sent, ctx.sa, sane, i, from);
+    if (s.kind == GroSegmentVerdict::Kind::kRefused) {
+      countDrop(counters_, s.drop);
+      continue;
+    }
+    // The first authenticated segment tells whether the peer's NAT rebound (as onOpened).
+    if (!mappingChecked) {
+      mappingChecked = true;
+      NatT* nat = natTOf(*s.sa);
+      if (nat && (ctx.peer.address != s.sa->src || ctx.peer.port != nat->sport)) reportNatMapping(*s.sa, *nat, ctx.peer);
+    }
+    if (s.kind == GroSegmentVerdict::Kind::kJudged) {
+      applyOpenedKeep(w, c.bufferIndex, *s.sa, s.verdict);  // never kOpenAgain: the buffer stays ours
+    } else {
+      judgeOnACopy(w, buffer.subspan(s.start, s.length), *s.sa, from);
+    }
+  }
+  freeBuffer(w, c.bufferIndex);
+}
+
+void Forwarder::judgeOnACopy(Worker& w, std::span<const std::uint8_t> segment, Sa& sa,
+                             const OpenedFrom& from) noexcept {
+  ++counters_.esp_in_multi_segment_copied;
+  const auto b = allocBuffer(w);
+  if (!b) {
+    ++counters_.esp_in_multi_drop_no_buffer;
+    sa.counters.in_drop_other++;
+    return;
+  }
+  // Laid out as a datagram received alone: ESP at the buffer's start.
+  std::memcpy(bufferData(w, *b), segment.data(), segment.size());
+  w.contexts[*b] = {Use::kInbound, sa.ref, 0, from.tos, from.udp, from.peer};
+  const auto length = static_cast<std::uint32_t>(segment.size());
+  applyOpened(w, *b, sa, judgeOpened(inboundTables(), {bufferData(w, *b), w.bufferSize}, 0, length, sa, from));
 }
 
 bool Forwarder::resumeParked(ParkedUdp& parked) noexcept {

@@ -242,6 +242,10 @@ void Forwarder::onOpened(Worker& w, const proto::CryptoCompletion& c) noexcept {
 }
 
 void Forwarder::applyOpened(Worker& w, std::uint32_t buf, Sa& sa, const OpenedVerdict& v) noexcept {
+  if (!applyOpenedKeep(w, buf, sa, v)) freeBuffer(w, buf);
+}
+
+bool Forwarder::applyOpenedKeep(Worker& w, std::uint32_t buf, Sa& sa, const OpenedVerdict& v) noexcept {
   switch (v.kind) {
     case OpenedVerdict::Kind::kDrop:
       countDrop(counters_, v.drop);
@@ -259,7 +263,7 @@ void Forwarder::applyOpened(Worker& w, std::uint32_t buf, Sa& sa, const OpenedVe
       sa.counters.in_packets++;
       sa.counters.in_bytes += v.length;
       openInner(w, buf, v.again, StepKind::kEspTunnel, sa.ref);
-      return;
+      return true;
     case OpenedVerdict::Kind::kDeliver:
       if (sa.firstUse == 0) sa.firstUse = clock::unixSeconds();
       if (writeTun({bufferData(w, buf) + v.offset, v.length})) {
@@ -271,7 +275,7 @@ void Forwarder::applyOpened(Worker& w, std::uint32_t buf, Sa& sa, const OpenedVe
       }
       break;
   }
-  freeBuffer(w, buf);
+  return false;
 }
 
 bool Forwarder::openInner(Worker& w, std::uint32_t buf, const InnerEsp& inner, StepKind peeled, SaRef outer) noexcept {
