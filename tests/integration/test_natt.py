@@ -4,8 +4,10 @@ PF_KEY with NAT_T_TYPE/SPORT/DPORT (tests/interop/natt_pfkey.py). A listens
 on natt_port 4500 and B on 4501, so each SA's ports are exercised as given,
 not assumed; every ESP packet must travel in UDP (none on the raw socket).
 UDP GRO/GSO (net.inet.ipsec.udp_gro, udp_gso): IPv6 ESP leaves in UDP_SEGMENT
-sends and is received coalesced and split; a coalesced datagram's segments
-are each counted as datagrams of their own would be (IPv4 and IPv6). IPv4
+sends and is received coalesced, each datagram opened in place as one
+multi-segment crypto request; a coalesced datagram that is not all ESP of
+one SA is split and its segments each counted as datagrams of their own
+would be (IPv4 and IPv6). IPv4
 ESP in UDP leaves on the NAT-T socket too: in UDP_SEGMENT sends, with the
 kernel's UDP checksum and each SA's DF bit (verified by scapy on a capture);
 with DF clear the kernel fragments what exceeds the link."""
@@ -96,6 +98,10 @@ class NattTunnelTest(unittest.TestCase):
                 self.assertEqual(c["natt_out_esp_packets"], c["esp_out_packets"])
                 self.assertGreaterEqual(c["natt_in_esp_packets"], c["esp_in_packets"])
                 self.assertGreater(c["esp_in_packets"], c["natt_in_gro_datagrams"])
+                # Coalesced ESP of one SA: opened as one request each, not split (gro_open.cpp).
+                self.assertGreater(c["esp_in_multi_segment_requests"], 10, h.side)
+                self.assertGreater(c["esp_in_multi_segment_segments"], 2 * c["esp_in_multi_segment_requests"], h.side)
+                self.assertGreaterEqual(c["esp_in_multi_segment_requests"], c["natt_in_gro_datagrams"] // 2, h.side)
                 for k, v in c.items():
                     if "drop" in k and k != "out_drop_no_policy" or k == "natt_out_gso_fallback":
                         self.assertEqual(v, 0, f"{h.side}: {k} = {v}")
@@ -127,6 +133,7 @@ class NattTunnelTest(unittest.TestCase):
             self.assertGreater(a["natt_out_gso_datagrams"], 10)
             self.assertGreater(a["natt_out_gso_segments"], 2 * a["natt_out_gso_datagrams"])
             self.assertGreater(b["natt_in_gro_datagrams"], 10)
+            self.assertGreater(b["esp_in_multi_segment_requests"], 10)
             for side, c in (("A", a), ("B", b)):
                 self.assertEqual(c["natt_out_esp_packets"], c["esp_out_packets"], side)
                 self.assertGreaterEqual(c["natt_out_df_switches"], 1, side)
@@ -219,6 +226,11 @@ class NattTunnelTest(unittest.TestCase):
             self.assertEqual(d["natt_in_drop_bad"], 1, d)
             self.assertEqual(d["natt_in_keepalives"], 3, d)
             self.assertEqual(d["natt_in_gro_drop_bad"], 0, d)
+            # Split, never opened as one request: the first's leading ESP has
+            # no SA (the pre-check), the second holds no ESP at all.
+            self.assertEqual(d["esp_in_multi_split_precheck"], 1, d)
+            self.assertEqual(d["esp_in_multi_split_mixed"], 1, d)
+            self.assertEqual(d["esp_in_multi_segment_requests"], 0, d)
             r = ping(tb.a, INNER[4][1], count=2)
             self.assertEqual(r.returncode, 0, f"{r.stdout}{r.stderr}")
 

@@ -5,15 +5,22 @@ segments of a burst coalesced into super-packets; with tun_offload = no it
 reads and writes one plain packet per syscall. Either way TCP and UDP carry
 their bytes intact (SHA-256 on both ends), with one crypto worker and with
 two (each read placed on its SA's worker), and across a restart of the data
-plane (the TUN, its header and its offloads outlive the forwarder)."""
+plane (the TUN, its header and its offloads outlive the forwarder). ESP in
+UDP with UDP GRO: each coalesced datagram is opened as one multi-segment
+request and its decrypted segments still leave coalesced into the TUN."""
 
 import os
 import re
 import signal
 import subprocess
+import sys
 import unittest
 
-from harness import INNER, Testbed, tcp_transfer, wait_for
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
+
+import natt_pfkey  # noqa: E402
+from harness import (GCM_KEY_AB, GCM_KEY_BA, INNER, OUTER, SPI_AB, SPI_BA, Testbed, spd_lines,  # noqa: E402
+                     tcp_transfer, wait_for)
 
 # A UDP transfer in rounds: each round is one sendmsg of ROUND datagrams of
 # SIZE bytes with UDP_SEGMENT (a UDP super-packet for a TUN with USO), each
@@ -158,6 +165,24 @@ class TunOffloadTest(unittest.TestCase):
                              "tun_out_coalesced"):
                     self.assertEqual(c[name], 0, f"{h.side}: {name} on a plain TUN")
             self.assertGreater(self.counters(tb.a)["tun_in_packets"], 1000)
+            self.assert_clean(tb)
+
+    def test_esp_in_udp_with_gro_opens_each_coalesced_datagram_as_one_request(self):
+        with Testbed() as tb:
+            aout, bout = OUTER[6]
+            sas = [(SPI_AB, aout, bout, GCM_KEY_AB, 4500, 4501), (SPI_BA, bout, aout, GCM_KEY_BA, 4501, 4500)]
+            for h, port in ((tb.a, 4500), (tb.b, 4501)):
+                tb.start(h, "flush;\nspdflush;\n" + spd_lines(h.side, 6), natt_port=port)
+                natt_pfkey.install(h.runtime, sas)
+            before = self.counters(tb.b)
+            self.check_offloaded_tcp(tb, 4)
+            self.check_offloaded_tcp(tb, 6)
+            b = self.counters(tb.b)
+            requests = b["esp_in_multi_segment_requests"] - before["esp_in_multi_segment_requests"]
+            segments = b["esp_in_multi_segment_segments"] - before["esp_in_multi_segment_segments"]
+            self.assertGreater(requests, 10, "B opened no coalesced datagram as one request")
+            self.assertGreater(segments, 2 * requests)
+            self.assertEqual(b["esp_in_multi_drop_no_buffer"], 0)
             self.assert_clean(tb)
 
     def test_two_workers_and_a_data_plane_restart(self):
