@@ -598,7 +598,8 @@ class Forwarder {
     std::optional<esp::UdpEndpoint> peer;
   };
   // Handles d; false (nothing done) when a coalesced d needs more free
-  // buffers than there are now. Segment 0 stays in d.buf, the others are
+  // buffers than there are now. A uniform d is opened in place as one
+  // request (openGroAsOne); otherwise segment 0 stays in d.buf, the others are
   // copied into buffers of their own first, then all are handled in order.
   bool udpDatagram(const UdpDatagram& d) noexcept;
   // A GRO datagram opened in place as one multi-segment request (gro_open.h);
