@@ -128,7 +128,9 @@ void Forwarder::onOpenedSegments(Worker& w, const proto::CryptoCompletion& c) no
     if (!mappingChecked) {
       mappingChecked = true;
       NatT* nat = natTOf(*s.sa);
-      if (nat && (ctx.peer.address != s.sa->src || ctx.peer.port != nat->sport)) reportNatMapping(*s.sa, *nat, ctx.peer);
+      if (nat && (ctx.peer.address != s.sa->src || ctx.peer.port != nat->sport)) {
+        reportNatMapping(*s.sa, *nat, ctx.peer);
+      }
     }
     if (s.kind == GroSegmentVerdict::Kind::kJudged) {
       applyOpenedKeep(w, c.bufferIndex, *s.sa, s.verdict);  // never kOpenAgain: the buffer stays ours

@@ -246,7 +246,7 @@ void Forwarder::flushRequests(Worker& w, bool outbound) noexcept {
     if (outbound) {
       ++counters_.out_drop_ring_full;
     } else {
-      counters_.esp_in_drop_ring_full += w.pending[i].segmentCount;  // a GRO datagram's request carries several (gro.cpp)
+      counters_.esp_in_drop_ring_full += w.pending[i].segmentCount;  // a GRO datagram's: several (gro.cpp)
     }
     freeBuffer(w, w.pending[i].bufferIndex);
   }

@@ -78,7 +78,8 @@ class GroOpen : public core_packets::GcmCore {
     std::copy(inner.begin(), inner.end(), frame.begin() + 256);
     const auto r = esp::encapsulate(frame, 256, inner.size(), spi, seq, layout_, next);
     EXPECT_TRUE(r.ok());
-    std::array<std::uint8_t, 8> iv{0, 0, 0, 0, 0, 0, static_cast<std::uint8_t>(seq >> 8), static_cast<std::uint8_t>(seq)};
+    const std::array<std::uint8_t, 8> iv{0, 0, 0, 0, 0, 0, static_cast<std::uint8_t>(seq >> 8),
+                                         static_cast<std::uint8_t>(seq)};
     EXPECT_EQ(sealer_->sealWithIv(frame.data() + r.offset, r.length, 0, iv.data()), cryptodrv::Status::kOk);
     return {frame.begin() + r.offset, frame.begin() + r.offset + r.length};
   }
