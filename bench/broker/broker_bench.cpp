@@ -42,6 +42,8 @@
 #include <benchmark/benchmark.h>
 #include <linux/pfkeyv2.h>
 #include <openssl/rand.h>
+#include <sched.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -58,6 +60,7 @@
 #include <utility>
 #include <vector>
 
+#include "clock/clock.h"
 #include "control/unique_fd.h"
 #include "cryptodrv/ah_transform.h"
 #include "cryptodrv/driver.h"
@@ -74,6 +77,9 @@ namespace {
 
 constexpr std::size_t kBurst = 32;
 constexpr std::uint32_t kInFlightBursts = 4;
+// ipsec-forwarder's Forwarder::kCompletionPollNs: how long after a submit it
+// polls its completion ring before sleeping on the completion doorbell.
+constexpr std::uint64_t kCompletionPollNs = 50000;
 // Room before the inner packet for the ESP header and the largest IV.
 constexpr std::size_t kHeadroom = 64;
 constexpr std::uint32_t kSpi = 0x1001;
@@ -235,6 +241,13 @@ std::span<std::uint8_t> bytes(std::span<std::byte> b) noexcept {
   return {reinterpret_cast<std::uint8_t*>(b.data()), b.size()};
 }
 
+// A spin-wait hint to the core (and the hypervisor) while polling a ring.
+inline void cpuRelax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 control::UniqueFd dupFd(int fd) {
   control::UniqueFd copy(::dup(fd));
   if (!copy) throw std::runtime_error("dup failed");
@@ -377,6 +390,8 @@ void inProcessSeal(benchmark::State& state, const Algorithm& alg, int payload, b
   state.counters["fwd_sleeps/burst"] = 0;
   state.counters["worker_wakeups/burst"] = 0;
   state.counters["worker_burst"] = 0;
+  state.counters["worker_busy"] = 0;
+  state.counters["worker_ns/pkt"] = 0;
   state.SetItemsProcessed(static_cast<std::int64_t>(sealed));
   state.SetBytesProcessed(static_cast<std::int64_t>(sealed) * payload);
 }
@@ -427,6 +442,8 @@ void inProcessOther(benchmark::State& state, const Algorithm& alg, Op op, int pa
   state.counters["fwd_sleeps/burst"] = 0;
   state.counters["worker_wakeups/burst"] = 0;
   state.counters["worker_burst"] = 0;
+  state.counters["worker_busy"] = 0;
+  state.counters["worker_ns/pkt"] = 0;
   state.SetItemsProcessed(static_cast<std::int64_t>(done));
   state.SetBytesProcessed(static_cast<std::int64_t>(done) * payload);
 }
@@ -506,6 +523,7 @@ class BrokerRig {
     const std::size_t n = requests_.enqueue(burst);
     inFlight_ += n;
     if (ring::notifyPeer(requests_, requestBell_)) ++wakeups_;
+    pollUntilNs_ = clock::monotonicNs() + kCompletionPollNs;
     return n == kBurst;
   }
 
@@ -530,13 +548,26 @@ class BrokerRig {
     }
   }
 
-  // Waits until a burst's worth of buffers is free, sleeping on the
-  // completion doorbell while nothing comes back.
+  // Waits until a burst's worth of buffers is free, as ipsec-forwarder waits
+  // for its completions (services/forwarder/control.cpp serviceCompletions):
+  // for kCompletionPollNs after a submit it polls the completion ring,
+  // yielding the core while the worker has not taken the requests yet (it
+  // may be waiting for this core) and pausing once it has; only then does it
+  // sleep on the completion doorbell. A bench that slept at once would
+  // measure a wake-up per burst that the forwarder no longer pays.
   void waitForBuffers() noexcept {
     reap();
     while (pool_.available() < kBurst || inFlight_ > (kInFlightBursts - 1) * kBurst) {
-      ++sleeps_;
-      ring::sleepUntilReady(completions_, completionBell_, 100);
+      if (clock::monotonicNs() < pollUntilNs_) {
+        if (requests_.freeSlots() != requests_.capacity()) {
+          sched_yield();
+        } else {
+          cpuRelax();
+        }
+      } else {
+        ++sleeps_;
+        ring::sleepUntilReady(completions_, completionBell_, 100);
+      }
       reap();
     }
   }
@@ -567,7 +598,33 @@ class BrokerRig {
   std::unique_ptr<crypto::Worker> worker_;
   esp::EspLayout layout_{};
   std::uint32_t seq_ = 0;
+  std::uint64_t pollUntilNs_ = 0;
   std::uint64_t inFlight_ = 0, completed_ = 0, failed_ = 0, sleeps_ = 0, wakeups_ = 0;
+};
+
+// The CPU time of the other threads (here: the worker) as a share of the
+// wall time between two readings: near 1, the worker never waited (the hop's
+// cost is in its CPU time); well below 1, it waited for work or for a core.
+struct CpuSplit {
+  double wall, process, thisThread;
+
+  static CpuSplit now() noexcept {
+    return {seconds(CLOCK_MONOTONIC), seconds(CLOCK_PROCESS_CPUTIME_ID), seconds(CLOCK_THREAD_CPUTIME_ID)};
+  }
+  double otherThreadsCpu(const CpuSplit& start) const noexcept {
+    return (process - start.process) - (thisThread - start.thisThread);
+  }
+  double otherThreadsShare(const CpuSplit& start) const noexcept {
+    const double elapsed = wall - start.wall;
+    return elapsed > 0 ? otherThreadsCpu(start) / elapsed : 0;
+  }
+
+ private:
+  static double seconds(clockid_t clock) noexcept {
+    timespec ts{};
+    clock_gettime(clock, &ts);
+    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+  }
 };
 
 void brokerRun(benchmark::State& state, const Algorithm& alg, Op op, int payload) {
@@ -579,6 +636,7 @@ void brokerRun(benchmark::State& state, const Algorithm& alg, Op op, int payload
     return;
   }
   std::uint64_t timedCompletions = 0;
+  const CpuSplit start = CpuSplit::now();
   for (auto _ : state) {
     rig->waitForBuffers();
     if (!rig->submitBurst(static_cast<std::size_t>(payload))) {
@@ -588,6 +646,7 @@ void brokerRun(benchmark::State& state, const Algorithm& alg, Op op, int payload
   }
   // Packets completed while the clock ran; the rest are drained untimed.
   timedCompletions = rig->completed();
+  const CpuSplit end = CpuSplit::now();
   rig->drain();
   if (rig->failed() != 0) {
     state.SkipWithError("the worker failed an op");
@@ -599,6 +658,9 @@ void brokerRun(benchmark::State& state, const Algorithm& alg, Op op, int payload
   state.counters["worker_burst"] =
       static_cast<double>(rig->workerCounters().requests.load()) /
       static_cast<double>(std::max<std::uint64_t>(1, rig->workerCounters().bursts.load()));
+  state.counters["worker_busy"] = end.otherThreadsShare(start);
+  state.counters["worker_ns/pkt"] =
+      end.otherThreadsCpu(start) * 1e9 / static_cast<double>(std::max<std::uint64_t>(1, timedCompletions));
   state.SetItemsProcessed(static_cast<std::int64_t>(timedCompletions));
   state.SetBytesProcessed(static_cast<std::int64_t>(timedCompletions) * payload);
 }
