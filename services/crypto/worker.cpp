@@ -46,8 +46,12 @@ constexpr std::uint32_t kPrefetchBytes = 2048;
 // writing (the seal or open is in place), while the current packet runs.
 // Only a descriptor that passes checkDescriptor is followed, so no address
 // outside this ring's pool is ever touched, even by a prefetch.
-__attribute__((target("prfchw"))) void prefetchPacket(const proto::CryptoRequest& r,
-                                                      const ring::Region& region) noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+#define IPSEC_PREFETCHW __attribute__((target("prfchw")))  // prefetchw: fetch the line for writing
+#else
+#define IPSEC_PREFETCHW
+#endif
+IPSEC_PREFETCHW void prefetchPacket(const proto::CryptoRequest& r, const ring::Region& region) noexcept {
   const auto& h = region.header();
   if (ring::checkDescriptor(r, h.bufferCount, h.bufferSize) != ring::DescriptorError::kNone) return;
   const std::byte* packet = region.buffer(r.bufferIndex) + r.offset;
