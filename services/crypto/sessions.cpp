@@ -3,6 +3,7 @@
 
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cerrno>
@@ -157,19 +158,31 @@ bool randomIv(std::uint8_t* iv, std::size_t len) noexcept {
 }  // namespace
 
 // Counter IVs come from keydb's grant, so they never repeat under one key,
-// across restarts too; other IVs (CBC) must be unpredictable: random.
-bool SessionTable::makeIv(Session& s, std::uint32_t index, std::uint8_t* iv) noexcept {
+// across restarts too. A request's segments take theirs with one atomic add
+// (a super-packet's forty segments cost one, not forty): [first, first +
+// usable) lie below the grant's limit, and a segment past them fails as it
+// would have alone, counted in ivExhausted. Workers sharing a session take
+// disjoint blocks, so IVs stay unique though not in wire order.
+SessionTable::CounterIvs SessionTable::reserveCounterIvs(Session& s, std::uint32_t index,
+                                                         std::uint16_t count) noexcept {
+  const std::uint64_t first = s.ivNext.fetch_add(count, std::memory_order_relaxed);
+  const std::uint64_t limit = s.ivLimit.load(std::memory_order_acquire);
+  const std::uint64_t usable = first >= limit ? 0 : std::min<std::uint64_t>(count, limit - first);
+  if (usable < count) s.ivExhausted.fetch_add(count - usable, std::memory_order_relaxed);
+  const std::uint64_t last = first + usable - 1;
+  if (usable != 0 && limit - last < kIvLowWater && !s.ivRequested.exchange(true)) noteIvLow(index);
+  return {first, static_cast<std::uint16_t>(usable)};
+}
+
+// Segment i's IV: the i-th counter of the request's block, big-endian in the
+// IV's low bytes; other IVs (CBC) must be unpredictable: random.
+bool SessionTable::makeIv(const Session& s, const CounterIvs& counters, std::uint16_t i, std::uint8_t* iv) noexcept {
   const std::uint8_t ivLength = s.layout.ivLength;
   if (!s.ivIsCounter) return randomIv(iv, ivLength);
-  const std::uint64_t n = s.ivNext.fetch_add(1, std::memory_order_relaxed);
-  const std::uint64_t limit = s.ivLimit.load(std::memory_order_acquire);
-  if (n >= limit) {
-    s.ivExhausted.fetch_add(1, std::memory_order_relaxed);
-    return false;
-  }
-  if (limit - n < kIvLowWater && !s.ivRequested.exchange(true)) noteIvLow(index);
+  if (i >= counters.usable) return false;
+  const std::uint64_t n = counters.first + i;
   std::memset(iv, 0, ivLength);
-  for (int i = 0; i < 8 && i < ivLength; ++i) iv[ivLength - 1 - i] = static_cast<std::uint8_t>(n >> (8 * i));
+  for (int b = 0; b < 8 && b < ivLength; ++b) iv[ivLength - 1 - b] = static_cast<std::uint8_t>(n >> (8 * b));
   return true;
 }
 
@@ -207,6 +220,7 @@ proto::CryptoStatus SessionTable::processAh(Session& s, unsigned worker, std::ui
   if (worker >= s.ahPerWorker.size()) return proto::CryptoStatus::kBadSession;
   cryptodrv::AhTransform& t = *s.ahPerWorker[worker];
   std::uint64_t failMask = 0;
+  std::uint64_t succeeded = 0, badIcv = 0;  // added to the session's counters once per request
   proto::CryptoStatus worst = proto::CryptoStatus::kOk;
   std::uint32_t firstSeq = 0;
   for (std::uint16_t i = 0; i < req.segmentCount; ++i) {
@@ -223,12 +237,12 @@ proto::CryptoStatus SessionTable::processAh(Session& s, unsigned worker, std::ui
                                      ? t.sign(packet, len, req.icvOffset, seqHigh)
                                      : t.verify(packet, len, req.icvOffset, seqHigh);
     if (st == cryptodrv::Status::kOk) {
-      (req.op == proto::CryptoOp::kAhSign ? s.ahSigned : s.ahVerified).fetch_add(1, std::memory_order_relaxed);
+      ++succeeded;
       continue;
     }
     failMask |= std::uint64_t{1} << i;
     if (st == cryptodrv::Status::kBadIcv) {
-      s.badIcv.fetch_add(1, std::memory_order_relaxed);
+      ++badIcv;
       if (worst == proto::CryptoStatus::kOk) worst = proto::CryptoStatus::kBadIcv;
     } else if (st == cryptodrv::Status::kBadLength) {
       worst = proto::CryptoStatus::kBadDescriptor;  // icvOffset outside the segment
@@ -236,6 +250,10 @@ proto::CryptoStatus SessionTable::processAh(Session& s, unsigned worker, std::ui
       worst = proto::CryptoStatus::kInternalError;
     }
   }
+  if (succeeded != 0) {
+    (req.op == proto::CryptoOp::kAhSign ? s.ahSigned : s.ahVerified).fetch_add(succeeded, std::memory_order_relaxed);
+  }
+  if (badIcv != 0) s.badIcv.fetch_add(badIcv, std::memory_order_relaxed);
   req.segmentFailMask = failMask;
   return worst;
 }
@@ -279,35 +297,41 @@ proto::CryptoStatus SessionTable::process(unsigned worker, std::uint8_t* buffer,
 }
 
 // One ESP request: each segment is one ESP packet, header..ICV, that
-// refuseEarly found long enough for the IV written at header + 8.
+// refuseEarly found long enough for the IV written at header + 8. The
+// session's shared counters move once per request, not per segment.
 proto::CryptoStatus SessionTable::processEsp(Session& s, unsigned worker, std::uint8_t* buffer,
                                              proto::CryptoRequest& req) noexcept {
   if (worker >= s.perWorker.size()) return proto::CryptoStatus::kBadSession;
   cryptodrv::Transform& t = *s.perWorker[worker];
+  const bool seal = req.op == proto::CryptoOp::kSeal;
+  const CounterIvs counterIvs = seal && s.ivIsCounter ? reserveCounterIvs(s, req.session, req.segmentCount)
+                                                      : CounterIvs{};
   std::uint64_t failMask = 0;
+  std::uint64_t succeeded = 0, badIcv = 0;
   proto::CryptoStatus worst = proto::CryptoStatus::kOk;
   for (std::uint16_t i = 0; i < req.segmentCount; ++i) {
     const auto [start, len] = ring::segmentOf(req, i);
     std::uint8_t* esp = buffer + start;
     cryptodrv::Status st;
-    if (req.op == proto::CryptoOp::kSeal) {
+    if (seal) {
       std::uint8_t iv[cryptodrv::Transform::kMaxIvLength];
-      if (!makeIv(s, req.session, iv)) {
+      if (!makeIv(s, counterIvs, i, iv)) {
         failMask |= std::uint64_t{1} << i;
         worst = proto::CryptoStatus::kSeqExhausted;
         continue;
       }
       // sealWithIv writes the IV for the wire and seals with our private copy.
       st = t.sealWithIv(esp, len, req.seqHigh, iv);
-      if (st == cryptodrv::Status::kOk) s.sealed.fetch_add(1, std::memory_order_relaxed);
     } else {
       st = t.open(esp, len, req.seqHigh);
-      if (st == cryptodrv::Status::kOk) s.opened.fetch_add(1, std::memory_order_relaxed);
     }
-    if (st == cryptodrv::Status::kOk) continue;
+    if (st == cryptodrv::Status::kOk) {
+      ++succeeded;
+      continue;
+    }
     failMask |= std::uint64_t{1} << i;
     if (st == cryptodrv::Status::kBadIcv) {
-      s.badIcv.fetch_add(1, std::memory_order_relaxed);
+      ++badIcv;
       if (worst == proto::CryptoStatus::kOk) worst = proto::CryptoStatus::kBadIcv;
     } else if (st == cryptodrv::Status::kBadLength) {
       refusals_.driverBadLength.fetch_add(1, std::memory_order_relaxed);
@@ -316,6 +340,8 @@ proto::CryptoStatus SessionTable::processEsp(Session& s, unsigned worker, std::u
       worst = proto::CryptoStatus::kInternalError;
     }
   }
+  if (succeeded != 0) (seal ? s.sealed : s.opened).fetch_add(succeeded, std::memory_order_relaxed);
+  if (badIcv != 0) s.badIcv.fetch_add(badIcv, std::memory_order_relaxed);
   req.segmentFailMask = failMask;
   return worst;
 }

@@ -138,7 +138,13 @@ class SessionTable {
 
  private:
   Session* find(std::uint32_t index, std::uint32_t generation) noexcept;
-  bool makeIv(Session& s, std::uint32_t index, std::uint8_t* iv) noexcept;
+  // A seal request's block of counter IVs (sessions.cpp).
+  struct CounterIvs {
+    std::uint64_t first = 0;
+    std::uint16_t usable = 0;
+  };
+  CounterIvs reserveCounterIvs(Session& s, std::uint32_t index, std::uint16_t count) noexcept;
+  static bool makeIv(const Session& s, const CounterIvs& counters, std::uint16_t i, std::uint8_t* iv) noexcept;
   void noteIvLow(std::uint32_t index) noexcept;
   proto::CryptoStatus refuseEarly(Session& s, const proto::CryptoRequest& req) noexcept;
   proto::CryptoStatus processAh(Session& s, unsigned worker, std::uint8_t* buffer, proto::CryptoRequest& req) noexcept;

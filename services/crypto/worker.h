@@ -4,7 +4,8 @@
 // (index, generation) before any byte is touched. Requests are processed in
 // ring order and completed in the same order, in bursts; the worker polls
 // for a while when idle (as long as recent bursts say the next one is near,
-// ring/spin.h), then sleeps on its doorbell. When the completion ring
+// ring/spin.h; yielding its core only while the forwarder has completions to
+// read), then sleeps on its doorbell. When the completion ring
 // is full (the forwarder stopped reading) it sleeps too, on the same
 // doorbell: it sets the completion ring's producerSleeping flag and the
 // forwarder, after it dequeues completions, rings the request bell.
@@ -55,6 +56,7 @@ class Worker {
  private:
   void run() noexcept;
   std::size_t serviceBurst() noexcept;
+  void waitAMoment() noexcept;
   void complete(std::span<const proto::CryptoCompletion> done) noexcept;
 
   unsigned id_;
