@@ -298,7 +298,10 @@ proto::CryptoStatus SessionTable::process(unsigned worker, std::uint8_t* buffer,
 
 // One ESP request: each segment is one ESP packet, header..ICV, that
 // refuseEarly found long enough for the IV written at header + 8. The
-// session's shared counters move once per request, not per segment.
+// session's shared counters move once per request, not per segment. With
+// ESN, a later segment whose sequence number (low 32 bits, from its ESP
+// header) is below the first one's has wrapped and takes seqHigh + 1, as
+// ring_abi.h says and processAh does.
 proto::CryptoStatus SessionTable::processEsp(Session& s, unsigned worker, std::uint8_t* buffer,
                                              proto::CryptoRequest& req) noexcept {
   if (worker >= s.perWorker.size()) return proto::CryptoStatus::kBadSession;
@@ -309,9 +312,17 @@ proto::CryptoStatus SessionTable::processEsp(Session& s, unsigned worker, std::u
   std::uint64_t failMask = 0;
   std::uint64_t succeeded = 0, badIcv = 0;
   proto::CryptoStatus worst = proto::CryptoStatus::kOk;
+  std::uint32_t firstSeq = 0;
   for (std::uint16_t i = 0; i < req.segmentCount; ++i) {
     const auto [start, len] = ring::segmentOf(req, i);
     std::uint8_t* esp = buffer + start;
+    std::uint32_t seqHigh = req.seqHigh;
+    if (t.esn()) {  // refuseEarly: the header lies inside the segment
+      const std::uint32_t seq =
+          std::uint32_t{esp[4]} << 24 | std::uint32_t{esp[5]} << 16 | std::uint32_t{esp[6]} << 8 | esp[7];
+      if (i == 0) firstSeq = seq;
+      else if (seq < firstSeq) seqHigh = req.seqHigh + 1;
+    }
     cryptodrv::Status st;
     if (seal) {
       std::uint8_t iv[cryptodrv::Transform::kMaxIvLength];
@@ -321,9 +332,9 @@ proto::CryptoStatus SessionTable::processEsp(Session& s, unsigned worker, std::u
         continue;
       }
       // sealWithIv writes the IV for the wire and seals with our private copy.
-      st = t.sealWithIv(esp, len, req.seqHigh, iv);
+      st = t.sealWithIv(esp, len, seqHigh, iv);
     } else {
-      st = t.open(esp, len, req.seqHigh);
+      st = t.open(esp, len, seqHigh);
     }
     if (st == cryptodrv::Status::kOk) {
       ++succeeded;
