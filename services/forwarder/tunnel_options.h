@@ -65,6 +65,8 @@ class TunnelOptionsTable {
   void icmpSent() noexcept { icmpLimit_.take(); }
 
  private:
+  std::size_t pathMtu(const Sa& sa, const TunnelOptions* t) const noexcept;
+
   std::vector<TunnelOptions> bySlot_;
   esp::DfPolicy dfbit_ = esp::DfPolicy::kCopy;
   std::size_t defaultMtu_ = 1500;
