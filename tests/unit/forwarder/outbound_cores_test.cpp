@@ -434,6 +434,34 @@ TEST_F(OutboundCores, EspThenAhInTransportModeSignsTheSealedPacket) {
   EXPECT_EQ(payload, std::vector<std::uint8_t>(inner.begin() + 20, inner.end()));
 }
 
+TEST_F(OutboundCores, IpcompThenEspThenAhCompressesSealsAndSigns) {
+  const Request comp{IPPROTO_COMP, IPSEC_MODE_TRANSPORT, IPSEC_LEVEL_REQUIRE, 0, {}, {}};
+  addPolicy(4, {comp, kEspTransport, kAhTransport});
+  addSa(0, SADB_SATYPE_ESP, 0x400, IPSEC_MODE_TRANSPORT, hostA(4), hostB(4));
+  addSa(1, SADB_SATYPE_AH, 0x401, IPSEC_MODE_TRANSPORT, hostA(4), hostB(4));
+  ASSERT_TRUE(core_tables::installIpcompSa(ipcomp_, 5, 0x4343, ip(hostA(4)), ip(hostB(4)), 0, IPSEC_MODE_TRANSPORT));
+  const auto inner = innerPacket(4, 600);
+  const FrameVerdict first = frame(inner);
+  ASSERT_EQ(first.kind, Kind::kCrypto);
+  EXPECT_EQ(first.ipcompEvent, &Counters::ipcomp_out_compressed);
+  EXPECT_EQ(first.next, StepKind::kAhTransport);
+  const FrameVerdict second = afterSeal(first, answer(first));
+  ASSERT_EQ(second.kind, Kind::kCrypto);
+  const AhSigned s = finishAhSigned(buffer_, answer(second), ah_, true);
+  ASSERT_EQ(s.kind, AhSigned::Kind::kSend);
+  std::uint8_t* h = buffer_.data() + s.start;
+  EXPECT_EQ(h[9], IPPROTO_AH);
+  EXPECT_EQ(h[20], IPPROTO_ESP);  // IP | AH | ESP | IPComp | payload
+  expectIcvVerifies(h, s.length, 20);
+  std::uint8_t next = 0;
+  const auto payload = openEsp(h + 48, s.length - 48, 0x400, 1, next);
+  EXPECT_EQ(next, 108);
+  ASSERT_GE(payload.size(), 4u);
+  EXPECT_EQ(payload[0], IPPROTO_ICMP);
+  EXPECT_EQ(be16(payload.data() + 2), 0x4343);
+  EXPECT_LT(s.length, inner.size());  // compressed more than AH and ESP added
+}
+
 TEST_F(OutboundCores, AnEspTunnelInsideAhHasAhBetweenTheTunnelsEnds) {
   addPolicy(6, {tunnelRequest(IPPROTO_ESP, 6), kAhTransport});
   addSa(0, SADB_SATYPE_ESP, 0x500, IPSEC_MODE_TUNNEL, gwA(6), gwB(6));
