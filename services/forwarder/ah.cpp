@@ -13,6 +13,9 @@
 //             transport: AH inserted after the host's header (IPv6: after
 //             hop-by-hop/routing/fragment headers, lib/ah findInsertionPoint)
 //             → save headers, canonicalise → kAhSign → restore → send
+//             (the framing and the send decision are the packet core's:
+//             ah_sign.cpp, reached through bundle_frame.cpp; bundle.cpp
+//             applies its verdict)
 //   inbound:  raw AH socket (IPv4: with its header; IPv6: the header and the
 //             extension headers before AH rebuilt from control messages) →
 //             locate AH → SPI lookup → length and replay checks → save,
@@ -20,8 +23,8 @@
 //             the inner packet; transport: AH removed, lengths fixed → the
 //             packet core's verdict (inbound_open.cpp judgeAhVerified: ECN,
 //             SPD(in) check, or ESP inside opened next) → TUN write
-// Transport mode has the same MTU rule behind the host's header (pmtu.cpp
-// fitTransport); its fragments keep the host's Identification, which the ICV
+// Transport mode has the same MTU rule behind the host's header
+// (transport_frame.h fitTransportPacket); its fragments keep the host's Identification, which the ICV
 // covers. Tunnel mode has ESP tunnels' details (pmtu.cpp): the SA's path MTU (an
 // inner packet that may not be fragmented gets ICMP with the MTU AH leaves,
 // otherwise the signed packet is cut into fragments as it leaves) and the
@@ -38,8 +41,8 @@
 #include <cstring>
 
 #include "clock/clock.h"
-#include "esp/ecn.h"
 #include "ah_frame.h"
+#include "ah_sign.h"
 #include "forwarder.h"
 #include "log/log.h"
 
@@ -49,21 +52,6 @@ namespace {
 // Inbound IPv6: the socket's payload (from AH on) lands this far into the
 // buffer, room for the rebuilt IPv6 header and extension headers in front.
 constexpr std::uint32_t kAhInHeadroom = ah::kMaxSavedHeaders;
-constexpr std::uint8_t kOuterHopLimit = 64;
-
-socklen_t sockaddrFor(const std::uint8_t* address, bool v4, sockaddr_storage& ss) noexcept {
-  std::memset(&ss, 0, sizeof ss);
-  if (v4) {
-    auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
-    sin->sin_family = AF_INET;
-    std::memcpy(&sin->sin_addr, address, 4);
-    return sizeof(sockaddr_in);
-  }
-  auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
-  sin6->sin6_family = AF_INET6;
-  std::memcpy(&sin6->sin6_addr, address, 16);
-  return sizeof(sockaddr_in6);
-}
 
 }  // namespace
 
@@ -140,127 +128,6 @@ std::uint64_t& Forwarder::ahInDrop(ah::AhError error) noexcept {
 
 // ---- outbound ---------------------------------------------------------------
 
-bool Forwarder::outboundAh(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p, const esp::FlowKey& flow,
-                           std::uint64_t heldSinceMs) noexcept {
-  if (!ahEnabled_) {
-    ++counters_.ah_out_drop_disabled;
-    return false;
-  }
-  if (p.plan.shape == Shape::kEspAh) return outboundEspAh(w, buf, len, p, flow, heldSinceMs);  // bundle.cpp
-  // Any other bundle with AH is not run: better no packet than one with
-  // less protection than the policy asks for.
-  if (p.plan.shape != Shape::kAh) {
-    ++counters_.ah_out_drop_bundle;
-    return false;
-  }
-  const Request* wanted = &p.requests[p.plan.ah];
-  const bool tunnel = wanted->mode == IPSEC_MODE_TUNNEL;
-  if (tunnel && (!wanted->tunnelSrc || !wanted->tunnelDst)) {
-    ++counters_.out_drop_no_sa;
-    return false;
-  }
-  Sa* sa = sas_.selectOutbound(SADB_SATYPE_AH, tunnel ? *wanted->tunnelSrc : flow.src,
-                                tunnel ? *wanted->tunnelDst : flow.dst,
-                                wanted->level == IPSEC_LEVEL_UNIQUE ? wanted->reqid : 0);
-  if (!sa) {
-    requestAcquire(p, *wanted, flow);
-    const std::uint64_t now = clock::monotonicMs();
-    return holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : now);
-  }
-  if (sa->seqNext >= sa->seqLimit) {
-    ++counters_.out_drop_seq_wait;
-    maybeRequestSeq(*sa);
-    return false;
-  }
-  if (sa->mode != IPSEC_MODE_ANY && sa->mode != wanted->mode) {
-    ++counters_.out_drop_sa_mode;
-    return false;
-  }
-  if (!tunnel) return signAhTransport(w, buf, len, *sa);
-  // The SA's path MTU and DF policy as ESP tunnels have them (pmtu.cpp):
-  // ICMP to the sender, or fragments of the signed packet.
-  TunnelFit fit;
-  if (!fitAhTunnel(*sa, {bufferData(w, buf) + kHeadroom, len}, fit)) return false;
-  return frameAh(w, buf, kHeadroom, len, *sa, true, std::nullopt, &fit);
-}
-
-// Transport: the same MTU rule behind the host's header (pmtu.cpp
-// fitTransport): ICMP to the sender, or fragments of the signed packet.
-bool Forwarder::signAhTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa) noexcept {
-  const std::span<const std::uint8_t> packet{bufferData(w, buf) + kHeadroom, len};
-  if (packet.empty()) {
-    ++counters_.out_drop_bad_inner;
-    return false;
-  }
-  TunnelFit fit;
-  if (!fitTransport(sa, packet, nullptr, 0, ah::headerLength(sa.layout.icvLength, (packet[0] >> 4) == 6), fit)) {
-    return false;
-  }
-  return frameAh(w, buf, kHeadroom, len, sa, false, std::nullopt, &fit);
-}
-
-bool Forwarder::frameAh(Worker& w, std::uint32_t buf, std::uint32_t off, std::uint32_t len, Sa& sa, bool tunnel,
-                        std::optional<std::uint8_t> aroundEspTos, const TunnelFit* fit) noexcept {
-  std::uint8_t* data = bufferData(w, buf);
-  const std::span<std::uint8_t> whole{data, w.bufferSize};
-  const std::size_t icv = sa.layout.icvLength;
-  const std::uint64_t seq = sa.seqNext;
-  ahframe::Framed f;
-  if (tunnel) {
-    if (++ahIpId_ == 0) ahIpId_ = 1;  // 0 would let the kernel choose it
-    const std::uint8_t tos =
-        aroundEspTos ? *aroundEspTos : esp::outerTrafficClass(esp::trafficClass({data + off, len}));
-    // DF is mutable for AH (zeroed for the ICV, put back by restore).
-    const ahframe::Outer outer{sa.src, sa.dst, tos, ahIpId_, kOuterHopLimit, fit && fit->outerDf};
-    f = ahframe::frameTunnel(whole, off, len, outer, sa.spi, static_cast<std::uint32_t>(seq), icv,
-                             aroundEspTos ? ah::kProtoEsp : 0);
-  } else {
-    f = ahframe::frameTransport(whole, off, len, sa.spi, static_cast<std::uint32_t>(seq), icv);
-  }
-  switch (f.error) {
-    case ah::AhError::kOk: break;
-    // AH protects whole datagrams (RFC 4302 §3.3.3): a local fragment means the TUN MTU is too large.
-    case ah::AhError::kFragment: ++counters_.transport_out_drop_fragment; return false;
-    case ah::AhError::kBadLength: ++counters_.ah_out_drop_too_big; return false;
-    case ah::AhError::kNoHeadroom: ++counters_.out_drop_no_room; return false;
-    default: ++counters_.out_drop_bad_inner; return false;
-  }
-  const auto start = static_cast<std::uint32_t>(f.start);
-  const auto total = static_cast<std::uint32_t>(f.length);
-  std::uint8_t* ip = data + start;
-  AhBuffer& st = w.ah[buf];
-  const auto where = ah::locate({ip, total});
-  if (!where.ok() || !st.saved.save({ip, total}, where.ahOffset)) {
-    ++counters_.ah_out_drop_bad_header;
-    return false;
-  }
-  const auto canon = ah::canonicalise({ip, total}, icv, true);
-  if (!canon.ok()) {
-    ++counters_.ah_out_drop_bad_header;
-    return false;
-  }
-  st.start = start;
-  st.ahOffset = static_cast<std::uint16_t>(canon.ahOffset);
-  st.nextHeaderOffset = static_cast<std::uint16_t>(canon.nextHeaderOffset);
-  st.mtu = fit ? fit->mtu : 0;
-  ++sa.seqNext;
-  maybeRequestSeq(sa);
-  if (sa.firstUse == 0) sa.firstUse = clock::unixSeconds();
-  w.pending.push_back(cryptoRequest(buf, sa, proto::CryptoOp::kAhSign, start, total, seq,
-                                    static_cast<std::uint16_t>(canon.icvOffset)));
-  BufferContext ctx;
-  ctx.use = Use::kAhOutbound;
-  ctx.sa = sa.ref;
-  ctx.seq = seq;
-  w.contexts[buf] = ctx;
-  sa.counters.out_packets++;
-  sa.counters.out_bytes += len;
-  if (log::debugEnabled()) {
-    log::debug("out AH {} len {}: SPI {:#x} seq {}", tunnel ? "tunnel" : "transport", len, sa.spi, seq);
-  }
-  return true;
-}
-
 void Forwarder::onAhDone(Worker& w, const proto::CryptoCompletion& c) noexcept {
   if (w.contexts[c.bufferIndex].use == Use::kAhOutbound) {
     onAhSigned(w, c);
@@ -269,35 +136,23 @@ void Forwarder::onAhDone(Worker& w, const proto::CryptoCompletion& c) noexcept {
   }
 }
 
+// The core decides (ah_sign.cpp): the headers put back, sent whole or in
+// fragments cut from the signed packet.
 void Forwarder::onAhSigned(Worker& w, const proto::CryptoCompletion& c) noexcept {
-  const BufferContext& ctx = w.contexts[c.bufferIndex];
-  const AhBuffer& st = w.ah[c.bufferIndex];
-  Sa* sa = sas_.find(ctx.sa);
-  // Only our own record says where the packet is; the completion's offset
-  // and length must agree with it.
-  if (c.status != proto::CryptoStatus::kOk || !sa || c.offset != st.start) {
-    ++(c.status == proto::CryptoStatus::kWrongDirection ? counters_.out_drop_wrong_direction
-                                                          : counters_.out_drop_crypto);
-    freeBuffer(w, c.bufferIndex);
-    return;
+  std::uint8_t* data = bufferData(w, c.bufferIndex);
+  const AhSigned r = finishAhSigned({data, w.bufferSize}, c, w.ah[c.bufferIndex],
+                                    sas_.find(w.contexts[c.bufferIndex].sa) != nullptr);
+  switch (r.kind) {
+    case AhSigned::Kind::kDrop: countDrop(counters_, r.drop); break;
+    case AhSigned::Kind::kFragments: sendFragments({data + r.start, r.length}, r.mtu, r.dst, true); break;
+    case AhSigned::Kind::kSend:
+      queueSend(r.dst.isV4() ? sendAh4_ : sendAh6_).add(w, c.bufferIndex, {data + r.start, r.length},
+                                                        [&](sockaddr_storage& to) {
+                                                          return esp::toSockaddr({r.dst, 0}, to);
+                                                        });
+      return;
   }
-  std::uint8_t* ip = bufferData(w, c.bufferIndex) + st.start;
-  st.saved.restore({ip, c.length});
-  const bool v4 = (ip[0] >> 4) == 4;
-  if (st.mtu != 0 && c.length > st.mtu) {
-    // Fragments are cut from the signed packet (RFC 4302 §3.3.3): the
-    // receiver reassembles before it verifies, and the fields fragmenting
-    // changes are the mutable ones the ICV was computed without.
-    const esp::IpAddress dst = v4 ? esp::IpAddress::v4(std::span<const std::uint8_t, 4>(ip + 16, 4))
-                                  : esp::IpAddress::v6(std::span<const std::uint8_t, 16>(ip + 24, 16));
-    sendFragments({ip, c.length}, st.mtu, dst, true);
-    freeBuffer(w, c.bufferIndex);
-    return;
-  }
-  // The destination as the header names it (with a routing header, the next hop).
-  queueSend(v4 ? sendAh4_ : sendAh6_).add(w, c.bufferIndex, {ip, c.length}, [&](sockaddr_storage& to) {
-    return sockaddrFor(v4 ? ip + 16 : ip + 24, v4, to);
-  });
+  freeBuffer(w, c.bufferIndex);
 }
 
 // ---- inbound ----------------------------------------------------------------

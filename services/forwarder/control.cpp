@@ -401,11 +401,11 @@ void Forwarder::setSysctl(std::string_view name, std::int64_t value) {
   }
   // Tunnel details (pmtu.cpp): FreeBSD's dfbit (0 clear, 1 set, 2 copy) for
   // SAs without their own DF policy; the path MTU of SAs without their own.
-  if (name == "net.inet.ipsec.dfbit") dfbit_ = esp::dfPolicyFromSysctl(value);
+  if (name == "net.inet.ipsec.dfbit") tunnels_.setDfbit(value);
   // UDP GRO/GSO on the NAT-T sockets (gro.cpp).
   if (name == "net.inet.ipsec.udp_gro") setUdpGro(value != 0);
   if (name == "net.inet.ipsec.udp_gso") udpGso_ = value != 0;
-  if (name == "net.inet.ipsec.default_mtu") defaultMtu_ = value <= 0 ? 1500 : static_cast<std::size_t>(std::min<std::int64_t>(value, 65535));
+  if (name == "net.inet.ipsec.default_mtu") tunnels_.setDefaultMtu(value);
 }
 
 }  // namespace ipsec::forwarder

@@ -60,6 +60,9 @@
 #include "offload/segment.h"
 #include "tables.h"
 #include "tunnel_frame.h"
+#include "tunnel_options.h"
+#include "outbound_frame.h"
+#include "ah_sign.h"
 
 namespace ipsec::forwarder {
 
@@ -78,16 +81,6 @@ struct Fds {
   // IPv4 with its per-SA DF, fragments, transport mode, AH).
   UniqueFd hdr4, hdr6;
   std::vector<WorkerFds> workers;
-};
-
-// What an AH packet in flight needs back on completion (ah.cpp): the header
-// bytes canonicalisation changed, and where the AH header sits.
-struct AhBuffer {
-  ah::SavedHeaders saved;
-  std::uint32_t start = 0;        // the IP packet's start in the buffer
-  std::uint16_t ahOffset = 0;     // headers before AH
-  std::uint16_t nextHeaderOffset = 0;  // the byte that says 51
-  std::uint32_t mtu = 0;  // outbound tunnel: fragment the signed packet beyond this (0: never)
 };
 
 // One crypto request for a single segment of buffer buf, for the SA's
@@ -322,11 +315,23 @@ class Forwarder {
   void pollCompletions(Worker& w);
   void maybeRequestSeq(Sa& sa) noexcept;
 
-  // Transport mode (transport.cpp).
-  // p: the policy, for an IPComp request in transport mode (bundle.cpp).
-  // signer: the AH SA that signs after ESP (an ESP+AH bundle): its MTU judges the packet.
-  bool outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, const Policy* p = nullptr,
-                         const Sa* signer = nullptr) noexcept;
+  // The outbound cores after the route (transport_frame.h, ah_sign.h,
+  // bundle_frame.h) return a verdict; applyFrame is their shell (bundle.cpp):
+  // a drop or too-big counted (ICMP quoting the MTU to `packet`'s sender), a
+  // hold, or the crypto request queued with the buffer's context. True when
+  // the buffer went to a ring or was held; false: the caller frees it.
+  struct OutboundOrigin {
+    const Policy* policy = nullptr;  // with flow: the policy an ACQUIRE names (nullptr: after a seal)
+    const esp::FlowKey* flow = nullptr;
+    std::uint64_t heldSinceMs = 0;
+  };
+  bool applyFrame(Worker& w, std::uint32_t buf, const FrameVerdict& v, std::span<const std::uint8_t> packet,
+                  const OutboundOrigin& from) noexcept;
+  OutboundTables outboundTables() noexcept {
+    return {sas_, tunnels_, natt_, ipcompSas_, espEnabled_, ahEnabled_, ipcompEnabled_};
+  }
+  // ESP transport mode (transport.cpp): p, for an IPComp request in transport mode.
+  bool outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, const Policy* p = nullptr) noexcept;
   void queueTransportSend(Worker& w, const proto::CryptoCompletion& c, const Sa& sa) noexcept;
   // ... for an SA with NAT-T: ESP in UDP (transport.cpp).
   void queueTransportUdp(Worker& w, const proto::CryptoCompletion& c, const Sa& sa, NatT& nat,
@@ -334,58 +339,17 @@ class Forwarder {
   static esp::NatOriginalAddresses natOriginalAddresses(proto::SaParams::Reader p);
   static std::uint8_t hopLimitOf(const msghdr& m) noexcept;
 
-  // IPComp + ESP bundles (bundle.cpp). IPComp SAs have no session: their own table (ipcomp_sas.h).
+  // IPComp SAs have no session: their own table (ipcomp_sas.h).
   static bool isIpcompInstall(proto::SaInstall::Reader msg) noexcept { return IpcompSas::isInstall(msg); }
   bool installIpcomp(proto::SaInstall::Reader msg) { return ipcompSas_.install(msg); }
   bool removeIpcomp(SaRef ref) noexcept { return ipcompSas_.remove(ref); }
-  bool compressForBundle(const Policy& p, const Sa& esp, Worker& w, std::uint32_t buf, std::uint32_t& off,
-                         std::uint32_t& len, std::uint8_t& nextHeader) noexcept;
-  // Transport mode: the upper-layer payload of the packet at buf[off, off+len)
-  // compressed behind its kept headers (`split` updated to describe the result).
-  bool compressTransport(const Policy& p, const Sa& esp, Worker& w, std::uint32_t buf, std::uint32_t& off,
-                         std::uint32_t& len, esp::TransportSplit& split) noexcept;
-  // ESP then AH (`esp/... ah/...`): both SAs chosen, ESP sealed first, AH
-  // signed from the seal's completion (signAfterSeal). Inbound, AH verified
-  // with ESP inside goes on to ESP in the same buffer, and the final SPD
-  // check asks that every SA of the bundle was used (inbound_open.cpp).
-  bool outboundEspAh(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p, const esp::FlowKey& flow,
-                     std::uint64_t heldSinceMs) noexcept;
-  // ah nullptr: the ESP tunnel alone (its bundle's other leg is `use` and has no SA).
-  bool sealTunnelForAh(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& esp, const Sa* ah,
-                       const esp::FlowKey& flow) noexcept;
-  // Both SAs of an outbound two-SA bundle, chosen before anything is done:
-  // a required one missing sends an ACQUIRE for it and holds the packet; a
-  // `use` one missing sends its ACQUIRE and the packet goes with the other
-  // alone; each must have a sequence number to give and the mode its request
-  // asks for.
-  struct BundleLeg {
-    std::uint8_t satype;
-    const Request& request;
-    const esp::IpAddress &src, &dst;
-  };
-  struct BundlePair {
-    Sa* inner = nullptr;  // both set, one (the other's request is `use`), or neither
-    Sa* outer = nullptr;
-    bool took = false;    // neither: the packet was held (true) or is to be dropped (false, counted)
-  };
-  BundlePair selectBundlePair(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p,
-                              const esp::FlowKey& flow, std::uint64_t heldSinceMs, const BundleLeg& inner,
-                              const BundleLeg& outer) noexcept;
-  // The outbound walk: a seal completed, the buffer's next step runs (or it is sent).
-  void runNextStep(Worker& w, const proto::CryptoCompletion& c) noexcept;
-  void signAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexcept;
-  Sa* secondStage(Worker& w, const proto::CryptoCompletion& c, SaRef ref, bool needsKeptHeader) noexcept;
-  // ESP transport inside an ESP tunnel (`esp/transport//require
-  // esp/tunnel/A-B/require`): both SAs chosen, the transport SA seals the
-  // host's packet, the seal's completion wraps the result in the tunnel SA's
-  // ESP (sealTunnelAfterSeal). Inbound, a tunnel packet whose inner packet is
-  // ESP for one of our transport SAs is opened again in the same buffer
-  // (inbound_open.cpp), and the SPD then wants both SAs.
-  bool outboundEspInEsp(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p, const esp::FlowKey& flow,
-                        std::uint64_t heldSinceMs) noexcept;
-  void sealTunnelAfterSeal(Worker& w, const proto::CryptoCompletion& c) noexcept;
   IpcompSas ipcompSas_;
   bool ipcompEnabled_ = true;
+  // A kBundle route (AH alone, ESP+AH, ESP in ESP; bundle.cpp): the core's
+  // first stage applied. A seal completed with a next step: runNextStep.
+  bool outboundBundle(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p, const esp::FlowKey& flow,
+                      std::uint64_t heldSinceMs) noexcept;
+  void runNextStep(Worker& w, const proto::CryptoCompletion& c) noexcept;
 
   // AH, RFC 4302 (ah.cpp): tunnel and transport mode, IPv4 and IPv6, on
   // the raw AH sockets (in) and the header-included sockets (out).
@@ -395,15 +359,6 @@ class Forwarder {
   void armAh(int family);
   void readAh(int family) noexcept;
   void restartStalledAh() noexcept;
-  bool outboundAh(Worker& w, std::uint32_t buf, std::uint32_t len, const Policy& p, const esp::FlowKey& flow,
-                  std::uint64_t heldSinceMs) noexcept;
-  // The packet to frame is buf[off, off+len) (a TUN packet at kHeadroom, or ESP's sealed packet in a bundle).
-  // aroundEspTos: a sealed ESP tunnel packet (a bundle): our outer header with this TOS, AH next header 50.
-  // fit: tunnel mode, the outer DF bit and the MTU beyond which the signed packet is fragmented (pmtu.cpp).
-  // AH transport on the host's packet at kHeadroom, judged by the SA's MTU first (pmtu.cpp).
-  bool signAhTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa) noexcept;
-  bool frameAh(Worker& w, std::uint32_t buf, std::uint32_t off, std::uint32_t len, Sa& sa, bool tunnel,
-               std::optional<std::uint8_t> aroundEspTos = std::nullopt, const TunnelFit* fit = nullptr) noexcept;
   void inboundAh(Worker& w, std::uint32_t buf, std::uint32_t start, std::uint32_t length, std::uint8_t tos) noexcept;
   void onAhDone(Worker& w, const proto::CryptoCompletion& c) noexcept;
   void onAhSigned(Worker& w, const proto::CryptoCompletion& c) noexcept;
@@ -413,47 +368,19 @@ class Forwarder {
   bool ah4Stalled_ = false, ah6Stalled_ = false;
   bool ahEnabled_ = true;
   std::uint16_t ahIpId_ = 1;  // outer IPv4 Identification: covered by the ICV, so ours
+  std::uint16_t offerAhIpId() const noexcept;  // the next one, offered to the AH core (ah_sign.h AhOut)
 
-  // Tunnel details (pmtu.cpp): the per-SA DF policy, path MTU, TFC padding
-  // and dummy packets (SaParams dfPolicy, mtu, tfcPad, dummyInterval), kept
-  // by SA slot beside the SA table, as NatT is.
-  struct TunnelOptions {
-    bool present = false;
-    std::uint32_t generation = 0;
-    std::uint8_t dfPolicy = 0;  // SaParams.dfPolicy (0 = net.inet.ipsec.dfbit)
-    std::uint16_t mtu = 0;      // 0 = net.inet.ipsec.default_mtu
-    std::uint16_t tfcPad = 0;
-    std::uint32_t dummyIntervalMs = 0;
-    bool outbound = false;       // has carried outbound tunnel traffic: dummies go on it
-    std::uint64_t lastOutMs = 0;  // when it last sent a packet, real or dummy
-  };
+  // Tunnel details (tunnel_options.h: per-SA DF policy, path MTU, TFC,
+  // dummies, the sysctls, the ICMP rate limit; pmtu.cpp sends).
+  TunnelOptionsTable tunnels_;
+  TunnelOptions* tunnelOf(const Sa& sa) noexcept { return tunnels_.of(sa); }
+  void installTunnelOptions(SaRef ref, proto::SaInstall::Reader msg) { tunnels_.install(ref, msg.getParams()); }
+  void removeTunnelOptions(SaRef ref) noexcept { tunnels_.remove(ref); }
   // What the framing core (tunnel_frame.h) is lent of an SA's tunnel.
-  TunnelFacts tunnelFacts(const Sa& sa, const TunnelOptions* t) noexcept;
-  TunnelOptions* tunnelOf(const Sa& sa) noexcept;
-  void installTunnelOptions(SaRef ref, proto::SaInstall::Reader msg);
-  void removeTunnelOptions(SaRef ref) noexcept;
-  std::size_t pathMtu(const Sa& sa, const TunnelOptions* t) const noexcept;
-  std::size_t outerOverhead(const Sa& sa) noexcept;
-  // Before sealing: does the inner packet fit the SA's MTU once in ESP? If it
-  // does not and may not be fragmented (IPv4 DF, IPv6 above 1280) the sender
-  // gets ICMP and the packet is dropped (false); otherwise the outer packet
-  // will be fragmented. Also decides the outer DF bit and TFC padding.
-  // reserve: bytes the packet will still grow by before the tunnel's ESP
-  // (an ESP transport SA inside the tunnel, bundle.cpp).
-  // outerExtra: headers outside the tunnel's ESP (AH around an ESP tunnel, bundle.cpp).
-  bool fitTunnel(const Sa& sa, std::span<const std::uint8_t> inner, TunnelFit& fit, std::size_t reserve = 0,
-                 std::size_t outerExtra = 0) noexcept;
-  // The same for an AH tunnel SA: outer IP + AH in front of the inner packet (no TFC: AH hides nothing).
-  bool fitAhTunnel(const Sa& sa, std::span<const std::uint8_t> inner, TunnelFit& fit) noexcept;
-  bool fitInner(const Sa& sa, const TunnelOptions* t, std::span<const std::uint8_t> inner, TunnelFit& fit,
-                std::size_t limit) noexcept;
-  // Transport mode (ESP, AH, ESP+AH): the host's packet judged by sa's MTU once
-  // `esp` (nullptr: none) goes behind its kept headerLength bytes and `extra`
-  // more are added; ICMP and false as fitInner, else fit.mtu to fragment at.
-  bool fitTransport(const Sa& sa, std::span<const std::uint8_t> packet, const esp::EspLayout* esp,
-                    std::size_t headerLength, std::size_t extra, TunnelFit& fit) noexcept;
-  // TFC: the length an ESP tunnel SA pads an inner packet of innerLength to (0 = none).
-  std::uint32_t tfcPadTo(const Sa& sa, std::size_t innerLength) noexcept;
+  TunnelFacts tunnelFacts(const Sa& sa, const TunnelOptions*) noexcept {
+    return tunnels_.facts(sa, natTOf(sa) != nullptr);
+  }
+  // ICMP too-big to the TUN, quoting mtu, rate-limited.
   void sendTooBig(std::span<const std::uint8_t> inner, std::size_t mtu) noexcept;
   // After sealing: IPv4 outer (and IPv6 outer beyond the MTU) with our own
   // header on the header-included sockets, whole or in fragments. False when
@@ -463,9 +390,6 @@ class Forwarder {
   bool sendFragments(std::span<const std::uint8_t> packet, std::size_t mtu, const esp::IpAddress& dst,
                      bool ah = false) noexcept;
   void sendDummies() noexcept;
-  std::vector<TunnelOptions> tunnel_;
-  esp::DfPolicy dfbit_ = esp::DfPolicy::kCopy;  // net.inet.ipsec.dfbit
-  std::size_t defaultMtu_ = 1500;               // net.inet.ipsec.default_mtu
   std::uint16_t outerIpId_ = 1;
   std::uint32_t fragmentId_ = 1;
   static constexpr std::uint32_t kIcmpPerSecond = 100;

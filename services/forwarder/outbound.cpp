@@ -106,9 +106,8 @@ bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, 
     case OutboundRoute::Kind::kHold:
       requestAcquire(*p, *route.request, *flow);
       return holdForSa(w, buf, len, heldSinceMs ? heldSinceMs : clock::monotonicMs());
-    case OutboundRoute::Kind::kBundle:
-      if (p->plan.shape == Shape::kEspInEsp) return outboundEspInEsp(w, buf, len, *p, *flow, heldSinceMs);
-      return outboundAh(w, buf, len, *p, *flow, heldSinceMs);  // ah.cpp: AH alone, or ESP then AH
+    case OutboundRoute::Kind::kBundle:  // AH alone, ESP then AH, ESP in ESP (bundle_frame.cpp)
+      return outboundBundle(w, buf, len, *p, *flow, heldSinceMs);
     case OutboundRoute::Kind::kEsp: break;
   }
   Sa* sa = route.sa;

@@ -1,12 +1,16 @@
 // ipsec-forwarder: tunnel details of ESP (issue 3 §7) — the outer DF bit per
 // SA, the SA's path MTU with ICMP back to the inner sender or fragmentation
 // of the outer packet, TFC padding and dummy packets (RFC 4303 §2.7). The
-// byte work is lib/esp/pmtu; this file decides and sends. AH tunnel mode and
+// byte work is lib/esp/pmtu; the decisions before sealing are the packet
+// cores' (tunnel_frame.cpp, transport_frame.cpp, ah_sign.cpp), the state they
+// borrow is tunnel_options.h's; this file sends: ICMP too-big to the TUN, the
+// sealed tunnel packet with our outer header, fragments, dummy packets. AH tunnel mode and
 // the ESP tunnel inside AH use the same DF policy, MTU rule, ICMP and
 // fragments (ah.cpp, bundle.cpp): AH signs first, the fragments are cut from
 // the signed packet. Transport mode (ESP, AH, ESP+AH, ESP in UDP) has the
-// same MTU rule behind the host's own header (fitTransport; transport.cpp
-// and ah.cpp cut the protected packet into fragments).
+// same MTU rule behind the host's own header (transport_frame.h
+// fitTransportPacket; transport.cpp and ah.cpp cut the protected packet into
+// fragments).
 //
 // Why our own outer header for IPv4: the raw ESP socket decides DF per
 // socket (IP_MTU_DISCOVER), not per packet, and refuses nothing below the
@@ -41,104 +45,11 @@
 #include "log/log.h"
 
 namespace ipsec::forwarder {
-namespace {
-
-constexpr std::size_t kIpv4MinMtu = 576;   // what every IPv4 host accepts (RFC 791)
-constexpr std::size_t kIpv6MinMtu = 1280;  // RFC 8200 §5
-
-}  // namespace
-
-Forwarder::TunnelOptions* Forwarder::tunnelOf(const Sa& sa) noexcept {
-  if (sa.ref.index >= tunnel_.size()) return nullptr;
-  TunnelOptions& t = tunnel_[sa.ref.index];
-  return t.present && t.generation == sa.ref.generation ? &t : nullptr;
-}
-
-void Forwarder::installTunnelOptions(SaRef ref, proto::SaInstall::Reader msg) {
-  auto p = msg.getParams();
-  if (ref.index >= tunnel_.size()) tunnel_.resize(ref.index + 1);
-  tunnel_[ref.index] = TunnelOptions{true, ref.generation, p.getDfPolicy(), p.getMtu(), p.getTfcPad(),
-                                     p.getDummyInterval(), false, 0};
-}
-
-void Forwarder::removeTunnelOptions(SaRef ref) noexcept {
-  if (ref.index < tunnel_.size() && tunnel_[ref.index].generation == ref.generation) tunnel_[ref.index] = {};
-}
-
-std::size_t Forwarder::pathMtu(const Sa& sa, const TunnelOptions* t) const noexcept {
-  const std::size_t mtu = t && t->mtu != 0 ? t->mtu : defaultMtu_;
-  return std::max(mtu, sa.dst.isV4() ? kIpv4MinMtu : kIpv6MinMtu);
-}
-
-std::size_t Forwarder::outerOverhead(const Sa& sa) noexcept {
-  return (sa.dst.isV4() ? 20u : 40u) + (natTOf(sa) ? 8u : 0u);
-}
-
-bool Forwarder::fitTunnel(const Sa& sa, std::span<const std::uint8_t> inner, TunnelFit& fit,
-                          std::size_t reserve, std::size_t outerExtra) noexcept {
-  const TunnelOptions* t = tunnelOf(sa);
-  const std::size_t most = esp::maxInnerLength(sa.layout, pathMtu(sa, t), outerOverhead(sa) + outerExtra);
-  return fitInner(sa, t, inner, fit, most > reserve ? most - reserve : 0);
-}
-
-// AH in tunnel mode (RFC 4302 §3.1): outer IP, AH, then the inner packet
-// as it is; no padding, no alignment but AH's own (ah::headerLength).
-bool Forwarder::fitAhTunnel(const Sa& sa, std::span<const std::uint8_t> inner, TunnelFit& fit) noexcept {
-  const TunnelOptions* t = tunnelOf(sa);
-  const std::size_t mtu = pathMtu(sa, t);
-  const std::size_t fixed = outerOverhead(sa) + ah::headerLength(sa.layout.icvLength, sa.dst.isV6());
-  const bool fits = fitInner(sa, t, inner, fit, mtu > fixed ? mtu - fixed : 0);
-  fit.padTo = 0;  // TFC is ESP's (RFC 4303 §2.7): AH would only make the padding visible
-  return fits;
-}
-
-TunnelFacts Forwarder::tunnelFacts(const Sa& sa, const TunnelOptions* t) noexcept {
-  return {pathMtu(sa, t), outerOverhead(sa), t ? t->dfPolicy : std::uint8_t{0}, dfbit_,
-          t ? std::uint32_t{t->tfcPad} : 0u};
-}
-
-// The decision, once the largest inner packet the tunnel carries whole is
-// known (tunnel_frame.cpp); a packet too big for it gets its ICMP here.
-bool Forwarder::fitInner(const Sa& sa, const TunnelOptions* t, std::span<const std::uint8_t> inner, TunnelFit& fit,
-                         std::size_t limit) noexcept {
-  if (fitInnerPacket(tunnelFacts(sa, t), sa.dst.isV4(), inner, limit, fit)) return true;
-  ++counters_.pmtu_out_drop_too_big;
-  sendTooBig(inner, limit);
-  return false;
-}
-
-// Transport mode (RFC 4303 §3.1.1, RFC 4302 §3.1.1): nothing goes in front of
-// the host's header, so the MTU the sender must use is the SA's less what we
-// put behind it (ESP, AH, UDP). The same rule as a tunnel's inner packet
-// (fitInner): DF or IPv6 above 1280 gets ICMP, the rest is cut into fragments
-// once protected (fit.mtu). Judged on the packet as it came, before IPComp:
-// an ICMP must quote the sender's packet, and a packet IPComp would have
-// shrunk below the MTU is not known yet.
-bool Forwarder::fitTransport(const Sa& sa, std::span<const std::uint8_t> packet, const esp::EspLayout* esp,
-                             std::size_t headerLength, std::size_t extra, TunnelFit& fit) noexcept {
-  const TunnelOptions* t = tunnelOf(sa);
-  const bool fits =
-      fitInner(sa, t, packet, fit, esp::maxTransportLength(esp, pathMtu(sa, t), headerLength, extra));
-  fit.padTo = 0;  // TFC is a tunnel's (RFC 4303 §2.7)
-  fit.outerDf = false;  // the host's own DF bit stays as it is
-  return fits;
-}
-
-// For a packet whose size is only known at the second stage of a bundle
-// (ESP transport inside the tunnel): pads up to the SA's tfcPad, never beyond
-// what fits the MTU, never a packet that is to be fragmented anyway.
-std::uint32_t Forwarder::tfcPadTo(const Sa& sa, std::size_t innerLength) noexcept {
-  const TunnelOptions* t = tunnelOf(sa);
-  if (!t || t->tfcPad <= innerLength) return 0;
-  const std::size_t most = esp::maxInnerLength(sa.layout, pathMtu(sa, t), outerOverhead(sa));
-  return innerLength < most ? static_cast<std::uint32_t>(std::min<std::size_t>(t->tfcPad, most)) : 0;
-}
-
-// Rate-limited to kIcmpPerSecond for the whole forwarder, as a router's
+// Rate-limited (TunnelOptionsTable::kIcmpPerSecond) for the whole forwarder, as a router's
 // icmp_ratelimit: a flood of big DF packets costs us a counter each, not an
 // ICMP each.
 void Forwarder::sendTooBig(std::span<const std::uint8_t> inner, std::size_t mtu) noexcept {
-  if (!icmpLimit_.available(clock::monotonicMs())) {
+  if (!tunnels_.icmpAvailable(clock::monotonicMs())) {
     ++counters_.pmtu_icmp_rate_limited;
     return;
   }
@@ -149,15 +60,15 @@ void Forwarder::sendTooBig(std::span<const std::uint8_t> inner, std::size_t mtu)
     ++counters_.pmtu_icmp_not_due;
     return;
   }
-  icmpLimit_.take();
+  tunnels_.icmpSent();
   if (!writeTun({icmpScratch_.data(), n})) return;
   ++counters_.pmtu_icmp_sent;
 }
 
 bool Forwarder::queueTunnelSend(Worker& w, const proto::CryptoCompletion& c, const Sa& sa, const NatT* nat) noexcept {
   const BufferContext& ctx = w.contexts[c.bufferIndex];
-  const std::size_t mtu = pathMtu(sa, tunnelOf(sa));
-  const bool fits = c.length + outerOverhead(sa) <= mtu;
+  const std::size_t mtu = tunnels_.pathMtu(sa);
+  const bool fits = c.length + TunnelOptionsTable::outerOverhead(sa, nat != nullptr) <= mtu;
   if (sa.dst.isV6() && fits) return false;  // the kernel's socket writes the header
   if (nat && fits && udp4Sends(*nat)) {
     // IPv4 in UDP that fits: the NAT-T socket, DF per run (gro.cpp).
@@ -274,7 +185,8 @@ void Forwarder::sendDummies() noexcept {
     }
     std::uint8_t* data = bufferData(w, *buf);
     const std::size_t room = w.bufferSize - kHeadroom - kTailroom;
-    const std::size_t limit = esp::maxInnerLength(sa.layout, pathMtu(sa, t), outerOverhead(sa));
+    const std::size_t overhead = TunnelOptionsTable::outerOverhead(sa, natTOf(sa) != nullptr);
+    const std::size_t limit = esp::maxInnerLength(sa.layout, tunnels_.pathMtu(sa), overhead);
     const std::size_t len = std::min<std::size_t>({t->tfcPad, limit, room});
     std::memset(data + kHeadroom, 0, len);
     const std::uint64_t seq = sa.seqNext;
@@ -293,7 +205,7 @@ void Forwarder::sendDummies() noexcept {
     ctx.use = Use::kOutbound;
     ctx.sa = sa.ref;
     ctx.seq = seq;
-    ctx.outerDf = sa.dst.isV4() && esp::effectiveDfPolicy(t->dfPolicy, dfbit_) == esp::DfPolicy::kSet;
+    ctx.outerDf = sa.dst.isV4() && esp::effectiveDfPolicy(t->dfPolicy, tunnels_.dfbit()) == esp::DfPolicy::kSet;
     w.contexts[*buf] = ctx;
     t->lastOutMs = now;
     ++counters_.esp_out_dummy;

@@ -5,7 +5,8 @@
 //
 //   outbound: TUN packet → SPD(out), request mode transport → the SA between
 //             the packet's own addresses → the host's header moved in front
-//             of ESP (IPv6: with hop-by-hop/routing/fragment headers) → seal →
+//             of ESP (IPv6: with hop-by-hop/routing/fragment headers; the
+//             packet core's: transport_frame.cpp) → seal →
 //             sent as it is on the header-included socket of its family
 //             (an SA with NAT-T: as ESP in UDP, queueTransportUdp)
 //   inbound:  raw ESP socket → SPI lookup → open → trailer checks → the IP
@@ -22,11 +23,10 @@
 
 #include <cstring>
 
-#include "clock/clock.h"
 #include "esp/pmtu.h"
 #include "esp/transport.h"
 #include "forwarder.h"
-#include "log/log.h"
+#include "transport_frame.h"
 
 namespace ipsec::forwarder {
 namespace {
@@ -58,72 +58,15 @@ std::uint8_t Forwarder::hopLimitOf(const msghdr& m) noexcept {
   return 64;
 }
 
-bool Forwarder::outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, const Policy* p,
-                                  const Sa* signer) noexcept {
+// The core frames (transport_frame.cpp): judged by the SA's own MTU, with
+// UDP counted for NAT-T; IPComp in transport mode when the policy asks.
+bool Forwarder::outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, const Policy* p) noexcept {
   std::uint8_t* data = bufferData(w, buf);
-  auto split = esp::transportSplit({data + kHeadroom, len});
-  if (!split) {
-    ++counters_.out_drop_bad_inner;
-    return false;
-  }
-  // ESP in transport mode protects whole datagrams only (RFC 4303 §3.1.1);
-  // a local fragment means the TUN MTU is too small for the packet.
-  if (split->fragment) {
-    ++counters_.transport_out_drop_fragment;
-    return false;
-  }
-  // The SA's path MTU (pmtu.cpp): ICMP to the sender, or fragments once
-  // sealed. With AH after ESP, the AH SA's MTU and header; inside an ESP
-  // tunnel, the tunnel's MTU has judged the packet already (bundle.cpp).
-  if (!p || p->plan.shape != Shape::kEspInEsp) {
-    const std::size_t extra = signer ? ah::headerLength(signer->layout.icvLength, split->version == 6)
-                                     : (natTOf(sa) ? std::size_t{8} : 0);
-    TunnelFit fit;
-    if (!fitTransport(signer ? *signer : sa, {data + kHeadroom, len}, &sa.layout, split->headerLength, extra, fit)) {
-      return false;
-    }
-  }
-  // IPComp in transport mode (bundle.cpp): the upper-layer payload compressed first.
-  std::uint32_t off = kHeadroom;
-  esp::TransportSplit parts = *split;
-  if (p && !compressTransport(*p, sa, w, buf, off, len, parts)) return false;
-  const std::uint64_t seq = sa.seqNext;
-  auto r = esp::encapsulateTransport({data, w.bufferSize}, off, len, sa.spi, static_cast<std::uint32_t>(seq),
-                                     sa.layout, parts);
-  if (!r.ok()) {
-    ++counters_.out_drop_no_room;
-    return false;
-  }
-  ++sa.seqNext;
-  maybeRequestSeq(sa);
-  if (sa.firstUse == 0) sa.firstUse = clock::unixSeconds();
-
-  proto::CryptoRequest req{};
-  req.cookie = buf;
-  req.session = sa.ref.index;
-  req.sessionGeneration = sa.ref.generation;
-  req.op = proto::CryptoOp::kSeal;
-  req.status = proto::CryptoStatus::kPending;
-  req.segmentCount = 1;
-  req.bufferIndex = buf;
-  req.offset = static_cast<std::uint32_t>(r.espOffset);
-  req.length = static_cast<std::uint32_t>(r.espLength);
-  req.segmentStride = req.length;
-  req.seqHigh = static_cast<std::uint32_t>(seq >> 32);
-  w.pending.push_back(req);
-  BufferContext ctx;
-  ctx.use = Use::kOutbound;
-  ctx.sa = sa.ref;
-  ctx.seq = seq;
-  ctx.transportHeader = static_cast<std::uint16_t>(r.headerLength);
-  w.contexts[buf] = ctx;
-  sa.counters.out_packets++;
-  sa.counters.out_bytes += len;
-  ++counters_.transport_out_packets;
-  if (log::debugEnabled()) {
-    log::debug("out transport proto {} len {}: SPI {:#x} seq {}", split->protocol, len, sa.spi, seq);
-  }
-  return true;
+  const OutboundTables t = outboundTables();
+  const TunnelFacts facts = t.facts(sa);
+  const FrameVerdict v = frameEspTransport(t, sa, p, {&facts, natTOf(sa) ? std::size_t{8} : 0},
+                                           {data, w.bufferSize}, kHeadroom, len);
+  return applyFrame(w, buf, v, {data + kHeadroom, len}, OutboundOrigin{});
 }
 
 void Forwarder::queueTransportSend(Worker& w, const proto::CryptoCompletion& c, const Sa& sa) noexcept {
@@ -135,7 +78,7 @@ void Forwarder::queueTransportSend(Worker& w, const proto::CryptoCompletion& c, 
   // fitTransport): the sealed packet leaves in fragments with its own
   // Identification (IPv4) or a fragment header (IPv6).
   const std::size_t length = c.length + ctx.transportHeader;
-  if (const std::size_t mtu = pathMtu(sa, tunnelOf(sa)); length > mtu) {
+  if (const std::size_t mtu = tunnels_.pathMtu(sa); length > mtu) {
     const esp::IpAddress dst = v4 ? esp::IpAddress::v4(std::span<const std::uint8_t, 4>(packet + 16, 4))
                                   : esp::IpAddress::v6(std::span<const std::uint8_t, 16>(packet + 24, 16));
     sendFragments({packet, length}, mtu, dst);
@@ -181,7 +124,7 @@ void Forwarder::queueTransportUdp(Worker& w, const proto::CryptoCompletion& c, c
     return true;
   };
   std::uint8_t tos = 0;
-  const std::size_t mtu = pathMtu(sa, tunnelOf(sa));
+  const std::size_t mtu = tunnels_.pathMtu(sa);
   if (v4) {
     h.tos = packet[1];
     h.id = static_cast<std::uint16_t>((packet[4] << 8) | packet[5]);

@@ -10,7 +10,14 @@
 // facts taken from byte 0 (MTU, DF policy, TFC) and, for one policy, IPComp:
 // a too-big verdict must quote an MTU below the packet's size, a seal request
 // must lie inside the buffer, carry the SA's SPI and next number, and leave
-// the SA's state alone.
+// the SA's state alone. ESP transport routes go through their core
+// (transport_frame.cpp) and bundle routes through theirs (bundle_frame.cpp:
+// AH alone in tunnel and transport mode, ESP+AH transport and tunnel, ESP in
+// ESP, an AH shape not run); a crypto request is then answered with bytes of
+// the input and a completion whose offset, length and status the last input
+// byte may spoil, and goes through the after-seal stage (frameAfterSeal) and
+// the after-sign decision (finishAhSigned): each verdict coherent, nothing
+// read or written outside the buffer (ASan), no SA's number moved.
 #include <netinet/in.h>
 
 #include <algorithm>
@@ -18,9 +25,13 @@
 #include <cstdint>
 #include <vector>
 
+#include <capnp/message.h>
+
 #include "core_tables.h"
 #include "esp/esp.h"
+#include "bundle_frame.h"
 #include "esp_out.h"
+#include "transport_frame.h"
 #include "tunnel_frame.h"
 
 namespace {
@@ -33,6 +44,9 @@ struct Tables {
   Spd spd;
   SaTable sas;
   IpcompSas ipcomp;
+  NattPeers natt;
+  TunnelOptionsTable tunnels;
+  AhBuffer ah;
   Tables() {
     const auto a = *esp::IpAddress::parse("192.0.2.1"), b = *esp::IpAddress::parse("192.0.2.2");
     const auto a6 = *esp::IpAddress::parse("2001:db8:1::1"), b6 = *esp::IpAddress::parse("2001:db8:1::2");
@@ -72,7 +86,53 @@ struct Tables {
                .has_value();
     bad |= installSa(sas, {3, SADB_SATYPE_ESP, 0x103, IPSEC_MODE_TUNNEL, a6, b6, {8, 16, 4}, 1, 1000, 7}).has_value();
     bad |= !installIpcompSa(a, b);
+    addAhShapes(bad);
     if (bad) __builtin_trap();  // the fixture itself is wrong
+  }
+  // AH alone and with ESP (dsts in 198.51.100.0/24 and 2001:db8:d::/48,
+  // from 198.51.100.1 / 2001:db8:a::1), and the SAs that let each shape reach
+  // its crypto request and its after-seal stage.
+  void addAhShapes(bool& bad) {
+    const auto a = *esp::IpAddress::parse("192.0.2.1"), b = *esp::IpAddress::parse("192.0.2.2");
+    const auto c = *esp::IpAddress::parse("192.0.2.3"), d = *esp::IpAddress::parse("192.0.2.4");
+    const auto h = *esp::IpAddress::parse("198.51.100.1"), h6 = *esp::IpAddress::parse("2001:db8:a::1");
+    auto at = [](const char* s) { return *esp::IpAddress::parse(s); };
+    auto p = [](const char* s) { return *esp::Prefix::parse(s); };
+    const Request ah{IPPROTO_AH, IPSEC_MODE_TRANSPORT, IPSEC_LEVEL_REQUIRE, 0, {}, {}};
+    const Request ahTunnel{IPPROTO_AH, IPSEC_MODE_TUNNEL, IPSEC_LEVEL_REQUIRE, 0, a, b};
+    const Request espTunnelCd{IPPROTO_ESP, IPSEC_MODE_TUNNEL, IPSEC_LEVEL_REQUIRE, 0, c, d};
+    const Request ipcomp{IPPROTO_COMP, IPSEC_MODE_TRANSPORT, IPSEC_LEVEL_USE, 0, {}, {}};
+    const auto out = IPSEC_DIR_OUTBOUND;
+    bad |= addPolicy(spd, {11, out, IPSEC_POLICY_IPSEC, p("0.0.0.0/0"), p("198.51.100.128/28"), {ahTunnel}}).has_value();
+    bad |= addPolicy(spd, {12, out, IPSEC_POLICY_IPSEC, p("0.0.0.0/0"), p("198.51.100.144/28"), {ah}}).has_value();
+    bad |= addPolicy(spd, {13, out, IPSEC_POLICY_IPSEC, p("0.0.0.0/0"), p("198.51.100.160/28"), {espTunnelCd, ah}})
+               .has_value();
+    bad |= addPolicy(spd, {14, out, IPSEC_POLICY_IPSEC, p("0.0.0.0/0"), p("198.51.100.176/28"), {ah, ipcomp}})
+               .has_value();
+    bad |= addPolicy(spd, {15, out, IPSEC_POLICY_IPSEC, p("::/0"), p("2001:db8:d::/48"), {ah}}).has_value();
+    const esp::EspLayout ahLayout{0, 16, 4};
+    // ESP+AH transport (policy 4), ESP in ESP (policy 5, tunnel SA 0), ESP transport (policy 6).
+    bad |= installSa(sas, {4, SADB_SATYPE_ESP, 0x104, IPSEC_MODE_TRANSPORT, h, at("203.0.113.65")}).has_value();
+    bad |= installSa(sas, {5, SADB_SATYPE_AH, 0x105, IPSEC_MODE_TRANSPORT, h, at("203.0.113.65"), ahLayout})
+               .has_value();
+    bad |= installSa(sas, {6, SADB_SATYPE_ESP, 0x106, IPSEC_MODE_TRANSPORT, h, at("203.0.113.97")}).has_value();
+    bad |= installSa(sas, {7, SADB_SATYPE_AH, 0x107, IPSEC_MODE_TUNNEL, a, b, ahLayout}).has_value();
+    bad |= installSa(sas, {8, SADB_SATYPE_AH, 0x108, IPSEC_MODE_TRANSPORT, h, at("198.51.100.145"), ahLayout})
+               .has_value();
+    bad |= installSa(sas, {9, SADB_SATYPE_AH, 0x109, IPSEC_MODE_TRANSPORT, c, d, ahLayout}).has_value();
+    bad |= installSa(sas, {10, SADB_SATYPE_ESP, 0x10a, IPSEC_MODE_TUNNEL, c, d}).has_value();
+    bad |= installSa(sas, {11, SADB_SATYPE_ESP, 0x10b, IPSEC_MODE_TRANSPORT, h, at("203.0.113.132")}).has_value();
+    bad |= installSa(sas, {12, SADB_SATYPE_AH, 0x10c, IPSEC_MODE_TRANSPORT, h6, at("2001:db8:d::1"), ahLayout})
+               .has_value();
+    // The ESP-in-ESP tunnel pads for TFC; the AH tunnel has a small MTU.
+    capnp::MallocMessageBuilder m;
+    auto params = m.initRoot<proto::SaParams>();
+    params.setTfcPad(300);
+    params.setMtu(1400);
+    tunnels.install({0, 1}, params.asReader());
+    params.setTfcPad(0);
+    params.setMtu(600);
+    tunnels.install({7, 1}, params.asReader());
   }
   bool installIpcompSa(const esp::IpAddress& a, const esp::IpAddress& b) {
     return core_tables::installIpcompSa(ipcomp, 9, 0x4242, a, b);
@@ -114,6 +174,112 @@ void frame(Tables& t, const OutboundRoute& r, std::span<const std::uint8_t> pack
   }
 }
 
+namespace {
+
+// The cores move no SA's number: the shell does, once it queues a request.
+std::vector<std::uint64_t> numbers(SaTable& sas) {
+  std::vector<std::uint64_t> n;
+  sas.forEach([&](Sa& sa) { n.push_back(sa.seqNext); });
+  return n;
+}
+
+void checkVerdict(const FrameVerdict& v, const Policy* p, std::span<const std::uint8_t> packet, std::size_t room) {
+  switch (v.kind) {
+    case FrameVerdict::Kind::kDrop:
+      if (!v.drop || (v.spent && v.spent->seqNext < v.spent->seqLimit)) __builtin_trap();
+      break;
+    case FrameVerdict::Kind::kTooBig:
+      if (v.drop != &Counters::pmtu_out_drop_too_big || v.mtu >= packet.size()) __builtin_trap();
+      break;
+    case FrameVerdict::Kind::kHold:
+      if (!p || !v.acquire || v.acquire < p->requests.data() || v.acquire >= p->requests.data() + p->requests.size()) {
+        __builtin_trap();
+      }
+      break;
+    case FrameVerdict::Kind::kCrypto:
+      if (!v.sa || v.seq != v.sa->seqNext || v.sa->seqNext >= v.sa->seqLimit || v.length == 0 ||
+          std::size_t{v.offset} + v.length > room || v.offset < v.transportHeader) {
+        __builtin_trap();
+      }
+      if ((v.op == proto::CryptoOp::kAhSign) != (v.sa->satype == SADB_SATYPE_AH)) __builtin_trap();
+      break;
+  }
+}
+
+// The broker's answer: the request's bytes overwritten with input bytes (a
+// broker may write anything there), offset, length and status as asked
+// unless `spoil` says otherwise.
+proto::CryptoCompletion answer(const FrameVerdict& v, std::span<std::uint8_t> buffer,
+                               std::span<const std::uint8_t> noise, std::uint8_t spoil) {
+  for (std::size_t i = 0; i < v.length && !noise.empty(); ++i) buffer[v.offset + i] ^= noise[i % noise.size()];
+  proto::CryptoCompletion c{};
+  c.op = v.op;
+  c.status = proto::CryptoStatus::kOk;
+  c.offset = v.offset;
+  c.length = v.length;
+  c.icvOffset = v.icvOffset;
+  if (spoil & 1) c.offset += static_cast<std::uint32_t>(static_cast<std::int8_t>(spoil) >> 2);
+  if (spoil & 2) c.length += static_cast<std::uint32_t>(static_cast<std::int8_t>(spoil) >> 3);
+  if ((spoil & 0xc0) == 0xc0) c.status = static_cast<proto::CryptoStatus>(spoil & 0x0f);
+  return c;
+}
+
+void afterSign(Tables& t, const FrameVerdict& v, std::span<std::uint8_t> buffer, std::span<const std::uint8_t> noise,
+               std::uint8_t spoil) {
+  const proto::CryptoCompletion c = answer(v, buffer, noise, spoil);
+  const AhSigned s = finishAhSigned(buffer, c, t.ah, (spoil & 0x20) == 0);
+  if (s.kind == AhSigned::Kind::kDrop) {
+    if (!s.drop) __builtin_trap();
+    return;
+  }
+  if (s.start != t.ah.start || s.length != t.ah.length || std::size_t{s.start} + s.length > buffer.size()) {
+    __builtin_trap();
+  }
+  if (s.kind == AhSigned::Kind::kFragments && (s.mtu == 0 || s.length <= s.mtu)) __builtin_trap();
+}
+
+}  // namespace
+
+// ESP transport and bundle routes through their cores, then their completions.
+void frameOther(Tables& t, const OutboundRoute& r, std::span<const std::uint8_t> packet, std::uint8_t knobs,
+                std::uint8_t spoil) {
+  constexpr std::uint32_t kAt = 256;
+  static std::vector<std::uint8_t> buffer(4096);
+  if (packet.size() + kAt > buffer.size()) return;
+  std::copy(packet.begin(), packet.end(), buffer.begin() + kAt);
+  const auto len = static_cast<std::uint32_t>(packet.size());
+  const std::vector<std::uint64_t> before = numbers(t.sas);
+  const OutboundTables tables{t.sas, t.tunnels, t.natt, t.ipcomp, (knobs & 1) != 0, (knobs & 0x10) == 0,
+                              (knobs & 0x80) == 0};
+  FrameVerdict v;
+  if (r.kind == OutboundRoute::Kind::kBundle) {
+    v = frameBundle(tables, *r.policy, r.flow, buffer, kAt, len, {t.ah, 0x1234});
+  } else {
+    const TunnelFacts facts = tables.facts(*r.sa);
+    v = frameEspTransport(tables, *r.sa, r.policy, {(knobs & 2) ? nullptr : &facts, (knobs & 4) ? 8u : 0u}, buffer,
+                          kAt, len);
+  }
+  if (numbers(t.sas) != before) __builtin_trap();
+  checkVerdict(v, r.policy, packet, buffer.size());
+  if (v.kind != FrameVerdict::Kind::kCrypto) return;
+  if (v.op == proto::CryptoOp::kAhSign) return afterSign(t, v, buffer, packet, spoil);
+  if (v.next == StepKind::kNone) return;
+  // The seal completed: its SA's number taken (as the shell does), the next step run.
+  Sa& first = *v.sa;
+  ++first.seqNext;
+  const proto::CryptoCompletion c = answer(v, buffer, packet, spoil);
+  const SealedStage stage{first.ref, v.next, v.nextSa, v.transportHeader, v.outerTos, v.outerDf};
+  const FrameVerdict second = frameAfterSeal(tables, stage, buffer, c, {t.ah, 0x1235});
+  const std::vector<std::uint64_t> sealed = numbers(t.sas);
+  checkVerdict(second, nullptr, packet, buffer.size());
+  if (second.kind == FrameVerdict::Kind::kHold || second.kind == FrameVerdict::Kind::kTooBig) __builtin_trap();
+  if (second.kind == FrameVerdict::Kind::kCrypto && second.op == proto::CryptoOp::kAhSign) {
+    afterSign(t, second, buffer, packet, static_cast<std::uint8_t>(spoil >> 1));
+  }
+  if (numbers(t.sas) != sealed) __builtin_trap();
+  --first.seqNext;  // the table stays as it was for the next input
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   static Tables t;  // routing moves no state but the SPD's flow cache
@@ -139,8 +305,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           (r.sa->mode != IPSEC_MODE_ANY && r.sa->mode != r.request->mode) || !(data[0] & 1)) {
         __builtin_trap();
       }
-      if (!r.transport) frame(t, r, packet, data[0]);
+      if (!r.transport) {
+        frame(t, r, packet, data[0]);
+      } else {
+        frameOther(t, r, packet, data[0], data[size - 1]);
+      }
       break;
   }
+  if (r.kind == OutboundRoute::Kind::kBundle) frameOther(t, r, packet, data[0], data[size - 1]);
   return 0;
 }
