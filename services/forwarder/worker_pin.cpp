@@ -24,7 +24,11 @@
 
 namespace ipsec::forwarder {
 
-Forwarder::Worker& Forwarder::workerFor(const Sa& sa) noexcept { return *workers_[sa.ref.index % workers_.size()]; }
+// With several forwarder threads workers_ holds this thread's workers only
+// (global worker g is local g / threads_, threads.cpp).
+Forwarder::Worker& Forwarder::workerFor(const Sa& sa) noexcept {
+  return *workers_[(sa.ref.index % totalWorkers_) / threads_];
+}
 
 const Sa* Forwarder::firstStepSa(std::span<const std::uint8_t> packet) noexcept {
   const auto flow = esp::parseInnerPacket(packet);
