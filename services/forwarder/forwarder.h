@@ -675,7 +675,10 @@ class Forwarder {
     std::size_t length = 0;
   };
   using Handoff = HandoffQueue<HandoffSlot>;
-  static constexpr std::size_t kHandoffSlots = 64;
+  // Eight bursts of reads: a thread's burst (32 reads) behind several others
+  // while its owner is busy with its own. 64 dropped packets under parallel
+  // TCP flows on a loaded 2-core machine; 256 none.
+  static constexpr std::size_t kHandoffSlots = 256;
   // True when the read belongs to another thread's SA and was handed to it
   // (or dropped, counted, when its queue was full); tun_reader.cpp placeTunRead.
   bool handOffTunRead(std::span<const std::uint8_t> read) noexcept;

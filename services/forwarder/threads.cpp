@@ -113,8 +113,9 @@ bool Forwarder::handOff(unsigned to, bool inbound, std::uint32_t saIndex, const 
     ++handoffDropFull_;
     return false;
   }
-  // A slot grows once to the longest read (no allocation after that).
-  if (slot->bytes.size() < kMaxHandoffBytes) slot->bytes.resize(kMaxHandoffBytes);
+  // A slot grows to the longest packet it has carried (outer packets stay
+  // small; a super-packet's slot grows once), so no allocation after that.
+  if (slot->bytes.size() < bytes.size()) slot->bytes.resize(bytes.size());
   std::memcpy(slot->bytes.data(), bytes.data(), bytes.size());
   slot->length = bytes.size();
   slot->inbound = inbound;
