@@ -157,8 +157,8 @@ bool Forwarder::takeHandoff(HandoffSlot& slot) noexcept {
     placeTunRead(bytes);  // tun_reader.cpp, as if read from this thread's queue
     return true;
   }
-  const unsigned global = slot.saIndex % totalWorkers_;
-  Worker& w = global % threads_ == thread_ ? *workers_[global / threads_] : *workers_[0];
+  const unsigned global = slot.saIndex % totalWorkers_;  // as workerFor (worker_pin.cpp)
+  Worker& w = *workers_[global % threads_ == thread_ ? global / threads_ : 0];
   if (slot.length > w.bufferSize) {
     ++counters_.esp_in_drop_truncated;
     return true;
