@@ -123,6 +123,16 @@ class MultiQueueTest(unittest.TestCase):
             self.flows(tb, 5200)
             self.check_threads(tb, before)
 
+    def test_three_workers_on_two_threads(self):
+        """Thread 0 drives workers 0 and 2, thread 1 worker 1: uneven shares carry traffic too."""
+        with Testbed() as tb:
+            tb.start_pair("aes-gcm", 4, crypto_workers=3, forwarder_threads=2)
+            self.flows(tb, 5300)
+            for h in tb.hosts():
+                c = self.counters(h)
+                self.assertEqual(c["esp_in_drop_replay"], 0, f"{h.side}: replayed or duplicate sequence numbers")
+                self.assertEqual(c["out_drop_seq_wait"], 0, f"{h.side}: an SA sealed off its owner thread")
+
     def test_fewer_workers_than_threads_is_refused(self):
         with Testbed() as tb:
             with self.assertRaises(RuntimeError):
