@@ -127,10 +127,15 @@ class MultiQueueTest(unittest.TestCase):
         """Thread 0 drives workers 0 and 2, thread 1 worker 1: uneven shares carry traffic too."""
         with Testbed() as tb:
             tb.start_pair("aes-gcm", 4, crypto_workers=3, forwarder_threads=2)
-            self.flows(tb, 5300)
+            with espeer.Capture(tb.b, os.path.join(tb.tmp, "wire.pcap")) as cap:
+                self.flows(tb, 5300)
+                cap.stop()
+                self.assert_sequence_numbers_unique(cap)
             for h in tb.hosts():
                 c = self.counters(h)
-                self.assertEqual(c["esp_in_drop_replay"], 0, f"{h.side}: replayed or duplicate sequence numbers")
+                self.assertEqual(c["esp_in_drop_replay"], 0, f"{h.side}: replayed or duplicate sequence numbers "
+                                 f"(worker_pin_no_buffer {c['worker_pin_no_buffer']}, "
+                                 f"handed off {c['thread_handoff_packets']})")
                 self.assertEqual(c["out_drop_seq_wait"], 0, f"{h.side}: an SA sealed off its owner thread")
 
     def test_fewer_workers_than_threads_is_refused(self):
