@@ -190,6 +190,13 @@ inline constexpr Layout<ForwarderFd, 15> kForwarder{
          "send only: transport-mode ESP with the host's header and extension headers, AH"},
     }}};
 
+// A multi-queue TUN (forwarder_threads > 1): queue 0 is kTun; queues 1..N-1
+// follow the whole table, one each, so they move with it and no entry moves
+// for them (N = 1 passes none).
+constexpr int tunQueueNumber(unsigned workers, unsigned queue) {
+  return kFirstFd + kForwarder.count(workers) + static_cast<int>(queue) - 1;
+}
+
 // The layout of the process whose descriptors an enum names (service::takeFd).
 constexpr const auto& layoutOf(KeydbFd) { return kKeydb; }
 constexpr const auto& layoutOf(PolicyFd) { return kPolicy; }

@@ -232,6 +232,9 @@ const std::map<std::string_view, Setter>& keyTable() {
       {"crypto_workers", [](Config& c, const Place& at, std::string_view v) {
          c.cryptoWorkers = toUnsigned(parseNumber(at, v, 1, 16));
        }},
+      {"forwarder_threads", [](Config& c, const Place& at, std::string_view v) {
+         c.forwarderThreads = toUnsigned(parseNumber(at, v, 1, 16));
+       }},
       {"natt_port", [](Config& c, const Place& at, std::string_view v) {
          c.nattPort = toUnsigned(parseNumber(at, v, 1, 65535));
        }},
@@ -322,6 +325,17 @@ void checkDistinctUids(const Config& c, std::string_view fileName,
   }
 }
 
+// Each forwarder thread drives crypto workers of its own (i % threads): a
+// thread without one would have no ring to seal on.
+void checkForwarderThreads(const Config& c, std::string_view fileName,
+                           const std::map<std::string_view, unsigned>& lineOf) {
+  if (c.cryptoWorkers >= c.forwarderThreads) return;
+  const auto it = lineOf.find("forwarder_threads");
+  Place{fileName, it == lineOf.end() ? 0u : it->second, "forwarder_threads"}.fail(
+      std::to_string(c.forwarderThreads) + " threads need crypto_workers of at least as many (it is " +
+      std::to_string(c.cryptoWorkers) + "): each thread drives workers of its own");
+}
+
 }  // namespace
 
 ConfigError::ConfigError(std::string_view fileName, unsigned line, std::string_view message)
@@ -384,6 +398,7 @@ Config parseConfig(std::string_view text, std::string_view fileName) {
     lineOf.emplace(it->first, lineNumber);
   }
   checkDistinctUids(config, fileName, lineOf);
+  checkForwarderThreads(config, fileName, lineOf);
   return config;
 }
 

@@ -52,6 +52,10 @@ struct Config {
   std::string runtimeDir = "/run/ipsecd";
   std::optional<std::string> setkeyFile;
   unsigned cryptoWorkers = 1;
+  // Forwarder threads, one per TUN queue (IFF_MULTI_QUEUE when above 1),
+  // each driving the crypto workers i with i % forwarderThreads == its
+  // number: cryptoWorkers must be at least this (issue 13, item 5).
+  unsigned forwarderThreads = 1;
   unsigned nattPort = 4500;
   // Transport mode (RFC 4303 §3.1.1): traffic from this host to these peers is
   // routed into the TUN by a policy-routing table; the forwarder's sockets

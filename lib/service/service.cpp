@@ -26,6 +26,7 @@ Args parseArgs(int argc, char** argv) {
                                     {"print-profile", no_argument, nullptr, 'p'},
                                     {"local-address", required_argument, nullptr, 'l'},
                                     {"tun-offloads", required_argument, nullptr, 't'},
+                                    {"forwarder-threads", required_argument, nullptr, 'f'},
                                     {nullptr, 0, nullptr, 0}};
   Args a;
   bool haveUid = false, haveGid = false;
@@ -40,6 +41,7 @@ Args parseArgs(int argc, char** argv) {
       case 'p': a.printProfile = true; break;
       case 'l': a.localAddresses.emplace_back(optarg); break;
       case 't': a.tunOffloads = static_cast<unsigned>(std::stoul(optarg, nullptr, 0)); break;
+      case 'f': a.forwarderThreads = static_cast<unsigned>(std::stoul(optarg)); break;
       default: throw std::runtime_error("unknown argument; this program is started by ipsecd");
     }
   }
@@ -55,6 +57,9 @@ Args parseArgs(int argc, char** argv) {
   }
   if (a.uid == 0 || a.gid == 0) throw std::runtime_error("refusing to run as uid or gid 0");
   if (a.workers == 0 || a.workers > 16) throw std::runtime_error("--workers must be 1..16");
+  if (a.forwarderThreads == 0 || a.forwarderThreads > a.workers) {
+    throw std::runtime_error("--forwarder-threads must be 1..--workers");
+  }
   return a;
 }
 

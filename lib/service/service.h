@@ -49,6 +49,10 @@ struct Args {
   // absent: a plain TUN. ipsecd probed the device once; a restarted data
   // plane gets the same TUN and the same flags.
   std::optional<unsigned> tunOffloads;
+  // --forwarder-threads N (forwarder only): its TUN has N queues (the first
+  // at the table's kTun, the others after the table: fdlayout::tunQueueNumber)
+  // and it runs one thread per queue; 1..workers.
+  unsigned forwarderThreads = 1;
 };
 
 // Throws std::runtime_error naming the bad argument.

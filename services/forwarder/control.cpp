@@ -67,6 +67,7 @@ Forwarder::Forwarder(asio::io_context& io, Fds fds, std::optional<unsigned> tunO
     workers_.push_back(std::move(w));
   }
   if (workers_.empty()) throw std::runtime_error("no crypto worker rings");
+  totalWorkers_ = static_cast<unsigned>(workers_.size());  // joinThreads: more, several threads
   setUpTunOffload(tunOffloads);  // tun_reader.cpp
 }
 
@@ -89,21 +90,25 @@ void Forwarder::start() {
   // right: fail closed and let ipsecd restart the data plane.
   auto fatal = [this](const char* who) {
     return [this, who](std::string_view why) {
-      if (stopped_) return;
+      if (stopping()) return;
       log::error("channel to {} closed: {}", who, why);
       std::exit(1);
     };
   };
-  keydb_->start([this](capnp::MessageReader& m, std::vector<UniqueFd>& f) { return onKeydb(m, f); },
+  // afterKeydb/afterPolicy: several forwarder threads' share of a table change (threads.cpp).
+  keydb_->start([this](capnp::MessageReader& m, std::vector<UniqueFd>& f) { return onKeydb(m, f) && afterKeydb(m); },
                 fatal("ipsec-keydb"));
-  policy_->start([this](capnp::MessageReader& m, std::vector<UniqueFd>& f) { return onPolicy(m, f); },
+  policy_->start([this](capnp::MessageReader& m, std::vector<UniqueFd>& f) { return onPolicy(m, f) && afterPolicy(m); },
                  fatal("ipsec-policy"));
   armTun();
-  armRaw(AF_INET);
-  armRaw(AF_INET6);
-  armUdp(AF_INET);
-  armUdp(AF_INET6);
-  startAh();
+  if (thread_ == 0) {  // the outer sockets are read by thread 0 alone (threads.cpp)
+    armRaw(AF_INET);
+    armRaw(AF_INET6);
+    armUdp(AF_INET);
+    armUdp(AF_INET6);
+    startAh();
+    startRelays();
+  }
   for (auto& w : workers_) serviceCompletions(*w);
   sendUsage();
   armKeepalives();
@@ -113,6 +118,8 @@ void Forwarder::stop() {
   stopped_ = true;
   if (keydb_) keydb_->close();
   if (policy_) policy_->close();
+  for (auto& relay : keydbRelays_) relay->close();
+  for (auto& relay : policyRelays_) relay->close();
 }
 
 void Forwarder::armTun() {
@@ -364,6 +371,7 @@ void Forwarder::armUsage() noexcept {
 
 void Forwarder::fillStats(proto::Stats::Builder out) {
   Counters now = counters_;
+  const ThreadShares threads = gatherShares(now);  // the other forwarder threads' (threads.cpp)
   sas_.forEach([&](Sa&) { ++now.sas; });
   now.policies = spd_.size();
   // Each listed SA costs about 350 bytes of the answer, which must fit one
@@ -371,7 +379,7 @@ void Forwarder::fillStats(proto::Stats::Builder out) {
   // answer says how many it left out instead of not arriving at all.
   const std::uint64_t listed = std::min<std::uint64_t>(now.sas, kMaxListedSas);
   now.sas_not_listed = now.sas - listed;
-  stats::fillCounters(out, now);
+  threads.fillExtra(stats::fillCounters(out, now, threads.extraRows()), std::size(Counters::kInfo));
 
   auto saList = out.initSas(static_cast<unsigned>(listed));
   unsigned j = 0;
@@ -384,7 +392,7 @@ void Forwarder::fillStats(proto::Stats::Builder out) {
     e.setDst(capnp::Data::Reader(d.data(), d.size()));
     auto src = sa.src.bytes();  // the src label of ipsecctl stats --prometheus
     e.setSrc(capnp::Data::Reader(src.data(), src.size()));
-    stats::fillCounters(e, sa.counters);
+    stats::fillCounters(e, threads.of(sa));
   });
 }
 

@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 
 #include <array>
+#include <atomic>
 #include <boost/asio.hpp>
 #include <cstdint>
 #include <memory>
@@ -59,6 +60,7 @@
 #include "offload/coalesce.h"
 #include "offload/segment.h"
 #include "tables.h"
+#include "thread_handoff.h"
 #include "tunnel_frame.h"
 #include "tunnel_options.h"
 #include "outbound_frame.h"
@@ -115,6 +117,33 @@ class Forwarder {
   void stop();
   void fillStats(proto::Stats::Builder out);
   void setSysctl(std::string_view name, std::int64_t value);
+
+  // ---- Several forwarder threads (threads.cpp, thread_group.cpp; issue 13 item 5) ----
+  // Where this instance stands: thread `thread` of `threads`, driving the
+  // crypto workers thread, thread + threads, ... of `totalWorkers` (its
+  // Fds.workers are those, in that order). Called before start().
+  struct ThreadPlace {
+    unsigned thread = 0, threads = 1, totalWorkers = 1;
+    std::vector<Forwarder*> peers;  // every instance, by thread (this one included)
+    // Thread 0: for each other thread u (index u - 1), thread 0's ends of the
+    // socket pairs u uses as its keydb and policy channels (relayed here).
+    std::vector<std::pair<UniqueFd, UniqueFd>> relays;
+    std::shared_ptr<std::atomic<bool>> stopping;  // set first when the process stops
+  };
+  void joinThreads(ThreadPlace place);
+  // The thread an SA belongs to: its crypto worker's (worker_pin.cpp), so
+  // the same on both directions and on every thread.
+  static unsigned ownerThread(std::uint32_t saIndex, unsigned totalWorkers, unsigned threads) noexcept {
+    return saOwnerThread(saIndex, totalWorkers, threads);  // thread_handoff.h
+  }
+  // What one thread counted, taken on that thread (fillStats sums them).
+  struct StatsShare {
+    Counters counters;
+    std::vector<std::pair<SaRef, SaCounters>> sas;  // the SAs this thread used
+    std::uint64_t tunReads = 0, handedOff = 0, handoffDropFull = 0, handoffTaken = 0;
+  };
+  StatsShare statsShare();
+  boost::asio::io_context& io() noexcept { return io_; }
 
  private:
   // kInboundGro: a UDP GRO datagram opened as one request (gro_open.h), its segments in Worker::groSegments.
@@ -574,6 +603,59 @@ class Forwarder {
     std::array<std::uint8_t, kBurst> first{}, count{};  // the batch's datagrams in each message
   };
   GsoBatch gso_;
+
+  // ---- Several forwarder threads (threads.cpp; issue 13 item 5) ----
+  // A packet in a HandoffQueue: a TUN read (its virtio_net_hdr included when
+  // the TUN has one) or an outer packet received whole, with what its outer
+  // headers said.
+  struct HandoffSlot {
+    bool inbound = false;
+    std::uint32_t saIndex = 0;  // inbound: the SA the SPI named (its worker takes the copy)
+    Outer outer;
+    std::vector<std::uint8_t> bytes;
+    std::size_t length = 0;
+  };
+  using Handoff = HandoffQueue<HandoffSlot>;
+  // Eight bursts of reads: a thread's burst (32 reads) behind several others
+  // while its owner is busy with its own. 64 dropped packets under parallel
+  // TCP flows on a loaded 2-core machine; 256 none.
+  static constexpr std::size_t kHandoffSlots = 256;
+  // True when the read belongs to another thread's SA and was handed to it
+  // (or dropped, counted, when its queue was full); tun_reader.cpp placeTunRead.
+  bool handOffTunRead(std::span<const std::uint8_t> read) noexcept;
+  // The same for an inbound packet of w's buffer buf whose SA is `sa` (inbound.cpp inboundPacket); frees buf when true.
+  bool handOffInbound(Worker& w, std::uint32_t buf, std::uint32_t len, const Outer& outer, const Sa& sa) noexcept;
+  bool handOff(unsigned to, bool inbound, std::uint32_t saIndex, const Outer& outer,
+               std::span<const std::uint8_t> bytes) noexcept;
+  void drainHandoffs() noexcept;
+  // One slot handled; false when it must wait for buffers (left in the queue).
+  bool takeHandoff(HandoffSlot& slot) noexcept;
+  // Control (threads.cpp): after a keydb message is applied here, an SA of
+  // another thread gets no sequence numbers on this one (it can never seal
+  // here), and thread 0 passes the message on to the other threads.
+  bool afterKeydb(capnp::MessageReader& m);
+  bool afterPolicy(capnp::MessageReader& m);
+  void startRelays();
+  bool stopping() const noexcept { return stopped_ || (stopping_ && stopping_->load()); }
+  // Thread 0's stats: the other threads' shares, the per-SA counters of
+  // theirs summed by SA, rows after the counter list (per TUN queue, hand-offs).
+  struct ThreadShares {
+    std::vector<StatsShare> shares;  // by thread; empty with one thread
+    std::unordered_map<std::uint64_t, SaCounters> saCounters;  // threads 1.. by (index << 32 | generation)
+    SaCounters of(const Sa& sa) const;
+    unsigned extraRows() const;
+    void fillExtra(capnp::List<proto::Counter>::Builder rows, unsigned first) const;
+  };
+  // Adds the other threads' counters to `now`.
+  ThreadShares gatherShares(Counters& now);
+  bool takingHandoff_ = false;  // a handed-off packet is being taken: it stays here
+  unsigned thread_ = 0, threads_ = 1, totalWorkers_ = 0;
+  std::vector<Forwarder*> peers_;
+  std::vector<std::unique_ptr<Handoff>> handoffIn_;  // by producer thread
+  std::shared_ptr<std::atomic<bool>> stopping_;
+  std::vector<std::pair<UniqueFd, UniqueFd>> relayFds_;
+  std::vector<std::unique_ptr<control::Channel>> keydbRelays_, policyRelays_;  // thread 0: by thread - 1
+  std::uint64_t tunReads_ = 0, handedOff_ = 0, handoffDropFull_ = 0, handoffTaken_ = 0;
 };
 
 }  // namespace ipsec::forwarder

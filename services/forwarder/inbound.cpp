@@ -201,6 +201,7 @@ void Forwarder::inboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, c
   }
   Sa* sa = v.sa;
   const std::uint64_t seq = v.seq;
+  if (pin && handOffInbound(w, buf, len, outer, *sa)) return;  // another forwarder thread's SA (threads.cpp)
   if (pin && workers_.size() > 1 && &workerFor(*sa) != &w) {
     // Its SA's worker (worker_pin.cpp): the whole buffer as received (transport mode rebuilds from its start).
     Worker& to = workerFor(*sa);

@@ -4,8 +4,11 @@
 // each: the ipsecd, keydb and policy channels; the TUN (with a virtio_net_hdr
 // and offloads when --tun-offloads says so); raw ESP and AH, NAT-T
 // UDP (IPv4, IPv6); per crypto worker its ring memfd and two bells; then the
-// two send-only header-included sockets. Losing any peer ends the process and
+// two send-only header-included sockets; with forwarder_threads N > 1 the
+// TUN's queues 1..N-1 after the table. Losing any peer ends the process and
 // ipsecd restarts the data plane.
+//
+// Threads: one per TUN queue (thread_group.h); thread 0 is the service's.
 //
 // Sandbox: its own uid, an empty root, no capabilities, no_new_privs, and an
 // allow-list without open/openat, socket, connect or execve: a compromised
@@ -15,6 +18,7 @@
 #include <sys/socket.h>
 
 #include "forwarder.h"
+#include "thread_group.h"
 #include "log/log.h"
 #include "service/service.h"
 
@@ -33,6 +37,7 @@ sandbox::SandboxProfile profile(const service::Args& args) {
            {"setsockopt", "the IPv4 NAT-T socket's DF setting follows each run of ESP in UDP (the SA's DF policy, gro.cpp)",
             {sandbox::argEquals(1, IPPROTO_IP, "IPPROTO_IP"), sandbox::argEquals(2, IP_MTU_DISCOVER, "IP_MTU_DISCOVER")},
             std::nullopt}});
+  if (args.forwarderThreads > 1) p.allow(sandbox::threadSyscalls());  // one thread per TUN queue (thread_group.h)
   return p;
 }
 
@@ -59,6 +64,15 @@ forwarder::Fds takeFds(const service::Args& args) {
   return fds;
 }
 
+// A multi-queue TUN's queues 1..N-1, after the table.
+std::vector<control::UniqueFd> takeTunQueues(const service::Args& args) {
+  std::vector<control::UniqueFd> queues;
+  for (unsigned q = 1; q < args.forwarderThreads; ++q) {
+    queues.push_back(service::takeFd(fdlayout::tunQueueNumber(args.workers, q), "TUN queue " + std::to_string(q)));
+  }
+  return queues;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -67,7 +81,7 @@ int main(int argc, char** argv) {
     service::Service svc("ipsec-forwarder", args);
 
     forwarder::Fds fds = takeFds(args);
-    forwarder::Forwarder fwd(svc.io(), std::move(fds), args.tunOffloads);
+    forwarder::ThreadGroup fwd(svc.io(), std::move(fds), takeTunQueues(args), args.tunOffloads);
 
     fwd.start();
     return svc.run(profile(args), {
@@ -75,7 +89,7 @@ int main(int argc, char** argv) {
                                 .sysctl = [&](std::string_view n, std::int64_t v) { fwd.setSysctl(n, v); },
                                 .dataPlaneRestarted = nullptr,
                                 .stop = [&] { fwd.stop(); },
-                                .sandboxed = nullptr,
+                                .sandboxed = [&] { fwd.runThreads(); },
                             });
   });
 }

@@ -90,6 +90,7 @@ Forwarder::Worker& Forwarder::outboundWorker(std::span<const std::uint8_t> packe
 }
 
 void Forwarder::placeTunRead(std::span<std::uint8_t> read) noexcept {
+  if (handOffTunRead(read)) return;  // its SA is another forwarder thread's (threads.cpp)
   offload::SegmentPlan plan;
   std::span<std::uint8_t> packet = read;
   if (tunOffload_.vnetHeader) {

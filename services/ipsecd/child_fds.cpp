@@ -96,7 +96,7 @@ std::vector<int> cryptoFds(const ChildEnds& c) {
 
 std::vector<int> forwarderFds(const ChildEnds& c) {
   const auto workers = static_cast<unsigned>(c.workers.size());
-  return fromLayout(fdlayout::kForwarder, workers, [&c](ForwarderFd id, unsigned w) {
+  auto fds = fromLayout(fdlayout::kForwarder, workers, [&c](ForwarderFd id, unsigned w) {
     switch (id) {
       case ForwarderFd::kIpsecd: return c.ipsecd;
       case ForwarderFd::kKeydb: return c.forwarderOfKeydb;
@@ -116,6 +116,12 @@ std::vector<int> forwarderFds(const ChildEnds& c) {
     }
     return -1;
   });
+  // The TUN's further queues follow the table, in queue order (tunQueueNumber).
+  for (const int queue : c.tunQueues) {
+    if (queue < 0) throw std::logic_error("ipsec-forwarder: no descriptor for a TUN queue");
+    fds.push_back(queue);
+  }
+  return fds;
 }
 
 std::vector<int> keydbReplacementFds(const ChildEnds& c) { return replacements(fdlayout::kKeydb, keydbSource(c)); }

@@ -58,11 +58,13 @@ UniqueFd openTun(const std::string& name, short flags) {
 
 }  // namespace
 
-Tun createTun(const std::string& name, int mtu, bool offload) {
+Tun createTun(const std::string& name, int mtu, bool offload, unsigned queues) {
   if (name.empty() || name.size() >= IFNAMSIZ) throw std::runtime_error("bad TUN name: " + name);
   Tun tun;
+  // One queue is the plain device, exactly as before multi-queue existed.
+  const short multiQueue = queues > 1 ? IFF_MULTI_QUEUE : 0;
   if (offload) {
-    tun.fd = openTun(name, IFF_TUN | IFF_NO_PI | IFF_VNET_HDR);
+    tun.fd = openTun(name, IFF_TUN | IFF_NO_PI | IFF_VNET_HDR | multiQueue);
     if (tun.fd) {
       const offload::TunOffloads granted = offload::probeTunOffloads(tun.fd.get());
       if (granted.vnetHeader) {
@@ -79,8 +81,15 @@ Tun createTun(const std::string& name, int mtu, bool offload) {
     }
   }
   if (!tun.fd) {
-    tun.fd = openTun(name, IFF_TUN | IFF_NO_PI);
+    tun.fd = openTun(name, IFF_TUN | IFF_NO_PI | multiQueue);
     if (!tun.fd) fail("TUNSETIFF " + name);
+  }
+  // The other queues attach to the device queue 0 created, with its flags.
+  const short flags = static_cast<short>(IFF_TUN | IFF_NO_PI | multiQueue | (tun.offloads ? IFF_VNET_HDR : 0));
+  for (unsigned q = 1; q < queues; ++q) {
+    UniqueFd queue = openTun(name, flags);
+    if (!queue) fail("TUNSETIFF " + name + " queue " + std::to_string(q));
+    tun.moreQueues.push_back(std::move(queue));
   }
   ifreq ifr{};
   std::strncpy(ifr.ifr_name, name.c_str(), IFNAMSIZ - 1);

@@ -22,6 +22,8 @@ struct Tun {
   // With IFF_VNET_HDR: the TUN_F_* offloads the kernel granted (issue 13);
   // the forwarder is told them (--tun-offloads). Absent: a plain TUN.
   std::optional<unsigned> offloads;
+  // IFF_MULTI_QUEUE (forwarder_threads > 1): queues 1..N-1 of the device, `fd` being queue 0.
+  std::vector<UniqueFd> moreQueues;
 };
 
 // Creates (or attaches to) a non-persistent TUN, so the device disappears when
@@ -29,7 +31,9 @@ struct Tun {
 // with IFF_VNET_HDR and the largest set of offloads the kernel grants
 // (lib/offload's probe); a kernel that refuses the header gets a plain TUN,
 // logged once.
-Tun createTun(const std::string& name, int mtu, bool offload);
+// queues > 1: every queue opened with IFF_MULTI_QUEUE and the same flags
+// (the header and offloads are the device's).
+Tun createTun(const std::string& name, int mtu, bool offload, unsigned queues = 1);
 void configureTun(const Tun& tun, const config::Config& cfg);
 
 // Raw IPPROTO_ESP sockets; the kernel builds outer IP headers on send and

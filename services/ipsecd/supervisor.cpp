@@ -137,7 +137,7 @@ class Supervisor {
     sandbox::ensureEmptyDirAt(runtimeDir_.fd(), kEmptyDirName, emptyDir_);
     createdEmptyDir_ = true;
 
-    tun_ = createTun(cfg_.tunName, static_cast<int>(cfg_.tunMtu), cfg_.tunOffload);
+    tun_ = createTun(cfg_.tunName, static_cast<int>(cfg_.tunMtu), cfg_.tunOffload, cfg_.forwarderThreads);
     configureTun(tun_, cfg_);
     log::info("TUN {} up, mtu {}", tun_.name, cfg_.tunMtu);
     raw4_ = openRawSocket(AF_INET, IPPROTO_ESP);
@@ -236,6 +236,7 @@ class Supervisor {
     transportRouting_.remove();  // before the TUN goes: its routes name the device
     // Closing our TUN descriptor, the last one now that the children are
     // gone, removes the (non-persistent) device and its routes.
+    tun_.moreQueues.clear();
     tun_.fd.reset();
     log::info("stopped");
   }
@@ -267,6 +268,7 @@ class Supervisor {
     e.forwarderOfPolicy = links.policyForwarder.second.get();
     e.pfkeyListen = pfkeyListen_.get();
     e.tun = tun_.fd.get();
+    for (const auto& q : tun_.moreQueues) e.tunQueues.push_back(q.get());
     e.esp4 = raw4_.get();
     e.esp6 = raw6_.get();
     e.ah4 = rawAh4_.get();
@@ -313,6 +315,9 @@ class Supervisor {
     // The forwarder is told what the TUN carries: the device outlives a
     // data-plane restart, and so do its header and offloads.
     if (tun_.offloads) workers.insert(workers.end(), {"--tun-offloads", std::to_string(*tun_.offloads)});
+    if (cfg_.forwarderThreads > 1) {
+      workers.insert(workers.end(), {"--forwarder-threads", std::to_string(cfg_.forwarderThreads)});
+    }
     spawn(Role::kForwarder, ends, workers);
   }
 

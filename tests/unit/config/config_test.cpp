@@ -150,6 +150,16 @@ TEST(ConfigError, RejectsADuplicateKey) {
             "t.conf:3: tun_mtu: duplicate key (first set on line 1)");
 }
 
+TEST(Config, ForwarderThreadsDefaultToOneAndTakeTheirOwnWorkers) {
+  EXPECT_EQ(parseConfig("", "t").forwarderThreads, 1u);
+  const auto c = parseConfig("crypto_workers = 4\nforwarder_threads = 2\n", "t");
+  EXPECT_EQ(c.forwarderThreads, 2u);
+  EXPECT_EQ(errorOf("forwarder_threads = 17"), "t.conf:1: forwarder_threads: 17 is out of range 1..16");
+  EXPECT_EQ(errorOf("crypto_workers = 1\nforwarder_threads = 2"),
+            "t.conf:2: forwarder_threads: 2 threads need crypto_workers of at least as many (it is 1): each thread "
+            "drives workers of its own");
+}
+
 TEST(ConfigError, RejectsAnEmptyValue) {
   EXPECT_EQ(errorOf("setkey_file =   "), "t.conf:1: setkey_file: empty value");
 }

@@ -162,6 +162,17 @@ TEST(ChildFds, EveryNumberTheTableGivesHoldsThatEntrysDescriptor) {
   EXPECT_EQ(at(fds, l.number(ForwarderFd::kHeaderIncluded6, 2)), e.headerIncluded6);
 }
 
+TEST(ChildFds, TheTunsFurtherQueuesFollowTheTableInQueueOrder) {
+  ChildEnds e = distinctEnds(2);
+  EXPECT_EQ(supervisor::forwarderFds(e).size(), static_cast<std::size_t>(fdlayout::kForwarder.count(2)));
+  e.tunQueues = {900, 901};
+  const auto fds = supervisor::forwarderFds(e);
+  ASSERT_EQ(fds.size(), static_cast<std::size_t>(fdlayout::kForwarder.count(2)) + 2);
+  EXPECT_EQ(at(fds, fdlayout::tunQueueNumber(2, 1)), 900);
+  EXPECT_EQ(at(fds, fdlayout::tunQueueNumber(2, 2)), 901);
+  EXPECT_EQ(at(fds, fdlayout::kForwarder.number(ForwarderFd::kTun, 2)), e.tun);
+}
+
 TEST(ChildFds, ADataPlaneRestartReplacesWhatTheTableSaysToAwait) {
   const ChildEnds e = distinctEnds(1);
   EXPECT_EQ(supervisor::keydbReplacementFds(e), (std::vector<int>{e.keydbOfCrypto, e.keydbOfForwarder}));
