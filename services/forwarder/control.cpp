@@ -68,6 +68,7 @@ Forwarder::Forwarder(asio::io_context& io, Fds fds, std::optional<unsigned> tunO
   }
   if (workers_.empty()) throw std::runtime_error("no crypto worker rings");
   setUpTunOffload(tunOffloads);  // tun_reader.cpp
+  setUpEspRing();                // esp_ring_reader.cpp
 }
 
 Forwarder::~Forwarder() {
@@ -77,6 +78,7 @@ Forwarder::~Forwarder() {
   raw6Watch_.release();
   udp4Watch_.release();
   udp6Watch_.release();
+  if (espRingWatch_) espRingWatch_->release();
   for (auto& w : workers_) w->bellWatch->release();
   if (ah4Watch_) ah4Watch_->release();
   if (ah6Watch_) ah6Watch_->release();
@@ -101,6 +103,7 @@ void Forwarder::start() {
   armTun();
   armRaw(AF_INET);
   armRaw(AF_INET6);
+  armEspRing();
   armUdp(AF_INET);
   armUdp(AF_INET6);
   startAh();

@@ -36,6 +36,14 @@ void configureTun(const Tun& tun, const config::Config& cfg);
 // hands us whole datagrams (IPv4 with its header, IPv6 without) on receive.
 UniqueFd openRawSocket(int family, int protocol);
 
+// Plain ESP over IPv4 through a PACKET_RX_RING (esp/esp_ring.h; config
+// esp_ring): an AF_PACKET socket for IPv4 on every interface with the ring's
+// filter, TPACKET_V2 and the ring set up, then bound. Once it is, raw4 (the
+// raw ESP/IPv4 socket) gets a filter that takes nothing, so that each packet
+// is handed over once. An empty descriptor when the kernel refuses a step
+// (logged once by the caller with `why`); raw4 is then left as it was.
+UniqueFd openEspRing4(int raw4, std::string& why);
+
 // The ESP-in-UDP socket of one family (RFC 3948) on the wildcard address and
 // `port`: nonblocking, IPv6 V6ONLY, SO_REUSEPORT with the steering program of
 // esp/udp_encap.h attached, so that IKE packets (non-ESP marker) go to an IKE

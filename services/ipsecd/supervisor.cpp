@@ -27,6 +27,7 @@
 #include "child_fds.h"
 #include "child_output.h"
 #include "control/channel.h"
+#include "esp/esp_ring.h"
 #include "log/log.h"
 #include "netsetup.h"
 #include "runtime_dir.h"
@@ -131,6 +132,24 @@ class Supervisor {
 
  private:
   // ---- set-up -------------------------------------------------------------
+  // Plain ESP/IPv4 in through the packet ring (esp_ring), or, when it is off
+  // or the kernel refuses it, on the raw socket as before; the forwarder's
+  // table entry then holds an eventfd that never fires.
+  void openEspRing() {
+    if (cfg_.espRing) {
+      std::string why;
+      espRing4_ = openEspRing4(raw4_.get(), why);
+      if (espRing4_) {
+        log::info("plain ESP/IPv4 received through a packet ring ({} frames of {} bytes)", esp::kEspRingFrames,
+                  esp::kEspRingFrameSize);
+        return;
+      }
+      log::warn("esp_ring: the kernel refused the packet ring ({}): plain ESP/IPv4 on the raw socket", why);
+    }
+    espRing4_ = UniqueFd(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!espRing4_) throw std::system_error(errno, std::generic_category(), "eventfd (ESP ring placeholder)");
+  }
+
   void setUp() {
     runtimeDir_ = RuntimeDir::open(cfg_.runtimeDir);
     emptyDir_ = runtimeDir_.pathOf(kEmptyDirName);
@@ -142,6 +161,7 @@ class Supervisor {
     log::info("TUN {} up, mtu {}", tun_.name, cfg_.tunMtu);
     raw4_ = openRawSocket(AF_INET, IPPROTO_ESP);
     raw6_ = openRawSocket(AF_INET6, IPPROTO_ESP);
+    openEspRing();
     rawAh4_ = openRawSocket(AF_INET, IPPROTO_AH);
     rawAh6_ = openRawSocket(AF_INET6, IPPROTO_AH);
     // AH's ICV covers the IPv6 extension headers before AH, which the raw
@@ -269,6 +289,7 @@ class Supervisor {
     e.tun = tun_.fd.get();
     e.esp4 = raw4_.get();
     e.esp6 = raw6_.get();
+    e.espRing4 = espRing4_.get();
     e.ah4 = rawAh4_.get();
     e.ah6 = rawAh6_.get();
     e.udp4 = udp4_.get();
@@ -889,6 +910,7 @@ class Supervisor {
   Tun tun_;
   UniqueFd raw4_, raw6_, rawAh4_, rawAh6_, udp4_, udp6_, pfkeyListen_, controlListen_;
   UniqueFd hdr4_, hdr6_;  // transport mode: header-included, send-only
+  UniqueFd espRing4_;     // the plain ESP/IPv4 packet ring, or an idle eventfd (openEspRing)
   TransportRouting transportRouting_;
   std::unique_ptr<asio::posix::stream_descriptor> controlListener_;
   std::string emptyDir_, pfkeyPath_, controlPath_;

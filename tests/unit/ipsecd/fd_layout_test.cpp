@@ -67,13 +67,15 @@ TEST(FdLayout, ForwarderSocketsAfterTheWorkersMoveUpWithThem) {
   EXPECT_EQ(l.number(ForwarderFd::kCompletionBell, 1, 0), 15);
   EXPECT_EQ(l.number(ForwarderFd::kHeaderIncluded4, 1), 16);
   EXPECT_EQ(l.number(ForwarderFd::kHeaderIncluded6, 1), 17);
-  EXPECT_EQ(l.count(1), 15);
+  EXPECT_EQ(l.number(ForwarderFd::kEspRing4, 1), 18);
+  EXPECT_EQ(l.count(1), 16);
   EXPECT_EQ(l.number(ForwarderFd::kRingMemfd, 2, 1), 16);
   EXPECT_EQ(l.number(ForwarderFd::kRequestBell, 2, 1), 17);
   EXPECT_EQ(l.number(ForwarderFd::kCompletionBell, 2, 1), 18);
   EXPECT_EQ(l.number(ForwarderFd::kHeaderIncluded4, 2), 19);
   EXPECT_EQ(l.number(ForwarderFd::kHeaderIncluded6, 2), 20);
-  EXPECT_EQ(l.count(2), 18);
+  EXPECT_EQ(l.number(ForwarderFd::kEspRing4, 2), 21);
+  EXPECT_EQ(l.count(2), 19);
 }
 
 template <class Layout>
