@@ -101,7 +101,7 @@ ChildEnds distinctEnds(unsigned workers) {
   for (int* f : {&e.ipsecd, &e.keydbOfPolicy, &e.policyOfKeydb, &e.keydbOfCrypto, &e.cryptoOfKeydb,
                  &e.keydbOfForwarder, &e.forwarderOfKeydb, &e.policyOfForwarder, &e.forwarderOfPolicy,
                  &e.pfkeyListen, &e.tun, &e.esp4, &e.esp6, &e.ah4, &e.ah6, &e.udp4, &e.udp6, &e.headerIncluded4,
-                 &e.headerIncluded6}) {
+                 &e.headerIncluded6, &e.espRing4}) {
     *f = next++;
   }
   for (unsigned i = 0; i < workers; ++i) e.workers.push_back({next++, next++, next++});
@@ -138,7 +138,7 @@ TEST(ChildFds, ForwarderGetsItsSocketsRingsAndHeaderIncludedSocketsInTheTablesPl
   for (unsigned workers : {1u, 2u}) {
     const ChildEnds e = distinctEnds(workers);
     const auto fds = supervisor::forwarderFds(e);
-    ASSERT_EQ(fds.size(), 12 + 3 * workers);
+    ASSERT_EQ(fds.size(), 13 + 3 * workers);
     EXPECT_EQ(fds[0], e.ipsecd);
     EXPECT_EQ((std::vector<int>(fds.begin() + 1, fds.begin() + 10)),
               (std::vector<int>{e.forwarderOfKeydb, e.forwarderOfPolicy, e.tun, e.esp4, e.esp6, e.ah4, e.ah6, e.udp4,
@@ -152,6 +152,7 @@ TEST(ChildFds, ForwarderGetsItsSocketsRingsAndHeaderIncludedSocketsInTheTablesPl
     const int after = 13 + 3 * static_cast<int>(workers);
     EXPECT_EQ(at(fds, after), e.headerIncluded4);
     EXPECT_EQ(at(fds, after + 1), e.headerIncluded6);
+    EXPECT_EQ(at(fds, after + 2), e.espRing4);
   }
 }
 
