@@ -189,7 +189,8 @@ inline constexpr Layout<ForwarderFd, 16> kForwarder{
         {ForwarderFd::kHeaderIncluded6, "header-included IPv6 socket", Peer::kNetwork, OnClose::kHeldForLife, false,
          "send only: transport-mode ESP with the host's header and extension headers, AH"},
         {ForwarderFd::kEspRing4, "ESP/IPv4 packet ring", Peer::kNetwork, OnClose::kHeldForLife, false,
-         "plain ESP/IPv4 in, mapped TPACKET_V2 frames (esp_ring); an idle eventfd when off"},
+         "plain ESP/IPv4 in, mapped TPACKET_V2 frames (esp_ring), its ring renewed for each data-plane start; an "
+         "idle eventfd when off"},
     }}};
 
 // The layout of the process whose descriptors an enum names (service::takeFd).

@@ -24,10 +24,12 @@ namespace ipsec::esp {
 
 // TPACKET_V2: the kernel signals every frame (V3 wakes the reader only when a
 // block is retired, up to its timeout later: a millisecond added to a ping).
-// 1024 frames of 4 KiB in 64 KiB blocks: 4 MiB, the raw socket's SO_RCVBUF.
-inline constexpr std::uint32_t kEspRingFrameSize = 4096;
+// 4096 frames of 2 KiB (a packet of up to 1968 bytes: an outer MTU of 1500
+// and some) in 64 KiB blocks, 8 MiB: as many small packets as the raw
+// socket's 4 MiB SO_RCVBUF queues (a frame per packet, whatever its size).
+inline constexpr std::uint32_t kEspRingFrameSize = 2048;
 inline constexpr std::uint32_t kEspRingBlockSize = 65536;
-inline constexpr std::uint32_t kEspRingBlocks = 64;
+inline constexpr std::uint32_t kEspRingBlocks = 128;
 inline constexpr std::uint32_t kEspRingFrames = kEspRingBlocks * (kEspRingBlockSize / kEspRingFrameSize);
 inline constexpr std::size_t kEspRingBytes = std::size_t{kEspRingBlockSize} * kEspRingBlocks;
 

@@ -54,7 +54,6 @@ namespace ipsec::forwarder {
   EVENT(esp_ring_drop_bad_frame, "a ring frame whose header does not fit the frame") \
   EVENT(esp_ring_drop_truncated, "longer than a ring frame holds") \
   EVENT(esp_ring_drop_fragment, "an outer IPv4 fragment on the ring (not reassembled there)") \
-  EVENT(esp_ring_resyncs, "woken with our next frame still the kernel's: its place found by a scan") \
   EVENT(natt_in_esp_packets, "ESP packets received in UDP (before decryption)") \
   EVENT(natt_in_keepalives, "NAT keepalives received (RFC 3948 §2.3), dropped") \
   EVENT(natt_in_ike_no_listener, "non-ESP marker but no IKE daemon on the port") \

@@ -66,22 +66,10 @@ void Forwarder::releaseEspRingFrame() noexcept {
   espRingHead_ = (espRingHead_ + 1) % esp::kEspRingFrames;
 }
 
-// Woken with our next frame still the kernel's: after a data-plane restart
-// the kernel fills from where the last forwarder left off. Its oldest frame
-// for us is the first of ours after the head.
-void Forwarder::resyncEspRing() noexcept {
-  for (std::uint32_t step = 1; step < esp::kEspRingFrames; ++step) {
-    const std::uint32_t i = (espRingHead_ + step) % esp::kEspRingFrames;
-    if (espRingFrameOurs(i)) {
-      espRingHead_ = i;
-      ++counters_.esp_ring_resyncs;
-      return;
-    }
-  }
-}
-
+// Frames in the kernel's order, from frame 0 of a ring made for this
+// forwarder. The kernel may finish frame i + 1 before frame i (two CPUs
+// filling): we stop at i and are woken when it is done, never skip it.
 void Forwarder::readEspRing() noexcept {
-  if (!espRingFrameOurs(espRingHead_)) resyncEspRing();
   Worker& w = nextWorker();
   std::size_t taken = 0;
   for (; taken < kBurst && espRingFrameOurs(espRingHead_); ++taken) {

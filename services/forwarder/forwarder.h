@@ -272,7 +272,6 @@ class Forwarder {
   std::uint8_t* espRingFrame(std::uint32_t i) noexcept;
   bool espRingFrameOurs(std::uint32_t i) noexcept;
   void releaseEspRingFrame() noexcept;  // the head frame back to the kernel; the head moves on
-  void resyncEspRing() noexcept;
   void readUdp(int family) noexcept;
   void drainCompletions(Worker& w) noexcept;
   void onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept;

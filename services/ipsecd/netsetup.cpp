@@ -126,12 +126,12 @@ UniqueFd openRawSocket(int family, int protocol) {
   return fd;
 }
 
-UniqueFd openEspRing4(int raw4, std::string& why) {
+UniqueFd openEspRing4(std::string& why) {
   auto refused = [&why](const char* step) {
     why = std::string(step) + ": " + std::strerror(errno);
     return UniqueFd();
   };
-  // Protocol 0: nothing arrives until the bind, after the filter and the ring.
+  // Protocol 0: nothing arrives until renewEspRing4 binds it, after the filter and the ring.
   UniqueFd fd(socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!fd) return refused("socket(AF_PACKET)");
   auto filter = esp::espRingFilter();
@@ -143,19 +143,33 @@ UniqueFd openEspRing4(int raw4, std::string& why) {
   if (setsockopt(fd.get(), SOL_PACKET, PACKET_VERSION, &version, sizeof version) < 0) {
     return refused("PACKET_VERSION");
   }
+  return fd;
+}
+
+bool renewEspRing4(int fd, int raw4, std::string& why) {
+  auto refused = [&why, raw4](const char* step) {
+    why = std::string(step) + ": " + std::strerror(errno);
+    int unused = 0;
+    setsockopt(raw4, SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof unused);  // the raw socket takes ESP again
+    return false;
+  };
+  // The last forwarder's ring (if any) goes, unmapped with it; the new one starts at frame 0.
+  tpacket_req none{};
+  if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &none, sizeof none) < 0) return refused("PACKET_RX_RING (free)");
   tpacket_req ring{esp::kEspRingBlockSize, esp::kEspRingBlocks, esp::kEspRingFrameSize, esp::kEspRingFrames};
-  if (setsockopt(fd.get(), SOL_PACKET, PACKET_RX_RING, &ring, sizeof ring) < 0) return refused("PACKET_RX_RING");
+  if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &ring, sizeof ring) < 0) return refused("PACKET_RX_RING");
+  // Bound only now that the ring is there: nothing queues on the socket itself.
   sockaddr_ll all{};
   all.sll_family = AF_PACKET;
   all.sll_protocol = htons(ETH_P_IP);
   all.sll_ifindex = 0;  // every interface, as the raw socket
-  if (bind(fd.get(), reinterpret_cast<const sockaddr*>(&all), sizeof all) < 0) return refused("bind");
-  auto none = esp::dropAllFilter();
-  sock_fprog nothing{static_cast<unsigned short>(none.size()), none.data()};
-  if (setsockopt(raw4, SOL_SOCKET, SO_ATTACH_FILTER, &nothing, sizeof nothing) < 0) {
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&all), sizeof all) < 0) return refused("bind");
+  auto nothing = esp::dropAllFilter();
+  sock_fprog program{static_cast<unsigned short>(nothing.size()), nothing.data()};
+  if (setsockopt(raw4, SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof program) < 0) {
     return refused("SO_ATTACH_FILTER on the raw ESP/IPv4 socket");
   }
-  return fd;
+  return true;
 }
 
 // The port is shared with the IKE daemon (udp_encap.h natTSteeringProgram):

@@ -44,7 +44,7 @@ class EspRingTest(unittest.TestCase):
                 self.assertGreaterEqual(c["esp_ring_in_packets"], c["esp_in_packets"], side)
             self.assert_no_drops(counters)
 
-            # A new forwarder maps the same ring, finds the kernel's place in it and goes on.
+            # A new forwarder gets a fresh ring and reads it from its first frame.
             old = tb.a.pid_of("ipsec-forwarder")
             os.kill(old, signal.SIGKILL)
             wait_for(lambda: tb.a.pid_of("ipsec-forwarder") != old, 15, "a new forwarder on A")

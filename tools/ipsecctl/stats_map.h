@@ -131,7 +131,6 @@ inline constexpr StatCounter kStatCounters[] = {
     {"esp_ring_drop_bad_frame", "esp", "", "ring frame%s dropped; header does not fit the frame"},
     {"esp_ring_drop_truncated", "esp", "", "packet%s dropped; longer than a ring frame"},
     {"esp_ring_drop_fragment", "esp", "", "outer fragment%s dropped on the packet ring"},
-    {"esp_ring_resyncs", "esp", "", "packet ring resync%s (its place found by a scan)"},
     {"transport_out_packets", "esp", "", "transport-mode packet%s framed for sealing"},
     {"transport_in_packets", "esp", "", "transport-mode packet%s delivered"},
     {"transport_out_drop_fragment", "esp", "",
