@@ -153,9 +153,9 @@ inline constexpr Layout<CryptoFd, 5> kCrypto{
 enum class ForwarderFd : std::uint8_t {
   kIpsecd, kKeydb, kPolicy, kTun, kEsp4, kEsp6, kAh4, kAh6, kUdp4, kUdp6,
   kRingMemfd, kRequestBell, kCompletionBell,
-  kHeaderIncluded4, kHeaderIncluded6,
+  kHeaderIncluded4, kHeaderIncluded6, kEspRing4,
 };
-inline constexpr Layout<ForwarderFd, 15> kForwarder{
+inline constexpr Layout<ForwarderFd, 16> kForwarder{
     "ipsec-forwarder",
     {{
         {ForwarderFd::kIpsecd, "ipsecd channel", Peer::kIpsecd, OnClose::kRestartDataPlane, false,
@@ -188,6 +188,9 @@ inline constexpr Layout<ForwarderFd, 15> kForwarder{
          "send only: transport-mode ESP with the host's header, AH, IPv4 tunnel ESP (DF), fragments (ESP in UDP too)"},
         {ForwarderFd::kHeaderIncluded6, "header-included IPv6 socket", Peer::kNetwork, OnClose::kHeldForLife, false,
          "send only: transport-mode ESP with the host's header and extension headers, AH"},
+        {ForwarderFd::kEspRing4, "ESP/IPv4 packet ring", Peer::kNetwork, OnClose::kHeldForLife, false,
+         "plain ESP/IPv4 in, mapped TPACKET_V2 frames (esp_ring), its ring renewed for each data-plane start; an "
+         "idle eventfd when off"},
     }}};
 
 // A multi-queue TUN (forwarder_threads > 1): queue 0 is kTun; queues 1..N-1

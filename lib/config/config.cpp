@@ -214,6 +214,9 @@ const std::map<std::string_view, Setter>& keyTable() {
       {"tun_offload", [](Config& c, const Place& at, std::string_view v) {
          c.tunOffload = parseBool(at, v);
        }},
+      {"esp_ring", [](Config& c, const Place& at, std::string_view v) {
+         c.espRing = parseBool(at, v);
+       }},
       {"tun_addresses", [](Config& c, const Place& at, std::string_view v) {
          c.tunAddresses = parsePrefixList(at, v, PrefixForm::kRequired);
        }},

@@ -46,6 +46,11 @@ struct Config {
   // The TUN with IFF_VNET_HDR and the kernel's offloads (TSO/USO, checksum):
   // super-packets read and written (issue 13); off: one plain packet per syscall.
   bool tunOffload = true;
+  // Plain ESP over IPv4 received through a PACKET_RX_RING instead of the raw
+  // socket (esp/esp_ring.h). Off by default: the ring takes packets before
+  // the IP stack, so netfilter's INPUT rules and rp_filter no longer see
+  // them, and outer fragments are dropped (counted) instead of reassembled.
+  bool espRing = false;
   std::vector<IpPrefix> tunAddresses;    // assigned to the TUN device
   std::vector<IpPrefix> tunRoutes;       // routed into the TUN device (host bits zero)
   std::vector<IpPrefix> localAddresses;  // this host's tunnel endpoints (full-length prefixes)

@@ -52,6 +52,10 @@ void Forwarder::drainCompletions(Worker& w) noexcept {
     tunStalled_ = false;
     boost::asio::post(io_, [this] { readTun(); });
   }
+  if (espRingStalled_) {
+    espRingStalled_ = false;
+    boost::asio::post(io_, [this] { readEspRing(); });
+  }
   for (int family : {AF_INET, AF_INET6}) {
     bool& stalled = family == AF_INET ? raw4Stalled_ : raw6Stalled_;
     if (stalled) {

@@ -69,6 +69,7 @@ Forwarder::Forwarder(asio::io_context& io, Fds fds, std::optional<unsigned> tunO
   if (workers_.empty()) throw std::runtime_error("no crypto worker rings");
   totalWorkers_ = static_cast<unsigned>(workers_.size());  // joinThreads: more, several threads
   setUpTunOffload(tunOffloads);  // tun_reader.cpp
+  setUpEspRing();                // esp_ring_reader.cpp
 }
 
 Forwarder::~Forwarder() {
@@ -78,6 +79,7 @@ Forwarder::~Forwarder() {
   raw6Watch_.release();
   udp4Watch_.release();
   udp6Watch_.release();
+  if (espRingWatch_) espRingWatch_->release();
   for (auto& w : workers_) w->bellWatch->release();
   if (ah4Watch_) ah4Watch_->release();
   if (ah6Watch_) ah6Watch_->release();
@@ -104,6 +106,7 @@ void Forwarder::start() {
   if (thread_ == 0) {  // the outer sockets are read by thread 0 alone (threads.cpp)
     armRaw(AF_INET);
     armRaw(AF_INET6);
+    armEspRing();
     armUdp(AF_INET);
     armUdp(AF_INET6);
     startAh();

@@ -50,6 +50,10 @@ namespace ipsec::forwarder {
   EVENT(esp_in_dummy, "TFC dummy packets (next header 59) discarded") \
   EVENT(esp_in_drop_ecn, "outer CE on a Not-ECT inner packet (RFC 6040)") \
   EVENT(esp_in_drop_encap_mismatch, "ESP-in-UDP for a plain SA, or plain ESP for a NAT-T SA") \
+  EVENT(esp_ring_in_packets, "plain ESP/IPv4 packets taken from the packet ring (esp_ring)") \
+  EVENT(esp_ring_drop_bad_frame, "a ring frame whose header does not fit the frame") \
+  EVENT(esp_ring_drop_truncated, "longer than a ring frame holds") \
+  EVENT(esp_ring_drop_fragment, "an outer IPv4 fragment on the ring (not reassembled there)") \
   EVENT(natt_in_esp_packets, "ESP packets received in UDP (before decryption)") \
   EVENT(natt_in_keepalives, "NAT keepalives received (RFC 3948 §2.3), dropped") \
   EVENT(natt_in_ike_no_listener, "non-ESP marker but no IKE daemon on the port") \

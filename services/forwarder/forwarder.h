@@ -82,6 +82,9 @@ struct Fds {
   // Header-included, send-only: our own IPv4/IPv6 headers (plain ESP over
   // IPv4 with its per-SA DF, fragments, transport mode, AH).
   UniqueFd hdr4, hdr6;
+  // Plain ESP/IPv4 in through a PACKET_RX_RING (esp_ring_reader.cpp); an
+  // idle eventfd, or none, when the ring is off.
+  UniqueFd espRing4;
   std::vector<WorkerFds> workers;
 };
 
@@ -278,6 +281,24 @@ class Forwarder {
   RecvBurst recv_;
 
   void readRaw(int family) noexcept;
+  // Plain ESP/IPv4 from the packet ring (esp_ring_reader.cpp), when ipsecd set one up.
+  struct EspRing {
+    std::uint8_t* base = nullptr;  // esp::kEspRingBytes, mapped shared with the kernel
+    EspRing() = default;
+    EspRing(const EspRing&) = delete;
+    EspRing& operator=(const EspRing&) = delete;
+    ~EspRing();
+  };
+  EspRing espRing_;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> espRingWatch_;
+  std::uint32_t espRingHead_ = 0;  // the next frame to read
+  bool espRingStalled_ = false;
+  void setUpEspRing();
+  void armEspRing();
+  void readEspRing() noexcept;
+  std::uint8_t* espRingFrame(std::uint32_t i) noexcept;
+  bool espRingFrameOurs(std::uint32_t i) noexcept;
+  void releaseEspRingFrame() noexcept;  // the head frame back to the kernel; the head moves on
   void readUdp(int family) noexcept;
   void drainCompletions(Worker& w) noexcept;
   void onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept;

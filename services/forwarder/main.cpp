@@ -4,9 +4,11 @@
 // each: the ipsecd, keydb and policy channels; the TUN (with a virtio_net_hdr
 // and offloads when --tun-offloads says so); raw ESP and AH, NAT-T
 // UDP (IPv4, IPv6); per crypto worker its ring memfd and two bells; then the
-// two send-only header-included sockets; with forwarder_threads N > 1 the
-// TUN's queues 1..N-1 after the table. Losing any peer ends the process and
-// ipsecd restarts the data plane.
+// two send-only header-included sockets; the plain ESP/IPv4 packet ring (an
+// idle eventfd when esp_ring is off); with forwarder_threads N > 1 the TUN's
+// queues 1..N-1 after the table. Losing any peer ends the process and
+// ipsecd restarts the data plane. The ring is mapped before the sandbox and
+// read by loads and stores alone: its profile needs no call for it.
 //
 // Threads: one per TUN queue (thread_group.h); thread 0 is the service's.
 //
@@ -61,6 +63,7 @@ forwarder::Fds takeFds(const service::Args& args) {
   }
   fds.hdr4 = take(ForwarderFd::kHeaderIncluded4);
   fds.hdr6 = take(ForwarderFd::kHeaderIncluded6);
+  fds.espRing4 = take(ForwarderFd::kEspRing4);
   return fds;
 }
 

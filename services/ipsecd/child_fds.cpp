@@ -113,6 +113,7 @@ std::vector<int> forwarderFds(const ChildEnds& c) {
       case ForwarderFd::kCompletionBell: return workerEnd(c, w, &WorkerEnds::completionBell);
       case ForwarderFd::kHeaderIncluded4: return c.headerIncluded4;
       case ForwarderFd::kHeaderIncluded6: return c.headerIncluded6;
+      case ForwarderFd::kEspRing4: return c.espRing4;
     }
     return -1;
   });

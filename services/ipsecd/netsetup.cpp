@@ -3,6 +3,8 @@
 
 #include <fcntl.h>
 #include <linux/if.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/if_tun.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
@@ -19,6 +21,7 @@
 #include <system_error>
 #include <thread>
 
+#include "esp/esp_ring.h"
 #include "esp/udp_encap.h"
 #include "log/log.h"
 #include "offload/tun_probe.h"
@@ -130,6 +133,52 @@ UniqueFd openRawSocket(int family, int protocol) {
     if (setsockopt(fd.get(), IPPROTO_IPV6, IPV6_RECVHOPLIMIT, &on, sizeof on) < 0) fail("IPV6_RECVHOPLIMIT");
   }
   return fd;
+}
+
+UniqueFd openEspRing4(std::string& why) {
+  auto refused = [&why](const char* step) {
+    why = std::string(step) + ": " + std::strerror(errno);
+    return UniqueFd();
+  };
+  // Protocol 0: nothing arrives until renewEspRing4 binds it, after the filter and the ring.
+  UniqueFd fd(socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) return refused("socket(AF_PACKET)");
+  auto filter = esp::espRingFilter();
+  sock_fprog program{static_cast<unsigned short>(filter.size()), filter.data()};
+  if (setsockopt(fd.get(), SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof program) < 0) {
+    return refused("SO_ATTACH_FILTER");
+  }
+  int version = TPACKET_V2;
+  if (setsockopt(fd.get(), SOL_PACKET, PACKET_VERSION, &version, sizeof version) < 0) {
+    return refused("PACKET_VERSION");
+  }
+  return fd;
+}
+
+bool renewEspRing4(int fd, int raw4, std::string& why) {
+  auto refused = [&why, raw4](const char* step) {
+    why = std::string(step) + ": " + std::strerror(errno);
+    int unused = 0;
+    setsockopt(raw4, SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof unused);  // the raw socket takes ESP again
+    return false;
+  };
+  // The last forwarder's ring (if any) goes, unmapped with it; the new one starts at frame 0.
+  tpacket_req none{};
+  if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &none, sizeof none) < 0) return refused("PACKET_RX_RING (free)");
+  tpacket_req ring{esp::kEspRingBlockSize, esp::kEspRingBlocks, esp::kEspRingFrameSize, esp::kEspRingFrames};
+  if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &ring, sizeof ring) < 0) return refused("PACKET_RX_RING");
+  // Bound only now that the ring is there: nothing queues on the socket itself.
+  sockaddr_ll all{};
+  all.sll_family = AF_PACKET;
+  all.sll_protocol = htons(ETH_P_IP);
+  all.sll_ifindex = 0;  // every interface, as the raw socket
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&all), sizeof all) < 0) return refused("bind");
+  auto nothing = esp::dropAllFilter();
+  sock_fprog program{static_cast<unsigned short>(nothing.size()), nothing.data()};
+  if (setsockopt(raw4, SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof program) < 0) {
+    return refused("SO_ATTACH_FILTER on the raw ESP/IPv4 socket");
+  }
+  return true;
 }
 
 // The port is shared with the IKE daemon (udp_encap.h natTSteeringProgram):

@@ -40,6 +40,18 @@ void configureTun(const Tun& tun, const config::Config& cfg);
 // hands us whole datagrams (IPv4 with its header, IPv6 without) on receive.
 UniqueFd openRawSocket(int family, int protocol);
 
+// Plain ESP over IPv4 through a PACKET_RX_RING (esp/esp_ring.h; config
+// esp_ring): an AF_PACKET socket for IPv4 on every interface with the ring's
+// filter and TPACKET_V2, not yet bound (it needs CAP_NET_RAW: made at
+// set-up). An empty descriptor when the kernel refuses a step (`why` says which).
+UniqueFd openEspRing4(std::string& why);
+// For each data-plane start: a fresh ring on fd (the last forwarder's, which
+// died with its mapping, freed: the new one reads from frame 0, where the
+// kernel writes first), bound to IPv4 on every interface; then raw4 (the raw ESP/IPv4 socket) gets a filter
+// that takes nothing, so that each packet is handed over once. False when
+// the kernel refuses (`why`); raw4 then has no filter and takes ESP again.
+bool renewEspRing4(int fd, int raw4, std::string& why);
+
 // The ESP-in-UDP socket of one family (RFC 3948) on the wildcard address and
 // `port`: nonblocking, IPv6 V6ONLY, SO_REUSEPORT with the steering program of
 // esp/udp_encap.h attached, so that IKE packets (non-ESP marker) go to an IKE

@@ -27,6 +27,7 @@
 #include "child_fds.h"
 #include "child_output.h"
 #include "control/channel.h"
+#include "esp/esp_ring.h"
 #include "log/log.h"
 #include "netsetup.h"
 #include "runtime_dir.h"
@@ -96,6 +97,7 @@ struct DataPlaneLinks {
   std::pair<UniqueFd, UniqueFd> keydbForwarder;
   std::pair<UniqueFd, UniqueFd> policyForwarder;
   std::vector<WorkerRing> rings;
+  UniqueFd espRing4;  // the plain ESP/IPv4 packet ring, or an idle eventfd (openEspRing)
 };
 
 struct Child {
@@ -131,6 +133,39 @@ class Supervisor {
 
  private:
   // ---- set-up -------------------------------------------------------------
+  // Plain ESP/IPv4 in through the packet ring (esp_ring), or, when it is off
+  // or the kernel refuses it, on the raw socket as before; the forwarder's
+  // table entry then holds an eventfd that never fires. A fresh ring for
+  // every data-plane start: a new forwarder reads from frame 0, where the
+  // kernel writes first (a ring the last one left half read has no such place:
+  // frames are filled concurrently, so their order cannot be found by a scan).
+  // The socket is made at set-up (it needs CAP_NET_RAW), its ring anew here.
+  void openEspRingSocket() {
+    if (!cfg_.espRing) return;
+    std::string why;
+    espRingSocket_ = openEspRing4(why);
+    if (!espRingSocket_) {
+      log::warn("esp_ring: the kernel refused the packet ring ({}): plain ESP/IPv4 on the raw socket", why);
+    }
+  }
+  UniqueFd openEspRing() {
+    if (espRingSocket_) {
+      std::string why;
+      if (renewEspRing4(espRingSocket_.get(), raw4_.get(), why)) {
+        log::info("plain ESP/IPv4 received through a packet ring ({} frames of {} bytes)", esp::kEspRingFrames,
+                  esp::kEspRingFrameSize);
+        UniqueFd ours(fcntl(espRingSocket_.get(), F_DUPFD_CLOEXEC, 0));
+        if (!ours) throw std::system_error(errno, std::generic_category(), "dup (ESP ring)");
+        return ours;
+      }
+      log::warn("esp_ring: the kernel refused a new packet ring ({}): plain ESP/IPv4 on the raw socket", why);
+      espRingSocket_.reset();
+    }
+    UniqueFd idle(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!idle) throw std::system_error(errno, std::generic_category(), "eventfd (ESP ring placeholder)");
+    return idle;
+  }
+
   void setUp() {
     runtimeDir_ = RuntimeDir::open(cfg_.runtimeDir);
     emptyDir_ = runtimeDir_.pathOf(kEmptyDirName);
@@ -142,6 +177,7 @@ class Supervisor {
     log::info("TUN {} up, mtu {}", tun_.name, cfg_.tunMtu);
     raw4_ = openRawSocket(AF_INET, IPPROTO_ESP);
     raw6_ = openRawSocket(AF_INET6, IPPROTO_ESP);
+    openEspRingSocket();
     rawAh4_ = openRawSocket(AF_INET, IPPROTO_AH);
     rawAh6_ = openRawSocket(AF_INET6, IPPROTO_AH);
     // AH's ICV covers the IPv6 extension headers before AH, which the raw
@@ -252,6 +288,7 @@ class Supervisor {
       if (!w.requestBell || !w.completionBell) throw std::system_error(errno, std::generic_category(), "eventfd");
       l.rings.push_back(std::move(w));
     }
+    l.espRing4 = openEspRing();
     return l;
   }
 
@@ -271,6 +308,7 @@ class Supervisor {
     for (const auto& q : tun_.moreQueues) e.tunQueues.push_back(q.get());
     e.esp4 = raw4_.get();
     e.esp6 = raw6_.get();
+    e.espRing4 = links.espRing4.get();
     e.ah4 = rawAh4_.get();
     e.ah6 = rawAh6_.get();
     e.udp4 = udp4_.get();
@@ -894,6 +932,7 @@ class Supervisor {
   Tun tun_;
   UniqueFd raw4_, raw6_, rawAh4_, rawAh6_, udp4_, udp6_, pfkeyListen_, controlListen_;
   UniqueFd hdr4_, hdr6_;  // transport mode: header-included, send-only
+  UniqueFd espRingSocket_;  // esp_ring: the AF_PACKET socket whose ring each data-plane start renews
   TransportRouting transportRouting_;
   std::unique_ptr<asio::posix::stream_descriptor> controlListener_;
   std::string emptyDir_, pfkeyPath_, controlPath_;

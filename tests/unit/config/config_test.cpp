@@ -29,6 +29,7 @@ TEST(Config, EmptyTextGivesTheDocumentedDefaults) {
   EXPECT_EQ(c.tunName, "ipsec0");
   EXPECT_EQ(c.tunMtu, 1400u);
   EXPECT_TRUE(c.tunOffload);
+  EXPECT_FALSE(c.espRing);
   EXPECT_TRUE(c.tunAddresses.empty());
   EXPECT_TRUE(c.tunRoutes.empty());
   EXPECT_TRUE(c.localAddresses.empty());
@@ -52,6 +53,7 @@ TEST(Config, ReadsEveryKey) {
 tun_name = tun-east
 tun_mtu = 1380
 tun_offload = no
+esp_ring = yes
 tun_addresses = 192.0.2.1/24, 2001:db8::1/64
 tun_routes = 198.51.100.0/24,2001:db8:1::/48
 local_addresses = 203.0.113.1, 2001:db8:ffff::1
@@ -77,6 +79,7 @@ debug = yes
   EXPECT_EQ(c.tunName, "tun-east");
   EXPECT_EQ(c.tunMtu, 1380u);
   EXPECT_FALSE(c.tunOffload);
+  EXPECT_TRUE(c.espRing);
   ASSERT_EQ(c.tunAddresses.size(), 2u);
   EXPECT_EQ(c.tunAddresses[0].family, AF_INET);
   EXPECT_EQ(c.tunAddresses[0].toString(), "192.0.2.1/24");
