@@ -652,6 +652,11 @@ class Forwarder {
   // the completion's fail mask, the good ones sent, the buffer freed.
   void onSealedSuper(Worker& w, const proto::CryptoCompletion& c) noexcept;
   void sendSuperUdp(Worker& w, std::uint32_t buf, const Sa& sa, const NatT& nat, std::uint64_t failed) noexcept;
+  // Fills superSend_ with the UDP messages of buf's good segments; how many.
+  std::size_t superUdpMessages(Worker& w, std::uint32_t buf, const Sa& sa, const NatT& nat,
+                               std::uint64_t failed) noexcept;
+  std::size_t superUdpRun(const SuperFrame& f, std::uint64_t failed, std::uint16_t i,
+                          std::size_t maxBytes) const noexcept;
   void sendSuperRaw6(Worker& w, std::uint32_t buf, const Sa& sa, std::uint64_t failed) noexcept;
   void sendSuperWithHeaders4(Worker& w, std::uint32_t buf, const Sa& sa, const NatT* nat,
                              std::uint64_t failed) noexcept;

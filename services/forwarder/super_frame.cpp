@@ -76,4 +76,11 @@ SuperFrame frameSuperPacket(const Sa& sa, const TunnelFacts& facts, const offloa
   return f;
 }
 
+std::uint64_t failedSegments(const proto::CryptoCompletion& c, std::uint16_t count) noexcept {
+  const std::uint64_t all = ring::allSegments(count);
+  if (c.status == proto::CryptoStatus::kOk) return 0;
+  const std::uint64_t mask = c.segmentFailMask & all;
+  return mask != 0 ? mask : all;
+}
+
 }  // namespace ipsec::forwarder

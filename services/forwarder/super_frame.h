@@ -24,6 +24,7 @@
 
 #include "offload/segment.h"
 #include "proto/ring_abi.h"
+#include "ring/pool.h"
 #include "tables.h"
 #include "tunnel_frame.h"
 
@@ -55,5 +56,11 @@ struct SuperFrame {
 SuperFrame frameSuperPacket(const Sa& sa, const TunnelFacts& facts, const offload::SegmentPlan& plan,
                             std::span<const std::uint8_t> packet, std::uint32_t first, std::span<std::uint8_t> buffer,
                             std::uint32_t offset) noexcept;
+
+// The segments of a request of `count` segments that its seal completion
+// says failed (bit i: segment i). The fail mask is the broker's word for it
+// when the status is not kOk, bits beyond `count` ignored; a failure without
+// a mask failed whole; kOk is all good whatever the mask says.
+std::uint64_t failedSegments(const proto::CryptoCompletion& c, std::uint16_t count) noexcept;
 
 }  // namespace ipsec::forwarder

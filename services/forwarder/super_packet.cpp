@@ -34,15 +34,6 @@ namespace {
 
 constexpr std::uint64_t bit(std::size_t i) noexcept { return std::uint64_t{1} << i; }
 
-// The segments a seal completion says failed. The mask is the broker's word
-// for it when the status is not kOk; a failure without a mask failed whole.
-std::uint64_t sealFailures(const proto::CryptoCompletion& c, std::uint16_t count) noexcept {
-  const std::uint64_t all = ring::allSegments(count);
-  if (c.status == proto::CryptoStatus::kOk) return 0;
-  const std::uint64_t mask = c.segmentFailMask & all;
-  return mask != 0 ? mask : all;
-}
-
 void addControl(msghdr& m, char* space, std::size_t spaceLength, int level, int type, const void* data,
                 std::size_t length) noexcept {
   const std::size_t at = m.msg_controllen;
@@ -119,7 +110,7 @@ void Forwarder::onSealedSuper(Worker& w, const proto::CryptoCompletion& c) noexc
   const SuperFrame& f = w.superFrames[buf];
   const Sa* sa = sas_.find(ctx.sa);
   const std::uint64_t all = ring::allSegments(f.count);
-  const std::uint64_t failed = sa ? sealFailures(c, f.count) : all;
+  const std::uint64_t failed = sa ? failedSegments(c, f.count) : all;
   if (failed != 0) {
     (c.status == proto::CryptoStatus::kWrongDirection ? counters_.out_drop_wrong_direction
                                                        : counters_.out_drop_crypto) += std::popcount(failed);
@@ -146,29 +137,60 @@ void Forwarder::onSealedSuper(Worker& w, const proto::CryptoCompletion& c) noexc
 // flushGso would cut them (gro.cpp), with udp_gso on; else one datagram each.
 void Forwarder::sendSuperUdp(Worker& w, std::uint32_t buf, const Sa& sa, const NatT& nat,
                              std::uint64_t failed) noexcept {
+  const std::size_t messages = superUdpMessages(w, buf, sa, nat, failed);
+  if (sa.dst.isV6()) return sendSuperMessages(fds_.udp6.get(), 0, messages, true);
+  // IPv4: the socket's DF setting is switched between runs of the other bit (gro.cpp).
+  SuperSend& s = superSend_;
+  for (std::size_t first = 0; first < messages;) {
+    std::size_t end = first + 1;
+    while (end < messages && s.dontFragment[end] == s.dontFragment[first]) ++end;
+    if (setUdp4DontFragment(s.dontFragment[first])) {
+      sendSuperMessages(fds_.udp4.get(), first, end - first, true);
+    } else {
+      for (std::size_t k = first; k < end; ++k) counters_.natt_out_drop_df_refused += s.segments[k];
+    }
+    first = end;
+  }
+}
+
+// The good segments from i on that one UDP_SEGMENT send carries: same
+// traffic class and DF bit, at most kMaxGsoSegments and maxBytes together
+// (only the frame's last segment is shorter than the stride, so the kernel
+// cuts them where the frame put them).
+std::size_t Forwarder::superUdpRun(const SuperFrame& f, std::uint64_t failed, std::uint16_t i,
+                                   std::size_t maxBytes) const noexcept {
+  const bool df = f.dontFragment & bit(i);
+  std::size_t run = 1, bytes = f.segmentLength(i);
+  while (udpGso_ && i + run < f.count && run < esp::kMaxGsoSegments) {
+    const auto next = static_cast<std::uint16_t>(i + run);
+    if ((failed & bit(next)) || f.outerTos[next] != f.outerTos[i] || bool(f.dontFragment & bit(next)) != df ||
+        bytes + f.segmentLength(next) > maxBytes) {
+      break;
+    }
+    bytes += f.segmentLength(next);
+    ++run;
+  }
+  return run;
+}
+
+std::size_t Forwarder::superUdpMessages(Worker& w, std::uint32_t buf, const Sa& sa, const NatT& nat,
+                                        std::uint64_t failed) noexcept {
   const SuperFrame& f = w.superFrames[buf];
   const bool v4 = sa.dst.isV4();
-  const std::uint8_t* data = bufferData(w, buf);
+  std::uint8_t* data = bufferData(w, buf);
   SuperSend& s = superSend_;
   s.toLength = esp::toSockaddr({sa.dst, nat.dport}, s.to);
-  const std::size_t maxBytes = v4 ? esp::kMaxGsoBytes4 : esp::kMaxGsoBytes;
   std::size_t messages = 0;
   for (std::uint16_t i = 0; i < f.count;) {
     if (failed & bit(i)) {
       ++i;
       continue;
     }
-    const bool df = f.dontFragment & bit(i);
-    std::size_t run = 1, bytes = f.segmentLength(i);
-    while (udpGso_ && i + run < f.count && run < esp::kMaxGsoSegments && !(failed & bit(i + run)) &&
-           f.outerTos[i + run] == f.outerTos[i] && bool(f.dontFragment & bit(i + run)) == df &&
-           bytes + f.segmentLength(static_cast<std::uint16_t>(i + run)) <= maxBytes) {
-      bytes += f.segmentLength(static_cast<std::uint16_t>(i + run));
-      ++run;
-    }
+    const std::size_t run = superUdpRun(f, failed, i, v4 ? esp::kMaxGsoBytes4 : esp::kMaxGsoBytes);
+    const auto last = static_cast<std::uint16_t>(i + run - 1);
     mmsghdr& m = s.msgs[messages];
     m = {};
-    s.iovs[messages][0] = {const_cast<std::uint8_t*>(data) + f.segmentStart(i), bytes};
+    s.iovs[messages][0] = {data + f.segmentStart(i), f.segmentStart(last) + f.segmentLength(last) - f.segmentStart(i)};
     m.msg_hdr.msg_iov = s.iovs[messages].data();
     m.msg_hdr.msg_iovlen = 1;
     m.msg_hdr.msg_name = &s.to;
@@ -190,22 +212,11 @@ void Forwarder::sendSuperUdp(Worker& w, std::uint32_t buf, const Sa& sa, const N
       s.segmentSize[messages] = size;
     }
     s.segments[messages] = static_cast<std::uint8_t>(run);
-    s.dontFragment[messages] = df;
+    s.dontFragment[messages] = f.dontFragment & bit(i);
     ++messages;
     i = static_cast<std::uint16_t>(i + run);
   }
-  if (!v4) return sendSuperMessages(fds_.udp6.get(), 0, messages, true);
-  // IPv4: the socket's DF setting is switched between runs of the other bit (gro.cpp).
-  for (std::size_t first = 0; first < messages;) {
-    std::size_t end = first + 1;
-    while (end < messages && s.dontFragment[end] == s.dontFragment[first]) ++end;
-    if (setUdp4DontFragment(s.dontFragment[first])) {
-      sendSuperMessages(fds_.udp4.get(), first, end - first, true);
-    } else {
-      for (std::size_t k = first; k < end; ++k) counters_.natt_out_drop_df_refused += s.segments[k];
-    }
-    first = end;
-  }
+  return messages;
 }
 
 // Plain ESP over IPv6 that fits: the kernel's raw socket writes the header;

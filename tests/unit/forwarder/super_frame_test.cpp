@@ -229,5 +229,20 @@ TEST_F(SuperFrameCore, APacketThatIsNotThePlannedOneIsNotFramed) {
   EXPECT_EQ(frameSuperPacket(sa, facts_, plan_, packet_, 0, buffer_, 0).count, 0);
 }
 
+TEST(SuperFrameFailures, EachSegmentIsJudgedByTheCompletionsMask) {
+  proto::CryptoCompletion c{};
+  c.status = proto::CryptoStatus::kOk;
+  c.segmentFailMask = 0b100;
+  EXPECT_EQ(failedSegments(c, 10), 0u);  // kOk: every segment sealed
+  c.status = proto::CryptoStatus::kSeqExhausted;
+  EXPECT_EQ(failedSegments(c, 10), 0b100u);  // only the third: the others are sent
+  c.segmentFailMask = 0b100 | std::uint64_t{1} << 40;
+  EXPECT_EQ(failedSegments(c, 10), 0b100u);  // bits beyond the request are the broker's noise
+  c.segmentFailMask = 0;
+  c.status = proto::CryptoStatus::kBadSession;
+  EXPECT_EQ(failedSegments(c, 10), 0x3ffu);  // refused whole
+  EXPECT_EQ(failedSegments(c, proto::kMaxSegments), ~std::uint64_t{0});
+}
+
 }  // namespace
 }  // namespace ipsec::forwarder
