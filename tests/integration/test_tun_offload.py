@@ -157,6 +157,16 @@ class TunOffloadTest(unittest.TestCase):
                 self.assertGreater(self.counters(tb.a)["tun_in_super_packets"], before)
             self.assert_clean(tb)
 
+    def test_plain_esp_over_ipv6_super_packets_leave_as_one_request(self):
+        """Plain ESP with an IPv6 outer header (the kernel's raw socket writes
+        it): each multi-segment request's segments leave as one sendmmsg."""
+        with Testbed() as tb:
+            tb.start_pair("aes-gcm", 6)
+            self.check_offloaded_tcp(tb, 4)
+            a = self.counters(tb.a)
+            self.assertEqual(a["out_drop_crypto"] + a["out_drop_send"], 0)
+            self.assert_clean(tb)
+
     def test_esp_in_udp_super_packets_leave_as_one_request_and_one_gso_send(self):
         """ESP in UDP (RFC 3948) over IPv4 (the NAT-T socket) and IPv6: A's
         super-packets are sealed as multi-segment requests and leave in
