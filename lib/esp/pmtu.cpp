@@ -152,6 +152,43 @@ size_t outerHeaderLength(const OuterHeader& h) noexcept {
   return (h.dst.isV4() ? kIpv4Header : kIpv6Header) + (h.udp() ? kUdpHeader : 0);
 }
 
+namespace {
+
+// The IPv4 header (and the UDP header of ESP in UDP, checksum 0: RFC 3948
+// §2.1) at p, for espLength bytes of ESP behind it: nothing of them is read.
+bool writeIpv4OuterHeader(uint8_t* p, size_t espLength, const OuterHeader& h) noexcept {
+  const size_t head = outerHeaderLength(h);
+  const size_t total = head + espLength;
+  if (total > 0xffff) return false;
+  p[0] = 0x45;
+  p[1] = h.tos;
+  store16(p + 2, static_cast<uint16_t>(total));
+  store16(p + 4, h.id);
+  store16(p + 6, h.dontFragment ? kIpv4Df : 0);
+  p[8] = h.ttl;
+  p[9] = h.udp() ? kProtoUdp : 50;
+  std::memcpy(p + 12, h.src.bytes().data(), 4);
+  std::memcpy(p + 16, h.dst.bytes().data(), 4);
+  ipv4HeaderChecksum(p);
+  if (h.udp()) {
+    uint8_t* u = p + kIpv4Header;
+    store16(u, h.udpSport);
+    store16(u + 2, h.udpDport);
+    store16(u + 4, static_cast<uint16_t>(kUdpHeader + espLength));
+    store16(u + 6, 0);
+  }
+  return true;
+}
+
+}  // namespace
+
+std::optional<size_t> writeOuterHeaderApart(std::span<uint8_t> out, size_t espLength, const OuterHeader& h) noexcept {
+  const size_t head = outerHeaderLength(h);
+  if (!h.dst.isV4() || h.src.family() != h.dst.family() || out.size() < head) return std::nullopt;
+  if (!writeIpv4OuterHeader(out.data(), espLength, h)) return std::nullopt;
+  return head;
+}
+
 std::optional<size_t> writeOuterHeader(std::span<uint8_t> buf, size_t espOffset, size_t espLength,
                                        const OuterHeader& h) noexcept {
   const size_t head = outerHeaderLength(h);
@@ -159,43 +196,30 @@ std::optional<size_t> writeOuterHeader(std::span<uint8_t> buf, size_t espOffset,
       espLength > buf.size() - espOffset) {
     return std::nullopt;
   }
-  const size_t udpLength = h.udp() ? kUdpHeader + espLength : 0;
   uint8_t* p = buf.data() + espOffset - head;
   if (h.dst.isV4()) {
-    const size_t total = head + espLength;
-    if (total > 0xffff) return std::nullopt;
-    p[0] = 0x45;
-    p[1] = h.tos;
-    store16(p + 2, static_cast<uint16_t>(total));
-    store16(p + 4, h.id);
-    store16(p + 6, h.dontFragment ? kIpv4Df : 0);
-    p[8] = h.ttl;
-    p[9] = h.udp() ? kProtoUdp : 50;
-    std::memcpy(p + 12, h.src.bytes().data(), 4);
-    std::memcpy(p + 16, h.dst.bytes().data(), 4);
-    ipv4HeaderChecksum(p);
-  } else {
-    const size_t payload = head - kIpv6Header + espLength;
-    if (payload > 0xffff) return std::nullopt;
-    store32(p, 0x60000000u | static_cast<uint32_t>(h.tos) << 20);
-    store16(p + 4, static_cast<uint16_t>(payload));
-    p[6] = h.udp() ? kProtoUdp : 50;
-    p[7] = h.ttl;
-    std::memcpy(p + 8, h.src.bytes().data(), 16);
-    std::memcpy(p + 24, h.dst.bytes().data(), 16);
+    if (!writeIpv4OuterHeader(p, espLength, h)) return std::nullopt;
+    return espOffset - head;
   }
+  const size_t payload = head - kIpv6Header + espLength;
+  if (payload > 0xffff) return std::nullopt;
+  store32(p, 0x60000000u | static_cast<uint32_t>(h.tos) << 20);
+  store16(p + 4, static_cast<uint16_t>(payload));
+  p[6] = h.udp() ? kProtoUdp : 50;
+  p[7] = h.ttl;
+  std::memcpy(p + 8, h.src.bytes().data(), 16);
+  std::memcpy(p + 24, h.dst.bytes().data(), 16);
   if (h.udp()) {
-    uint8_t* u = p + (h.dst.isV4() ? kIpv4Header : kIpv6Header);
+    const size_t udpLength = kUdpHeader + espLength;
+    uint8_t* u = p + kIpv6Header;
     store16(u, h.udpSport);
     store16(u + 2, h.udpDport);
     store16(u + 4, static_cast<uint16_t>(udpLength));
     store16(u + 6, 0);
-    if (h.dst.isV6()) {
-      uint32_t sum = pseudoHeader6(p + 8, p + 24, static_cast<uint32_t>(udpLength), kProtoUdp);
-      sum = checksumAdd(sum, {u, udpLength});
-      uint16_t c = checksumFinish(sum);
-      store16(u + 6, c == 0 ? 0xffff : c);  // 0 means "none" (RFC 768)
-    }
+    uint32_t sum = pseudoHeader6(p + 8, p + 24, static_cast<uint32_t>(udpLength), kProtoUdp);
+    sum = checksumAdd(sum, {u, udpLength});
+    uint16_t c = checksumFinish(sum);
+    store16(u + 6, c == 0 ? 0xffff : c);  // 0 means "none" (RFC 768)
   }
   return espOffset - head;
 }

@@ -87,6 +87,14 @@ size_t outerHeaderLength(const OuterHeader& h) noexcept;
 std::optional<size_t> writeOuterHeader(std::span<uint8_t> buf, size_t espOffset, size_t espLength,
                                        const OuterHeader& h) noexcept;
 
+// The same IPv4 header (and UDP header) written apart from its packet, at the
+// start of `out`, for a packet sent as two iovecs (the header, then the ESP
+// packet where it lies: a strided multi-segment buffer has no room in front
+// of each segment). IPv4 only: an IPv6 UDP checksum needs the payload.
+// Returns the header's length, or nullopt (IPv6, families disagree, `out`
+// too short, a packet the length field cannot say).
+std::optional<size_t> writeOuterHeaderApart(std::span<uint8_t> out, size_t espLength, const OuterHeader& h) noexcept;
+
 // One fragment: its own header (IPv4: 20 bytes; IPv6: 40 + an 8-byte
 // fragment header) followed by `length` bytes of the original packet's
 // payload starting at `offset` (from the packet's start). Sent as two iovecs,

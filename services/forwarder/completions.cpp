@@ -72,6 +72,7 @@ void Forwarder::drainCompletions(Worker& w) noexcept {
 
 void Forwarder::onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept {
   const BufferContext& ctx = w.contexts[c.bufferIndex];
+  if (ctx.segments != 0) return onSealedSuper(w, c);  // a super-packet's segments (super_packet.cpp)
   Sa* sa = sas_.find(ctx.sa);
   if (c.status != proto::CryptoStatus::kOk || !sa) {
     ++(c.status == proto::CryptoStatus::kWrongDirection ? counters_.out_drop_wrong_direction

@@ -191,6 +191,9 @@ namespace ipsec::forwarder {
   EVENT(tun_out_coalesced, "packets merged into them") \
   EVENT(tun_out_coalesce_refused, "super-packets the TUN refused: their packets written alone") \
   EVENT(tun_write_deferred_errors, "queued packets the TUN refused at the burst's end (counted delivered when queued)") \
+  /* super-packets end to end as one request (super_packet.cpp) */ \
+  EVENT(out_multi_segment_requests, "seal requests carrying several segments of one TUN super-packet") \
+  EVENT(out_multi_segment_segments, "ESP packets framed in them (each also in tun_in_segments)") \
   LEVEL(sas, "SAs installed in the forwarder") \
   LEVEL(policies, "policies installed in the forwarder") \
   LEVEL(sas_not_listed, "SAs whose own counters the stats answer leaves out: it lists the first kMaxListedSas (one control message holds no more)")

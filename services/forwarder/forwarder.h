@@ -61,6 +61,7 @@
 #include "offload/segment.h"
 #include "tables.h"
 #include "thread_handoff.h"
+#include "super_frame.h"
 #include "tunnel_frame.h"
 #include "tunnel_options.h"
 #include "outbound_frame.h"
@@ -172,6 +173,9 @@ class Forwarder {
     StepKind peeled = StepKind::kNone;
     SaRef peeledSa{};
     bool outerDf = false;  // outbound tunnel, IPv4 outer: the DF bit (pmtu.cpp decided it)
+    // Outbound: a TUN super-packet's segments sealed as one request (non-zero:
+    // how many); their layout is in Worker::superFrames (super_packet.cpp).
+    std::uint16_t segments = 0;
   };
   // What an inbound packet's outer headers said, however it arrived.
   struct Outer {
@@ -194,6 +198,7 @@ class Forwarder {
     std::vector<proto::CryptoRequest> pending;  // built this burst, not yet enqueued
     std::uint32_t bufferSize = 0;
     std::vector<AhBuffer> ah{};  // by buffer: AH's saved headers (ah.cpp)
+    std::vector<SuperFrame> superFrames{};  // by buffer: a multi-segment seal's layout (super_packet.cpp)
     // Completion polling (control.cpp, pollCompletions): requests enqueued
     // and not yet completed, until when to poll for them instead of sleeping
     // on the completion bell, whether a poll step is posted, whether the
@@ -677,6 +682,45 @@ class Forwarder {
   std::vector<std::pair<UniqueFd, UniqueFd>> relayFds_;
   std::vector<std::unique_ptr<control::Channel>> keydbRelays_, policyRelays_;  // thread 0: by thread - 1
   std::uint64_t tunReads_ = 0, handedOff_ = 0, handoffDropFull_ = 0, handoffTaken_ = 0;
+  // A TUN super-packet end to end as one multi-segment request (issue 13
+  // item 1; super_packet.cpp, framed by super_frame.h): routed once, its
+  // segments framed back to back in one pool buffer, sealed by one request,
+  // sent by one UDP_SEGMENT send (ESP in UDP) or one sendmmsg (plain ESP).
+  // Segments [0, returned) of the read went this way; the caller runs the
+  // rest through the per-segment path (outboundPacket).
+  std::uint32_t placeSuperPacket(Worker& w, const offload::SegmentPlan& plan,
+                                 std::span<const std::uint8_t> packet) noexcept;
+  void queueSuperFrame(Worker& w, std::uint32_t buf, Sa& sa, TunnelOptions* t) noexcept;
+  // onSealed for a buffer whose context has segments: each segment judged by
+  // the completion's fail mask, the good ones sent, the buffer freed.
+  void onSealedSuper(Worker& w, const proto::CryptoCompletion& c) noexcept;
+  void sendSuperUdp(Worker& w, std::uint32_t buf, const Sa& sa, const NatT& nat, std::uint64_t failed) noexcept;
+  // Fills superSend_ with the UDP messages of buf's good segments; how many.
+  std::size_t superUdpMessages(Worker& w, std::uint32_t buf, const Sa& sa, const NatT& nat,
+                               std::uint64_t failed) noexcept;
+  std::size_t superUdpRun(const SuperFrame& f, std::uint64_t failed, std::uint16_t i,
+                          std::size_t maxBytes) const noexcept;
+  void sendSuperRaw6(Worker& w, std::uint32_t buf, const Sa& sa, std::uint64_t failed) noexcept;
+  void sendSuperWithHeaders4(Worker& w, std::uint32_t buf, const Sa& sa, const NatT* nat,
+                             std::uint64_t failed) noexcept;
+  // Sends messages [first, first + count) of superSend_ on fd; a refused
+  // UDP_SEGMENT message is sent again one segment at a time.
+  void sendSuperMessages(int fd, std::size_t first, std::size_t count, bool udp) noexcept;
+  struct SuperSend {
+    // The traffic class, IPv4 NAT-T's source address, the segment size.
+    static constexpr std::size_t kControlSpace =
+        CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(in_pktinfo)) + CMSG_SPACE(sizeof(std::uint16_t));
+    std::array<mmsghdr, proto::kMaxSegments> msgs{};
+    std::array<std::array<iovec, 2>, proto::kMaxSegments> iovs{};  // [our header,] the ESP packet(s)
+    std::array<std::array<std::uint8_t, 28>, proto::kMaxSegments> headers{};  // IPv4 (+ UDP)
+    std::array<std::array<char, kControlSpace>, proto::kMaxSegments> cmsgs{};
+    std::array<std::uint8_t, proto::kMaxSegments> segments{};    // ESP packets in message i
+    std::array<std::uint32_t, proto::kMaxSegments> segmentSize{};  // message i's UDP_SEGMENT size (0: none)
+    std::array<bool, proto::kMaxSegments> dontFragment{};         // IPv4 NAT-T: message i's DF bit
+    sockaddr_storage to{};
+    socklen_t toLength = 0;
+  };
+  SuperSend superSend_;
 };
 
 }  // namespace ipsec::forwarder

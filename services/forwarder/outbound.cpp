@@ -243,7 +243,7 @@ void Forwarder::flushRequests(Worker& w, bool outbound) noexcept {
   std::size_t n = w.requests.enqueue(w.pending);
   for (std::size_t i = n; i < w.pending.size(); ++i) {
     if (outbound) {
-      ++counters_.out_drop_ring_full;
+      counters_.out_drop_ring_full += w.pending[i].segmentCount;  // a super-packet's request: each of its packets
     } else {
       counters_.esp_in_drop_ring_full += w.pending[i].segmentCount;  // a GRO datagram's: several (gro.cpp)
     }

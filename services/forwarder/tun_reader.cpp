@@ -9,8 +9,12 @@
 // (up to 64 KiB) is cut by lib/offload's writeSegment, segment by segment,
 // straight into pool buffers at kHeadroom, each then framed by outboundPacket
 // exactly as a packet read alone (bundles, transport mode, PMTU, TFC, held
-// packets: per segment). Order: segments go to outboundPacket in order, and
-// all of one read to one worker, so one SA's sequence numbers follow TUN order.
+// packets: per segment) — unless its route is one lone ESP tunnel SA, in
+// which case its segments are framed back to back in one buffer and sealed by
+// one request (super_packet.cpp), and only what that path leaves (too big,
+// sequence numbers used up, ...) goes on here. Order: segments go to the
+// worker's requests in order, and all of one read to one worker, so one SA's
+// sequence numbers follow TUN order.
 //
 // Placement: the worker is chosen once per read, as the SA the policy's
 // first step takes (worker_pin.cpp), so the packet is never copied from one
@@ -111,7 +115,10 @@ void Forwarder::placeTunRead(std::span<std::uint8_t> read) noexcept {
   Worker& w = outboundWorker(packet);
   const std::uint32_t count = tunOffload_.vnetHeader ? plan.count : 1;
   const std::size_t room = w.bufferSize - kHeadroom - kTailroom;
-  for (std::uint32_t i = 0; i < count; ++i) {
+  // A lone ESP tunnel SA takes the segments as one request (super_packet.cpp);
+  // whatever it leaves goes on segment by segment.
+  const std::uint32_t first = plan.gso() && count > 1 ? placeSuperPacket(w, plan, packet) : 0;
+  for (std::uint32_t i = first; i < count; ++i) {
     // Keep the worker's pending list within what it reserved (kBurst).
     if (w.pending.size() >= kBurst) flushRequests(w, true);
     const auto buf = allocBuffer(w);

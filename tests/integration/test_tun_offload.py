@@ -131,6 +131,13 @@ class TunOffloadTest(unittest.TestCase):
         segments = a["tun_in_segments"] - before_a["tun_in_segments"]
         self.assertGreater(supers, 0, "A read no super-packet from its TUN")
         self.assertGreater(segments, supers, "A's super-packets were not cut into several segments")
+        # The common case, a lone ESP tunnel SA, seals each super-packet's
+        # segments as one request (super_packet.cpp), not one request each.
+        requests = a["out_multi_segment_requests"] - before_a["out_multi_segment_requests"]
+        framed = a["out_multi_segment_segments"] - before_a["out_multi_segment_segments"]
+        self.assertGreater(requests, 0, "A sealed no super-packet as one multi-segment request")
+        self.assertGreater(framed, 2 * requests, "A's multi-segment requests carry few segments")
+        self.assertGreater(framed, segments // 2, "most segments did not go the multi-segment way")
         written = b["tun_out_super_packets"] - before_b["tun_out_super_packets"]
         merged = b["tun_out_coalesced"] - before_b["tun_out_coalesced"]
         self.assertGreater(written, 0, "B wrote no coalesced super-packet")
@@ -152,6 +159,36 @@ class TunOffloadTest(unittest.TestCase):
                 self.assertGreater(self.counters(tb.a)["tun_in_super_packets"], before)
             self.assert_clean(tb)
 
+    def test_plain_esp_over_ipv6_super_packets_leave_as_one_request(self):
+        """Plain ESP with an IPv6 outer header (the kernel's raw socket writes
+        it): each multi-segment request's segments leave as one sendmmsg."""
+        with Testbed() as tb:
+            tb.start_pair("aes-gcm", 6)
+            self.check_offloaded_tcp(tb, 4)
+            a = self.counters(tb.a)
+            self.assertEqual(a["out_drop_crypto"] + a["out_drop_send"], 0)
+            self.assert_clean(tb)
+
+    def test_esp_in_udp_super_packets_leave_as_one_request_and_one_gso_send(self):
+        """ESP in UDP (RFC 3948) over IPv4 (the NAT-T socket) and IPv6: A's
+        super-packets are sealed as multi-segment requests and leave in
+        UDP_SEGMENT sends; TCP and UDP arrive intact."""
+        for outer in (4, 6):
+            with self.subTest(outer=outer), Testbed() as tb:
+                aout, bout = OUTER[outer]
+                sas = [(SPI_AB, aout, bout, GCM_KEY_AB, 4500, 4501), (SPI_BA, bout, aout, GCM_KEY_BA, 4501, 4500)]
+                for h, port in ((tb.a, 4500), (tb.b, 4501)):
+                    tb.start(h, "flush;\nspdflush;\n" + spd_lines(h.side, outer), natt_port=port)
+                    natt_pfkey.install(h.runtime, sas)
+                self.check_offloaded_tcp(tb, 4)
+                udp_transfer(tb.a, tb.b, INNER[6][1])
+                a = self.counters(tb.a)
+                self.assertGreater(a["natt_out_gso_datagrams"], 0)
+                self.assertGreater(a["natt_out_gso_segments"], 2 * a["natt_out_gso_datagrams"])
+                self.assertEqual(a["natt_out_esp_packets"], a["esp_out_packets"], "ESP left outside UDP")
+                self.assertEqual(a["out_drop_crypto"] + a["out_drop_send"] + a["natt_out_gso_fallback"], 0)
+                self.assert_clean(tb)
+
     def test_tcp_and_udp_without_offloads(self):
         with Testbed() as tb:
             tb.start_pair("aes-gcm", 4, tun_offload="no")
@@ -162,7 +199,7 @@ class TunOffloadTest(unittest.TestCase):
             for h in tb.hosts():
                 c = self.counters(h)
                 for name in ("tun_in_super_packets", "tun_in_segments", "tun_out_super_packets",
-                             "tun_out_coalesced"):
+                             "tun_out_coalesced", "out_multi_segment_requests"):
                     self.assertEqual(c[name], 0, f"{h.side}: {name} on a plain TUN")
             self.assertGreater(self.counters(tb.a)["tun_in_packets"], 1000)
             self.assert_clean(tb)

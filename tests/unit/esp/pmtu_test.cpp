@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 #include <vector>
 
@@ -193,6 +195,36 @@ TEST(OuterHeader, RefusesWithoutRoomOrWithMixedFamilies) {
   EXPECT_FALSE(writeOuterHeader(buf, 100, 101, h));
   h.dst = v6("2001:db8::2");
   EXPECT_FALSE(writeOuterHeader(buf, 100, 60, h));
+}
+
+TEST(OuterHeader, WrittenApartItIsTheSameIpv4HeaderAsInFrontOfThePacket) {
+  for (const bool udp : {false, true}) {
+    OuterHeader h;
+    h.src = IpAddress::v4(0xc0000201);
+    h.dst = IpAddress::v4(0xc0000202);
+    h.tos = 0x02;
+    h.dontFragment = true;
+    h.id = 0xbeef;
+    if (udp) {
+      h.udpSport = 4500;
+      h.udpDport = 4501;
+    }
+    std::vector<uint8_t> buf(200, 0xee);
+    const auto start = writeOuterHeader(buf, 100, 60, h);
+    ASSERT_TRUE(start);
+    std::array<uint8_t, 28> apart{};
+    const auto length = writeOuterHeaderApart(apart, 60, h);
+    ASSERT_TRUE(length);
+    EXPECT_EQ(*length, 100 - *start);
+    EXPECT_TRUE(std::equal(apart.begin(), apart.begin() + *length, buf.begin() + *start)) << "udp " << udp;
+    EXPECT_FALSE(writeOuterHeaderApart(std::span<uint8_t>(apart.data(), *length - 1), 60, h));  // no room
+    EXPECT_FALSE(writeOuterHeaderApart(apart, 0xffff, h));  // beyond the total length field
+  }
+  OuterHeader six;
+  six.src = v6("2001:db8:1::1");
+  six.dst = v6("2001:db8:1::2");
+  std::array<uint8_t, 64> out{};
+  EXPECT_FALSE(writeOuterHeaderApart(out, 60, six));  // IPv6's UDP checksum needs the payload
 }
 
 // Puts fragments back together by their offsets, as a receiver would.
