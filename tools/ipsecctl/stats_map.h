@@ -224,6 +224,8 @@ inline constexpr StatCounter kStatCounters[] = {
     {"tun_out_coalesced", "ipsec", "", "packet%s merged into coalesced super-packets"},
     {"tun_out_coalesce_refused", "ipsec", "", "coalesced super-packet%s refused by the TUN (written packet by packet)"},
     {"tun_write_deferred_errors", "ipsec", "", "queued packet%s refused by the TUN at the burst's end"},
+    {"out_multi_segment_requests", "ipsec", "", "seal request%s carrying several segments of one TUN super-packet"},
+    {"out_multi_segment_segments", "ipsec", "", "ESP packet%s framed in them"},
     // SA bundles (bundle.cpp)
     {"bundle_out_packets", "ipsec", "", "packet%s sealed by ESP, then signed by AH or sealed by an ESP tunnel"},
     {"bundle_out_drop_sa_gone", "ipsec", "ips_out_nosa", "bundle packet%s whose second SA went away"},
