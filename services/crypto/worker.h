@@ -56,7 +56,6 @@ class Worker {
  private:
   void run() noexcept;
   std::size_t serviceBurst() noexcept;
-  void waitAMoment() noexcept;
   void complete(std::span<const proto::CryptoCompletion> done) noexcept;
 
   unsigned id_;
