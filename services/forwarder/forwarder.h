@@ -97,6 +97,11 @@ struct Fds {
 proto::CryptoRequest cryptoRequest(std::uint32_t buf, const Sa& sa, proto::CryptoOp op, std::uint32_t offset,
                                    std::uint32_t length, std::uint64_t seq, std::uint16_t icvOffset = 0) noexcept;
 
+// Appends one control message to m's, in `space` (its padding zeroed: flushGso
+// compares them bytewise); false, nothing written, when space has no room.
+bool appendControl(msghdr& m, std::span<char> space, int level, int type, const void* data,
+                   std::size_t length) noexcept;
+
 class Forwarder {
  public:
   static constexpr std::size_t kBurst = 32;

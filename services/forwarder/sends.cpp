@@ -27,20 +27,25 @@ void Forwarder::SendBatch::setTrafficClass(std::size_t i, bool v4, int tos) noex
   addControl(i, v4 ? IPPROTO_IP : IPPROTO_IPV6, v4 ? IP_TOS : IPV6_TCLASS, &tos, sizeof tos);
 }
 
-void Forwarder::SendBatch::addControl(std::size_t i, int level, int type, const void* data,
-                                      std::size_t length) noexcept {
-  msghdr& m = msgs[i].msg_hdr;
+bool appendControl(msghdr& m, std::span<char> space, int level, int type, const void* data,
+                   std::size_t length) noexcept {
   const std::size_t at = m.msg_control ? m.msg_controllen : 0;
-  if (at + CMSG_SPACE(length) > cmsgs[i].size()) std::abort();  // kControlSpace is sized for every caller
-  char* space = cmsgs[i].data() + at;
-  std::memset(space, 0, CMSG_SPACE(length));
-  auto* cm = reinterpret_cast<cmsghdr*>(space);
+  if (at + CMSG_SPACE(length) > space.size()) return false;
+  std::memset(space.data() + at, 0, CMSG_SPACE(length));
+  auto* cm = reinterpret_cast<cmsghdr*>(space.data() + at);
   cm->cmsg_level = level;
   cm->cmsg_type = type;
   cm->cmsg_len = CMSG_LEN(length);
   std::memcpy(CMSG_DATA(cm), data, length);
-  m.msg_control = cmsgs[i].data();
+  m.msg_control = space.data();
   m.msg_controllen = at + CMSG_SPACE(length);
+  return true;
+}
+
+void Forwarder::SendBatch::addControl(std::size_t i, int level, int type, const void* data,
+                                      std::size_t length) noexcept {
+  // kControlSpace is sized for every caller.
+  if (!appendControl(msgs[i].msg_hdr, cmsgs[i], level, type, data, length)) std::abort();
 }
 
 void Forwarder::flushSends() noexcept {

@@ -34,19 +34,6 @@ namespace {
 
 constexpr std::uint64_t bit(std::size_t i) noexcept { return std::uint64_t{1} << i; }
 
-void addControl(msghdr& m, char* space, std::size_t spaceLength, int level, int type, const void* data,
-                std::size_t length) noexcept {
-  const std::size_t at = m.msg_controllen;
-  if (at + CMSG_SPACE(length) > spaceLength) return;  // kControlSpace holds every caller's
-  std::memset(space + at, 0, CMSG_SPACE(length));
-  auto* cm = reinterpret_cast<cmsghdr*>(space + at);
-  cm->cmsg_level = level;
-  cm->cmsg_type = type;
-  cm->cmsg_len = CMSG_LEN(length);
-  std::memcpy(CMSG_DATA(cm), data, length);
-  m.msg_control = space;
-  m.msg_controllen = at + CMSG_SPACE(length);
-}
 
 }  // namespace
 
@@ -197,18 +184,18 @@ std::size_t Forwarder::superUdpMessages(Worker& w, std::uint32_t buf, const Sa& 
     m.msg_hdr.msg_namelen = s.toLength;
     char* space = s.cmsgs[messages].data();
     const int tos = f.outerTos[i];
-    addControl(m.msg_hdr, space, SuperSend::kControlSpace, v4 ? IPPROTO_IP : IPPROTO_IPV6,
+    appendControl(m.msg_hdr, {space, SuperSend::kControlSpace}, v4 ? IPPROTO_IP : IPPROTO_IPV6,
                v4 ? IP_TOS : IPV6_TCLASS, &tos, sizeof tos);
     if (v4) {
       // From the SA's source address: the peer (and its NAT) know the SA by it.
       in_pktinfo source{};
       std::memcpy(&source.ipi_spec_dst, sa.src.bytes().data(), sizeof source.ipi_spec_dst);
-      addControl(m.msg_hdr, space, SuperSend::kControlSpace, IPPROTO_IP, IP_PKTINFO, &source, sizeof source);
+      appendControl(m.msg_hdr, {space, SuperSend::kControlSpace}, IPPROTO_IP, IP_PKTINFO, &source, sizeof source);
     }
     s.segmentSize[messages] = 0;
     if (run > 1) {
       const auto size = static_cast<std::uint16_t>(f.stride);
-      addControl(m.msg_hdr, space, SuperSend::kControlSpace, SOL_UDP, UDP_SEGMENT, &size, sizeof size);
+      appendControl(m.msg_hdr, {space, SuperSend::kControlSpace}, SOL_UDP, UDP_SEGMENT, &size, sizeof size);
       s.segmentSize[messages] = size;
     }
     s.segments[messages] = static_cast<std::uint8_t>(run);
@@ -237,7 +224,7 @@ void Forwarder::sendSuperRaw6(Worker& w, std::uint32_t buf, const Sa& sa, std::u
     m.msg_hdr.msg_name = &s.to;
     m.msg_hdr.msg_namelen = s.toLength;
     const int tclass = f.outerTos[i];
-    addControl(m.msg_hdr, s.cmsgs[messages].data(), SuperSend::kControlSpace, IPPROTO_IPV6, IPV6_TCLASS, &tclass,
+    appendControl(m.msg_hdr, {s.cmsgs[messages].data(), SuperSend::kControlSpace}, IPPROTO_IPV6, IPV6_TCLASS, &tclass,
                sizeof tclass);
     s.segments[messages] = 1;
     s.segmentSize[messages] = 0;
