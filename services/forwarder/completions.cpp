@@ -48,6 +48,13 @@ void Forwarder::drainCompletions(Worker& w) noexcept {
   flushRequests(w, true);  // a bundle's second stage (bundle.cpp) queued from a completion
   flushSends();
   restartStalledAh();
+  restartStalledReads();
+}
+
+// Every reader that stopped for want of buffers or of hand-off room tries
+// again (after the other handlers). One still short stalls again; a reader
+// that was not stalled is left alone, so a spare restart costs nothing.
+void Forwarder::restartStalledReads() noexcept {
   if (tunStalled_) {
     tunStalled_ = false;
     boost::asio::post(io_, [this] { readTun(); });

@@ -70,6 +70,10 @@ void Forwarder::releaseEspRingFrame() noexcept {
 // forwarder. The kernel may finish frame i + 1 before frame i (two CPUs
 // filling): we stop at i and are woken when it is done, never skip it.
 void Forwarder::readEspRing() noexcept {
+  if (!handoffRoom(kBurst) || !pinRoom()) {  // as readRaw (inbound.cpp)
+    espRingStalled_ = true;
+    return;
+  }
   Worker& w = nextWorker();
   std::size_t taken = 0;
   for (; taken < kBurst && espRingFrameOurs(espRingHead_); ++taken) {

@@ -149,7 +149,7 @@ class Forwarder {
   struct StatsShare {
     Counters counters;
     std::vector<std::pair<SaRef, SaCounters>> sas;  // the SAs this thread used
-    std::uint64_t tunReads = 0, handedOff = 0, handoffDropFull = 0, handoffTaken = 0;
+    std::uint64_t tunReads = 0, handedOff = 0, handoffDropFull = 0, handoffTaken = 0, handoffStalls = 0;
   };
   StatsShare statsShare();
   boost::asio::io_context& io() noexcept { return io_; }
@@ -361,6 +361,7 @@ class Forwarder {
   const Sa* firstStepSa(std::span<const std::uint8_t> packet) noexcept;
   // buf[at, at+len) of `from` copied into a fresh buffer of `to`, the original
   // freed; nullopt (counted, nothing freed) when `to` has no free buffer.
+  bool pinRoom() const noexcept;  // every worker can take a burst moved to it (worker_pin.cpp)
   std::optional<std::uint32_t> moveToWorker(Worker& from, std::uint32_t buf, std::uint32_t at, std::uint32_t len,
                                             Worker& to, bool outbound) noexcept;
   void flushAllRequests(bool outbound) noexcept;
@@ -419,6 +420,7 @@ class Forwarder {
   void armAh(int family);
   void readAh(int family) noexcept;
   void restartStalledAh() noexcept;
+  void restartStalledReads() noexcept;  // completions.cpp: TUN, outer sockets, ESP ring
   void inboundAh(Worker& w, std::uint32_t buf, std::uint32_t start, std::uint32_t length, std::uint8_t tos) noexcept;
   void onAhDone(Worker& w, const proto::CryptoCompletion& c) noexcept;
   void onAhSigned(Worker& w, const proto::CryptoCompletion& c) noexcept;
@@ -659,6 +661,12 @@ class Forwarder {
   bool handOff(unsigned to, bool inbound, std::uint32_t saIndex, const Outer& outer,
                std::span<const std::uint8_t> bytes) noexcept;
   void drainHandoffs() noexcept;
+  // True when every other thread's queue from this one has `need` free
+  // slots. Reads are made only then (a TUN read: one; a burst of outer
+  // packets: kBurst), so a full queue stalls them, as a short pool does,
+  // instead of dropping what was read; the owner restarts them when it has
+  // taken some (drainHandoffs, restartStalledReads).
+  bool handoffRoom(std::size_t need) noexcept;
   // One slot handled; false when it must wait for buffers (left in the queue).
   bool takeHandoff(HandoffSlot& slot) noexcept;
   // Control (threads.cpp): after a keydb message is applied here, an SA of
@@ -686,7 +694,7 @@ class Forwarder {
   std::shared_ptr<std::atomic<bool>> stopping_;
   std::vector<std::pair<UniqueFd, UniqueFd>> relayFds_;
   std::vector<std::unique_ptr<control::Channel>> keydbRelays_, policyRelays_;  // thread 0: by thread - 1
-  std::uint64_t tunReads_ = 0, handedOff_ = 0, handoffDropFull_ = 0, handoffTaken_ = 0;
+  std::uint64_t tunReads_ = 0, handedOff_ = 0, handoffDropFull_ = 0, handoffTaken_ = 0, handoffStalls_ = 0;
   // A TUN super-packet end to end as one multi-segment request (issue 13
   // item 1; super_packet.cpp, framed by super_frame.h): routed once, its
   // segments framed back to back in one pool buffer, sealed by one request,

@@ -52,6 +52,15 @@ bool Forwarder::finishBurst(Worker& w, RecvBurst& r) noexcept {
 }
 
 void Forwarder::readRaw(int family) noexcept {
+  if (!handoffRoom(kBurst)) {  // each packet may be another thread's (threads.cpp): its owner restarts us
+    (family == AF_INET ? raw4Stalled_ : raw6Stalled_) = true;
+    return;
+  }
+  if (!pinRoom()) {  // each packet may be another worker's (worker_pin.cpp): a completion restarts us
+    ++counters_.esp_in_stall_no_buffer;
+    (family == AF_INET ? raw4Stalled_ : raw6Stalled_) = true;
+    return;
+  }
   Worker& w = nextWorker();
   const int fd = family == AF_INET ? fds_.raw4.get() : fds_.raw6.get();
   RecvBurst& r = recv_;
@@ -113,6 +122,15 @@ void Forwarder::readRaw(int family) noexcept {
 void Forwarder::readUdp(int family) noexcept {
   bool& stalled = family == AF_INET ? udp4Stalled_ : udp6Stalled_;
   ParkedUdp& parked = family == AF_INET ? parked4_ : parked6_;
+  if (!handoffRoom(kBurst)) {  // as readRaw
+    stalled = true;
+    return;
+  }
+  if (!pinRoom()) {  // as readRaw
+    ++counters_.esp_in_stall_no_buffer;
+    stalled = true;
+    return;
+  }
   if (!resumeParked(parked)) {
     stalled = true;  // still short of buffers: the next completion retries
     return;

@@ -10,6 +10,13 @@
 // allocation once a slot has grown to the largest packet it carried. Full:
 // the producer is told (it counts the drop); nothing blocks.
 //
+// Room: a producer that must not drop (a TUN read it has not made yet) asks
+// hasRoom before reading. Short of room, it leaves its reads stalled and the
+// consumer, after popping, learns from producerWantsRoom that it must restart
+// them (once). The flag and the head are a Dekker pair: each side writes its
+// own, fences, then reads the other's, so a drain between the producer's look
+// and its flag is never missed.
+//
 // Waking: the producer asks wakeConsumer() after a push; it is true only for
 // the first push since the consumer last began draining (beginDrain), so a
 // burst costs one wake-up (an asio::post to the consumer's io_context).
@@ -67,12 +74,31 @@ class HandoffQueue {
   // Consumer: frees the slot front gave.
   void pop() noexcept { head_.store(head_.load(std::memory_order_relaxed) + 1, std::memory_order_release); }
 
+  // Producer: true when `need` slots are free. When fewer are, the consumer
+  // is asked to say so once it has popped (producerWantsRoom).
+  bool hasRoom(std::size_t need) noexcept {
+    if (freeSlots() >= need) return true;
+    roomWanted_.store(true, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return freeSlots() >= need;  // a drain since the first look; the flag may stay (a spare restart)
+  }
+  // Consumer, after popping: true (once) when the producer waits for room.
+  bool producerWantsRoom() noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    return roomWanted_.load(std::memory_order_relaxed) && roomWanted_.exchange(false, std::memory_order_seq_cst);
+  }
+
  private:
   std::unique_ptr<Slot[]> slots_;
   const std::size_t mask_;
   alignas(64) std::atomic<std::size_t> head_{0};
   alignas(64) std::atomic<std::size_t> tail_{0};
   alignas(64) std::atomic<bool> wakePending_{false};
+  std::atomic<bool> roomWanted_{false};
+
+  std::size_t freeSlots() const noexcept {
+    return mask_ + 1 - (tail_.load(std::memory_order_relaxed) - head_.load(std::memory_order_acquire));
+  }
 };
 
 }  // namespace ipsec::forwarder

@@ -14,8 +14,14 @@
 // Hand-off: a TUN read whose first step's SA belongs to another thread, and
 // an outer packet (thread 0 alone reads the outer sockets) whose SPI names
 // one, is copied into the bounded queue to its owner (thread_handoff.h) and
-// the owner woken by one asio::post per burst. Full: dropped, counted in
-// thread_handoff_drop_full. The owner takes it as if it had read it.
+// the owner woken by one asio::post per burst. A thread reads only while the
+// queues it may hand to have room (handoffRoom: one slot per TUN read, a
+// burst's worth per outer read), so a full queue stalls its reads, counted
+// in thread_handoff_stall_full, and the kernel's queues hold the packets
+// (TCP sees back-pressure, not loss); the owner restarts them after taking
+// some. Full all the same (a GRO datagram of many segments): dropped,
+// counted in thread_handoff_drop_full. The owner takes a packet as if it
+// had read it.
 //
 // Control: thread 0 alone talks to keydb and policy. Every message it applies
 // is copied to the other threads over a socket pair each (their "keydb" and
@@ -127,11 +133,23 @@ bool Forwarder::handOff(unsigned to, bool inbound, std::uint32_t saIndex, const 
   return true;
 }
 
+bool Forwarder::handoffRoom(std::size_t need) noexcept {
+  if (threads_ < 2) return true;
+  bool room = true;
+  for (unsigned to = 0; to < threads_; ++to) {
+    // Every queue is asked, so each full one restarts us when it drains.
+    if (to != thread_ && !peers_[to]->handoffIn_[thread_]->hasRoom(need)) room = false;
+  }
+  if (!room) ++handoffStalls_;
+  return room;
+}
+
 void Forwarder::drainHandoffs() noexcept {
   if (stopping()) return;
   bool more = false, outbound = false;
   takingHandoff_ = true;
-  for (auto& queue : handoffIn_) {
+  for (unsigned from = 0; from < handoffIn_.size(); ++from) {
+    auto& queue = handoffIn_[from];
     if (!queue) continue;
     queue->beginDrain();
     std::size_t n = 0;
@@ -139,6 +157,10 @@ void Forwarder::drainHandoffs() noexcept {
       if (!takeHandoff(*slot)) break;  // no buffer now: stays first in line
       outbound = !slot->inbound;
       queue->pop();
+    }
+    if (n != 0 && queue->producerWantsRoom()) {
+      Forwarder& producer = *peers_[from];
+      asio::post(producer.io_, [&producer] { producer.restartStalledReads(); });
     }
     if (queue->front()) more = true;
   }
@@ -252,6 +274,7 @@ Forwarder::StatsShare Forwarder::statsShare() {
   s.handedOff = handedOff_;
   s.handoffDropFull = handoffDropFull_;
   s.handoffTaken = handoffTaken_;
+  s.handoffStalls = handoffStalls_;
   return s;
 }
 
@@ -291,7 +314,7 @@ SaCounters Forwarder::ThreadShares::of(const Sa& sa) const {
 }
 
 unsigned Forwarder::ThreadShares::extraRows() const {
-  return shares.empty() ? 0 : static_cast<unsigned>(shares.size()) + 3;
+  return shares.empty() ? 0 : static_cast<unsigned>(shares.size()) + 4;
 }
 
 void Forwarder::ThreadShares::fillExtra(capnp::List<proto::Counter>::Builder rows, unsigned first) const {
@@ -304,12 +327,15 @@ void Forwarder::ThreadShares::fillExtra(capnp::List<proto::Counter>::Builder row
     sum.handedOff += shares[t].handedOff;
     sum.handoffDropFull += shares[t].handoffDropFull;
     sum.handoffTaken += shares[t].handoffTaken;
+    sum.handoffStalls += shares[t].handoffStalls;
   }
   rows[first].setName("thread_handoff_packets");  // copied to the SA's owner thread
   rows[first++].setValue(sum.handedOff);
   rows[first].setName("thread_handoff_taken");  // taken from the queue by the owner
   rows[first++].setValue(sum.handoffTaken);
-  rows[first].setName("thread_handoff_drop_full");  // the owner's queue was full: dropped
+  rows[first].setName("thread_handoff_stall_full");  // reads put off: a queue they may need was full
+  rows[first++].setValue(sum.handoffStalls);
+  rows[first].setName("thread_handoff_drop_full");  // the owner's queue was full all the same: dropped
   rows[first++].setValue(sum.handoffDropFull);
 }
 

@@ -73,6 +73,10 @@ void Forwarder::readTunScratch() noexcept {
       stalled = tunStalled_ = true;
       break;
     }
+    if (!handoffRoom(1)) {  // the read may be another thread's: its owner restarts us (threads.cpp)
+      stalled = tunStalled_ = true;
+      break;
+    }
     const ssize_t got = ::read(fds_.tun.get(), tunScratch_.data(), tunScratch_.size());
     if (got <= 0) break;
     placeTunRead({tunScratch_.data(), static_cast<std::size_t>(got)});

@@ -54,6 +54,18 @@ const Sa* Forwarder::firstStepSa(std::span<const std::uint8_t> packet) noexcept 
   return nullptr;
 }
 
+// An inbound burst is received into one worker's pool and each packet then
+// moved to its SA's worker: each must have a burst's worth free first. A
+// packet whose worker had none would be opened on the burst's worker, out of
+// order with its SA's others (beyond the replay window: dropped as a replay).
+bool Forwarder::pinRoom() const noexcept {
+  if (workers_.size() < 2) return true;
+  for (const auto& w : workers_) {
+    if (w->pool->available() < kBurst) return false;
+  }
+  return true;
+}
+
 std::optional<std::uint32_t> Forwarder::moveToWorker(Worker& from, std::uint32_t buf, std::uint32_t at,
                                                      std::uint32_t len, Worker& to, bool outbound) noexcept {
   if (at > to.bufferSize || len > to.bufferSize - at) {

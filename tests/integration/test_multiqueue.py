@@ -73,14 +73,16 @@ class MultiQueueTest(unittest.TestCase):
                 self.assertGreater(c[name] - b.get(name, 0), 0, f"{h.side}: TUN queue {q} never read")
             self.assertGreater(c["thread_handoff_packets"] - b.get("thread_handoff_packets", 0), 0,
                                f"{h.side}: no packet went to its SA's thread")
-            # A full queue drops, as a full TUN queue does: TCP recovers. Only a
-            # few may (the owner thread shares two cores with the traffic here).
+            # A thread reads only while the queues it may hand to have room: a
+            # full queue puts its reads off (the kernel holds the packets), so
+            # no packet plain ESP carries is ever dropped on the way.
             handed = c["thread_handoff_packets"] - b.get("thread_handoff_packets", 0)
             dropped = c["thread_handoff_drop_full"] - b.get("thread_handoff_drop_full", 0)
-            print(f"{h.side}: {handed} handed off, {dropped} dropped full, queue reads "
+            stalls = c["thread_handoff_stall_full"] - b.get("thread_handoff_stall_full", 0)
+            print(f"{h.side}: {handed} handed off, reads put off {stalls} times, queue reads "
                   f"{c['tun_queue0_reads'] - b.get('tun_queue0_reads', 0)}/"
                   f"{c['tun_queue1_reads'] - b.get('tun_queue1_reads', 0)}", file=sys.stderr)
-            self.assertLessEqual(dropped, handed // 10, f"{h.side}: hand-off queue full too often")
+            self.assertEqual(dropped, 0, f"{h.side}: a handed-off packet was dropped")
             self.assertEqual(c["thread_handoff_taken"] - b.get("thread_handoff_taken", 0), handed,
                              f"{h.side}: packets handed off but never taken")
             self.assertEqual(c["esp_in_drop_replay"], 0, f"{h.side}: replayed or duplicate sequence numbers")

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <thread>
@@ -90,6 +91,69 @@ TEST(HandoffQueue, AProducerAndAConsumerThreadPassEveryPacketInOrderIntact) {
   EXPECT_EQ(next, kPackets);
   EXPECT_TRUE(intact);
   (void)refused;  // how often the consumer fell behind: timing, not a result
+}
+
+TEST(HandoffQueue, AProducerShortOfRoomIsToldOnceAfterAPop) {
+  HandoffQueue<Slot> q(4);
+  EXPECT_TRUE(q.hasRoom(4));
+  for (int i = 0; i < 3; ++i) {
+    q.beginPush();
+    q.commitPush();
+  }
+  EXPECT_TRUE(q.hasRoom(1));
+  q.pop();
+  EXPECT_FALSE(q.producerWantsRoom()) << "nobody waited";
+  EXPECT_FALSE(q.hasRoom(3)) << "two slots free";
+  q.pop();
+  EXPECT_TRUE(q.producerWantsRoom()) << "the waiting producer must be restarted";
+  EXPECT_FALSE(q.producerWantsRoom()) << "once";
+  EXPECT_TRUE(q.hasRoom(3));
+}
+
+// A producer that stops when short of room and goes on only when told (as a
+// forwarder's stalled TUN reads do) must never wait forever: the consumer's
+// last drain and the producer's last look cannot both miss each other.
+TEST(HandoffQueue, AStalledProducerIsAlwaysRestarted) {
+  constexpr std::uint64_t kPackets = 100000;
+  HandoffQueue<Slot> q(4);
+  std::atomic<bool> restart{false};
+  std::atomic<bool> lost{false};
+  std::thread producer([&] {
+    for (std::uint64_t i = 0; i < kPackets && !lost;) {
+      if (!q.hasRoom(1)) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        while (!restart.exchange(false)) {
+          if (std::chrono::steady_clock::now() > deadline) {
+            lost = true;
+            return;
+          }
+          std::this_thread::yield();
+        }
+        continue;
+      }
+      Slot* s = q.beginPush();
+      ASSERT_NE(s, nullptr) << "room was promised";
+      s->seq = i++;
+      q.commitPush();
+    }
+  });
+  std::uint64_t next = 0;
+  bool ordered = true;
+  while (next < kPackets && !lost) {
+    Slot* s = q.front();
+    if (!s) {
+      std::this_thread::yield();
+      continue;
+    }
+    ordered = ordered && s->seq == next;
+    q.pop();
+    ++next;
+    if (q.producerWantsRoom()) restart = true;
+  }
+  producer.join();
+  EXPECT_FALSE(lost) << "the producer waited for a restart that never came, at packet " << next;
+  EXPECT_EQ(next, kPackets);
+  EXPECT_TRUE(ordered);
 }
 
 TEST(SaOwnerThread, TheOwnerDrivesTheSasWorkerForEveryShape) {
