@@ -155,6 +155,54 @@ bool randomIv(std::uint8_t* iv, std::size_t len) noexcept {
   return true;
 }
 
+// The high half of each segment's ESN (ring_abi.h): a later segment whose
+// sequence number (low 32 bits, read from its header) is below the first
+// one's has wrapped and takes seqHigh + 1.
+class EsnHighHalf {
+ public:
+  explicit EsnHighHalf(std::uint32_t seqHigh) noexcept : seqHigh_(seqHigh) {}
+  std::uint32_t of(std::uint16_t segment, const std::uint8_t* seqField) noexcept {
+    const std::uint32_t seq = std::uint32_t{seqField[0]} << 24 | std::uint32_t{seqField[1]} << 16 |
+                              std::uint32_t{seqField[2]} << 8 | seqField[3];
+    if (segment == 0) first_ = seq;
+    return seq < first_ ? seqHigh_ + 1 : seqHigh_;
+  }
+
+ private:
+  std::uint32_t seqHigh_;
+  std::uint32_t first_ = 0;
+};
+
+// What a request's segments came to: the fail mask the forwarder reads, the
+// worst status (a bad ICV never hides an internal error), and the counts the
+// session's shared counters take once per request.
+struct SegmentTally {
+  std::uint64_t failMask = 0;
+  std::uint64_t succeeded = 0, badIcv = 0;
+  proto::CryptoStatus worst = proto::CryptoStatus::kOk;
+
+  // badLength: what a segment the driver found too short means for this op.
+  void add(std::uint16_t segment, cryptodrv::Status st, proto::CryptoStatus badLength) noexcept {
+    if (st == cryptodrv::Status::kOk) {
+      ++succeeded;
+      return;
+    }
+    failMask |= std::uint64_t{1} << segment;
+    if (st == cryptodrv::Status::kBadIcv) {
+      ++badIcv;
+      if (worst == proto::CryptoStatus::kOk) worst = proto::CryptoStatus::kBadIcv;
+    } else if (st == cryptodrv::Status::kBadLength) {
+      if (worst != proto::CryptoStatus::kInternalError) worst = badLength;
+    } else {
+      worst = proto::CryptoStatus::kInternalError;
+    }
+  }
+  void failed(std::uint16_t segment, proto::CryptoStatus why) noexcept {
+    failMask |= std::uint64_t{1} << segment;
+    worst = why;
+  }
+};
+
 }  // namespace
 
 // Counter IVs come from keydb's grant, so they never repeat under one key,
@@ -212,50 +260,31 @@ std::vector<SessionTable::IvLow> SessionTable::takeIvLow() {
 }
 
 // One AH request: each segment is a whole canonicalised IP packet with its
-// ICV field at icvOffset. With ESN, a later segment whose sequence number
-// (low 32 bits, read from its AH header) is below the first one's has
-// wrapped and takes seqHigh + 1, as ring_abi.h says.
+// ICV field at icvOffset; with ESN each takes its high half (EsnHighHalf)
+// from the AH header's sequence number field.
 proto::CryptoStatus SessionTable::processAh(Session& s, unsigned worker, std::uint8_t* buffer,
                                             proto::CryptoRequest& req) noexcept {
   if (worker >= s.ahPerWorker.size()) return proto::CryptoStatus::kBadSession;
   cryptodrv::AhTransform& t = *s.ahPerWorker[worker];
-  std::uint64_t failMask = 0;
-  std::uint64_t succeeded = 0, badIcv = 0;  // added to the session's counters once per request
-  proto::CryptoStatus worst = proto::CryptoStatus::kOk;
-  std::uint32_t firstSeq = 0;
+  SegmentTally tally;
+  EsnHighHalf high(req.seqHigh);
   for (std::uint16_t i = 0; i < req.segmentCount; ++i) {
     const auto [start, len] = ring::segmentOf(req, i);
     std::uint8_t* packet = buffer + start;
-    std::uint32_t seqHigh = req.seqHigh;
-    if (t.esn()) {  // checkLayout: the sequence number field lies inside the segment
-      const std::uint8_t* q = packet + req.icvOffset - 4;  // the AH sequence number field
-      const std::uint32_t seq = std::uint32_t{q[0]} << 24 | std::uint32_t{q[1]} << 16 | std::uint32_t{q[2]} << 8 | q[3];
-      if (i == 0) firstSeq = seq;
-      else if (seq < firstSeq) seqHigh = req.seqHigh + 1;
-    }
-    const cryptodrv::Status st = req.op == proto::CryptoOp::kAhSign
-                                     ? t.sign(packet, len, req.icvOffset, seqHigh)
-                                     : t.verify(packet, len, req.icvOffset, seqHigh);
-    if (st == cryptodrv::Status::kOk) {
-      ++succeeded;
-      continue;
-    }
-    failMask |= std::uint64_t{1} << i;
-    if (st == cryptodrv::Status::kBadIcv) {
-      ++badIcv;
-      if (worst == proto::CryptoStatus::kOk) worst = proto::CryptoStatus::kBadIcv;
-    } else if (st == cryptodrv::Status::kBadLength) {
-      worst = proto::CryptoStatus::kBadDescriptor;  // icvOffset outside the segment
-    } else {
-      worst = proto::CryptoStatus::kInternalError;
-    }
+    // checkLayout: the AH sequence number field lies inside the segment
+    const std::uint32_t seqHigh = t.esn() ? high.of(i, packet + req.icvOffset - 4) : req.seqHigh;
+    // A bad length here: icvOffset outside the segment, the forwarder's framing.
+    tally.add(i,
+              req.op == proto::CryptoOp::kAhSign ? t.sign(packet, len, req.icvOffset, seqHigh)
+                                                 : t.verify(packet, len, req.icvOffset, seqHigh),
+              proto::CryptoStatus::kBadDescriptor);
   }
-  if (succeeded != 0) {
-    (req.op == proto::CryptoOp::kAhSign ? s.ahSigned : s.ahVerified).fetch_add(succeeded, std::memory_order_relaxed);
+  if (tally.succeeded != 0) {
+    (req.op == proto::CryptoOp::kAhSign ? s.ahSigned : s.ahVerified).fetch_add(tally.succeeded, std::memory_order_relaxed);
   }
-  if (badIcv != 0) s.badIcv.fetch_add(badIcv, std::memory_order_relaxed);
-  req.segmentFailMask = failMask;
-  return worst;
+  if (tally.badIcv != 0) s.badIcv.fetch_add(tally.badIcv, std::memory_order_relaxed);
+  req.segmentFailMask = tally.failMask;
+  return tally.worst;
 }
 
 // The refusals that need only the session: a wrong kind of op, a direction
@@ -299,9 +328,7 @@ proto::CryptoStatus SessionTable::process(unsigned worker, std::uint8_t* buffer,
 // One ESP request: each segment is one ESP packet, header..ICV, that
 // refuseEarly found long enough for the IV written at header + 8. The
 // session's shared counters move once per request, not per segment. With
-// ESN, a later segment whose sequence number (low 32 bits, from its ESP
-// header) is below the first one's has wrapped and takes seqHigh + 1, as
-// ring_abi.h says and processAh does.
+// ESN each takes its high half (EsnHighHalf) from its ESP header.
 proto::CryptoStatus SessionTable::processEsp(Session& s, unsigned worker, std::uint8_t* buffer,
                                              proto::CryptoRequest& req) noexcept {
   if (worker >= s.perWorker.size()) return proto::CryptoStatus::kBadSession;
@@ -309,26 +336,18 @@ proto::CryptoStatus SessionTable::processEsp(Session& s, unsigned worker, std::u
   const bool seal = req.op == proto::CryptoOp::kSeal;
   const CounterIvs counterIvs = seal && s.ivIsCounter ? reserveCounterIvs(s, req.session, req.segmentCount)
                                                       : CounterIvs{};
-  std::uint64_t failMask = 0;
-  std::uint64_t succeeded = 0, badIcv = 0;
-  proto::CryptoStatus worst = proto::CryptoStatus::kOk;
-  std::uint32_t firstSeq = 0;
+  SegmentTally tally;
+  EsnHighHalf high(req.seqHigh);
   for (std::uint16_t i = 0; i < req.segmentCount; ++i) {
     const auto [start, len] = ring::segmentOf(req, i);
     std::uint8_t* esp = buffer + start;
-    std::uint32_t seqHigh = req.seqHigh;
-    if (t.esn()) {  // refuseEarly: the header lies inside the segment
-      const std::uint32_t seq =
-          std::uint32_t{esp[4]} << 24 | std::uint32_t{esp[5]} << 16 | std::uint32_t{esp[6]} << 8 | esp[7];
-      if (i == 0) firstSeq = seq;
-      else if (seq < firstSeq) seqHigh = req.seqHigh + 1;
-    }
+    // refuseEarly: the header, and its sequence number at +4, lie inside the segment
+    const std::uint32_t seqHigh = t.esn() ? high.of(i, esp + 4) : req.seqHigh;
     cryptodrv::Status st;
     if (seal) {
       std::uint8_t iv[cryptodrv::Transform::kMaxIvLength];
       if (!makeIv(s, counterIvs, i, iv)) {
-        failMask |= std::uint64_t{1} << i;
-        worst = proto::CryptoStatus::kSeqExhausted;
+        tally.failed(i, proto::CryptoStatus::kSeqExhausted);
         continue;
       }
       // sealWithIv writes the IV for the wire and seals with our private copy.
@@ -336,25 +355,13 @@ proto::CryptoStatus SessionTable::processEsp(Session& s, unsigned worker, std::u
     } else {
       st = t.open(esp, len, seqHigh);
     }
-    if (st == cryptodrv::Status::kOk) {
-      ++succeeded;
-      continue;
-    }
-    failMask |= std::uint64_t{1} << i;
-    if (st == cryptodrv::Status::kBadIcv) {
-      ++badIcv;
-      if (worst == proto::CryptoStatus::kOk) worst = proto::CryptoStatus::kBadIcv;
-    } else if (st == cryptodrv::Status::kBadLength) {
-      refusals_.driverBadLength.fetch_add(1, std::memory_order_relaxed);
-      if (worst != proto::CryptoStatus::kInternalError) worst = proto::CryptoStatus::kBadLength;
-    } else {
-      worst = proto::CryptoStatus::kInternalError;
-    }
+    if (st == cryptodrv::Status::kBadLength) refusals_.driverBadLength.fetch_add(1, std::memory_order_relaxed);
+    tally.add(i, st, proto::CryptoStatus::kBadLength);
   }
-  if (succeeded != 0) (seal ? s.sealed : s.opened).fetch_add(succeeded, std::memory_order_relaxed);
-  if (badIcv != 0) s.badIcv.fetch_add(badIcv, std::memory_order_relaxed);
-  req.segmentFailMask = failMask;
-  return worst;
+  if (tally.succeeded != 0) (seal ? s.sealed : s.opened).fetch_add(tally.succeeded, std::memory_order_relaxed);
+  if (tally.badIcv != 0) s.badIcv.fetch_add(tally.badIcv, std::memory_order_relaxed);
+  req.segmentFailMask = tally.failMask;
+  return tally.worst;
 }
 
 }  // namespace ipsec::crypto
