@@ -375,6 +375,20 @@ class Host:
                 return p["pid"]
         raise KeyError(name)
 
+    def wait_for_forwarder_sas(self, count=2, timeout=15, what="the forwarder to have its SAs"):
+        """Waits until the forwarder counts `count` SAs (until then it may not answer at all)."""
+        wait_for(lambda: self.counter("sas") >= count, timeout, what)
+
+    def kill_forwarder_and_wait_for_its_sas(self, timeout=15):
+        """SIGKILLs the forwarder, waits for ipsecd's new one and until that one holds its SAs.
+
+        The new forwarder's pid and children are recorded, so leak checks see them."""
+        old = self.pid_of("ipsec-forwarder")
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: self.pid_of("ipsec-forwarder") != old, timeout, f"a new forwarder on {self.side.upper()}")
+        self.remember_children()
+        self.wait_for_forwarder_sas(timeout=timeout, what="the restarted forwarder to have its SAs")
+
     def setkey(self, text, *flags):
         path = os.path.join(self.workdir, f"setkey-{time.monotonic_ns()}.conf")
         with open(path, "w") as f:
