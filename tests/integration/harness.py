@@ -299,16 +299,16 @@ def sa_lines(alg, outer):
             f"add {b} {a} esp {SPI_BA:#x} -m tunnel -r 64 {e_ba};\n")
 
 
-def spd_lines(side, outer, inner_families=(4, 6)):
-    """Tunnel policies for host side 'a' or 'b' protecting both inner families."""
+def spd_lines(side, outer, inner_families=(4, 6), proto="esp"):
+    """Tunnel policies (ESP, or AH with proto="ah") for host side 'a' or 'b' protecting both inner families."""
     a, b = OUTER[outer]
     local, remote = (a, b) if side == "a" else (b, a)
     out = []
     for fam in inner_families:
         na, nb = INNER_NETS[fam]
         lnet, rnet = (na, nb) if side == "a" else (nb, na)
-        out.append(f"spdadd {lnet} {rnet} any -P out ipsec esp/tunnel/{local}-{remote}/require;")
-        out.append(f"spdadd {rnet} {lnet} any -P in ipsec esp/tunnel/{remote}-{local}/require;")
+        out.append(f"spdadd {lnet} {rnet} any -P out ipsec {proto}/tunnel/{local}-{remote}/require;")
+        out.append(f"spdadd {rnet} {lnet} any -P in ipsec {proto}/tunnel/{remote}-{local}/require;")
     return "\n".join(out) + "\n"
 
 
@@ -672,15 +672,21 @@ def transport_setkey(side, proto, spi_ab, spi_ba, keys_ab, keys_ba):
     return "\n".join(out) + "\n"
 
 
+def assert_pings_both_ways(test, tb, addresses):
+    """Three pings A→B, then B→A, for each family; addresses: INNER (through a
+    tunnel) or OUTER (transport mode between the veth ends)."""
+    for fam in (4, 6):
+        a, b = addresses[fam]
+        r = ping(tb.a, b, count=3)
+        test.assertEqual(r.returncode, 0, f"ping A→B v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.a)}")
+        r = ping(tb.b, a, count=3)
+        test.assertEqual(r.returncode, 0, f"ping B→A v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.b)}")
+
+
 def check_inner_traffic(test, tb):
     """Ping both ways over both inner families, then TCP both ways (IPv4) and
     A to B (IPv6), contents checked: what every tunnel pair must carry."""
-    for fam in (4, 6):
-        a_in, b_in = INNER[fam]
-        r = ping(tb.a, b_in, count=3)
-        test.assertEqual(r.returncode, 0, f"ping A→B inner v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.a)}")
-        r = ping(tb.b, a_in, count=3)
-        test.assertEqual(r.returncode, 0, f"ping B→A inner v{fam}: {r.stdout}{r.stderr}")
+    assert_pings_both_ways(test, tb, INNER)
     tcp_transfer(tb.a, tb.b, INNER[4][1], nbytes=2 << 20)
     tcp_transfer(tb.b, tb.a, INNER[4][0], nbytes=2 << 20, port=5002)
     tcp_transfer(tb.a, tb.b, INNER[6][1], nbytes=1 << 20, port=5003)
