@@ -423,6 +423,15 @@ class Testbed:
         # A test that already failed keeps its own error; its leaks are printed.
         self.close(raise_leaks=exc_type is None)
 
+    @classmethod
+    def for_class(cls, test_class, tag=None):
+        """A testbed the tests of a unittest class share: made now, closed (and checked for
+        leaks) by the class's cleanup, which also runs when setUpClass fails after this."""
+        tb = cls(tag)
+        tb.__enter__()
+        test_class.addClassCleanup(tb.close)
+        return tb
+
     def hosts(self):
         return (self.a, self.b)
 

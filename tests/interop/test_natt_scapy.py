@@ -106,9 +106,7 @@ class NattPeer:
 
     @classmethod
     def setUpClass(cls):
-        cls.tb = Testbed()
-        cls.tb.__enter__()
-        cls.addClassCleanup(cls.tb.close)
+        cls.tb = Testbed.for_class(cls)
         a = cls.tb.a
         cls.tb.start(a, "flush;\nspdflush;\n" + spd_lines("a", cls.FAM))
         aout, bout = OUTER[cls.FAM]

@@ -50,9 +50,7 @@ class ScapyPeer:
 
     @classmethod
     def setUpClass(cls):
-        cls.tb = Testbed()
-        cls.tb.__enter__()
-        cls.addClassCleanup(cls.tb.close)
+        cls.tb = Testbed.for_class(cls)
         outer = cls.OUTER_FAMILY
         espeer.start_host(cls.tb, cls.tb.a, cls.ALG, outer)
         # B's sender keeps one sequence counter across the tests of the class.

@@ -74,9 +74,7 @@ class ScapyMatrix:
     @classmethod
     def setUpClass(cls):
         cls.t0 = time.monotonic()
-        cls.tb = Testbed()
-        cls.tb.__enter__()
-        cls.addClassCleanup(cls.tb.close)
+        cls.tb = Testbed.for_class(cls)
         cls.tb.start(cls.tb.a)
         espeer.load_matrix(cls.tb.a, SCAPY_MATRIX, cls.OUTER_FAMILY)
         cls.by_spi = {}

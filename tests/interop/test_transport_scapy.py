@@ -54,9 +54,7 @@ class TransportPeer:
 
     @classmethod
     def setUpClass(cls):
-        cls.tb = Testbed()
-        cls.tb.__enter__()
-        cls.addClassCleanup(cls.tb.close)
+        cls.tb = Testbed.for_class(cls)
         cls.tb.start(cls.tb.a, setkey_text(cls.ALG), transport_peers=f"{OUTER[4][1]}, {OUTER[6][1]}",
                      local_addresses=f"{OUTER[4][0]}, {OUTER[6][0]}")
         cls.sa_ba = scapy_sa(cls.ALG, "ba")  # one sequence counter for the class
