@@ -182,10 +182,9 @@ class AhTunnelPeer:
                 inner = open_tunnel(sa, reparse(p))
             except Exception:
                 continue
-            if fam == 4 and ICMP in inner and inner[ICMP].type == 0 and inner[ICMP].id == self.ident:
-                got.add(inner[ICMP].seq)
-            if fam == 6 and ICMPv6EchoReply in inner and inner[ICMPv6EchoReply].id == self.ident:
-                got.add(inner[ICMPv6EchoReply].seq)
+            seq = espeer.echo_reply_seq(inner, fam, self.ident)
+            if seq is not None:
+                got.add(seq)
         return got
 
     def scapy_to_ours(self, fam, seqs, ext=()):
