@@ -50,7 +50,9 @@ const char* gwB(int v) { return v == 4 ? "192.0.2.2" : "2001:db8:1::2"; }
 
 std::vector<std::uint8_t> fromHex(const std::string& hex) {
   std::vector<std::uint8_t> out;
-  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) out.push_back(static_cast<std::uint8_t>(std::stoul(hex.substr(i, 2), nullptr, 16)));
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out.push_back(static_cast<std::uint8_t>(std::stoul(hex.substr(i, 2), nullptr, 16)));
+  }
   return out;
 }
 
@@ -65,7 +67,10 @@ SealedVector loadVector(const std::string& name) {
   std::ifstream in(IPSEC_SEALED_VECTORS_FILE);
   EXPECT_TRUE(in) << IPSEC_SEALED_VECTORS_FILE;
   const auto file = nlohmann::json::parse(in, nullptr, false);
-  if (file.is_discarded()) return {};
+  if (file.is_discarded()) {
+    ADD_FAILURE() << IPSEC_SEALED_VECTORS_FILE << " is not JSON";
+    return {};
+  }
   for (const auto& v : file["vectors"]) {
     if (v["name"] != name) continue;
     return {fromHex(v["key"]), fromHex(v["iv"]), fromHex(v["inner"]), fromHex(v["outer"]), v["spi"], v["seq"]};
@@ -74,11 +79,22 @@ SealedVector loadVector(const std::string& name) {
   return {};
 }
 
-// Bytes as hex with the first difference from `expected` marked, for failure messages.
-std::string firstDifference(const std::vector<std::uint8_t>& got, const std::vector<std::uint8_t>& expected) {
-  const auto at = std::mismatch(got.begin(), got.end(), expected.begin(), expected.end());
-  return "lengths " + std::to_string(got.size()) + " vs scapy's " + std::to_string(expected.size()) +
-         "; first difference at byte " + std::to_string(at.first - got.begin());
+std::string toHex(const std::vector<std::uint8_t>& bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (const std::uint8_t b : bytes) {
+    out += kDigits[b >> 4];
+    out += kDigits[b & 0xf];
+  }
+  return out;
+}
+
+// Our packet against scapy's, compared as hex so that a failure prints both
+// readably, with where they first differ.
+void expectScapysPacket(const std::vector<std::uint8_t>& ours, const std::vector<std::uint8_t>& scapys) {
+  const auto at = std::mismatch(ours.begin(), ours.end(), scapys.begin(), scapys.end());
+  EXPECT_EQ(toHex(ours), toHex(scapys)) << "lengths " << ours.size() << " and scapy's " << scapys.size()
+                                        << "; first difference at byte " << at.first - ours.begin();
 }
 
 class SealedVectors : public testing::Test {
@@ -161,14 +177,14 @@ TEST_F(SealedVectors, AnEspTunnelOverIpv4IsTheBytesScapySeals) {
   const SealedVector v = loadVector("esp_tunnel_gcm128_v4");
   install(v, SADB_SATYPE_ESP, tunnelRequest(IPPROTO_ESP, 4), gwA(4), gwB(4), 4);
   const auto packet = sealTunnel(v);
-  EXPECT_EQ(packet, v.outer) << firstDifference(packet, v.outer);
+  expectScapysPacket(packet, v.outer);
 }
 
 TEST_F(SealedVectors, AnEspTunnelOverIpv6IsTheBytesScapySeals) {
   const SealedVector v = loadVector("esp_tunnel_gcm128_v6");
   install(v, SADB_SATYPE_ESP, tunnelRequest(IPPROTO_ESP, 6), gwA(6), gwB(6), 6);
   const auto packet = sealTunnel(v);
-  EXPECT_EQ(packet, v.outer) << firstDifference(packet, v.outer);
+  expectScapysPacket(packet, v.outer);
 }
 
 TEST_F(SealedVectors, EspTransportOverIpv4IsTheBytesScapySeals) {
@@ -186,7 +202,7 @@ TEST_F(SealedVectors, EspTransportOverIpv4IsTheBytesScapySeals) {
   seal(v, f.offset, f.length);
   const std::vector<std::uint8_t> packet(buffer_.begin() + f.offset - f.transportHeader,
                                          buffer_.begin() + f.offset + f.length);
-  EXPECT_EQ(packet, v.outer) << firstDifference(packet, v.outer);
+  expectScapysPacket(packet, v.outer);
 }
 
 TEST_F(SealedVectors, AnAhTunnelOverIpv4IsTheBytesScapySigns) {
@@ -216,7 +232,7 @@ TEST_F(SealedVectors, AnAhTunnelOverIpv4IsTheBytesScapySigns) {
   const AhSigned s = finishAhSigned(buffer_, c, ah, true);
   ASSERT_EQ(s.kind, AhSigned::Kind::kSend);
   const std::vector<std::uint8_t> packet(buffer_.begin() + s.start, buffer_.begin() + s.start + s.length);
-  EXPECT_EQ(packet, v.outer) << firstDifference(packet, v.outer);
+  expectScapysPacket(packet, v.outer);
 }
 
 }  // namespace
