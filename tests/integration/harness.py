@@ -692,6 +692,15 @@ def assert_pings_both_ways(test, tb, addresses):
         test.assertEqual(r.returncode, 0, f"ping B→A v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.b)}")
 
 
+def assert_no_drops(test, side, counters, allowed=(), also=()):
+    """No drop counter in a forwarder's `counters` ({name: value}) moved, but those `allowed`
+    and out_drop_no_policy: the kernel's own IPv6 link-local chatter on the TUN (router
+    solicitations, MLD) matches no policy. The counters named in `also` stay 0 too."""
+    for k, v in counters.items():
+        if "drop" in k and k != "out_drop_no_policy" and k not in allowed or k in also:
+            test.assertEqual(v, 0, f"{side}: {k} = {v}")
+
+
 def check_inner_traffic(test, tb):
     """Ping both ways over both inner families, then TCP both ways (IPv4) and
     A to B (IPv6), contents checked: what every tunnel pair must carry."""
