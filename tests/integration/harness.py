@@ -299,16 +299,16 @@ def sa_lines(alg, outer):
             f"add {b} {a} esp {SPI_BA:#x} -m tunnel -r 64 {e_ba};\n")
 
 
-def spd_lines(side, outer, inner_families=(4, 6)):
-    """Tunnel policies for host side 'a' or 'b' protecting both inner families."""
+def spd_lines(side, outer, inner_families=(4, 6), proto="esp"):
+    """Tunnel policies (ESP, or AH with proto="ah") for host side 'a' or 'b' protecting both inner families."""
     a, b = OUTER[outer]
     local, remote = (a, b) if side == "a" else (b, a)
     out = []
     for fam in inner_families:
         na, nb = INNER_NETS[fam]
         lnet, rnet = (na, nb) if side == "a" else (nb, na)
-        out.append(f"spdadd {lnet} {rnet} any -P out ipsec esp/tunnel/{local}-{remote}/require;")
-        out.append(f"spdadd {rnet} {lnet} any -P in ipsec esp/tunnel/{remote}-{local}/require;")
+        out.append(f"spdadd {lnet} {rnet} any -P out ipsec {proto}/tunnel/{local}-{remote}/require;")
+        out.append(f"spdadd {rnet} {lnet} any -P in ipsec {proto}/tunnel/{remote}-{local}/require;")
     return "\n".join(out) + "\n"
 
 
@@ -375,6 +375,20 @@ class Host:
                 return p["pid"]
         raise KeyError(name)
 
+    def wait_for_forwarder_sas(self, count=2, timeout=15, what="the forwarder to have its SAs"):
+        """Waits until the forwarder counts `count` SAs (until then it may not answer at all)."""
+        wait_for(lambda: self.counter("sas") >= count, timeout, what)
+
+    def kill_forwarder_and_wait_for_its_sas(self, timeout=15):
+        """SIGKILLs the forwarder, waits for ipsecd's new one and until that one holds its SAs.
+
+        The new forwarder's pid and children are recorded, so leak checks see them."""
+        old = self.pid_of("ipsec-forwarder")
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: self.pid_of("ipsec-forwarder") != old, timeout, f"a new forwarder on {self.side.upper()}")
+        self.remember_children()
+        self.wait_for_forwarder_sas(timeout=timeout, what="the restarted forwarder to have its SAs")
+
     def setkey(self, text, *flags):
         path = os.path.join(self.workdir, f"setkey-{time.monotonic_ns()}.conf")
         with open(path, "w") as f:
@@ -408,6 +422,15 @@ class Testbed:
     def __exit__(self, exc_type, *_):
         # A test that already failed keeps its own error; its leaks are printed.
         self.close(raise_leaks=exc_type is None)
+
+    @classmethod
+    def for_class(cls, test_class, tag=None):
+        """A testbed the tests of a unittest class share: made now, closed (and checked for
+        leaks) by the class's cleanup, which also runs when setUpClass fails after this."""
+        tb = cls(tag)
+        tb.__enter__()
+        test_class.addClassCleanup(tb.close)
+        return tb
 
     def hosts(self):
         return (self.a, self.b)
@@ -658,15 +681,30 @@ def transport_setkey(side, proto, spi_ab, spi_ba, keys_ab, keys_ba):
     return "\n".join(out) + "\n"
 
 
+def assert_pings_both_ways(test, tb, addresses):
+    """Three pings A→B, then B→A, for each family; addresses: INNER (through a
+    tunnel) or OUTER (transport mode between the veth ends)."""
+    for fam in (4, 6):
+        a, b = addresses[fam]
+        r = ping(tb.a, b, count=3)
+        test.assertEqual(r.returncode, 0, f"ping A→B v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.a)}")
+        r = ping(tb.b, a, count=3)
+        test.assertEqual(r.returncode, 0, f"ping B→A v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.b)}")
+
+
+def assert_no_drops(test, side, counters, allowed=(), also=()):
+    """No drop counter in a forwarder's `counters` ({name: value}) moved, but those `allowed`
+    and out_drop_no_policy: the kernel's own IPv6 link-local chatter on the TUN (router
+    solicitations, MLD) matches no policy. The counters named in `also` stay 0 too."""
+    for k, v in counters.items():
+        if "drop" in k and k != "out_drop_no_policy" and k not in allowed or k in also:
+            test.assertEqual(v, 0, f"{side}: {k} = {v}")
+
+
 def check_inner_traffic(test, tb):
     """Ping both ways over both inner families, then TCP both ways (IPv4) and
     A to B (IPv6), contents checked: what every tunnel pair must carry."""
-    for fam in (4, 6):
-        a_in, b_in = INNER[fam]
-        r = ping(tb.a, b_in, count=3)
-        test.assertEqual(r.returncode, 0, f"ping A→B inner v{fam}: {r.stdout}{r.stderr}\n{tb.log_text(tb.a)}")
-        r = ping(tb.b, a_in, count=3)
-        test.assertEqual(r.returncode, 0, f"ping B→A inner v{fam}: {r.stdout}{r.stderr}")
+    assert_pings_both_ways(test, tb, INNER)
     tcp_transfer(tb.a, tb.b, INNER[4][1], nbytes=2 << 20)
     tcp_transfer(tb.b, tb.a, INNER[4][0], nbytes=2 << 20, port=5002)
     tcp_transfer(tb.a, tb.b, INNER[6][1], nbytes=1 << 20, port=5003)

@@ -46,9 +46,7 @@ class BadInput:
 
     @classmethod
     def setUpClass(cls):
-        cls.tb = Testbed()
-        cls.tb.__enter__()
-        cls.addClassCleanup(cls.tb.close)
+        cls.tb = Testbed.for_class(cls)
         espeer.start_host(cls.tb, cls.tb.a, cls.ALG, cls.OUTER_FAMILY)
         cls.a_out = OUTER[cls.OUTER_FAMILY][0]
         cls.seq = 0

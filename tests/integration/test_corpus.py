@@ -458,18 +458,9 @@ def cases():
 class CorpusTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.tb = Testbed()
-        cls.tb.__enter__()
-        try:
-            cls.tb.start(cls.tb.a, "")
-        except BaseException:
-            cls.tb.close()
-            raise
+        cls.tb = Testbed.for_class(cls)
+        cls.tb.start(cls.tb.a, "")
         cls.pfkey = os.path.join(cls.tb.a.runtime, "pfkey")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.tb.close()
 
     def test_corpus_is_there(self):
         self.assertGreaterEqual(len(cases()), 60, CORPUS)

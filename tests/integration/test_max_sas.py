@@ -24,6 +24,13 @@ ENOBUFS = 105
 ENOMEM = 12
 
 
+def add_sa(client, spi):
+    """SADB_ADD of an AES-GCM tunnel SA 192.0.2.2 → 192.0.2.1 with `spi`; the reply's errno."""
+    return errno_of(client.call(SADB_ADD, SATYPE_ESP, key(EXT_KEY_ENC, KEY), sa(spi, replay=32, enc=AES_GCM_16),
+                                ext(EXT_SA2, struct.pack("=BBHII", MODE_TUNNEL, 0, 0, 0, 0)),
+                                address(EXT_SRC, "192.0.2.2"), address(EXT_DST, "192.0.2.1")))
+
+
 class MaxSasTest(unittest.TestCase):
     def test_an_add_beyond_max_sas_is_enobufs_and_the_services_stay_up(self):
         with Testbed() as tb:
@@ -35,21 +42,16 @@ class MaxSasTest(unittest.TestCase):
             c = PfkeyClient(os.path.join(a.runtime, "pfkey"))
             c.call(SADB_FLUSH, 0)
 
-            def add(spi):
-                return errno_of(c.call(SADB_ADD, SATYPE_ESP, key(EXT_KEY_ENC, KEY), sa(spi, replay=32, enc=AES_GCM_16),
-                                       ext(EXT_SA2, struct.pack("=BBHII", MODE_TUNNEL, 0, 0, 0, 0)),
-                                       address(EXT_SRC, "192.0.2.2"), address(EXT_DST, "192.0.2.1")))
-
             for spi in (0x1001, 0x1002, 0x1003):
-                self.assertEqual(add(spi), 0, hex(spi))
-            self.assertEqual(add(0x1004), ENOBUFS)
+                self.assertEqual(add_sa(c, spi), 0, hex(spi))
+            self.assertEqual(add_sa(c, 0x1004), ENOBUFS)
             g = c.call(SADB_GETSPI, SATYPE_ESP, address(EXT_SRC, "192.0.2.2"), address(EXT_DST, "192.0.2.1"))
             self.assertEqual(errno_of(g), ENOBUFS)
             self.assertEqual({s: a.pid_of(s) for s in pids}, pids, "a service restarted or died")
             d = c.call(SADB_DELETE, SATYPE_ESP, sa(0x1001), address(EXT_SRC, "192.0.2.2"),
                        address(EXT_DST, "192.0.2.1"))
             self.assertEqual(errno_of(d), 0)
-            self.assertEqual(add(0x1004), 0)
+            self.assertEqual(add_sa(c, 0x1004), 0)
             self.assertEqual(a.counter("add_over_max_sas", "ipsec-keydb"), 2)
             c.close()
 
@@ -61,12 +63,7 @@ class MaxSasTest(unittest.TestCase):
             c = PfkeyClient(os.path.join(a.runtime, "pfkey"))
             c.call(SADB_FLUSH, 0)
 
-            def add(spi):
-                return errno_of(c.call(SADB_ADD, SATYPE_ESP, key(EXT_KEY_ENC, KEY), sa(spi, replay=32, enc=AES_GCM_16),
-                                       ext(EXT_SA2, struct.pack("=BBHII", MODE_TUNNEL, 0, 0, 0, 0)),
-                                       address(EXT_SRC, "192.0.2.2"), address(EXT_DST, "192.0.2.1")))
-
-            self.assertEqual(add(0x1000), 0)  # the broker's slab has a chunk of each size a session takes
+            self.assertEqual(add_sa(c, 0x1000), 0)  # the broker's slab has a chunk of each size a session takes
             broker = pids["ipsec-crypto"]
             with open(f"/proc/{broker}/status") as f:
                 status = {k: v.split() for k, v in (line.split(":", 1) for line in f)}
@@ -78,18 +75,18 @@ class MaxSasTest(unittest.TestCase):
                             "prlimit", "--pid", str(broker), f"--memlock={locked}:"], check=True)
             refused = None
             for spi in range(0x1001, 0x1001 + 20000):
-                err = add(spi)
+                err = add_sa(c, spi)
                 if err != 0:
                     refused = (spi, err)
                     break
             self.assertIsNotNone(refused, "the broker never ran out of key slots")
             self.assertEqual(refused[1], ENOMEM, f"SPI {refused[0]:#x}")
             self.assertEqual({s: a.pid_of(s) for s in pids}, pids, "a service restarted or died")
-            self.assertEqual(add(refused[0]), ENOMEM, "no slot was freed meanwhile")
+            self.assertEqual(add_sa(c, refused[0]), ENOMEM, "no slot was freed meanwhile")
             d = c.call(SADB_DELETE, SATYPE_ESP, sa(0x1000), address(EXT_SRC, "192.0.2.2"),
                        address(EXT_DST, "192.0.2.1"))
             self.assertEqual(errno_of(d), 0)
-            self.assertEqual(add(refused[0]), 0, "the deleted SA's key slots serve the next one")
+            self.assertEqual(add_sa(c, refused[0]), 0, "the deleted SA's key slots serve the next one")
             self.assertEqual(a.counter("sessions_refused_no_key_memory", "ipsec-crypto"), 2)
             self.assertEqual(a.counter("sessions_refused_no_key_memory", "ipsec-keydb"), 2)
             c.close()

@@ -11,7 +11,6 @@ the forwarder restarts the data plane with both queues."""
 
 import os
 import re
-import signal
 import sys
 import threading
 import unittest
@@ -19,7 +18,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
 
 import espeer  # noqa: E402
-from harness import INNER, OUTER, Testbed, run, tcp_transfer, wait_for  # noqa: E402
+from harness import INNER, Testbed, run, tcp_transfer  # noqa: E402
 from test_tun_offload import udp_transfer  # noqa: E402
 
 ESP_LINE = re.compile(r"IP (\S+) > (\S+): ESP\(spi=(0x[0-9a-f]+),seq=(0x[0-9a-f]+)\)")
@@ -117,11 +116,7 @@ class MultiQueueTest(unittest.TestCase):
             # A restarted data plane gets both queues again.
             before = {h.side: self.counters(h) for h in tb.hosts()}
             before["a"] = {}
-            old = tb.a.pid_of("ipsec-forwarder")
-            os.kill(old, signal.SIGKILL)
-            wait_for(lambda: tb.a.pid_of("ipsec-forwarder") != old, 15, "a new forwarder on A")
-            tb.a.remember_children()
-            wait_for(lambda: self._ready(tb), 15, "the restarted forwarder to have its SAs")
+            tb.a.kill_forwarder_and_wait_for_its_sas()
             self.flows(tb, 5200)
             self.check_threads(tb, before)
 
@@ -145,13 +140,6 @@ class MultiQueueTest(unittest.TestCase):
             with self.assertRaises(RuntimeError):
                 tb.start(tb.a, crypto_workers=1, forwarder_threads=2)
             self.assertIn("forwarder_threads: 2 threads need crypto_workers of at least as many", tb.log_text(tb.a))
-
-    @staticmethod
-    def _ready(tb):
-        try:
-            return tb.a.counter("sas") >= 2
-        except Exception:  # noqa: BLE001  (not answering yet)
-            return False
 
 
 if __name__ == "__main__":

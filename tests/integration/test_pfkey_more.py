@@ -136,18 +136,9 @@ def errno_of(m):
 class PfkeyMoreTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.tb = Testbed()
-        cls.tb.__enter__()
-        try:
-            cls.tb.start(cls.tb.a, "")
-        except BaseException:
-            cls.tb.close()
-            raise
+        cls.tb = Testbed.for_class(cls)
+        cls.tb.start(cls.tb.a, "")
         cls.path = os.path.join(cls.tb.a.runtime, "pfkey")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.tb.close()
 
     def setUp(self):
         self.c = PfkeyClient(self.path)

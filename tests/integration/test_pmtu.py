@@ -30,7 +30,7 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment  # noqa: E402
 
 import espeer  # noqa: E402
 from espeer import Capture  # noqa: E402
-from harness import (HMAC_KEY_AB, HMAC_KEY_BA, INNER, INNER_NETS, OUTER, Testbed, ping, sa_lines, spd_lines,  # noqa: E402
+from harness import (HMAC_KEY_AB, HMAC_KEY_BA, INNER, OUTER, Testbed, ping, sa_lines, spd_lines,  # noqa: E402
                      transport_config)
 import test_bundles  # noqa: E402
 
@@ -215,21 +215,9 @@ def ah_text(outer, ab="", ba=""):
     return sas
 
 
-def ah_policies(side, outer):
-    a, b = OUTER[outer]
-    local, remote = (a, b) if side == "a" else (b, a)
-    out = []
-    for fam in (4, 6):
-        na, nb = INNER_NETS[fam]
-        lnet, rnet = (na, nb) if side == "a" else (nb, na)
-        out.append(f"spdadd {lnet} {rnet} any -P out ipsec ah/tunnel/{local}-{remote}/require;")
-        out.append(f"spdadd {rnet} {lnet} any -P in ipsec ah/tunnel/{remote}-{local}/require;")
-    return "\n".join(out) + "\n"
-
-
 def start_ah(tb, outer, ab="", ba=""):
     for h in tb.hosts():
-        tb.start(h, "flush;\nspdflush;\n" + ah_text(outer, ab, ba) + ah_policies(h.side, outer))
+        tb.start(h, "flush;\nspdflush;\n" + ah_text(outer, ab, ba) + spd_lines(h.side, outer, proto="ah"))
 
 
 def is_fragment(p):

@@ -11,7 +11,6 @@ request and its decrypted segments still leave coalesced into the TUN."""
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import unittest
@@ -20,7 +19,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import natt_pfkey  # noqa: E402
 from harness import (GCM_KEY_AB, GCM_KEY_BA, INNER, OUTER, SPI_AB, SPI_BA, Testbed, spd_lines,  # noqa: E402
-                     tcp_transfer, wait_for)
+                     tcp_transfer)
 
 # A UDP transfer in rounds: each round is one sendmsg of ROUND datagrams of
 # SIZE bytes with UDP_SEGMENT (a UDP super-packet for a TUN with USO), each
@@ -230,20 +229,9 @@ class TunOffloadTest(unittest.TestCase):
             # Reads are placed on their SA's worker: nothing copied between pools outbound.
             self.assert_clean(tb)
             # A restarted data plane gets the same TUN and is told the same offloads.
-            old = tb.a.pid_of("ipsec-forwarder")
-            os.kill(old, signal.SIGKILL)
-            wait_for(lambda: tb.a.pid_of("ipsec-forwarder") != old, 15, "a new forwarder on A")
-            tb.a.remember_children()
-            wait_for(lambda: self._ready(tb), 15, "the restarted forwarder to carry traffic")
+            tb.a.kill_forwarder_and_wait_for_its_sas()
             self.check_offloaded_tcp(tb, 4)
             self.assert_clean(tb)
-
-    @staticmethod
-    def _ready(tb):
-        try:
-            return tb.a.counter("sas") >= 2
-        except Exception:
-            return False
 
 
 if __name__ == "__main__":

@@ -168,6 +168,18 @@ def outer_of(pkt):
     return 6, pkt[IPv6].src, pkt[IPv6].dst
 
 
+def echo_reply_seq(inner, fam, ident):
+    """The sequence number of `inner` if it is an echo reply of family `fam` (ICMP or ICMPv6)
+    with identifier `ident`, else None: what the tests count as answered."""
+    from scapy.layers.inet import ICMP
+    from scapy.layers.inet6 import ICMPv6EchoReply
+    if fam == 4 and ICMP in inner and inner[ICMP].type == 0 and inner[ICMP].id == ident:
+        return inner[ICMP].seq
+    if fam == 6 and ICMPv6EchoReply in inner and inner[ICMPv6EchoReply].id == ident:
+        return inner[ICMPv6EchoReply].seq
+    return None
+
+
 class Capture(harness.Capture):
     """tcpdump -w on a host's veth, ESP only unless told; `with Capture(host, path) as cap:`."""
 

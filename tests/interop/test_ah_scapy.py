@@ -113,9 +113,7 @@ class AhTunnelPeer:
 
     @classmethod
     def setUpClass(cls):
-        cls.tb = Testbed()
-        cls.tb.__enter__()
-        cls.addClassCleanup(cls.tb.close)
+        cls.tb = Testbed.for_class(cls)
         cls.tb.start(cls.tb.a, setkey_text(cls.ALG, cls.OUTER))
         cls.sa_ba = scapy_sa(cls.ALG, cls.OUTER, "ba")  # one sequence counter for the class
         cls.ident = 0x5252
@@ -184,10 +182,9 @@ class AhTunnelPeer:
                 inner = open_tunnel(sa, reparse(p))
             except Exception:
                 continue
-            if fam == 4 and ICMP in inner and inner[ICMP].type == 0 and inner[ICMP].id == self.ident:
-                got.add(inner[ICMP].seq)
-            if fam == 6 and ICMPv6EchoReply in inner and inner[ICMPv6EchoReply].id == self.ident:
-                got.add(inner[ICMPv6EchoReply].seq)
+            seq = espeer.echo_reply_seq(inner, fam, self.ident)
+            if seq is not None:
+                got.add(seq)
         return got
 
     def scapy_to_ours(self, fam, seqs, ext=()):
@@ -322,9 +319,7 @@ class AhTransportSha256(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.tb = Testbed()
-        cls.tb.__enter__()
-        cls.addClassCleanup(cls.tb.close)
+        cls.tb = Testbed.for_class(cls)
         cls.tb.start(cls.tb.a, transport_setkey_text(cls.ALG), transport_peers=f"{OUTER[4][1]}, {OUTER[6][1]}",
                      local_addresses=f"{OUTER[4][0]}, {OUTER[6][0]}")
         cls.sas_ba = {fam: cls.sa(fam, "ba") for fam in (4, 6)}

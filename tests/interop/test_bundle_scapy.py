@@ -112,9 +112,7 @@ def unwrap(fam, pkt, direction):
 class EspInsideAhTransport(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.tb = Testbed()
-        cls.tb.__enter__()
-        cls.addClassCleanup(cls.tb.close)
+        cls.tb = Testbed.for_class(cls)
         cls.tb.start(cls.tb.a, setkey_text(), transport_peers=f"{OUTER[4][1]}, {OUTER[6][1]}",
                      local_addresses=f"{OUTER[4][0]}, {OUTER[6][0]}")
         cls.ident = 0x5454

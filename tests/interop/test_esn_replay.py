@@ -118,9 +118,7 @@ class EsnAndLargeWindow(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.t0 = time.monotonic()
-        cls.tb = Testbed()
-        cls.tb.__enter__()
-        cls.addClassCleanup(cls.tb.close)
+        cls.tb = Testbed.for_class(cls)
         cls.a, cls.b = cls.tb.a, cls.tb.b
         cls.tb.start(cls.a)
         a, b = OUTER[4]

@@ -132,9 +132,7 @@ class NatOaPeer:
 
     @classmethod
     def setUpClass(cls):
-        cls.tb = Testbed()
-        cls.tb.__enter__()
-        cls.addClassCleanup(cls.tb.close)
+        cls.tb = Testbed.for_class(cls)
         a, b = OUTER[cls.FAM]
         # Outbound (A → B): transport ESP in UDP, for the SYN-ACK; inbound: the NAT-T SAs.
         text = (f"flush;\nspdflush;\n"

@@ -25,7 +25,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 
 from scapy.layers.inet import ICMP, IP, UDP  # noqa: E402
-from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6  # noqa: E402
+from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6  # noqa: E402
 from scapy.layers.ipsec import ESP, SecurityAssociation  # noqa: E402
 from scapy.packet import Raw  # noqa: E402
 
@@ -106,9 +106,7 @@ class NattPeer:
 
     @classmethod
     def setUpClass(cls):
-        cls.tb = Testbed()
-        cls.tb.__enter__()
-        cls.addClassCleanup(cls.tb.close)
+        cls.tb = Testbed.for_class(cls)
         a = cls.tb.a
         cls.tb.start(a, "flush;\nspdflush;\n" + spd_lines("a", cls.FAM))
         aout, bout = OUTER[cls.FAM]
@@ -147,10 +145,9 @@ class NattPeer:
             if u is None or espeer.outer_of(p)[1] != aout or len(udp_payload(p)) < 8:
                 continue
             inner = sa.decrypt(p[IP if self.FAM == 4 else IPv6].copy())
-            if inner_fam == 4 and ICMP in inner and inner[ICMP].type == 0 and inner[ICMP].id == self.ident:
-                got.add(inner[ICMP].seq)
-            if inner_fam == 6 and ICMPv6EchoReply in inner and inner[ICMPv6EchoReply].id == self.ident:
-                got.add(inner[ICMPv6EchoReply].seq)
+            seq = espeer.echo_reply_seq(inner, inner_fam, self.ident)
+            if seq is not None:
+                got.add(seq)
         return got
 
     def exchange(self, seqs, inner_fam=4, sport=PORT):

@@ -20,7 +20,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 
 from scapy.layers.inet import ICMP, IP  # noqa: E402
-from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6  # noqa: E402
+from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6  # noqa: E402
 from scapy.layers.ipsec import ESP  # noqa: E402
 from scapy.packet import Raw  # noqa: E402
 
@@ -50,9 +50,7 @@ class ScapyPeer:
 
     @classmethod
     def setUpClass(cls):
-        cls.tb = Testbed()
-        cls.tb.__enter__()
-        cls.addClassCleanup(cls.tb.close)
+        cls.tb = Testbed.for_class(cls)
         outer = cls.OUTER_FAMILY
         espeer.start_host(cls.tb, cls.tb.a, cls.ALG, outer)
         # B's sender keeps one sequence counter across the tests of the class.
@@ -130,10 +128,9 @@ class ScapyPeer:
                     continue
                 if inner is None or (inner.src, inner.dst) != (ours, theirs):
                     continue
-                if fam == 4 and ICMP in inner and inner[ICMP].type == 0 and inner[ICMP].id == self.ident:
-                    got.add(inner[ICMP].seq)
-                if fam == 6 and ICMPv6EchoReply in inner and inner[ICMPv6EchoReply].id == self.ident:
-                    got.add(inner[ICMPv6EchoReply].seq)
+                seq = espeer.echo_reply_seq(inner, fam, self.ident)
+                if seq is not None:
+                    got.add(seq)
             return got
 
         with Capture(b, self.capture_path(f"in{fam}")) as cap:

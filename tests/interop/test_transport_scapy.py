@@ -17,7 +17,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
 
 from scapy.layers.inet import ICMP, IP  # noqa: E402
-from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6  # noqa: E402
+from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6  # noqa: E402
 from scapy.layers.ipsec import ESP  # noqa: E402
 from scapy.packet import Raw  # noqa: E402
 
@@ -54,9 +54,7 @@ class TransportPeer:
 
     @classmethod
     def setUpClass(cls):
-        cls.tb = Testbed()
-        cls.tb.__enter__()
-        cls.addClassCleanup(cls.tb.close)
+        cls.tb = Testbed.for_class(cls)
         cls.tb.start(cls.tb.a, setkey_text(cls.ALG), transport_peers=f"{OUTER[4][1]}, {OUTER[6][1]}",
                      local_addresses=f"{OUTER[4][0]}, {OUTER[6][0]}")
         cls.sa_ba = scapy_sa(cls.ALG, "ba")  # one sequence counter for the class
@@ -117,10 +115,9 @@ class TransportPeer:
                     inner = open_transport(sa_ab, p)
                 except Exception:
                     continue
-                if fam == 4 and ICMP in inner and inner[ICMP].type == 0 and inner[ICMP].id == self.ident:
-                    got.add(inner[ICMP].seq)
-                if fam == 6 and ICMPv6EchoReply in inner and inner[ICMPv6EchoReply].id == self.ident:
-                    got.add(inner[ICMPv6EchoReply].seq)
+                seq = espeer.echo_reply_seq(inner, fam, self.ident)
+                if seq is not None:
+                    got.add(seq)
             return got
 
         with Capture(self.tb.b, self.pcap(f"in{fam}")) as cap:

@@ -55,9 +55,7 @@ class TsharkMatrix:
     @classmethod
     def setUpClass(cls):
         cls.t0 = time.monotonic()
-        cls.tb = Testbed()
-        cls.tb.__enter__()
-        cls.addClassCleanup(cls.tb.close)
+        cls.tb = Testbed.for_class(cls)
         tb = cls.tb
         for h in tb.hosts():
             tb.start(h)
