@@ -16,8 +16,10 @@
 // ESP, an AH shape not run); a crypto request is then answered with bytes of
 // the input and a completion whose offset, length and status the last input
 // byte may spoil, and goes through the after-seal stage (frameAfterSeal) and
-// the after-sign decision (finishAhSigned): each verdict coherent, nothing
-// read or written outside the buffer (ASan), no SA's number moved.
+// the after-sign decision (finishAhSigned) — or, for a transport seal with
+// nothing after it, the send decision (finishTransportSeal, with or without
+// a NAT-T peer): each verdict coherent, nothing read or written outside the
+// buffer (ASan), no SA's number moved.
 #include <netinet/in.h>
 
 #include <algorithm>
@@ -238,6 +240,53 @@ void afterSign(Tables& t, const FrameVerdict& v, std::span<std::uint8_t> buffer,
   if (s.kind == AhSigned::Kind::kFragments && (s.mtu == 0 || s.length <= s.mtu)) __builtin_trap();
 }
 
+// A transport seal with nothing after it: the send decided on the broker's
+// answer, spoiled or not, for the SA with a NAT-T peer (knobs bit 3; its
+// ports from the spoil byte: the NAT-T socket's, another, or none) or none.
+void afterTransportSeal(Tables& t, const OutboundTables& tables, const FrameVerdict& v, std::span<std::uint8_t> buffer,
+                        std::span<const std::uint8_t> noise, std::uint8_t spoil, std::uint8_t knobs) {
+  constexpr std::uint16_t kSocketPort = 4500;
+  const Sa& sa = *v.sa;
+  const bool natT = (knobs & 8) != 0;
+  if (natT) {
+    NatT nat;
+    nat.present = true;
+    nat.generation = sa.ref.generation;
+    nat.type = 2;  // UDP_ENCAP_ESPINUDP
+    nat.sport = (spoil & 4) ? kSocketPort : ((spoil & 8) ? 0 : 4600);
+    nat.dport = (spoil & 0x10) ? 0 : 4501;
+    t.natt.set(sa.ref, nat);
+  }
+  const proto::CryptoCompletion c = answer(v, buffer, noise, spoil);
+  const TransportSend s = finishTransportSeal(tables, sa, {v.transportHeader, kSocketPort}, buffer, c);
+  t.natt.forget(sa.ref);
+  if (s.kind == TransportSend::Kind::kDrop) {
+    if (!s.drop) __builtin_trap();
+    return;
+  }
+  if (c.status != proto::CryptoStatus::kOk || s.natT != natT || s.length == 0 ||
+      std::size_t{s.start} + s.length > buffer.size() || s.to.address.isV4() != sa.dst.isV4()) {
+    __builtin_trap();
+  }
+  switch (s.kind) {
+    case TransportSend::Kind::kNatT:
+      if (!natT || s.start != c.offset || s.length != c.length || s.to.port == 0 || !(s.to.address == sa.dst)) {
+        __builtin_trap();
+      }
+      break;
+    case TransportSend::Kind::kHeaderIncluded:
+      if (s.to.port != 0 || std::size_t{s.start} + s.length != std::size_t{c.offset} + c.length) __builtin_trap();
+      if (natT ? (!sa.dst.isV4() || s.start + 28 != c.offset) : s.start + v.transportHeader != c.offset) {
+        __builtin_trap();
+      }
+      break;
+    case TransportSend::Kind::kFragments:
+      if (s.mtu == 0 || s.length <= s.mtu || s.to.port != 0) __builtin_trap();
+      break;
+    case TransportSend::Kind::kDrop: break;
+  }
+}
+
 }  // namespace
 
 // ESP transport and bundle routes through their cores, then their completions.
@@ -263,7 +312,10 @@ void frameOther(Tables& t, const OutboundRoute& r, std::span<const std::uint8_t>
   checkVerdict(v, r.policy, packet, buffer.size());
   if (v.kind != FrameVerdict::Kind::kCrypto) return;
   if (v.op == proto::CryptoOp::kAhSign) return afterSign(t, v, buffer, packet, spoil);
-  if (v.next == StepKind::kNone) return;
+  if (v.next == StepKind::kNone) {
+    if (v.transportHeader != 0) afterTransportSeal(t, tables, v, buffer, packet, spoil, knobs);
+    return;
+  }
   // The seal completed: its SA's number taken (as the shell does), the next step run.
   Sa& first = *v.sa;
   ++first.seqNext;
