@@ -57,8 +57,8 @@ bool Forwarder::outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t le
 void Forwarder::queueTransportSend(Worker& w, const proto::CryptoCompletion& c, const Sa& sa) noexcept {
   if (NatT* nat = natTOf(sa)) nat->outbound = true;  // keepalives go to this peer
   std::uint8_t* data = bufferData(w, c.bufferIndex);
-  const TransportSend s = finishTransportSeal(outboundTables(), sa, {w.contexts[c.bufferIndex].transportHeader, udp4Port_},
-                                              {data, w.bufferSize}, c);
+  const TransportSendFacts facts{w.contexts[c.bufferIndex].transportHeader, udp4Port_};
+  const TransportSend s = finishTransportSeal(outboundTables(), sa, facts, {data, w.bufferSize}, c);
   const std::span<std::uint8_t> bytes{data + s.start, s.length};
   const bool v4 = s.to.address.isV4();
   switch (s.kind) {
