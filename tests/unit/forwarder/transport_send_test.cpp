@@ -183,6 +183,22 @@ TEST_F(TransportSendCore, PlainIpv6GoesWholeOnTheHeaderIncludedSocketToTheHeader
   expectOpensTo(h + 40, c.length, 0x701, inner, 40, IPPROTO_ICMPV6);
 }
 
+TEST_F(TransportSendCore, PlainGoesWhereTheKeptHeaderSaysNotToTheSasDestination) {
+  // As with an IPv6 routing header, whose next hop the header names.
+  core_tables::SaValues values;
+  values.spi = 0x703;
+  values.mode = IPSEC_MODE_TRANSPORT;
+  values.src = ip(hostA(6));
+  values.dst = ip("2001:db8:c::1");
+  values.layout = layout_;
+  ASSERT_FALSE(core_tables::installSa(sas_, values));
+  Sa& sa = *sas_.find({0, 1});
+  const proto::CryptoCompletion c = seal(sa, innerPacket(6));
+  const TransportSend s = send(sa, c);
+  ASSERT_EQ(s.kind, Kind::kHeaderIncluded);
+  EXPECT_EQ(s.to.address, ip(hostB(6)));
+}
+
 TEST_F(TransportSendCore, PlainBeyondTheSasMtuIsCutIntoFragmentsOfTheWholePacket) {
   for (const int v : {4, 6}) {
     SCOPED_TRACE(v);
