@@ -76,6 +76,7 @@ struct Tables {
                .has_value();
     bad |= addPolicy(spd, {7, out, IPSEC_POLICY_IPSEC, p("0.0.0.0/0"), p("203.0.113.0/24"), {tunnel}}).has_value();
     bad |= addPolicy(spd, {8, out, IPSEC_POLICY_IPSEC, p("::/0"), p("2001:db8:b::/48"), {tunnel6}}).has_value();
+    bad |= addPolicy(spd, {16, out, IPSEC_POLICY_IPSEC, p("::/0"), p("2001:db8:e::/48"), {transport}}).has_value();
     bad |= addPolicy(spd, {9, out, IPSEC_POLICY_IPSEC, p("::/0"), p("2001:db8:c::/48"), {espUse, tunnel6}})
                .has_value();
     // The v4 tunnel's SA; a transport SA to 203.0.113.130 out of numbers, one to .131 of the wrong mode.
@@ -126,6 +127,8 @@ struct Tables {
     bad |= installSa(sas, {11, SADB_SATYPE_ESP, 0x10b, IPSEC_MODE_TRANSPORT, h, at("203.0.113.132")}).has_value();
     bad |= installSa(sas, {12, SADB_SATYPE_AH, 0x10c, IPSEC_MODE_TRANSPORT, h6, at("2001:db8:d::1"), ahLayout})
                .has_value();
+    // ESP transport over IPv6 (policy 16), for the send after its seal.
+    bad |= installSa(sas, {13, SADB_SATYPE_ESP, 0x10d, IPSEC_MODE_TRANSPORT, h6, at("2001:db8:e::1")}).has_value();
     // The ESP-in-ESP tunnel pads for TFC; the AH tunnel has a small MTU.
     capnp::MallocMessageBuilder m;
     auto params = m.initRoot<proto::SaParams>();
@@ -241,8 +244,9 @@ void afterSign(Tables& t, const FrameVerdict& v, std::span<std::uint8_t> buffer,
 }
 
 // A transport seal with nothing after it: the send decided on the broker's
-// answer, spoiled or not, for the SA with a NAT-T peer (knobs bit 3; its
-// ports from the spoil byte: the NAT-T socket's, another, or none) or none.
+// answer, spoiled or not (also far off: spoil bits 5 and 7), for the SA with
+// a NAT-T peer (knobs bit 3; its ports from the spoil byte: the NAT-T
+// socket's, another, or none) or none.
 void afterTransportSeal(Tables& t, const OutboundTables& tables, const FrameVerdict& v, std::span<std::uint8_t> buffer,
                         std::span<const std::uint8_t> noise, std::uint8_t spoil, std::uint8_t knobs) {
   constexpr std::uint16_t kSocketPort = 4500;
@@ -257,7 +261,11 @@ void afterTransportSeal(Tables& t, const OutboundTables& tables, const FrameVerd
     nat.dport = (spoil & 0x10) ? 0 : 4501;
     t.natt.set(sa.ref, nat);
   }
-  const proto::CryptoCompletion c = answer(v, buffer, noise, spoil);
+  proto::CryptoCompletion c = answer(v, buffer, noise, spoil);
+  // Beyond answer's small shifts, a descriptor anywhere (a compromised
+  // broker's): the kept header's room before the buffer, a length past it.
+  if (spoil & 0x20) c.offset = static_cast<std::uint32_t>(noise.size() % 32);
+  if ((spoil & 0xe0) == 0xa0) c.length = 0xfffffff0u;
   const TransportSend s = finishTransportSeal(tables, sa, {v.transportHeader, kSocketPort}, buffer, c);
   t.natt.forget(sa.ref);
   if (s.kind == TransportSend::Kind::kDrop) {
