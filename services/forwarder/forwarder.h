@@ -66,6 +66,7 @@
 #include "tunnel_options.h"
 #include "outbound_frame.h"
 #include "ah_sign.h"
+#include "transport_frame.h"
 
 namespace ipsec::forwarder {
 
@@ -394,9 +395,8 @@ class Forwarder {
   // ESP transport mode (transport.cpp): p, for an IPComp request in transport mode.
   bool outboundTransport(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, const Policy* p = nullptr) noexcept;
   void queueTransportSend(Worker& w, const proto::CryptoCompletion& c, const Sa& sa) noexcept;
-  // ... for an SA with NAT-T: ESP in UDP (transport.cpp).
-  void queueTransportUdp(Worker& w, const proto::CryptoCompletion& c, const Sa& sa, NatT& nat,
-                         const std::uint8_t* packet, bool v4) noexcept;
+  // ... a kNatT verdict: ESP on the NAT-T socket of its family (transport.cpp).
+  void queueTransportUdp(Worker& w, std::uint32_t buf, const TransportSend& s, const Sa& sa) noexcept;
   static esp::NatOriginalAddresses natOriginalAddresses(proto::SaParams::Reader p);
   static std::uint8_t hopLimitOf(const msghdr& m) noexcept;
 

@@ -1,6 +1,6 @@
 // ipsec-forwarder: the outbound packet core for ESP in transport mode
-// (transport_frame.h). Pure function of the bytes and what it borrows;
-// noexcept, allocation-free.
+// (transport_frame.h), before the seal and after it. Pure functions of the
+// bytes, the completion and what they borrow; noexcept, allocation-free.
 #include "transport_frame.h"
 
 #include <linux/ipsec.h>
@@ -109,6 +109,140 @@ FrameVerdict frameEspTransport(const OutboundTables &t, Sa &sa, const Policy *po
   v.transportHeader = static_cast<std::uint16_t>(r.headerLength);
   addQueued(v, &Counters::transport_out_packets);
   return v;
+}
+
+namespace {
+
+TransportSend dropSend(DropReason reason) noexcept {
+  TransportSend s;
+  s.drop = reason;
+  return s;
+}
+
+std::uint16_t be16(const std::uint8_t *p) noexcept { return static_cast<std::uint16_t>(p[0] << 8 | p[1]); }
+
+// The broker only echoes our descriptor: the sealed ESP packet must lie in
+// the buffer behind the kept header, and that header (what encapsulateTransport
+// wrote; the broker does not touch it) must be of the SA's family and say
+// the packet is the header and this ESP packet.
+bool sealedAsFramed(const Sa &sa, std::uint16_t kept, std::span<const std::uint8_t> buffer,
+                    const proto::CryptoCompletion &c) noexcept {
+  if (c.offset < kept || c.offset > buffer.size() || c.length > buffer.size() - c.offset || c.length == 0) {
+    return false;
+  }
+  const std::uint8_t *header = buffer.data() + c.offset - kept;
+  const std::size_t total = std::size_t{kept} + c.length;
+  if (sa.dst.isV4()) return kept >= 20 && (header[0] >> 4) == 4 && be16(header + 2) == total;
+  return kept >= 40 && (header[0] >> 4) == 6 && std::size_t{be16(header + 4)} + 40 == total;
+}
+
+// Our IP and UDP header `h` written in front of c's ESP packet, over the
+// host's header: the send then covers it. False when there is no room.
+bool writeOurHeader(std::span<std::uint8_t> buffer, const proto::CryptoCompletion &c, const esp::OuterHeader &h,
+                    TransportSend &s) noexcept {
+  const auto at = h.udp() ? esp::writeOuterHeader(buffer, c.offset, c.length, h) : std::nullopt;
+  if (!at) return false;
+  s.start = static_cast<std::uint32_t>(*at);
+  s.length = c.length + static_cast<std::uint32_t>(esp::outerHeaderLength(h));
+  return true;
+}
+
+// ESP in UDP over IPv4: the NAT-T socket when it fits and the socket has the
+// SA's source port (the host's TOS, TTL and DF bit by control message, the
+// kernel's Identification); else our header with UDP on the header-included
+// socket, whole or beyond the MTU in fragments (the host's Identification kept).
+TransportSend udpOverIpv4(const Sa &sa, const NatT &nat, std::uint16_t udp4Port, std::size_t mtu,
+                          std::span<std::uint8_t> buffer, const proto::CryptoCompletion &c,
+                          const std::uint8_t *host) noexcept {
+  esp::OuterHeader h;
+  h.src = sa.src;
+  h.dst = sa.dst;
+  h.udpSport = nat.sport;
+  h.udpDport = nat.dport;
+  h.tos = host[1];
+  h.id = be16(host + 4);
+  h.dontFragment = (host[6] & 0x40) != 0;
+  h.ttl = host[8];
+  TransportSend s;
+  s.natT = true;
+  if (c.length + esp::outerHeaderLength(h) <= mtu && nat.sport == udp4Port && nat.dport != 0) {
+    s.kind = TransportSend::Kind::kNatT;
+    s.start = c.offset;
+    s.length = c.length;
+    s.to = {sa.dst, nat.dport};
+    s.tos = h.tos;
+    s.ttl = h.ttl;
+    s.dontFragment = h.dontFragment;
+    return s;
+  }
+  if (!writeOurHeader(buffer, c, h, s)) return dropSend(&Counters::transport_out_drop_natt);
+  s.to = {sa.dst, 0};
+  s.kind = s.length > mtu ? TransportSend::Kind::kFragments : TransportSend::Kind::kHeaderIncluded;
+  if (s.kind == TransportSend::Kind::kFragments) s.mtu = static_cast<std::uint32_t>(mtu);
+  return s;
+}
+
+// ESP in UDP over IPv6: the NAT-T socket when IPv6 and UDP in front still
+// fit (the host's traffic class by control message); else our IPv6 and UDP
+// header (the host's traffic class and hop limit) and fragments, as the
+// tunnel path does.
+TransportSend udpOverIpv6(const Sa &sa, const NatT &nat, std::size_t mtu, std::span<std::uint8_t> buffer,
+                          const proto::CryptoCompletion &c, const std::uint8_t *host) noexcept {
+  if (nat.dport == 0) return dropSend(&Counters::transport_out_drop_natt);
+  const auto trafficClass = static_cast<std::uint8_t>(((host[0] & 0x0fu) << 4) | (host[1] >> 4));
+  TransportSend s;
+  s.natT = true;
+  if (std::size_t{c.length} + 48 <= mtu) {
+    s.kind = TransportSend::Kind::kNatT;
+    s.start = c.offset;
+    s.length = c.length;
+    s.to = {sa.dst, nat.dport};
+    s.tos = trafficClass;
+    return s;
+  }
+  esp::OuterHeader h;
+  h.src = sa.src;
+  h.dst = sa.dst;
+  h.udpSport = nat.sport;
+  h.udpDport = nat.dport;
+  h.tos = trafficClass;
+  h.ttl = host[7];
+  if (!writeOurHeader(buffer, c, h, s)) return dropSend(&Counters::transport_out_drop_natt);
+  s.kind = TransportSend::Kind::kFragments;
+  s.to = {sa.dst, 0};
+  s.mtu = static_cast<std::uint32_t>(mtu);
+  return s;
+}
+
+}  // namespace
+
+TransportSend finishTransportSeal(const OutboundTables &t, const Sa &sa, const TransportSendFacts &facts,
+                                  std::span<std::uint8_t> buffer, const proto::CryptoCompletion &c) noexcept {
+  if (c.status != proto::CryptoStatus::kOk) {
+    return dropSend(c.status == proto::CryptoStatus::kWrongDirection ? &Counters::out_drop_wrong_direction
+                                                                     : &Counters::out_drop_crypto);
+  }
+  if (!sealedAsFramed(sa, facts.transportHeader, buffer, c)) return dropSend(&Counters::out_drop_crypto);
+  const std::uint32_t start = c.offset - facts.transportHeader;
+  const std::uint8_t *host = buffer.data() + start;
+  const std::size_t mtu = t.tunnels.pathMtu(sa);
+  if (const NatT *nat = t.natt.of(sa)) {
+    return sa.dst.isV4() ? udpOverIpv4(sa, *nat, facts.udp4Port, mtu, buffer, c, host)
+                         : udpOverIpv6(sa, *nat, mtu, buffer, c, host);
+  }
+  // The destination as the header names it (with a routing header, the next
+  // hop). Beyond the SA's MTU (the sender was allowed to fragment,
+  // fitTransportPacket): the sealed packet leaves in fragments with its own
+  // Identification (IPv4) or a fragment header (IPv6).
+  TransportSend s;
+  s.start = start;
+  s.length = c.length + facts.transportHeader;
+  s.to = {sa.dst.isV4() ? esp::IpAddress::v4(std::span<const std::uint8_t, 4>(host + 16, 4))
+                        : esp::IpAddress::v6(std::span<const std::uint8_t, 16>(host + 24, 16)),
+          0};
+  s.kind = s.length > mtu ? TransportSend::Kind::kFragments : TransportSend::Kind::kHeaderIncluded;
+  if (s.kind == TransportSend::Kind::kFragments) s.mtu = static_cast<std::uint32_t>(mtu);
+  return s;
 }
 
 }  // namespace ipsec::forwarder

@@ -16,8 +16,10 @@
 // ESP, an AH shape not run); a crypto request is then answered with bytes of
 // the input and a completion whose offset, length and status the last input
 // byte may spoil, and goes through the after-seal stage (frameAfterSeal) and
-// the after-sign decision (finishAhSigned): each verdict coherent, nothing
-// read or written outside the buffer (ASan), no SA's number moved.
+// the after-sign decision (finishAhSigned) — or, for a transport seal with
+// nothing after it, the send decision (finishTransportSeal, with or without
+// a NAT-T peer): each verdict coherent, nothing read or written outside the
+// buffer (ASan), no SA's number moved.
 #include <netinet/in.h>
 
 #include <algorithm>
@@ -74,6 +76,7 @@ struct Tables {
                .has_value();
     bad |= addPolicy(spd, {7, out, IPSEC_POLICY_IPSEC, p("0.0.0.0/0"), p("203.0.113.0/24"), {tunnel}}).has_value();
     bad |= addPolicy(spd, {8, out, IPSEC_POLICY_IPSEC, p("::/0"), p("2001:db8:b::/48"), {tunnel6}}).has_value();
+    bad |= addPolicy(spd, {16, out, IPSEC_POLICY_IPSEC, p("::/0"), p("2001:db8:e::/48"), {transport}}).has_value();
     bad |= addPolicy(spd, {9, out, IPSEC_POLICY_IPSEC, p("::/0"), p("2001:db8:c::/48"), {espUse, tunnel6}})
                .has_value();
     // The v4 tunnel's SA; a transport SA to 203.0.113.130 out of numbers, one to .131 of the wrong mode.
@@ -124,6 +127,8 @@ struct Tables {
     bad |= installSa(sas, {11, SADB_SATYPE_ESP, 0x10b, IPSEC_MODE_TRANSPORT, h, at("203.0.113.132")}).has_value();
     bad |= installSa(sas, {12, SADB_SATYPE_AH, 0x10c, IPSEC_MODE_TRANSPORT, h6, at("2001:db8:d::1"), ahLayout})
                .has_value();
+    // ESP transport over IPv6 (policy 16), for the send after its seal.
+    bad |= installSa(sas, {13, SADB_SATYPE_ESP, 0x10d, IPSEC_MODE_TRANSPORT, h6, at("2001:db8:e::1")}).has_value();
     // The ESP-in-ESP tunnel pads for TFC; the AH tunnel has a small MTU.
     capnp::MallocMessageBuilder m;
     auto params = m.initRoot<proto::SaParams>();
@@ -238,6 +243,58 @@ void afterSign(Tables& t, const FrameVerdict& v, std::span<std::uint8_t> buffer,
   if (s.kind == AhSigned::Kind::kFragments && (s.mtu == 0 || s.length <= s.mtu)) __builtin_trap();
 }
 
+// A transport seal with nothing after it: the send decided on the broker's
+// answer, spoiled or not (also far off: spoil bits 5 and 7), for the SA with
+// a NAT-T peer (knobs bit 3; its ports from the spoil byte: the NAT-T
+// socket's, another, or none) or none.
+void afterTransportSeal(Tables& t, const OutboundTables& tables, const FrameVerdict& v, std::span<std::uint8_t> buffer,
+                        std::span<const std::uint8_t> noise, std::uint8_t spoil, std::uint8_t knobs) {
+  constexpr std::uint16_t kSocketPort = 4500;
+  const Sa& sa = *v.sa;
+  const bool natT = (knobs & 8) != 0;
+  if (natT) {
+    NatT nat;
+    nat.present = true;
+    nat.generation = sa.ref.generation;
+    nat.type = 2;  // UDP_ENCAP_ESPINUDP
+    nat.sport = (spoil & 4) ? kSocketPort : ((spoil & 8) ? 0 : 4600);
+    nat.dport = (spoil & 0x10) ? 0 : 4501;
+    t.natt.set(sa.ref, nat);
+  }
+  proto::CryptoCompletion c = answer(v, buffer, noise, spoil);
+  // Beyond answer's small shifts, a descriptor anywhere (a compromised
+  // broker's): the kept header's room before the buffer, a length past it.
+  if (spoil & 0x20) c.offset = static_cast<std::uint32_t>(noise.size() % 32);
+  if ((spoil & 0xe0) == 0xa0) c.length = 0xfffffff0u;
+  const TransportSend s = finishTransportSeal(tables, sa, {v.transportHeader, kSocketPort}, buffer, c);
+  t.natt.forget(sa.ref);
+  if (s.kind == TransportSend::Kind::kDrop) {
+    if (!s.drop) __builtin_trap();
+    return;
+  }
+  if (c.status != proto::CryptoStatus::kOk || s.natT != natT || s.length == 0 ||
+      std::size_t{s.start} + s.length > buffer.size() || s.to.address.isV4() != sa.dst.isV4()) {
+    __builtin_trap();
+  }
+  switch (s.kind) {
+    case TransportSend::Kind::kNatT:
+      if (!natT || s.start != c.offset || s.length != c.length || s.to.port == 0 || !(s.to.address == sa.dst)) {
+        __builtin_trap();
+      }
+      break;
+    case TransportSend::Kind::kHeaderIncluded:
+      if (s.to.port != 0 || std::size_t{s.start} + s.length != std::size_t{c.offset} + c.length) __builtin_trap();
+      if (natT ? (!sa.dst.isV4() || s.start + 28 != c.offset) : s.start + v.transportHeader != c.offset) {
+        __builtin_trap();
+      }
+      break;
+    case TransportSend::Kind::kFragments:
+      if (s.mtu == 0 || s.length <= s.mtu || s.to.port != 0) __builtin_trap();
+      break;
+    case TransportSend::Kind::kDrop: break;
+  }
+}
+
 }  // namespace
 
 // ESP transport and bundle routes through their cores, then their completions.
@@ -263,7 +320,10 @@ void frameOther(Tables& t, const OutboundRoute& r, std::span<const std::uint8_t>
   checkVerdict(v, r.policy, packet, buffer.size());
   if (v.kind != FrameVerdict::Kind::kCrypto) return;
   if (v.op == proto::CryptoOp::kAhSign) return afterSign(t, v, buffer, packet, spoil);
-  if (v.next == StepKind::kNone) return;
+  if (v.next == StepKind::kNone) {
+    if (v.transportHeader != 0) afterTransportSeal(t, tables, v, buffer, packet, spoil, knobs);
+    return;
+  }
   // The seal completed: its SA's number taken (as the shell does), the next step run.
   Sa& first = *v.sa;
   ++first.seqNext;
