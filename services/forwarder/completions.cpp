@@ -87,6 +87,13 @@ void Forwarder::onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept {
     freeBuffer(w, c.bufferIndex);
     return;
   }
+  // Where the broker says the sealed packet lies must be inside the buffer:
+  // the sends below take it as it is (the cores check their own more closely).
+  if (c.offset > w.bufferSize || c.length > w.bufferSize - c.offset) {
+    ++counters_.crypto_bad_completion;
+    freeBuffer(w, c.bufferIndex);
+    return;
+  }
   if (ctx.next != StepKind::kNone) return runNextStep(w, c);  // a bundle: its next step (bundle.cpp)
   if (ctx.transportHeader != 0) return queueTransportSend(w, c, *sa);
   // A NAT-T SA sends ESP as the payload of UDP to (dst, natTDport).

@@ -63,7 +63,7 @@ namespace ipsec::forwarder {
   EVENT(natt_out_keepalives, "NAT keepalives sent") \
   EVENT(natt_out_keepalive_errors, "the socket refused a keepalive") \
   EVENT(tun_write_errors, "the TUN refused a decrypted packet") \
-  EVENT(crypto_bad_completion, "a completion named no in-flight buffer") \
+  EVENT(crypto_bad_completion, "a completion named no in-flight buffer, or bytes outside its buffer") \
   EVENT(transport_out_packets, "transport-mode packets framed for sealing") \
   EVENT(transport_in_packets, "transport-mode packets delivered to the TUN") \
   EVENT(transport_out_drop_fragment, "a local fragment: ESP transport wants whole datagrams") \
