@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "cryptodrv/provider_cipher.h"
 #include "securemem/secure_bytes.h"
 
 namespace ipsec::cryptodrv {
@@ -24,7 +25,7 @@ struct CipherCtxFree {
 // last (full or 10*-padded) block XORed with K2 or K3.
 class AesXcbcMac final : public Mac {
  public:
-  AesXcbcMac(std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> chain, std::span<const uint8_t> k2k3)
+  AesXcbcMac(std::unique_ptr<detail::ProviderCipher> chain, std::span<const uint8_t> k2k3)
       : chain_(std::move(chain)), k2k3_(k2k3) {}
 
   size_t size() const noexcept override { return kBlock; }
@@ -32,7 +33,7 @@ class AesXcbcMac final : public Mac {
   bool begin() noexcept override {
     static constexpr uint8_t kZero[kBlock] = {};
     pendingLength_ = 0;
-    return EVP_EncryptInit_ex(chain_.get(), nullptr, nullptr, nullptr, kZero) == 1;
+    return chain_->start(kZero, kBlock);
   }
 
   bool update(const uint8_t* data, size_t len) noexcept override {
@@ -70,8 +71,7 @@ class AesXcbcMac final : public Mac {
       k += kBlock;  // K3
     }
     for (size_t i = 0; i < kBlock; ++i) last[i] ^= k[i];
-    int outLength = 0;
-    const bool ok = EVP_EncryptUpdate(chain_.get(), out, &outLength, last, kBlock) == 1 && outLength == kBlock;
+    const bool ok = chain_->update(out, last, kBlock);
     OPENSSL_cleanse(last, sizeof last);
     return ok;
   }
@@ -83,15 +83,16 @@ class AesXcbcMac final : public Mac {
     uint8_t sink[512];
     while (len > 0) {
       const size_t n = std::min(len, sizeof sink);
-      int outLength = 0;
-      if (EVP_EncryptUpdate(chain_.get(), sink, &outLength, data, static_cast<int>(n)) != 1) return false;
+      if (!chain_->update(sink, data, n)) return false;
       data += n;
       len -= n;
     }
     return true;
   }
 
-  std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> chain_;  // AES-128-CBC under K1
+  // AES-128-CBC under K1, padding off, through the provider's functions
+  // (provider_cipher.h): per message only the zero IV is set again.
+  std::unique_ptr<detail::ProviderCipher> chain_;
   securemem::SecureBytes k2k3_;                                      // K2 || K3
   uint8_t pending_[kBlock] = {};
   size_t pendingLength_ = 0;
@@ -132,13 +133,15 @@ std::unique_ptr<Mac> makeAesXcbcMac(std::span<const uint8_t> key, std::string* e
                          EVP_CIPHER_CTX_set_padding(ecb.get(), 0) == 1 &&
                          EVP_EncryptUpdate(ecb.get(), derived, &outLength, constants, sizeof constants) == 1 &&
                          outLength == sizeof derived;
-  std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> chain(EVP_CIPHER_CTX_new());
-  const bool chainOk = derivedOk && chain &&
-                       EVP_EncryptInit_ex(chain.get(), EVP_aes_128_cbc(), nullptr, derived, nullptr) == 1 &&
-                       EVP_CIPHER_CTX_set_padding(chain.get(), 0) == 1;
   std::unique_ptr<Mac> mac;
-  if (chainOk) {
+  if (derivedOk) {
     try {
+      unsigned int padding = 0;
+      const OSSL_PARAM noPadding[] = {
+          OSSL_PARAM_construct_uint(OSSL_CIPHER_PARAM_PADDING, &padding),
+          OSSL_PARAM_construct_end(),
+      };
+      auto chain = std::make_unique<detail::ProviderCipher>(EVP_aes_128_cbc(), derived, kBlock, true, noPadding);
       mac = std::make_unique<AesXcbcMac>(std::move(chain), std::span<const uint8_t>(derived + kBlock, 2 * kBlock));
     } catch (const std::exception&) {
       mac = nullptr;
