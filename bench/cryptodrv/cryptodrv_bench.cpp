@@ -9,7 +9,8 @@
 // Raw/<what>/<bytes>. Compare e.g. Transform/seal/openssl:aes-gcm-16-128
 // with Raw/evp-aes-128-gcm. Raw/evp-params-* and Raw/evp-copy-* are the
 // other EVP idioms for a keyed context (see rawEvpAeadIdiom); the
-// Transform's own (the provider's functions) beat them here.
+// Transform's own (the provider's functions) beat them here; Raw/provider-*
+// is that idiom without the Transform around it.
 #include <benchmark/benchmark.h>
 #include <linux/pfkeyv2.h>
 #include <openssl/core_names.h>
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "cryptodrv/driver.h"
+#include "cryptodrv/provider_cipher.h"
 
 namespace {
 
@@ -150,9 +152,37 @@ void rawEvpAead(benchmark::State& state, const EVP_CIPHER* cipher, size_t keyLen
 //           EVP_CIPHER_CTX_get_params and an OSSL_PARAM array built once;
 //   copy:   a keyed template context copied (EVP_CIPHER_CTX_copy) into the
 //           working one per packet, then the nonce as in `params`.
-enum class AeadIdiom { kParams, kCopy };
+//   provider: lib/cryptodrv's ProviderCipher (the Transform's idiom) alone,
+//           without the Transform's ESP framing around it.
+enum class AeadIdiom { kParams, kCopy, kProvider };
+
+void rawProviderAead(benchmark::State& state, const char* cipherName, size_t keyLen) {
+  const Bytes key = keyBytes(keyLen, 1);
+  EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, cipherName, nullptr);
+  ipsec::cryptodrv::detail::ProviderCipher c(cipher, key.data(), keyLen, true, nullptr);
+  const size_t n = static_cast<size_t>(state.range(0));
+  Bytes p(16 + n + 16, 0x5a);
+  uint8_t nonce[12] = {};
+  uint8_t tag[16];
+  OSSL_PARAM tagParams[] = {OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, sizeof tag),
+                            OSSL_PARAM_construct_end()};
+  uint64_t counter = 0;
+  bool ok = true;
+  for (auto _ : state) {
+    ++counter;
+    std::memcpy(nonce + 4, &counter, sizeof counter);
+    ok &= c.start(nonce, sizeof nonce) && c.update(nullptr, p.data(), 8) &&
+          c.update(p.data() + 16, p.data() + 16, n) && c.finish(p.data() + 16 + n, 16) && c.get(tagParams);
+    std::memcpy(p.data() + 16 + n, tag, sizeof tag);
+    benchmark::DoNotOptimize(p.data());
+  }
+  if (!ok) state.SkipWithError("a provider call failed");
+  EVP_CIPHER_free(cipher);
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * state.range(0));
+}
 
 void rawEvpAeadIdiom(benchmark::State& state, const char* cipherName, size_t keyLen, AeadIdiom idiom) {
+  if (idiom == AeadIdiom::kProvider) return rawProviderAead(state, cipherName, keyLen);
   const Bytes key = keyBytes(keyLen, 1);
   EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, cipherName, nullptr);
   EVP_CIPHER_CTX* keyed = EVP_CIPHER_CTX_new();
@@ -296,6 +326,8 @@ int registerAll() {
       {"Raw/evp-copy-aes-128-gcm", "AES-128-GCM", 16, AeadIdiom::kCopy},
       {"Raw/evp-params-chacha20-poly1305", "ChaCha20-Poly1305", 32, AeadIdiom::kParams},
       {"Raw/evp-copy-chacha20-poly1305", "ChaCha20-Poly1305", 32, AeadIdiom::kCopy},
+      {"Raw/provider-aes-128-gcm", "AES-128-GCM", 16, AeadIdiom::kProvider},
+      {"Raw/provider-chacha20-poly1305", "ChaCha20-Poly1305", 32, AeadIdiom::kProvider},
   };
   for (const RawIdiom& r : kRawIdioms) {
     benchmark::RegisterBenchmark(r.name, [&r](benchmark::State& s) {
