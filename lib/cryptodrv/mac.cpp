@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "cryptodrv/provider_cipher.h"
+#include "cryptodrv/provider_mac.h"
 #include "securemem/secure_bytes.h"
 
 namespace ipsec::cryptodrv {
@@ -98,21 +99,20 @@ class AesXcbcMac final : public Mac {
   size_t pendingLength_ = 0;
 };
 
+// AES-CMAC on the provider's MAC functions (provider_mac.h): the MAC size is
+// asked once, not by every final. OpenSSL's CMAC re-initialises its CBC
+// context per message inside the provider; that part is unchanged.
 class AesCmac final : public Mac {
  public:
-  explicit AesCmac(EVP_MAC_CTX* ctx) : ctx_(ctx) {}
-  ~AesCmac() override { EVP_MAC_CTX_free(ctx_); }
+  explicit AesCmac(std::unique_ptr<detail::ProviderMac> mac) : mac_(std::move(mac)) {}
+
   size_t size() const noexcept override { return kBlock; }
-  // A null key re-initialises the keyed context (OpenSSL's documented reuse).
-  bool begin() noexcept override { return EVP_MAC_init(ctx_, nullptr, 0, nullptr) == 1; }
-  bool update(const uint8_t* data, size_t len) noexcept override { return EVP_MAC_update(ctx_, data, len) == 1; }
-  bool finish(uint8_t* out) noexcept override {
-    size_t outLength = 0;
-    return EVP_MAC_final(ctx_, out, &outLength, kBlock) == 1 && outLength == kBlock;
-  }
+  bool begin() noexcept override { return mac_->begin(); }
+  bool update(const uint8_t* data, size_t len) noexcept override { return mac_->update(data, len); }
+  bool finish(uint8_t* out) noexcept override { return mac_->finish(out); }
 
  private:
-  EVP_MAC_CTX* ctx_;
+  std::unique_ptr<detail::ProviderMac> mac_;
 };
 
 }  // namespace
@@ -157,21 +157,18 @@ std::unique_ptr<Mac> makeAesCmac(std::span<const uint8_t> key, std::string* erro
     return nullptr;
   };
   if (key.size() != kBlock) return fail("key must be 16 bytes");
-  EVP_MAC* mac = EVP_MAC_fetch(nullptr, "CMAC", nullptr);
-  if (mac == nullptr) return fail("EVP_MAC_fetch(CMAC) failed");
-  EVP_MAC_CTX* ctx = EVP_MAC_CTX_new(mac);
-  EVP_MAC_free(mac);  // the context keeps its own reference
-  if (ctx == nullptr) return fail("EVP_MAC_CTX_new failed");
   char cipher[] = "AES-128-CBC";
   const OSSL_PARAM params[] = {
       OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_CIPHER, cipher, 0),
       OSSL_PARAM_construct_end(),
   };
-  if (EVP_MAC_init(ctx, key.data(), key.size(), params) != 1) {
-    EVP_MAC_CTX_free(ctx);
+  try {
+    auto mac = std::make_unique<detail::ProviderMac>("CMAC", params, key.data(), key.size());
+    if (mac->size() != kBlock) return fail("unexpected MAC size");
+    return std::make_unique<AesCmac>(std::move(mac));
+  } catch (const std::exception&) {
     return fail("key set-up failed");
   }
-  return std::make_unique<AesCmac>(ctx);
 }
 
 }  // namespace ipsec::cryptodrv

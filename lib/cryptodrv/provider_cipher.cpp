@@ -68,26 +68,36 @@ ProviderCipherFunctions functionsOf(const OSSL_DISPATCH* dispatch, void* provide
   return f;
 }
 
+}  // namespace
+
+const OSSL_DISPATCH* implementationIn(const OSSL_PROVIDER* provider, int operation, const char* name) noexcept {
+  if (provider == nullptr || name == nullptr) return nullptr;
+  int noCache = 0;
+  const OSSL_ALGORITHM* algorithms = OSSL_PROVIDER_query_operation(provider, operation, &noCache);
+  if (algorithms == nullptr) return nullptr;
+  const OSSL_DISPATCH* found = nullptr;
+  for (const OSSL_ALGORITHM* a = algorithms; a->algorithm_names != nullptr; ++a) {
+    if (namedIn(a->algorithm_names, name)) {
+      found = a->implementation;  // static in the provider: valid while it is loaded
+      break;
+    }
+  }
+  OSSL_PROVIDER_unquery_operation(provider, operation, algorithms);
+  return found;
+}
+
+namespace {
+
 // The implementation EVP_CIPHER_fetch picked, looked up by name in the same
 // provider; nullptr if that provider does not show it.
 const ProviderCipherFunctions* lookUp(const EVP_CIPHER* fetched) {
   const OSSL_PROVIDER* provider = EVP_CIPHER_get0_provider(fetched);
-  const char* name = EVP_CIPHER_get0_name(fetched);
-  if (provider == nullptr || name == nullptr) return nullptr;
-  int noCache = 0;
-  const OSSL_ALGORITHM* algorithms = OSSL_PROVIDER_query_operation(provider, OSSL_OP_CIPHER, &noCache);
-  if (algorithms == nullptr) return nullptr;
-  const ProviderCipherFunctions* found = nullptr;
-  for (const OSSL_ALGORITHM* a = algorithms; a->algorithm_names != nullptr; ++a) {
-    if (!namedIn(a->algorithm_names, name)) continue;
-    const ProviderCipherFunctions f = functionsOf(a->implementation, OSSL_PROVIDER_get0_provider_ctx(provider));
-    // Kept for the process's life, as fetchedCipher() keeps the cipher (and
-    // so the provider) loaded.
-    if (f.complete()) found = new ProviderCipherFunctions(f);
-    break;
-  }
-  OSSL_PROVIDER_unquery_operation(provider, OSSL_OP_CIPHER, algorithms);
-  return found;
+  const OSSL_DISPATCH* dispatch = implementationIn(provider, OSSL_OP_CIPHER, EVP_CIPHER_get0_name(fetched));
+  if (dispatch == nullptr) return nullptr;
+  const ProviderCipherFunctions f = functionsOf(dispatch, OSSL_PROVIDER_get0_provider_ctx(provider));
+  // Kept for the process's life, as fetchedCipher() keeps the cipher (and so
+  // the provider) loaded.
+  return f.complete() ? new ProviderCipherFunctions(f) : nullptr;
 }
 
 // Looked up once per algorithm per process (a handful), under a lock: set-up

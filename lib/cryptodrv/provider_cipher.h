@@ -60,6 +60,11 @@ class ProviderCipher {
   bool encrypt_;
 };
 
+// The dispatch table `provider` has for `name` under `operation`
+// (OSSL_OP_CIPHER, OSSL_OP_MAC), or nullptr. Its functions stay valid while
+// the provider is loaded. Control plane; a handful of calls per process.
+const OSSL_DISPATCH* implementationIn(const OSSL_PROVIDER* provider, int operation, const char* name) noexcept;
+
 // True if the provider behind `cipher` exposes the functions ProviderCipher
 // needs (every built-in cipher of the default and FIPS providers does).
 bool providerCipherAvailable(const EVP_CIPHER* cipher) noexcept;

@@ -4,7 +4,8 @@
 // seals and one opens a long run of packets of different lengths, IVs and
 // ESN high halves, and each packet must equal what an independent
 // implementation makes of it on its own (a fresh EVP context keyed for that
-// one packet, OpenSSL's one-shot HMAC(), libsodium for ChaCha20-Poly1305).
+// one packet, OpenSSL's one-shot HMAC() and EVP_Q_mac(), libsodium for
+// ChaCha20-Poly1305).
 // Between good packets, tampered ones are refused, and the next good one
 // must still open: a failed verification must not leave the context stuck.
 #include <gtest/gtest.h>
@@ -86,9 +87,13 @@ Bytes sodiumChachaPacket(const Bytes& keymat, const EspParts& p, bool esn) {
   return out;
 }
 
+enum class Integrity { kHmacSha256, kAesCmac };
+
 // AES-CBC or AES-CTR (RFC 3686 counter block) by a fresh EVP context, then
-// HMAC-SHA-256-128 by OpenSSL's one-shot HMAC() (RFC 4868).
-Bytes evpCipherHmacPacket(bool ctr, const Bytes& encKey, const Bytes& authKey, const EspParts& p, bool esn) {
+// HMAC-SHA-256-128 by OpenSSL's one-shot HMAC() (RFC 4868) or AES-CMAC-96
+// by its one-shot EVP_Q_mac (RFC 4494).
+Bytes evpCipherMacPacket(bool ctr, const Bytes& encKey, const Bytes& authKey, const EspParts& p, bool esn,
+                         Integrity integrity) {
   Bytes start = p.iv;
   const EVP_CIPHER* cipher = EVP_aes_128_cbc();
   if (ctr) {
@@ -113,9 +118,17 @@ Bytes evpCipherHmacPacket(bool ctr, const Bytes& encKey, const Bytes& authKey, c
   if (esn)
     for (int shift = 24; shift >= 0; shift -= 8) covered.push_back(static_cast<uint8_t>(p.seqHigh >> shift));
   uint8_t mac[EVP_MAX_MD_SIZE];
-  unsigned int macLength = 0;
-  HMAC(EVP_sha256(), authKey.data(), static_cast<int>(authKey.size()), covered.data(), covered.size(), mac, &macLength);
-  out.insert(out.end(), mac, mac + 16);
+  if (integrity == Integrity::kHmacSha256) {
+    unsigned int macLength = 0;
+    HMAC(EVP_sha256(), authKey.data(), static_cast<int>(authKey.size()), covered.data(), covered.size(), mac,
+         &macLength);
+    out.insert(out.end(), mac, mac + 16);
+  } else {
+    size_t macLength = 0;
+    EXPECT_TRUE(EVP_Q_mac(nullptr, "CMAC", nullptr, "AES-128-CBC", nullptr, authKey.data(), authKey.size(),
+                          covered.data(), covered.size(), mac, sizeof mac, &macLength));
+    out.insert(out.end(), mac, mac + 12);
+  }
   return out;
 }
 
@@ -149,9 +162,17 @@ const Case kCases[] = {
     {"chacha20-poly1305", kSadbXEalgChacha20Poly1305, SADB_AALG_NONE, 36, 0,
      [](const Bytes& k, const Bytes&, const EspParts& p, bool esn) { return sodiumChachaPacket(k, p, esn); }},
     {"aes-cbc-128+hmac-sha256", SADB_X_EALG_AESCBC, SADB_X_AALG_SHA2_256HMAC, 16, 32,
-     [](const Bytes& k, const Bytes& a, const EspParts& p, bool esn) { return evpCipherHmacPacket(false, k, a, p, esn); }},
+     [](const Bytes& k, const Bytes& a, const EspParts& p, bool esn) {
+       return evpCipherMacPacket(false, k, a, p, esn, Integrity::kHmacSha256);
+     }},
     {"aes-ctr-128+hmac-sha256", SADB_X_EALG_AESCTR, SADB_X_AALG_SHA2_256HMAC, 20, 32,
-     [](const Bytes& k, const Bytes& a, const EspParts& p, bool esn) { return evpCipherHmacPacket(true, k, a, p, esn); }},
+     [](const Bytes& k, const Bytes& a, const EspParts& p, bool esn) {
+       return evpCipherMacPacket(true, k, a, p, esn, Integrity::kHmacSha256);
+     }},
+    {"aes-cbc-128+aes-cmac", SADB_X_EALG_AESCBC, kSadbXAalgAesCmac96, 16, 16,
+     [](const Bytes& k, const Bytes& a, const EspParts& p, bool esn) {
+       return evpCipherMacPacket(false, k, a, p, esn, Integrity::kAesCmac);
+     }},
 };
 
 class ContextReuse : public testing::TestWithParam<Case> {};
