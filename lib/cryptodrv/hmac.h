@@ -1,4 +1,6 @@
-// Keyed HMAC on OpenSSL 3 EVP_MAC, reusable per packet without allocation.
+// Keyed HMAC on OpenSSL 3's HMAC provider, reusable per packet. Nothing of
+// ours is allocated per packet; OpenSSL 3.0's HMAC itself allocates and frees
+// a digest context per message (it copies its keyed inner and outer states).
 //
 // Runs ONLY in ipsec-crypto (inside the CBC/NULL + HMAC transform; public so
 // that the RFC 2202/4231/4868 vectors can test it with any key length).

@@ -161,7 +161,8 @@ class OpenSslAeadTransform final : public Transform {
   }
   std::unique_ptr<ProviderCipher> context(bool encrypt) {
     const size_t keyLength = keymat_.size() - alg_.salt;
-    if (alg_.mode != Mode::kCcm) return std::make_unique<ProviderCipher>(cipher_, keymat_.data(), keyLength, encrypt, nullptr);
+    if (alg_.mode != Mode::kCcm)
+      return std::make_unique<ProviderCipher>(cipher_, keymat_.data(), keyLength, encrypt, nullptr);
     // RFC 4309 §4: an 11-byte nonce (3-byte salt, 8-byte IV), so L = 4;
     // the tag length is fixed per context.
     size_t nonceBytes = nonceLength();

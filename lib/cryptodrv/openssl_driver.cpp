@@ -15,8 +15,9 @@
 // first packet, with padding off, through the provider's own functions
 // (provider_cipher.h: OpenSSL 3.0's EVP re-init re-asked the provider for the
 // IV length and re-sent the padding flag every packet); per packet it only
-// gets the IV. The MAC reuses its keyed context; nothing is allocated after
-// that first packet.
+// gets the IV. The MAC reuses its keyed context (provider_mac.h); nothing of
+// ours is allocated after that first packet (OpenSSL 3.0's HMAC copies its
+// keyed digest states per message, which allocates inside OpenSSL).
 #include <linux/pfkeyv2.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>

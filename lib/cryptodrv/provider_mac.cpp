@@ -28,7 +28,9 @@ struct ProviderMacFunctions {
   OSSL_FUNC_mac_get_ctx_params_fn* getParams = nullptr;
   OSSL_FUNC_mac_set_ctx_params_fn* setParams = nullptr;
 
-  bool complete() const noexcept { return newContext && freeContext && init && update && final && getParams && setParams; }
+  bool complete() const noexcept {
+    return newContext && freeContext && init && update && final && getParams && setParams;
+  }
 };
 
 namespace {
@@ -83,7 +85,8 @@ const ProviderMacFunctions* functionsFor(const char* name) noexcept {
 
 ProviderMac::ProviderMac(const char* mac, const OSSL_PARAM* setup, const uint8_t* key, size_t keyLength)
     : functions_(functionsFor(mac)) {
-  if (functions_ == nullptr) throw std::runtime_error(std::string(mac) + ": the provider exposes no usable implementation");
+  if (functions_ == nullptr)
+    throw std::runtime_error(std::string(mac) + ": the provider exposes no usable implementation");
   macContext_ = functions_->newContext(functions_->providerContext);
   if (macContext_ == nullptr) throw std::runtime_error(std::string(mac) + ": provider context allocation failed");
   OSSL_PARAM sizeQuery[] = {OSSL_PARAM_construct_size_t(OSSL_MAC_PARAM_SIZE, &size_), OSSL_PARAM_construct_end()};

@@ -109,7 +109,8 @@ Bytes evpCipherMacPacket(bool ctr, const Bytes& encKey, const Bytes& authKey, co
   int n = 0, m = 0;
   const bool ok = EVP_EncryptInit_ex(c, cipher, nullptr, encKey.data(), start.data()) == 1 &&
                   EVP_CIPHER_CTX_set_padding(c, 0) == 1 &&
-                  EVP_EncryptUpdate(c, body.data(), &n, p.plaintext.data(), static_cast<int>(p.plaintext.size())) == 1 &&
+                  EVP_EncryptUpdate(c, body.data(), &n, p.plaintext.data(),
+                                    static_cast<int>(p.plaintext.size())) == 1 &&
                   EVP_EncryptFinal_ex(c, body.data() + n, &m) == 1;
   EVP_CIPHER_CTX_free(c);
   EXPECT_TRUE(ok);
