@@ -49,15 +49,6 @@ const EVP_CIPHER* fetchedCipher(const EVP_CIPHER* legacy) noexcept {
   return f;
 }
 
-CipherCtx keyedContext(const EVP_CIPHER* cipher, const uint8_t* key, bool encrypt) {
-  CipherCtx ctx(EVP_CIPHER_CTX_new());
-  if (!ctx || EVP_CipherInit_ex(ctx.get(), fetchedCipher(cipher), nullptr, key, nullptr, encrypt ? 1 : 0) != 1 ||
-      EVP_CIPHER_CTX_set_padding(ctx.get(), 0) != 1) {
-    throw std::runtime_error("EVP cipher context set-up failed");
-  }
-  return ctx;
-}
-
 bool fail(std::string* error, std::string why) {
   if (error) *error = std::move(why);
   return false;

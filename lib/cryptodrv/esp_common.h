@@ -1,6 +1,6 @@
 // Pieces every driver's transforms share: the ESP header size, the private
 // per-thread copy of an inbound packet, AEAD AAD assembly, OpenSSL cipher
-// contexts, and the per-driver transform factories.
+// fetches, and the per-driver transform factories.
 //
 // Internal to lib/cryptodrv; runs ONLY in ipsec-crypto.
 #pragma once
@@ -34,20 +34,10 @@ inline void store32(uint8_t* p, uint32_t v) noexcept {
 // private copy of the header. Returns 8 or 12; `aad` holds 12 bytes.
 size_t buildAad(const uint8_t* header, bool esn, uint32_t seqHigh, uint8_t* aad) noexcept;
 
-struct CipherCtxFree {
-  void operator()(EVP_CIPHER_CTX* ctx) const noexcept { EVP_CIPHER_CTX_free(ctx); }
-};
-using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree>;
-
 // The provider's implementation of a built-in cipher (EVP_aes_128_gcm() and
-// the like), fetched once per process. A context initialised with the
-// built-in pointer fetches it again (name lookup, method store, locks) on
-// every init: twice per context, two contexts per transform, per SA.
+// the like), fetched once per process (a fetch is a name lookup in the
+// method store, under locks); provider_cipher.h finds its functions from it.
 const EVP_CIPHER* fetchedCipher(const EVP_CIPHER* legacy) noexcept;
-
-// A context keyed for one direction, padding off; the IV is set per packet.
-// Throws std::runtime_error on failure (control plane).
-CipherCtx keyedContext(const EVP_CIPHER* cipher, const uint8_t* key, bool encrypt);
 
 // True when the check passed; otherwise sets *error (if non-null).
 bool fail(std::string* error, std::string why);

@@ -1,9 +1,13 @@
-// Keyed HMAC on OpenSSL 3 EVP_MAC, reusable per packet without allocation.
+// Keyed HMAC on OpenSSL 3's HMAC provider, reusable per packet. Nothing of
+// ours is allocated per packet; OpenSSL 3.0's HMAC itself allocates and frees
+// a digest context per message (it copies its keyed inner and outer states).
 //
 // Runs ONLY in ipsec-crypto (inside the CBC/NULL + HMAC transform; public so
 // that the RFC 2202/4231/4868 vectors can test it with any key length).
 // The key is given to OpenSSL once; begin() re-initialises the context with
-// that key (EVP_MAC_init with a null key), which OpenSSL documents as reuse.
+// that key (the provider's init with a null key, which OpenSSL documents as
+// reuse). The provider's functions are called directly (provider_mac.h): the
+// MAC size is asked once, not by every EVP_MAC_final.
 #pragma once
 
 #include <cstddef>
@@ -15,9 +19,11 @@
 
 #include "cryptodrv/mac.h"
 
-struct evp_mac_ctx_st;
-
 namespace ipsec::cryptodrv {
+
+namespace detail {
+class ProviderMac;
+}
 
 class Hmac final : public Mac {
  public:
@@ -27,15 +33,14 @@ class Hmac final : public Mac {
   static std::unique_ptr<Hmac> create(std::string_view digest, std::span<const uint8_t> key, std::string* error);
   ~Hmac() override;
 
-  size_t size() const noexcept override { return size_; }
+  size_t size() const noexcept override;
   bool begin() noexcept override;
   bool update(const uint8_t* data, size_t len) noexcept override;
   bool finish(uint8_t* out) noexcept override;
 
  private:
-  Hmac(evp_mac_ctx_st* ctx, size_t size) : ctx_(ctx), size_(size) {}
-  evp_mac_ctx_st* ctx_;
-  size_t size_;
+  explicit Hmac(std::unique_ptr<detail::ProviderMac> mac);
+  std::unique_ptr<detail::ProviderMac> mac_;
 };
 
 }  // namespace ipsec::cryptodrv

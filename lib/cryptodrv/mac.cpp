@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "cryptodrv/provider_cipher.h"
+#include "cryptodrv/provider_mac.h"
 #include "securemem/secure_bytes.h"
 
 namespace ipsec::cryptodrv {
@@ -24,7 +26,7 @@ struct CipherCtxFree {
 // last (full or 10*-padded) block XORed with K2 or K3.
 class AesXcbcMac final : public Mac {
  public:
-  AesXcbcMac(std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> chain, std::span<const uint8_t> k2k3)
+  AesXcbcMac(std::unique_ptr<detail::ProviderCipher> chain, std::span<const uint8_t> k2k3)
       : chain_(std::move(chain)), k2k3_(k2k3) {}
 
   size_t size() const noexcept override { return kBlock; }
@@ -32,7 +34,7 @@ class AesXcbcMac final : public Mac {
   bool begin() noexcept override {
     static constexpr uint8_t kZero[kBlock] = {};
     pendingLength_ = 0;
-    return EVP_EncryptInit_ex(chain_.get(), nullptr, nullptr, nullptr, kZero) == 1;
+    return chain_->start(kZero, kBlock);
   }
 
   bool update(const uint8_t* data, size_t len) noexcept override {
@@ -70,8 +72,7 @@ class AesXcbcMac final : public Mac {
       k += kBlock;  // K3
     }
     for (size_t i = 0; i < kBlock; ++i) last[i] ^= k[i];
-    int outLength = 0;
-    const bool ok = EVP_EncryptUpdate(chain_.get(), out, &outLength, last, kBlock) == 1 && outLength == kBlock;
+    const bool ok = chain_->update(out, last, kBlock);
     OPENSSL_cleanse(last, sizeof last);
     return ok;
   }
@@ -83,35 +84,35 @@ class AesXcbcMac final : public Mac {
     uint8_t sink[512];
     while (len > 0) {
       const size_t n = std::min(len, sizeof sink);
-      int outLength = 0;
-      if (EVP_EncryptUpdate(chain_.get(), sink, &outLength, data, static_cast<int>(n)) != 1) return false;
+      if (!chain_->update(sink, data, n)) return false;
       data += n;
       len -= n;
     }
     return true;
   }
 
-  std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> chain_;  // AES-128-CBC under K1
+  // AES-128-CBC under K1, padding off, through the provider's functions
+  // (provider_cipher.h): per message only the zero IV is set again.
+  std::unique_ptr<detail::ProviderCipher> chain_;
   securemem::SecureBytes k2k3_;                                      // K2 || K3
   uint8_t pending_[kBlock] = {};
   size_t pendingLength_ = 0;
 };
 
+// AES-CMAC on the provider's MAC functions (provider_mac.h): the MAC size is
+// asked once, not by every final. OpenSSL's CMAC re-initialises its CBC
+// context per message inside the provider; that part is unchanged.
 class AesCmac final : public Mac {
  public:
-  explicit AesCmac(EVP_MAC_CTX* ctx) : ctx_(ctx) {}
-  ~AesCmac() override { EVP_MAC_CTX_free(ctx_); }
+  explicit AesCmac(std::unique_ptr<detail::ProviderMac> mac) : mac_(std::move(mac)) {}
+
   size_t size() const noexcept override { return kBlock; }
-  // A null key re-initialises the keyed context (OpenSSL's documented reuse).
-  bool begin() noexcept override { return EVP_MAC_init(ctx_, nullptr, 0, nullptr) == 1; }
-  bool update(const uint8_t* data, size_t len) noexcept override { return EVP_MAC_update(ctx_, data, len) == 1; }
-  bool finish(uint8_t* out) noexcept override {
-    size_t outLength = 0;
-    return EVP_MAC_final(ctx_, out, &outLength, kBlock) == 1 && outLength == kBlock;
-  }
+  bool begin() noexcept override { return mac_->begin(); }
+  bool update(const uint8_t* data, size_t len) noexcept override { return mac_->update(data, len); }
+  bool finish(uint8_t* out) noexcept override { return mac_->finish(out); }
 
  private:
-  EVP_MAC_CTX* ctx_;
+  std::unique_ptr<detail::ProviderMac> mac_;
 };
 
 }  // namespace
@@ -132,13 +133,15 @@ std::unique_ptr<Mac> makeAesXcbcMac(std::span<const uint8_t> key, std::string* e
                          EVP_CIPHER_CTX_set_padding(ecb.get(), 0) == 1 &&
                          EVP_EncryptUpdate(ecb.get(), derived, &outLength, constants, sizeof constants) == 1 &&
                          outLength == sizeof derived;
-  std::unique_ptr<EVP_CIPHER_CTX, CipherCtxFree> chain(EVP_CIPHER_CTX_new());
-  const bool chainOk = derivedOk && chain &&
-                       EVP_EncryptInit_ex(chain.get(), EVP_aes_128_cbc(), nullptr, derived, nullptr) == 1 &&
-                       EVP_CIPHER_CTX_set_padding(chain.get(), 0) == 1;
   std::unique_ptr<Mac> mac;
-  if (chainOk) {
+  if (derivedOk) {
     try {
+      unsigned int padding = 0;
+      const OSSL_PARAM noPadding[] = {
+          OSSL_PARAM_construct_uint(OSSL_CIPHER_PARAM_PADDING, &padding),
+          OSSL_PARAM_construct_end(),
+      };
+      auto chain = std::make_unique<detail::ProviderCipher>(EVP_aes_128_cbc(), derived, kBlock, true, noPadding);
       mac = std::make_unique<AesXcbcMac>(std::move(chain), std::span<const uint8_t>(derived + kBlock, 2 * kBlock));
     } catch (const std::exception&) {
       mac = nullptr;
@@ -154,21 +157,18 @@ std::unique_ptr<Mac> makeAesCmac(std::span<const uint8_t> key, std::string* erro
     return nullptr;
   };
   if (key.size() != kBlock) return fail("key must be 16 bytes");
-  EVP_MAC* mac = EVP_MAC_fetch(nullptr, "CMAC", nullptr);
-  if (mac == nullptr) return fail("EVP_MAC_fetch(CMAC) failed");
-  EVP_MAC_CTX* ctx = EVP_MAC_CTX_new(mac);
-  EVP_MAC_free(mac);  // the context keeps its own reference
-  if (ctx == nullptr) return fail("EVP_MAC_CTX_new failed");
   char cipher[] = "AES-128-CBC";
   const OSSL_PARAM params[] = {
       OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_CIPHER, cipher, 0),
       OSSL_PARAM_construct_end(),
   };
-  if (EVP_MAC_init(ctx, key.data(), key.size(), params) != 1) {
-    EVP_MAC_CTX_free(ctx);
+  try {
+    auto mac = std::make_unique<detail::ProviderMac>("CMAC", params, key.data(), key.size());
+    if (mac->size() != kBlock) return fail("unexpected MAC size");
+    return std::make_unique<AesCmac>(std::move(mac));
+  } catch (const std::exception&) {
     return fail("key set-up failed");
   }
-  return std::make_unique<AesCmac>(ctx);
 }
 
 }  // namespace ipsec::cryptodrv

@@ -10,17 +10,23 @@
 //
 // Contexts: one per direction, keyed on first use. An SA only seals
 // (outbound) or only opens (inbound), so keying both up front doubled every
-// session's set-up time and memory (about 0.9 KiB per EVP context) for a
-// context never used. After that first packet a context only gets a new
-// nonce per packet; nothing is allocated.
+// session's set-up time and memory for a context never used. The contexts
+// are the provider's own (provider_cipher.h): keyed once with every constant
+// parameter (CCM's nonce and tag lengths), then per packet only the nonce,
+// AAD, data and tag, the tag through an OSSL_PARAM array built once per
+// context; nothing is allocated.
 #include <linux/pfkeyv2.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 
 #include "cryptodrv/algorithms.h"
 #include "cryptodrv/esp_common.h"
+#include "cryptodrv/provider_cipher.h"
 #include "securemem/secure_bytes.h"
 
 namespace ipsec::cryptodrv::detail {
@@ -92,26 +98,22 @@ class OpenSslAeadTransform final : public Transform {
     uint8_t header[kEspHeader];
     std::memcpy(header, esp, kEspHeader);
     uint8_t aad[12];
-    const int aadLen = static_cast<int>(buildAad(header, esn_, seqHigh, aad));
+    const size_t aadLen = buildAad(header, esn_, seqHigh, aad);
     uint8_t* payload = esp + kEspHeader + kIv;
-    const int n = static_cast<int>(region);
-    int out = 0;
-    EVP_CIPHER_CTX* c = ready(enc_, true);
-    if (c == nullptr) return Status::kInternal;
-    if (EVP_EncryptInit_ex(c, nullptr, nullptr, nullptr, nonce) != 1) return Status::kInternal;
+    ProviderCipher* c = ready(enc_, true);
+    if (c == nullptr || !c->start(nonce, nonceLength())) return Status::kInternal;
     // CCM needs the length up front and the AAD in one call (RFC 3610).
-    if (alg_.mode == Mode::kCcm && EVP_EncryptUpdate(c, nullptr, &out, nullptr, n) != 1) return Status::kInternal;
-    if (EVP_EncryptUpdate(c, nullptr, &out, aad, aadLen) != 1) return Status::kInternal;
+    if (alg_.mode == Mode::kCcm && !c->update(nullptr, nullptr, region)) return Status::kInternal;
+    if (!c->update(nullptr, aad, aadLen)) return Status::kInternal;
     if (alg_.mode == Mode::kGmac) {
       // RFC 4543 §3: AAD = SPI, sequence, IV, then the whole payload.
-      if (EVP_EncryptUpdate(c, nullptr, &out, iv, kIv) != 1 || EVP_EncryptUpdate(c, nullptr, &out, payload, n) != 1)
-        return Status::kInternal;
-    } else if (EVP_EncryptUpdate(c, payload, &out, payload, n) != 1 || out != n) {
+      if (!c->update(nullptr, iv, kIv) || !c->update(nullptr, payload, region)) return Status::kInternal;
+    } else if (!c->update(payload, payload, region)) {
       return Status::kInternal;
     }
-    int fin = 0;
-    if (alg_.mode != Mode::kCcm && EVP_EncryptFinal_ex(c, payload + region, &fin) != 1) return Status::kInternal;
-    if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, alg_.icv, payload + region) != 1) return Status::kInternal;
+    if (alg_.mode != Mode::kCcm && !c->finish(payload + region, alg_.icv)) return Status::kInternal;
+    if (!c->get(tagParams_)) return Status::kInternal;
+    std::memcpy(payload + region, tag_, alg_.icv);
     return Status::kOk;
   }
 
@@ -123,29 +125,23 @@ class OpenSslAeadTransform final : public Transform {
     uint8_t nonce[4 + kIv];
     makeNonce(copy + kEspHeader, nonce);
     uint8_t aad[12];
-    const int aadLen = static_cast<int>(buildAad(copy, esn_, seqHigh, aad));
+    const size_t aadLen = buildAad(copy, esn_, seqHigh, aad);
     uint8_t* payload = copy + kEspHeader + kIv;
-    const int n = static_cast<int>(region);
-    int out = 0;
-    EVP_CIPHER_CTX* c = ready(dec_, false);
-    if (c == nullptr) return Status::kInternal;
-    if (EVP_DecryptInit_ex(c, nullptr, nullptr, nullptr, nonce) != 1 ||
-        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, alg_.icv, payload + region) != 1) {
-      return Status::kInternal;
-    }
-    if (alg_.mode == Mode::kCcm && EVP_DecryptUpdate(c, nullptr, &out, nullptr, n) != 1) return Status::kInternal;
-    if (EVP_DecryptUpdate(c, nullptr, &out, aad, aadLen) != 1) return Status::kInternal;
+    std::memcpy(tag_, payload + region, alg_.icv);
+    ProviderCipher* c = ready(dec_, false);
+    // The expected tag goes in with the nonce: one call to the provider.
+    if (c == nullptr || !c->start(nonce, nonceLength(), tagParams_)) return Status::kInternal;
+    if (alg_.mode == Mode::kCcm && !c->update(nullptr, nullptr, region)) return Status::kInternal;
+    if (!c->update(nullptr, aad, aadLen)) return Status::kInternal;
     if (alg_.mode == Mode::kGmac) {
-      if (EVP_DecryptUpdate(c, nullptr, &out, copy + kEspHeader, static_cast<int>(kIv) + n) != 1)
-        return Status::kInternal;
-    } else if (EVP_DecryptUpdate(c, payload, &out, payload, n) != 1) {
+      if (!c->update(nullptr, copy + kEspHeader, kIv + region)) return Status::kInternal;
+    } else if (!c->update(payload, payload, region)) {
       // CCM verifies inside the update (and wipes its output on failure).
       return alg_.mode == Mode::kCcm ? Status::kBadIcv : Status::kInternal;
     }
-    // GCM/GMAC/ChaCha20-Poly1305 compare the tag in Final with CRYPTO_memcmp.
-    // The plaintext so far exists only in the private copy.
-    int fin = 0;
-    if (alg_.mode != Mode::kCcm && EVP_DecryptFinal_ex(c, payload + region, &fin) != 1) return Status::kBadIcv;
+    // GCM/GMAC/ChaCha20-Poly1305 compare the tag in the final call with
+    // CRYPTO_memcmp. The plaintext so far exists only in the private copy.
+    if (alg_.mode != Mode::kCcm && !c->finish(payload + region, alg_.icv)) return Status::kBadIcv;
     std::memcpy(esp + kEspHeader + kIv, payload, region);  // exactly the bytes verified
     return Status::kOk;
   }
@@ -153,7 +149,7 @@ class OpenSslAeadTransform final : public Transform {
  private:
   // The direction's context, keyed now if this is its first packet (on the
   // worker thread that owns this transform); nullptr if OpenSSL failed.
-  EVP_CIPHER_CTX* ready(CipherCtx& slot, bool encrypt) noexcept {
+  ProviderCipher* ready(std::unique_ptr<ProviderCipher>& slot, bool encrypt) noexcept {
     if (!slot) {
       try {
         slot = context(encrypt);
@@ -163,20 +159,21 @@ class OpenSslAeadTransform final : public Transform {
     }
     return slot.get();
   }
-  CipherCtx context(bool encrypt) {
-    CipherCtx ctx(EVP_CIPHER_CTX_new());
-    const int e = encrypt ? 1 : 0;
-    bool ok = ctx && EVP_CipherInit_ex(ctx.get(), cipher_, nullptr, nullptr, nullptr, e) == 1;
-    if (ok && alg_.mode == Mode::kCcm) {
-      // RFC 4309 §4: an 11-byte nonce (3-byte salt, 8-byte IV), so L = 4;
-      // the tag length is fixed per context.
-      ok = EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_AEAD_SET_IVLEN, 3 + kIv, nullptr) == 1 &&
-           EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_AEAD_SET_TAG, alg_.icv, nullptr) == 1;
-    }
-    ok = ok && EVP_CipherInit_ex(ctx.get(), nullptr, nullptr, keymat_.data(), nullptr, e) == 1;
-    if (!ok) throw std::runtime_error(std::string(alg_.name) + ": EVP context set-up failed");
-    return ctx;
+  std::unique_ptr<ProviderCipher> context(bool encrypt) {
+    const size_t keyLength = keymat_.size() - alg_.salt;
+    if (alg_.mode != Mode::kCcm)
+      return std::make_unique<ProviderCipher>(cipher_, keymat_.data(), keyLength, encrypt, nullptr);
+    // RFC 4309 §4: an 11-byte nonce (3-byte salt, 8-byte IV), so L = 4;
+    // the tag length is fixed per context.
+    size_t nonceBytes = nonceLength();
+    const OSSL_PARAM lengths[] = {
+        OSSL_PARAM_construct_size_t(OSSL_CIPHER_PARAM_AEAD_IVLEN, &nonceBytes),
+        OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, nullptr, alg_.icv),
+        OSSL_PARAM_construct_end(),
+    };
+    return std::make_unique<ProviderCipher>(cipher_, keymat_.data(), keyLength, encrypt, lengths);
   }
+  size_t nonceLength() const noexcept { return alg_.salt + kIv; }
   bool regionOf(const uint8_t* esp, size_t len, size_t& region) const noexcept {
     // At least the 2-byte trailer, padded to 4.
     if (esp == nullptr || len > kMaxPacketLength || len < kEspHeader + kIv + 4 + alg_.icv) return false;
@@ -191,9 +188,16 @@ class OpenSslAeadTransform final : public Transform {
   const AeadAlg& alg_;
   securemem::SecureBytes keymat_;  // key || salt
   bool esn_;
-  const EVP_CIPHER* cipher_;  // fetched once per process (esp_common.h)
-  CipherCtx enc_;             // keyed on the first seal
-  CipherCtx dec_;             // keyed on the first open
+  const EVP_CIPHER* cipher_;             // fetched once per process (esp_common.h)
+  std::unique_ptr<ProviderCipher> enc_;  // keyed on the first seal
+  std::unique_ptr<ProviderCipher> dec_;  // keyed on the first open
+  // The tag on its way out of (seal) or into (open) the provider: the
+  // parameter array points here, so it is built once, not per packet.
+  uint8_t tag_[16] = {};
+  OSSL_PARAM tagParams_[2] = {
+      OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag_, alg_.icv),
+      OSSL_PARAM_construct_end(),
+  };
   std::string name_;
 };
 
@@ -223,6 +227,10 @@ std::unique_ptr<Transform> makeOpenSslAead(const TransformSpec& spec, std::strin
                                                          : std::string("20, 28 or 36");
     fail(error, std::string(alg->name) + ": key must be " + sizes + " bytes (key and " + std::to_string(alg->salt) +
                     "-byte salt), got " + std::to_string(spec.encKey.size()));
+    return nullptr;
+  }
+  if (!providerCipherAvailable(cipher)) {
+    fail(error, std::string(alg->name) + ": OpenSSL's provider exposes no usable implementation");
     return nullptr;
   }
   try {

@@ -11,12 +11,18 @@
 // and may change at any moment: each value the security depends on (IV,
 // ciphertext to verify) is fetched once into private memory.
 //
-// Per-packet cost: each direction's EVP context is keyed once, on its first
-// packet, then only re-initialised with a new IV per packet; the MAC reuses
-// its keyed context; nothing is allocated after that first packet.
+// Per-packet cost: each direction's cipher context is keyed once, on its
+// first packet, with padding off, through the provider's own functions
+// (provider_cipher.h: OpenSSL 3.0's EVP re-init re-asked the provider for the
+// IV length and re-sent the padding flag every packet); per packet it only
+// gets the IV. The MAC reuses its keyed context (provider_mac.h); nothing of
+// ours is allocated after that first packet (OpenSSL 3.0's HMAC copies its
+// keyed digest states per message, which allocates inside OpenSSL).
 #include <linux/pfkeyv2.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 
 #include <cstring>
 #include <stdexcept>
@@ -25,14 +31,15 @@
 #include "cryptodrv/esp_common.h"
 #include "cryptodrv/hmac.h"
 #include "cryptodrv/mac.h"
+#include "cryptodrv/provider_cipher.h"
 #include "securemem/secure_bytes.h"
 
 namespace ipsec::cryptodrv {
 
 namespace {
 
-using detail::CipherCtx;
 using detail::kEspHeader;
+using detail::ProviderCipher;
 
 enum class CipherKind : uint8_t { kNull, kAesCbc, kAesCtr, kDes3Cbc };
 
@@ -153,7 +160,7 @@ class CipherMacTransform final : public Transform {
     const size_t ivLen = ivLength();
     uint8_t* payload = esp + kEspHeader + ivLen;
     if (cipher_ != nullptr) {
-      EVP_CIPHER_CTX* c = ready(enc_, true);
+      ProviderCipher* c = ready(enc_, true);
       if (c == nullptr) return Status::kInternal;
       std::memcpy(esp + kEspHeader, iv, ivLen);
       if (!crypt(c, iv, payload, payload, region)) return Status::kInternal;
@@ -184,7 +191,7 @@ class CipherMacTransform final : public Transform {
       std::memcpy(plainText, cipherText, region);  // exactly the bytes verified
       return Status::kOk;
     }
-    EVP_CIPHER_CTX* c = ready(dec_, false);
+    ProviderCipher* c = ready(dec_, false);
     if (c == nullptr) return Status::kInternal;
     return crypt(c, copy + kEspHeader, cipherText, plainText, region) ? Status::kOk : Status::kInternal;
   }
@@ -192,10 +199,17 @@ class CipherMacTransform final : public Transform {
  private:
   // The direction's context, keyed now if this is its first packet (on the
   // worker thread that owns this transform); nullptr if OpenSSL failed.
-  EVP_CIPHER_CTX* ready(CipherCtx& slot, bool encrypt) noexcept {
+  ProviderCipher* ready(std::unique_ptr<ProviderCipher>& slot, bool encrypt) noexcept {
     if (!slot) {
       try {
-        slot = detail::keyedContext(cipher_, encKey_.data(), encrypt);
+        // ESP pads itself (RFC 4303 §2.4): the cipher sees whole blocks.
+        unsigned int padding = 0;
+        const OSSL_PARAM noPadding[] = {
+            OSSL_PARAM_construct_uint(OSSL_CIPHER_PARAM_PADDING, &padding),
+            OSSL_PARAM_construct_end(),
+        };
+        slot = std::make_unique<ProviderCipher>(cipher_, encKey_.data(), encKey_.size() - cipherAlg_.nonce, encrypt,
+                                                noPadding);
       } catch (...) {
         return nullptr;
       }
@@ -209,21 +223,20 @@ class CipherMacTransform final : public Transform {
     return region % padAlign() == 0;
   }
   // One packet through the keyed context; `iv` is private memory.
-  bool crypt(EVP_CIPHER_CTX* c, const uint8_t* iv, const uint8_t* in, uint8_t* out, size_t n) noexcept {
+  bool crypt(ProviderCipher* c, const uint8_t* iv, const uint8_t* in, uint8_t* out, size_t n) noexcept {
     uint8_t counterBlock[16];
     const uint8_t* start = iv;
+    size_t startLength = cipherAlg_.iv;
     if (cipherAlg_.kind == CipherKind::kAesCtr) {
       // RFC 3686 §4: nonce || IV || block counter starting at 1.
       std::memcpy(counterBlock, encKey_.data() + encKey_.size() - 4, 4);
       std::memcpy(counterBlock + 4, iv, 8);
       detail::store32(counterBlock + 12, 1);
       start = counterBlock;
+      startLength = sizeof counterBlock;
     }
-    int done = 0;
-    int fin = 0;
-    return EVP_CipherInit_ex(c, nullptr, nullptr, nullptr, start, -1) == 1 &&
-           EVP_CipherUpdate(c, out, &done, in, static_cast<int>(n)) == 1 &&
-           EVP_CipherFinal_ex(c, out + done, &fin) == 1 && static_cast<size_t>(done + fin) == n;
+    // update() checks that all n bytes came out, finish() that none was held.
+    return c->start(start, startLength) && c->update(out, in, n) && c->finish(out + n, 0);
   }
   bool computeMac(const uint8_t* data, size_t len, uint32_t seqHigh, uint8_t* mac) noexcept {
     if (!mac_->begin() || !mac_->update(data, len)) return false;
@@ -239,9 +252,9 @@ class CipherMacTransform final : public Transform {
   securemem::SecureBytes encKey_;  // key || nonce for CTR
   bool esn_;
   const MacAlg* auth_;
-  const EVP_CIPHER* cipher_;  // fetched once per process; nullptr for NULL encryption
-  CipherCtx enc_;             // keyed on the first seal
-  CipherCtx dec_;             // keyed on the first open
+  const EVP_CIPHER* cipher_;             // fetched once per process; nullptr for NULL encryption
+  std::unique_ptr<ProviderCipher> enc_;  // keyed on the first seal
+  std::unique_ptr<ProviderCipher> dec_;  // keyed on the first open
   std::unique_ptr<Mac> mac_;
   std::string name_;
 };
@@ -283,6 +296,8 @@ class OpenSslDriver final : public Driver {
         return fail(std::string(cipherAlg.name) + ": key must be " + sizes + ", got " +
                     std::to_string(spec.encKey.size()));
       }
+      if (!detail::providerCipherAvailable(cipher))
+        return fail(std::string(cipherAlg.name) + ": OpenSSL's provider exposes no usable implementation");
     } else if (!spec.encKey.empty()) {
       return fail("null encryption: takes no key");
     }

@@ -168,6 +168,38 @@ TEST_P(EspPacketKat, SealsToExpectedBytesAndOpensBackOnEveryDriver) {
   }
 }
 
+// The contexts stay keyed for the SA's life and only get a new IV per
+// packet: the vector must still come out after the same transform carried
+// packets of other lengths and IVs and refused a tampered one, and again
+// after expectVector's own refused opens.
+TEST_P(EspPacketKat, StillMatchesAfterTheContextCarriedOtherPacketsAndRefusedOne) {
+  const json& v = GetParam();
+  Bytes key;
+  const auto spec = specFor(v, key);
+  ASSERT_TRUE(spec) << v["algorithm"] << ": no spec for this vector";
+  const auto registry = DriverRegistry::withDefaultDrivers();
+  for (const auto& d : registry.drivers()) {
+    if (!d->supports(*spec)) continue;
+    std::string error;
+    auto t = d->create(*spec, &error);
+    ASSERT_TRUE(t) << d->name() << ": " << error;
+    SCOPED_TRACE(std::string(t->name()));
+    for (size_t blocks : {1, 7, 90, 2}) {
+      Bytes other(8 + t->ivLength() + blocks * 16 + t->icvLength(), static_cast<uint8_t>(blocks));
+      const Bytes iv(t->ivLength(), static_cast<uint8_t>(0xa0 + blocks));
+      ASSERT_EQ(t->sealWithIv(other.data(), other.size(), 7, iv.data()), Status::kOk);
+      Bytes refused = other;
+      refused[8 + t->ivLength()] ^= 4;
+      if (t->icvLength() > 0) {
+        EXPECT_EQ(t->open(refused.data(), refused.size(), 7), Status::kBadIcv);
+      }
+      ASSERT_EQ(t->open(other.data(), other.size(), 7), Status::kOk);
+    }
+    expectVector(*t, v, fromHex(v["expected_esp"]));
+    expectVector(*t, v, fromHex(v["expected_esp"]));
+  }
+}
+
 // RFC 4106 §6: the 8- and 12-byte ICVs are the leading bytes of the same
 // GHASH tag, so every AES-GCM-16 vector also checks AES-GCM-8 and -12.
 class GcmShortIcvKat : public testing::TestWithParam<json> {};
