@@ -252,7 +252,10 @@ class Forwarder {
     static constexpr std::size_t kPackets = 64;
     static constexpr std::size_t kBytes = 4 * 65536;
     std::vector<std::uint8_t> bytes;   // the packets back to back, kBytes
-    std::vector<std::uint8_t> merged;  // a coalesced packet behind its header
+    // A merged packet's pieces for one writev (writeMerged).
+    std::array<std::uint8_t, offload::kMaxMergedHeaders> mergedHeaders{};
+    std::array<std::span<const std::uint8_t>, kPackets + 1> slices{};
+    std::array<iovec, kPackets + 2> iov{};
     std::array<std::span<const std::uint8_t>, kPackets> packets{};
     std::array<offload::CoalesceGroup, kPackets> groups{};
     std::size_t count = 0, used = 0;
@@ -263,6 +266,7 @@ class Forwarder {
   void flushTunWrites() noexcept;
   // One packet behind `header`; false when the TUN refused it.
   bool writeTunWithHeader(const offload::VnetHeader& header, std::span<const std::uint8_t> packet) noexcept;
+  bool writeMerged(const offload::CoalesceGroup& group, std::span<const std::span<const std::uint8_t>> burst) noexcept;
   // One recvmmsg burst straight into pool buffers, shared by every reading
   // socket (raw ESP, ESP in UDP, raw AH). Kept as a member: its control
   // space is large and a burst must not pay for zeroing it.

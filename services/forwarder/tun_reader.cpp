@@ -50,7 +50,6 @@ void Forwarder::setUpTunOffload(std::optional<unsigned> flags) {
     tunOffload_.tso = g.tso4 && g.tso6;
     tunOffload_.uso = g.uso4 && g.uso6;
     tunWrites_.bytes.resize(TunWriteQueue::kBytes);
-    tunWrites_.merged.resize(offload::kVnetHeaderSize + offload::kMaxPacket);
   }
   if (tunOffload_.vnetHeader || workers_.size() > 1) tunScratch_.resize(kMaxTunRead);
 }
