@@ -242,7 +242,7 @@ class Forwarder {
   // False when some worker's pool could not take a whole super-packet now.
   bool tunReadRoom() const noexcept;
   void placeTunRead(std::span<std::uint8_t> read) noexcept;
-  Worker& outboundWorker(std::span<const std::uint8_t> packet) noexcept;
+  Worker& outboundWorker(std::span<const std::uint8_t> packet, const OutboundRoute& route) noexcept;
   void countVnetRefusal(offload::VnetError error) noexcept;
   // A read of the TUN: a 64 KiB super-packet behind its header, in private
   // memory (not a pool buffer: its segments go to the SA's worker's pool).
@@ -341,6 +341,9 @@ class Forwarder {
   // it went to a ring or is held for an SA. heldSinceMs: when a held packet
   // was first held (0 for a new packet).
   bool outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, std::uint64_t heldSinceMs = 0) noexcept;
+  // The same with the packet's route already taken (on these bytes, with the tables unchanged since).
+  bool outboundRouted(Worker& w, std::uint32_t buf, std::uint32_t len, const OutboundRoute& route,
+                      std::uint64_t heldSinceMs = 0) noexcept;
   // One ESP tunnel SA: the framing core's verdict (tunnel_frame.h) applied.
   bool sealTunnel(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, const Policy& p,
                   const esp::FlowKey& flow) noexcept;
@@ -705,8 +708,9 @@ class Forwarder {
   // sent by one UDP_SEGMENT send (ESP in UDP) or one sendmmsg (plain ESP).
   // Segments [0, returned) of the read went this way; the caller runs the
   // rest through the per-segment path (outboundPacket).
-  std::uint32_t placeSuperPacket(Worker& w, const offload::SegmentPlan& plan,
-                                 std::span<const std::uint8_t> packet) noexcept;
+  // `route` is the read's, taken by placeTunRead on the same bytes and tables.
+  std::uint32_t placeSuperPacket(Worker& w, const offload::SegmentPlan& plan, std::span<const std::uint8_t> packet,
+                                 const OutboundRoute& route) noexcept;
   void queueSuperFrame(Worker& w, std::uint32_t buf, Sa& sa, TunnelOptions* t) noexcept;
   // onSealed for a buffer whose context has segments: each segment judged by
   // the completion's fail mask, the good ones sent, the buffer freed.
