@@ -42,9 +42,20 @@ inline constexpr std::size_t kCacheLine = 64;
 inline constexpr std::size_t kIndexSpacing = 128;
 inline constexpr std::size_t kPageSize = 4096;
 
-// Defaults: a 64 KiB super-packet (TSO/USO from the TUN, DESIGN.md §3a) plus
-// 512 bytes of head- and tailroom for outer headers, ESP trailer and ICV.
-inline constexpr std::uint32_t kDefaultBufferSize = 65536 + 512;
+// Defaults: a 64 KiB super-packet (TSO/USO from the TUN, DESIGN.md §3a) framed
+// as one strided seal request (services/forwarder/super_frame.h): each segment
+// carries its own IP and TCP headers and ESP's header, IV, padding and ICV, so
+// the buffer holds the 64 KiB plus that much per segment. At the default
+// tun_mtu of 1400 (MSS 1348 over IPv4, 1328 over IPv6, TCP timestamps) the
+// largest IP packet has up to 50 segments; with the costliest ESP framing
+// (8 + a 16-byte IV + up to 17 of padding and trailer + a 32-byte ICV) all of
+// them fit one buffer, so a TSO read is one request, not two (at 64.5 KiB its
+// 48 segments of 1436 bytes took two). A broker checks each request against
+// the region's own bufferSize, whatever the default.
+inline constexpr std::uint32_t kDefaultBufferSize = 65536 + 8192;
+inline constexpr std::uint32_t kSuperPacketSegmentsAtDefaultMtu = 50;
+static_assert(kDefaultBufferSize >= 40 + 65535 + kSuperPacketSegmentsAtDefaultMtu * (40 + 32 + 8 + 16 + 17 + 32),
+              "a 64 KiB super-packet at the default MTU fits one pool buffer as ESP");
 inline constexpr std::uint32_t kDefaultBufferCount = 512;
 inline constexpr std::uint32_t kDefaultRingCapacity = 1024;
 

@@ -1,6 +1,7 @@
 // GRO in software (see coalesce.h).
 #include "offload/coalesce.h"
 
+#include <array>
 #include <cstring>
 
 #include "offload/packet.h"
@@ -138,16 +139,16 @@ CoalesceGroup alone(std::uint32_t index, std::size_t length) noexcept {
 }
 
 // The IP lengths, PSH/FIN (TCP) or the UDP length, and the partial checksum
-// of a merged packet in `out`.
+// of a merged packet of `total` bytes, in its headers `out`.
 void finishMerged(std::span<std::uint8_t> out, const CoalesceGroup& group, bool isTcp, bool isIpv4,
-                  std::uint8_t lastFlags) noexcept {
+                  std::uint8_t lastFlags, std::size_t total) noexcept {
   const std::size_t l4 = group.header.checksumStart;
-  const std::uint32_t l4Length = group.length - static_cast<std::uint32_t>(l4);
+  const std::uint32_t l4Length = static_cast<std::uint32_t>(total - l4);
   if (isIpv4) {
-    store16(&out[2], static_cast<std::uint16_t>(group.length));
+    store16(&out[2], static_cast<std::uint16_t>(total));
     store16(&out[10], ipv4HeaderChecksum(out));
   } else {
-    store16(&out[4], static_cast<std::uint16_t>(group.length - kIpv6Header));
+    store16(&out[4], static_cast<std::uint16_t>(total - kIpv6Header));
   }
   if (isTcp) {
     out[l4 + 13] |= lastFlags & (kTcpFin | kTcpPsh);
@@ -195,17 +196,19 @@ std::size_t planCoalesce(std::span<const std::span<const std::uint8_t>> burst, s
   return filled;
 }
 
-std::size_t writeCoalesced(const CoalesceGroup& group, std::span<const std::span<const std::uint8_t>> burst,
-                           std::span<std::uint8_t> out) noexcept {
+std::size_t sliceCoalesced(const CoalesceGroup& group, std::span<const std::span<const std::uint8_t>> burst,
+                           std::span<std::uint8_t, kMaxMergedHeaders> headerBytes,
+                           std::span<std::span<const std::uint8_t>> slices) noexcept {
   if (group.count == 0 || group.first >= burst.size() || burst.size() - group.first < group.count) return 0;
-  if (out.size() < group.length) return 0;
   const auto head = burst[group.first];
   if (group.count == 1) {
-    if (head.size() != group.length) return 0;
-    if (out.data() != head.data()) std::memmove(out.data(), head.data(), head.size());
-    return head.size();
+    if (head.size() != group.length || slices.empty()) return 0;
+    slices[0] = head;
+    return 1;
   }
+  if (slices.size() < std::size_t{group.count} + 1) return 0;
   const std::size_t headers = group.header.headerLength;
+  if (headers > headerBytes.size()) return 0;
   std::size_t total = head.size();
   for (std::uint32_t k = 1; k < group.count; ++k) {
     if (burst[group.first + k].size() < headers) return 0;
@@ -220,17 +223,29 @@ std::size_t writeCoalesced(const CoalesceGroup& group, std::span<const std::span
   const bool isIpv4 = head[0] == 0x45 && l4 == kIpv4MinHeader && kind != kGsoTcpV6;
   const bool isIpv6 = (head[0] >> 4) == 6 && l4 == kIpv6Header && kind != kGsoTcpV4;
   if (!isIpv4 && !isIpv6) return 0;
-  // Read before any copy: in place, the copies may overwrite later packets.
   const std::uint8_t lastFlags = isTcp ? burst[group.first + group.count - 1][l4 + 13] : 0;
-  if (out.data() != head.data()) std::memmove(out.data(), head.data(), head.size());
-  std::size_t at = head.size();
-  for (std::uint32_t k = 1; k < group.count; ++k) {
-    const auto p = burst[group.first + k];
-    std::memmove(out.data() + at, p.data() + headers, p.size() - headers);
-    at += p.size() - headers;
+  const std::span<std::uint8_t> out = headerBytes.first(headers);
+  std::memcpy(out.data(), head.data(), headers);
+  finishMerged(out, group, isTcp, isIpv4, lastFlags, total);
+  slices[0] = out;
+  for (std::uint32_t k = 0; k < group.count; ++k) slices[1 + k] = burst[group.first + k].subspan(headers);
+  return std::size_t{group.count} + 1;
+}
+
+std::size_t writeCoalesced(const CoalesceGroup& group, std::span<const std::span<const std::uint8_t>> burst,
+                           std::span<std::uint8_t> out) noexcept {
+  std::array<std::uint8_t, kMaxMergedHeaders> headers;
+  std::array<std::span<const std::uint8_t>, kMaxSegments + 1> slices;
+  const std::size_t n = sliceCoalesced(group, burst, headers, slices);
+  if (n == 0 || out.size() < group.length) return 0;
+  // In place, the first packet's payload is already where it goes, and each
+  // later payload lands behind the earlier ones, before its own bytes.
+  std::size_t at = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (out.data() + at != slices[i].data()) std::memmove(out.data() + at, slices[i].data(), slices[i].size());
+    at += slices[i].size();
   }
-  finishMerged(out.first(total), group, isTcp, isIpv4, lastFlags);
-  return total;
+  return at;
 }
 
 }  // namespace ipsec::offload

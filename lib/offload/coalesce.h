@@ -40,6 +40,7 @@
 #include <cstdint>
 #include <span>
 
+#include "offload/packet.h"
 #include "offload/vnet_header.h"
 
 namespace ipsec::offload {
@@ -63,11 +64,30 @@ struct CoalesceOptions {
 std::size_t planCoalesce(std::span<const std::span<const std::uint8_t>> burst, std::span<CoalesceGroup> groups,
                          const CoalesceOptions& options = {}) noexcept;
 
-// Writes `group` of the same, unchanged `burst` into `out`; returns its
-// length, or 0 if `out` is shorter than group.length or the burst does not
-// match the group. `out` may be the first packet's own buffer (coalescing in
-// place: its headers stay, the later payloads are appended behind it), or
-// any buffer that does not overlap a later packet of the group.
+// The longest headers a merged packet has: IPv6 (merges are never IPv4 with
+// options) and a TCP header with 40 bytes of options.
+inline constexpr std::size_t kMaxMergedHeaders = kIpv6Header + 60;
+
+// `group` of the same, unchanged `burst` as the pieces of one TUN write, so
+// that no payload byte is copied: slices[0] is the merged packet's headers,
+// written into `headers` (the first packet's, with the merged lengths,
+// PSH/FIN and partial checksum), and slices[1 + k] is packet k's payload
+// where it lies in the burst. A group of one packet is one slice, the packet
+// itself. Returns how many slices were filled (count + 1, or 1 for a lone
+// packet), 0 if `slices` is too short or the burst does not match the group.
+// The slices borrow the burst's bytes and `headers`: write them before
+// either is reused.
+std::size_t sliceCoalesced(const CoalesceGroup& group, std::span<const std::span<const std::uint8_t>> burst,
+                           std::span<std::uint8_t, kMaxMergedHeaders> headers,
+                           std::span<std::span<const std::uint8_t>> slices) noexcept;
+
+// The slices of sliceCoalesced gathered into `out`: returns the merged
+// packet's length, or 0 if `out` is shorter than group.length or the burst
+// does not match the group. `out` may be the first packet's own buffer
+// (coalescing in place: its headers stay, the later payloads are appended
+// behind it), or any buffer that does not overlap a later packet of the
+// group. For tests, the fuzz target and tools; the forwarder writes the
+// slices (one writev) instead.
 std::size_t writeCoalesced(const CoalesceGroup& group, std::span<const std::span<const std::uint8_t>> burst,
                            std::span<std::uint8_t> out) noexcept;
 

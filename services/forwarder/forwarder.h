@@ -243,7 +243,7 @@ class Forwarder {
   // False when some worker's pool could not take a whole super-packet now.
   bool tunReadRoom() const noexcept;
   void placeTunRead(std::span<std::uint8_t> read) noexcept;
-  Worker& outboundWorker(std::span<const std::uint8_t> packet) noexcept;
+  Worker& outboundWorker(std::span<const std::uint8_t> packet, const OutboundRoute& route) noexcept;
   void countVnetRefusal(offload::VnetError error) noexcept;
   // A read of the TUN: a 64 KiB super-packet behind its header, in private
   // memory (not a pool buffer: its segments go to the SA's worker's pool).
@@ -253,7 +253,10 @@ class Forwarder {
     static constexpr std::size_t kPackets = 64;
     static constexpr std::size_t kBytes = 4 * 65536;
     std::vector<std::uint8_t> bytes;   // the packets back to back, kBytes
-    std::vector<std::uint8_t> merged;  // a coalesced packet behind its header
+    // A merged packet's pieces for one writev (writeMerged).
+    std::array<std::uint8_t, offload::kMaxMergedHeaders> mergedHeaders{};
+    std::array<std::span<const std::uint8_t>, kPackets + 1> slices{};
+    std::array<iovec, kPackets + 2> iov{};
     std::array<std::span<const std::uint8_t>, kPackets> packets{};
     std::array<offload::CoalesceGroup, kPackets> groups{};
     std::size_t count = 0, used = 0;
@@ -264,6 +267,7 @@ class Forwarder {
   void flushTunWrites() noexcept;
   // One packet behind `header`; false when the TUN refused it.
   bool writeTunWithHeader(const offload::VnetHeader& header, std::span<const std::uint8_t> packet) noexcept;
+  bool writeMerged(const offload::CoalesceGroup& group, std::span<const std::span<const std::uint8_t>> burst) noexcept;
   // One recvmmsg burst straight into pool buffers, shared by every reading
   // socket (raw ESP, ESP in UDP, raw AH). Kept as a member: its control
   // space is large and a burst must not pay for zeroing it.
@@ -338,6 +342,9 @@ class Forwarder {
   // it went to a ring or is held for an SA. heldSinceMs: when a held packet
   // was first held (0 for a new packet).
   bool outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, std::uint64_t heldSinceMs = 0) noexcept;
+  // The same with the packet's route already taken (on these bytes, with the tables unchanged since).
+  bool outboundRouted(Worker& w, std::uint32_t buf, std::uint32_t len, const OutboundRoute& route,
+                      std::uint64_t heldSinceMs = 0) noexcept;
   // One ESP tunnel SA: the framing core's verdict (tunnel_frame.h) applied.
   bool sealTunnel(Worker& w, std::uint32_t buf, std::uint32_t len, Sa& sa, const Policy& p,
                   const esp::FlowKey& flow) noexcept;
@@ -701,8 +708,9 @@ class Forwarder {
   // sent by one UDP_SEGMENT send (ESP in UDP) or one sendmmsg (plain ESP).
   // Segments [0, returned) of the read went this way; the caller runs the
   // rest through the per-segment path (outboundPacket).
-  std::uint32_t placeSuperPacket(Worker& w, const offload::SegmentPlan& plan,
-                                 std::span<const std::uint8_t> packet) noexcept;
+  // `route` is the read's, taken by placeTunRead on the same bytes and tables.
+  std::uint32_t placeSuperPacket(Worker& w, const offload::SegmentPlan& plan, std::span<const std::uint8_t> packet,
+                                 const OutboundRoute& route) noexcept;
   void queueSuperFrame(Worker& w, std::uint32_t buf, Sa& sa, TunnelOptions* t) noexcept;
   // onSealed for a buffer whose context has segments: each segment judged by
   // the completion's fail mask, the good ones sent, the buffer freed.

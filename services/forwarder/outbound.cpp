@@ -93,9 +93,13 @@ void Forwarder::readTun() noexcept {
 }
 
 bool Forwarder::outboundPacket(Worker& w, std::uint32_t buf, std::uint32_t len, std::uint64_t heldSinceMs) noexcept {
-  std::uint8_t* data = bufferData(w, buf);
   // The packet core routes it (esp_out.cpp); this shell applies the route.
-  const OutboundRoute route = routeOutbound(spd_, sas_, {data + kHeadroom, len}, espEnabled_);
+  const OutboundRoute route = routeOutbound(spd_, sas_, {bufferData(w, buf) + kHeadroom, len}, espEnabled_);
+  return outboundRouted(w, buf, len, route, heldSinceMs);
+}
+
+bool Forwarder::outboundRouted(Worker& w, std::uint32_t buf, std::uint32_t len, const OutboundRoute& route,
+                               std::uint64_t heldSinceMs) noexcept {
   const Policy* p = route.policy;
   const esp::FlowKey* flow = &route.flow;
   switch (route.kind) {

@@ -38,9 +38,9 @@ constexpr std::uint64_t bit(std::size_t i) noexcept { return std::uint64_t{1} <<
 }  // namespace
 
 std::uint32_t Forwarder::placeSuperPacket(Worker& w, const offload::SegmentPlan& plan,
-                                          std::span<const std::uint8_t> packet) noexcept {
-  // Routed once: every segment carries the super-packet's addresses, protocol and ports.
-  const OutboundRoute route = routeOutbound(spd_, sas_, packet, espEnabled_);
+                                          std::span<const std::uint8_t> packet, const OutboundRoute& route) noexcept {
+  // Routed once, by the caller: every segment carries the super-packet's
+  // addresses, protocol and ports.
   if (route.kind != OutboundRoute::Kind::kEsp || route.transport || route.policy->plan.ipcomp != Plan::kNoRequest) {
     return 0;
   }

@@ -16,12 +16,15 @@
 // worker's requests in order, and all of one read to one worker, so one SA's
 // sequence numbers follow TUN order.
 //
-// Placement: the worker is chosen once per read, as the SA the policy's
-// first step takes (worker_pin.cpp), so the packet is never copied from one
-// worker's pool into another's. A read is only made when every worker has
-// room for a whole super-packet of ordinary MSS (kSuperPacketBuffers); a
-// super-packet of tiny segments that still needs more has the segments that
-// fit placed and the rest counted (tun_in_drop_no_buffer), never silently lost.
+// Placement: the worker is chosen once per read, as the SA the read's route
+// seals with (for a bundle, the SA its first step takes: worker_pin.cpp), so
+// the packet is never copied from one worker's pool into another's. The
+// route is taken once and handed on: to the super-packet path and to the
+// framing of the read's first segment (same bytes, same tables). A read is
+// only made when every worker has room for a whole super-packet of ordinary
+// MSS (kSuperPacketBuffers); a super-packet of tiny segments that still needs
+// more has the segments that fit placed and the rest counted
+// (tun_in_drop_no_buffer), never silently lost.
 #include <unistd.h>
 
 #include <cstring>
@@ -50,7 +53,6 @@ void Forwarder::setUpTunOffload(std::optional<unsigned> flags) {
     tunOffload_.tso = g.tso4 && g.tso6;
     tunOffload_.uso = g.uso4 && g.uso6;
     tunWrites_.bytes.resize(TunWriteQueue::kBytes);
-    tunWrites_.merged.resize(offload::kVnetHeaderSize + offload::kMaxPacket);
   }
   if (tunOffload_.vnetHeader || workers_.size() > 1) tunScratch_.resize(kMaxTunRead);
 }
@@ -91,9 +93,15 @@ void Forwarder::readTunScratch() noexcept {
   }
 }
 
-Forwarder::Worker& Forwarder::outboundWorker(std::span<const std::uint8_t> packet) noexcept {
+// The worker of the SA the read's route seals with; for a bundle, its first
+// step's (worker_pin.cpp); for a held or dropped read, any.
+Forwarder::Worker& Forwarder::outboundWorker(std::span<const std::uint8_t> packet,
+                                             const OutboundRoute& route) noexcept {
   if (workers_.size() < 2) return *workers_[0];
-  if (const Sa* sa = firstStepSa(packet)) return workerFor(*sa);  // worker_pin.cpp
+  if (route.kind == OutboundRoute::Kind::kEsp) return workerFor(*route.sa);
+  if (route.kind == OutboundRoute::Kind::kBundle) {
+    if (const Sa* sa = firstStepSa(packet)) return workerFor(*sa);
+  }
   return nextWorker();
 }
 
@@ -116,12 +124,19 @@ void Forwarder::placeTunRead(std::span<std::uint8_t> read) noexcept {
       ++counters_.tun_in_checksum_completed;  // by writeSegment, as it copies
     }
   }
-  Worker& w = outboundWorker(packet);
   const std::uint32_t count = tunOffload_.vnetHeader ? plan.count : 1;
+  const bool superPacket = plan.gso() && count > 1;
+  // Routed once where the route decides something before the first segment
+  // is framed (the worker, the super-packet path); that first segment is
+  // then framed on the same route. Later segments route themselves: the
+  // ones before them took sequence numbers.
+  const bool routed = superPacket || workers_.size() > 1;
+  const OutboundRoute route = routed ? routeOutbound(spd_, sas_, packet, espEnabled_) : OutboundRoute{};
+  Worker& w = outboundWorker(packet, route);
   const std::size_t room = w.bufferSize - kHeadroom - kTailroom;
   // A lone ESP tunnel SA takes the segments as one request (super_packet.cpp);
   // whatever it leaves goes on segment by segment.
-  const std::uint32_t first = plan.gso() && count > 1 ? placeSuperPacket(w, plan, packet) : 0;
+  const std::uint32_t first = superPacket ? placeSuperPacket(w, plan, packet, route) : 0;
   for (std::uint32_t i = first; i < count; ++i) {
     // Keep the worker's pending list within what it reserved (kBurst).
     if (w.pending.size() >= kBurst) flushRequests(w, true);
@@ -145,7 +160,9 @@ void Forwarder::placeTunRead(std::span<std::uint8_t> read) noexcept {
     }
     ++counters_.tun_in_packets;
     if (plan.gso()) ++counters_.tun_in_segments;
-    if (!outboundPacket(w, *buf, static_cast<std::uint32_t>(len))) freeBuffer(w, *buf);
+    const bool framed = routed && i == 0 ? outboundRouted(w, *buf, static_cast<std::uint32_t>(len), route)
+                                         : outboundPacket(w, *buf, static_cast<std::uint32_t>(len));
+    if (!framed) freeBuffer(w, *buf);
   }
 }
 

@@ -3,10 +3,12 @@
 // is copied into a private queue by writeTun, so its pool buffer is freed at
 // once as before; at the end of the burst (flushSends, the end of a TUN read,
 // a release of held packets) lib/offload's planCoalesce groups the queue by
-// the kernel's GRO rules and each group is written with one write(): a run of
+// the kernel's GRO rules and each group is written with one writev(): a run of
 // one TCP flow's segments (UDP too when the TUN granted USO) as a super-packet
-// behind a GSO virtio_net_hdr, anything else alone behind an empty one. Order
-// is kept: groups are neighbours, written in queue order.
+// behind a GSO virtio_net_hdr — the merged headers, then each payload where
+// it lies in the queue (sliceCoalesced: a payload byte is copied once, into
+// the queue) — anything else alone behind an empty one. Order is kept: groups
+// are neighbours, written in queue order.
 //
 // The packets are authenticated but the peer's bytes: planCoalesce checks
 // each before it merges it (checksums included), and what it cannot judge is
@@ -49,6 +51,23 @@ bool Forwarder::writeTunWithHeader(const offload::VnetHeader& header, std::span<
   return n == static_cast<ssize_t>(bytes.size() + packet.size());
 }
 
+// One writev of [virtio_net_hdr, the merged headers, each payload where it
+// lies in the queue]: the payloads are not copied again.
+bool Forwarder::writeMerged(const offload::CoalesceGroup& group,
+                            std::span<const std::span<const std::uint8_t>> burst) noexcept {
+  TunWriteQueue& q = tunWrites_;
+  const std::size_t n = offload::sliceCoalesced(group, burst, q.mergedHeaders, q.slices);
+  if (n == 0) return false;
+  std::array<std::uint8_t, offload::kVnetHeaderSize> vnet;
+  offload::writeVnetHeader(group.header, vnet);
+  q.iov[0] = {vnet.data(), vnet.size()};
+  for (std::size_t i = 0; i < n; ++i) {
+    q.iov[1 + i] = {const_cast<std::uint8_t*>(q.slices[i].data()), q.slices[i].size()};
+  }
+  const std::size_t total = vnet.size() + group.length;
+  return ::writev(fds_.tun.get(), q.iov.data(), static_cast<int>(n + 1)) == static_cast<ssize_t>(total);
+}
+
 void Forwarder::flushTunWrites() noexcept {
   TunWriteQueue& q = tunWrites_;
   if (q.count == 0) return;
@@ -64,20 +83,12 @@ void Forwarder::flushTunWrites() noexcept {
   }
   for (std::size_t g = 0; g < groups; ++g) {
     const offload::CoalesceGroup& group = q.groups[g];
-    if (group.count > 1) {
-      const std::span<std::uint8_t> out(q.merged.data() + offload::kVnetHeaderSize,
-                                        q.merged.size() - offload::kVnetHeaderSize);
-      const std::size_t len = offload::writeCoalesced(group, burst, out);
-      offload::writeVnetHeader(group.header, std::span<std::uint8_t, offload::kVnetHeaderSize>(q.merged.data(),
-                                                                                            offload::kVnetHeaderSize));
-      const std::size_t total = offload::kVnetHeaderSize + len;
-      if (len != 0 && ::write(fds_.tun.get(), q.merged.data(), total) == static_cast<ssize_t>(total)) {
-        ++counters_.tun_out_super_packets;
-        counters_.tun_out_coalesced += group.count;
-        continue;
-      }
-      ++counters_.tun_out_coalesce_refused;  // then each alone, below
+    if (group.count > 1 && writeMerged(group, burst)) {
+      ++counters_.tun_out_super_packets;
+      counters_.tun_out_coalesced += group.count;
+      continue;
     }
+    if (group.count > 1) ++counters_.tun_out_coalesce_refused;  // then each alone, below
     for (std::uint32_t i = group.first; i < group.first + group.count; ++i) {
       if (!writeTunWithHeader({}, burst[i])) {
         ++counters_.tun_write_errors;

@@ -7,9 +7,10 @@
 // broker only sees buffers of its own region). With one worker (the default)
 // nothing here runs.
 //
-// Outbound the SA is the one the policy's first step will take (plan.h),
-// looked up once per TUN read, before any pool buffer is taken, and the read
-// is placed in that worker's pool (tun_reader.cpp): no copy between pools.
+// Outbound the SA is the one the read's route seals with, or for a bundle
+// the one the policy's first step will take (plan.h, firstStepSa), looked up
+// once per TUN read, before any pool buffer is taken, and the read is placed
+// in that worker's pool (tun_reader.cpp): no copy between pools.
 // A placement choice only — if it differs from the SA the packet then takes
 // (an SA arrived in between), that packet's order is all that suffers.
 // Inbound the SA is the one the SPI names; an inner layer of a bundle

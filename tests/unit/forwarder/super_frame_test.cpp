@@ -173,13 +173,39 @@ TEST_F(SuperFrameCore, StopsAtKMaxSegmentsAndGoesOnFromThereWithTheNextNumbers) 
   expectSegmentsOpenToTheKernelsCut(rest, sa, f.count);
 }
 
+// The whole of the largest TSO read at the default tun_mtu (1400) is one
+// request: one buffer, one seal, one completion (proto::kDefaultBufferSize).
+TEST_F(SuperFrameCore, ALargestSuperPacketOverIpv4AtTheDefaultMtuIsFramedWholeInOneBuffer) {
+  const Sa& sa = tunnel(4);
+  SuperPacketSpec spec;
+  spec.mss = 1348;                // 1400 - 20 - 32 (timestamps)
+  spec.payload = 65535 - 20 - 32;  // the largest IPv4 packet
+  const SuperFrame f = frame(sa, spec);
+  ASSERT_EQ(plan_.count, 49u);
+  EXPECT_EQ(f.count, plan_.count);
+  expectSegmentsOpenToTheKernelsCut(f, sa);
+}
+
+TEST_F(SuperFrameCore, ALargestSuperPacketOverIpv6AtTheDefaultMtuIsFramedWholeInOneBuffer) {
+  const Sa& sa = tunnel(6);
+  SuperPacketSpec spec;
+  spec.version = 6;
+  spec.mss = 1328;            // 1400 - 40 - 32
+  spec.payload = 65535 - 32;  // the largest IPv6 payload
+  const SuperFrame f = frame(sa, spec);
+  ASSERT_EQ(plan_.count, proto::kSuperPacketSegmentsAtDefaultMtu);
+  EXPECT_EQ(f.count, plan_.count);
+  expectSegmentsOpenToTheKernelsCut(f, sa);
+}
+
 TEST_F(SuperFrameCore, StopsWhereThePoolBufferIsFull) {
   Sa& sa = tunnel(4);
+  buffer_.resize(proto::kDefaultBufferSize / 2);  // a region configured with smaller buffers
   SuperPacketSpec spec;
-  spec.payload = 65000;
-  spec.mss = 1360;  // 48 segments of about 1436 bytes of ESP: more than 64.5 KiB
+  spec.payload = 48000;
+  spec.mss = 1360;  // 36 segments of about 1436 bytes of ESP: more than 36.5 KiB
   const SuperFrame f = frame(sa, spec);
-  ASSERT_GT(f.count, 44);  // a 1400-byte MTU's worth and more in one buffer
+  ASSERT_GT(f.count, 20);
   ASSERT_LT(f.count, plan_.count);
   EXPECT_LE(f.offset + f.length, buffer_.size());
   EXPECT_GT(f.offset + f.length + f.stride, buffer_.size());  // the next would not have fitted

@@ -3,6 +3,7 @@
 // packet of a burst is written exactly once, in order.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <vector>
 
 #include "offload/coalesce.h"
@@ -259,6 +260,48 @@ TEST(Coalesce, InPlaceIntoTheFirstPacketsBuffer) {
   ASSERT_EQ(planCoalesce(views, groups), 1u);
   ASSERT_EQ(writeCoalesced(groups[0], views, burst[0]), original.size());
   EXPECT_EQ(burst[0], original);
+}
+
+// The forwarder's writev: the merged headers, then each payload where it lies
+// in the burst (no copy), together the super-packet the kernel's GSO cut.
+TEST(Coalesce, SlicesPointIntoTheBurstAndGatherIntoTheSuperPacket) {
+  SuperPacketSpec s;
+  s.tcpFlags = 0x18;
+  const auto original = buildSuperPacket(s);
+  const Packets burst = segmentAll(gsoHeaderFor(s), original);
+  ASSERT_GT(burst.size(), 2u);
+  std::vector<std::span<const std::uint8_t>> views(burst.begin(), burst.end());
+  std::vector<CoalesceGroup> groups(burst.size());
+  ASSERT_EQ(planCoalesce(views, groups), 1u);
+  std::array<std::uint8_t, kMaxMergedHeaders> headers{};
+  std::vector<std::span<const std::uint8_t>> slices(burst.size() + 1);
+  ASSERT_EQ(sliceCoalesced(groups[0], views, headers, slices), burst.size() + 1);
+  EXPECT_EQ(slices[0].data(), headers.data());
+  EXPECT_EQ(slices[0].size(), groups[0].header.headerLength);
+  std::vector<std::uint8_t> gathered;
+  for (std::size_t k = 0; k < slices.size(); ++k) {
+    if (k > 0) {
+      EXPECT_EQ(slices[k].data(), burst[k - 1].data() + groups[0].header.headerLength) << k;
+    }
+    gathered.insert(gathered.end(), slices[k].begin(), slices[k].end());
+  }
+  EXPECT_EQ(gathered, original);
+  // Too few slices for the group: refused, not cut short.
+  EXPECT_EQ(sliceCoalesced(groups[0], views, headers, std::span(slices).first(burst.size())), 0u);
+}
+
+TEST(Coalesce, ALonePacketIsOneSliceItself) {
+  SuperPacketSpec s;
+  s.tcpFlags = 0x12;  // SYN: alone
+  const Packets burst = segmentsOf(s);
+  std::vector<std::span<const std::uint8_t>> views(burst.begin(), burst.end());
+  std::vector<CoalesceGroup> groups(burst.size());
+  ASSERT_GE(planCoalesce(views, groups), 1u);
+  std::array<std::uint8_t, kMaxMergedHeaders> headers{};
+  std::array<std::span<const std::uint8_t>, 1> slices;
+  ASSERT_EQ(sliceCoalesced(groups[0], views, headers, slices), 1u);
+  EXPECT_EQ(slices[0].data(), burst[0].data());
+  EXPECT_EQ(slices[0].size(), burst[0].size());
 }
 
 TEST(Coalesce, WriteRefusesAShortBufferAndABurstThatChanged) {
