@@ -91,7 +91,7 @@ void Forwarder::readTunScratch() noexcept {
   }
 }
 
-Forwarder::Worker& Forwarder::outboundWorker(std::span<const std::uint8_t> packet) noexcept {
+Worker& Forwarder::outboundWorker(std::span<const std::uint8_t> packet) noexcept {
   if (workers_.size() < 2) return *workers_[0];
   if (const Sa* sa = firstStepSa(packet)) return workerFor(*sa);  // worker_pin.cpp
   return nextWorker();
