@@ -78,38 +78,35 @@ bool ThreadLink::room(std::size_t need) noexcept {
 
 // ---- control relays ---------------------------------------------------------
 
+// One relay: thread `thread`'s channel to `peer` ends at fd here; what it
+// sends (of type Root, no descriptors) goes on through `forward`, unchanged.
+template <class Root>
+std::unique_ptr<control::Channel> ThreadLink::startRelay(control::UniqueFd fd, unsigned thread, const char* peer,
+                                                         Forward forward) {
+  auto channel = std::make_unique<control::Channel>(
+      io_, std::move(fd), "forwarder thread " + std::to_string(thread) + " (" + peer + ")");
+  channel->start(
+      [forward = std::move(forward)](capnp::MessageReader& m, std::vector<control::UniqueFd>& fds) {
+        if (!fds.empty()) return false;
+        capnp::MallocMessageBuilder copy;
+        copy.setRoot(m.getRoot<Root>());
+        forward(copy);
+        return true;
+      },
+      [this, thread](std::string_view why) {
+        if (stopping()) return;
+        log::error("channel to forwarder thread {} closed: {}", thread, why);
+        std::exit(1);
+      });
+  return channel;
+}
+
 void ThreadLink::startRelays(Forward toKeydb, Forward toPolicy) {
-  auto closed = [this](unsigned thread) {
-    return [this, thread](std::string_view why) {
-      if (stopping()) return;
-      log::error("channel to forwarder thread {} closed: {}", thread, why);
-      std::exit(1);
-    };
-  };
   for (std::size_t i = 0; i < relayFds_.size(); ++i) {
     const auto thread = static_cast<unsigned>(i + 1);
-    auto& k = keydbRelays_.emplace_back(std::make_unique<control::Channel>(
-        io_, std::move(relayFds_[i].first), "forwarder thread " + std::to_string(thread) + " (keydb)"));
-    auto& p = policyRelays_.emplace_back(std::make_unique<control::Channel>(
-        io_, std::move(relayFds_[i].second), "forwarder thread " + std::to_string(thread) + " (policy)"));
-    k->start(
-        [toKeydb](capnp::MessageReader& m, std::vector<control::UniqueFd>& fds) {
-          if (!fds.empty()) return false;
-          capnp::MallocMessageBuilder copy;
-          copy.setRoot(m.getRoot<proto::ForwarderToKeydb>());
-          toKeydb(copy);
-          return true;
-        },
-        closed(thread));
-    p->start(
-        [toPolicy](capnp::MessageReader& m, std::vector<control::UniqueFd>& fds) {
-          if (!fds.empty()) return false;
-          capnp::MallocMessageBuilder copy;
-          copy.setRoot(m.getRoot<proto::ForwarderToPolicy>());
-          toPolicy(copy);
-          return true;
-        },
-        closed(thread));
+    keydbRelays_.push_back(startRelay<proto::ForwarderToKeydb>(std::move(relayFds_[i].first), thread, "keydb", toKeydb));
+    policyRelays_.push_back(
+        startRelay<proto::ForwarderToPolicy>(std::move(relayFds_[i].second), thread, "policy", toPolicy));
   }
   relayFds_.clear();
 }

@@ -164,6 +164,8 @@ class ThreadLink {
 
  private:
   using Handoff = HandoffQueue<HandoffSlot>;
+  template <class Root>
+  std::unique_ptr<control::Channel> startRelay(control::UniqueFd fd, unsigned thread, const char* peer, Forward forward);
 
   boost::asio::io_context& io_;
   Hooks hooks_;
