@@ -69,6 +69,7 @@
 #include "tunnel_frame.h"
 #include "tunnel_options.h"
 #include "outbound_frame.h"
+#include "parked_udp.h"
 #include "ah_sign.h"
 
 namespace ipsec::forwarder {
@@ -434,14 +435,6 @@ class Forwarder {
   // readUdp did for every datagram before GRO.
   void udpSegment(Worker& w, std::uint32_t buf, std::uint32_t len, const esp::UdpControl& ctl,
                   const std::optional<esp::UdpEndpoint>& peer) noexcept;
-  // A received datagram, whole (split.count 1) or coalesced, in buf of w's pool.
-  struct UdpDatagram {
-    Worker* w = nullptr;
-    std::uint32_t buf = 0;
-    esp::GroSplit split;
-    esp::UdpControl ctl;
-    std::optional<esp::UdpEndpoint> peer;
-  };
   // Handles d; false (nothing done) when a coalesced d needs more free
   // buffers than there are now. A uniform d is opened in place as one
   // request (openGroAsOne); otherwise segment 0 stays in d.buf, the others are
@@ -456,13 +449,7 @@ class Forwarder {
   void onOpenedSegments(Worker& w, const proto::CryptoCompletion& c) noexcept;
   // An opened segment judged in a buffer of its own (GroSegmentVerdict::kOnACopy).
   void judgeOnACopy(Worker& w, std::span<const std::uint8_t> segment, Sa& sa, const OpenedFrom& from) noexcept;
-  // Datagrams received but waiting for buffers, in order, per NAT-T socket;
-  // the socket is not read again until they are all handled.
-  struct ParkedUdp {
-    std::array<UdpDatagram, kBurst> items{};
-    std::size_t head = 0, count = 0;
-  };
-  ParkedUdp parked4_, parked6_;
+  ParkedUdp parked4_, parked6_;  // per NAT-T socket (parked_udp.h)
   // True once nothing is parked.
   bool resumeParked(ParkedUdp& parked) noexcept;
   void setUdpGro(bool on) noexcept;
@@ -489,12 +476,7 @@ class Forwarder {
   std::optional<bool> udp4DontFragment_;  // its IP_MTU_DISCOVER as last set by us: DF or not
   bool udpGro_ = false, udpGso_ = false;
   std::array<std::uint32_t, esp::kMaxGroSegments> groBufs_{};
-  struct GsoBatch {
-    std::array<mmsghdr, kBurst> msgs{};
-    std::array<std::array<char, SendBatch::kControlSpace + CMSG_SPACE(sizeof(std::uint16_t))>, kBurst> cmsgs{};
-    std::array<std::uint8_t, kBurst> first{}, count{};  // the batch's datagrams in each message
-  };
-  GsoBatch gso_;
+  GsoBatch gso_;  // flushGso's messages (send_batch.h)
 
   // ---- Several forwarder threads: the shell around link_ (threads.cpp) ----
   ThreadLink link_;

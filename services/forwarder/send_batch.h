@@ -128,4 +128,14 @@ struct SendBatch : MessageBatch<kBurst, 2 * CMSG_SPACE(sizeof(int)) + CMSG_SPACE
   }
 };
 
+// UDP GSO over a SendBatch (gro.cpp flushGso): message k sends the batch's
+// datagrams [first[k], first[k] + count[k]) as one UDP_SEGMENT send (their
+// iovecs back to back), its control messages the first datagram's and the
+// segment size.
+struct GsoBatch {
+  std::array<mmsghdr, kBurst> msgs{};
+  std::array<std::array<char, SendBatch::kControlSpace + kSegmentControlSpace>, kBurst> cmsgs{};
+  std::array<std::uint8_t, kBurst> first{}, count{};
+};
+
 }  // namespace ipsec::forwarder
