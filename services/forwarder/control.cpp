@@ -374,7 +374,8 @@ void Forwarder::armUsage() noexcept {
 
 void Forwarder::fillStats(proto::Stats::Builder out) {
   Counters now = counters_;
-  const ThreadShares threads = link_.gatherShares(statsShare(), now);  // the other forwarder threads' (thread_link.h)
+  // The other forwarder threads' (thread_link.h); this one's share only taken when there are others.
+  const ThreadShares threads = link_.several() ? link_.gatherShares(statsShare(), now) : ThreadShares{};
   sas_.forEach([&](Sa&) { ++now.sas; });
   now.policies = spd_.size();
   // Each listed SA costs about 350 bytes of the answer, which must fit one
