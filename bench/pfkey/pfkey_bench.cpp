@@ -1,5 +1,5 @@
 // SPD lookup cost in ipsec-forwarder at 100 000 policies: the indexed Spd of
-// services/forwarder/tables.cpp with its flow cache cold (every lookup walks
+// services/forwarder/spd.cpp with its flow cache cold (every lookup walks
 // the index) and warm (a working set that fits the cache), against the linear
 // scan it replaced (tests/unit/forwarder/spd_reference.h) as the baseline of
 // the same run; and the heap each policy costs (mallinfo2 before and after).

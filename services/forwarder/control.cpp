@@ -28,7 +28,8 @@ Forwarder::Forwarder(asio::io_context& io, Fds fds, std::optional<unsigned> tunO
       udp4Watch_(io, fds_.udp4.get()),
       udp6Watch_(io, fds_.udp6.get()),
       usageTimer_(io),
-      keepaliveTimer_(io) {
+      keepaliveTimer_(io),
+      link_(io) {
   // IPv4 tunnel ESP leaves with our own outer header (pmtu.cpp: DF per SA,
   // fragments by us); ESP in UDP on the NAT-T sockets, the kernel writing
   // IP and UDP (IPv4: DF per run, gro.cpp), our own header only for
@@ -67,7 +68,7 @@ Forwarder::Forwarder(asio::io_context& io, Fds fds, std::optional<unsigned> tunO
     workers_.push_back(std::move(w));
   }
   if (workers_.empty()) throw std::runtime_error("no crypto worker rings");
-  totalWorkers_ = static_cast<unsigned>(workers_.size());  // joinThreads: more, several threads
+  link_.setTotalWorkers(static_cast<unsigned>(workers_.size()));  // joinThreads: more, several threads
   setUpTunOffload(tunOffloads);  // tun_reader.cpp
   setUpEspRing();                // esp_ring_reader.cpp
 }
@@ -103,7 +104,7 @@ void Forwarder::start() {
   policy_->start([this](capnp::MessageReader& m, std::vector<UniqueFd>& f) { return onPolicy(m, f) && afterPolicy(m); },
                  fatal("ipsec-policy"));
   armTun();
-  if (thread_ == 0) {  // the outer sockets are read by thread 0 alone (threads.cpp)
+  if (link_.thread() == 0) {  // the outer sockets are read by thread 0 alone (threads.cpp)
     armRaw(AF_INET);
     armRaw(AF_INET6);
     armEspRing();
@@ -121,8 +122,7 @@ void Forwarder::stop() {
   stopped_ = true;
   if (keydb_) keydb_->close();
   if (policy_) policy_->close();
-  for (auto& relay : keydbRelays_) relay->close();
-  for (auto& relay : policyRelays_) relay->close();
+  link_.closeRelays();
 }
 
 void Forwarder::armTun() {
@@ -374,7 +374,8 @@ void Forwarder::armUsage() noexcept {
 
 void Forwarder::fillStats(proto::Stats::Builder out) {
   Counters now = counters_;
-  const ThreadShares threads = gatherShares(now);  // the other forwarder threads' (threads.cpp)
+  // The other forwarder threads' (thread_link.h); this one's share only taken when there are others.
+  const ThreadShares threads = link_.several() ? link_.gatherShares(statsShare(), now) : ThreadShares{};
   sas_.forEach([&](Sa&) { ++now.sas; });
   now.policies = spd_.size();
   // Each listed SA costs about 350 bytes of the answer, which must fit one

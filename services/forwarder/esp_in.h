@@ -13,11 +13,25 @@
 
 #include "counters.h"
 #include "esp/ip.h"
+#include "esp/udp_encap.h"
 #include "natt_peers.h"
 #include "proto/ring_abi.h"
 #include "tables.h"
 
 namespace ipsec::forwarder {
+
+// What an inbound packet's outer headers said, however it arrived (the
+// shell's reading of a socket or the packet ring; handed between forwarder
+// threads with the packet, thread_link.h).
+struct Outer {
+  std::uint32_t espOffset = 0;  // where the ESP header starts in the buffer
+  esp::IpAddress dst;
+  std::uint8_t tos = 0;
+  bool udp = false;
+  esp::UdpEndpoint peer;  // udp only
+  esp::IpAddress src;          // IPv6 raw: from msg_name (transport mode)
+  std::uint8_t hopLimit = 64;  // IPv6 raw: IPV6_HOPLIMIT (transport mode)
+};
 
 // A drop: which of the forwarder's counters says why (nullptr: not dropped).
 using DropReason = std::uint64_t Counters::*;

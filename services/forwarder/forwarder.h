@@ -60,11 +60,16 @@
 #include "offload/coalesce.h"
 #include "offload/segment.h"
 #include "tables.h"
-#include "thread_handoff.h"
+#include "thread_link.h"
+#include "burst.h"
+#include "crypto_worker.h"
+#include "send_batch.h"
 #include "super_frame.h"
+#include "super_send.h"
 #include "tunnel_frame.h"
 #include "tunnel_options.h"
 #include "outbound_frame.h"
+#include "parked_udp.h"
 #include "ah_sign.h"
 #include "transport_frame.h"
 
@@ -98,14 +103,8 @@ struct Fds {
 proto::CryptoRequest cryptoRequest(std::uint32_t buf, const Sa& sa, proto::CryptoOp op, std::uint32_t offset,
                                    std::uint32_t length, std::uint64_t seq, std::uint16_t icvOffset = 0) noexcept;
 
-// Appends one control message to m's, in `space` (its padding zeroed: flushGso
-// compares them bytewise); false, nothing written, when space has no room.
-bool appendControl(msghdr& m, std::span<char> space, int level, int type, const void* data,
-                   std::size_t length) noexcept;
-
 class Forwarder {
  public:
-  static constexpr std::size_t kBurst = 32;
   // SAs whose own counters one stats answer lists (fillStats): ipsecctl's
   // phrase for sas_not_listed names this number too.
   static constexpr std::uint64_t kMaxListedSas = 2048;
@@ -128,95 +127,14 @@ class Forwarder {
   void fillStats(proto::Stats::Builder out);
   void setSysctl(std::string_view name, std::int64_t value);
 
-  // ---- Several forwarder threads (threads.cpp, thread_group.cpp; issue 13 item 5) ----
-  // Where this instance stands: thread `thread` of `threads`, driving the
-  // crypto workers thread, thread + threads, ... of `totalWorkers` (its
-  // Fds.workers are those, in that order). Called before start().
-  struct ThreadPlace {
-    unsigned thread = 0, threads = 1, totalWorkers = 1;
-    std::vector<Forwarder*> peers;  // every instance, by thread (this one included)
-    // Thread 0: for each other thread u (index u - 1), thread 0's ends of the
-    // socket pairs u uses as its keydb and policy channels (relayed here).
-    std::vector<std::pair<UniqueFd, UniqueFd>> relays;
-    std::shared_ptr<std::atomic<bool>> stopping;  // set first when the process stops
-  };
-  void joinThreads(ThreadPlace place);
-  // The thread an SA belongs to: its crypto worker's (worker_pin.cpp), so
-  // the same on both directions and on every thread.
-  static unsigned ownerThread(std::uint32_t saIndex, unsigned totalWorkers, unsigned threads) noexcept {
-    return saOwnerThread(saIndex, totalWorkers, threads);  // thread_handoff.h
-  }
-  // What one thread counted, taken on that thread (fillStats sums them).
-  struct StatsShare {
-    Counters counters;
-    std::vector<std::pair<SaRef, SaCounters>> sas;  // the SAs this thread used
-    std::uint64_t tunReads = 0, handedOff = 0, handoffDropFull = 0, handoffTaken = 0, handoffStalls = 0;
-  };
-  StatsShare statsShare();
-  boost::asio::io_context& io() noexcept { return io_; }
+  // ---- Several forwarder threads (threads.cpp, thread_link.h, thread_group.cpp; issue 13 item 5) ----
+  // Where this instance stands among the threads (place.peers: every
+  // instance's threadLink()). Called before start().
+  void joinThreads(ThreadLink::Place place);
+  ThreadLink& threadLink() noexcept { return link_; }
 
  private:
-  // kInboundGro: a UDP GRO datagram opened as one request (gro_open.h), its segments in Worker::groSegments.
-  enum class Use : std::uint8_t { kFree, kOutbound, kInbound, kAhOutbound, kAhInbound, kInboundGro };
-  struct BufferContext {
-    Use use = Use::kFree;
-    SaRef sa;
-    std::uint64_t seq = 0;
-    std::uint8_t tos = 0;  // outbound: the inner TOS to copy; inbound: the outer TOS
-    bool udp = false;      // inbound: came ESP-in-UDP, from `peer`
-    esp::UdpEndpoint peer;  // inbound IPv6 raw: the source address (transport mode rebuilds the header)
-    std::uint16_t transportHeader = 0;  // outbound transport mode: the host's header in front of ESP
-    std::uint8_t hopLimit = 64;         // inbound IPv6: the outer hop limit
-    // SA bundles (bundle.cpp), walked step by step (plan.h). Outbound: the
-    // step that follows this seal (the policy's Plan::afterEspSeal: AH signs,
-    // or the tunnel's ESP seals again) and its SA; kNone: send. Kept by value:
-    // the policy may change while the broker holds the buffer.
-    StepKind next = StepKind::kNone;
-    SaRef nextSa{};
-    // Inbound: the outer layer already peeled off in this buffer (AH
-    // transport verified, or an ESP tunnel opened) and its SA, before ESP
-    // opens what was inside; the policy's plan must ask for it (inbound_open.cpp).
-    StepKind peeled = StepKind::kNone;
-    SaRef peeledSa{};
-    bool outerDf = false;  // outbound tunnel, IPv4 outer: the DF bit (pmtu.cpp decided it)
-    // Outbound: a TUN super-packet's segments sealed as one request (non-zero:
-    // how many); their layout is in Worker::superFrames (super_packet.cpp).
-    std::uint16_t segments = 0;
-  };
-  // What an inbound packet's outer headers said, however it arrived.
-  struct Outer {
-    std::uint32_t espOffset = 0;  // where the ESP header starts in the buffer
-    esp::IpAddress dst;
-    std::uint8_t tos = 0;
-    bool udp = false;
-    esp::UdpEndpoint peer;  // udp only
-    esp::IpAddress src;          // IPv6 raw: from msg_name (transport mode)
-    std::uint8_t hopLimit = 64;  // IPv6 raw: IPV6_HOPLIMIT (transport mode)
-  };
-  struct Worker {
-    std::unique_ptr<ring::Region> region;
-    ring::RequestProducer requests;
-    ring::CompletionConsumer completions;
-    ring::Doorbell requestBell, completionBell;
-    std::unique_ptr<boost::asio::posix::stream_descriptor> bellWatch;
-    std::unique_ptr<ring::BufferPool> pool;  // free list in our private memory
-    std::vector<BufferContext> contexts;
-    std::vector<proto::CryptoRequest> pending;  // built this burst, not yet enqueued
-    std::uint32_t bufferSize = 0;
-    std::vector<AhBuffer> ah{};  // by buffer: AH's saved headers (ah.cpp)
-    std::vector<SuperFrame> superFrames{};  // by buffer: a multi-segment seal's layout (super_packet.cpp)
-    // Completion polling (control.cpp, pollCompletions): requests enqueued
-    // and not yet completed, until when to poll for them instead of sleeping
-    // on the completion bell, whether a poll step is posted, whether the
-    // bell's wait is armed.
-    std::uint32_t inFlight = 0;
-    std::uint64_t pollUntilNs = 0;
-    bool pollPosted = false;
-    bool bellArmed = false;
-    // By buffer, for Use::kInboundGro (gro.cpp): the layout sent and each
-    // segment's sequence number. Sized at the first such request.
-    std::vector<GroSegments> groSegments{};
-  };
+  using Use = BufferUse;  // crypto_worker.h
 
   // Data path (outbound.cpp, inbound.cpp, completions.cpp, sends.cpp).
   void readTun() noexcept;
@@ -268,24 +186,6 @@ class Forwarder {
   // One packet behind `header`; false when the TUN refused it.
   bool writeTunWithHeader(const offload::VnetHeader& header, std::span<const std::uint8_t> packet) noexcept;
   bool writeMerged(const offload::CoalesceGroup& group, std::span<const std::span<const std::uint8_t>> burst) noexcept;
-  // One recvmmsg burst straight into pool buffers, shared by every reading
-  // socket (raw ESP, ESP in UDP, raw AH). Kept as a member: its control
-  // space is large and a burst must not pay for zeroing it.
-  struct RecvBurst {
-    // pktinfo, traffic class, hop limit, and (raw AH/IPv6) up to three
-    // extension headers whose bytes together fit ah::kMaxSavedHeaders.
-    static constexpr std::size_t kControlSpace = CMSG_SPACE(sizeof(in6_pktinfo)) + 2 * CMSG_SPACE(sizeof(int)) +
-                                                 CMSG_SPACE(ah::kMaxSavedHeaders) + 2 * CMSG_SPACE(0);
-    std::array<mmsghdr, kBurst> msgs;
-    std::array<iovec, kBurst> iovs;
-    std::array<std::uint32_t, kBurst> bufs;
-    std::array<sockaddr_storage, kBurst> names;
-    std::array<std::array<char, kControlSpace>, kBurst> cmsgs;
-    std::size_t have = 0;  // buffers taken from the pool
-    std::size_t got = 0;   // of them, filled by the kernel
-    // The sender of packet i when the socket named an IPv6 one.
-    std::optional<esp::IpAddress> source6(std::size_t i) const noexcept;
-  };
   // Takes up to kBurst buffers from w's pool and receives into them at
   // offset `at`. False when the pool had no buffer: the caller counts the
   // stall and pauses that socket.
@@ -468,8 +368,7 @@ class Forwarder {
   // fragment's header, then its slice of the packet in the pool buffer).
   static constexpr std::size_t kMaxFragments = 48;
   std::array<esp::Fragment, kMaxFragments> fragments_{};
-  std::array<mmsghdr, kMaxFragments> fragmentMsgs_{};
-  std::array<std::array<iovec, 2>, kMaxFragments> fragmentIovs_{};
+  MessageBatch<kMaxFragments, 0, 2> fragmentSend_;  // no control messages: our own headers
 
   // Control (control.cpp).
   bool onKeydb(capnp::MessageReader& m, std::vector<UniqueFd>& fds);
@@ -513,52 +412,6 @@ class Forwarder {
   // Set while releaseHeld() gives the held packets another pass.
   bool rerunningHeld_ = false;
 
-  // Outbound sends gathered per burst, per family.
-  struct SendBatch {
-    std::array<mmsghdr, kBurst> msgs{};
-    std::array<iovec, kBurst> iovs{};
-    std::array<sockaddr_storage, kBurst> addrs{};
-    // Per packet: IP_TOS / IPV6_TCLASS (the outer header's DSCP and ECN);
-    // ESP in UDP over IPv4 also IP_PKTINFO (the SA's source address) and,
-    // in transport mode, IP_TTL (the host's).
-    static constexpr std::size_t kControlSpace = 2 * CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(in_pktinfo));
-    std::array<std::array<char, kControlSpace>, kBurst> cmsgs{};
-    // ESP in UDP over IPv4: the DF bit datagram i must leave with (a
-    // setting of the socket, not of the datagram: flushUdp4 in gro.cpp).
-    std::array<bool, kBurst> dontFragment{};
-    std::array<std::pair<Worker*, std::uint32_t>, kBurst> buffers{};
-    std::size_t count = 0;
-    int fd = -1;
-    bool udp = false;
-    bool ah = false;  // counted as AH, not ESP
-    bool keepalive = false;  // NAT keepalives: counted as such, no pool buffer behind them
-    // Takes one datagram, bytes of w's buffer buf (freed once sent), to the
-    // address fillAddress writes into the sockaddr_storage it is given (it
-    // returns the length). The batch must have room (queueSend sees to it).
-    template <class FillAddress>
-    std::size_t add(Worker& w, std::uint32_t buf, std::span<std::uint8_t> bytes, FillAddress&& fillAddress) noexcept {
-      const std::size_t i = addBytes(bytes, fillAddress);
-      buffers[i] = {&w, buf};
-      return i;
-    }
-    // The same for bytes no pool buffer holds (they outlive the flush: a keepalive's one byte).
-    template <class FillAddress>
-    std::size_t addBytes(std::span<std::uint8_t> bytes, FillAddress&& fillAddress) noexcept {
-      const std::size_t i = count++;
-      iovs[i] = {bytes.data(), bytes.size()};
-      msgs[i] = {};
-      msgs[i].msg_hdr.msg_name = &addrs[i];
-      msgs[i].msg_hdr.msg_namelen = fillAddress(addrs[i]);
-      msgs[i].msg_hdr.msg_iov = &iovs[i];
-      msgs[i].msg_hdr.msg_iovlen = 1;
-      buffers[i] = {nullptr, 0};
-      return i;
-    }
-    // Datagram i leaves with this IPv4 TOS / IPv6 traffic class (the outer header's DSCP and ECN).
-    void setTrafficClass(std::size_t i, bool v4, int tos) noexcept;
-    // Appends one control message to datagram i's (its padding zeroed: flushGso compares them bytewise).
-    void addControl(std::size_t i, int level, int type, const void* data, std::size_t length) noexcept;
-  };
   // The batch, flushed first when full: room for one more datagram.
   SendBatch& queueSend(SendBatch& b) noexcept {
     if (b.count == kBurst) flushSendBatch(b);
@@ -576,20 +429,19 @@ class Forwarder {
   // Sends b's datagrams [first, first + count) one each (refused ones counted in out_drop_send,
   // or natt_out_keepalive_errors for keepalives).
   void sendEach(SendBatch& b, std::size_t first, std::size_t count) noexcept;
+  // Sends msgs [first, end) on fd, message k carrying segments[k] ESP packets
+  // (more than one: a UDP_SEGMENT message), counting what left and what was
+  // refused. Stops at a refused UDP_SEGMENT message, returned (counted in
+  // natt_out_gso_fallback) for its caller to send one datagram at a time;
+  // msgs.size() when every message was dealt with.
+  std::size_t sendSegmented(int fd, std::span<mmsghdr> msgs, const std::uint8_t* segments, std::size_t first,
+                            bool udp) noexcept;
 
   // UDP GRO/GSO on the NAT-T sockets (gro.cpp; net.inet.ipsec.udp_gro, udp_gso).
   // One datagram of the UDP sockets, or one segment of a coalesced one: what
   // readUdp did for every datagram before GRO.
   void udpSegment(Worker& w, std::uint32_t buf, std::uint32_t len, const esp::UdpControl& ctl,
                   const std::optional<esp::UdpEndpoint>& peer) noexcept;
-  // A received datagram, whole (split.count 1) or coalesced, in buf of w's pool.
-  struct UdpDatagram {
-    Worker* w = nullptr;
-    std::uint32_t buf = 0;
-    esp::GroSplit split;
-    esp::UdpControl ctl;
-    std::optional<esp::UdpEndpoint> peer;
-  };
   // Handles d; false (nothing done) when a coalesced d needs more free
   // buffers than there are now. A uniform d is opened in place as one
   // request (openGroAsOne); otherwise segment 0 stays in d.buf, the others are
@@ -604,13 +456,7 @@ class Forwarder {
   void onOpenedSegments(Worker& w, const proto::CryptoCompletion& c) noexcept;
   // An opened segment judged in a buffer of its own (GroSegmentVerdict::kOnACopy).
   void judgeOnACopy(Worker& w, std::span<const std::uint8_t> segment, Sa& sa, const OpenedFrom& from) noexcept;
-  // Datagrams received but waiting for buffers, in order, per NAT-T socket;
-  // the socket is not read again until they are all handled.
-  struct ParkedUdp {
-    std::array<UdpDatagram, kBurst> items{};
-    std::size_t head = 0, count = 0;
-  };
-  ParkedUdp parked4_, parked6_;
+  ParkedUdp parked4_, parked6_;  // per NAT-T socket (parked_udp.h)
   // True once nothing is parked.
   bool resumeParked(ParkedUdp& parked) noexcept;
   void setUdpGro(bool on) noexcept;
@@ -637,71 +483,30 @@ class Forwarder {
   std::optional<bool> udp4DontFragment_;  // its IP_MTU_DISCOVER as last set by us: DF or not
   bool udpGro_ = false, udpGso_ = false;
   std::array<std::uint32_t, esp::kMaxGroSegments> groBufs_{};
-  struct GsoBatch {
-    std::array<mmsghdr, kBurst> msgs{};
-    std::array<std::array<char, SendBatch::kControlSpace + CMSG_SPACE(sizeof(std::uint16_t))>, kBurst> cmsgs{};
-    std::array<std::uint8_t, kBurst> first{}, count{};  // the batch's datagrams in each message
-  };
-  GsoBatch gso_;
+  GsoBatch gso_;  // flushGso's messages (send_batch.h)
 
-  // ---- Several forwarder threads (threads.cpp; issue 13 item 5) ----
-  // A packet in a HandoffQueue: a TUN read (its virtio_net_hdr included when
-  // the TUN has one) or an outer packet received whole, with what its outer
-  // headers said.
-  struct HandoffSlot {
-    bool inbound = false;
-    std::uint32_t saIndex = 0;  // inbound: the SA the SPI named (its worker takes the copy)
-    Outer outer;
-    std::vector<std::uint8_t> bytes;
-    std::size_t length = 0;
-  };
-  using Handoff = HandoffQueue<HandoffSlot>;
-  // Eight bursts of reads: a thread's burst (32 reads) behind several others
-  // while its owner is busy with its own. 64 dropped packets under parallel
-  // TCP flows on a loaded 2-core machine; 256 none.
-  static constexpr std::size_t kHandoffSlots = 256;
+  // ---- Several forwarder threads: the shell around link_ (threads.cpp) ----
+  ThreadLink link_;
   // True when the read belongs to another thread's SA and was handed to it
   // (or dropped, counted, when its queue was full); tun_reader.cpp placeTunRead.
   bool handOffTunRead(std::span<const std::uint8_t> read) noexcept;
   // The same for an inbound packet of w's buffer buf whose SA is `sa` (inbound.cpp inboundPacket); frees buf when true.
   bool handOffInbound(Worker& w, std::uint32_t buf, std::uint32_t len, const Outer& outer, const Sa& sa) noexcept;
-  bool handOff(unsigned to, bool inbound, std::uint32_t saIndex, const Outer& outer,
-               std::span<const std::uint8_t> bytes) noexcept;
+  // Reads are made only when the queues they may hand to have room (ThreadLink::room).
+  bool handoffRoom(std::size_t need) noexcept { return link_.room(need); }
   void drainHandoffs() noexcept;
-  // True when every other thread's queue from this one has `need` free
-  // slots. Reads are made only then (a TUN read: one; a burst of outer
-  // packets: kBurst), so a full queue stalls them, as a short pool does,
-  // instead of dropping what was read; the owner restarts them when it has
-  // taken some (drainHandoffs, restartStalledReads).
-  bool handoffRoom(std::size_t need) noexcept;
   // One slot handled; false when it must wait for buffers (left in the queue).
   bool takeHandoff(HandoffSlot& slot) noexcept;
-  // Control (threads.cpp): after a keydb message is applied here, an SA of
-  // another thread gets no sequence numbers on this one (it can never seal
-  // here), and thread 0 passes the message on to the other threads.
+  // Control: after a keydb message is applied here, an SA of another thread
+  // gets no sequence numbers on this one (it can never seal here), and
+  // thread 0 passes the message on to the other threads.
   bool afterKeydb(capnp::MessageReader& m);
   bool afterPolicy(capnp::MessageReader& m);
   void startRelays();
-  bool stopping() const noexcept { return stopped_ || (stopping_ && stopping_->load()); }
-  // Thread 0's stats: the other threads' shares, the per-SA counters of
-  // theirs summed by SA, rows after the counter list (per TUN queue, hand-offs).
-  struct ThreadShares {
-    std::vector<StatsShare> shares;  // by thread; empty with one thread
-    std::unordered_map<std::uint64_t, SaCounters> saCounters;  // threads 1.. by (index << 32 | generation)
-    SaCounters of(const Sa& sa) const;
-    unsigned extraRows() const;
-    void fillExtra(capnp::List<proto::Counter>::Builder rows, unsigned first) const;
-  };
-  // Adds the other threads' counters to `now`.
-  ThreadShares gatherShares(Counters& now);
-  bool takingHandoff_ = false;  // a handed-off packet is being taken: it stays here
-  unsigned thread_ = 0, threads_ = 1, totalWorkers_ = 0;
-  std::vector<Forwarder*> peers_;
-  std::vector<std::unique_ptr<Handoff>> handoffIn_;  // by producer thread
-  std::shared_ptr<std::atomic<bool>> stopping_;
-  std::vector<std::pair<UniqueFd, UniqueFd>> relayFds_;
-  std::vector<std::unique_ptr<control::Channel>> keydbRelays_, policyRelays_;  // thread 0: by thread - 1
-  std::uint64_t tunReads_ = 0, handedOff_ = 0, handoffDropFull_ = 0, handoffTaken_ = 0, handoffStalls_ = 0;
+  bool stopping() const noexcept { return stopped_ || link_.stopping(); }
+  // What this thread counted (ThreadLink::Hooks::share).
+  StatsShare statsShare();
+
   // A TUN super-packet end to end as one multi-segment request (issue 13
   // item 1; super_packet.cpp, framed by super_frame.h): routed once, its
   // segments framed back to back in one pool buffer, sealed by one request,
@@ -715,33 +520,15 @@ class Forwarder {
   // onSealed for a buffer whose context has segments: each segment judged by
   // the completion's fail mask, the good ones sent, the buffer freed.
   void onSealedSuper(Worker& w, const proto::CryptoCompletion& c) noexcept;
+  // The good segments' messages, filled by superSend_ (super_send.h), sent on the SA's socket.
   void sendSuperUdp(Worker& w, std::uint32_t buf, const Sa& sa, const NatT& nat, std::uint64_t failed) noexcept;
-  // Fills superSend_ with the UDP messages of buf's good segments; how many.
-  std::size_t superUdpMessages(Worker& w, std::uint32_t buf, const Sa& sa, const NatT& nat,
-                               std::uint64_t failed) noexcept;
-  std::size_t superUdpRun(const SuperFrame& f, std::uint64_t failed, std::uint16_t i,
-                          std::size_t maxBytes) const noexcept;
   void sendSuperRaw6(Worker& w, std::uint32_t buf, const Sa& sa, std::uint64_t failed) noexcept;
   void sendSuperWithHeaders4(Worker& w, std::uint32_t buf, const Sa& sa, const NatT* nat,
                              std::uint64_t failed) noexcept;
   // Sends messages [first, first + count) of superSend_ on fd; a refused
   // UDP_SEGMENT message is sent again one segment at a time.
   void sendSuperMessages(int fd, std::size_t first, std::size_t count, bool udp) noexcept;
-  struct SuperSend {
-    // The traffic class, IPv4 NAT-T's source address, the segment size.
-    static constexpr std::size_t kControlSpace =
-        CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(in_pktinfo)) + CMSG_SPACE(sizeof(std::uint16_t));
-    std::array<mmsghdr, proto::kMaxSegments> msgs{};
-    std::array<std::array<iovec, 2>, proto::kMaxSegments> iovs{};  // [our header,] the ESP packet(s)
-    std::array<std::array<std::uint8_t, 28>, proto::kMaxSegments> headers{};  // IPv4 (+ UDP)
-    std::array<std::array<char, kControlSpace>, proto::kMaxSegments> cmsgs{};
-    std::array<std::uint8_t, proto::kMaxSegments> segments{};    // ESP packets in message i
-    std::array<std::uint32_t, proto::kMaxSegments> segmentSize{};  // message i's UDP_SEGMENT size (0: none)
-    std::array<bool, proto::kMaxSegments> dontFragment{};         // IPv4 NAT-T: message i's DF bit
-    sockaddr_storage to{};
-    socklen_t toLength = 0;
-  };
-  SuperSend superSend_;
+  SuperSend superSend_;  // a super-packet's messages (super_send.h)
 };
 
 }  // namespace ipsec::forwarder

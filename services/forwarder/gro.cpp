@@ -184,10 +184,7 @@ void Forwarder::queueUdp4(Worker& w, std::uint32_t buf, std::span<std::uint8_t> 
   SendBatch& b = queueSend(sendUdp4_);
   const std::size_t i = b.add(w, buf, esp, [&](sockaddr_storage& to) { return esp::toSockaddr({sa.dst, s.dport}, to); });
   b.setTrafficClass(i, true, s.tos);
-  // From the SA's source address: the peer (and its NAT) know the SA by it.
-  in_pktinfo source{};
-  std::memcpy(&source.ipi_spec_dst, sa.src.bytes().data(), sizeof source.ipi_spec_dst);
-  b.addControl(i, IPPROTO_IP, IP_PKTINFO, &source, sizeof source);
+  b.setSource4(i, sa.src.bytes().data());  // the peer (and its NAT) know the SA by it
   if (s.ttl != 0) {
     const int ttl = s.ttl;
     b.addControl(i, IPPROTO_IP, IP_TTL, &ttl, sizeof ttl);
@@ -241,50 +238,24 @@ void Forwarder::flushGso(SendBatch& b, std::size_t first, std::size_t count) noe
     mmsghdr& m = gso_.msgs[messages];
     m = b.msgs[i];
     if (run > 1) {
-      // Its own control space: the traffic class, then the segment size.
+      // Its own control space: the datagram's control messages, then the segment size.
       auto& space = gso_.cmsgs[messages];
       std::memcpy(space.data(), b.cmsgs[i].data(), b.msgs[i].msg_hdr.msg_controllen);
       m.msg_hdr.msg_iovlen = run;  // the batch's iovecs are contiguous
       m.msg_hdr.msg_control = space.data();
-      m.msg_hdr.msg_controllen = b.msgs[i].msg_hdr.msg_controllen + CMSG_SPACE(sizeof(std::uint16_t));
-      cmsghdr* c = reinterpret_cast<cmsghdr*>(space.data() + b.msgs[i].msg_hdr.msg_controllen);
-      c->cmsg_level = SOL_UDP;
-      c->cmsg_type = UDP_SEGMENT;
-      c->cmsg_len = CMSG_LEN(sizeof(std::uint16_t));
       const auto size = static_cast<std::uint16_t>(b.iovs[i].iov_len);
-      std::memcpy(CMSG_DATA(c), &size, sizeof size);
+      appendSegmentSize(m.msg_hdr, space, size);  // room: sized for it
     }
     gso_.first[messages] = static_cast<std::uint8_t>(i);
     gso_.count[messages] = static_cast<std::uint8_t>(run);
     ++messages;
     i += run;
   }
-  std::size_t sent = 0;
-  while (sent < messages) {
-    const int n = sendmmsg(b.fd, gso_.msgs.data() + sent, static_cast<unsigned>(messages - sent), MSG_DONTWAIT);
-    if (n <= 0) {
-      // Refused: a GSO send (a route or device that cannot take it, a
-      // segment above the path MTU) is retried one datagram at a time.
-      if (gso_.count[sent] > 1) {
-        ++counters_.natt_out_gso_fallback;
-        sendEach(b, gso_.first[sent], gso_.count[sent]);
-      } else {
-        ++counters_.out_drop_send;
-      }
-      ++sent;
-      continue;
-    }
-    for (std::size_t k = sent; k < sent + static_cast<std::size_t>(n); ++k) {
-      const std::size_t segments = gso_.count[k];
-      counters_.esp_out_packets += segments;
-      counters_.esp_out_bytes += gso_.msgs[k].msg_len;
-      counters_.natt_out_esp_packets += segments;
-      if (segments > 1) {
-        ++counters_.natt_out_gso_datagrams;
-        counters_.natt_out_gso_segments += segments;
-      }
-    }
-    sent += static_cast<std::size_t>(n);
+  // A refused GSO send (a route or device that cannot take it, a segment
+  // above the path MTU) is retried one datagram at a time.
+  const std::span<mmsghdr> msgs(gso_.msgs.data(), messages);
+  for (std::size_t k = 0; (k = sendSegmented(b.fd, msgs, gso_.count.data(), k, true)) < messages; ++k) {
+    sendEach(b, gso_.first[k], gso_.count[k]);
   }
 }
 

@@ -16,7 +16,7 @@
 #include "log/log.h"
 
 namespace ipsec::forwarder {
-std::optional<esp::IpAddress> Forwarder::RecvBurst::source6(std::size_t i) const noexcept {
+std::optional<esp::IpAddress> RecvBurst::source6(std::size_t i) const noexcept {
   if (msgs[i].msg_hdr.msg_namelen < sizeof(sockaddr_in6) || names[i].ss_family != AF_INET6) return std::nullopt;
   const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(&names[i]);
   return esp::IpAddress::v6(std::span<const uint8_t, 16>(sin6->sin6_addr.s6_addr, 16));

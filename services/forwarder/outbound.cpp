@@ -51,7 +51,7 @@ void Forwarder::freeBuffer(Worker& w, std::uint32_t buf) noexcept {
   w.pool->free(buf);
 }
 
-Forwarder::Worker& Forwarder::nextWorker() noexcept {
+Worker& Forwarder::nextWorker() noexcept {
   Worker& w = *workers_[nextWorker_];
   nextWorker_ = (nextWorker_ + 1) % workers_.size();
   return w;

@@ -135,18 +135,15 @@ bool Forwarder::sendFragments(std::span<const std::uint8_t> packet, std::size_t 
   }
   sockaddr_storage addr{};
   const socklen_t alen = esp::toSockaddr({dst, 0}, addr);
+  fragmentSend_.count = 0;
   for (std::size_t i = 0; i < n; ++i) {
     esp::Fragment& f = fragments_[i];
-    fragmentIovs_[i][0] = {f.header.data(), f.headerLength};
-    fragmentIovs_[i][1] = {const_cast<std::uint8_t*>(packet.data() + f.offset), f.length};
-    fragmentMsgs_[i] = {};
-    fragmentMsgs_[i].msg_hdr.msg_name = &addr;
-    fragmentMsgs_[i].msg_hdr.msg_namelen = alen;
-    fragmentMsgs_[i].msg_hdr.msg_iov = fragmentIovs_[i].data();
-    fragmentMsgs_[i].msg_hdr.msg_iovlen = 2;
+    const std::array<iovec, 2> parts{iovec{f.header.data(), f.headerLength},
+                                     iovec{const_cast<std::uint8_t*>(packet.data() + f.offset), f.length}};
+    fragmentSend_.addMessage(parts, &addr, alen);
   }
   const int fd = dst.isV4() ? fds_.hdr4.get() : fds_.hdr6.get();
-  const int sent = sendmmsg(fd, fragmentMsgs_.data(), static_cast<unsigned>(n), MSG_DONTWAIT);
+  const int sent = sendmmsg(fd, fragmentSend_.msgs.data(), static_cast<unsigned>(n), MSG_DONTWAIT);
   if (sent != static_cast<int>(n)) {
     ++counters_.out_drop_send;  // a lost fragment loses the packet
     return false;

@@ -23,31 +23,6 @@ bool Forwarder::writeTun(std::span<const std::uint8_t> packet) noexcept {
   return true;
 }
 
-void Forwarder::SendBatch::setTrafficClass(std::size_t i, bool v4, int tos) noexcept {
-  addControl(i, v4 ? IPPROTO_IP : IPPROTO_IPV6, v4 ? IP_TOS : IPV6_TCLASS, &tos, sizeof tos);
-}
-
-bool appendControl(msghdr& m, std::span<char> space, int level, int type, const void* data,
-                   std::size_t length) noexcept {
-  const std::size_t at = m.msg_control ? m.msg_controllen : 0;
-  if (at + CMSG_SPACE(length) > space.size()) return false;
-  std::memset(space.data() + at, 0, CMSG_SPACE(length));
-  auto* cm = reinterpret_cast<cmsghdr*>(space.data() + at);
-  cm->cmsg_level = level;
-  cm->cmsg_type = type;
-  cm->cmsg_len = CMSG_LEN(length);
-  std::memcpy(CMSG_DATA(cm), data, length);
-  m.msg_control = space.data();
-  m.msg_controllen = at + CMSG_SPACE(length);
-  return true;
-}
-
-void Forwarder::SendBatch::addControl(std::size_t i, int level, int type, const void* data,
-                                      std::size_t length) noexcept {
-  // kControlSpace is sized for every caller.
-  if (!appendControl(msgs[i].msg_hdr, cmsgs[i], level, type, data, length)) std::abort();
-}
-
 void Forwarder::flushSends() noexcept {
   flushSendBatch(send4_);
   flushSendBatch(send6_);
@@ -100,6 +75,33 @@ void Forwarder::sendEach(SendBatch& b, std::size_t first, std::size_t count) noe
   }
 }
 
+std::size_t Forwarder::sendSegmented(int fd, std::span<mmsghdr> msgs, const std::uint8_t* segments, std::size_t first,
+                                     bool udp) noexcept {
+  for (std::size_t sent = first; sent < msgs.size();) {
+    const int n = sendmmsg(fd, msgs.data() + sent, static_cast<unsigned>(msgs.size() - sent), MSG_DONTWAIT);
+    if (n <= 0) {
+      if (segments[sent] > 1) {
+        ++counters_.natt_out_gso_fallback;
+        return sent;  // the caller sends its datagrams one at a time
+      }
+      ++counters_.out_drop_send;
+      ++sent;
+      continue;
+    }
+    for (std::size_t k = sent; k < sent + static_cast<std::size_t>(n); ++k) {
+      counters_.esp_out_packets += segments[k];
+      counters_.esp_out_bytes += msgs[k].msg_len;
+      if (udp) counters_.natt_out_esp_packets += segments[k];
+      if (segments[k] > 1) {
+        ++counters_.natt_out_gso_datagrams;
+        counters_.natt_out_gso_segments += segments[k];
+      }
+    }
+    sent += static_cast<std::size_t>(n);
+  }
+  return msgs.size();
+}
+
 // NAT keepalives (RFC 3948 §2.3): one byte 0xFF to the peer of every NAT-T SA
 // that has carried outbound traffic, so the NAT keeps its mapping while the
 // tunnel is idle. Batched per family in send batches as ESP is; over IPv4
@@ -117,11 +119,7 @@ void Forwarder::sendKeepalives() noexcept {
     const std::size_t i = b.addBytes({&keepaliveByte, 1}, [&](sockaddr_storage& to) {
       return esp::toSockaddr({sa.dst, nat->dport}, to);
     });
-    if (sa.dst.isV4()) {
-      in_pktinfo source{};
-      std::memcpy(&source.ipi_spec_dst, sa.src.bytes().data(), sizeof source.ipi_spec_dst);
-      b.addControl(i, IPPROTO_IP, IP_PKTINFO, &source, sizeof source);
-    }
+    if (sa.dst.isV4()) b.setSource4(i, sa.src.bytes().data());
   });
   flushSendBatch(keepalive4_);
   flushSendBatch(keepalive6_);

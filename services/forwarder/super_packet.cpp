@@ -19,23 +19,13 @@
 // a super-packet is sent, so one SA's packets leave in sequence order.
 // Same thread as the rest of the data path; noexcept, no allocation after the
 // first super-packet of a worker.
-#include <netinet/in.h>
-#include <netinet/udp.h>
-
+#include <algorithm>
 #include <bit>
-#include <cstring>
 
 #include "clock/clock.h"
-#include "esp/pmtu.h"
 #include "forwarder.h"
 
 namespace ipsec::forwarder {
-namespace {
-
-constexpr std::uint64_t bit(std::size_t i) noexcept { return std::uint64_t{1} << i; }
-
-
-}  // namespace
 
 std::uint32_t Forwarder::placeSuperPacket(Worker& w, const offload::SegmentPlan& plan,
                                           std::span<const std::uint8_t> packet, const OutboundRoute& route) noexcept {
@@ -119,18 +109,16 @@ void Forwarder::onSealedSuper(Worker& w, const proto::CryptoCompletion& c) noexc
   freeBuffer(w, buf);
 }
 
-// ESP in UDP on the NAT-T socket: runs of good segments with one traffic
-// class (and over IPv4 one DF bit) as one UDP_SEGMENT send each, as
-// flushGso would cut them (gro.cpp), with udp_gso on; else one datagram each.
+// ESP in UDP on the NAT-T socket (super_send.h fillUdp), over IPv4 in runs of
+// one DF bit, the socket's setting switched between them (gro.cpp).
 void Forwarder::sendSuperUdp(Worker& w, std::uint32_t buf, const Sa& sa, const NatT& nat,
                              std::uint64_t failed) noexcept {
-  const std::size_t messages = superUdpMessages(w, buf, sa, nat, failed);
-  if (sa.dst.isV6()) return sendSuperMessages(fds_.udp6.get(), 0, messages, true);
-  // IPv4: the socket's DF setting is switched between runs of the other bit (gro.cpp).
   SuperSend& s = superSend_;
-  for (std::size_t first = 0; first < messages;) {
+  s.fillUdp(w.superFrames[buf], bufferData(w, buf), failed, sa, nat.dport, udpGso_);
+  if (sa.dst.isV6()) return sendSuperMessages(fds_.udp6.get(), 0, s.count, true);
+  for (std::size_t first = 0; first < s.count;) {
     std::size_t end = first + 1;
-    while (end < messages && s.dontFragment[end] == s.dontFragment[first]) ++end;
+    while (end < s.count && s.dontFragment[end] == s.dontFragment[first]) ++end;
     if (setUdp4DontFragment(s.dontFragment[first])) {
       sendSuperMessages(fds_.udp4.get(), first, end - first, true);
     } else {
@@ -140,188 +128,42 @@ void Forwarder::sendSuperUdp(Worker& w, std::uint32_t buf, const Sa& sa, const N
   }
 }
 
-// The good segments from i on that one UDP_SEGMENT send carries: same
-// traffic class and DF bit, at most kMaxGsoSegments and maxBytes together
-// (only the frame's last segment is shorter than the stride, so the kernel
-// cuts them where the frame put them).
-std::size_t Forwarder::superUdpRun(const SuperFrame& f, std::uint64_t failed, std::uint16_t i,
-                                   std::size_t maxBytes) const noexcept {
-  const bool df = f.dontFragment & bit(i);
-  std::size_t run = 1, bytes = f.segmentLength(i);
-  while (udpGso_ && i + run < f.count && run < esp::kMaxGsoSegments) {
-    const auto next = static_cast<std::uint16_t>(i + run);
-    if ((failed & bit(next)) || f.outerTos[next] != f.outerTos[i] || bool(f.dontFragment & bit(next)) != df ||
-        bytes + f.segmentLength(next) > maxBytes) {
-      break;
-    }
-    bytes += f.segmentLength(next);
-    ++run;
-  }
-  return run;
-}
-
-std::size_t Forwarder::superUdpMessages(Worker& w, std::uint32_t buf, const Sa& sa, const NatT& nat,
-                                        std::uint64_t failed) noexcept {
-  const SuperFrame& f = w.superFrames[buf];
-  const bool v4 = sa.dst.isV4();
-  std::uint8_t* data = bufferData(w, buf);
-  SuperSend& s = superSend_;
-  s.toLength = esp::toSockaddr({sa.dst, nat.dport}, s.to);
-  std::size_t messages = 0;
-  for (std::uint16_t i = 0; i < f.count;) {
-    if (failed & bit(i)) {
-      ++i;
-      continue;
-    }
-    const std::size_t run = superUdpRun(f, failed, i, v4 ? esp::kMaxGsoBytes4 : esp::kMaxGsoBytes);
-    const auto last = static_cast<std::uint16_t>(i + run - 1);
-    mmsghdr& m = s.msgs[messages];
-    m = {};
-    s.iovs[messages][0] = {data + f.segmentStart(i), f.segmentStart(last) + f.segmentLength(last) - f.segmentStart(i)};
-    m.msg_hdr.msg_iov = s.iovs[messages].data();
-    m.msg_hdr.msg_iovlen = 1;
-    m.msg_hdr.msg_name = &s.to;
-    m.msg_hdr.msg_namelen = s.toLength;
-    char* space = s.cmsgs[messages].data();
-    const int tos = f.outerTos[i];
-    appendControl(m.msg_hdr, {space, SuperSend::kControlSpace}, v4 ? IPPROTO_IP : IPPROTO_IPV6,
-               v4 ? IP_TOS : IPV6_TCLASS, &tos, sizeof tos);
-    if (v4) {
-      // From the SA's source address: the peer (and its NAT) know the SA by it.
-      in_pktinfo source{};
-      std::memcpy(&source.ipi_spec_dst, sa.src.bytes().data(), sizeof source.ipi_spec_dst);
-      appendControl(m.msg_hdr, {space, SuperSend::kControlSpace}, IPPROTO_IP, IP_PKTINFO, &source, sizeof source);
-    }
-    s.segmentSize[messages] = 0;
-    if (run > 1) {
-      const auto size = static_cast<std::uint16_t>(f.stride);
-      appendControl(m.msg_hdr, {space, SuperSend::kControlSpace}, SOL_UDP, UDP_SEGMENT, &size, sizeof size);
-      s.segmentSize[messages] = size;
-    }
-    s.segments[messages] = static_cast<std::uint8_t>(run);
-    s.dontFragment[messages] = f.dontFragment & bit(i);
-    ++messages;
-    i = static_cast<std::uint16_t>(i + run);
-  }
-  return messages;
-}
-
-// Plain ESP over IPv6 that fits: the kernel's raw socket writes the header;
-// one message per segment, its traffic class by cmsg.
 void Forwarder::sendSuperRaw6(Worker& w, std::uint32_t buf, const Sa& sa, std::uint64_t failed) noexcept {
-  const SuperFrame& f = w.superFrames[buf];
-  std::uint8_t* data = bufferData(w, buf);
-  SuperSend& s = superSend_;
-  s.toLength = esp::toSockaddr({sa.dst, 0}, s.to);
-  std::size_t messages = 0;
-  for (std::uint16_t i = 0; i < f.count; ++i) {
-    if (failed & bit(i)) continue;
-    mmsghdr& m = s.msgs[messages];
-    m = {};
-    s.iovs[messages][0] = {data + f.segmentStart(i), f.segmentLength(i)};
-    m.msg_hdr.msg_iov = s.iovs[messages].data();
-    m.msg_hdr.msg_iovlen = 1;
-    m.msg_hdr.msg_name = &s.to;
-    m.msg_hdr.msg_namelen = s.toLength;
-    const int tclass = f.outerTos[i];
-    appendControl(m.msg_hdr, {s.cmsgs[messages].data(), SuperSend::kControlSpace}, IPPROTO_IPV6, IPV6_TCLASS, &tclass,
-               sizeof tclass);
-    s.segments[messages] = 1;
-    s.segmentSize[messages] = 0;
-    ++messages;
-  }
-  sendSuperMessages(fds_.raw6.get(), 0, messages, false);
+  superSend_.fillRaw6(w.superFrames[buf], bufferData(w, buf), failed, sa);
+  sendSuperMessages(fds_.raw6.get(), 0, superSend_.count, false);
 }
 
-// IPv4 with our own outer header (pmtu.cpp: the SA's DF policy; ESP in UDP
-// from a port other than the NAT-T socket's): per segment a header of its own
-// beside the buffer, sent as two iovecs on the header-included socket.
 void Forwarder::sendSuperWithHeaders4(Worker& w, std::uint32_t buf, const Sa& sa, const NatT* nat,
                                       std::uint64_t failed) noexcept {
-  const SuperFrame& f = w.superFrames[buf];
-  std::uint8_t* data = bufferData(w, buf);
-  SuperSend& s = superSend_;
-  s.toLength = esp::toSockaddr({sa.dst, 0}, s.to);
-  std::size_t messages = 0;
-  for (std::uint16_t i = 0; i < f.count; ++i) {
-    if (failed & bit(i)) continue;
-    esp::OuterHeader h;
-    h.src = sa.src;
-    h.dst = sa.dst;
-    h.tos = f.outerTos[i];
-    h.dontFragment = f.dontFragment & bit(i);
-    h.id = outerIpId_++;
-    if (nat) {
-      h.udpSport = nat->sport;
-      h.udpDport = nat->dport;
-    }
-    std::optional<std::size_t> head;
-    if (!nat || h.udp()) head = esp::writeOuterHeaderApart(s.headers[messages], f.segmentLength(i), h);
-    if (!head) {  // a NAT-T SA without ports: nowhere to send it
-      ++counters_.pmtu_out_drop_header;
-      continue;
-    }
-    mmsghdr& m = s.msgs[messages];
-    m = {};
-    s.iovs[messages][0] = {s.headers[messages].data(), *head};
-    s.iovs[messages][1] = {data + f.segmentStart(i), f.segmentLength(i)};
-    m.msg_hdr.msg_iov = s.iovs[messages].data();
-    m.msg_hdr.msg_iovlen = 2;
-    m.msg_hdr.msg_name = &s.to;
-    m.msg_hdr.msg_namelen = s.toLength;
-    s.segments[messages] = 1;
-    s.segmentSize[messages] = 0;
-    ++messages;
-  }
-  sendSuperMessages(fds_.hdr4.get(), 0, messages, nat != nullptr);
+  counters_.pmtu_out_drop_header +=
+      superSend_.fillWithHeaders4(w.superFrames[buf], bufferData(w, buf), failed, sa, nat, outerIpId_);
+  sendSuperMessages(fds_.hdr4.get(), 0, superSend_.count, nat != nullptr);
 }
 
+// A refused UDP_SEGMENT message (a route or device that cannot take it) is
+// sent again one datagram at a time, without the segment size (its last
+// control message).
 void Forwarder::sendSuperMessages(int fd, std::size_t first, std::size_t count, bool udp) noexcept {
   SuperSend& s = superSend_;
-  const std::size_t end = first + count;
-  for (std::size_t sent = first; sent < end;) {
-    const int n = sendmmsg(fd, s.msgs.data() + sent, static_cast<unsigned>(end - sent), MSG_DONTWAIT);
-    if (n <= 0) {
-      if (s.segments[sent] > 1) {
-        // A refused UDP_SEGMENT send (a route or device that cannot take
-        // it): its datagrams one at a time, without the segment size (the
-        // last control message).
-        ++counters_.natt_out_gso_fallback;
-        mmsghdr one = s.msgs[sent];
-        one.msg_hdr.msg_controllen -= CMSG_SPACE(sizeof(std::uint16_t));
-        auto* at = static_cast<std::uint8_t*>(s.iovs[sent][0].iov_base);
-        std::size_t left = s.iovs[sent][0].iov_len;
-        iovec iov{};
-        one.msg_hdr.msg_iov = &iov;
-        while (left > 0) {
-          iov = {at, std::min<std::size_t>(left, s.segmentSize[sent])};
-          if (sendmmsg(fd, &one, 1, MSG_DONTWAIT) == 1) {
-            ++counters_.esp_out_packets;
-            counters_.esp_out_bytes += iov.iov_len;
-            ++counters_.natt_out_esp_packets;
-          } else {
-            ++counters_.out_drop_send;
-          }
-          at += iov.iov_len;
-          left -= iov.iov_len;
-        }
+  const std::span<mmsghdr> msgs(s.msgs.data(), first + count);
+  for (std::size_t k = first; (k = sendSegmented(fd, msgs, s.segments.data(), k, udp)) < msgs.size(); ++k) {
+    mmsghdr one = s.msgs[k];
+    one.msg_hdr.msg_controllen -= kSegmentControlSpace;
+    const iovec whole = s.iovs[k * 2];
+    auto* at = static_cast<std::uint8_t*>(whole.iov_base);
+    iovec iov{};
+    one.msg_hdr.msg_iov = &iov;
+    one.msg_hdr.msg_iovlen = 1;
+    for (std::size_t left = whole.iov_len; left > 0; left -= iov.iov_len, at += iov.iov_len) {
+      iov = {at, std::min<std::size_t>(left, s.segmentSize[k])};
+      if (sendmmsg(fd, &one, 1, MSG_DONTWAIT) == 1) {
+        ++counters_.esp_out_packets;
+        counters_.esp_out_bytes += iov.iov_len;
+        ++counters_.natt_out_esp_packets;
       } else {
         ++counters_.out_drop_send;
       }
-      ++sent;
-      continue;
     }
-    for (std::size_t k = sent; k < sent + static_cast<std::size_t>(n); ++k) {
-      const std::size_t segments = s.segments[k];
-      counters_.esp_out_packets += segments;
-      counters_.esp_out_bytes += s.msgs[k].msg_len;
-      if (udp) counters_.natt_out_esp_packets += segments;
-      if (segments > 1) {
-        ++counters_.natt_out_gso_datagrams;
-        counters_.natt_out_gso_segments += segments;
-      }
-    }
-    sent += static_cast<std::size_t>(n);
   }
 }
 

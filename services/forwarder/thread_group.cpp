@@ -55,10 +55,10 @@ ThreadGroup::ThreadGroup(asio::io_context& io, Fds fds, std::vector<UniqueFd> tu
     if (t != 0) context = ios_.emplace_back(std::make_unique<asio::io_context>(1)).get();
     forwarders_.push_back(std::make_unique<Forwarder>(*context, std::move(perThread[t]), tunOffloads));
   }
-  std::vector<Forwarder*> peers;
-  for (auto& f : forwarders_) peers.push_back(f.get());
+  std::vector<ThreadLink*> peers;
+  for (auto& f : forwarders_) peers.push_back(&f->threadLink());
   for (unsigned t = 0; t < threads; ++t) {
-    Forwarder::ThreadPlace place{t, threads, totalWorkers, peers, {}, stopping_};
+    ThreadLink::Place place{t, threads, totalWorkers, peers, {}, stopping_};
     if (t == 0) place.relays = std::move(relays);
     forwarders_[t]->joinThreads(std::move(place));
   }

@@ -95,8 +95,7 @@ void Forwarder::readTunScratch() noexcept {
 
 // The worker of the SA the read's route seals with; for a bundle, its first
 // step's (worker_pin.cpp); for a held or dropped read, any.
-Forwarder::Worker& Forwarder::outboundWorker(std::span<const std::uint8_t> packet,
-                                             const OutboundRoute& route) noexcept {
+Worker& Forwarder::outboundWorker(std::span<const std::uint8_t> packet, const OutboundRoute& route) noexcept {
   if (workers_.size() < 2) return *workers_[0];
   if (route.kind == OutboundRoute::Kind::kEsp) return workerFor(*route.sa);
   if (route.kind == OutboundRoute::Kind::kBundle) {

@@ -26,12 +26,11 @@
 namespace ipsec::forwarder {
 
 // With several forwarder threads workers_ holds this thread's workers only
-// (global worker g is local g / threads_, threads.cpp). Another thread's SA
+// (global worker g is local g / threads, thread_link.h localWorkerOf). Another thread's SA
 // (it cannot seal here, threads.cpp) still gets one of ours, never an index
 // beyond them.
-Forwarder::Worker& Forwarder::workerFor(const Sa& sa) noexcept {
-  const unsigned global = sa.ref.index % totalWorkers_;
-  return *workers_[global % threads_ == thread_ ? global / threads_ : 0];
+Worker& Forwarder::workerFor(const Sa& sa) noexcept {
+  return *workers_[link_.localWorkerOf(sa.ref.index)];
 }
 
 const Sa* Forwarder::firstStepSa(std::span<const std::uint8_t> packet) noexcept {
