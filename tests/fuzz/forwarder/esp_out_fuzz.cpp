@@ -305,10 +305,10 @@ void afterTransportSeal(Tables& t, const OutboundTables& tables, const FrameVerd
 }
 
 // A tunnel seal: the send decided on the broker's answer (noise over the
-// ESP bytes, offset, length and status spoiled or not, also far off: spoil
-// bits 5 and 7), plain or with a NAT-T peer (knobs bit 2) whose ports the
-// spoil byte picks (the NAT-T socket's, another, or none), under the MTU
-// the framing was judged by or a smaller one (spoil bit 6).
+// ESP bytes, offset, length and status spoiled or not, also far off or over
+// the buffer's end: spoil bits 5 to 7), plain or with a NAT-T peer (knobs
+// bit 2) whose ports the spoil byte picks (the NAT-T socket's, another, or
+// none), under the MTU the framing was judged by or a smaller one (spoil bit 6).
 void afterTunnelSeal(const Sa& sa, const TunnelFrame& f, std::span<std::uint8_t> buffer,
                      std::span<const std::uint8_t> noise, std::uint8_t spoil, std::uint8_t knobs) {
   constexpr std::uint16_t kSocketPort = 4500, kId = 0x4321;
@@ -319,6 +319,7 @@ void afterTunnelSeal(const Sa& sa, const TunnelFrame& f, std::span<std::uint8_t>
   proto::CryptoCompletion c = answer(v, buffer, noise, spoil);
   if (spoil & 0x20) c.offset = static_cast<std::uint32_t>(noise.size() % 64);
   if ((spoil & 0xe0) == 0xa0) c.length = 0xfffffff0u;
+  if ((spoil & 0xe0) == 0x60) c.offset = static_cast<std::uint32_t>(buffer.size() - c.length / 2);  // over the end
   NatT nat;
   nat.present = true;
   nat.sport = (spoil & 4) ? kSocketPort : ((spoil & 8) ? 0 : 4600);
