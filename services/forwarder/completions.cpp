@@ -9,6 +9,7 @@
 
 #include "esp/esp.h"
 #include "esp/ip.h"
+#include "tunnel_send.h"
 
 namespace ipsec::forwarder {
 void Forwarder::drainCompletions(Worker& w) noexcept {
@@ -96,15 +97,41 @@ void Forwarder::onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept {
   }
   if (ctx.next != StepKind::kNone) return runNextStep(w, c);  // a bundle: its next step (bundle.cpp)
   if (ctx.transportHeader != 0) return queueTransportSend(w, c, *sa);
-  // A NAT-T SA sends ESP as the payload of UDP to (dst, natTDport).
-  const NatT* nat = natTOf(*sa);
-  // IPv4 outer, and IPv6 beyond the SA's MTU: our header (pmtu.cpp).
-  if (queueTunnelSend(w, c, *sa, nat)) return;
-  SendBatch& b = queueSend(nat ? (sa->dst.isV4() ? sendUdp4_ : sendUdp6_) : (sa->dst.isV4() ? send4_ : send6_));
-  const std::size_t i = b.add(w, c.bufferIndex, {bufferData(w, c.bufferIndex) + c.offset, c.length},
-                              [&](sockaddr_storage& to) {
-                                return esp::toSockaddr({sa->dst, nat ? nat->dport : std::uint16_t{0}}, to);
-                              });
-  b.setTrafficClass(i, sa->dst.isV4(), w.contexts[c.bufferIndex].tos);
+  queueTunnelSend(w, c, *sa);
+}
+
+// The core decides (tunnel_send.cpp finishTunnelSeal): which socket, which
+// bytes, to where, TOS and DF; this queues it on that socket's batch, or
+// sends its fragments now.
+void Forwarder::queueTunnelSend(Worker& w, const proto::CryptoCompletion& c, const Sa& sa) noexcept {
+  const BufferContext& ctx = w.contexts[c.bufferIndex];
+  std::uint8_t* data = bufferData(w, c.bufferIndex);
+  const TunnelSendFacts facts{natTOf(sa), tunnels_.pathMtu(sa), ctx.tos, ctx.outerDf, udp4Port_, outerIpId_};
+  const TunnelSend s = finishTunnelSeal(sa, facts, {data, w.bufferSize}, c);
+  if (s.tookIpv4Id) ++outerIpId_;
+  const std::span<std::uint8_t> bytes{data + s.start, s.length};
+  const bool v4 = s.to.address.isV4();
+  auto to = [&](sockaddr_storage& addr) { return esp::toSockaddr(s.to, addr); };
+  switch (s.kind) {
+    case TunnelSend::Kind::kDrop: countDrop(counters_, s.drop); break;
+    case TunnelSend::Kind::kFragments:
+      if (sendFragments(bytes, s.mtu, s.to.address) && s.natT) ++counters_.natt_out_esp_packets;
+      break;
+    case TunnelSend::Kind::kNatT:
+      if (v4) {  // DF per run of the socket (gro.cpp)
+        return queueUdp4(w, c.bufferIndex, bytes, sa, {.dport = s.to.port, .tos = s.tos, .dontFragment = s.dontFragment});
+      }
+      [[fallthrough]];
+    case TunnelSend::Kind::kRawEsp: {
+      SendBatch& b = queueSend(s.natT ? sendUdp6_ : send6_);
+      b.setTrafficClass(b.add(w, c.bufferIndex, bytes, to), false, s.tos);
+      return;
+    }
+    case TunnelSend::Kind::kHeaderIncluded:
+      // Counted as ESP, and as NAT-T in UDP (an SA whose source port is not the NAT-T socket's).
+      queueSend(s.natT ? sendUdpOwnHeader4_ : send4_).add(w, c.bufferIndex, bytes, to);
+      return;
+  }
+  freeBuffer(w, c.bufferIndex);
 }
 }  // namespace ipsec::forwarder

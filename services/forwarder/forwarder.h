@@ -351,10 +351,9 @@ class Forwarder {
   }
   // ICMP too-big to the TUN, quoting mtu, rate-limited.
   void sendTooBig(std::span<const std::uint8_t> inner, std::size_t mtu) noexcept;
-  // After sealing: IPv4 outer (and IPv6 outer beyond the MTU) with our own
-  // header on the header-included sockets, whole or in fragments. False when
-  // the kernel's raw ESP/UDP socket should send it (IPv6 that fits).
-  bool queueTunnelSend(Worker& w, const proto::CryptoCompletion& c, const Sa& sa, const NatT* nat) noexcept;
+  // After an ESP tunnel seal: the send the core decides (tunnel_send.h
+  // finishTunnelSeal), queued on its socket's batch or sent in fragments (completions.cpp).
+  void queueTunnelSend(Worker& w, const proto::CryptoCompletion& c, const Sa& sa) noexcept;
   // ah: counted as AH (its packet signed before it was cut, ah.cpp).
   bool sendFragments(std::span<const std::uint8_t> packet, std::size_t mtu, const esp::IpAddress& dst,
                      bool ah = false) noexcept;

@@ -3,8 +3,9 @@
 // of the outer packet, TFC padding and dummy packets (RFC 4303 §2.7). The
 // byte work is lib/esp/pmtu; the decisions before sealing are the packet
 // cores' (tunnel_frame.cpp, transport_frame.cpp, ah_sign.cpp), the state they
-// borrow is tunnel_options.h's; this file sends: ICMP too-big to the TUN, the
-// sealed tunnel packet with our outer header, fragments, dummy packets. AH tunnel mode and
+// borrow is tunnel_options.h's, the send after a tunnel seal is the core's
+// too (tunnel_send.cpp, applied by completions.cpp); this file sends: ICMP
+// too-big to the TUN, fragments, dummy packets. AH tunnel mode and
 // the ESP tunnel inside AH use the same DF policy, MTU rule, ICMP and
 // fragments (ah.cpp, bundle.cpp): AH signs first, the fragments are cut from
 // the signed packet. Transport mode (ESP, AH, ESP+AH, ESP in UDP) has the
@@ -63,53 +64,6 @@ void Forwarder::sendTooBig(std::span<const std::uint8_t> inner, std::size_t mtu)
   tunnels_.icmpSent();
   if (!writeTun({icmpScratch_.data(), n})) return;
   ++counters_.pmtu_icmp_sent;
-}
-
-bool Forwarder::queueTunnelSend(Worker& w, const proto::CryptoCompletion& c, const Sa& sa, const NatT* nat) noexcept {
-  const BufferContext& ctx = w.contexts[c.bufferIndex];
-  const std::size_t mtu = tunnels_.pathMtu(sa);
-  const bool fits = c.length + TunnelOptionsTable::outerOverhead(sa, nat != nullptr) <= mtu;
-  if (sa.dst.isV6() && fits) return false;  // the kernel's socket writes the header
-  if (nat && fits && udp4Sends(*nat)) {
-    // IPv4 in UDP that fits: the NAT-T socket, DF per run (gro.cpp).
-    queueUdp4(w, c.bufferIndex, {bufferData(w, c.bufferIndex) + c.offset, c.length}, sa,
-              {.dport = nat->dport, .tos = ctx.tos, .dontFragment = ctx.outerDf});
-    return true;
-  }
-  esp::OuterHeader h;
-  h.src = sa.src;
-  h.dst = sa.dst;
-  h.tos = ctx.tos;
-  h.dontFragment = ctx.outerDf && fits;
-  h.id = outerIpId_++;
-  if (nat) {
-    h.udpSport = nat->sport;
-    h.udpDport = nat->dport;
-    if (!h.udp()) {  // a NAT-T SA without ports: nowhere to send it
-      ++counters_.pmtu_out_drop_header;
-      freeBuffer(w, c.bufferIndex);
-      return true;
-    }
-  }
-  std::uint8_t* data = bufferData(w, c.bufferIndex);
-  const auto start = esp::writeOuterHeader({data, w.bufferSize}, c.offset, c.length, h);
-  if (!start) {
-    ++counters_.pmtu_out_drop_header;
-    freeBuffer(w, c.bufferIndex);
-    return true;
-  }
-  const std::size_t length = c.length + esp::outerHeaderLength(h);
-  if (!fits) {
-    if (sendFragments({data + *start, length}, mtu, sa.dst) && nat) ++counters_.natt_out_esp_packets;
-    freeBuffer(w, c.bufferIndex);
-    return true;
-  }
-  // IPv4 that fits: the header-included batch (counted as ESP, and as NAT-T
-  // in UDP: an SA whose source port is not the NAT-T socket's).
-  queueSend(nat ? sendUdpOwnHeader4_ : send4_).add(w, c.bufferIndex, {data + *start, length}, [&](sockaddr_storage& to) {
-    return esp::toSockaddr({sa.dst, 0}, to);
-  });
-  return true;
 }
 
 // IPv4 fragments keep the packet's own Identification: AH's ICV covers it

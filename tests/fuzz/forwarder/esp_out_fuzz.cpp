@@ -19,7 +19,10 @@
 // the after-sign decision (finishAhSigned) — or, for a transport seal with
 // nothing after it, the send decision (finishTransportSeal, with or without
 // a NAT-T peer): each verdict coherent, nothing read or written outside the
-// buffer (ASan), no SA's number moved.
+// buffer (ASan), no SA's number moved. An ESP tunnel seal is answered the
+// same way and goes through its send decision (finishTunnelSeal, with a
+// NAT-T peer from byte 0 whose ports the last byte picks): a send lies in the
+// buffer, our header only in front of the ESP packet, nothing else written.
 #include <netinet/in.h>
 
 #include <algorithm>
@@ -35,6 +38,7 @@
 #include "esp_out.h"
 #include "transport_frame.h"
 #include "tunnel_frame.h"
+#include "tunnel_send.h"
 
 namespace {
 
@@ -144,10 +148,14 @@ struct Tables {
   }
 };
 
+void afterTunnelSeal(const Sa& sa, const TunnelFrame& f, std::span<std::uint8_t> buffer,
+                     std::span<const std::uint8_t> noise, std::uint8_t spoil, std::uint8_t knobs);
+
 }  // namespace
 
 // The framing core on an ESP tunnel route, in a pool-like buffer holding a copy of the packet.
-void frame(Tables& t, const OutboundRoute& r, std::span<const std::uint8_t> packet, std::uint8_t knobs) {
+void frame(Tables& t, const OutboundRoute& r, std::span<const std::uint8_t> packet, std::uint8_t knobs,
+           std::uint8_t spoil) {
   constexpr std::uint32_t kAt = 256;
   static std::vector<std::uint8_t> buffer(4096);
   if (packet.size() + kAt > buffer.size()) return;
@@ -174,6 +182,7 @@ void frame(Tables& t, const OutboundRoute& r, std::span<const std::uint8_t> pack
       const std::uint32_t spi = static_cast<std::uint32_t>(esp[0]) << 24 | esp[1] << 16 | esp[2] << 8 | esp[3];
       if (spi != before.spi || f.seq != before.seqNext) __builtin_trap();
       if (f.outerDf && !r.sa->dst.isV4()) __builtin_trap();  // IPv6 has no DF bit
+      afterTunnelSeal(before, f, buffer, packet, spoil, knobs);
       break;
     }
   }
@@ -295,6 +304,65 @@ void afterTransportSeal(Tables& t, const OutboundTables& tables, const FrameVerd
   }
 }
 
+// A tunnel seal: the send decided on the broker's answer (noise over the
+// ESP bytes, offset, length and status spoiled or not, also far off or over
+// the buffer's end: spoil bits 5 to 7), plain or with a NAT-T peer (knobs
+// bit 2) whose ports the spoil byte picks (the NAT-T socket's, another, or
+// none), under the MTU the framing was judged by or a smaller one (spoil bit 6).
+void afterTunnelSeal(const Sa& sa, const TunnelFrame& f, std::span<std::uint8_t> buffer,
+                     std::span<const std::uint8_t> noise, std::uint8_t spoil, std::uint8_t knobs) {
+  constexpr std::uint16_t kSocketPort = 4500, kId = 0x4321;
+  FrameVerdict v;
+  v.op = proto::CryptoOp::kSeal;
+  v.offset = f.offset;
+  v.length = f.length;
+  proto::CryptoCompletion c = answer(v, buffer, noise, spoil);
+  if (spoil & 0x20) c.offset = static_cast<std::uint32_t>(noise.size() % 64);
+  if ((spoil & 0xe0) == 0xa0) c.length = 0xfffffff0u;
+  if ((spoil & 0xe0) == 0x60) c.offset = static_cast<std::uint32_t>(buffer.size() - c.length / 2);  // over the end
+  NatT nat;
+  nat.present = true;
+  nat.sport = (spoil & 4) ? kSocketPort : ((spoil & 8) ? 0 : 4600);
+  nat.dport = (spoil & 0x10) ? 0 : 4501;
+  const bool natT = (knobs & 4) != 0;
+  const std::size_t mtu = (spoil & 0x40) ? 1280 : ((knobs & 2) ? 1280 : 1500);
+  const std::vector<std::uint8_t> before(buffer.begin(), buffer.end());
+  const TunnelSend s =
+      finishTunnelSeal(sa, {natT ? &nat : nullptr, mtu, f.outerTos, f.outerDf, kSocketPort, kId}, buffer, c);
+  const bool v4 = sa.dst.isV4();
+  const std::size_t ours = (v4 ? 20u : 40u) + (natT ? 8u : 0u);
+  if (s.kind == TunnelSend::Kind::kDrop) {
+    if (!s.drop || s.tookIpv4Id != (s.drop == &Counters::pmtu_out_drop_header)) __builtin_trap();
+    if (s.drop != &Counters::pmtu_out_drop_header && before != std::vector<std::uint8_t>(buffer.begin(), buffer.end())) {
+      __builtin_trap();  // nothing written before the verdict to drop
+    }
+    return;
+  }
+  if (c.status != proto::CryptoStatus::kOk || s.natT != natT || !(s.to.address == sa.dst) || s.tos != f.outerTos ||
+      std::size_t{c.offset} + c.length > buffer.size() || std::size_t{s.start} + s.length > buffer.size()) {
+    __builtin_trap();
+  }
+  const bool kernel = s.kind == TunnelSend::Kind::kRawEsp || s.kind == TunnelSend::Kind::kNatT;
+  if (kernel) {
+    if (s.start != c.offset || s.length != c.length || s.tookIpv4Id || c.length + ours > mtu) __builtin_trap();
+    if (s.kind == TunnelSend::Kind::kRawEsp ? (natT || v4 || s.to.port != 0) : (!natT || s.to.port != nat.dport)) {
+      __builtin_trap();
+    }
+    if (v4 && (nat.sport != kSocketPort || nat.dport == 0 || s.dontFragment != f.outerDf)) __builtin_trap();
+  } else {
+    if (s.start + ours != c.offset || s.length != c.length + ours || !s.tookIpv4Id || s.to.port != 0) __builtin_trap();
+    if (s.kind == TunnelSend::Kind::kHeaderIncluded && (!v4 || s.length > mtu || s.dontFragment != f.outerDf)) {
+      __builtin_trap();
+    }
+    if (s.kind == TunnelSend::Kind::kFragments && (s.mtu != mtu || s.length <= mtu || s.dontFragment)) __builtin_trap();
+  }
+  // Only our header, in front of the ESP packet, was written.
+  const std::size_t from = kernel ? c.offset : s.start;
+  for (std::size_t i = 0; i < buffer.size(); ++i) {
+    if ((i < from || i >= c.offset) && buffer[i] != before[i]) __builtin_trap();
+  }
+}
+
 }  // namespace
 
 // ESP transport and bundle routes through their cores, then their completions.
@@ -366,7 +434,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         __builtin_trap();
       }
       if (!r.transport) {
-        frame(t, r, packet, data[0]);
+        frame(t, r, packet, data[0], data[size - 1]);
       } else {
         frameOther(t, r, packet, data[0], data[size - 1]);
       }

@@ -32,6 +32,7 @@
 #include "esp_out.h"
 #include "transport_frame.h"
 #include "tunnel_frame.h"
+#include "tunnel_send.h"
 
 namespace ipsec::forwarder {
 namespace {
@@ -135,9 +136,10 @@ class SealedVectors : public testing::Test {
     EXPECT_EQ(gcm->sealWithIv(buffer_.data() + offset, length, 0, v.iv.data()), cryptodrv::Status::kOk);
   }
 
-  // An ESP tunnel: the framing core, the seal, and the outer header as the shell
-  // writes it (pmtu.cpp queueTunnelSend; over IPv6 the kernel's raw socket writes
-  // the same fields unless the packet is fragmented, when this header is ours).
+  // An ESP tunnel: the framing core, the seal, and the send the core decides
+  // (tunnel_send.cpp finishTunnelSeal): over IPv4 our outer header; over IPv6
+  // ESP alone, the kernel's raw socket writing the header, written here with
+  // the same fields (ours when the packet is fragmented).
   std::vector<std::uint8_t> sealTunnel(const SealedVector& v) {
     const OutboundRoute r = route(v);
     EXPECT_EQ(r.kind, OutboundRoute::Kind::kEsp);
@@ -149,6 +151,19 @@ class SealedVectors : public testing::Test {
     EXPECT_EQ(f.seq, v.seq);
     if (f.kind != TunnelFrame::Kind::kSeal) return {};
     seal(v, f.offset, f.length);
+    proto::CryptoCompletion c{};
+    c.status = proto::CryptoStatus::kOk;
+    c.offset = f.offset;
+    c.length = f.length;
+    const TunnelSendFacts lent{nullptr, tunnels_.pathMtu(*r.sa), f.outerTos, f.outerDf, 4500, kOuterIpId};
+    const TunnelSend send = finishTunnelSeal(*r.sa, lent, buffer_, c);
+    if (r.sa->dst.isV4()) {
+      EXPECT_EQ(send.kind, TunnelSend::Kind::kHeaderIncluded);
+      if (send.kind != TunnelSend::Kind::kHeaderIncluded) return {};
+      return {buffer_.begin() + send.start, buffer_.begin() + send.start + send.length};
+    }
+    EXPECT_EQ(send.kind, TunnelSend::Kind::kRawEsp);
+    EXPECT_EQ(send.tos, f.outerTos);
     esp::OuterHeader h;
     h.src = r.sa->src;
     h.dst = r.sa->dst;
