@@ -473,7 +473,7 @@ class Forwarder {
   };
   void queueUdp4(Worker& w, std::uint32_t buf, std::span<std::uint8_t> esp, const Sa& sa, const Udp4Send& s) noexcept;
   // Whether the NAT-T socket can send for this SA: its port is the SA's source port, and the SA has a peer port.
-  bool udp4Sends(const NatT& nat) const noexcept { return nat.sport == udp4Port_ && nat.dport != 0; }
+  bool udp4Sends(const NatT& nat) const noexcept { return sendsOnUdp4Socket(nat, udp4Port_); }
   // sendUdp4_ in runs of one DF bit, each after setting the socket's
   // IP_MTU_DISCOVER (only when it changes); through flushGso with udp_gso on.
   void flushUdp4(SendBatch& b) noexcept;

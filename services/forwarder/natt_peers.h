@@ -23,6 +23,13 @@ struct NatT {
   esp::NatOriginalAddresses oa;     // SaParams natOaSrc/natOaDst: transport mode's checksum fix-up
 };
 
+// True when the SA's IPv4 ESP in UDP can leave on the NAT-T socket bound to
+// udp4Port (the kernel then writes IP and UDP): its source port is the
+// socket's and it has a peer port. Otherwise we write the headers.
+inline bool sendsOnUdp4Socket(const NatT& nat, std::uint16_t udp4Port) noexcept {
+  return nat.sport == udp4Port && nat.dport != 0;
+}
+
 class NattPeers {
  public:
   // The SA's NAT-T facts when it runs ESP in UDP, else nullptr.

@@ -165,7 +165,7 @@ TransportSend udpOverIpv4(const Sa &sa, const NatT &nat, std::uint16_t udp4Port,
   h.ttl = host[8];
   TransportSend s;
   s.natT = true;
-  if (c.length + esp::outerHeaderLength(h) <= mtu && nat.sport == udp4Port && nat.dport != 0) {
+  if (c.length + esp::outerHeaderLength(h) <= mtu && sendsOnUdp4Socket(nat, udp4Port)) {
     s.kind = TransportSend::Kind::kNatT;
     s.start = c.offset;
     s.length = c.length;

@@ -43,7 +43,7 @@ TunnelSend finishTunnelSeal(const Sa &sa, const TunnelSendFacts &f, std::span<st
   const NatT *nat = f.nat;
   const bool fits = c.length + TunnelOptionsTable::outerOverhead(sa, nat != nullptr) <= f.pathMtu;
   if (fits && sa.dst.isV6()) return kernelWritesHeader(sa, f, c);
-  if (fits && nat && nat->sport == f.udp4Port && nat->dport != 0) return kernelWritesHeader(sa, f, c);
+  if (fits && nat && sendsOnUdp4Socket(*nat, f.udp4Port)) return kernelWritesHeader(sa, f, c);
   // Our header: IPv4 that fits, or any packet beyond the MTU (then without DF).
   esp::OuterHeader h;
   h.src = sa.src;

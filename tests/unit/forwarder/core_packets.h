@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 #include <linux/pfkeyv2.h>
+#include <netinet/in.h>
 
 #include <algorithm>
 #include <array>
@@ -55,6 +56,35 @@ inline std::vector<std::uint8_t> innerPacket(int version, std::size_t payload = 
   std::fill(p.begin() + 40, p.begin() + 48, 0);
   p[40] = 128;  // echo request
   return p;
+}
+
+// Wire checks written here, independent of lib/esp's checksum code: the
+// send cores' tests verify what they wrote with these.
+inline std::uint16_t be16(const std::uint8_t* p) { return static_cast<std::uint16_t>(p[0] << 8 | p[1]); }
+inline std::uint32_t be32(const std::uint8_t* p) {
+  return static_cast<std::uint32_t>(p[0]) << 24 | p[1] << 16 | p[2] << 8 | p[3];
+}
+
+// RFC 1071 one's-complement sum of 16-bit words, continued from `sum`.
+inline std::uint32_t addWords(std::uint32_t sum, const std::uint8_t* p, std::size_t n) {
+  for (std::size_t i = 0; i + 1 < n; i += 2) sum += be16(p + i);
+  if (n % 2) sum += static_cast<std::uint32_t>(p[n - 1]) << 8;
+  return sum;
+}
+inline std::uint16_t fold(std::uint32_t sum) {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<std::uint16_t>(sum);
+}
+inline bool ipv4ChecksumOk(const std::uint8_t* h) { return fold(addWords(0, h, 20)) == 0xffff; }
+
+// The UDP checksum over IPv6 (RFC 8200 §8.1 pseudo-header) verifies: the
+// sum over pseudo-header and datagram, checksum field included, is all ones.
+inline bool udp6ChecksumOk(const std::uint8_t* ip6, const std::uint8_t* udp, std::size_t udpLength) {
+  std::uint32_t sum = addWords(0, ip6 + 8, 32);  // source and destination
+  sum += static_cast<std::uint32_t>(udpLength >> 16) + static_cast<std::uint32_t>(udpLength & 0xffff);
+  sum += IPPROTO_UDP;
+  sum = addWords(sum, udp, udpLength);
+  return fold(sum) == 0xffff;
 }
 
 // A fixture with the real driver's AES-GCM-128 (ICV 16) under kKey: one

@@ -24,7 +24,11 @@ namespace ipsec::forwarder {
 namespace {
 
 using Kind = TunnelSend::Kind;
+using core_packets::be16;
+using core_packets::be32;
 using core_packets::innerPacket;
+using core_packets::ipv4ChecksumOk;
+using core_packets::udp6ChecksumOk;
 
 esp::IpAddress ip(const char* s) { return *esp::IpAddress::parse(s); }
 const char* gwA(int v) { return v == 4 ? "192.0.2.1" : "2001:db8:1::1"; }
@@ -34,32 +38,6 @@ constexpr std::uint32_t kInnerAt = 512;    // where the TUN read puts a packet
 constexpr std::uint16_t kNatTPort = 4500;  // the IPv4 NAT-T socket's port
 constexpr std::uint16_t kOfferedId = 0x1234;
 constexpr std::size_t kIcv = 16;
-
-std::uint16_t be16(const std::uint8_t* p) { return static_cast<std::uint16_t>(p[0] << 8 | p[1]); }
-std::uint32_t be32(const std::uint8_t* p) {
-  return static_cast<std::uint32_t>(p[0]) << 24 | p[1] << 16 | p[2] << 8 | p[3];
-}
-
-// RFC 1071 one's-complement sum of 16-bit words, continued from `sum`.
-std::uint32_t addWords(std::uint32_t sum, const std::uint8_t* p, std::size_t n) {
-  for (std::size_t i = 0; i + 1 < n; i += 2) sum += be16(p + i);
-  if (n % 2) sum += static_cast<std::uint32_t>(p[n - 1]) << 8;
-  return sum;
-}
-std::uint16_t fold(std::uint32_t sum) {
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<std::uint16_t>(sum);
-}
-bool ipv4ChecksumOk(const std::uint8_t* h) { return fold(addWords(0, h, 20)) == 0xffff; }
-
-// The UDP checksum over IPv6 (RFC 8200 §8.1 pseudo-header) verifies.
-bool udp6ChecksumOk(const std::uint8_t* ip6, const std::uint8_t* udp, std::size_t udpLength) {
-  std::uint32_t sum = addWords(0, ip6 + 8, 32);
-  sum += static_cast<std::uint32_t>(udpLength >> 16) + static_cast<std::uint32_t>(udpLength & 0xffff);
-  sum += IPPROTO_UDP;
-  sum = addWords(sum, udp, udpLength);
-  return fold(sum) == 0xffff;
-}
 
 class TunnelSendCore : public core_packets::GcmCore {
  protected:
