@@ -6,6 +6,8 @@
 
 #include <cstring>
 
+#include "checksum/internet.h"
+
 namespace ipsec::esp {
 
 std::array<sock_filter, 10> espRingFilter() noexcept {
@@ -33,10 +35,7 @@ namespace {
 std::uint16_t load16(const std::uint8_t* p) noexcept { return static_cast<std::uint16_t>(p[0] << 8 | p[1]); }
 
 bool ipv4HeaderChecksumGood(std::span<const std::uint8_t> header) noexcept {
-  std::uint32_t sum = 0;
-  for (std::size_t i = 0; i + 1 < header.size(); i += 2) sum += load16(header.data() + i);
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return sum == 0xffff;
+  return checksum::fold(checksum::add(0, header)) == 0xffff;
 }
 
 RingEsp failed(RingFrameError error) noexcept {

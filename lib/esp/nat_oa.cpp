@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "checksum/internet.h"
+
 namespace ipsec::esp {
 namespace {
 
@@ -16,18 +18,13 @@ void store16(std::uint8_t* p, std::uint16_t v) noexcept {
   p[1] = static_cast<std::uint8_t>(v);
 }
 
-std::uint32_t fold(std::uint32_t s) noexcept {
-  while (s >> 16) s = (s & 0xffff) + (s >> 16);
-  return s;
-}
-
 // RFC 1624 eqn. 3 for every 16-bit word of an address: HC' = ~(~HC + ~m + m').
 std::uint32_t replaceAddress(std::uint32_t acc, std::span<const std::uint8_t> from,
                              std::span<const std::uint8_t> to) noexcept {
   for (std::size_t i = 0; i + 1 < from.size(); i += 2) {
     acc += static_cast<std::uint16_t>(~load16(from.data() + i));
     acc += load16(to.data() + i);
-    acc = fold(acc);
+    acc = checksum::fold(acc);
   }
   return acc;
 }
@@ -35,12 +32,7 @@ std::uint32_t replaceAddress(std::uint32_t acc, std::span<const std::uint8_t> fr
 }  // namespace
 
 std::uint16_t onesComplementSum(std::span<const std::uint8_t> bytes, std::uint32_t initial) noexcept {
-  std::uint64_t s = initial;
-  std::size_t i = 0;
-  for (; i + 1 < bytes.size(); i += 2) s += load16(bytes.data() + i);
-  if (i < bytes.size()) s += static_cast<std::uint32_t>(bytes[i]) << 8;
-  while (s >> 16) s = (s & 0xffff) + (s >> 16);
-  return static_cast<std::uint16_t>(s);
+  return checksum::fold(checksum::add(initial, bytes));
 }
 
 NatOaFixup fixNatOaChecksum(std::span<std::uint8_t> packet, const NatOriginalAddresses& oa) noexcept {
@@ -87,7 +79,7 @@ NatOaFixup fixNatOaChecksum(std::span<std::uint8_t> packet, const NatOriginalAdd
     std::uint32_t acc = static_cast<std::uint16_t>(~old);
     if (usable(oa.src)) acc = replaceAddress(acc, oa.src->bytes(), {src, addressLength});
     if (usable(oa.dst)) acc = replaceAddress(acc, oa.dst->bytes(), {dst, addressLength});
-    std::uint16_t fixed = static_cast<std::uint16_t>(~fold(acc));
+    std::uint16_t fixed = static_cast<std::uint16_t>(~checksum::fold(acc));
     if (protocol == kUdp && fixed == 0) fixed = 0xffff;  // 0 would mean "no checksum"
     store16(checksum, fixed);
     return NatOaFixup::kAdjusted;
@@ -103,7 +95,7 @@ NatOaFixup fixNatOaChecksum(std::span<std::uint8_t> packet, const NatOriginalAdd
   pseudo = onesComplementSum({dst, addressLength}, pseudo);
   pseudo += protocol;
   pseudo += static_cast<std::uint32_t>(segmentLength >> 16) + static_cast<std::uint32_t>(segmentLength & 0xffff);
-  std::uint16_t sum = static_cast<std::uint16_t>(~onesComplementSum({segment, segmentLength}, fold(pseudo)));
+  std::uint16_t sum = static_cast<std::uint16_t>(~onesComplementSum({segment, segmentLength}, checksum::fold(pseudo)));
   if (protocol == kUdp && sum == 0) sum = 0xffff;
   store16(checksum, sum);
   return NatOaFixup::kRecomputed;

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "checksum/internet.h"
+
 namespace ipsec::esp {
 namespace {
 
@@ -32,8 +34,7 @@ void store32(uint8_t* p, uint32_t v) noexcept {
 int versionOf(std::span<const uint8_t> p) noexcept { return p.empty() ? 0 : p[0] >> 4; }
 
 void ipv4HeaderChecksum(uint8_t* h) noexcept {
-  store16(h + 10, 0);
-  store16(h + 10, checksumFinish(checksumAdd(0, {h, kIpv4Header})));
+  store16(h + 10, checksum::ipv4Header({h, kIpv4Header}));
 }
 
 // The IPv6 pseudo-header (RFC 8200 §8.1) of an upper-layer packet.
@@ -59,17 +60,10 @@ bool multicastOrUnspecified(const IpAddress& a) noexcept {
 }  // namespace
 
 uint32_t checksumAdd(uint32_t sum, std::span<const uint8_t> data) noexcept {
-  size_t i = 0;
-  for (; i + 1 < data.size(); i += 2) sum += load16(data.data() + i);
-  if (i < data.size()) sum += static_cast<uint32_t>(data[i]) << 8;
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return sum;
+  return checksum::fold(checksum::add(sum, data));
 }
 
-uint16_t checksumFinish(uint32_t sum) noexcept {
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<uint16_t>(~sum);
-}
+uint16_t checksumFinish(uint32_t sum) noexcept { return static_cast<uint16_t>(~checksum::fold(sum)); }
 
 bool IcmpRateLimit::available(uint64_t nowMs) noexcept {
   const uint64_t second = nowMs / 1000;

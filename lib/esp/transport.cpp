@@ -6,6 +6,8 @@
 
 #include <cstring>
 
+#include "checksum/internet.h"
+
 namespace ipsec::esp {
 
 namespace {
@@ -77,16 +79,7 @@ std::optional<TransportSplit> splitIpv6(std::span<const uint8_t> p) noexcept {
 
 }  // namespace
 
-uint16_t ipv4HeaderChecksum(std::span<const uint8_t> header) noexcept {
-  uint32_t sum = 0;
-  for (size_t i = 0; i + 1 < header.size(); i += 2) {
-    if (i == 10) continue;  // the checksum field itself
-    sum += load16(header.data() + i);
-  }
-  if (header.size() % 2) sum += uint32_t{header.back()} << 8;
-  while (sum >> 16) sum = (sum & 0xffffu) + (sum >> 16);
-  return static_cast<uint16_t>(~sum);
-}
+uint16_t ipv4HeaderChecksum(std::span<const uint8_t> header) noexcept { return checksum::ipv4Header(header); }
 
 std::optional<TransportSplit> transportSplit(std::span<const uint8_t> packet) noexcept {
   if (packet.empty()) return std::nullopt;

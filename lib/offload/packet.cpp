@@ -1,6 +1,8 @@
 // Layout and checksums of IPv4/IPv6 + TCP/UDP packets (see packet.h).
 #include "offload/packet.h"
 
+#include "checksum/internet.h"
+
 namespace ipsec::offload {
 
 const char* toString(LayoutError error) noexcept {
@@ -71,19 +73,10 @@ PacketLayout parseLayout(std::span<const std::uint8_t> p) noexcept {
 }
 
 std::uint32_t checksumAdd(std::uint32_t sum, std::span<const std::uint8_t> data) noexcept {
-  // 64-bit accumulator over 16-bit words: no fold needed inside a 64 KiB packet.
-  std::uint64_t acc = sum;
-  std::size_t i = 0;
-  for (; i + 1 < data.size(); i += 2) acc += load16(&data[i]);
-  if (i < data.size()) acc += std::uint32_t{data[i]} << 8;
-  while (acc >> 32) acc = (acc & 0xffffffffu) + (acc >> 32);
-  return static_cast<std::uint32_t>(acc);
+  return checksum::add(sum, data);
 }
 
-std::uint16_t checksumFold(std::uint32_t sum) noexcept {
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<std::uint16_t>(sum);
-}
+std::uint16_t checksumFold(std::uint32_t sum) noexcept { return checksum::fold(sum); }
 
 std::uint32_t pseudoHeaderSum(std::span<const std::uint8_t> p, const PacketLayout& layout,
                               std::uint32_t l4Length) noexcept {
@@ -93,10 +86,7 @@ std::uint32_t pseudoHeaderSum(std::span<const std::uint8_t> p, const PacketLayou
 }
 
 std::uint16_t ipv4HeaderChecksum(std::span<const std::uint8_t> header) noexcept {
-  const std::size_t ihl = (header[0] & 0x0f) * 4u;
-  std::uint32_t sum = checksumAdd(0, header.subspan(0, 10));
-  sum = checksumAdd(sum, header.subspan(12, ihl - 12));
-  return static_cast<std::uint16_t>(~checksumFold(sum));
+  return checksum::ipv4Header(header.first((header[0] & 0x0f) * 4u));
 }
 
 bool transportChecksumValid(std::span<const std::uint8_t> p, const PacketLayout& layout) noexcept {
