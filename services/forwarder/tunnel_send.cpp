@@ -42,7 +42,12 @@ TunnelSend finishTunnelSeal(const Sa &sa, const TunnelSendFacts &f, std::span<st
   if (c.offset > buffer.size() || c.length > buffer.size() - c.offset) return dropSend(&Counters::crypto_bad_completion);
   const NatT *nat = f.nat;
   const bool fits = c.length + TunnelOptionsTable::outerOverhead(sa, nat != nullptr) <= f.pathMtu;
-  if (fits && sa.dst.isV6()) return kernelWritesHeader(sa, f, c);
+  if (fits && sa.dst.isV6()) {
+    // The socket sends from its own port, but to port 0 the kernel refuses:
+    // drop by name here, as our header would (below) and transport mode does.
+    if (nat && nat->dport == 0) return dropSend(&Counters::pmtu_out_drop_header);
+    return kernelWritesHeader(sa, f, c);
+  }
   if (fits && nat && sendsOnUdp4Socket(*nat, f.udp4Port)) return kernelWritesHeader(sa, f, c);
   // Our header: IPv4 that fits, or any packet beyond the MTU (then without DF).
   esp::OuterHeader h;

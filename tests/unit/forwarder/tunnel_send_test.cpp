@@ -310,6 +310,17 @@ TEST_F(TunnelSendCore, ANatTSaWithoutThePortsOurHeaderNeedsDropsByNameHavingTake
   }
 }
 
+TEST_F(TunnelSendCore, ANatTSaOverIpv6WithoutAPeerPortDropsByNameEvenWhenItFits) {
+  const Sa& sa = addSa(6, 0x833);
+  setNatT(4600, 0);
+  const proto::CryptoCompletion c = seal(sa, innerPacket(6, 100));
+  mtu_ = c.length + 48;
+  const TunnelSend s = send(sa, c);
+  EXPECT_EQ(s.kind, Kind::kDrop);
+  EXPECT_EQ(s.drop, &Counters::pmtu_out_drop_header);
+  EXPECT_FALSE(s.tookIpv4Id);
+}
+
 TEST_F(TunnelSendCore, NoRoomForOurHeaderInFrontOfTheEspDropsByName) {
   const Sa& sa = addSa(4, 0x831);
   // The inner packet read at the least headroom ESP needs: ESP starts the buffer.
