@@ -1,0 +1,376 @@
+// See io_paths.h.
+#include "io_paths.h"
+
+#include <arpa/inet.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <span>
+#include <stdexcept>
+
+#include "esp/esp_ring.h"
+#include "testbed.h"
+
+namespace outer_io {
+
+namespace {
+
+class Fd {
+ public:
+  explicit Fd(int fd, const char* what) : fd_(fd) {
+    if (fd_ < 0) throw std::runtime_error(std::string(what) + ": " + std::strerror(errno));
+  }
+  ~Fd() { close(fd_); }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+class Mapping {
+ public:
+  Mapping(int fd, std::size_t bytes) : bytes_(bytes) {
+    base_ = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base_ == MAP_FAILED) throw std::runtime_error(std::string("mmap ring: ") + std::strerror(errno));
+  }
+  ~Mapping() { munmap(base_, bytes_); }
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  std::uint8_t* frame(std::size_t index, std::size_t frameSize) const {
+    return static_cast<std::uint8_t*>(base_) + index * frameSize;
+  }
+
+ private:
+  void* base_;
+  std::size_t bytes_;
+};
+
+void setOption(int fd, int level, int name, int value, const char* what) {
+  if (setsockopt(fd, level, name, &value, sizeof value) != 0) {
+    throw std::runtime_error(std::string(what) + ": " + std::strerror(errno));
+  }
+}
+
+void pinTo(int cpu) {
+  if (cpu < 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  pthread_setaffinity_np(pthread_self(), sizeof set, &set);  // best effort: a figure without pinning is still one
+}
+
+double threadCpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_THREAD, &usage);
+  auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
+// Announces the thread ready and waits (bounded by the main thread, which
+// sets stopSending and stopReceiving if a case is abandoned) for go.
+bool waitForGo(CaseControl& control, const std::atomic<bool>& stop) {
+  control.ready.fetch_add(1);
+  while (!control.go.load() && !stop.load()) usleep(200);
+  return !stop.load();
+}
+
+std::uint16_t ipv4Checksum(const std::uint8_t* header) {
+  std::uint32_t sum = 0;
+  for (int i = 0; i < 20; i += 2) sum += static_cast<std::uint32_t>(header[i] << 8 | header[i + 1]);
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<std::uint16_t>(~sum);
+}
+
+void waitWritable(int fd) {
+  pollfd p{fd, POLLOUT, 0};
+  poll(&p, 1, 10);
+}
+
+// --- senders ---------------------------------------------------------------
+
+void sendRawHeaderIncluded(const std::vector<std::vector<std::uint8_t>>& packets, CaseControl& control,
+                           ThreadResult& result) {
+  // As ipsecd's openHeaderIncludedSocket: IP_HDRINCL is implied by IPPROTO_RAW.
+  Fd fd(socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW), "socket(AF_INET, SOCK_RAW, IPPROTO_RAW)");
+  setOption(fd.get(), SOL_SOCKET, SO_SNDBUFFORCE, 4 << 20, "SO_SNDBUFFORCE");
+  sockaddr_in dst{};
+  dst.sin_family = AF_INET;
+  inet_pton(AF_INET, "192.0.2.2", &dst.sin_addr);
+  std::array<mmsghdr, kSendBatch> msgs{};
+  std::array<iovec, kSendBatch> iovs{};
+  for (std::size_t i = 0; i < kSendBatch; ++i) {
+    iovs[i] = {const_cast<std::uint8_t*>(packets[i].data()), packets[i].size()};
+    msgs[i].msg_hdr = {&dst, sizeof dst, &iovs[i], 1, nullptr, 0, 0};
+  }
+  if (!waitForGo(control, control.stopSending)) return;
+  const double cpu0 = threadCpuSeconds();
+  while (!control.stopSending.load(std::memory_order_relaxed)) {
+    const int n = sendmmsg(fd.get(), msgs.data(), kSendBatch, MSG_DONTWAIT);
+    if (n > 0) {
+      result.packets += static_cast<std::uint64_t>(n);
+    } else {
+      ++result.errors;
+      if (errno == EAGAIN || errno == ENOBUFS) waitWritable(fd.get());
+    }
+  }
+  result.cpuSeconds = threadCpuSeconds() - cpu0;
+}
+
+sockaddr_ll linkAddress(const SendTarget& target) {
+  sockaddr_ll addr{};
+  addr.sll_family = AF_PACKET;
+  addr.sll_protocol = htons(ETH_P_IP);
+  addr.sll_ifindex = target.ifindex;
+  addr.sll_halen = ETH_ALEN;
+  std::memcpy(addr.sll_addr, target.nextHopMac.data(), ETH_ALEN);
+  return addr;
+}
+
+// TX ring geometry: 1024 frames of 2 KiB (an Ethernet frame of up to 1500
+// bytes of IP and the frame header), 2 MiB.
+constexpr std::uint32_t kTxFrameSize = 2048;
+constexpr std::uint32_t kTxBlockSize = 65536;
+constexpr std::uint32_t kTxBlocks = 32;
+constexpr std::uint32_t kTxFrames = kTxBlocks * (kTxBlockSize / kTxFrameSize);
+// Where a V2 frame's data goes without PACKET_TX_HAS_OFF (tpacket_snd's default).
+constexpr std::size_t kTxDataOffset = TPACKET2_HDRLEN - sizeof(sockaddr_ll);
+
+void sendTxRing(const SendTarget& target, const std::vector<std::vector<std::uint8_t>>& packets, CaseControl& control,
+                ThreadResult& result) {
+  // Protocol 0: the socket receives nothing.
+  Fd fd(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0), "socket(AF_PACKET, SOCK_RAW)");
+  setOption(fd.get(), SOL_PACKET, PACKET_VERSION, TPACKET_V2, "PACKET_VERSION");
+  setOption(fd.get(), SOL_PACKET, PACKET_QDISC_BYPASS, 1, "PACKET_QDISC_BYPASS");
+  tpacket_req ring{kTxBlockSize, kTxBlocks, kTxFrameSize, kTxFrames};
+  if (setsockopt(fd.get(), SOL_PACKET, PACKET_TX_RING, &ring, sizeof ring) != 0) {
+    throw std::runtime_error(std::string("PACKET_TX_RING: ") + std::strerror(errno));
+  }
+  Mapping map(fd.get(), std::size_t{kTxBlockSize} * kTxBlocks);
+  sockaddr_ll self = linkAddress(target);
+  if (bind(fd.get(), reinterpret_cast<const sockaddr*>(&self), sizeof self) != 0) {
+    throw std::runtime_error(std::string("bind(AF_PACKET): ") + std::strerror(errno));
+  }
+  std::array<std::uint8_t, ETH_HLEN> ethernet{};
+  std::memcpy(ethernet.data(), target.nextHopMac.data(), ETH_ALEN);
+  std::memcpy(ethernet.data() + ETH_ALEN, target.sourceMac.data(), ETH_ALEN);
+  ethernet[12] = ETH_P_IP >> 8;
+  ethernet[13] = ETH_P_IP & 0xff;
+  if (!waitForGo(control, control.stopSending)) return;
+  const double cpu0 = threadCpuSeconds();
+  std::size_t next = 0, packet = 0;
+  while (!control.stopSending.load(std::memory_order_relaxed)) {
+    std::size_t queued = 0;
+    for (; queued < kSendBatch; ++queued) {
+      auto* header = reinterpret_cast<tpacket2_hdr*>(map.frame(next, kTxFrameSize));
+      const std::uint32_t status = __atomic_load_n(&header->tp_status, __ATOMIC_ACQUIRE);
+      if (status == TP_STATUS_WRONG_FORMAT) ++result.errors;  // refused by the kernel: reuse the frame
+      else if (status != TP_STATUS_AVAILABLE) break;          // the ring is full: send what is queued
+      const auto& p = packets[packet++ % packets.size()];
+      std::uint8_t* data = map.frame(next, kTxFrameSize) + kTxDataOffset;
+      std::memcpy(data, ethernet.data(), ethernet.size());
+      std::memcpy(data + ethernet.size(), p.data(), p.size());
+      header->tp_len = static_cast<std::uint32_t>(ethernet.size() + p.size());
+      __atomic_store_n(&header->tp_status, static_cast<std::uint32_t>(TP_STATUS_SEND_REQUEST), __ATOMIC_RELEASE);
+      next = (next + 1) % kTxFrames;
+    }
+    if (queued == 0) {
+      waitWritable(fd.get());  // frames come back as the receiver's side frees their buffers
+      continue;
+    }
+    if (send(fd.get(), nullptr, 0, MSG_DONTWAIT) < 0 && errno != EAGAIN && errno != ENOBUFS) ++result.errors;
+    result.packets += queued;  // handed to the kernel; a frame it refuses comes back WRONG_FORMAT (an error)
+  }
+  result.cpuSeconds = threadCpuSeconds() - cpu0;
+}
+
+void sendPacketDgram(const SendTarget& target, const std::vector<std::vector<std::uint8_t>>& packets,
+                     CaseControl& control, ThreadResult& result) {
+  Fd fd(socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, 0), "socket(AF_PACKET, SOCK_DGRAM)");
+  setOption(fd.get(), SOL_PACKET, PACKET_QDISC_BYPASS, 1, "PACKET_QDISC_BYPASS");
+  setOption(fd.get(), SOL_SOCKET, SO_SNDBUFFORCE, 4 << 20, "SO_SNDBUFFORCE");
+  sockaddr_ll nextHop = linkAddress(target);
+  std::array<mmsghdr, kSendBatch> msgs{};
+  std::array<iovec, kSendBatch> iovs{};
+  for (std::size_t i = 0; i < kSendBatch; ++i) {
+    iovs[i] = {const_cast<std::uint8_t*>(packets[i].data()), packets[i].size()};
+    msgs[i].msg_hdr = {&nextHop, sizeof nextHop, &iovs[i], 1, nullptr, 0, 0};
+  }
+  if (!waitForGo(control, control.stopSending)) return;
+  const double cpu0 = threadCpuSeconds();
+  while (!control.stopSending.load(std::memory_order_relaxed)) {
+    const int n = sendmmsg(fd.get(), msgs.data(), kSendBatch, MSG_DONTWAIT);
+    if (n > 0) {
+      result.packets += static_cast<std::uint64_t>(n);
+    } else {
+      ++result.errors;
+      if (errno == EAGAIN || errno == ENOBUFS) waitWritable(fd.get());
+    }
+  }
+  result.cpuSeconds = threadCpuSeconds() - cpu0;
+}
+
+// --- receivers -------------------------------------------------------------
+
+void waitReadable(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  poll(&p, 1, 10);
+}
+
+// As ipsecd's openRawSocket(AF_INET, IPPROTO_ESP).
+int rawEspSocket() { return socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_ESP); }
+constexpr const char* kRawEspSocket = "socket(AF_INET, SOCK_RAW, 50)";
+
+// The drops of the raw socket for protocol 50 in this thread's namespace:
+// the last column of its line in /proc/net/raw (local address 00000000:0032).
+std::uint64_t rawEspSocketDrops() {
+  std::ifstream table("/proc/thread-self/net/raw");
+  std::string line;
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, last;
+    fields >> slot >> local;
+    if (local != "00000000:0032") continue;
+    for (std::string field; fields >> field;) last = field;
+    return std::stoull(last);
+  }
+  return 0;
+}
+
+void receiveRawSocket(std::size_t size, CaseControl& control, ThreadResult& result) {
+  Fd fd(rawEspSocket(), kRawEspSocket);
+  setOption(fd.get(), SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20, "SO_RCVBUFFORCE");
+  std::vector<std::uint8_t> buffers(kReceiveBatch * 2048);
+  std::array<mmsghdr, kReceiveBatch> msgs{};
+  std::array<iovec, kReceiveBatch> iovs{};
+  for (std::size_t i = 0; i < kReceiveBatch; ++i) iovs[i] = {buffers.data() + i * 2048, 2048};
+  if (!waitForGo(control, control.stopReceiving)) return;
+  const double cpu0 = threadCpuSeconds();
+  while (!control.stopReceiving.load(std::memory_order_relaxed)) {
+    for (std::size_t i = 0; i < kReceiveBatch; ++i) msgs[i].msg_hdr = {nullptr, 0, &iovs[i], 1, nullptr, 0, 0};
+    const int n = recvmmsg(fd.get(), msgs.data(), kReceiveBatch, MSG_DONTWAIT, nullptr);
+    if (n <= 0) {
+      waitReadable(fd.get());
+      continue;
+    }
+    for (int i = 0; i < n; ++i) ++(msgs[static_cast<std::size_t>(i)].msg_len == size ? result.packets : result.errors);
+  }
+  result.cpuSeconds = threadCpuSeconds() - cpu0;
+  result.socketDrops = rawEspSocketDrops();
+}
+
+void receiveRxRing(std::size_t size, CaseControl& control, ThreadResult& result) {
+  Fd raw(rawEspSocket(), kRawEspSocket);  // kept, as ipsecd does: the kernel has a listener for protocol 50
+  Fd fd(socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), "socket(AF_PACKET, SOCK_DGRAM)");
+  // The rest as ipsecd's openEspRing4 and renewEspRing4 (services/ipsecd/netsetup.cpp).
+  auto filter = ipsec::esp::espRingFilter();
+  sock_fprog program{static_cast<unsigned short>(filter.size()), filter.data()};
+  if (setsockopt(fd.get(), SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof program) != 0) {
+    throw std::runtime_error(std::string("SO_ATTACH_FILTER: ") + std::strerror(errno));
+  }
+  setOption(fd.get(), SOL_PACKET, PACKET_VERSION, TPACKET_V2, "PACKET_VERSION");
+  using namespace ipsec::esp;
+  tpacket_req ring{kEspRingBlockSize, kEspRingBlocks, kEspRingFrameSize, kEspRingFrames};
+  if (setsockopt(fd.get(), SOL_PACKET, PACKET_RX_RING, &ring, sizeof ring) != 0) {
+    throw std::runtime_error(std::string("PACKET_RX_RING: ") + std::strerror(errno));
+  }
+  Mapping map(fd.get(), kEspRingBytes);
+  sockaddr_ll all{};
+  all.sll_family = AF_PACKET;
+  all.sll_protocol = htons(ETH_P_IP);
+  if (bind(fd.get(), reinterpret_cast<const sockaddr*>(&all), sizeof all) != 0) {
+    throw std::runtime_error(std::string("bind(AF_PACKET): ") + std::strerror(errno));
+  }
+  auto nothing = dropAllFilter();
+  sock_fprog none{static_cast<unsigned short>(nothing.size()), nothing.data()};
+  if (setsockopt(raw.get(), SOL_SOCKET, SO_ATTACH_FILTER, &none, sizeof none) != 0) {
+    throw std::runtime_error(std::string("SO_ATTACH_FILTER (raw socket): ") + std::strerror(errno));
+  }
+  tpacket_stats stats{};
+  socklen_t length = sizeof stats;
+  getsockopt(fd.get(), SOL_PACKET, PACKET_STATISTICS, &stats, &length);  // reading resets the counts
+  if (!waitForGo(control, control.stopReceiving)) return;
+  const double cpu0 = threadCpuSeconds();
+  std::size_t next = 0;
+  while (!control.stopReceiving.load(std::memory_order_relaxed)) {
+    std::uint8_t* frame = map.frame(next, kEspRingFrameSize);
+    auto* status = reinterpret_cast<std::uint32_t*>(frame);  // tp_status leads the tpacket2_hdr
+    if ((__atomic_load_n(status, __ATOMIC_ACQUIRE) & TP_STATUS_USER) == 0) {
+      waitReadable(fd.get());
+      continue;
+    }
+    const RingEsp esp = parseRingFrame(std::span<const std::uint8_t>(frame, kEspRingFrameSize));
+    ++(esp.error == RingFrameError::kNone && esp.packet.size() == size ? result.packets : result.errors);
+    __atomic_store_n(status, static_cast<std::uint32_t>(TP_STATUS_KERNEL), __ATOMIC_RELEASE);
+    next = (next + 1) % kEspRingFrames;
+  }
+  result.cpuSeconds = threadCpuSeconds() - cpu0;
+  length = sizeof stats;
+  if (getsockopt(fd.get(), SOL_PACKET, PACKET_STATISTICS, &stats, &length) == 0) result.ringDrops = stats.tp_drops;
+}
+
+}  // namespace
+
+std::vector<std::vector<std::uint8_t>> makePackets(std::size_t size) {
+  std::mt19937 random(0x65737020);
+  std::vector<std::vector<std::uint8_t>> packets(kSendBatch, std::vector<std::uint8_t>(size));
+  for (std::size_t i = 0; i < packets.size(); ++i) {
+    auto& p = packets[i];
+    for (auto& byte : p) byte = static_cast<std::uint8_t>(random());
+    const std::uint8_t header[20] = {0x45, 0, static_cast<std::uint8_t>(size >> 8), static_cast<std::uint8_t>(size),
+                                     0, static_cast<std::uint8_t>(i + 1), 0x40, 0,  // an id, DF
+                                     64, 50, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2};
+    std::memcpy(p.data(), header, sizeof header);
+    const std::uint16_t sum = ipv4Checksum(p.data());
+    p[10] = static_cast<std::uint8_t>(sum >> 8);
+    p[11] = static_cast<std::uint8_t>(sum);
+    const std::uint8_t esp[8] = {0, 0, 0x10, 0, 0, 0, 0, static_cast<std::uint8_t>(i + 1)};  // SPI 0x1000, sequence i + 1
+    std::memcpy(p.data() + 20, esp, sizeof esp);
+  }
+  return packets;
+}
+
+void runSender(SendPath path, const SendTarget& target, const std::vector<std::vector<std::uint8_t>>& packets,
+               CaseControl& control, ThreadResult& result) noexcept {
+  try {
+    enterNamespace(target.ns);
+    pinTo(target.cpu);
+    switch (path) {
+      case SendPath::kRawHeaderIncluded: sendRawHeaderIncluded(packets, control, result); break;
+      case SendPath::kTxRing: sendTxRing(target, packets, control, result); break;
+      case SendPath::kPacketDgram: sendPacketDgram(target, packets, control, result); break;
+    }
+  } catch (const std::exception& e) {
+    result.error = e.what();
+    control.ready.fetch_add(1);  // the main thread waits for no more; the error voids the case
+  }
+}
+
+void runReceiver(ReceivePath path, const std::string& ns, int cpu, std::size_t size, CaseControl& control,
+                 ThreadResult& result) noexcept {
+  try {
+    enterNamespace(ns);
+    pinTo(cpu);
+    if (path == ReceivePath::kRawSocket) receiveRawSocket(size, control, result);
+    else receiveRxRing(size, control, result);
+  } catch (const std::exception& e) {
+    result.error = e.what();
+    control.ready.fetch_add(1);  // the main thread waits for no more; the error voids the case
+  }
+}
+
+}  // namespace outer_io
