@@ -96,6 +96,16 @@ std::uint16_t ipv4Checksum(const std::uint8_t* header) {
   return static_cast<std::uint16_t>(~sum);
 }
 
+// Every packet sent carries a number of its own twice: as its ESP sequence
+// number and in its last 4 bytes. A receiver that finds the two different
+// read a packet whose bytes changed while it was on its way (a frame given
+// back to the sender too early); one that finds a number twice read a later
+// packet's bytes in place of an earlier one's.
+void stamp(std::uint8_t* packet, std::size_t size, std::uint32_t number) {
+  std::memcpy(packet + 24, &number, sizeof number);
+  std::memcpy(packet + size - sizeof number, &number, sizeof number);
+}
+
 void waitWritable(int fd) {
   pollfd p{fd, POLLOUT, 0};
   poll(&p, 1, 10);
@@ -111,15 +121,18 @@ void sendRawHeaderIncluded(const std::vector<std::vector<std::uint8_t>>& packets
   sockaddr_in dst{};
   dst.sin_family = AF_INET;
   inet_pton(AF_INET, "192.0.2.2", &dst.sin_addr);
+  auto pool = packets;  // stamped before each send: the kernel copies them during the call
   std::array<mmsghdr, kSendBatch> msgs{};
   std::array<iovec, kSendBatch> iovs{};
   for (std::size_t i = 0; i < kSendBatch; ++i) {
-    iovs[i] = {const_cast<std::uint8_t*>(packets[i].data()), packets[i].size()};
+    iovs[i] = {pool[i].data(), pool[i].size()};
     msgs[i].msg_hdr = {&dst, sizeof dst, &iovs[i], 1, nullptr, 0, 0};
   }
   if (!waitForGo(control, control.stopSending)) return;
   const double cpu0 = threadCpuSeconds();
+  std::uint32_t number = 0;
   while (!control.stopSending.load(std::memory_order_relaxed)) {
+    for (auto& p : pool) stamp(p.data(), p.size(), ++number);
     const int n = sendmmsg(fd.get(), msgs.data(), kSendBatch, MSG_DONTWAIT);
     if (n > 0) {
       result.packets += static_cast<std::uint64_t>(n);
@@ -173,6 +186,7 @@ void sendTxRing(const SendTarget& target, const std::vector<std::vector<std::uin
   if (!waitForGo(control, control.stopSending)) return;
   const double cpu0 = threadCpuSeconds();
   std::size_t next = 0, packet = 0;
+  std::uint32_t number = 0;
   while (!control.stopSending.load(std::memory_order_relaxed)) {
     std::size_t queued = 0;
     for (; queued < kSendBatch; ++queued) {
@@ -184,6 +198,7 @@ void sendTxRing(const SendTarget& target, const std::vector<std::vector<std::uin
       std::uint8_t* data = map.frame(next, kTxFrameSize) + kTxDataOffset;
       std::memcpy(data, ethernet.data(), ethernet.size());
       std::memcpy(data + ethernet.size(), p.data(), p.size());
+      stamp(data + ethernet.size(), p.size(), ++number);
       header->tp_len = static_cast<std::uint32_t>(ethernet.size() + p.size());
       __atomic_store_n(&header->tp_status, static_cast<std::uint32_t>(TP_STATUS_SEND_REQUEST), __ATOMIC_RELEASE);
       next = (next + 1) % kTxFrames;
@@ -204,15 +219,18 @@ void sendPacketDgram(const SendTarget& target, const std::vector<std::vector<std
   setOption(fd.get(), SOL_PACKET, PACKET_QDISC_BYPASS, 1, "PACKET_QDISC_BYPASS");
   setOption(fd.get(), SOL_SOCKET, SO_SNDBUFFORCE, 4 << 20, "SO_SNDBUFFORCE");
   sockaddr_ll nextHop = linkAddress(target);
+  auto pool = packets;  // stamped before each send: the kernel copies them during the call
   std::array<mmsghdr, kSendBatch> msgs{};
   std::array<iovec, kSendBatch> iovs{};
   for (std::size_t i = 0; i < kSendBatch; ++i) {
-    iovs[i] = {const_cast<std::uint8_t*>(packets[i].data()), packets[i].size()};
+    iovs[i] = {pool[i].data(), pool[i].size()};
     msgs[i].msg_hdr = {&nextHop, sizeof nextHop, &iovs[i], 1, nullptr, 0, 0};
   }
   if (!waitForGo(control, control.stopSending)) return;
   const double cpu0 = threadCpuSeconds();
+  std::uint32_t number = 0;
   while (!control.stopSending.load(std::memory_order_relaxed)) {
+    for (auto& p : pool) stamp(p.data(), p.size(), ++number);
     const int n = sendmmsg(fd.get(), msgs.data(), kSendBatch, MSG_DONTWAIT);
     if (n > 0) {
       result.packets += static_cast<std::uint64_t>(n);
@@ -225,6 +243,35 @@ void sendPacketDgram(const SendTarget& target, const std::vector<std::vector<std
 }
 
 // --- receivers -------------------------------------------------------------
+
+// What a receiver found in the packets' numbers (stamp).
+class NumberCheck {
+ public:
+  // True if the packet is the size sent and its two numbers agree and were not seen before.
+  bool accept(std::span<const std::uint8_t> packet, std::size_t size, ThreadResult& result) {
+    if (packet.size() != size) return false;
+    std::uint32_t first = 0, last = 0;
+    std::memcpy(&first, packet.data() + 24, sizeof first);
+    std::memcpy(&last, packet.data() + size - sizeof last, sizeof last);
+    if (first != last) {
+      ++result.changed;
+      return false;
+    }
+    if (first / 64 < seen_.size()) {
+      std::uint64_t& word = seen_[first / 64];
+      const std::uint64_t bit = std::uint64_t{1} << (first % 64);
+      if ((word & bit) != 0) {
+        ++result.duplicates;
+        return false;
+      }
+      word |= bit;
+    }
+    return true;
+  }
+
+ private:
+  std::vector<std::uint64_t> seen_ = std::vector<std::uint64_t>(std::size_t{1} << 21);  // numbers below 2^27
+};
 
 void waitReadable(int fd) {
   pollfd p{fd, POLLIN, 0};
@@ -258,6 +305,7 @@ void receiveRawSocket(std::size_t size, CaseControl& control, ThreadResult& resu
   std::array<mmsghdr, kReceiveBatch> msgs{};
   std::array<iovec, kReceiveBatch> iovs{};
   for (std::size_t i = 0; i < kReceiveBatch; ++i) iovs[i] = {buffers.data() + i * 2048, 2048};
+  NumberCheck numbers;
   if (!waitForGo(control, control.stopReceiving)) return;
   const double cpu0 = threadCpuSeconds();
   while (!control.stopReceiving.load(std::memory_order_relaxed)) {
@@ -267,7 +315,10 @@ void receiveRawSocket(std::size_t size, CaseControl& control, ThreadResult& resu
       waitReadable(fd.get());
       continue;
     }
-    for (int i = 0; i < n; ++i) ++(msgs[static_cast<std::size_t>(i)].msg_len == size ? result.packets : result.errors);
+    for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) {
+      const std::span<const std::uint8_t> packet(buffers.data() + i * 2048, msgs[i].msg_len);
+      ++(numbers.accept(packet, size, result) ? result.packets : result.errors);
+    }
   }
   result.cpuSeconds = threadCpuSeconds() - cpu0;
   result.socketDrops = rawEspSocketDrops();
@@ -303,6 +354,7 @@ void receiveRxRing(std::size_t size, CaseControl& control, ThreadResult& result)
   tpacket_stats stats{};
   socklen_t length = sizeof stats;
   getsockopt(fd.get(), SOL_PACKET, PACKET_STATISTICS, &stats, &length);  // reading resets the counts
+  NumberCheck numbers;
   if (!waitForGo(control, control.stopReceiving)) return;
   const double cpu0 = threadCpuSeconds();
   std::size_t next = 0;
@@ -314,7 +366,8 @@ void receiveRxRing(std::size_t size, CaseControl& control, ThreadResult& result)
       continue;
     }
     const RingEsp esp = parseRingFrame(std::span<const std::uint8_t>(frame, kEspRingFrameSize));
-    ++(esp.error == RingFrameError::kNone && esp.packet.size() == size ? result.packets : result.errors);
+    ++(esp.error == RingFrameError::kNone && numbers.accept(esp.packet, size, result) ? result.packets
+                                                                                     : result.errors);
     __atomic_store_n(status, static_cast<std::uint32_t>(TP_STATUS_KERNEL), __ATOMIC_RELEASE);
     next = (next + 1) % kEspRingFrames;
   }

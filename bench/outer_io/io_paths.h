@@ -30,13 +30,17 @@ inline constexpr std::size_t kSendBatch = 32;     // the forwarder's send batch
 inline constexpr std::size_t kReceiveBatch = 64;  // the forwarder's receive batch
 
 // IPv4 (192.0.2.1 → 192.0.2.2, protocol 50, checksummed) + an 8-byte ESP
-// header + random bytes, `size` bytes in all: kSendBatch distinct packets.
+// header + random bytes, `size` bytes in all (at least 32): kSendBatch
+// distinct packets. The senders number each packet they send (its ESP
+// sequence number and its last 4 bytes), and the receivers check them.
 std::vector<std::vector<std::uint8_t>> makePackets(std::size_t size);
 
 // What a thread did between `go` and its stop flag.
 struct ThreadResult {
   std::uint64_t packets = 0;  // sent (accepted by the kernel) or received (well-formed, of the size sent)
-  std::uint64_t errors = 0;   // refused sends, malformed or unexpected receives
+  std::uint64_t errors = 0;   // refused sends, malformed or unexpected receives (changed and duplicates too)
+  std::uint64_t changed = 0;     // receive side: a packet whose bytes changed on the way (two numbers differ)
+  std::uint64_t duplicates = 0;  // receive side: a number seen before (a later packet's bytes in an earlier's place)
   std::uint64_t ringDrops = 0;    // receive side: frames the RX ring had no room for (PACKET_STATISTICS)
   std::uint64_t socketDrops = 0;  // receive side: the raw ESP socket's drops (its queue was full), case (1)
   double cpuSeconds = 0;      // the thread's user + system time (with the softirq run in its context)

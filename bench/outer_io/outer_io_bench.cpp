@@ -85,7 +85,7 @@ DESCRIPTION
 
 OPTIONS
     --seconds S     how long each case sends (default 3; 0.05 to 60)
-    --size LIST     IPv4 packet sizes in bytes, comma-separated, each 28 to
+    --size LIST     IPv4 packet sizes in bytes, comma-separated, each 32 to
                     1500 (default 1438)
     --send LIST     send sides to run, comma-separated letters (default a,b,c)
     --receive LIST  receive sides to run, comma-separated digits (default 1,2)
@@ -140,7 +140,7 @@ Options parseOptions(int argc, char** argv) {
       o.sizes.clear();
       for (const auto& s : splitCommas(value(i))) {
         const unsigned long size = std::stoul(s);
-        if (size < 28 || size > 1500) throw std::invalid_argument("--size: each 28 to 1500");
+        if (size < 32 || size > 1500) throw std::invalid_argument("--size: each 32 to 1500");
         o.sizes.push_back(size);
       }
     } else if (arg == "--send") {
@@ -229,7 +229,8 @@ std::string loadAverage() {
 
 struct CaseFigures {
   std::string name;
-  std::uint64_t sent = 0, received = 0, senderErrors = 0, receiverErrors = 0, ringDrops = 0, socketDrops = 0,
+  std::uint64_t sent = 0, received = 0, senderErrors = 0, receiverErrors = 0, changed = 0, duplicates = 0, ringDrops = 0,
+                socketDrops = 0,
                 backlogDrops = 0;
   double sendSeconds = 0, machineBusy = 0, machineTotal = 0, senderCpu = 0, receiverCpu = 0, softirqCpu = 0;
   std::string error;
@@ -309,6 +310,8 @@ CaseFigures runCase(const Testbed& bed, const Options& o, SendPath send, Receive
   f.received = received.packets;
   f.senderErrors = sent.errors;
   f.receiverErrors = received.errors;
+  f.changed = received.changed;
+  f.duplicates = received.duplicates;
   f.ringDrops = received.ringDrops;
   f.socketDrops = received.socketDrops;
   f.senderCpu = sent.cpuSeconds;
@@ -350,9 +353,10 @@ void printTable(std::size_t size, const std::vector<CaseFigures>& rows) {
                 microsPer(r.softirqCpu, r.received), threads, ratio.c_str(),
                 threadRatio.c_str());
     if (r.senderErrors + r.receiverErrors + r.ringDrops + r.socketDrops + r.backlogDrops > 0) {
-      std::printf("      (sender refusals %llu; receiver bad %llu; drops: rx ring full %llu, raw socket queue full %llu,"
-                  " backlog full %llu)\n",
+      std::printf("      (sender refusals %llu; receiver bad %llu, of which changed on the way %llu, duplicates %llu;"
+                  " drops: rx ring full %llu, raw socket queue full %llu, backlog full %llu)\n",
                   static_cast<unsigned long long>(r.senderErrors), static_cast<unsigned long long>(r.receiverErrors),
+                  static_cast<unsigned long long>(r.changed), static_cast<unsigned long long>(r.duplicates),
                   static_cast<unsigned long long>(r.ringDrops), static_cast<unsigned long long>(r.socketDrops),
                   static_cast<unsigned long long>(r.backlogDrops));
     }
