@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
+#include <linux/if_xdp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -44,8 +45,9 @@ class Fd {
 
 class Mapping {
  public:
-  Mapping(int fd, std::size_t bytes) : bytes_(bytes) {
-    base_ = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  Mapping(int fd, std::size_t bytes, off_t offset = 0) : bytes_(bytes) {
+    base_ = fd < 0 ? mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                   : mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, offset);
     if (base_ == MAP_FAILED) throw std::runtime_error(std::string("mmap ring: ") + std::strerror(errno));
   }
   ~Mapping() { munmap(base_, bytes_); }
@@ -54,6 +56,7 @@ class Mapping {
   std::uint8_t* frame(std::size_t index, std::size_t frameSize) const {
     return static_cast<std::uint8_t*>(base_) + index * frameSize;
   }
+  std::uint8_t* at(std::uint64_t offset) const { return static_cast<std::uint8_t*>(base_) + offset; }
 
  private:
   void* base_;
@@ -242,6 +245,112 @@ void sendPacketDgram(const SendTarget& target, const std::vector<std::vector<std
   result.cpuSeconds = threadCpuSeconds() - cpu0;
 }
 
+
+// --- (d) AF_XDP in copy mode ------------------------------------------------
+// Transmit only, so no XDP program is needed (one is only for receiving):
+// raw syscalls, no libbpf. The packets are written into the UMEM, their
+// descriptors onto the TX ring, one sendto() kicks a batch; the completion
+// ring hands the frames back once the kernel has copied them into an skb
+// (copy mode: xsk_generic_xmit, then the device's transmit without a qdisc).
+
+constexpr std::uint32_t kXdpFrameSize = 2048;
+constexpr std::uint32_t kXdpFrames = 1024;  // also each ring's size (a power of two)
+
+// One of the socket's rings as mapped: the kernel's producer and consumer
+// indices and the entries.
+template <typename Entry>
+struct XdpRing {
+  std::uint32_t* producer = nullptr;
+  std::uint32_t* consumer = nullptr;
+  Entry* entries = nullptr;
+};
+
+template <typename Entry>
+XdpRing<Entry> xdpRing(const Mapping& map, const xdp_ring_offset& offsets) {
+  return {reinterpret_cast<std::uint32_t*>(map.at(offsets.producer)),
+          reinterpret_cast<std::uint32_t*>(map.at(offsets.consumer)),
+          reinterpret_cast<Entry*>(map.at(offsets.desc))};
+}
+
+void sendXdpCopy(const SendTarget& target, const std::vector<std::vector<std::uint8_t>>& packets, CaseControl& control,
+                 ThreadResult& result) {
+  Fd fd(socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0), "socket(AF_XDP)");
+  Mapping umem(-1, std::size_t{kXdpFrameSize} * kXdpFrames);
+  xdp_umem_reg reg{};
+  reg.addr = reinterpret_cast<std::uint64_t>(umem.at(0));
+  reg.len = std::uint64_t{kXdpFrameSize} * kXdpFrames;
+  reg.chunk_size = kXdpFrameSize;
+  if (setsockopt(fd.get(), SOL_XDP, XDP_UMEM_REG, &reg, sizeof reg) != 0) {
+    throw std::runtime_error(std::string("XDP_UMEM_REG: ") + std::strerror(errno));
+  }
+  // The fill ring is required by bind even when nothing is received.
+  setOption(fd.get(), SOL_XDP, XDP_UMEM_FILL_RING, static_cast<int>(kXdpFrames), "XDP_UMEM_FILL_RING");
+  setOption(fd.get(), SOL_XDP, XDP_UMEM_COMPLETION_RING, static_cast<int>(kXdpFrames), "XDP_UMEM_COMPLETION_RING");
+  setOption(fd.get(), SOL_XDP, XDP_TX_RING, static_cast<int>(kXdpFrames), "XDP_TX_RING");
+  xdp_mmap_offsets offsets{};
+  socklen_t length = sizeof offsets;
+  if (getsockopt(fd.get(), SOL_XDP, XDP_MMAP_OFFSETS, &offsets, &length) != 0) {
+    throw std::runtime_error(std::string("XDP_MMAP_OFFSETS: ") + std::strerror(errno));
+  }
+  Mapping txMap(fd.get(), offsets.tx.desc + kXdpFrames * sizeof(xdp_desc), static_cast<off_t>(XDP_PGOFF_TX_RING));
+  Mapping completionMap(fd.get(), offsets.cr.desc + kXdpFrames * sizeof(std::uint64_t),
+                        static_cast<off_t>(XDP_UMEM_PGOFF_COMPLETION_RING));
+  auto tx = xdpRing<xdp_desc>(txMap, offsets.tx);
+  auto completions = xdpRing<std::uint64_t>(completionMap, offsets.cr);
+  sockaddr_xdp self{};
+  self.sxdp_family = AF_XDP;
+  self.sxdp_flags = XDP_COPY;
+  self.sxdp_ifindex = static_cast<std::uint32_t>(target.ifindex);
+  self.sxdp_queue_id = 0;
+  if (bind(fd.get(), reinterpret_cast<const sockaddr*>(&self), sizeof self) != 0) {
+    throw std::runtime_error(std::string("bind(AF_XDP, XDP_COPY): ") + std::strerror(errno));
+  }
+  std::vector<std::uint64_t> freeFrames;
+  for (std::uint64_t i = 0; i < kXdpFrames; ++i) freeFrames.push_back(i * kXdpFrameSize);
+  std::array<std::uint8_t, ETH_HLEN> ethernet{};
+  std::memcpy(ethernet.data(), target.nextHopMac.data(), ETH_ALEN);
+  std::memcpy(ethernet.data() + ETH_ALEN, target.sourceMac.data(), ETH_ALEN);
+  ethernet[12] = ETH_P_IP >> 8;
+  ethernet[13] = ETH_P_IP & 0xff;
+  if (!waitForGo(control, control.stopSending)) return;
+  const double cpu0 = threadCpuSeconds();
+  std::uint32_t number = 0;
+  std::size_t packet = 0;
+  std::uint32_t txProducer = *tx.producer, completionConsumer = *completions.consumer;
+  constexpr std::uint32_t kMask = kXdpFrames - 1;
+  // Frames the kernel is done with come back; each one a packet sent.
+  auto reapCompletions = [&] {
+    const std::uint32_t completed = __atomic_load_n(completions.producer, __ATOMIC_ACQUIRE);
+    for (; completionConsumer != completed; ++completionConsumer) {
+      freeFrames.push_back(completions.entries[completionConsumer & kMask]);
+      ++result.packets;
+    }
+    __atomic_store_n(completions.consumer, completionConsumer, __ATOMIC_RELEASE);
+  };
+  while (!control.stopSending.load(std::memory_order_relaxed)) {
+    reapCompletions();
+    const std::uint32_t txConsumer = __atomic_load_n(tx.consumer, __ATOMIC_ACQUIRE);
+    std::size_t queued = 0;
+    for (; queued < kSendBatch && !freeFrames.empty() && txProducer - txConsumer < kXdpFrames; ++queued) {
+      const std::uint64_t address = freeFrames.back();
+      freeFrames.pop_back();
+      const auto& p = packets[packet++ % packets.size()];
+      std::uint8_t* data = umem.at(address);
+      std::memcpy(data, ethernet.data(), ethernet.size());
+      std::memcpy(data + ethernet.size(), p.data(), p.size());
+      stamp(data + ethernet.size(), p.size(), ++number);
+      tx.entries[txProducer++ & kMask] = {address, static_cast<std::uint32_t>(ethernet.size() + p.size()), 0};
+    }
+    __atomic_store_n(tx.producer, txProducer, __ATOMIC_RELEASE);
+    if (sendto(fd.get(), nullptr, 0, MSG_DONTWAIT, nullptr, 0) < 0 && errno != EAGAIN && errno != EBUSY &&
+        errno != ENOBUFS) {
+      ++result.errors;
+    }
+  }
+  reapCompletions();  // the last kick's (copy mode completes them within the call)
+  result.cpuSeconds = threadCpuSeconds() - cpu0;
+}
+
 // --- receivers -------------------------------------------------------------
 
 // What a receiver found in the packets' numbers (stamp).
@@ -406,6 +515,7 @@ void runSender(SendPath path, const SendTarget& target, const std::vector<std::v
       case SendPath::kRawHeaderIncluded: sendRawHeaderIncluded(packets, control, result); break;
       case SendPath::kTxRing: sendTxRing(target, packets, control, result); break;
       case SendPath::kPacketDgram: sendPacketDgram(target, packets, control, result); break;
+      case SendPath::kXdpCopy: sendXdpCopy(target, packets, control, result); break;
     }
   } catch (const std::exception& e) {
     result.error = e.what();

@@ -5,7 +5,9 @@
 // Senders: (a) what the forwarder does today (an IPPROTO_RAW socket, header
 // included, sendmmsg of 32); (b) an AF_PACKET PACKET_TX_RING (TPACKET_V2,
 // qdisc bypass, one send() per 32 frames); (c) AF_PACKET SOCK_DGRAM with
-// sendmmsg of 32 to the next hop's MAC (no ring, qdisc bypass).
+// sendmmsg of 32 to the next hop's MAC (no ring, qdisc bypass); (d) AF_XDP
+// in copy mode (UMEM, TX and completion rings by raw syscalls, one sendto()
+// per 32 descriptors).
 // Receivers: (1) the raw ESP/IPv4 socket, recvmmsg of 64 (today's default);
 // (2) the PACKET_RX_RING as ipsecd's esp_ring sets it up (lib/esp/esp_ring.h),
 // the raw socket kept with the filter that takes nothing.
@@ -23,7 +25,7 @@
 
 namespace outer_io {
 
-enum class SendPath { kRawHeaderIncluded, kTxRing, kPacketDgram };
+enum class SendPath { kRawHeaderIncluded, kTxRing, kPacketDgram, kXdpCopy };
 enum class ReceivePath { kRawSocket, kRxRing };
 
 inline constexpr std::size_t kSendBatch = 32;     // the forwarder's send batch

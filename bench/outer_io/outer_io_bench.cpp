@@ -34,7 +34,7 @@ constexpr const char* kUsage = R"(NAME
     outer_io_bench - CPU per packet of raw sockets and packet rings on the outer side
 
 SYNOPSIS
-    outer_io_bench [--seconds S] [--size N[,N...]] [--send a,b,c] [--receive 1,2]
+    outer_io_bench [--seconds S] [--size N[,N...]] [--send a,b,c,d] [--receive 1,2]
                    [--no-pin] [--check]
 
 DESCRIPTION
@@ -51,6 +51,10 @@ DESCRIPTION
          receiving veth's MAC), one send(MSG_DONTWAIT) per 32 frames
       c  AF_PACKET SOCK_DGRAM, sendmmsg of 32 to the next hop's MAC
          (sll_addr), PACKET_QDISC_BYPASS, no ring
+      d  AF_XDP in copy mode (XDP_COPY) on the veth: the packets written
+         into its UMEM, 32 descriptors on its TX ring per sendto(), frames
+         back through its completion ring (raw syscalls; no XDP program is
+         needed to transmit)
     Receive side (each a digit):
       1  the raw ESP/IPv4 socket, recvmmsg of 64 (ipsecd's default)
       2  ipsecd's esp_ring: PACKET_RX_RING (lib/esp/esp_ring.h geometry and
@@ -87,7 +91,7 @@ OPTIONS
     --seconds S     how long each case sends (default 3; 0.05 to 60)
     --size LIST     IPv4 packet sizes in bytes, comma-separated, each 32 to
                     1500 (default 1438)
-    --send LIST     send sides to run, comma-separated letters (default a,b,c)
+    --send LIST     send sides to run, comma-separated letters (default a,b,c,d)
     --receive LIST  receive sides to run, comma-separated digits (default 1,2)
     --no-pin        do not pin the sender to CPU 0 and the receiver to CPU 1
                     (pinned by default when there are two CPUs or more)
@@ -109,7 +113,8 @@ extern "C" void onSignal(int) { interrupted.store(true); }
 struct Options {
   double seconds = 3;
   std::vector<std::size_t> sizes{1438};
-  std::vector<SendPath> sends{SendPath::kRawHeaderIncluded, SendPath::kTxRing, SendPath::kPacketDgram};
+  std::vector<SendPath> sends{SendPath::kRawHeaderIncluded, SendPath::kTxRing, SendPath::kPacketDgram,
+                              SendPath::kXdpCopy};
   std::vector<ReceivePath> receives{ReceivePath::kRawSocket, ReceivePath::kRxRing};
   bool pin = true;
   bool check = false;
@@ -149,7 +154,8 @@ Options parseOptions(int argc, char** argv) {
         if (s == "a") o.sends.push_back(SendPath::kRawHeaderIncluded);
         else if (s == "b") o.sends.push_back(SendPath::kTxRing);
         else if (s == "c") o.sends.push_back(SendPath::kPacketDgram);
-        else throw std::invalid_argument("--send: a, b or c, not " + s);
+        else if (s == "d") o.sends.push_back(SendPath::kXdpCopy);
+        else throw std::invalid_argument("--send: a, b, c or d, not " + s);
       }
     } else if (arg == "--receive") {
       o.receives.clear();
@@ -241,6 +247,7 @@ const char* sendName(SendPath p) {
     case SendPath::kRawHeaderIncluded: return "a";
     case SendPath::kTxRing: return "b";
     case SendPath::kPacketDgram: return "c";
+    case SendPath::kXdpCopy: return "d";
   }
   return "?";
 }
