@@ -294,9 +294,10 @@ CaseFigures runCase(const Testbed& bed, const Options& o, SendPath send, Receive
       f.error = "a thread's sockets were not ready within 5 s";
       return f;
     }
+    // The /proc scans stay outside the machine's interval: they are the main thread's work, not the case's.
     const std::uint64_t backlogBefore = backlogDrops();
-    const MachineTime before = readMachineTime();
     const double softirqBefore = softirqThreadSeconds();
+    const MachineTime before = readMachineTime();
     const auto start = std::chrono::steady_clock::now();
     control.go.store(true);
     sleepFor(o.seconds);
