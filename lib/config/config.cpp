@@ -217,6 +217,15 @@ const std::map<std::string_view, Setter>& keyTable() {
       {"esp_ring", [](Config& c, const Place& at, std::string_view v) {
          c.espRing = parseBool(at, v);
        }},
+      {"esp_send", [](Config& c, const Place& at, std::string_view v) {
+         if (v == "raw") {
+           c.espSend = Config::EspSend::kRaw;
+         } else if (v == "packet") {
+           c.espSend = Config::EspSend::kPacket;
+         } else {
+           at.fail(quoted(v) + " is neither raw nor packet");
+         }
+       }},
       {"tun_addresses", [](Config& c, const Place& at, std::string_view v) {
          c.tunAddresses = parsePrefixList(at, v, PrefixForm::kRequired);
        }},

@@ -51,6 +51,13 @@ struct Config {
   // the IP stack, so netfilter's INPUT rules and rp_filter no longer see
   // them, and outer fragments are dropped (counted) instead of reassembled.
   bool espRing = false;
+  // How plain ESP over IPv4 in tunnel mode that we framed ourselves and that
+  // fits leaves: on the header-included raw socket (kRaw, the IP stack routes
+  // it), or on an AF_PACKET socket to the next hop's MAC that a netlink
+  // next-hop cache found (kPacket: no route lookup, netfilter OUTPUT/
+  // POSTROUTING, qdisc or taps on the way). Off by default for those costs.
+  enum class EspSend : std::uint8_t { kRaw, kPacket };
+  EspSend espSend = EspSend::kRaw;
   std::vector<IpPrefix> tunAddresses;    // assigned to the TUN device
   std::vector<IpPrefix> tunRoutes;       // routed into the TUN device (host bits zero)
   std::vector<IpPrefix> localAddresses;  // this host's tunnel endpoints (full-length prefixes)

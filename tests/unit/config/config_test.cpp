@@ -30,6 +30,7 @@ TEST(Config, EmptyTextGivesTheDocumentedDefaults) {
   EXPECT_EQ(c.tunMtu, 1400u);
   EXPECT_TRUE(c.tunOffload);
   EXPECT_FALSE(c.espRing);
+  EXPECT_EQ(c.espSend, Config::EspSend::kRaw);
   EXPECT_TRUE(c.tunAddresses.empty());
   EXPECT_TRUE(c.tunRoutes.empty());
   EXPECT_TRUE(c.localAddresses.empty());
@@ -54,6 +55,7 @@ tun_name = tun-east
 tun_mtu = 1380
 tun_offload = no
 esp_ring = yes
+esp_send = packet
 tun_addresses = 192.0.2.1/24, 2001:db8::1/64
 tun_routes = 198.51.100.0/24,2001:db8:1::/48
 local_addresses = 203.0.113.1, 2001:db8:ffff::1
@@ -80,6 +82,7 @@ debug = yes
   EXPECT_EQ(c.tunMtu, 1380u);
   EXPECT_FALSE(c.tunOffload);
   EXPECT_TRUE(c.espRing);
+  EXPECT_EQ(c.espSend, Config::EspSend::kPacket);
   ASSERT_EQ(c.tunAddresses.size(), 2u);
   EXPECT_EQ(c.tunAddresses[0].family, AF_INET);
   EXPECT_EQ(c.tunAddresses[0].toString(), "192.0.2.1/24");
@@ -258,6 +261,11 @@ TEST(ConfigError, RejectsARelativeRuntimeDir) {
 TEST(ConfigError, RejectsABadBoolean) {
   EXPECT_EQ(errorOf("debug = maybe"),
             "t.conf:1: debug: \"maybe\" is not a boolean (yes/no/true/false/1/0)");
+}
+
+TEST(ConfigError, RejectsAnEspSendOtherThanRawOrPacket) {
+  EXPECT_EQ(errorOf("esp_send = ring"), "t.conf:1: esp_send: \"ring\" is neither raw nor packet");
+  EXPECT_EQ(parseConfig("esp_send = raw", "t.conf").espSend, Config::EspSend::kRaw);
 }
 
 TEST(ConfigError, KeepsFileLineAndMessageApart) {
