@@ -153,9 +153,9 @@ inline constexpr Layout<CryptoFd, 5> kCrypto{
 enum class ForwarderFd : std::uint8_t {
   kIpsecd, kKeydb, kPolicy, kTun, kEsp4, kEsp6, kAh4, kAh6, kUdp4, kUdp6,
   kRingMemfd, kRequestBell, kCompletionBell,
-  kHeaderIncluded4, kHeaderIncluded6, kEspRing4,
+  kHeaderIncluded4, kHeaderIncluded6, kEspRing4, kPacket4, kRouteNetlink,
 };
-inline constexpr Layout<ForwarderFd, 16> kForwarder{
+inline constexpr Layout<ForwarderFd, 18> kForwarder{
     "ipsec-forwarder",
     {{
         {ForwarderFd::kIpsecd, "ipsecd channel", Peer::kIpsecd, OnClose::kRestartDataPlane, false,
@@ -190,6 +190,13 @@ inline constexpr Layout<ForwarderFd, 16> kForwarder{
          "send only: transport-mode ESP with the host's header and extension headers, AH"},
         {ForwarderFd::kEspRing4, "ESP/IPv4 packet ring", Peer::kNetwork, OnClose::kHeldForLife, false,
          "plain ESP/IPv4 in, mapped TPACKET_V2 frames (esp_ring), its ring renewed for each data-plane start; an "
+         "idle eventfd when off"},
+        {ForwarderFd::kPacket4, "ESP/IPv4 packet socket", Peer::kNetwork, OnClose::kHeldForLife, false,
+         "send only: plain tunnel ESP/IPv4 to the next hop's MAC (esp_send = packet), PACKET_QDISC_BYPASS, protocol 0 "
+         "(takes nothing in); an idle eventfd when off"},
+        {ForwarderFd::kRouteNetlink, "route netlink socket", Peer::kNetwork, OnClose::kHeldForLife, false,
+         "route and neighbour lookups and their change notifications for the next-hop cache (esp_send = packet); "
+         "read-only: a change asked for is refused without CAP_NET_ADMIN; made anew for each data-plane start; an "
          "idle eventfd when off"},
     }}};
 

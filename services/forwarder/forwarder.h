@@ -92,6 +92,10 @@ struct Fds {
   // Plain ESP/IPv4 in through a PACKET_RX_RING (esp_ring_reader.cpp); an
   // idle eventfd, or none, when the ring is off.
   UniqueFd espRing4;
+  // esp_send = packet (next_hop.h): plain tunnel ESP/IPv4 sent to the next
+  // hop's MAC, and the netlink socket that finds it; idle eventfds when off.
+  UniqueFd packet4;
+  UniqueFd routeNetlink;
   std::vector<WorkerFds> workers;
 };
 

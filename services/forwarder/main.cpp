@@ -5,7 +5,8 @@
 // and offloads when --tun-offloads says so); raw ESP and AH, NAT-T
 // UDP (IPv4, IPv6); per crypto worker its ring memfd and two bells; then the
 // two send-only header-included sockets; the plain ESP/IPv4 packet ring (an
-// idle eventfd when esp_ring is off); with forwarder_threads N > 1 the TUN's
+// idle eventfd when esp_ring is off); the ESP/IPv4 packet socket and the
+// route netlink socket of esp_send = packet (idle eventfds when it is off); with forwarder_threads N > 1 the TUN's
 // queues 1..N-1 after the table. Losing any peer ends the process and
 // ipsecd restarts the data plane. The ring is mapped before the sandbox and
 // read by loads and stores alone: its profile needs no call for it.
@@ -64,6 +65,8 @@ forwarder::Fds takeFds(const service::Args& args) {
   fds.hdr4 = take(ForwarderFd::kHeaderIncluded4);
   fds.hdr6 = take(ForwarderFd::kHeaderIncluded6);
   fds.espRing4 = take(ForwarderFd::kEspRing4);
+  fds.packet4 = take(ForwarderFd::kPacket4);
+  fds.routeNetlink = take(ForwarderFd::kRouteNetlink);
   return fds;
 }
 

@@ -114,6 +114,8 @@ std::vector<int> forwarderFds(const ChildEnds& c) {
       case ForwarderFd::kHeaderIncluded4: return c.headerIncluded4;
       case ForwarderFd::kHeaderIncluded6: return c.headerIncluded6;
       case ForwarderFd::kEspRing4: return c.espRing4;
+      case ForwarderFd::kPacket4: return c.packet4;
+      case ForwarderFd::kRouteNetlink: return c.routeNetlink;
     }
     return -1;
   });

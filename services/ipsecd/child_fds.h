@@ -28,6 +28,7 @@ struct ChildEnds {
   int tun = -1, esp4 = -1, esp6 = -1, ah4 = -1, ah6 = -1, udp4 = -1, udp6 = -1;
   int headerIncluded4 = -1, headerIncluded6 = -1;
   int espRing4 = -1;
+  int packet4 = -1, routeNetlink = -1;  // esp_send = packet (idle eventfds when off)
   std::vector<WorkerEnds> workers;  // one per crypto worker
   // A multi-queue TUN's queues 1..N-1 (queue 0 is `tun`), handed to the
   // forwarder after its table (fdlayout::tunQueueNumber); empty for one queue.

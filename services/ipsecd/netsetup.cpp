@@ -6,6 +6,8 @@
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <linux/if_tun.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -179,6 +181,45 @@ bool renewEspRing4(int fd, int raw4, std::string& why) {
     return refused("SO_ATTACH_FILTER on the raw ESP/IPv4 socket");
   }
   return true;
+}
+
+UniqueFd openPacketSend4(std::string& why) {
+  auto refused = [&why](const char* step) {
+    why = std::string(step) + ": " + std::strerror(errno);
+    return UniqueFd();
+  };
+  // Protocol 0 and never bound: the kernel hands it no packet.
+  UniqueFd fd(socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) return refused("socket(AF_PACKET)");
+  int on = 1;
+  if (setsockopt(fd.get(), SOL_PACKET, PACKET_QDISC_BYPASS, &on, sizeof on) < 0) {
+    return refused("PACKET_QDISC_BYPASS");
+  }
+  int size = 4 << 20;
+  setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size);
+  int small = 0;
+  setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  return fd;
+}
+
+UniqueFd openRouteNetlink(std::string& why) {
+  auto refused = [&why](const char* step) {
+    why = std::string(step) + ": " + std::strerror(errno);
+    return UniqueFd();
+  };
+  UniqueFd fd(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE));
+  if (!fd) return refused("socket(NETLINK_ROUTE)");
+  // Room for a burst of neighbour changes; an overrun is seen (ENOBUFS) and
+  // flushes the cache. FORCE needs CAP_NET_ADMIN, which a restart may not have.
+  int size = 1 << 20;
+  if (setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) < 0) {
+    setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  }
+  sockaddr_nl groups{};
+  groups.nl_family = AF_NETLINK;
+  groups.nl_groups = RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE;
+  if (bind(fd.get(), reinterpret_cast<const sockaddr*>(&groups), sizeof groups) < 0) return refused("bind (groups)");
+  return fd;
 }
 
 // The port is shared with the IKE daemon (udp_encap.h natTSteeringProgram):

@@ -52,6 +52,19 @@ UniqueFd openEspRing4(std::string& why);
 // the kernel refuses (`why`); raw4 then has no filter and takes ESP again.
 bool renewEspRing4(int fd, int raw4, std::string& why);
 
+// esp_send = packet: an AF_PACKET SOCK_DGRAM socket on which the forwarder
+// sends plain tunnel ESP/IPv4 to a next hop's MAC (sockaddr_ll per message):
+// protocol 0, so it takes nothing in; PACKET_QDISC_BYPASS; a 4 MiB send
+// buffer as the header-included socket's. Needs CAP_NET_RAW: made at set-up.
+// An empty descriptor when the kernel refuses a step (`why` says which).
+UniqueFd openPacketSend4(std::string& why);
+// esp_send = packet: a NETLINK_ROUTE socket subscribed to neighbour and IPv4
+// route changes, on which the forwarder asks for routes and neighbours. It
+// needs no privilege, and gives none: the kernel refuses any change asked
+// for on it by a sender without CAP_NET_ADMIN. Nonblocking; empty and `why`
+// when refused.
+UniqueFd openRouteNetlink(std::string& why);
+
 // The ESP-in-UDP socket of one family (RFC 3948) on the wildcard address and
 // `port`: nonblocking, IPv6 V6ONLY, SO_REUSEPORT with the steering program of
 // esp/udp_encap.h attached, so that IKE packets (non-ESP marker) go to an IKE

@@ -1,5 +1,6 @@
 // See supervisor.h. Single-threaded: everything runs on one Asio loop.
 #include <utility>  // before asio (Boost 1.74 with GCC 12)
+#include <tuple>
 
 #include "supervisor.h"
 
@@ -98,6 +99,7 @@ struct DataPlaneLinks {
   std::pair<UniqueFd, UniqueFd> policyForwarder;
   std::vector<WorkerRing> rings;
   UniqueFd espRing4;  // the plain ESP/IPv4 packet ring, or an idle eventfd (openEspRing)
+  UniqueFd packet4, routeNetlink;  // esp_send = packet, or idle eventfds (openPacketSend)
 };
 
 struct Child {
@@ -166,6 +168,37 @@ class Supervisor {
     return idle;
   }
 
+  // Plain tunnel ESP/IPv4 out on a packet socket to the next hop's MAC
+  // (esp_send = packet): the socket made at set-up (CAP_NET_RAW) and lent to
+  // every forwarder; the netlink socket that finds next hops made anew for
+  // each (no reply meant for the last one reaches the next). Off, or refused
+  // by the kernel: two idle eventfds, and ESP on the raw socket as before.
+  void openPacketSendSocket() {
+    if (cfg_.espSend != config::Config::EspSend::kPacket) return;
+    std::string why;
+    packetSocket_ = openPacketSend4(why);
+    if (!packetSocket_) log::warn("esp_send: the kernel refused the packet socket ({}): ESP/IPv4 on the raw socket", why);
+  }
+  static UniqueFd idleEventfd(const char* what) {
+    UniqueFd idle(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!idle) throw std::system_error(errno, std::generic_category(), std::string("eventfd (") + what + " placeholder)");
+    return idle;
+  }
+  std::pair<UniqueFd, UniqueFd> openPacketSend() {
+    if (packetSocket_) {
+      std::string why;
+      UniqueFd netlink = openRouteNetlink(why);
+      if (netlink) {
+        UniqueFd ours(fcntl(packetSocket_.get(), F_DUPFD_CLOEXEC, 0));
+        if (!ours) throw std::system_error(errno, std::generic_category(), "dup (ESP packet socket)");
+        log::info("plain tunnel ESP/IPv4 sent on a packet socket to the next hop (esp_send = packet)");
+        return {std::move(ours), std::move(netlink)};
+      }
+      log::warn("esp_send: the kernel refused the route netlink socket ({}): ESP/IPv4 on the raw socket", why);
+    }
+    return {idleEventfd("ESP packet socket"), idleEventfd("route netlink")};
+  }
+
   void setUp() {
     runtimeDir_ = RuntimeDir::open(cfg_.runtimeDir);
     emptyDir_ = runtimeDir_.pathOf(kEmptyDirName);
@@ -178,6 +211,7 @@ class Supervisor {
     raw4_ = openRawSocket(AF_INET, IPPROTO_ESP);
     raw6_ = openRawSocket(AF_INET6, IPPROTO_ESP);
     openEspRingSocket();
+    openPacketSendSocket();
     rawAh4_ = openRawSocket(AF_INET, IPPROTO_AH);
     rawAh6_ = openRawSocket(AF_INET6, IPPROTO_AH);
     // AH's ICV covers the IPv6 extension headers before AH, which the raw
@@ -289,6 +323,7 @@ class Supervisor {
       l.rings.push_back(std::move(w));
     }
     l.espRing4 = openEspRing();
+    std::tie(l.packet4, l.routeNetlink) = openPacketSend();
     return l;
   }
 
@@ -309,6 +344,8 @@ class Supervisor {
     e.esp4 = raw4_.get();
     e.esp6 = raw6_.get();
     e.espRing4 = links.espRing4.get();
+    e.packet4 = links.packet4.get();
+    e.routeNetlink = links.routeNetlink.get();
     e.ah4 = rawAh4_.get();
     e.ah6 = rawAh6_.get();
     e.udp4 = udp4_.get();
@@ -933,6 +970,7 @@ class Supervisor {
   UniqueFd raw4_, raw6_, rawAh4_, rawAh6_, udp4_, udp6_, pfkeyListen_, controlListen_;
   UniqueFd hdr4_, hdr6_;  // transport mode: header-included, send-only
   UniqueFd espRingSocket_;  // esp_ring: the AF_PACKET socket whose ring each data-plane start renews
+  UniqueFd packetSocket_;   // esp_send = packet: the send-only AF_PACKET socket each forwarder gets a copy of
   TransportRouting transportRouting_;
   std::unique_ptr<asio::posix::stream_descriptor> controlListener_;
   std::string emptyDir_, pfkeyPath_, controlPath_;

@@ -68,14 +68,18 @@ TEST(FdLayout, ForwarderSocketsAfterTheWorkersMoveUpWithThem) {
   EXPECT_EQ(l.number(ForwarderFd::kHeaderIncluded4, 1), 16);
   EXPECT_EQ(l.number(ForwarderFd::kHeaderIncluded6, 1), 17);
   EXPECT_EQ(l.number(ForwarderFd::kEspRing4, 1), 18);
-  EXPECT_EQ(l.count(1), 16);
+  EXPECT_EQ(l.number(ForwarderFd::kPacket4, 1), 19);
+  EXPECT_EQ(l.number(ForwarderFd::kRouteNetlink, 1), 20);
+  EXPECT_EQ(l.count(1), 18);
   EXPECT_EQ(l.number(ForwarderFd::kRingMemfd, 2, 1), 16);
   EXPECT_EQ(l.number(ForwarderFd::kRequestBell, 2, 1), 17);
   EXPECT_EQ(l.number(ForwarderFd::kCompletionBell, 2, 1), 18);
   EXPECT_EQ(l.number(ForwarderFd::kHeaderIncluded4, 2), 19);
   EXPECT_EQ(l.number(ForwarderFd::kHeaderIncluded6, 2), 20);
   EXPECT_EQ(l.number(ForwarderFd::kEspRing4, 2), 21);
-  EXPECT_EQ(l.count(2), 19);
+  EXPECT_EQ(l.number(ForwarderFd::kPacket4, 2), 22);
+  EXPECT_EQ(l.number(ForwarderFd::kRouteNetlink, 2), 23);
+  EXPECT_EQ(l.count(2), 21);
 }
 
 template <class Layout>
@@ -101,7 +105,7 @@ ChildEnds distinctEnds(unsigned workers) {
   for (int* f : {&e.ipsecd, &e.keydbOfPolicy, &e.policyOfKeydb, &e.keydbOfCrypto, &e.cryptoOfKeydb,
                  &e.keydbOfForwarder, &e.forwarderOfKeydb, &e.policyOfForwarder, &e.forwarderOfPolicy,
                  &e.pfkeyListen, &e.tun, &e.esp4, &e.esp6, &e.ah4, &e.ah6, &e.udp4, &e.udp6, &e.headerIncluded4,
-                 &e.headerIncluded6, &e.espRing4}) {
+                 &e.headerIncluded6, &e.espRing4, &e.packet4, &e.routeNetlink}) {
     *f = next++;
   }
   for (unsigned i = 0; i < workers; ++i) e.workers.push_back({next++, next++, next++});
@@ -138,7 +142,7 @@ TEST(ChildFds, ForwarderGetsItsSocketsRingsAndHeaderIncludedSocketsInTheTablesPl
   for (unsigned workers : {1u, 2u}) {
     const ChildEnds e = distinctEnds(workers);
     const auto fds = supervisor::forwarderFds(e);
-    ASSERT_EQ(fds.size(), 13 + 3 * workers);
+    ASSERT_EQ(fds.size(), 15 + 3 * workers);
     EXPECT_EQ(fds[0], e.ipsecd);
     EXPECT_EQ((std::vector<int>(fds.begin() + 1, fds.begin() + 10)),
               (std::vector<int>{e.forwarderOfKeydb, e.forwarderOfPolicy, e.tun, e.esp4, e.esp6, e.ah4, e.ah6, e.udp4,
@@ -153,6 +157,8 @@ TEST(ChildFds, ForwarderGetsItsSocketsRingsAndHeaderIncludedSocketsInTheTablesPl
     EXPECT_EQ(at(fds, after), e.headerIncluded4);
     EXPECT_EQ(at(fds, after + 1), e.headerIncluded6);
     EXPECT_EQ(at(fds, after + 2), e.espRing4);
+    EXPECT_EQ(at(fds, after + 3), e.packet4);
+    EXPECT_EQ(at(fds, after + 4), e.routeNetlink);
   }
 }
 
