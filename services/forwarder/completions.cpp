@@ -7,6 +7,8 @@
 
 #include <netinet/in.h>
 
+#include <cstring>
+
 #include "esp/esp.h"
 #include "esp/ip.h"
 #include "tunnel_send.h"
@@ -128,6 +130,14 @@ void Forwarder::queueTunnelSend(Worker& w, const proto::CryptoCompletion& c, con
       return;
     }
     case TunnelSend::Kind::kHeaderIncluded:
+      // esp_send = packet: plain ESP to a next hop the cache knows leaves on the packet socket (packet_send.cpp).
+      if (const sockaddr_ll* hop = s.natT ? nullptr : packetAddressOf(s.to.address)) {
+        queueSend(sendPacket4_).add(w, c.bufferIndex, bytes, [hop](sockaddr_storage& addr) {
+          std::memcpy(&addr, hop, sizeof *hop);
+          return sizeof *hop;
+        });
+        return;
+      }
       // Counted as ESP, and as NAT-T in UDP (an SA whose source port is not the NAT-T socket's).
       queueSend(s.natT ? sendUdpOwnHeader4_ : send4_).add(w, c.bufferIndex, bytes, to);
       return;

@@ -71,6 +71,7 @@ Forwarder::Forwarder(asio::io_context& io, Fds fds, std::optional<unsigned> tunO
   link_.setTotalWorkers(static_cast<unsigned>(workers_.size()));  // joinThreads: more, several threads
   setUpTunOffload(tunOffloads);  // tun_reader.cpp
   setUpEspRing();                // esp_ring_reader.cpp
+  setUpPacketSend();             // packet_send.cpp
 }
 
 Forwarder::~Forwarder() {
@@ -81,6 +82,7 @@ Forwarder::~Forwarder() {
   udp4Watch_.release();
   udp6Watch_.release();
   if (espRingWatch_) espRingWatch_->release();
+  if (netlinkWatch_) netlinkWatch_->release();
   for (auto& w : workers_) w->bellWatch->release();
   if (ah4Watch_) ah4Watch_->release();
   if (ah6Watch_) ah6Watch_->release();
@@ -108,6 +110,7 @@ void Forwarder::start() {
     armRaw(AF_INET);
     armRaw(AF_INET6);
     armEspRing();
+    armNetlink();
     armUdp(AF_INET);
     armUdp(AF_INET6);
     startAh();

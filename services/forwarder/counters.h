@@ -194,6 +194,13 @@ namespace ipsec::forwarder {
   /* super-packets end to end as one request (super_packet.cpp) */ \
   EVENT(out_multi_segment_requests, "seal requests carrying several segments of one TUN super-packet") \
   EVENT(out_multi_segment_segments, "ESP packets framed in them (each also in tun_in_segments)") \
+  /* esp_send = packet: plain tunnel ESP/IPv4 to the next hop's MAC (next_hop.h) */ \
+  EVENT(out_packet_socket, "ESP/IPv4 packets the packet socket took (each also in esp_out_packets)") \
+  EVENT(out_packet_socket_too_big, "refused by the packet socket as too big (EMSGSIZE): sent on the raw socket") \
+  EVENT(next_hop_misses, "ESP/IPv4 packets sent on the raw socket: no next hop known for the destination yet") \
+  EVENT(next_hop_lookups, "route lookups asked of the kernel for a destination") \
+  EVENT(next_hop_flushes, "next-hop cache emptied: a route changed or netlink notifications were lost") \
+  EVENT(netlink_bad_message, "netlink messages refused by the parser (lib/netlink)") \
   LEVEL(sas, "SAs installed in the forwarder") \
   LEVEL(policies, "policies installed in the forwarder") \
   LEVEL(sas_not_listed, "SAs whose own counters the stats answer leaves out: it lists the first kMaxListedSas (one control message holds no more)")

@@ -62,6 +62,7 @@
 #include "tables.h"
 #include "thread_link.h"
 #include "burst.h"
+#include "next_hop.h"
 #include "crypto_worker.h"
 #include "send_batch.h"
 #include "super_frame.h"
@@ -218,6 +219,22 @@ class Forwarder {
   std::uint8_t* espRingFrame(std::uint32_t i) noexcept;
   bool espRingFrameOurs(std::uint32_t i) noexcept;
   void releaseEspRingFrame() noexcept;  // the head frame back to the kernel; the head moves on
+  // esp_send = packet (packet_send.cpp): plain tunnel ESP/IPv4 to the next
+  // hop's MAC on the packet socket, where the next-hop cache knows it; set up
+  // on thread 0 alone, when ipsecd handed a packet socket and a netlink socket.
+  std::unique_ptr<NextHops> nextHops_;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> netlinkWatch_;
+  std::vector<std::uint8_t> netlinkDatagram_;
+  void setUpPacketSend();
+  void armNetlink();
+  void readNetlink() noexcept;
+  static bool sendNetlinkRequest(void* self, std::span<const std::uint8_t> request) noexcept;
+  // The next hop's address for a plain ESP/IPv4 packet to `to`, or nullptr (the raw socket).
+  const sockaddr_ll* packetAddressOf(const esp::IpAddress& to) noexcept;
+  // A packet the packet socket refused as too big, sent on the header-included socket instead.
+  void resendRaw(const mmsghdr& m) noexcept;
+  // Whole ESP/IPv4 packets (one each) on the packet socket, counted as a send batch's are.
+  void sendOnPacketSocket(std::span<mmsghdr> msgs) noexcept;
   void readUdp(int family) noexcept;
   void drainCompletions(Worker& w) noexcept;
   void onSealed(Worker& w, const proto::CryptoCompletion& c) noexcept;
@@ -427,6 +444,7 @@ class Forwarder {
   SendBatch sendUdpOwnHeader4_;
   SendBatch sendHdr4_, sendHdr6_;  // transport mode, header included
   SendBatch sendAh4_, sendAh6_;    // AH, header included (ah.cpp)
+  SendBatch sendPacket4_;          // plain tunnel ESP/IPv4 on the packet socket (esp_send = packet)
   SendBatch keepalive4_, keepalive6_;  // NAT keepalives, on the NAT-T sockets (sendKeepalives)
   void flushSendBatch(SendBatch& b) noexcept;
   // Sends b's datagrams [first, first + count) one each (refused ones counted in out_drop_send,

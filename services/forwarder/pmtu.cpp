@@ -83,6 +83,7 @@ bool Forwarder::sendFragments(std::span<const std::uint8_t> packet, std::size_t 
     flushSendBatch(dst.isV4() ? sendAh4_ : sendAh6_);
   } else {
     flushSendBatch(dst.isV4() ? send4_ : send6_);
+    if (dst.isV4()) flushSendBatch(sendPacket4_);
     flushSendBatch(dst.isV4() ? sendUdp4_ : sendUdp6_);
     if (dst.isV4()) flushSendBatch(sendUdpOwnHeader4_);
     flushSendBatch(dst.isV4() ? sendHdr4_ : sendHdr6_);  // transport mode

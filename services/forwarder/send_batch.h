@@ -108,6 +108,7 @@ struct SendBatch : MessageBatch<kBurst, 2 * CMSG_SPACE(sizeof(int)) + CMSG_SPACE
   bool udp = false;
   bool ah = false;  // counted as AH, not ESP
   bool keepalive = false;  // NAT keepalives: counted as such, no pool buffer behind them
+  bool packet = false;  // the packet socket (esp_send = packet): counted in out_packet_socket too
   // Takes one datagram, bytes of w's buffer buf (freed once sent), to the
   // address fillAddress writes into the sockaddr_storage it is given (it
   // returns the length). The batch must have room (queueSend sees to it).

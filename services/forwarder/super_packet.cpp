@@ -103,6 +103,7 @@ void Forwarder::onSealedSuper(Worker& w, const proto::CryptoCompletion& c) noexc
       sendSuperRaw6(w, buf, *sa, failed);
     } else {
       flushSendBatch(nat ? sendUdpOwnHeader4_ : send4_);
+      if (!nat) flushSendBatch(sendPacket4_);
       sendSuperWithHeaders4(w, buf, *sa, nat, failed);
     }
   }
@@ -137,6 +138,11 @@ void Forwarder::sendSuperWithHeaders4(Worker& w, std::uint32_t buf, const Sa& sa
                                       std::uint64_t failed) noexcept {
   counters_.pmtu_out_drop_header +=
       superSend_.fillWithHeaders4(w.superFrames[buf], bufferData(w, buf), failed, sa, nat, outerIpId_);
+  // esp_send = packet: plain ESP to a next hop the cache knows, on the packet socket (packet_send.cpp).
+  if (const sockaddr_ll* hop = nat ? nullptr : packetAddressOf(sa.dst)) {
+    superSend_.sendToNextHop(*hop);
+    return sendOnPacketSocket({superSend_.msgs.data(), superSend_.count});
+  }
   sendSuperMessages(fds_.hdr4.get(), 0, superSend_.count, nat != nullptr);
 }
 

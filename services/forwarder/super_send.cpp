@@ -1,6 +1,8 @@
 // See super_send.h.
 #include "super_send.h"
 
+#include <cstring>
+
 #include "esp/pmtu.h"
 #include "esp/udp_encap.h"
 #include "esp/udp_gro.h"
@@ -101,6 +103,12 @@ std::size_t SuperSend::fillWithHeaders4(const SuperFrame& f, std::uint8_t* data,
     addSegments(parts, 1);
   }
   return nowhere;
+}
+
+void SuperSend::sendToNextHop(const sockaddr_ll& hop) noexcept {
+  std::memcpy(&to_, &hop, sizeof hop);
+  toLength_ = sizeof hop;
+  for (std::size_t k = 0; k < count; ++k) msgs[k].msg_hdr.msg_namelen = toLength_;
 }
 
 }  // namespace ipsec::forwarder

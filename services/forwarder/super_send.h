@@ -21,6 +21,8 @@
 #include <sys/socket.h>
 
 #include <array>
+#include <linux/if_packet.h>
+
 #include <cstdint>
 
 #include "natt_peers.h"
@@ -53,6 +55,9 @@ class SuperSend : public MessageBatch<proto::kMaxSegments, kSuperControlSpace, 2
   // NAT-T SA without ports: the caller counts them).
   std::size_t fillWithHeaders4(const SuperFrame& f, std::uint8_t* data, std::uint64_t failed, const Sa& sa,
                                const NatT* nat, std::uint16_t& ipId) noexcept;
+  // esp_send = packet: every message filled goes to this next hop on the
+  // packet socket instead (plain ESP with our header alone).
+  void sendToNextHop(const sockaddr_ll& hop) noexcept;
 
   // The good segments from i on that one UDP_SEGMENT message carries: same
   // traffic class and DF bit, at most kMaxGsoSegments and maxBytes together

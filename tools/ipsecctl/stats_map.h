@@ -226,6 +226,12 @@ inline constexpr StatCounter kStatCounters[] = {
     {"tun_write_deferred_errors", "ipsec", "", "queued packet%s refused by the TUN at the burst's end"},
     {"out_multi_segment_requests", "ipsec", "", "seal request%s carrying several segments of one TUN super-packet"},
     {"out_multi_segment_segments", "ipsec", "", "ESP packet%s framed in them"},
+    {"out_packet_socket", "esp", "", "packet%s sent on the packet socket to the next hop (esp_send = packet)"},
+    {"out_packet_socket_too_big", "esp", "", "packet%s too big for the packet socket, sent on the raw socket"},
+    {"next_hop_misses", "esp", "", "packet%s sent on the raw socket: no next hop known yet"},
+    {"next_hop_lookups", "esp", "", "next-hop route lookup%s asked of the kernel"},
+    {"next_hop_flushes", "esp", "", "time%s the next-hop cache was emptied (a route change, lost notifications)"},
+    {"netlink_bad_message", "esp", "", "netlink message%s refused"},
     // SA bundles (bundle.cpp)
     {"bundle_out_packets", "ipsec", "", "packet%s sealed by ESP, then signed by AH or sealed by an ESP tunnel"},
     {"bundle_out_drop_sa_gone", "ipsec", "ips_out_nosa", "bundle packet%s whose second SA went away"},

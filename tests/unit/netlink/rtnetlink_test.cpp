@@ -12,7 +12,10 @@
 #include <net/if.h>
 #include <poll.h>
 #include <sched.h>
+#include <linux/capability.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -157,6 +160,61 @@ TEST(RtnetlinkKernel, NeighbourNotificationsOfTheSubscribedGroup) {
     EXPECT_EQ(seen.neighbours[0].second.address, v4("192.0.2.9"));
     EXPECT_TRUE(seen.neighbours.back().second.removed);
     EXPECT_EQ(seen.neighbours.back().second.address, v4("192.0.2.9"));
+    close(fd);
+  });
+}
+
+// The forwarder gets a socket ipsecd (root) made, and has no capability:
+// the kernel checks the sender's CAP_NET_ADMIN too (netlink_net_capable), so
+// a change asked for on that socket is refused. The check can fail: the
+// same request from the root parent succeeds.
+TEST(RtnetlinkKernel, AChangeAskedWithoutCapNetAdminIsRefused) {
+  inOwnNetns([] {
+    ASSERT_EQ(std::system("ip link add nlt0 type veth peer name nlt1 && ip link set nlt0 up"), 0);
+    const int ifindex = static_cast<int>(if_nametoindex("nlt0"));
+    const int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    ASSERT_GE(fd, 0);
+    // RTM_NEWNEIGH 192.0.2.44 on nlt0, permanent, with an acknowledgement.
+    auto addNeighbour = [&](std::uint32_t seq) {
+      std::array<std::uint8_t, 64> m{};
+      nlmsghdr h{};
+      h.nlmsg_len = NLMSG_LENGTH(sizeof(ndmsg)) + RTA_SPACE(4);
+      h.nlmsg_type = RTM_NEWNEIGH;
+      h.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+      h.nlmsg_seq = seq;
+      ndmsg n{};
+      n.ndm_family = AF_INET;
+      n.ndm_ifindex = ifindex;
+      n.ndm_state = NUD_PERMANENT;
+      const rtattr a{static_cast<unsigned short>(RTA_LENGTH(4)), NDA_DST};
+      const std::uint8_t address[4] = {192, 0, 2, 44};
+      std::memcpy(m.data(), &h, sizeof h);
+      std::memcpy(m.data() + NLMSG_HDRLEN, &n, sizeof n);
+      std::memcpy(m.data() + NLMSG_LENGTH(sizeof(ndmsg)), &a, sizeof a);
+      std::memcpy(m.data() + NLMSG_LENGTH(sizeof(ndmsg)) + RTA_LENGTH(0), address, 4);
+      if (send(fd, m.data(), h.nlmsg_len, 0) < 0) return -1;
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 2000) != 1) return -1;
+      std::vector<std::uint8_t> reply(4096);
+      const ssize_t got = recv(fd, reply.data(), reply.size(), 0);
+      if (got < static_cast<ssize_t>(NLMSG_HDRLEN + sizeof(int))) return -1;
+      int error = 0;
+      std::memcpy(&error, reply.data() + NLMSG_HDRLEN, sizeof error);
+      return -error;  // 0: done
+    };
+    const pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      // No capability left, as the forwarder (effective, permitted, inheritable).
+      __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+      __user_cap_data_struct none[2]{};
+      if (syscall(SYS_capset, &header, none) != 0) _exit(2);
+      _exit(addNeighbour(1) == EPERM ? 0 : 1);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+    EXPECT_EQ(addNeighbour(2), 0) << "root may";
     close(fd);
   });
 }
