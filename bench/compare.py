@@ -140,7 +140,8 @@ class Ipsecd(Veth):
         return (f"A's forwarder: esp_out_packets {c.get('esp_out_packets')}, of which in UDP "
                 f"{c.get('natt_out_esp_packets')}, in {c.get('out_multi_segment_requests')} multi-segment "
                 f"requests {c.get('out_multi_segment_segments')}, written to the TUN as "
-                f"{c.get('tun_out_super_packets')} super-packets {c.get('tun_out_coalesced')}, drops {drops or 'none'}")
+                f"{c.get('tun_out_super_packets')} super-packets {c.get('tun_out_coalesced')}, on the packet socket "
+                f"{c.get('out_packet_socket')} (next-hop misses {c.get('next_hop_misses')}), drops {drops or 'none'}")
 
 
 # --- Measuring one path ------------------------------------------------------------

@@ -78,7 +78,7 @@ const sockaddr_ll* NextHops::packetAddress(const netlink::Ipv4& to, std::uint64_
 }
 
 void NextHops::onDatagram(std::span<const std::uint8_t> datagram, std::uint64_t nowMs) noexcept {
-  nowMs_ = nowMs;
+  setNow(nowMs);
   counters_.netlink_bad_message += netlink::parseDatagram(datagram, *this).bad;
 }
 

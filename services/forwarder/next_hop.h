@@ -56,7 +56,9 @@ class NextHops {
   // Forgets everything (notifications were lost, or a route changed).
   void flush() noexcept;
 
-  // The parser's visitor (lib/netlink parseDatagram).
+  // The parser's visitor (lib/netlink parseDatagram), at the time the last
+  // onDatagram or setNow gave.
+  void setNow(std::uint64_t nowMs) noexcept { nowMs_ = nowMs; }
   void route(const netlink::Header& h, const netlink::Route& r) noexcept;
   void neighbour(const netlink::Header& h, const netlink::Neighbour& n) noexcept;
   void error(const netlink::Header& h, int error) noexcept;

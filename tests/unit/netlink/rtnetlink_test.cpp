@@ -280,6 +280,12 @@ TEST(RtnetlinkMalformed, EachBadShapeIsCountedAndNothingIsReported) {
       message(RTM_NEWNEIGH, neighbourBody(attribute(NDA_DST, {192, 0, 2}))),              // a 3-byte address
       message(RTM_NEWNEIGH, neighbourBody(attribute(NDA_DST, {192, 0, 2, 5}, 200))),      // attribute past the end
       message(RTM_NEWNEIGH, neighbourBody(attribute(NDA_DST, {192, 0, 2, 5}, 2))),        // attribute shorter than its header
+      message(RTM_NEWNEIGH, neighbourBody([] {  // a sound address, then an attribute of no interest past the end
+        auto b = attribute(NDA_DST, {192, 0, 2, 5});
+        auto past = attribute(NDA_CACHEINFO, {1, 2, 3, 4}, 200);
+        b.insert(b.end(), past.begin(), past.end());
+        return b;
+      }())),
       message(RTM_NEWROUTE, {AF_INET, 32}),                                              // body shorter than rtmsg
       message(RTM_NEWROUTE, [] {
         rtmsg r{};
