@@ -2,7 +2,8 @@
 (esp_send = packet; issue 13 item 3; services/forwarder/next_hop.h,
 packet_send.cpp, lib/netlink). With esp_send = packet on both ends, pings
 both ways and TCP both ways (SHA-256 on both ends) go through, most ESP
-leaves by the packet socket (out_packet_socket) and nothing is dropped; the
+leaves by the packet socket (out_packet_socket) and nothing is dropped, also
+after the forwarder is killed and restarted; the
 next-hop cache follows the kernel's neighbour table: when the peer's MAC
 changes and the entry is replaced, and when the entry is deleted, every
 packet still arrives. With esp_send = raw (the default) nothing leaves that way."""
@@ -43,6 +44,14 @@ class EspSendTest(unittest.TestCase):
                 self.assertEqual(c["netlink_bad_message"], 0, side)
                 self.assertEqual(c["out_packet_socket_too_big"], 0, side)
                 assert_no_drops(self, side, c)
+
+            # A restarted forwarder gets the packet socket again and a fresh netlink socket.
+            tb.a.kill_forwarder_and_wait_for_its_sas()
+            tcp_transfer(tb.a, tb.b, INNER[4][1], nbytes=2 << 20, port=5003)
+            c = self.counters(tb.a)
+            self.assertGreater(c["out_packet_socket"], 500)
+            self.assertEqual(c["netlink_bad_message"], 0)
+            assert_no_drops(self, "a", c)
 
     def test_neighbour_changes_are_followed(self):
         with Testbed() as tb:
