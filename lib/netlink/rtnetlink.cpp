@@ -123,7 +123,8 @@ Message parseError(Message m, std::span<const std::uint8_t> body) noexcept {
 
 }  // namespace
 
-std::size_t routeRequest(std::span<std::uint8_t, kRequestBytes> out, std::uint32_t seq, const Ipv4& to) noexcept {
+std::size_t routeRequest(std::span<std::uint8_t, kRequestBytes> out, std::uint32_t seq, const Ipv4& to,
+                         std::uint32_t mark) noexcept {
   RequestWriter w{out};
   w.header(RTM_GETROUTE, seq, sizeof(rtmsg));
   rtmsg r{};
@@ -131,6 +132,7 @@ std::size_t routeRequest(std::span<std::uint8_t, kRequestBytes> out, std::uint32
   r.rtm_dst_len = 32;
   w.body(r);
   w.addAttribute(RTA_DST, to.data(), to.size());
+  if (mark != 0) w.addAttribute(RTA_MARK, &mark, sizeof mark);
   return w.finish();
 }
 

@@ -25,9 +25,11 @@ using Mac = std::array<std::uint8_t, 6>;
 // Room for either request.
 inline constexpr std::size_t kRequestBytes = 64;
 
-// RTM_GETROUTE for `to` (a /32 lookup in the main FIB, as ip route get
-// does): the kernel answers one RTM_NEWROUTE with this seq, or an error.
-std::size_t routeRequest(std::span<std::uint8_t, kRequestBytes> out, std::uint32_t seq, const Ipv4& to) noexcept;
+// RTM_GETROUTE for `to` (a /32 lookup through the policy rules, as ip route
+// get does), as a packet with firewall mark `mark` (RTA_MARK; 0: none) would
+// be routed: the kernel answers one RTM_NEWROUTE with this seq, or an error.
+std::size_t routeRequest(std::span<std::uint8_t, kRequestBytes> out, std::uint32_t seq, const Ipv4& to,
+                         std::uint32_t mark = 0) noexcept;
 // RTM_GETNEIGH of `address` on interface `ifindex` (not a dump): one
 // RTM_NEWNEIGH with this seq, or an error (ENOENT: no entry yet).
 std::size_t neighbourRequest(std::span<std::uint8_t, kRequestBytes> out, std::uint32_t seq, std::uint32_t ifindex,

@@ -138,6 +138,8 @@ void Forwarder::queueTunnelSend(Worker& w, const proto::CryptoCompletion& c, con
         });
         return;
       }
+      // What the packet socket has queued leaves before a raw one after it: the SA's order.
+      if (nextHops_ && !s.natT && sendPacket4_.count != 0) flushSendBatch(sendPacket4_);
       // Counted as ESP, and as NAT-T in UDP (an SA whose source port is not the NAT-T socket's).
       queueSend(s.natT ? sendUdpOwnHeader4_ : send4_).add(w, c.bufferIndex, bytes, to);
       return;

@@ -34,7 +34,7 @@ void NextHops::askRoute(Destination& d, std::uint64_t nowMs) noexcept {
   d.askedSeq = nextSeq();
   d.askedMs = nowMs;
   ++counters_.next_hop_lookups;
-  send_(context_, std::span(request).first(netlink::routeRequest(request, d.askedSeq, d.address)));
+  send_(context_, std::span(request).first(netlink::routeRequest(request, d.askedSeq, d.address, mark_)));
 }
 
 void NextHops::askNeighbour(NextHop& n) noexcept {

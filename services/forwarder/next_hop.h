@@ -43,8 +43,11 @@ class NextHops {
   static constexpr std::uint64_t kRefreshMs = 2000;    // one raw packet per next hop this often
   static constexpr std::uint64_t kAskAgainMs = 1000;   // an unanswered or unusable lookup, asked again
 
-  NextHops(Counters& counters, std::uint32_t portId, SendRequest send, void* context) noexcept
-      : counters_(counters), portId_(portId), send_(send), context_(context) {}
+  // mark: the firewall mark the forwarder's sockets carry (SO_MARK, config
+  // fwmark): routes are looked up as its raw sends are routed, past the
+  // transport-mode rule that skips that mark.
+  NextHops(Counters& counters, std::uint32_t portId, std::uint32_t mark, SendRequest send, void* context) noexcept
+      : counters_(counters), portId_(portId), mark_(mark), send_(send), context_(context) {}
   NextHops(const NextHops&) = delete;
   NextHops& operator=(const NextHops&) = delete;
 
@@ -90,6 +93,7 @@ class NextHops {
 
   Counters& counters_;
   std::uint32_t portId_;
+  std::uint32_t mark_;
   SendRequest send_;
   void* context_;
   std::uint32_t seq_ = 0;

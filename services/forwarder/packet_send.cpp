@@ -38,7 +38,11 @@ void Forwarder::setUpPacketSend() {
   if (getsockname(fds_.routeNetlink.get(), reinterpret_cast<sockaddr*>(&self), &length) != 0) {
     throw std::system_error(errno, std::generic_category(), "getsockname (route netlink socket)");
   }
-  nextHops_ = std::make_unique<NextHops>(counters_, self.nl_pid, &Forwarder::sendNetlinkRequest, this);
+  // Routes as the raw sends are routed: with the mark every send socket carries (ipsecd's markSocket).
+  std::uint32_t mark = 0;
+  socklen_t markLength = sizeof mark;
+  if (getsockopt(fds_.hdr4.get(), SOL_SOCKET, SO_MARK, &mark, &markLength) != 0) mark = 0;
+  nextHops_ = std::make_unique<NextHops>(counters_, self.nl_pid, mark, &Forwarder::sendNetlinkRequest, this);
   netlinkWatch_ = std::make_unique<boost::asio::posix::stream_descriptor>(io_, fds_.routeNetlink.get());
   netlinkDatagram_.resize(64 * 1024);
   sendPacket4_.fd = fds_.packet4.get();

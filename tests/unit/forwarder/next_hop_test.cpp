@@ -40,7 +40,7 @@ struct Sink {
 struct NextHopsTest : ::testing::Test {
   Counters counters{};
   Sink sink;
-  NextHops hops{counters, kPort, &Sink::send, &sink};
+  NextHops hops{counters, kPort, 0x4950, &Sink::send, &sink};
 
   netlink::Route viaGateway() {
     netlink::Route r;

@@ -120,6 +120,19 @@ TEST(RtnetlinkKernel, ARouteViaAGatewayAndItsPermanentNeighbour) {
     ASSERT_TRUE(n.hasMac);
     EXPECT_EQ(n.mac, (Mac{0x02, 0x00, 0x5e, 0x00, 0x53, 0xfe}));
 
+    // With a firewall mark the policy rules route otherwise: the lookup follows them.
+    ASSERT_EQ(std::system("ip rule add fwmark 0x4950 lookup 100 && "
+                          "ip route add 198.51.100.0/24 via 192.0.2.253 dev nlt0 table 100"),
+              0);
+    seen = {};
+    ask(fd, std::span(request).first(routeRequest(request, 12, v4("198.51.100.9"), 0x4950)), seen);
+    ASSERT_EQ(seen.routes.size(), 1u);
+    EXPECT_EQ(seen.routes[0].second.gateway, v4("192.0.2.253"));
+    seen = {};
+    ask(fd, std::span(request).first(routeRequest(request, 13, v4("198.51.100.9"))), seen);
+    ASSERT_EQ(seen.routes.size(), 1u);
+    EXPECT_EQ(seen.routes[0].second.gateway, v4("192.0.2.254"));
+
     // No entry: the kernel's ENOENT, as an error for that seq.
     seen = {};
     ask(fd, std::span(request).first(neighbourRequest(request, 11, nlt0, v4("192.0.2.200"))), seen);
