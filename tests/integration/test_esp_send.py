@@ -78,6 +78,19 @@ class EspSendTest(unittest.TestCase):
             self.assertGreater(c["out_packet_socket"], after_replace)
             assert_no_drops(self, "a", c)
 
+    def test_several_forwarder_threads(self):
+        """Thread 0 alone holds the next-hop cache; the other threads send raw:
+        traffic is carried either way, nothing is dropped."""
+        with Testbed() as tb:
+            tb.start_pair("aes-gcm", 4, esp_send="packet", crypto_workers=2, forwarder_threads=2)
+            assert_pings_both_ways(self, tb, INNER)
+            tcp_transfer(tb.a, tb.b, INNER[4][1], nbytes=2 << 20, port=5001)
+            tcp_transfer(tb.b, tb.a, INNER[4][0], nbytes=2 << 20, port=5002)
+            for side, h in zip("ab", tb.hosts()):
+                c = self.counters(h)
+                self.assertGreater(c["esp_out_packets"], 500, side)
+                assert_no_drops(self, side, c)
+
     def test_raw_by_default(self):
         with Testbed() as tb:
             tb.start_pair("aes-gcm", 4)
