@@ -5,14 +5,17 @@ ipsecd tunnel the way bench/compare.py does ("ipsecd esp gcm": ESP tunnel SAs,
 AES-GCM-128, IPv4, on the integration harness's Testbed), then runs 20 pings
 10 ms apart and --pause-pings pings 1 s apart from A's inner address to B's
 under `perf record -a` of the scheduler's sched_switch and sched_waking
-tracepoints, and rebuilds each round trip from them:
+tracepoints and of the syscalls our threads enter (raw_syscalls:sys_enter,
+filtered to their tids), and rebuilds each round trip from them:
 
   t0   ping (in A) sends: the first thread of ours it wakes (A's forwarder,
        blocked on the TUN), or ping's going to sleep if none was asleep;
   ...  every wake-up of an ipsecd thread (which thread woke it, how long it
        waited between being woken and running: the wake-up delay) and every run
-       of one (on which CPU, for how long), A's and B's forwarder and crypto
-       broker threads, named from ipsecd's children's pids;
+       of one (on which CPU, for how long, how it ended: slept or preempted,
+       and the syscalls it made: a read of the TUN, the doorbell's write, a
+       sched_yield of a polling loop), A's and B's forwarder and crypto broker
+       threads, named from ipsecd's children's pids;
   t1   ping is woken by the echo reply (A's forwarder writing it into the TUN).
 
 For the typical round trip of each set (the one with the median RTT) it prints
@@ -45,7 +48,13 @@ from harness import Testbed, descendants, process_table  # noqa: E402
 import compare  # noqa: E402
 
 EVENT = re.compile(r"^\s*(?P<comm>.*?)\s+(?P<tid>\d+)\s+\[(?P<cpu>\d+)\]\s+(?P<t>[\d.]+):\s+"
-                   r"sched:(?P<ev>\w+):\s+(?P<rest>.*)$")
+                   r"(?:sched|raw_syscalls):(?P<ev>\w+):\s+(?P<rest>.*)$")
+SYSCALL = re.compile(r"NR (?P<nr>\d+) ")
+# x86_64 numbers of the syscalls our threads make on the data path; others print as "nrN".
+SYSCALL_NAMES = {0: "read", 1: "write", 7: "poll", 16: "ioctl", 19: "readv", 20: "writev", 24: "sched_yield",
+                 44: "sendto", 45: "recvfrom", 46: "sendmsg", 47: "recvmsg", 202: "futex", 230: "clock_nanosleep",
+                 232: "epoll_wait", 233: "epoll_ctl", 270: "pselect6", 271: "ppoll", 281: "epoll_pwait",
+                 299: "recvmmsg", 307: "sendmmsg", 441: "epoll_pwait2"}
 SWITCH = re.compile(r"prev_comm=(?P<pc>.*) prev_pid=(?P<pp>\d+) prev_prio=\d+ prev_state=(?P<ps>\S+) ==> "
                     r"next_comm=(?P<nc>.*) next_pid=(?P<np>\d+) next_prio=\d+")
 WAKING = re.compile(r"comm=(?P<c>.*) pid=(?P<p>\d+) prio=\d+ target_cpu=(?P<cpu>\d+)")
@@ -77,7 +86,8 @@ def name_threads(tb):
 
 def parse_events(text, wanted):
     """[(t_us, kind, fields)] of the events touching a wanted tid, in time order.
-    kind 'in'/'out' (tid switched in/out on cpu), 'waking' (tid woken by waker)."""
+    kind 'in'/'out' (tid switched in/out on cpu), 'waking' (tid woken by waker),
+    'syscall' (tid entered a syscall: its name)."""
     out = []
     for line in text.splitlines():
         m = EVENT.match(line)
@@ -93,6 +103,11 @@ def parse_events(text, wanted):
                 out.append((t, "out", {"tid": prev, "cpu": cpu, "state": s["ps"]}))
             if nxt in wanted:
                 out.append((t, "in", {"tid": nxt, "cpu": cpu}))
+        elif m["ev"] == "sys_enter":
+            c = SYSCALL.search(m["rest"])
+            if c and ctx in wanted:
+                nr = int(c["nr"])
+                out.append((t, "syscall", {"tid": ctx, "name": SYSCALL_NAMES.get(nr, f"nr{nr}")}))
         elif m["ev"] == "sched_waking":
             w = WAKING.search(m["rest"])
             if w and int(w["p"]) in wanted:
@@ -148,13 +163,16 @@ def round_trips(events, ping_pid, ours):
 def fill_chain(trip, events, ours):
     """Our threads' wake-ups, waits and runs between trip.t0 and trip.t1 (runs clipped to it)."""
     running, woken, preempted = {}, {}, {}  # tid -> (start, cpu, how) / (waking t, waker) / out t
+    calls = {}  # tid -> [(t, syscall name)] of its current run
     for t, kind, f in events:
         if t > trip.t1:
             break
         tid = f["tid"]
         if tid not in ours:
             continue
-        if kind == "waking":
+        if kind == "syscall":
+            calls.setdefault(tid, []).append((t, f["name"]))
+        elif kind == "waking":
             woken[tid] = (t, ours.get(f["waker"], f"{f['waker_comm']}/{f['waker']}"))
         elif kind == "in":
             how = "running again"
@@ -169,6 +187,7 @@ def fill_chain(trip, events, ours):
                 if out >= trip.t0:
                     trip.preempted_wait += t - out
             running[tid] = (t, f["cpu"], how)
+            calls[tid] = []
         elif kind == "out":
             if f["state"].startswith("R"):
                 preempted[tid] = t
@@ -176,10 +195,11 @@ def fill_chain(trip, events, ours):
                 start, cpu, how = running.pop(tid)
                 if t >= trip.t0:
                     trip.runs.append((max(start, trip.t0), t, tid, cpu,
-                                      how if start >= trip.t0 else "running at t0", ENDS.get(f["state"][:1], f["state"])))
+                                      how if start >= trip.t0 else "running at t0", ENDS.get(f["state"][:1], f["state"]),
+                                      calls.pop(tid, [])))
     for tid, (start, cpu, how) in running.items():  # still on a CPU at t1
         trip.runs.append((max(start, trip.t0), trip.t1, tid, cpu, how if start >= trip.t0 else "running at t0",
-                          "still running at t1"))
+                          "still running at t1", calls.pop(tid, [])))
     for tid, (wt, waker) in woken.items():  # woken but not yet running at t1
         if wt >= trip.t0:
             trip.wakeups.append((wt, tid, waker, None))
@@ -192,11 +212,25 @@ def fill_chain(trip, events, ours):
 
 def print_chain(trip, names):
     print(f"    t0 = ping sends; times in us from t0")
-    for start, end, tid, cpu, how, ended in trip.runs:
+    for start, end, tid, cpu, how, ended, calls in trip.runs:
         print(f"    {start - trip.t0:8.1f} .. {end - trip.t0:8.1f}  {names[tid]:<18} CPU{cpu}  "
               f"ran {end - start:6.1f}  ({how}; {ended})")
+        if calls:
+            print(f"{'':30}syscalls, us from the run's start: {syscall_text(calls, start)}")
     print(f"    {trip.rtt():8.1f}              ping woken by the reply (t1)"
           + (f"; it ran {trip.ping_delay:.1f} us later" if trip.ping_delay is not None else ""))
+
+
+def syscall_text(calls, start):
+    """'read@2.1 write@40.3 sched_yield x12@41.0..80.2': repeats folded."""
+    groups = []
+    for t, name in calls:
+        if groups and groups[-1][0] == name:
+            groups[-1][2].append(t)
+        else:
+            groups.append((name, t, [t]))
+    return " ".join(f"{n}@{first - start:.1f}" if len(ts) == 1 else
+                    f"{n} x{len(ts)}@{first - start:.1f}..{ts[-1] - start:.1f}" for n, first, ts in groups)
 
 
 def print_set(label, trips, names):
@@ -253,10 +287,13 @@ def run_ping(host, dst, count, interval, out_path):
         return p.pid, ping_times(f.read())
 
 
-def record(tb, dst, pause_pings, tmp):
-    """perf record around the two ping sets; returns [(label, ping pid, {seq: ms})]."""
+def record(tb, dst, pause_pings, tmp, tids):
+    """perf record around the two ping sets; returns [(label, ping pid, {seq: ms})].
+    Syscall entries are recorded for our threads only (a filter on their tids)."""
+    only_ours = " || ".join(f"common_pid == {tid}" for tid in sorted(tids))
     perf = subprocess.Popen(["perf", "record", "-q", "-o", os.path.join(tmp, "perf.data"), "-m", "1024", "-a",
-                             "-e", "sched:sched_switch", "-e", "sched:sched_waking"],
+                             "-e", "sched:sched_switch", "-e", "sched:sched_waking",
+                             "-e", "raw_syscalls:sys_enter", "--filter", only_ours],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)  # perf has opened its events on every CPU
@@ -294,7 +331,7 @@ def main():
                 raise RuntimeError(f"the tunnel does not carry ping {path.src} -> {path.dst}")
             names = name_threads(tb)
             time.sleep(1.0)  # the first pings' polling windows lapse: every thread asleep
-            sets = record(tb, path.dst, args.pause_pings, tmp)
+            sets = record(tb, path.dst, args.pause_pings, tmp, names)
         finally:
             path.stop()
         text = subprocess.run(["perf", "script", "-i", os.path.join(tmp, "perf.data"), "--ns", "-F", "comm,tid,cpu,time,event,trace"],
