@@ -5,8 +5,8 @@ ipsecd tunnel the way bench/compare.py does ("ipsecd esp gcm": ESP tunnel SAs,
 AES-GCM-128, IPv4, on the integration harness's Testbed), then runs 20 pings
 10 ms apart and --pause-pings pings 1 s apart from A's inner address to B's
 under `perf record -a` of the scheduler's sched_switch and sched_waking
-tracepoints and of the syscalls our threads enter (raw_syscalls:sys_enter,
-filtered to their tids), and rebuilds each round trip from them:
+tracepoints and of the syscalls our threads make (raw_syscalls:sys_enter and
+sys_exit, filtered to their tids), and rebuilds each round trip from them:
 
   t0   ping (in A) sends: the first thread of ours it wakes (A's forwarder,
        blocked on the TUN), or ping's going to sleep if none was asleep;
@@ -108,6 +108,8 @@ def parse_events(text, wanted):
             if c and ctx in wanted:
                 nr = int(c["nr"])
                 out.append((t, "syscall", {"tid": ctx, "name": SYSCALL_NAMES.get(nr, f"nr{nr}")}))
+        elif m["ev"] == "sys_exit" and ctx in wanted:
+            out.append((t, "sysexit", {"tid": ctx}))
         elif m["ev"] == "sched_waking":
             w = WAKING.search(m["rest"])
             if w and int(w["p"]) in wanted:
@@ -171,7 +173,10 @@ def fill_chain(trip, events, ours):
         if tid not in ours:
             continue
         if kind == "syscall":
-            calls.setdefault(tid, []).append((t, f["name"]))
+            calls.setdefault(tid, []).append([t, f["name"], None])
+        elif kind == "sysexit":
+            if calls.get(tid) and calls[tid][-1][2] is None:
+                calls[tid][-1][2] = t - calls[tid][-1][0]
         elif kind == "waking":
             woken[tid] = (t, ours.get(f["waker"], f"{f['waker_comm']}/{f['waker']}"))
         elif kind == "in":
@@ -211,7 +216,7 @@ def fill_chain(trip, events, ours):
 # --- Report ---------------------------------------------------------------------------------
 
 def print_chain(trip, names):
-    print(f"    t0 = ping sends; times in us from t0")
+    print("    t0 = ping sends; times in us from t0")
     for start, end, tid, cpu, how, ended, calls in trip.runs:
         print(f"    {start - trip.t0:8.1f} .. {end - trip.t0:8.1f}  {names[tid]:<18} CPU{cpu}  "
               f"ran {end - start:6.1f}  ({how}; {ended})")
@@ -222,15 +227,17 @@ def print_chain(trip, names):
 
 
 def syscall_text(calls, start):
-    """'read@2.1 write@40.3 sched_yield x12@41.0..80.2': repeats folded."""
+    """'read@2.1(3.0) write@40.3(1.2) sched_yield x12@41.0..80.2': when each began after the
+    run's start (repeats folded) and, in parentheses, how long it took (none: it did not
+    return within the run, e.g. the thread slept in it)."""
     groups = []
-    for t, name in calls:
+    for t, name, took in calls:
         if groups and groups[-1][0] == name:
             groups[-1][2].append(t)
         else:
-            groups.append((name, t, [t]))
-    return " ".join(f"{n}@{first - start:.1f}" if len(ts) == 1 else
-                    f"{n} x{len(ts)}@{first - start:.1f}..{ts[-1] - start:.1f}" for n, first, ts in groups)
+            groups.append((name, took, [t]))
+    return " ".join(f"{n}@{ts[0] - start:.1f}" + (f"({took:.1f})" if took is not None else "") if len(ts) == 1 else
+                    f"{n} x{len(ts)}@{ts[0] - start:.1f}..{ts[-1] - start:.1f}" for n, took, ts in groups)
 
 
 def print_set(label, trips, names):
@@ -293,7 +300,8 @@ def record(tb, dst, pause_pings, tmp, tids):
     only_ours = " || ".join(f"common_pid == {tid}" for tid in sorted(tids))
     perf = subprocess.Popen(["perf", "record", "-q", "-o", os.path.join(tmp, "perf.data"), "-m", "1024", "-a",
                              "-e", "sched:sched_switch", "-e", "sched:sched_waking",
-                             "-e", "raw_syscalls:sys_enter", "--filter", only_ours],
+                             "-e", "raw_syscalls:sys_enter", "--filter", only_ours,
+                             "-e", "raw_syscalls:sys_exit", "--filter", only_ours],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)  # perf has opened its events on every CPU
@@ -318,6 +326,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pause-pings", type=int, default=5, help="pings 1 s apart (default 5)")
     ap.add_argument("--keep-trace", metavar="FILE", help="also write perf script's text here")
+    ap.add_argument("--pin", type=int, metavar="CPU",
+                    help="pin every ipsecd thread at both ends to this CPU first (taskset): every hand-off "
+                    "between them is then a same-CPU wake-up, none an IPI to another CPU")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with open("/proc/loadavg") as f:
@@ -330,6 +341,11 @@ def main():
             if not compare.wait_path(path):
                 raise RuntimeError(f"the tunnel does not carry ping {path.src} -> {path.dst}")
             names = name_threads(tb)
+            if args.pin is not None:
+                for tid in names:
+                    subprocess.run(["taskset", "-p", "-c", str(args.pin), str(tid)], check=True,
+                                   capture_output=True, timeout=10)
+                print(f"every ipsecd thread pinned to CPU {args.pin}")
             time.sleep(1.0)  # the first pings' polling windows lapse: every thread asleep
             sets = record(tb, path.dst, args.pause_pings, tmp, names)
         finally:
