@@ -18,7 +18,8 @@ sys_exit, filtered to their tids), and rebuilds each round trip from them:
        threads, named from ipsecd's children's pids;
   t1   ping is woken by the echo reply (A's forwarder writing it into the TUN).
 
-For the typical round trip of each set (the one with the median RTT) it prints
+Both sets run once without perf first: their median RTT, beside the traced
+one, says what the tracing itself adds. For the typical round trip of each set (the one with the median RTT) it prints
 that chain, and for every set the totals: the sum of wake-up delays, the sum of
 the threads' run times (the kernel's work done in a thread's context, the veth
 and the TUN, is its run time) and t1 - t0 beside ping's own RTT, plus a table of
@@ -269,6 +270,16 @@ def print_set(label, trips, names):
     for name in sorted(runs):
         per_trip = [sum(e - s for s, e, tid, *_ in t.runs if names[tid] == name) for t in trips]
         print(f"    {name:<22} {med(per_trip):7.1f}  in {len(runs[name]) / len(trips):.1f} runs")
+    print("  syscalls per thread per round trip (mean)")
+    for name in sorted(runs):
+        counts = {}
+        for t in trips:
+            for *_, tid, _, _, _, calls in t.runs:
+                if names[tid] == name:
+                    for _, call, _ in calls:
+                        counts[call] = counts.get(call, 0) + 1
+        print(f"    {name:<22} " + ", ".join(f"{c} {n / len(trips):.1f}" for c, n in
+                                            sorted(counts.items(), key=lambda kv: -kv[1])))
     typical = sorted(trips, key=lambda t: t.rtt())[len(trips) // 2]
     print(f"  the typical round trip (median t1 - t0 = {typical.rtt():.1f} us; ping said "
           f"{(typical.ping_rtt or 0) * 1e3:.1f} us): {len(typical.wakeups)} wake-ups, "
@@ -292,6 +303,14 @@ def run_ping(host, dst, count, interval, out_path):
         p.wait(timeout=count * float(interval) + 10)
     with open(out_path) as f:
         return p.pid, ping_times(f.read())
+
+
+def untraced_rtts(tb, dst, pause_pings, tmp):
+    """The same two ping sets without perf: what tracing adds is the difference."""
+    fast = run_ping(tb.a, dst, 20, "0.01", os.path.join(tmp, "ping-fast-untraced"))[1]
+    time.sleep(1.0)
+    pause = run_ping(tb.a, dst, pause_pings, "1", os.path.join(tmp, "ping-pause-untraced"))[1]
+    return [statistics.median(r.values()) * 1e3 if r else None for r in (fast, pause)]
 
 
 def record(tb, dst, pause_pings, tmp, tids):
@@ -347,6 +366,8 @@ def main():
                                    capture_output=True, timeout=10)
                 print(f"every ipsecd thread pinned to CPU {args.pin}")
             time.sleep(1.0)  # the first pings' polling windows lapse: every thread asleep
+            untraced = untraced_rtts(tb, path.dst, args.pause_pings, tmp)
+            time.sleep(1.0)
             sets = record(tb, path.dst, args.pause_pings, tmp, names)
         finally:
             path.stop()
@@ -358,7 +379,9 @@ def main():
     with open("/proc/loadavg") as f:
         print(f"load average after: {' '.join(f.read().split()[:3])}")
     print("threads: " + ", ".join(f"{n} {tid}" for tid, n in sorted(names.items(), key=lambda kv: kv[1])))
-    for label, pid, rtts in sets:
+    for (label, pid, rtts), plain in zip(sets, untraced):
+        if plain is not None:
+            print(f"\n{label}, the same set just before without perf: median RTT {plain:.1f} us")
         wanted = set(names) | {pid}
         events = parse_events(text, wanted)
         trips = round_trips(events, pid, names)
