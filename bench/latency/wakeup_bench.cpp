@@ -248,6 +248,7 @@ Options parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     if (arg == "--help" || arg == "-h") usage(nullptr);
+    if (arg != "--seconds" && arg != "--gaps" && arg != "--cpus") usage("unknown option");
     if (i + 1 >= argc) usage("an option lacks its value");
     std::string value = argv[++i];
     if (arg == "--seconds") {
@@ -263,11 +264,9 @@ Options parse(int argc, char** argv) {
         p = *end == ',' ? end + 1 : end;
         if (*end && *end != ',') usage("--gaps is a comma-separated list");
       }
-    } else if (arg == "--cpus") {
+    } else {
       if (std::sscanf(value.c_str(), "%d,%d", &o.cpuA, &o.cpuB) != 2 || o.cpuA < 0 || o.cpuB < 0)
         usage("--cpus is A,B");
-    } else {
-      usage("unknown option");
     }
   }
   return o;
