@@ -201,7 +201,8 @@ def fill_chain(trip, events, ours):
                 start, cpu, how = running.pop(tid)
                 if t >= trip.t0:
                     trip.runs.append((max(start, trip.t0), t, tid, cpu,
-                                      how if start >= trip.t0 else "running at t0", ENDS.get(f["state"][:1], f["state"]),
+                                      how if start >= trip.t0 else "running at t0",
+                                      ENDS.get(f["state"][:1], f["state"]),
                                       calls.pop(tid, [])))
     for tid, (start, cpu, how) in running.items():  # still on a CPU at t1
         trip.runs.append((max(start, trip.t0), trip.t1, tid, cpu, how if start >= trip.t0 else "running at t0",
@@ -371,7 +372,8 @@ def main():
             sets = record(tb, path.dst, args.pause_pings, tmp, names)
         finally:
             path.stop()
-        text = subprocess.run(["perf", "script", "-i", os.path.join(tmp, "perf.data"), "--ns", "-F", "comm,tid,cpu,time,event,trace"],
+        text = subprocess.run(["perf", "script", "-i", os.path.join(tmp, "perf.data"), "--ns",
+                               "-F", "comm,tid,cpu,time,event,trace"],
                               capture_output=True, text=True, timeout=120, check=True).stdout
         if args.keep_trace:
             with open(args.keep_trace, "w") as f:
