@@ -19,15 +19,19 @@ sys_exit, filtered to their tids), and rebuilds each round trip from them:
   t1   ping is woken by the echo reply (A's forwarder writing it into the TUN).
 
 Both sets run once without perf first: their median RTT, beside the traced
-one, says what the tracing itself adds. For the typical round trip of each set (the one with the median RTT) it prints
-that chain, and for every set the totals: the sum of wake-up delays, the sum of
-the threads' run times (the kernel's work done in a thread's context, the veth
-and the TUN, is its run time) and t1 - t0 beside ping's own RTT, plus a table of
-the hops (waker -> woken) with their count and median delay.
+one, says what the tracing itself adds. For the typical round trip of each set
+(the one with the median t1 - t0) it prints that chain, and for every set the
+totals: the sum of wake-up delays, of waits after preemptions and of the
+threads' run times (the kernel's work done in a thread's context, the veth and
+the TUN, is its run time) and t1 - t0 beside ping's own RTT, plus the hops
+(waker -> woken) with their count and delays, and each thread's run time and
+syscalls per round trip. --pin CPU first puts every ipsecd thread on one CPU.
 
-Bounded: every process started here has a timeout and is stopped by pid; the
-Testbed removes the namespaces and stops ipsecd (also on failure or SIGTERM).
-Never fails on timing: non-zero only if the tunnel or perf could not be run.
+Trust: a benchmark run by root on the test bed it makes; it reads only perf's
+text, /proc and ping's output. Bounded: every process started here has a
+timeout and is stopped by pid (perf with SIGINT); the Testbed removes the
+namespaces and stops ipsecd (also on failure or SIGTERM). Never fails on
+timing: non-zero only if the tunnel or perf could not be run.
 """
 
 import argparse
