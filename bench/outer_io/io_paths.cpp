@@ -14,9 +14,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <span>
@@ -24,6 +26,7 @@
 
 #include "esp/esp_ring.h"
 #include "testbed.h"
+#include "xdp_redirect.h"
 
 namespace outer_io {
 
@@ -485,6 +488,104 @@ void receiveRxRing(std::size_t size, CaseControl& control, ThreadResult& result)
   if (getsockopt(fd.get(), SOL_PACKET, PACKET_STATISTICS, &stats, &length) == 0) result.ringDrops = stats.tp_drops;
 }
 
+// --- (3) AF_XDP receive ------------------------------------------------------
+// The XDP program (xdp_redirect.h) hands plain ESP/IPv4 to this socket from
+// the receiving veth's NAPI, before ip_rcv. Copy mode (a veth has no
+// zero-copy): the kernel copies each frame into a UMEM chunk this thread
+// posted on the fill ring and puts its descriptor on the RX ring; the chunk
+// goes back on the fill ring once its packet has been checked.
+
+constexpr std::uint32_t kXdpRxFrames = 4096;  // the UMEM's chunks, and each ring's size (a power of two)
+
+// The IPv4 packet of an Ethernet frame the XSK received, cut to its total
+// length; nothing if it is not a well-formed IPv4 protocol-50 packet.
+std::optional<std::span<const std::uint8_t>> espPacketOfFrame(std::span<const std::uint8_t> frame) {
+  if (frame.size() < ETH_HLEN + 20 || frame[12] != 0x08 || frame[13] != 0x00) return std::nullopt;
+  const auto ip = frame.subspan(ETH_HLEN);
+  const std::size_t totalLength = static_cast<std::size_t>(ip[2] << 8 | ip[3]);
+  if (ip[0] != 0x45 || ip[9] != IPPROTO_ESP || totalLength < 20 || totalLength > ip.size()) return std::nullopt;
+  return ip.first(totalLength);
+}
+
+xdp_statistics xskStatistics(int fd) {
+  xdp_statistics stats{};
+  socklen_t length = sizeof stats;
+  if (getsockopt(fd, SOL_XDP, XDP_STATISTICS, &stats, &length) != 0) {
+    throw std::runtime_error(std::string("XDP_STATISTICS: ") + std::strerror(errno));
+  }
+  return stats;
+}
+
+void receiveXdp(const ReceiveTarget& target, std::size_t size, CaseControl& control, ThreadResult& result) {
+  Fd fd(socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0), "socket(AF_XDP)");
+  Mapping umem(-1, std::size_t{kXdpFrameSize} * kXdpRxFrames);
+  xdp_umem_reg reg{};
+  reg.addr = reinterpret_cast<std::uint64_t>(umem.at(0));
+  reg.len = std::uint64_t{kXdpFrameSize} * kXdpRxFrames;
+  reg.chunk_size = kXdpFrameSize;
+  if (setsockopt(fd.get(), SOL_XDP, XDP_UMEM_REG, &reg, sizeof reg) != 0) {
+    throw std::runtime_error(std::string("XDP_UMEM_REG: ") + std::strerror(errno));
+  }
+  const int ringSize = static_cast<int>(kXdpRxFrames);
+  setOption(fd.get(), SOL_XDP, XDP_UMEM_FILL_RING, ringSize, "XDP_UMEM_FILL_RING");
+  // The completion ring is required by bind even when nothing is sent.
+  setOption(fd.get(), SOL_XDP, XDP_UMEM_COMPLETION_RING, ringSize, "XDP_UMEM_COMPLETION_RING");
+  setOption(fd.get(), SOL_XDP, XDP_RX_RING, ringSize, "XDP_RX_RING");
+  xdp_mmap_offsets offsets{};
+  socklen_t length = sizeof offsets;
+  if (getsockopt(fd.get(), SOL_XDP, XDP_MMAP_OFFSETS, &offsets, &length) != 0) {
+    throw std::runtime_error(std::string("XDP_MMAP_OFFSETS: ") + std::strerror(errno));
+  }
+  Mapping rxMap(fd.get(), offsets.rx.desc + kXdpRxFrames * sizeof(xdp_desc), static_cast<off_t>(XDP_PGOFF_RX_RING));
+  Mapping fillMap(fd.get(), offsets.fr.desc + kXdpRxFrames * sizeof(std::uint64_t),
+                  static_cast<off_t>(XDP_UMEM_PGOFF_FILL_RING));
+  auto rx = xdpRing<xdp_desc>(rxMap, offsets.rx);
+  auto fill = xdpRing<std::uint64_t>(fillMap, offsets.fr);
+  constexpr std::uint32_t kMask = kXdpRxFrames - 1;
+  // Every chunk on the fill ring: chunks on it + on the RX ring + in our hands
+  // stay kXdpRxFrames, so giving back what the RX ring gave never overflows it.
+  std::uint32_t fillProducer = *fill.producer;
+  for (std::uint64_t i = 0; i < kXdpRxFrames; ++i) fill.entries[fillProducer++ & kMask] = i * kXdpFrameSize;
+  __atomic_store_n(fill.producer, fillProducer, __ATOMIC_RELEASE);
+  sockaddr_xdp self{};
+  self.sxdp_family = AF_XDP;
+  self.sxdp_flags = XDP_COPY;
+  self.sxdp_ifindex = static_cast<std::uint32_t>(target.ifindex);
+  self.sxdp_queue_id = 0;  // a veth made by `ip link add` has one RX queue
+  if (bind(fd.get(), reinterpret_cast<const sockaddr*>(&self), sizeof self) != 0) {
+    throw std::runtime_error(std::string("bind(AF_XDP, XDP_COPY): ") + std::strerror(errno));
+  }
+  in_addr local{};
+  inet_pton(AF_INET, "192.0.2.2", &local);
+  const XdpRedirect redirect(target.ifindex, local.s_addr, fd.get());  // detached when this returns or throws
+  result.note = std::string("XDP program in ") + xdpModeName(redirect.mode()) + " mode";
+  NumberCheck numbers;
+  if (!waitForGo(control, control.stopReceiving)) return;
+  const double cpu0 = threadCpuSeconds();
+  std::uint32_t rxConsumer = *rx.consumer;
+  while (!control.stopReceiving.load(std::memory_order_relaxed)) {
+    const std::uint32_t available = __atomic_load_n(rx.producer, __ATOMIC_ACQUIRE) - rxConsumer;
+    if (available == 0) {
+      waitReadable(fd.get());
+      continue;
+    }
+    const std::uint32_t batch = std::min<std::uint32_t>(available, kReceiveBatch);
+    for (std::uint32_t i = 0; i < batch; ++i) {
+      const xdp_desc& d = rx.entries[(rxConsumer + i) & kMask];
+      const auto packet = espPacketOfFrame(std::span<const std::uint8_t>(umem.at(d.addr), d.len));
+      ++(packet && numbers.accept(*packet, size, result) ? result.packets : result.errors);
+      fill.entries[fillProducer++ & kMask] = d.addr & ~std::uint64_t{kXdpFrameSize - 1};  // the chunk, not the data
+    }
+    __atomic_store_n(rx.consumer, rxConsumer += batch, __ATOMIC_RELEASE);
+    __atomic_store_n(fill.producer, fillProducer, __ATOMIC_RELEASE);
+  }
+  result.cpuSeconds = threadCpuSeconds() - cpu0;
+  const xdp_statistics stats = xskStatistics(fd.get());
+  result.xskRingFull = stats.rx_ring_full;
+  result.xskFillEmpty = stats.rx_fill_ring_empty_descs;
+  result.xskOtherDrops = stats.rx_dropped;
+}
+
 }  // namespace
 
 std::vector<std::vector<std::uint8_t>> makePackets(std::size_t size) {
@@ -523,13 +624,16 @@ void runSender(SendPath path, const SendTarget& target, const std::vector<std::v
   }
 }
 
-void runReceiver(ReceivePath path, const std::string& ns, int cpu, std::size_t size, CaseControl& control,
+void runReceiver(ReceivePath path, const ReceiveTarget& target, std::size_t size, CaseControl& control,
                  ThreadResult& result) noexcept {
   try {
-    enterNamespace(ns);
-    pinTo(cpu);
-    if (path == ReceivePath::kRawSocket) receiveRawSocket(size, control, result);
-    else receiveRxRing(size, control, result);
+    enterNamespace(target.ns);
+    pinTo(target.cpu);
+    switch (path) {
+      case ReceivePath::kRawSocket: receiveRawSocket(size, control, result); break;
+      case ReceivePath::kRxRing: receiveRxRing(size, control, result); break;
+      case ReceivePath::kXdp: receiveXdp(target, size, control, result); break;
+    }
   } catch (const std::exception& e) {
     result.error = e.what();
     control.ready.fetch_add(1);  // the main thread waits for no more; the error voids the case
