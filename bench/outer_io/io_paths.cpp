@@ -557,7 +557,8 @@ void receiveXdp(const ReceiveTarget& target, std::size_t size, CaseControl& cont
   }
   in_addr local{};
   inet_pton(AF_INET, "192.0.2.2", &local);
-  const XdpRedirect redirect(target.ifindex, local.s_addr, fd.get());  // detached when this returns or throws
+  const XdpRedirect redirect(target.ifindex, local.s_addr, fd.get(),
+                               target.xdpGenericOnly ? XdpMode::kGeneric : XdpMode::kDriver);  // detached when this returns or throws
   result.note = std::string("XDP program in ") + xdpModeName(redirect.mode()) + " mode";
   NumberCheck numbers;
   if (!waitForGo(control, control.stopReceiving)) return;

@@ -35,7 +35,7 @@ constexpr const char* kUsage = R"(NAME
 
 SYNOPSIS
     outer_io_bench [--seconds S] [--size N[,N...]] [--send a,b,c,d] [--receive 1,2,3]
-                   [--no-pin] [--check]
+                   [--xdp-generic] [--no-pin] [--check]
 
 DESCRIPTION
     Creates two network namespaces (oio-<pid>-s and oio-<pid>-r) joined by a
@@ -102,6 +102,8 @@ OPTIONS
                     1500 (default 1438)
     --send LIST     send sides to run, comma-separated letters (default a,b,c,d)
     --receive LIST  receive sides to run, comma-separated digits (default 1,2,3)
+    --xdp-generic   attach case (3)'s XDP program in generic (SKB) mode, where
+                    it runs on an skb already built, instead of driver mode
     --no-pin        do not pin the sender to CPU 0 and the receiver to CPU 1
                     (pinned by default when there are two CPUs or more)
     --check         exit 1 if a case received no packet (the smoke test)
@@ -126,6 +128,7 @@ struct Options {
                               SendPath::kXdpCopy};
   std::vector<ReceivePath> receives{ReceivePath::kRawSocket, ReceivePath::kRxRing, ReceivePath::kXdp};
   bool pin = true;
+  bool xdpGeneric = false;
   bool check = false;
 };
 
@@ -174,6 +177,8 @@ Options parseOptions(int argc, char** argv) {
         else if (s == "3") o.receives.push_back(ReceivePath::kXdp);
         else throw std::invalid_argument("--receive: 1, 2 or 3, not " + s);
       }
+    } else if (arg == "--xdp-generic") {
+      o.xdpGeneric = true;
     } else if (arg == "--no-pin") {
       o.pin = false;
     } else if (arg == "--check") {
@@ -296,7 +301,7 @@ CaseFigures runCase(const Testbed& bed, const Options& o, SendPath send, Receive
   const int cpus = static_cast<int>(std::thread::hardware_concurrency());
   const bool pin = o.pin && cpus >= 2;
   SendTarget target{bed.senderNamespace(), bed.senderIfindex(), bed.senderMac(), bed.receiverMac(), pin ? 0 : -1};
-  ReceiveTarget receiver{bed.receiverNamespace(), bed.receiverIfindex(), pin ? 1 : -1};
+  ReceiveTarget receiver{bed.receiverNamespace(), bed.receiverIfindex(), pin ? 1 : -1, o.xdpGeneric};
   CaseControl control;
   ThreadResult sent, received;
   {

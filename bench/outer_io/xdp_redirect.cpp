@@ -121,7 +121,7 @@ std::runtime_error failure(const char* what) { return std::runtime_error(std::st
 
 }  // namespace
 
-XdpRedirect::XdpRedirect(int ifindex, std::uint32_t localAddress, int xskFd) {
+XdpRedirect::XdpRedirect(int ifindex, std::uint32_t localAddress, int xskFd, XdpMode preferred) {
   try {
     bpf_attr attr{};
     attr.map_type = BPF_MAP_TYPE_XSKMAP;
@@ -160,6 +160,7 @@ XdpRedirect::XdpRedirect(int ifindex, std::uint32_t localAddress, int xskFd) {
     }
 
     for (XdpMode mode : {XdpMode::kDriver, XdpMode::kGeneric}) {
+      if (mode == XdpMode::kDriver && preferred == XdpMode::kGeneric) continue;
       attr = {};
       attr.link_create.prog_fd = static_cast<std::uint32_t>(program_);
       attr.link_create.target_ifindex = static_cast<std::uint32_t>(ifindex);

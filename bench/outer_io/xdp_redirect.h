@@ -22,11 +22,11 @@ enum class XdpMode { kDriver, kGeneric };
 class XdpRedirect {
  public:
   // Creates the XSKMAP, puts xskFd (bound to ifindex, queue 0) at key 0,
-  // loads the program and attaches it to ifindex in driver (native) mode,
-  // else generic (SKB) mode. `localAddress` is the IPv4 destination to take,
+  // loads the program and attaches it to ifindex in `preferred` mode: driver
+  // (native) mode, else generic (SKB) mode; or generic mode only. `localAddress` is the IPv4 destination to take,
   // in network byte order. Throws std::runtime_error (with the verifier's
   // log if it refused the program), having closed what it opened.
-  XdpRedirect(int ifindex, std::uint32_t localAddress, int xskFd);
+  XdpRedirect(int ifindex, std::uint32_t localAddress, int xskFd, XdpMode preferred);
   ~XdpRedirect();  // detaches (closes the link) and closes the program and the map
   XdpRedirect(const XdpRedirect&) = delete;
   XdpRedirect& operator=(const XdpRedirect&) = delete;
