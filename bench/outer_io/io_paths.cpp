@@ -24,6 +24,7 @@
 #include <span>
 #include <stdexcept>
 
+#include "checksum/internet.h"
 #include "esp/esp_ring.h"
 #include "testbed.h"
 #include "xdp_redirect.h"
@@ -498,12 +499,19 @@ void receiveRxRing(std::size_t size, CaseControl& control, ThreadResult& result)
 constexpr std::uint32_t kXdpRxFrames = 4096;  // the UMEM's chunks, and each ring's size (a power of two)
 
 // The IPv4 packet of an Ethernet frame the XSK received, cut to its total
-// length; nothing if it is not a well-formed IPv4 protocol-50 packet.
+// length (the link layer's padding off); nothing if it is not a whole,
+// well-formed IPv4 protocol-50 packet. The frame comes before ip_rcv, so its
+// checks are ours: those parseRingFrame makes for receive side (2).
 std::optional<std::span<const std::uint8_t>> espPacketOfFrame(std::span<const std::uint8_t> frame) {
   if (frame.size() < ETH_HLEN + 20 || frame[12] != 0x08 || frame[13] != 0x00) return std::nullopt;
   const auto ip = frame.subspan(ETH_HLEN);
+  const std::size_t headerLength = (ip[0] & 0x0fu) * 4u;
   const std::size_t totalLength = static_cast<std::size_t>(ip[2] << 8 | ip[3]);
-  if (ip[0] != 0x45 || ip[9] != IPPROTO_ESP || totalLength < 20 || totalLength > ip.size()) return std::nullopt;
+  if ((ip[0] >> 4) != 4 || headerLength < 20 || totalLength < headerLength || totalLength > ip.size()) {
+    return std::nullopt;
+  }
+  if (ipsec::checksum::fold(ipsec::checksum::add(0, ip.first(headerLength))) != 0xffff) return std::nullopt;
+  if (ip[9] != IPPROTO_ESP || ((ip[6] << 8 | ip[7]) & 0x3fff) != 0) return std::nullopt;  // the program passes fragments
   return ip.first(totalLength);
 }
 
@@ -514,6 +522,19 @@ xdp_statistics xskStatistics(int fd) {
     throw std::runtime_error(std::string("XDP_STATISTICS: ") + std::strerror(errno));
   }
   return stats;
+}
+
+// The previous case's socket leaves queue 0 only when the kernel's deferred
+// release of its UMEM has run (a work item after close): until then bind
+// says EBUSY. Retried for at most a second.
+void bindXsk(int fd, const sockaddr_xdp& address) {
+  for (int attempt = 0;; ++attempt) {
+    if (bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0) return;
+    if (errno != EBUSY || attempt == 100) {
+      throw std::runtime_error(std::string("bind(AF_XDP, XDP_COPY): ") + std::strerror(errno));
+    }
+    usleep(10000);
+  }
 }
 
 void receiveXdp(const ReceiveTarget& target, std::size_t size, CaseControl& control, ThreadResult& result) {
@@ -552,9 +573,7 @@ void receiveXdp(const ReceiveTarget& target, std::size_t size, CaseControl& cont
   self.sxdp_flags = XDP_COPY;
   self.sxdp_ifindex = static_cast<std::uint32_t>(target.ifindex);
   self.sxdp_queue_id = 0;  // a veth made by `ip link add` has one RX queue
-  if (bind(fd.get(), reinterpret_cast<const sockaddr*>(&self), sizeof self) != 0) {
-    throw std::runtime_error(std::string("bind(AF_XDP, XDP_COPY): ") + std::strerror(errno));
-  }
+  bindXsk(fd.get(), self);
   in_addr local{};
   inet_pton(AF_INET, "192.0.2.2", &local);
   const XdpRedirect redirect(target.ifindex, local.s_addr, fd.get(),
