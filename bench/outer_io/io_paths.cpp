@@ -88,6 +88,13 @@ double threadCpuSeconds() {
   return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 
+// The calling thread's voluntary context switches so far: how often it slept.
+std::uint64_t threadSleeps() {
+  rusage usage{};
+  getrusage(RUSAGE_THREAD, &usage);
+  return static_cast<std::uint64_t>(usage.ru_nvcsw);
+}
+
 // Announces the thread ready and waits (bounded by the main thread, which
 // sets stopSending and stopReceiving if a case is abandoned) for go.
 bool waitForGo(CaseControl& control, const std::atomic<bool>& stop) {
@@ -421,6 +428,7 @@ void receiveRawSocket(std::size_t size, CaseControl& control, ThreadResult& resu
   NumberCheck numbers;
   if (!waitForGo(control, control.stopReceiving)) return;
   const double cpu0 = threadCpuSeconds();
+  const std::uint64_t sleeps0 = threadSleeps();
   while (!control.stopReceiving.load(std::memory_order_relaxed)) {
     for (std::size_t i = 0; i < kReceiveBatch; ++i) msgs[i].msg_hdr = {nullptr, 0, &iovs[i], 1, nullptr, 0, 0};
     const int n = recvmmsg(fd.get(), msgs.data(), kReceiveBatch, MSG_DONTWAIT, nullptr);
@@ -434,6 +442,7 @@ void receiveRawSocket(std::size_t size, CaseControl& control, ThreadResult& resu
     }
   }
   result.cpuSeconds = threadCpuSeconds() - cpu0;
+  result.sleeps = threadSleeps() - sleeps0;
   result.socketDrops = rawEspSocketDrops();
 }
 
@@ -470,6 +479,7 @@ void receiveRxRing(std::size_t size, CaseControl& control, ThreadResult& result)
   NumberCheck numbers;
   if (!waitForGo(control, control.stopReceiving)) return;
   const double cpu0 = threadCpuSeconds();
+  const std::uint64_t sleeps0 = threadSleeps();
   std::size_t next = 0;
   while (!control.stopReceiving.load(std::memory_order_relaxed)) {
     std::uint8_t* frame = map.frame(next, kEspRingFrameSize);
@@ -485,6 +495,7 @@ void receiveRxRing(std::size_t size, CaseControl& control, ThreadResult& result)
     next = (next + 1) % kEspRingFrames;
   }
   result.cpuSeconds = threadCpuSeconds() - cpu0;
+  result.sleeps = threadSleeps() - sleeps0;
   length = sizeof stats;
   if (getsockopt(fd.get(), SOL_PACKET, PACKET_STATISTICS, &stats, &length) == 0) result.ringDrops = stats.tp_drops;
 }
@@ -582,6 +593,7 @@ void receiveXdp(const ReceiveTarget& target, std::size_t size, CaseControl& cont
   NumberCheck numbers;
   if (!waitForGo(control, control.stopReceiving)) return;
   const double cpu0 = threadCpuSeconds();
+  const std::uint64_t sleeps0 = threadSleeps();
   std::uint32_t rxConsumer = *rx.consumer;
   while (!control.stopReceiving.load(std::memory_order_relaxed)) {
     const std::uint32_t available = __atomic_load_n(rx.producer, __ATOMIC_ACQUIRE) - rxConsumer;
@@ -600,6 +612,7 @@ void receiveXdp(const ReceiveTarget& target, std::size_t size, CaseControl& cont
     __atomic_store_n(fill.producer, fillProducer, __ATOMIC_RELEASE);
   }
   result.cpuSeconds = threadCpuSeconds() - cpu0;
+  result.sleeps = threadSleeps() - sleeps0;
   const xdp_statistics stats = xskStatistics(fd.get());
   result.xskRingFull = stats.rx_ring_full;
   result.xskFillEmpty = stats.rx_fill_ring_empty_descs;

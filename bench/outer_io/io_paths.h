@@ -53,6 +53,7 @@ struct ThreadResult {
   std::uint64_t xskOtherDrops = 0;  // receive side (3): XDP_STATISTICS rx_dropped (e.g. a frame too big for a chunk)
   std::string note;           // receive side (3): the XDP mode that ran
   double cpuSeconds = 0;      // the thread's user + system time (with the softirq run in its context)
+  std::uint64_t sleeps = 0;   // receive side: the thread's voluntary context switches (each a wake-up to pay for)
   std::string error;          // setup failed: the case has no figure
 };
 

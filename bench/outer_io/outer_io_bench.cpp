@@ -89,8 +89,10 @@ DESCRIPTION
     both of two CPUs): when it is well above what the case's own threads used
     (thr us/p x kpps rx / 10), another load ran beside the case and CPU us/p
     is not usable. "vs a+1" divides CPU us/p by the baseline's, "thr a+1"
-    divides thr us/p by the baseline's. A line under a row gives the
-    sender's refused sends, the receiver's malformed packets and where the
+    divides thr us/p by the baseline's. "rx sl/kp" is how often the receiver
+    slept (its voluntary context switches) per 1000 packets received: each
+    sleep is a wake-up that the sender's softirq pays for. A line under a row
+    gives the sender's refused sends, the receiver's malformed packets and where the
     lost ones went: the RX ring full, the raw socket's queue full, a CPU's
     input backlog full (netdev_max_backlog; machine-wide), and for (3) the
     socket's XDP_STATISTICS (its RX ring full, no chunk on its fill ring,
@@ -251,7 +253,7 @@ std::string loadAverage() {
 struct CaseFigures {
   std::string name;
   std::uint64_t sent = 0, received = 0, senderErrors = 0, receiverErrors = 0, changed = 0, duplicates = 0, ringDrops = 0,
-                socketDrops = 0, xskRingFull = 0, xskFillEmpty = 0, xskOtherDrops = 0, backlogDrops = 0;
+                socketDrops = 0, receiverSleeps = 0, xskRingFull = 0, xskFillEmpty = 0, xskOtherDrops = 0, backlogDrops = 0;
   double sendSeconds = 0, machineBusy = 0, machineTotal = 0, senderCpu = 0, receiverCpu = 0, softirqCpu = 0;
   std::string error, note;
 };
@@ -352,6 +354,7 @@ CaseFigures runCase(const Testbed& bed, const Options& o, SendPath send, Receive
   f.note = received.note;
   f.senderCpu = sent.cpuSeconds;
   f.receiverCpu = received.cpuSeconds;
+  f.receiverSleeps = received.sleeps;
   return f;
 }
 
@@ -360,9 +363,9 @@ double microsPer(double seconds, std::uint64_t packets) {
 }
 
 void printTable(std::size_t size, const std::vector<CaseFigures>& rows) {
-  std::printf("%-5s %5s %9s %9s %7s %6s %5s %8s %9s %9s %9s %9s %6s %7s\n", "case", "size", "sent", "received",
+  std::printf("%-5s %5s %9s %9s %7s %6s %5s %8s %9s %9s %9s %9s %6s %7s %8s\n", "case", "size", "sent", "received",
               "kpps rx", "loss%", "busy%", "CPU us/p", "send us/p", "recv us/p", "sirqd us/p", "thr us/p", "vs a+1",
-              "thr a+1");
+              "thr a+1", "rx sl/kp");
   const CaseFigures* base = rows.empty() || rows[0].name != "a+1" || !rows[0].error.empty() ? nullptr : &rows[0];
   for (const auto& r : rows) {
     if (!r.error.empty()) {
@@ -381,13 +384,13 @@ void printTable(std::size_t size, const std::vector<CaseFigures>& rows) {
                     threads / microsPer(base->senderCpu + base->receiverCpu + base->softirqCpu, base->received));
       threadRatio = text;
     }
-    std::printf("%-5s %5zu %9llu %9llu %7.1f %6.1f %5.0f %8.3f %9.3f %9.3f %10.3f %8.3f %6s %7s\n", r.name.c_str(), size,
+    std::printf("%-5s %5zu %9llu %9llu %7.1f %6.1f %5.0f %8.3f %9.3f %9.3f %10.3f %8.3f %6s %7s %8.1f\n", r.name.c_str(), size,
                 static_cast<unsigned long long>(r.sent), static_cast<unsigned long long>(r.received),
                 static_cast<double>(r.received) / r.sendSeconds / 1e3, loss,
                 r.machineTotal > 0 ? 100.0 * r.machineBusy / r.machineTotal * std::thread::hardware_concurrency() : 0,
                 cpu, microsPer(r.senderCpu, r.received), microsPer(r.receiverCpu, r.received),
                 microsPer(r.softirqCpu, r.received), threads, ratio.c_str(),
-                threadRatio.c_str());
+                threadRatio.c_str(), r.received == 0 ? 0.0 : 1e3 * static_cast<double>(r.receiverSleeps) / static_cast<double>(r.received));
     if (r.senderErrors + r.receiverErrors + r.ringDrops + r.socketDrops + r.backlogDrops > 0) {
       std::printf("      (sender refusals %llu; receiver bad %llu, of which changed on the way %llu, duplicates %llu;"
                   " drops: rx ring full %llu, raw socket queue full %llu, backlog full %llu)\n",
