@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <optional>
@@ -548,6 +549,21 @@ void bindXsk(int fd, const sockaddr_xdp& address) {
   }
 }
 
+// Busy-polls an empty RX ring for up to `micros` (a sleep avoided is a
+// wake-up the sender's softirq does not pay for, at the price of this
+// thread's CPU); true once the kernel has produced a descriptor.
+bool spinUntilFilled(const std::uint32_t* producer, std::uint32_t consumer, int micros) {
+  if (micros <= 0) return false;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(micros);
+  do {
+    for (int i = 0; i < 64; ++i) {
+      if (__atomic_load_n(producer, __ATOMIC_ACQUIRE) != consumer) return true;
+      __builtin_ia32_pause();
+    }
+  } while (std::chrono::steady_clock::now() < end);
+  return false;
+}
+
 void receiveXdp(const ReceiveTarget& target, std::size_t size, CaseControl& control, ThreadResult& result) {
   Fd fd(socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0), "socket(AF_XDP)");
   Mapping umem(-1, std::size_t{kXdpFrameSize} * kXdpRxFrames);
@@ -598,7 +614,7 @@ void receiveXdp(const ReceiveTarget& target, std::size_t size, CaseControl& cont
   while (!control.stopReceiving.load(std::memory_order_relaxed)) {
     const std::uint32_t available = __atomic_load_n(rx.producer, __ATOMIC_ACQUIRE) - rxConsumer;
     if (available == 0) {
-      waitReadable(fd.get());
+      if (!spinUntilFilled(rx.producer, rxConsumer, target.xskSpinMicros)) waitReadable(fd.get());
       continue;
     }
     const std::uint32_t batch = std::min<std::uint32_t>(available, kReceiveBatch);

@@ -80,6 +80,7 @@ struct ReceiveTarget {
   int ifindex = 0;  // the receiver's veth end (case (3) binds and attaches there)
   int cpu = -1;     // pinned there if >= 0
   bool xdpGenericOnly = false;  // case (3): attach the program in generic (SKB) mode, not driver mode first
+  int xskSpinMicros = 0;  // case (3): how long the receiver polls its empty RX ring before it sleeps in poll()
 };
 
 void runReceiver(ReceivePath path, const ReceiveTarget& target, std::size_t size, CaseControl& control,

@@ -35,7 +35,7 @@ constexpr const char* kUsage = R"(NAME
 
 SYNOPSIS
     outer_io_bench [--seconds S] [--size N[,N...]] [--send a,b,c,d] [--receive 1,2,3]
-                   [--xdp-generic] [--no-pin] [--check]
+                   [--xdp-generic] [--xsk-spin US] [--no-pin] [--check]
 
 DESCRIPTION
     Creates two network namespaces (oio-<pid>-s and oio-<pid>-r) joined by a
@@ -106,6 +106,8 @@ OPTIONS
     --receive LIST  receive sides to run, comma-separated digits (default 1,2,3)
     --xdp-generic   attach case (3)'s XDP program in generic (SKB) mode, where
                     it runs on an skb already built, instead of driver mode
+    --xsk-spin US   case (3)'s receiver busy-polls its empty RX ring up to US
+                    microseconds before it sleeps in poll() (default 0)
     --no-pin        do not pin the sender to CPU 0 and the receiver to CPU 1
                     (pinned by default when there are two CPUs or more)
     --check         exit 1 if a case received no packet (the smoke test)
@@ -131,6 +133,7 @@ struct Options {
   std::vector<ReceivePath> receives{ReceivePath::kRawSocket, ReceivePath::kRxRing, ReceivePath::kXdp};
   bool pin = true;
   bool xdpGeneric = false;
+  int xskSpinMicros = 0;
   bool check = false;
 };
 
@@ -181,6 +184,9 @@ Options parseOptions(int argc, char** argv) {
       }
     } else if (arg == "--xdp-generic") {
       o.xdpGeneric = true;
+    } else if (arg == "--xsk-spin") {
+      o.xskSpinMicros = std::stoi(value(i));
+      if (o.xskSpinMicros < 0 || o.xskSpinMicros > 10000) throw std::invalid_argument("--xsk-spin must be 0 to 10000");
     } else if (arg == "--no-pin") {
       o.pin = false;
     } else if (arg == "--check") {
@@ -303,7 +309,7 @@ CaseFigures runCase(const Testbed& bed, const Options& o, SendPath send, Receive
   const int cpus = static_cast<int>(std::thread::hardware_concurrency());
   const bool pin = o.pin && cpus >= 2;
   SendTarget target{bed.senderNamespace(), bed.senderIfindex(), bed.senderMac(), bed.receiverMac(), pin ? 0 : -1};
-  ReceiveTarget receiver{bed.receiverNamespace(), bed.receiverIfindex(), pin ? 1 : -1, o.xdpGeneric};
+  ReceiveTarget receiver{bed.receiverNamespace(), bed.receiverIfindex(), pin ? 1 : -1, o.xdpGeneric, o.xskSpinMicros};
   CaseControl control;
   ThreadResult sent, received;
   {
