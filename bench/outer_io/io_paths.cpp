@@ -509,6 +509,7 @@ void receiveRxRing(std::size_t size, CaseControl& control, ThreadResult& result)
 // goes back on the fill ring once its packet has been checked.
 
 constexpr std::uint32_t kXdpRxFrames = 4096;  // the UMEM's chunks, and each ring's size (a power of two)
+constexpr std::uint64_t kUmemBytes = std::uint64_t{kXdpFrameSize} * kXdpRxFrames;
 
 // The IPv4 packet of an Ethernet frame the XSK received, cut to its total
 // length (the link layer's padding off); nothing if it is not a whole,
@@ -566,10 +567,10 @@ bool spinUntilFilled(const std::uint32_t* producer, std::uint32_t consumer, int 
 
 void receiveXdp(const ReceiveTarget& target, std::size_t size, CaseControl& control, ThreadResult& result) {
   Fd fd(socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0), "socket(AF_XDP)");
-  Mapping umem(-1, std::size_t{kXdpFrameSize} * kXdpRxFrames);
+  Mapping umem(-1, kUmemBytes);
   xdp_umem_reg reg{};
   reg.addr = reinterpret_cast<std::uint64_t>(umem.at(0));
-  reg.len = std::uint64_t{kXdpFrameSize} * kXdpRxFrames;
+  reg.len = kUmemBytes;
   reg.chunk_size = kXdpFrameSize;
   if (setsockopt(fd.get(), SOL_XDP, XDP_UMEM_REG, &reg, sizeof reg) != 0) {
     throw std::runtime_error(std::string("XDP_UMEM_REG: ") + std::strerror(errno));
@@ -619,10 +620,13 @@ void receiveXdp(const ReceiveTarget& target, std::size_t size, CaseControl& cont
     }
     const std::uint32_t batch = std::min<std::uint32_t>(available, kReceiveBatch);
     for (std::uint32_t i = 0; i < batch; ++i) {
-      const xdp_desc& d = rx.entries[(rxConsumer + i) & kMask];
-      const auto packet = espPacketOfFrame(std::span<const std::uint8_t>(umem.at(d.addr), d.len));
+      // The descriptor lives in memory shared with the kernel: checked against the UMEM like any input.
+      const xdp_desc d = rx.entries[(rxConsumer + i) & kMask];
+      const std::uint64_t chunk = d.addr & ~std::uint64_t{kXdpFrameSize - 1};
+      const bool inChunk = chunk < kUmemBytes && d.addr - chunk + d.len <= kXdpFrameSize;
+      const auto packet = inChunk ? espPacketOfFrame(std::span<const std::uint8_t>(umem.at(d.addr), d.len)) : std::nullopt;
       ++(packet && numbers.accept(*packet, size, result) ? result.packets : result.errors);
-      fill.entries[fillProducer++ & kMask] = d.addr & ~std::uint64_t{kXdpFrameSize - 1};  // the chunk, not the data
+      fill.entries[fillProducer++ & kMask] = chunk % kUmemBytes;  // the chunk, not the data
     }
     __atomic_store_n(rx.consumer, rxConsumer += batch, __ATOMIC_RELEASE);
     __atomic_store_n(fill.producer, fillProducer, __ATOMIC_RELEASE);
