@@ -528,15 +528,6 @@ std::optional<std::span<const std::uint8_t>> espPacketOfFrame(std::span<const st
   return ip.first(totalLength);
 }
 
-xdp_statistics xskStatistics(int fd) {
-  xdp_statistics stats{};
-  socklen_t length = sizeof stats;
-  if (getsockopt(fd, SOL_XDP, XDP_STATISTICS, &stats, &length) != 0) {
-    throw std::runtime_error(std::string("XDP_STATISTICS: ") + std::strerror(errno));
-  }
-  return stats;
-}
-
 // The previous case's socket leaves queue 0 only when the kernel's deferred
 // release of its UMEM has run (a work item after close): until then bind
 // says EBUSY. Retried for at most a second.
@@ -550,93 +541,124 @@ void bindXsk(int fd, const sockaddr_xdp& address) {
   }
 }
 
-// Busy-polls an empty RX ring for up to `micros` (a sleep avoided is a
-// wake-up the sender's softirq does not pay for, at the price of this
-// thread's CPU); true once the kernel has produced a descriptor.
-bool spinUntilFilled(const std::uint32_t* producer, std::uint32_t consumer, int micros) {
-  if (micros <= 0) return false;
-  const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(micros);
-  do {
-    for (int i = 0; i < 64; ++i) {
-      if (__atomic_load_n(producer, __ATOMIC_ACQUIRE) != consumer) return true;
-      __builtin_ia32_pause();
+// An AF_XDP socket set up to receive in copy mode: its UMEM, fill and RX
+// rings mapped, every chunk on the fill ring, bound to (ifindex, queue 0).
+class XskReceiver {
+ public:
+  explicit XskReceiver(int ifindex)
+      : fd_(socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0), "socket(AF_XDP)"), umem_(-1, kUmemBytes) {
+    xdp_umem_reg reg{};
+    reg.addr = reinterpret_cast<std::uint64_t>(umem_.at(0));
+    reg.len = kUmemBytes;
+    reg.chunk_size = kXdpFrameSize;
+    if (setsockopt(fd_.get(), SOL_XDP, XDP_UMEM_REG, &reg, sizeof reg) != 0) {
+      throw std::runtime_error(std::string("XDP_UMEM_REG: ") + std::strerror(errno));
     }
-  } while (std::chrono::steady_clock::now() < end);
-  return false;
-}
+    const int ringSize = static_cast<int>(kXdpRxFrames);
+    setOption(fd_.get(), SOL_XDP, XDP_UMEM_FILL_RING, ringSize, "XDP_UMEM_FILL_RING");
+    // The completion ring is required by bind even when nothing is sent.
+    setOption(fd_.get(), SOL_XDP, XDP_UMEM_COMPLETION_RING, ringSize, "XDP_UMEM_COMPLETION_RING");
+    setOption(fd_.get(), SOL_XDP, XDP_RX_RING, ringSize, "XDP_RX_RING");
+    xdp_mmap_offsets offsets{};
+    socklen_t length = sizeof offsets;
+    if (getsockopt(fd_.get(), SOL_XDP, XDP_MMAP_OFFSETS, &offsets, &length) != 0) {
+      throw std::runtime_error(std::string("XDP_MMAP_OFFSETS: ") + std::strerror(errno));
+    }
+    rxMap_.emplace(fd_.get(), offsets.rx.desc + kXdpRxFrames * sizeof(xdp_desc), static_cast<off_t>(XDP_PGOFF_RX_RING));
+    fillMap_.emplace(fd_.get(), offsets.fr.desc + kXdpRxFrames * sizeof(std::uint64_t),
+                     static_cast<off_t>(XDP_UMEM_PGOFF_FILL_RING));
+    rx_ = xdpRing<xdp_desc>(*rxMap_, offsets.rx);
+    fill_ = xdpRing<std::uint64_t>(*fillMap_, offsets.fr);
+    // Every chunk on the fill ring: chunks on it + on the RX ring + in our
+    // hands stay kXdpRxFrames, so giving back what the RX ring gave never
+    // overflows it.
+    fillProducer_ = *fill_.producer;
+    for (std::uint64_t i = 0; i < kXdpRxFrames; ++i) fill_.entries[fillProducer_++ & kMask] = i * kXdpFrameSize;
+    __atomic_store_n(fill_.producer, fillProducer_, __ATOMIC_RELEASE);
+    rxConsumer_ = *rx_.consumer;
+    sockaddr_xdp self{};
+    self.sxdp_family = AF_XDP;
+    self.sxdp_flags = XDP_COPY;
+    self.sxdp_ifindex = static_cast<std::uint32_t>(ifindex);
+    self.sxdp_queue_id = 0;  // a veth made by `ip link add` has one RX queue
+    bindXsk(fd_.get(), self);
+  }
+
+  int fd() const { return fd_.get(); }
+  std::uint32_t waiting() const { return __atomic_load_n(rx_.producer, __ATOMIC_ACQUIRE) - rxConsumer_; }
+
+  // Checks up to kReceiveBatch waiting packets and gives their chunks back.
+  void take(std::uint32_t waiting, std::size_t size, NumberCheck& numbers, ThreadResult& result) {
+    const std::uint32_t batch = std::min<std::uint32_t>(waiting, kReceiveBatch);
+    for (std::uint32_t i = 0; i < batch; ++i) {
+      // The descriptor lives in memory shared with the kernel: checked against the UMEM like any input.
+      const xdp_desc d = rx_.entries[(rxConsumer_ + i) & kMask];
+      const std::uint64_t chunk = d.addr & ~std::uint64_t{kXdpFrameSize - 1};
+      const bool inChunk = chunk < kUmemBytes && d.addr - chunk + d.len <= kXdpFrameSize;
+      const auto packet = inChunk ? espPacketOfFrame({umem_.at(d.addr), d.len}) : std::nullopt;
+      ++(packet && numbers.accept(*packet, size, result) ? result.packets : result.errors);
+      fill_.entries[fillProducer_++ & kMask] = chunk % kUmemBytes;  // the chunk, not the data
+    }
+    __atomic_store_n(rx_.consumer, rxConsumer_ += batch, __ATOMIC_RELEASE);
+    __atomic_store_n(fill_.producer, fillProducer_, __ATOMIC_RELEASE);
+  }
+
+  // Busy-polls the empty RX ring for up to `micros` (a sleep avoided is a
+  // wake-up the sender's softirq does not pay for, at the price of this
+  // thread's CPU); true once the kernel has produced a descriptor.
+  bool spinUntilFilled(int micros) const {
+    if (micros <= 0) return false;
+    const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(micros);
+    do {
+      for (int i = 0; i < 64; ++i) {
+        if (waiting() != 0) return true;
+        __builtin_ia32_pause();
+      }
+    } while (std::chrono::steady_clock::now() < end);
+    return false;
+  }
+
+  void readStatistics(ThreadResult& result) const {
+    xdp_statistics stats{};
+    socklen_t length = sizeof stats;
+    if (getsockopt(fd_.get(), SOL_XDP, XDP_STATISTICS, &stats, &length) != 0) {
+      throw std::runtime_error(std::string("XDP_STATISTICS: ") + std::strerror(errno));
+    }
+    result.xskRingFull = stats.rx_ring_full;
+    result.xskDropped = stats.rx_dropped;
+    result.xskFillEmpty = stats.rx_fill_ring_empty_descs;
+  }
+
+ private:
+  static constexpr std::uint32_t kMask = kXdpRxFrames - 1;
+  Fd fd_;
+  Mapping umem_;
+  std::optional<Mapping> rxMap_, fillMap_;  // mapped once the socket has its rings
+  XdpRing<xdp_desc> rx_;
+  XdpRing<std::uint64_t> fill_;
+  std::uint32_t rxConsumer_ = 0, fillProducer_ = 0;
+};
 
 void receiveXdp(const ReceiveTarget& target, std::size_t size, CaseControl& control, ThreadResult& result) {
-  Fd fd(socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0), "socket(AF_XDP)");
-  Mapping umem(-1, kUmemBytes);
-  xdp_umem_reg reg{};
-  reg.addr = reinterpret_cast<std::uint64_t>(umem.at(0));
-  reg.len = kUmemBytes;
-  reg.chunk_size = kXdpFrameSize;
-  if (setsockopt(fd.get(), SOL_XDP, XDP_UMEM_REG, &reg, sizeof reg) != 0) {
-    throw std::runtime_error(std::string("XDP_UMEM_REG: ") + std::strerror(errno));
-  }
-  const int ringSize = static_cast<int>(kXdpRxFrames);
-  setOption(fd.get(), SOL_XDP, XDP_UMEM_FILL_RING, ringSize, "XDP_UMEM_FILL_RING");
-  // The completion ring is required by bind even when nothing is sent.
-  setOption(fd.get(), SOL_XDP, XDP_UMEM_COMPLETION_RING, ringSize, "XDP_UMEM_COMPLETION_RING");
-  setOption(fd.get(), SOL_XDP, XDP_RX_RING, ringSize, "XDP_RX_RING");
-  xdp_mmap_offsets offsets{};
-  socklen_t length = sizeof offsets;
-  if (getsockopt(fd.get(), SOL_XDP, XDP_MMAP_OFFSETS, &offsets, &length) != 0) {
-    throw std::runtime_error(std::string("XDP_MMAP_OFFSETS: ") + std::strerror(errno));
-  }
-  Mapping rxMap(fd.get(), offsets.rx.desc + kXdpRxFrames * sizeof(xdp_desc), static_cast<off_t>(XDP_PGOFF_RX_RING));
-  Mapping fillMap(fd.get(), offsets.fr.desc + kXdpRxFrames * sizeof(std::uint64_t),
-                  static_cast<off_t>(XDP_UMEM_PGOFF_FILL_RING));
-  auto rx = xdpRing<xdp_desc>(rxMap, offsets.rx);
-  auto fill = xdpRing<std::uint64_t>(fillMap, offsets.fr);
-  constexpr std::uint32_t kMask = kXdpRxFrames - 1;
-  // Every chunk on the fill ring: chunks on it + on the RX ring + in our hands
-  // stay kXdpRxFrames, so giving back what the RX ring gave never overflows it.
-  std::uint32_t fillProducer = *fill.producer;
-  for (std::uint64_t i = 0; i < kXdpRxFrames; ++i) fill.entries[fillProducer++ & kMask] = i * kXdpFrameSize;
-  __atomic_store_n(fill.producer, fillProducer, __ATOMIC_RELEASE);
-  sockaddr_xdp self{};
-  self.sxdp_family = AF_XDP;
-  self.sxdp_flags = XDP_COPY;
-  self.sxdp_ifindex = static_cast<std::uint32_t>(target.ifindex);
-  self.sxdp_queue_id = 0;  // a veth made by `ip link add` has one RX queue
-  bindXsk(fd.get(), self);
+  XskReceiver xsk(target.ifindex);
   in_addr local{};
   inet_pton(AF_INET, "192.0.2.2", &local);
-  const XdpRedirect redirect(target.ifindex, local.s_addr, fd.get(),
-                               target.xdpGenericOnly ? XdpMode::kGeneric : XdpMode::kDriver);  // detached when this returns or throws
+  // Detached (its link closed) when this returns or throws, before the socket closes.
+  const XdpRedirect redirect(target.ifindex, local.s_addr, xsk.fd(),
+                             target.xdpGenericOnly ? XdpMode::kGeneric : XdpMode::kDriver);
   result.note = std::string("XDP program in ") + xdpModeName(redirect.mode()) + " mode";
   NumberCheck numbers;
   if (!waitForGo(control, control.stopReceiving)) return;
   const double cpu0 = threadCpuSeconds();
   const std::uint64_t sleeps0 = threadSleeps();
-  std::uint32_t rxConsumer = *rx.consumer;
   while (!control.stopReceiving.load(std::memory_order_relaxed)) {
-    const std::uint32_t available = __atomic_load_n(rx.producer, __ATOMIC_ACQUIRE) - rxConsumer;
-    if (available == 0) {
-      if (!spinUntilFilled(rx.producer, rxConsumer, target.xskSpinMicros)) waitReadable(fd.get());
-      continue;
-    }
-    const std::uint32_t batch = std::min<std::uint32_t>(available, kReceiveBatch);
-    for (std::uint32_t i = 0; i < batch; ++i) {
-      // The descriptor lives in memory shared with the kernel: checked against the UMEM like any input.
-      const xdp_desc d = rx.entries[(rxConsumer + i) & kMask];
-      const std::uint64_t chunk = d.addr & ~std::uint64_t{kXdpFrameSize - 1};
-      const bool inChunk = chunk < kUmemBytes && d.addr - chunk + d.len <= kXdpFrameSize;
-      const auto packet = inChunk ? espPacketOfFrame(std::span<const std::uint8_t>(umem.at(d.addr), d.len)) : std::nullopt;
-      ++(packet && numbers.accept(*packet, size, result) ? result.packets : result.errors);
-      fill.entries[fillProducer++ & kMask] = chunk % kUmemBytes;  // the chunk, not the data
-    }
-    __atomic_store_n(rx.consumer, rxConsumer += batch, __ATOMIC_RELEASE);
-    __atomic_store_n(fill.producer, fillProducer, __ATOMIC_RELEASE);
+    const std::uint32_t waiting = xsk.waiting();
+    if (waiting != 0) xsk.take(waiting, size, numbers, result);
+    else if (!xsk.spinUntilFilled(target.xskSpinMicros)) waitReadable(xsk.fd());
   }
   result.cpuSeconds = threadCpuSeconds() - cpu0;
   result.sleeps = threadSleeps() - sleeps0;
-  const xdp_statistics stats = xskStatistics(fd.get());
-  result.xskRingFull = stats.rx_ring_full;
-  result.xskFillEmpty = stats.rx_fill_ring_empty_descs;
-  result.xskOtherDrops = stats.rx_dropped;
+  xsk.readStatistics(result);
 }
 
 }  // namespace

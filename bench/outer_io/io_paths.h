@@ -48,9 +48,10 @@ struct ThreadResult {
   std::uint64_t duplicates = 0;  // receive side: a number seen before (a later packet's bytes in an earlier's place)
   std::uint64_t ringDrops = 0;    // receive side: frames the RX ring had no room for (PACKET_STATISTICS)
   std::uint64_t socketDrops = 0;  // receive side: the raw ESP socket's drops (its queue was full), case (1)
-  std::uint64_t xskRingFull = 0;  // receive side (3): frames dropped for a full AF_XDP RX ring (XDP_STATISTICS)
-  std::uint64_t xskFillEmpty = 0;  // receive side (3): frames dropped for want of a free frame on the fill ring
-  std::uint64_t xskOtherDrops = 0;  // receive side (3): XDP_STATISTICS rx_dropped (e.g. a frame too big for a chunk)
+  // Receive side (3), the socket's XDP_STATISTICS:
+  std::uint64_t xskRingFull = 0;  // frames dropped for a full RX ring (rx_ring_full)
+  std::uint64_t xskDropped = 0;   // frames dropped for want of a chunk or too long for one (rx_dropped)
+  std::uint64_t xskFillEmpty = 0;  // times the kernel found the fill ring empty (rx_fill_ring_empty_descs)
   std::string note;           // receive side (3): the XDP mode that ran
   double cpuSeconds = 0;      // the thread's user + system time (with the softirq run in its context)
   std::uint64_t sleeps = 0;   // receive side: the thread's voluntary context switches (each a wake-up to pay for)

@@ -95,8 +95,9 @@ DESCRIPTION
     gives the sender's refused sends, the receiver's malformed packets and where the
     lost ones went: the RX ring full, the raw socket's queue full, a CPU's
     input backlog full (netdev_max_backlog; machine-wide), and for (3) the
-    socket's XDP_STATISTICS (its RX ring full, no chunk on its fill ring,
-    other drops) and the mode the XDP program ran in.
+    socket's XDP_STATISTICS (dropped for its RX ring full, dropped for want
+    of a chunk or too long for one, how often the kernel found its fill ring
+    empty) and the mode the XDP program ran in.
 
 OPTIONS
     --seconds S     how long each case sends (default 3; 0.05 to 60)
@@ -259,7 +260,7 @@ std::string loadAverage() {
 struct CaseFigures {
   std::string name;
   std::uint64_t sent = 0, received = 0, senderErrors = 0, receiverErrors = 0, changed = 0, duplicates = 0, ringDrops = 0,
-                socketDrops = 0, receiverSleeps = 0, xskRingFull = 0, xskFillEmpty = 0, xskOtherDrops = 0, backlogDrops = 0;
+                socketDrops = 0, receiverSleeps = 0, xskRingFull = 0, xskDropped = 0, xskFillEmpty = 0, backlogDrops = 0;
   double sendSeconds = 0, machineBusy = 0, machineTotal = 0, senderCpu = 0, receiverCpu = 0, softirqCpu = 0;
   std::string error, note;
 };
@@ -355,8 +356,8 @@ CaseFigures runCase(const Testbed& bed, const Options& o, SendPath send, Receive
   f.ringDrops = received.ringDrops;
   f.socketDrops = received.socketDrops;
   f.xskRingFull = received.xskRingFull;
+  f.xskDropped = received.xskDropped;
   f.xskFillEmpty = received.xskFillEmpty;
-  f.xskOtherDrops = received.xskOtherDrops;
   f.note = received.note;
   f.senderCpu = sent.cpuSeconds;
   f.receiverCpu = received.cpuSeconds;
@@ -406,9 +407,9 @@ void printTable(std::size_t size, const std::vector<CaseFigures>& rows) {
                   static_cast<unsigned long long>(r.backlogDrops));
     }
     if (!r.note.empty()) {
-      std::printf("      (%s; xsk drops: rx ring full %llu, fill ring empty %llu, other %llu)\n", r.note.c_str(),
-                  static_cast<unsigned long long>(r.xskRingFull), static_cast<unsigned long long>(r.xskFillEmpty),
-                  static_cast<unsigned long long>(r.xskOtherDrops));
+      std::printf("      (%s; xsk drops: rx ring full %llu, no chunk or too long %llu; fill ring found empty %llu)\n",
+                  r.note.c_str(), static_cast<unsigned long long>(r.xskRingFull),
+                  static_cast<unsigned long long>(r.xskDropped), static_cast<unsigned long long>(r.xskFillEmpty));
     }
   }
   std::fflush(stdout);
