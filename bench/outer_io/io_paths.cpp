@@ -128,6 +128,33 @@ void waitWritable(int fd) {
 
 // --- senders ---------------------------------------------------------------
 
+// The sendmmsg loop of cases (a) and (c): kSendBatch packets a call, each to
+// `to` (the socket's kind of address), stamped anew before each call.
+void sendmmsgLoop(int fd, const void* to, socklen_t toLength, const std::vector<std::vector<std::uint8_t>>& packets,
+                  CaseControl& control, ThreadResult& result) {
+  auto pool = packets;  // stamped before each send: the kernel copies them during the call
+  std::array<mmsghdr, kSendBatch> msgs{};
+  std::array<iovec, kSendBatch> iovs{};
+  for (std::size_t i = 0; i < kSendBatch; ++i) {
+    iovs[i] = {pool[i].data(), pool[i].size()};
+    msgs[i].msg_hdr = {const_cast<void*>(to), toLength, &iovs[i], 1, nullptr, 0, 0};
+  }
+  if (!waitForGo(control, control.stopSending)) return;
+  const double cpu0 = threadCpuSeconds();
+  std::uint32_t number = 0;
+  while (!control.stopSending.load(std::memory_order_relaxed)) {
+    for (auto& p : pool) stamp(p.data(), p.size(), ++number);
+    const int n = sendmmsg(fd, msgs.data(), kSendBatch, MSG_DONTWAIT);
+    if (n > 0) {
+      result.packets += static_cast<std::uint64_t>(n);
+    } else {
+      ++result.errors;
+      if (errno == EAGAIN || errno == ENOBUFS) waitWritable(fd);
+    }
+  }
+  result.cpuSeconds = threadCpuSeconds() - cpu0;
+}
+
 void sendRawHeaderIncluded(const std::vector<std::vector<std::uint8_t>>& packets, CaseControl& control,
                            ThreadResult& result) {
   // As ipsecd's openHeaderIncludedSocket: IP_HDRINCL is implied by IPPROTO_RAW.
@@ -136,27 +163,7 @@ void sendRawHeaderIncluded(const std::vector<std::vector<std::uint8_t>>& packets
   sockaddr_in dst{};
   dst.sin_family = AF_INET;
   inet_pton(AF_INET, "192.0.2.2", &dst.sin_addr);
-  auto pool = packets;  // stamped before each send: the kernel copies them during the call
-  std::array<mmsghdr, kSendBatch> msgs{};
-  std::array<iovec, kSendBatch> iovs{};
-  for (std::size_t i = 0; i < kSendBatch; ++i) {
-    iovs[i] = {pool[i].data(), pool[i].size()};
-    msgs[i].msg_hdr = {&dst, sizeof dst, &iovs[i], 1, nullptr, 0, 0};
-  }
-  if (!waitForGo(control, control.stopSending)) return;
-  const double cpu0 = threadCpuSeconds();
-  std::uint32_t number = 0;
-  while (!control.stopSending.load(std::memory_order_relaxed)) {
-    for (auto& p : pool) stamp(p.data(), p.size(), ++number);
-    const int n = sendmmsg(fd.get(), msgs.data(), kSendBatch, MSG_DONTWAIT);
-    if (n > 0) {
-      result.packets += static_cast<std::uint64_t>(n);
-    } else {
-      ++result.errors;
-      if (errno == EAGAIN || errno == ENOBUFS) waitWritable(fd.get());
-    }
-  }
-  result.cpuSeconds = threadCpuSeconds() - cpu0;
+  sendmmsgLoop(fd.get(), &dst, sizeof dst, packets, control, result);
 }
 
 sockaddr_ll linkAddress(const SendTarget& target) {
@@ -233,28 +240,8 @@ void sendPacketDgram(const SendTarget& target, const std::vector<std::vector<std
   Fd fd(socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, 0), "socket(AF_PACKET, SOCK_DGRAM)");
   setOption(fd.get(), SOL_PACKET, PACKET_QDISC_BYPASS, 1, "PACKET_QDISC_BYPASS");
   setOption(fd.get(), SOL_SOCKET, SO_SNDBUFFORCE, 4 << 20, "SO_SNDBUFFORCE");
-  sockaddr_ll nextHop = linkAddress(target);
-  auto pool = packets;  // stamped before each send: the kernel copies them during the call
-  std::array<mmsghdr, kSendBatch> msgs{};
-  std::array<iovec, kSendBatch> iovs{};
-  for (std::size_t i = 0; i < kSendBatch; ++i) {
-    iovs[i] = {pool[i].data(), pool[i].size()};
-    msgs[i].msg_hdr = {&nextHop, sizeof nextHop, &iovs[i], 1, nullptr, 0, 0};
-  }
-  if (!waitForGo(control, control.stopSending)) return;
-  const double cpu0 = threadCpuSeconds();
-  std::uint32_t number = 0;
-  while (!control.stopSending.load(std::memory_order_relaxed)) {
-    for (auto& p : pool) stamp(p.data(), p.size(), ++number);
-    const int n = sendmmsg(fd.get(), msgs.data(), kSendBatch, MSG_DONTWAIT);
-    if (n > 0) {
-      result.packets += static_cast<std::uint64_t>(n);
-    } else {
-      ++result.errors;
-      if (errno == EAGAIN || errno == ENOBUFS) waitWritable(fd.get());
-    }
-  }
-  result.cpuSeconds = threadCpuSeconds() - cpu0;
+  const sockaddr_ll nextHop = linkAddress(target);
+  sendmmsgLoop(fd.get(), &nextHop, sizeof nextHop, packets, control, result);
 }
 
 
