@@ -14,16 +14,21 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <span>
 #include <stdexcept>
 
+#include "checksum/internet.h"
 #include "esp/esp_ring.h"
 #include "testbed.h"
+#include "xdp_redirect.h"
 
 namespace outer_io {
 
@@ -84,6 +89,13 @@ double threadCpuSeconds() {
   return seconds(usage.ru_utime) + seconds(usage.ru_stime);
 }
 
+// The calling thread's voluntary context switches so far: how often it slept.
+std::uint64_t threadSleeps() {
+  rusage usage{};
+  getrusage(RUSAGE_THREAD, &usage);
+  return static_cast<std::uint64_t>(usage.ru_nvcsw);
+}
+
 // Announces the thread ready and waits (bounded by the main thread, which
 // sets stopSending and stopReceiving if a case is abandoned) for go.
 bool waitForGo(CaseControl& control, const std::atomic<bool>& stop) {
@@ -116,6 +128,33 @@ void waitWritable(int fd) {
 
 // --- senders ---------------------------------------------------------------
 
+// The sendmmsg loop of cases (a) and (c): kSendBatch packets a call, each to
+// `to` (the socket's kind of address), stamped anew before each call.
+void sendmmsgLoop(int fd, const void* to, socklen_t toLength, const std::vector<std::vector<std::uint8_t>>& packets,
+                  CaseControl& control, ThreadResult& result) {
+  auto pool = packets;  // stamped before each send: the kernel copies them during the call
+  std::array<mmsghdr, kSendBatch> msgs{};
+  std::array<iovec, kSendBatch> iovs{};
+  for (std::size_t i = 0; i < kSendBatch; ++i) {
+    iovs[i] = {pool[i].data(), pool[i].size()};
+    msgs[i].msg_hdr = {const_cast<void*>(to), toLength, &iovs[i], 1, nullptr, 0, 0};
+  }
+  if (!waitForGo(control, control.stopSending)) return;
+  const double cpu0 = threadCpuSeconds();
+  std::uint32_t number = 0;
+  while (!control.stopSending.load(std::memory_order_relaxed)) {
+    for (auto& p : pool) stamp(p.data(), p.size(), ++number);
+    const int n = sendmmsg(fd, msgs.data(), kSendBatch, MSG_DONTWAIT);
+    if (n > 0) {
+      result.packets += static_cast<std::uint64_t>(n);
+    } else {
+      ++result.errors;
+      if (errno == EAGAIN || errno == ENOBUFS) waitWritable(fd);
+    }
+  }
+  result.cpuSeconds = threadCpuSeconds() - cpu0;
+}
+
 void sendRawHeaderIncluded(const std::vector<std::vector<std::uint8_t>>& packets, CaseControl& control,
                            ThreadResult& result) {
   // As ipsecd's openHeaderIncludedSocket: IP_HDRINCL is implied by IPPROTO_RAW.
@@ -124,27 +163,7 @@ void sendRawHeaderIncluded(const std::vector<std::vector<std::uint8_t>>& packets
   sockaddr_in dst{};
   dst.sin_family = AF_INET;
   inet_pton(AF_INET, "192.0.2.2", &dst.sin_addr);
-  auto pool = packets;  // stamped before each send: the kernel copies them during the call
-  std::array<mmsghdr, kSendBatch> msgs{};
-  std::array<iovec, kSendBatch> iovs{};
-  for (std::size_t i = 0; i < kSendBatch; ++i) {
-    iovs[i] = {pool[i].data(), pool[i].size()};
-    msgs[i].msg_hdr = {&dst, sizeof dst, &iovs[i], 1, nullptr, 0, 0};
-  }
-  if (!waitForGo(control, control.stopSending)) return;
-  const double cpu0 = threadCpuSeconds();
-  std::uint32_t number = 0;
-  while (!control.stopSending.load(std::memory_order_relaxed)) {
-    for (auto& p : pool) stamp(p.data(), p.size(), ++number);
-    const int n = sendmmsg(fd.get(), msgs.data(), kSendBatch, MSG_DONTWAIT);
-    if (n > 0) {
-      result.packets += static_cast<std::uint64_t>(n);
-    } else {
-      ++result.errors;
-      if (errno == EAGAIN || errno == ENOBUFS) waitWritable(fd.get());
-    }
-  }
-  result.cpuSeconds = threadCpuSeconds() - cpu0;
+  sendmmsgLoop(fd.get(), &dst, sizeof dst, packets, control, result);
 }
 
 sockaddr_ll linkAddress(const SendTarget& target) {
@@ -221,28 +240,8 @@ void sendPacketDgram(const SendTarget& target, const std::vector<std::vector<std
   Fd fd(socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, 0), "socket(AF_PACKET, SOCK_DGRAM)");
   setOption(fd.get(), SOL_PACKET, PACKET_QDISC_BYPASS, 1, "PACKET_QDISC_BYPASS");
   setOption(fd.get(), SOL_SOCKET, SO_SNDBUFFORCE, 4 << 20, "SO_SNDBUFFORCE");
-  sockaddr_ll nextHop = linkAddress(target);
-  auto pool = packets;  // stamped before each send: the kernel copies them during the call
-  std::array<mmsghdr, kSendBatch> msgs{};
-  std::array<iovec, kSendBatch> iovs{};
-  for (std::size_t i = 0; i < kSendBatch; ++i) {
-    iovs[i] = {pool[i].data(), pool[i].size()};
-    msgs[i].msg_hdr = {&nextHop, sizeof nextHop, &iovs[i], 1, nullptr, 0, 0};
-  }
-  if (!waitForGo(control, control.stopSending)) return;
-  const double cpu0 = threadCpuSeconds();
-  std::uint32_t number = 0;
-  while (!control.stopSending.load(std::memory_order_relaxed)) {
-    for (auto& p : pool) stamp(p.data(), p.size(), ++number);
-    const int n = sendmmsg(fd.get(), msgs.data(), kSendBatch, MSG_DONTWAIT);
-    if (n > 0) {
-      result.packets += static_cast<std::uint64_t>(n);
-    } else {
-      ++result.errors;
-      if (errno == EAGAIN || errno == ENOBUFS) waitWritable(fd.get());
-    }
-  }
-  result.cpuSeconds = threadCpuSeconds() - cpu0;
+  const sockaddr_ll nextHop = linkAddress(target);
+  sendmmsgLoop(fd.get(), &nextHop, sizeof nextHop, packets, control, result);
 }
 
 
@@ -417,6 +416,7 @@ void receiveRawSocket(std::size_t size, CaseControl& control, ThreadResult& resu
   NumberCheck numbers;
   if (!waitForGo(control, control.stopReceiving)) return;
   const double cpu0 = threadCpuSeconds();
+  const std::uint64_t sleeps0 = threadSleeps();
   while (!control.stopReceiving.load(std::memory_order_relaxed)) {
     for (std::size_t i = 0; i < kReceiveBatch; ++i) msgs[i].msg_hdr = {nullptr, 0, &iovs[i], 1, nullptr, 0, 0};
     const int n = recvmmsg(fd.get(), msgs.data(), kReceiveBatch, MSG_DONTWAIT, nullptr);
@@ -430,6 +430,7 @@ void receiveRawSocket(std::size_t size, CaseControl& control, ThreadResult& resu
     }
   }
   result.cpuSeconds = threadCpuSeconds() - cpu0;
+  result.sleeps = threadSleeps() - sleeps0;
   result.socketDrops = rawEspSocketDrops();
 }
 
@@ -466,6 +467,7 @@ void receiveRxRing(std::size_t size, CaseControl& control, ThreadResult& result)
   NumberCheck numbers;
   if (!waitForGo(control, control.stopReceiving)) return;
   const double cpu0 = threadCpuSeconds();
+  const std::uint64_t sleeps0 = threadSleeps();
   std::size_t next = 0;
   while (!control.stopReceiving.load(std::memory_order_relaxed)) {
     std::uint8_t* frame = map.frame(next, kEspRingFrameSize);
@@ -481,8 +483,169 @@ void receiveRxRing(std::size_t size, CaseControl& control, ThreadResult& result)
     next = (next + 1) % kEspRingFrames;
   }
   result.cpuSeconds = threadCpuSeconds() - cpu0;
+  result.sleeps = threadSleeps() - sleeps0;
   length = sizeof stats;
   if (getsockopt(fd.get(), SOL_PACKET, PACKET_STATISTICS, &stats, &length) == 0) result.ringDrops = stats.tp_drops;
+}
+
+// --- (3) AF_XDP receive ------------------------------------------------------
+// The XDP program (xdp_redirect.h) hands plain ESP/IPv4 to this socket from
+// the receiving veth's NAPI, before ip_rcv. Copy mode (a veth has no
+// zero-copy): the kernel copies each frame into a UMEM chunk this thread
+// posted on the fill ring and puts its descriptor on the RX ring; the chunk
+// goes back on the fill ring once its packet has been checked.
+
+constexpr std::uint32_t kXdpRxFrames = 4096;  // the UMEM's chunks, and each ring's size (a power of two)
+constexpr std::uint64_t kUmemBytes = std::uint64_t{kXdpFrameSize} * kXdpRxFrames;
+
+// The IPv4 packet of an Ethernet frame the XSK received, cut to its total
+// length (the link layer's padding off); nothing if it is not a whole,
+// well-formed IPv4 protocol-50 packet. The frame comes before ip_rcv, so its
+// checks are ours: those parseRingFrame makes for receive side (2).
+std::optional<std::span<const std::uint8_t>> espPacketOfFrame(std::span<const std::uint8_t> frame) {
+  if (frame.size() < ETH_HLEN + 20 || frame[12] != 0x08 || frame[13] != 0x00) return std::nullopt;
+  const auto ip = frame.subspan(ETH_HLEN);
+  const std::size_t headerLength = (ip[0] & 0x0fu) * 4u;
+  const std::size_t totalLength = static_cast<std::size_t>(ip[2] << 8 | ip[3]);
+  if ((ip[0] >> 4) != 4 || headerLength < 20 || totalLength < headerLength || totalLength > ip.size()) {
+    return std::nullopt;
+  }
+  if (ipsec::checksum::fold(ipsec::checksum::add(0, ip.first(headerLength))) != 0xffff) return std::nullopt;
+  if (ip[9] != IPPROTO_ESP || ((ip[6] << 8 | ip[7]) & 0x3fff) != 0) return std::nullopt;  // the program passes fragments
+  return ip.first(totalLength);
+}
+
+// The previous case's socket leaves queue 0 only when the kernel's deferred
+// release of its UMEM has run (a work item after close): until then bind
+// says EBUSY. Retried for at most a second.
+void bindXsk(int fd, const sockaddr_xdp& address) {
+  for (int attempt = 0;; ++attempt) {
+    if (bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address) == 0) return;
+    if (errno != EBUSY || attempt == 100) {
+      throw std::runtime_error(std::string("bind(AF_XDP, XDP_COPY): ") + std::strerror(errno));
+    }
+    usleep(10000);
+  }
+}
+
+// An AF_XDP socket set up to receive in copy mode: its UMEM, fill and RX
+// rings mapped, every chunk on the fill ring, bound to (ifindex, queue 0).
+class XskReceiver {
+ public:
+  explicit XskReceiver(int ifindex)
+      : fd_(socket(AF_XDP, SOCK_RAW | SOCK_CLOEXEC, 0), "socket(AF_XDP)"), umem_(-1, kUmemBytes) {
+    xdp_umem_reg reg{};
+    reg.addr = reinterpret_cast<std::uint64_t>(umem_.at(0));
+    reg.len = kUmemBytes;
+    reg.chunk_size = kXdpFrameSize;
+    if (setsockopt(fd_.get(), SOL_XDP, XDP_UMEM_REG, &reg, sizeof reg) != 0) {
+      throw std::runtime_error(std::string("XDP_UMEM_REG: ") + std::strerror(errno));
+    }
+    const int ringSize = static_cast<int>(kXdpRxFrames);
+    setOption(fd_.get(), SOL_XDP, XDP_UMEM_FILL_RING, ringSize, "XDP_UMEM_FILL_RING");
+    // The completion ring is required by bind even when nothing is sent.
+    setOption(fd_.get(), SOL_XDP, XDP_UMEM_COMPLETION_RING, ringSize, "XDP_UMEM_COMPLETION_RING");
+    setOption(fd_.get(), SOL_XDP, XDP_RX_RING, ringSize, "XDP_RX_RING");
+    xdp_mmap_offsets offsets{};
+    socklen_t length = sizeof offsets;
+    if (getsockopt(fd_.get(), SOL_XDP, XDP_MMAP_OFFSETS, &offsets, &length) != 0) {
+      throw std::runtime_error(std::string("XDP_MMAP_OFFSETS: ") + std::strerror(errno));
+    }
+    rxMap_.emplace(fd_.get(), offsets.rx.desc + kXdpRxFrames * sizeof(xdp_desc), static_cast<off_t>(XDP_PGOFF_RX_RING));
+    fillMap_.emplace(fd_.get(), offsets.fr.desc + kXdpRxFrames * sizeof(std::uint64_t),
+                     static_cast<off_t>(XDP_UMEM_PGOFF_FILL_RING));
+    rx_ = xdpRing<xdp_desc>(*rxMap_, offsets.rx);
+    fill_ = xdpRing<std::uint64_t>(*fillMap_, offsets.fr);
+    // Every chunk on the fill ring: chunks on it + on the RX ring + in our
+    // hands stay kXdpRxFrames, so giving back what the RX ring gave never
+    // overflows it.
+    fillProducer_ = *fill_.producer;
+    for (std::uint64_t i = 0; i < kXdpRxFrames; ++i) fill_.entries[fillProducer_++ & kMask] = i * kXdpFrameSize;
+    __atomic_store_n(fill_.producer, fillProducer_, __ATOMIC_RELEASE);
+    rxConsumer_ = *rx_.consumer;
+    sockaddr_xdp self{};
+    self.sxdp_family = AF_XDP;
+    self.sxdp_flags = XDP_COPY;
+    self.sxdp_ifindex = static_cast<std::uint32_t>(ifindex);
+    self.sxdp_queue_id = 0;  // a veth made by `ip link add` has one RX queue
+    bindXsk(fd_.get(), self);
+  }
+
+  int fd() const { return fd_.get(); }
+  std::uint32_t waiting() const { return __atomic_load_n(rx_.producer, __ATOMIC_ACQUIRE) - rxConsumer_; }
+
+  // Checks up to kReceiveBatch waiting packets and gives their chunks back.
+  void take(std::uint32_t waiting, std::size_t size, NumberCheck& numbers, ThreadResult& result) {
+    const std::uint32_t batch = std::min<std::uint32_t>(waiting, kReceiveBatch);
+    for (std::uint32_t i = 0; i < batch; ++i) {
+      // The descriptor lives in memory shared with the kernel: checked against the UMEM like any input.
+      const xdp_desc d = rx_.entries[(rxConsumer_ + i) & kMask];
+      const std::uint64_t chunk = d.addr & ~std::uint64_t{kXdpFrameSize - 1};
+      const bool inChunk = chunk < kUmemBytes && d.addr - chunk + d.len <= kXdpFrameSize;
+      const auto packet = inChunk ? espPacketOfFrame({umem_.at(d.addr), d.len}) : std::nullopt;
+      ++(packet && numbers.accept(*packet, size, result) ? result.packets : result.errors);
+      fill_.entries[fillProducer_++ & kMask] = chunk % kUmemBytes;  // the chunk, not the data
+    }
+    __atomic_store_n(rx_.consumer, rxConsumer_ += batch, __ATOMIC_RELEASE);
+    __atomic_store_n(fill_.producer, fillProducer_, __ATOMIC_RELEASE);
+  }
+
+  // Busy-polls the empty RX ring for up to `micros` (a sleep avoided is a
+  // wake-up the sender's softirq does not pay for, at the price of this
+  // thread's CPU); true once the kernel has produced a descriptor.
+  bool spinUntilFilled(int micros) const {
+    if (micros <= 0) return false;
+    const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(micros);
+    do {
+      for (int i = 0; i < 64; ++i) {
+        if (waiting() != 0) return true;
+        __builtin_ia32_pause();
+      }
+    } while (std::chrono::steady_clock::now() < end);
+    return false;
+  }
+
+  void readStatistics(ThreadResult& result) const {
+    xdp_statistics stats{};
+    socklen_t length = sizeof stats;
+    if (getsockopt(fd_.get(), SOL_XDP, XDP_STATISTICS, &stats, &length) != 0) {
+      throw std::runtime_error(std::string("XDP_STATISTICS: ") + std::strerror(errno));
+    }
+    result.xskRingFull = stats.rx_ring_full;
+    result.xskDropped = stats.rx_dropped;
+    result.xskFillEmpty = stats.rx_fill_ring_empty_descs;
+  }
+
+ private:
+  static constexpr std::uint32_t kMask = kXdpRxFrames - 1;
+  Fd fd_;
+  Mapping umem_;
+  std::optional<Mapping> rxMap_, fillMap_;  // mapped once the socket has its rings
+  XdpRing<xdp_desc> rx_;
+  XdpRing<std::uint64_t> fill_;
+  std::uint32_t rxConsumer_ = 0, fillProducer_ = 0;
+};
+
+void receiveXdp(const ReceiveTarget& target, std::size_t size, CaseControl& control, ThreadResult& result) {
+  XskReceiver xsk(target.ifindex);
+  in_addr local{};
+  inet_pton(AF_INET, "192.0.2.2", &local);
+  // Detached (its link closed) when this returns or throws, before the socket closes.
+  const XdpRedirect redirect(target.ifindex, local.s_addr, xsk.fd(),
+                             target.xdpGenericOnly ? XdpMode::kGeneric : XdpMode::kDriver);
+  result.note = std::string("XDP program in ") + xdpModeName(redirect.mode()) + " mode";
+  NumberCheck numbers;
+  if (!waitForGo(control, control.stopReceiving)) return;
+  const double cpu0 = threadCpuSeconds();
+  const std::uint64_t sleeps0 = threadSleeps();
+  while (!control.stopReceiving.load(std::memory_order_relaxed)) {
+    const std::uint32_t waiting = xsk.waiting();
+    if (waiting != 0) xsk.take(waiting, size, numbers, result);
+    else if (!xsk.spinUntilFilled(target.xskSpinMicros)) waitReadable(xsk.fd());
+  }
+  result.cpuSeconds = threadCpuSeconds() - cpu0;
+  result.sleeps = threadSleeps() - sleeps0;
+  xsk.readStatistics(result);
 }
 
 }  // namespace
@@ -523,13 +686,16 @@ void runSender(SendPath path, const SendTarget& target, const std::vector<std::v
   }
 }
 
-void runReceiver(ReceivePath path, const std::string& ns, int cpu, std::size_t size, CaseControl& control,
+void runReceiver(ReceivePath path, const ReceiveTarget& target, std::size_t size, CaseControl& control,
                  ThreadResult& result) noexcept {
   try {
-    enterNamespace(ns);
-    pinTo(cpu);
-    if (path == ReceivePath::kRawSocket) receiveRawSocket(size, control, result);
-    else receiveRxRing(size, control, result);
+    enterNamespace(target.ns);
+    pinTo(target.cpu);
+    switch (path) {
+      case ReceivePath::kRawSocket: receiveRawSocket(size, control, result); break;
+      case ReceivePath::kRxRing: receiveRxRing(size, control, result); break;
+      case ReceivePath::kXdp: receiveXdp(target, size, control, result); break;
+    }
   } catch (const std::exception& e) {
     result.error = e.what();
     control.ready.fetch_add(1);  // the main thread waits for no more; the error voids the case

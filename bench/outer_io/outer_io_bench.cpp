@@ -1,6 +1,6 @@
 // outer_io_bench: CPU per packet of the kernel interfaces the forwarder's
 // outer side could send and receive plain ESP/IPv4 with (issue 13 item 3):
-// today's raw sockets against AF_PACKET rings and sockets, over a veth
+// today's raw sockets against AF_PACKET rings and sockets and AF_XDP, over a veth
 // between two namespaces of its own. Not a test: it never fails on timing; a
 // non-zero exit means a figure could not be measured (or, with --check, that
 // a case received nothing).
@@ -31,11 +31,11 @@ namespace outer_io {
 namespace {
 
 constexpr const char* kUsage = R"(NAME
-    outer_io_bench - CPU per packet of raw sockets and packet rings on the outer side
+    outer_io_bench - CPU per packet of raw sockets, packet rings and AF_XDP on the outer side
 
 SYNOPSIS
-    outer_io_bench [--seconds S] [--size N[,N...]] [--send a,b,c,d] [--receive 1,2]
-                   [--no-pin] [--check]
+    outer_io_bench [--seconds S] [--size N[,N...]] [--send a,b,c,d] [--receive 1,2,3]
+                   [--xdp-generic] [--xsk-spin US] [--no-pin] [--check]
 
 DESCRIPTION
     Creates two network namespaces (oio-<pid>-s and oio-<pid>-r) joined by a
@@ -59,6 +59,13 @@ DESCRIPTION
       1  the raw ESP/IPv4 socket, recvmmsg of 64 (ipsecd's default)
       2  ipsecd's esp_ring: PACKET_RX_RING (lib/esp/esp_ring.h geometry and
          filter), the raw socket kept with a filter that takes nothing
+      3  AF_XDP in copy mode (XDP_COPY, queue 0) on the receiving veth, with
+         an XDP program (raw eBPF, loaded and attached with bpf(2): driver
+         mode, else generic) that redirects IPv4 protocol-50 frames to
+         192.0.2.2, unfragmented, into it through an XSKMAP before the IP
+         stack, and passes every other frame; 4096 chunks of 2 KiB on its
+         fill ring, up to 64 descriptors taken per turn; the program is
+         detached (its bpf_link closed) at the end of the case
 
     Every pair is a case, a+1 first: it is the baseline of the ratios.
 
@@ -82,17 +89,26 @@ DESCRIPTION
     both of two CPUs): when it is well above what the case's own threads used
     (thr us/p x kpps rx / 10), another load ran beside the case and CPU us/p
     is not usable. "vs a+1" divides CPU us/p by the baseline's, "thr a+1"
-    divides thr us/p by the baseline's. A line under a row gives the
-    sender's refused sends, the receiver's malformed packets and where the
+    divides thr us/p by the baseline's. "rx sl/kp" is how often the receiver
+    slept (its voluntary context switches) per 1000 packets received: each
+    sleep is a wake-up that the sender's softirq pays for. A line under a row
+    gives the sender's refused sends, the receiver's malformed packets and where the
     lost ones went: the RX ring full, the raw socket's queue full, a CPU's
-    input backlog full (netdev_max_backlog; machine-wide).
+    input backlog full (netdev_max_backlog; machine-wide), and for (3) the
+    socket's XDP_STATISTICS (dropped for its RX ring full, dropped for want
+    of a chunk or too long for one, how often the kernel found its fill ring
+    empty) and the mode the XDP program ran in.
 
 OPTIONS
     --seconds S     how long each case sends (default 3; 0.05 to 60)
     --size LIST     IPv4 packet sizes in bytes, comma-separated, each 32 to
                     1500 (default 1438)
     --send LIST     send sides to run, comma-separated letters (default a,b,c,d)
-    --receive LIST  receive sides to run, comma-separated digits (default 1,2)
+    --receive LIST  receive sides to run, comma-separated digits (default 1,2,3)
+    --xdp-generic   attach case (3)'s XDP program in generic (SKB) mode, where
+                    it runs on an skb already built, instead of driver mode
+    --xsk-spin US   case (3)'s receiver busy-polls its empty RX ring up to US
+                    microseconds before it sleeps in poll() (default 0)
     --no-pin        do not pin the sender to CPU 0 and the receiver to CPU 1
                     (pinned by default when there are two CPUs or more)
     --check         exit 1 if a case received no packet (the smoke test)
@@ -115,8 +131,10 @@ struct Options {
   std::vector<std::size_t> sizes{1438};
   std::vector<SendPath> sends{SendPath::kRawHeaderIncluded, SendPath::kTxRing, SendPath::kPacketDgram,
                               SendPath::kXdpCopy};
-  std::vector<ReceivePath> receives{ReceivePath::kRawSocket, ReceivePath::kRxRing};
+  std::vector<ReceivePath> receives{ReceivePath::kRawSocket, ReceivePath::kRxRing, ReceivePath::kXdp};
   bool pin = true;
+  bool xdpGeneric = false;
+  int xskSpinMicros = 0;
   bool check = false;
 };
 
@@ -162,8 +180,14 @@ Options parseOptions(int argc, char** argv) {
       for (const auto& s : splitCommas(value(i))) {
         if (s == "1") o.receives.push_back(ReceivePath::kRawSocket);
         else if (s == "2") o.receives.push_back(ReceivePath::kRxRing);
-        else throw std::invalid_argument("--receive: 1 or 2, not " + s);
+        else if (s == "3") o.receives.push_back(ReceivePath::kXdp);
+        else throw std::invalid_argument("--receive: 1, 2 or 3, not " + s);
       }
+    } else if (arg == "--xdp-generic") {
+      o.xdpGeneric = true;
+    } else if (arg == "--xsk-spin") {
+      o.xskSpinMicros = std::stoi(value(i));
+      if (o.xskSpinMicros < 0 || o.xskSpinMicros > 10000) throw std::invalid_argument("--xsk-spin must be 0 to 10000");
     } else if (arg == "--no-pin") {
       o.pin = false;
     } else if (arg == "--check") {
@@ -236,10 +260,9 @@ std::string loadAverage() {
 struct CaseFigures {
   std::string name;
   std::uint64_t sent = 0, received = 0, senderErrors = 0, receiverErrors = 0, changed = 0, duplicates = 0, ringDrops = 0,
-                socketDrops = 0,
-                backlogDrops = 0;
+                socketDrops = 0, receiverSleeps = 0, xskRingFull = 0, xskDropped = 0, xskFillEmpty = 0, backlogDrops = 0;
   double sendSeconds = 0, machineBusy = 0, machineTotal = 0, senderCpu = 0, receiverCpu = 0, softirqCpu = 0;
-  std::string error;
+  std::string error, note;
 };
 
 const char* sendName(SendPath p) {
@@ -248,6 +271,15 @@ const char* sendName(SendPath p) {
     case SendPath::kTxRing: return "b";
     case SendPath::kPacketDgram: return "c";
     case SendPath::kXdpCopy: return "d";
+  }
+  return "?";
+}
+
+const char* receiveName(ReceivePath p) {
+  switch (p) {
+    case ReceivePath::kRawSocket: return "1";
+    case ReceivePath::kRxRing: return "2";
+    case ReceivePath::kXdp: return "3";
   }
   return "?";
 }
@@ -274,16 +306,17 @@ void sleepFor(double seconds) {
 CaseFigures runCase(const Testbed& bed, const Options& o, SendPath send, ReceivePath receive,
                     const std::vector<std::vector<std::uint8_t>>& packets) {
   CaseFigures f;
-  f.name = std::string(sendName(send)) + "+" + (receive == ReceivePath::kRawSocket ? "1" : "2");
+  f.name = std::string(sendName(send)) + "+" + receiveName(receive);
   const int cpus = static_cast<int>(std::thread::hardware_concurrency());
   const bool pin = o.pin && cpus >= 2;
   SendTarget target{bed.senderNamespace(), bed.senderIfindex(), bed.senderMac(), bed.receiverMac(), pin ? 0 : -1};
+  ReceiveTarget receiver{bed.receiverNamespace(), bed.receiverIfindex(), pin ? 1 : -1, o.xdpGeneric, o.xskSpinMicros};
   CaseControl control;
   ThreadResult sent, received;
   {
     CaseThreads threads{control, {}, {}};
-    threads.receiver = std::thread(runReceiver, receive, bed.receiverNamespace(), pin ? 1 : -1, packets[0].size(),
-                                   std::ref(control), std::ref(received));
+    threads.receiver = std::thread(runReceiver, receive, std::cref(receiver), packets[0].size(), std::ref(control),
+                                   std::ref(received));
     threads.sender = std::thread(runSender, send, std::cref(target), std::cref(packets), std::ref(control),
                                  std::ref(sent));
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
@@ -322,8 +355,13 @@ CaseFigures runCase(const Testbed& bed, const Options& o, SendPath send, Receive
   f.duplicates = received.duplicates;
   f.ringDrops = received.ringDrops;
   f.socketDrops = received.socketDrops;
+  f.xskRingFull = received.xskRingFull;
+  f.xskDropped = received.xskDropped;
+  f.xskFillEmpty = received.xskFillEmpty;
+  f.note = received.note;
   f.senderCpu = sent.cpuSeconds;
   f.receiverCpu = received.cpuSeconds;
+  f.receiverSleeps = received.sleeps;
   return f;
 }
 
@@ -332,9 +370,9 @@ double microsPer(double seconds, std::uint64_t packets) {
 }
 
 void printTable(std::size_t size, const std::vector<CaseFigures>& rows) {
-  std::printf("%-5s %5s %9s %9s %7s %6s %5s %8s %9s %9s %9s %9s %6s %7s\n", "case", "size", "sent", "received",
+  std::printf("%-5s %5s %9s %9s %7s %6s %5s %8s %9s %9s %9s %9s %6s %7s %8s\n", "case", "size", "sent", "received",
               "kpps rx", "loss%", "busy%", "CPU us/p", "send us/p", "recv us/p", "sirqd us/p", "thr us/p", "vs a+1",
-              "thr a+1");
+              "thr a+1", "rx sl/kp");
   const CaseFigures* base = rows.empty() || rows[0].name != "a+1" || !rows[0].error.empty() ? nullptr : &rows[0];
   for (const auto& r : rows) {
     if (!r.error.empty()) {
@@ -353,13 +391,13 @@ void printTable(std::size_t size, const std::vector<CaseFigures>& rows) {
                     threads / microsPer(base->senderCpu + base->receiverCpu + base->softirqCpu, base->received));
       threadRatio = text;
     }
-    std::printf("%-5s %5zu %9llu %9llu %7.1f %6.1f %5.0f %8.3f %9.3f %9.3f %10.3f %8.3f %6s %7s\n", r.name.c_str(), size,
+    std::printf("%-5s %5zu %9llu %9llu %7.1f %6.1f %5.0f %8.3f %9.3f %9.3f %10.3f %8.3f %6s %7s %8.1f\n", r.name.c_str(), size,
                 static_cast<unsigned long long>(r.sent), static_cast<unsigned long long>(r.received),
                 static_cast<double>(r.received) / r.sendSeconds / 1e3, loss,
                 r.machineTotal > 0 ? 100.0 * r.machineBusy / r.machineTotal * std::thread::hardware_concurrency() : 0,
                 cpu, microsPer(r.senderCpu, r.received), microsPer(r.receiverCpu, r.received),
                 microsPer(r.softirqCpu, r.received), threads, ratio.c_str(),
-                threadRatio.c_str());
+                threadRatio.c_str(), r.received == 0 ? 0.0 : 1e3 * static_cast<double>(r.receiverSleeps) / static_cast<double>(r.received));
     if (r.senderErrors + r.receiverErrors + r.ringDrops + r.socketDrops + r.backlogDrops > 0) {
       std::printf("      (sender refusals %llu; receiver bad %llu, of which changed on the way %llu, duplicates %llu;"
                   " drops: rx ring full %llu, raw socket queue full %llu, backlog full %llu)\n",
@@ -367,6 +405,11 @@ void printTable(std::size_t size, const std::vector<CaseFigures>& rows) {
                   static_cast<unsigned long long>(r.changed), static_cast<unsigned long long>(r.duplicates),
                   static_cast<unsigned long long>(r.ringDrops), static_cast<unsigned long long>(r.socketDrops),
                   static_cast<unsigned long long>(r.backlogDrops));
+    }
+    if (!r.note.empty()) {
+      std::printf("      (%s; xsk drops: rx ring full %llu, no chunk or too long %llu; fill ring found empty %llu)\n",
+                  r.note.c_str(), static_cast<unsigned long long>(r.xskRingFull),
+                  static_cast<unsigned long long>(r.xskDropped), static_cast<unsigned long long>(r.xskFillEmpty));
     }
   }
   std::fflush(stdout);

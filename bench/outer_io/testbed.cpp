@@ -107,8 +107,7 @@ Testbed::Testbed() {
         throw std::runtime_error("setup failed: " + line);
       }
     }
-    int receiverIndex = 0;
-    readInterface(receiverNs_, receiverIf_, receiverIndex, receiverMac_);
+    readInterface(receiverNs_, receiverIf_, receiverIfindex_, receiverMac_);
     readInterface(senderNs_, senderIf_, senderIfindex_, senderMac_);
   } catch (...) {
     removeAll();

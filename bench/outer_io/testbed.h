@@ -30,6 +30,7 @@ class Testbed {
   const std::string& senderNamespace() const { return senderNs_; }
   const std::string& receiverNamespace() const { return receiverNs_; }
   int senderIfindex() const { return senderIfindex_; }                   // in the sender's namespace
+  int receiverIfindex() const { return receiverIfindex_; }               // in the receiver's namespace
   const std::array<std::uint8_t, 6>& senderMac() const { return senderMac_; }
   const std::array<std::uint8_t, 6>& receiverMac() const { return receiverMac_; }  // the next hop's
 
@@ -37,7 +38,7 @@ class Testbed {
   void removeAll() noexcept;
 
   std::string senderNs_, receiverNs_, senderIf_, receiverIf_;
-  int senderIfindex_ = 0;
+  int senderIfindex_ = 0, receiverIfindex_ = 0;
   std::array<std::uint8_t, 6> senderMac_{}, receiverMac_{};
 };
 

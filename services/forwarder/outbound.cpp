@@ -255,6 +255,14 @@ void Forwarder::flushRequests(Worker& w, bool outbound) noexcept {
   }
   w.pending.clear();
   if (n == 0) return;
+  // We poll for these completions next (control.cpp serviceCompletions), so
+  // say we are awake before the worker can answer. After a sleep the flag
+  // stayed up until our first poll step, an asio turn away; a worker woken
+  // onto our CPU preempts us before that step, then rings a bell nobody
+  // waits on and we pay a wake-up turn for it (bench/latency/ping_stages.py:
+  // the first pass of each end after a pause). Safe: the poll's last step
+  // raises the flag again and re-checks the ring (ring/doorbell.h).
+  w.completions.finishSleep();
   ring::notifyPeer(w.requests, w.requestBell);
   // Poll for their completions a while before sleeping (control.cpp).
   w.inFlight += static_cast<std::uint32_t>(n);
