@@ -197,7 +197,7 @@ namespace ipsec::forwarder {
   /* esp_send = packet: plain tunnel ESP/IPv4 to the next hop's MAC (next_hop.h) */ \
   EVENT(out_packet_socket, "ESP/IPv4 packets the packet socket took (each also in esp_out_packets)") \
   EVENT(out_packet_socket_too_big, "refused by the packet socket as too big (EMSGSIZE): sent on the raw socket") \
-  EVENT(next_hop_misses, "ESP/IPv4 packets sent on the raw socket: no next hop known for the destination yet") \
+  EVENT(next_hop_misses, "ESP/IPv4 sends (a packet, or a super-packet's segments) on the raw socket: no next hop known yet") \
   EVENT(next_hop_lookups, "route lookups asked of the kernel for a destination") \
   EVENT(next_hop_flushes, "next-hop cache emptied: a route changed or netlink notifications were lost") \
   EVENT(netlink_bad_message, "netlink messages refused by the parser (lib/netlink)") \

@@ -228,7 +228,7 @@ inline constexpr StatCounter kStatCounters[] = {
     {"out_multi_segment_segments", "ipsec", "", "ESP packet%s framed in them"},
     {"out_packet_socket", "esp", "", "packet%s sent on the packet socket to the next hop (esp_send = packet)"},
     {"out_packet_socket_too_big", "esp", "", "packet%s too big for the packet socket, sent on the raw socket"},
-    {"next_hop_misses", "esp", "", "packet%s sent on the raw socket: no next hop known yet"},
+    {"next_hop_misses", "esp", "", "send%s (a packet or a super-packet's segments) on the raw socket: no next hop known yet"},
     {"next_hop_lookups", "esp", "", "next-hop route lookup%s asked of the kernel"},
     {"next_hop_flushes", "esp", "", "time%s the next-hop cache was emptied (a route change, lost notifications)"},
     {"netlink_bad_message", "esp", "", "netlink message%s refused"},
