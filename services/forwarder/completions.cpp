@@ -131,14 +131,15 @@ void Forwarder::queueTunnelSend(Worker& w, const proto::CryptoCompletion& c, con
     }
     case TunnelSend::Kind::kHeaderIncluded:
       // esp_send = packet: plain ESP to a next hop the cache knows leaves on the packet socket (packet_send.cpp).
+      // Either batch is flushed before the other takes a packet: the SA's order holds across the two.
       if (const sockaddr_ll* hop = s.natT ? nullptr : packetAddressOf(s.to.address)) {
+        if (send4_.count != 0) flushSendBatch(send4_);
         queueSend(sendPacket4_).add(w, c.bufferIndex, bytes, [hop](sockaddr_storage& addr) {
           std::memcpy(&addr, hop, sizeof *hop);
           return sizeof *hop;
         });
         return;
       }
-      // What the packet socket has queued leaves before a raw one after it: the SA's order.
       if (nextHops_ && !s.natT && sendPacket4_.count != 0) flushSendBatch(sendPacket4_);
       // Counted as ESP, and as NAT-T in UDP (an SA whose source port is not the NAT-T socket's).
       queueSend(s.natT ? sendUdpOwnHeader4_ : send4_).add(w, c.bufferIndex, bytes, to);
