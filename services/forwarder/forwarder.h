@@ -231,6 +231,8 @@ class Forwarder {
   static bool sendNetlinkRequest(void* self, std::span<const std::uint8_t> request) noexcept;
   // The next hop's address for a plain ESP/IPv4 packet to `to`, or nullptr (the raw socket).
   const sockaddr_ll* packetAddressOf(const esp::IpAddress& to) noexcept;
+  // The same for a super-packet's segments; firstRaw: its first segment goes raw (the refresh).
+  const sockaddr_ll* packetAddressOfRun(const esp::IpAddress& to, bool& firstRaw) noexcept;
   // A packet the packet socket refused as too big, sent on the header-included socket instead.
   void resendRaw(const mmsghdr& m) noexcept;
   // Whole ESP/IPv4 packets (one each) on the packet socket, counted as a send batch's are.

@@ -77,6 +77,17 @@ const sockaddr_ll* NextHops::packetAddress(const netlink::Ipv4& to, std::uint64_
   return &n.to;
 }
 
+const sockaddr_ll* NextHops::packetAddressOfRun(const netlink::Ipv4& to, std::uint64_t nowMs, bool& firstRaw) noexcept {
+  firstRaw = false;
+  if (const sockaddr_ll* hop = packetAddress(to, nowMs)) return hop;
+  const Destination* d = find(to);
+  if (d == nullptr || d->state != Destination::State::kRouted) return nullptr;
+  const NextHop& n = nextHops_[d->nextHop];
+  if (!n.usable || n.lastRawMs != nowMs) return nullptr;
+  firstRaw = true;  // the refresh just taken: the run's first packet raw, the rest by the packet socket
+  return &n.to;
+}
+
 void NextHops::onDatagram(std::span<const std::uint8_t> datagram, std::uint64_t nowMs) noexcept {
   setNow(nowMs);
   counters_.netlink_bad_message += netlink::parseDatagram(datagram, *this).bad;

@@ -54,6 +54,10 @@ class NextHops {
   // Where a packet for `to` goes on the packet socket, or nullptr: on the raw
   // socket (unknown yet, counted as next_hop_misses, or its refresh is due).
   const sockaddr_ll* packetAddress(const netlink::Ipv4& to, std::uint64_t nowMs) noexcept;
+  // The same for a run of packets to `to` (a super-packet's segments): when
+  // the refresh is due the address is still given and firstRaw set, so that
+  // one packet of the run goes raw, not all of them.
+  const sockaddr_ll* packetAddressOfRun(const netlink::Ipv4& to, std::uint64_t nowMs, bool& firstRaw) noexcept;
   // One datagram read from the netlink socket.
   void onDatagram(std::span<const std::uint8_t> datagram, std::uint64_t nowMs) noexcept;
   // Forgets everything (notifications were lost, or a route changed).

@@ -84,6 +84,14 @@ const sockaddr_ll* Forwarder::packetAddressOf(const esp::IpAddress& to) noexcept
   return nextHops_->packetAddress(address, clock::monotonicMs());
 }
 
+const sockaddr_ll* Forwarder::packetAddressOfRun(const esp::IpAddress& to, bool& firstRaw) noexcept {
+  firstRaw = false;
+  if (!nextHops_ || !to.isV4()) return nullptr;
+  netlink::Ipv4 address;
+  std::memcpy(address.data(), to.bytes().data(), address.size());
+  return nextHops_->packetAddressOfRun(address, clock::monotonicMs(), firstRaw);
+}
+
 void Forwarder::resendRaw(const mmsghdr& m) noexcept {
   // The packet's own IPv4 header (in its first iovec) says where it goes: destination at offset 16.
   const iovec& head = m.msg_hdr.msg_iov[0];

@@ -139,9 +139,12 @@ void Forwarder::sendSuperWithHeaders4(Worker& w, std::uint32_t buf, const Sa& sa
   counters_.pmtu_out_drop_header +=
       superSend_.fillWithHeaders4(w.superFrames[buf], bufferData(w, buf), failed, sa, nat, outerIpId_);
   // esp_send = packet: plain ESP to a next hop the cache knows, on the packet socket (packet_send.cpp).
-  if (const sockaddr_ll* hop = nat ? nullptr : packetAddressOf(sa.dst)) {
+  bool firstRaw = false;
+  if (const sockaddr_ll* hop = nat || superSend_.count == 0 ? nullptr : packetAddressOfRun(sa.dst, firstRaw)) {
+    const std::size_t first = firstRaw ? 1 : 0;  // the refresh: one segment raw, before the rest
+    if (firstRaw) sendSuperMessages(fds_.hdr4.get(), 0, 1, false);
     superSend_.sendToNextHop(*hop);
-    return sendOnPacketSocket({superSend_.msgs.data(), superSend_.count});
+    return sendOnPacketSocket({superSend_.msgs.data() + first, superSend_.count - first});
   }
   sendSuperMessages(fds_.hdr4.get(), 0, superSend_.count, nat != nullptr);
 }

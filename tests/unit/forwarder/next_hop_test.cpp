@@ -100,6 +100,20 @@ TEST_F(NextHopsTest, OnePacketPerNextHopGoesRawEveryRefreshPeriod) {
   EXPECT_EQ(counters.next_hop_misses, 1u);  // a refresh is not a miss
 }
 
+TEST_F(NextHopsTest, ARunTakesTheRefreshWithOnePacketOnly) {
+  learn(1000);
+  bool firstRaw = true;
+  EXPECT_NE(hops.packetAddressOfRun(kPeer, 1001, firstRaw), nullptr);
+  EXPECT_FALSE(firstRaw);
+  EXPECT_NE(hops.packetAddressOfRun(kPeer, 1000 + NextHops::kRefreshMs, firstRaw), nullptr);
+  EXPECT_TRUE(firstRaw);  // the run's first packet raw, the rest to the MAC
+  EXPECT_NE(hops.packetAddressOfRun(kPeer, 1001 + NextHops::kRefreshMs, firstRaw), nullptr);
+  EXPECT_FALSE(firstRaw);
+  // Unknown: the whole run raw.
+  EXPECT_EQ(hops.packetAddressOfRun({203, 0, 113, 9}, 1001 + NextHops::kRefreshMs, firstRaw), nullptr);
+  EXPECT_FALSE(firstRaw);
+}
+
 TEST_F(NextHopsTest, NeighbourNotificationsUpdateAndDropTheEntry) {
   learn(1000);
   ASSERT_NE(hops.packetAddress(kPeer, 1001), nullptr);
