@@ -176,6 +176,17 @@ sockaddr_ll linkAddress(const SendTarget& target) {
   return addr;
 }
 
+// The Ethernet header cases (b) and (d) write in front of each packet: to the
+// next hop, from the sender's veth end, IPv4.
+std::array<std::uint8_t, ETH_HLEN> ethernetHeader(const SendTarget& target) {
+  std::array<std::uint8_t, ETH_HLEN> ethernet{};
+  std::memcpy(ethernet.data(), target.nextHopMac.data(), ETH_ALEN);
+  std::memcpy(ethernet.data() + ETH_ALEN, target.sourceMac.data(), ETH_ALEN);
+  ethernet[12] = ETH_P_IP >> 8;
+  ethernet[13] = ETH_P_IP & 0xff;
+  return ethernet;
+}
+
 // TX ring geometry: 1024 frames of 2 KiB (an Ethernet frame of up to 1500
 // bytes of IP and the frame header), 2 MiB.
 constexpr std::uint32_t kTxFrameSize = 2048;
@@ -200,11 +211,7 @@ void sendTxRing(const SendTarget& target, const std::vector<std::vector<std::uin
   if (bind(fd.get(), reinterpret_cast<const sockaddr*>(&self), sizeof self) != 0) {
     throw std::runtime_error(std::string("bind(AF_PACKET): ") + std::strerror(errno));
   }
-  std::array<std::uint8_t, ETH_HLEN> ethernet{};
-  std::memcpy(ethernet.data(), target.nextHopMac.data(), ETH_ALEN);
-  std::memcpy(ethernet.data() + ETH_ALEN, target.sourceMac.data(), ETH_ALEN);
-  ethernet[12] = ETH_P_IP >> 8;
-  ethernet[13] = ETH_P_IP & 0xff;
+  const std::array<std::uint8_t, ETH_HLEN> ethernet = ethernetHeader(target);
   if (!waitForGo(control, control.stopSending)) return;
   const double cpu0 = threadCpuSeconds();
   std::size_t next = 0, packet = 0;
@@ -306,11 +313,7 @@ void sendXdpCopy(const SendTarget& target, const std::vector<std::vector<std::ui
   }
   std::vector<std::uint64_t> freeFrames;
   for (std::uint64_t i = 0; i < kXdpFrames; ++i) freeFrames.push_back(i * kXdpFrameSize);
-  std::array<std::uint8_t, ETH_HLEN> ethernet{};
-  std::memcpy(ethernet.data(), target.nextHopMac.data(), ETH_ALEN);
-  std::memcpy(ethernet.data() + ETH_ALEN, target.sourceMac.data(), ETH_ALEN);
-  ethernet[12] = ETH_P_IP >> 8;
-  ethernet[13] = ETH_P_IP & 0xff;
+  const std::array<std::uint8_t, ETH_HLEN> ethernet = ethernetHeader(target);
   if (!waitForGo(control, control.stopSending)) return;
   const double cpu0 = threadCpuSeconds();
   std::uint32_t number = 0;
