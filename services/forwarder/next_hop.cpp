@@ -43,7 +43,7 @@ void NextHops::askNeighbour(NextHop& n) noexcept {
   send_(context_, std::span(request).first(netlink::neighbourRequest(request, n.askedSeq, n.ifindex, n.address)));
 }
 
-const sockaddr_ll* NextHops::packetAddress(const netlink::Ipv4& to, std::uint64_t nowMs) noexcept {
+NextHops::NextHop* NextHops::usableHop(const netlink::Ipv4& to, std::uint64_t nowMs) noexcept {
   Destination* d = find(to);
   if (d == nullptr) {
     if (destinationCount_ == kMaxDestinations) flush();
@@ -70,22 +70,25 @@ const sockaddr_ll* NextHops::packetAddress(const netlink::Ipv4& to, std::uint64_
     ++counters_.next_hop_misses;
     return nullptr;
   }
-  if (nowMs - n.lastRawMs >= kRefreshMs) {
-    n.lastRawMs = nowMs;  // this one goes raw: the kernel's neighbour entry sees traffic
-    return nullptr;
-  }
-  return &n.to;
+  return &n;
+}
+
+bool NextHops::takeRefresh(NextHop& n, std::uint64_t nowMs) noexcept {
+  if (nowMs - n.lastRawMs < kRefreshMs) return false;
+  n.lastRawMs = nowMs;  // one packet goes raw: the kernel's neighbour entry sees traffic
+  return true;
+}
+
+const sockaddr_ll* NextHops::packetAddress(const netlink::Ipv4& to, std::uint64_t nowMs) noexcept {
+  NextHop* n = usableHop(to, nowMs);
+  return n == nullptr || takeRefresh(*n, nowMs) ? nullptr : &n->to;
 }
 
 const sockaddr_ll* NextHops::packetAddressOfRun(const netlink::Ipv4& to, std::uint64_t nowMs, bool& firstRaw) noexcept {
-  firstRaw = false;
-  if (const sockaddr_ll* hop = packetAddress(to, nowMs)) return hop;
-  const Destination* d = find(to);
-  if (d == nullptr || d->state != Destination::State::kRouted) return nullptr;
-  const NextHop& n = nextHops_[d->nextHop];
-  if (!n.usable || n.lastRawMs != nowMs) return nullptr;
-  firstRaw = true;  // the refresh just taken: the run's first packet raw, the rest by the packet socket
-  return &n.to;
+  NextHop* n = usableHop(to, nowMs);
+  // The refresh: the run's first packet raw, the rest by the packet socket.
+  firstRaw = n != nullptr && takeRefresh(*n, nowMs);
+  return n == nullptr ? nullptr : &n->to;
 }
 
 void NextHops::onDatagram(std::span<const std::uint8_t> datagram, std::uint64_t nowMs) noexcept {

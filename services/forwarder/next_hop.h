@@ -89,6 +89,11 @@ class NextHops {
   };
 
   Destination* find(const netlink::Ipv4& to) noexcept;
+  // The usable next hop of `to`, or nullptr (counted as next_hop_misses; the
+  // route or neighbour asked for, or asked again, as due).
+  NextHop* usableHop(const netlink::Ipv4& to, std::uint64_t nowMs) noexcept;
+  // Whether n's refresh is due; if so it is taken now (one packet goes raw).
+  static bool takeRefresh(NextHop& n, std::uint64_t nowMs) noexcept;
   NextHop* findNextHop(std::uint32_t ifindex, const netlink::Ipv4& address) noexcept;
   void askRoute(Destination& d, std::uint64_t nowMs) noexcept;
   void askNeighbour(NextHop& n) noexcept;

@@ -108,6 +108,7 @@ void Forwarder::resendRaw(const mmsghdr& m) noexcept {
   counters_.esp_out_bytes += static_cast<std::uint64_t>(sent);
 }
 
+// EMSGSIZE cannot come for a packet that fits, but if it does: the raw socket.
 void Forwarder::sendOnPacketSocket(std::span<mmsghdr> msgs) noexcept {
   for (std::size_t sent = 0; sent < msgs.size();) {
     const int n = sendmmsg(fds_.packet4.get(), msgs.data() + sent, static_cast<unsigned>(msgs.size() - sent),

@@ -7,7 +7,6 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 
@@ -53,22 +52,17 @@ void Forwarder::flushSendBatch(SendBatch& b) noexcept {
 }
 
 void Forwarder::sendEach(SendBatch& b, std::size_t first, std::size_t count) noexcept {
+  if (b.packet) return sendOnPacketSocket({b.msgs.data() + first, count});  // packet_send.cpp
   std::size_t sent = first;
   const std::size_t end = first + count;
   while (sent < end) {
     int n = sendmmsg(b.fd, b.msgs.data() + sent, static_cast<unsigned>(end - sent), MSG_DONTWAIT);
     if (n <= 0) {
-      if (b.packet && errno == EMSGSIZE) {  // cannot be for a packet that fits, but if it is: the raw socket
-        ++counters_.out_packet_socket_too_big;
-        resendRaw(b.msgs[sent++]);
-        continue;
-      }
       // Refused (EAGAIN, unreachable, ...): drop this one and go on with the rest.
       ++(b.keepalive ? counters_.natt_out_keepalive_errors : counters_.out_drop_send);
       ++sent;
       continue;
     }
-    if (b.packet) counters_.out_packet_socket += static_cast<std::uint64_t>(n);
     if (b.keepalive) {
       counters_.natt_out_keepalives += static_cast<std::uint64_t>(n);
       sent += static_cast<std::size_t>(n);

@@ -18,11 +18,10 @@
 #pragma once
 
 #include <netinet/in.h>
+#include <linux/if_packet.h>
 #include <sys/socket.h>
 
 #include <array>
-#include <linux/if_packet.h>
-
 #include <cstdint>
 
 #include "natt_peers.h"

@@ -37,6 +37,13 @@ namespace {
   throw std::system_error(errno, std::generic_category(), what);
 }
 
+// An optional socket the kernel refused at `step`: `why` says so (from
+// errno) and the caller gets an empty descriptor, then falls back.
+UniqueFd refusedAt(const char* step, std::string& why) {
+  why = std::string(step) + ": " + std::strerror(errno);
+  return UniqueFd();
+}
+
 void ip(const std::vector<std::string>& args) {
   std::vector<std::string> argv{"ip"};
   argv.insert(argv.end(), args.begin(), args.end());
@@ -138,28 +145,24 @@ UniqueFd openRawSocket(int family, int protocol) {
 }
 
 UniqueFd openEspRing4(std::string& why) {
-  auto refused = [&why](const char* step) {
-    why = std::string(step) + ": " + std::strerror(errno);
-    return UniqueFd();
-  };
   // Protocol 0: nothing arrives until renewEspRing4 binds it, after the filter and the ring.
   UniqueFd fd(socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd) return refused("socket(AF_PACKET)");
+  if (!fd) return refusedAt("socket(AF_PACKET)", why);
   auto filter = esp::espRingFilter();
   sock_fprog program{static_cast<unsigned short>(filter.size()), filter.data()};
   if (setsockopt(fd.get(), SOL_SOCKET, SO_ATTACH_FILTER, &program, sizeof program) < 0) {
-    return refused("SO_ATTACH_FILTER");
+    return refusedAt("SO_ATTACH_FILTER", why);
   }
   int version = TPACKET_V2;
   if (setsockopt(fd.get(), SOL_PACKET, PACKET_VERSION, &version, sizeof version) < 0) {
-    return refused("PACKET_VERSION");
+    return refusedAt("PACKET_VERSION", why);
   }
   return fd;
 }
 
 bool renewEspRing4(int fd, int raw4, std::string& why) {
   auto refused = [&why, raw4](const char* step) {
-    why = std::string(step) + ": " + std::strerror(errno);
+    refusedAt(step, why);
     int unused = 0;
     setsockopt(raw4, SOL_SOCKET, SO_DETACH_FILTER, &unused, sizeof unused);  // the raw socket takes ESP again
     return false;
@@ -184,16 +187,12 @@ bool renewEspRing4(int fd, int raw4, std::string& why) {
 }
 
 UniqueFd openPacketSend4(std::string& why) {
-  auto refused = [&why](const char* step) {
-    why = std::string(step) + ": " + std::strerror(errno);
-    return UniqueFd();
-  };
   // Protocol 0 and never bound: the kernel hands it no packet.
   UniqueFd fd(socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd) return refused("socket(AF_PACKET)");
+  if (!fd) return refusedAt("socket(AF_PACKET)", why);
   int on = 1;
   if (setsockopt(fd.get(), SOL_PACKET, PACKET_QDISC_BYPASS, &on, sizeof on) < 0) {
-    return refused("PACKET_QDISC_BYPASS");
+    return refusedAt("PACKET_QDISC_BYPASS", why);
   }
   int size = 4 << 20;
   setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size);
@@ -203,12 +202,8 @@ UniqueFd openPacketSend4(std::string& why) {
 }
 
 UniqueFd openRouteNetlink(std::string& why) {
-  auto refused = [&why](const char* step) {
-    why = std::string(step) + ": " + std::strerror(errno);
-    return UniqueFd();
-  };
   UniqueFd fd(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE));
-  if (!fd) return refused("socket(NETLINK_ROUTE)");
+  if (!fd) return refusedAt("socket(NETLINK_ROUTE)", why);
   // Room for a burst of neighbour changes; an overrun is seen (ENOBUFS) and
   // flushes the cache. FORCE needs CAP_NET_ADMIN, which a restart may not have.
   int size = 1 << 20;
@@ -218,7 +213,9 @@ UniqueFd openRouteNetlink(std::string& why) {
   sockaddr_nl groups{};
   groups.nl_family = AF_NETLINK;
   groups.nl_groups = RTMGRP_NEIGH | RTMGRP_IPV4_ROUTE;
-  if (bind(fd.get(), reinterpret_cast<const sockaddr*>(&groups), sizeof groups) < 0) return refused("bind (groups)");
+  if (bind(fd.get(), reinterpret_cast<const sockaddr*>(&groups), sizeof groups) < 0) {
+    return refusedAt("bind (groups)", why);
+  }
   return fd;
 }
 

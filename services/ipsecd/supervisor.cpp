@@ -135,6 +135,19 @@ class Supervisor {
 
  private:
   // ---- set-up -------------------------------------------------------------
+  // What a forwarder gets in place of a socket that is off: an eventfd that never fires.
+  static UniqueFd idleEventfd(const char* what) {
+    UniqueFd idle(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!idle) throw std::system_error(errno, std::generic_category(), std::string("eventfd (") + what + " placeholder)");
+    return idle;
+  }
+  // A forwarder's own descriptor of a socket ipsecd keeps across data-plane starts.
+  static UniqueFd copyOf(const UniqueFd& fd, const char* what) {
+    UniqueFd copy(fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
+    if (!copy) throw std::system_error(errno, std::generic_category(), std::string("dup (") + what + ")");
+    return copy;
+  }
+
   // Plain ESP/IPv4 in through the packet ring (esp_ring), or, when it is off
   // or the kernel refuses it, on the raw socket as before; the forwarder's
   // table entry then holds an eventfd that never fires. A fresh ring for
@@ -156,16 +169,12 @@ class Supervisor {
       if (renewEspRing4(espRingSocket_.get(), raw4_.get(), why)) {
         log::info("plain ESP/IPv4 received through a packet ring ({} frames of {} bytes)", esp::kEspRingFrames,
                   esp::kEspRingFrameSize);
-        UniqueFd ours(fcntl(espRingSocket_.get(), F_DUPFD_CLOEXEC, 0));
-        if (!ours) throw std::system_error(errno, std::generic_category(), "dup (ESP ring)");
-        return ours;
+        return copyOf(espRingSocket_, "ESP ring");
       }
       log::warn("esp_ring: the kernel refused a new packet ring ({}): plain ESP/IPv4 on the raw socket", why);
       espRingSocket_.reset();
     }
-    UniqueFd idle(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!idle) throw std::system_error(errno, std::generic_category(), "eventfd (ESP ring placeholder)");
-    return idle;
+    return idleEventfd("ESP ring");
   }
 
   // Plain tunnel ESP/IPv4 out on a packet socket to the next hop's MAC
@@ -179,20 +188,13 @@ class Supervisor {
     packetSocket_ = openPacketSend4(why);
     if (!packetSocket_) log::warn("esp_send: the kernel refused the packet socket ({}): ESP/IPv4 on the raw socket", why);
   }
-  static UniqueFd idleEventfd(const char* what) {
-    UniqueFd idle(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!idle) throw std::system_error(errno, std::generic_category(), std::string("eventfd (") + what + " placeholder)");
-    return idle;
-  }
   std::pair<UniqueFd, UniqueFd> openPacketSend() {
     if (packetSocket_) {
       std::string why;
       UniqueFd netlink = openRouteNetlink(why);
       if (netlink) {
-        UniqueFd ours(fcntl(packetSocket_.get(), F_DUPFD_CLOEXEC, 0));
-        if (!ours) throw std::system_error(errno, std::generic_category(), "dup (ESP packet socket)");
         log::info("plain tunnel ESP/IPv4 sent on a packet socket to the next hop (esp_send = packet)");
-        return {std::move(ours), std::move(netlink)};
+        return {copyOf(packetSocket_, "ESP packet socket"), std::move(netlink)};
       }
       log::warn("esp_send: the kernel refused the route netlink socket ({}): ESP/IPv4 on the raw socket", why);
     }

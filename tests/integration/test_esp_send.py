@@ -20,6 +20,12 @@ class EspSendTest(unittest.TestCase):
     def counters(self, h):
         return h.stats()["ipsec-forwarder"]["counters"]
 
+    def carry_both_ways(self, tb):
+        """Pings both ways, then 2 MiB of TCP each way (SHA-256 checked by tcp_transfer)."""
+        assert_pings_both_ways(self, tb, INNER)
+        tcp_transfer(tb.a, tb.b, INNER[4][1], nbytes=2 << 20, port=5001)
+        tcp_transfer(tb.b, tb.a, INNER[4][0], nbytes=2 << 20, port=5002)
+
     def all_of(self, src, dst, count=10):
         """count pings src→dst at 0.1 s; all must be answered (a next hop the
         cache failed to follow would lose all but the one raw refresh)."""
@@ -32,9 +38,7 @@ class EspSendTest(unittest.TestCase):
             tb.start_pair("aes-gcm", 4, esp_send="packet")
             for h in tb.hosts():
                 self.assertIn("plain tunnel ESP/IPv4 sent on a packet socket", tb.log_text(h))
-            assert_pings_both_ways(self, tb, INNER)
-            tcp_transfer(tb.a, tb.b, INNER[4][1], nbytes=2 << 20, port=5001)
-            tcp_transfer(tb.b, tb.a, INNER[4][0], nbytes=2 << 20, port=5002)
+            self.carry_both_ways(tb)
             for side, h in zip("ab", tb.hosts()):
                 c = self.counters(h)
                 self.assertGreater(c["out_packet_socket"], 500, side)
@@ -83,9 +87,7 @@ class EspSendTest(unittest.TestCase):
         traffic is carried either way, nothing is dropped."""
         with Testbed() as tb:
             tb.start_pair("aes-gcm", 4, esp_send="packet", crypto_workers=2, forwarder_threads=2)
-            assert_pings_both_ways(self, tb, INNER)
-            tcp_transfer(tb.a, tb.b, INNER[4][1], nbytes=2 << 20, port=5001)
-            tcp_transfer(tb.b, tb.a, INNER[4][0], nbytes=2 << 20, port=5002)
+            self.carry_both_ways(tb)
             for side, h in zip("ab", tb.hosts()):
                 c = self.counters(h)
                 self.assertGreater(c["esp_out_packets"], 500, side)
